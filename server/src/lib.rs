@@ -1,0 +1,136 @@
+//! `chat-server`: one chat room over WebSocket, speaking the FastAPI tutorial's protocol.
+//!
+//! Layout:
+//! - [`run`]: the accept loop and graceful shutdown; the binary and the tests both call it.
+//! - `http`: the page at `/`, plain HTTP answers, and the WebSocket handshake.
+//! - `connection`: one WebSocket session, from join to close frame.
+//! - [`room`]: the members and the fan-out of announcements to their bounded outboxes.
+
+mod connection;
+mod http;
+pub mod room;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::room::Room;
+
+/// The server's settings. [`Config::default`] is what `chat-server` runs with when given
+/// no flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The largest text message a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// How many bytes of frames may wait for one slow client before it is disconnected.
+    pub max_queue_bytes: usize,
+    /// How long shutdown may take to close every client before `run` returns anyway.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            max_queue_bytes: 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every connection task needs.
+struct Shared {
+    config: Config,
+    room: Arc<Room>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Shared {
+    fn websocket_config(&self) -> WebSocketConfig {
+        // Chosen for many mostly idle connections: tungstenite's defaults reserve 128 KiB
+        // of read buffer per connection; chat frames are small, so 4 KiB grows on demand.
+        // Writes accumulate a batch up to 64 KiB before a syscall; the outbox above
+        // bounds what may queue, so the write buffer needs no cap of its own beyond it.
+        WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(64 * 1024)
+            .max_write_buffer_size(self.config.max_queue_bytes + 64 * 1024)
+            .max_message_size(Some(self.config.max_message_bytes))
+            .max_frame_size(Some(self.config.max_message_bytes))
+    }
+}
+
+/// Serves the chat on `listener` until `shutdown` completes, then closes every client
+/// with 1001 and returns once they are closed or `config.shutdown_timeout` has passed.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let shared = Arc::new(Shared {
+        room: Room::new(config.max_queue_bytes),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        config,
+    });
+    let address = listener.local_addr()?;
+    info!(%address, "listening");
+
+    accept_until(&listener, &shared, shutdown).await;
+    drop(listener);
+
+    info!(
+        clients = shared.room.len(),
+        "shutting down: closing every client"
+    );
+    shared.shutdown.cancel();
+    shared.tasks.close();
+    if tokio::time::timeout(shared.config.shutdown_timeout, shared.tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            timeout = ?shared.config.shutdown_timeout,
+            "shutdown timed out; dropping the connections left"
+        );
+    }
+    Ok(())
+}
+
+async fn accept_until(listener: &TcpListener, shared: &Arc<Shared>, shutdown: impl Future) {
+    // An accept error (most often running out of file descriptors) would repeat at once
+    // if retried at once: back off, and log only the first of a streak.
+    const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+    const MAX_BACKOFF: Duration = Duration::from_secs(1);
+    let mut backoff = FIRST_BACKOFF;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = FIRST_BACKOFF;
+                    // Chat frames are small and latency matters more than packet count.
+                    let _ = stream.set_nodelay(true);
+                    shared.tasks.spawn(http::serve_connection(stream, peer, shared.clone()));
+                }
+                Err(accept_error) => {
+                    if backoff == FIRST_BACKOFF {
+                        error!(%accept_error, "accept failed; backing off until it succeeds");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Helpers for the end-to-end tests: a real `chat-server` on 127.0.0.1:0, in-process, and
+//! WebSocket and raw-HTTP clients that fail loudly instead of hanging.
+#![allow(dead_code)] // Each test file uses its own subset.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_server::Config;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something it expects before failing.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits for `future`, failing the test with `what` if it takes longer than [`PATIENCE`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// A `chat-server` running in this process on a free loopback port.
+pub struct TestServer {
+    pub address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, config)
+    }
+
+    pub fn start_on(listener: TcpListener, config: Config) -> Self {
+        let address = listener.local_addr().expect("local address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(chat_server::run(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.address)
+    }
+
+    /// Connects as `/ws/<id>` and checks that the first frame is the client's own join.
+    pub async fn join(&self, id: &str, canonical: &str) -> Client {
+        let mut client = self.connect(id).await;
+        assert_eq!(
+            client.recv().await,
+            format!("Client #{canonical} has entered the chat")
+        );
+        client
+    }
+
+    /// Connects as `/ws/<id>` without reading anything.
+    pub async fn connect(&self, id: &str) -> Client {
+        let url = self.url(&format!("/ws/{id}"));
+        let (socket, _) = within("the handshake", tokio_tungstenite::connect_async(&url))
+            .await
+            .unwrap_or_else(|error| panic!("connecting to {url}: {error}"));
+        Client { socket }
+    }
+
+    /// Sends a raw HTTP request and returns the whole response.
+    pub async fn http(&self, request: &str) -> HttpResponse {
+        raw_http(self.address, request).await
+    }
+
+    /// Stops the server the way Ctrl-C does and waits for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        within("the server to stop", &mut self.task)
+            .await
+            .expect("server task")
+            .expect("server result");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A WebSocket client of the chat.
+pub struct Client {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn send(&mut self, text: &str) {
+        within("a send", self.socket.send(Message::text(text)))
+            .await
+            .expect("send");
+    }
+
+    /// The next text frame; fails on anything else.
+    pub async fn recv(&mut self) -> String {
+        match within("a text frame", self.socket.next()).await {
+            Some(Ok(Message::Text(text))) => text.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server closes, returning its close frame and the texts before it.
+    pub async fn recv_until_close(&mut self) -> (Option<CloseFrame>, Vec<String>) {
+        let mut texts = Vec::new();
+        loop {
+            match within("the close frame", self.socket.next()).await {
+                Some(Ok(Message::Text(text))) => texts.push(text.to_string()),
+                Some(Ok(Message::Close(frame))) => return (frame, texts),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?} after {texts:?}"),
+            }
+        }
+    }
+
+    /// Checks that nothing arrives for a short while.
+    pub async fn expect_silence(&mut self) {
+        if let Ok(frame) =
+            tokio::time::timeout(Duration::from_millis(200), self.socket.next()).await
+        {
+            panic!("expected silence, got {frame:?}");
+        }
+    }
+
+    pub async fn close(mut self) {
+        within("a close", self.socket.close(None))
+            .await
+            .expect("close");
+        // Read the server's echo so the close handshake completes.
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, self.socket.next()).await {}
+    }
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Writes `request` as-is and reads one response: its head, then `Content-Length` bytes.
+pub async fn raw_http(address: SocketAddr, request: &str) -> HttpResponse {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    within("an HTTP response", read_response(&mut stream)).await
+}
+
+async fn read_response(stream: &mut TcpStream) -> HttpResponse {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(end) = raw.windows(4).position(|window| window == b"\r\n\r\n") {
+            break end;
+        }
+        let read = stream.read(&mut chunk).await.expect("read");
+        assert!(
+            read > 0,
+            "connection closed before the response head: {raw:?}"
+        );
+        raw.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8(raw[..head_end].to_vec()).expect("ascii head");
+    let mut response = HttpResponse {
+        status: head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}")),
+        head,
+        body: String::new(),
+    };
+    let length: usize = response
+        .header("content-length")
+        .map_or(0, |length| length.parse().expect("content-length"));
+    let mut body = raw[head_end + 4..].to_vec();
+    while body.len() < length {
+        let read = stream.read(&mut chunk).await.expect("read");
+        assert!(read > 0, "connection closed in the body");
+        body.extend_from_slice(&chunk[..read]);
+    }
+    response.body = String::from_utf8(body).expect("utf-8 body");
+    response
+}
+
+/// A WebSocket handshake request for `path`.
+pub fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
