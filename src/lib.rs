@@ -29,11 +29,11 @@ pub struct ClientId(String);
 /// Why a string is not a client id.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidId {
-    #[error("the id is empty; {ID_RULES}")]
+    #[error("the id is empty")]
     Empty,
     #[error("the id has more than {MAX_ID_DIGITS} digits")]
     TooLong,
-    #[error("the id is not a decimal integer; {ID_RULES}")]
+    #[error("the id is not a decimal integer")]
     NotAnInteger,
 }
 

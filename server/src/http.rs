@@ -92,7 +92,10 @@ fn respond(request: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -
 }
 
 fn invalid_id_body(error: chat::InvalidId) -> String {
-    format!("invalid client id: {error}\nconnect to /ws/<client_id>, for example /ws/42\n")
+    format!(
+        "invalid client id: {error}\n{rules}; connect to /ws/<client_id>, for example /ws/42\n",
+        rules = chat::ID_RULES
+    )
 }
 
 /// Answers the WebSocket handshake and hands the upgraded socket to a new session.

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::room::Room;
 
@@ -81,8 +81,7 @@ pub async fn run(
         tasks: TaskTracker::new(),
         config,
     });
-    let address = listener.local_addr()?;
-    info!(%address, "listening");
+    debug!(address = %listener.local_addr()?, "listening");
 
     accept_until(&listener, &shared, shutdown).await;
     drop(listener);
