@@ -93,8 +93,9 @@ pub async fn serve(socket: Socket, member: Member, peer: SocketAddr, shutdown: C
         () = member.outbox().evicted() => Ending::SlowConsumer,
         () = shutdown.cancelled() => Ending::ShuttingDown,
     };
-    if ending == Ending::ShuttingDown {
-        // Flush what the room already queued before saying goodbye.
+    if matches!(ending, Ending::ShuttingDown | Ending::ClientClosed) {
+        // Flush what the room already queued before saying goodbye: a client that closes
+        // still gets the messages sent before its close, its own last one included.
         let mut batch = Vec::new();
         if member.outbox().take_queued(&mut batch) {
             let _ =

@@ -1,1 +1,21 @@
-//! `chat-tui`, the terminal client. Reserved here; it is built in its own issue.
+//! `chat-tui`, the terminal client, in the Elm style: events go into a pure `update`,
+//! and the view is drawn from the state.
+//!
+//! Layout:
+//! - [`app`]: the state and `update`; no I/O.
+//! - [`ui`]: the view, drawn from `App` with ratatui.
+//! - [`event`]: the events `update` takes.
+//! - [`input`]: the line editor behind the input line.
+//! - [`text`]: network text made safe to draw, and wrapping by display width.
+//! - [`net`]: the socket, reconnects and backoff; the only module that touches the network.
+//! - [`pipe`]: the line mode for scripts.
+//!
+//! `main.rs` holds the flags, the terminal's set-up and restoration, and the event loop.
+
+pub mod app;
+pub mod event;
+pub mod input;
+pub mod net;
+pub mod pipe;
+pub mod text;
+pub mod ui;

@@ -1,0 +1,512 @@
+//! The client's state and its pure `update`: no I/O here, so every key and every
+//! network event can be tested by calling [`App::update`].
+
+use std::collections::VecDeque;
+
+use chat::Announcement;
+use crossterm::event::{
+    Event as TerminalEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent,
+    MouseEventKind,
+};
+
+use crate::event::{Event, NetEvent};
+use crate::input::InputLine;
+use crate::text::{sanitize, wrap};
+
+/// Columns taken by the receive time (`HH:MM:SS `) before each message.
+pub const TIME_WIDTH: usize = 9;
+
+/// Rows the mouse wheel scrolls per notch.
+const WHEEL_ROWS: usize = 3;
+
+/// Rows under the message pane: the status bar and the input line.
+pub const CHROME_ROWS: u16 = 2;
+
+/// What `update` asks the outside world to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send this line as a text frame.
+    Send(String),
+    Quit,
+}
+
+/// The state of the connection, as the status bar shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    Connecting,
+    Connected,
+    Retrying { seconds: u64 },
+}
+
+/// What a line in the message pane is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// `Client #<id> has entered the chat` or `... has left the chat`.
+    Presence,
+    /// `Client #<id>: <text>`; `prefix` is the byte length of `Client #<id>:`.
+    Said {
+        id: String,
+        mine: bool,
+        prefix: usize,
+    },
+    /// Any other text from the server, shown as it came.
+    Other,
+    /// Something this client says about itself (connection lost, line kept…).
+    Notice,
+}
+
+/// One message in the scrollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Local receive time, `HH:MM:SS`.
+    pub time: String,
+    /// The text, sanitized: safe to draw, newlines kept.
+    pub text: String,
+    pub kind: Kind,
+}
+
+impl Entry {
+    /// The text cut into rows for a pane `width` columns wide, after the time column.
+    pub fn rows(&self, width: u16) -> Vec<String> {
+        wrap(&self.text, usize::from(width).saturating_sub(TIME_WIDTH))
+    }
+}
+
+/// The whole client state.
+#[derive(Debug)]
+pub struct App {
+    /// The server's base URL, for the status bar.
+    pub server: String,
+    /// Our canonical id.
+    pub id: String,
+    pub connection: Connection,
+    pub entries: VecDeque<Entry>,
+    pub input: InputLine,
+    /// How many rows the view is scrolled up from the newest message.
+    pub scroll: usize,
+    /// Messages that arrived while scrolled up.
+    pub unseen: usize,
+    scrollback: usize,
+    size: (u16, u16),
+    /// The local time as `HH:MM:SS`; a parameter so that tests can fix it.
+    clock: fn() -> String,
+}
+
+impl App {
+    /// A client for `id` on `server`, keeping at most `scrollback` messages, stamping
+    /// each with the time `clock` tells.
+    pub fn new(server: String, id: String, scrollback: usize, clock: fn() -> String) -> Self {
+        Self {
+            server,
+            id,
+            connection: Connection::Connecting,
+            entries: VecDeque::new(),
+            input: InputLine::default(),
+            scroll: 0,
+            unseen: 0,
+            scrollback: scrollback.max(1),
+            size: (80, 24),
+            clock,
+        }
+    }
+
+    /// Reacts to one event; returns what must be done outside, if anything.
+    pub fn update(&mut self, event: Event) -> Option<Command> {
+        match event {
+            Event::Terminal(TerminalEvent::Key(key)) => return self.key(key),
+            Event::Terminal(TerminalEvent::Paste(text)) => {
+                self.input
+                    .insert(&text.replace("\r\n", "\n").replace('\r', "\n"));
+            }
+            Event::Terminal(TerminalEvent::Mouse(mouse)) => self.mouse(mouse),
+            Event::Terminal(TerminalEvent::Resize(columns, rows)) => {
+                self.size = (columns, rows);
+                self.scroll = self.scroll.min(self.max_scroll());
+            }
+            Event::Terminal(_) => {}
+            Event::Net(news) => self.net(news),
+        }
+        None
+    }
+
+    fn key(&mut self, key: KeyEvent) -> Option<Command> {
+        if key.kind == KeyEventKind::Release {
+            return None;
+        }
+        let control = key.modifiers.contains(KeyModifiers::CONTROL);
+        match key.code {
+            KeyCode::Char('c') if control => return Some(Command::Quit),
+            KeyCode::Char('a') if control => self.input.home(),
+            KeyCode::Char('e') if control => self.input.end(),
+            KeyCode::Char('w') if control => self.input.delete_word_before(),
+            KeyCode::Char('u') if control => self.input.delete_to_start(),
+            KeyCode::Char(_) if control => {}
+            KeyCode::Char(c) => self.input.insert(c.encode_utf8(&mut [0; 4])),
+            KeyCode::Enter => return self.submit(),
+            KeyCode::Backspace => self.input.backspace(),
+            KeyCode::Delete => self.input.delete(),
+            KeyCode::Left => self.input.left(),
+            KeyCode::Right => self.input.right(),
+            // Home and End edit the line; with Ctrl, or when there is no line to edit,
+            // they jump to the top or the bottom of the scrollback.
+            KeyCode::Home if control || self.input.is_empty() => self.scroll_to(usize::MAX),
+            KeyCode::End if control || self.input.is_empty() => self.scroll_to(0),
+            KeyCode::Home => self.input.home(),
+            KeyCode::End => self.input.end(),
+            KeyCode::Up => self.input.history_back(),
+            KeyCode::Down => self.input.history_forward(),
+            KeyCode::PageUp => self.scroll_to(self.scroll.saturating_add(self.page())),
+            KeyCode::PageDown => self.scroll_to(self.scroll.saturating_sub(self.page())),
+            _ => {}
+        }
+        None
+    }
+
+    fn submit(&mut self) -> Option<Command> {
+        if self.input.is_empty() {
+            return None;
+        }
+        if self.connection != Connection::Connected {
+            self.notice("not connected: your line is kept; press Enter again once connected");
+            return None;
+        }
+        self.scroll_to(0);
+        Some(Command::Send(self.input.submit()))
+    }
+
+    /// Takes back a line that could not be handed to the network (sending is backed up),
+    /// so it is not lost.
+    pub fn unsent(&mut self, line: String) {
+        if self.input.is_empty() {
+            self.input.insert(&line);
+        }
+        self.notice("sending is backed up: your line is kept; press Enter to try again");
+    }
+
+    fn mouse(&mut self, mouse: MouseEvent) {
+        match mouse.kind {
+            MouseEventKind::ScrollUp => self.scroll_to(self.scroll.saturating_add(WHEEL_ROWS)),
+            MouseEventKind::ScrollDown => self.scroll_to(self.scroll.saturating_sub(WHEEL_ROWS)),
+            _ => {}
+        }
+    }
+
+    fn net(&mut self, news: NetEvent) {
+        match news {
+            NetEvent::Connecting => self.connection = Connection::Connecting,
+            NetEvent::Connected => {
+                if matches!(self.connection, Connection::Retrying { .. })
+                    || self.entries.iter().any(|entry| entry.kind == Kind::Notice)
+                {
+                    self.notice("connected again");
+                }
+                self.connection = Connection::Connected;
+            }
+            NetEvent::Retrying { seconds } => self.connection = Connection::Retrying { seconds },
+            NetEvent::Disconnected { reason } => {
+                self.notice(&format!("disconnected: {reason}"));
+            }
+            NetEvent::Received { text } => {
+                let kind = self.kind_of(&text);
+                self.push(Entry {
+                    time: (self.clock)(),
+                    text: sanitize(&text),
+                    kind,
+                });
+            }
+        }
+    }
+
+    fn kind_of(&self, text: &str) -> Kind {
+        match Announcement::parse(text) {
+            Some(Announcement::Joined(_) | Announcement::Left(_)) => Kind::Presence,
+            Some(Announcement::Said { id, .. }) => Kind::Said {
+                id: id.to_owned(),
+                mine: id == self.id,
+                prefix: "Client #:".len() + id.len(),
+            },
+            None => Kind::Other,
+        }
+    }
+
+    fn notice(&mut self, text: &str) {
+        self.push(Entry {
+            time: (self.clock)(),
+            text: sanitize(&format!("* {text}")),
+            kind: Kind::Notice,
+        });
+    }
+
+    fn push(&mut self, entry: Entry) {
+        if self.scroll > 0 {
+            // Keep the view still: the rows added below are rows further from the bottom.
+            self.scroll += entry.rows(self.size.0).len();
+            self.unseen += 1;
+        }
+        self.entries.push_back(entry);
+        if self.entries.len() > self.scrollback {
+            self.entries.pop_front();
+            self.scroll = self.scroll.min(self.max_scroll());
+        }
+    }
+
+    /// The message pane's height in rows.
+    pub fn pane_height(&self) -> usize {
+        usize::from(self.size.1.saturating_sub(CHROME_ROWS))
+    }
+
+    fn page(&self) -> usize {
+        self.pane_height().saturating_sub(1).max(1)
+    }
+
+    fn max_scroll(&self) -> usize {
+        let total: usize = self
+            .entries
+            .iter()
+            .map(|entry| entry.rows(self.size.0).len())
+            .sum();
+        total.saturating_sub(self.pane_height())
+    }
+
+    fn scroll_to(&mut self, rows_up: usize) {
+        self.scroll = rows_up.min(self.max_scroll());
+        if self.scroll == 0 {
+            self.unseen = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noon() -> String {
+        "12:00:00".to_owned()
+    }
+
+    fn key(code: KeyCode) -> Event {
+        Event::Terminal(TerminalEvent::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+    }
+
+    fn ctrl(c: char) -> Event {
+        Event::Terminal(TerminalEvent::Key(KeyEvent::new(
+            KeyCode::Char(c),
+            KeyModifiers::CONTROL,
+        )))
+    }
+
+    fn received(text: &str) -> Event {
+        Event::Net(NetEvent::Received {
+            text: text.to_owned(),
+        })
+    }
+
+    fn type_text(app: &mut App, text: &str) {
+        for c in text.chars() {
+            app.update(key(KeyCode::Char(c)));
+        }
+    }
+
+    fn connected_app() -> App {
+        let mut app = App::new("ws://localhost:8000".into(), "42".into(), 10_000, noon);
+        app.update(Event::Terminal(TerminalEvent::Resize(40, 12)));
+        app.update(Event::Net(NetEvent::Connected));
+        app
+    }
+
+    #[test]
+    fn enter_sends_the_line_and_empty_lines_are_not_sent() {
+        let mut app = connected_app();
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        type_text(&mut app, "hello");
+        assert_eq!(
+            app.update(key(KeyCode::Enter)),
+            Some(Command::Send("hello".into()))
+        );
+        assert!(app.input.is_empty());
+    }
+
+    #[test]
+    fn ctrl_c_quits() {
+        let mut app = connected_app();
+        assert_eq!(app.update(ctrl('c')), Some(Command::Quit));
+    }
+
+    #[test]
+    fn shell_keys_edit_the_line() {
+        let mut app = connected_app();
+        type_text(&mut app, "say hello world");
+        app.update(ctrl('w'));
+        app.update(ctrl('a'));
+        app.update(key(KeyCode::Delete));
+        app.update(key(KeyCode::Char('S')));
+        app.update(ctrl('e'));
+        app.update(key(KeyCode::Backspace));
+        assert_eq!(app.input.text(), "Say hello");
+        app.update(key(KeyCode::Left));
+        app.update(key(KeyCode::Left));
+        app.update(ctrl('u'));
+        assert_eq!(app.input.text(), "lo");
+        app.update(key(KeyCode::End));
+        app.update(key(KeyCode::Home));
+        app.update(key(KeyCode::Right));
+        assert_eq!(app.input.cursor(), 1);
+    }
+
+    #[test]
+    fn up_and_down_recall_sent_lines() {
+        let mut app = connected_app();
+        for line in ["one", "two"] {
+            type_text(&mut app, line);
+            app.update(key(KeyCode::Enter));
+        }
+        app.update(key(KeyCode::Up));
+        assert_eq!(app.input.text(), "two");
+        app.update(key(KeyCode::Up));
+        assert_eq!(app.input.text(), "one");
+        app.update(key(KeyCode::Down));
+        assert_eq!(app.input.text(), "two");
+    }
+
+    #[test]
+    fn a_paste_lands_in_the_input_without_sending() {
+        let mut app = connected_app();
+        let paste = Event::Terminal(TerminalEvent::Paste("line one\r\nline two".into()));
+        assert_eq!(app.update(paste), None);
+        assert_eq!(app.input.text(), "line one\nline two");
+    }
+
+    #[test]
+    fn offline_the_line_is_kept_with_a_notice() {
+        let mut app = connected_app();
+        app.update(Event::Net(NetEvent::Disconnected {
+            reason: "connection reset".into(),
+        }));
+        app.update(Event::Net(NetEvent::Retrying { seconds: 3 }));
+        type_text(&mut app, "typed offline");
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        assert_eq!(app.input.text(), "typed offline");
+        let last = app.entries.back().expect("a notice");
+        assert_eq!(last.kind, Kind::Notice);
+        assert!(last.text.contains("your line is kept"), "{}", last.text);
+
+        app.update(Event::Net(NetEvent::Connected));
+        assert_eq!(
+            app.update(key(KeyCode::Enter)),
+            Some(Command::Send("typed offline".into()))
+        );
+    }
+
+    #[test]
+    fn messages_are_classified_and_sanitized() {
+        let mut app = connected_app();
+        for text in [
+            "Client #42 has entered the chat",
+            "Client #42: mine",
+            "Client #7: theirs \u{1b}[31mred",
+            "Client #7 has left the chat",
+            "something else",
+        ] {
+            app.update(received(text));
+        }
+        let kinds: Vec<&Kind> = app.entries.iter().map(|entry| &entry.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &Kind::Presence,
+                &Kind::Said {
+                    id: "42".into(),
+                    mine: true,
+                    prefix: 11
+                },
+                &Kind::Said {
+                    id: "7".into(),
+                    mine: false,
+                    prefix: 10
+                },
+                &Kind::Presence,
+                &Kind::Other,
+            ]
+        );
+        assert_eq!(app.entries[2].text, "Client #7: theirs ␛[31mred");
+    }
+
+    #[test]
+    fn scrolled_up_the_view_stays_put_and_counts_new_messages() {
+        let mut app = connected_app(); // 10 rows of pane
+        for n in 0..30 {
+            app.update(received(&format!("Client #7: {n}")));
+        }
+        app.update(key(KeyCode::PageUp));
+        assert_eq!(app.scroll, 9);
+        app.update(received("Client #7: new"));
+        app.update(received("Client #7: newer"));
+        assert_eq!(app.scroll, 11, "the view did not move");
+        assert_eq!(app.unseen, 2);
+
+        app.update(key(KeyCode::PageDown));
+        assert_eq!(app.scroll, 2);
+        assert_eq!(app.unseen, 2);
+        app.update(key(KeyCode::End));
+        assert_eq!((app.scroll, app.unseen), (0, 0));
+    }
+
+    #[test]
+    fn home_and_end_scroll_when_the_input_is_empty_and_edit_it_otherwise() {
+        let mut app = connected_app();
+        for n in 0..30 {
+            app.update(received(&format!("Client #7: {n}")));
+        }
+        app.update(key(KeyCode::Home));
+        assert_eq!(app.scroll, 20, "at the top: 30 rows, 10 shown");
+        type_text(&mut app, "abc");
+        app.update(key(KeyCode::Home));
+        assert_eq!((app.scroll, app.input.cursor()), (20, 0));
+        app.update(Event::Terminal(TerminalEvent::Key(KeyEvent::new(
+            KeyCode::End,
+            KeyModifiers::CONTROL,
+        ))));
+        assert_eq!(app.scroll, 0);
+    }
+
+    #[test]
+    fn the_mouse_wheel_scrolls() {
+        let mut app = connected_app();
+        for n in 0..30 {
+            app.update(received(&format!("Client #7: {n}")));
+        }
+        let wheel = |kind| {
+            Event::Terminal(TerminalEvent::Mouse(MouseEvent {
+                kind,
+                column: 0,
+                row: 0,
+                modifiers: KeyModifiers::NONE,
+            }))
+        };
+        app.update(wheel(MouseEventKind::ScrollUp));
+        app.update(wheel(MouseEventKind::ScrollUp));
+        assert_eq!(app.scroll, 6);
+        app.update(wheel(MouseEventKind::ScrollDown));
+        assert_eq!(app.scroll, 3);
+    }
+
+    #[test]
+    fn scrollback_is_bounded() {
+        let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
+        for n in 0..250 {
+            app.update(received(&format!("Client #7: {n}")));
+        }
+        assert_eq!(app.entries.len(), 100);
+        assert_eq!(app.entries[0].text, "Client #7: 150");
+    }
+
+    #[test]
+    fn the_connection_state_follows_the_network() {
+        let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
+        assert_eq!(app.connection, Connection::Connecting);
+        app.update(Event::Net(NetEvent::Connected));
+        assert_eq!(app.connection, Connection::Connected);
+        app.update(Event::Net(NetEvent::Retrying { seconds: 4 }));
+        assert_eq!(app.connection, Connection::Retrying { seconds: 4 });
+    }
+}

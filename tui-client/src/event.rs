@@ -1,0 +1,25 @@
+//! Everything that can happen to the client: terminal input and news from the network.
+
+/// One thing for [`crate::app::App::update`] to react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A key, a mouse action, a paste or a resize, as crossterm reports them.
+    Terminal(crossterm::event::Event),
+    /// What the connection task saw.
+    Net(NetEvent),
+}
+
+/// News from the connection task in `net`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// A connection attempt has started.
+    Connecting,
+    /// The WebSocket handshake succeeded.
+    Connected,
+    /// A text frame arrived. The text is raw, unsanitized.
+    Received { text: String },
+    /// The connection failed or was lost; `reason` is for people, and raw.
+    Disconnected { reason: String },
+    /// The next attempt starts in this many seconds.
+    Retrying { seconds: u64 },
+}

@@ -1,0 +1,243 @@
+//! The `chat-tui` binary: flags, the terminal's set-up and restoration (also on panic),
+//! and the event loop that feeds `App::update` and draws.
+
+use std::io::{self, IsTerminal, Stdout};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use chat::ClientId;
+use chat_tui::app::{App, Command};
+use chat_tui::event::Event;
+use chat_tui::net::{self, Target};
+use chat_tui::{pipe, ui};
+use clap::Parser;
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    EventStream,
+};
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use crossterm::{cursor, execute};
+use futures_util::StreamExt;
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::sync::mpsc;
+
+const KEYS: &str = "\
+Keys:
+  Enter                send the line (empty lines are not sent)
+  Left/Right, Ctrl-A/Ctrl-E, Home/End   move in the line
+  Backspace/Delete, Ctrl-W, Ctrl-U      delete a char, the word before, all before
+  Up/Down              earlier lines you sent
+  PgUp/PgDn, wheel     scroll the messages
+  Ctrl-Home/Ctrl-End   oldest / newest message (Home/End too while the line is empty)
+  Ctrl-C               quit
+
+When stdin or stdout is not a terminal, or with --plain, it is a line client: each
+stdin line is sent and each message is printed as one line.";
+
+/// A terminal client for the chat.
+#[derive(Parser, Debug)]
+#[command(version, about, after_help = KEYS)]
+struct Args {
+    /// Your client id, a decimal integer. Without it, a time-based id is made, as the
+    /// browser page does.
+    #[arg(long, env = "CHAT_ID", value_parser = ClientId::parse)]
+    id: Option<ClientId>,
+
+    /// The server's base URL: ws:// or wss://, with a path if it is served under one.
+    #[arg(long, env = "CHAT_SERVER", default_value = "ws://localhost:8000")]
+    server: String,
+
+    /// How many messages to keep for scrolling back.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    scrollback: u32,
+
+    /// Leave the mouse to the terminal, so text can be selected; the wheel won't scroll.
+    #[arg(long)]
+    no_mouse: bool,
+
+    /// Line mode for scripts, even on a terminal.
+    #[arg(long)]
+    plain: bool,
+
+    /// Accept any TLS certificate for wss:// (self-signed test servers only).
+    #[arg(long)]
+    insecure: bool,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            let message = error.kind().as_str().map_or_else(
+                || error.to_string(),
+                |kind| format!("{kind}: {}", first_line(&error.to_string())),
+            );
+            eprintln!(
+                "chat-tui: {}",
+                first_line(&message).trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let id_was_given = args.id.is_some();
+    let id = args.id.clone().unwrap_or_else(time_based_id);
+    let target = match Target::new(&args.server, &id, args.insecure) {
+        Ok(target) => target,
+        Err(error) => {
+            eprintln!("chat-tui: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("chat-tui: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plain = args.plain || !io::stdin().is_terminal() || !io::stdout().is_terminal();
+    let result = if plain {
+        if !id_was_given {
+            eprintln!("chat-tui: your id is {id}");
+        }
+        runtime.block_on(pipe::run(&target))
+    } else {
+        runtime.block_on(interactive(&args, id, target))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("chat-tui: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// Milliseconds since 1970, like the browser page's `Date.now()`.
+fn time_based_id() -> ClientId {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    ClientId::parse(&millis.to_string()).expect("a number of milliseconds is a valid id")
+}
+
+fn local_time() -> String {
+    chrono::Local::now().format("%H:%M:%S").to_string()
+}
+
+/// The full-screen client.
+async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Result<()> {
+    let mouse = !args.no_mouse;
+    let server = args.server.trim_end_matches('/').to_owned();
+    let mut app = App::new(server, id.to_string(), args.scrollback as usize, local_time);
+
+    let (events_in, mut events) = mpsc::channel::<Event>(1024);
+    let (lines_out, lines) = mpsc::channel::<String>(64);
+    let network = tokio::spawn(net::run(target, lines, events_in.clone()));
+
+    let _restore_on_exit = TerminalGuard::enter(mouse)?;
+    let mut terminal =
+        Terminal::new(CrosstermBackend::new(io::stdout())).context("opening the terminal")?;
+    terminal.clear()?;
+    let size = terminal.size()?;
+    app.update(Event::Terminal(crossterm::event::Event::Resize(
+        size.width,
+        size.height,
+    )));
+    tokio::spawn(forward_terminal_events(events_in));
+
+    // Redraws are coalesced: everything already waiting is applied before one draw, so a
+    // burst of messages costs one frame, and with nothing happening nothing is drawn.
+    const MOST_EVENTS_PER_FRAME: usize = 4096;
+    'running: loop {
+        terminal.draw(|frame| ui::render(&app, frame))?;
+        let Some(mut event) = events.recv().await else {
+            break;
+        };
+        for _ in 0..MOST_EVENTS_PER_FRAME {
+            match app.update(event) {
+                Some(Command::Quit) => break 'running,
+                Some(Command::Send(line)) => {
+                    if let Err(refused) = lines_out.try_send(line) {
+                        app.unsent(refused.into_inner());
+                    }
+                }
+                None => {}
+            }
+            match events.try_recv() {
+                Ok(next) => event = next,
+                Err(_) => break,
+            }
+        }
+    }
+    // Closing the line channel tells the network task to close the socket politely.
+    drop(lines_out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), network).await;
+    Ok(())
+}
+
+async fn forward_terminal_events(events: mpsc::Sender<Event>) {
+    let mut terminal_events = EventStream::new();
+    while let Some(Ok(event)) = terminal_events.next().await {
+        if events.send(Event::Terminal(event)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Puts the terminal in raw mode on the alternate screen, and restores it exactly when
+/// dropped, on a normal exit and on an error. A panic hook restores it too, before the
+/// panic message is printed, so the message is readable.
+struct TerminalGuard;
+
+impl TerminalGuard {
+    fn enter(mouse: bool) -> anyhow::Result<Self> {
+        let previous_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_terminal();
+            previous_hook(info);
+        }));
+        enable_raw_mode().context("putting the terminal in raw mode")?;
+        let guard = Self;
+        let mut stdout = io::stdout();
+        execute!(stdout, EnterAlternateScreen, EnableBracketedPaste)?;
+        if mouse {
+            execute!(stdout, EnableMouseCapture)?;
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+fn restore_terminal() {
+    let mut stdout: Stdout = io::stdout();
+    let _ = execute!(
+        stdout,
+        DisableMouseCapture,
+        DisableBracketedPaste,
+        LeaveAlternateScreen,
+        cursor::Show
+    );
+    let _ = disable_raw_mode();
+}

@@ -1,0 +1,298 @@
+//! The only part that touches the socket: the server address, connecting (ws or wss),
+//! and the reconnect loop with backoff that keeps the client going through outages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chat::ClientId;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use url::Url;
+
+use crate::event::{Event, NetEvent};
+
+/// A connection attempt that has not finished by then has failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest wait between attempts, before jitter.
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Where to connect, and how.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The full endpoint: the server's base URL with `/ws/<id>` appended.
+    pub url: Url,
+    /// Accept any TLS certificate (`--insecure`).
+    pub insecure: bool,
+}
+
+impl Target {
+    /// The endpoint for `id` on the server at `base`: `ws` and `wss` are taken as they
+    /// are, `http` and `https` mean the same, and a base path is kept, so
+    /// `wss://host/chat` gives `wss://host/chat/ws/<id>`.
+    pub fn new(base: &str, id: &ClientId, insecure: bool) -> anyhow::Result<Self> {
+        let mut url = Url::parse(base).with_context(|| format!("invalid server URL {base:?}"))?;
+        let scheme = match url.scheme() {
+            "ws" | "http" => "ws",
+            "wss" | "https" => "wss",
+            other => bail!("invalid server URL {base:?}: use ws:// or wss://, not {other}://"),
+        };
+        if url.host_str().is_none() {
+            bail!("invalid server URL {base:?}: it has no host");
+        }
+        url.set_scheme(scheme)
+            .map_err(|()| anyhow::anyhow!("invalid server URL {base:?}"))?;
+        let path = format!("{}/ws/{id}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url.set_query(None);
+        url.set_fragment(None);
+        Ok(Self { url, insecure })
+    }
+
+    /// Opens the WebSocket, failing after [`CONNECT_TIMEOUT`].
+    pub async fn connect(&self) -> anyhow::Result<Socket> {
+        let connector = self.insecure.then(insecure_connector);
+        let attempt = tokio_tungstenite::connect_async_tls_with_config(
+            self.url.as_str(),
+            None,
+            true,
+            connector,
+        );
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Err(_) => bail!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            Ok(Err(error)) => Err(describe(error)),
+            Ok(Ok((socket, _response))) => Ok(socket),
+        }
+    }
+}
+
+/// A connection error in words for the person at the keyboard.
+fn describe(error: tungstenite::Error) -> anyhow::Error {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let first_line = body.lines().next().unwrap_or("").trim();
+            anyhow::anyhow!(
+                "the server refused: HTTP {} {first_line}",
+                response.status()
+            )
+        }
+        tungstenite::Error::Io(error) => anyhow::anyhow!("{error}"),
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+/// Connects, relays frames both ways, and reconnects with backoff whenever the
+/// connection fails or is lost, telling `events` what happens. Returns when `outgoing`
+/// closes, which is how the client says it is quitting.
+pub async fn run(
+    target: Target,
+    mut outgoing: mpsc::Receiver<String>,
+    events: mpsc::Sender<Event>,
+) {
+    let news = |news| events.send(Event::Net(news));
+    let mut failures: u32 = 0;
+    loop {
+        if news(NetEvent::Connecting).await.is_err() {
+            return;
+        }
+        let reason = match target.connect().await {
+            Ok(socket) => {
+                failures = 0;
+                if news(NetEvent::Connected).await.is_err() {
+                    return;
+                }
+                match session(socket, &mut outgoing, &events).await {
+                    Some(reason) => reason,
+                    None => return,
+                }
+            }
+            Err(error) => format!("cannot connect to {}: {error:#}", target.url),
+        };
+        failures += 1;
+        if news(NetEvent::Disconnected { reason }).await.is_err() {
+            return;
+        }
+        let mut wait = backoff(failures);
+        while !wait.is_zero() {
+            let seconds = wait.as_secs_f64().ceil() as u64;
+            if news(NetEvent::Retrying { seconds }).await.is_err() {
+                return;
+            }
+            // Sleep to the next whole second of the countdown.
+            let step = wait - Duration::from_secs(seconds - 1);
+            tokio::time::sleep(step).await;
+            wait -= step;
+        }
+    }
+}
+
+/// How long to wait after `failures` failures in a row: doubling from 1 s to 15 s, then
+/// a random 50–100 % of that, so that clients of a restarted server do not all come
+/// back in the same instant. The shortest wait is 0.5 s.
+pub fn backoff(failures: u32) -> Duration {
+    let ceiling = Duration::from_secs(1)
+        .saturating_mul(1 << failures.saturating_sub(1).min(8))
+        .min(MAX_BACKOFF);
+    ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// Relays until the connection ends: returns why, or `None` when the client quits.
+async fn session(
+    mut socket: Socket,
+    outgoing: &mut mpsc::Receiver<String>,
+    events: &mpsc::Sender<Event>,
+) -> Option<String> {
+    loop {
+        tokio::select! {
+            frame = socket.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let news = NetEvent::Received { text: text.to_string() };
+                    events.send(Event::Net(news)).await.ok()?;
+                }
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Some(format!("the server closed the connection ({} {})", frame.code, frame.reason));
+                }
+                Some(Ok(Message::Close(None))) | None => {
+                    return Some("the server closed the connection".to_owned());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Some(error.to_string()),
+            },
+            line = outgoing.recv() => match line {
+                Some(line) => {
+                    if let Err(error) = socket.send(Message::text(line)).await {
+                        return Some(error.to_string());
+                    }
+                }
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
+                    return None;
+                }
+            },
+        }
+    }
+}
+
+/// A TLS connector that accepts any certificate, for `--insecure` only.
+fn insecure_connector() -> Connector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Connector::Rustls(Arc::new(config))
+}
+
+/// Accepts every server certificate, while still checking the handshake signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(base: &str) -> String {
+        let id = ClientId::parse("42").unwrap();
+        Target::new(base, &id, false).expect(base).url.to_string()
+    }
+
+    #[test]
+    fn the_endpoint_keeps_the_base_path() {
+        assert_eq!(endpoint("ws://localhost:8000"), "ws://localhost:8000/ws/42");
+        assert_eq!(
+            endpoint("ws://localhost:8000/"),
+            "ws://localhost:8000/ws/42"
+        );
+        assert_eq!(
+            endpoint("wss://example.org/chat"),
+            "wss://example.org/chat/ws/42"
+        );
+        assert_eq!(
+            endpoint("wss://example.org/chat/"),
+            "wss://example.org/chat/ws/42"
+        );
+        assert_eq!(
+            endpoint("http://127.0.0.1:9000"),
+            "ws://127.0.0.1:9000/ws/42"
+        );
+        assert_eq!(endpoint("https://example.org"), "wss://example.org/ws/42");
+    }
+
+    #[test]
+    fn other_schemes_and_garbage_are_refused() {
+        let id = ClientId::parse("1").unwrap();
+        for bad in ["ftp://x", "localhost:8000", "not a url", "ws://", ""] {
+            assert!(Target::new(bad, &id, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_fifteen_seconds_with_jitter() {
+        for _ in 0..100 {
+            let first = backoff(1);
+            assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+            let third = backoff(3);
+            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4));
+            let late = backoff(40);
+            assert!(late >= Duration::from_millis(7500) && late <= MAX_BACKOFF);
+        }
+    }
+}

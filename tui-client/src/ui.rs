@@ -1,0 +1,341 @@
+//! The view: the message pane, the status bar and the input line, drawn from [`App`].
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::app::{App, Connection, Entry, Kind, TIME_WIDTH};
+use crate::text::{safe_char, sanitize_line, width};
+
+const PROMPT: &str = "› ";
+const KEY_HINT: &str = "Enter send · PgUp scroll · ^C quit ";
+
+/// Colours for other people's ids; each id always gets the same one.
+const ID_COLOURS: [Color; 10] = [
+    Color::Red,
+    Color::Green,
+    Color::Yellow,
+    Color::Blue,
+    Color::Magenta,
+    Color::Cyan,
+    Color::LightRed,
+    Color::LightGreen,
+    Color::LightYellow,
+    Color::LightMagenta,
+];
+
+/// Draws the whole screen.
+pub fn render(app: &App, frame: &mut Frame) {
+    let [pane, status, input] = Layout::vertical([
+        Constraint::Min(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    render_messages(app, pane, frame);
+    render_status(app, status, frame);
+    render_input(app, input, frame);
+}
+
+/// The colour for an id: an FNV-1a hash of its canonical text, so it is the same in every
+/// run and on every machine.
+pub fn id_colour(id: &str) -> Color {
+    let hash = id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    ID_COLOURS[hash as usize % ID_COLOURS.len()]
+}
+
+fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
+    let height = usize::from(area.height);
+    // Walk back from the newest entry until the rows scrolled past and a screenful are
+    // collected; older entries are never wrapped, so a long scrollback costs nothing.
+    let mut rows_newest_first: Vec<Line> = Vec::new();
+    for entry in app.entries.iter().rev() {
+        let lines = entry_lines(entry, area.width);
+        rows_newest_first.extend(lines.into_iter().rev());
+        if rows_newest_first.len() >= app.scroll + height {
+            break;
+        }
+    }
+    let visible: Vec<Line> = rows_newest_first
+        .into_iter()
+        .skip(app.scroll)
+        .take(height)
+        .rev()
+        .collect();
+    frame.render_widget(Paragraph::new(visible), area);
+}
+
+/// An entry as styled rows: the time on the first, an indent on the rest, so that a
+/// continuation can never pass for a message of its own.
+fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
+    let time_style = Style::new().fg(Color::DarkGray);
+    let text_style = match &entry.kind {
+        Kind::Presence => Style::new().fg(Color::Gray).add_modifier(Modifier::DIM),
+        Kind::Notice => Style::new()
+            .fg(Color::Yellow)
+            .add_modifier(Modifier::ITALIC),
+        Kind::Said { mine: true, .. } => Style::new().add_modifier(Modifier::BOLD),
+        Kind::Said { .. } | Kind::Other => Style::new(),
+    };
+    let prefix = match &entry.kind {
+        Kind::Said { id, mine, prefix } => {
+            let style = if *mine {
+                Style::new()
+                    .fg(Color::Cyan)
+                    .add_modifier(Modifier::BOLD | Modifier::REVERSED)
+            } else {
+                Style::new().fg(id_colour(id)).add_modifier(Modifier::BOLD)
+            };
+            Some((*prefix, style))
+        }
+        _ => None,
+    };
+    entry
+        .rows(width)
+        .into_iter()
+        .enumerate()
+        .map(|(index, row)| {
+            let mut spans = Vec::with_capacity(3);
+            if index == 0 {
+                spans.push(Span::styled(
+                    format!("{:<TIME_WIDTH$}", entry.time),
+                    time_style,
+                ));
+            } else {
+                spans.push(Span::raw(" ".repeat(TIME_WIDTH)));
+            }
+            match prefix {
+                Some((length, style)) if index == 0 && row.len() >= length => {
+                    let (head, tail) = row.split_at(length);
+                    spans.push(Span::styled(head.to_owned(), style));
+                    spans.push(Span::styled(tail.to_owned(), text_style));
+                }
+                _ => spans.push(Span::styled(row, text_style)),
+            }
+            Line::from(spans)
+        })
+        .collect()
+}
+
+fn render_status(app: &App, area: Rect, frame: &mut Frame) {
+    let bar = Style::new().bg(Color::DarkGray).fg(Color::White);
+    let state = match app.connection {
+        Connection::Connecting => Span::styled("○ connecting…", bar.fg(Color::LightYellow)),
+        Connection::Connected => Span::styled("● connected", bar.fg(Color::LightGreen)),
+        Connection::Retrying { seconds } => Span::styled(
+            format!("○ reconnecting in {seconds} s"),
+            bar.fg(Color::LightRed),
+        ),
+    };
+    // Most important first, as a narrow terminal cuts the end.
+    let mut left = vec![Span::raw(" "), state];
+    if app.unseen > 0 {
+        left.push(Span::raw(" · "));
+        left.push(Span::styled(
+            format!("{} new ↓", app.unseen),
+            bar.add_modifier(Modifier::BOLD),
+        ));
+    }
+    left.push(Span::raw(format!(
+        " · id {} · {}",
+        app.id,
+        sanitize_line(&app.server)
+    )));
+    let left = Line::from(left);
+    let used = left.width();
+    frame.render_widget(Paragraph::new(left).style(bar), area);
+    let hint_width = width(KEY_HINT) as u16;
+    if usize::from(area.width) >= used + usize::from(hint_width) + 2 {
+        let hint_area = Rect {
+            x: area.right() - hint_width,
+            width: hint_width,
+            ..area
+        };
+        frame.render_widget(Paragraph::new(KEY_HINT).style(bar), hint_area);
+    }
+}
+
+fn render_input(app: &App, area: Rect, frame: &mut Frame) {
+    let shown: Vec<char> = app.input.text().chars().map(safe_char).collect();
+    let cursor_column: usize = shown[..app.input.cursor()]
+        .iter()
+        .map(|c| width(c.encode_utf8(&mut [0; 4])))
+        .sum();
+    let room = usize::from(area.width)
+        .saturating_sub(width(PROMPT) + 1)
+        .max(1);
+    // Scroll the line sideways so the cursor stays in view.
+    let skip_columns = cursor_column.saturating_sub(room);
+    let mut column = 0;
+    let mut visible = String::new();
+    for c in shown {
+        if column >= skip_columns {
+            visible.push(c);
+        }
+        column += width(c.encode_utf8(&mut [0; 4]));
+    }
+    let line = Line::from(vec![
+        Span::styled(PROMPT, Style::new().fg(Color::Cyan)),
+        Span::raw(visible),
+    ]);
+    frame.render_widget(Paragraph::new(line), area);
+    let x = area.x + (width(PROMPT) + cursor_column - skip_columns) as u16;
+    frame.set_cursor_position(Position::new(x.min(area.right().saturating_sub(1)), area.y));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, NetEvent};
+    use crossterm::event::Event as TerminalEvent;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn noon() -> String {
+        "12:00:00".to_owned()
+    }
+
+    fn app(columns: u16, rows: u16, messages: &[&str]) -> App {
+        let mut app = App::new("ws://localhost:8000".into(), "42".into(), 10_000, noon);
+        app.update(Event::Terminal(TerminalEvent::Resize(columns, rows)));
+        app.update(Event::Net(NetEvent::Connected));
+        for text in messages {
+            app.update(Event::Net(NetEvent::Received {
+                text: (*text).to_owned(),
+            }));
+        }
+        app
+    }
+
+    fn draw(app: &App, columns: u16, rows: u16) -> Terminal<TestBackend> {
+        let mut terminal = Terminal::new(TestBackend::new(columns, rows)).expect("terminal");
+        terminal.draw(|frame| render(app, frame)).expect("draw");
+        terminal
+    }
+
+    #[test]
+    fn a_conversation() {
+        let app = app(
+            80,
+            8,
+            &[
+                "Client #42 has entered the chat",
+                "Client #7 has entered the chat",
+                "Client #7: hi there",
+                "Client #42: hello!",
+                "Client #7 has left the chat",
+            ],
+        );
+        insta::assert_snapshot!(draw(&app, 80, 8).backend());
+    }
+
+    #[test]
+    fn long_lines_wrap_and_newlines_indent() {
+        let app = app(
+            40,
+            10,
+            &[
+                "Client #7: a long message that does not fit on one row of forty columns",
+                "Client #7: first line\nClient #8 has left the chat\nthird line",
+            ],
+        );
+        insta::assert_snapshot!(draw(&app, 40, 10).backend());
+    }
+
+    #[test]
+    fn wide_characters_keep_alignment() {
+        let app = app(
+            30,
+            8,
+            &[
+                "Client #7: 你好世界，这是一条很长的消息",
+                "Client #8: 🎉🎉🎉🎉🎉🎉🎉🎉🎉🎉🎉🎉",
+            ],
+        );
+        insta::assert_snapshot!(draw(&app, 30, 8).backend());
+    }
+
+    #[test]
+    fn hostile_control_characters_are_shown_not_obeyed() {
+        let app = app(
+            60,
+            5,
+            &[
+                "Client #7: \u{1b}[2J\u{1b}]0;owned\u{7}\r\u{9b}1m \u{202e}txet desrever",
+                "Client #7: \u{8}\u{8}\u{8}Client #42: fake",
+            ],
+        );
+        insta::assert_snapshot!(draw(&app, 60, 5).backend());
+    }
+
+    #[test]
+    fn the_status_bar_shows_reconnecting_and_new_messages() {
+        let mut app = app(
+            70,
+            6,
+            &[
+                "Client #7: 1",
+                "Client #7: 2",
+                "Client #7: 3",
+                "Client #7: 4",
+                "Client #7: 5",
+            ],
+        );
+        app.update(Event::Terminal(TerminalEvent::Key(
+            crossterm::event::KeyEvent::from(crossterm::event::KeyCode::PageUp),
+        )));
+        app.update(Event::Net(NetEvent::Received {
+            text: "Client #7: 6".into(),
+        }));
+        app.update(Event::Net(NetEvent::Disconnected {
+            reason: "connection reset".into(),
+        }));
+        app.update(Event::Net(NetEvent::Retrying { seconds: 4 }));
+        insta::assert_snapshot!(draw(&app, 70, 6).backend());
+    }
+
+    #[test]
+    fn a_long_input_scrolls_to_keep_the_cursor_visible() {
+        let mut app = app(20, 4, &[]);
+        app.update(Event::Terminal(TerminalEvent::Paste(
+            "0123456789abcdefghijklmnop".into(),
+        )));
+        let mut terminal = draw(&app, 20, 4);
+        insta::assert_snapshot!(terminal.backend());
+        terminal.backend_mut().assert_cursor_position((19, 3));
+    }
+
+    #[test]
+    fn own_messages_are_marked_and_ids_keep_their_colour() {
+        let app = app(40, 4, &["Client #42: mine", "Client #7: theirs"]);
+        let terminal = draw(&app, 40, 4);
+        let buffer = terminal.backend().buffer();
+        let mine = &buffer[(TIME_WIDTH as u16, 0)];
+        assert!(mine.modifier.contains(Modifier::REVERSED), "{mine:?}");
+        let theirs = &buffer[(TIME_WIDTH as u16, 1)];
+        assert!(!theirs.modifier.contains(Modifier::REVERSED));
+        assert_eq!(theirs.fg, id_colour("7"));
+        // Fixed forever: changing the hash would recolour everyone.
+        assert_eq!(id_colour("7"), Color::LightRed);
+        assert_eq!(id_colour("42"), id_colour("42"));
+    }
+
+    #[test]
+    fn resizing_rewraps() {
+        let mut app = app(
+            70,
+            6,
+            &["Client #7: words that wrap differently at each width"],
+        );
+        let wide = format!("{}", draw(&app, 70, 6).backend());
+        app.update(Event::Terminal(TerminalEvent::Resize(30, 6)));
+        let narrow = format!("{}", draw(&app, 30, 6).backend());
+        assert!(wide.contains("words that wrap differently at each width"));
+        assert!(narrow.contains("wrap"));
+        assert!(!narrow.contains("words that wrap differently at each width"));
+    }
+}

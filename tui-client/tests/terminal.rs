@@ -1,0 +1,208 @@
+//! The real `chat-tui` binary in a real pseudo-terminal, against a real in-process
+//! server: what a person sees and types.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chat_server::Config;
+use common::{PATIENCE, TestServer};
+use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
+
+/// `chat-tui` running in a 100x24 pty, its output fed to a vt100 screen.
+struct Tui {
+    screen: Arc<Mutex<vt100::Parser>>,
+    keyboard: Arc<Mutex<Box<dyn Write + Send>>>,
+    child: Box<dyn Child + Send + Sync>,
+    _master: Box<dyn MasterPty + Send>,
+}
+
+impl Tui {
+    fn start(args: &[&str]) -> Self {
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows: 24,
+                cols: 100,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("open a pty");
+        let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-tui"));
+        command.args(args);
+        command.env("TERM", "xterm-256color");
+        let child = pty.slave.spawn_command(command).expect("spawn chat-tui");
+        drop(pty.slave);
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(24, 100, 0)));
+        let keyboard = Arc::new(Mutex::new(pty.master.take_writer().expect("pty writer")));
+        let mut output = pty.master.try_clone_reader().expect("pty reader");
+        let (feed, answer) = (screen.clone(), keyboard.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            while let Ok(read) = output.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                let output = &buffer[..read];
+                let mut parser = feed.lock().unwrap();
+                parser.process(output);
+                // Answer cursor-position queries as a real terminal does; vt100 only draws.
+                if output.windows(4).any(|window| window == b"\x1b[6n") {
+                    let (row, column) = parser.screen().cursor_position();
+                    let reply = format!("\x1b[{};{}R", row + 1, column + 1);
+                    let mut keyboard = answer.lock().unwrap();
+                    let _ = keyboard.write_all(reply.as_bytes());
+                    let _ = keyboard.flush();
+                }
+            }
+        });
+        Self {
+            screen,
+            keyboard,
+            child,
+            _master: pty.master,
+        }
+    }
+
+    fn contents(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Waits until the screen shows `text`, failing with the screen if it never does.
+    async fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.contents().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {text:?}:\n{}",
+                self.contents()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        let mut keyboard = self.keyboard.lock().unwrap();
+        keyboard.write_all(keys.as_bytes()).expect("type");
+        keyboard.flush().expect("flush");
+    }
+
+    async fn wait_for_exit(&mut self) -> portable_pty::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "chat-tui did not exit");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_with_a_websocket_client_and_survives_a_server_restart() {
+    let server = TestServer::start().await;
+    let address = server.address;
+    let mut tui = Tui::start(&["--server", &format!("ws://{address}"), "--id", "42"]);
+    tui.wait_for("Client #42 has entered the chat").await;
+    tui.wait_for("● connected · id 42").await;
+
+    let mut other = server.join("7", "7").await;
+    tui.wait_for("Client #7 has entered the chat").await;
+
+    // What is typed reaches the other client.
+    tui.type_keys("hello from the terminal\r");
+    assert_eq!(other.recv().await, "Client #42: hello from the terminal");
+
+    // What the other client says appears, made harmless.
+    other.send("hi \u{1b}[2J\u{1b}]0;title\u{7} there").await;
+    tui.wait_for("Client #7: hi ␛[2J␛]0;title␇ there").await;
+
+    // The server goes away: the client says so and counts down.
+    drop(other);
+    server.stop().await;
+    tui.wait_for("reconnecting in").await;
+
+    // It comes back on the same port: the client reconnects by itself.
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .expect("rebind the port");
+    let server = TestServer::start_on(listener, Config::default());
+    tui.wait_for("connected again").await;
+    tui.wait_for("● connected").await;
+    let mut other = server.join("8", "8").await;
+    tui.type_keys("back again\r");
+    let mut seen = other.recv().await;
+    if seen != "Client #42: back again" {
+        // The reconnect may have raced the join; then the join came first.
+        seen = other.recv().await;
+    }
+    assert_eq!(seen, "Client #42: back again");
+
+    // Ctrl-C quits and gives the terminal back as it was.
+    tui.type_keys("\u{3}");
+    let status = tui.wait_for_exit().await;
+    assert!(status.success(), "{status:?}");
+    let screen = tui.screen.lock().unwrap();
+    let screen = screen.screen();
+    assert!(!screen.alternate_screen(), "left the alternate screen");
+    assert!(!screen.hide_cursor(), "the cursor is visible");
+    assert!(!screen.bracketed_paste(), "bracketed paste is off");
+    assert_eq!(
+        screen.mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None,
+        "mouse capture is off"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_trying_while_the_server_is_down() {
+    // Reserve a port, then free it, so nothing listens there.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let mut tui = Tui::start(&["--server", &format!("ws://{address}"), "--id", "5"]);
+    tui.wait_for("cannot connect to").await;
+    tui.wait_for("reconnecting in").await;
+
+    // Typing offline keeps the line, with a notice.
+    tui.type_keys("not lost\r");
+    tui.wait_for("your line is kept").await;
+    tui.wait_for("› not lost").await;
+
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .expect("bind the port");
+    let server = TestServer::start_on(listener, Config::default());
+    let mut watcher = server.join("9", "9").await;
+    tui.wait_for("Client #5 has entered the chat").await;
+    assert_eq!(watcher.recv().await, "Client #5 has entered the chat");
+    tui.type_keys("\r");
+    assert_eq!(watcher.recv().await, "Client #5: not lost");
+
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_messages_does_not_freeze_the_input() {
+    let server = TestServer::start().await;
+    let mut tui = Tui::start(&["--server", &format!("ws://{}", server.address), "--id", "1"]);
+    tui.wait_for("Client #1 has entered the chat").await;
+    let mut flood = server.join("2", "2").await;
+    for n in 0..10_000 {
+        flood.send(&format!("burst {n}")).await;
+    }
+    // Typing during the burst still lands, and the last message is shown.
+    tui.type_keys("typed during the burst");
+    tui.wait_for("Client #2: burst 9999").await;
+    tui.wait_for("› typed during the burst").await;
+}
