@@ -203,9 +203,7 @@ impl App {
                 self.connection = Connection::Connected;
             }
             NetEvent::Retrying { seconds } => self.connection = Connection::Retrying { seconds },
-            NetEvent::Disconnected { reason } => {
-                self.notice(&format!("disconnected: {reason}"));
-            }
+            NetEvent::Disconnected { reason } => self.notice(&reason),
             NetEvent::Received { text } => {
                 let kind = self.kind_of(&text);
                 self.push(Entry {
@@ -230,9 +228,15 @@ impl App {
     }
 
     fn notice(&mut self, text: &str) {
+        let text = sanitize(&format!("* {text}"));
+        // Each failed attempt during an outage says the same; once is enough.
+        if matches!(self.entries.back(), Some(last) if last.kind == Kind::Notice && last.text == text)
+        {
+            return;
+        }
         self.push(Entry {
             time: (self.clock)(),
-            text: sanitize(&format!("* {text}")),
+            text,
             kind: Kind::Notice,
         });
     }
@@ -389,6 +393,13 @@ mod tests {
         let last = app.entries.back().expect("a notice");
         assert_eq!(last.kind, Kind::Notice);
         assert!(last.text.contains("your line is kept"), "{}", last.text);
+        let notices = app.entries.len();
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        assert_eq!(
+            app.entries.len(),
+            notices,
+            "the same notice is not repeated"
+        );
 
         app.update(Event::Net(NetEvent::Connected));
         assert_eq!(

@@ -18,7 +18,7 @@ pub enum NetEvent {
     Connected,
     /// A text frame arrived. The text is raw, unsanitized.
     Received { text: String },
-    /// The connection failed or was lost; `reason` is for people, and raw.
+    /// The connection failed or was lost; `reason` says so in words for people, raw.
     Disconnected { reason: String },
     /// The next attempt starts in this many seconds.
     Retrying { seconds: u64 },

@@ -161,18 +161,18 @@ async fn session(
                     events.send(Event::Net(news)).await.ok()?;
                 }
                 Some(Ok(Message::Close(Some(frame)))) => {
-                    return Some(format!("the server closed the connection ({} {})", frame.code, frame.reason));
+                    return Some(format!("the server closed the connection: {} {}", u16::from(frame.code), frame.reason));
                 }
                 Some(Ok(Message::Close(None))) | None => {
                     return Some("the server closed the connection".to_owned());
                 }
                 Some(Ok(_)) => {}
-                Some(Err(error)) => return Some(error.to_string()),
+                Some(Err(error)) => return Some(format!("connection lost: {error}")),
             },
             line = outgoing.recv() => match line {
                 Some(line) => {
                     if let Err(error) = socket.send(Message::text(line)).await {
-                        return Some(error.to_string());
+                        return Some(format!("connection lost: {error}"));
                     }
                 }
                 None => {
