@@ -2,6 +2,7 @@
 
 mod common;
 
+use chat_server::Config;
 use common::{TestServer, upgrade_request};
 use tokio::io::AsyncWriteExt;
 
@@ -137,7 +138,11 @@ async fn text_passes_through_exactly() {
 #[tokio::test]
 async fn everyone_sees_one_order_and_each_senders_order_is_kept() {
     const MESSAGES: usize = 200;
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(Config {
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
     let mut clients = Vec::new();
     for id in ["1", "2", "3"] {
         clients.push(server.join(id, id).await);

@@ -3,16 +3,21 @@
 //! Layout:
 //! - [`run`]: the accept loop and graceful shutdown; the binary and the tests both call it.
 //! - `http`: the page at `/`, plain HTTP answers, and the WebSocket handshake.
-//! - `connection`: one WebSocket session, from join to close frame.
+//! - `connection`: one WebSocket session, from join to close frame; also `/echo`.
 //! - [`room`]: the members and the fan-out of announcements to their bounded outboxes.
+//! - `metrics`: the counters behind `/metrics`.
 
 mod connection;
 mod http;
+mod metrics;
 pub mod room;
+
+pub use connection::RateLimit;
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -21,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::metrics::Metrics;
 use crate::room::Room;
 
 /// The server's settings. [`Config::default`] is what `chat-server` runs with when given
@@ -31,6 +37,21 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How many bytes of frames may wait for one slow client before it is disconnected.
     pub max_queue_bytes: usize,
+    /// How often the server pings each client.
+    pub ping_interval: Duration,
+    /// A client heard from (any frame, a pong included) less recently than this is closed.
+    pub ping_timeout: Duration,
+    /// How long a client may take to send its HTTP request headers.
+    pub handshake_timeout: Duration,
+    /// The per-connection message rate, or `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
+    /// The most WebSocket sessions at once; more are refused with HTTP 503.
+    pub max_connections: usize,
+    /// Origins allowed besides the defaults (none, `null`, and the server's own); `*`
+    /// allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// Serve `/echo` for the Autobahn conformance cases.
+    pub echo: bool,
     /// How long shutdown may take to close every client before `run` returns anyway.
     pub shutdown_timeout: Duration,
 }
@@ -40,6 +61,16 @@ impl Default for Config {
         Self {
             max_message_bytes: 64 * 1024,
             max_queue_bytes: 1024 * 1024,
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            rate_limit: Some(RateLimit {
+                per_second: 20.0,
+                burst: 40,
+            }),
+            max_connections: 10_000,
+            allowed_origins: Vec::new(),
+            echo: false,
             shutdown_timeout: Duration::from_secs(5),
         }
     }
@@ -49,6 +80,8 @@ impl Default for Config {
 struct Shared {
     config: Config,
     room: Arc<Room>,
+    metrics: Arc<Metrics>,
+    sessions: Sessions,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -68,6 +101,32 @@ impl Shared {
     }
 }
 
+/// Counts WebSocket sessions against `Config::max_connections`.
+struct Sessions {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// A reserved place for one session; freed when dropped.
+struct SessionSlot(Arc<AtomicUsize>);
+
+impl Sessions {
+    fn try_reserve(&self) -> Option<SessionSlot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| SessionSlot(self.open.clone()))
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Serves the chat on `listener` until `shutdown` completes, then closes every client
 /// with 1001 and returns once they are closed or `config.shutdown_timeout` has passed.
 pub async fn run(
@@ -75,8 +134,14 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let metrics = Arc::new(Metrics::default());
     let shared = Arc::new(Shared {
-        room: Room::new(config.max_queue_bytes),
+        room: Room::new(config.max_queue_bytes, metrics.clone()),
+        metrics,
+        sessions: Sessions {
+            open: Arc::default(),
+            max: config.max_connections,
+        },
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         config,

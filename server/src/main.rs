@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_server::Config;
+use chat_server::{Config, RateLimit};
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// A WebSocket chat server: every client connects to /ws/<client_id>, the page is at /.
@@ -31,9 +31,55 @@ struct Args {
     #[arg(long, env = "CHAT_MAX_QUEUE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_queue_bytes: u32,
 
+    /// Seconds between the server's pings to each client.
+    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = "30", value_parser = seconds)]
+    ping_interval: Duration,
+
+    /// Seconds a client may stay silent (not even a pong) before it is closed.
+    #[arg(long, env = "CHAT_PING_TIMEOUT", default_value = "30", value_parser = seconds)]
+    ping_timeout: Duration,
+
+    /// Seconds a client may take to send its HTTP request headers.
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = seconds)]
+    handshake_timeout: Duration,
+
+    /// Messages per second each connection may send on average (0: no limit). Past it
+    /// the server reads more slowly; nothing is dropped.
+    #[arg(long, env = "CHAT_RATE_LIMIT", default_value_t = 20.0)]
+    rate_limit: f64,
+
+    /// Messages a connection may send at once, after a quiet spell, under --rate-limit.
+    #[arg(long, env = "CHAT_RATE_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_burst: u32,
+
+    /// Most WebSocket connections at once; more are refused with HTTP 503.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+
+    /// An origin allowed to open WebSockets besides the server's own, `null` and none,
+    /// e.g. https://app.example.org (repeatable; * allows every origin).
+    #[arg(
+        long = "allowed-origin",
+        env = "CHAT_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+
+    /// Serve /echo, a WebSocket echo endpoint for conformance testing.
+    #[arg(long)]
+    echo: bool,
+
     /// Seconds that shutdown may take to close every client.
-    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value_t = 5.0)]
-    shutdown_timeout: f64,
+    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value = "5", value_parser = seconds)]
+    shutdown_timeout: Duration,
+}
+
+/// A number of seconds, fractions allowed.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a duration"))
 }
 
 fn main() -> ExitCode {
@@ -55,13 +101,25 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let shutdown_timeout = Duration::try_from_secs_f64(args.shutdown_timeout)
-        .context("--shutdown-timeout must be a non-negative number of seconds")?;
+    if !(args.rate_limit >= 0.0 && args.rate_limit.is_finite()) {
+        anyhow::bail!("--rate-limit must be a number of messages per second, 0 for none");
+    }
     let config = Config {
         max_message_bytes: args.max_message_bytes as usize,
         max_queue_bytes: args.max_queue_bytes as usize,
-        shutdown_timeout,
+        ping_interval: args.ping_interval,
+        ping_timeout: args.ping_timeout,
+        handshake_timeout: args.handshake_timeout,
+        rate_limit: (args.rate_limit > 0.0).then_some(RateLimit {
+            per_second: args.rate_limit,
+            burst: args.rate_burst,
+        }),
+        max_connections: args.max_connections,
+        allowed_origins: args.allowed_origins,
+        echo: args.echo,
+        shutdown_timeout: args.shutdown_timeout,
     };
+    raise_open_file_limit();
     let address = SocketAddr::new(args.host, args.port);
     let listener = TcpListener::bind(address)
         .await
@@ -70,6 +128,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     chat_server::run(listener, config, shutdown_signal()).await?;
     info!("stopped");
     Ok(())
+}
+
+/// Every connection is a file descriptor, and the usual soft limit of 1024 would cap the
+/// room long before memory does; the hard limit is what the administrator allows.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => debug!(limit, "open-file limit"),
+        Err(error) => warn!(%error, "could not raise the open-file limit"),
+    }
 }
 
 /// Tells the person who started the server where to point their clients.

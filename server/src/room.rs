@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat::{Announcement, ClientId};
+
+use crate::metrics::Metrics;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
@@ -14,15 +16,17 @@ pub struct Room {
     members: Mutex<HashMap<u64, Arc<Outbox>>>,
     next_key: AtomicU64,
     max_queue_bytes: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Room {
     /// A room whose members may each have at most `max_queue_bytes` of frames waiting.
-    pub fn new(max_queue_bytes: usize) -> Arc<Self> {
+    pub fn new(max_queue_bytes: usize, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             members: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(0),
             max_queue_bytes,
+            metrics,
         })
     }
 
@@ -35,7 +39,7 @@ impl Room {
         let outbox = Arc::new(Outbox::new(self.max_queue_bytes));
         let mut members = self.lock();
         members.insert(key, outbox.clone());
-        broadcast(&members, Announcement::Joined(id.as_str()));
+        self.broadcast(&members, Announcement::Joined(id.as_str()));
         drop(members);
         Member {
             room: self.clone(),
@@ -64,15 +68,18 @@ impl Room {
     }
 }
 
-/// Encodes the announcement once and queues the same bytes for every member.
-///
-/// Callers hold the members lock. That is what gives every client one total order: no
-/// two broadcasts interleave their pushes. The lock is a std `Mutex` because it is
-/// never held across an `.await`, only for a loop of non-blocking pushes.
-fn broadcast(members: &HashMap<u64, Arc<Outbox>>, announcement: Announcement<'_>) {
-    let frame = Utf8Bytes::from(announcement.to_string());
-    for outbox in members.values() {
-        outbox.push(&frame);
+impl Room {
+    /// Encodes the announcement once and queues the same bytes for every member.
+    ///
+    /// Callers hold the members lock. That is what gives every client one total order:
+    /// no two broadcasts interleave their pushes. The lock is a std `Mutex` because it is
+    /// never held across an `.await`, only for a loop of non-blocking pushes.
+    fn broadcast(&self, members: &HashMap<u64, Arc<Outbox>>, announcement: Announcement<'_>) {
+        let frame = Utf8Bytes::from(announcement.to_string());
+        for outbox in members.values() {
+            outbox.push(&frame);
+        }
+        self.metrics.delivered(members.len(), frame.len());
     }
 }
 
@@ -88,7 +95,7 @@ impl Member {
     /// Relays `text` to everyone, the sender included, as `Client #<id>: <text>`.
     pub fn say(&self, text: &str) {
         let members = self.room.lock();
-        broadcast(
+        self.room.broadcast(
             &members,
             Announcement::Said {
                 id: self.id.as_str(),
@@ -112,7 +119,8 @@ impl Drop for Member {
     fn drop(&mut self) {
         let mut members = self.room.lock();
         members.remove(&self.key);
-        broadcast(&members, Announcement::Left(self.id.as_str()));
+        self.room
+            .broadcast(&members, Announcement::Left(self.id.as_str()));
     }
 }
 
@@ -219,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_newcomer_hears_its_own_join_first_and_everyone_hears_the_rest() {
-        let room = Room::new(1 << 20);
+        let room = Room::new(1 << 20, Arc::default());
         let first = room.join(id("1"));
         assert_eq!(drain(first.outbox()), ["Client #1 has entered the chat"]);
         let second = room.join(id("2"));
@@ -238,7 +246,7 @@ mod tests {
 
     #[test]
     fn overflowing_the_queue_evicts_and_frees_it() {
-        let room = Room::new(100);
+        let room = Room::new(100, Arc::default());
         let slow = room.join(id("1"));
         let talker = room.join(id("2"));
         for _ in 0..10 {

@@ -194,7 +194,11 @@ async fn keeps_trying_while_the_server_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_messages_does_not_freeze_the_input() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(Config {
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
     let mut tui = Tui::start(&["--server", &format!("ws://{}", server.address), "--id", "1"]);
     tui.wait_for("Client #1 has entered the chat").await;
     let mut flood = server.join("2", "2").await;

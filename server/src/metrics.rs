@@ -1,0 +1,238 @@
+//! Counters for `/metrics`, in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a WebSocket session ended, as counted in `chat_disconnects_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    ClientClosed,
+    Dropped,
+    Binary,
+    TooBig,
+    InvalidUtf8,
+    ProtocolViolation,
+    SlowConsumer,
+    PingTimeout,
+    ShuttingDown,
+}
+
+impl Disconnect {
+    const ALL: [Self; 9] = [
+        Self::ClientClosed,
+        Self::Dropped,
+        Self::Binary,
+        Self::TooBig,
+        Self::InvalidUtf8,
+        Self::ProtocolViolation,
+        Self::SlowConsumer,
+        Self::PingTimeout,
+        Self::ShuttingDown,
+    ];
+
+    /// The label value, also used in logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::Dropped => "dropped",
+            Self::Binary => "binary_frame",
+            Self::TooBig => "message_too_big",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::ProtocolViolation => "protocol_violation",
+            Self::SlowConsumer => "slow_consumer",
+            Self::PingTimeout => "ping_timeout",
+            Self::ShuttingDown => "shutdown",
+        }
+    }
+}
+
+/// Why a request for `/ws/<id>` was not upgraded, as counted in
+/// `chat_refused_handshakes_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    InvalidId,
+    NotWebSocket,
+    BadVersion,
+    MissingKey,
+    Origin,
+    Full,
+    Timeout,
+    HeadersTooLarge,
+}
+
+impl Refusal {
+    const ALL: [Self; 8] = [
+        Self::InvalidId,
+        Self::NotWebSocket,
+        Self::BadVersion,
+        Self::MissingKey,
+        Self::Origin,
+        Self::Full,
+        Self::Timeout,
+        Self::HeadersTooLarge,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidId => "invalid_id",
+            Self::NotWebSocket => "not_websocket",
+            Self::BadVersion => "bad_version",
+            Self::MissingKey => "missing_key",
+            Self::Origin => "origin",
+            Self::Full => "full",
+            Self::Timeout => "timeout",
+            Self::HeadersTooLarge => "headers_too_large",
+        }
+    }
+}
+
+/// Every counter the server keeps. Relaxed atomics: each is independent, and a scrape
+/// that is a few increments behind is still right.
+#[derive(Default)]
+pub struct Metrics {
+    connections: AtomicU64,
+    connections_total: AtomicU64,
+    messages_received: AtomicU64,
+    received_bytes: AtomicU64,
+    deliveries: AtomicU64,
+    delivered_bytes: AtomicU64,
+    disconnects: [AtomicU64; Disconnect::ALL.len()],
+    refusals: [AtomicU64; Refusal::ALL.len()],
+}
+
+fn add(counter: &AtomicU64, amount: u64) {
+    counter.fetch_add(amount, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn connected(&self) {
+        add(&self.connections, 1);
+        add(&self.connections_total, 1);
+    }
+
+    pub fn disconnected(&self, reason: Disconnect) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        add(&self.disconnects[reason as usize], 1);
+    }
+
+    pub fn received(&self, bytes: usize) {
+        add(&self.messages_received, 1);
+        add(&self.received_bytes, bytes as u64);
+    }
+
+    pub fn delivered(&self, recipients: usize, frame_bytes: usize) {
+        add(&self.deliveries, recipients as u64);
+        add(&self.delivered_bytes, (recipients * frame_bytes) as u64);
+    }
+
+    pub fn refused(&self, reason: Refusal) {
+        add(&self.refusals[reason as usize], 1);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let mut text = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(text, "{name}{labels} {value}");
+            }
+        };
+        let plain = |value| [(String::new(), value)];
+        metric(
+            "chat_connections",
+            "gauge",
+            "WebSocket sessions open now.",
+            &plain(read(&self.connections)),
+        );
+        metric(
+            "chat_connections_total",
+            "counter",
+            "WebSocket sessions opened.",
+            &plain(read(&self.connections_total)),
+        );
+        metric(
+            "chat_messages_received_total",
+            "counter",
+            "Text messages received from clients.",
+            &plain(read(&self.messages_received)),
+        );
+        metric(
+            "chat_received_bytes_total",
+            "counter",
+            "Bytes of text received from clients.",
+            &plain(read(&self.received_bytes)),
+        );
+        metric(
+            "chat_deliveries_total",
+            "counter",
+            "Frames queued for clients by the fan-out.",
+            &plain(read(&self.deliveries)),
+        );
+        metric(
+            "chat_delivered_bytes_total",
+            "counter",
+            "Bytes of frame payload queued for clients by the fan-out.",
+            &plain(read(&self.delivered_bytes)),
+        );
+        let disconnects: Vec<_> = Disconnect::ALL
+            .iter()
+            .map(|reason| {
+                let labels = format!("{{reason=\"{}\"}}", reason.label());
+                (labels, read(&self.disconnects[*reason as usize]))
+            })
+            .collect();
+        metric(
+            "chat_disconnects_total",
+            "counter",
+            "WebSocket sessions ended, by reason.",
+            &disconnects,
+        );
+        let refusals: Vec<_> = Refusal::ALL
+            .iter()
+            .map(|reason| {
+                let labels = format!("{{reason=\"{}\"}}", reason.label());
+                (labels, read(&self.refusals[*reason as usize]))
+            })
+            .collect();
+        metric(
+            "chat_refused_handshakes_total",
+            "counter",
+            "Requests for a WebSocket that were refused, by reason.",
+            &refusals,
+        );
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_exposed_with_its_type() {
+        let metrics = Metrics::default();
+        metrics.connected();
+        metrics.connected();
+        metrics.disconnected(Disconnect::SlowConsumer);
+        metrics.received(5);
+        metrics.delivered(3, 10);
+        metrics.refused(Refusal::Origin);
+        let text = metrics.render();
+        for line in [
+            "# TYPE chat_connections gauge",
+            "chat_connections 1",
+            "chat_connections_total 2",
+            "chat_messages_received_total 1",
+            "chat_received_bytes_total 5",
+            "chat_deliveries_total 3",
+            "chat_delivered_bytes_total 30",
+            "chat_disconnects_total{reason=\"slow_consumer\"} 1",
+            "chat_disconnects_total{reason=\"ping_timeout\"} 0",
+            "chat_refused_handshakes_total{reason=\"origin\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+}
