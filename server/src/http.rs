@@ -289,15 +289,19 @@ fn origin_allowed(origin: Option<&[u8]>, host: Option<&[u8]>, allowed: &[String]
         return false;
     };
     // Host is `name[:port]`; the port is left out when it is the scheme's default.
-    let default_port = url.port_or_known_default();
+    let scheme_default = match url.scheme() {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    };
     let (host_name, host_port) = match host.rsplit_once(':') {
         Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
             (name, port.parse::<u16>().ok())
         }
         _ => (host, None),
     };
-    let host_port = host_port.or(default_port);
-    origin_host.eq_ignore_ascii_case(host_name) && url.port_or_known_default() == host_port
+    origin_host.eq_ignore_ascii_case(host_name)
+        && url.port_or_known_default() == host_port.or(scheme_default)
 }
 
 /// Whether the request asks for a WebSocket: `Connection: upgrade` (one token of a

@@ -36,6 +36,7 @@ pub struct Config {
     /// The largest text message a client may send, in bytes.
     pub max_message_bytes: usize,
     /// How many bytes of frames may wait for one slow client before it is disconnected.
+    /// Raised, if need be, to hold at least one of the largest announcements.
     pub max_queue_bytes: usize,
     /// How often the server pings each client.
     pub ping_interval: Duration,
@@ -86,6 +87,16 @@ struct Shared {
     tasks: TaskTracker,
 }
 
+impl Config {
+    /// The outbox bound in force: `max_queue_bytes`, but never less than one announcement
+    /// of the largest message, which would otherwise evict every member on arrival.
+    fn queue_bytes(&self) -> usize {
+        let largest_announcement =
+            self.max_message_bytes + "Client #-: ".len() + chat::MAX_ID_DIGITS;
+        self.max_queue_bytes.max(largest_announcement)
+    }
+}
+
 impl Shared {
     fn websocket_config(&self) -> WebSocketConfig {
         // Chosen for many mostly idle connections: tungstenite's defaults reserve 128 KiB
@@ -95,7 +106,7 @@ impl Shared {
         WebSocketConfig::default()
             .read_buffer_size(4 * 1024)
             .write_buffer_size(64 * 1024)
-            .max_write_buffer_size(self.config.max_queue_bytes + 64 * 1024)
+            .max_write_buffer_size(self.config.queue_bytes() + 64 * 1024)
             .max_message_size(Some(self.config.max_message_bytes))
             .max_frame_size(Some(self.config.max_message_bytes))
     }
@@ -136,7 +147,7 @@ pub async fn run(
 ) -> io::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let shared = Arc::new(Shared {
-        room: Room::new(config.max_queue_bytes, metrics.clone()),
+        room: Room::new(config.queue_bytes(), metrics.clone()),
         metrics,
         sessions: Sessions {
             open: Arc::default(),

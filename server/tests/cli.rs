@@ -70,3 +70,162 @@ fn the_port_can_come_from_the_environment() {
         "CHAT_PORT was used"
     );
 }
+
+/// A `chat-server` process on a free port, its stderr collected line by line.
+struct ServerProcess {
+    child: std::process::Child,
+    port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts `command` (which runs chat-server with `--port 0`) and waits for its port.
+    fn start(mut command: Command) -> Self {
+        use std::io::BufRead;
+        let mut child = command
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start chat-server");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("chat page:").nth(1) {
+                    let port = rest.trim().trim_end_matches('/').rsplit(':').next();
+                    let _ = port_tx.send(port.and_then(|port| port.parse::<u16>().ok()));
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let port = port_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("chat-server printed its address")
+            .expect("a port");
+        Self { child, port, log }
+    }
+
+    fn log_lines_containing(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains(text))
+            .count()
+    }
+
+    /// CPU time the process has used, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("/proc stat");
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn join(
+    port: u16,
+    id: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::StreamExt;
+    let url = format!("ws://127.0.0.1:{port}/ws/{id}");
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("connect");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+        .await
+        .expect("a first frame in time");
+    match first {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
+            assert_eq!(text, format!("Client #{id} has entered the chat"))
+        }
+        other => panic!("expected the join, got {other:?}"),
+    }
+    socket
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_client_with_1001_and_exits_0() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let mut command = chat_server();
+    command.args(["--port", "0"]);
+    let mut server = ServerProcess::start(command);
+    let mut client = join(server.port, "1").await;
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed in time")
+    .expect("a close frame");
+    assert_eq!(closed.code, CloseCode::Away);
+    assert_eq!(closed.reason, "server shutting down");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_backs_off_quietly_and_recovers() {
+    // A hard limit of 40 open files, so the server cannot raise it.
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "ulimit -n 40 && exec \"$0\" --port 0",
+        env!("CARGO_BIN_EXE_chat-server"),
+    ]);
+    let server = ServerProcess::start(command);
+
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect"));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = server.cpu_ticks();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let used = server.cpu_ticks() - before;
+    // Spinning on accept would use the whole second (100 ticks); backing off uses ~none.
+    assert!(used < 30, "the server used {used} ticks of CPU in a second");
+    assert_eq!(
+        server.log_lines_containing("accept failed"),
+        1,
+        "one log line for the whole streak"
+    );
+
+    drop(held);
+    let _client = join(server.port, "1").await;
+}

@@ -114,11 +114,14 @@ impl Client {
             .expect("send");
     }
 
-    /// The next text frame; fails on anything else.
+    /// The next text frame, skipping pings and pongs; fails on anything else.
     pub async fn recv(&mut self) -> String {
-        match within("a text frame", self.socket.next()).await {
-            Some(Ok(Message::Text(text))) => text.to_string(),
-            other => panic!("expected a text frame, got {other:?}"),
+        loop {
+            match within("a text frame", self.socket.next()).await {
+                Some(Ok(Message::Text(text))) => return text.to_string(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected a text frame, got {other:?}"),
+            }
         }
     }
 
@@ -201,6 +204,10 @@ async fn read_response(stream: &mut TcpStream) -> HttpResponse {
         head,
         body: String::new(),
     };
+    if response.status == 101 {
+        // What follows is WebSocket frames, not a body.
+        return response;
+    }
     let length: usize = response
         .header("content-length")
         .map_or(0, |length| length.parse().expect("content-length"));

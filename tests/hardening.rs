@@ -1,0 +1,487 @@
+//! Bad clients and faults, over real sockets: each gets the right close code or HTTP
+//! status, and the rest of the room carries on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chat_server::{Config, RateLimit};
+use common::{Client, PATIENCE, TestServer, upgrade_request, within};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+
+fn unlimited() -> Config {
+    Config {
+        rate_limit: None,
+        ..Config::default()
+    }
+}
+
+/// Checks that the room still works for `watcher` after some client misbehaved.
+async fn room_still_works(server: &TestServer, watcher: &mut Client) {
+    let mut fresh = server.join("77", "77").await;
+    assert_eq!(watcher.recv().await, "Client #77 has entered the chat");
+    fresh.send("still alive").await;
+    assert_eq!(fresh.recv().await, "Client #77: still alive");
+    assert_eq!(watcher.recv().await, "Client #77: still alive");
+}
+
+/// Joins as `id`, has it do `misbehave`, and checks the close code it gets, that the
+/// watcher sees only its join and leave, and that the room still works.
+async fn closes_with(
+    server: &TestServer,
+    misbehave: impl AsyncFnOnce(&mut Client),
+    code: CloseCode,
+) -> String {
+    let mut watcher = server.join("1", "1").await;
+    let mut culprit = server.join("2", "2").await;
+    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    misbehave(&mut culprit).await;
+    let (frame, texts) = culprit.recv_until_close().await;
+    let frame = frame.expect("a close frame");
+    assert_eq!(frame.code, code, "{frame:?}");
+    assert!(texts.is_empty(), "nothing was relayed: {texts:?}");
+    assert_eq!(watcher.recv().await, "Client #2 has left the chat");
+    room_still_works(server, &mut watcher).await;
+    frame.reason.to_string()
+}
+
+#[tokio::test]
+async fn a_binary_frame_closes_with_1003() {
+    let server = TestServer::start().await;
+    let send_binary = async |client: &mut Client| {
+        client
+            .socket
+            .send(Message::binary(vec![1, 2, 3]))
+            .await
+            .unwrap()
+    };
+    let reason = closes_with(&server, send_binary, CloseCode::Unsupported).await;
+    assert_eq!(reason, "binary frames are not supported");
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let server = TestServer::start().await;
+    let send_invalid = async |client: &mut Client| {
+        let frame = Frame::message(vec![b'h', 0xff, 0xfe], OpCode::Data(Data::Text), true);
+        client.socket.send(Message::Frame(frame)).await.unwrap()
+    };
+    closes_with(&server, send_invalid, CloseCode::Invalid).await;
+}
+
+#[tokio::test]
+async fn a_protocol_violation_closes_with_1002() {
+    let server = TestServer::start().await;
+    let send_reserved_opcode = async |client: &mut Client| {
+        let frame = Frame::message(vec![1], OpCode::Data(Data::Reserved(3)), true);
+        client.socket.send(Message::Frame(frame)).await.unwrap()
+    };
+    closes_with(&server, send_reserved_opcode, CloseCode::Protocol).await;
+
+    let send_reserved_bits = async |client: &mut Client| {
+        let mut frame = Frame::message("hi", OpCode::Data(Data::Text), true);
+        *frame.header_mut() = FrameHeader {
+            rsv1: true,
+            ..frame.header().clone()
+        };
+        client.socket.send(Message::Frame(frame)).await.unwrap()
+    };
+    closes_with(&server, send_reserved_bits, CloseCode::Protocol).await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_with_1009_and_is_not_relayed() {
+    let server = TestServer::start_with(Config {
+        max_message_bytes: 1000,
+        ..Config::default()
+    })
+    .await;
+    // Exactly at the limit is fine.
+    let mut client = server.join("5", "5").await;
+    let largest = "x".repeat(1000);
+    client.send(&largest).await;
+    assert_eq!(client.recv().await, format!("Client #5: {largest}"));
+    client.close().await;
+
+    let send_too_big = async |client: &mut Client| client.send(&"y".repeat(1001)).await;
+    let reason = closes_with(&server, send_too_big, CloseCode::Size).await;
+    assert_eq!(reason, "message too big");
+}
+
+#[tokio::test]
+async fn fragmented_messages_are_reassembled() {
+    let server = TestServer::start().await;
+    let mut watcher = server.join("1", "1").await;
+    let mut sender = server.join("2", "2").await;
+    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    for frame in [
+        Frame::message("Hel", OpCode::Data(Data::Text), false),
+        Frame::message("lo, ", OpCode::Data(Data::Continue), false),
+        Frame::message("wörld", OpCode::Data(Data::Continue), true),
+    ] {
+        sender.socket.send(Message::Frame(frame)).await.unwrap();
+    }
+    assert_eq!(watcher.recv().await, "Client #2: Hello, wörld");
+}
+
+#[tokio::test]
+async fn pings_are_answered() {
+    let server = TestServer::start().await;
+    let mut client = server.join("1", "1").await;
+    client
+        .socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    match within("a pong", client.socket.next()).await {
+        Some(Ok(Message::Pong(payload))) => assert_eq!(&payload[..], b"are you there"),
+        other => panic!("expected a pong, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let server = TestServer::start_with(Config {
+        max_queue_bytes: 64 * 1024,
+        ..unlimited()
+    })
+    .await;
+    let mut slow = server.join("1", "1").await;
+    let mut talker = server.join("2", "2").await;
+    assert_eq!(slow.recv().await, "Client #2 has entered the chat");
+
+    // The talker waits for the echo of each message before the next, so it always keeps
+    // up; the slow client reads nothing from now on, and its buffers fill.
+    let chunk = "z".repeat(16 * 1024);
+    let echo = format!("Client #2: {chunk}");
+    let mut sent = 0;
+    'talking: loop {
+        assert!(sent < 10_000, "the slow client was never dropped");
+        talker.send(&chunk).await;
+        sent += 1;
+        loop {
+            let text = talker.recv().await;
+            if text == "Client #1 has left the chat" {
+                break 'talking;
+            }
+            if text == echo {
+                break;
+            }
+        }
+    }
+
+    // Reading again, the slow client finds the close frame after what was in flight.
+    let (frame, _texts) = slow.recv_until_close().await;
+    let frame = frame.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert_eq!(frame.reason, "slow consumer");
+    drop(talker);
+    let mut watcher = server.join("3", "3").await;
+    room_still_works(&server, &mut watcher).await;
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_closed_after_the_ping_timeout_and_a_live_one_is_not() {
+    let server = TestServer::start_with(Config {
+        ping_interval: Duration::from_millis(100),
+        ping_timeout: Duration::from_millis(500),
+        ..Config::default()
+    })
+    .await;
+    let mut watcher = server.join("1", "1").await;
+
+    // A peer that completes the handshake, then never reads or answers a ping.
+    let mut dead = TcpStream::connect(server.address).await.unwrap();
+    dead.write_all(upgrade_request("/ws/2").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    assert_eq!(watcher.recv().await, "Client #2 has left the chat");
+
+    // The watcher, which reads and so answers pings, outlives several timeouts.
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut pings = 0;
+    while let Ok(frame) = tokio::time::timeout_at(until.into(), watcher.socket.next()).await {
+        match frame {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("expected only pings, got {other:?}"),
+        }
+    }
+    assert!(pings >= 3, "the server pings every interval: {pings}");
+    watcher.send("still here").await;
+    assert_eq!(watcher.recv().await, "Client #1: still here");
+}
+
+#[tokio::test]
+async fn half_open_handshakes_are_dropped_while_real_clients_are_served() {
+    let server = TestServer::start_with(Config {
+        handshake_timeout: Duration::from_millis(500),
+        ..Config::default()
+    })
+    .await;
+    let mut loris = Vec::new();
+    for n in 0..300 {
+        let mut stream = TcpStream::connect(server.address).await.unwrap();
+        if n % 2 == 0 {
+            // Half a request, never finished; the others send nothing at all.
+            stream
+                .write_all(b"GET /ws/1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: web")
+                .await
+                .unwrap();
+        }
+        loris.push(stream);
+    }
+    // Real clients are served all the while.
+    let mut client = server.join("1", "1").await;
+    client.send("hello").await;
+    assert_eq!(client.recv().await, "Client #1: hello");
+
+    for mut stream in loris {
+        let mut buffer = [0u8; 1024];
+        let ended = within("the server to drop a half-open handshake", async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    // hyper may answer 408 before closing.
+                    Ok(_) => {}
+                }
+            }
+        });
+        ended.await;
+    }
+}
+
+#[tokio::test]
+async fn oversized_request_headers_are_refused() {
+    let server = TestServer::start().await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let request = format!(
+        "GET /ws/1 HTTP/1.1\r\nHost: localhost\r\nX-Padding: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    // The server may stop reading and close before all of it is written.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = within("an answer", stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.is_empty() || response.starts_with("HTTP/1.1 431"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_is_slowed_down_not_dropped() {
+    let server = TestServer::start_with(Config {
+        rate_limit: Some(RateLimit {
+            per_second: 20.0,
+            burst: 5,
+        }),
+        ..Config::default()
+    })
+    .await;
+    let mut watcher = server.join("1", "1").await;
+    let mut flooder = server.join("2", "2").await;
+    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+
+    let started = Instant::now();
+    for n in 0..45 {
+        flooder.send(&n.to_string()).await;
+    }
+    for n in 0..45 {
+        assert_eq!(watcher.recv().await, format!("Client #2: {n}"));
+    }
+    // 5 at once, then 40 more at 20 a second: at least 2 s, however fast the machine.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    // Still connected.
+    flooder.send("done").await;
+    assert_eq!(watcher.recv().await, "Client #2: done");
+}
+
+#[tokio::test]
+async fn past_max_connections_upgrades_get_503() {
+    let server = TestServer::start_with(Config {
+        max_connections: 2,
+        ..Config::default()
+    })
+    .await;
+    let first = server.join("1", "1").await;
+    let _second = server.join("2", "2").await;
+    let response = server.http(&upgrade_request("/ws/3")).await;
+    assert_eq!(response.status, 503);
+    assert!(response.body.contains("full"), "{}", response.body);
+
+    first.close().await;
+    // The freed place can be taken again.
+    let started = Instant::now();
+    loop {
+        let response = server.http(&upgrade_request("/ws/3")).await;
+        if response.status == 101 {
+            break;
+        }
+        assert_eq!(response.status, 503);
+        assert!(started.elapsed() < PATIENCE, "the place was never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn with_origin(path: &str, origin: &str) -> String {
+    upgrade_request(path).replacen("\r\n\r\n", &format!("\r\nOrigin: {origin}\r\n\r\n"), 1)
+}
+
+#[tokio::test]
+async fn cross_site_origins_are_refused_unless_allowed() {
+    let server = TestServer::start().await;
+    let own = format!("http://{}", server.address);
+    // The test's Host header says "localhost", so that is the server's own origin here.
+    for (origin, status) in [
+        ("null", 101),
+        ("http://localhost", 101),
+        ("http://evil.example", 403),
+        (own.as_str(), 403),
+        ("http://localhost:1", 403),
+    ] {
+        let response = server.http(&with_origin("/ws/1", origin)).await;
+        assert_eq!(response.status, status, "{origin}: {response:?}");
+    }
+    let response = server
+        .http(&with_origin("/ws/1", "http://evil.example"))
+        .await;
+    assert!(
+        response.body.contains("--allowed-origin"),
+        "{}",
+        response.body
+    );
+
+    let listed = TestServer::start_with(Config {
+        allowed_origins: vec!["http://app.example".into()],
+        ..Config::default()
+    })
+    .await;
+    let response = listed
+        .http(&with_origin("/ws/1", "http://app.example"))
+        .await;
+    assert_eq!(response.status, 101);
+    let response = listed
+        .http(&with_origin("/ws/1", "http://evil.example"))
+        .await;
+    assert_eq!(response.status, 403);
+
+    let anything = TestServer::start_with(Config {
+        allowed_origins: vec!["*".into()],
+        ..Config::default()
+    })
+    .await;
+    let response = anything
+        .http(&with_origin("/ws/1", "http://evil.example"))
+        .await;
+    assert_eq!(response.status, 101);
+}
+
+#[tokio::test]
+async fn shutdown_flushes_what_is_queued_then_closes_with_1001() {
+    let server = TestServer::start_with(unlimited()).await;
+    let mut listener = server.join("1", "1").await;
+    let mut talker = server.join("2", "2").await;
+    assert_eq!(listener.recv().await, "Client #2 has entered the chat");
+    for n in 0..100 {
+        talker.send(&n.to_string()).await;
+    }
+    // Wait until the server has taken all of them in.
+    for n in 0..100 {
+        assert_eq!(talker.recv().await, format!("Client #2: {n}"));
+    }
+    server.stop().await;
+
+    let (frame, texts) = listener.recv_until_close().await;
+    let expected: Vec<String> = (0..100).map(|n| format!("Client #2: {n}")).collect();
+    assert_eq!(
+        texts[..100],
+        expected[..],
+        "every queued message came first"
+    );
+    let frame = frame.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Away);
+    assert_eq!(frame.reason, "server shutting down");
+}
+
+#[tokio::test]
+async fn healthz_and_metrics() {
+    let server = TestServer::start().await;
+    let health = server
+        .http("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+
+    let mut client = server.join("1", "1").await;
+    client.send("hello").await;
+    client.recv().await;
+    let _ = server.http(&upgrade_request("/ws/abc")).await;
+    let _ = server
+        .http(&with_origin("/ws/1", "http://evil.example"))
+        .await;
+    let mut binary = server.join("2", "2").await;
+    binary.socket.send(Message::binary(vec![0])).await.unwrap();
+    binary.recv_until_close().await;
+    client.recv().await; // 2 joined
+    client.recv().await; // 2 left
+
+    let metrics = server
+        .http("GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    for line in [
+        "chat_connections 1",
+        "chat_connections_total 2",
+        "chat_messages_received_total 1",
+        "chat_received_bytes_total 5",
+        // Joins of 1 and 2, the message, and the leave of 2: 1 + 2 + 1 + 1.
+        "chat_deliveries_total 5",
+        "chat_disconnects_total{reason=\"binary_frame\"} 1",
+        "chat_refused_handshakes_total{reason=\"invalid_id\"} 1",
+        "chat_refused_handshakes_total{reason=\"origin\"} 1",
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "{line} in\n{}",
+            metrics.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_echo_endpoint_is_off_unless_enabled() {
+    let server = TestServer::start().await;
+    let response = server.http(&upgrade_request("/echo")).await;
+    assert_eq!(response.status, 404);
+
+    let echo = TestServer::start_with(Config {
+        echo: true,
+        ..Config::default()
+    })
+    .await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(echo.url("/echo"))
+        .await
+        .unwrap();
+    socket.send(Message::binary(vec![9, 8, 7])).await.unwrap();
+    let echoed = within("the echo", socket.next()).await;
+    assert!(
+        matches!(echoed, Some(Ok(Message::Binary(ref data))) if data[..] == [9, 8, 7]),
+        "{echoed:?}"
+    );
+}
