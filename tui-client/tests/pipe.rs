@@ -142,3 +142,25 @@ async fn the_environment_gives_the_server_and_the_id() {
         "Client #42 has entered the chat"
     );
 }
+
+#[tokio::test]
+async fn help_and_version_are_provided() {
+    let help = chat_tui(&["--help"]).wait_with_output().await.unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--id",
+        "--server",
+        "--scrollback",
+        "--no-mouse",
+        "--plain",
+        "--insecure",
+        "CHAT_SERVER",
+        "Ctrl-C",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+    let version = chat_tui(&["--version"]).wait_with_output().await.unwrap();
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("chat-tui "));
+}

@@ -210,3 +210,40 @@ async fn a_burst_of_messages_does_not_freeze_the_input() {
     tui.wait_for("Client #2: burst 9999").await;
     tui.wait_for("› typed during the burst").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paste_waits_in_the_input_and_no_mouse_leaves_the_mouse_alone() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
+    tui.wait_for("● connected").await;
+    assert_ne!(
+        tui.screen.lock().unwrap().screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None,
+        "the wheel scrolls by default"
+    );
+    let mut watcher = server.join("2", "2").await;
+    tui.wait_for("Client #2 has entered the chat").await;
+
+    // A bracketed paste with a newline lands in the input; nothing is sent until Enter.
+    tui.type_keys("\u{1b}[200~pasted\nlines\u{1b}[201~");
+    tui.wait_for("› pasted↵lines").await;
+    watcher.expect_silence().await;
+    tui.type_keys("\r");
+    assert_eq!(watcher.recv().await, "Client #1: pasted\nlines");
+    tui.type_keys("\u{3}");
+    tui.wait_for_exit().await;
+
+    let no_mouse = Tui::start(&["--server", &url, "--id", "3", "--no-mouse"]);
+    no_mouse.wait_for("● connected").await;
+    assert_eq!(
+        no_mouse
+            .screen
+            .lock()
+            .unwrap()
+            .screen()
+            .mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None,
+        "--no-mouse leaves selection to the terminal"
+    );
+}
