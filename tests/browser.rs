@@ -1,0 +1,441 @@
+//! The browser page in a real browser: Debian's chromium, driven through chromedriver.
+//!
+//! Ignored by a bare `cargo test` so that it stays hermetic; `.ci/run` installs chromium
+//! and chromium-driver and runs these with `cargo test -- --include-ignored`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chat_server::Config;
+use common::{PATIENCE, TestServer, within};
+use fantoccini::{Client as Page, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// A chromedriver process on a free port.
+struct ChromeDriver {
+    port: u16,
+    _process: Child,
+}
+
+impl ChromeDriver {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let process = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver is installed (apt-get install chromium-driver)");
+        within("chromedriver to listen", async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        Self {
+            port,
+            _process: process,
+        }
+    }
+
+    /// A fresh headless Chromium with its own profile, `width` by `height`.
+    async fn open(&self, width: u32, height: u32) -> Page {
+        self.open_with(width, height, json!({})).await
+    }
+
+    /// A phone: Chromium's mobile emulation, since a desktop window cannot be narrower
+    /// than 500 pixels.
+    async fn open_phone(&self, width: u32, height: u32) -> Page {
+        let metrics =
+            json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2 } });
+        self.open_with(width, height, metrics).await
+    }
+
+    async fn open_with(&self, width: u32, height: u32, mobile_emulation: Value) -> Page {
+        let profile = std::env::temp_dir().join(format!(
+            "chat-browser-test-{}-{}",
+            std::process::id(),
+            fastrand_suffix()
+        ));
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "mobileEmulation": mobile_emulation,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", profile.display()),
+                    format!("--window-size={width},{height}"),
+                ],
+            }
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!()
+        };
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a chromium session")
+    }
+}
+
+fn fastrand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos())
+}
+
+/// The texts of the page's messages, in order.
+async fn messages(page: &Page) -> Vec<String> {
+    let texts = page
+        .execute(
+            "return Array.from(document.querySelectorAll('#messages li'), li => li.textContent);",
+            vec![],
+        )
+        .await
+        .expect("read the messages");
+    serde_json::from_value(texts).expect("a list of strings")
+}
+
+async fn eval(page: &Page, script: &str) -> Value {
+    page.execute(script, vec![]).await.expect(script)
+}
+
+/// Waits until `condition` holds for the page's messages.
+async fn wait_until(page: &Page, what: &str, condition: impl Fn(&[String]) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let shown = messages(page).await;
+        if condition(&shown) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed {what}; it shows {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for_message(page: &Page, text: &str) {
+    wait_until(page, text, |shown| shown.iter().any(|shown| shown == text)).await;
+}
+
+async fn wait_for_status(page: &Page, text: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = page
+            .find(Locator::Id("status"))
+            .await
+            .expect("#status")
+            .text()
+            .await
+            .expect("status text");
+        if status.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never said {text:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn client_id(page: &Page) -> String {
+    page.find(Locator::Id("ws-id"))
+        .await
+        .expect("#ws-id")
+        .text()
+        .await
+        .expect("the id")
+}
+
+/// Puts `text` in the input and presses Enter. The value is set by script because
+/// chromedriver cannot type characters outside the Basic Multilingual Plane (emoji).
+async fn say(page: &Page, text: &str) {
+    page.execute(
+        "document.getElementById('messageText').value = arguments[0];",
+        vec![json!(text)],
+    )
+    .await
+    .expect("set the input");
+    press_enter(page).await;
+}
+
+async fn press_enter(page: &Page) {
+    page.find(Locator::Id("messageText"))
+        .await
+        .expect("#messageText")
+        .send_keys("\u{E007}")
+        .await
+        .expect("press Enter");
+}
+
+async fn input_value(page: &Page) -> String {
+    eval(page, "return document.getElementById('messageText').value;")
+        .await
+        .as_str()
+        .expect("a string")
+        .to_owned()
+}
+
+fn artifacts() -> PathBuf {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
+    std::fs::create_dir_all(&directory).expect("target/browser");
+    directory
+}
+
+async fn screenshot(page: &Page, name: &str) {
+    let png = page.screenshot().await.expect("a screenshot");
+    std::fs::write(artifacts().join(name), png).expect("save the screenshot");
+}
+
+/// The `chat-tui` binary that `cargo test --workspace` built beside this test.
+fn chat_tui_binary() -> PathBuf {
+    let deps = std::env::current_exe().expect("the test binary");
+    let binary = deps
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("chat-tui");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with --workspace",
+        binary.display()
+    );
+    binary
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn two_pages_a_websocket_client_and_chat_tui_chat_together() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let address = server.address;
+    let url = format!("http://{address}/");
+
+    let first = driver.open(900, 600).await;
+    first.goto(&url).await.expect("load the page");
+    let first_id = client_id(&first).await;
+    assert!(first_id.len() >= 13, "a Date.now() id: {first_id}");
+    wait_for_message(&first, &format!("Client #{first_id} has entered the chat")).await;
+    wait_for_status(&first, "connected").await;
+    let focused = eval(&first, "return document.activeElement.id;").await;
+    assert_eq!(focused, json!("messageText"), "the input has the focus");
+
+    let second = driver.open(900, 600).await;
+    second.goto(&url).await.expect("load the page");
+    let second_id = client_id(&second).await;
+    assert_ne!(first_id, second_id);
+    wait_for_message(
+        &second,
+        &format!("Client #{second_id} has entered the chat"),
+    )
+    .await;
+    wait_for_message(&first, &format!("Client #{second_id} has entered the chat")).await;
+
+    let mut plain = server.join("900", "900").await;
+    let mut tui = Command::new(chat_tui_binary())
+        .args([
+            "--plain",
+            "--server",
+            &format!("ws://{address}"),
+            "--id",
+            "901",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chat-tui");
+    let mut tui_lines = BufReader::new(tui.stdout.take().expect("stdout")).lines();
+    let mut tui_line = async || {
+        within("a line from chat-tui", tui_lines.next_line())
+            .await
+            .expect("read")
+            .expect("a line")
+    };
+    assert_eq!(tui_line().await, "Client #901 has entered the chat");
+    wait_for_message(&first, "Client #901 has entered the chat").await;
+    assert_eq!(plain.recv().await, "Client #901 has entered the chat");
+
+    // Typed in one page, it reaches everyone verbatim, markup and emoji included.
+    let text = "<b>not bold</b> & 🎉 ünïcode";
+    say(&first, text).await;
+    let expected = format!("Client #{first_id}: {text}");
+    wait_for_message(&second, &expected).await;
+    assert_eq!(plain.recv().await, expected);
+    assert_eq!(tui_line().await, expected);
+    let injected = eval(
+        &second,
+        "return document.querySelectorAll('#messages b').length;",
+    )
+    .await;
+    assert_eq!(
+        injected,
+        json!(0),
+        "network text is inserted as text, never as HTML"
+    );
+    let mine = eval(
+        &first,
+        "return document.querySelector('#messages li:last-child').className;",
+    )
+    .await;
+    assert!(
+        mine.as_str().unwrap().contains("mine"),
+        "own messages are marked: {mine}"
+    );
+    assert_eq!(
+        input_value(&first).await,
+        "",
+        "the input is cleared after sending"
+    );
+
+    // Real key presses work too.
+    second
+        .find(Locator::Id("messageText"))
+        .await
+        .expect("#messageText")
+        .send_keys("typed on the keyboard\u{E007}")
+        .await
+        .expect("type");
+    let typed = format!("Client #{second_id}: typed on the keyboard");
+    wait_for_message(&first, &typed).await;
+    assert_eq!(plain.recv().await, typed);
+    assert_eq!(tui_line().await, typed);
+
+    // Messages from the other clients show up in the pages.
+    plain.send("from a plain client").await;
+    wait_for_message(&second, "Client #900: from a plain client").await;
+    screenshot(&first, "chat.png").await;
+
+    // Closing a page is a leave.
+    second.close().await.expect("close the second page");
+    wait_for_message(&first, &format!("Client #{second_id} has left the chat")).await;
+
+    // The server goes away: the page says so, keeps what is typed, and comes back.
+    drop(plain);
+    drop(tui);
+    server.stop().await;
+    wait_for_status(&first, "reconnecting in").await;
+    say(&first, "typed while offline").await;
+    assert_eq!(
+        input_value(&first).await,
+        "typed while offline",
+        "kept, not lost"
+    );
+    let notice = first.find(Locator::Id("notice")).await.expect("#notice");
+    assert!(
+        notice
+            .text()
+            .await
+            .expect("text")
+            .contains("your message is kept")
+    );
+    screenshot(&first, "offline.png").await;
+
+    let listener = TcpListener::bind(address).await.expect("rebind the port");
+    let server = TestServer::start_on(listener, Config::default());
+    let joined_again = format!("Client #{first_id} has entered the chat");
+    wait_until(&first, "a second join", |shown| {
+        shown.iter().filter(|text| **text == joined_again).count() == 2
+    })
+    .await;
+    wait_for_status(&first, "connected").await;
+    let mut plain = server.join("902", "902").await;
+    press_enter(&first).await;
+    assert_eq!(
+        plain.recv().await,
+        format!("Client #{first_id}: typed while offline")
+    );
+    first.close().await.expect("close");
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn the_page_fits_a_phone_screen() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open_phone(375, 740).await;
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    let id = client_id(&page).await;
+    wait_for_message(&page, &format!("Client #{id} has entered the chat")).await;
+    say(
+        &page,
+        &"a long line without spaces ".repeat(3).replace(' ', "_"),
+    )
+    .await;
+    wait_until(&page, "the long line", |shown| shown.len() == 2).await;
+    let width = eval(&page, "return window.innerWidth;").await;
+    assert_eq!(width, json!(375), "the phone's viewport");
+    let overflow = eval(
+        &page,
+        "return document.documentElement.scrollWidth - window.innerWidth;",
+    )
+    .await;
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "no sideways scrolling: {overflow}"
+    );
+    screenshot(&page, "phone.png").await;
+    page.close().await.expect("close");
+}
+
+/// The page opened straight from disk talks to `ws://localhost:8000`, as the tutorial's
+/// does; so does the tutorial's original page, unchanged. Needs port 8000 free.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn pages_opened_from_disk_work_against_port_8000() {
+    let listener = TcpListener::bind("127.0.0.1:8000")
+        .await
+        .expect("port 8000 is free for this test");
+    let server = TestServer::start_on(listener, Config::default());
+    let driver = ChromeDriver::start().await;
+    let mut watcher = server.join("900", "900").await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+
+    for page_file in ["client/index.html", "tests/tutorial_page.html"] {
+        let page = driver.open(900, 600).await;
+        let url = format!("file://{}", root.join(page_file).display());
+        page.goto(&url).await.expect("open the file");
+        let id = client_id(&page).await;
+        let joined = format!("Client #{id} has entered the chat");
+        wait_for_message(&page, &joined).await;
+        assert_eq!(watcher.recv().await, joined, "{page_file}");
+
+        page.find(Locator::Id("messageText"))
+            .await
+            .expect("#messageText")
+            .send_keys("hello from disk\u{E007}")
+            .await
+            .expect("type");
+        let said = format!("Client #{id}: hello from disk");
+        assert_eq!(watcher.recv().await, said, "{page_file}");
+        wait_for_message(&page, &said).await;
+
+        page.close().await.expect("close");
+        assert_eq!(
+            watcher.recv().await,
+            format!("Client #{id} has left the chat")
+        );
+    }
+}
