@@ -1,0 +1,134 @@
+//! The `chat-bench` binary: flags, then one scenario, progress on stderr and one JSON
+//! summary on stdout.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chat_bench::{FanoutPlan, IdlePlan, Pace, ServerProbe, Servers};
+use clap::{Parser, Subcommand};
+use url::Url;
+
+/// A load generator for any server that speaks the chat's /ws/<id> protocol.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The server's base URL; repeat it, or separate with commas, to spread the clients
+    /// over several nodes (client n connects to URL n mod count).
+    #[arg(
+        long = "url",
+        default_value = "ws://127.0.0.1:8000",
+        value_delimiter = ',',
+        global = true
+    )]
+    urls: Vec<Url>,
+
+    /// The server's process id, to report its CPU time and memory from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+
+    /// Handshakes in flight at once while connecting.
+    #[arg(long, default_value_t = 64, global = true)]
+    connect_concurrency: usize,
+
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// N clients; S of them send M messages each; every delivery is counted and timed.
+    Fanout {
+        #[arg(long, default_value_t = 500)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        /// Messages per sender.
+        #[arg(long, default_value_t = 300)]
+        messages: usize,
+        /// Unacknowledged messages a sender may have in flight (saturation).
+        #[arg(long, default_value_t = 64, conflicts_with = "rate")]
+        window: usize,
+        /// Send at this many messages per second per sender instead (latency under load).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Seconds the sending phase may take before what is missing counts as lost.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// N idle clients held open: memory per connection, the join storm, and churn.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Seconds to hold the room once every join has been seen.
+        #[arg(long, default_value_t = 0)]
+        hold: u64,
+        /// Rounds of opening and dropping every connection again.
+        #[arg(long, default_value_t = 0)]
+        churn: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(lost) if lost == 0 => ExitCode::SUCCESS,
+        Ok(lost) => {
+            eprintln!("chat-bench: {lost} deliveries lost");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("chat-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the scenario, prints its JSON summary, and returns the deliveries lost.
+async fn run(args: Args) -> anyhow::Result<u64> {
+    // Thousands of clients are thousands of file descriptors.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let servers = Servers(args.urls);
+    let probe = args.server_pid.map(ServerProbe::new).transpose()?;
+    let (summary, lost) = match args.scenario {
+        Scenario::Fanout {
+            clients,
+            senders,
+            messages,
+            window,
+            rate,
+            timeout,
+        } => {
+            let plan = FanoutPlan {
+                clients,
+                senders,
+                messages,
+                pace: rate.map_or(Pace::Window(window), Pace::Rate),
+                connect_concurrency: args.connect_concurrency,
+                timeout: Duration::from_secs(timeout),
+            };
+            let report = chat_bench::fanout(&servers, &plan, probe).await?;
+            let lost = report.lost_deliveries;
+            (serde_json::to_string_pretty(&report)?, lost)
+        }
+        Scenario::Idle {
+            clients,
+            hold,
+            churn,
+        } => {
+            let plan = IdlePlan {
+                clients,
+                connect_concurrency: args.connect_concurrency,
+                hold: Duration::from_secs(hold),
+                churn_rounds: churn,
+            };
+            let report = chat_bench::idle(&servers, &plan, probe).await?;
+            (serde_json::to_string_pretty(&report)?, 0)
+        }
+    };
+    println!("{summary}");
+    Ok(lost)
+}

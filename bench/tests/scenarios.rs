@@ -1,0 +1,77 @@
+//! Small runs of each scenario against an in-process `chat-server`: every delivery
+//! arrives. No timing is asserted; the figures belong to the benchmark, not the tests.
+
+use std::time::Duration;
+
+use chat_bench::{FanoutPlan, IdlePlan, Pace, ServerProbe, Servers};
+use chat_server::Config;
+use tokio::net::TcpListener;
+use url::Url;
+
+async fn server() -> Servers {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let config = Config {
+        rate_limit: None,
+        ..Config::default()
+    };
+    tokio::spawn(chat_server::run(listener, config, std::future::pending()));
+    Servers(vec![Url::parse(&format!("ws://{address}")).unwrap()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windowed_fanout_loses_nothing() {
+    let servers = server().await;
+    let plan = FanoutPlan {
+        clients: 30,
+        senders: 3,
+        messages: 50,
+        pace: Pace::Window(8),
+        connect_concurrency: 8,
+        timeout: Duration::from_secs(30),
+    };
+    // This process is the server: its CPU and memory are readable too.
+    let probe = ServerProbe::new(std::process::id()).unwrap();
+    let report = chat_bench::fanout(&servers, &plan, Some(probe))
+        .await
+        .unwrap();
+    assert_eq!(report.expected_deliveries, 30 * 3 * 50);
+    assert_eq!(report.received_deliveries, report.expected_deliveries);
+    assert_eq!(report.lost_deliveries, 0);
+    assert!(report.latency.max_us >= report.latency.p50_us);
+    assert!(report.server_cpu_us_per_delivery.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_fanout_loses_nothing() {
+    let servers = server().await;
+    let plan = FanoutPlan {
+        clients: 10,
+        senders: 2,
+        messages: 10,
+        pace: Pace::Rate(50.0),
+        connect_concurrency: 4,
+        timeout: Duration::from_secs(30),
+    };
+    let report = chat_bench::fanout(&servers, &plan, None).await.unwrap();
+    assert_eq!(report.received_deliveries, 10 * 2 * 10);
+    assert_eq!(report.lost_deliveries, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_see_every_join_and_churn_rounds_complete() {
+    let servers = server().await;
+    let plan = IdlePlan {
+        clients: 40,
+        connect_concurrency: 8,
+        hold: Duration::ZERO,
+        churn_rounds: 2,
+    };
+    let probe = ServerProbe::new(std::process::id()).unwrap();
+    let report = chat_bench::idle(&servers, &plan, Some(probe))
+        .await
+        .unwrap();
+    assert_eq!(report.clients, 40);
+    assert_eq!(report.join_deliveries, 40 * 41 / 2 + 40);
+    assert_eq!(report.server_rss_after_churn_kib.len(), 3);
+}
