@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
     match runtime.block_on(run(args)) {
-        Ok(lost) if lost == 0 => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
         Ok(lost) => {
             eprintln!("chat-bench: {lost} deliveries lost");
             ExitCode::FAILURE
