@@ -468,9 +468,14 @@ async fn send(
     shared: Arc<Shared>,
 ) -> anyhow::Result<SplitSink<Socket, Message>> {
     let mut ticks = match pace {
-        Pace::Rate(per_second) => Some(tokio::time::interval(Duration::from_secs_f64(
-            1.0 / per_second,
-        ))),
+        Pace::Rate(per_second) => {
+            // Senders start spread over one period, so the offered load is even in time
+            // rather than a burst from every sender at once.
+            let period = Duration::from_secs_f64(1.0 / per_second);
+            let phase = period.mul_f64(index as f64 / shared.acks.len() as f64);
+            let first = tokio::time::Instant::now() + phase;
+            Some(tokio::time::interval_at(first, period))
+        }
         Pace::Window(_) => None,
     };
     for seq in 0..messages as u64 {

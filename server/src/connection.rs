@@ -26,6 +26,9 @@ pub type Socket = WebSocketStream<TcpStream>;
 type Sink = SplitSink<Socket, Message>;
 type Stream = SplitStream<Socket>;
 
+/// Entries of the batch buffer a connection keeps between batches; more is freed.
+const BATCH_CAPACITY_KEPT: usize = 16;
+
 /// How long a closing connection may take to flush its last frames and close frame.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -100,9 +103,15 @@ impl LastHeard {
 
 /// Runs a member's session until the client goes, misbehaves, goes silent, or the
 /// server shuts down.
-#[tracing::instrument(name = "session", skip_all, fields(client = %member.id(), peer = %peer))]
+///
+/// The span is at debug level so that, at the default info level, a connection pays no
+/// span's memory; info events carry the client id and peer address themselves.
+#[tracing::instrument(
+    name = "session", level = "debug", skip_all, fields(client = %member.id(), peer = %peer)
+)]
 pub async fn serve(socket: Socket, member: Member, peer: SocketAddr, shared: Arc<Shared>) {
-    info!("joined");
+    let client = member.id().clone();
+    info!(%client, %peer, "joined");
     shared.metrics.connected();
     let (mut sink, mut stream) = socket.split();
     let heard = LastHeard::new();
@@ -125,7 +134,7 @@ pub async fn serve(socket: Socket, member: Member, peer: SocketAddr, shared: Arc
     // Leaving the room before closing means nothing more is queued for a closing socket.
     drop(member);
     shared.metrics.disconnected(ending);
-    info!(reason = ending.label(), "left");
+    info!(%client, %peer, reason = ending.label(), "left");
     close(sink, stream, ending).await;
 }
 
@@ -190,6 +199,11 @@ async fn write_batch(sink: &mut Sink, batch: &mut Vec<Utf8Bytes>) -> Result<(), 
     for frame in batch.drain(..) {
         sink.feed(Message::Text(frame)).await?;
     }
+    // A burst (a join storm, say) can grow the batch to thousands of entries; an idle
+    // connection should not keep that much room, as there may be tens of thousands.
+    if batch.capacity() > BATCH_CAPACITY_KEPT {
+        *batch = Vec::new();
+    }
     sink.flush().await
 }
 
@@ -220,7 +234,8 @@ async fn close(mut sink: Sink, stream: Stream, ending: Disconnect) {
 /// Half-closes `tcp` and reads what the peer still sends for a moment, discarding it.
 async fn linger(mut tcp: TcpStream) {
     let _ = tcp.shutdown().await;
-    let mut discard = [0u8; 1024];
+    // On the heap, not in the session's future, which every idle connection carries.
+    let mut discard = vec![0u8; 1024];
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while matches!(tcp.read(&mut discard).await, Ok(n) if n > 0) {}
     })
@@ -229,7 +244,7 @@ async fn linger(mut tcp: TcpStream) {
 
 /// `/echo`, for the Autobahn conformance cases: every message comes back as it was
 /// sent, through the same WebSocket configuration and limits as a chat session.
-#[tracing::instrument(name = "echo", skip_all, fields(peer = %peer))]
+#[tracing::instrument(name = "echo", level = "debug", skip_all, fields(peer = %peer))]
 pub async fn echo(mut socket: Socket, peer: SocketAddr) {
     let ending = loop {
         match socket.next().await {

@@ -180,16 +180,21 @@ fn upgrade(
         };
         // Unwrapping hyper's boxed stream back into the TcpStream spares a layer of
         // dynamic dispatch on every read and write of the session.
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => parts,
-            Err(_) => {
-                warn!(%peer, "upgraded connection is not a TCP stream");
-                return;
-            }
-        };
+        let hyper::upgrade::Parts { io, read_buf, .. } =
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => parts,
+                Err(_) => {
+                    warn!(%peer, "upgraded connection is not a TCP stream");
+                    return;
+                }
+            };
+        // A copy, and the view dropped: `read_buf` shares hyper's whole 8 KiB read
+        // buffer, which would otherwise live as long as the session.
+        let already_read = read_buf.to_vec();
+        drop(read_buf);
         let socket = WebSocketStream::from_partially_read(
-            parts.io.into_inner(),
-            parts.read_buf.to_vec(),
+            io.into_inner(),
+            already_read,
             Role::Server,
             Some(shared.websocket_config()),
         )

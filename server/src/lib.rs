@@ -97,6 +97,9 @@ impl Config {
     }
 }
 
+const READ_BUFFER_BYTES: usize = 1024;
+const WRITE_BUFFER_BYTES: usize = 1024;
+
 impl Shared {
     fn websocket_config(&self) -> WebSocketConfig {
         // Chosen for many mostly idle connections: tungstenite's defaults reserve 128 KiB
@@ -104,8 +107,8 @@ impl Shared {
         // Writes accumulate a batch up to 64 KiB before a syscall; the outbox above
         // bounds what may queue, so the write buffer needs no cap of its own beyond it.
         WebSocketConfig::default()
-            .read_buffer_size(4 * 1024)
-            .write_buffer_size(64 * 1024)
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(WRITE_BUFFER_BYTES)
             .max_write_buffer_size(self.config.queue_bytes() + 64 * 1024)
             .max_message_size(Some(self.config.max_message_bytes))
             .max_frame_size(Some(self.config.max_message_bytes))
