@@ -59,6 +59,7 @@ impl Disconnect {
             Self::SlowConsumer => Some((CloseCode::Policy, "slow consumer")),
             Self::PingTimeout => Some((CloseCode::Policy, "ping timeout")),
             Self::ShuttingDown => Some((CloseCode::Away, "server shutting down")),
+            Self::BrokerLost => Some((CloseCode::Again, "chat unavailable, try again later")),
         }
     }
 }
@@ -121,6 +122,7 @@ pub async fn serve(socket: Socket, member: Member, peer: SocketAddr, shared: Arc
         () = heard.silent_for(shared.config.ping_timeout) => Disconnect::PingTimeout,
         () = member.outbox().evicted() => Disconnect::SlowConsumer,
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
+        () = shared.broker_lost() => Disconnect::BrokerLost,
     };
     if matches!(ending, Disconnect::ShuttingDown | Disconnect::ClientClosed) {
         // Flush what the room already queued before saying goodbye: a client that closes

@@ -66,7 +66,7 @@ fn respond(request: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -
     let path = request.uri().path().to_owned();
     let response = match path.as_str() {
         "/" => return page(request.method()),
-        "/healthz" => return plain_get(request.method(), "text/plain; charset=utf-8", "ok\n"),
+        "/healthz" => return health(request.method(), shared),
         "/metrics" => {
             let metrics = shared.metrics.render();
             return plain_get(request.method(), "text/plain; version=0.0.4", &metrics);
@@ -85,6 +85,14 @@ fn respond(request: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -
         debug!(%peer, %path, reason = reason.label(), "refused a websocket request");
         *response
     })
+}
+
+/// 200 `ok`, or 503 with the reason while a clustered node cannot reach Redis.
+fn health(method: &Method, shared: &Shared) -> Response<Body> {
+    match shared.unavailable() {
+        None => plain_get(method, "text/plain; charset=utf-8", "ok\n"),
+        Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{reason}\n")),
+    }
 }
 
 fn page(method: &Method) -> Response<Body> {
@@ -155,6 +163,13 @@ fn upgrade(
     shared: &Arc<Shared>,
 ) -> Result<Response<Body>, Refused> {
     let accept = check_handshake(&request, &shared.config.allowed_origins)?;
+    if let Some(reason) = shared.unavailable() {
+        let body = format!("the chat is unavailable: {reason}; try again later\n");
+        return Err(refused(
+            Refusal::Unavailable,
+            text(StatusCode::SERVICE_UNAVAILABLE, &body),
+        ));
+    }
     let Some(slot) = shared.sessions.try_reserve() else {
         let body = format!(
             "the server is full ({} connections); try again later\n",

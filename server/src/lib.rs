@@ -6,7 +6,9 @@
 //! - `connection`: one WebSocket session, from join to close frame; also `/echo`.
 //! - [`room`]: the members and the fan-out of announcements to their bounded outboxes.
 //! - `metrics`: the counters behind `/metrics`.
+//! - `broker`: clustering through Redis, with `--redis-url`.
 
+mod broker;
 mod connection;
 mod http;
 mod metrics;
@@ -26,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use tokio::sync::watch;
+
+use crate::broker::Health;
 use crate::metrics::Metrics;
 use crate::room::Room;
 
@@ -53,6 +58,11 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Serve `/echo` for the Autobahn conformance cases.
     pub echo: bool,
+    /// Share the room with other nodes through this Redis (`redis://host:port[/db]`).
+    pub redis_url: Option<String>,
+    /// In a cluster, how long a node may go unheard before the others announce its
+    /// members' leaves.
+    pub presence_ttl: Duration,
     /// How long shutdown may take to close every client before `run` returns anyway.
     pub shutdown_timeout: Duration,
 }
@@ -72,6 +82,8 @@ impl Default for Config {
             max_connections: 10_000,
             allowed_origins: Vec::new(),
             echo: false,
+            redis_url: None,
+            presence_ttl: Duration::from_secs(6),
             shutdown_timeout: Duration::from_secs(5),
         }
     }
@@ -81,6 +93,8 @@ impl Default for Config {
 struct Shared {
     config: Config,
     room: Arc<Room>,
+    /// In a cluster: whether Redis is reachable.
+    broker: Option<watch::Receiver<Health>>,
     metrics: Arc<Metrics>,
     sessions: Sessions,
     shutdown: CancellationToken,
@@ -101,6 +115,24 @@ const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 1024;
 
 impl Shared {
+    /// Why the node cannot serve clients now, if it cannot.
+    fn unavailable(&self) -> Option<String> {
+        match self.broker.as_ref().map(|health| health.borrow().clone()) {
+            Some(Health::Down(reason)) => Some(format!("cannot reach Redis: {reason}")),
+            _ => None,
+        }
+    }
+
+    /// Completes when the node loses Redis; never on a single node.
+    async fn broker_lost(&self) {
+        match self.broker.clone() {
+            Some(mut health) => {
+                let _ = health.wait_for(|health| *health != Health::Up).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     fn websocket_config(&self) -> WebSocketConfig {
         // Chosen for many mostly idle connections: tungstenite's defaults reserve 128 KiB
         // of read buffer per connection; chat frames are small, so 4 KiB grows on demand.
@@ -149,8 +181,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let metrics = Arc::new(Metrics::default());
+    let (publisher, broker, health) = match &config.redis_url {
+        Some(url) => {
+            let (publisher, broker, health) = broker::channel(url.clone(), config.presence_ttl);
+            (Some(publisher), Some(broker), Some(health))
+        }
+        None => (None, None, None),
+    };
+    let room = Room::new(config.queue_bytes(), metrics.clone(), publisher);
+    let broker_stop = CancellationToken::new();
+    let broker_task = broker
+        .map(|broker| tokio::spawn(broker.run(room.clone(), metrics.clone(), broker_stop.clone())));
     let shared = Arc::new(Shared {
-        room: Room::new(config.queue_bytes(), metrics.clone()),
+        room,
+        broker: health,
         metrics,
         sessions: Sessions {
             open: Arc::default(),
@@ -179,6 +223,16 @@ pub async fn run(
             timeout = ?shared.config.shutdown_timeout,
             "shutdown timed out; dropping the connections left"
         );
+    }
+    if let Some(task) = broker_task {
+        // Every session has ended and queued its leave: let the broker publish them.
+        broker_stop.cancel();
+        if tokio::time::timeout(shared.config.shutdown_timeout, task)
+            .await
+            .is_err()
+        {
+            warn!("Redis did not take the last leaves in time");
+        }
     }
     Ok(())
 }

@@ -66,6 +66,15 @@ struct Args {
     )]
     allowed_origins: Vec<String>,
 
+    /// Share the room with other nodes through Redis: redis://host:port[/db].
+    #[arg(long, env = "CHAT_REDIS_URL")]
+    redis_url: Option<String>,
+
+    /// Seconds a clustered node may go unheard in Redis before the other nodes announce
+    /// its members' leaves.
+    #[arg(long, env = "CHAT_PRESENCE_TTL", default_value = "6", value_parser = seconds)]
+    presence_ttl: Duration,
+
     /// Serve /echo, a WebSocket echo endpoint for conformance testing.
     #[arg(long)]
     echo: bool,
@@ -119,6 +128,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         allowed_origins: args.allowed_origins,
         echo: args.echo,
+        redis_url: args.redis_url,
+        presence_ttl: args.presence_ttl,
         shutdown_timeout: args.shutdown_timeout,
     };
     raise_open_file_limit();

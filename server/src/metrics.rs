@@ -15,10 +15,11 @@ pub enum Disconnect {
     SlowConsumer,
     PingTimeout,
     ShuttingDown,
+    BrokerLost,
 }
 
 impl Disconnect {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::ClientClosed,
         Self::Dropped,
         Self::Binary,
@@ -28,6 +29,7 @@ impl Disconnect {
         Self::SlowConsumer,
         Self::PingTimeout,
         Self::ShuttingDown,
+        Self::BrokerLost,
     ];
 
     /// The label value, also used in logs.
@@ -42,6 +44,7 @@ impl Disconnect {
             Self::SlowConsumer => "slow_consumer",
             Self::PingTimeout => "ping_timeout",
             Self::ShuttingDown => "shutdown",
+            Self::BrokerLost => "broker_lost",
         }
     }
 }
@@ -58,10 +61,11 @@ pub enum Refusal {
     Full,
     Timeout,
     HeadersTooLarge,
+    Unavailable,
 }
 
 impl Refusal {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::InvalidId,
         Self::NotWebSocket,
         Self::BadVersion,
@@ -70,6 +74,7 @@ impl Refusal {
         Self::Full,
         Self::Timeout,
         Self::HeadersTooLarge,
+        Self::Unavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -82,6 +87,7 @@ impl Refusal {
             Self::Full => "full",
             Self::Timeout => "timeout",
             Self::HeadersTooLarge => "headers_too_large",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -98,6 +104,11 @@ pub struct Metrics {
     delivered_bytes: AtomicU64,
     disconnects: [AtomicU64; Disconnect::ALL.len()],
     refusals: [AtomicU64; Refusal::ALL.len()],
+    broker_up: AtomicU64,
+    broker_published: AtomicU64,
+    broker_received: AtomicU64,
+    broker_reconnects: AtomicU64,
+    broker_lag_micros: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, amount: u64) {
@@ -127,6 +138,23 @@ impl Metrics {
 
     pub fn refused(&self, reason: Refusal) {
         add(&self.refusals[reason as usize], 1);
+    }
+
+    pub fn broker_health(&self, up: bool) {
+        self.broker_up.store(u64::from(up), Ordering::Relaxed);
+    }
+
+    pub fn broker_published(&self, messages: usize) {
+        add(&self.broker_published, messages as u64);
+    }
+
+    pub fn broker_received(&self, lag: std::time::Duration) {
+        add(&self.broker_received, 1);
+        add(&self.broker_lag_micros, lag.as_micros() as u64);
+    }
+
+    pub fn broker_reconnect(&self) {
+        add(&self.broker_reconnects, 1);
     }
 
     /// The Prometheus text exposition of every counter.
@@ -201,6 +229,37 @@ impl Metrics {
             "counter",
             "Requests for a WebSocket that were refused, by reason.",
             &refusals,
+        );
+        metric(
+            "chat_broker_up",
+            "gauge",
+            "1 while this node is connected to Redis (clustered nodes only).",
+            &plain(read(&self.broker_up)),
+        );
+        metric(
+            "chat_broker_published_total",
+            "counter",
+            "Announcements published to Redis.",
+            &plain(read(&self.broker_published)),
+        );
+        metric(
+            "chat_broker_received_total",
+            "counter",
+            "Announcements received from Redis.",
+            &plain(read(&self.broker_received)),
+        );
+        metric(
+            "chat_broker_reconnects_total",
+            "counter",
+            "Connections to Redis lost or failed.",
+            &plain(read(&self.broker_reconnects)),
+        );
+        metric(
+            "chat_broker_lag_microseconds_total",
+            "counter",
+            "Sum of the time from publishing to receiving, over the announcements received; \
+             divide by chat_broker_received_total for the mean lag.",
+            &plain(read(&self.broker_lag_micros)),
         );
         text
     }

@@ -1,32 +1,52 @@
 //! The room: who is connected, and the fan-out of every announcement to their outboxes.
+//!
+//! On a single node, an announcement is fanned out at once, under the members lock. In a
+//! cluster it is handed to the broker instead, and fanned out when Redis delivers it
+//! back ([`Room::deliver`]), so that every client on every node sees Redis's one order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat::{Announcement, ClientId};
-
-use crate::metrics::Metrics;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-/// Everyone connected, each with the outbox their connection drains.
+use crate::broker::{Presence, Publisher};
+use crate::metrics::Metrics;
+
+/// Everyone connected to this node, each with the outbox their connection drains.
 pub struct Room {
-    members: Mutex<HashMap<u64, Arc<Outbox>>>,
+    members: Mutex<HashMap<u64, Slot>>,
     next_key: AtomicU64,
     max_queue_bytes: usize,
     metrics: Arc<Metrics>,
+    /// Set in a cluster: announcements go through Redis.
+    publisher: Option<Publisher>,
+}
+
+struct Slot {
+    outbox: Arc<Outbox>,
+    /// In a cluster, a newcomer gets nothing until its own join comes back from Redis,
+    /// so that its join is its first frame, as on a single node.
+    awaiting_join: bool,
 }
 
 impl Room {
-    /// A room whose members may each have at most `max_queue_bytes` of frames waiting.
-    pub fn new(max_queue_bytes: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// A room whose members may each have at most `max_queue_bytes` of frames waiting;
+    /// with a `publisher`, one node of a cluster.
+    pub fn new(
+        max_queue_bytes: usize,
+        metrics: Arc<Metrics>,
+        publisher: Option<Publisher>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             members: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(0),
             max_queue_bytes,
             metrics,
+            publisher,
         })
     }
 
@@ -37,10 +57,18 @@ impl Room {
     pub fn join(self: &Arc<Self>, id: ClientId) -> Member {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(self.max_queue_bytes));
+        let slot = Slot {
+            outbox: outbox.clone(),
+            awaiting_join: self.publisher.is_some(),
+        };
         let mut members = self.lock();
-        members.insert(key, outbox.clone());
-        self.broadcast(&members, Announcement::Joined(id.as_str()));
-        drop(members);
+        members.insert(key, slot);
+        self.announce(
+            members,
+            key,
+            Presence::Joined(id.as_str()),
+            Announcement::Joined(id.as_str()),
+        );
         Member {
             room: self.clone(),
             key,
@@ -49,37 +77,74 @@ impl Room {
         }
     }
 
-    /// How many members are connected.
+    /// How many members are connected to this node.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
-    /// Whether nobody is connected.
+    /// Whether nobody is connected to this node.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Outbox>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
         // A panic while holding the lock cannot leave the map half-updated (every change
-        // is a single insert or remove), so a poisoned lock is still good to use.
+        // is a single insert, remove or flag), so a poisoned lock is still good to use.
         self.members
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
 
-impl Room {
-    /// Encodes the announcement once and queues the same bytes for every member.
+    /// Fans the announcement out here, or, in a cluster, hands it to Redis.
     ///
-    /// Callers hold the members lock. That is what gives every client one total order:
-    /// no two broadcasts interleave their pushes. The lock is a std `Mutex` because it is
-    /// never held across an `.await`, only for a loop of non-blocking pushes.
-    fn broadcast(&self, members: &HashMap<u64, Arc<Outbox>>, announcement: Announcement<'_>) {
-        let frame = Utf8Bytes::from(announcement.to_string());
-        for outbox in members.values() {
-            outbox.push(&frame);
+    /// Takes the members lock from the caller, so that on a single node no two
+    /// announcements interleave their pushes: that is what gives every client one total
+    /// order. In a cluster the lock orders the hand-over to the broker, and Redis's one
+    /// channel gives the order. The lock is a std `Mutex` because it is never held
+    /// across an `.await`, only for a loop of non-blocking pushes.
+    fn announce(
+        &self,
+        members: MutexGuard<'_, HashMap<u64, Slot>>,
+        key: u64,
+        presence: Presence<'_>,
+        announcement: Announcement<'_>,
+    ) {
+        let frame = announcement.to_string();
+        match &self.publisher {
+            Some(publisher) => publisher.publish(key, presence, frame),
+            None => self.fan_out(members, &Utf8Bytes::from(frame), |_, _| true),
         }
-        self.metrics.delivered(members.len(), frame.len());
+    }
+
+    /// Queues `frame` for every member for which `admit` says yes.
+    fn fan_out(
+        &self,
+        mut members: MutexGuard<'_, HashMap<u64, Slot>>,
+        frame: &Utf8Bytes,
+        mut admit: impl FnMut(u64, &mut Slot) -> bool,
+    ) {
+        let mut delivered = 0;
+        for (key, slot) in members.iter_mut() {
+            if admit(*key, slot) {
+                slot.outbox.push(frame);
+                delivered += 1;
+            }
+        }
+        drop(members);
+        self.metrics.delivered(delivered, frame.len());
+    }
+
+    /// Fans out an announcement that Redis delivered, from member `key` of `node`.
+    pub fn deliver(&self, node: &str, key: u64, frame: &Utf8Bytes) {
+        let own_node = self.publisher.as_ref().map(Publisher::node) == Some(node);
+        let members = self.lock();
+        self.fan_out(members, frame, |member, slot| {
+            if slot.awaiting_join {
+                // Whatever comes before the newcomer's own join is not for it.
+                slot.awaiting_join = !(own_node && member == key);
+            }
+            !slot.awaiting_join
+        });
     }
 }
 
@@ -94,13 +159,12 @@ pub struct Member {
 impl Member {
     /// Relays `text` to everyone, the sender included, as `Client #<id>: <text>`.
     pub fn say(&self, text: &str) {
-        let members = self.room.lock();
-        self.room.broadcast(
-            &members,
-            Announcement::Said {
-                id: self.id.as_str(),
-                text,
-            },
+        let id = self.id.as_str();
+        self.room.announce(
+            self.room.lock(),
+            self.key,
+            Presence::Unchanged,
+            Announcement::Said { id, text },
         );
     }
 
@@ -119,8 +183,9 @@ impl Drop for Member {
     fn drop(&mut self) {
         let mut members = self.room.lock();
         members.remove(&self.key);
+        let id = self.id.as_str();
         self.room
-            .broadcast(&members, Announcement::Left(self.id.as_str()));
+            .announce(members, self.key, Presence::Left, Announcement::Left(id));
     }
 }
 
@@ -227,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_newcomer_hears_its_own_join_first_and_everyone_hears_the_rest() {
-        let room = Room::new(1 << 20, Arc::default());
+        let room = Room::new(1 << 20, Arc::default(), None);
         let first = room.join(id("1"));
         assert_eq!(drain(first.outbox()), ["Client #1 has entered the chat"]);
         let second = room.join(id("2"));
@@ -246,7 +311,7 @@ mod tests {
 
     #[test]
     fn overflowing_the_queue_evicts_and_frees_it() {
-        let room = Room::new(100, Arc::default());
+        let room = Room::new(100, Arc::default(), None);
         let slow = room.join(id("1"));
         let talker = room.join(id("2"));
         for _ in 0..10 {

@@ -1,0 +1,384 @@
+//! Clustering through Redis: several nodes share one room.
+//!
+//! Every announcement (join, message, leave) is published on one Redis channel and
+//! fanned out by each node when Redis delivers it, so every client on every node sees
+//! the order in which Redis received them. One Redis message per announcement per node.
+//!
+//! Presence: each node keeps its members in a Redis hash, and an `alive` key with a TTL
+//! that it refreshes. When a node's `alive` key expires (the node was killed or lost its
+//! machine), a surviving node claims the hash (an atomic `RENAME`, so only one does)
+//! and announces those members' leaves. A node that shuts down gracefully announces its
+//! members' leaves itself.
+//!
+//! Outage: while a node cannot reach Redis it closes its clients with 1013 ("try again
+//! later"), refuses new ones with 503, and reports 503 on `/healthz`. Nothing is
+//! delivered locally only, so no client sees an order the others do not. On reconnect the
+//! node announces the leaves of the members it closed, unless another node already has.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::room::Room;
+
+/// The one channel every announcement goes through.
+const CHANNEL: &str = "chat:room";
+/// The set of node ids that have registered.
+const NODES: &str = "chat:nodes";
+/// The most commands sent to Redis in one pipeline.
+const MOST_PER_PIPELINE: usize = 1024;
+/// How long a connection attempt or a command may take before Redis counts as lost.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn members_key(node: &str) -> String {
+    format!("chat:node:{node}:members")
+}
+
+fn alive_key(node: &str) -> String {
+    format!("chat:node:{node}:alive")
+}
+
+/// How a node stands with Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    Down(String),
+}
+
+/// What an announcement changes in the node's presence hash.
+#[derive(Debug, Clone, Copy)]
+pub enum Presence<'a> {
+    Joined(&'a str),
+    Left,
+    Unchanged,
+}
+
+/// One announcement on its way to Redis.
+struct Command {
+    key: u64,
+    joined: Option<String>,
+    left: bool,
+    frame: String,
+}
+
+/// The room's side of the broker: hands announcements over, in order.
+pub struct Publisher {
+    node: Arc<str>,
+    // Unbounded because a leave is handed over from `Drop` and must never be lost; what
+    // can wait here is bounded by the connections and their rate limit, and is dropped
+    // when Redis is lost, since those connections are closed then.
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Publisher {
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn publish(&self, key: u64, presence: Presence<'_>, frame: String) {
+        let command = Command {
+            key,
+            joined: match presence {
+                Presence::Joined(id) => Some(id.to_owned()),
+                _ => None,
+            },
+            left: matches!(presence, Presence::Left),
+            frame,
+        };
+        // Fails only once the broker task is gone, at the very end of a shutdown.
+        let _ = self.commands.send(command);
+    }
+}
+
+/// Where the broker task gets its work and reports its health.
+pub struct Broker {
+    url: String,
+    node: Arc<str>,
+    presence_ttl: Duration,
+    commands: mpsc::UnboundedReceiver<Command>,
+    health: watch::Sender<Health>,
+}
+
+/// A broker for a new node: the room's publisher, the broker task's half, and the
+/// health that sessions and `/healthz` watch.
+pub fn channel(
+    url: String,
+    presence_ttl: Duration,
+) -> (Publisher, Broker, watch::Receiver<Health>) {
+    let node: Arc<str> = format!("{:016x}", fastrand::u64(..)).into();
+    let (sender, commands) = mpsc::unbounded_channel();
+    let (health, watch) = watch::channel(Health::Down("connecting to Redis".to_owned()));
+    (
+        Publisher {
+            node: node.clone(),
+            commands: sender,
+        },
+        Broker {
+            url,
+            node,
+            presence_ttl,
+            commands,
+            health,
+        },
+        watch,
+    )
+}
+
+impl Broker {
+    /// Keeps the node connected to Redis, reconnecting with backoff, until `stop`; then
+    /// publishes what is left (the leaves of a graceful shutdown) and unregisters.
+    pub async fn run(mut self, room: Arc<Room>, metrics: Arc<Metrics>, stop: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            match self.connected(&room, &metrics, &stop, &mut failures).await {
+                Ok(()) => return,
+                Err(reason) => {
+                    if failures == 0 {
+                        warn!(%reason, "lost Redis; closing this node's clients and reconnecting");
+                    }
+                    metrics.broker_health(false);
+                    self.health.send_replace(Health::Down(reason));
+                    failures += 1;
+                    metrics.broker_reconnect();
+                    let wait = backoff(failures);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection to Redis, from subscribing to losing it (`Err`) or stopping.
+    async fn connected(
+        &mut self,
+        room: &Room,
+        metrics: &Metrics,
+        stop: &CancellationToken,
+        failures: &mut u32,
+    ) -> Result<(), String> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|error| error.to_string())?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(REDIS_TIMEOUT)
+            .set_response_timeout(REDIS_TIMEOUT);
+        let mut redis = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
+            .await
+            .map_err(|_| "no answer from Redis".to_owned())?
+            .map_err(|error| error.to_string())?;
+        pubsub
+            .subscribe(CHANNEL)
+            .await
+            .map_err(|error| error.to_string())?;
+
+        // What was queued while Redis was away belongs to connections already closed;
+        // their leaves are announced from the presence hash instead, just below.
+        while self.commands.try_recv().is_ok() {}
+        reap(&mut redis, &self.node, &self.node).await?;
+        let ttl = self.presence_ttl.as_millis() as u64;
+        redis::pipe()
+            .sadd(NODES, &*self.node)
+            .ignore()
+            .cmd("SET")
+            .arg(alive_key(&self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .query_async::<()>(&mut redis)
+            .await
+            .map_err(|error| error.to_string())?;
+        *failures = 0;
+        metrics.broker_health(true);
+        self.health.send_replace(Health::Up);
+        info!(node = %self.node, "connected to Redis");
+
+        let mut heartbeat = tokio::time::interval(self.presence_ttl / 3);
+        heartbeat.tick().await;
+        let mut messages = pubsub.on_message();
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let message = message.ok_or("lost the subscription")?;
+                    deliver(room, metrics, message.get_payload_bytes());
+                }
+                command = self.commands.recv() => {
+                    let Some(first) = command else { return Ok(()) };
+                    self.send(&mut redis, first, metrics).await?;
+                }
+                _ = heartbeat.tick() => {
+                    let refreshed: Option<String> = redis::cmd("SET")
+                        .arg(alive_key(&self.node))
+                        .arg(1)
+                        .arg("PX")
+                        .arg(ttl)
+                        .arg("XX")
+                        .query_async(&mut redis)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    if refreshed.is_none() {
+                        return Err("this node's presence expired in Redis".to_owned());
+                    }
+                    reap_dead_nodes(&mut redis, &self.node).await?;
+                }
+                () = stop.cancelled() => {
+                    // Every session has ended: send their leaves, then unregister.
+                    while let Ok(command) = self.commands.try_recv() {
+                        self.send(&mut redis, command, metrics).await?;
+                    }
+                    redis::pipe()
+                        .del(alive_key(&self.node))
+                        .ignore()
+                        .del(members_key(&self.node))
+                        .ignore()
+                        .srem(NODES, &*self.node)
+                        .ignore()
+                        .query_async::<()>(&mut redis)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Sends `first` and whatever else is queued, in order, in one pipeline.
+    async fn send(
+        &mut self,
+        redis: &mut MultiplexedConnection,
+        first: Command,
+        metrics: &Metrics,
+    ) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        let mut count = 0;
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            let members = members_key(&self.node);
+            if let Some(id) = &command.joined {
+                pipe.hset(&members, command.key, id).ignore();
+            }
+            let envelope = envelope(&self.node, command.key, &command.frame);
+            pipe.publish(CHANNEL, envelope).ignore();
+            if command.left {
+                pipe.hdel(&members, command.key).ignore();
+            }
+            count += 1;
+            if count < MOST_PER_PIPELINE {
+                next = self.commands.try_recv().ok();
+            }
+        }
+        pipe.query_async::<()>(redis)
+            .await
+            .map_err(|error| error.to_string())?;
+        metrics.broker_published(count);
+        Ok(())
+    }
+}
+
+/// `node key sent-at-ms`, a newline, then the frame.
+fn envelope(node: &str, key: u64, frame: &str) -> String {
+    let sent_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    format!("{node} {key} {sent_at}\n{frame}")
+}
+
+fn deliver(room: &Room, metrics: &Metrics, payload: &[u8]) {
+    let parsed = std::str::from_utf8(payload).ok().and_then(|text| {
+        let (header, frame) = text.split_once('\n')?;
+        let mut fields = header.split(' ');
+        let node = fields.next()?;
+        let key = fields.next()?.parse::<u64>().ok()?;
+        let sent_at = fields.next()?.parse::<u128>().ok()?;
+        Some((node, key, sent_at, frame))
+    });
+    let Some((node, key, sent_at, frame)) = parsed else {
+        warn!(
+            bytes = payload.len(),
+            "ignored a malformed message on the Redis channel"
+        );
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    metrics.broker_received(Duration::from_millis(now.saturating_sub(sent_at) as u64));
+    room.deliver(node, key, &Utf8Bytes::from(frame.to_owned()));
+}
+
+/// Announces the leaves of `dead`'s members, if this node (`me`) is the one to claim
+/// them; returns how many.
+async fn reap(redis: &mut MultiplexedConnection, dead: &str, me: &str) -> Result<usize, String> {
+    let claimed = format!("chat:reaping:{dead}:{me}");
+    let renamed: redis::RedisResult<()> = redis.rename(members_key(dead), &claimed).await;
+    match renamed {
+        Ok(()) => {}
+        // Nobody's left to announce, or another node claimed them first.
+        Err(error) if error.to_string().contains("no such key") => return Ok(0),
+        Err(error) => return Err(error.to_string()),
+    }
+    let members: HashMap<u64, String> = redis
+        .hgetall(&claimed)
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut pipe = redis::pipe();
+    for (key, id) in &members {
+        let left = chat::Announcement::Left(id).to_string();
+        pipe.publish(CHANNEL, envelope(dead, *key, &left)).ignore();
+    }
+    pipe.del(&claimed).ignore();
+    pipe.query_async::<()>(redis)
+        .await
+        .map_err(|error| error.to_string())?;
+    if !members.is_empty() {
+        info!(
+            node = dead,
+            members = members.len(),
+            "announced the leaves of a node's members"
+        );
+    }
+    Ok(members.len())
+}
+
+/// Finds registered nodes whose `alive` key has expired and reaps them.
+async fn reap_dead_nodes(redis: &mut MultiplexedConnection, me: &str) -> Result<(), String> {
+    let nodes: Vec<String> = redis
+        .smembers(NODES)
+        .await
+        .map_err(|error| error.to_string())?;
+    for node in nodes.iter().filter(|node| node.as_str() != me) {
+        let alive: bool = redis
+            .exists(alive_key(node))
+            .await
+            .map_err(|error| error.to_string())?;
+        if !alive {
+            reap(redis, node, me).await?;
+            let _: () = redis
+                .srem(NODES, node)
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Doubling from 100 ms to 5 s, with jitter so that nodes do not retry in step.
+fn backoff(failures: u32) -> Duration {
+    let ceiling = Duration::from_millis(100)
+        .saturating_mul(1 << failures.min(6))
+        .min(Duration::from_secs(5));
+    ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
