@@ -130,7 +130,7 @@ async fn every_client_on_every_node_sees_one_order() {
     const MESSAGES: usize = 200;
     let redis = Redis::start().await;
     let (one, two) = (node(&redis).await, node(&redis).await);
-    let mut clients = vec![
+    let mut clients = [
         one.join("1", "1").await,
         two.join("2", "2").await,
         one.join("3", "3").await,
