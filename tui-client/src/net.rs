@@ -82,10 +82,12 @@ fn describe(error: tungstenite::Error) -> anyhow::Error {
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default();
             let first_line = body.lines().next().unwrap_or("").trim();
-            anyhow::anyhow!(
-                "the server refused: HTTP {} {first_line}",
-                response.status()
-            )
+            match first_line {
+                "" => anyhow::anyhow!("the server refused: HTTP {}", response.status()),
+                reason => {
+                    anyhow::anyhow!("the server refused: HTTP {}: {reason}", response.status())
+                }
+            }
         }
         tungstenite::Error::Io(error) => anyhow::anyhow!("{error}"),
         other => anyhow::anyhow!("{other}"),
