@@ -3,7 +3,7 @@
 mod common;
 
 use chat_server::Config;
-use common::{TestServer, upgrade_request};
+use common::{TestServer, assert_one_order, upgrade_request};
 use tokio::io::AsyncWriteExt;
 
 /// The tutorial's `test_websocket_broadcast`, ported exactly.
@@ -147,43 +147,7 @@ async fn everyone_sees_one_order_and_each_senders_order_is_kept() {
     for id in ["1", "2", "3"] {
         clients.push(server.join(id, id).await);
     }
-    // Drain the joins that followed each client's own.
-    for (index, client) in clients.iter_mut().enumerate() {
-        for later in index + 2..=3 {
-            assert_eq!(
-                client.recv().await,
-                format!("Client #{later} has entered the chat")
-            );
-        }
-    }
-
-    // The three clients send concurrently, so their messages interleave at the server.
-    let received: Vec<Vec<String>> =
-        futures_util::future::join_all(clients.iter_mut().map(|client| async move {
-            for n in 0..MESSAGES {
-                client.send(&format!("{n}")).await;
-            }
-            let mut seen = Vec::new();
-            while seen.len() < 3 * MESSAGES {
-                seen.push(client.recv().await);
-            }
-            seen
-        }))
-        .await;
-
-    let first = &received[0];
-    for other in &received[1..] {
-        assert_eq!(other, first, "every client sees the same order");
-    }
-    for id in 1..=3 {
-        let prefix = format!("Client #{id}: ");
-        let from_sender: Vec<usize> = first
-            .iter()
-            .filter_map(|frame| frame.strip_prefix(&prefix))
-            .map(|n| n.parse().expect("a number"))
-            .collect();
-        assert_eq!(from_sender, (0..MESSAGES).collect::<Vec<_>>());
-    }
+    assert_one_order(&mut clients, MESSAGES).await;
 }
 
 #[tokio::test]

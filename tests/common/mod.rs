@@ -156,6 +156,51 @@ impl Client {
     }
 }
 
+/// Has every client, joined in order as ids `1..=n`, send `messages` messages at once,
+/// and checks that all of them see one identical order in which each sender's messages
+/// keep theirs.
+pub async fn assert_one_order(clients: &mut [Client], messages: usize) {
+    let count = clients.len();
+    // Drain the joins that followed each client's own.
+    for (index, client) in clients.iter_mut().enumerate() {
+        for later in index + 2..=count {
+            assert_eq!(
+                client.recv().await,
+                format!("Client #{later} has entered the chat")
+            );
+        }
+    }
+    // Everyone sends concurrently, so the messages interleave at the server.
+    let received: Vec<Vec<String>> =
+        futures_util::future::join_all(clients.iter_mut().map(|client| async move {
+            for n in 0..messages {
+                client.send(&n.to_string()).await;
+            }
+            let mut seen = Vec::new();
+            while seen.len() < count * messages {
+                seen.push(client.recv().await);
+            }
+            seen
+        }))
+        .await;
+    for other in &received[1..] {
+        assert!(*other == received[0], "every client sees the same order");
+    }
+    for id in 1..=count {
+        let prefix = format!("Client #{id}: ");
+        let from_sender: Vec<usize> = received[0]
+            .iter()
+            .filter_map(|frame| frame.strip_prefix(&prefix))
+            .map(|n| n.parse().expect("a number"))
+            .collect();
+        assert_eq!(
+            from_sender,
+            (0..messages).collect::<Vec<_>>(),
+            "client {id}"
+        );
+    }
+}
+
 #[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
