@@ -87,11 +87,23 @@ impl ChromeDriver {
         let Value::Object(capabilities) = capabilities else {
             unreachable!()
         };
-        ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("a chromium session")
+        // chromedriver may take connections a moment before it serves them.
+        let mut attempts = 0;
+        loop {
+            let session = ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{}", self.port))
+                .await;
+            match session {
+                Ok(page) => return page,
+                Err(error) if attempts < 5 => {
+                    attempts += 1;
+                    eprintln!("no chromium session yet ({error}); retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => panic!("no chromium session: {error}"),
+            }
+        }
     }
 }
 

@@ -23,7 +23,6 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -316,7 +315,7 @@ fn deliver(room: &Room, metrics: &Metrics, payload: &[u8]) {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis());
     metrics.broker_received(Duration::from_millis(now.saturating_sub(sent_at) as u64));
-    room.deliver(node, key, &Utf8Bytes::from(frame.to_owned()));
+    room.deliver(node, key, frame);
 }
 
 /// Announces the leaves of `dead`'s members, if this node (`me`) is the one to claim

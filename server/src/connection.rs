@@ -6,28 +6,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info};
 
 use crate::Shared;
 use crate::metrics::Disconnect;
 use crate::room::{Member, Outbox};
+use crate::socket::{Inbound, Writer};
+use crate::wire;
 
-pub type Socket = WebSocketStream<TcpStream>;
-type Sink = SplitSink<Socket, Message>;
-type Stream = SplitStream<Socket>;
-
-/// Entries of the batch buffer a connection keeps between batches; more is freed.
-const BATCH_CAPACITY_KEPT: usize = 16;
+type Socket = WebSocketStream<Inbound>;
 
 /// How long a closing connection may take to flush its last frames and close frame.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -102,6 +98,23 @@ impl LastHeard {
     }
 }
 
+/// Opens the WebSocket over an upgraded connection: tungstenite reads it, and what it
+/// writes goes through `outbox` to the returned writer.
+async fn open(
+    tcp: TcpStream,
+    already_read: Vec<u8>,
+    outbox: Arc<Outbox>,
+    shared: &Shared,
+) -> (Socket, Writer) {
+    let (read, write) = tcp.into_split();
+    let inbound = Inbound { read, outbox };
+    let config = shared.websocket_config();
+    let socket =
+        WebSocketStream::from_partially_read(inbound, already_read, Role::Server, Some(config))
+            .await;
+    (socket, Writer::new(write))
+}
+
 /// Runs a member's session until the client goes, misbehaves, goes silent, or the
 /// server shuts down.
 ///
@@ -110,34 +123,32 @@ impl LastHeard {
 #[tracing::instrument(
     name = "session", level = "debug", skip_all, fields(client = %member.id(), peer = %peer)
 )]
-pub async fn serve(socket: Socket, member: Member, peer: SocketAddr, shared: Arc<Shared>) {
+pub async fn serve(
+    tcp: TcpStream,
+    already_read: Vec<u8>,
+    member: Member,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
     let client = member.id().clone();
     info!(%client, %peer, "joined");
     shared.metrics.connected();
-    let (mut sink, mut stream) = socket.split();
+    let outbox = member.outbox().clone();
+    let (mut socket, mut writer) = open(tcp, already_read, outbox.clone(), &shared).await;
     let heard = LastHeard::new();
     let ending = tokio::select! {
-        ending = receive(&mut stream, &member, &heard, &shared) => ending,
-        ending = transmit(&mut sink, member.outbox(), shared.config.ping_interval) => ending,
+        ending = receive(&mut socket, &heard, &shared, |text| member.say(text)) => ending,
+        ending = transmit(&mut writer, &outbox, shared.config.ping_interval) => ending,
         () = heard.silent_for(shared.config.ping_timeout) => Disconnect::PingTimeout,
-        () = member.outbox().evicted() => Disconnect::SlowConsumer,
+        () = outbox.evicted() => Disconnect::SlowConsumer,
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
         () = shared.broker_lost() => Disconnect::BrokerLost,
     };
-    if matches!(ending, Disconnect::ShuttingDown | Disconnect::ClientClosed) {
-        // Flush what the room already queued before saying goodbye: a client that closes
-        // still gets the messages sent before its close, its own last one included.
-        let mut batch = Vec::new();
-        if member.outbox().take_queued(&mut batch) {
-            let flush = write_batch(&mut sink, &mut batch);
-            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, flush).await;
-        }
-    }
     // Leaving the room before closing means nothing more is queued for a closing socket.
     drop(member);
     shared.metrics.disconnected(ending);
     info!(%client, %peer, reason = ending.label(), "left");
-    close(sink, stream, ending).await;
+    close(socket, writer, &outbox, ending).await;
 }
 
 /// Reads frames until the session must end, relaying each text message to the room.
@@ -145,23 +156,23 @@ pub async fn serve(socket: Socket, member: Member, peer: SocketAddr, shared: Arc
 /// With a rate limit, it waits for a token before reading on: the flood stays in the
 /// socket buffers and TCP slows the sender down, and nothing is dropped.
 async fn receive(
-    stream: &mut Stream,
-    member: &Member,
+    socket: &mut Socket,
     heard: &LastHeard,
     shared: &Shared,
+    relay: impl Fn(&str),
 ) -> Disconnect {
     let mut limit = shared.config.rate_limit.map(TokenBucket::new);
     loop {
         if let Some(limit) = &mut limit {
             limit.ready().await;
         }
-        let frame = stream.next().await;
+        let frame = socket.next().await;
         heard.now();
         match frame {
             Some(Ok(Message::Text(text))) => {
                 debug!(bytes = text.len(), "message");
                 shared.metrics.received(text.len());
-                member.say(&text);
+                relay(&text);
                 if let Some(limit) = &mut limit {
                     limit.take();
                 }
@@ -179,58 +190,49 @@ async fn receive(
     }
 }
 
-/// Writes the outbox to the socket, a whole batch per flush, and pings the peer every
+/// Writes the outbox to the socket, a whole batch per `writev`, and pings the peer every
 /// `ping_interval` so that a dead one is noticed.
-async fn transmit(sink: &mut Sink, outbox: &Outbox, ping_interval: Duration) -> Disconnect {
-    let mut batch = Vec::new();
+async fn transmit(writer: &mut Writer, outbox: &Outbox, ping_interval: Duration) -> Disconnect {
     let mut pings = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let written = tokio::select! {
-            () = outbox.next_batch(&mut batch) => write_batch(sink, &mut batch).await,
-            _ = pings.tick() => sink.send(Message::Ping(Bytes::new())).await,
-        };
-        if let Err(error) = written {
+        tokio::select! {
+            () = outbox.next_batch(&mut writer.frames) => {}
+            _ = pings.tick() => writer.frames.push(wire::EMPTY_PING),
+        }
+        if let Err(error) = writer.flush().await {
             debug!(%error, "write failed");
             return Disconnect::Dropped;
         }
     }
 }
 
-async fn write_batch(sink: &mut Sink, batch: &mut Vec<Utf8Bytes>) -> Result<(), WsError> {
-    for frame in batch.drain(..) {
-        sink.feed(Message::Text(frame)).await?;
-    }
-    // A burst (a join storm, say) can grow the batch to thousands of entries; an idle
-    // connection should not keep that much room, as there may be tens of thousands.
-    if batch.capacity() > BATCH_CAPACITY_KEPT {
-        *batch = Vec::new();
-    }
-    sink.flush().await
-}
-
-/// Sends the close frame `ending` calls for, then closes the TCP connection politely.
-async fn close(mut sink: Sink, stream: Stream, ending: Disconnect) {
+/// Says goodbye as `ending` calls for, then closes the TCP connection politely.
+async fn close(mut socket: Socket, mut writer: Writer, outbox: &Outbox, ending: Disconnect) {
     if ending == Disconnect::Dropped {
         return;
     }
     let goodbye = async {
-        match ending.close_frame() {
-            Some((code, reason)) => {
-                let frame = CloseFrame {
-                    code,
-                    reason: reason.into(),
-                };
-                sink.send(Message::Close(Some(frame))).await
-            }
-            None => sink.flush().await,
+        if ending == Disconnect::ClientClosed {
+            // tungstenite queues its echo of the client's close frame on a flush.
+            let _ = socket.flush().await;
         }
+        // What was queued before the end still goes out (after a slow consumer's
+        // eviction, nothing is): a client's own last message included. Then our close
+        // frame, if we owe one.
+        let mut queued = Vec::new();
+        outbox.take_queued(&mut queued);
+        writer.frames.append(&mut queued);
+        if let Some((code, reason)) = ending.close_frame() {
+            writer.frames.push(wire::close(code.into(), reason));
+        }
+        writer.flush().await
     };
     let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, goodbye).await;
-    let Ok(socket) = sink.reunite(stream) else {
-        return;
-    };
-    linger(socket.into_inner()).await;
+    let read = socket.into_inner().read;
+    if let Ok(tcp) = read.reunite(writer.socket) {
+        linger(tcp).await;
+    }
 }
 
 /// Half-closes `tcp` and reads what the peer still sends for a moment, discarding it.
@@ -245,25 +247,35 @@ async fn linger(mut tcp: TcpStream) {
 }
 
 /// `/echo`, for the Autobahn conformance cases: every message comes back as it was
-/// sent, through the same WebSocket configuration and limits as a chat session.
+/// sent, through the same reading, writing, configuration and limits as a chat session.
 #[tracing::instrument(name = "echo", level = "debug", skip_all, fields(peer = %peer))]
-pub async fn echo(mut socket: Socket, peer: SocketAddr) {
-    let ending = loop {
-        match socket.next().await {
-            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                if socket.send(message).await.is_err() {
-                    break Disconnect::Dropped;
-                }
-            }
-            Some(Ok(Message::Close(_))) => break Disconnect::ClientClosed,
-            Some(Ok(_)) => {}
-            Some(Err(error)) => break Disconnect::from_error(&error),
-            None => break Disconnect::Dropped,
-        }
+pub async fn echo(tcp: TcpStream, already_read: Vec<u8>, peer: SocketAddr, shared: Arc<Shared>) {
+    let outbox = Arc::new(Outbox::new(shared.config.queue_bytes()));
+    let (mut socket, mut writer) = open(tcp, already_read, outbox.clone(), &shared).await;
+    let heard = LastHeard::new();
+    let ending = tokio::select! {
+        ending = echo_messages(&mut socket, &heard, &outbox) => ending,
+        ending = transmit(&mut writer, &outbox, shared.config.ping_interval) => ending,
+        () = outbox.evicted() => Disconnect::SlowConsumer,
+        () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
     };
     debug!(reason = ending.label(), "echo ended");
-    let (sink, stream) = socket.split();
-    close(sink, stream, ending).await;
+    close(socket, writer, &outbox, ending).await;
+}
+
+async fn echo_messages(socket: &mut Socket, heard: &LastHeard, outbox: &Outbox) -> Disconnect {
+    loop {
+        let frame = socket.next().await;
+        heard.now();
+        match frame {
+            Some(Ok(Message::Text(text))) => outbox.push(&wire::text(&text)),
+            Some(Ok(Message::Binary(data))) => outbox.push(&wire::binary(&data)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(_))) => return Disconnect::ClientClosed,
+            Some(Err(error)) => return Disconnect::from_error(&error),
+            None => return Disconnect::Dropped,
+        }
+    }
 }
 
 /// A token bucket: `rate` messages a second on average, up to `burst` at once.

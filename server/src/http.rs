@@ -16,9 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, warn};
 
 use crate::metrics::Refusal;
@@ -207,19 +205,13 @@ fn upgrade(
         // buffer, which would otherwise live as long as the session.
         let already_read = read_buf.to_vec();
         drop(read_buf);
-        let socket = WebSocketStream::from_partially_read(
-            io.into_inner(),
-            already_read,
-            Role::Server,
-            Some(shared.websocket_config()),
-        )
-        .await;
+        let tcp = io.into_inner();
         match endpoint {
             Endpoint::Chat(id) => {
                 let member = shared.room.join(id);
-                connection::serve(socket, member, peer, shared).await;
+                connection::serve(tcp, already_read, member, peer, shared).await;
             }
-            Endpoint::Echo => connection::echo(socket, peer).await,
+            Endpoint::Echo => connection::echo(tcp, already_read, peer, shared).await,
         }
     });
 

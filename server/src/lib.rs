@@ -7,12 +7,16 @@
 //! - [`room`]: the members and the fan-out of announcements to their bounded outboxes.
 //! - `metrics`: the counters behind `/metrics`.
 //! - `broker`: clustering through Redis, with `--redis-url`.
+//! - `socket`: a connection's two halves: tungstenite reads, a writer sends encoded frames.
+//! - `wire`: WebSocket frames encoded once for every recipient.
 
 mod broker;
 mod connection;
 mod http;
 mod metrics;
 pub mod room;
+mod socket;
+mod wire;
 
 pub use connection::RateLimit;
 
@@ -112,7 +116,6 @@ impl Config {
 }
 
 const READ_BUFFER_BYTES: usize = 1024;
-const WRITE_BUFFER_BYTES: usize = 1024;
 
 impl Shared {
     /// Why the node cannot serve clients now, if it cannot.
@@ -135,13 +138,12 @@ impl Shared {
 
     fn websocket_config(&self) -> WebSocketConfig {
         // Chosen for many mostly idle connections: tungstenite's defaults reserve 128 KiB
-        // of read buffer per connection; chat frames are small, so 4 KiB grows on demand.
-        // Writes accumulate a batch up to 64 KiB before a syscall; the outbox above
-        // bounds what may queue, so the write buffer needs no cap of its own beyond it.
+        // of read buffer per connection; chat frames are small, so 1 KiB grows on demand.
+        // tungstenite writes only control frames (our writer sends the rest), straight
+        // into the outbox, so it needs no write buffer.
         WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES)
-            .write_buffer_size(WRITE_BUFFER_BYTES)
-            .max_write_buffer_size(self.config.queue_bytes() + 64 * 1024)
+            .write_buffer_size(0)
             .max_message_size(Some(self.config.max_message_bytes))
             .max_frame_size(Some(self.config.max_message_bytes))
     }

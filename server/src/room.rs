@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use chat::{Announcement, ClientId};
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Presence, Publisher};
 use crate::metrics::Metrics;
+use crate::wire;
 
 /// Everyone connected to this node, each with the outbox their connection drains.
 pub struct Room {
@@ -109,10 +110,10 @@ impl Room {
         presence: Presence<'_>,
         announcement: Announcement<'_>,
     ) {
-        let frame = announcement.to_string();
+        let text = announcement.to_string();
         match &self.publisher {
-            Some(publisher) => publisher.publish(key, presence, frame),
-            None => self.fan_out(members, &Utf8Bytes::from(frame), |_, _| true),
+            Some(publisher) => publisher.publish(key, presence, text),
+            None => self.fan_out(members, &wire::text(&text), |_, _| true),
         }
     }
 
@@ -120,7 +121,7 @@ impl Room {
     fn fan_out(
         &self,
         mut members: MutexGuard<'_, HashMap<u64, Slot>>,
-        frame: &Utf8Bytes,
+        frame: &Bytes,
         mut admit: impl FnMut(u64, &mut Slot) -> bool,
     ) {
         let mut delivered = 0;
@@ -135,7 +136,8 @@ impl Room {
     }
 
     /// Fans out an announcement that Redis delivered, from member `key` of `node`.
-    pub fn deliver(&self, node: &str, key: u64, frame: &Utf8Bytes) {
+    pub fn deliver(&self, node: &str, key: u64, text: &str) {
+        let frame = &wire::text(text);
         let own_node = self.publisher.as_ref().map(Publisher::node) == Some(node);
         let members = self.lock();
         self.fan_out(members, frame, |member, slot| {
@@ -174,7 +176,7 @@ impl Member {
     }
 
     /// The frames waiting to be written to this member's socket.
-    pub fn outbox(&self) -> &Outbox {
+    pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
     }
 }
@@ -189,10 +191,11 @@ impl Drop for Member {
     }
 }
 
-/// A bounded queue of frames for one connection, measured in bytes.
+/// A bounded queue of encoded frames for one connection, measured in bytes.
 ///
 /// Fan-out never waits on a reader: a push either fits or evicts the member as a slow
-/// consumer, dropping what was queued so memory is returned at once.
+/// consumer, dropping what was queued so memory is returned at once. Control frames
+/// (pongs, pings, close replies) take the same queue, so one writer owns the socket.
 pub struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
@@ -200,13 +203,13 @@ pub struct Outbox {
 }
 
 struct Queue {
-    frames: Vec<Utf8Bytes>,
+    frames: Vec<Bytes>,
     bytes: usize,
     max_bytes: usize,
 }
 
 impl Outbox {
-    fn new(max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize) -> Self {
         Self {
             queue: Mutex::new(Queue {
                 frames: Vec::new(),
@@ -225,7 +228,8 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn push(&self, frame: &Utf8Bytes) {
+    /// Queues an encoded frame, or evicts the connection if it would overflow.
+    pub(crate) fn push(&self, frame: &Bytes) {
         if self.evicted.is_cancelled() {
             return;
         }
@@ -248,7 +252,7 @@ impl Outbox {
 
     /// Waits until frames are queued, then moves all of them into `batch`, which must
     /// be empty. Swapping buffers keeps both allocations alive across batches.
-    pub async fn next_batch(&self, batch: &mut Vec<Utf8Bytes>) {
+    pub async fn next_batch(&self, batch: &mut Vec<Bytes>) {
         debug_assert!(batch.is_empty());
         loop {
             if self.take_queued(batch) {
@@ -260,7 +264,7 @@ impl Outbox {
     }
 
     /// Moves whatever is queued into `batch` without waiting; false if there was nothing.
-    pub fn take_queued(&self, batch: &mut Vec<Utf8Bytes>) -> bool {
+    pub fn take_queued(&self, batch: &mut Vec<Bytes>) -> bool {
         let mut queue = self.lock();
         if queue.frames.is_empty() {
             return false;
@@ -287,7 +291,10 @@ mod tests {
     fn drain(outbox: &Outbox) -> Vec<String> {
         let mut batch = Vec::new();
         outbox.take_queued(&mut batch);
-        batch.iter().map(|frame| frame.to_string()).collect()
+        batch
+            .iter()
+            .map(|frame| String::from_utf8(wire::payload(frame).to_vec()).unwrap())
+            .collect()
     }
 
     #[test]

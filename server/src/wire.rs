@@ -1,0 +1,100 @@
+//! WebSocket frames as the server writes them (RFC 6455 §5.2).
+//!
+//! A server's frames are not masked, so a frame is the same bytes for every recipient:
+//! the fan-out encodes each announcement once and every connection writes the same
+//! shared buffer, with no copy per recipient.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+const FIN: u8 = 0x80;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+
+/// An empty ping.
+pub const EMPTY_PING: Bytes = Bytes::from_static(&[FIN | PING, 0]);
+
+fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(payload.len() + 10);
+    frame.put_u8(FIN | opcode);
+    match payload.len() {
+        length @ 0..=125 => frame.put_u8(length as u8),
+        length @ 126..=0xffff => {
+            frame.put_u8(126);
+            frame.put_u16(length as u16);
+        }
+        length => {
+            frame.put_u8(127);
+            frame.put_u64(length as u64);
+        }
+    }
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// A whole text message in one frame.
+pub fn text(payload: &str) -> Bytes {
+    frame(TEXT, payload.as_bytes())
+}
+
+/// A whole binary message in one frame.
+pub fn binary(payload: &[u8]) -> Bytes {
+    frame(BINARY, payload)
+}
+
+/// A close frame with a status code and a reason (at most 123 bytes, as RFC 6455 allows;
+/// ours are short constants).
+pub fn close(code: u16, reason: &str) -> Bytes {
+    debug_assert!(reason.len() <= 123);
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    frame(CLOSE, &payload)
+}
+
+/// The payload of a frame this module encoded; for tests.
+#[cfg(test)]
+pub fn payload(frame: &[u8]) -> &[u8] {
+    match frame[1] {
+        126 => &frame[4..],
+        127 => &frame[10..],
+        _ => &frame[2..],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_use_the_shortest_form() {
+        assert_eq!(&text("hi")[..], [0x81, 2, b'h', b'i']);
+        let medium = "x".repeat(126);
+        assert_eq!(&text(&medium)[..4], [0x81, 126, 0, 126]);
+        assert_eq!(payload(&text(&medium)), medium.as_bytes());
+        let large = "y".repeat(70_000);
+        let encoded = text(&large);
+        assert_eq!(&encoded[..2], [0x81, 127]);
+        assert_eq!(&encoded[2..10], 70_000u64.to_be_bytes());
+        assert_eq!(payload(&encoded), large.as_bytes());
+        assert_eq!(&binary(&[1, 2])[..], [0x82, 2, 1, 2]);
+    }
+
+    #[test]
+    fn frames_decode_with_tungstenite() {
+        use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+        for (encoded, length) in [(text("héllo"), 6), (close(1008, "slow consumer"), 15)] {
+            let mut cursor = std::io::Cursor::new(&encoded[..]);
+            let (header, parsed_length) = FrameHeader::parse(&mut cursor)
+                .expect("a valid header")
+                .expect("a whole header");
+            assert!(header.is_final && !header.rsv1 && header.mask.is_none());
+            assert_eq!(parsed_length, length);
+        }
+        assert_eq!(
+            &close(1001, "bye")[..],
+            [0x88, 5, 0x03, 0xe9, b'b', b'y', b'e']
+        );
+    }
+}
