@@ -198,7 +198,7 @@ async fn transmit(writer: &mut Writer, outbox: &Outbox, ping_interval: Duration)
     loop {
         tokio::select! {
             () = outbox.next_batch(&mut writer.frames) => {}
-            _ = pings.tick() => writer.frames.push(wire::EMPTY_PING),
+            _ = pings.tick() => writer.frames.push(wire::ping()),
         }
         if let Err(error) = writer.flush().await {
             debug!(%error, "write failed");

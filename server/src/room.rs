@@ -8,14 +8,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use chat::{Announcement, ClientId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Presence, Publisher};
 use crate::metrics::Metrics;
-use crate::wire;
+use crate::wire::{self, Frame};
 
 /// Everyone connected to this node, each with the outbox their connection drains.
 pub struct Room {
@@ -121,7 +120,7 @@ impl Room {
     fn fan_out(
         &self,
         mut members: MutexGuard<'_, HashMap<u64, Slot>>,
-        frame: &Bytes,
+        frame: &Frame,
         mut admit: impl FnMut(u64, &mut Slot) -> bool,
     ) {
         let mut delivered = 0;
@@ -203,7 +202,7 @@ pub struct Outbox {
 }
 
 struct Queue {
-    frames: Vec<Bytes>,
+    frames: Vec<Frame>,
     bytes: usize,
     max_bytes: usize,
 }
@@ -229,7 +228,7 @@ impl Outbox {
     }
 
     /// Queues an encoded frame, or evicts the connection if it would overflow.
-    pub(crate) fn push(&self, frame: &Bytes) {
+    pub(crate) fn push(&self, frame: &Frame) {
         if self.evicted.is_cancelled() {
             return;
         }
@@ -252,7 +251,7 @@ impl Outbox {
 
     /// Waits until frames are queued, then moves all of them into `batch`, which must
     /// be empty. Swapping buffers keeps both allocations alive across batches.
-    pub async fn next_batch(&self, batch: &mut Vec<Bytes>) {
+    pub async fn next_batch(&self, batch: &mut Vec<Frame>) {
         debug_assert!(batch.is_empty());
         loop {
             if self.take_queued(batch) {
@@ -264,7 +263,7 @@ impl Outbox {
     }
 
     /// Moves whatever is queued into `batch` without waiting; false if there was nothing.
-    pub fn take_queued(&self, batch: &mut Vec<Bytes>) -> bool {
+    pub fn take_queued(&self, batch: &mut Vec<Frame>) -> bool {
         let mut queue = self.lock();
         if queue.frames.is_empty() {
             return false;

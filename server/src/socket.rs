@@ -11,11 +11,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::room::Outbox;
+use crate::wire::{self, Frame};
 
 /// The half tungstenite sees: reads from the socket, and "writes" into the outbox.
 pub struct Inbound {
@@ -41,7 +41,7 @@ impl AsyncWrite for Inbound {
         _context: &mut Context<'_>,
         frames: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.outbox.push(&Bytes::copy_from_slice(frames));
+        self.outbox.push(&wire::raw(frames));
         Poll::Ready(Ok(frames.len()))
     }
 
@@ -55,7 +55,7 @@ impl AsyncWrite for Inbound {
 }
 
 /// Frames a writer keeps room for between batches; a burst's larger buffer is freed.
-const FRAMES_KEPT: usize = 16;
+const FRAMES_KEPT: usize = 4;
 
 /// The most frames in one `writev`.
 const MOST_SLICES: usize = 64;
@@ -65,7 +65,7 @@ pub struct Writer {
     pub socket: OwnedWriteHalf,
     /// Frames to write, in order. Only `flush` takes them out, and only once written,
     /// so a flush that is cancelled half-way resumes where it stopped.
-    pub frames: Vec<Bytes>,
+    pub frames: Vec<Frame>,
     /// Frames of `frames` already written, and bytes of the next one.
     written: usize,
     offset: usize,

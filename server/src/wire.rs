@@ -4,7 +4,11 @@
 //! the fan-out encodes each announcement once and every connection writes the same
 //! shared buffer, with no copy per recipient.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
+
+/// An encoded frame, shared by every connection that sends it. A thin `Arc` (8 bytes)
+/// because a burst can queue millions of these at once, one per recipient.
+pub type Frame = Arc<Vec<u8>>;
 
 const FIN: u8 = 0x80;
 const TEXT: u8 = 0x1;
@@ -13,39 +17,46 @@ const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
 
 /// An empty ping.
-pub const EMPTY_PING: Bytes = Bytes::from_static(&[FIN | PING, 0]);
+pub fn ping() -> Frame {
+    Arc::new(vec![FIN | PING, 0])
+}
 
-fn frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let mut frame = BytesMut::with_capacity(payload.len() + 10);
-    frame.put_u8(FIN | opcode);
+fn frame(opcode: u8, payload: &[u8]) -> Frame {
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    frame.push(FIN | opcode);
     match payload.len() {
-        length @ 0..=125 => frame.put_u8(length as u8),
+        length @ 0..=125 => frame.push(length as u8),
         length @ 126..=0xffff => {
-            frame.put_u8(126);
-            frame.put_u16(length as u16);
+            frame.push(126);
+            frame.extend_from_slice(&(length as u16).to_be_bytes());
         }
         length => {
-            frame.put_u8(127);
-            frame.put_u64(length as u64);
+            frame.push(127);
+            frame.extend_from_slice(&(length as u64).to_be_bytes());
         }
     }
-    frame.put_slice(payload);
-    frame.freeze()
+    frame.extend_from_slice(payload);
+    Arc::new(frame)
+}
+
+/// Frames that tungstenite wrote (its answers to pings and close frames), as one.
+pub fn raw(frames: &[u8]) -> Frame {
+    Arc::new(frames.to_vec())
 }
 
 /// A whole text message in one frame.
-pub fn text(payload: &str) -> Bytes {
+pub fn text(payload: &str) -> Frame {
     frame(TEXT, payload.as_bytes())
 }
 
 /// A whole binary message in one frame.
-pub fn binary(payload: &[u8]) -> Bytes {
+pub fn binary(payload: &[u8]) -> Frame {
     frame(BINARY, payload)
 }
 
 /// A close frame with a status code and a reason (at most 123 bytes, as RFC 6455 allows;
 /// ours are short constants).
-pub fn close(code: u16, reason: &str) -> Bytes {
+pub fn close(code: u16, reason: &str) -> Frame {
     debug_assert!(reason.len() <= 123);
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
