@@ -22,6 +22,10 @@ struct Tui {
 
 impl Tui {
     fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows: 24,
@@ -33,6 +37,9 @@ impl Tui {
         let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-tui"));
         command.args(args);
         command.env("TERM", "xterm-256color");
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let child = pty.slave.spawn_command(command).expect("spawn chat-tui");
         drop(pty.slave);
         let screen = Arc::new(Mutex::new(vt100::Parser::new(24, 100, 0)));
@@ -246,4 +253,23 @@ async fn a_paste_waits_in_the_input_and_no_mouse_leaves_the_mouse_alone() {
         vt100::MouseProtocolMode::None,
         "--no-mouse leaves selection to the terminal"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_gives_the_terminal_back_and_shows_the_message() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start_with_env(
+        &["--server", &url, "--id", "1"],
+        &[("CHAT_TUI_TEST_PANIC", "1"), ("RUST_BACKTRACE", "0")],
+    );
+    let status = tui.wait_for_exit().await;
+    assert!(!status.success());
+    tui.wait_for("CHAT_TUI_TEST_PANIC is set").await;
+    let screen = tui.screen.lock().unwrap();
+    let screen = screen.screen();
+    assert!(!screen.alternate_screen(), "left the alternate screen");
+    assert!(!screen.hide_cursor(), "the cursor is visible");
+    assert!(!screen.bracketed_paste(), "bracketed paste is off");
+    assert_eq!(screen.mouse_protocol_mode(), vt100::MouseProtocolMode::None);
 }
