@@ -451,3 +451,63 @@ async fn pages_opened_from_disk_work_against_port_8000() {
         );
     }
 }
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn the_pane_stays_at_the_bottom_unless_scrolled_up() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
+    let page = driver.open(600, 400).await;
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    let id = client_id(&page).await;
+    wait_for_message(&page, &format!("Client #{id} has entered the chat")).await;
+
+    let mut talker = server.join("5", "5").await;
+    for n in 0..40 {
+        talker.send(&format!("line {n}")).await;
+    }
+    wait_for_message(&page, "Client #5: line 39").await;
+    let distance_from_bottom = "const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight;";
+    assert!(
+        eval(&page, distance_from_bottom).await.as_f64().unwrap() < 2.0,
+        "pinned to the newest"
+    );
+
+    // Scrolled up, new messages do not move the view, and a button counts them.
+    eval(
+        &page,
+        "document.getElementById('messages').scrollTop = 0; return 0;",
+    )
+    .await;
+    talker.send("while you read").await;
+    talker.send("and another").await;
+    wait_for_message(&page, "Client #5: and another").await;
+    let scroll_top = eval(
+        &page,
+        "return document.getElementById('messages').scrollTop;",
+    )
+    .await;
+    assert_eq!(scroll_top.as_f64(), Some(0.0), "the view did not move");
+    let button = page
+        .find(Locator::Id("new-below"))
+        .await
+        .expect("#new-below");
+    assert!(
+        button.is_displayed().await.expect("visible?"),
+        "the new-messages button shows"
+    );
+    assert_eq!(button.text().await.expect("text"), "2 new ↓");
+
+    button.click().await.expect("click");
+    assert!(
+        eval(&page, distance_from_bottom).await.as_f64().unwrap() < 2.0,
+        "back at the newest"
+    );
+    page.close().await.expect("close");
+}
