@@ -167,99 +167,98 @@ impl Metrics {
                 let _ = writeln!(text, "{name}{labels} {value}");
             }
         };
-        let plain = |value| [(String::new(), value)];
-        metric(
-            "chat_connections",
-            "gauge",
-            "WebSocket sessions open now.",
-            &plain(read(&self.connections)),
-        );
-        metric(
-            "chat_connections_total",
-            "counter",
-            "WebSocket sessions opened.",
-            &plain(read(&self.connections_total)),
-        );
-        metric(
-            "chat_messages_received_total",
-            "counter",
-            "Text messages received from clients.",
-            &plain(read(&self.messages_received)),
-        );
-        metric(
-            "chat_received_bytes_total",
-            "counter",
-            "Bytes of text received from clients.",
-            &plain(read(&self.received_bytes)),
-        );
-        metric(
-            "chat_deliveries_total",
-            "counter",
-            "Frames queued for clients by the fan-out.",
-            &plain(read(&self.deliveries)),
-        );
-        metric(
-            "chat_delivered_bytes_total",
-            "counter",
-            "Bytes of frame payload queued for clients by the fan-out.",
-            &plain(read(&self.delivered_bytes)),
-        );
-        let disconnects: Vec<_> = Disconnect::ALL
-            .iter()
-            .map(|reason| {
-                let labels = format!("{{reason=\"{}\"}}", reason.label());
-                (labels, read(&self.disconnects[*reason as usize]))
-            })
-            .collect();
+        let unlabelled: [(&str, &str, &str, &AtomicU64); 11] = [
+            (
+                "chat_connections",
+                "gauge",
+                "WebSocket sessions open now.",
+                &self.connections,
+            ),
+            (
+                "chat_connections_total",
+                "counter",
+                "WebSocket sessions opened.",
+                &self.connections_total,
+            ),
+            (
+                "chat_messages_received_total",
+                "counter",
+                "Text messages received from clients.",
+                &self.messages_received,
+            ),
+            (
+                "chat_received_bytes_total",
+                "counter",
+                "Bytes of text received from clients.",
+                &self.received_bytes,
+            ),
+            (
+                "chat_deliveries_total",
+                "counter",
+                "Frames queued for clients by the fan-out.",
+                &self.deliveries,
+            ),
+            (
+                "chat_delivered_bytes_total",
+                "counter",
+                "Bytes of frame payload queued for clients by the fan-out.",
+                &self.delivered_bytes,
+            ),
+            (
+                "chat_broker_up",
+                "gauge",
+                "1 while this node is connected to Redis (clustered nodes only).",
+                &self.broker_up,
+            ),
+            (
+                "chat_broker_published_total",
+                "counter",
+                "Announcements published to Redis.",
+                &self.broker_published,
+            ),
+            (
+                "chat_broker_received_total",
+                "counter",
+                "Announcements received from Redis.",
+                &self.broker_received,
+            ),
+            (
+                "chat_broker_reconnects_total",
+                "counter",
+                "Connections to Redis lost or failed.",
+                &self.broker_reconnects,
+            ),
+            (
+                "chat_broker_lag_microseconds_total",
+                "counter",
+                "Sum of the time from publishing to receiving, over the announcements received; \
+                 divide by chat_broker_received_total for the mean lag.",
+                &self.broker_lag_micros,
+            ),
+        ];
+        for (name, kind, help, counter) in unlabelled {
+            metric(name, kind, help, &[(String::new(), read(counter))]);
+        }
+        let by_reason = |labels: &[&str], counters: &[AtomicU64]| -> Vec<(String, u64)> {
+            labels
+                .iter()
+                .zip(counters)
+                .map(|(label, counter)| (format!("{{reason=\"{label}\"}}"), read(counter)))
+                .collect()
+        };
+        let disconnects = Disconnect::ALL.map(Disconnect::label);
         metric(
             "chat_disconnects_total",
             "counter",
             "WebSocket sessions ended, by reason.",
-            &disconnects,
+            &by_reason(&disconnects, &self.disconnects),
         );
-        let refusals: Vec<_> = Refusal::ALL
-            .iter()
-            .map(|reason| {
-                let labels = format!("{{reason=\"{}\"}}", reason.label());
-                (labels, read(&self.refusals[*reason as usize]))
-            })
-            .collect();
+        let refusals = Refusal::ALL.map(Refusal::label);
         metric(
             "chat_refused_handshakes_total",
             "counter",
             "Requests for a WebSocket that were refused, by reason.",
-            &refusals,
-        );
-        metric(
-            "chat_broker_up",
-            "gauge",
-            "1 while this node is connected to Redis (clustered nodes only).",
-            &plain(read(&self.broker_up)),
-        );
-        metric(
-            "chat_broker_published_total",
-            "counter",
-            "Announcements published to Redis.",
-            &plain(read(&self.broker_published)),
-        );
-        metric(
-            "chat_broker_received_total",
-            "counter",
-            "Announcements received from Redis.",
-            &plain(read(&self.broker_received)),
-        );
-        metric(
-            "chat_broker_reconnects_total",
-            "counter",
-            "Connections to Redis lost or failed.",
-            &plain(read(&self.broker_reconnects)),
-        );
-        metric(
-            "chat_broker_lag_microseconds_total",
-            "counter",
-            "Sum of the time from publishing to receiving, over the announcements received; \
-             divide by chat_broker_received_total for the mean lag.",
-            &plain(read(&self.broker_lag_micros)),
+            &by_reason(&refusals, &self.refusals),
         );
         text
     }
