@@ -266,3 +266,32 @@ async fn nodes_ride_out_a_redis_restart() {
     // ones, who joined after the outage.
     alice.expect_silence().await;
 }
+
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn a_redis_blip_closes_every_client_even_when_redis_is_back_at_once() {
+    let mut redis = Redis::start().await;
+    let (one, two) = (node(&redis).await, node(&redis).await);
+    let mut alice = one.join("1", "1").await;
+    let mut bob = two.join("2", "2").await;
+    assert_eq!(alice.recv().await, "Client #2 has entered the chat");
+
+    // Back before the nodes have even noticed: their members still belong to the old
+    // connection to Redis, whose presence and queued announcements are gone.
+    redis.stop().await;
+    redis.restart().await;
+    for client in [&mut alice, &mut bob] {
+        let (frame, _) = client.recv_until_close().await;
+        assert_eq!(frame.expect("a close frame").code, CloseCode::Again);
+    }
+    wait_healthy(&one, 200).await;
+    wait_healthy(&two, 200).await;
+    let mut alice = one.join("1", "1").await;
+    let mut bob = two.join("2", "2").await;
+    assert_eq!(alice.recv().await, "Client #2 has entered the chat");
+    alice.send("still one room").await;
+    assert_eq!(bob.recv().await, "Client #1: still one room");
+    assert_eq!(alice.recv().await, "Client #1: still one room");
+    alice.expect_silence().await;
+    bob.expect_silence().await;
+}

@@ -46,10 +46,11 @@ fn alive_key(node: &str) -> String {
     format!("chat:node:{node}:alive")
 }
 
-/// How a node stands with Redis.
+/// How a node stands with Redis. Each connection to Redis is a new epoch: members that
+/// joined in an earlier one were closed when it ended, and nothing of theirs is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
-    Up,
+    Up { epoch: u64 },
     Down(String),
 }
 
@@ -63,6 +64,8 @@ pub enum Presence<'a> {
 
 /// One announcement on its way to Redis.
 struct Command {
+    /// The epoch the member joined in; commands of an earlier one are dropped.
+    epoch: u64,
     key: u64,
     joined: Option<String>,
     left: bool,
@@ -72,6 +75,7 @@ struct Command {
 /// The room's side of the broker: hands announcements over, in order.
 pub struct Publisher {
     node: Arc<str>,
+    health: watch::Receiver<Health>,
     // Unbounded because a leave is handed over from `Drop` and must never be lost; what
     // can wait here is bounded by the connections and their rate limit, and is dropped
     // when Redis is lost, since those connections are closed then.
@@ -83,8 +87,18 @@ impl Publisher {
         &self.node
     }
 
-    pub fn publish(&self, key: u64, presence: Presence<'_>, frame: String) {
+    /// The epoch a member joining now belongs to; 0 while Redis is down (such a
+    /// member's session ends at once, see `Shared::broker_lost`).
+    pub fn epoch(&self) -> u64 {
+        match *self.health.borrow() {
+            Health::Up { epoch } => epoch,
+            Health::Down(_) => 0,
+        }
+    }
+
+    pub fn publish(&self, epoch: u64, key: u64, presence: Presence<'_>, frame: String) {
         let command = Command {
+            epoch,
             key,
             joined: match presence {
                 Presence::Joined(id) => Some(id.to_owned()),
@@ -103,6 +117,8 @@ pub struct Broker {
     url: String,
     node: Arc<str>,
     presence_ttl: Duration,
+    /// The current connection to Redis; see `Health`.
+    epoch: u64,
     commands: mpsc::UnboundedReceiver<Command>,
     health: watch::Sender<Health>,
 }
@@ -119,12 +135,14 @@ pub fn channel(
     (
         Publisher {
             node: node.clone(),
+            health: watch.clone(),
             commands: sender,
         },
         Broker {
             url,
             node,
             presence_ttl,
+            epoch: 0,
             commands,
             health,
         },
@@ -183,9 +201,9 @@ impl Broker {
             .await
             .map_err(|error| error.to_string())?;
 
-        // What was queued while Redis was away belongs to connections already closed;
-        // their leaves are announced from the presence hash instead, just below.
-        while self.commands.try_recv().is_ok() {}
+        // Members of the last epoch were closed when it ended: their leaves are
+        // announced from the presence hash (unless a survivor already did), and what
+        // they still queue is dropped by `send`.
         reap(&mut redis, &self.node, &self.node).await?;
         let ttl = self.presence_ttl.as_millis() as u64;
         redis::pipe()
@@ -201,8 +219,9 @@ impl Broker {
             .await
             .map_err(|error| error.to_string())?;
         *failures = 0;
+        self.epoch += 1;
         metrics.broker_health(true);
-        self.health.send_replace(Health::Up);
+        self.health.send_replace(Health::Up { epoch: self.epoch });
         info!(node = %self.node, "connected to Redis");
 
         let mut heartbeat = tokio::time::interval(self.presence_ttl / 3);
@@ -265,6 +284,10 @@ impl Broker {
         let mut count = 0;
         let mut next = Some(first);
         while let Some(command) = next.take() {
+            if command.epoch != self.epoch {
+                next = self.commands.try_recv().ok();
+                continue;
+            }
             let members = members_key(&self.node);
             if let Some(id) = &command.joined {
                 pipe.hset(&members, command.key, id).ignore();
@@ -278,6 +301,9 @@ impl Broker {
             if count < MOST_PER_PIPELINE {
                 next = self.commands.try_recv().ok();
             }
+        }
+        if count == 0 {
+            return Ok(());
         }
         pipe.query_async::<()>(redis)
             .await

@@ -134,6 +134,7 @@ pub async fn serve(
     info!(%client, %peer, "joined");
     shared.metrics.connected();
     let outbox = member.outbox().clone();
+    let epoch = member.epoch();
     let (mut socket, mut writer) = open(tcp, already_read, outbox.clone(), &shared).await;
     let heard = LastHeard::new();
     let ending = tokio::select! {
@@ -142,7 +143,7 @@ pub async fn serve(
         () = heard.silent_for(shared.config.ping_timeout) => Disconnect::PingTimeout,
         () = outbox.evicted() => Disconnect::SlowConsumer,
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
-        () = shared.broker_lost() => Disconnect::BrokerLost,
+        () = shared.broker_lost(epoch) => Disconnect::BrokerLost,
     };
     // Leaving the room before closing means nothing more is queued for a closing socket.
     drop(member);

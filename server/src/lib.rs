@@ -126,11 +126,13 @@ impl Shared {
         }
     }
 
-    /// Completes when the node loses Redis; never on a single node.
-    async fn broker_lost(&self) {
+    /// Completes when the connection to Redis that a member joined in (`epoch`) has
+    /// ended, even if a new one is up already; never on a single node.
+    async fn broker_lost(&self, epoch: u64) {
         match self.broker.clone() {
             Some(mut health) => {
-                let _ = health.wait_for(|health| *health != Health::Up).await;
+                let joined_in = Health::Up { epoch };
+                let _ = health.wait_for(|health| *health != joined_in).await;
             }
             None => std::future::pending().await,
         }

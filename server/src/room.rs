@@ -56,6 +56,7 @@ impl Room {
     /// cannot leave without the others hearing of it, whatever path it ends by.
     pub fn join(self: &Arc<Self>, id: ClientId) -> Member {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.publisher.as_ref().map_or(0, Publisher::epoch);
         let outbox = Arc::new(Outbox::new(self.max_queue_bytes));
         let slot = Slot {
             outbox: outbox.clone(),
@@ -65,12 +66,13 @@ impl Room {
         members.insert(key, slot);
         self.announce(
             members,
-            key,
+            (epoch, key),
             Presence::Joined(id.as_str()),
             Announcement::Joined(id.as_str()),
         );
         Member {
             room: self.clone(),
+            epoch,
             key,
             id,
             outbox,
@@ -105,13 +107,13 @@ impl Room {
     fn announce(
         &self,
         members: MutexGuard<'_, HashMap<u64, Slot>>,
-        key: u64,
+        (epoch, key): (u64, u64),
         presence: Presence<'_>,
         announcement: Announcement<'_>,
     ) {
         let text = announcement.to_string();
         match &self.publisher {
-            Some(publisher) => publisher.publish(key, presence, text),
+            Some(publisher) => publisher.publish(epoch, key, presence, text),
             None => self.fan_out(members, &wire::text(&text), |_, _| true),
         }
     }
@@ -152,6 +154,8 @@ impl Room {
 /// One connection's place in the room. Dropping it announces the leave.
 pub struct Member {
     room: Arc<Room>,
+    /// In a cluster, the epoch of the connection to Redis it joined in.
+    epoch: u64,
     key: u64,
     id: ClientId,
     outbox: Arc<Outbox>,
@@ -163,10 +167,15 @@ impl Member {
         let id = self.id.as_str();
         self.room.announce(
             self.room.lock(),
-            self.key,
+            (self.epoch, self.key),
             Presence::Unchanged,
             Announcement::Said { id, text },
         );
+    }
+
+    /// In a cluster, the epoch of the connection to Redis the member joined in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The member's client id.
@@ -185,8 +194,12 @@ impl Drop for Member {
         let mut members = self.room.lock();
         members.remove(&self.key);
         let id = self.id.as_str();
-        self.room
-            .announce(members, self.key, Presence::Left, Announcement::Left(id));
+        self.room.announce(
+            members,
+            (self.epoch, self.key),
+            Presence::Left,
+            Announcement::Left(id),
+        );
     }
 }
 
