@@ -191,8 +191,8 @@ fn upgrade(
                 return;
             }
         };
-        // Unwrapping hyper's boxed stream back into the TcpStream spares a layer of
-        // dynamic dispatch on every read and write of the session.
+        // Back to the TcpStream itself: the session splits it into a read half for
+        // tungstenite and a write half for its writer.
         let hyper::upgrade::Parts { io, read_buf, .. } =
             match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => parts,
