@@ -69,7 +69,7 @@ impl ChromeDriver {
         let profile = std::env::temp_dir().join(format!(
             "chat-browser-test-{}-{}",
             std::process::id(),
-            fastrand_suffix()
+            unique_suffix()
         ));
         let capabilities = json!({
             "goog:chromeOptions": {
@@ -107,7 +107,8 @@ impl ChromeDriver {
     }
 }
 
-fn fastrand_suffix() -> u128 {
+/// Nanoseconds since 1970: a profile directory name no other run uses.
+fn unique_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos())

@@ -243,28 +243,39 @@ async fn nodes_ride_out_a_redis_restart() {
     assert_eq!(alice.recv().await, "Client #2 has entered the chat");
 
     redis.stop().await;
-    for client in [&mut alice, &mut bob] {
-        let (frame, _) = client.recv_until_close().await;
-        let frame = frame.expect("a close frame");
-        assert_eq!(frame.code, CloseCode::Again, "1013: try again later");
-    }
+    closed_for_the_outage([&mut alice, &mut bob]).await;
     let reason = wait_healthy(&one, 503).await;
     assert!(reason.contains("Redis"), "{reason}");
     let refused = one.http(&common::upgrade_request("/ws/3")).await;
     assert_eq!(refused.status, 503);
 
     redis.restart().await;
-    wait_healthy(&one, 200).await;
-    wait_healthy(&two, 200).await;
+    one_room_again(&one, &two).await;
+}
+
+/// Each client was closed with 1013, "try again later".
+async fn closed_for_the_outage(clients: [&mut Client; 2]) {
+    for client in clients {
+        let (frame, _) = client.recv_until_close().await;
+        let frame = frame.expect("a close frame");
+        assert_eq!(frame.code, CloseCode::Again, "1013: try again later");
+    }
+}
+
+/// Once Redis is back, both nodes are healthy, new clients on each chat as one room,
+/// and nothing stale is announced: the old members' leaves were never owed to the new
+/// ones, who joined after the outage.
+async fn one_room_again(one: &TestServer, two: &TestServer) {
+    wait_healthy(one, 200).await;
+    wait_healthy(two, 200).await;
     let mut alice = one.join("1", "1").await;
     let mut bob = two.join("2", "2").await;
     assert_eq!(alice.recv().await, "Client #2 has entered the chat");
     bob.send("after the outage").await;
     assert_eq!(alice.recv().await, "Client #2: after the outage");
     assert_eq!(bob.recv().await, "Client #2: after the outage");
-    // Nothing stale was announced: the old members' leaves were never owed to the new
-    // ones, who joined after the outage.
     alice.expect_silence().await;
+    bob.expect_silence().await;
 }
 
 #[tokio::test]
@@ -280,18 +291,6 @@ async fn a_redis_blip_closes_every_client_even_when_redis_is_back_at_once() {
     // connection to Redis, whose presence and queued announcements are gone.
     redis.stop().await;
     redis.restart().await;
-    for client in [&mut alice, &mut bob] {
-        let (frame, _) = client.recv_until_close().await;
-        assert_eq!(frame.expect("a close frame").code, CloseCode::Again);
-    }
-    wait_healthy(&one, 200).await;
-    wait_healthy(&two, 200).await;
-    let mut alice = one.join("1", "1").await;
-    let mut bob = two.join("2", "2").await;
-    assert_eq!(alice.recv().await, "Client #2 has entered the chat");
-    alice.send("still one room").await;
-    assert_eq!(bob.recv().await, "Client #1: still one room");
-    assert_eq!(alice.recv().await, "Client #1: still one room");
-    alice.expect_silence().await;
-    bob.expect_silence().await;
+    closed_for_the_outage([&mut alice, &mut bob]).await;
+    one_room_again(&one, &two).await;
 }
