@@ -98,6 +98,12 @@ const JOINED_SUFFIX: &str = " has entered the chat";
 const LEFT_SUFFIX: &str = " has left the chat";
 
 impl<'a> Announcement<'a> {
+    /// The longest `Client #<id>: <text>` frame a text of `text_bytes` bytes can become,
+    /// for any id.
+    pub fn longest_said(text_bytes: usize) -> usize {
+        PREFIX.len() + "-".len() + MAX_ID_DIGITS + ": ".len() + text_bytes
+    }
+
     /// Recognises a frame the server sent. Returns `None` for text in any other shape,
     /// which a client should still show, verbatim.
     ///
@@ -143,6 +149,18 @@ impl fmt::Display for Announcement<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_message_frame_has_the_longest_id() {
+        let id = format!("-{}", "9".repeat(MAX_ID_DIGITS));
+        let text = "x".repeat(100);
+        let frame = Announcement::Said {
+            id: &id,
+            text: &text,
+        }
+        .to_string();
+        assert_eq!(frame.len(), Announcement::longest_said(100));
+    }
 
     fn canonical(text: &str) -> String {
         ClientId::parse(text).expect(text).to_string()

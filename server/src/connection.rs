@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info};
 
 use crate::Shared;
+use crate::meter::{TokenBucket, UnfinishedMessage, WireMeter};
 use crate::metrics::Disconnect;
 use crate::room::{Member, Outbox};
 use crate::socket::{Inbound, Writer};
@@ -38,6 +39,13 @@ impl Disconnect {
             WsError::Capacity(_) => Self::TooBig,
             WsError::Utf8(_) => Self::InvalidUtf8,
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Self::Dropped,
+            WsError::Io(error)
+                if error
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<UnfinishedMessage>()) =>
+            {
+                Self::UnfinishedMessage
+            }
             WsError::Protocol(_) => Self::ProtocolViolation,
             _ => Self::Dropped,
         }
@@ -54,46 +62,79 @@ impl Disconnect {
             Self::ProtocolViolation => Some((CloseCode::Protocol, "protocol violation")),
             Self::SlowConsumer => Some((CloseCode::Policy, "slow consumer")),
             Self::PingTimeout => Some((CloseCode::Policy, "ping timeout")),
+            Self::UnfinishedMessage => Some((CloseCode::Policy, "message not finished in time")),
             Self::ShuttingDown => Some((CloseCode::Away, "server shutting down")),
             Self::BrokerLost => Some((CloseCode::Again, "chat unavailable, try again later")),
         }
     }
 }
 
-/// When the peer was last heard from, in milliseconds since the session began.
+/// Whether the peer is alive: every ping we queue must be answered, by a pong or any
+/// other frame, within the ping timeout.
 ///
-/// An atomic rather than a `Cell` because the reading and the watching futures of one
-/// session share it, and the session's future must be `Send` to be spawned.
-struct LastHeard {
+/// Times are milliseconds since the session began, in an atomic rather than a `Cell`
+/// because the reading and the keepalive futures of one session share it, and the
+/// session's future must be `Send` to be spawned.
+struct Keepalive {
     start: Instant,
-    millis: AtomicU64,
+    /// When the oldest ping not yet answered was queued, or `ANSWERED`.
+    unanswered_since: AtomicU64,
 }
 
-impl LastHeard {
+const ANSWERED: u64 = u64::MAX;
+
+impl Keepalive {
     fn new() -> Self {
         Self {
             start: Instant::now(),
-            millis: AtomicU64::new(0),
+            unanswered_since: AtomicU64::new(ANSWERED),
         }
     }
 
-    fn now(&self) {
-        let elapsed = self.start.elapsed().as_millis() as u64;
-        self.millis.store(elapsed, Ordering::Relaxed);
+    /// A frame arrived: the peer is alive, and every ping so far is answered.
+    fn heard(&self) {
+        self.unanswered_since.store(ANSWERED, Ordering::Relaxed);
     }
 
-    fn at(&self) -> Instant {
-        self.start + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    /// A ping was queued; it starts the clock unless an older one is still unanswered.
+    fn pinged(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        let _ = self.unanswered_since.compare_exchange(
+            ANSWERED,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
-    /// Completes once nothing has been heard for `timeout`.
-    async fn silent_for(&self, timeout: Duration) {
+    fn unanswered_since(&self) -> Option<Instant> {
+        match self.unanswered_since.load(Ordering::Relaxed) {
+            ANSWERED => None,
+            millis => Some(self.start + Duration::from_millis(millis)),
+        }
+    }
+
+    /// Queues a ping every `interval`, and completes once one has gone unanswered for
+    /// `timeout`. The ping goes through the outbox, so a peer whose socket is so
+    /// stuck that the ping cannot even be written times out too.
+    async fn watch(&self, outbox: &Outbox, interval: Duration, timeout: Duration) {
+        let mut next_ping = Instant::now() + interval;
         loop {
-            let deadline = self.at() + timeout;
-            if Instant::now() >= deadline {
+            let deadline = self.unanswered_since().map(|since| since + timeout);
+            let wake = deadline.map_or(next_ping, |deadline| deadline.min(next_ping));
+            tokio::time::sleep_until(wake).await;
+            let now = Instant::now();
+            if self
+                .unanswered_since()
+                .is_some_and(|since| now >= since + timeout)
+            {
                 return;
             }
-            tokio::time::sleep_until(deadline).await;
+            if now >= next_ping {
+                outbox.push(&wire::ping());
+                self.pinged();
+                next_ping = now + interval;
+            }
         }
     }
 }
@@ -107,7 +148,12 @@ async fn open(
     shared: &Shared,
 ) -> (Socket, Writer) {
     let (read, write) = tcp.into_split();
-    let inbound = Inbound { read, outbox };
+    let meter = WireMeter::new(shared.config.wire_limits(), shared.config.message_timeout);
+    let inbound = Inbound {
+        read,
+        meter,
+        outbox,
+    };
     let config = shared.websocket_config();
     let socket =
         WebSocketStream::from_partially_read(inbound, already_read, Role::Server, Some(config))
@@ -136,11 +182,14 @@ pub async fn serve(
     let outbox = member.outbox().clone();
     let epoch = member.epoch();
     let (mut socket, mut writer) = open(tcp, already_read, outbox.clone(), &shared).await;
-    let heard = LastHeard::new();
+    let keepalive = Keepalive::new();
+    let config = &shared.config;
     let ending = tokio::select! {
-        ending = receive(&mut socket, &heard, &shared, |text| member.say(text)) => ending,
-        ending = transmit(&mut writer, &outbox, shared.config.ping_interval) => ending,
-        () = heard.silent_for(shared.config.ping_timeout) => Disconnect::PingTimeout,
+        ending = receive(&mut socket, &keepalive, &outbox, &shared, |text| member.say(text)) => ending,
+        ending = transmit(&mut writer, &outbox) => ending,
+        () = keepalive.watch(&outbox, config.ping_interval, config.ping_timeout) => {
+            Disconnect::PingTimeout
+        }
         () = outbox.evicted() => Disconnect::SlowConsumer,
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
         () = shared.broker_lost(epoch) => Disconnect::BrokerLost,
@@ -154,28 +203,35 @@ pub async fn serve(
 
 /// Reads frames until the session must end, relaying each text message to the room.
 ///
-/// With a rate limit, it waits for a token before reading on: the flood stays in the
-/// socket buffers and TCP slows the sender down, and nothing is dropped.
+/// It waits before reading on while the member's own outbox is over its high-water
+/// mark, and, with a rate limit, for a token: either way the client's data stays in the
+/// socket buffers and TCP slows the sender down; nothing is dropped. (Frames and bytes
+/// are metered where they are read; see `meter`.)
 async fn receive(
     socket: &mut Socket,
-    heard: &LastHeard,
+    keepalive: &Keepalive,
+    outbox: &Outbox,
     shared: &Shared,
     relay: impl Fn(&str),
 ) -> Disconnect {
-    let mut limit = shared.config.rate_limit.map(TokenBucket::new);
+    let mut messages = shared
+        .config
+        .rate_limit
+        .map(|limit| TokenBucket::new(limit.per_second, f64::from(limit.burst)));
     loop {
-        if let Some(limit) = &mut limit {
-            limit.ready().await;
+        if let Some(wait) = messages.as_mut().and_then(TokenBucket::wait) {
+            tokio::time::sleep(wait).await;
         }
+        outbox.below_high_water().await;
         let frame = socket.next().await;
-        heard.now();
+        keepalive.heard();
         match frame {
             Some(Ok(Message::Text(text))) => {
                 debug!(bytes = text.len(), "message");
                 shared.metrics.received(text.len());
                 relay(&text);
-                if let Some(limit) = &mut limit {
-                    limit.take();
+                if let Some(messages) = &mut messages {
+                    messages.take(1.0);
                 }
             }
             // tungstenite answers pings itself, on the next read or write.
@@ -191,16 +247,10 @@ async fn receive(
     }
 }
 
-/// Writes the outbox to the socket, a whole batch per `writev`, and pings the peer every
-/// `ping_interval` so that a dead one is noticed.
-async fn transmit(writer: &mut Writer, outbox: &Outbox, ping_interval: Duration) -> Disconnect {
-    let mut pings = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Writes the outbox to the socket, a whole batch per `writev`.
+async fn transmit(writer: &mut Writer, outbox: &Outbox) -> Disconnect {
     loop {
-        tokio::select! {
-            () = outbox.next_batch(&mut writer.frames) => {}
-            _ = pings.tick() => writer.frames.push(wire::ping()),
-        }
+        outbox.next_batch(&mut writer.frames).await;
         if let Err(error) = writer.flush().await {
             debug!(%error, "write failed");
             return Disconnect::Dropped;
@@ -253,10 +303,14 @@ async fn linger(mut tcp: TcpStream) {
 pub async fn echo(tcp: TcpStream, already_read: Vec<u8>, peer: SocketAddr, shared: Arc<Shared>) {
     let outbox = Arc::new(Outbox::new(shared.config.queue_bytes()));
     let (mut socket, mut writer) = open(tcp, already_read, outbox.clone(), &shared).await;
-    let heard = LastHeard::new();
+    let keepalive = Keepalive::new();
+    let config = &shared.config;
     let ending = tokio::select! {
-        ending = echo_messages(&mut socket, &heard, &outbox) => ending,
-        ending = transmit(&mut writer, &outbox, shared.config.ping_interval) => ending,
+        ending = echo_messages(&mut socket, &keepalive, &outbox) => ending,
+        ending = transmit(&mut writer, &outbox) => ending,
+        () = keepalive.watch(&outbox, config.ping_interval, config.ping_timeout) => {
+            Disconnect::PingTimeout
+        }
         () = outbox.evicted() => Disconnect::SlowConsumer,
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
     };
@@ -264,10 +318,11 @@ pub async fn echo(tcp: TcpStream, already_read: Vec<u8>, peer: SocketAddr, share
     close(socket, writer, &outbox, ending).await;
 }
 
-async fn echo_messages(socket: &mut Socket, heard: &LastHeard, outbox: &Outbox) -> Disconnect {
+async fn echo_messages(socket: &mut Socket, keepalive: &Keepalive, outbox: &Outbox) -> Disconnect {
     loop {
+        outbox.below_high_water().await;
         let frame = socket.next().await;
-        heard.now();
+        keepalive.heard();
         match frame {
             Some(Ok(Message::Text(text))) => outbox.push(&wire::text(&text)),
             Some(Ok(Message::Binary(data))) => outbox.push(&wire::binary(&data)),
@@ -276,55 +331,5 @@ async fn echo_messages(socket: &mut Socket, heard: &LastHeard, outbox: &Outbox) 
             Some(Err(error)) => return Disconnect::from_error(&error),
             None => return Disconnect::Dropped,
         }
-    }
-}
-
-/// A token bucket: `rate` messages a second on average, up to `burst` at once.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    refilled: Instant,
-}
-
-/// A per-connection message rate limit.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RateLimit {
-    /// Messages per second, on average.
-    pub per_second: f64,
-    /// Messages that may come at once after a quiet spell.
-    pub burst: u32,
-}
-
-impl TokenBucket {
-    fn new(limit: RateLimit) -> Self {
-        let burst = f64::from(limit.burst.max(1));
-        Self {
-            rate: limit.per_second,
-            burst,
-            tokens: burst,
-            refilled: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self) {
-        let now = Instant::now();
-        let earned = now.duration_since(self.refilled).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + earned).min(self.burst);
-        self.refilled = now;
-    }
-
-    /// Waits until a whole token is there.
-    async fn ready(&mut self) {
-        self.refill();
-        if self.tokens < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
-            tokio::time::sleep(wait).await;
-            self.refill();
-        }
-    }
-
-    fn take(&mut self) {
-        self.tokens -= 1.0;
     }
 }

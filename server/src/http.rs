@@ -13,14 +13,14 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{debug, warn};
 
 use crate::metrics::Refusal;
-use crate::{Shared, connection};
+use crate::{Shared, addresses, connection};
 
 /// The browser client, embedded so an installed binary needs no files beside it.
 const PAGE: &str = include_str!("../../client/index.html");
@@ -35,9 +35,14 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     let shutdown = shared.shutdown.clone();
     let metrics = shared.metrics.clone();
     let handshake_timeout = shared.config.handshake_timeout;
+    // Whether the client reached us over loopback, so is on this machine.
+    let local = stream
+        .local_addr()
+        .is_ok_and(|local| local.ip().to_canonical().is_loopback());
+    let client = Client { peer, local };
     let service = service_fn(move |request| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(respond(request, peer, &shared)) }
+        async move { Ok::<_, Infallible>(respond(request, client, &shared)) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -60,29 +65,95 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     }
 }
 
-fn respond(request: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -> Response<Body> {
+/// Where a request came from.
+#[derive(Clone, Copy)]
+struct Client {
+    peer: SocketAddr,
+    /// Reached us through a loopback address.
+    local: bool,
+}
+
+fn respond(request: Request<Incoming>, client: Client, shared: &Arc<Shared>) -> Response<Body> {
     let path = request.uri().path().to_owned();
-    let response = match path.as_str() {
-        "/" => return page(request.method()),
-        "/healthz" => return health(request.method(), shared),
-        "/metrics" => {
-            let metrics = shared.metrics.render();
-            return plain_get(request.method(), "text/plain; version=0.0.4", &metrics);
-        }
-        "/echo" if shared.config.echo => upgrade(request, Endpoint::Echo, peer, shared),
-        "/ws" => Err(refuse_id(chat::InvalidId::Empty)),
-        _ => match path.strip_prefix("/ws/") {
-            Some(raw_id) => ClientId::parse(raw_id)
-                .map_err(refuse_id)
-                .and_then(|id| upgrade(request, Endpoint::Chat(id), peer, shared)),
-            None => return text(StatusCode::NOT_FOUND, "not found\n"),
-        },
+    let peer = client.peer;
+    let response = match check_host(request.headers(), &shared.config.allowed_hosts) {
+        Err(refused) => Err(refused),
+        Ok(()) => route(request, &path, client, shared),
     };
     response.unwrap_or_else(|Refused { reason, response }| {
         shared.metrics.refused(reason);
-        debug!(%peer, %path, reason = reason.label(), "refused a websocket request");
+        debug!(%peer, %path, reason = reason.label(), "refused a request");
         *response
     })
+}
+
+fn route(
+    request: Request<Incoming>,
+    path: &str,
+    client: Client,
+    shared: &Arc<Shared>,
+) -> Result<Response<Body>, Refused> {
+    Ok(match path {
+        "/" => page(request.method()),
+        "/healthz" => health(request.method(), shared),
+        "/metrics" => {
+            let metrics = shared.metrics.render();
+            plain_get(request.method(), "text/plain; version=0.0.4", &metrics)
+        }
+        "/echo" if shared.config.echo => upgrade(request, Endpoint::Echo, client, shared)?,
+        "/ws" => return Err(refuse_id(chat::InvalidId::Empty)),
+        _ => match path.strip_prefix("/ws/") {
+            Some(raw_id) => {
+                let id = ClientId::parse(raw_id).map_err(refuse_id)?;
+                upgrade(request, Endpoint::Chat(id), client, shared)?
+            }
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
+    })
+}
+
+/// Refuses a request whose `Host` is a name this server was not told it has. A web page
+/// can make a browser send requests to any address under a name its attacker controls
+/// (DNS rebinding), but it cannot make the browser send another `Host`.
+fn check_host(headers: &HeaderMap, allowed_hosts: &[String]) -> Result<(), Refused> {
+    let Some(host) = headers.get(header::HOST) else {
+        // Not a browser, which always sends one.
+        return Ok(());
+    };
+    let name = host.to_str().ok().map(host_name);
+    if name.is_some_and(|name| host_allowed(name, allowed_hosts)) {
+        return Ok(());
+    }
+    let shown = String::from_utf8_lossy(host.as_bytes());
+    let body = format!(
+        "host {shown:?} is not served here: this server answers to IP addresses and \
+         localhost; start it with --allowed-host NAME to serve another name\n"
+    );
+    Err(refused(Refusal::Host, text(StatusCode::FORBIDDEN, &body)))
+}
+
+/// The name in a `Host` header, without its port: `[::1]:80` is `::1`.
+fn host_name(host: &str) -> &str {
+    if let Some(bracketed) = host.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or(bracketed);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// IP literals, `localhost` and its subdomains (which browsers resolve to loopback
+/// themselves), and the names listed, where `*` allows all.
+fn host_allowed(name: &str, allowed: &[String]) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let lowercase = name.to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok()
+        || lowercase == "localhost"
+        || lowercase.ends_with(".localhost")
+        || allowed
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(name))
 }
 
 /// 200 `ok`, or 503 with the reason while a clustered node cannot reach Redis.
@@ -157,10 +228,11 @@ enum Endpoint {
 fn upgrade(
     mut request: Request<Incoming>,
     endpoint: Endpoint,
-    peer: SocketAddr,
+    client: Client,
     shared: &Arc<Shared>,
 ) -> Result<Response<Body>, Refused> {
-    let accept = check_handshake(&request, &shared.config.allowed_origins)?;
+    let peer = client.peer;
+    let accept = check_handshake(&request, client, &shared.config.allowed_origins)?;
     if let Some(reason) = shared.unavailable() {
         let body = format!("the chat is unavailable: {reason}; try again later\n");
         return Err(refused(
@@ -168,7 +240,11 @@ fn upgrade(
             text(StatusCode::SERVICE_UNAVAILABLE, &body),
         ));
     }
-    let Some(slot) = shared.sessions.try_reserve() else {
+    let address_slot = shared
+        .addresses
+        .admit(peer.ip().to_canonical())
+        .map_err(refuse_address)?;
+    let Ok(slot) = shared.sessions.clone().try_acquire_owned() else {
         let body = format!(
             "the server is full ({} connections); try again later\n",
             shared.config.max_connections
@@ -183,7 +259,7 @@ fn upgrade(
     let session_shared = shared.clone();
     shared.tasks.spawn(async move {
         let shared = session_shared;
-        let _slot = slot;
+        let _slots = (slot, address_slot);
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {
@@ -224,12 +300,47 @@ fn upgrade(
         .expect("handshake response parts are valid"))
 }
 
+fn refuse_address(why: addresses::Refused) -> Refused {
+    match why {
+        addresses::Refused::TooManySessions(max) => {
+            let body = format!(
+                "too many connections from your address (at most {max}); \
+                 close one, or ask the operator about --max-connections-per-ip\n"
+            );
+            refused(
+                Refusal::PerIpConnections,
+                text(StatusCode::SERVICE_UNAVAILABLE, &body),
+            )
+        }
+        addresses::Refused::TooFast(wait) => {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let body = format!(
+                "too many connection attempts from your address; try again in {seconds} s\n"
+            );
+            let mut response = text(StatusCode::TOO_MANY_REQUESTS, &body);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            refused(Refusal::PerIpRate, response)
+        }
+    }
+}
+
 /// Checks a WebSocket handshake request; returns the `Sec-WebSocket-Accept` value.
 fn check_handshake(
     request: &Request<Incoming>,
+    client: Client,
     allowed_origins: &[String],
 ) -> Result<String, Refused> {
     let headers = request.headers();
+    if request.version() < Version::HTTP_11 {
+        // RFC 6455 §4.1; hyper would not upgrade such a connection anyway.
+        let response = text(
+            StatusCode::BAD_REQUEST,
+            "WebSocket handshakes need HTTP/1.1 or later\n",
+        );
+        return Err(refused(Refusal::HttpVersion, response));
+    }
     if request.method() != Method::GET || !is_websocket_upgrade(headers) {
         let mut response = text(
             StatusCode::UPGRADE_REQUIRED,
@@ -265,7 +376,7 @@ fn check_handshake(
     };
     let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
     let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
-    if !origin_allowed(origin, host, allowed_origins) {
+    if !origin_allowed(origin, host, client.local, allowed_origins) {
         let body = "cross-origin WebSocket requests are refused; \
                     the server's --allowed-origin flag can allow this origin\n";
         return Err(refused(Refusal::Origin, text(StatusCode::FORBIDDEN, body)));
@@ -274,22 +385,31 @@ fn check_handshake(
 }
 
 /// The origin policy against cross-site WebSocket hijacking. Allowed: no `Origin` (not
-/// a browser), `Origin: null` (a page opened from disk), an origin whose host and port
-/// are the ones the request was sent to (the page this server served), and the origins
-/// in `allowed`, where `*` allows all.
-fn origin_allowed(origin: Option<&[u8]>, host: Option<&[u8]>, allowed: &[String]) -> bool {
+/// a browser), an origin whose host and port are the ones the request was sent to (the
+/// page this server served), the origins in `allowed`, where `*` allows all, and, from
+/// a client on this machine (`local`), `null` and `file://`, which a page opened from
+/// disk sends. A sandboxed iframe on any web site also sends `null`, which is why a
+/// server reached over the network refuses it unless `null` is listed.
+fn origin_allowed(
+    origin: Option<&[u8]>,
+    host: Option<&[u8]>,
+    local: bool,
+    allowed: &[String],
+) -> bool {
     let Some(origin) = origin else {
         return true;
     };
     let Ok(origin) = std::str::from_utf8(origin) else {
         return false;
     };
-    if origin == "null"
-        || allowed
-            .iter()
-            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+    if allowed
+        .iter()
+        .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
     {
         return true;
+    }
+    if origin == "null" || origin == "file://" {
+        return local;
     }
     let Ok(url) = url::Url::parse(origin) else {
         return false;
@@ -346,7 +466,62 @@ mod tests {
 
     fn allowed(origin: Option<&str>, host: &str, extra: &[&str]) -> bool {
         let extra: Vec<String> = extra.iter().map(|origin| (*origin).to_owned()).collect();
-        origin_allowed(origin.map(str::as_bytes), Some(host.as_bytes()), &extra)
+        origin_allowed(
+            origin.map(str::as_bytes),
+            Some(host.as_bytes()),
+            true,
+            &extra,
+        )
+    }
+
+    fn allowed_from_afar(origin: &str, extra: &[&str]) -> bool {
+        let extra: Vec<String> = extra.iter().map(|origin| (*origin).to_owned()).collect();
+        origin_allowed(
+            Some(origin.as_bytes()),
+            Some(b"chat.example.org"),
+            false,
+            &extra,
+        )
+    }
+
+    #[test]
+    fn pages_from_disk_are_allowed_only_from_this_machine_unless_listed() {
+        assert!(allowed(Some("file://"), "localhost:8000", &[]));
+        assert!(!allowed_from_afar("null", &[]));
+        assert!(!allowed_from_afar("file://", &[]));
+        assert!(allowed_from_afar("null", &["null"]));
+        assert!(allowed_from_afar("null", &["*"]));
+        assert!(allowed_from_afar("https://chat.example.org", &[]));
+    }
+
+    #[test]
+    fn hosts_are_ip_literals_localhost_or_listed() {
+        let listed = ["chat.example.org".to_owned()];
+        for host in [
+            "127.0.0.1:8000",
+            "10.1.2.3",
+            "[::1]:8000",
+            "localhost:8000",
+            "LocalHost",
+            "app.localhost:8000",
+            "localhost.",
+            "chat.example.org:443",
+            "CHAT.example.org",
+        ] {
+            assert!(host_allowed(host_name(host), &listed), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io:8000",
+            "",
+        ] {
+            assert!(!host_allowed(host_name(host), &listed), "{host}");
+        }
+        assert!(host_allowed(
+            host_name("anything.example"),
+            &["*".to_owned()]
+        ));
     }
 
     #[test]

@@ -2,96 +2,46 @@
 //!
 //! Layout:
 //! - [`run`]: the accept loop and graceful shutdown; the binary and the tests both call it.
+//! - [`config`]: the settings, their defaults and their bounds.
 //! - `http`: the page at `/`, plain HTTP answers, and the WebSocket handshake.
+//! - `addresses`: the limits per client IP address.
 //! - `connection`: one WebSocket session, from join to close frame; also `/echo`.
-//! - [`room`]: the members and the fan-out of announcements to their bounded outboxes.
+//! - `room`: the members and the fan-out of announcements to their bounded outboxes.
 //! - `metrics`: the counters behind `/metrics`.
 //! - `broker`: clustering through Redis, with `--redis-url`.
 //! - `socket`: a connection's two halves: tungstenite reads, a writer sends encoded frames.
+//! - `meter`: rate limits on the frames and bytes a client sends, read by read.
 //! - `wire`: WebSocket frames encoded once for every recipient.
 
+mod addresses;
 mod broker;
+pub mod config;
 mod connection;
 mod http;
+mod meter;
 mod metrics;
-pub mod room;
+mod room;
 mod socket;
 mod wire;
 
-pub use connection::RateLimit;
+pub use config::{Config, InvalidConfig, RateLimit};
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use tokio::sync::watch;
-
+use crate::addresses::Addresses;
 use crate::broker::Health;
 use crate::metrics::Metrics;
 use crate::room::Room;
-
-/// The server's settings. [`Config::default`] is what `chat-server` runs with when given
-/// no flags.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// The largest text message a client may send, in bytes.
-    pub max_message_bytes: usize,
-    /// How many bytes of frames may wait for one slow client before it is disconnected.
-    /// Raised, if need be, to hold at least one of the largest announcements.
-    pub max_queue_bytes: usize,
-    /// How often the server pings each client.
-    pub ping_interval: Duration,
-    /// A client heard from (any frame, a pong included) less recently than this is closed.
-    pub ping_timeout: Duration,
-    /// How long a client may take to send its HTTP request headers.
-    pub handshake_timeout: Duration,
-    /// The per-connection message rate, or `None` for no limit.
-    pub rate_limit: Option<RateLimit>,
-    /// The most WebSocket sessions at once; more are refused with HTTP 503.
-    pub max_connections: usize,
-    /// Origins allowed besides the defaults (none, `null`, and the server's own); `*`
-    /// allows every origin.
-    pub allowed_origins: Vec<String>,
-    /// Serve `/echo` for the Autobahn conformance cases.
-    pub echo: bool,
-    /// Share the room with other nodes through this Redis (`redis://host:port[/db]`).
-    pub redis_url: Option<String>,
-    /// In a cluster, how long a node may go unheard before the others announce its
-    /// members' leaves.
-    pub presence_ttl: Duration,
-    /// How long shutdown may take to close every client before `run` returns anyway.
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            max_message_bytes: 64 * 1024,
-            max_queue_bytes: 1024 * 1024,
-            ping_interval: Duration::from_secs(30),
-            ping_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
-            rate_limit: Some(RateLimit {
-                per_second: 20.0,
-                burst: 40,
-            }),
-            max_connections: 10_000,
-            allowed_origins: Vec::new(),
-            echo: false,
-            redis_url: None,
-            presence_ttl: Duration::from_secs(6),
-            shutdown_timeout: Duration::from_secs(5),
-        }
-    }
-}
 
 /// What every connection task needs.
 struct Shared {
@@ -100,19 +50,11 @@ struct Shared {
     /// In a cluster: whether Redis is reachable.
     broker: Option<watch::Receiver<Health>>,
     metrics: Arc<Metrics>,
-    sessions: Sessions,
+    /// One permit per WebSocket session, `config.max_connections` in all.
+    sessions: Arc<Semaphore>,
+    addresses: Arc<Addresses>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-}
-
-impl Config {
-    /// The outbox bound in force: `max_queue_bytes`, but never less than one announcement
-    /// of the largest message, which would otherwise evict every member on arrival.
-    fn queue_bytes(&self) -> usize {
-        let largest_announcement =
-            self.max_message_bytes + "Client #-: ".len() + chat::MAX_ID_DIGITS;
-        self.max_queue_bytes.max(largest_announcement)
-    }
 }
 
 const READ_BUFFER_BYTES: usize = 1024;
@@ -151,39 +93,17 @@ impl Shared {
     }
 }
 
-/// Counts WebSocket sessions against `Config::max_connections`.
-struct Sessions {
-    open: Arc<AtomicUsize>,
-    max: usize,
-}
-
-/// A reserved place for one session; freed when dropped.
-struct SessionSlot(Arc<AtomicUsize>);
-
-impl Sessions {
-    fn try_reserve(&self) -> Option<SessionSlot> {
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < self.max).then_some(open + 1)
-            })
-            .ok()
-            .map(|_| SessionSlot(self.open.clone()))
-    }
-}
-
-impl Drop for SessionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Serves the chat on `listener` until `shutdown` completes, then closes every client
 /// with 1001 and returns once they are closed or `config.shutdown_timeout` has passed.
+/// Fails at once, with `InvalidInput`, on a configuration that cannot work.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    config
+        .check()
+        .map_err(|invalid| io::Error::new(io::ErrorKind::InvalidInput, invalid))?;
     let metrics = Arc::new(Metrics::default());
     let (publisher, broker, health) = match &config.redis_url {
         Some(url) => {
@@ -200,10 +120,10 @@ pub async fn run(
         room,
         broker: health,
         metrics,
-        sessions: Sessions {
-            open: Arc::default(),
-            max: config.max_connections,
-        },
+        sessions: Arc::new(Semaphore::new(
+            config.max_connections.min(Semaphore::MAX_PERMITS),
+        )),
+        addresses: Addresses::new(config.max_connections_per_ip, config.handshake_rate_per_ip),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         config,

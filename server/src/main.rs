@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_server::{Config, RateLimit};
+use chat_server::{Config, RateLimit, config};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -32,21 +32,28 @@ struct Args {
     #[arg(long, env = "CHAT_MAX_QUEUE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_queue_bytes: u32,
 
-    /// Seconds between the server's pings to each client.
-    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = "30", value_parser = seconds)]
+    /// Seconds between the server's pings to each client (at least 0.1).
+    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = "30", value_parser = seconds_from(config::MIN_PING_INTERVAL))]
     ping_interval: Duration,
 
-    /// Seconds a client may stay silent (not even a pong) before it is closed.
-    #[arg(long, env = "CHAT_PING_TIMEOUT", default_value = "30", value_parser = seconds)]
+    /// Seconds a client may take to answer a ping (with a pong or any frame) before it is
+    /// closed (at least 0.1).
+    #[arg(long, env = "CHAT_PING_TIMEOUT", default_value = "30", value_parser = seconds_from(config::MIN_PING_TIMEOUT))]
     ping_timeout: Duration,
 
     /// Seconds a client may take to send its HTTP request headers.
-    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = seconds)]
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = seconds_from(Duration::from_millis(1)))]
     handshake_timeout: Duration,
 
-    /// Messages per second each connection may send on average (0: no limit). Past it
-    /// the server reads more slowly; nothing is dropped.
-    #[arg(long, env = "CHAT_RATE_LIMIT", default_value_t = 20.0)]
+    /// Seconds a client may take from the first frame of a message to its last; then it
+    /// is closed with 1008.
+    #[arg(long, env = "CHAT_MESSAGE_TIMEOUT", default_value = "20", value_parser = seconds_from(Duration::from_millis(1)))]
+    message_timeout: Duration,
+
+    /// Messages per second each connection may send on average (0: no limit); frames
+    /// of any kind and bytes are limited in proportion. Past it the server reads more
+    /// slowly; nothing is dropped.
+    #[arg(long, env = "CHAT_RATE_LIMIT", default_value = "20", value_parser = rate)]
     rate_limit: f64,
 
     /// Messages a connection may send at once, after a quiet spell, under --rate-limit.
@@ -54,11 +61,22 @@ struct Args {
     rate_burst: u32,
 
     /// Most WebSocket connections at once; more are refused with HTTP 503.
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
-    max_connections: usize,
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
 
-    /// An origin allowed to open WebSockets besides the server's own, `null` and none,
-    /// e.g. https://app.example.org (repeatable; * allows every origin).
+    /// Most WebSocket connections from one IP address (0: no limit); more are refused
+    /// with HTTP 503. Behind a proxy or load balancer every client has its address.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    max_connections_per_ip: u32,
+
+    /// WebSocket handshakes per second from one IP address, on average (0: no limit),
+    /// with bursts of ten seconds' worth; more are refused with HTTP 429.
+    #[arg(long, env = "CHAT_HANDSHAKE_RATE_PER_IP", default_value = "20", value_parser = rate)]
+    handshake_rate_per_ip: f64,
+
+    /// An origin allowed to open WebSockets besides the server's own, e.g.
+    /// https://app.example.org (repeatable; * allows every origin; null allows pages
+    /// from disk and sandboxed frames when the server is reached over the network).
     #[arg(
         long = "allowed-origin",
         env = "CHAT_ALLOWED_ORIGINS",
@@ -66,13 +84,22 @@ struct Args {
     )]
     allowed_origins: Vec<String>,
 
+    /// A host name this server answers to besides IP addresses and localhost, e.g.
+    /// chat.example.org (repeatable; * allows every name).
+    #[arg(
+        long = "allowed-host",
+        env = "CHAT_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+
     /// Share the room with other nodes through Redis: redis://host:port[/db].
     #[arg(long, env = "CHAT_REDIS_URL")]
     redis_url: Option<String>,
 
     /// Seconds a clustered node may go unheard in Redis before the other nodes announce
-    /// its members' leaves.
-    #[arg(long, env = "CHAT_PRESENCE_TTL", default_value = "6", value_parser = seconds)]
+    /// its members' leaves (at least 1).
+    #[arg(long, env = "CHAT_PRESENCE_TTL", default_value = "6", value_parser = seconds_from(config::MIN_PRESENCE_TTL))]
     presence_ttl: Duration,
 
     /// Serve /echo, a WebSocket echo endpoint for conformance testing.
@@ -80,17 +107,46 @@ struct Args {
     echo: bool,
 
     /// Seconds that shutdown may take to close every client.
-    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value = "5", value_parser = seconds)]
+    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value = "5", value_parser = seconds_from(Duration::ZERO))]
     shutdown_timeout: Duration,
 }
 
-/// A number of seconds, fractions allowed.
-fn seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
+/// A parser for a number of seconds, fractions allowed, from `min` up to a day.
+fn seconds_from(min: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |text| {
+        let seconds: f64 = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+        let max = config::MAX_DURATION;
+        match Duration::try_from_secs_f64(seconds) {
+            Ok(duration) if (min..=max).contains(&duration) => Ok(duration),
+            _ => Err(format!(
+                "must be from {} to {} seconds",
+                min.as_secs_f64(),
+                max.as_secs()
+            )),
+        }
+    }
+}
+
+/// A rate per second: 0 for none, or at least one a minute.
+fn rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number"))?;
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a duration"))
+    let min = RateLimit::MIN_PER_SECOND;
+    if rate == 0.0 || (rate >= min && rate.is_finite()) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "must be 0 (no limit) or at least {min:.4} (one a minute)"
+        ))
+    }
 }
+
+/// Handshakes from one address may come in bursts of this many seconds' worth, so that
+/// a page reloaded a few times, or clients coming back after a restart, are let in.
+const HANDSHAKE_BURST_SECONDS: f64 = 10.0;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -112,21 +168,26 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn serve(args: Args) -> anyhow::Result<()> {
-    if !(args.rate_limit >= 0.0 && args.rate_limit.is_finite()) {
-        anyhow::bail!("--rate-limit must be a number of messages per second, 0 for none");
-    }
     let config = Config {
         max_message_bytes: args.max_message_bytes as usize,
         max_queue_bytes: args.max_queue_bytes as usize,
         ping_interval: args.ping_interval,
         ping_timeout: args.ping_timeout,
         handshake_timeout: args.handshake_timeout,
+        message_timeout: args.message_timeout,
         rate_limit: (args.rate_limit > 0.0).then_some(RateLimit {
             per_second: args.rate_limit,
             burst: args.rate_burst,
         }),
-        max_connections: args.max_connections,
+        max_connections: args.max_connections as usize,
+        max_connections_per_ip: (args.max_connections_per_ip > 0)
+            .then_some(args.max_connections_per_ip as usize),
+        handshake_rate_per_ip: (args.handshake_rate_per_ip > 0.0).then(|| RateLimit {
+            per_second: args.handshake_rate_per_ip,
+            burst: (args.handshake_rate_per_ip * HANDSHAKE_BURST_SECONDS).ceil() as u32,
+        }),
         allowed_origins: args.allowed_origins,
+        allowed_hosts: args.allowed_hosts,
         echo: args.echo,
         redis_url: args.redis_url,
         presence_ttl: args.presence_ttl,

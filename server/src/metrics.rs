@@ -14,12 +14,13 @@ pub enum Disconnect {
     ProtocolViolation,
     SlowConsumer,
     PingTimeout,
+    UnfinishedMessage,
     ShuttingDown,
     BrokerLost,
 }
 
 impl Disconnect {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::ClientClosed,
         Self::Dropped,
         Self::Binary,
@@ -28,6 +29,7 @@ impl Disconnect {
         Self::ProtocolViolation,
         Self::SlowConsumer,
         Self::PingTimeout,
+        Self::UnfinishedMessage,
         Self::ShuttingDown,
         Self::BrokerLost,
     ];
@@ -43,6 +45,7 @@ impl Disconnect {
             Self::ProtocolViolation => "protocol_violation",
             Self::SlowConsumer => "slow_consumer",
             Self::PingTimeout => "ping_timeout",
+            Self::UnfinishedMessage => "unfinished_message",
             Self::ShuttingDown => "shutdown",
             Self::BrokerLost => "broker_lost",
         }
@@ -62,10 +65,14 @@ pub enum Refusal {
     Timeout,
     HeadersTooLarge,
     Unavailable,
+    HttpVersion,
+    Host,
+    PerIpConnections,
+    PerIpRate,
 }
 
 impl Refusal {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 13] = [
         Self::InvalidId,
         Self::NotWebSocket,
         Self::BadVersion,
@@ -75,6 +82,10 @@ impl Refusal {
         Self::Timeout,
         Self::HeadersTooLarge,
         Self::Unavailable,
+        Self::HttpVersion,
+        Self::Host,
+        Self::PerIpConnections,
+        Self::PerIpRate,
     ];
 
     pub fn label(self) -> &'static str {
@@ -88,6 +99,10 @@ impl Refusal {
             Self::Timeout => "timeout",
             Self::HeadersTooLarge => "headers_too_large",
             Self::Unavailable => "unavailable",
+            Self::HttpVersion => "http_version",
+            Self::Host => "host",
+            Self::PerIpConnections => "per_ip_connections",
+            Self::PerIpRate => "per_ip_rate",
         }
     }
 }
@@ -257,7 +272,8 @@ impl Metrics {
         metric(
             "chat_refused_handshakes_total",
             "counter",
-            "Requests for a WebSocket that were refused, by reason.",
+            "Requests refused: WebSocket handshakes, and any request for a host not served, \
+             by reason.",
             &by_reason(&refusals, &self.refusals),
         );
         text
@@ -267,6 +283,24 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The counters are indexed by `reason as usize`: each list must be in declaration
+    /// order, or counts would be exposed under another reason's label.
+    #[test]
+    fn the_reason_lists_are_in_declaration_order_with_distinct_labels() {
+        for (index, reason) in Disconnect::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index, "{reason:?}");
+        }
+        for (index, reason) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index, "{reason:?}");
+        }
+        let mut labels: Vec<&str> = Disconnect::ALL.map(Disconnect::label).to_vec();
+        labels.extend(Refusal::ALL.map(Refusal::label));
+        let count = labels.len();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), count);
+    }
 
     #[test]
     fn every_counter_is_exposed_with_its_type() {

@@ -84,11 +84,6 @@ impl Room {
         self.lock().len()
     }
 
-    /// Whether nobody is connected to this node.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
         // A panic while holding the lock cannot leave the map half-updated (every change
         // is a single insert, remove or flag), so a poisoned lock is still good to use.
@@ -207,17 +202,30 @@ impl Drop for Member {
 ///
 /// Fan-out never waits on a reader: a push either fits or evicts the member as a slow
 /// consumer, dropping what was queued so memory is returned at once. Control frames
-/// (pongs, pings, close replies) take the same queue, so one writer owns the socket.
+/// (pings, close replies) take the same queue, so one writer owns the socket; pongs
+/// have a slot of their own that holds only the latest, as RFC 6455 §5.5.3 allows, so a
+/// client that floods pings and never reads cannot make the server keep its answers.
 pub struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
+    /// Notified when the writer takes the queue while it was over the high-water mark.
+    drained: Notify,
     evicted: CancellationToken,
 }
 
 struct Queue {
     frames: Vec<Frame>,
+    /// What the queued frames cost, as counted by [`queued_cost`].
     bytes: usize,
     max_bytes: usize,
+    pong: Option<Frame>,
+}
+
+/// What one queued frame costs this connection: the pointer in its queue, and the
+/// frame, which is shared with every other recipient but counted whole here so that
+/// the bound holds even when this member is its only recipient.
+fn queued_cost(frame: &Frame) -> usize {
+    std::mem::size_of::<Frame>() + frame.len()
 }
 
 impl Outbox {
@@ -227,8 +235,10 @@ impl Outbox {
                 frames: Vec::new(),
                 bytes: 0,
                 max_bytes,
+                pong: None,
             }),
             ready: Notify::new(),
+            drained: Notify::new(),
             evicted: CancellationToken::new(),
         }
     }
@@ -246,16 +256,29 @@ impl Outbox {
             return;
         }
         let mut queue = self.lock();
-        if queue.bytes + frame.len() > queue.max_bytes {
+        let cost = queued_cost(frame);
+        if queue.bytes + cost > queue.max_bytes {
             queue.frames = Vec::new();
             queue.bytes = 0;
+            queue.pong = None;
             drop(queue);
             self.evicted.cancel();
             return;
         }
-        let was_empty = queue.frames.is_empty();
+        let was_empty = queue.is_empty();
         queue.frames.push(frame.clone());
-        queue.bytes += frame.len();
+        queue.bytes += cost;
+        drop(queue);
+        if was_empty {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Queues a pong, replacing one not yet written.
+    pub(crate) fn push_pong(&self, pong: Frame) {
+        let mut queue = self.lock();
+        let was_empty = queue.is_empty();
+        queue.pong = Some(pong);
         drop(queue);
         if was_empty {
             self.ready.notify_one();
@@ -275,20 +298,56 @@ impl Outbox {
         }
     }
 
-    /// Moves whatever is queued into `batch` without waiting; false if there was nothing.
+    /// Moves whatever is queued into `batch` without waiting, a pending pong first;
+    /// false if there was nothing.
     pub fn take_queued(&self, batch: &mut Vec<Frame>) -> bool {
         let mut queue = self.lock();
-        if queue.frames.is_empty() {
+        if queue.is_empty() {
             return false;
         }
-        std::mem::swap(&mut queue.frames, batch);
+        if let Some(pong) = queue.pong.take() {
+            batch.push(pong);
+        }
+        if batch.is_empty() {
+            std::mem::swap(&mut queue.frames, batch);
+        } else {
+            batch.append(&mut queue.frames);
+        }
+        let was_high = queue.bytes > queue.max_bytes / 2;
         queue.bytes = 0;
+        drop(queue);
+        if was_high {
+            self.drained.notify_one();
+        }
         true
+    }
+
+    /// Completes once at most half the queue's bound is waiting: a member's reader
+    /// waits for this before reading on, so that a client that sends faster than it
+    /// reads the room back is slowed down instead of evicted for its own echoes.
+    pub async fn below_high_water(&self) {
+        loop {
+            {
+                let queue = self.lock();
+                if queue.bytes <= queue.max_bytes / 2 {
+                    return;
+                }
+            }
+            // take_queued notifies after emptying the queue; a permit stored between
+            // the check and here is not missed.
+            self.drained.notified().await;
+        }
     }
 
     /// Completes when this member overflowed its queue and must be disconnected.
     pub async fn evicted(&self) {
         self.evicted.cancelled().await;
+    }
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.pong.is_none()
     }
 }
 

@@ -9,17 +9,20 @@
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::meter::WireMeter;
 use crate::room::Outbox;
 use crate::wire::{self, Frame};
 
-/// The half tungstenite sees: reads from the socket, and "writes" into the outbox.
+/// The half tungstenite sees: reads from the socket through the meter, and "writes"
+/// into the outbox.
 pub struct Inbound {
     pub read: OwnedReadHalf,
+    pub meter: WireMeter,
     pub outbox: Arc<Outbox>,
 }
 
@@ -29,19 +32,30 @@ impl AsyncRead for Inbound {
         context: &mut Context<'_>,
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(context, buffer)
+        let this = &mut *self;
+        ready!(this.meter.poll_ready(context))?;
+        let before = buffer.filled().len();
+        ready!(Pin::new(&mut this.read).poll_read(context, buffer))?;
+        this.meter.record(&buffer.filled()[before..]);
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for Inbound {
     /// tungstenite writes its whole buffer of finished frames at once, and this takes
-    /// all of it, so the queue only ever holds whole frames.
+    /// all of it, so the queue only ever holds whole frames. A lone pong takes the
+    /// outbox's pong slot, which keeps only the latest.
     fn poll_write(
         self: Pin<&mut Self>,
         _context: &mut Context<'_>,
         frames: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.outbox.push(&wire::raw(frames));
+        let frame = wire::raw(frames);
+        if wire::is_lone_pong(&frame) {
+            self.outbox.push_pong(frame);
+        } else {
+            self.outbox.push(&frame);
+        }
         Poll::Ready(Ok(frames.len()))
     }
 

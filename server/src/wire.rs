@@ -6,6 +6,9 @@
 
 use std::sync::Arc;
 
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
+
 /// An encoded frame, shared by every connection that sends it. A thin `Arc` (8 bytes)
 /// because a burst can queue millions of these at once, one per recipient.
 pub type Frame = Arc<Vec<u8>>;
@@ -42,6 +45,18 @@ fn frame(opcode: u8, payload: &[u8]) -> Frame {
 /// Frames that tungstenite wrote (its answers to pings and close frames), as one.
 pub fn raw(frames: &[u8]) -> Frame {
     Arc::new(frames.to_vec())
+}
+
+/// Whether `frames` is exactly one pong frame.
+pub fn is_lone_pong(frames: &[u8]) -> bool {
+    let mut cursor = std::io::Cursor::new(frames);
+    match FrameHeader::parse(&mut cursor) {
+        Ok(Some((header, length))) => {
+            header.opcode == OpCode::Control(Control::Pong)
+                && cursor.position() + length == frames.len() as u64
+        }
+        _ => false,
+    }
 }
 
 /// A whole text message in one frame.
@@ -93,8 +108,17 @@ mod tests {
     }
 
     #[test]
+    fn lone_pongs_are_told_apart() {
+        assert!(is_lone_pong(&[0x8a, 2, b'h', b'i']));
+        assert!(is_lone_pong(&[0x8a, 0]));
+        assert!(!is_lone_pong(&[0x8a, 0, 0x8a, 0]), "two pongs");
+        assert!(!is_lone_pong(&close(1000, "")));
+        assert!(!is_lone_pong(&ping()));
+        assert!(!is_lone_pong(&[0x8a]), "a partial header");
+    }
+
+    #[test]
     fn frames_decode_with_tungstenite() {
-        use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
         for (encoded, length) in [(text("héllo"), 6), (close(1008, "slow consumer"), 15)] {
             let mut cursor = std::io::Cursor::new(&encoded[..]);
             let (header, parsed_length) = FrameHeader::parse(&mut cursor)

@@ -1,0 +1,259 @@
+//! The server's settings, their defaults, and the bounds outside which they cannot work.
+
+use std::time::Duration;
+
+use crate::meter::WireLimits;
+
+/// The server's settings. [`Config::default`] is what `chat-server` runs with when given
+/// no flags; [`Config::check`] says whether a setting cannot work.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The largest text message a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// How many bytes of frames may wait for one slow client before it is disconnected.
+    /// Raised, if need be, to hold at least one of the largest announcements.
+    pub max_queue_bytes: usize,
+    /// How often the server pings each client.
+    pub ping_interval: Duration,
+    /// A ping not answered within this (by a pong or any other frame) closes the client.
+    pub ping_timeout: Duration,
+    /// How long a client may take to send its HTTP request headers.
+    pub handshake_timeout: Duration,
+    /// How long a client may take from the first frame of a message to its last.
+    pub message_timeout: Duration,
+    /// The per-connection message rate, or `None` for no limit. Frames and bytes of any
+    /// kind are limited in proportion (see [`RateLimit::wire`]).
+    pub rate_limit: Option<RateLimit>,
+    /// The most WebSocket sessions at once; more are refused with HTTP 503.
+    pub max_connections: usize,
+    /// The most WebSocket sessions from one IP address, or `None` for no limit.
+    pub max_connections_per_ip: Option<usize>,
+    /// WebSocket handshakes per second from one IP address, or `None` for no limit.
+    pub handshake_rate_per_ip: Option<RateLimit>,
+    /// Origins allowed besides the defaults (none, the server's own, and on a loopback
+    /// listener `null` and `file://`); `*` allows every origin, `null` allows `null`
+    /// everywhere.
+    pub allowed_origins: Vec<String>,
+    /// Host names served besides IP addresses and `localhost`; `*` allows every name.
+    pub allowed_hosts: Vec<String>,
+    /// Serve `/echo` for the Autobahn conformance cases.
+    pub echo: bool,
+    /// Share the room with other nodes through this Redis (`redis://host:port[/db]`).
+    pub redis_url: Option<String>,
+    /// In a cluster, how long a node may go unheard before the others announce its
+    /// members' leaves.
+    pub presence_ttl: Duration,
+    /// How long shutdown may take to close every client before `run` returns anyway.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            max_queue_bytes: 1024 * 1024,
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            message_timeout: Duration::from_secs(20),
+            rate_limit: Some(RateLimit {
+                per_second: 20.0,
+                burst: 40,
+            }),
+            max_connections: 10_000,
+            max_connections_per_ip: Some(1000),
+            handshake_rate_per_ip: Some(RateLimit {
+                per_second: 20.0,
+                burst: 200,
+            }),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            echo: false,
+            redis_url: None,
+            presence_ttl: Duration::from_secs(6),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A rate: `per_second` on average, up to `burst` at once after a quiet spell.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// Frames of any kind a connection may send per message of its rate limit: room for
+/// fragmented messages and pings, while a flood of empty frames is read slowly.
+const FRAMES_PER_MESSAGE: f64 = 4.0;
+
+impl RateLimit {
+    /// The slowest rate that is not a mistake: one a minute.
+    pub const MIN_PER_SECOND: f64 = 1.0 / 60.0;
+
+    /// The frames and bytes a connection may send under this message rate: up to
+    /// [`FRAMES_PER_MESSAGE`] frames a message, and as many bytes as that many
+    /// messages of the largest size.
+    pub fn wire(&self, max_message_bytes: usize) -> WireLimits {
+        let burst = f64::from(self.burst.max(1));
+        let largest = max_message_bytes as f64;
+        WireLimits {
+            frames_per_second: self.per_second * FRAMES_PER_MESSAGE,
+            frame_burst: burst * FRAMES_PER_MESSAGE,
+            bytes_per_second: self.per_second * largest,
+            byte_burst: burst * largest,
+        }
+    }
+}
+
+/// A setting that cannot work, and why.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InvalidConfig {
+    #[error("{name} must be between {min:?} and {max:?}")]
+    OutOfRange {
+        name: &'static str,
+        min: Duration,
+        max: Duration,
+    },
+    #[error("{name} must be at least {min} a second, or off")]
+    RateTooLow { name: &'static str, min: f64 },
+    #[error("{name} must be at least 1")]
+    Zero { name: &'static str },
+}
+
+/// The longest any timer may be set to: longer is a mistake, and far longer would
+/// overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A pong needs a network round trip: a timeout shorter than this would close healthy
+/// clients on any real network.
+pub const MIN_PING_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Pings more often than this would cost more than the connections they keep.
+pub const MIN_PING_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Redis expires keys in a background cycle about ten times a second, and a node's
+/// heartbeat every third of the TTL has to reach it in time.
+pub const MIN_PRESENCE_TTL: Duration = Duration::from_secs(1);
+
+impl Config {
+    /// Whether every setting can work.
+    pub fn check(&self) -> Result<(), InvalidConfig> {
+        let durations = [
+            ("ping interval", self.ping_interval, MIN_PING_INTERVAL),
+            ("ping timeout", self.ping_timeout, MIN_PING_TIMEOUT),
+            (
+                "handshake timeout",
+                self.handshake_timeout,
+                Duration::from_millis(1),
+            ),
+            (
+                "message timeout",
+                self.message_timeout,
+                Duration::from_millis(1),
+            ),
+            ("presence TTL", self.presence_ttl, MIN_PRESENCE_TTL),
+            ("shutdown timeout", self.shutdown_timeout, Duration::ZERO),
+        ];
+        for (name, value, min) in durations {
+            if !(min..=MAX_DURATION).contains(&value) {
+                let max = MAX_DURATION;
+                return Err(InvalidConfig::OutOfRange { name, min, max });
+            }
+        }
+        let rates = [
+            ("rate limit", self.rate_limit),
+            ("handshake rate per IP", self.handshake_rate_per_ip),
+        ];
+        for (name, rate) in rates {
+            if let Some(rate) = rate
+                && !(rate.per_second >= RateLimit::MIN_PER_SECOND && rate.per_second.is_finite())
+            {
+                let min = RateLimit::MIN_PER_SECOND;
+                return Err(InvalidConfig::RateTooLow { name, min });
+            }
+        }
+        let counts = [
+            ("max message bytes", self.max_message_bytes),
+            ("max queue bytes", self.max_queue_bytes),
+            ("max connections", self.max_connections),
+            (
+                "max connections per IP",
+                self.max_connections_per_ip.unwrap_or(1),
+            ),
+        ];
+        if let Some((name, _)) = counts.into_iter().find(|(_, count)| *count == 0) {
+            return Err(InvalidConfig::Zero { name });
+        }
+        Ok(())
+    }
+
+    /// The outbox bound in force: `max_queue_bytes`, but never less than one announcement
+    /// of the largest message, which would otherwise evict every member on arrival.
+    pub(crate) fn queue_bytes(&self) -> usize {
+        let largest_announcement = chat::Announcement::longest_said(self.max_message_bytes);
+        self.max_queue_bytes.max(largest_announcement)
+    }
+
+    /// The limits on frames and bytes each connection may send.
+    pub(crate) fn wire_limits(&self) -> Option<WireLimits> {
+        self.rate_limit
+            .map(|limit| limit.wire(self.max_message_bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_work() {
+        assert_eq!(Config::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_named() {
+        let zero_pings = Config {
+            ping_interval: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(matches!(
+            zero_pings.check(),
+            Err(InvalidConfig::OutOfRange {
+                name: "ping interval",
+                ..
+            })
+        ));
+        let hasty = Config {
+            ping_timeout: Duration::from_millis(5),
+            ..Config::default()
+        };
+        assert!(hasty.check().is_err());
+        let glacial = Config {
+            rate_limit: Some(RateLimit {
+                per_second: 1e-30,
+                burst: 1,
+            }),
+            ..Config::default()
+        };
+        assert!(matches!(
+            glacial.check(),
+            Err(InvalidConfig::RateTooLow { .. })
+        ));
+        let blink = Config {
+            presence_ttl: Duration::from_millis(500),
+            ..Config::default()
+        };
+        assert!(blink.check().is_err());
+        let nobody = Config {
+            max_connections: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            nobody.check(),
+            Err(InvalidConfig::Zero {
+                name: "max connections"
+            })
+        );
+    }
+}
