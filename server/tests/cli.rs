@@ -56,6 +56,34 @@ fn bad_flags_are_refused_with_a_usage_error() {
 }
 
 #[test]
+fn settings_that_cannot_work_are_refused_at_start() {
+    for (flag, value) in [
+        ("--ping-interval", "0"),
+        ("--ping-timeout", "0"),
+        ("--ping-timeout", "0.01"),
+        ("--ping-interval", "1e30"),
+        ("--rate-limit", "1e-30"),
+        ("--rate-limit", "-1"),
+        ("--rate-limit", "NaN"),
+        ("--presence-ttl", "0.5"),
+        ("--handshake-timeout", "0"),
+        ("--message-timeout", "0"),
+        ("--max-connections", "0"),
+        ("--handshake-rate-per-ip", "inf"),
+    ] {
+        let output = chat_server()
+            .args([&format!("{flag}={value}"), "--port", "0"])
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
 fn the_port_can_come_from_the_environment() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("address").port();

@@ -1,0 +1,452 @@
+//! Keepalive and the limits on what one client can make the server do, over real
+//! sockets: quiet readers stay, dead peers go, floods of any kind of frame are slowed,
+//! and one address cannot take every place.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chat_server::{Config, RateLimit};
+use common::{Client, PATIENCE, TestServer, upgrade_request, within};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+
+fn unlimited() -> Config {
+    Config {
+        rate_limit: None,
+        ..Config::default()
+    }
+}
+
+/// A client frame as it goes on the wire: masked, with `payload`.
+fn client_frame(opcode: OpCode, payload: &[u8], is_final: bool) -> Vec<u8> {
+    let mut frame = Frame::message(payload.to_vec(), OpCode::Data(Data::Text), is_final);
+    *frame.header_mut() = FrameHeader {
+        is_final,
+        opcode,
+        mask: Some([7, 7, 7, 7]),
+        ..FrameHeader::default()
+    };
+    let mut bytes = Vec::new();
+    frame.format(&mut bytes).expect("format a frame");
+    bytes
+}
+
+/// A raw connection that has completed the handshake for `/ws/<id>`, with a small
+/// receive buffer, so that what it does not read soon backs up into the server.
+async fn raw_member(server: &TestServer, id: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    let mut stream = socket.connect(server.address).await.expect("connect");
+    stream
+        .write_all(upgrade_request(&format!("/ws/{id}")).as_bytes())
+        .await
+        .expect("handshake");
+    // The 101 head, then the member's own join frame.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        within("the 101", stream.read_exact(&mut byte))
+            .await
+            .expect("read");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    stream
+}
+
+#[tokio::test]
+async fn a_quiet_reader_outlives_many_pings_when_the_timeout_equals_the_interval() {
+    // The defaults' shape (interval = timeout), scaled down. A deadline counted from the
+    // start of the session instead of from each ping would close this reader at once.
+    let server = TestServer::start_with(Config {
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(200),
+        ..Config::default()
+    })
+    .await;
+    let mut quiet = server.join("1", "1").await;
+    let until = Instant::now() + Duration::from_millis(2000);
+    let mut pings = 0;
+    while let Ok(frame) = tokio::time::timeout_at(until.into(), quiet.socket.next()).await {
+        match frame {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("expected only pings, got {other:?}"),
+        }
+    }
+    assert!(pings >= 5, "pinged every interval: {pings}");
+    quiet.send("still here").await;
+    assert_eq!(quiet.recv().await, "Client #1: still here");
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_is_closed_one_timeout_after_an_unanswered_ping() {
+    let server = TestServer::start_with(Config {
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await;
+    let mut watcher = server.join("1", "1").await;
+    // Connected and joined, then never reads or writes again.
+    let _dead = raw_member(&server, "2").await;
+    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    let joined = Instant::now();
+    assert_eq!(watcher.recv().await, "Client #2 has left the chat");
+    // First ping at 300 ms, unanswered by 600 ms.
+    let elapsed = joined.elapsed();
+    assert!(elapsed >= Duration::from_millis(550), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_ping_flood_from_a_client_that_never_reads_keeps_only_the_latest_pong() {
+    let server = TestServer::start_with(unlimited()).await;
+    let mut watcher = server.join("1", "1").await;
+    let mut flooder = raw_member(&server, "2").await;
+    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+
+    // 200 000 pings of 125 bytes (25 MB), far more than the socket buffers hold, each
+    // numbered; the flooder reads nothing meanwhile.
+    const PINGS: u32 = 200_000;
+    let mut burst = Vec::new();
+    for n in 0..PINGS {
+        let mut payload = format!("{n:>10}").into_bytes();
+        payload.resize(125, b'.');
+        burst.extend(client_frame(OpCode::Control(Control::Ping), &payload, true));
+        if burst.len() > 1 << 20 {
+            within("the flood to be read", flooder.write_all(&burst))
+                .await
+                .expect("flood");
+            burst.clear();
+        }
+    }
+    within("the flood to be read", flooder.write_all(&burst))
+        .await
+        .expect("flood");
+
+    // The flooder was not closed, and the room heard nothing of it: reading at last,
+    // it finds its own join, pongs up to the one answering the last ping, and far
+    // fewer of them than pings, since an unsent pong is replaced by the next.
+    let mut socket = WebSocketStream::from_raw_socket(flooder, Role::Client, None).await;
+    let last = format!("{:>10}", PINGS - 1);
+    let mut pongs = 0;
+    loop {
+        match within("the last pong", socket.next()).await {
+            Some(Ok(Message::Pong(payload))) => {
+                pongs += 1;
+                if payload.starts_with(last.as_bytes()) {
+                    break;
+                }
+            }
+            Some(Ok(Message::Text(text))) => {
+                assert_eq!(text.as_str(), "Client #2 has entered the chat");
+            }
+            other => panic!("expected pongs, got {other:?} after {pongs}"),
+        }
+    }
+    eprintln!("{pongs} pongs for {PINGS} pings");
+    assert!(pongs < PINGS / 2, "{pongs} pongs for {PINGS} pings");
+    watcher.expect_silence().await;
+}
+
+#[tokio::test]
+async fn continuation_frames_and_pings_are_metered_like_messages() {
+    // 25 messages a second allows 100 frames a second, 20 at once.
+    let server = TestServer::start_with(Config {
+        rate_limit: Some(RateLimit {
+            per_second: 25.0,
+            burst: 5,
+        }),
+        ..Config::default()
+    })
+    .await;
+    let mut watcher = server.join("1", "1").await;
+    let mut sender = raw_member(&server, "2").await;
+    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+
+    // One message in 400 frames, with 100 pings among them: 500 frames of 6 or 7 bytes.
+    // The server reads at most 1 KiB (about 170 of them) at a time and pays for each
+    // read before the next, so the last read is free: 20 at once, then at least 310 at
+    // 100 a second, 3.1 s whatever the machine. Unmetered, this takes milliseconds.
+    let started = Instant::now();
+    let mut burst = client_frame(OpCode::Data(Data::Text), b"x", false);
+    for n in 0..398 {
+        burst.extend(client_frame(OpCode::Data(Data::Continue), b"", false));
+        if n % 4 == 0 {
+            burst.extend(client_frame(OpCode::Control(Control::Ping), b"", true));
+        }
+    }
+    burst.extend(client_frame(OpCode::Data(Data::Continue), b"y", true));
+    sender.write_all(&burst).await.expect("send");
+    assert_eq!(watcher.recv().await, "Client #2: xy");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(2800), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_message_left_unfinished_is_closed_after_the_message_timeout() {
+    let server = TestServer::start_with(Config {
+        message_timeout: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await;
+    // The first fragment of a message, and never the rest.
+    let first_fragment = async |client: &mut Client| {
+        let frame = Frame::message("Hel", OpCode::Data(Data::Text), false);
+        client.socket.send(Message::Frame(frame)).await.unwrap();
+    };
+    let reason = closes_with(&server, first_fragment, CloseCode::Policy).await;
+    assert_eq!(reason, "message not finished in time");
+
+    // A single frame whose payload trickles in and stops.
+    let mut watcher = server.join("3", "3").await;
+    let mut trickler = raw_member(&server, "4").await;
+    assert_eq!(watcher.recv().await, "Client #4 has entered the chat");
+    let frame = client_frame(OpCode::Data(Data::Text), &[b'z'; 100], true);
+    trickler.write_all(&frame[..20]).await.expect("send");
+    assert_eq!(watcher.recv().await, "Client #4 has left the chat");
+
+    // A message that is finished in time is not affected, however it is split.
+    let mut slow = server.join("5", "5").await;
+    for (text, is_final) in [("a", false), ("b", true)] {
+        let opcode = if text == "a" {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let frame = Frame::message(text, opcode, is_final);
+        slow.socket.send(Message::Frame(frame)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(slow.recv().await, "Client #5: ab");
+}
+
+/// Joins a watcher and a culprit, has the culprit `misbehave`, and checks its close
+/// code, that the watcher sees only its join and leave, and that the room still works.
+async fn closes_with(
+    server: &TestServer,
+    misbehave: impl AsyncFnOnce(&mut Client),
+    code: CloseCode,
+) -> String {
+    let mut watcher = server.join("1", "1").await;
+    let mut culprit = server.join("2", "2").await;
+    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    misbehave(&mut culprit).await;
+    let (frame, texts) = culprit.recv_until_close().await;
+    let frame = frame.expect("a close frame");
+    assert_eq!(frame.code, code, "{frame:?}");
+    assert!(texts.is_empty(), "nothing was relayed: {texts:?}");
+    assert_eq!(watcher.recv().await, "Client #2 has left the chat");
+    watcher.send("still alive").await;
+    assert_eq!(watcher.recv().await, "Client #1: still alive");
+    watcher.close().await;
+    frame.reason.to_string()
+}
+
+#[tokio::test]
+async fn a_sender_faster_than_its_own_reading_is_slowed_not_evicted() {
+    let server = TestServer::start_with(Config {
+        max_queue_bytes: 64 * 1024,
+        ..unlimited()
+    })
+    .await;
+    let client = server.join("1", "1").await;
+    let (mut sending, mut reading) = client.socket.split();
+    // 300 messages of 16 KiB, sent as fast as TCP takes them, while the same client
+    // reads its echoes back at a slower pace: its echoes alone are 75 times its queue.
+    const MESSAGES: usize = 300;
+    let chunk = "z".repeat(16 * 1024);
+    let sender = async {
+        for _ in 0..MESSAGES {
+            sending
+                .send(Message::text(chunk.clone()))
+                .await
+                .expect("send");
+        }
+    };
+    let reader = async {
+        let mut echoes = 0;
+        while echoes < MESSAGES {
+            match within("an echo", reading.next()).await {
+                Some(Ok(Message::Text(text))) => {
+                    assert!(text.ends_with(chunk.as_str()), "{}", &text[..40]);
+                    echoes += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Some(Ok(Message::Ping(_))) => {}
+                other => panic!("expected echoes, got {other:?} after {echoes}"),
+            }
+        }
+        echoes
+    };
+    let ((), echoes) = tokio::join!(sender, reader);
+    assert_eq!(echoes, MESSAGES);
+
+    // A client that reads nothing while the room talks is still evicted.
+    let server = TestServer::start_with(Config {
+        max_queue_bytes: 64 * 1024,
+        ..unlimited()
+    })
+    .await;
+    let mut deaf = server.join("1", "1").await;
+    let mut talker = server.join("2", "2").await;
+    let mut sent = 0;
+    loop {
+        assert!(sent < 10_000, "the deaf client was never dropped");
+        talker.send(&chunk).await;
+        sent += 1;
+        let echo = talker.recv().await;
+        if echo == "Client #1 has left the chat" {
+            break;
+        }
+    }
+    let (frame, _) = deaf.recv_until_close().await;
+    assert_eq!(frame.expect("a close frame").reason, "slow consumer");
+}
+
+#[tokio::test]
+async fn upgrades_over_http_1_0_are_refused() {
+    let server = TestServer::start().await;
+    let request = upgrade_request("/ws/1").replacen("HTTP/1.1", "HTTP/1.0", 1);
+    let response = server.http(&request).await;
+    assert_eq!(response.status, 400, "{response:?}");
+    assert!(response.body.contains("HTTP/1.1"), "{}", response.body);
+    assert!(
+        metrics(&server)
+            .await
+            .contains("chat_refused_handshakes_total{reason=\"http_version\"} 1")
+    );
+}
+
+async fn metrics(server: &TestServer) -> String {
+    server
+        .http("GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .body
+}
+
+fn with_host_and_origin(path: &str, host: &str, origin: &str) -> String {
+    upgrade_request(path).replacen(
+        "Host: localhost\r\n",
+        &format!("Host: {host}\r\nOrigin: {origin}\r\n"),
+        1,
+    )
+}
+
+#[tokio::test]
+async fn only_ip_literals_localhost_and_listed_hosts_are_served() {
+    let server = TestServer::start().await;
+    // DNS rebinding: a page on attacker.example whose name now points here.
+    let rebound = with_host_and_origin(
+        "/ws/1",
+        "attacker.example:8000",
+        "http://attacker.example:8000",
+    );
+    let response = server.http(&rebound).await;
+    assert_eq!(response.status, 403, "{response:?}");
+    assert!(
+        response.body.contains("--allowed-host"),
+        "{}",
+        response.body
+    );
+    let page = server
+        .http("GET / HTTP/1.1\r\nHost: attacker.example\r\n\r\n")
+        .await;
+    assert_eq!(page.status, 403);
+    for host in ["127.0.0.1:8000", "localhost:8000", "[::1]:8000"] {
+        let own = with_host_and_origin("/ws/1", host, &format!("http://{host}"));
+        assert_eq!(server.http(&own).await.status, 101, "{host}");
+    }
+    assert!(
+        metrics(&server)
+            .await
+            .contains("chat_refused_handshakes_total{reason=\"host\"} 2")
+    );
+
+    let named = TestServer::start_with(Config {
+        allowed_hosts: vec!["chat.example.org".into()],
+        ..Config::default()
+    })
+    .await;
+    let listed = with_host_and_origin("/ws/1", "chat.example.org", "http://chat.example.org");
+    assert_eq!(named.http(&listed).await.status, 101);
+    assert_eq!(named.http(&rebound).await.status, 403);
+}
+
+#[tokio::test]
+async fn pages_from_disk_are_let_in_over_loopback() {
+    let server = TestServer::start().await;
+    for origin in ["null", "file://"] {
+        let from_disk = upgrade_request("/ws/1").replacen(
+            "\r\n\r\n",
+            &format!("\r\nOrigin: {origin}\r\n\r\n"),
+            1,
+        );
+        assert_eq!(server.http(&from_disk).await.status, 101, "{origin}");
+    }
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_place() {
+    let server = TestServer::start_with(Config {
+        max_connections_per_ip: Some(2),
+        ..Config::default()
+    })
+    .await;
+    let first = server.join("1", "1").await;
+    let _second = server.join("2", "2").await;
+    let response = server.http(&upgrade_request("/ws/3")).await;
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(
+        response
+            .body
+            .contains("too many connections from your address"),
+        "{}",
+        response.body
+    );
+    first.close().await;
+    let started = Instant::now();
+    while server.http(&upgrade_request("/ws/3")).await.status != 101 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        metrics(&server)
+            .await
+            .contains("chat_refused_handshakes_total{reason=\"per_ip_connections\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn one_address_cannot_open_connections_faster_than_its_rate() {
+    let server = TestServer::start_with(Config {
+        handshake_rate_per_ip: Some(RateLimit {
+            per_second: 1.0,
+            burst: 3,
+        }),
+        ..Config::default()
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(server.http(&upgrade_request("/ws/1")).await.status, 101);
+    }
+    let response = server.http(&upgrade_request("/ws/1")).await;
+    assert_eq!(response.status, 429, "{response:?}");
+    assert_eq!(response.header("retry-after"), Some("1"));
+    assert!(
+        metrics(&server)
+            .await
+            .contains("chat_refused_handshakes_total{reason=\"per_ip_rate\"} 1")
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(server.http(&upgrade_request("/ws/1")).await.status, 101);
+}
