@@ -3,238 +3,20 @@
 //! Ignored by a bare `cargo test` so that it stays hermetic; `.ci/run` installs chromium
 //! and chromium-driver and runs these with `cargo test -- --include-ignored`.
 
+mod chromium;
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use chat_server::Config;
-use common::{PATIENCE, TestServer, within};
-use fantoccini::{Client as Page, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
-use serde_json::{Value, json};
+use chromium::*;
+use common::{TestServer, within};
+use fantoccini::Locator;
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
-
-/// A chromedriver process on a free port.
-struct ChromeDriver {
-    port: u16,
-    _process: Child,
-}
-
-impl ChromeDriver {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let process = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver is installed (apt-get install chromium-driver)");
-        within("chromedriver to listen", async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        Self {
-            port,
-            _process: process,
-        }
-    }
-
-    /// A fresh headless Chromium with its own profile, `width` by `height`.
-    async fn open(&self, width: u32, height: u32) -> Page {
-        self.open_with(width, height, json!({})).await
-    }
-
-    /// A phone: Chromium's mobile emulation, since a desktop window cannot be narrower
-    /// than 500 pixels.
-    async fn open_phone(&self, width: u32, height: u32) -> Page {
-        let metrics =
-            json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2 } });
-        self.open_with(width, height, metrics).await
-    }
-
-    async fn open_with(&self, width: u32, height: u32, mobile_emulation: Value) -> Page {
-        let profile = std::env::temp_dir().join(format!(
-            "chat-browser-test-{}-{}",
-            std::process::id(),
-            unique_suffix()
-        ));
-        let capabilities = json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "mobileEmulation": mobile_emulation,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                    format!("--user-data-dir={}", profile.display()),
-                    format!("--window-size={width},{height}"),
-                ],
-            }
-        });
-        let Value::Object(capabilities) = capabilities else {
-            unreachable!()
-        };
-        // chromedriver may take connections a moment before it serves them.
-        let mut attempts = 0;
-        loop {
-            let session = ClientBuilder::new(HttpConnector::new())
-                .capabilities(capabilities.clone())
-                .connect(&format!("http://127.0.0.1:{}", self.port))
-                .await;
-            match session {
-                Ok(page) => return page,
-                Err(error) if attempts < 5 => {
-                    attempts += 1;
-                    eprintln!("no chromium session yet ({error}); retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(error) => panic!("no chromium session: {error}"),
-            }
-        }
-    }
-}
-
-/// Nanoseconds since 1970: a profile directory name no other run uses.
-fn unique_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos())
-}
-
-/// The texts of the page's messages, in order.
-async fn messages(page: &Page) -> Vec<String> {
-    let texts = page
-        .execute(
-            "return Array.from(document.querySelectorAll('#messages li'), li => li.textContent);",
-            vec![],
-        )
-        .await
-        .expect("read the messages");
-    serde_json::from_value(texts).expect("a list of strings")
-}
-
-async fn eval(page: &Page, script: &str) -> Value {
-    page.execute(script, vec![]).await.expect(script)
-}
-
-/// Waits until `condition` holds for the page's messages.
-async fn wait_until(page: &Page, what: &str, condition: impl Fn(&[String]) -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let shown = messages(page).await;
-        if condition(&shown) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the page never showed {what}; it shows {shown:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_for_message(page: &Page, text: &str) {
-    wait_until(page, text, |shown| shown.iter().any(|shown| shown == text)).await;
-}
-
-async fn wait_for_status(page: &Page, text: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let status = page
-            .find(Locator::Id("status"))
-            .await
-            .expect("#status")
-            .text()
-            .await
-            .expect("status text");
-        if status.contains(text) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status never said {text:?}: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn client_id(page: &Page) -> String {
-    page.find(Locator::Id("ws-id"))
-        .await
-        .expect("#ws-id")
-        .text()
-        .await
-        .expect("the id")
-}
-
-/// Puts `text` in the input and presses Enter. The value is set by script because
-/// chromedriver cannot type characters outside the Basic Multilingual Plane (emoji).
-async fn say(page: &Page, text: &str) {
-    page.execute(
-        "document.getElementById('messageText').value = arguments[0];",
-        vec![json!(text)],
-    )
-    .await
-    .expect("set the input");
-    press_enter(page).await;
-}
-
-async fn press_enter(page: &Page) {
-    page.find(Locator::Id("messageText"))
-        .await
-        .expect("#messageText")
-        .send_keys("\u{E007}")
-        .await
-        .expect("press Enter");
-}
-
-async fn input_value(page: &Page) -> String {
-    eval(page, "return document.getElementById('messageText').value;")
-        .await
-        .as_str()
-        .expect("a string")
-        .to_owned()
-}
-
-fn artifacts() -> PathBuf {
-    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
-    std::fs::create_dir_all(&directory).expect("target/browser");
-    directory
-}
-
-async fn screenshot(page: &Page, name: &str) {
-    let png = page.screenshot().await.expect("a screenshot");
-    std::fs::write(artifacts().join(name), png).expect("save the screenshot");
-}
-
-/// The `chat-tui` binary that `cargo test --workspace` built beside this test.
-fn chat_tui_binary() -> PathBuf {
-    let deps = std::env::current_exe().expect("the test binary");
-    let binary = deps
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("chat-tui");
-    assert!(
-        binary.exists(),
-        "{} is missing: run the tests with --workspace",
-        binary.display()
-    );
-    binary
-}
+use tokio::process::Command;
 
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
@@ -418,9 +200,7 @@ async fn the_page_fits_a_phone_screen() {
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
 async fn pages_opened_from_disk_work_against_port_8000() {
-    let listener = TcpListener::bind("127.0.0.1:8000")
-        .await
-        .expect("port 8000 is free for this test");
+    let listener = port_8000().await;
     let server = TestServer::start_on(listener, Config::default());
     let driver = ChromeDriver::start().await;
     let mut watcher = server.join("900", "900").await;

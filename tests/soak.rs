@@ -1,0 +1,307 @@
+//! The defaults soak: the real `chat-server` binary with no flags, and a quiet client of
+//! every kind we ship or claim to work with, left idle for longer than two of the
+//! default ping intervals. Nobody is closed, nobody reconnects, and afterwards everyone
+//! still chats.
+//!
+//! Ignored by a bare `cargo test` (it takes 80 s and needs Chromium and port 8000);
+//! `.ci/run` runs it beside the other tests.
+
+mod chromium;
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chromium::{ChromeDriver, chat_server_binary, chat_tui_binary, port_8000, say};
+use chromium::{client_id, wait_for_message};
+use common::{PATIENCE, within};
+use fantoccini::Locator;
+use futures_util::{SinkExt, StreamExt};
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Longer than two of the default 30 s ping intervals, and than the 30 s ping timeout
+/// counted from the second ping.
+const SOAK: Duration = Duration::from_secs(80);
+
+/// Lines something printed, collected as they come.
+type Lines = Arc<Mutex<Vec<String>>>;
+
+fn lines_containing(lines: &Lines, text: &str) -> Vec<String> {
+    let lines = lines.lock().unwrap();
+    lines
+        .iter()
+        .filter(|line| line.contains(text))
+        .cloned()
+        .collect()
+}
+
+async fn wait_for_line(lines: &Lines, what: &str, text: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while lines_containing(lines, text).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} never printed {text:?}: {:?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Collects the lines `reader` gives into a shared list, in a task of its own.
+fn collect_lines(reader: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Lines {
+    let lines = Lines::default();
+    let sink = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// `chat-server` with no flags at all: 127.0.0.1:8000 and every default. Another test
+/// may hold port 8000 for a while, so this waits its turn.
+async fn default_server() -> (Child, Lines) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        drop(port_8000().await);
+        let mut server = Command::new(chat_server_binary())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chat-server");
+        let log = collect_lines(server.stderr.take().expect("stderr"));
+        let started = Instant::now();
+        loop {
+            if !lines_containing(&log, "chat page:").is_empty() {
+                return (server, log);
+            }
+            if let Some(status) = server.try_wait().expect("wait") {
+                assert!(Instant::now() < deadline, "chat-server exited {status}");
+                eprintln!("chat-server exited ({status}); port 8000 taken again? retrying");
+                break;
+            }
+            assert!(started.elapsed() < PATIENCE, "chat-server never started");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// `chat-tui` in a real pseudo-terminal, its screen kept by a vt100 parser.
+struct Terminal {
+    screen: Arc<Mutex<vt100::Parser>>,
+    keyboard: Arc<Mutex<Box<dyn Write + Send>>>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    _master: Box<dyn portable_pty::MasterPty + Send>,
+}
+
+impl Terminal {
+    fn start(args: &[&str]) -> Self {
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows: 30,
+                cols: 100,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("open a pty");
+        let mut command = CommandBuilder::new(chat_tui_binary());
+        command.args(args);
+        command.env("TERM", "xterm-256color");
+        let child = pty.slave.spawn_command(command).expect("spawn chat-tui");
+        drop(pty.slave);
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(30, 100, 0)));
+        let keyboard = Arc::new(Mutex::new(pty.master.take_writer().expect("pty writer")));
+        let mut output = pty.master.try_clone_reader().expect("pty reader");
+        let (feed, answer) = (screen.clone(), keyboard.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            while let Ok(read) = output.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                let mut parser = feed.lock().unwrap();
+                parser.process(&buffer[..read]);
+                // Answer cursor-position queries as a real terminal does.
+                if buffer[..read].windows(4).any(|window| window == b"\x1b[6n") {
+                    let (row, column) = parser.screen().cursor_position();
+                    let reply = format!("\x1b[{};{}R", row + 1, column + 1);
+                    let mut keyboard = answer.lock().unwrap();
+                    let _ = keyboard.write_all(reply.as_bytes());
+                    let _ = keyboard.flush();
+                }
+            }
+        });
+        Self {
+            screen,
+            keyboard,
+            child,
+            _master: pty.master,
+        }
+    }
+
+    fn contents(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    async fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.contents().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the terminal never showed {text:?}:\n{}",
+                self.contents()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        let mut keyboard = self.keyboard.lock().unwrap();
+        keyboard.write_all(keys.as_bytes()).expect("type");
+        keyboard.flush().expect("flush");
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes 80 s and needs chromium, chromium-driver and port 8000; .ci/run runs it"]
+async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags() {
+    let (mut server, log) = default_server().await;
+
+    // A plain WebSocket client (tungstenite answers pings by itself while it reads).
+    let (socket, _) = within(
+        "the watcher's handshake",
+        tokio_tungstenite::connect_async("ws://127.0.0.1:8000/ws/1"),
+    )
+    .await
+    .expect("connect the watcher");
+    let (mut watcher_out, mut watcher_in) = socket.split();
+    let heard = Lines::default();
+    let heard_by_watcher = heard.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = watcher_in.next().await {
+            if let Message::Text(text) = frame {
+                heard_by_watcher.lock().unwrap().push(text.to_string());
+            }
+        }
+        heard_by_watcher
+            .lock()
+            .unwrap()
+            .push("(watcher disconnected)".into());
+    });
+    wait_for_line(&heard, "the watcher", "Client #1 has entered the chat").await;
+
+    // chat-tui in a terminal, and in pipe mode.
+    let mut terminal = Terminal::start(&["--id", "2"]);
+    terminal.wait_for("● connected · id 2").await;
+    let mut pipe = Command::new(chat_tui_binary())
+        .args(["--plain", "--id", "3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chat-tui --plain");
+    let piped = collect_lines(pipe.stdout.take().expect("stdout"));
+    let mut pipe_input = pipe.stdin.take().expect("stdin");
+
+    // Our page, served by the server, and the tutorial's page opened from disk.
+    let driver = ChromeDriver::start().await;
+    let page = driver.open(900, 600).await;
+    page.goto("http://127.0.0.1:8000/")
+        .await
+        .expect("open the page");
+    let page_id = client_id(&page).await;
+    let tutorial = driver.open(900, 600).await;
+    let tutorial_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tutorial_page.html");
+    tutorial
+        .goto(&format!("file://{}", tutorial_file.display()))
+        .await
+        .expect("open the tutorial's page");
+    let tutorial_id = client_id(&tutorial).await;
+
+    for id in ["2", "3", &page_id, &tutorial_id] {
+        wait_for_line(
+            &heard,
+            "the watcher",
+            &format!("Client #{id} has entered the chat"),
+        )
+        .await;
+    }
+    let before = heard.lock().unwrap().len();
+    eprintln!("five clients joined; idling for {SOAK:?}");
+    tokio::time::sleep(SOAK).await;
+
+    let during: Vec<String> = heard.lock().unwrap()[before..].to_vec();
+    assert!(during.is_empty(), "while everyone was idle: {during:?}");
+    assert_eq!(
+        lines_containing(&log, " joined").len(),
+        5,
+        "{:?}",
+        log.lock().unwrap()
+    );
+    let left = lines_containing(&log, " left");
+    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        server.try_wait().expect("wait").is_none(),
+        "the server is running"
+    );
+    terminal.wait_for("● connected · id 2").await;
+
+    // Everyone still hears the room...
+    let after_soak = "Client #1: still here after the soak";
+    watcher_out
+        .send(Message::text("still here after the soak"))
+        .await
+        .expect("send");
+    terminal.wait_for(after_soak).await;
+    wait_for_line(&piped, "chat-tui --plain", after_soak).await;
+    wait_for_message(&page, after_soak).await;
+    wait_for_message(&tutorial, after_soak).await;
+
+    // ...and is heard by it.
+    terminal.type_keys("from the terminal\r");
+    pipe_input
+        .write_all(b"from the pipe\n")
+        .await
+        .expect("write to chat-tui --plain");
+    say(&page, "from the page").await;
+    tutorial
+        .find(Locator::Id("messageText"))
+        .await
+        .expect("#messageText")
+        .send_keys("from the tutorial page\u{E007}")
+        .await
+        .expect("type");
+    let expected: BTreeSet<String> = [
+        "Client #2: from the terminal".to_owned(),
+        "Client #3: from the pipe".to_owned(),
+        format!("Client #{page_id}: from the page"),
+        format!("Client #{tutorial_id}: from the tutorial page"),
+    ]
+    .into();
+    for line in &expected {
+        wait_for_line(&heard, "the watcher", line).await;
+    }
+    let everything: Vec<String> = heard.lock().unwrap()[before..].to_vec();
+    assert_eq!(everything.len(), 1 + expected.len(), "{everything:?}");
+
+    page.close().await.expect("close the page");
+    tutorial.close().await.expect("close the tutorial's page");
+    drop(pipe_input);
+    let _ = server.kill().await;
+}
