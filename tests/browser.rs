@@ -3,17 +3,13 @@
 //! Ignored by a bare `cargo test` so that it stays hermetic; `.ci/run` installs chromium
 //! and chromium-driver and runs these with `cargo test -- --include-ignored`.
 
-mod chromium;
-mod common;
-
-use std::path::Path;
 use std::process::Stdio;
 
 use chat_server::Config;
-use chromium::*;
-use common::{TestServer, within};
 use fantoccini::Locator;
 use serde_json::json;
+use testkit::chromium::*;
+use testkit::{TestServer, within};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;
@@ -204,7 +200,7 @@ async fn pages_opened_from_disk_work_against_port_8000() {
     let server = TestServer::start_on(listener, Config::default());
     let driver = ChromeDriver::start().await;
     let mut watcher = server.join("900", "900").await;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = testkit::repository();
 
     for page_file in ["client/index.html", "tests/tutorial_page.html"] {
         let page = driver.open(900, 600).await;

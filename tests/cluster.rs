@@ -4,14 +4,12 @@
 //! `redis-server` and runs these with `--include-ignored`. Each test starts its own Redis
 //! on a free port.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chat_server::Config;
-use common::{Client, PATIENCE, TestServer, assert_one_order, raw_http};
+use testkit::{Client, PATIENCE, TestServer, assert_one_order, raw_http};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -246,7 +244,7 @@ async fn nodes_ride_out_a_redis_restart() {
     closed_for_the_outage([&mut alice, &mut bob]).await;
     let reason = wait_healthy(&one, 503).await;
     assert!(reason.contains("Redis"), "{reason}");
-    let refused = one.http(&common::upgrade_request("/ws/3")).await;
+    let refused = one.http(&testkit::upgrade_request("/ws/3")).await;
     assert_eq!(refused.status, 503);
 
     redis.restart().await;

@@ -1,13 +1,11 @@
 //! Bad clients and faults, over real sockets: each gets the right close code or HTTP
 //! status, and the rest of the room carries on.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use chat_server::{Config, RateLimit};
-use common::{Client, PATIENCE, TestServer, upgrade_request, within};
 use futures_util::{SinkExt, StreamExt};
+use testkit::{Client, PATIENCE, TestServer, upgrade_request, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;

@@ -1,9 +1,7 @@
 //! The tutorial's protocol, byte for byte, over real sockets against an in-process server.
 
-mod common;
-
 use chat_server::Config;
-use common::{TestServer, assert_one_order, upgrade_request};
+use testkit::{TestServer, assert_one_order, upgrade_request};
 use tokio::io::AsyncWriteExt;
 
 /// The tutorial's `test_websocket_broadcast`, ported exactly.

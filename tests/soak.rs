@@ -6,22 +6,18 @@
 //! Ignored by a bare `cargo test` (it takes 80 s and needs Chromium and port 8000);
 //! `.ci/run` runs it beside the other tests.
 
-mod chromium;
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chromium::{ChromeDriver, chat_server_binary, chat_tui_binary, port_8000, say};
-use chromium::{client_id, wait_for_message};
-use common::{PATIENCE, within};
 use fantoccini::Locator;
 use futures_util::{SinkExt, StreamExt};
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use testkit::chromium::{ChromeDriver, chat_server_binary, chat_tui_binary, port_8000, say};
+use testkit::chromium::{client_id, wait_for_message};
+use testkit::{PATIENCE, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -227,7 +223,7 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
         .expect("open the page");
     let page_id = client_id(&page).await;
     let tutorial = driver.open(900, 600).await;
-    let tutorial_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tutorial_page.html");
+    let tutorial_file = testkit::repository().join("tests/tutorial_page.html");
     tutorial
         .goto(&format!("file://{}", tutorial_file.display()))
         .await

@@ -20,14 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{MultiplexedConnection, PubSub};
+use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
-use crate::room::Room;
+use crate::room::{Cluster, Epoch, Outgoing, Presence, Room};
 
 /// The one channel every announcement goes through.
 const CHANNEL: &str = "chat:room";
@@ -46,30 +46,26 @@ fn alive_key(node: &str) -> String {
     format!("chat:node:{node}:alive")
 }
 
-/// How a node stands with Redis. Each connection to Redis is a new epoch: members that
-/// joined in an earlier one were closed when it ended, and nothing of theirs is sent.
+/// How a node stands with Redis. Each connection to Redis is a new epoch
+/// ([`Epoch::Connection`]): members that joined in an earlier one were closed when it
+/// ended, and nothing of theirs is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
-    Up { epoch: u64 },
+    Up { connection: u64 },
     Down(String),
 }
 
-/// What an announcement changes in the node's presence hash.
-#[derive(Debug, Clone, Copy)]
-pub enum Presence<'a> {
-    Joined(&'a str),
-    Left,
-    Unchanged,
-}
-
-/// One announcement on its way to Redis.
-struct Command {
-    /// The epoch the member joined in; commands of an earlier one are dropped.
-    epoch: u64,
-    key: u64,
-    joined: Option<String>,
-    left: bool,
-    frame: String,
+/// Why a connection to Redis ended.
+#[derive(Debug, thiserror::Error)]
+enum BrokerError {
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("no answer from Redis")]
+    Timeout,
+    #[error("lost the subscription")]
+    SubscriptionLost,
+    #[error("this node's presence expired in Redis")]
+    PresenceExpired,
 }
 
 /// The room's side of the broker: hands announcements over, in order.
@@ -79,36 +75,24 @@ pub struct Publisher {
     // Unbounded because a leave is handed over from `Drop` and must never be lost; what
     // can wait here is bounded by the connections and their rate limit, and is dropped
     // when Redis is lost, since those connections are closed then.
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Outgoing>,
 }
 
-impl Publisher {
-    pub fn node(&self) -> &str {
+impl Cluster for Publisher {
+    fn node(&self) -> &str {
         &self.node
     }
 
-    /// The epoch a member joining now belongs to; 0 while Redis is down (such a
-    /// member's session ends at once, see `Shared::broker_lost`).
-    pub fn epoch(&self) -> u64 {
+    fn epoch(&self) -> Epoch {
         match *self.health.borrow() {
-            Health::Up { epoch } => epoch,
-            Health::Down(_) => 0,
+            Health::Up { connection } => Epoch::Connection(connection),
+            Health::Down(_) => Epoch::Offline,
         }
     }
 
-    pub fn publish(&self, epoch: u64, key: u64, presence: Presence<'_>, frame: String) {
-        let command = Command {
-            epoch,
-            key,
-            joined: match presence {
-                Presence::Joined(id) => Some(id.to_owned()),
-                _ => None,
-            },
-            left: matches!(presence, Presence::Left),
-            frame,
-        };
+    fn publish(&self, announcement: Outgoing) {
         // Fails only once the broker task is gone, at the very end of a shutdown.
-        let _ = self.commands.send(command);
+        let _ = self.commands.send(announcement);
     }
 }
 
@@ -117,9 +101,9 @@ pub struct Broker {
     url: String,
     node: Arc<str>,
     presence_ttl: Duration,
-    /// The current connection to Redis; see `Health`.
-    epoch: u64,
-    commands: mpsc::UnboundedReceiver<Command>,
+    /// How many connections to Redis this node has made; the current one's epoch.
+    connection: u64,
+    commands: mpsc::UnboundedReceiver<Outgoing>,
     health: watch::Sender<Health>,
 }
 
@@ -142,7 +126,7 @@ pub fn channel(
             url,
             node,
             presence_ttl,
-            epoch: 0,
+            connection: 0,
             commands,
             health,
         },
@@ -158,7 +142,8 @@ impl Broker {
         loop {
             match self.connected(&room, &metrics, &stop, &mut failures).await {
                 Ok(()) => return,
-                Err(reason) => {
+                Err(error) => {
+                    let reason = error.to_string();
                     if failures == 0 {
                         warn!(%reason, "lost Redis; closing this node's clients and reconnecting");
                     }
@@ -183,118 +168,140 @@ impl Broker {
         metrics: &Metrics,
         stop: &CancellationToken,
         failures: &mut u32,
-    ) -> Result<(), String> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|error| error.to_string())?;
+    ) -> Result<(), BrokerError> {
+        let (mut redis, pubsub) = self.connect().await?;
+        self.register(&mut redis).await?;
+        *failures = 0;
+        self.connection += 1;
+        metrics.broker_health(true);
+        self.health.send_replace(Health::Up {
+            connection: self.connection,
+        });
+        info!(node = %self.node, "connected to Redis");
+        self.relay(&mut redis, pubsub, room, metrics, stop).await
+    }
+
+    async fn connect(&self) -> Result<(MultiplexedConnection, PubSub), BrokerError> {
+        let client = redis::Client::open(self.url.as_str())?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(REDIS_TIMEOUT)
             .set_response_timeout(REDIS_TIMEOUT);
-        let mut redis = client
+        let redis = client
             .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|error| error.to_string())?;
+            .await?;
         let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
             .await
-            .map_err(|_| "no answer from Redis".to_owned())?
-            .map_err(|error| error.to_string())?;
-        pubsub
-            .subscribe(CHANNEL)
-            .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|_| BrokerError::Timeout)??;
+        pubsub.subscribe(CHANNEL).await?;
+        Ok((redis, pubsub))
+    }
 
-        // Members of the last epoch were closed when it ended: their leaves are
-        // announced from the presence hash (unless a survivor already did), and what
-        // they still queue is dropped by `send`.
-        reap(&mut redis, &self.node, &self.node).await?;
-        let ttl = self.presence_ttl.as_millis() as u64;
+    /// Announces the leaves of the last connection's members (unless a survivor already
+    /// did), and says this node is alive.
+    async fn register(&self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
+        // Members of the last epoch were closed when it ended; what they still queue is
+        // dropped by `send`.
+        reap(redis, &self.node, &self.node).await?;
         redis::pipe()
             .sadd(NODES, &*self.node)
             .ignore()
-            .cmd("SET")
-            .arg(alive_key(&self.node))
-            .arg(1)
-            .arg("PX")
-            .arg(ttl)
+            .set_options(alive_key(&self.node), 1, self.alive_options())
             .ignore()
-            .query_async::<()>(&mut redis)
-            .await
-            .map_err(|error| error.to_string())?;
-        *failures = 0;
-        self.epoch += 1;
-        metrics.broker_health(true);
-        self.health.send_replace(Health::Up { epoch: self.epoch });
-        info!(node = %self.node, "connected to Redis");
+            .query_async::<()>(redis)
+            .await?;
+        Ok(())
+    }
 
+    fn alive_options(&self) -> SetOptions {
+        let ttl = self.presence_ttl.as_millis() as u64;
+        SetOptions::default().with_expiration(SetExpiry::PX(ttl))
+    }
+
+    /// Relays announcements both ways, and keeps this node's presence alive, until the
+    /// connection is lost or `stop`.
+    async fn relay(
+        &mut self,
+        redis: &mut MultiplexedConnection,
+        mut pubsub: PubSub,
+        room: &Room,
+        metrics: &Metrics,
+        stop: &CancellationToken,
+    ) -> Result<(), BrokerError> {
         let mut heartbeat = tokio::time::interval(self.presence_ttl / 3);
         heartbeat.tick().await;
         let mut messages = pubsub.on_message();
         loop {
             tokio::select! {
                 message = messages.next() => {
-                    let message = message.ok_or("lost the subscription")?;
+                    let message = message.ok_or(BrokerError::SubscriptionLost)?;
                     deliver(room, metrics, message.get_payload_bytes());
                 }
                 command = self.commands.recv() => {
                     let Some(first) = command else { return Ok(()) };
-                    self.send(&mut redis, first, metrics).await?;
+                    self.send(redis, first, metrics).await?;
                 }
-                _ = heartbeat.tick() => {
-                    let refreshed: Option<String> = redis::cmd("SET")
-                        .arg(alive_key(&self.node))
-                        .arg(1)
-                        .arg("PX")
-                        .arg(ttl)
-                        .arg("XX")
-                        .query_async(&mut redis)
-                        .await
-                        .map_err(|error| error.to_string())?;
-                    if refreshed.is_none() {
-                        return Err("this node's presence expired in Redis".to_owned());
-                    }
-                    reap_dead_nodes(&mut redis, &self.node).await?;
-                }
-                () = stop.cancelled() => {
-                    // Every session has ended: send their leaves, then unregister.
-                    while let Ok(command) = self.commands.try_recv() {
-                        self.send(&mut redis, command, metrics).await?;
-                    }
-                    redis::pipe()
-                        .del(alive_key(&self.node))
-                        .ignore()
-                        .del(members_key(&self.node))
-                        .ignore()
-                        .srem(NODES, &*self.node)
-                        .ignore()
-                        .query_async::<()>(&mut redis)
-                        .await
-                        .map_err(|error| error.to_string())?;
-                    return Ok(());
-                }
+                _ = heartbeat.tick() => self.heartbeat(redis).await?,
+                () = stop.cancelled() => return self.unregister(redis, metrics).await,
             }
         }
+    }
+
+    /// Refreshes this node's `alive` key, and reaps the nodes whose key has expired.
+    async fn heartbeat(&self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
+        let only_if_alive = self.alive_options().conditional_set(ExistenceCheck::XX);
+        let refreshed: Option<String> = redis
+            .set_options(alive_key(&self.node), 1, only_if_alive)
+            .await?;
+        if refreshed.is_none() {
+            return Err(BrokerError::PresenceExpired);
+        }
+        reap_dead_nodes(redis, &self.node).await
+    }
+
+    /// Every session has ended: sends their leaves, then unregisters.
+    async fn unregister(
+        &mut self,
+        redis: &mut MultiplexedConnection,
+        metrics: &Metrics,
+    ) -> Result<(), BrokerError> {
+        while let Ok(command) = self.commands.try_recv() {
+            self.send(redis, command, metrics).await?;
+        }
+        redis::pipe()
+            .del(alive_key(&self.node))
+            .ignore()
+            .del(members_key(&self.node))
+            .ignore()
+            .srem(NODES, &*self.node)
+            .ignore()
+            .query_async::<()>(redis)
+            .await?;
+        Ok(())
     }
 
     /// Sends `first` and whatever else is queued, in order, in one pipeline.
     async fn send(
         &mut self,
         redis: &mut MultiplexedConnection,
-        first: Command,
+        first: Outgoing,
         metrics: &Metrics,
-    ) -> Result<(), String> {
+    ) -> Result<(), BrokerError> {
         let mut pipe = redis::pipe();
         let mut count = 0;
         let mut next = Some(first);
+        let current = Epoch::Connection(self.connection);
         while let Some(command) = next.take() {
-            if command.epoch != self.epoch {
+            if command.epoch != current {
                 next = self.commands.try_recv().ok();
                 continue;
             }
             let members = members_key(&self.node);
-            if let Some(id) = &command.joined {
-                pipe.hset(&members, command.key, id).ignore();
+            if let Presence::Joined(id) = &command.presence {
+                pipe.hset(&members, command.key, id.as_str()).ignore();
             }
-            let envelope = envelope(&self.node, command.key, &command.frame);
+            let envelope = envelope(&self.node, command.key, &command.text);
             pipe.publish(CHANNEL, envelope).ignore();
-            if command.left {
+            if command.presence == Presence::Left {
                 pipe.hdel(&members, command.key).ignore();
             }
             count += 1;
@@ -305,9 +312,7 @@ impl Broker {
         if count == 0 {
             return Ok(());
         }
-        pipe.query_async::<()>(redis)
-            .await
-            .map_err(|error| error.to_string())?;
+        pipe.query_async::<()>(redis).await?;
         metrics.broker_published(count);
         Ok(())
     }
@@ -346,28 +351,28 @@ fn deliver(room: &Room, metrics: &Metrics, payload: &[u8]) {
 
 /// Announces the leaves of `dead`'s members, if this node (`me`) is the one to claim
 /// them; returns how many.
-async fn reap(redis: &mut MultiplexedConnection, dead: &str, me: &str) -> Result<usize, String> {
+async fn reap(
+    redis: &mut MultiplexedConnection,
+    dead: &str,
+    me: &str,
+) -> Result<usize, BrokerError> {
     let claimed = format!("chat:reaping:{dead}:{me}");
     let renamed: redis::RedisResult<()> = redis.rename(members_key(dead), &claimed).await;
     match renamed {
         Ok(()) => {}
-        // Nobody's left to announce, or another node claimed them first.
-        Err(error) if error.to_string().contains("no such key") => return Ok(0),
-        Err(error) => return Err(error.to_string()),
+        // The one error reply RENAME has is "no such key": nobody is left to announce,
+        // or another node claimed them first.
+        Err(error) if error.kind() == redis::ErrorKind::ResponseError => return Ok(0),
+        Err(error) => return Err(error.into()),
     }
-    let members: HashMap<u64, String> = redis
-        .hgetall(&claimed)
-        .await
-        .map_err(|error| error.to_string())?;
+    let members: HashMap<u64, String> = redis.hgetall(&claimed).await?;
     let mut pipe = redis::pipe();
     for (key, id) in &members {
         let left = chat::Announcement::Left(id).to_string();
         pipe.publish(CHANNEL, envelope(dead, *key, &left)).ignore();
     }
     pipe.del(&claimed).ignore();
-    pipe.query_async::<()>(redis)
-        .await
-        .map_err(|error| error.to_string())?;
+    pipe.query_async::<()>(redis).await?;
     if !members.is_empty() {
         info!(
             node = dead,
@@ -379,22 +384,13 @@ async fn reap(redis: &mut MultiplexedConnection, dead: &str, me: &str) -> Result
 }
 
 /// Finds registered nodes whose `alive` key has expired and reaps them.
-async fn reap_dead_nodes(redis: &mut MultiplexedConnection, me: &str) -> Result<(), String> {
-    let nodes: Vec<String> = redis
-        .smembers(NODES)
-        .await
-        .map_err(|error| error.to_string())?;
+async fn reap_dead_nodes(redis: &mut MultiplexedConnection, me: &str) -> Result<(), BrokerError> {
+    let nodes: Vec<String> = redis.smembers(NODES).await?;
     for node in nodes.iter().filter(|node| node.as_str() != me) {
-        let alive: bool = redis
-            .exists(alive_key(node))
-            .await
-            .map_err(|error| error.to_string())?;
+        let alive: bool = redis.exists(alive_key(node)).await?;
         if !alive {
             reap(redis, node, me).await?;
-            let _: () = redis
-                .srem(NODES, node)
-                .await
-                .map_err(|error| error.to_string())?;
+            let _: () = redis.srem(NODES, node).await?;
         }
     }
     Ok(())

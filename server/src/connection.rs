@@ -17,10 +17,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info};
 
-use crate::Shared;
 use crate::meter::{TokenBucket, UnfinishedMessage, WireMeter};
 use crate::metrics::Disconnect;
 use crate::room::{Member, Outbox};
+use crate::shared::Shared;
 use crate::socket::{Inbound, Writer};
 use crate::wire;
 
@@ -234,8 +234,8 @@ async fn receive(
                     messages.take(1.0);
                 }
             }
-            // tungstenite answers pings itself, on the next read or write.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Ping(_))) => answer_ping(socket, outbox).await,
+            Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Binary(_))) => return Disconnect::Binary,
             Some(Ok(Message::Close(_))) => return Disconnect::ClientClosed,
             Some(Err(error)) => {
@@ -247,10 +247,19 @@ async fn receive(
     }
 }
 
+/// Hands tungstenite's pong to the outbox now, and waits for the writer to take it
+/// before the next frame is read: every ping is answered, and a client that pings but
+/// does not read is read no further until it does, with one pong waiting for it.
+async fn answer_ping(socket: &mut Socket, outbox: &Outbox) {
+    // An error here is the connection's, and the next read reports it.
+    let _ = socket.flush().await;
+    outbox.pong_taken().await;
+}
+
 /// Writes the outbox to the socket, a whole batch per `writev`.
 async fn transmit(writer: &mut Writer, outbox: &Outbox) -> Disconnect {
     loop {
-        outbox.next_batch(&mut writer.frames).await;
+        writer.take_batch(outbox).await;
         if let Err(error) = writer.flush().await {
             debug!(%error, "write failed");
             return Disconnect::Dropped;
@@ -271,17 +280,15 @@ async fn close(mut socket: Socket, mut writer: Writer, outbox: &Outbox, ending: 
         // What was queued before the end still goes out (after a slow consumer's
         // eviction, nothing is): a client's own last message included. Then our close
         // frame, if we owe one.
-        let mut queued = Vec::new();
-        outbox.take_queued(&mut queued);
-        writer.frames.append(&mut queued);
+        writer.take_queued(outbox);
         if let Some((code, reason)) = ending.close_frame() {
-            writer.frames.push(wire::close(code.into(), reason));
+            writer.push(wire::close(code.into(), reason));
         }
         writer.flush().await
     };
     let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, goodbye).await;
     let read = socket.into_inner().read;
-    if let Ok(tcp) = read.reunite(writer.socket) {
+    if let Ok(tcp) = read.reunite(writer.into_socket()) {
         linger(tcp).await;
     }
 }
@@ -326,7 +333,8 @@ async fn echo_messages(socket: &mut Socket, keepalive: &Keepalive, outbox: &Outb
         match frame {
             Some(Ok(Message::Text(text))) => outbox.push(&wire::text(&text)),
             Some(Ok(Message::Binary(data))) => outbox.push(&wire::binary(&data)),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Ping(_))) => answer_ping(socket, outbox).await,
+            Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(_))) => return Disconnect::ClientClosed,
             Some(Err(error)) => return Disconnect::from_error(&error),
             None => return Disconnect::Dropped,

@@ -20,7 +20,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{debug, warn};
 
 use crate::metrics::Refusal;
-use crate::{Shared, addresses, connection};
+use crate::shared::Shared;
+use crate::{addresses, connection};
 
 /// The browser client, embedded so an installed binary needs no files beside it.
 const PAGE: &str = include_str!("../../client/index.html");

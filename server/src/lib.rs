@@ -4,6 +4,7 @@
 //! - [`run`]: the accept loop and graceful shutdown; the binary and the tests both call it.
 //! - [`config`]: the settings, their defaults and their bounds.
 //! - `http`: the page at `/`, plain HTTP answers, and the WebSocket handshake.
+//! - `shared`: what every connection task shares.
 //! - `addresses`: the limits per client IP address.
 //! - `connection`: one WebSocket session, from join to close frame; also `/echo`.
 //! - `room`: the members and the fan-out of announcements to their bounded outboxes.
@@ -21,6 +22,7 @@ mod http;
 mod meter;
 mod metrics;
 mod room;
+mod shared;
 mod socket;
 mod wire;
 
@@ -32,66 +34,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::addresses::Addresses;
-use crate::broker::Health;
 use crate::metrics::Metrics;
-use crate::room::Room;
-
-/// What every connection task needs.
-struct Shared {
-    config: Config,
-    room: Arc<Room>,
-    /// In a cluster: whether Redis is reachable.
-    broker: Option<watch::Receiver<Health>>,
-    metrics: Arc<Metrics>,
-    /// One permit per WebSocket session, `config.max_connections` in all.
-    sessions: Arc<Semaphore>,
-    addresses: Arc<Addresses>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-}
-
-const READ_BUFFER_BYTES: usize = 1024;
-
-impl Shared {
-    /// Why the node cannot serve clients now, if it cannot.
-    fn unavailable(&self) -> Option<String> {
-        match self.broker.as_ref().map(|health| health.borrow().clone()) {
-            Some(Health::Down(reason)) => Some(format!("cannot reach Redis: {reason}")),
-            _ => None,
-        }
-    }
-
-    /// Completes when the connection to Redis that a member joined in (`epoch`) has
-    /// ended, even if a new one is up already; never on a single node.
-    async fn broker_lost(&self, epoch: u64) {
-        match self.broker.clone() {
-            Some(mut health) => {
-                let joined_in = Health::Up { epoch };
-                let _ = health.wait_for(|health| *health != joined_in).await;
-            }
-            None => std::future::pending().await,
-        }
-    }
-
-    fn websocket_config(&self) -> WebSocketConfig {
-        // Chosen for many mostly idle connections: tungstenite's defaults reserve 128 KiB
-        // of read buffer per connection; chat frames are small, so 1 KiB grows on demand.
-        // tungstenite writes only control frames (our writer sends the rest), straight
-        // into the outbox, so it needs no write buffer.
-        WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_BYTES)
-            .write_buffer_size(0)
-            .max_message_size(Some(self.config.max_message_bytes))
-            .max_frame_size(Some(self.config.max_message_bytes))
-    }
-}
+use crate::room::{Cluster, Room};
+use crate::shared::Shared;
 
 /// Serves the chat on `listener` until `shutdown` completes, then closes every client
 /// with 1001 and returns once they are closed or `config.shutdown_timeout` has passed.
@@ -112,7 +63,8 @@ pub async fn run(
         }
         None => (None, None, None),
     };
-    let room = Room::new(config.queue_bytes(), metrics.clone(), publisher);
+    let cluster = publisher.map(|publisher| Box::new(publisher) as Box<dyn Cluster>);
+    let room = Room::new(config.queue_bytes(), metrics.clone(), cluster);
     let broker_stop = CancellationToken::new();
     let broker_task = broker
         .map(|broker| tokio::spawn(broker.run(room.clone(), metrics.clone(), broker_stop.clone())));

@@ -3,107 +3,63 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Why a WebSocket session ended, as counted in `chat_disconnects_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disconnect {
-    ClientClosed,
-    Dropped,
-    Binary,
-    TooBig,
-    InvalidUtf8,
-    ProtocolViolation,
-    SlowConsumer,
-    PingTimeout,
-    UnfinishedMessage,
-    ShuttingDown,
-    BrokerLost,
+/// Declares a reason enum, the list of its reasons in declaration order, and each
+/// reason's label, from one list: the counters are indexed by `reason as usize`, and
+/// this way no reordering can pair a count with another reason's label.
+macro_rules! reasons {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $label:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)*
+        }
+
+        impl $name {
+            const ALL: &'static [Self] = &[$(Self::$variant,)*];
+
+            /// The label value, also used in logs.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $label,)*
+                }
+            }
+        }
+    };
 }
 
-impl Disconnect {
-    const ALL: [Self; 11] = [
-        Self::ClientClosed,
-        Self::Dropped,
-        Self::Binary,
-        Self::TooBig,
-        Self::InvalidUtf8,
-        Self::ProtocolViolation,
-        Self::SlowConsumer,
-        Self::PingTimeout,
-        Self::UnfinishedMessage,
-        Self::ShuttingDown,
-        Self::BrokerLost,
-    ];
-
-    /// The label value, also used in logs.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::ClientClosed => "client_closed",
-            Self::Dropped => "dropped",
-            Self::Binary => "binary_frame",
-            Self::TooBig => "message_too_big",
-            Self::InvalidUtf8 => "invalid_utf8",
-            Self::ProtocolViolation => "protocol_violation",
-            Self::SlowConsumer => "slow_consumer",
-            Self::PingTimeout => "ping_timeout",
-            Self::UnfinishedMessage => "unfinished_message",
-            Self::ShuttingDown => "shutdown",
-            Self::BrokerLost => "broker_lost",
-        }
+reasons! {
+    /// Why a WebSocket session ended, as counted in `chat_disconnects_total{reason}`.
+    Disconnect {
+        ClientClosed => "client_closed",
+        Dropped => "dropped",
+        Binary => "binary_frame",
+        TooBig => "message_too_big",
+        InvalidUtf8 => "invalid_utf8",
+        ProtocolViolation => "protocol_violation",
+        SlowConsumer => "slow_consumer",
+        PingTimeout => "ping_timeout",
+        UnfinishedMessage => "unfinished_message",
+        ShuttingDown => "shutdown",
+        BrokerLost => "broker_lost",
     }
 }
 
-/// Why a request for `/ws/<id>` was not upgraded, as counted in
-/// `chat_refused_handshakes_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    InvalidId,
-    NotWebSocket,
-    BadVersion,
-    MissingKey,
-    Origin,
-    Full,
-    Timeout,
-    HeadersTooLarge,
-    Unavailable,
-    HttpVersion,
-    Host,
-    PerIpConnections,
-    PerIpRate,
-}
-
-impl Refusal {
-    const ALL: [Self; 13] = [
-        Self::InvalidId,
-        Self::NotWebSocket,
-        Self::BadVersion,
-        Self::MissingKey,
-        Self::Origin,
-        Self::Full,
-        Self::Timeout,
-        Self::HeadersTooLarge,
-        Self::Unavailable,
-        Self::HttpVersion,
-        Self::Host,
-        Self::PerIpConnections,
-        Self::PerIpRate,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::InvalidId => "invalid_id",
-            Self::NotWebSocket => "not_websocket",
-            Self::BadVersion => "bad_version",
-            Self::MissingKey => "missing_key",
-            Self::Origin => "origin",
-            Self::Full => "full",
-            Self::Timeout => "timeout",
-            Self::HeadersTooLarge => "headers_too_large",
-            Self::Unavailable => "unavailable",
-            Self::HttpVersion => "http_version",
-            Self::Host => "host",
-            Self::PerIpConnections => "per_ip_connections",
-            Self::PerIpRate => "per_ip_rate",
-        }
+reasons! {
+    /// Why a request was refused, as counted in `chat_refused_handshakes_total{reason}`.
+    Refusal {
+        InvalidId => "invalid_id",
+        NotWebSocket => "not_websocket",
+        BadVersion => "bad_version",
+        MissingKey => "missing_key",
+        Origin => "origin",
+        Full => "full",
+        Timeout => "timeout",
+        HeadersTooLarge => "headers_too_large",
+        Unavailable => "unavailable",
+        HttpVersion => "http_version",
+        Host => "host",
+        PerIpConnections => "per_ip_connections",
+        PerIpRate => "per_ip_rate",
     }
 }
 
@@ -261,14 +217,17 @@ impl Metrics {
                 .map(|(label, counter)| (format!("{{reason=\"{label}\"}}"), read(counter)))
                 .collect()
         };
-        let disconnects = Disconnect::ALL.map(Disconnect::label);
+        let disconnects: Vec<&str> = Disconnect::ALL
+            .iter()
+            .map(|reason| reason.label())
+            .collect();
         metric(
             "chat_disconnects_total",
             "counter",
             "WebSocket sessions ended, by reason.",
             &by_reason(&disconnects, &self.disconnects),
         );
-        let refusals = Refusal::ALL.map(Refusal::label);
+        let refusals: Vec<&str> = Refusal::ALL.iter().map(|reason| reason.label()).collect();
         metric(
             "chat_refused_handshakes_total",
             "counter",
@@ -284,8 +243,8 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    /// The counters are indexed by `reason as usize`: each list must be in declaration
-    /// order, or counts would be exposed under another reason's label.
+    /// The counters are indexed by `reason as usize`: the macro must list the reasons in
+    /// declaration order, or counts would be exposed under another reason's label.
     #[test]
     fn the_reason_lists_are_in_declaration_order_with_distinct_labels() {
         for (index, reason) in Disconnect::ALL.iter().enumerate() {
@@ -294,8 +253,11 @@ mod tests {
         for (index, reason) in Refusal::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, index, "{reason:?}");
         }
-        let mut labels: Vec<&str> = Disconnect::ALL.map(Disconnect::label).to_vec();
-        labels.extend(Refusal::ALL.map(Refusal::label));
+        let mut labels: Vec<&str> = Disconnect::ALL
+            .iter()
+            .map(|reason| reason.label())
+            .collect();
+        labels.extend(Refusal::ALL.iter().map(|reason| reason.label()));
         let count = labels.len();
         labels.sort_unstable();
         labels.dedup();

@@ -1,8 +1,9 @@
 //! The room: who is connected, and the fan-out of every announcement to their outboxes.
 //!
 //! On a single node, an announcement is fanned out at once, under the members lock. In a
-//! cluster it is handed to the broker instead, and fanned out when Redis delivers it
-//! back ([`Room::deliver`]), so that every client on every node sees Redis's one order.
+//! cluster it is handed to the [`Cluster`] instead, and fanned out when the cluster
+//! delivers it back ([`Room::deliver`]), so that every client on every node sees the
+//! cluster's one order. The room owns that seam; the Redis broker plugs into it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +13,53 @@ use chat::{Announcement, ClientId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Presence, Publisher};
 use crate::metrics::Metrics;
 use crate::wire::{self, Frame};
+
+/// Which connection to the cluster a member joined in. A member's session ends with its
+/// epoch, and nothing it queues afterwards is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epoch {
+    /// A single node: there is no cluster, and nothing ends a member's epoch.
+    Local,
+    /// A clustered node that could not reach the cluster when the member joined: the
+    /// member's session ends at once.
+    Offline,
+    /// The nth connection of a clustered node to the cluster; it ends when that does.
+    Connection(u64),
+}
+
+/// What an announcement changes in who is in the room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Presence {
+    Joined(ClientId),
+    Left,
+    Unchanged,
+}
+
+/// An announcement on its way to the cluster.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The epoch of the member it is from.
+    pub epoch: Epoch,
+    /// The member, unique on this node.
+    pub key: u64,
+    pub presence: Presence,
+    /// The announcement's text, as every client receives it.
+    pub text: String,
+}
+
+/// Where a clustered room sends its announcements instead of fanning them out: the
+/// cluster delivers them back, in its one order, through [`Room::deliver`].
+pub trait Cluster: Send + Sync {
+    /// This node's id, which comes back with every announcement it published.
+    fn node(&self) -> &str;
+    /// The epoch a member joining now belongs to.
+    fn epoch(&self) -> Epoch;
+    /// Hands an announcement over, in order. Never waits, since leaves are handed over
+    /// from `Drop`.
+    fn publish(&self, announcement: Outgoing);
+}
 
 /// Everyone connected to this node, each with the outbox their connection drains.
 pub struct Room {
@@ -22,8 +67,8 @@ pub struct Room {
     next_key: AtomicU64,
     max_queue_bytes: usize,
     metrics: Arc<Metrics>,
-    /// Set in a cluster: announcements go through Redis.
-    publisher: Option<Publisher>,
+    /// Set on a clustered node.
+    cluster: Option<Box<dyn Cluster>>,
 }
 
 struct Slot {
@@ -35,18 +80,18 @@ struct Slot {
 
 impl Room {
     /// A room whose members may each have at most `max_queue_bytes` of frames waiting;
-    /// with a `publisher`, one node of a cluster.
+    /// with a `cluster`, one node's share of a clustered room.
     pub fn new(
         max_queue_bytes: usize,
         metrics: Arc<Metrics>,
-        publisher: Option<Publisher>,
+        cluster: Option<Box<dyn Cluster>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             members: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(0),
             max_queue_bytes,
             metrics,
-            publisher,
+            cluster,
         })
     }
 
@@ -56,18 +101,21 @@ impl Room {
     /// cannot leave without the others hearing of it, whatever path it ends by.
     pub fn join(self: &Arc<Self>, id: ClientId) -> Member {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let epoch = self.publisher.as_ref().map_or(0, Publisher::epoch);
+        let epoch = self
+            .cluster
+            .as_ref()
+            .map_or(Epoch::Local, |cluster| cluster.epoch());
         let outbox = Arc::new(Outbox::new(self.max_queue_bytes));
         let slot = Slot {
             outbox: outbox.clone(),
-            awaiting_join: self.publisher.is_some(),
+            awaiting_join: self.cluster.is_some(),
         };
         let mut members = self.lock();
         members.insert(key, slot);
         self.announce(
             members,
             (epoch, key),
-            Presence::Joined(id.as_str()),
+            Presence::Joined(id.clone()),
             Announcement::Joined(id.as_str()),
         );
         Member {
@@ -92,23 +140,28 @@ impl Room {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Fans the announcement out here, or, in a cluster, hands it to Redis.
+    /// Fans the announcement out here, or, in a cluster, hands it over.
     ///
     /// Takes the members lock from the caller, so that on a single node no two
     /// announcements interleave their pushes: that is what gives every client one total
-    /// order. In a cluster the lock orders the hand-over to the broker, and Redis's one
-    /// channel gives the order. The lock is a std `Mutex` because it is never held
-    /// across an `.await`, only for a loop of non-blocking pushes.
+    /// order. In a cluster the lock orders the hand-over, and the cluster gives the
+    /// order. The lock is a std `Mutex` because it is never held across an `.await`,
+    /// only for a loop of non-blocking pushes.
     fn announce(
         &self,
         members: MutexGuard<'_, HashMap<u64, Slot>>,
-        (epoch, key): (u64, u64),
-        presence: Presence<'_>,
+        (epoch, key): (Epoch, u64),
+        presence: Presence,
         announcement: Announcement<'_>,
     ) {
         let text = announcement.to_string();
-        match &self.publisher {
-            Some(publisher) => publisher.publish(epoch, key, presence, text),
+        match &self.cluster {
+            Some(cluster) => cluster.publish(Outgoing {
+                epoch,
+                key,
+                presence,
+                text,
+            }),
             None => self.fan_out(members, &wire::text(&text), |_, _| true),
         }
     }
@@ -131,10 +184,10 @@ impl Room {
         self.metrics.delivered(delivered, frame.len());
     }
 
-    /// Fans out an announcement that Redis delivered, from member `key` of `node`.
+    /// Fans out an announcement that the cluster delivered, from member `key` of `node`.
     pub fn deliver(&self, node: &str, key: u64, text: &str) {
         let frame = &wire::text(text);
-        let own_node = self.publisher.as_ref().map(Publisher::node) == Some(node);
+        let own_node = self.cluster.as_ref().map(|cluster| cluster.node()) == Some(node);
         let members = self.lock();
         self.fan_out(members, frame, |member, slot| {
             if slot.awaiting_join {
@@ -149,8 +202,7 @@ impl Room {
 /// One connection's place in the room. Dropping it announces the leave.
 pub struct Member {
     room: Arc<Room>,
-    /// In a cluster, the epoch of the connection to Redis it joined in.
-    epoch: u64,
+    epoch: Epoch,
     key: u64,
     id: ClientId,
     outbox: Arc<Outbox>,
@@ -168,8 +220,8 @@ impl Member {
         );
     }
 
-    /// In a cluster, the epoch of the connection to Redis the member joined in.
-    pub fn epoch(&self) -> u64 {
+    /// Which connection to the cluster the member joined in.
+    pub fn epoch(&self) -> Epoch {
         self.epoch
     }
 
@@ -202,14 +254,17 @@ impl Drop for Member {
 ///
 /// Fan-out never waits on a reader: a push either fits or evicts the member as a slow
 /// consumer, dropping what was queued so memory is returned at once. Control frames
-/// (pings, close replies) take the same queue, so one writer owns the socket; pongs
-/// have a slot of their own that holds only the latest, as RFC 6455 §5.5.3 allows, so a
-/// client that floods pings and never reads cannot make the server keep its answers.
+/// (pings, close replies) take the same queue, so one writer owns the socket; a pong
+/// has a slot of its own, and the reader waits for the writer to take it before it
+/// reads on, so a client that floods pings and never reads is slowed down instead of
+/// making the server keep its answers.
 pub struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
     /// Notified when the writer takes the queue while it was over the high-water mark.
     drained: Notify,
+    /// Notified when the writer takes a pong.
+    pong_taken: Notify,
     evicted: CancellationToken,
 }
 
@@ -239,6 +294,7 @@ impl Outbox {
             }),
             ready: Notify::new(),
             drained: Notify::new(),
+            pong_taken: Notify::new(),
             evicted: CancellationToken::new(),
         }
     }
@@ -274,7 +330,8 @@ impl Outbox {
         }
     }
 
-    /// Queues a pong, replacing one not yet written.
+    /// Queues a pong, replacing one not yet taken (RFC 6455 §5.5.3 allows answering only
+    /// the latest ping).
     pub(crate) fn push_pong(&self, pong: Frame) {
         let mut queue = self.lock();
         let was_empty = queue.is_empty();
@@ -305,9 +362,9 @@ impl Outbox {
         if queue.is_empty() {
             return false;
         }
-        if let Some(pong) = queue.pong.take() {
-            batch.push(pong);
-        }
+        let pong = queue.pong.take();
+        let took_pong = pong.is_some();
+        batch.extend(pong);
         if batch.is_empty() {
             std::mem::swap(&mut queue.frames, batch);
         } else {
@@ -319,7 +376,22 @@ impl Outbox {
         if was_high {
             self.drained.notify_one();
         }
+        if took_pong {
+            self.pong_taken.notify_one();
+        }
         true
+    }
+
+    /// Completes once no pong waits for the writer.
+    pub async fn pong_taken(&self) {
+        loop {
+            if self.lock().pong.is_none() {
+                return;
+            }
+            // take_queued notifies after taking it; a permit stored between the check
+            // and here is not missed.
+            self.pong_taken.notified().await;
+        }
     }
 
     /// Completes once at most half the queue's bound is waiting: a member's reader
@@ -397,5 +469,43 @@ mod tests {
         }
         assert!(slow.outbox().evicted.is_cancelled());
         assert!(drain(slow.outbox()).is_empty());
+    }
+
+    #[test]
+    fn only_the_latest_pong_waits_and_it_goes_first() {
+        let outbox = Outbox::new(1 << 20);
+        outbox.push(&wire::text("hello"));
+        outbox.push_pong(wire::raw(&[0x8a, 1, b'1']));
+        outbox.push_pong(wire::raw(&[0x8a, 1, b'2']));
+        let mut batch = Vec::new();
+        assert!(outbox.take_queued(&mut batch));
+        let frames: Vec<&[u8]> = batch.iter().map(|frame| &frame[..]).collect();
+        assert_eq!(
+            frames,
+            [
+                &[0x8a, 1, b'2'][..],
+                &[0x81, 5, b'h', b'e', b'l', b'l', b'o']
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_over_the_high_water_mark_until_the_writer_takes_the_queue() {
+        let outbox = Arc::new(Outbox::new(1000));
+        let frame = wire::text(&"x".repeat(300));
+        outbox.push(&frame);
+        outbox.below_high_water().await; // 308 + 8 bytes: under half
+        outbox.push(&frame);
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.below_high_water().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "over half the bound, the reader waits"
+        );
+        outbox.take_queued(&mut Vec::new());
+        waiting.await.unwrap();
     }
 }

@@ -76,10 +76,10 @@ const MOST_SLICES: usize = 64;
 
 /// The socket's write half, and the frames on their way out.
 pub struct Writer {
-    pub socket: OwnedWriteHalf,
+    socket: OwnedWriteHalf,
     /// Frames to write, in order. Only `flush` takes them out, and only once written,
     /// so a flush that is cancelled half-way resumes where it stopped.
-    pub frames: Vec<Frame>,
+    frames: Vec<Frame>,
     /// Frames of `frames` already written, and bytes of the next one.
     written: usize,
     offset: usize,
@@ -93,6 +93,30 @@ impl Writer {
             written: 0,
             offset: 0,
         }
+    }
+
+    /// Waits for the outbox's next batch, when every frame taken before is written.
+    pub async fn take_batch(&mut self, outbox: &Outbox) {
+        if self.frames.is_empty() {
+            outbox.next_batch(&mut self.frames).await;
+        }
+    }
+
+    /// Takes whatever the outbox holds now, after the frames taken before.
+    pub fn take_queued(&mut self, outbox: &Outbox) {
+        let mut queued = Vec::new();
+        outbox.take_queued(&mut queued);
+        self.frames.append(&mut queued);
+    }
+
+    /// Adds a frame after the ones taken.
+    pub fn push(&mut self, frame: Frame) {
+        self.frames.push(frame);
+    }
+
+    /// The socket's write half, to be reunited with its read half.
+    pub fn into_socket(self) -> OwnedWriteHalf {
+        self.socket
     }
 
     /// Writes every frame in `frames`. Cancel-safe: progress is recorded after each

@@ -7,37 +7,29 @@
 use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 /// An encoded frame, shared by every connection that sends it. A thin `Arc` (8 bytes)
 /// because a burst can queue millions of these at once, one per recipient.
 pub type Frame = Arc<Vec<u8>>;
 
-const FIN: u8 = 0x80;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-
 /// An empty ping.
 pub fn ping() -> Frame {
-    Arc::new(vec![FIN | PING, 0])
+    frame(OpCode::Control(Control::Ping), &[])
 }
 
-fn frame(opcode: u8, payload: &[u8]) -> Frame {
-    let mut frame = Vec::with_capacity(payload.len() + 10);
-    frame.push(FIN | opcode);
-    match payload.len() {
-        length @ 0..=125 => frame.push(length as u8),
-        length @ 126..=0xffff => {
-            frame.push(126);
-            frame.extend_from_slice(&(length as u16).to_be_bytes());
-        }
-        length => {
-            frame.push(127);
-            frame.extend_from_slice(&(length as u64).to_be_bytes());
-        }
-    }
+/// One final, unmasked frame. The header comes from tungstenite; this runs once per
+/// announcement, not once per recipient.
+fn frame(opcode: OpCode, payload: &[u8]) -> Frame {
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    let length = payload.len() as u64;
+    let mut frame = Vec::with_capacity(header.len(length) + payload.len());
+    header
+        .format(length, &mut frame)
+        .expect("writing to a Vec cannot fail");
     frame.extend_from_slice(payload);
     Arc::new(frame)
 }
@@ -61,12 +53,12 @@ pub fn is_lone_pong(frames: &[u8]) -> bool {
 
 /// A whole text message in one frame.
 pub fn text(payload: &str) -> Frame {
-    frame(TEXT, payload.as_bytes())
+    frame(OpCode::Data(Data::Text), payload.as_bytes())
 }
 
 /// A whole binary message in one frame.
 pub fn binary(payload: &[u8]) -> Frame {
-    frame(BINARY, payload)
+    frame(OpCode::Data(Data::Binary), payload)
 }
 
 /// A close frame with a status code and a reason (at most 123 bytes, as RFC 6455 allows;
@@ -76,7 +68,7 @@ pub fn close(code: u16, reason: &str) -> Frame {
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(reason.as_bytes());
-    frame(CLOSE, &payload)
+    frame(OpCode::Control(Control::Close), &payload)
 }
 
 /// The payload of a frame this module encoded; for tests.

@@ -165,14 +165,10 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     // Redraws are coalesced: everything already waiting is applied before one draw, so a
     // burst of messages costs one frame, and with nothing happening nothing is drawn.
     const MOST_EVENTS_PER_FRAME: usize = 4096;
-    // Fault injection for the end-to-end tests, which check that a panic gives the
-    // terminal back as it was: set, the client panics once the screen is drawn.
-    let panic_for_test = std::env::var_os("CHAT_TUI_TEST_PANIC").is_some();
+    terminal.draw(|frame| ui::render(&app, frame))?;
+    panic_if_testing_the_panic_hook();
     'running: loop {
         terminal.draw(|frame| ui::render(&app, frame))?;
-        if panic_for_test {
-            panic!("CHAT_TUI_TEST_PANIC is set");
-        }
         let Some(mut event) = events.recv().await else {
             break;
         };
@@ -246,4 +242,13 @@ fn restore_terminal() {
         cursor::Show
     );
     let _ = disable_raw_mode();
+}
+
+/// Fault injection for the end-to-end tests, which check that a panic gives the terminal
+/// back as it was: with `CHAT_TUI_TEST_PANIC` set, the client panics once the screen is
+/// drawn. Only in debug builds, which the tests use; a release build has no such switch.
+fn panic_if_testing_the_panic_hook() {
+    if cfg!(debug_assertions) && std::env::var_os("CHAT_TUI_TEST_PANIC").is_some() {
+        panic!("CHAT_TUI_TEST_PANIC is set");
+    }
 }

@@ -1,11 +1,8 @@
 //! `chat-tui` as a line client for scripts, when stdin or stdout is not a terminal.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::process::Stdio;
 
-use common::{TestServer, within};
+use testkit::{TestServer, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 

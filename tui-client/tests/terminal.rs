@@ -1,16 +1,13 @@
 //! The real `chat-tui` binary in a real pseudo-terminal, against a real in-process
 //! server: what a person sees and types.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_server::Config;
-use common::{PATIENCE, TestServer};
 use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
+use testkit::{PATIENCE, TestServer};
 
 /// `chat-tui` running in a 100x24 pty, its output fed to a vt100 screen.
 struct Tui {

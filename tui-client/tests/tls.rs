@@ -1,14 +1,11 @@
 //! `wss://` through a TLS front end with a self-signed certificate: refused by default,
 //! accepted with `--insecure`.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use common::{TestServer, within};
+use testkit::{TestServer, within};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 use tokio_rustls::TlsAcceptor;

@@ -1,6 +1,5 @@
 //! Helpers for the tests that drive real Chromium through chromedriver: pages, their
 //! messages and input, screenshots, and the binaries they run beside.
-#![allow(dead_code)] // Each test file uses its own subset.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-use crate::common::{PATIENCE, within};
+use crate::{PATIENCE, repository, within};
 
 pub use fantoccini::Client as Page;
 
@@ -208,7 +207,7 @@ pub async fn input_value(page: &Page) -> String {
 }
 
 pub fn artifacts() -> PathBuf {
-    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
+    let directory = repository().join("target/browser");
     std::fs::create_dir_all(&directory).expect("target/browser");
     directory
 }

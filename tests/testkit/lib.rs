@@ -1,9 +1,12 @@
 //! Helpers for the end-to-end tests: a real `chat-server` on 127.0.0.1:0, in-process, and
-//! WebSocket and raw-HTTP clients that fail loudly instead of hanging.
-#![allow(dead_code)] // Each test file uses its own subset.
+//! WebSocket and raw-HTTP clients that fail loudly instead of hanging; [`chromium`] for
+//! the tests that drive a real browser.
+
+pub mod chromium;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use chat_server::Config;
@@ -15,6 +18,13 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The repository's root folder, where `client/` and `target/` are.
+pub fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+}
 
 /// How long a test waits for something it expects before failing.
 pub const PATIENCE: Duration = Duration::from_secs(10);

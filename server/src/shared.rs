@@ -1,0 +1,66 @@
+//! What every connection task shares: the settings, the room, the limits, the node's
+//! standing with the cluster, and the server's lifecycle.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::addresses::Addresses;
+use crate::broker::Health;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::room::{Epoch, Room};
+
+/// What every connection task needs.
+pub struct Shared {
+    pub config: Config,
+    pub room: Arc<Room>,
+    /// In a cluster: whether Redis is reachable.
+    pub broker: Option<watch::Receiver<Health>>,
+    pub metrics: Arc<Metrics>,
+    /// One permit per WebSocket session, `config.max_connections` in all.
+    pub sessions: Arc<Semaphore>,
+    pub addresses: Arc<Addresses>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+const READ_BUFFER_BYTES: usize = 1024;
+
+impl Shared {
+    /// Why the node cannot serve clients now, if it cannot.
+    pub fn unavailable(&self) -> Option<String> {
+        match self.broker.as_ref().map(|health| health.borrow().clone()) {
+            Some(Health::Down(reason)) => Some(format!("cannot reach Redis: {reason}")),
+            _ => None,
+        }
+    }
+
+    /// Completes when the connection to Redis that a member joined in (`epoch`) has
+    /// ended, even if a new one is up already; never on a single node.
+    pub async fn broker_lost(&self, epoch: Epoch) {
+        match (epoch, self.broker.clone()) {
+            (Epoch::Offline, _) => {}
+            (Epoch::Connection(connection), Some(mut health)) => {
+                let joined_in = Health::Up { connection };
+                let _ = health.wait_for(|health| *health != joined_in).await;
+            }
+            (Epoch::Local, _) | (Epoch::Connection(_), None) => std::future::pending().await,
+        }
+    }
+
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        // Chosen for many mostly idle connections: tungstenite's defaults reserve 128 KiB
+        // of read buffer per connection; chat frames are small, so 1 KiB grows on demand.
+        // tungstenite writes only control frames (our writer sends the rest), straight
+        // into the outbox, so it needs no write buffer.
+        WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(0)
+            .max_message_size(Some(self.config.max_message_bytes))
+            .max_frame_size(Some(self.config.max_message_bytes))
+    }
+}
