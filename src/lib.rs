@@ -98,6 +98,12 @@ const JOINED_SUFFIX: &str = " has entered the chat";
 const LEFT_SUFFIX: &str = " has left the chat";
 
 impl<'a> Announcement<'a> {
+    /// How many bytes of a `Client #<id>: <text>` frame come before the text's `: `,
+    /// the part a client draws as the sender's name.
+    pub fn said_prefix_len(id: &str) -> usize {
+        PREFIX.len() + id.len() + ":".len()
+    }
+
     /// The longest `Client #<id>: <text>` frame a text of `text_bytes` bytes can become,
     /// for any id.
     pub fn longest_said(text_bytes: usize) -> usize {
@@ -160,6 +166,8 @@ mod tests {
         }
         .to_string();
         assert_eq!(frame.len(), Announcement::longest_said(100));
+        let said = Announcement::Said { id: "42", text: "hi" }.to_string();
+        assert_eq!(&said[..Announcement::said_prefix_len("42")], "Client #42:");
     }
 
     fn canonical(text: &str) -> String {

@@ -221,7 +221,7 @@ impl App {
             Some(Announcement::Said { id, .. }) => Kind::Said {
                 id: id.to_owned(),
                 mine: id == self.id,
-                prefix: "Client #:".len() + id.len(),
+                prefix: Announcement::said_prefix_len(id),
             },
             None => Kind::Other,
         }
