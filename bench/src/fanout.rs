@@ -23,8 +23,12 @@ use crate::{ID_BASE, Servers, Socket, connect_all, wait_for_sentinel};
 pub enum Pace {
     /// At most this many of a sender's messages unacknowledged (not yet echoed back).
     Window(usize),
-    /// This many messages a second per sender, whatever comes back.
+    /// This many messages a second per sender, whatever comes back, the senders' phases
+    /// spread evenly over the period.
     Rate(f64),
+    /// This many messages a second per sender, every sender firing at the same instants:
+    /// bursts, as when many people answer the same message.
+    Aligned(f64),
 }
 
 /// A fan-out run.
@@ -323,6 +327,17 @@ async fn send(
             let first = tokio::time::Instant::now() + phase;
             Some(tokio::time::interval_at(first, period))
         }
+        Pace::Aligned(per_second) => {
+            // Every sender ticks on the same multiples of the period since the run began.
+            let period = Duration::from_secs_f64(1.0 / per_second);
+            let periods_so_far = shared.start.elapsed().as_secs_f64() / period.as_secs_f64();
+            let first = tokio::time::Instant::from_std(shared.start)
+                + period.mul_f64(periods_so_far.floor() + 2.0);
+            let mut ticks = tokio::time::interval_at(first, period);
+            // Catching up after a stall would be a burst of its own; keep the instants.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            Some(ticks)
+        }
         Pace::Window(_) => None,
     };
     for seq in 0..messages as u64 {
@@ -334,10 +349,10 @@ async fn send(
                 }
                 shared.ack_notify[index].notified().await;
             },
-            (Pace::Rate(_), Some(ticks)) => {
+            (Pace::Rate(_) | Pace::Aligned(_), Some(ticks)) => {
                 ticks.tick().await;
             }
-            (Pace::Rate(_), None) => unreachable!("a rate has ticks"),
+            (Pace::Rate(_) | Pace::Aligned(_), None) => unreachable!("a rate has ticks"),
         }
         let sent_at = shared.start.elapsed().as_nanos() as u64;
         sink.send(Message::text(format!("b {seq} {sent_at}")))

@@ -51,6 +51,10 @@ enum Scenario {
         /// Send at this many messages per second per sender instead (latency under load).
         #[arg(long)]
         rate: Option<f64>,
+        /// With --rate, every sender fires at the same instants (bursts) instead of at
+        /// phases spread over the period.
+        #[arg(long, requires = "rate")]
+        aligned: bool,
         /// Seconds the sending phase may take before what is missing counts as lost.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
@@ -100,13 +104,18 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             messages,
             window,
             rate,
+            aligned,
             timeout,
         } => {
             let plan = FanoutPlan {
                 clients,
                 senders,
                 messages,
-                pace: rate.map_or(Pace::Window(window), Pace::Rate),
+                pace: match (rate, aligned) {
+                    (None, _) => Pace::Window(window),
+                    (Some(rate), false) => Pace::Rate(rate),
+                    (Some(rate), true) => Pace::Aligned(rate),
+                },
                 connect_concurrency: args.connect_concurrency,
                 timeout: Duration::from_secs(timeout),
             };

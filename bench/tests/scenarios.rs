@@ -43,19 +43,21 @@ async fn a_windowed_fanout_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paced_fanout_loses_nothing() {
+async fn a_paced_fanout_loses_nothing_spread_or_aligned() {
     let servers = server().await;
-    let plan = FanoutPlan {
-        clients: 10,
-        senders: 2,
-        messages: 10,
-        pace: Pace::Rate(50.0),
-        connect_concurrency: 4,
-        timeout: Duration::from_secs(30),
-    };
-    let report = chat_bench::fanout(&servers, &plan, None).await.unwrap();
-    assert_eq!(report.received_deliveries, 10 * 2 * 10);
-    assert_eq!(report.lost_deliveries, 0);
+    for pace in [Pace::Rate(50.0), Pace::Aligned(50.0)] {
+        let plan = FanoutPlan {
+            clients: 10,
+            senders: 2,
+            messages: 10,
+            pace,
+            connect_concurrency: 4,
+            timeout: Duration::from_secs(30),
+        };
+        let report = chat_bench::fanout(&servers, &plan, None).await.unwrap();
+        assert_eq!(report.received_deliveries, 10 * 2 * 10, "{pace:?}");
+        assert_eq!(report.lost_deliveries, 0, "{pace:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
