@@ -166,7 +166,11 @@ mod tests {
         }
         .to_string();
         assert_eq!(frame.len(), Announcement::longest_said(100));
-        let said = Announcement::Said { id: "42", text: "hi" }.to_string();
+        let said = Announcement::Said {
+            id: "42",
+            text: "hi",
+        }
+        .to_string();
         assert_eq!(&said[..Announcement::said_prefix_len("42")], "Client #42:");
     }
 

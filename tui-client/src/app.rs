@@ -87,6 +87,11 @@ pub struct App {
     /// Messages that arrived while scrolled up.
     pub unseen: usize,
     scrollback: usize,
+    /// Rows the whole scrollback takes at `rows_width`: kept up to date as messages
+    /// come and go, so that neither costs a pass over the scrollback, and counted again
+    /// only after a resize.
+    rows_total: usize,
+    rows_width: u16,
     size: (u16, u16),
     /// The local time as `HH:MM:SS`; a parameter so that tests can fix it.
     clock: fn() -> String,
@@ -105,6 +110,8 @@ impl App {
             scroll: 0,
             unseen: 0,
             scrollback: scrollback.max(1),
+            rows_total: 0,
+            rows_width: 80,
             size: (80, 24),
             clock,
         }
@@ -242,15 +249,26 @@ impl App {
     }
 
     fn push(&mut self, entry: Entry) {
+        let width = self.size.0;
+        let rows = entry.rows(width).len();
         if self.scroll > 0 {
             // Keep the view still: the rows added below are rows further from the bottom.
-            self.scroll += entry.rows(self.size.0).len();
+            self.scroll += rows;
             self.unseen += 1;
         }
+        if self.rows_width == width {
+            self.rows_total += rows;
+        }
         self.entries.push_back(entry);
-        if self.entries.len() > self.scrollback {
-            self.entries.pop_front();
-            self.scroll = self.scroll.min(self.max_scroll());
+        if self.entries.len() > self.scrollback
+            && let Some(oldest) = self.entries.pop_front()
+        {
+            if self.rows_width == width {
+                self.rows_total -= oldest.rows(width).len();
+            }
+            if self.scroll > 0 {
+                self.scroll = self.scroll.min(self.max_scroll());
+            }
         }
     }
 
@@ -263,13 +281,17 @@ impl App {
         self.pane_height().saturating_sub(1).max(1)
     }
 
-    fn max_scroll(&self) -> usize {
-        let total: usize = self
-            .entries
-            .iter()
-            .map(|entry| entry.rows(self.size.0).len())
-            .sum();
-        total.saturating_sub(self.pane_height())
+    fn max_scroll(&mut self) -> usize {
+        let width = self.size.0;
+        if self.rows_width != width {
+            self.rows_total = self
+                .entries
+                .iter()
+                .map(|entry| entry.rows(width).len())
+                .sum();
+            self.rows_width = width;
+        }
+        self.rows_total.saturating_sub(self.pane_height())
     }
 
     fn scroll_to(&mut self, rows_up: usize) {
@@ -509,6 +531,37 @@ mod tests {
         }
         assert_eq!(app.entries.len(), 100);
         assert_eq!(app.entries[0].text, "Client #7: 150");
+    }
+
+    #[test]
+    fn the_row_count_follows_a_full_scrollback_and_a_resize() {
+        let mut app = App::new("ws://x".into(), "1".into(), 50, noon);
+        app.update(Event::Terminal(TerminalEvent::Resize(40, 12)));
+        let long = "word ".repeat(12);
+        for n in 0..120 {
+            let text = if n % 3 == 0 { long.as_str() } else { "short" };
+            app.update(received(&format!("Client #7: {n} {text}")));
+        }
+        let recount = |app: &App, width: u16| -> usize {
+            app.entries
+                .iter()
+                .map(|entry| entry.rows(width).len())
+                .sum()
+        };
+        assert_eq!(app.rows_total, recount(&app, 40));
+        // Scrolled up with the scrollback full, the view stays on the same rows while
+        // the oldest messages give way.
+        app.update(key(KeyCode::PageUp));
+        let top_before = app.scroll;
+        app.update(received("Client #7: one more"));
+        assert_eq!(app.scroll, top_before + 1);
+        app.update(Event::Terminal(TerminalEvent::Resize(25, 12)));
+        app.update(key(KeyCode::PageUp));
+        assert_eq!(
+            app.rows_total,
+            recount(&app, 25),
+            "counted again after a resize"
+        );
     }
 
     #[test]
