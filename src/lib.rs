@@ -8,6 +8,9 @@
 //! Layout:
 //! - [`ClientId`]: parsing and canonical display of the decimal ids in the path.
 //! - [`Announcement`]: the three frame formats the server sends, and parsing them back.
+//! - [`v1`]: `chat.v1.json`, the negotiated JSON protocol, and room names.
+
+pub mod v1;
 
 use std::fmt;
 

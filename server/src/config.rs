@@ -30,6 +30,8 @@ pub struct Config {
     pub max_connections_per_ip: Option<usize>,
     /// WebSocket handshakes per second from one IP address, or `None` for no limit.
     pub handshake_rate_per_ip: Option<RateLimit>,
+    /// Events kept per room for `chat.v1.json` clients' history and resume; 0 keeps none.
+    pub history: usize,
     /// Origins allowed besides the defaults (none, the server's own, and on a loopback
     /// listener `null` and `file://`); `*` allows every origin, `null` allows `null`
     /// everywhere.
@@ -66,6 +68,7 @@ impl Default for Config {
                 per_second: 20.0,
                 burst: 200,
             }),
+            history: 1000,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             echo: false,
@@ -120,6 +123,10 @@ pub enum InvalidConfig {
     #[error("{name} must be at least 1")]
     Zero { name: &'static str },
 }
+
+/// The most bytes of history a room keeps, whatever `--history` says: with at most
+/// [`crate::rooms::MAX_ROOMS`] rooms, history never takes more than 1 GiB.
+pub const MAX_HISTORY_BYTES: usize = 1024 * 1024;
 
 /// The longest any timer may be set to: longer is a mistake, and far longer would
 /// overflow the clock.
@@ -193,6 +200,20 @@ impl Config {
     pub(crate) fn queue_bytes(&self) -> usize {
         let largest_announcement = chat::Announcement::longest_said(self.max_message_bytes);
         self.max_queue_bytes.max(largest_announcement)
+    }
+
+    /// What every room needs to know.
+    pub(crate) fn room_settings(&self) -> crate::room::RoomSettings {
+        crate::room::RoomSettings {
+            max_queue_bytes: self.queue_bytes(),
+            history: self.history,
+            max_history_bytes: MAX_HISTORY_BYTES,
+            limits: chat::v1::Limits {
+                max_message_bytes: self.max_message_bytes,
+                max_nonce_chars: chat::v1::MAX_NONCE_CHARS,
+                history: self.history,
+            },
+        }
     }
 
     /// The limits on frames and bytes each connection may send.

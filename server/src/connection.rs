@@ -19,10 +19,12 @@ use tracing::{debug, info};
 
 use crate::meter::{TokenBucket, UnfinishedMessage, WireMeter};
 use crate::metrics::Disconnect;
-use crate::room::{Member, Outbox};
+use crate::outbox::Outbox;
+use crate::room::{Member, Protocol};
 use crate::shared::Shared;
 use crate::socket::{Inbound, Writer};
 use crate::wire;
+use chat::v1::Request;
 
 type Socket = WebSocketStream<Inbound>;
 
@@ -63,6 +65,10 @@ impl Disconnect {
             Self::SlowConsumer => Some((CloseCode::Policy, "slow consumer")),
             Self::PingTimeout => Some((CloseCode::Policy, "ping timeout")),
             Self::UnfinishedMessage => Some((CloseCode::Policy, "message not finished in time")),
+            Self::InvalidRequest => Some((
+                CloseCode::Policy,
+                r#"invalid request: send {"type":"message","text":"..."} with an optional "nonce""#,
+            )),
             Self::ShuttingDown => Some((CloseCode::Away, "server shutting down")),
             Self::BrokerLost => Some((CloseCode::Again, "chat unavailable, try again later")),
         }
@@ -177,7 +183,7 @@ pub async fn serve(
     shared: Arc<Shared>,
 ) {
     let client = member.id().clone();
-    info!(%client, %peer, "joined");
+    info!(%client, room = %member.room(), %peer, "joined");
     shared.metrics.connected();
     let outbox = member.outbox().clone();
     let epoch = member.epoch();
@@ -185,7 +191,7 @@ pub async fn serve(
     let keepalive = Keepalive::new();
     let config = &shared.config;
     let ending = tokio::select! {
-        ending = receive(&mut socket, &keepalive, &outbox, &shared, |text| member.say(text)) => ending,
+        ending = receive(&mut socket, &keepalive, &outbox, &shared, |text| relay(&member, text)) => ending,
         ending = transmit(&mut writer, &outbox) => ending,
         () = keepalive.watch(&outbox, config.ping_interval, config.ping_timeout) => {
             Disconnect::PingTimeout
@@ -212,7 +218,7 @@ async fn receive(
     keepalive: &Keepalive,
     outbox: &Outbox,
     shared: &Shared,
-    relay: impl Fn(&str),
+    relay: impl Fn(&str) -> Result<(), Disconnect>,
 ) -> Disconnect {
     let mut messages = shared
         .config
@@ -229,7 +235,9 @@ async fn receive(
             Some(Ok(Message::Text(text))) => {
                 debug!(bytes = text.len(), "message");
                 shared.metrics.received(text.len());
-                relay(&text);
+                if let Err(ending) = relay(&text) {
+                    return ending;
+                }
                 if let Some(messages) = &mut messages {
                     messages.take(1.0);
                 }
@@ -245,6 +253,22 @@ async fn receive(
             None => return Disconnect::Dropped,
         }
     }
+}
+
+/// Relays what a member sent: a plain client's text as it is, a v1 client's request
+/// once it is read as one.
+fn relay(member: &Member, text: &str) -> Result<(), Disconnect> {
+    match member.protocol() {
+        Protocol::Plain => member.say(text, None),
+        Protocol::Json => match Request::parse(text) {
+            Ok(Request::Message { text, nonce }) => member.say(&text, nonce),
+            Err(error) => {
+                debug!(%error, "invalid request");
+                return Err(Disconnect::InvalidRequest);
+            }
+        },
+    }
+    Ok(())
 }
 
 /// Hands tungstenite's pong to the outbox now, and waits for the writer to take it

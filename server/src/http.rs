@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chat::ClientId;
+use chat::v1::{self, RoomName};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -20,6 +21,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{debug, warn};
 
 use crate::metrics::Refusal;
+use crate::room::{Protocol, Resume};
 use crate::shared::Shared;
 use crate::{addresses, connection};
 
@@ -106,7 +108,8 @@ fn route(
         _ => match path.strip_prefix("/ws/") {
             Some(raw_id) => {
                 let id = ClientId::parse(raw_id).map_err(refuse_id)?;
-                upgrade(request, Endpoint::Chat(id), client, shared)?
+                let seat = seat(&request, id, shared)?;
+                upgrade(request, Endpoint::Chat(seat), client, shared)?
             }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
@@ -221,8 +224,85 @@ fn refuse_id(error: chat::InvalidId) -> Refused {
 
 /// What an upgraded connection becomes.
 enum Endpoint {
-    Chat(ClientId),
+    Chat(Seat),
     Echo,
+}
+
+/// Where a chat connection goes, and how it speaks, from its request.
+struct Seat {
+    id: ClientId,
+    room: RoomName,
+    protocol: Protocol,
+    resume: Option<Resume>,
+}
+
+/// Reads `?room=`, `?since=` and `?epoch=` and the subprotocol the client asks for.
+fn seat(request: &Request<Incoming>, id: ClientId, shared: &Shared) -> Result<Seat, Refused> {
+    let mut room = RoomName::default();
+    let (mut since, mut epoch) = (None, None);
+    let query = request.uri().query().unwrap_or("");
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "room" => room = RoomName::parse(&value).map_err(refuse_room)?,
+            "since" => since = Some(value.into_owned()),
+            "epoch" => epoch = Some(value.into_owned()),
+            // Anything else (a cache buster, a token for a proxy) is not ours to judge.
+            _ => {}
+        }
+    }
+    if shared.rooms.clustered() && room != RoomName::default() {
+        let body = format!(
+            "room {room:?} is not served here: a clustered node serves only the default \
+             room, {:?}, for now\n",
+            RoomName::DEFAULT
+        );
+        return Err(refused(
+            Refusal::InvalidRoom,
+            text(StatusCode::FORBIDDEN, &body),
+        ));
+    }
+    let resume = match (since, epoch) {
+        (None, None) => None,
+        (Some(since), Some(epoch)) => match since.parse() {
+            Ok(since) => Some(Resume { since, epoch }),
+            Err(_) => return Err(refuse_resume("since must be an offset, 0 or more")),
+        },
+        _ => return Err(refuse_resume("since and epoch go together")),
+    };
+    // The richer protocol when asked for; a clustered node offers only the plain one
+    // for now, and a client that asked for both then speaks the plain one.
+    let asks_for_v1 = has_token(
+        request.headers(),
+        header::SEC_WEBSOCKET_PROTOCOL,
+        v1::SUBPROTOCOL,
+    );
+    let protocol = if asks_for_v1 && !shared.rooms.clustered() {
+        Protocol::Json
+    } else {
+        Protocol::Plain
+    };
+    Ok(Seat {
+        id,
+        room,
+        protocol,
+        resume,
+    })
+}
+
+fn refuse_room(error: v1::InvalidRoom) -> Refused {
+    let body = format!(
+        "invalid room name: {error}\n{rules}; for example /ws/42?room=ops\n",
+        rules = v1::ROOM_RULES
+    );
+    refused(Refusal::InvalidRoom, text(StatusCode::FORBIDDEN, &body))
+}
+
+fn refuse_resume(why: &str) -> Refused {
+    let body = format!(
+        "invalid resume: {why}; resume with ?since=<offset>&epoch=<epoch> from the events \
+         and the welcome you received\n"
+    );
+    refused(Refusal::InvalidResume, text(StatusCode::BAD_REQUEST, &body))
 }
 
 /// Answers the WebSocket handshake and hands the upgraded socket to a new session.
@@ -255,6 +335,19 @@ fn upgrade(
             text(StatusCode::SERVICE_UNAVAILABLE, &body),
         ));
     };
+    let seated = match endpoint {
+        Endpoint::Chat(seat) => match shared.rooms.get(&seat.room) {
+            Ok(room) => Some((seat, room)),
+            Err(too_many) => {
+                return Err(refused(
+                    Refusal::TooManyRooms,
+                    text(StatusCode::SERVICE_UNAVAILABLE, &format!("{too_many}\n")),
+                ));
+            }
+        },
+        Endpoint::Echo => None,
+    };
+    let protocol = seated.as_ref().map(|(seat, _)| seat.protocol);
 
     let on_upgrade = hyper::upgrade::on(&mut request);
     let session_shared = shared.clone();
@@ -283,20 +376,24 @@ fn upgrade(
         let already_read = read_buf.to_vec();
         drop(read_buf);
         let tcp = io.into_inner();
-        match endpoint {
-            Endpoint::Chat(id) => {
-                let member = shared.room.join(id);
+        match seated {
+            Some((seat, room)) => {
+                let member = room.join(seat.id, seat.protocol, seat.resume.as_ref());
                 connection::serve(tcp, already_read, member, peer, shared).await;
             }
-            Endpoint::Echo => connection::echo(tcp, already_read, peer, shared).await,
+            None => connection::echo(tcp, already_read, peer, shared).await,
         }
     });
 
-    Ok(Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "Upgrade")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if protocol == Some(Protocol::Json) {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, v1::SUBPROTOCOL);
+    }
+    Ok(response
         .body(Body::default())
         .expect("handshake response parts are valid"))
 }

@@ -7,7 +7,10 @@
 //! - `shared`: what every connection task shares.
 //! - `addresses`: the limits per client IP address.
 //! - `connection`: one WebSocket session, from join to close frame; also `/echo`.
-//! - `room`: the members and the fan-out of announcements to their bounded outboxes.
+//! - `rooms`: every room of the server, made on first use.
+//! - `room`: one room's members, numbered events and history, and the fan-out of each
+//!   event to the members' outboxes, in each member's protocol.
+//! - `outbox`: a connection's bounded queue of frames.
 //! - `metrics`: the counters behind `/metrics`.
 //! - `broker`: clustering through Redis, with `--redis-url`.
 //! - `socket`: a connection's two halves: tungstenite reads, a writer sends encoded frames.
@@ -21,7 +24,9 @@ mod connection;
 mod http;
 mod meter;
 mod metrics;
+mod outbox;
 mod room;
+mod rooms;
 mod shared;
 mod socket;
 mod wire;
@@ -41,7 +46,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::addresses::Addresses;
 use crate::metrics::Metrics;
-use crate::room::{Cluster, Room};
+use crate::room::Cluster;
+use crate::rooms::Rooms;
 use crate::shared::Shared;
 
 /// Serves the chat on `listener` until `shutdown` completes, then closes every client
@@ -64,12 +70,14 @@ pub async fn run(
         None => (None, None, None),
     };
     let cluster = publisher.map(|publisher| Box::new(publisher) as Box<dyn Cluster>);
-    let room = Room::new(config.queue_bytes(), metrics.clone(), cluster);
+    let rooms = Rooms::new(config.room_settings(), metrics.clone(), cluster);
     let broker_stop = CancellationToken::new();
-    let broker_task = broker
-        .map(|broker| tokio::spawn(broker.run(room.clone(), metrics.clone(), broker_stop.clone())));
+    let broker_task = broker.map(|broker| {
+        let room = rooms.default_room();
+        tokio::spawn(broker.run(room, metrics.clone(), broker_stop.clone()))
+    });
     let shared = Arc::new(Shared {
-        room,
+        rooms,
         broker: health,
         metrics,
         sessions: Arc::new(Semaphore::new(
@@ -86,7 +94,7 @@ pub async fn run(
     drop(listener);
 
     info!(
-        clients = shared.room.len(),
+        clients = shared.rooms.members(),
         "shutting down: closing every client"
     );
     shared.shutdown.cancel();

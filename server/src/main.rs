@@ -74,6 +74,10 @@ struct Args {
     #[arg(long, env = "CHAT_HANDSHAKE_RATE_PER_IP", default_value = "20", value_parser = rate)]
     handshake_rate_per_ip: f64,
 
+    /// Events kept per room for chat.v1.json clients' history and resume (0: none).
+    #[arg(long, env = "CHAT_HISTORY", default_value_t = 1000)]
+    history: usize,
+
     /// An origin allowed to open WebSockets besides the server's own, e.g.
     /// https://app.example.org (repeatable; * allows every origin; null allows pages
     /// from disk and sandboxed frames when the server is reached over the network).
@@ -186,6 +190,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             per_second: args.handshake_rate_per_ip,
             burst: (args.handshake_rate_per_ip * HANDSHAKE_BURST_SECONDS).ceil() as u32,
         }),
+        history: args.history,
         allowed_origins: args.allowed_origins,
         allowed_hosts: args.allowed_hosts,
         echo: args.echo,

@@ -39,6 +39,7 @@ reasons! {
         SlowConsumer => "slow_consumer",
         PingTimeout => "ping_timeout",
         UnfinishedMessage => "unfinished_message",
+        InvalidRequest => "invalid_request",
         ShuttingDown => "shutdown",
         BrokerLost => "broker_lost",
     }
@@ -60,6 +61,9 @@ reasons! {
         Host => "host",
         PerIpConnections => "per_ip_connections",
         PerIpRate => "per_ip_rate",
+        InvalidRoom => "invalid_room",
+        InvalidResume => "invalid_resume",
+        TooManyRooms => "too_many_rooms",
     }
 }
 
@@ -80,6 +84,7 @@ pub struct Metrics {
     broker_received: AtomicU64,
     broker_reconnects: AtomicU64,
     broker_lag_micros: AtomicU64,
+    history_bytes: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, amount: u64) {
@@ -111,6 +116,16 @@ impl Metrics {
         add(&self.refusals[reason as usize], 1);
     }
 
+    /// History grew (or, negative, shrank) by `bytes`.
+    pub fn history_bytes(&self, bytes: i64) {
+        if bytes >= 0 {
+            add(&self.history_bytes, bytes as u64);
+        } else {
+            self.history_bytes
+                .fetch_sub(bytes.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
     pub fn broker_health(&self, up: bool) {
         self.broker_up.store(u64::from(up), Ordering::Relaxed);
     }
@@ -138,7 +153,7 @@ impl Metrics {
                 let _ = writeln!(text, "{name}{labels} {value}");
             }
         };
-        let unlabelled: [(&str, &str, &str, &AtomicU64); 11] = [
+        let unlabelled: [(&str, &str, &str, &AtomicU64); 12] = [
             (
                 "chat_connections",
                 "gauge",
@@ -174,6 +189,12 @@ impl Metrics {
                 "counter",
                 "Bytes of frame payload queued for clients by the fan-out.",
                 &self.delivered_bytes,
+            ),
+            (
+                "chat_history_bytes",
+                "gauge",
+                "Bytes of frames kept in the rooms' histories.",
+                &self.history_bytes,
             ),
             (
                 "chat_broker_up",

@@ -1,19 +1,23 @@
-//! The room: who is connected, and the fan-out of every announcement to their outboxes.
+//! A room: who is in it, its numbered events and their history, and the fan-out of
+//! every event to the members' outboxes, each in its own protocol.
 //!
-//! On a single node, an announcement is fanned out at once, under the members lock. In a
-//! cluster it is handed to the [`Cluster`] instead, and fanned out when the cluster
-//! delivers it back ([`Room::deliver`]), so that every client on every node sees the
-//! cluster's one order. The room owns that seam; the Redis broker plugs into it.
+//! On a single node, an event is numbered and fanned out at once, under the room's lock,
+//! which gives every member one order. In a cluster it is handed to the [`Cluster`]
+//! instead, and fanned out when the cluster delivers it back ([`Room::deliver`]), so
+//! that every client on every node sees the cluster's one order. The room owns that
+//! seam; the Redis broker plugs into it. (Clustered nodes serve the plain protocol in
+//! the default room only, for now: the offsets and history are the single node's.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use chat::{Announcement, ClientId};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use chat::ClientId;
+use chat::v1::{self, EventKind, RoomName};
 
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::wire::{self, Frame};
 
 /// Which connection to the cluster a member joined in. A member's session ends with its
@@ -61,65 +65,143 @@ pub trait Cluster: Send + Sync {
     fn publish(&self, announcement: Outgoing);
 }
 
-/// Everyone connected to this node, each with the outbox their connection drains.
+/// Which protocol a member speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// The tutorial's: `Client #<id>: <text>` and the join and leave lines, nothing else.
+    Plain,
+    /// `chat.v1.json`.
+    Json,
+}
+
+/// Where a v1 client asks to resume: every event after `since` in `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub since: u64,
+    pub epoch: String,
+}
+
+/// What every room of a server has in common.
+#[derive(Clone, Debug)]
+pub struct RoomSettings {
+    /// The outbox bound of each member.
+    pub max_queue_bytes: usize,
+    /// Events kept for history and resume.
+    pub history: usize,
+    /// The most bytes of history kept, whatever `history` says.
+    pub max_history_bytes: usize,
+    /// Told to v1 clients in their welcome.
+    pub limits: v1::Limits,
+}
+
+/// Everyone in one room on this node, each with the outbox their connection drains.
 pub struct Room {
-    members: Mutex<HashMap<u64, Slot>>,
+    name: RoomName,
+    /// Changes whenever the room's history is lost: a new room, or a new server.
+    epoch: String,
+    state: Mutex<State>,
     next_key: AtomicU64,
-    max_queue_bytes: usize,
+    settings: Arc<RoomSettings>,
     metrics: Arc<Metrics>,
     /// Set on a clustered node.
     cluster: Option<Box<dyn Cluster>>,
 }
 
+struct State {
+    members: HashMap<u64, Slot>,
+    /// The offset of the room's last event; 0 before the first.
+    offset: u64,
+    history: History,
+}
+
 struct Slot {
+    id: ClientId,
+    /// When the member joined, in Unix milliseconds.
+    since: u64,
+    protocol: Protocol,
     outbox: Arc<Outbox>,
     /// In a cluster, a newcomer gets nothing until its own join comes back from Redis,
     /// so that its join is its first frame, as on a single node.
     awaiting_join: bool,
 }
 
+/// The room's last events, as the frames v1 clients receive: shared with every
+/// recipient, never copied. Bounded in events and in bytes.
+struct History {
+    events: VecDeque<(u64, Frame)>,
+    bytes: usize,
+}
+
+/// The time now, in Unix milliseconds.
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
 impl Room {
-    /// A room whose members may each have at most `max_queue_bytes` of frames waiting;
-    /// with a `cluster`, one node's share of a clustered room.
+    /// A room named `name` whose history began with `epoch`; with a `cluster`, one
+    /// node's share of a clustered room.
     pub fn new(
-        max_queue_bytes: usize,
+        name: RoomName,
+        epoch: String,
+        settings: Arc<RoomSettings>,
         metrics: Arc<Metrics>,
         cluster: Option<Box<dyn Cluster>>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            members: Mutex::new(HashMap::new()),
+            name,
+            epoch,
+            state: Mutex::new(State {
+                members: HashMap::new(),
+                offset: 0,
+                history: History {
+                    events: VecDeque::new(),
+                    bytes: 0,
+                },
+            }),
             next_key: AtomicU64::new(0),
-            max_queue_bytes,
+            settings,
             metrics,
             cluster,
         })
     }
 
-    /// Adds a member and announces it to everyone, the newcomer first in its own outbox.
+    /// Adds a member and announces it to everyone, the newcomer first in its own outbox;
+    /// a v1 newcomer gets its welcome and the history before that.
     ///
     /// The returned [`Member`] announces the leave when it is dropped, so a connection
     /// cannot leave without the others hearing of it, whatever path it ends by.
-    pub fn join(self: &Arc<Self>, id: ClientId) -> Member {
+    pub fn join(
+        self: &Arc<Self>,
+        id: ClientId,
+        protocol: Protocol,
+        resume: Option<&Resume>,
+    ) -> Member {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let epoch = self
             .cluster
             .as_ref()
             .map_or(Epoch::Local, |cluster| cluster.epoch());
-        let outbox = Arc::new(Outbox::new(self.max_queue_bytes));
-        let slot = Slot {
-            outbox: outbox.clone(),
-            awaiting_join: self.cluster.is_some(),
-        };
-        let mut members = self.lock();
-        members.insert(key, slot);
-        self.announce(
-            members,
-            (epoch, key),
-            Presence::Joined(id.clone()),
-            Announcement::Joined(id.as_str()),
+        let outbox = Arc::new(Outbox::new(self.settings.max_queue_bytes));
+        let mut state = self.lock();
+        if protocol == Protocol::Json {
+            self.welcome(&state, &id, resume, &outbox);
+        }
+        state.members.insert(
+            key,
+            Slot {
+                id: id.clone(),
+                since: now_millis(),
+                protocol,
+                outbox: outbox.clone(),
+                awaiting_join: self.cluster.is_some(),
+            },
         );
+        self.announce(state, (epoch, key), &id, EventKind::Join);
         Member {
             room: self.clone(),
+            protocol,
             epoch,
             key,
             id,
@@ -127,81 +209,181 @@ impl Room {
         }
     }
 
-    /// How many members are connected to this node.
-    pub fn len(&self) -> usize {
-        self.lock().len()
+    /// Queues a v1 newcomer's welcome and the history it is to replay.
+    fn welcome(&self, state: &State, id: &ClientId, resume: Option<&Resume>, outbox: &Outbox) {
+        let history = &state.history.events;
+        // Everything after `since` is still here when the oldest kept event is no later
+        // than the first one missed (or nothing was missed).
+        let recovered = resume.is_some_and(|resume| {
+            resume.epoch == self.epoch
+                && resume.since <= state.offset
+                && (resume.since == state.offset
+                    || history
+                        .front()
+                        .is_some_and(|(oldest, _)| *oldest <= resume.since + 1))
+        });
+        let replay_after = match resume {
+            Some(resume) if recovered => resume.since,
+            _ => 0,
+        };
+        let mut members: Vec<v1::Present> = state
+            .members
+            .values()
+            .map(|slot| v1::Present {
+                id: slot.id.to_string(),
+                since: slot.since,
+            })
+            .collect();
+        members.sort_by_key(|present| present.since);
+        let welcome = v1::Welcome {
+            id: id.to_string(),
+            room: self.name.to_string(),
+            epoch: self.epoch.clone(),
+            offset: state.offset,
+            members,
+            recovered,
+            limits: self.settings.limits.clone(),
+        };
+        outbox.push(&wire::text(&welcome.to_json()));
+        for (offset, frame) in history {
+            if *offset > replay_after {
+                outbox.push_resident(frame);
+            }
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
-        // A panic while holding the lock cannot leave the map half-updated (every change
-        // is a single insert, remove or flag), so a poisoned lock is still good to use.
-        self.members
+    /// How many members are connected to this node.
+    pub fn len(&self) -> usize {
+        self.lock().members.len()
+    }
+
+    /// This room's name.
+    pub fn name(&self) -> &RoomName {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-updated (every
+        // change is a single insert, remove, push or counter), so a poisoned lock is
+        // still good to use.
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Fans the announcement out here, or, in a cluster, hands it over.
+    /// Numbers the event and fans it out here, or, in a cluster, hands it over.
     ///
-    /// Takes the members lock from the caller, so that on a single node no two
-    /// announcements interleave their pushes: that is what gives every client one total
-    /// order. In a cluster the lock orders the hand-over, and the cluster gives the
-    /// order. The lock is a std `Mutex` because it is never held across an `.await`,
-    /// only for a loop of non-blocking pushes.
+    /// Takes the room's lock from the caller, so that on a single node no two events
+    /// interleave their pushes: that is what gives every client one total order and
+    /// dense offsets. In a cluster the lock orders the hand-over, and the cluster gives
+    /// the order. The lock is a std `Mutex` because it is never held across an
+    /// `.await`, only for a loop of non-blocking pushes.
     fn announce(
         &self,
-        members: MutexGuard<'_, HashMap<u64, Slot>>,
+        mut state: MutexGuard<'_, State>,
         (epoch, key): (Epoch, u64),
-        presence: Presence,
-        announcement: Announcement<'_>,
+        id: &ClientId,
+        kind: EventKind,
     ) {
-        let text = announcement.to_string();
-        match &self.cluster {
-            Some(cluster) => cluster.publish(Outgoing {
+        if let Some(cluster) = &self.cluster {
+            let presence = match kind {
+                EventKind::Join => Presence::Joined(id.clone()),
+                EventKind::Leave => Presence::Left,
+                EventKind::Message { .. } => Presence::Unchanged,
+            };
+            let event = v1::Event {
+                offset: 0,
+                ts: 0,
+                id: id.to_string(),
+                kind,
+            };
+            cluster.publish(Outgoing {
                 epoch,
                 key,
                 presence,
-                text,
-            }),
-            None => self.fan_out(members, &wire::text(&text), |_, _| true),
+                text: event.plain(),
+            });
+            return;
         }
-    }
-
-    /// Queues `frame` for every member for which `admit` says yes.
-    fn fan_out(
-        &self,
-        mut members: MutexGuard<'_, HashMap<u64, Slot>>,
-        frame: &Frame,
-        mut admit: impl FnMut(u64, &mut Slot) -> bool,
-    ) {
-        let mut delivered = 0;
-        for (key, slot) in members.iter_mut() {
-            if admit(*key, slot) {
-                slot.outbox.push(frame);
-                delivered += 1;
+        state.offset += 1;
+        let event = v1::Event {
+            offset: state.offset,
+            ts: now_millis(),
+            id: id.to_string(),
+            kind,
+        };
+        let plain = wire::text(&event.plain());
+        let json = wire::text(&event.to_json());
+        self.remember(&mut state.history, event.offset, &json);
+        let (mut to_plain, mut to_json) = (0, 0);
+        for slot in state.members.values() {
+            match slot.protocol {
+                Protocol::Plain => {
+                    slot.outbox.push(&plain);
+                    to_plain += 1;
+                }
+                Protocol::Json => {
+                    slot.outbox.push(&json);
+                    to_json += 1;
+                }
             }
         }
-        drop(members);
-        self.metrics.delivered(delivered, frame.len());
+        drop(state);
+        self.metrics.delivered(to_plain, plain.len());
+        self.metrics.delivered(to_json, json.len());
+    }
+
+    /// Keeps an event's v1 frame in the history, forgetting the oldest past the bounds.
+    fn remember(&self, history: &mut History, offset: u64, frame: &Frame) {
+        if self.settings.history == 0 {
+            return;
+        }
+        history.events.push_back((offset, frame.clone()));
+        history.bytes += frame.len();
+        self.metrics.history_bytes(frame.len() as i64);
+        while history.events.len() > self.settings.history
+            || history.bytes > self.settings.max_history_bytes
+        {
+            let Some((_, oldest)) = history.events.pop_front() else {
+                break;
+            };
+            history.bytes -= oldest.len();
+            self.metrics.history_bytes(-(oldest.len() as i64));
+        }
     }
 
     /// Fans out an announcement that the cluster delivered, from member `key` of `node`.
     pub fn deliver(&self, node: &str, key: u64, text: &str) {
         let frame = &wire::text(text);
         let own_node = self.cluster.as_ref().map(|cluster| cluster.node()) == Some(node);
-        let members = self.lock();
-        self.fan_out(members, frame, |member, slot| {
+        let mut state = self.lock();
+        let mut delivered = 0;
+        for (member, slot) in state.members.iter_mut() {
             if slot.awaiting_join {
                 // Whatever comes before the newcomer's own join is not for it.
-                slot.awaiting_join = !(own_node && member == key);
+                slot.awaiting_join = !(own_node && *member == key);
             }
-            !slot.awaiting_join
-        });
+            if !slot.awaiting_join {
+                slot.outbox.push(frame);
+                delivered += 1;
+            }
+        }
+        drop(state);
+        self.metrics.delivered(delivered, frame.len());
     }
 }
 
-/// One connection's place in the room. Dropping it announces the leave.
+impl Drop for Room {
+    fn drop(&mut self) {
+        let bytes = self.lock().history.bytes;
+        self.metrics.history_bytes(-(bytes as i64));
+    }
+}
+
+/// One connection's place in a room. Dropping it announces the leave.
 pub struct Member {
     room: Arc<Room>,
+    protocol: Protocol,
     epoch: Epoch,
     key: u64,
     id: ClientId,
@@ -209,15 +391,20 @@ pub struct Member {
 }
 
 impl Member {
-    /// Relays `text` to everyone, the sender included, as `Client #<id>: <text>`.
-    pub fn say(&self, text: &str) {
-        let id = self.id.as_str();
-        self.room.announce(
-            self.room.lock(),
-            (self.epoch, self.key),
-            Presence::Unchanged,
-            Announcement::Said { id, text },
-        );
+    /// Relays `text` to everyone, the sender included: `Client #<id>: <text>` to plain
+    /// clients, a message event with the sender's `nonce` to v1 clients.
+    pub fn say(&self, text: &str, nonce: Option<String>) {
+        let kind = EventKind::Message {
+            text: text.to_owned(),
+            nonce,
+        };
+        self.room
+            .announce(self.room.lock(), (self.epoch, self.key), &self.id, kind);
+    }
+
+    /// The protocol the member speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// Which connection to the cluster the member joined in.
@@ -230,6 +417,11 @@ impl Member {
         &self.id
     }
 
+    /// The room the member is in.
+    pub fn room(&self) -> &RoomName {
+        self.room.name()
+    }
+
     /// The frames waiting to be written to this member's socket.
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
@@ -238,188 +430,10 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        let mut members = self.room.lock();
-        members.remove(&self.key);
-        let id = self.id.as_str();
-        self.room.announce(
-            members,
-            (self.epoch, self.key),
-            Presence::Left,
-            Announcement::Left(id),
-        );
-    }
-}
-
-/// A bounded queue of encoded frames for one connection, measured in bytes.
-///
-/// Fan-out never waits on a reader: a push either fits or evicts the member as a slow
-/// consumer, dropping what was queued so memory is returned at once. Control frames
-/// (pings, close replies) take the same queue, so one writer owns the socket; a pong
-/// has a slot of its own, and the reader waits for the writer to take it before it
-/// reads on, so a client that floods pings and never reads is slowed down instead of
-/// making the server keep its answers.
-pub struct Outbox {
-    queue: Mutex<Queue>,
-    ready: Notify,
-    /// Notified when the writer takes the queue while it was over the high-water mark.
-    drained: Notify,
-    /// Notified when the writer takes a pong.
-    pong_taken: Notify,
-    evicted: CancellationToken,
-}
-
-struct Queue {
-    frames: Vec<Frame>,
-    /// What the queued frames cost, as counted by [`queued_cost`].
-    bytes: usize,
-    max_bytes: usize,
-    pong: Option<Frame>,
-}
-
-/// What one queued frame costs this connection: the pointer in its queue, and the
-/// frame, which is shared with every other recipient but counted whole here so that
-/// the bound holds even when this member is its only recipient.
-fn queued_cost(frame: &Frame) -> usize {
-    std::mem::size_of::<Frame>() + frame.len()
-}
-
-impl Outbox {
-    pub(crate) fn new(max_bytes: usize) -> Self {
-        Self {
-            queue: Mutex::new(Queue {
-                frames: Vec::new(),
-                bytes: 0,
-                max_bytes,
-                pong: None,
-            }),
-            ready: Notify::new(),
-            drained: Notify::new(),
-            pong_taken: Notify::new(),
-            evicted: CancellationToken::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // Every change to the queue is completed before the guard drops; see Room::lock.
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Queues an encoded frame, or evicts the connection if it would overflow.
-    pub(crate) fn push(&self, frame: &Frame) {
-        if self.evicted.is_cancelled() {
-            return;
-        }
-        let mut queue = self.lock();
-        let cost = queued_cost(frame);
-        if queue.bytes + cost > queue.max_bytes {
-            queue.frames = Vec::new();
-            queue.bytes = 0;
-            queue.pong = None;
-            drop(queue);
-            self.evicted.cancel();
-            return;
-        }
-        let was_empty = queue.is_empty();
-        queue.frames.push(frame.clone());
-        queue.bytes += cost;
-        drop(queue);
-        if was_empty {
-            self.ready.notify_one();
-        }
-    }
-
-    /// Queues a pong, replacing one not yet taken (RFC 6455 §5.5.3 allows answering only
-    /// the latest ping).
-    pub(crate) fn push_pong(&self, pong: Frame) {
-        let mut queue = self.lock();
-        let was_empty = queue.is_empty();
-        queue.pong = Some(pong);
-        drop(queue);
-        if was_empty {
-            self.ready.notify_one();
-        }
-    }
-
-    /// Waits until frames are queued, then moves all of them into `batch`, which must
-    /// be empty. Swapping buffers keeps both allocations alive across batches.
-    pub async fn next_batch(&self, batch: &mut Vec<Frame>) {
-        debug_assert!(batch.is_empty());
-        loop {
-            if self.take_queued(batch) {
-                return;
-            }
-            // A push between take_queued and here stores a permit, so none is missed.
-            self.ready.notified().await;
-        }
-    }
-
-    /// Moves whatever is queued into `batch` without waiting, a pending pong first;
-    /// false if there was nothing.
-    pub fn take_queued(&self, batch: &mut Vec<Frame>) -> bool {
-        let mut queue = self.lock();
-        if queue.is_empty() {
-            return false;
-        }
-        let pong = queue.pong.take();
-        let took_pong = pong.is_some();
-        batch.extend(pong);
-        if batch.is_empty() {
-            std::mem::swap(&mut queue.frames, batch);
-        } else {
-            batch.append(&mut queue.frames);
-        }
-        let was_high = queue.bytes > queue.max_bytes / 2;
-        queue.bytes = 0;
-        drop(queue);
-        if was_high {
-            self.drained.notify_one();
-        }
-        if took_pong {
-            self.pong_taken.notify_one();
-        }
-        true
-    }
-
-    /// Completes once no pong waits for the writer.
-    pub async fn pong_taken(&self) {
-        loop {
-            if self.lock().pong.is_none() {
-                return;
-            }
-            // take_queued notifies after taking it; a permit stored between the check
-            // and here is not missed.
-            self.pong_taken.notified().await;
-        }
-    }
-
-    /// Completes once at most half the queue's bound is waiting: a member's reader
-    /// waits for this before reading on, so that a client that sends faster than it
-    /// reads the room back is slowed down instead of evicted for its own echoes.
-    pub async fn below_high_water(&self) {
-        loop {
-            {
-                let queue = self.lock();
-                if queue.bytes <= queue.max_bytes / 2 {
-                    return;
-                }
-            }
-            // take_queued notifies after emptying the queue; a permit stored between
-            // the check and here is not missed.
-            self.drained.notified().await;
-        }
-    }
-
-    /// Completes when this member overflowed its queue and must be disconnected.
-    pub async fn evicted(&self) {
-        self.evicted.cancelled().await;
-    }
-}
-
-impl Queue {
-    fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.pong.is_none()
+        let mut state = self.room.lock();
+        state.members.remove(&self.key);
+        self.room
+            .announce(state, (self.epoch, self.key), &self.id, EventKind::Leave);
     }
 }
 
@@ -429,6 +443,26 @@ mod tests {
 
     fn id(text: &str) -> ClientId {
         ClientId::parse(text).unwrap()
+    }
+
+    fn room(max_queue_bytes: usize, history: usize) -> Arc<Room> {
+        let settings = RoomSettings {
+            max_queue_bytes,
+            history,
+            max_history_bytes: 1 << 20,
+            limits: v1::Limits {
+                max_message_bytes: 1000,
+                max_nonce_chars: v1::MAX_NONCE_CHARS,
+                history,
+            },
+        };
+        Room::new(
+            RoomName::default(),
+            "e".into(),
+            Arc::new(settings),
+            Arc::default(),
+            None,
+        )
     }
 
     fn drain(outbox: &Outbox) -> Vec<String> {
@@ -442,11 +476,11 @@ mod tests {
 
     #[test]
     fn a_newcomer_hears_its_own_join_first_and_everyone_hears_the_rest() {
-        let room = Room::new(1 << 20, Arc::default(), None);
-        let first = room.join(id("1"));
+        let room = room(1 << 20, 10);
+        let first = room.join(id("1"), Protocol::Plain, None);
         assert_eq!(drain(first.outbox()), ["Client #1 has entered the chat"]);
-        let second = room.join(id("2"));
-        first.say("hi");
+        let second = room.join(id("2"), Protocol::Plain, None);
+        first.say("hi", None);
         drop(second);
         assert_eq!(
             drain(first.outbox()),
@@ -461,51 +495,37 @@ mod tests {
 
     #[test]
     fn overflowing_the_queue_evicts_and_frees_it() {
-        let room = Room::new(100, Arc::default(), None);
-        let slow = room.join(id("1"));
-        let talker = room.join(id("2"));
+        let room = room(100, 10);
+        let slow = room.join(id("1"), Protocol::Plain, None);
+        let talker = room.join(id("2"), Protocol::Plain, None);
         for _ in 0..10 {
-            talker.say("0123456789");
+            talker.say("0123456789", None);
         }
-        assert!(slow.outbox().evicted.is_cancelled());
+        assert!(slow.outbox().is_evicted());
         assert!(drain(slow.outbox()).is_empty());
     }
 
     #[test]
-    fn only_the_latest_pong_waits_and_it_goes_first() {
-        let outbox = Outbox::new(1 << 20);
-        outbox.push(&wire::text("hello"));
-        outbox.push_pong(wire::raw(&[0x8a, 1, b'1']));
-        outbox.push_pong(wire::raw(&[0x8a, 1, b'2']));
-        let mut batch = Vec::new();
-        assert!(outbox.take_queued(&mut batch));
-        let frames: Vec<&[u8]> = batch.iter().map(|frame| &frame[..]).collect();
-        assert_eq!(
-            frames,
-            [
-                &[0x8a, 1, b'2'][..],
-                &[0x81, 5, b'h', b'e', b'l', b'l', b'o']
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_reader_waits_over_the_high_water_mark_until_the_writer_takes_the_queue() {
-        let outbox = Arc::new(Outbox::new(1000));
-        let frame = wire::text(&"x".repeat(300));
-        outbox.push(&frame);
-        outbox.below_high_water().await; // 308 + 8 bytes: under half
-        outbox.push(&frame);
-        let waiting = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.below_high_water().await }
-        });
-        tokio::task::yield_now().await;
-        assert!(
-            !waiting.is_finished(),
-            "over half the bound, the reader waits"
-        );
-        outbox.take_queued(&mut Vec::new());
-        waiting.await.unwrap();
+    fn history_keeps_the_last_events_within_its_bounds() {
+        let room = room(1 << 20, 3);
+        let talker = room.join(id("1"), Protocol::Plain, None);
+        for n in 0..5 {
+            talker.say(&n.to_string(), None);
+        }
+        let state = room.lock();
+        let offsets: Vec<u64> = state
+            .history
+            .events
+            .iter()
+            .map(|(offset, _)| *offset)
+            .collect();
+        assert_eq!(offsets, [4, 5, 6], "the join was 1, the messages 2 to 6");
+        let bytes: usize = state
+            .history
+            .events
+            .iter()
+            .map(|(_, frame)| frame.len())
+            .sum();
+        assert_eq!(state.history.bytes, bytes);
     }
 }

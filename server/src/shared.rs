@@ -12,12 +12,13 @@ use crate::addresses::Addresses;
 use crate::broker::Health;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::room::{Epoch, Room};
+use crate::room::Epoch;
+use crate::rooms::Rooms;
 
 /// What every connection task needs.
 pub struct Shared {
     pub config: Config,
-    pub room: Arc<Room>,
+    pub rooms: Rooms,
     /// In a cluster: whether Redis is reachable.
     pub broker: Option<watch::Receiver<Health>>,
     pub metrics: Arc<Metrics>,

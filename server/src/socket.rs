@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::meter::WireMeter;
-use crate::room::Outbox;
+use crate::outbox::Outbox;
 use crate::wire::{self, Frame};
 
 /// The half tungstenite sees: reads from the socket through the meter, and "writes"
