@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::probe::{ServerProbe, Usage};
-use crate::{ID_BASE, Servers, Socket, connect_all, wait_for_sentinel};
+use crate::{ID_BASE, PlainReader, Servers, Socket, connect_all, wait_for_sentinel};
 
 /// How senders pace themselves.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -94,10 +94,12 @@ async fn read_all(
     shared: Arc<Shared>,
     joined: Arc<Notify>,
     stop: CancellationToken,
+    servers: Servers,
 ) -> (u64, Histogram<u64>) {
     let mut histogram = new_histogram();
     let mut received = 0u64;
     let mut seen_own_join = false;
+    let mut reader = PlainReader::new(&servers);
     loop {
         let message = tokio::select! {
             biased;
@@ -110,7 +112,10 @@ async fn read_all(
         let Message::Text(text) = message else {
             continue;
         };
-        let text = text.as_str();
+        let Some(text) = reader.read(text.as_str()) else {
+            continue;
+        };
+        let text = &*text;
         if let Some((_, payload)) = text.split_once(": b ") {
             let Some(sent_at) = payload
                 .split_once(' ')
@@ -173,6 +178,7 @@ pub async fn fanout(
     let connect_started = Instant::now();
     let reader_shared = shared.clone();
     let senders = plan.senders;
+    let reader_servers = servers.clone();
     let stop = CancellationToken::new();
     let reader_stop = stop.clone();
     let clients = connect_all(
@@ -190,6 +196,7 @@ pub async fn fanout(
                 reader_shared.clone(),
                 joined,
                 reader_stop.clone(),
+                reader_servers.clone(),
             ));
             (sink, reader)
         },
@@ -220,6 +227,7 @@ pub async fn fanout(
                 plan.messages,
                 plan.pace,
                 shared.clone(),
+                servers.clone(),
             )));
         } else {
             idle_sinks.push(sink);
@@ -317,6 +325,7 @@ async fn send(
     messages: usize,
     pace: Pace,
     shared: Arc<Shared>,
+    servers: Servers,
 ) -> anyhow::Result<SplitSink<Socket, Message>> {
     let mut ticks = match pace {
         Pace::Rate(per_second) => {
@@ -355,7 +364,7 @@ async fn send(
             (Pace::Rate(_) | Pace::Aligned(_), None) => unreachable!("a rate has ticks"),
         }
         let sent_at = shared.start.elapsed().as_nanos() as u64;
-        sink.send(Message::text(format!("b {seq} {sent_at}")))
+        sink.send(servers.message(format!("b {seq} {sent_at}")))
             .await
             .context("sending")?;
     }

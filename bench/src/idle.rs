@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::probe::ServerProbe;
-use crate::{ID_BASE, Servers, Socket, connect_all, wait_for_sentinel};
+use crate::{ID_BASE, PlainReader, Servers, Socket, connect_all, wait_for_sentinel};
 
 /// An idle-connections run, for memory per connection and the join storm.
 #[derive(Debug, Clone)]
@@ -49,6 +49,7 @@ async fn idle_room(
     let sentinel_join = format!("Client #{} has entered the chat", ID_BASE - 1);
     let started = Instant::now();
     let (seen, notify) = (sentinel_seen.clone(), ready.clone());
+    let reader_servers = servers.clone();
     let sinks = connect_all(
         servers,
         plan.clients,
@@ -58,12 +59,15 @@ async fn idle_room(
             let own_join = format!("Client #{id} has entered the chat");
             let (sentinel_join, seen, notify) =
                 (sentinel_join.clone(), seen.clone(), notify.clone());
+            let mut reader = PlainReader::new(&reader_servers);
             tokio::spawn(async move {
                 while let Some(Ok(message)) = stream.next().await {
-                    if let Message::Text(text) = message {
-                        if text.as_str() == own_join {
+                    if let Message::Text(text) = message
+                        && let Some(text) = reader.read(text.as_str())
+                    {
+                        if text == own_join {
                             joined.notify_one();
-                        } else if text.as_str() == sentinel_join {
+                        } else if text == sentinel_join {
                             seen.fetch_add(1, Ordering::AcqRel);
                             notify.notify_one();
                         }

@@ -27,6 +27,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
@@ -36,25 +39,122 @@ pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// The first id the bench uses; ids are `ID_BASE + n`, the sentinel `ID_BASE - 1`.
 pub(crate) const ID_BASE: u64 = 7_000_000_000;
 
-/// Where the clients connect: client `n` uses `servers[n % len]`, so a room spread over
-/// several nodes can be driven too.
+/// Where the clients connect, and how they speak: client `n` uses `urls[n % len]`, so a
+/// room spread over several nodes can be driven too.
 #[derive(Debug, Clone)]
-pub struct Servers(pub Vec<Url>);
+pub struct Servers {
+    pub urls: Vec<Url>,
+    /// The room, or the default one.
+    pub room: Option<String>,
+    /// Whether clients ask for `chat.v1.json`.
+    pub v1: bool,
+}
 
 impl Servers {
+    /// Plain clients in the default room.
+    pub fn new(urls: Vec<Url>) -> Self {
+        Self {
+            urls,
+            room: None,
+            v1: false,
+        }
+    }
+
     pub(crate) fn endpoint(&self, client: usize, id: u64) -> String {
-        let base = &self.0[client % self.0.len()];
-        format!("{}/ws/{id}", base.as_str().trim_end_matches('/'))
+        let base = &self.urls[client % self.urls.len()];
+        let room = self
+            .room
+            .as_ref()
+            .map_or(String::new(), |room| format!("?room={room}"));
+        format!("{}/ws/{id}{room}", base.as_str().trim_end_matches('/'))
+    }
+
+    /// Opens one client's connection to `url`, with Nagle off.
+    pub(crate) async fn connect(&self, url: &str) -> anyhow::Result<Socket> {
+        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let mut request = url
+            .into_client_request()
+            .with_context(|| format!("{url} is not a WebSocket URL"))?;
+        if self.v1 {
+            let protocol = HeaderValue::from_static(chat::v1::SUBPROTOCOL);
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", protocol);
+        }
+        let (socket, response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
+        if self.v1 && response.headers().get("Sec-WebSocket-Protocol").is_none() {
+            bail!("{url} does not offer {}", chat::v1::SUBPROTOCOL);
+        }
+        Ok(socket)
+    }
+
+    /// What a client sends to say `text`.
+    pub(crate) fn message(&self, text: String) -> Message {
+        if self.v1 {
+            let request = chat::v1::Request::Message { text, nonce: None };
+            Message::text(request.to_json())
+        } else {
+            Message::text(text)
+        }
     }
 }
 
-/// Opens one client's connection, with Nagle off.
-async fn connect(url: &str) -> anyhow::Result<Socket> {
-    let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    Ok(socket)
+/// The offset, id and text of a v1 message event as the server writes it (fields in
+/// this order, a text without escapes); `None` for anything else.
+fn quick_message(frame: &str) -> Option<(u64, &str, &str)> {
+    let rest = frame.strip_prefix(r#"{"offset":"#)?;
+    let (offset, rest) = rest.split_once(',')?;
+    let (_, rest) = rest.split_once(r#""id":""#)?;
+    let (id, rest) = rest.split_once('"')?;
+    let rest = rest.strip_prefix(r#","type":"message","text":""#)?;
+    let (text, _) = rest.split_once('"')?;
+    if text.contains('\\') {
+        return None;
+    }
+    Some((offset.parse().ok()?, id, text))
+}
+
+/// Reads one connection's frames as the tutorial's protocol says them, so that every
+/// scenario reads one format: v1 live events are turned back into their plain text,
+/// and the welcome and the history replayed after it are skipped.
+pub(crate) struct PlainReader {
+    v1: bool,
+    /// Events up to this offset are history.
+    replayed_until: u64,
+}
+
+impl PlainReader {
+    pub(crate) fn new(servers: &Servers) -> Self {
+        Self {
+            v1: servers.v1,
+            replayed_until: 0,
+        }
+    }
+
+    pub(crate) fn read<'a>(&mut self, text: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        if !self.v1 {
+            return Some(text.into());
+        }
+        // The load generator must not be what limits a run: the server's messages are
+        // read without a JSON parser, which a full parse of every delivery made the
+        // bottleneck (a third of the deliveries per second).
+        if let Some((offset, id, said)) = quick_message(text) {
+            return (offset > self.replayed_until).then(|| format!("Client #{id}: {said}").into());
+        }
+        match chat::v1::ServerFrame::parse(text) {
+            Ok(chat::v1::ServerFrame::Event(event)) if event.offset > self.replayed_until => {
+                Some(event.plain().into())
+            }
+            Ok(chat::v1::ServerFrame::Welcome(welcome)) => {
+                self.replayed_until = welcome.welcome.offset;
+                None
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Connects `count` clients, at most `concurrency` handshakes at a time, each of which
@@ -76,9 +176,10 @@ pub(crate) async fn connect_all<T: Send + 'static>(
         let setup = setup.clone();
         let connected = connected.clone();
         let url = servers.endpoint(client, ID_BASE + client as u64);
+        let servers = servers.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            let socket = connect(&url).await?;
+            let socket = servers.connect(&url).await?;
             let joined = Arc::new(Notify::new());
             let handle = setup(client, ID_BASE + client as u64, socket, joined.clone());
             tokio::time::timeout(Duration::from_secs(60), joined.notified())
@@ -114,7 +215,7 @@ pub(crate) async fn wait_for_sentinel(
     ready: &Notify,
     timeout: Duration,
 ) -> anyhow::Result<Socket> {
-    let sentinel = connect(&servers.endpoint(0, ID_BASE - 1)).await?;
+    let sentinel = servers.connect(&servers.endpoint(0, ID_BASE - 1)).await?;
     let deadline = tokio::time::Instant::now() + timeout;
     while seen() < clients {
         if tokio::time::timeout_at(deadline, ready.notified())
@@ -128,4 +229,33 @@ pub(crate) async fn wait_for_sentinel(
         }
     }
     Ok(sentinel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat::v1::{Event, EventKind};
+
+    #[test]
+    fn the_quick_reader_reads_what_the_server_writes() {
+        let event = |text: &str| Event {
+            offset: 12,
+            ts: 1_700_000_000_000,
+            id: "7000000001".into(),
+            kind: EventKind::Message {
+                text: text.into(),
+                nonce: None,
+            },
+        };
+        assert_eq!(
+            quick_message(&event("b 3 99").to_json()),
+            Some((12, "7000000001", "b 3 99"))
+        );
+        assert_eq!(quick_message(&event("say \"hi\"").to_json()), None);
+        let join = Event {
+            kind: EventKind::Join,
+            ..event("")
+        };
+        assert_eq!(quick_message(&join.to_json()), None);
+    }
 }

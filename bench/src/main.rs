@@ -22,6 +22,14 @@ struct Args {
     )]
     urls: Vec<Url>,
 
+    /// Clients ask for chat.v1.json (and fail if the server does not offer it).
+    #[arg(long, global = true)]
+    v1: bool,
+
+    /// The room the clients join, instead of the default one.
+    #[arg(long, global = true)]
+    room: Option<String>,
+
     /// The server's process id, to report its CPU time and memory from /proc.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
@@ -95,7 +103,11 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<u64> {
     // Thousands of clients are thousands of file descriptors.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let servers = Servers(args.urls);
+    let servers = Servers {
+        urls: args.urls,
+        room: args.room,
+        v1: args.v1,
+    };
     let probe = args.server_pid.map(ServerProbe::new).transpose()?;
     let (summary, lost) = match args.scenario {
         Scenario::Fanout {

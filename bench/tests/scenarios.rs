@@ -16,7 +16,7 @@ async fn server() -> Servers {
         ..Config::default()
     };
     tokio::spawn(chat_server::run(listener, config, std::future::pending()));
-    Servers(vec![Url::parse(&format!("ws://{address}")).unwrap()])
+    Servers::new(vec![Url::parse(&format!("ws://{address}")).unwrap()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
