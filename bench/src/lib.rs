@@ -6,6 +6,7 @@
 //!   unacknowledged messages or by a fixed rate; counts every delivery and its latency.
 //! - `idle`: N idle clients held open, for the server's memory per connection, and
 //!   churn rounds that open and drop them.
+//! - `resume`: N `chat.v1.json` clients drop at once and come back asking to resume.
 //! - `probe`: the server's CPU time and RSS, read from `/proc/<pid>`.
 //! - here: where clients connect, and how a room of them is made ready.
 //!
@@ -15,10 +16,12 @@
 mod fanout;
 mod idle;
 mod probe;
+mod resume;
 
 pub use fanout::{FanoutPlan, FanoutReport, Latency, Pace, fanout};
 pub use idle::{IdlePlan, IdleReport, idle};
 pub use probe::{ServerProbe, Usage};
+pub use resume::{ResumePlan, ResumeReport, resume};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

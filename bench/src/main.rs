@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chat_bench::{FanoutPlan, IdlePlan, Pace, ServerProbe, Servers};
+use chat_bench::{FanoutPlan, IdlePlan, Pace, ResumePlan, ServerProbe, Servers};
 use clap::{Parser, Subcommand};
 use url::Url;
 
@@ -78,6 +78,15 @@ enum Scenario {
         #[arg(long, default_value_t = 0)]
         churn: usize,
     },
+    /// With --v1: N clients drop at once, M messages are said, and all N come back at
+    /// once asking to resume; counts what was recovered (exit 1 if not all).
+    Resume {
+        #[arg(long, default_value_t = 2000)]
+        clients: usize,
+        /// Messages said while they are away (their leaves are missed events too).
+        #[arg(long, default_value_t = 100)]
+        missed: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,7 +98,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(lost) => {
-            eprintln!("chat-bench: {lost} deliveries lost");
+            eprintln!("chat-bench: {lost} deliveries lost or clients not recovered");
             ExitCode::FAILURE
         }
         Err(error) => {
@@ -148,6 +157,16 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             };
             let report = chat_bench::idle(&servers, &plan, probe).await?;
             (serde_json::to_string_pretty(&report)?, 0)
+        }
+        Scenario::Resume { clients, missed } => {
+            let plan = ResumePlan {
+                clients,
+                missed_messages: missed,
+                connect_concurrency: args.connect_concurrency,
+            };
+            let report = chat_bench::resume(&servers, &plan, probe).await?;
+            let not_recovered = (report.clients - report.recovered) as u64;
+            (serde_json::to_string_pretty(&report)?, not_recovered)
         }
     };
     println!("{summary}");
