@@ -153,9 +153,19 @@ pub struct Welcome {
 
 impl Welcome {
     pub fn to_json(&self) -> String {
-        let mut value = serde_json::to_value(self).expect("a welcome always serializes");
-        value["type"] = "welcome".into();
-        value.to_string()
+        /// The welcome with its `type` first, as a reader expects it.
+        #[derive(Serialize)]
+        struct Tagged<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            #[serde(flatten)]
+            welcome: &'a Welcome,
+        }
+        let tagged = Tagged {
+            kind: "welcome",
+            welcome: self,
+        };
+        serde_json::to_string(&tagged).expect("a welcome always serializes")
     }
 }
 
