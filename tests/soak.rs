@@ -21,6 +21,8 @@ use testkit::{PATIENCE, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 /// Longer than two of the default 30 s ping intervals, and than the 30 s ping timeout
 /// counted from the second ping.
@@ -201,6 +203,33 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
     });
     wait_for_line(&heard, "the watcher", "Client #1 has entered the chat").await;
 
+    // A chat.v1.json client: its welcome, its own join, and then only live events.
+    let mut request = "ws://127.0.0.1:8000/ws/6"
+        .into_client_request()
+        .expect("a request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(chat::v1::SUBPROTOCOL),
+    );
+    let (json_socket, _) = within(
+        "the v1 client's handshake",
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("connect the v1 client");
+    let (mut json_out, mut json_in) = json_socket.split();
+    let heard_as_json = Lines::default();
+    let json_frames = heard_as_json.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = json_in.next().await {
+            if let Message::Text(text) = frame {
+                json_frames.lock().unwrap().push(text.to_string());
+            }
+        }
+        json_frames.lock().unwrap().push("(disconnected)".into());
+    });
+    wait_for_line(&heard, "the watcher", "Client #6 has entered the chat").await;
+
     // chat-tui in a terminal, and in pipe mode.
     let mut terminal = Terminal::start(&["--id", "2"]);
     terminal.wait_for("● connected · id 2").await;
@@ -238,15 +267,25 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
         )
         .await;
     }
+    for id in ["2", "3", &page_id, &tutorial_id] {
+        let joined = format!(r#""id":"{id}","type":"join""#);
+        wait_for_line(&heard_as_json, "the v1 client", &joined).await;
+    }
     let before = heard.lock().unwrap().len();
-    eprintln!("five clients joined; idling for {SOAK:?}");
+    let json_before = heard_as_json.lock().unwrap().len();
+    eprintln!("six clients joined; idling for {SOAK:?}");
     tokio::time::sleep(SOAK).await;
 
     let during: Vec<String> = heard.lock().unwrap()[before..].to_vec();
     assert!(during.is_empty(), "while everyone was idle: {during:?}");
+    let json_during: Vec<String> = heard_as_json.lock().unwrap()[json_before..].to_vec();
+    assert!(
+        json_during.is_empty(),
+        "the v1 client, while idle: {json_during:?}"
+    );
     assert_eq!(
         lines_containing(&log, " joined").len(),
-        5,
+        6,
         "{:?}",
         log.lock().unwrap()
     );
@@ -266,6 +305,12 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
         .expect("send");
     terminal.wait_for(after_soak).await;
     wait_for_line(&piped, "chat-tui --plain", after_soak).await;
+    wait_for_line(
+        &heard_as_json,
+        "the v1 client",
+        r#""id":"1","type":"message","text":"still here after the soak""#,
+    )
+    .await;
     wait_for_message(&page, after_soak).await;
     wait_for_message(&tutorial, after_soak).await;
 
@@ -276,6 +321,14 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
         .await
         .expect("write to chat-tui --plain");
     say(&page, "from the page").await;
+    let request = chat::v1::Request::Message {
+        text: "from json".into(),
+        nonce: Some("soak-1".into()),
+    };
+    json_out
+        .send(Message::text(request.to_json()))
+        .await
+        .expect("send from the v1 client");
     tutorial
         .find(Locator::Id("messageText"))
         .await
@@ -288,6 +341,7 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
         "Client #3: from the pipe".to_owned(),
         format!("Client #{page_id}: from the page"),
         format!("Client #{tutorial_id}: from the tutorial page"),
+        "Client #6: from json".to_owned(),
     ]
     .into();
     for line in &expected {
