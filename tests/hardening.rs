@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use chat_server::{Config, RateLimit};
 use futures_util::{SinkExt, StreamExt};
-use testkit::{Client, PATIENCE, TestServer, upgrade_request, within};
+use testkit::{
+    Client, PATIENCE, TestServer, closes_with, room_still_works, upgrade_request, within,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,35 +19,6 @@ fn unlimited() -> Config {
         rate_limit: None,
         ..Config::default()
     }
-}
-
-/// Checks that the room still works for `watcher` after some client misbehaved.
-async fn room_still_works(server: &TestServer, watcher: &mut Client) {
-    let mut fresh = server.join("77", "77").await;
-    assert_eq!(watcher.recv().await, "Client #77 has entered the chat");
-    fresh.send("still alive").await;
-    assert_eq!(fresh.recv().await, "Client #77: still alive");
-    assert_eq!(watcher.recv().await, "Client #77: still alive");
-}
-
-/// Joins as `id`, has it do `misbehave`, and checks the close code it gets, that the
-/// watcher sees only its join and leave, and that the room still works.
-async fn closes_with(
-    server: &TestServer,
-    misbehave: impl AsyncFnOnce(&mut Client),
-    code: CloseCode,
-) -> String {
-    let mut watcher = server.join("1", "1").await;
-    let mut culprit = server.join("2", "2").await;
-    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
-    misbehave(&mut culprit).await;
-    let (frame, texts) = culprit.recv_until_close().await;
-    let frame = frame.expect("a close frame");
-    assert_eq!(frame.code, code, "{frame:?}");
-    assert!(texts.is_empty(), "nothing was relayed: {texts:?}");
-    assert_eq!(watcher.recv().await, "Client #2 has left the chat");
-    room_still_works(server, &mut watcher).await;
-    frame.reason.to_string()
 }
 
 #[tokio::test]

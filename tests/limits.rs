@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chat_server::{Config, RateLimit};
 use futures_util::{SinkExt, StreamExt};
-use testkit::{Client, PATIENCE, TestServer, upgrade_request, within};
+use testkit::{Client, PATIENCE, TestServer, closes_with, upgrade_request, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -227,28 +227,6 @@ async fn a_message_left_unfinished_is_closed_after_the_message_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(slow.recv().await, "Client #5: ab");
-}
-
-/// Joins a watcher and a culprit, has the culprit `misbehave`, and checks its close
-/// code, that the watcher sees only its join and leave, and that the room still works.
-async fn closes_with(
-    server: &TestServer,
-    misbehave: impl AsyncFnOnce(&mut Client),
-    code: CloseCode,
-) -> String {
-    let mut watcher = server.join("1", "1").await;
-    let mut culprit = server.join("2", "2").await;
-    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
-    misbehave(&mut culprit).await;
-    let (frame, texts) = culprit.recv_until_close().await;
-    let frame = frame.expect("a close frame");
-    assert_eq!(frame.code, code, "{frame:?}");
-    assert!(texts.is_empty(), "nothing was relayed: {texts:?}");
-    assert_eq!(watcher.recv().await, "Client #2 has left the chat");
-    watcher.send("still alive").await;
-    assert_eq!(watcher.recv().await, "Client #1: still alive");
-    watcher.close().await;
-    frame.reason.to_string()
 }
 
 #[tokio::test]

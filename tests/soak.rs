@@ -7,16 +7,15 @@
 //! `.ci/run` runs it beside the other tests.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
 use futures_util::{SinkExt, StreamExt};
-use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use testkit::chromium::{ChromeDriver, chat_server_binary, chat_tui_binary, port_8000, say};
 use testkit::chromium::{client_id, wait_for_message};
+use testkit::terminal::Terminal;
 use testkit::{PATIENCE, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -93,88 +92,6 @@ async fn default_server() -> (Child, Lines) {
     }
 }
 
-/// `chat-tui` in a real pseudo-terminal, its screen kept by a vt100 parser.
-struct Terminal {
-    screen: Arc<Mutex<vt100::Parser>>,
-    keyboard: Arc<Mutex<Box<dyn Write + Send>>>,
-    child: Box<dyn portable_pty::Child + Send + Sync>,
-    _master: Box<dyn portable_pty::MasterPty + Send>,
-}
-
-impl Terminal {
-    fn start(args: &[&str]) -> Self {
-        let pty = native_pty_system()
-            .openpty(PtySize {
-                rows: 30,
-                cols: 100,
-                pixel_width: 0,
-                pixel_height: 0,
-            })
-            .expect("open a pty");
-        let mut command = CommandBuilder::new(chat_tui_binary());
-        command.args(args);
-        command.env("TERM", "xterm-256color");
-        let child = pty.slave.spawn_command(command).expect("spawn chat-tui");
-        drop(pty.slave);
-        let screen = Arc::new(Mutex::new(vt100::Parser::new(30, 100, 0)));
-        let keyboard = Arc::new(Mutex::new(pty.master.take_writer().expect("pty writer")));
-        let mut output = pty.master.try_clone_reader().expect("pty reader");
-        let (feed, answer) = (screen.clone(), keyboard.clone());
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 8192];
-            while let Ok(read) = output.read(&mut buffer) {
-                if read == 0 {
-                    break;
-                }
-                let mut parser = feed.lock().unwrap();
-                parser.process(&buffer[..read]);
-                // Answer cursor-position queries as a real terminal does.
-                if buffer[..read].windows(4).any(|window| window == b"\x1b[6n") {
-                    let (row, column) = parser.screen().cursor_position();
-                    let reply = format!("\x1b[{};{}R", row + 1, column + 1);
-                    let mut keyboard = answer.lock().unwrap();
-                    let _ = keyboard.write_all(reply.as_bytes());
-                    let _ = keyboard.flush();
-                }
-            }
-        });
-        Self {
-            screen,
-            keyboard,
-            child,
-            _master: pty.master,
-        }
-    }
-
-    fn contents(&self) -> String {
-        self.screen.lock().unwrap().screen().contents()
-    }
-
-    async fn wait_for(&self, text: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while !self.contents().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "the terminal never showed {text:?}:\n{}",
-                self.contents()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn type_keys(&mut self, keys: &str) {
-        let mut keyboard = self.keyboard.lock().unwrap();
-        keyboard.write_all(keys.as_bytes()).expect("type");
-        keyboard.flush().expect("flush");
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "takes 80 s and needs chromium, chromium-driver and port 8000; .ci/run runs it"]
 async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags() {
@@ -231,7 +148,7 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
     wait_for_line(&heard, "the watcher", "Client #6 has entered the chat").await;
 
     // chat-tui in a terminal, and in pipe mode.
-    let mut terminal = Terminal::start(&["--id", "2"]);
+    let mut terminal = Terminal::start(&chat_tui_binary(), &["--id", "2"], &[], (30, 100));
     terminal.wait_for("● connected · id 2").await;
     let mut pipe = Command::new(chat_tui_binary())
         .args(["--plain", "--id", "3"])

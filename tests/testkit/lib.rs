@@ -1,8 +1,9 @@
 //! Helpers for the end-to-end tests: a real `chat-server` on 127.0.0.1:0, in-process, and
 //! WebSocket and raw-HTTP clients that fail loudly instead of hanging; [`chromium`] for
-//! the tests that drive a real browser.
+//! the tests that drive a real browser, [`terminal`] for those that run `chat-tui` in a pty.
 
 pub mod chromium;
+pub mod terminal;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The repository's root folder, where `client/` and `target/` are.
@@ -209,6 +211,35 @@ pub async fn assert_one_order(clients: &mut [Client], messages: usize) {
             "client {id}"
         );
     }
+}
+
+/// Checks that the room still works for `watcher` after some client misbehaved.
+pub async fn room_still_works(server: &TestServer, watcher: &mut Client) {
+    let mut fresh = server.join("77", "77").await;
+    assert_eq!(watcher.recv().await, "Client #77 has entered the chat");
+    fresh.send("still alive").await;
+    assert_eq!(fresh.recv().await, "Client #77: still alive");
+    assert_eq!(watcher.recv().await, "Client #77: still alive");
+}
+
+/// Joins as `id`, has it do `misbehave`, and checks the close code it gets, that the
+/// watcher sees only its join and leave, and that the room still works.
+pub async fn closes_with(
+    server: &TestServer,
+    misbehave: impl AsyncFnOnce(&mut Client),
+    code: CloseCode,
+) -> String {
+    let mut watcher = server.join("1", "1").await;
+    let mut culprit = server.join("2", "2").await;
+    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    misbehave(&mut culprit).await;
+    let (frame, texts) = culprit.recv_until_close().await;
+    let frame = frame.expect("a close frame");
+    assert_eq!(frame.code, code, "{frame:?}");
+    assert!(texts.is_empty(), "nothing was relayed: {texts:?}");
+    assert_eq!(watcher.recv().await, "Client #2 has left the chat");
+    room_still_works(server, &mut watcher).await;
+    frame.reason.to_string()
 }
 
 #[derive(Debug)]

@@ -1,113 +1,21 @@
 //! The real `chat-tui` binary in a real pseudo-terminal, against a real in-process
 //! server: what a person sees and types.
 
-use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use chat_server::Config;
-use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
-use testkit::{PATIENCE, TestServer};
+use testkit::TestServer;
+use testkit::terminal::Terminal;
 
-/// `chat-tui` running in a 100x24 pty, its output fed to a vt100 screen.
-struct Tui {
-    screen: Arc<Mutex<vt100::Parser>>,
-    keyboard: Arc<Mutex<Box<dyn Write + Send>>>,
-    child: Box<dyn Child + Send + Sync>,
-    _master: Box<dyn MasterPty + Send>,
-}
+/// `chat-tui` in a 24x100 pty.
+struct Tui;
 
 impl Tui {
-    fn start(args: &[&str]) -> Self {
+    fn start(args: &[&str]) -> Terminal {
         Self::start_with_env(args, &[])
     }
 
-    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let pty = native_pty_system()
-            .openpty(PtySize {
-                rows: 24,
-                cols: 100,
-                pixel_width: 0,
-                pixel_height: 0,
-            })
-            .expect("open a pty");
-        let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-tui"));
-        command.args(args);
-        command.env("TERM", "xterm-256color");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = pty.slave.spawn_command(command).expect("spawn chat-tui");
-        drop(pty.slave);
-        let screen = Arc::new(Mutex::new(vt100::Parser::new(24, 100, 0)));
-        let keyboard = Arc::new(Mutex::new(pty.master.take_writer().expect("pty writer")));
-        let mut output = pty.master.try_clone_reader().expect("pty reader");
-        let (feed, answer) = (screen.clone(), keyboard.clone());
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 8192];
-            while let Ok(read) = output.read(&mut buffer) {
-                if read == 0 {
-                    break;
-                }
-                let output = &buffer[..read];
-                let mut parser = feed.lock().unwrap();
-                parser.process(output);
-                // Answer cursor-position queries as a real terminal does; vt100 only draws.
-                if output.windows(4).any(|window| window == b"\x1b[6n") {
-                    let (row, column) = parser.screen().cursor_position();
-                    let reply = format!("\x1b[{};{}R", row + 1, column + 1);
-                    let mut keyboard = answer.lock().unwrap();
-                    let _ = keyboard.write_all(reply.as_bytes());
-                    let _ = keyboard.flush();
-                }
-            }
-        });
-        Self {
-            screen,
-            keyboard,
-            child,
-            _master: pty.master,
-        }
-    }
-
-    fn contents(&self) -> String {
-        self.screen.lock().unwrap().screen().contents()
-    }
-
-    /// Waits until the screen shows `text`, failing with the screen if it never does.
-    async fn wait_for(&self, text: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while !self.contents().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "the screen never showed {text:?}:\n{}",
-                self.contents()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn type_keys(&mut self, keys: &str) {
-        let mut keyboard = self.keyboard.lock().unwrap();
-        keyboard.write_all(keys.as_bytes()).expect("type");
-        keyboard.flush().expect("flush");
-    }
-
-    async fn wait_for_exit(&mut self) -> portable_pty::ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "chat-tui did not exit");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for Tui {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Terminal {
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
+        Terminal::start(binary, args, env, (24, 100))
     }
 }
 
@@ -155,8 +63,8 @@ async fn chats_with_a_websocket_client_and_survives_a_server_restart() {
     tui.type_keys("\u{3}");
     let status = tui.wait_for_exit().await;
     assert!(status.success(), "{status:?}");
-    let screen = tui.screen.lock().unwrap();
-    let screen = screen.screen();
+    let parser = tui.screen();
+    let screen = parser.screen();
     assert!(!screen.alternate_screen(), "left the alternate screen");
     assert!(!screen.hide_cursor(), "the cursor is visible");
     assert!(!screen.bracketed_paste(), "bracketed paste is off");
@@ -222,7 +130,7 @@ async fn a_paste_waits_in_the_input_and_no_mouse_leaves_the_mouse_alone() {
     let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
     tui.wait_for("● connected").await;
     assert_ne!(
-        tui.screen.lock().unwrap().screen().mouse_protocol_mode(),
+        tui.screen().screen().mouse_protocol_mode(),
         vt100::MouseProtocolMode::None,
         "the wheel scrolls by default"
     );
@@ -241,12 +149,7 @@ async fn a_paste_waits_in_the_input_and_no_mouse_leaves_the_mouse_alone() {
     let no_mouse = Tui::start(&["--server", &url, "--id", "3", "--no-mouse"]);
     no_mouse.wait_for("● connected").await;
     assert_eq!(
-        no_mouse
-            .screen
-            .lock()
-            .unwrap()
-            .screen()
-            .mouse_protocol_mode(),
+        no_mouse.screen().screen().mouse_protocol_mode(),
         vt100::MouseProtocolMode::None,
         "--no-mouse leaves selection to the terminal"
     );
@@ -263,8 +166,8 @@ async fn a_panic_gives_the_terminal_back_and_shows_the_message() {
     let status = tui.wait_for_exit().await;
     assert!(!status.success());
     tui.wait_for("CHAT_TUI_TEST_PANIC is set").await;
-    let screen = tui.screen.lock().unwrap();
-    let screen = screen.screen();
+    let parser = tui.screen();
+    let screen = parser.screen();
     assert!(!screen.alternate_screen(), "left the alternate screen");
     assert!(!screen.hide_cursor(), "the cursor is visible");
     assert!(!screen.bracketed_paste(), "bracketed paste is off");
