@@ -100,16 +100,22 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// What happened to `id`, in the tutorial's protocol.
+    pub fn plain(&self, id: &str) -> String {
+        match self {
+            Self::Join => crate::Announcement::Joined(id),
+            Self::Leave => crate::Announcement::Left(id),
+            Self::Message { text, .. } => crate::Announcement::Said { id, text },
+        }
+        .to_string()
+    }
+}
+
 impl Event {
     /// The same event in the tutorial's protocol.
     pub fn plain(&self) -> String {
-        let id = self.id.as_str();
-        match &self.kind {
-            EventKind::Join => crate::Announcement::Joined(id),
-            EventKind::Leave => crate::Announcement::Left(id),
-            EventKind::Message { text, .. } => crate::Announcement::Said { id, text },
-        }
-        .to_string()
+        self.kind.plain(&self.id)
     }
 
     /// The event as a v1 frame's text.

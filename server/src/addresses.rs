@@ -87,7 +87,7 @@ impl Addresses {
         let rate = self.handshake_rate;
         let entry = table.entries.entry(ip).or_insert_with(|| Entry {
             sessions: 0,
-            handshakes: rate.map(|rate| TokenBucket::new(rate.per_second, f64::from(rate.burst))),
+            handshakes: rate.as_ref().map(RateLimit::bucket),
         });
         if let Some(handshakes) = &mut entry.handshakes {
             if let Some(wait) = handshakes.wait() {

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSub};
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
-use crate::room::{Cluster, Epoch, Outgoing, Presence, Room};
+use crate::room::{Cluster, Epoch, Outgoing, Presence, Room, now_millis};
 
 /// The one channel every announcement goes through.
 const CHANNEL: &str = "chat:room";
@@ -320,9 +320,7 @@ impl Broker {
 
 /// `node key sent-at-ms`, a newline, then the frame.
 fn envelope(node: &str, key: u64, frame: &str) -> String {
-    let sent_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis());
+    let sent_at = now_millis();
     format!("{node} {key} {sent_at}\n{frame}")
 }
 
@@ -332,7 +330,7 @@ fn deliver(room: &Room, metrics: &Metrics, payload: &[u8]) {
         let mut fields = header.split(' ');
         let node = fields.next()?;
         let key = fields.next()?.parse::<u64>().ok()?;
-        let sent_at = fields.next()?.parse::<u128>().ok()?;
+        let sent_at = fields.next()?.parse::<u64>().ok()?;
         Some((node, key, sent_at, frame))
     });
     let Some((node, key, sent_at, frame)) = parsed else {
@@ -342,10 +340,8 @@ fn deliver(room: &Room, metrics: &Metrics, payload: &[u8]) {
         );
         return;
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis());
-    metrics.broker_received(Duration::from_millis(now.saturating_sub(sent_at) as u64));
+    let lag = Duration::from_millis(now_millis().saturating_sub(sent_at));
+    metrics.broker_received(lag);
     room.deliver(node, key, frame);
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::meter::WireLimits;
+use crate::meter::{TokenBucket, WireLimits};
 
 /// The server's settings. [`Config::default`] is what `chat-server` runs with when given
 /// no flags; [`Config::check`] says whether a setting cannot work.
@@ -93,6 +93,11 @@ const FRAMES_PER_MESSAGE: f64 = 4.0;
 impl RateLimit {
     /// The slowest rate that is not a mistake: one a minute.
     pub const MIN_PER_SECOND: f64 = 1.0 / 60.0;
+
+    /// A full bucket for this rate.
+    pub fn bucket(&self) -> TokenBucket {
+        TokenBucket::new(self.per_second, f64::from(self.burst))
+    }
 
     /// The frames and bytes a connection may send under this message rate: up to
     /// [`FRAMES_PER_MESSAGE`] frames a message, and as many bytes as that many

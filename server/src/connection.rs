@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info};
 
+use crate::config::RateLimit;
 use crate::meter::{TokenBucket, UnfinishedMessage, WireMeter};
 use crate::metrics::Disconnect;
 use crate::outbox::Outbox;
@@ -220,10 +221,7 @@ async fn receive(
     shared: &Shared,
     relay: impl Fn(&str) -> Result<(), Disconnect>,
 ) -> Disconnect {
-    let mut messages = shared
-        .config
-        .rate_limit
-        .map(|limit| TokenBucket::new(limit.per_second, f64::from(limit.burst)));
+    let mut messages = shared.config.rate_limit.as_ref().map(RateLimit::bucket);
     loop {
         if let Some(wait) = messages.as_mut().and_then(TokenBucket::wait) {
             tokio::time::sleep(wait).await;

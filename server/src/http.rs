@@ -124,7 +124,7 @@ fn check_host(headers: &HeaderMap, allowed_hosts: &[String]) -> Result<(), Refus
         // Not a browser, which always sends one.
         return Ok(());
     };
-    let name = host.to_str().ok().map(host_name);
+    let name = host.to_str().ok().map(|host| split_host(host).0);
     if name.is_some_and(|name| host_allowed(name, allowed_hosts)) {
         return Ok(());
     }
@@ -136,14 +136,19 @@ fn check_host(headers: &HeaderMap, allowed_hosts: &[String]) -> Result<(), Refus
     Err(refused(Refusal::Host, text(StatusCode::FORBIDDEN, &body)))
 }
 
-/// The name in a `Host` header, without its port: `[::1]:80` is `::1`.
-fn host_name(host: &str) -> &str {
+/// A `Host` header's name and port: `[::1]:80` is `::1` and 80, `example.org` is
+/// `example.org` and no port.
+fn split_host(host: &str) -> (&str, Option<u16>) {
     if let Some(bracketed) = host.strip_prefix('[') {
-        return bracketed.split(']').next().unwrap_or(bracketed);
+        let (name, rest) = bracketed.split_once(']').unwrap_or((bracketed, ""));
+        return (
+            name,
+            rest.strip_prefix(':').and_then(|port| port.parse().ok()),
+        );
     }
     match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (name, port.parse().ok()),
+        _ => (host, None),
     }
 }
 
@@ -524,12 +529,12 @@ fn origin_allowed(
         "https" | "wss" => Some(443),
         _ => None,
     };
-    let (host_name, host_port) = match host.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
-            (name, port.parse::<u16>().ok())
-        }
-        _ => (host, None),
-    };
+    let (host_name, host_port) = split_host(host);
+    // An IPv6 origin is bracketed (`[::1]`), as the name `split_host` gives is not.
+    let origin_host = origin_host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+        .unwrap_or(origin_host);
     origin_host.eq_ignore_ascii_case(host_name)
         && url.port_or_known_default() == host_port.or(scheme_default)
 }
@@ -606,7 +611,7 @@ mod tests {
             "chat.example.org:443",
             "CHAT.example.org",
         ] {
-            assert!(host_allowed(host_name(host), &listed), "{host}");
+            assert!(host_allowed(split_host(host).0, &listed), "{host}");
         }
         for host in [
             "attacker.example",
@@ -614,12 +619,15 @@ mod tests {
             "127.0.0.1.nip.io:8000",
             "",
         ] {
-            assert!(!host_allowed(host_name(host), &listed), "{host}");
+            assert!(!host_allowed(split_host(host).0, &listed), "{host}");
         }
         assert!(host_allowed(
-            host_name("anything.example"),
+            split_host("anything.example").0,
             &["*".to_owned()]
         ));
+        assert_eq!(split_host("[::1]:8000"), ("::1", Some(8000)));
+        assert_eq!(split_host("example.org:443"), ("example.org", Some(443)));
+        assert_eq!(split_host("example.org"), ("example.org", None));
     }
 
     #[test]

@@ -133,7 +133,7 @@ struct History {
 }
 
 /// The time now, in Unix milliseconds.
-fn now_millis() -> u64 {
+pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
@@ -291,17 +291,11 @@ impl Room {
                 EventKind::Leave => Presence::Left,
                 EventKind::Message { .. } => Presence::Unchanged,
             };
-            let event = v1::Event {
-                offset: 0,
-                ts: 0,
-                id: id.to_string(),
-                kind,
-            };
             cluster.publish(Outgoing {
                 epoch,
                 key,
                 presence,
-                text: event.plain(),
+                text: kind.plain(id.as_str()),
             });
             return;
         }
