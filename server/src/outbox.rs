@@ -66,36 +66,46 @@ impl Outbox {
 
     /// Queues an encoded frame, or evicts the connection if it would overflow.
     pub fn push(&self, frame: &Frame) {
-        self.push_costing(frame, queued_cost(frame));
+        self.push_all(std::slice::from_ref(frame), queued_cost);
     }
 
-    fn push_costing(&self, frame: &Frame, cost: usize) {
+    /// Queues frames that stay in memory whether or not they are queued (the room's
+    /// history), so that only their pointers count against the bound: a client resuming
+    /// with a long history is not a slow consumer for that. One lock for all of them.
+    pub fn push_resident<'a>(&self, frames: impl IntoIterator<Item = &'a Frame>) {
+        self.push_all(frames, |_| std::mem::size_of::<Frame>());
+    }
+
+    /// Queues `frames` in order, each costing what `cost` says, or evicts the connection
+    /// at the first that would overflow.
+    fn push_all<'a>(
+        &self,
+        frames: impl IntoIterator<Item = &'a Frame>,
+        cost: impl Fn(&Frame) -> usize,
+    ) {
         if self.evicted.is_cancelled() {
             return;
         }
         let mut queue = self.lock();
-        if queue.bytes + cost > queue.max_bytes {
-            queue.frames = Vec::new();
-            queue.bytes = 0;
-            queue.pong = None;
-            drop(queue);
-            self.evicted.cancel();
-            return;
-        }
         let was_empty = queue.is_empty();
-        queue.frames.push(frame.clone());
-        queue.bytes += cost;
+        for frame in frames {
+            let cost = cost(frame);
+            if queue.bytes + cost > queue.max_bytes {
+                queue.frames = Vec::new();
+                queue.bytes = 0;
+                queue.pong = None;
+                drop(queue);
+                self.evicted.cancel();
+                return;
+            }
+            queue.frames.push(frame.clone());
+            queue.bytes += cost;
+        }
+        let now_empty = queue.is_empty();
         drop(queue);
-        if was_empty {
+        if was_empty && !now_empty {
             self.ready.notify_one();
         }
-    }
-
-    /// Queues a frame that stays in memory whether or not it is queued (one of the
-    /// room's history), so that only its pointer counts against the bound: a client
-    /// resuming with a long history is not a slow consumer for that.
-    pub fn push_resident(&self, frame: &Frame) {
-        self.push_costing(frame, std::mem::size_of::<Frame>());
     }
 
     /// Whether the connection overflowed its queue and is to be disconnected.
@@ -158,13 +168,16 @@ impl Outbox {
 
     /// Completes once no pong waits for the writer.
     pub async fn pong_taken(&self) {
-        loop {
-            if self.lock().pong.is_none() {
-                return;
-            }
-            // take_queued notifies after taking it; a permit stored between the check
-            // and here is not missed.
-            self.pong_taken.notified().await;
+        self.wait_until(&self.pong_taken, |queue| queue.pong.is_none())
+            .await;
+    }
+
+    /// Completes once `done` holds, checking it again each time `notify` says the
+    /// queue changed. `take_queued` notifies after changing it, so a permit stored
+    /// between a check and the wait is not missed.
+    async fn wait_until(&self, notify: &Notify, done: impl Fn(&Queue) -> bool) {
+        while !done(&self.lock()) {
+            notify.notified().await;
         }
     }
 
@@ -172,17 +185,8 @@ impl Outbox {
     /// waits for this before reading on, so that a client that sends faster than it
     /// reads the room back is slowed down instead of evicted for its own echoes.
     pub async fn below_high_water(&self) {
-        loop {
-            {
-                let queue = self.lock();
-                if queue.bytes <= queue.max_bytes / 2 {
-                    return;
-                }
-            }
-            // take_queued notifies after emptying the queue; a permit stored between
-            // the check and here is not missed.
-            self.drained.notified().await;
-        }
+        self.wait_until(&self.drained, |queue| queue.bytes <= queue.max_bytes / 2)
+            .await;
     }
 
     /// Completes when this member overflowed its queue and must be disconnected.

@@ -245,11 +245,8 @@ impl Room {
             limits: self.settings.limits.clone(),
         };
         outbox.push(&wire::text(&welcome.to_json()));
-        for (offset, frame) in history {
-            if *offset > replay_after {
-                outbox.push_resident(frame);
-            }
-        }
+        let missed = history.iter().filter(|(offset, _)| *offset > replay_after);
+        outbox.push_resident(missed.map(|(_, frame)| frame));
     }
 
     /// How many members are connected to this node.
