@@ -15,6 +15,15 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
+/// Loads the page `server` serves and waits until it shows its own join.
+async fn load_the_chat(page: &Page, server: &TestServer) {
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    let id = client_id(page).await;
+    wait_for_message(page, &format!("Client #{id} has entered the chat")).await;
+}
+
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
 async fn two_pages_a_websocket_client_and_chat_tui_chat_together() {
@@ -166,11 +175,7 @@ async fn the_page_fits_a_phone_screen() {
     let driver = ChromeDriver::start().await;
     let server = TestServer::start().await;
     let page = driver.open_phone(375, 740).await;
-    page.goto(&format!("http://{}/", server.address))
-        .await
-        .expect("load the page");
-    let id = client_id(&page).await;
-    wait_for_message(&page, &format!("Client #{id} has entered the chat")).await;
+    load_the_chat(&page, &server).await;
     say(
         &page,
         &"a long line without spaces ".repeat(3).replace(' ', "_"),
@@ -240,11 +245,7 @@ async fn the_pane_stays_at_the_bottom_unless_scrolled_up() {
     })
     .await;
     let page = driver.open(600, 400).await;
-    page.goto(&format!("http://{}/", server.address))
-        .await
-        .expect("load the page");
-    let id = client_id(&page).await;
-    wait_for_message(&page, &format!("Client #{id} has entered the chat")).await;
+    load_the_chat(&page, &server).await;
 
     let mut talker = server.join("5", "5").await;
     for n in 0..40 {
@@ -302,11 +303,7 @@ async fn a_flood_is_shown_as_it_arrives_and_the_cap_is_kept() {
     })
     .await;
     let page = driver.open(900, 600).await;
-    page.goto(&format!("http://{}/", server.address))
-        .await
-        .expect("load the page");
-    let id = client_id(&page).await;
-    wait_for_message(&page, &format!("Client #{id} has entered the chat")).await;
+    load_the_chat(&page, &server).await;
     let mut talker = server.join("5", "5").await;
     let count_shown = "return document.querySelectorAll('#messages li').length;";
 
