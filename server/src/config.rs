@@ -1,5 +1,6 @@
 //! The server's settings, their defaults, and the bounds outside which they cannot work.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::meter::{TokenBucket, WireLimits};
@@ -40,6 +41,9 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Serve `/echo` for the Autobahn conformance cases.
     pub echo: bool,
+    /// Keep every room's history in a database in this folder, so that it survives a
+    /// restart or a crash; `None` keeps it in memory only.
+    pub data_dir: Option<PathBuf>,
     /// Share the room with other nodes through this Redis (`redis://host:port[/db]`).
     pub redis_url: Option<String>,
     /// In a cluster, how long a node may go unheard before the others announce its
@@ -72,6 +76,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             echo: false,
+            data_dir: None,
             redis_url: None,
             presence_ttl: Duration::from_secs(6),
             shutdown_timeout: Duration::from_secs(5),
@@ -127,6 +132,8 @@ pub enum InvalidConfig {
     RateTooLow { name: &'static str, min: f64 },
     #[error("{name} must be at least 1")]
     Zero { name: &'static str },
+    #[error("a data folder cannot be combined with Redis yet: a cluster's history lives in Redis")]
+    DataDirInCluster,
 }
 
 /// The most bytes of history a room keeps, whatever `--history` says: with at most
@@ -196,6 +203,9 @@ impl Config {
         ];
         if let Some((name, _)) = counts.into_iter().find(|(_, count)| *count == 0) {
             return Err(InvalidConfig::Zero { name });
+        }
+        if self.data_dir.is_some() && self.redis_url.is_some() {
+            return Err(InvalidConfig::DataDirInCluster);
         }
         Ok(())
     }

@@ -227,6 +227,7 @@ async fn receive(
             tokio::time::sleep(wait).await;
         }
         outbox.below_high_water().await;
+        shared.has_room().await;
         let frame = socket.next().await;
         keepalive.heard();
         match frame {

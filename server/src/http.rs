@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use crate::metrics::Refusal;
 use crate::room::{Protocol, Resume};
+use crate::rooms::Unavailable;
 use crate::shared::Shared;
 use crate::{addresses, connection};
 
@@ -343,10 +344,15 @@ fn upgrade(
     let seated = match endpoint {
         Endpoint::Chat(seat) => match shared.rooms.get(&seat.room) {
             Ok(room) => Some((seat, room)),
-            Err(too_many) => {
+            Err(unavailable) => {
+                let reason = match unavailable {
+                    Unavailable::TooManyRooms => Refusal::TooManyRooms,
+                    Unavailable::History(_) => Refusal::Unavailable,
+                };
+                let body = format!("{unavailable}\n");
                 return Err(refused(
-                    Refusal::TooManyRooms,
-                    text(StatusCode::SERVICE_UNAVAILABLE, &format!("{too_many}\n")),
+                    reason,
+                    text(StatusCode::SERVICE_UNAVAILABLE, &body),
                 ));
             }
         },

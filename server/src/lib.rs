@@ -7,9 +7,11 @@
 //! - `shared`: what every connection task shares.
 //! - `addresses`: the limits per client IP address.
 //! - `connection`: one WebSocket session, from join to close frame; also `/echo`.
-//! - `rooms`: every room of the server, made on first use.
+//! - `rooms`: every room of the server, made on first use (or loaded from the journal).
 //! - `room`: one room's members, numbered events and history, and the fan-out of each
 //!   event to the members' outboxes, in each member's protocol.
+//! - `journal`: durable history, with `--data-dir`: events written to SQLite before
+//!   they are fanned out.
 //! - `outbox`: a connection's bounded queue of frames.
 //! - `metrics`: the counters behind `/metrics`.
 //! - `broker`: clustering through Redis, with `--redis-url`.
@@ -22,6 +24,7 @@ mod broker;
 pub mod config;
 mod connection;
 mod http;
+mod journal;
 mod meter;
 mod metrics;
 mod outbox;
@@ -70,7 +73,20 @@ pub async fn run(
         None => (None, None, None),
     };
     let cluster = publisher.map(|publisher| Box::new(publisher) as Box<dyn Cluster>);
-    let rooms = Rooms::new(config.room_settings(), metrics.clone(), cluster);
+    let journal = match &config.data_dir {
+        Some(folder) => Some(
+            journal::Journal::open(folder, config.history, metrics.clone())
+                .map_err(io::Error::other)?,
+        ),
+        None => None,
+    };
+    let rooms = Rooms::new(
+        config.room_settings(),
+        metrics.clone(),
+        cluster,
+        journal.clone(),
+    )
+    .map_err(io::Error::other)?;
     let broker_stop = CancellationToken::new();
     let broker_task = broker.map(|broker| {
         let room = rooms.default_room();
@@ -79,6 +95,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         rooms,
         broker: health,
+        journal,
         metrics,
         sessions: Arc::new(Semaphore::new(
             config.max_connections.min(Semaphore::MAX_PERMITS),
@@ -107,6 +124,17 @@ pub async fn run(
             timeout = ?shared.config.shutdown_timeout,
             "shutdown timed out; dropping the connections left"
         );
+    }
+    if let Some(journal) = &shared.journal {
+        // Every session has ended and handed its leave over: let the journal write them.
+        if tokio::time::timeout(shared.config.shutdown_timeout, journal.close())
+            .await
+            .is_err()
+        {
+            warn!(
+                "the history could not be written in time; what was not is lost, and no client saw it"
+            );
+        }
     }
     if let Some(task) = broker_task {
         // Every session has ended and queued its leave: let the broker publish them.

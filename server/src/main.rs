@@ -97,6 +97,11 @@ struct Args {
     )]
     allowed_hosts: Vec<String>,
 
+    /// Keep every room's history in an SQLite database in this folder (made if need
+    /// be), so that it survives a restart or a crash: clients resume where they were.
+    #[arg(long, env = "CHAT_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+
     /// Share the room with other nodes through Redis: redis://host:port[/db].
     #[arg(long, env = "CHAT_REDIS_URL")]
     redis_url: Option<String>,
@@ -194,6 +199,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         allowed_origins: args.allowed_origins,
         allowed_hosts: args.allowed_hosts,
         echo: args.echo,
+        data_dir: args.data_dir,
         redis_url: args.redis_url,
         presence_ttl: args.presence_ttl,
         shutdown_timeout: args.shutdown_timeout,

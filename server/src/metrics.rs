@@ -85,6 +85,8 @@ pub struct Metrics {
     broker_reconnects: AtomicU64,
     broker_lag_micros: AtomicU64,
     history_bytes: AtomicU64,
+    history_written: AtomicU64,
+    history_commits: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, amount: u64) {
@@ -126,6 +128,12 @@ impl Metrics {
         }
     }
 
+    /// The journal wrote `events` in one commit.
+    pub fn journal_written(&self, events: usize) {
+        add(&self.history_written, events as u64);
+        add(&self.history_commits, 1);
+    }
+
     pub fn broker_health(&self, up: bool) {
         self.broker_up.store(u64::from(up), Ordering::Relaxed);
     }
@@ -153,7 +161,7 @@ impl Metrics {
                 let _ = writeln!(text, "{name}{labels} {value}");
             }
         };
-        let unlabelled: [(&str, &str, &str, &AtomicU64); 12] = [
+        let unlabelled: [(&str, &str, &str, &AtomicU64); 14] = [
             (
                 "chat_connections",
                 "gauge",
@@ -195,6 +203,18 @@ impl Metrics {
                 "gauge",
                 "Bytes of frames kept in the rooms' histories.",
                 &self.history_bytes,
+            ),
+            (
+                "chat_history_events_written_total",
+                "counter",
+                "Events written to the data folder's database (with --data-dir).",
+                &self.history_written,
+            ),
+            (
+                "chat_history_commits_total",
+                "counter",
+                "Transactions that wrote them: events per commit is the group-commit batch.",
+                &self.history_commits,
             ),
             (
                 "chat_broker_up",

@@ -1,14 +1,17 @@
 //! A room: who is in it, its numbered events and their history, and the fan-out of
 //! every event to the members' outboxes, each in its own protocol.
 //!
-//! On a single node, an event is numbered and fanned out at once, under the room's lock,
-//! which gives every member one order. In a cluster it is handed to the [`Cluster`]
-//! instead, and fanned out when the cluster delivers it back ([`Room::deliver`]), so
-//! that every client on every node sees the cluster's one order. The room owns that
-//! seam; the Redis broker plugs into it. (Clustered nodes serve the plain protocol in
-//! the default room only, for now: the offsets and history are the single node's.)
+//! On a single node, an event is numbered under the room's lock, which gives every
+//! member one order, and fanned out at once; with durable history it is handed to the
+//! [`Store`] instead, in that order, and fanned out once it is written
+//! ([`Room::fan_out`]), so that no client ever sees an event a crash could lose. In a
+//! cluster it is handed to the [`Cluster`], and fanned out when the cluster delivers it
+//! back ([`Room::deliver`]), so that every client on every node sees the cluster's one
+//! order. The room owns both seams; the journal and the Redis broker plug into them.
+//! (Clustered nodes serve the plain protocol in the default room only, for now: the
+//! offsets and history are the single node's.)
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -65,6 +68,36 @@ pub trait Cluster: Send + Sync {
     fn publish(&self, announcement: Outgoing);
 }
 
+/// Where a room with durable history writes its events before fanning them out.
+pub trait Store: Send + Sync {
+    /// Hands over the room's next event, in order: the store calls [`Room::fan_out`]
+    /// with it once it is written. Never waits, since leaves are appended from `Drop`.
+    fn append(&self, room: &Arc<Room>, key: u64, event: v1::Event);
+}
+
+/// Where a room's history begins: nowhere for a new room, or where the store left it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Start {
+    pub epoch: String,
+    /// The offset of the room's last event; 0 before the first.
+    pub offset: u64,
+    /// The last events, oldest first.
+    pub events: Vec<v1::Event>,
+    /// Who was connected when the store last wrote, by member key: gone now, so their
+    /// leaves are announced as the room starts.
+    pub present: Vec<(u64, v1::Present)>,
+}
+
+impl Start {
+    /// A room with nothing behind it, whose history begins with `epoch`.
+    pub fn new(epoch: String) -> Self {
+        Self {
+            epoch,
+            ..Self::default()
+        }
+    }
+}
+
 /// Which protocol a member speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -105,24 +138,35 @@ pub struct Room {
     metrics: Arc<Metrics>,
     /// Set on a clustered node.
     cluster: Option<Box<dyn Cluster>>,
+    /// Set with durable history.
+    store: Option<Arc<dyn Store>>,
 }
 
 struct State {
     members: HashMap<u64, Slot>,
-    /// The offset of the room's last event; 0 before the first.
+    /// The offset of the last event fanned out, the one clients know of; 0 before the
+    /// first.
     offset: u64,
+    /// The offset of the last event numbered: ahead of `offset` while the store writes.
+    numbered: u64,
+    /// Who is in the room as of `offset`, by member key: what a welcome lists.
+    present: BTreeMap<u64, v1::Present>,
     history: History,
 }
 
 struct Slot {
-    id: ClientId,
-    /// When the member joined, in Unix milliseconds.
-    since: u64,
     protocol: Protocol,
     outbox: Arc<Outbox>,
-    /// In a cluster, a newcomer gets nothing until its own join comes back from Redis,
-    /// so that its join is its first frame, as on a single node.
-    awaiting_join: bool,
+    stage: Stage,
+}
+
+/// Whether a member receives the room's events yet.
+enum Stage {
+    /// A newcomer gets nothing until its own join is fanned out (written by the store,
+    /// or back from Redis), so that its welcome and join come first and it hears of
+    /// nothing twice. A v1 newcomer's welcome resumes from here.
+    Joining(Option<Resume>),
+    Live,
 }
 
 /// The room's last events, as the frames v1 clients receive: shared with every
@@ -140,31 +184,54 @@ pub fn now_millis() -> u64 {
 }
 
 impl Room {
-    /// A room named `name` whose history began with `epoch`; with a `cluster`, one
-    /// node's share of a clustered room.
+    /// A room named `name` whose history begins at `start`; with a `cluster`, one
+    /// node's share of a clustered room; with a `store`, a room whose history is
+    /// written before anyone hears of it.
     pub fn new(
         name: RoomName,
-        epoch: String,
+        start: Start,
         settings: Arc<RoomSettings>,
         metrics: Arc<Metrics>,
         cluster: Option<Box<dyn Cluster>>,
+        store: Option<Arc<dyn Store>>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let stale = start.present;
+        let room = Arc::new(Self {
             name,
-            epoch,
+            epoch: start.epoch,
             state: Mutex::new(State {
                 members: HashMap::new(),
-                offset: 0,
+                offset: start.offset,
+                numbered: start.offset,
+                present: stale.iter().cloned().collect(),
                 history: History {
                     events: VecDeque::new(),
                     bytes: 0,
                 },
             }),
-            next_key: AtomicU64::new(0),
+            next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
             metrics,
             cluster,
-        })
+            store,
+        });
+        let mut state = room.lock();
+        for event in &start.events {
+            room.remember(
+                &mut state.history,
+                event.offset,
+                &wire::text(&event.to_json()),
+            );
+        }
+        for (key, present) in stale {
+            match ClientId::parse(&present.id) {
+                Ok(id) => room.announce(&mut state, (Epoch::Local, key), &id, EventKind::Leave),
+                // Only a hand-edited store holds an id no client could have had.
+                Err(_) => drop(state.present.remove(&key)),
+            }
+        }
+        drop(state);
+        room
     }
 
     /// Adds a member and announces it to everyone, the newcomer first in its own outbox;
@@ -185,20 +252,16 @@ impl Room {
             .map_or(Epoch::Local, |cluster| cluster.epoch());
         let outbox = Arc::new(Outbox::new(self.settings.max_queue_bytes));
         let mut state = self.lock();
-        if protocol == Protocol::Json {
-            self.welcome(&state, &id, resume, &outbox);
-        }
         state.members.insert(
             key,
             Slot {
-                id: id.clone(),
-                since: now_millis(),
                 protocol,
                 outbox: outbox.clone(),
-                awaiting_join: self.cluster.is_some(),
+                stage: Stage::Joining(resume.cloned()),
             },
         );
-        self.announce(state, (epoch, key), &id, EventKind::Join);
+        self.announce(&mut state, (epoch, key), &id, EventKind::Join);
+        drop(state);
         Member {
             room: self.clone(),
             protocol,
@@ -209,8 +272,9 @@ impl Room {
         }
     }
 
-    /// Queues a v1 newcomer's welcome and the history it is to replay.
-    fn welcome(&self, state: &State, id: &ClientId, resume: Option<&Resume>, outbox: &Outbox) {
+    /// Queues a v1 newcomer's welcome and the history it is to replay: the room as of
+    /// the last event fanned out, just before the newcomer's own join.
+    fn welcome(&self, state: &State, id: &str, resume: Option<&Resume>, outbox: &Outbox) {
         let history = &state.history.events;
         // Everything after `since` is still here when the oldest kept event is no later
         // than the first one missed (or nothing was missed).
@@ -226,17 +290,10 @@ impl Room {
             Some(resume) if recovered => resume.since,
             _ => 0,
         };
-        let mut members: Vec<v1::Present> = state
-            .members
-            .values()
-            .map(|slot| v1::Present {
-                id: slot.id.to_string(),
-                since: slot.since,
-            })
-            .collect();
+        let mut members: Vec<v1::Present> = state.present.values().cloned().collect();
         members.sort_by_key(|present| present.since);
         let welcome = v1::Welcome {
-            id: id.to_string(),
+            id: id.to_owned(),
             room: self.name.to_string(),
             epoch: self.epoch.clone(),
             offset: state.offset,
@@ -254,9 +311,21 @@ impl Room {
         self.lock().members.len()
     }
 
+    /// Whether the room can be forgotten: nobody is in it, and every event it numbered
+    /// has been fanned out (so a store has written them all).
+    pub fn is_idle(&self) -> bool {
+        let state = self.lock();
+        state.members.is_empty() && state.numbered == state.offset
+    }
+
     /// This room's name.
     pub fn name(&self) -> &RoomName {
         &self.name
+    }
+
+    /// The epoch of this room's history.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -268,16 +337,17 @@ impl Room {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Numbers the event and fans it out here, or, in a cluster, hands it over.
+    /// Numbers the event and fans it out here; with a store, hands it over to be
+    /// written first; in a cluster, hands it over to the cluster.
     ///
-    /// Takes the room's lock from the caller, so that on a single node no two events
-    /// interleave their pushes: that is what gives every client one total order and
-    /// dense offsets. In a cluster the lock orders the hand-over, and the cluster gives
-    /// the order. The lock is a std `Mutex` because it is never held across an
-    /// `.await`, only for a loop of non-blocking pushes.
+    /// Takes the room's state from a caller holding its lock, so that on a single node
+    /// no two events are numbered (or fanned out) interleaved: that is what gives every
+    /// client one total order and dense offsets. The store and the cluster receive
+    /// events in that order. The lock is a std `Mutex` because it is never held across
+    /// an `.await`, only for a loop of non-blocking pushes.
     fn announce(
-        &self,
-        mut state: MutexGuard<'_, State>,
+        self: &Arc<Self>,
+        state: &mut State,
         (epoch, key): (Epoch, u64),
         id: &ClientId,
         kind: EventKind,
@@ -296,18 +366,60 @@ impl Room {
             });
             return;
         }
-        state.offset += 1;
+        state.numbered += 1;
         let event = v1::Event {
-            offset: state.offset,
+            offset: state.numbered,
             ts: now_millis(),
             id: id.to_string(),
             kind,
         };
+        match &self.store {
+            Some(store) => store.append(self, key, event),
+            None => self.fan_out_numbered(state, key, event),
+        }
+    }
+
+    /// Fans out an event the store has written, from member `key`.
+    pub fn fan_out(&self, key: u64, event: v1::Event) {
+        self.fan_out_numbered(&mut self.lock(), key, event);
+    }
+
+    fn fan_out_numbered(&self, state: &mut State, key: u64, event: v1::Event) {
+        match &event.kind {
+            EventKind::Join => {
+                let newcomer = state.members.get_mut(&key).and_then(|slot| {
+                    let stage = std::mem::replace(&mut slot.stage, Stage::Live);
+                    match (stage, slot.protocol) {
+                        (Stage::Joining(resume), Protocol::Json) => {
+                            Some((resume, slot.outbox.clone()))
+                        }
+                        _ => None,
+                    }
+                });
+                if let Some((resume, outbox)) = newcomer {
+                    self.welcome(state, &event.id, resume.as_ref(), &outbox);
+                }
+                let present = v1::Present {
+                    id: event.id.clone(),
+                    since: event.ts,
+                };
+                state.present.insert(key, present);
+            }
+            EventKind::Leave => {
+                state.present.remove(&key);
+            }
+            EventKind::Message { .. } => {}
+        }
+        state.offset = event.offset;
         let plain = wire::text(&event.plain());
         let json = wire::text(&event.to_json());
         self.remember(&mut state.history, event.offset, &json);
         let (mut to_plain, mut to_json) = (0, 0);
-        for slot in state.members.values() {
+        let live = state
+            .members
+            .values()
+            .filter(|slot| matches!(slot.stage, Stage::Live));
+        for slot in live {
             match slot.protocol {
                 Protocol::Plain => {
                     slot.outbox.push(&plain);
@@ -319,7 +431,6 @@ impl Room {
                 }
             }
         }
-        drop(state);
         self.metrics.delivered(to_plain, plain.len());
         self.metrics.delivered(to_json, json.len());
     }
@@ -350,11 +461,11 @@ impl Room {
         let mut state = self.lock();
         let mut delivered = 0;
         for (member, slot) in state.members.iter_mut() {
-            if slot.awaiting_join {
-                // Whatever comes before the newcomer's own join is not for it.
-                slot.awaiting_join = !(own_node && *member == key);
+            if matches!(slot.stage, Stage::Joining(_)) && own_node && *member == key {
+                // Whatever came before the newcomer's own join was not for it.
+                slot.stage = Stage::Live;
             }
-            if !slot.awaiting_join {
+            if matches!(slot.stage, Stage::Live) {
                 slot.outbox.push(frame);
                 delivered += 1;
             }
@@ -389,8 +500,9 @@ impl Member {
             text: text.to_owned(),
             nonce,
         };
+        let mut state = self.room.lock();
         self.room
-            .announce(self.room.lock(), (self.epoch, self.key), &self.id, kind);
+            .announce(&mut state, (self.epoch, self.key), &self.id, kind);
     }
 
     /// The protocol the member speaks.
@@ -423,8 +535,12 @@ impl Drop for Member {
     fn drop(&mut self) {
         let mut state = self.room.lock();
         state.members.remove(&self.key);
-        self.room
-            .announce(state, (self.epoch, self.key), &self.id, EventKind::Leave);
+        self.room.announce(
+            &mut state,
+            (self.epoch, self.key),
+            &self.id,
+            EventKind::Leave,
+        );
     }
 }
 
@@ -449,9 +565,10 @@ mod tests {
         };
         Room::new(
             RoomName::default(),
-            "e".into(),
+            Start::new("e".into()),
             Arc::new(settings),
             Arc::default(),
+            None,
             None,
         )
     }

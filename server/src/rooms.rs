@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat::v1::RoomName;
 
+use crate::journal::Journal;
 use crate::metrics::Metrics;
-use crate::room::{Cluster, Room, RoomSettings};
+use crate::room::{Cluster, Room, RoomSettings, Start, Store};
 
 /// The most rooms at once. Past it, empty rooms are forgotten (with their history) to
 /// make place for new ones, and if none is empty a new room is refused.
@@ -26,20 +27,29 @@ pub struct Rooms {
     made: AtomicU64,
     /// Set on a clustered node, whose only room is the default one.
     clustered: bool,
+    /// Set with durable history: rooms are loaded from it, and write to it.
+    journal: Option<Arc<Journal>>,
 }
 
-/// A new room was refused: the server has [`MAX_ROOMS`] and none is empty.
+/// Why a room cannot be had now.
 #[derive(Debug, thiserror::Error)]
-#[error("this server has {MAX_ROOMS} rooms with people in them; try again later")]
-pub struct TooManyRooms;
+pub enum Unavailable {
+    /// The server has [`MAX_ROOMS`] and none is empty.
+    #[error("this server has {MAX_ROOMS} rooms with people in them; try again later")]
+    TooManyRooms,
+    #[error("cannot read the room's history: {0}")]
+    History(#[from] rusqlite::Error),
+}
 
 impl Rooms {
-    /// The rooms of a new server; a clustered node's default room goes through `cluster`.
+    /// The rooms of a new server; a clustered node's default room goes through
+    /// `cluster`; with a `journal`, every room keeps its history there.
     pub fn new(
         settings: RoomSettings,
         metrics: Arc<Metrics>,
         cluster: Option<Box<dyn Cluster>>,
-    ) -> Self {
+        journal: Option<Arc<Journal>>,
+    ) -> Result<Self, Unavailable> {
         let rooms = Self {
             rooms: Mutex::new(HashMap::new()),
             settings: Arc::new(settings),
@@ -47,11 +57,12 @@ impl Rooms {
             run: format!("{:08x}", fastrand::u32(..)),
             made: AtomicU64::new(0),
             clustered: cluster.is_some(),
+            journal,
         };
         let name = RoomName::default();
-        let default = rooms.make(name.clone(), cluster);
+        let default = rooms.make(name.clone(), cluster)?;
         rooms.lock().insert(name, default);
-        rooms
+        Ok(rooms)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
@@ -61,16 +72,36 @@ impl Rooms {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn make(&self, name: RoomName, cluster: Option<Box<dyn Cluster>>) -> Arc<Room> {
-        let made = self.made.fetch_add(1, Ordering::Relaxed);
-        let epoch = format!("{}-{made}", self.run);
-        Room::new(
+    /// A room as its journal left it, or new.
+    ///
+    /// Loading reads the database on the caller's thread: a few milliseconds for a
+    /// full history, once per room per run, while the rooms' lock keeps two sessions
+    /// from loading one room twice.
+    fn make(
+        &self,
+        name: RoomName,
+        cluster: Option<Box<dyn Cluster>>,
+    ) -> Result<Arc<Room>, Unavailable> {
+        let stored = match &self.journal {
+            Some(journal) => journal.load(&name)?,
+            None => None,
+        };
+        let start = stored.unwrap_or_else(|| {
+            let made = self.made.fetch_add(1, Ordering::Relaxed);
+            Start::new(format!("{}-{made}", self.run))
+        });
+        let store = self
+            .journal
+            .clone()
+            .map(|journal| journal as Arc<dyn Store>);
+        Ok(Room::new(
             name,
-            epoch,
+            start,
             self.settings.clone(),
             self.metrics.clone(),
             cluster,
-        )
+            store,
+        ))
     }
 
     /// Whether this node serves only the default room.
@@ -87,19 +118,19 @@ impl Rooms {
     }
 
     /// The room named `name`, made now if need be.
-    pub fn get(&self, name: &RoomName) -> Result<Arc<Room>, TooManyRooms> {
+    pub fn get(&self, name: &RoomName) -> Result<Arc<Room>, Unavailable> {
         let mut rooms = self.lock();
         if let Some(room) = rooms.get(name) {
             return Ok(room.clone());
         }
         if rooms.len() >= MAX_ROOMS {
             let default = RoomName::default();
-            rooms.retain(|name, room| *name == default || room.len() > 0);
+            rooms.retain(|name, room| *name == default || !room.is_idle());
             if rooms.len() >= MAX_ROOMS {
-                return Err(TooManyRooms);
+                return Err(Unavailable::TooManyRooms);
             }
         }
-        let room = self.make(name.clone(), None);
+        let room = self.make(name.clone(), None)?;
         rooms.insert(name.clone(), room.clone());
         Ok(room)
     }

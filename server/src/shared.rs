@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::addresses::Addresses;
 use crate::broker::Health;
 use crate::config::Config;
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::room::Epoch;
 use crate::rooms::Rooms;
@@ -21,6 +22,8 @@ pub struct Shared {
     pub rooms: Rooms,
     /// In a cluster: whether Redis is reachable.
     pub broker: Option<watch::Receiver<Health>>,
+    /// With durable history: where every room writes its events.
+    pub journal: Option<Arc<Journal>>,
     pub metrics: Arc<Metrics>,
     /// One permit per WebSocket session, `config.max_connections` in all.
     pub sessions: Arc<Semaphore>,
@@ -34,9 +37,19 @@ const READ_BUFFER_BYTES: usize = 1024;
 impl Shared {
     /// Why the node cannot serve clients now, if it cannot.
     pub fn unavailable(&self) -> Option<String> {
-        match self.broker.as_ref().map(|health| health.borrow().clone()) {
-            Some(Health::Down(reason)) => Some(format!("cannot reach Redis: {reason}")),
-            _ => None,
+        if let Some(Health::Down(reason)) =
+            self.broker.as_ref().map(|health| health.borrow().clone())
+        {
+            return Some(format!("cannot reach Redis: {reason}"));
+        }
+        self.journal.as_ref().and_then(|journal| journal.trouble())
+    }
+
+    /// Completes once the node can take more from its clients: at once, unless the
+    /// durable history is behind (see `journal`).
+    pub async fn has_room(&self) {
+        if let Some(journal) = &self.journal {
+            journal.has_room().await;
         }
     }
 
