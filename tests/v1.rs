@@ -2,109 +2,12 @@
 //! offsets, resume, nonces, rooms, and what is refused; beside plain clients, whose
 //! bytes never change.
 
-use chat::v1::{self, Event, EventKind, Request, ServerFrame, Welcome};
+use chat::v1::{Event, EventKind};
 use chat_server::Config;
-use testkit::{Client, TestServer, raw_http, upgrade_request, within};
+use testkit::v1::{V1, kinds, said};
+use testkit::{Client, TestServer, raw_http, upgrade_request};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-/// A client that asked for `chat.v1.json` and got it.
-struct V1 {
-    socket: Client,
-}
-
-impl V1 {
-    async fn connect(server: &TestServer, path: &str) -> Self {
-        let mut request = server.url(path).into_client_request().expect("a request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(v1::SUBPROTOCOL),
-        );
-        let (socket, response) = within("the handshake", tokio_tungstenite::connect_async(request))
-            .await
-            .expect("connect");
-        assert_eq!(
-            response.headers().get("Sec-WebSocket-Protocol"),
-            Some(&HeaderValue::from_static(v1::SUBPROTOCOL)),
-            "the server selected chat.v1.json"
-        );
-        Self {
-            socket: Client { socket },
-        }
-    }
-
-    async fn frame(&mut self) -> ServerFrame {
-        let text = self.socket.recv().await;
-        ServerFrame::parse(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
-    }
-
-    async fn welcome(&mut self) -> Welcome {
-        match self.frame().await {
-            ServerFrame::Welcome(frame) => frame.welcome,
-            other => panic!("expected the welcome, got {other:?}"),
-        }
-    }
-
-    async fn event(&mut self) -> Event {
-        match self.frame().await {
-            ServerFrame::Event(event) => event,
-            other => panic!("expected an event, got {other:?}"),
-        }
-    }
-
-    /// The welcome, the `count` history events after it, and the client's own join.
-    async fn joined(&mut self, count: usize) -> (Welcome, Vec<Event>, Event) {
-        let welcome = self.welcome().await;
-        let mut history = Vec::new();
-        for _ in 0..count {
-            history.push(self.event().await);
-        }
-        let own = self.event().await;
-        assert_eq!(own.kind, EventKind::Join, "{own:?}");
-        assert_eq!(own.id, welcome.id);
-        assert_eq!(own.offset, welcome.offset + 1, "the first live event");
-        (welcome, history, own)
-    }
-
-    /// The welcome, and whatever history there is, up to the client's own join.
-    async fn seated(&mut self) -> Welcome {
-        let welcome = self.welcome().await;
-        loop {
-            let event = self.event().await;
-            if event.offset == welcome.offset + 1 {
-                assert_eq!(
-                    (event.id.as_str(), &event.kind),
-                    (welcome.id.as_str(), &EventKind::Join)
-                );
-                return welcome;
-            }
-        }
-    }
-
-    async fn say(&mut self, text: &str, nonce: Option<&str>) {
-        let request = Request::Message {
-            text: text.to_owned(),
-            nonce: nonce.map(str::to_owned),
-        };
-        self.socket.send(&request.to_json()).await;
-    }
-}
-
-fn said(text: &str) -> EventKind {
-    EventKind::Message {
-        text: text.to_owned(),
-        nonce: None,
-    }
-}
-
-fn kinds(events: &[Event]) -> Vec<(String, EventKind)> {
-    events
-        .iter()
-        .map(|event| (event.id.clone(), event.kind.clone()))
-        .collect()
-}
 
 #[tokio::test]
 async fn a_newcomer_gets_the_welcome_the_history_and_then_its_own_join() {

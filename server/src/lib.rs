@@ -38,6 +38,7 @@ pub use config::{Config, InvalidConfig, RateLimit};
 
 use std::future::Future;
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::addresses::Addresses;
 use crate::metrics::Metrics;
@@ -105,7 +106,7 @@ pub async fn run(
         tasks: TaskTracker::new(),
         config,
     });
-    debug!(address = %listener.local_addr()?, "listening");
+    announce(listener.local_addr()?);
 
     accept_until(&listener, &shared, shutdown).await;
     drop(listener);
@@ -147,6 +148,18 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Tells the person who started the server where to point their clients, once it is
+/// ready for them (after the data folder, say, was found usable).
+fn announce(address: SocketAddr) {
+    // A wildcard address is not something to type into a browser.
+    let reachable = match address.ip() {
+        ip if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), address.port()),
+        _ => address,
+    };
+    info!("chat page:       http://{reachable}/");
+    info!("terminal client: chat-tui --server ws://{reachable} --id 42");
 }
 
 async fn accept_until(listener: &TcpListener, shared: &Arc<Shared>, shutdown: impl Future) {

@@ -1,7 +1,7 @@
 //! The `chat-server` binary: flags, logging, the listening socket and signals.
 
 use std::io::IsTerminal;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -209,7 +209,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
-    announce(listener.local_addr()?);
     chat_server::run(listener, config, shutdown_signal()).await?;
     info!("stopped");
     Ok(())
@@ -222,17 +221,6 @@ fn raise_open_file_limit() {
         Ok(limit) => debug!(limit, "open-file limit"),
         Err(error) => warn!(%error, "could not raise the open-file limit"),
     }
-}
-
-/// Tells the person who started the server where to point their clients.
-fn announce(address: SocketAddr) {
-    // A wildcard address is not something to type into a browser.
-    let reachable = match address.ip() {
-        ip if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), address.port()),
-        _ => address,
-    };
-    info!("chat page:       http://{reachable}/");
-    info!("terminal client: chat-tui --server ws://{reachable} --id 42");
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -3,7 +3,9 @@
 //! the tests that drive a real browser, [`terminal`] for those that run `chat-tui` in a pty.
 
 pub mod chromium;
+pub mod process;
 pub mod terminal;
+pub mod v1;
 
 use std::future::Future;
 use std::net::SocketAddr;

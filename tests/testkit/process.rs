@@ -1,0 +1,95 @@
+//! `chat-server` as a process of its own, for what only a real process shows: SIGKILL,
+//! restarts on the same data, exit codes and what it prints.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::chromium::chat_server_binary;
+use crate::{PATIENCE, raw_http};
+
+/// A running `chat-server` binary on a free loopback port, killed when dropped.
+pub struct ServerProcess {
+    pub address: SocketAddr,
+    child: Child,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `args` (and `--port`), and waits until `/healthz` is 200.
+    pub async fn start(args: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(chat_server_binary())
+            .args(args)
+            .args(["--port", &port.to_string()])
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chat-server");
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + PATIENCE;
+        while health(address).await != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "chat-server never became healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { address, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.address)
+    }
+
+    /// SIGKILL: the process gets no chance to tidy up.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill chat-server");
+    }
+}
+
+/// The status of `GET /healthz` at `address`, if anything answers there.
+pub async fn health(address: SocketAddr) -> Option<u16> {
+    TcpStream::connect(address).await.ok()?;
+    Some(
+        raw_http(address, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .status,
+    )
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A new empty folder under the system's temporary folder, removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        static MADE: AtomicU32 = AtomicU32::new(0);
+        let made = MADE.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("chat-{name}-{}-{made}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("make a scratch folder");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
