@@ -376,10 +376,24 @@ impl Drop for SmallDisk {
     }
 }
 
-#[tokio::test]
-#[ignore = "mounts a small tmpfs, which needs root; .ci/run runs it"]
-async fn a_full_disk_refuses_sessions_and_everything_is_written_once_there_is_room() {
-    let disk = SmallDisk::mount(4 << 20);
+/// The value of an unlabelled metric of the server at `address`.
+async fn metric(address: std::net::SocketAddr, name: &str) -> u64 {
+    let metrics = raw_http(address, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {}", metrics.body))
+}
+
+/// Events that wait for the journal before sessions stop reading (journal.rs).
+const MAX_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "mounts a tmpfs, which needs root; .ci/run runs it"]
+async fn a_full_disk_refuses_sessions_bounds_the_backlog_and_loses_nothing() {
+    const MESSAGES: usize = 600;
+    let disk = SmallDisk::mount(64 << 20);
     let config = Config {
         rate_limit: None,
         ..durable(&disk.0.path().join("data"))
@@ -387,18 +401,40 @@ async fn a_full_disk_refuses_sessions_and_everything_is_written_once_there_is_ro
     let server = TestServer::start_with(config).await;
     let mut alice = V1::connect(&server, "/ws/1").await;
     alice.seated().await;
+    let (bob, _) = tokio_tungstenite::connect_async(server.url("/ws/2"))
+        .await
+        .expect("bob connects");
+    assert_eq!(alice.event().await.kind, EventKind::Join, "bob's join");
+    let (mut bob_sends, mut bob_reads) = bob.split();
 
     let filler = disk.0.path().join("filler");
     let mut file = std::fs::File::create(&filler).expect("make the filler");
     let chunk = vec![b'x'; 64 * 1024];
     while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
     drop(file);
-    let texts: Vec<String> = (0..20)
+
+    // Bob floods (and reads his echoes, so that only the disk holds him back).
+    let texts: Vec<String> = (0..MESSAGES)
         .map(|n| format!("{n} {}", "y".repeat(30_000)))
         .collect();
-    for text in &texts {
-        alice.say(text, None).await;
-    }
+    let flood = texts.clone();
+    let sending = tokio::spawn(async move {
+        for text in flood {
+            futures_util::SinkExt::send(&mut bob_sends, Message::text(text))
+                .await
+                .expect("bob sends");
+        }
+    });
+    let reading = tokio::spawn(async move {
+        let mut echoes = 0;
+        while echoes < MESSAGES {
+            match bob_reads.next().await {
+                Some(Ok(Message::Text(_))) => echoes += 1,
+                Some(Ok(_)) => {}
+                other => panic!("bob's connection: {other:?}"),
+            }
+        }
+    });
 
     let deadline = Instant::now() + PATIENCE;
     while health(server.address).await != Some(503) {
@@ -415,13 +451,35 @@ async fn a_full_disk_refuses_sessions_and_everything_is_written_once_there_is_ro
         "{}",
         healthz.body
     );
-    let refused = raw_http(server.address, &upgrade_request("/ws/2")).await;
+    let refused = raw_http(server.address, &upgrade_request("/ws/3")).await;
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert!(
         refused.body.contains("cannot write the history"),
         "{}",
         refused.body
     );
+
+    // The backlog grows to its bound and stays there: bob is no longer read.
+    let (mut backlog, mut steady_since) = (0, Instant::now());
+    let deadline = Instant::now() + PATIENCE;
+    while backlog == 0 || steady_since.elapsed() < Duration::from_secs(1) {
+        assert!(Instant::now() < deadline, "the backlog never settled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = metric(server.address, "chat_history_backlog_bytes").await;
+        if now != backlog {
+            (backlog, steady_since) = (now, Instant::now());
+        }
+    }
+    eprintln!("backlog settled at {backlog} bytes");
+    assert!(
+        backlog >= MAX_BACKLOG_BYTES,
+        "the flood reached the bound: {backlog}"
+    );
+    assert!(
+        backlog < MAX_BACKLOG_BYTES + 64 * 1024,
+        "past the bound by at most one message: {backlog}"
+    );
+    assert!(!sending.is_finished(), "TCP holds bob back");
     // Nothing unwritten reaches anyone.
     alice.socket.expect_silence().await;
 
@@ -430,6 +488,12 @@ async fn a_full_disk_refuses_sessions_and_everything_is_written_once_there_is_ro
         let event = within("the messages, once written", alice.event()).await;
         assert_eq!(event.kind, said(text));
     }
+    within("bob's sends", sending).await.expect("bob sent");
+    within("bob's echoes", reading).await.expect("bob read");
     assert_eq!(health(server.address).await, Some(200));
+    assert_eq!(
+        metric(server.address, "chat_history_backlog_bytes").await,
+        0
+    );
     server.stop().await;
 }

@@ -3,8 +3,11 @@
 //! default ping intervals. Nobody is closed, nobody reconnects, and afterwards everyone
 //! still chats.
 //!
-//! Ignored by a bare `cargo test` (it takes 80 s and needs Chromium and port 8000);
-//! `.ci/run` runs it beside the other tests.
+//! The same with durable history: `--data-dir` and nothing else, a message a second for
+//! as long, then SIGKILL, and every message is still there.
+//!
+//! Ignored by a bare `cargo test` (they take 80 s, and the first needs Chromium and port
+//! 8000); `.ci/run` runs them beside the other tests.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -15,7 +18,9 @@ use fantoccini::Locator;
 use futures_util::{SinkExt, StreamExt};
 use testkit::chromium::{ChromeDriver, chat_server_binary, chat_tui_binary, port_8000, say};
 use testkit::chromium::{client_id, wait_for_message};
+use testkit::process::{Scratch, ServerProcess};
 use testkit::terminal::Terminal;
+use testkit::v1::V1;
 use testkit::{PATIENCE, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -271,4 +276,71 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
     tutorial.close().await.expect("close the tutorial's page");
     drop(pipe_input);
     let _ = server.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes 80 s; .ci/run runs it"]
+async fn soak_durable_history_with_the_default_flags_outlives_the_timers_and_sigkill() {
+    let data = Scratch::new("durable-soak");
+    let folder = data.path().to_str().expect("a UTF-8 path");
+    let mut server = ServerProcess::start(&["--data-dir", folder]).await;
+    let mut reader = V1::connect_url(&server.url("/ws/1")).await;
+    let first = reader.seated().await;
+    let (talker, _) = tokio_tungstenite::connect_async(server.url("/ws/2"))
+        .await
+        .expect("connect the talker");
+    let (mut talker_out, mut talker_in) = talker.split();
+    tokio::spawn(async move { while let Some(Ok(_)) = talker_in.next().await {} });
+    assert_eq!(reader.event().await.kind, chat::v1::EventKind::Join);
+
+    // One message a second, through two ping intervals and a ping timeout.
+    let started = Instant::now();
+    let mut said = 0;
+    let mut last = None;
+    while started.elapsed() < SOAK {
+        said += 1;
+        talker_out
+            .send(Message::text(format!("message {said}")))
+            .await
+            .expect("the talker sends");
+        let event = reader.event().await;
+        assert_eq!(
+            event.kind,
+            chat::v1::EventKind::Message {
+                text: format!("message {said}"),
+                nonce: None
+            }
+        );
+        last = Some(event);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let last = last.expect("something was said");
+    eprintln!(
+        "{said} messages said in {:?}; killing the server",
+        started.elapsed()
+    );
+    server.kill().await;
+
+    let server = ServerProcess::start(&["--data-dir", folder]).await;
+    let path = format!("/ws/1?since={}&epoch={}", last.offset, first.epoch);
+    let mut back = V1::connect_url(&server.url(&path)).await;
+    let welcome = back.welcome().await;
+    assert!(welcome.recovered, "{welcome:?}");
+    assert_eq!(welcome.epoch, first.epoch);
+    let mut newcomer = V1::connect_url(&server.url("/ws/3")).await;
+    let welcome = newcomer.welcome().await;
+    let mut messages = 0;
+    loop {
+        let event = newcomer.event().await;
+        if event.offset > welcome.offset {
+            break;
+        }
+        if matches!(event.kind, chat::v1::EventKind::Message { .. }) {
+            messages += 1;
+        }
+    }
+    assert_eq!(
+        messages, said,
+        "every message is in the history after the kill"
+    );
 }

@@ -120,6 +120,7 @@ pub struct Journal {
     reader: Mutex<Connection>,
     /// Events kept per room.
     history: usize,
+    metrics: Arc<Metrics>,
 }
 
 /// Events handed to the writer and not yet written.
@@ -174,6 +175,7 @@ impl Journal {
             trouble: Arc::default(),
             reader: Mutex::new(reader),
             history,
+            metrics: metrics.clone(),
         });
         let writing = Writer {
             database: writer,
@@ -261,7 +263,9 @@ impl Journal {
 
 impl Store for Journal {
     fn append(&self, room: &Arc<Room>, key: u64, event: v1::Event) {
-        self.backlog.bytes.fetch_add(cost(&event), Ordering::AcqRel);
+        let cost = cost(&event);
+        self.backlog.bytes.fetch_add(cost, Ordering::AcqRel);
+        self.metrics.journal_backlog(cost as i64);
         let append = Command::Append {
             room: room.clone(),
             key,
@@ -393,6 +397,7 @@ impl Writer {
             room.fan_out(key, event);
         }
         self.backlog.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.metrics.journal_backlog(-(bytes as i64));
         self.backlog.drained.notify_waiters();
     }
 }
@@ -483,4 +488,51 @@ fn forget_rooms_past_the_bound(transaction: &Transaction<'_>) -> rusqlite::Resul
         info!(room = %oldest, "forgot the history of the room heard from longest ago");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_bound_the_rooms_heard_from_longest_ago_are_forgotten() {
+        let mut database = Connection::open_in_memory().unwrap();
+        database.execute_batch(SCHEMA).unwrap();
+        let transaction = database.transaction().unwrap();
+        let extra = 3;
+        for n in 0..MAX_STORED_ROOMS + extra {
+            // Room n was last heard from at time n, except that room 0 is the newest.
+            let last_ts = if n == 0 { u64::MAX >> 1 } else { n as u64 };
+            transaction
+                .execute(
+                    "INSERT INTO rooms VALUES (?1, 'e', 1, ?2)",
+                    params![format!("r{n}"), last_ts],
+                )
+                .unwrap();
+            transaction
+                .execute(
+                    "INSERT INTO events VALUES (?1, 1, 0, '1', 'join', NULL, NULL)",
+                    [format!("r{n}")],
+                )
+                .unwrap();
+        }
+        forget_rooms_past_the_bound(&transaction).unwrap();
+        let count = |table: &str| -> usize {
+            transaction
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                    row.get(0)
+                })
+                .unwrap()
+        };
+        assert_eq!(count("rooms"), MAX_STORED_ROOMS);
+        assert_eq!(count("events"), MAX_STORED_ROOMS);
+        let forgotten: usize = transaction
+            .query_row(
+                "SELECT count(*) FROM rooms WHERE name IN ('r1', 'r2', 'r3')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(forgotten, 0, "the three heard from longest ago");
+    }
 }

@@ -87,6 +87,7 @@ pub struct Metrics {
     history_bytes: AtomicU64,
     history_written: AtomicU64,
     history_commits: AtomicU64,
+    history_backlog_bytes: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, amount: u64) {
@@ -134,6 +135,16 @@ impl Metrics {
         add(&self.history_commits, 1);
     }
 
+    /// Events waiting for the journal grew (or, negative, shrank) by `bytes`.
+    pub fn journal_backlog(&self, bytes: i64) {
+        if bytes >= 0 {
+            add(&self.history_backlog_bytes, bytes as u64);
+        } else {
+            self.history_backlog_bytes
+                .fetch_sub(bytes.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
     pub fn broker_health(&self, up: bool) {
         self.broker_up.store(u64::from(up), Ordering::Relaxed);
     }
@@ -161,7 +172,7 @@ impl Metrics {
                 let _ = writeln!(text, "{name}{labels} {value}");
             }
         };
-        let unlabelled: [(&str, &str, &str, &AtomicU64); 14] = [
+        let unlabelled: [(&str, &str, &str, &AtomicU64); 15] = [
             (
                 "chat_connections",
                 "gauge",
@@ -215,6 +226,13 @@ impl Metrics {
                 "counter",
                 "Transactions that wrote them: events per commit is the group-commit batch.",
                 &self.history_commits,
+            ),
+            (
+                "chat_history_backlog_bytes",
+                "gauge",
+                "Bytes of events waiting to be written (with --data-dir); sessions stop \
+                 reading their clients while it is over 8 MiB.",
+                &self.history_backlog_bytes,
             ),
             (
                 "chat_broker_up",
