@@ -27,6 +27,9 @@ pub const CHROME_ROWS: u16 = 2;
 pub enum Command {
     /// Send this line as a text frame.
     Send(String),
+    /// Clear the terminal and draw everything again (Ctrl-L): for when the terminal
+    /// and the client disagree on the width of some character and leave stray glyphs.
+    Redraw,
     Quit,
 }
 
@@ -141,17 +144,29 @@ impl App {
             return None;
         }
         let control = key.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
         match key.code {
             KeyCode::Char('c') if control => return Some(Command::Quit),
+            KeyCode::Char('d') if control && self.input.is_empty() => return Some(Command::Quit),
+            KeyCode::Char('d') if control => self.input.delete(),
+            KeyCode::Char('l') if control => return Some(Command::Redraw),
             KeyCode::Char('a') if control => self.input.home(),
             KeyCode::Char('e') if control => self.input.end(),
             KeyCode::Char('w') if control => self.input.delete_word_before(),
             KeyCode::Char('u') if control => self.input.delete_to_start(),
-            KeyCode::Char(_) if control => {}
+            KeyCode::Char('k') if control => self.input.delete_to_end(),
+            KeyCode::Char('y') if control => self.input.yank(),
+            KeyCode::Char('b') if alt => self.input.word_left(),
+            KeyCode::Char('f') if alt => self.input.word_right(),
+            KeyCode::Char('d') if alt => self.input.delete_word_after(),
+            // Other chords are not text: a stray Alt-x must not type an x.
+            KeyCode::Char(_) if control || alt => {}
             KeyCode::Char(c) => self.input.insert(c.encode_utf8(&mut [0; 4])),
             KeyCode::Enter => return self.submit(),
             KeyCode::Backspace => self.input.backspace(),
             KeyCode::Delete => self.input.delete(),
+            KeyCode::Left if control || alt => self.input.word_left(),
+            KeyCode::Right if control || alt => self.input.word_right(),
             KeyCode::Left => self.input.left(),
             KeyCode::Right => self.input.right(),
             // Home and End edit the line; with Ctrl, or when there is no line to edit,
@@ -376,7 +391,51 @@ mod tests {
         app.update(key(KeyCode::End));
         app.update(key(KeyCode::Home));
         app.update(key(KeyCode::Right));
-        assert_eq!(app.input.cursor(), 1);
+        assert_eq!(app.input.before_cursor(), "l");
+    }
+
+    fn alt(c: char) -> Event {
+        Event::Terminal(TerminalEvent::Key(KeyEvent::new(
+            KeyCode::Char(c),
+            KeyModifiers::ALT,
+        )))
+    }
+
+    #[test]
+    fn readline_chords_move_and_kill_words_and_never_type_letters() {
+        let mut app = connected_app();
+        type_text(&mut app, "one two three");
+        app.update(alt('b'));
+        app.update(alt('b'));
+        assert_eq!(app.input.before_cursor(), "one ");
+        app.update(alt('d'));
+        assert_eq!(app.input.text(), "one  three");
+        app.update(alt('f'));
+        assert_eq!(app.input.before_cursor(), "one  three");
+        app.update(ctrl('y'));
+        assert_eq!(app.input.text(), "one  threetwo");
+        let ctrl_left = KeyEvent::new(KeyCode::Left, KeyModifiers::CONTROL);
+        app.update(Event::Terminal(TerminalEvent::Key(ctrl_left)));
+        assert_eq!(app.input.before_cursor(), "one  ");
+        let ctrl_right = KeyEvent::new(KeyCode::Right, KeyModifiers::CONTROL);
+        app.update(Event::Terminal(TerminalEvent::Key(ctrl_right)));
+        app.update(ctrl('a'));
+        app.update(alt('f'));
+        app.update(ctrl('k'));
+        assert_eq!(app.input.text(), "one");
+        app.update(alt('x'));
+        app.update(alt('b'));
+        app.update(ctrl('d'));
+        assert_eq!(app.input.text(), "ne", "Ctrl-D deletes under the cursor");
+        assert_eq!(app.update(ctrl('l')), Some(Command::Redraw));
+        app.update(ctrl('u'));
+        app.update(ctrl('k'));
+        assert_eq!(app.input.text(), "");
+        assert_eq!(
+            app.update(ctrl('d')),
+            Some(Command::Quit),
+            "on an empty line"
+        );
     }
 
     #[test]

@@ -1,10 +1,17 @@
-//! The input line: a one-line editor with shell-style keys and a history of sent lines.
+//! The input line: an editor with readline's keys, moving by grapheme cluster (what
+//! the terminal draws as one character: `❤️`, a flag, a ZWJ family), a kill ring of
+//! one, and a history of sent lines.
 
-/// The text being typed and the cursor in it, as a char index.
+use unicode_segmentation::UnicodeSegmentation;
+
+/// The text being typed and the cursor in it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct InputLine {
     text: String,
+    /// A byte offset into `text`, always on a grapheme cluster boundary.
     cursor: usize,
+    /// What the last kill (Ctrl-K, Ctrl-U, Ctrl-W, Alt-D) took, for Ctrl-Y.
+    killed: String,
     history: Vec<String>,
     /// While browsing history: the entry shown, and what was being typed before.
     browsing: Option<(usize, String)>,
@@ -18,38 +25,101 @@ impl InputLine {
         &self.text
     }
 
-    /// The cursor position, in chars from the start.
+    /// The cursor position, as a byte offset on a grapheme cluster boundary.
     pub fn cursor(&self) -> usize {
         self.cursor
+    }
+
+    /// The text before the cursor.
+    pub fn before_cursor(&self) -> &str {
+        &self.text[..self.cursor]
     }
 
     pub fn is_empty(&self) -> bool {
         self.text.is_empty()
     }
 
-    fn byte_at(&self, char_index: usize) -> usize {
-        self.text
-            .char_indices()
-            .nth(char_index)
-            .map_or(self.text.len(), |(byte, _)| byte)
+    /// The boundary of the grapheme cluster before the cursor.
+    fn previous(&self) -> usize {
+        self.text[..self.cursor]
+            .grapheme_indices(true)
+            .next_back()
+            .map_or(0, |(at, _)| at)
     }
 
-    fn len(&self) -> usize {
-        self.text.chars().count()
+    /// The boundary of the grapheme cluster after the cursor.
+    fn next(&self) -> usize {
+        self.text[self.cursor..]
+            .graphemes(true)
+            .next()
+            .map_or(self.cursor, |grapheme| self.cursor + grapheme.len())
+    }
+
+    /// Where the word before the cursor starts: back over spaces, then over the word.
+    fn word_start(&self) -> usize {
+        let mut at = self.cursor;
+        let mut in_word = false;
+        for (start, grapheme) in self.text[..self.cursor].grapheme_indices(true).rev() {
+            let space = is_space(grapheme);
+            if in_word && space {
+                break;
+            }
+            in_word |= !space;
+            at = start;
+        }
+        at
+    }
+
+    /// Where the word after the cursor ends: on over spaces, then over the word.
+    fn word_end(&self) -> usize {
+        let mut at = self.cursor;
+        let mut in_word = false;
+        for grapheme in self.text[self.cursor..].graphemes(true) {
+            let space = is_space(grapheme);
+            if in_word && space {
+                break;
+            }
+            in_word |= !space;
+            at += grapheme.len();
+        }
+        at
     }
 
     pub fn insert(&mut self, text: &str) {
-        let at = self.byte_at(self.cursor);
-        self.text.insert_str(at, text);
-        self.cursor += text.chars().count();
+        self.text.insert_str(self.cursor, text);
+        // An insert can join what is around it into one cluster (a combining mark
+        // after a letter): the cursor stays on a boundary.
+        self.cursor = self.boundary_at_or_after(self.cursor + text.len());
+    }
+
+    /// The first cluster boundary at or after the byte offset `at`.
+    fn boundary_at_or_after(&self, at: usize) -> usize {
+        if at == 0 {
+            return 0;
+        }
+        self.text
+            .grapheme_indices(true)
+            .map(|(start, grapheme)| start + grapheme.len())
+            .find(|&end| end >= at)
+            .unwrap_or(self.text.len())
     }
 
     pub fn left(&mut self) {
-        self.cursor = self.cursor.saturating_sub(1);
+        self.cursor = self.previous();
     }
 
     pub fn right(&mut self) {
-        self.cursor = (self.cursor + 1).min(self.len());
+        self.cursor = self.next();
+    }
+
+    /// Alt-B, Ctrl-Left: to the start of the word before.
+    pub fn word_left(&mut self) {
+        self.cursor = self.word_start();
+    }
+
+    /// Alt-F, Ctrl-Right: to the end of the word after.
+    pub fn word_right(&mut self) {
+        self.cursor = self.word_end();
     }
 
     pub fn home(&mut self) {
@@ -57,44 +127,56 @@ impl InputLine {
     }
 
     pub fn end(&mut self) {
-        self.cursor = self.len();
+        self.cursor = self.text.len();
     }
 
     pub fn backspace(&mut self) {
-        if self.cursor > 0 {
-            self.cursor -= 1;
-            let at = self.byte_at(self.cursor);
-            self.text.remove(at);
-        }
+        let from = self.previous();
+        self.text.replace_range(from..self.cursor, "");
+        self.cursor = from;
     }
 
     pub fn delete(&mut self) {
-        if self.cursor < self.len() {
-            let at = self.byte_at(self.cursor);
-            self.text.remove(at);
+        let to = self.next();
+        self.text.replace_range(self.cursor..to, "");
+    }
+
+    /// Removes `from..to` into the kill ring, leaving the cursor at `from`.
+    fn kill(&mut self, from: usize, to: usize) {
+        if from < to {
+            self.killed = self.text[from..to].to_owned();
+            self.text.replace_range(from..to, "");
         }
+        self.cursor = from;
     }
 
     /// Ctrl-W: deletes the word before the cursor and the spaces after it, as a shell does.
     pub fn delete_word_before(&mut self) {
-        let chars: Vec<char> = self.text.chars().collect();
-        let mut start = self.cursor;
-        while start > 0 && chars[start - 1].is_whitespace() {
-            start -= 1;
-        }
-        while start > 0 && !chars[start - 1].is_whitespace() {
-            start -= 1;
-        }
-        let (from, to) = (self.byte_at(start), self.byte_at(self.cursor));
-        self.text.replace_range(from..to, "");
-        self.cursor = start;
+        self.kill(self.word_start(), self.cursor);
+    }
+
+    /// Alt-D: deletes from the cursor to the end of the word after it.
+    pub fn delete_word_after(&mut self) {
+        let end = self.word_end();
+        let cursor = self.cursor;
+        self.kill(cursor, end);
     }
 
     /// Ctrl-U: deletes everything before the cursor.
     pub fn delete_to_start(&mut self) {
-        let to = self.byte_at(self.cursor);
-        self.text.replace_range(..to, "");
-        self.cursor = 0;
+        self.kill(0, self.cursor);
+    }
+
+    /// Ctrl-K: deletes everything after the cursor.
+    pub fn delete_to_end(&mut self) {
+        let cursor = self.cursor;
+        self.kill(cursor, self.text.len());
+    }
+
+    /// Ctrl-Y: puts back what the last kill took.
+    pub fn yank(&mut self) {
+        let killed = self.killed.clone();
+        self.insert(&killed);
     }
 
     /// Takes the line out for sending, remembering it for Up.
@@ -143,8 +225,12 @@ impl InputLine {
 
     fn show(&mut self, text: String) {
         self.text = text;
-        self.cursor = self.len();
+        self.cursor = self.text.len();
     }
+}
+
+fn is_space(grapheme: &str) -> bool {
+    grapheme.chars().all(char::is_whitespace)
 }
 
 #[cfg(test)]
@@ -160,7 +246,7 @@ mod tests {
     #[test]
     fn typing_moves_the_cursor_over_multibyte_text() {
         let mut input = typed("héllo 你好");
-        assert_eq!(input.cursor(), 8);
+        assert_eq!(input.before_cursor(), "héllo 你好");
         input.left();
         input.left();
         input.insert("🎉");
@@ -170,12 +256,62 @@ mod tests {
         input.end();
         input.backspace();
         assert_eq!(input.text(), "éllo 🎉你");
-        input.right();
-        assert_eq!(input.cursor(), 7);
         input.home();
+        input.right();
+        assert_eq!(input.before_cursor(), "é");
+        input.left();
         input.left();
         input.backspace();
         assert_eq!(input.cursor(), 0);
+    }
+
+    #[test]
+    fn the_cursor_moves_and_deletes_whole_grapheme_clusters() {
+        // A heart with its emoji presentation selector, a family joined by ZWJs, a flag,
+        // a keycap and an e with a combining accent: one character each on screen.
+        let clusters = ["❤️", "👨‍👩‍👧", "🇫🇷", "1️⃣", "e\u{301}"];
+        let mut input = typed(&format!("x{}y", clusters.concat()));
+        input.left();
+        for cluster in clusters.iter().rev() {
+            let before = input.before_cursor().to_owned();
+            input.left();
+            assert_eq!(&before[input.cursor()..], *cluster);
+        }
+        assert_eq!(input.before_cursor(), "x");
+        input.right();
+        assert_eq!(input.before_cursor(), "x❤️");
+        input.delete();
+        assert_eq!(input.text(), format!("x❤️{}y", clusters[2..].concat()));
+        input.backspace();
+        assert_eq!(input.text(), format!("x{}y", clusters[2..].concat()));
+        // A combining mark typed after a letter joins it: the cursor stays after both.
+        let mut accent = typed("e");
+        accent.insert("\u{301}");
+        accent.left();
+        assert_eq!(accent.cursor(), 0);
+    }
+
+    #[test]
+    fn words_move_and_kill_and_yank_puts_back() {
+        let mut input = typed("say  hello wide 世界");
+        input.word_left();
+        assert_eq!(input.before_cursor(), "say  hello wide ");
+        input.word_left();
+        input.word_left();
+        assert_eq!(input.before_cursor(), "say  ");
+        input.word_right();
+        assert_eq!(input.before_cursor(), "say  hello");
+        input.delete_word_after();
+        assert_eq!(input.text(), "say  hello 世界");
+        input.yank();
+        assert_eq!(input.text(), "say  hello wide 世界");
+        input.home();
+        input.word_right();
+        input.delete_to_end();
+        assert_eq!(input.text(), "say");
+        input.home();
+        input.yank();
+        assert_eq!(input.text(), "  hello wide 世界say");
     }
 
     #[test]

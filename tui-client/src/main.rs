@@ -29,11 +29,15 @@ const KEYS: &str = "\
 Keys:
   Enter                send the line (empty lines are not sent)
   Left/Right, Ctrl-A/Ctrl-E, Home/End   move in the line
-  Backspace/Delete, Ctrl-W, Ctrl-U      delete a char, the word before, all before
+  Alt-B/Alt-F, Ctrl-Left/Ctrl-Right     a word back / forward
+  Backspace/Delete, Ctrl-D              delete a character
+  Ctrl-W, Alt-D, Ctrl-U, Ctrl-K         delete the word before / after, all before / after
+  Ctrl-Y               put back what was last deleted by a word or line key
   Up/Down              earlier lines you sent
   PgUp/PgDn, wheel     scroll the messages
   Ctrl-Home/Ctrl-End   oldest / newest message (Home/End too while the line is empty)
-  Ctrl-C               quit
+  Ctrl-L               redraw the screen
+  Ctrl-C, or Ctrl-D on an empty line    quit
 
 When stdin or stdout is not a terminal, or with --plain, it is a line client: each
 stdin line is sent and each message is printed as one line.";
@@ -69,25 +73,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(error) if !error.use_stderr() => {
-            // --help and --version.
-            let _ = error.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            let message = error.kind().as_str().map_or_else(
-                || error.to_string(),
-                |kind| format!("{kind}: {}", first_line(&error.to_string())),
-            );
-            eprintln!(
-                "chat-tui: {}",
-                first_line(&message).trim_start_matches("error: ")
-            );
-            return ExitCode::from(2);
-        }
-    };
+    // clap says what is wrong with the arguments in its own words, with its "did you
+    // mean" tips, and exits with status 2.
+    let args = Args::parse();
     let id_was_given = args.id.is_some();
     let id = args.id.clone().unwrap_or_else(time_based_id);
     let target = match Target::new(&args.server, &id, args.insecure) {
@@ -112,10 +100,13 @@ fn main() -> ExitCode {
         if !id_was_given {
             eprintln!("chat-tui: your id is {id}");
         }
-        runtime.block_on(pipe::run(&target))
+        runtime.block_on(pipe::run(&target, &id))
     } else {
         runtime.block_on(interactive(&args, id, target))
     };
+    // A read of stdin may still be blocked in one of the runtime's threads, and would
+    // hold up a normal shutdown until the next line: exit without waiting for it.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -123,10 +114,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default()
 }
 
 /// Milliseconds since 1970, like the browser page's `Date.now()`.
@@ -175,6 +162,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         for _ in 0..MOST_EVENTS_PER_FRAME {
             match app.update(event) {
                 Some(Command::Quit) => break 'running,
+                Some(Command::Redraw) => terminal.clear()?,
                 Some(Command::Send(line)) => {
                     if let Err(refused) = lines_out.try_send(line) {
                         app.unsent(refused.into_inner());

@@ -1,18 +1,30 @@
-//! Pipe mode: a line client for scripts. Each stdin line is sent; each message received
-//! is printed as one sanitized line.
+//! Pipe mode: a line client for scripts. Each non-empty stdin line is sent; each
+//! message received is printed as one sanitized line.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chat::{Announcement, ClientId};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::net::Target;
 use crate::text::sanitize_line;
 
-/// Runs until the server closes the connection, or stdin ends and the server has answered
-/// our close. Fails when it cannot connect or the connection is lost.
-pub async fn run(target: &Target) -> anyhow::Result<()> {
+/// How long, once stdin has ended, to wait for the echoes of the lines sent before
+/// closing: a server may drop messages that arrive just before a close (the tutorial's
+/// uvicorn does), and its echo is how we know one was taken.
+const ECHO_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Runs until stdin ends, the echoes of what was sent are back (or
+/// [`ECHO_PATIENCE`] has passed) and the server has answered our close; or until
+/// stdout is closed (`| head -1`). Fails when it cannot connect, when the connection is
+/// lost, and when the server closes it first (a shutdown included).
+pub async fn run(target: &Target, id: &ClientId) -> anyhow::Result<()> {
     let mut socket = target
         .connect()
         .await
@@ -20,38 +32,67 @@ pub async fn run(target: &Target) -> anyhow::Result<()> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let mut stdin_open = true;
+    // The echoes still to come of the lines sent, as the server words them.
+    let mut unconfirmed: VecDeque<String> = VecDeque::new();
+    let mut echo_deadline: Option<Instant> = None;
+    let mut closed = false;
     loop {
+        if !stdin_open && !closed && unconfirmed.is_empty() {
+            socket.close(None).await.context("closing")?;
+            closed = true;
+        }
+        let patience = echo_deadline.unwrap_or_else(Instant::now);
         tokio::select! {
             line = stdin.next_line(), if stdin_open => match line.context("reading stdin")? {
-                Some(line) => socket.send(Message::text(line)).await.context("sending")?,
+                // As in the full-screen client, an empty line is not a message.
+                Some(line) if line.is_empty() => {}
+                Some(line) => {
+                    let id = id.as_str();
+                    unconfirmed.push_back(Announcement::Said { id, text: &line }.to_string());
+                    socket.send(Message::text(line)).await.context("sending")?;
+                }
                 None => {
-                    // Messages already on their way are still printed until the server
-                    // answers the close.
                     stdin_open = false;
-                    socket.close(None).await.context("closing")?;
+                    echo_deadline = Some(Instant::now() + ECHO_PATIENCE);
                 }
             },
+            () = tokio::time::sleep_until(patience), if echo_deadline.is_some() && !closed => {
+                eprintln!(
+                    "chat-tui: {} of the lines sent were not echoed within {} s; closing anyway",
+                    unconfirmed.len(),
+                    ECHO_PATIENCE.as_secs()
+                );
+                unconfirmed.clear();
+            }
             frame = socket.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
+                    if unconfirmed.front().is_some_and(|echo| *echo == *text) {
+                        unconfirmed.pop_front();
+                    }
                     let line = format!("{}\n", sanitize_line(&text));
-                    stdout.write_all(line.as_bytes()).await?;
-                    stdout.flush().await?;
+                    match write_line(&mut stdout, &line).await {
+                        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                        written => written.context("writing stdout")?,
+                    }
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    return match frame {
-                        Some(frame) if !matches!(frame.code, CloseCode::Normal | CloseCode::Away) => {
-                            bail!("the server closed the connection: {} {}", frame.code, sanitize_line(&frame.reason))
-                        }
-                        _ => Ok(()),
-                    };
+                Some(Ok(Message::Close(frame))) if !closed => {
+                    let reason = frame.map_or_else(String::new, |frame| {
+                        format!(": {} {}", frame.code, sanitize_line(&frame.reason))
+                    });
+                    bail!("the server closed the connection{reason}");
                 }
+                Some(Ok(Message::Close(_))) => return Ok(()),
                 Some(Ok(_)) => {}
                 // After our close, a server that just drops the connection is done.
-                Some(Err(_)) if !stdin_open => return Ok(()),
+                Some(Err(_)) | None if closed => return Ok(()),
                 Some(Err(error)) => bail!("connection lost: {error}"),
-                None if stdin_open => bail!("connection lost"),
-                None => return Ok(()),
+                None => bail!("connection lost"),
             },
         }
     }
+}
+
+async fn write_line(stdout: &mut tokio::io::Stdout, line: &str) -> io::Result<()> {
+    stdout.write_all(line.as_bytes()).await?;
+    stdout.flush().await
 }

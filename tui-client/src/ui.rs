@@ -5,6 +5,8 @@ use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::UnicodeWidthStr;
 
 use crate::app::{App, Connection, Entry, Kind, TIME_WIDTH};
 use crate::text::{safe_char, sanitize_line, width};
@@ -160,11 +162,12 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
 }
 
 fn render_input(app: &App, area: Rect, frame: &mut Frame) {
-    let shown: Vec<char> = app.input.text().chars().map(safe_char).collect();
-    let cursor_column: usize = shown[..app.input.cursor()]
-        .iter()
-        .map(|c| width(c.encode_utf8(&mut [0; 4])))
-        .sum();
+    // Measured as ratatui draws it, grapheme cluster by cluster (a family emoji is one
+    // two-column character, not five), after each control is made visible.
+    let visible_text = |text: &str| -> String { text.chars().map(safe_char).collect() };
+    let before = visible_text(app.input.before_cursor());
+    let after = visible_text(&app.input.text()[app.input.cursor()..]);
+    let cursor_column: usize = before.graphemes(true).map(UnicodeWidthStr::width).sum();
     let room = usize::from(area.width)
         .saturating_sub(width(PROMPT) + 1)
         .max(1);
@@ -172,11 +175,11 @@ fn render_input(app: &App, area: Rect, frame: &mut Frame) {
     let skip_columns = cursor_column.saturating_sub(room);
     let mut column = 0;
     let mut visible = String::new();
-    for c in shown {
+    for grapheme in before.graphemes(true).chain(after.graphemes(true)) {
         if column >= skip_columns {
-            visible.push(c);
+            visible.push_str(grapheme);
         }
-        column += width(c.encode_utf8(&mut [0; 4]));
+        column += grapheme.width();
     }
     let line = Line::from(vec![
         Span::styled(PROMPT, Style::new().fg(Color::Cyan)),
@@ -307,6 +310,21 @@ mod tests {
         let mut terminal = draw(&app, 20, 4);
         insta::assert_snapshot!(terminal.backend());
         terminal.backend_mut().assert_cursor_position((19, 3));
+    }
+
+    #[test]
+    fn the_cursor_sits_after_what_is_drawn_emoji_included() {
+        // Each is drawn as one two-column character; summing its chars' widths would
+        // put the cursor 1, 4, 0 and 2 columns off.
+        for (typed, columns) in [("x❤️y", 4), ("👨‍👩‍👧y", 3), ("🇫🇷y", 3), ("1️⃣y", 3)]
+        {
+            let mut app = app(30, 4, &[]);
+            app.update(Event::Terminal(TerminalEvent::Paste(typed.into())));
+            let mut terminal = draw(&app, 30, 4);
+            let x = (width(PROMPT) + columns) as u16;
+            terminal.backend_mut().assert_cursor_position((x, 3));
+            assert_eq!(terminal.backend().buffer()[(x - 1, 3)].symbol(), "y");
+        }
     }
 
     #[test]

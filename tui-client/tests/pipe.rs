@@ -104,22 +104,117 @@ async fn without_an_id_it_makes_a_time_based_one_and_says_which() {
 }
 
 #[tokio::test]
-async fn bad_arguments_are_one_line_errors() {
-    for args in [
-        &["--id", "abc"][..],
-        &["--id", "1.5"],
-        &["--server", "ftp://example.org"],
-        &["--server", "not a url"],
-        &["--scrollback", "0"],
-        &["--no-such-flag"],
-    ] {
+async fn argument_errors_are_claps_own_and_a_bad_url_is_one_line() {
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["--id", "abc"],
+            &["error: invalid value 'abc' for '--id <ID>': the id is not a decimal integer"],
+        ),
+        (
+            &["--scrollback", "0"],
+            &["error: invalid value '0' for '--scrollback"],
+        ),
+        (
+            &["--idd", "4"],
+            &[
+                "error: unexpected argument '--idd' found",
+                "tip: a similar argument exists: '--id'",
+            ],
+        ),
+        (
+            &["--no-such-flag"],
+            &["error: unexpected argument '--no-such-flag'"],
+        ),
+    ];
+    for (args, says) in cases {
         let output = chat_tui(args).wait_with_output().await.unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.starts_with("chat-tui: "), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        for said in says {
+            assert!(stderr.contains(said), "{args:?}: {said:?} in {stderr}");
+        }
+        assert!(!stderr.contains("error: error"), "{stderr}");
     }
+    for url in ["ftp://example.org", "not a url"] {
+        let output = chat_tui(&["--server", url])
+            .wait_with_output()
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{url}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{url}: {stderr}");
+        assert!(
+            stderr.starts_with("chat-tui: invalid server URL"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_server_shutdown_is_an_error_and_empty_lines_are_not_sent() {
+    let server = TestServer::start().await;
+    let mut other = server.join("7", "7").await;
+    let mut client = chat_tui(&["--server", &format!("ws://{}", server.address), "--id", "5"]);
+    assert_eq!(other.recv().await, "Client #5 has entered the chat");
+    let mut stdin = client.stdin.take().unwrap();
+    stdin
+        .write_all(b"\n\nafter two empty lines\n")
+        .await
+        .unwrap();
+    assert_eq!(other.recv().await, "Client #5: after two empty lines");
+
+    server.stop().await;
+    let output = within("chat-tui to exit", client.wait_with_output())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "chat-tui: the server closed the connection: 1001 server shutting down"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_early_ends_it_quietly() {
+    let server = TestServer::start().await;
+    let mut client = chat_tui(&["--server", &format!("ws://{}", server.address), "--id", "5"]);
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    next_line(&mut lines).await;
+    // As `| head -1` does: the reader goes away, and the next message cannot be written.
+    drop(lines);
+    let mut other = server.join("7", "7").await;
+    other.send("anyone?").await;
+    let output = within("chat-tui to exit", client.wait_with_output())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+}
+
+#[tokio::test]
+async fn every_line_is_echoed_before_it_closes() {
+    let server = TestServer::start().await;
+    let mut other = server.join("7", "7").await;
+    let mut client = chat_tui(&["--server", &format!("ws://{}", server.address), "--id", "5"]);
+    assert_eq!(other.recv().await, "Client #5 has entered the chat");
+    let mut stdin = client.stdin.take().unwrap();
+    let lines: String = (0..200).map(|n| format!("line {n}\n")).collect();
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = within("chat-tui to exit", client.wait_with_output())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    for n in 0..200 {
+        assert_eq!(other.recv().await, format!("Client #5: line {n}"));
+        assert!(
+            printed.contains(&format!("Client #5: line {n}\n")),
+            "echo {n} printed"
+        );
+    }
+    assert_eq!(other.recv().await, "Client #5 has left the chat");
 }
 
 #[tokio::test]

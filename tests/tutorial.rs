@@ -1,0 +1,93 @@
+//! Our clients against the tutorial's own FastAPI server (`tests/tutorial/main.py`, run
+//! by uvicorn): the compatibility contract seen from the other side.
+//!
+//! Ignored by a bare `cargo test`: it needs Python with `fastapi` and `uvicorn`, which
+//! `.ci/run` installs in its virtualenv and names in `CHAT_TUTORIAL_PYTHON`.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use testkit::chromium::chat_tui_binary;
+use testkit::process::free_port;
+use testkit::{Client, PATIENCE, within};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The tutorial's server on a free port, stopped when dropped.
+struct Tutorial {
+    port: u16,
+    _uvicorn: Child,
+}
+
+impl Tutorial {
+    async fn start() -> Self {
+        let python = std::env::var("CHAT_TUTORIAL_PYTHON").unwrap_or_else(|_| "python3".into());
+        let port = free_port();
+        let uvicorn = Command::new(&python)
+            .args(["-m", "uvicorn", "main:app", "--port", &port.to_string()])
+            .current_dir(testkit::repository().join("tests/tutorial"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| panic!("{python} -m uvicorn: {error}"));
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "uvicorn never listened: does {python} have fastapi and uvicorn?"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            port,
+            _uvicorn: uvicorn,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs python3 with fastapi and uvicorn; .ci/run installs them"]
+async fn chat_tui_in_a_pipe_delivers_every_line_to_the_tutorials_server() {
+    let tutorial = Tutorial::start().await;
+    let (socket, _) = tokio_tungstenite::connect_async(format!("{}/ws/7", tutorial.url()))
+        .await
+        .expect("connect the watcher");
+    let mut watcher = Client { socket };
+    assert_eq!(watcher.recv().await, "Client #7 has entered the chat");
+
+    let mut pipe = Command::new(chat_tui_binary())
+        .args(["--server", &tutorial.url(), "--id", "5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chat-tui");
+    let lines: String = (0..300).map(|n| format!("line {n}\n")).collect();
+    let mut stdin = pipe.stdin.take().expect("stdin");
+    stdin.write_all(lines.as_bytes()).await.expect("write");
+    // The end of stdin right after the last line: uvicorn drops what arrives just
+    // before a close, so chat-tui must wait for its echoes before closing.
+    drop(stdin);
+    let output = within("chat-tui to exit", pipe.wait_with_output())
+        .await
+        .expect("chat-tui");
+    assert!(
+        output.status.success(),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    assert_eq!(watcher.recv().await, "Client #5 has entered the chat");
+    for n in 0..300 {
+        assert_eq!(watcher.recv().await, format!("Client #5: line {n}"));
+    }
+    assert_eq!(watcher.recv().await, "Client #5 has left the chat");
+}
