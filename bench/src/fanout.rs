@@ -115,7 +115,6 @@ async fn read_all(
         let Some(text) = reader.read(text.as_str()) else {
             continue;
         };
-        let text = &*text;
         if let Some((_, payload)) = text.split_once(": b ") {
             let Some(sent_at) = payload
                 .split_once(' ')
