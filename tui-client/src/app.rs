@@ -98,7 +98,14 @@ pub struct App {
     size: (u16, u16),
     /// The local time as `HH:MM:SS`; a parameter so that tests can fix it.
     clock: fn() -> String,
+    /// Whether a connection has ever been made, so that only a later one is "again".
+    connected_before: bool,
+    /// The largest message the server takes, in bytes: a longer line is kept, not sent.
+    pub max_message_bytes: usize,
 }
+
+/// The server's default limit on a message, which the plain protocol cannot tell.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 impl App {
     /// A client for `id` on `server`, keeping at most `scrollback` messages, stamping
@@ -117,6 +124,8 @@ impl App {
             rows_width: 80,
             size: (80, 24),
             clock,
+            connected_before: false,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
@@ -125,8 +134,9 @@ impl App {
         match event {
             Event::Terminal(TerminalEvent::Key(key)) => return self.key(key),
             Event::Terminal(TerminalEvent::Paste(text)) => {
-                self.input
-                    .insert(&text.replace("\r\n", "\n").replace('\r', "\n"));
+                let text = text.replace("\r\n", "\n").replace('\r', "\n");
+                // A line copied whole comes with its newline, which is not part of it.
+                self.input.insert(text.strip_suffix('\n').unwrap_or(&text));
             }
             Event::Terminal(TerminalEvent::Mouse(mouse)) => self.mouse(mouse),
             Event::Terminal(TerminalEvent::Resize(columns, rows)) => {
@@ -192,6 +202,14 @@ impl App {
             self.notice("not connected: your line is kept; press Enter again once connected");
             return None;
         }
+        let bytes = self.input.text().len();
+        if bytes > self.max_message_bytes {
+            let limit = self.max_message_bytes;
+            self.notice(&format!(
+                "your message is {bytes} bytes and the server takes at most {limit}: it is kept, to shorten"
+            ));
+            return None;
+        }
         self.scroll_to(0);
         Some(Command::Send(self.input.submit()))
     }
@@ -217,11 +235,13 @@ impl App {
         match news {
             NetEvent::Connecting => self.connection = Connection::Connecting,
             NetEvent::Connected => {
-                if matches!(self.connection, Connection::Retrying { .. })
-                    || self.entries.iter().any(|entry| entry.kind == Kind::Notice)
-                {
+                if self.connected_before {
                     self.notice("connected again");
+                } else if self.entries.iter().any(|entry| entry.kind == Kind::Notice) {
+                    // After failed attempts, say that this one worked.
+                    self.notice("connected");
                 }
+                self.connected_before = true;
                 self.connection = Connection::Connected;
             }
             NetEvent::Retrying { seconds } => self.connection = Connection::Retrying { seconds },
@@ -459,6 +479,64 @@ mod tests {
         let paste = Event::Terminal(TerminalEvent::Paste("line one\r\nline two".into()));
         assert_eq!(app.update(paste), None);
         assert_eq!(app.input.text(), "line one\nline two");
+    }
+
+    #[test]
+    fn a_pasted_line_loses_its_newline_and_keeps_the_inner_ones() {
+        let mut app = connected_app();
+        let paste = Event::Terminal(TerminalEvent::Paste("one\ntwo\r\n".into()));
+        app.update(paste);
+        assert_eq!(app.input.text(), "one\ntwo");
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_kept_with_a_warning() {
+        let mut app = connected_app();
+        app.max_message_bytes = 10;
+        type_text(&mut app, "eleven byte");
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        assert_eq!(app.input.text(), "eleven byte");
+        let last = app.entries.back().expect("a notice");
+        assert!(
+            last.text.contains("11 bytes") && last.text.contains("at most 10"),
+            "{}",
+            last.text
+        );
+        app.update(key(KeyCode::Backspace));
+        assert_eq!(
+            app.update(key(KeyCode::Enter)),
+            Some(Command::Send("eleven byt".into()))
+        );
+    }
+
+    #[test]
+    fn only_a_later_connection_is_connected_again() {
+        let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
+        let notices = |app: &App| -> Vec<String> {
+            app.entries
+                .iter()
+                .filter(|entry| entry.kind == Kind::Notice)
+                .map(|entry| entry.text.clone())
+                .collect()
+        };
+        app.update(Event::Net(NetEvent::Disconnected {
+            reason: "cannot connect: refused".into(),
+        }));
+        app.update(Event::Net(NetEvent::Retrying { seconds: 1 }));
+        app.update(Event::Net(NetEvent::Connected));
+        assert_eq!(notices(&app), ["* cannot connect: refused", "* connected"]);
+        app.update(Event::Net(NetEvent::Disconnected {
+            reason: "connection lost".into(),
+        }));
+        app.update(Event::Net(NetEvent::Connected));
+        assert_eq!(notices(&app).last().unwrap(), "* connected again");
+
+        let mut quiet = App::new("ws://x".into(), "1".into(), 100, noon);
+        quiet.update(Event::Net(NetEvent::Connected));
+        assert!(
+            notices(&quiet).is_empty(),
+            "nothing to say on a first success"
+        );
     }
 
     #[test]

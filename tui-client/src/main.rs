@@ -59,6 +59,11 @@ struct Args {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     scrollback: u32,
 
+    /// The largest message the server takes, in bytes (the server's --max-message-bytes):
+    /// a longer line is kept (or, in pipe mode, skipped with a warning), not sent.
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = chat_tui::app::DEFAULT_MAX_MESSAGE_BYTES as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_message_bytes: u32,
+
     /// Leave the mouse to the terminal, so text can be selected; the wheel won't scroll.
     #[arg(long)]
     no_mouse: bool,
@@ -100,7 +105,7 @@ fn main() -> ExitCode {
         if !id_was_given {
             eprintln!("chat-tui: your id is {id}");
         }
-        runtime.block_on(pipe::run(&target, &id))
+        runtime.block_on(pipe::run(&target, &id, args.max_message_bytes as usize))
     } else {
         runtime.block_on(interactive(&args, id, target))
     };
@@ -133,6 +138,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     let mouse = !args.no_mouse;
     let server = args.server.trim_end_matches('/').to_owned();
     let mut app = App::new(server, id.to_string(), args.scrollback as usize, local_time);
+    app.max_message_bytes = args.max_message_bytes as usize;
 
     let (events_in, mut events) = mpsc::channel::<Event>(1024);
     let (lines_out, lines) = mpsc::channel::<String>(64);

@@ -24,7 +24,7 @@ const ECHO_PATIENCE: Duration = Duration::from_secs(5);
 /// [`ECHO_PATIENCE`] has passed) and the server has answered our close; or until
 /// stdout is closed (`| head -1`). Fails when it cannot connect, when the connection is
 /// lost, and when the server closes it first (a shutdown included).
-pub async fn run(target: &Target, id: &ClientId) -> anyhow::Result<()> {
+pub async fn run(target: &Target, id: &ClientId, max_message_bytes: usize) -> anyhow::Result<()> {
     let mut socket = target
         .connect()
         .await
@@ -46,6 +46,11 @@ pub async fn run(target: &Target, id: &ClientId) -> anyhow::Result<()> {
             line = stdin.next_line(), if stdin_open => match line.context("reading stdin")? {
                 // As in the full-screen client, an empty line is not a message.
                 Some(line) if line.is_empty() => {}
+                // The server would close the connection for it: say so, and go on.
+                Some(line) if line.len() > max_message_bytes => eprintln!(
+                    "chat-tui: a line of {} bytes was not sent: the server takes at most {max_message_bytes}",
+                    line.len()
+                ),
                 Some(line) => {
                     let id = id.as_str();
                     unconfirmed.push_back(Announcement::Said { id, text: &line }.to_string());
@@ -76,6 +81,8 @@ pub async fn run(target: &Target, id: &ClientId) -> anyhow::Result<()> {
                     }
                 }
                 Some(Ok(Message::Close(frame))) if !closed => {
+                    // Answer the close, so that the server is not left waiting for it.
+                    let _ = socket.close(None).await;
                     let reason = frame.map_or_else(String::new, |frame| {
                         format!(": {} {}", frame.code, sanitize_line(&frame.reason))
                     });

@@ -151,7 +151,7 @@ async fn argument_errors_are_claps_own_and_a_bad_url_is_one_line() {
 }
 
 #[tokio::test]
-async fn a_server_shutdown_is_an_error_and_empty_lines_are_not_sent() {
+async fn a_server_shutdown_is_an_error_and_empty_and_oversized_lines_are_not_sent() {
     let server = TestServer::start().await;
     let mut other = server.join("7", "7").await;
     let mut client = chat_tui(&["--server", &format!("ws://{}", server.address), "--id", "5"]);
@@ -162,6 +162,9 @@ async fn a_server_shutdown_is_an_error_and_empty_lines_are_not_sent() {
         .await
         .unwrap();
     assert_eq!(other.recv().await, "Client #5: after two empty lines");
+    let oversized = format!("{}\nafter a long one\n", "x".repeat(64 * 1024 + 1));
+    stdin.write_all(oversized.as_bytes()).await.unwrap();
+    assert_eq!(other.recv().await, "Client #5: after a long one");
 
     server.stop().await;
     let output = within("chat-tui to exit", client.wait_with_output())
@@ -170,8 +173,11 @@ async fn a_server_shutdown_is_an_error_and_empty_lines_are_not_sent() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
-        stderr.trim_end(),
-        "chat-tui: the server closed the connection: 1001 server shutting down"
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "chat-tui: a line of 65537 bytes was not sent: the server takes at most 65536",
+            "chat-tui: the server closed the connection: 1001 server shutting down"
+        ]
     );
 }
 
@@ -199,7 +205,8 @@ async fn every_line_is_echoed_before_it_closes() {
     let mut client = chat_tui(&["--server", &format!("ws://{}", server.address), "--id", "5"]);
     assert_eq!(other.recv().await, "Client #5 has entered the chat");
     let mut stdin = client.stdin.take().unwrap();
-    let lines: String = (0..200).map(|n| format!("line {n}\n")).collect();
+    // Within the default rate limit's burst of 40.
+    let lines: String = (0..30).map(|n| format!("line {n}\n")).collect();
     stdin.write_all(lines.as_bytes()).await.unwrap();
     drop(stdin);
     let output = within("chat-tui to exit", client.wait_with_output())
@@ -207,7 +214,7 @@ async fn every_line_is_echoed_before_it_closes() {
         .unwrap();
     assert!(output.status.success(), "{:?}", output.status);
     let printed = String::from_utf8_lossy(&output.stdout);
-    for n in 0..200 {
+    for n in 0..30 {
         assert_eq!(other.recv().await, format!("Client #5: line {n}"));
         assert!(
             printed.contains(&format!("Client #5: line {n}\n")),
