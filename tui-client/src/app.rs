@@ -102,6 +102,8 @@ pub struct App {
     connected_before: bool,
     /// The largest message the server takes, in bytes: a longer line is kept, not sent.
     pub max_message_bytes: usize,
+    /// Whether to draw in colour (`NO_COLOR` says not to); attributes are drawn either way.
+    pub colours: bool,
 }
 
 /// The server's default limit on a message, which the plain protocol cannot tell.
@@ -126,6 +128,7 @@ impl App {
             clock,
             connected_before: false,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            colours: true,
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`text`]: network text made safe to draw, and wrapping by display width.
 //! - [`net`]: the socket, reconnects and backoff; the only module that touches the network.
 //! - [`pipe`]: the line mode for scripts.
+//! - [`sgr`]: the escape sequences as every terminal reads them (basic colour codes).
 //!
 //! `main.rs` holds the flags, the terminal's set-up and restoration, and the event loop.
 
@@ -17,5 +18,6 @@ pub mod event;
 pub mod input;
 pub mod net;
 pub mod pipe;
+pub mod sgr;
 pub mod text;
 pub mod ui;

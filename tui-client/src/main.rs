@@ -10,6 +10,7 @@ use chat::ClientId;
 use chat_tui::app::{App, Command};
 use chat_tui::event::Event;
 use chat_tui::net::{self, Target};
+use chat_tui::sgr::BasicColours;
 use chat_tui::{pipe, ui};
 use clap::Parser;
 use crossterm::event::{
@@ -139,14 +140,20 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     let server = args.server.trim_end_matches('/').to_owned();
     let mut app = App::new(server, id.to_string(), args.scrollback as usize, local_time);
     app.max_message_bytes = args.max_message_bytes as usize;
+    // NO_COLOR (no-color.org) asks for no colours, and only that: the view leaves them
+    // out and keeps bold, reverse and dim. crossterm honours it too, by writing a reset
+    // in place of any colour, which would drop the attributes with it; so it is told to
+    // write what the view gives it.
+    app.colours = std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    crossterm::style::force_color_output(true);
 
     let (events_in, mut events) = mpsc::channel::<Event>(1024);
     let (lines_out, lines) = mpsc::channel::<String>(64);
     let network = tokio::spawn(net::run(target, lines, events_in.clone()));
 
     let _restore_on_exit = TerminalGuard::enter(mouse)?;
-    let mut terminal =
-        Terminal::new(CrosstermBackend::new(io::stdout())).context("opening the terminal")?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(BasicColours::new(io::stdout())))
+        .context("opening the terminal")?;
     terminal.clear()?;
     let size = terminal.size()?;
     app.update(Event::Terminal(crossterm::event::Event::Resize(

@@ -39,6 +39,12 @@ pub fn render(app: &App, frame: &mut Frame) {
     render_messages(app, pane, frame);
     render_status(app, status, frame);
     render_input(app, input, frame);
+    if !app.colours {
+        // Colours only: bold, reverse, dim and italic say what they say without them.
+        for cell in frame.buffer_mut().content.iter_mut() {
+            cell.set_fg(Color::Reset).set_bg(Color::Reset);
+        }
+    }
 }
 
 /// The colour for an id: an FNV-1a hash of its canonical text, so it is the same in every
@@ -124,7 +130,12 @@ fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
 }
 
 fn render_status(app: &App, area: Rect, frame: &mut Frame) {
-    let bar = Style::new().bg(Color::DarkGray).fg(Color::White);
+    // Without colours the bar is drawn in reverse, so that it still stands apart.
+    let bar = if app.colours {
+        Style::new().bg(Color::DarkGray).fg(Color::White)
+    } else {
+        Style::new().add_modifier(Modifier::REVERSED)
+    };
     let state = match app.connection {
         Connection::Connecting => Span::styled("○ connecting…", bar.fg(Color::LightYellow)),
         Connection::Connected => Span::styled("● connected", bar.fg(Color::LightGreen)),
@@ -325,6 +336,24 @@ mod tests {
             terminal.backend_mut().assert_cursor_position((x, 3));
             assert_eq!(terminal.backend().buffer()[(x - 1, 3)].symbol(), "y");
         }
+    }
+
+    #[test]
+    fn without_colours_the_attributes_stay() {
+        let mut app = app(40, 4, &["Client #42: mine", "Client #7: theirs"]);
+        app.colours = false;
+        let terminal = draw(&app, 40, 4);
+        let buffer = terminal.backend().buffer();
+        assert!(
+            buffer
+                .content
+                .iter()
+                .all(|cell| cell.fg == Color::Reset && cell.bg == Color::Reset)
+        );
+        let mine = &buffer[(TIME_WIDTH as u16, 0)];
+        assert!(mine.modifier.contains(Modifier::REVERSED | Modifier::BOLD));
+        let status = &buffer[(0, 2)];
+        assert!(status.modifier.contains(Modifier::REVERSED), "{status:?}");
     }
 
     #[test]

@@ -173,3 +173,36 @@ async fn a_panic_gives_the_terminal_back_and_shows_the_message() {
     assert!(!screen.bracketed_paste(), "bracketed paste is off");
     assert_eq!(screen.mouse_protocol_mode(), vt100::MouseProtocolMode::None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_color_drops_the_colours_and_keeps_bold_and_reverse() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    for (no_color, coloured) in [("1", false), ("", true)] {
+        let mut tui =
+            Tui::start_with_env(&["--server", &url, "--id", "1"], &[("NO_COLOR", no_color)]);
+        tui.wait_for("● connected").await;
+        tui.type_keys("mine\r");
+        tui.wait_for("Client #1: mine").await;
+        let parser = tui.screen();
+        let screen = parser.screen();
+        let row = (0..24)
+            .find(|&row| {
+                screen
+                    .contents_between(row, 0, row, 100)
+                    .contains("Client #1: mine")
+            })
+            .expect("the message's row");
+        // `Client #1:` after the time column: the sender, bold and reversed.
+        let sender = screen.cell(row, 9).expect("a cell");
+        assert!(sender.bold() && sender.inverse(), "NO_COLOR={no_color:?}");
+        assert_eq!(
+            sender.fgcolor() != vt100::Color::Default,
+            coloured,
+            "NO_COLOR={no_color:?}"
+        );
+        drop(parser);
+        tui.type_keys("\u{3}");
+        tui.wait_for_exit().await;
+    }
+}
