@@ -184,24 +184,26 @@ async fn no_color_drops_the_colours_and_keeps_bold_and_reverse() {
         tui.wait_for("● connected").await;
         tui.type_keys("mine\r");
         tui.wait_for("Client #1: mine").await;
-        let parser = tui.screen();
-        let screen = parser.screen();
-        let row = (0..24)
-            .find(|&row| {
-                screen
-                    .contents_between(row, 0, row, 100)
-                    .contains("Client #1: mine")
-            })
-            .expect("the message's row");
-        // `Client #1:` after the time column: the sender, bold and reversed.
-        let sender = screen.cell(row, 9).expect("a cell");
-        assert!(sender.bold() && sender.inverse(), "NO_COLOR={no_color:?}");
+        let (bold_and_reversed, fg) = {
+            let parser = tui.screen();
+            let screen = parser.screen();
+            let row = (0..24)
+                .find(|&row| {
+                    screen
+                        .contents_between(row, 0, row, 100)
+                        .contains("Client #1: mine")
+                })
+                .expect("the message's row");
+            // `Client #1:` after the time column: the sender, bold and reversed.
+            let sender = screen.cell(row, 9).expect("a cell");
+            (sender.bold() && sender.inverse(), sender.fgcolor())
+        };
+        assert!(bold_and_reversed, "NO_COLOR={no_color:?}");
         assert_eq!(
-            sender.fgcolor() != vt100::Color::Default,
+            fg != vt100::Color::Default,
             coloured,
             "NO_COLOR={no_color:?}"
         );
-        drop(parser);
         tui.type_keys("\u{3}");
         tui.wait_for_exit().await;
     }
