@@ -27,6 +27,9 @@ pub const CHROME_ROWS: u16 = 2;
 pub enum Command {
     /// Send this line as a text frame.
     Send(String),
+    /// Try to connect now (F5), without waiting for the countdown, or after a failure
+    /// that is not retried by itself.
+    Reconnect,
     /// Clear the terminal and draw everything again (Ctrl-L): for when the terminal
     /// and the client disagree on the width of some character and leave stray glyphs.
     Redraw,
@@ -38,7 +41,11 @@ pub enum Command {
 pub enum Connection {
     Connecting,
     Connected,
-    Retrying { seconds: u64 },
+    Retrying {
+        seconds: u64,
+    },
+    /// Not retrying: the last failure will not fix itself.
+    Stopped,
 }
 
 /// What a line in the message pane is.
@@ -190,6 +197,9 @@ impl App {
             KeyCode::End => self.input.end(),
             KeyCode::Up => self.input.history_back(),
             KeyCode::Down => self.input.history_forward(),
+            KeyCode::F(5) if self.connection != Connection::Connected => {
+                return Some(Command::Reconnect);
+            }
             KeyCode::PageUp => self.scroll_to(self.scroll.saturating_add(self.page())),
             KeyCode::PageDown => self.scroll_to(self.scroll.saturating_sub(self.page())),
             _ => {}
@@ -249,6 +259,10 @@ impl App {
             }
             NetEvent::Retrying { seconds } => self.connection = Connection::Retrying { seconds },
             NetEvent::Disconnected { reason } => self.notice(&reason),
+            NetEvent::GaveUp { reason } => {
+                self.notice_again(sanitize(&format!("* {reason}; press F5 to try again")));
+                self.connection = Connection::Stopped;
+            }
             NetEvent::Received { text } => {
                 let kind = self.kind_of(&text);
                 self.push(Entry {
@@ -273,12 +287,17 @@ impl App {
     }
 
     fn notice(&mut self, text: &str) {
-        let text = sanitize(&format!("* {text}"));
         // Each failed attempt during an outage says the same; once is enough.
-        if matches!(self.entries.back(), Some(last) if last.kind == Kind::Notice && last.text == text)
+        let text = sanitize(&format!("* {text}"));
+        if !matches!(self.entries.back(), Some(last) if last.kind == Kind::Notice && last.text == text)
         {
-            return;
+            self.notice_again(text);
         }
+    }
+
+    /// A notice even if it says what the last one did: the answer to an attempt the
+    /// user asked for.
+    fn notice_again(&mut self, text: String) {
         self.push(Entry {
             time: (self.clock)(),
             text,
@@ -702,6 +721,26 @@ mod tests {
             recount(&app, 25),
             "counted again after a resize"
         );
+    }
+
+    #[test]
+    fn a_lasting_failure_stops_until_f5() {
+        let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
+        app.update(Event::Net(NetEvent::GaveUp {
+            reason: "cannot connect to ws://x/ws/1: nothing is served at /ws/1".into(),
+        }));
+        assert_eq!(app.connection, Connection::Stopped);
+        let last = &app.entries.back().expect("a notice").text;
+        assert!(last.ends_with("press F5 to try again"), "{last}");
+        assert_eq!(app.update(key(KeyCode::F(5))), Some(Command::Reconnect));
+        app.update(Event::Net(NetEvent::Retrying { seconds: 9 }));
+        assert_eq!(
+            app.update(key(KeyCode::F(5))),
+            Some(Command::Reconnect),
+            "F5 also cuts a countdown short"
+        );
+        app.update(Event::Net(NetEvent::Connected));
+        assert_eq!(app.update(key(KeyCode::F(5))), None);
     }
 
     #[test]

@@ -22,4 +22,7 @@ pub enum NetEvent {
     Disconnected { reason: String },
     /// The next attempt starts in this many seconds.
     Retrying { seconds: u64 },
+    /// The connection failed in a way that will not fix itself (`reason`, raw): no
+    /// more attempts until the user asks.
+    GaveUp { reason: String },
 }

@@ -38,6 +38,7 @@ Keys:
   PgUp/PgDn, wheel     scroll the messages
   Ctrl-Home/Ctrl-End   oldest / newest message (Home/End too while the line is empty)
   Ctrl-L               redraw the screen
+  F5                   reconnect now (when not connected)
   Ctrl-C, or Ctrl-D on an empty line    quit
 
 When stdin or stdout is not a terminal, or with --plain, it is a line client: each
@@ -149,7 +150,13 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
 
     let (events_in, mut events) = mpsc::channel::<Event>(1024);
     let (lines_out, lines) = mpsc::channel::<String>(64);
-    let network = tokio::spawn(net::run(target, lines, events_in.clone()));
+    let reconnect = std::sync::Arc::new(tokio::sync::Notify::new());
+    let network = tokio::spawn(net::run(
+        target,
+        lines,
+        events_in.clone(),
+        reconnect.clone(),
+    ));
 
     let _restore_on_exit = TerminalGuard::enter(mouse)?;
     let mut terminal = Terminal::new(CrosstermBackend::new(BasicColours::new(io::stdout())))
@@ -176,6 +183,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             match app.update(event) {
                 Some(Command::Quit) => break 'running,
                 Some(Command::Redraw) => terminal.clear()?,
+                Some(Command::Reconnect) => reconnect.notify_one(),
                 Some(Command::Send(line)) => {
                     if let Err(refused) = lines_out.try_send(line) {
                         app.unsent(refused.into_inner());

@@ -1,6 +1,9 @@
 //! The only part that touches the socket: the server address, connecting (ws or wss),
 //! and the reconnect loop with backoff that keeps the client going through outages.
+//! What cannot fix itself (a wrong path or host, TLS to a plain server) is said in
+//! words and not retried until the user asks.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +11,7 @@ use anyhow::{Context, bail};
 use chat::ClientId;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use url::Url;
@@ -56,51 +59,115 @@ impl Target {
     }
 
     /// Opens the WebSocket, failing after [`CONNECT_TIMEOUT`].
-    pub async fn connect(&self) -> anyhow::Result<Socket> {
-        let connector = self.insecure.then(insecure_connector);
-        let attempt = tokio_tungstenite::connect_async_tls_with_config(
-            self.url.as_str(),
-            None,
-            true,
-            connector,
-        );
-        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Err(_) => bail!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-            Ok(Err(error)) => Err(describe(error)),
-            Ok(Ok((socket, _response))) => Ok(socket),
+    pub async fn connect(&self) -> Result<Socket, Failure> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.attempt()).await {
+            Err(_) => Err(Failure::Passing(format!(
+                "no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))),
+            Ok(result) => result,
         }
+    }
+
+    async fn attempt(&self) -> Result<Socket, Failure> {
+        let port = self
+            .url
+            .port_or_known_default()
+            .expect("ws and wss have default ports");
+        // The name is looked up here rather than inside tungstenite, so that a host that
+        // does not exist is told apart from one that does not answer.
+        let addresses: Vec<SocketAddr> = match self.url.host() {
+            Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|error| {
+                    Failure::Lasting(format!(
+                        "cannot find the host {name} ({error}): check the name in --server"
+                    ))
+                })?
+                .collect(),
+            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), port)],
+            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), port)],
+            None => return Err(Failure::Lasting("the server URL has no host".into())),
+        };
+        let stream = TcpStream::connect(&addresses[..])
+            .await
+            .map_err(|error| Failure::Passing(error.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let connector = self.insecure.then(insecure_connector);
+        tokio_tungstenite::client_async_tls_with_config(self.url.as_str(), stream, None, connector)
+            .await
+            .map(|(socket, _response)| socket)
+            .map_err(|error| Failure::of(error, &self.url))
     }
 }
 
-/// A connection error in words for the person at the keyboard.
-fn describe(error: tungstenite::Error) -> anyhow::Error {
-    match error {
-        tungstenite::Error::Http(response) => {
-            let body = response
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            let first_line = body.lines().next().unwrap_or("").trim();
-            match first_line {
-                "" => anyhow::anyhow!("the server refused: HTTP {}", response.status()),
-                reason => {
-                    anyhow::anyhow!("the server refused: HTTP {}: {reason}", response.status())
+/// Why a connection attempt failed, in words for the person at the keyboard, and
+/// whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The server may be restarting, or the network coming back: worth retrying.
+    #[error("{0}")]
+    Passing(String),
+    /// The address or the set-up is wrong, and retrying will not change that.
+    #[error("{0}")]
+    Lasting(String),
+}
+
+impl Failure {
+    fn of(error: tungstenite::Error, url: &Url) -> Self {
+        match error {
+            tungstenite::Error::Http(response) => {
+                let status = response.status();
+                let body = response
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let said = body.lines().next().unwrap_or("").trim();
+                let refusal = match said {
+                    "" => format!("the server refused: HTTP {status}"),
+                    said => format!("the server refused: HTTP {status}: {said}"),
+                };
+                match status.as_u16() {
+                    404 => Self::Lasting(format!(
+                        "nothing is served at {} on this server (HTTP 404): check the server URL and its path",
+                        url.path()
+                    )),
+                    // Busy, rate-limited, restarting or behind a failing proxy: it passes.
+                    408 | 429 | 500..=599 => Self::Passing(refusal),
+                    _ => Self::Lasting(refusal),
                 }
             }
+            tungstenite::Error::Io(error) => {
+                let tls = error
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+                match tls {
+                    Some(rustls::Error::InvalidMessage(_)) => Self::Lasting(
+                        "the server did not answer in TLS: use ws:// for a server without TLS"
+                            .into(),
+                    ),
+                    Some(rustls::Error::InvalidCertificate(why)) => Self::Lasting(format!(
+                        "the server's certificate is not trusted ({why:?}); for a test server with a self-signed one, --insecure"
+                    )),
+                    _ => Self::Passing(error.to_string()),
+                }
+            }
+            tungstenite::Error::Url(error) => Self::Lasting(error.to_string()),
+            other => Self::Passing(other.to_string()),
         }
-        tungstenite::Error::Io(error) => anyhow::anyhow!("{error}"),
-        other => anyhow::anyhow!("{other}"),
     }
 }
 
 /// Connects, relays frames both ways, and reconnects with backoff whenever the
-/// connection fails or is lost, telling `events` what happens. Returns when `outgoing`
-/// closes, which is how the client says it is quitting.
+/// connection fails or is lost, telling `events` what happens; a failure that cannot
+/// fix itself waits for `reconnect`, which also cuts a countdown short. Returns when
+/// `outgoing` closes, which is how the client says it is quitting.
 pub async fn run(
     target: Target,
     mut outgoing: mpsc::Receiver<String>,
     events: mpsc::Sender<Event>,
+    reconnect: Arc<Notify>,
 ) {
     let news = |news| events.send(Event::Net(news));
     let mut failures: u32 = 0;
@@ -119,7 +186,16 @@ pub async fn run(
                     None => return,
                 }
             }
-            Err(error) => format!("cannot connect to {}: {error:#}", target.url),
+            Err(Failure::Passing(reason)) => format!("cannot connect to {}: {reason}", target.url),
+            Err(Failure::Lasting(reason)) => {
+                let reason = format!("cannot connect to {}: {reason}", target.url);
+                if news(NetEvent::GaveUp { reason }).await.is_err() {
+                    return;
+                }
+                reconnect.notified().await;
+                failures = 0;
+                continue;
+            }
         };
         failures += 1;
         if news(NetEvent::Disconnected { reason }).await.is_err() {
@@ -131,10 +207,13 @@ pub async fn run(
             if news(NetEvent::Retrying { seconds }).await.is_err() {
                 return;
             }
-            // Sleep to the next whole second of the countdown.
+            // Sleep to the next whole second of the countdown, or stop counting when the
+            // user asks to reconnect now.
             let step = wait - Duration::from_secs(seconds - 1);
-            tokio::time::sleep(step).await;
-            wait -= step;
+            tokio::select! {
+                () = tokio::time::sleep(step) => wait -= step,
+                () = reconnect.notified() => break,
+            }
         }
     }
 }

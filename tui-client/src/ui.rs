@@ -140,9 +140,12 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
         Connection::Connecting => Span::styled("○ connecting…", bar.fg(Color::LightYellow)),
         Connection::Connected => Span::styled("● connected", bar.fg(Color::LightGreen)),
         Connection::Retrying { seconds } => Span::styled(
-            format!("○ reconnecting in {seconds} s"),
+            format!("○ reconnecting in {seconds} s (F5: now)"),
             bar.fg(Color::LightRed),
         ),
+        Connection::Stopped => {
+            Span::styled("✕ not connected (F5: try again)", bar.fg(Color::LightRed))
+        }
     };
     // Most important first, as a narrow terminal cuts the end.
     let mut left = vec![Span::raw(" "), state];

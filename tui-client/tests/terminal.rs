@@ -208,3 +208,50 @@ async fn no_color_drops_the_colours_and_keeps_bold_and_reverse() {
         tui.wait_for_exit().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_fix_itself_is_said_and_not_retried_until_f5() {
+    let server = TestServer::start().await;
+    let address = server.address;
+    // What the notice says.
+    let cases = [
+        (
+            format!("ws://{address}/wrong/path"),
+            &["nothing is served at /wrong/path/ws/1 on this server (HTTP 404)"][..],
+        ),
+        (
+            format!("wss://{address}"),
+            &["the server did not answer in TLS: use ws:// for a server without TLS"],
+        ),
+        (
+            "ws://no-such-host.invalid:8000".to_owned(),
+            &[
+                "cannot find the host no-such-host.invalid (",
+                "): check the name in --server",
+            ],
+        ),
+    ];
+    for (url, said) in cases {
+        // Wide, so that the notices are not wrapped.
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
+        let mut tui = Terminal::start(binary, &["--server", &url, "--id", "1"], &[], (24, 250));
+        for piece in said {
+            tui.wait_for(piece).await;
+        }
+        tui.wait_for("✕ not connected (F5: try again)").await;
+        assert!(!tui.contents().contains("reconnecting in"), "{url}");
+        // F5 tries once more, and says so again.
+        tui.type_keys("\u{1b}[15~");
+        let deadline = std::time::Instant::now() + testkit::PATIENCE;
+        while tui.contents().matches("press F5").count() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url}: F5 tried again"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tui.wait_for("✕ not connected (F5: try again)").await;
+        tui.type_keys("\u{3}");
+        tui.wait_for_exit().await;
+    }
+}
