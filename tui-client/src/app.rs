@@ -2,6 +2,7 @@
 //! network event can be tested by calling [`App::update`].
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use chat::Announcement;
 use crossterm::event::{
@@ -65,6 +66,18 @@ pub enum Kind {
     Notice,
 }
 
+/// Where the message pane is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Following the newest message.
+    Bottom,
+    /// Scrolled up: the top row shown is row `row` of the entry numbered `entry`.
+    /// Entries are numbered from the first ever received, so the place survives the
+    /// scrollback dropping old entries and a resize re-wrapping them: the view stays on
+    /// the same message, and costs nothing as new ones arrive.
+    At { entry: u64, row: usize },
+}
+
 /// One message in the scrollback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -92,16 +105,12 @@ pub struct App {
     pub connection: Connection,
     pub entries: VecDeque<Entry>,
     pub input: InputLine,
-    /// How many rows the view is scrolled up from the newest message.
-    pub scroll: usize,
+    pub view: View,
+    /// The number of `entries[0]` (see [`View::At`]).
+    first_entry: u64,
     /// Messages that arrived while scrolled up.
     pub unseen: usize,
     scrollback: usize,
-    /// Rows the whole scrollback takes at `rows_width`: kept up to date as messages
-    /// come and go, so that neither costs a pass over the scrollback, and counted again
-    /// only after a resize.
-    rows_total: usize,
-    rows_width: u16,
     size: (u16, u16),
     /// The local time as `HH:MM:SS`; a parameter so that tests can fix it.
     clock: fn() -> String,
@@ -126,11 +135,10 @@ impl App {
             connection: Connection::Connecting,
             entries: VecDeque::new(),
             input: InputLine::default(),
-            scroll: 0,
+            view: View::Bottom,
+            first_entry: 0,
             unseen: 0,
             scrollback: scrollback.max(1),
-            rows_total: 0,
-            rows_width: 80,
             size: (80, 24),
             clock,
             connected_before: false,
@@ -151,7 +159,12 @@ impl App {
             Event::Terminal(TerminalEvent::Mouse(mouse)) => self.mouse(mouse),
             Event::Terminal(TerminalEvent::Resize(columns, rows)) => {
                 self.size = (columns, rows);
-                self.scroll = self.scroll.min(self.max_scroll());
+                // The same message stays on top; its rows may be fewer now.
+                if let View::At { entry, row } = self.view {
+                    let index = (entry - self.first_entry) as usize;
+                    let row = row.min(self.rows_of(index).saturating_sub(1));
+                    self.view = View::At { entry, row };
+                }
             }
             Event::Terminal(_) => {}
             Event::Net(news) => self.net(news),
@@ -191,8 +204,8 @@ impl App {
             KeyCode::Right => self.input.right(),
             // Home and End edit the line; with Ctrl, or when there is no line to edit,
             // they jump to the top or the bottom of the scrollback.
-            KeyCode::Home if control || self.input.is_empty() => self.scroll_to(usize::MAX),
-            KeyCode::End if control || self.input.is_empty() => self.scroll_to(0),
+            KeyCode::Home if control || self.input.is_empty() => self.scroll_to_top(),
+            KeyCode::End if control || self.input.is_empty() => self.scroll_to_bottom(),
             KeyCode::Home => self.input.home(),
             KeyCode::End => self.input.end(),
             KeyCode::Up => self.input.history_back(),
@@ -200,8 +213,8 @@ impl App {
             KeyCode::F(5) if self.connection != Connection::Connected => {
                 return Some(Command::Reconnect);
             }
-            KeyCode::PageUp => self.scroll_to(self.scroll.saturating_add(self.page())),
-            KeyCode::PageDown => self.scroll_to(self.scroll.saturating_sub(self.page())),
+            KeyCode::PageUp => self.scroll_up(self.page()),
+            KeyCode::PageDown => self.scroll_down(self.page()),
             _ => {}
         }
         None
@@ -223,7 +236,7 @@ impl App {
             ));
             return None;
         }
-        self.scroll_to(0);
+        self.scroll_to_bottom();
         Some(Command::Send(self.input.submit()))
     }
 
@@ -238,8 +251,8 @@ impl App {
 
     fn mouse(&mut self, mouse: MouseEvent) {
         match mouse.kind {
-            MouseEventKind::ScrollUp => self.scroll_to(self.scroll.saturating_add(WHEEL_ROWS)),
-            MouseEventKind::ScrollDown => self.scroll_to(self.scroll.saturating_sub(WHEEL_ROWS)),
+            MouseEventKind::ScrollUp => self.scroll_up(WHEEL_ROWS),
+            MouseEventKind::ScrollDown => self.scroll_down(WHEEL_ROWS),
             _ => {}
         }
     }
@@ -306,25 +319,21 @@ impl App {
     }
 
     fn push(&mut self, entry: Entry) {
-        let width = self.size.0;
-        let rows = entry.rows(width).len();
-        if self.scroll > 0 {
-            // Keep the view still: the rows added below are rows further from the bottom.
-            self.scroll += rows;
+        if matches!(self.view, View::At { .. }) {
             self.unseen += 1;
         }
-        if self.rows_width == width {
-            self.rows_total += rows;
-        }
         self.entries.push_back(entry);
-        if self.entries.len() > self.scrollback
-            && let Some(oldest) = self.entries.pop_front()
-        {
-            if self.rows_width == width {
-                self.rows_total -= oldest.rows(width).len();
-            }
-            if self.scroll > 0 {
-                self.scroll = self.scroll.min(self.max_scroll());
+        if self.entries.len() > self.scrollback {
+            self.entries.pop_front();
+            self.first_entry += 1;
+            if let View::At { entry, .. } = self.view
+                && entry < self.first_entry
+            {
+                // The message on top is gone: the oldest one left takes its place.
+                self.view = View::At {
+                    entry: self.first_entry,
+                    row: 0,
+                };
             }
         }
     }
@@ -338,24 +347,114 @@ impl App {
         self.pane_height().saturating_sub(1).max(1)
     }
 
-    fn max_scroll(&mut self) -> usize {
-        let width = self.size.0;
-        if self.rows_width != width {
-            self.rows_total = self
-                .entries
-                .iter()
-                .map(|entry| entry.rows(width).len())
-                .sum();
-            self.rows_width = width;
-        }
-        self.rows_total.saturating_sub(self.pane_height())
+    /// How many rows `entries[index]` takes at the current width.
+    fn rows_of(&self, index: usize) -> usize {
+        self.entries
+            .get(index)
+            .map_or(0, |entry| entry.rows(self.size.0).len())
     }
 
-    fn scroll_to(&mut self, rows_up: usize) {
-        self.scroll = rows_up.min(self.max_scroll());
-        if self.scroll == 0 {
-            self.unseen = 0;
+    /// The entry index and row of the pane's top row: walks back from the newest entry
+    /// at the bottom, or starts where the view is anchored. Costs a screenful of
+    /// wrapping, whatever the scrollback holds.
+    fn top(&self) -> (usize, usize) {
+        match self.view {
+            View::At { entry, row } => ((entry - self.first_entry) as usize, row),
+            View::Bottom => {
+                let mut rows = 0;
+                for index in (0..self.entries.len()).rev() {
+                    rows += self.rows_of(index);
+                    if rows >= self.pane_height() {
+                        return (index, rows - self.pane_height());
+                    }
+                }
+                (0, 0)
+            }
         }
+    }
+
+    /// The rows the message pane shows, oldest first: each entry with the range of its
+    /// rows in view.
+    pub fn visible(&self) -> Vec<(&Entry, Range<usize>)> {
+        let (mut index, mut row) = self.top();
+        let mut left = self.pane_height();
+        let mut shown = Vec::new();
+        while left > 0 && index < self.entries.len() {
+            let rows = self.rows_of(index);
+            let take = rows.saturating_sub(row).min(left);
+            shown.push((&self.entries[index], row..row + take));
+            left -= take;
+            index += 1;
+            row = 0;
+        }
+        shown
+    }
+
+    fn scroll_up(&mut self, rows: usize) {
+        let (mut index, mut row) = self.top();
+        let mut left = rows;
+        while left > 0 {
+            if row >= left {
+                row -= left;
+                left = 0;
+            } else if index > 0 {
+                left -= row + 1;
+                index -= 1;
+                row = self.rows_of(index).saturating_sub(1);
+            } else {
+                row = 0;
+                left = 0;
+            }
+        }
+        if (index, row) != self.top() || matches!(self.view, View::At { .. }) {
+            self.view = View::At {
+                entry: self.first_entry + index as u64,
+                row,
+            };
+        }
+    }
+
+    fn scroll_down(&mut self, rows: usize) {
+        let View::At { entry, row } = self.view else {
+            return;
+        };
+        let (mut index, mut row) = ((entry - self.first_entry) as usize, row);
+        for _ in 0..rows {
+            row += 1;
+            if row >= self.rows_of(index) {
+                index += 1;
+                row = 0;
+            }
+        }
+        // Once the rest fits on the screen, the view follows the newest message again.
+        let mut below = self.rows_of(index).saturating_sub(row);
+        let mut next = index + 1;
+        while below <= self.pane_height() && next < self.entries.len() {
+            below += self.rows_of(next);
+            next += 1;
+        }
+        if below <= self.pane_height() {
+            self.scroll_to_bottom();
+        } else {
+            self.view = View::At {
+                entry: self.first_entry + index as u64,
+                row,
+            };
+        }
+    }
+
+    fn scroll_to_top(&mut self) {
+        self.view = View::At {
+            entry: self.first_entry,
+            row: 0,
+        };
+        // A scrollback that fits on the screen has no top to scroll to.
+        self.scroll_down(0);
+    }
+
+    fn scroll_to_bottom(&mut self) {
+        self.view = View::Bottom;
+        self.unseen = 0;
     }
 }
 
@@ -623,49 +722,77 @@ mod tests {
         assert_eq!(app.entries[2].text, "Client #7: theirs ␛[31mred");
     }
 
+    /// The text of the message on the pane's top row, and which of its rows that is.
+    fn top(app: &App) -> (String, usize) {
+        let visible = app.visible();
+        let (entry, rows) = visible.first().expect("something shown");
+        (entry.text.clone(), rows.start)
+    }
+
+    fn said(n: usize) -> String {
+        format!("Client #7: {n}")
+    }
+
     #[test]
     fn scrolled_up_the_view_stays_put_and_counts_new_messages() {
         let mut app = connected_app(); // 10 rows of pane
         for n in 0..30 {
-            app.update(received(&format!("Client #7: {n}")));
+            app.update(received(&said(n)));
         }
+        assert_eq!(top(&app), (said(20), 0), "at the bottom");
         app.update(key(KeyCode::PageUp));
-        assert_eq!(app.scroll, 9);
+        assert_eq!(top(&app), (said(11), 0), "a page is the pane less a row");
         app.update(received("Client #7: new"));
         app.update(received("Client #7: newer"));
-        assert_eq!(app.scroll, 11, "the view did not move");
+        assert_eq!(top(&app), (said(11), 0), "the view did not move");
         assert_eq!(app.unseen, 2);
 
         app.update(key(KeyCode::PageDown));
-        assert_eq!(app.scroll, 2);
+        assert_eq!(top(&app), (said(20), 0));
         assert_eq!(app.unseen, 2);
+        app.update(key(KeyCode::PageDown));
+        assert_eq!(app.view, View::Bottom, "the rest fits: following again");
+        assert_eq!(top(&app), (said(22), 0));
+        app.update(key(KeyCode::PageUp));
         app.update(key(KeyCode::End));
-        assert_eq!((app.scroll, app.unseen), (0, 0));
+        assert_eq!((app.view, app.unseen), (View::Bottom, 0));
     }
 
     #[test]
     fn home_and_end_scroll_when_the_input_is_empty_and_edit_it_otherwise() {
         let mut app = connected_app();
         for n in 0..30 {
-            app.update(received(&format!("Client #7: {n}")));
+            app.update(received(&said(n)));
         }
         app.update(key(KeyCode::Home));
-        assert_eq!(app.scroll, 20, "at the top: 30 rows, 10 shown");
+        assert_eq!(top(&app), (said(0), 0));
         type_text(&mut app, "abc");
         app.update(key(KeyCode::Home));
-        assert_eq!((app.scroll, app.input.cursor()), (20, 0));
+        assert_eq!((top(&app), app.input.cursor()), ((said(0), 0), 0));
         app.update(Event::Terminal(TerminalEvent::Key(KeyEvent::new(
             KeyCode::End,
             KeyModifiers::CONTROL,
         ))));
-        assert_eq!(app.scroll, 0);
+        assert_eq!(app.view, View::Bottom);
+    }
+
+    #[test]
+    fn a_scrollback_that_fits_does_not_scroll() {
+        let mut app = connected_app();
+        for n in 0..5 {
+            app.update(received(&said(n)));
+        }
+        app.update(key(KeyCode::PageUp));
+        app.update(key(KeyCode::Home));
+        assert_eq!(app.view, View::Bottom);
+        assert_eq!(top(&app), (said(0), 0));
     }
 
     #[test]
     fn the_mouse_wheel_scrolls() {
         let mut app = connected_app();
         for n in 0..30 {
-            app.update(received(&format!("Client #7: {n}")));
+            app.update(received(&said(n)));
         }
         let wheel = |kind| {
             Event::Terminal(TerminalEvent::Mouse(MouseEvent {
@@ -677,70 +804,68 @@ mod tests {
         };
         app.update(wheel(MouseEventKind::ScrollUp));
         app.update(wheel(MouseEventKind::ScrollUp));
-        assert_eq!(app.scroll, 6);
+        assert_eq!(top(&app), (said(14), 0));
         app.update(wheel(MouseEventKind::ScrollDown));
-        assert_eq!(app.scroll, 3);
+        assert_eq!(top(&app), (said(17), 0));
     }
 
     #[test]
     fn scrollback_is_bounded() {
         let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
         for n in 0..250 {
-            app.update(received(&format!("Client #7: {n}")));
+            app.update(received(&said(n)));
         }
         assert_eq!(app.entries.len(), 100);
-        assert_eq!(app.entries[0].text, "Client #7: 150");
+        assert_eq!(app.entries[0].text, said(150));
     }
 
     #[test]
-    fn the_row_count_follows_a_full_scrollback_and_a_resize() {
-        let mut app = App::new("ws://x".into(), "1".into(), 50, noon);
+    fn resizing_while_scrolled_up_keeps_the_top_message() {
+        let mut app = App::new("ws://x".into(), "1".into(), 1000, noon);
         app.update(Event::Terminal(TerminalEvent::Resize(40, 12)));
         let long = "word ".repeat(12);
         for n in 0..120 {
             let text = if n % 3 == 0 { long.as_str() } else { "short" };
             app.update(received(&format!("Client #7: {n} {text}")));
         }
-        let recount = |app: &App, width: u16| -> usize {
-            app.entries
-                .iter()
-                .map(|entry| entry.rows(width).len())
-                .sum()
-        };
-        assert_eq!(app.rows_total, recount(&app, 40));
-        // Scrolled up with the scrollback full, the view stays on the same rows while
-        // the oldest messages give way.
         app.update(key(KeyCode::PageUp));
-        let top_before = app.scroll;
-        app.update(received("Client #7: one more"));
-        assert_eq!(app.scroll, top_before + 1);
+        app.update(key(KeyCode::PageUp));
+        let (message, _) = top(&app);
+        for width in [25, 100, 40, 18] {
+            app.update(Event::Terminal(TerminalEvent::Resize(width, 12)));
+            assert_eq!(top(&app).0, message, "at {width} columns");
+        }
+        // Rows into a message that wraps less now are kept within it.
         app.update(Event::Terminal(TerminalEvent::Resize(25, 12)));
-        app.update(key(KeyCode::PageUp));
-        assert_eq!(
-            app.rows_total,
-            recount(&app, 25),
-            "counted again after a resize"
-        );
+        app.update(wheel_up());
+        app.update(Event::Terminal(TerminalEvent::Resize(200, 12)));
+        let (_, row) = top(&app);
+        assert_eq!(row, 0, "one row at 200 columns");
+    }
+
+    fn wheel_up() -> Event {
+        Event::Terminal(TerminalEvent::Mouse(MouseEvent {
+            kind: MouseEventKind::ScrollUp,
+            column: 0,
+            row: 0,
+            modifiers: KeyModifiers::NONE,
+        }))
     }
 
     #[test]
-    fn a_lasting_failure_stops_until_f5() {
-        let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
-        app.update(Event::Net(NetEvent::GaveUp {
-            reason: "cannot connect to ws://x/ws/1: nothing is served at /ws/1".into(),
-        }));
-        assert_eq!(app.connection, Connection::Stopped);
-        let last = &app.entries.back().expect("a notice").text;
-        assert!(last.ends_with("press F5 to try again"), "{last}");
-        assert_eq!(app.update(key(KeyCode::F(5))), Some(Command::Reconnect));
-        app.update(Event::Net(NetEvent::Retrying { seconds: 9 }));
-        assert_eq!(
-            app.update(key(KeyCode::F(5))),
-            Some(Command::Reconnect),
-            "F5 also cuts a countdown short"
-        );
-        app.update(Event::Net(NetEvent::Connected));
-        assert_eq!(app.update(key(KeyCode::F(5))), None);
+    fn scrolled_up_to_the_oldest_the_view_moves_on_as_the_scrollback_drops_it() {
+        let mut app = App::new("ws://x".into(), "1".into(), 50, noon);
+        app.update(Event::Terminal(TerminalEvent::Resize(40, 12)));
+        for n in 0..50 {
+            app.update(received(&said(n)));
+        }
+        app.update(key(KeyCode::Home));
+        assert_eq!(top(&app), (said(0), 0));
+        for n in 50..55 {
+            app.update(received(&said(n)));
+        }
+        assert_eq!(top(&app), (said(5), 0), "the oldest left");
+        assert_eq!(app.unseen, 5);
     }
 
     #[test]

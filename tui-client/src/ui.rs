@@ -57,22 +57,14 @@ pub fn id_colour(id: &str) -> Color {
 }
 
 fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
-    let height = usize::from(area.height);
-    // Walk back from the newest entry until the rows scrolled past and a screenful are
-    // collected; older entries are never wrapped, so a long scrollback costs nothing.
-    let mut rows_newest_first: Vec<Line> = Vec::new();
-    for entry in app.entries.iter().rev() {
-        let lines = entry_lines(entry, area.width);
-        rows_newest_first.extend(lines.into_iter().rev());
-        if rows_newest_first.len() >= app.scroll + height {
-            break;
-        }
-    }
-    let visible: Vec<Line> = rows_newest_first
+    // Only what is on the screen is wrapped and styled, however long the scrollback.
+    let visible: Vec<Line> = app
+        .visible()
         .into_iter()
-        .skip(app.scroll)
-        .take(height)
-        .rev()
+        .flat_map(|(entry, rows)| {
+            let lines = entry_lines(entry, area.width);
+            lines.into_iter().skip(rows.start).take(rows.len())
+        })
         .collect();
     frame.render_widget(Paragraph::new(visible), area);
 }
