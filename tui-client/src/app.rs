@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 
 use chat::Announcement;
+use chat::v1::RoomName;
 use crossterm::event::{
     Event as TerminalEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent,
     MouseEventKind,
@@ -28,6 +29,8 @@ pub const CHROME_ROWS: u16 = 2;
 pub enum Command {
     /// Send this line as a text frame.
     Send(String),
+    /// Leave this room for another (`/join`): connect again, there.
+    Join(RoomName),
     /// Try to connect now (F5), without waiting for the countdown, or after a failure
     /// that is not retried by itself.
     Reconnect,
@@ -102,6 +105,8 @@ pub struct App {
     pub server: String,
     /// Our canonical id.
     pub id: String,
+    /// The room we are in, or going to.
+    pub room: RoomName,
     pub connection: Connection,
     pub entries: VecDeque<Entry>,
     pub input: InputLine,
@@ -122,6 +127,10 @@ pub struct App {
     pub colours: bool,
 }
 
+/// What `/help` says.
+const HELP: &str = "commands: /join ROOM (another room), /reconnect, /clear (the messages shown), \
+/quit, /help; //text sends /text. Alt-Enter starts a new line; chat-tui --help lists the keys";
+
 /// The server's default limit on a message, which the plain protocol cannot tell.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -132,6 +141,7 @@ impl App {
         Self {
             server,
             id,
+            room: RoomName::default(),
             connection: Connection::Connecting,
             entries: VecDeque::new(),
             input: InputLine::default(),
@@ -195,6 +205,8 @@ impl App {
             // Other chords are not text: a stray Alt-x must not type an x.
             KeyCode::Char(_) if control || alt => {}
             KeyCode::Char(c) => self.input.insert(c.encode_utf8(&mut [0; 4])),
+            // Alt-Enter starts a new line in the same message.
+            KeyCode::Enter if alt => self.input.insert("\n"),
             KeyCode::Enter => return self.submit(),
             KeyCode::Backspace => self.input.backspace(),
             KeyCode::Delete => self.input.delete(),
@@ -224,11 +236,17 @@ impl App {
         if self.input.is_empty() {
             return None;
         }
+        let text = self.input.text();
+        if text.starts_with('/') && !text.starts_with("//") {
+            return self.command();
+        }
         if self.connection != Connection::Connected {
             self.notice("not connected: your line is kept; press Enter again once connected");
             return None;
         }
-        let bytes = self.input.text().len();
+        // `//text` says `/text`.
+        let escaped = usize::from(self.input.text().starts_with("//"));
+        let bytes = self.input.text().len() - escaped;
         if bytes > self.max_message_bytes {
             let limit = self.max_message_bytes;
             self.notice(&format!(
@@ -237,7 +255,52 @@ impl App {
             return None;
         }
         self.scroll_to_bottom();
-        Some(Command::Send(self.input.submit()))
+        let line = self.input.submit();
+        Some(Command::Send(line[escaped..].to_owned()))
+    }
+
+    /// Carries out the `/command` in the input line. An unknown one is not sent to the
+    /// room: it stays in the input, with a notice.
+    fn command(&mut self) -> Option<Command> {
+        let text = self.input.text()[1..].to_owned();
+        let (name, argument) = text
+            .split_once(char::is_whitespace)
+            .map_or((text.as_str(), ""), |(name, argument)| {
+                (name, argument.trim())
+            });
+        let command = match name {
+            "quit" => Some(Command::Quit),
+            "reconnect" => Some(Command::Reconnect),
+            "clear" => {
+                self.first_entry += self.entries.len() as u64;
+                self.entries.clear();
+                self.scroll_to_bottom();
+                None
+            }
+            "help" => {
+                self.notice(HELP);
+                None
+            }
+            "join" => match RoomName::parse(argument) {
+                Ok(room) => {
+                    self.notice(&format!("joining #{room}"));
+                    self.room = room.clone();
+                    Some(Command::Join(room))
+                }
+                Err(invalid) => {
+                    self.notice(&format!("/join needs a room name: {invalid}"));
+                    return None;
+                }
+            },
+            _ => {
+                self.notice(&format!(
+                    "unknown command /{name} (not sent): /help lists the commands; //{name} sends a line that starts with /"
+                ));
+                return None;
+            }
+        };
+        self.input.submit();
+        command
     }
 
     /// Takes back a line that could not be handed to the network (sending is backed up),
@@ -297,6 +360,11 @@ impl App {
             },
             None => Kind::Other,
         }
+    }
+
+    /// Says something about the client itself in the message pane.
+    pub fn warn(&mut self, text: &str) {
+        self.notice(text);
     }
 
     fn notice(&mut self, text: &str) {
@@ -600,6 +668,66 @@ mod tests {
         let paste = Event::Terminal(TerminalEvent::Paste("line one\r\nline two".into()));
         assert_eq!(app.update(paste), None);
         assert_eq!(app.input.text(), "line one\nline two");
+    }
+
+    #[test]
+    fn slash_commands_are_carried_out_and_never_sent() {
+        let mut app = connected_app();
+        app.update(received("Client #7: hello"));
+        type_text(&mut app, "/nosuch thing");
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        assert_eq!(app.input.text(), "/nosuch thing", "kept, to fix");
+        let last = &app.entries.back().unwrap().text;
+        assert!(
+            last.contains("unknown command /nosuch (not sent)"),
+            "{last}"
+        );
+
+        app.update(ctrl('u'));
+        type_text(&mut app, "//nosuch thing");
+        assert_eq!(
+            app.update(key(KeyCode::Enter)),
+            Some(Command::Send("/nosuch thing".into()))
+        );
+
+        type_text(&mut app, "/join no spaces");
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        app.update(ctrl('u'));
+        type_text(&mut app, "/join ops");
+        let ops = RoomName::parse("ops").unwrap();
+        assert_eq!(
+            app.update(key(KeyCode::Enter)),
+            Some(Command::Join(ops.clone()))
+        );
+        assert_eq!(app.room, ops);
+
+        type_text(&mut app, "/help");
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        assert!(app.entries.back().unwrap().text.contains("/join ROOM"));
+        type_text(&mut app, "/clear");
+        app.update(key(KeyCode::Enter));
+        assert!(app.entries.is_empty());
+        type_text(&mut app, "/reconnect");
+        assert_eq!(app.update(key(KeyCode::Enter)), Some(Command::Reconnect));
+        type_text(&mut app, "/quit");
+        assert_eq!(app.update(key(KeyCode::Enter)), Some(Command::Quit));
+        app.update(key(KeyCode::Up));
+        assert_eq!(app.input.text(), "/quit", "commands are in the history");
+    }
+
+    #[test]
+    fn alt_enter_starts_a_new_line_in_the_same_message() {
+        let mut app = connected_app();
+        type_text(&mut app, "one");
+        app.update(Event::Terminal(TerminalEvent::Key(KeyEvent::new(
+            KeyCode::Enter,
+            KeyModifiers::ALT,
+        ))));
+        type_text(&mut app, "two");
+        assert_eq!(
+            app.update(key(KeyCode::Enter)),
+            Some(Command::Send("one\ntwo".into()))
+        );
     }
 
     #[test]

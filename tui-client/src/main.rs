@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use chat::ClientId;
 use chat_tui::app::{App, Command};
-use chat_tui::event::Event;
-use chat_tui::net::{self, Target};
+use chat_tui::event::{Event, NetEvent};
+use chat_tui::net::{self, Steering, Target};
 use chat_tui::sgr::BasicColours;
 use chat_tui::{pipe, ui};
 use clap::Parser;
@@ -57,6 +57,15 @@ struct Args {
     #[arg(long, env = "CHAT_SERVER", default_value = "ws://localhost:8000")]
     server: String,
 
+    /// The room to join (1-64 of A-Z a-z 0-9 . _ -); /join moves to another.
+    #[arg(long, env = "CHAT_ROOM", default_value = chat::v1::RoomName::DEFAULT, value_parser = chat::v1::RoomName::parse)]
+    room: chat::v1::RoomName,
+
+    /// Append every message received to this file, one line each after the date and
+    /// time, as plain text.
+    #[arg(long, value_name = "FILE")]
+    log: Option<std::path::PathBuf>,
+
     /// How many messages to keep for scrolling back.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     scrollback: u32,
@@ -102,12 +111,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let plain = args.plain || !io::stdin().is_terminal() || !io::stdout().is_terminal();
+    // A terminal that cannot move the cursor (TERM=dumb: Emacs shells, some CI logs)
+    // gets the line mode too.
+    let dumb = std::env::var_os("TERM").is_some_and(|term| term == "dumb");
+    let plain = args.plain || dumb || !io::stdin().is_terminal() || !io::stdout().is_terminal();
     let result = if plain {
         if !id_was_given {
             eprintln!("chat-tui: your id is {id}");
         }
-        runtime.block_on(pipe::run(&target, &id, args.max_message_bytes as usize))
+        runtime.block_on(pipe::run(
+            &target.in_room(&args.room),
+            &id,
+            args.max_message_bytes as usize,
+        ))
     } else {
         runtime.block_on(interactive(&args, id, target))
     };
@@ -150,13 +166,13 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
 
     let (events_in, mut events) = mpsc::channel::<Event>(1024);
     let (lines_out, lines) = mpsc::channel::<String>(64);
-    let reconnect = std::sync::Arc::new(tokio::sync::Notify::new());
-    let network = tokio::spawn(net::run(
-        target,
-        lines,
-        events_in.clone(),
-        reconnect.clone(),
-    ));
+    let mut log = match &args.log {
+        Some(path) => Some(Log::open(path)?),
+        None => None,
+    };
+    let steering = Steering::new(args.room.clone());
+    app.room = args.room.clone();
+    let network = tokio::spawn(net::run(target, lines, events_in.clone(), steering.clone()));
 
     let _restore_on_exit = TerminalGuard::enter(mouse)?;
     let mut terminal = Terminal::new(CrosstermBackend::new(BasicColours::new(io::stdout())))
@@ -180,10 +196,20 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             break;
         };
         for _ in 0..MOST_EVENTS_PER_FRAME {
+            if let (Some(writing), Event::Net(NetEvent::Received { text })) = (&mut log, &event)
+                && let Err(error) = writing.write(text)
+            {
+                app.warn(&format!(
+                    "cannot write the log {}: {error}; logging stopped",
+                    writing.path.display()
+                ));
+                log = None;
+            }
             match app.update(event) {
                 Some(Command::Quit) => break 'running,
                 Some(Command::Redraw) => terminal.clear()?,
-                Some(Command::Reconnect) => reconnect.notify_one(),
+                Some(Command::Reconnect) => steering.reconnect(),
+                Some(Command::Join(room)) => steering.join(room),
                 Some(Command::Send(line)) => {
                     if let Err(refused) = lines_out.try_send(line) {
                         app.unsent(refused.into_inner());
@@ -201,6 +227,33 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     drop(lines_out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), network).await;
     Ok(())
+}
+
+/// `--log FILE`: every message received, appended as one plain line after the date and
+/// time. A failed write (a full disk) stops the logging, with a notice, not the client.
+struct Log {
+    file: std::io::LineWriter<std::fs::File>,
+    path: std::path::PathBuf,
+}
+
+impl Log {
+    fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open the log {}", path.display()))?;
+        Ok(Self {
+            file: std::io::LineWriter::new(file),
+            path: path.to_owned(),
+        })
+    }
+
+    fn write(&mut self, text: &str) -> io::Result<()> {
+        let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        let line = format!("{stamp} {}\n", chat_tui::text::sanitize_line(text));
+        std::io::Write::write_all(&mut self.file, line.as_bytes())
+    }
 }
 
 async fn forward_terminal_events(events: mpsc::Sender<Event>) {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chat::ClientId;
+use chat::v1::RoomName;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
@@ -56,6 +57,19 @@ impl Target {
         url.set_query(None);
         url.set_fragment(None);
         Ok(Self { url, insecure })
+    }
+
+    /// The same endpoint in `room` (`?room=`, left out for the default room).
+    pub fn in_room(&self, room: &RoomName) -> Self {
+        let mut url = self.url.clone();
+        url.set_query(None);
+        if *room != RoomName::default() {
+            url.query_pairs_mut().append_pair("room", room.as_str());
+        }
+        Self {
+            url,
+            insecure: self.insecure,
+        }
     }
 
     /// Opens the WebSocket, failing after [`CONNECT_TIMEOUT`].
@@ -159,31 +173,82 @@ impl Failure {
     }
 }
 
+/// What the user asks of the connection besides sending lines.
+pub struct Steering {
+    /// Connect now: cuts a countdown short, tries again after a failure that is not
+    /// retried by itself, or drops the connection and makes a new one.
+    now: Notify,
+    /// The room to connect to, read at each attempt.
+    room: std::sync::Mutex<RoomName>,
+}
+
+impl Steering {
+    pub fn new(room: RoomName) -> Arc<Self> {
+        Arc::new(Self {
+            now: Notify::new(),
+            room: std::sync::Mutex::new(room),
+        })
+    }
+
+    /// Connects again now.
+    pub fn reconnect(&self) {
+        self.now.notify_one();
+    }
+
+    /// Moves to `room`: connects again, there.
+    pub fn join(&self, room: RoomName) {
+        *self
+            .room
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = room;
+        self.reconnect();
+    }
+
+    fn room(&self) -> RoomName {
+        self.room
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// How a session ended.
+enum Ended {
+    Lost(String),
+    /// The user asked for a new connection (`/reconnect`, `/join`).
+    Asked,
+    /// The client is quitting.
+    Quit,
+}
+
 /// Connects, relays frames both ways, and reconnects with backoff whenever the
 /// connection fails or is lost, telling `events` what happens; a failure that cannot
-/// fix itself waits for `reconnect`, which also cuts a countdown short. Returns when
-/// `outgoing` closes, which is how the client says it is quitting.
+/// fix itself waits for `steering`, which also cuts a countdown short and moves rooms.
+/// Returns when `outgoing` closes, which is how the client says it is quitting.
 pub async fn run(
     target: Target,
     mut outgoing: mpsc::Receiver<String>,
     events: mpsc::Sender<Event>,
-    reconnect: Arc<Notify>,
+    steering: Arc<Steering>,
 ) {
     let news = |news| events.send(Event::Net(news));
+    let reconnect = &steering.now;
     let mut failures: u32 = 0;
     loop {
         if news(NetEvent::Connecting).await.is_err() {
             return;
         }
+        let target = target.in_room(&steering.room());
         let reason = match target.connect().await {
             Ok(socket) => {
                 failures = 0;
                 if news(NetEvent::Connected).await.is_err() {
                     return;
                 }
-                match session(socket, &mut outgoing, &events).await {
-                    Some(reason) => reason,
-                    None => return,
+                match session(socket, &mut outgoing, &events, reconnect).await {
+                    Ended::Lost(reason) => reason,
+                    Ended::Asked => continue,
+                    Ended::Quit => return,
                 }
             }
             Err(Failure::Passing(reason)) => format!("cannot connect to {}: {reason}", target.url),
@@ -228,39 +293,49 @@ pub fn backoff(failures: u32) -> Duration {
     ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
-/// Relays until the connection ends: returns why, or `None` when the client quits.
+/// Relays until the connection ends, and says how.
 async fn session(
     mut socket: Socket,
     outgoing: &mut mpsc::Receiver<String>,
     events: &mpsc::Sender<Event>,
-) -> Option<String> {
+    reconnect: &Notify,
+) -> Ended {
+    let polite_close = |mut socket: Socket| async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
+    };
     loop {
         tokio::select! {
             frame = socket.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
                     let news = NetEvent::Received { text: text.to_string() };
-                    events.send(Event::Net(news)).await.ok()?;
+                    if events.send(Event::Net(news)).await.is_err() {
+                        return Ended::Quit;
+                    }
                 }
                 Some(Ok(Message::Close(Some(frame)))) => {
-                    return Some(format!("the server closed the connection: {} {}", u16::from(frame.code), frame.reason));
+                    return Ended::Lost(format!("the server closed the connection: {} {}", u16::from(frame.code), frame.reason));
                 }
                 Some(Ok(Message::Close(None))) | None => {
-                    return Some("the server closed the connection".to_owned());
+                    return Ended::Lost("the server closed the connection".to_owned());
                 }
                 Some(Ok(_)) => {}
-                Some(Err(error)) => return Some(format!("connection lost: {error}")),
+                Some(Err(error)) => return Ended::Lost(format!("connection lost: {error}")),
             },
             line = outgoing.recv() => match line {
                 Some(line) => {
                     if let Err(error) = socket.send(Message::text(line)).await {
-                        return Some(format!("connection lost: {error}"));
+                        return Ended::Lost(format!("connection lost: {error}"));
                     }
                 }
                 None => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
-                    return None;
+                    polite_close(socket).await;
+                    return Ended::Quit;
                 }
             },
+            () = reconnect.notified() => {
+                polite_close(socket).await;
+                return Ended::Asked;
+            }
         }
     }
 }

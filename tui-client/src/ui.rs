@@ -149,8 +149,9 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
         ));
     }
     left.push(Span::raw(format!(
-        " · id {} · {}",
+        " · id {} · #{} · {}",
         app.id,
+        app.room,
         sanitize_line(&app.server)
     )));
     let left = Line::from(left);

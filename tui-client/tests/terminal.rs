@@ -255,3 +255,85 @@ async fn what_cannot_fix_itself_is_said_and_not_retried_until_f5() {
         tui.wait_for_exit().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_slash_commands_and_the_log() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let log = std::env::temp_dir().join(format!("chat-tui-log-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let log_path = log.to_str().expect("a UTF-8 path");
+    let mut tui = Tui::start(&[
+        "--server", &url, "--id", "1", "--room", "ops", "--log", log_path,
+    ]);
+    tui.wait_for("● connected · id 1 · #ops").await;
+    let (socket, _) = tokio_tungstenite::connect_async(format!("{url}/ws/2?room=ops"))
+        .await
+        .expect("join ops");
+    let mut ops = testkit::Client { socket };
+    ops.recv().await;
+    ops.send("in ops").await;
+    assert_eq!(ops.recv().await, "Client #2: in ops");
+    tui.wait_for("Client #2: in ops").await;
+
+    // Not a command: kept, and nothing reaches the room.
+    tui.type_keys("/frobnicate\r");
+    tui.wait_for("unknown command /frobnicate (not sent)").await;
+    ops.expect_silence().await;
+    tui.type_keys("\u{15}//frobnicate\r");
+    assert_eq!(ops.recv().await, "Client #1: /frobnicate");
+
+    let mut main = server.join("3", "3").await;
+    tui.type_keys("/join main\r");
+    tui.wait_for("joining #main").await;
+    assert_eq!(ops.recv().await, "Client #1 has left the chat");
+    assert_eq!(main.recv().await, "Client #1 has entered the chat");
+    tui.wait_for("● connected · id 1 · #main").await;
+    tui.type_keys("/quit\r");
+    assert!(tui.wait_for_exit().await.success());
+
+    let logged = std::fs::read_to_string(&log).expect("the log");
+    let lines: Vec<&str> = logged.lines().collect();
+    let texts: Vec<&str> = lines.iter().map(|line| &line[20..]).collect();
+    assert_eq!(
+        texts,
+        [
+            "Client #1 has entered the chat",
+            "Client #2 has entered the chat",
+            "Client #2: in ops",
+            "Client #1: /frobnicate",
+            "Client #1 has entered the chat",
+        ],
+        "{logged}"
+    );
+    // `YYYY-MM-DD HH:MM:SS ` before each.
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.as_bytes()[4] == b'-' && line.as_bytes()[19] == b' ')
+    );
+    let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dumb_terminal_gets_the_line_mode() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
+    let mut tui = Terminal::start(
+        binary,
+        &["--server", &url, "--id", "1"],
+        &[("TERM", "dumb")],
+        (24, 100),
+    );
+    tui.wait_for("Client #1 has entered the chat").await;
+    assert!(
+        !tui.screen().screen().alternate_screen(),
+        "no full-screen drawing"
+    );
+    let mut other = server.join("2", "2").await;
+    tui.type_keys("typed in a dumb terminal\r");
+    assert_eq!(other.recv().await, "Client #1: typed in a dumb terminal");
+    tui.type_keys("\u{4}");
+    tui.wait_for_exit().await;
+}
