@@ -396,6 +396,10 @@ async fn a_full_disk_refuses_sessions_bounds_the_backlog_and_loses_nothing() {
     let disk = SmallDisk::mount(64 << 20);
     let config = Config {
         rate_limit: None,
+        // Once the disk has room, the whole backlog (8 MiB here) is fanned out at once:
+        // room for it, so that a reader slowed down by a busy machine is not closed as
+        // a slow consumer, which is not what this test is about.
+        max_queue_bytes: 32 << 20,
         ..durable(&disk.0.path().join("data"))
     };
     let server = TestServer::start_with(config).await;

@@ -10,9 +10,32 @@ use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system}
 
 use crate::PATIENCE;
 
+/// What a terminal does besides drawing: bells, and the OSC sequences vt100 does not
+/// draw (desktop notifications).
+#[derive(Default)]
+pub struct Signals {
+    pub bells: usize,
+    /// Each unhandled OSC sequence, its parameters joined with `;`.
+    pub oscs: Vec<String>,
+}
+
+impl vt100::Callbacks for Signals {
+    fn audible_bell(&mut self, _: &mut vt100::Screen) {
+        self.bells += 1;
+    }
+
+    fn unhandled_osc(&mut self, _: &mut vt100::Screen, params: &[&[u8]]) {
+        let params: Vec<String> = params
+            .iter()
+            .map(|param| String::from_utf8_lossy(param).into_owned())
+            .collect();
+        self.oscs.push(params.join(";"));
+    }
+}
+
 /// A program running in a pty of `rows` by `columns`, its output fed to a vt100 screen.
 pub struct Terminal {
-    screen: Arc<Mutex<vt100::Parser>>,
+    screen: Arc<Mutex<vt100::Parser<Signals>>>,
     keyboard: Arc<Mutex<Box<dyn Write + Send>>>,
     child: Box<dyn Child + Send + Sync>,
     _master: Box<dyn MasterPty + Send>,
@@ -43,7 +66,12 @@ impl Terminal {
         }
         let child = pty.slave.spawn_command(command).expect("spawn the program");
         drop(pty.slave);
-        let screen = Arc::new(Mutex::new(vt100::Parser::new(rows, columns, 0)));
+        let screen = Arc::new(Mutex::new(vt100::Parser::new_with_callbacks(
+            rows,
+            columns,
+            0,
+            Signals::default(),
+        )));
         let keyboard = Arc::new(Mutex::new(pty.master.take_writer().expect("pty writer")));
         let mut output = pty.master.try_clone_reader().expect("pty reader");
         let (feed, answer) = (screen.clone(), keyboard.clone());
@@ -80,7 +108,7 @@ impl Terminal {
     }
 
     /// The screen, for what `contents` leaves out (modes, cursor).
-    pub fn screen(&self) -> std::sync::MutexGuard<'_, vt100::Parser> {
+    pub fn screen(&self) -> std::sync::MutexGuard<'_, vt100::Parser<Signals>> {
         self.screen.lock().unwrap()
     }
 

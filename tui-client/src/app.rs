@@ -29,6 +29,9 @@ pub const CHROME_ROWS: u16 = 2;
 pub enum Command {
     /// Send this line as a text frame.
     Send(String),
+    /// Ring the bell and ask the terminal for a desktop notification (OSC 9 and 777)
+    /// with this text, already made safe.
+    Notify(String),
     /// Leave this room for another (`/join`): connect again, there.
     Join(RoomName),
     /// Try to connect now (F5), without waiting for the countdown, or after a failure
@@ -62,11 +65,16 @@ pub enum Kind {
         id: String,
         mine: bool,
         prefix: usize,
+        /// Someone else's message that mentions our id.
+        mentions_me: bool,
     },
     /// Any other text from the server, shown as it came.
     Other,
     /// Something this client says about itself (connection lost, line kept…).
     Notice,
+    /// Where you were when you last looked away (the window lost focus, or you
+    /// scrolled up): what comes after it is new to you. Only the latest is drawn.
+    ReadMarker { latest: bool },
 }
 
 /// Where the message pane is.
@@ -94,7 +102,11 @@ pub struct Entry {
 impl Entry {
     /// The text cut into rows for a pane `width` columns wide, after the time column.
     pub fn rows(&self, width: u16) -> Vec<String> {
-        wrap(&self.text, usize::from(width).saturating_sub(TIME_WIDTH))
+        match self.kind {
+            // An old marker takes no room, and keeps the entries' numbering.
+            Kind::ReadMarker { latest: false } => Vec::new(),
+            _ => wrap(&self.text, usize::from(width).saturating_sub(TIME_WIDTH)),
+        }
     }
 }
 
@@ -125,6 +137,13 @@ pub struct App {
     pub max_message_bytes: usize,
     /// Whether to draw in colour (`NO_COLOR` says not to); attributes are drawn either way.
     pub colours: bool,
+    /// Whether a mention of our id, while the terminal is not focused, rings and
+    /// notifies (`--no-notify` turns it off; the highlight stays).
+    pub notify: bool,
+    /// Whether the terminal has focus, as its focus reports say.
+    focused: bool,
+    /// The number of the latest read marker entry, if any.
+    marker: Option<u64>,
 }
 
 /// What `/help` says.
@@ -154,6 +173,9 @@ impl App {
             connected_before: false,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             colours: true,
+            notify: true,
+            focused: true,
+            marker: None,
         }
     }
 
@@ -167,6 +189,11 @@ impl App {
                 self.input.insert(text.strip_suffix('\n').unwrap_or(&text));
             }
             Event::Terminal(TerminalEvent::Mouse(mouse)) => self.mouse(mouse),
+            Event::Terminal(TerminalEvent::FocusLost) => {
+                self.focused = false;
+                self.mark_read();
+            }
+            Event::Terminal(TerminalEvent::FocusGained) => self.focused = true,
             Event::Terminal(TerminalEvent::Resize(columns, rows)) => {
                 self.size = (columns, rows);
                 // The same message stays on top; its rows may be fewer now.
@@ -176,10 +203,29 @@ impl App {
                     self.view = View::At { entry, row };
                 }
             }
-            Event::Terminal(_) => {}
-            Event::Net(news) => self.net(news),
+            Event::Net(news) => return self.net(news),
         }
         None
+    }
+
+    /// Puts the read marker after the newest message, unless it is there already.
+    fn mark_read(&mut self) {
+        let newest = self.first_entry + self.entries.len() as u64;
+        if self.entries.is_empty() || self.marker == Some(newest - 1) {
+            return;
+        }
+        if let Some(old) = self.marker
+            && let Some(index) = old.checked_sub(self.first_entry)
+            && let Some(entry) = self.entries.get_mut(index as usize)
+        {
+            entry.kind = Kind::ReadMarker { latest: false };
+        }
+        self.push(Entry {
+            time: String::new(),
+            text: "── new since you looked away ──".into(),
+            kind: Kind::ReadMarker { latest: true },
+        });
+        self.marker = Some(newest);
     }
 
     fn key(&mut self, key: KeyEvent) -> Option<Command> {
@@ -320,7 +366,7 @@ impl App {
         }
     }
 
-    fn net(&mut self, news: NetEvent) {
+    fn net(&mut self, news: NetEvent) -> Option<Command> {
         match news {
             NetEvent::Connecting => self.connection = Connection::Connecting,
             NetEvent::Connected => {
@@ -341,22 +387,40 @@ impl App {
             }
             NetEvent::Received { text } => {
                 let kind = self.kind_of(&text);
+                let ring = matches!(
+                    kind,
+                    Kind::Said {
+                        mentions_me: true,
+                        ..
+                    }
+                ) && self.notify
+                    && !self.focused;
+                let text = sanitize(&text);
                 self.push(Entry {
                     time: (self.clock)(),
-                    text: sanitize(&text),
+                    text: text.clone(),
                     kind,
                 });
+                if ring {
+                    return Some(Command::Notify(text.replace('\n', " ")));
+                }
             }
         }
+        None
     }
 
     fn kind_of(&self, text: &str) -> Kind {
         match Announcement::parse(text) {
             Some(Announcement::Joined(_) | Announcement::Left(_)) => Kind::Presence,
-            Some(Announcement::Said { id, .. }) => Kind::Said {
+            Some(Announcement::Said { id, text }) => Kind::Said {
                 id: id.to_owned(),
                 mine: id == self.id,
                 prefix: Announcement::said_prefix_len(id),
+                // Our id as a word of its own: "42", "@42", "#42:", not "142".
+                mentions_me: id != self.id
+                    && text
+                        .split(|c: char| !c.is_ascii_alphanumeric())
+                        .any(|word| word == self.id),
             },
             None => Kind::Other,
         }
@@ -459,6 +523,14 @@ impl App {
     }
 
     fn scroll_up(&mut self, rows: usize) {
+        if self.view == View::Bottom {
+            if self.top() == (0, 0) {
+                // Everything is on the screen: nothing to scroll to.
+                return;
+            }
+            // Scrolling away from the newest is looking away too.
+            self.mark_read();
+        }
         let (mut index, mut row) = self.top();
         let mut left = rows;
         while left > 0 {
@@ -730,6 +802,84 @@ mod tests {
         );
     }
 
+    fn focus(gained: bool) -> Event {
+        Event::Terminal(if gained {
+            TerminalEvent::FocusGained
+        } else {
+            TerminalEvent::FocusLost
+        })
+    }
+
+    #[test]
+    fn a_mention_is_highlighted_and_notifies_only_when_unfocused() {
+        let mut app = connected_app();
+        let mentions = |app: &App| {
+            matches!(
+                app.entries.back().unwrap().kind,
+                Kind::Said {
+                    mentions_me: true,
+                    ..
+                }
+            )
+        };
+        assert_eq!(
+            app.update(received("Client #7: hey 42, look")),
+            None,
+            "focused"
+        );
+        assert!(mentions(&app));
+        app.update(focus(false));
+        for not_a_mention in ["Client #7: 142 and 420", "Client #42: I am 42"] {
+            assert_eq!(app.update(received(not_a_mention)), None);
+            assert!(!mentions(&app), "{not_a_mention}");
+        }
+        assert_eq!(
+            app.update(received("Client #7: @42\u{1b}[2J look")),
+            Some(Command::Notify("Client #7: @42␛[2J look".into())),
+            "made safe"
+        );
+        app.notify = false;
+        assert_eq!(app.update(received("Client #7: #42: again")), None);
+        assert!(mentions(&app), "still highlighted");
+        app.notify = true;
+        app.update(focus(true));
+        assert_eq!(app.update(received("Client #7: 42?")), None);
+    }
+
+    #[test]
+    fn the_read_marker_follows_where_you_looked_away() {
+        let mut app = connected_app();
+        let markers = |app: &App| -> Vec<bool> {
+            app.entries
+                .iter()
+                .filter_map(|entry| match entry.kind {
+                    Kind::ReadMarker { latest } => Some(latest),
+                    _ => None,
+                })
+                .collect()
+        };
+        app.update(received("Client #7: one"));
+        app.update(focus(false));
+        app.update(focus(true));
+        app.update(focus(false));
+        assert_eq!(markers(&app), [true], "nothing new: the same place");
+        app.update(received("Client #7: two"));
+        app.update(focus(true));
+        app.update(focus(false));
+        assert_eq!(markers(&app), [false, true], "only the latest is drawn");
+        assert!(app.entries[1].rows(40).is_empty());
+        for n in 0..30 {
+            app.update(received(&said(n)));
+        }
+        app.update(key(KeyCode::PageUp));
+        assert_eq!(
+            markers(&app),
+            [false, false, true],
+            "scrolling away marks too"
+        );
+        assert!(matches!(app.view, View::At { .. }));
+    }
+
     #[test]
     fn a_pasted_line_loses_its_newline_and_keeps_the_inner_ones() {
         let mut app = connected_app();
@@ -836,12 +986,14 @@ mod tests {
                 &Kind::Said {
                     id: "42".into(),
                     mine: true,
-                    prefix: 11
+                    prefix: 11,
+                    mentions_me: false
                 },
                 &Kind::Said {
                     id: "7".into(),
                     mine: false,
-                    prefix: 10
+                    prefix: 10,
+                    mentions_me: false
                 },
                 &Kind::Presence,
                 &Kind::Other,
@@ -869,18 +1021,20 @@ mod tests {
         }
         assert_eq!(top(&app), (said(20), 0), "at the bottom");
         app.update(key(KeyCode::PageUp));
-        assert_eq!(top(&app), (said(11), 0), "a page is the pane less a row");
+        // Scrolling away put the read marker under the newest message, a row: a page
+        // (the pane less a row) up from there.
+        assert_eq!(top(&app), (said(12), 0));
         app.update(received("Client #7: new"));
         app.update(received("Client #7: newer"));
-        assert_eq!(top(&app), (said(11), 0), "the view did not move");
+        assert_eq!(top(&app), (said(12), 0), "the view did not move");
         assert_eq!(app.unseen, 2);
 
         app.update(key(KeyCode::PageDown));
-        assert_eq!(top(&app), (said(20), 0));
+        assert_eq!(top(&app), (said(21), 0));
         assert_eq!(app.unseen, 2);
         app.update(key(KeyCode::PageDown));
         assert_eq!(app.view, View::Bottom, "the rest fits: following again");
-        assert_eq!(top(&app), (said(22), 0));
+        assert_eq!(top(&app), (said(23), 0));
         app.update(key(KeyCode::PageUp));
         app.update(key(KeyCode::End));
         assert_eq!((app.view, app.unseen), (View::Bottom, 0));
@@ -932,9 +1086,13 @@ mod tests {
         };
         app.update(wheel(MouseEventKind::ScrollUp));
         app.update(wheel(MouseEventKind::ScrollUp));
-        assert_eq!(top(&app), (said(14), 0));
+        assert_eq!(
+            top(&app),
+            (said(15), 0),
+            "6 rows up, and the read marker's row"
+        );
         app.update(wheel(MouseEventKind::ScrollDown));
-        assert_eq!(top(&app), (said(17), 0));
+        assert_eq!(top(&app), (said(18), 0));
     }
 
     #[test]

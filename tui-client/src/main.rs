@@ -14,8 +14,8 @@ use chat_tui::sgr::BasicColours;
 use chat_tui::{pipe, ui};
 use clap::Parser;
 use crossterm::event::{
-    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
-    EventStream,
+    DisableBracketedPaste, DisableFocusChange, DisableMouseCapture, EnableBracketedPaste,
+    EnableFocusChange, EnableMouseCapture, EventStream,
 };
 use crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
@@ -39,6 +39,9 @@ Keys:
   Ctrl-Home/Ctrl-End   oldest / newest message (Home/End too while the line is empty)
   Ctrl-L               redraw the screen
   F5                   reconnect now (when not connected)
+
+A message that mentions your id is highlighted; while the terminal is not focused it
+also rings the bell and asks for a desktop notification (--no-notify: not that).
   Ctrl-C, or Ctrl-D on an empty line    quit
 
 When stdin or stdout is not a terminal, or with --plain, it is a line client: each
@@ -78,6 +81,11 @@ struct Args {
     /// Leave the mouse to the terminal, so text can be selected; the wheel won't scroll.
     #[arg(long)]
     no_mouse: bool,
+
+    /// No bell and no desktop notification when a message mentions your id while the
+    /// terminal is not focused (it is still highlighted).
+    #[arg(long)]
+    no_notify: bool,
 
     /// Line mode for scripts, even on a terminal.
     #[arg(long)]
@@ -157,6 +165,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     let server = args.server.trim_end_matches('/').to_owned();
     let mut app = App::new(server, id.to_string(), args.scrollback as usize, local_time);
     app.max_message_bytes = args.max_message_bytes as usize;
+    app.notify = !args.no_notify;
     // NO_COLOR (no-color.org) asks for no colours, and only that: the view leaves them
     // out and keeps bold, reverse and dim. crossterm honours it too, by writing a reset
     // in place of any colour, which would drop the attributes with it; so it is told to
@@ -209,6 +218,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
                 Some(Command::Quit) => break 'running,
                 Some(Command::Redraw) => terminal.clear()?,
                 Some(Command::Reconnect) => steering.reconnect(),
+                Some(Command::Notify(text)) => notify(&text),
                 Some(Command::Join(room)) => steering.join(room),
                 Some(Command::Send(line)) => {
                     if let Err(refused) = lines_out.try_send(line) {
@@ -227,6 +237,17 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     drop(lines_out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), network).await;
     Ok(())
+}
+
+/// Rings the bell and asks for a desktop notification, in the two forms terminals know
+/// (OSC 9: iTerm2, kitty, WezTerm, foot; OSC 777: rxvt, VTE-based), which the others
+/// ignore. `text` is already sanitized: no control character can end the sequence.
+fn notify(text: &str) {
+    let text: String = text.chars().take(200).collect();
+    let sequence = format!("\x07\x1b]9;{text}\x07\x1b]777;notify;chat-tui;{text}\x07");
+    let mut stdout = io::stdout();
+    let _ = std::io::Write::write_all(&mut stdout, sequence.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
 }
 
 /// `--log FILE`: every message received, appended as one plain line after the date and
@@ -280,7 +301,12 @@ impl TerminalGuard {
         enable_raw_mode().context("putting the terminal in raw mode")?;
         let guard = Self;
         let mut stdout = io::stdout();
-        execute!(stdout, EnterAlternateScreen, EnableBracketedPaste)?;
+        execute!(
+            stdout,
+            EnterAlternateScreen,
+            EnableBracketedPaste,
+            EnableFocusChange
+        )?;
         if mouse {
             execute!(stdout, EnableMouseCapture)?;
         }
@@ -300,6 +326,7 @@ fn restore_terminal() {
         stdout,
         DisableMouseCapture,
         DisableBracketedPaste,
+        DisableFocusChange,
         LeaveAlternateScreen,
         cursor::Show
     );

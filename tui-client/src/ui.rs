@@ -8,7 +8,7 @@ use ratatui::widgets::Paragraph;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{App, Connection, Entry, Kind, TIME_WIDTH};
+use crate::app::{App, Connection, Entry, Kind, TIME_WIDTH, View};
 use crate::text::{safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
@@ -79,10 +79,19 @@ fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
             .fg(Color::Yellow)
             .add_modifier(Modifier::ITALIC),
         Kind::Said { mine: true, .. } => Style::new().add_modifier(Modifier::BOLD),
+        // A mention of you stands out in colour and, without colour, in bold.
+        Kind::Said {
+            mentions_me: true, ..
+        } => Style::new()
+            .fg(Color::LightYellow)
+            .add_modifier(Modifier::BOLD),
         Kind::Said { .. } | Kind::Other => Style::new(),
+        Kind::ReadMarker { .. } => Style::new().fg(Color::LightRed),
     };
     let prefix = match &entry.kind {
-        Kind::Said { id, mine, prefix } => {
+        Kind::Said {
+            id, mine, prefix, ..
+        } => {
             let style = if *mine {
                 Style::new()
                     .fg(Color::Cyan)
@@ -141,6 +150,11 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
     };
     // Most important first, as a narrow terminal cuts the end.
     let mut left = vec![Span::raw(" "), state];
+    if matches!(app.view, View::At { .. }) {
+        // irssi's `-- MORE --`: there is more below.
+        left.push(Span::raw(" · "));
+        left.push(Span::styled("-- MORE --", bar.add_modifier(Modifier::BOLD)));
+    }
     if app.unseen > 0 {
         left.push(Span::raw(" · "));
         left.push(Span::styled(
@@ -332,6 +346,34 @@ mod tests {
             terminal.backend_mut().assert_cursor_position((x, 3));
             assert_eq!(terminal.backend().buffer()[(x - 1, 3)].symbol(), "y");
         }
+    }
+
+    #[test]
+    fn the_read_marker_and_more_below() {
+        let mut app = app(50, 8, &[]);
+        for n in 0..8 {
+            app.update(Event::Net(NetEvent::Received {
+                text: format!("Client #7: before {n}"),
+            }));
+        }
+        app.update(Event::Terminal(TerminalEvent::FocusLost));
+        for text in ["Client #7: after", "Client #8: hi 42"] {
+            app.update(Event::Net(NetEvent::Received { text: text.into() }));
+        }
+        app.update(Event::Terminal(TerminalEvent::FocusGained));
+        let at_the_bottom = draw(&app, 50, 8);
+        insta::assert_snapshot!(at_the_bottom.backend());
+        let mention = &at_the_bottom.backend().buffer()[(TIME_WIDTH as u16 + 12, 5)];
+        assert!(mention.modifier.contains(Modifier::BOLD), "{mention:?}");
+        app.update(Event::Terminal(TerminalEvent::Mouse(
+            crossterm::event::MouseEvent {
+                kind: crossterm::event::MouseEventKind::ScrollUp,
+                column: 0,
+                row: 0,
+                modifiers: crossterm::event::KeyModifiers::NONE,
+            },
+        )));
+        insta::assert_snapshot!(draw(&app, 50, 8).backend());
     }
 
     #[test]

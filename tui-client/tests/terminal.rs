@@ -337,3 +337,51 @@ async fn a_dumb_terminal_gets_the_line_mode() {
     tui.type_keys("\u{4}");
     tui.wait_for_exit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mention_while_unfocused_rings_and_notifies() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut other = server.join("2", "2").await;
+    for (args, notifies) in [
+        (&["--id", "1"][..], true),
+        (&["--id", "1", "--no-notify"], false),
+    ] {
+        let mut tui = Tui::start(&[&["--server", &url][..], args].concat());
+        tui.wait_for("● connected").await;
+        other.recv().await;
+        // Focus reports, as a terminal sends them once asked (CSI ? 1004 h).
+        tui.type_keys("\u{1b}[O");
+        other.send("hey 1, look").await;
+        other.recv().await;
+        tui.wait_for("Client #2: hey 1, look").await;
+        // Focus back, then a key: once the key shows, the focus report was taken.
+        tui.type_keys("\u{1b}[Ix");
+        tui.wait_for("› x").await;
+        other.send("focused again, 1").await;
+        other.recv().await;
+        tui.wait_for("── new since you looked away ──").await;
+        tui.wait_for("Client #2: focused again, 1").await;
+        let (bells, oscs) = {
+            let parser = tui.screen();
+            let signals = parser.callbacks();
+            (signals.bells, signals.oscs.clone())
+        };
+        if notifies {
+            assert_eq!(bells, 1, "{oscs:?}");
+            assert!(
+                oscs.contains(&"9;Client #2: hey 1, look".to_owned()),
+                "{oscs:?}"
+            );
+            assert!(
+                oscs.contains(&"777;notify;chat-tui;Client #2: hey 1, look".to_owned()),
+                "{oscs:?}"
+            );
+        } else {
+            assert_eq!((bells, oscs.len()), (0, 0), "{oscs:?}");
+        }
+        tui.type_keys("\u{3}");
+        tui.wait_for_exit().await;
+        other.recv().await;
+    }
+}
