@@ -144,11 +144,21 @@ pub struct App {
     focused: bool,
     /// The number of the latest read marker entry, if any.
     marker: Option<u64>,
+    /// A search in the scrollback, while one is on (`/search`, Ctrl-R).
+    pub search: Option<Search>,
+}
+
+/// A search in the scrollback: what is looked for, and the message found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    pub query: String,
+    /// The number of the entry found (see [`View::At`]).
+    pub found: u64,
 }
 
 /// What `/help` says.
 const HELP: &str = "commands: /join ROOM (another room), /reconnect, /clear (the messages shown), \
-/quit, /help; //text sends /text. Alt-Enter starts a new line; chat-tui --help lists the keys";
+/search TEXT (then Ctrl-R: older, Esc: done), /quit, /help; //text sends /text. Alt-Enter starts a new line; chat-tui --help lists the keys";
 
 /// The server's default limit on a message, which the plain protocol cannot tell.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -176,6 +186,7 @@ impl App {
             notify: true,
             focused: true,
             marker: None,
+            search: None,
         }
     }
 
@@ -206,6 +217,41 @@ impl App {
             Event::Net(news) => return self.net(news),
         }
         None
+    }
+
+    /// Finds the newest message containing `query` (any case) that is older than the
+    /// one found last for it, and scrolls it to the top of the pane.
+    fn search_older(&mut self, query: &str) {
+        let needle = query.to_lowercase();
+        let before = match &self.search {
+            Some(search) if search.query == query => {
+                search.found.saturating_sub(self.first_entry) as usize
+            }
+            _ => self.entries.len(),
+        };
+        let found = self.entries.range(..before).rposition(|entry| {
+            matches!(entry.kind, Kind::Said { .. } | Kind::Presence | Kind::Other)
+                && entry.text.to_lowercase().contains(&needle)
+        });
+        let Some(index) = found else {
+            let older = if self.search.is_some() { "older " } else { "" };
+            self.notice(&format!("no {older}message contains “{query}”"));
+            return;
+        };
+        if self.view == View::Bottom {
+            self.mark_read();
+        }
+        let found = self.first_entry + index as u64;
+        self.search = Some(Search {
+            query: query.to_owned(),
+            found,
+        });
+        self.view = View::At {
+            entry: found,
+            row: 0,
+        };
+        // A match near the bottom: the view follows the newest messages again.
+        self.scroll_down(0);
     }
 
     /// Puts the read marker after the newest message, unless it is there already.
@@ -245,6 +291,22 @@ impl App {
             KeyCode::Char('u') if control => self.input.delete_to_start(),
             KeyCode::Char('k') if control => self.input.delete_to_end(),
             KeyCode::Char('y') if control => self.input.yank(),
+            // Ctrl-R: the next older match of the search on, or a search for the line.
+            KeyCode::Char('r') if control => match (&self.search, self.input.is_empty()) {
+                (Some(search), true) => {
+                    let query = search.query.clone();
+                    self.search_older(&query);
+                }
+                (_, false) => {
+                    let query = self.input.text().to_owned();
+                    self.search = None;
+                    self.search_older(&query);
+                }
+                (None, true) => {
+                    self.notice("Ctrl-R searches for what is in the line, /search TEXT for TEXT")
+                }
+            },
+            KeyCode::Esc => self.search = None,
             KeyCode::Char('b') if alt => self.input.word_left(),
             KeyCode::Char('f') if alt => self.input.word_right(),
             KeyCode::Char('d') if alt => self.input.delete_word_after(),
@@ -321,6 +383,11 @@ impl App {
                 self.first_entry += self.entries.len() as u64;
                 self.entries.clear();
                 self.scroll_to_bottom();
+                None
+            }
+            "search" if !argument.is_empty() => {
+                self.search = None;
+                self.search_older(argument);
                 None
             }
             "help" => {
@@ -505,16 +572,17 @@ impl App {
         }
     }
 
-    /// The rows the message pane shows, oldest first: each entry with the range of its
-    /// rows in view.
-    pub fn visible(&self) -> Vec<(&Entry, Range<usize>)> {
+    /// The rows the message pane shows, oldest first: each entry, with its number (see
+    /// [`View::At`]) and the range of its rows in view.
+    pub fn visible(&self) -> Vec<(u64, &Entry, Range<usize>)> {
         let (mut index, mut row) = self.top();
         let mut left = self.pane_height();
         let mut shown = Vec::new();
         while left > 0 && index < self.entries.len() {
             let rows = self.rows_of(index);
             let take = rows.saturating_sub(row).min(left);
-            shown.push((&self.entries[index], row..row + take));
+            let number = self.first_entry + index as u64;
+            shown.push((number, &self.entries[index], row..row + take));
             left -= take;
             index += 1;
             row = 0;
@@ -881,6 +949,47 @@ mod tests {
     }
 
     #[test]
+    fn search_finds_older_and_older_matches() {
+        let mut app = connected_app();
+        for n in 0..30 {
+            let fruit = if n == 5 || n == 20 { " Apple" } else { "" };
+            app.update(received(&format!("Client #7: {n}{fruit}")));
+        }
+        type_text(&mut app, "/search apple");
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        assert_eq!(top(&app), ("Client #7: 20 Apple".into(), 0));
+        assert_eq!(
+            app.search.as_ref().map(|search| search.query.as_str()),
+            Some("apple")
+        );
+        app.update(ctrl('r'));
+        assert_eq!(top(&app), ("Client #7: 5 Apple".into(), 0));
+        app.update(ctrl('r'));
+        assert_eq!(top(&app), ("Client #7: 5 Apple".into(), 0), "no older one");
+        assert!(
+            app.entries
+                .back()
+                .unwrap()
+                .text
+                .contains("no older message contains “apple”")
+        );
+        app.update(key(KeyCode::Esc));
+        assert_eq!(app.search, None);
+        // Ctrl-R with a line searches for the line.
+        type_text(&mut app, "29");
+        app.update(ctrl('r'));
+        assert_eq!(
+            app.search.as_ref().map(|search| search.query.as_str()),
+            Some("29")
+        );
+        assert_eq!(
+            app.view,
+            View::Bottom,
+            "a match on the last screen: at the bottom"
+        );
+    }
+
+    #[test]
     fn a_pasted_line_loses_its_newline_and_keeps_the_inner_ones() {
         let mut app = connected_app();
         let paste = Event::Terminal(TerminalEvent::Paste("one\ntwo\r\n".into()));
@@ -1005,7 +1114,7 @@ mod tests {
     /// The text of the message on the pane's top row, and which of its rows that is.
     fn top(app: &App) -> (String, usize) {
         let visible = app.visible();
-        let (entry, rows) = visible.first().expect("something shown");
+        let (_, entry, rows) = visible.first().expect("something shown");
         (entry.text.clone(), rows.start)
     }
 

@@ -37,6 +37,8 @@ Keys:
   Up/Down              earlier lines you sent
   PgUp/PgDn, wheel     scroll the messages
   Ctrl-Home/Ctrl-End   oldest / newest message (Home/End too while the line is empty)
+  Ctrl-R               search older messages for the line's text (again: the next
+                       older match; /search TEXT too); Esc ends the search
   Ctrl-L               redraw the screen
   F5                   reconnect now (when not connected)
 

@@ -61,8 +61,20 @@ fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
     let visible: Vec<Line> = app
         .visible()
         .into_iter()
-        .flat_map(|(entry, rows)| {
-            let lines = entry_lines(entry, area.width);
+        .flat_map(|(number, entry, rows)| {
+            let found = app
+                .search
+                .as_ref()
+                .is_some_and(|search| search.found == number);
+            let mut lines = entry_lines(entry, area.width);
+            if found {
+                // The message a search found, in reverse.
+                for line in &mut lines {
+                    for span in line.spans.iter_mut().skip(1) {
+                        span.style = span.style.add_modifier(Modifier::REVERSED);
+                    }
+                }
+            }
             lines.into_iter().skip(rows.start).take(rows.len())
         })
         .collect();
@@ -154,6 +166,16 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
         // irssi's `-- MORE --`: there is more below.
         left.push(Span::raw(" · "));
         left.push(Span::styled("-- MORE --", bar.add_modifier(Modifier::BOLD)));
+    }
+    if let Some(search) = &app.search {
+        left.push(Span::raw(" · "));
+        left.push(Span::styled(
+            format!(
+                "search “{}”: ^R older, Esc done",
+                sanitize_line(&search.query)
+            ),
+            bar.add_modifier(Modifier::BOLD),
+        ));
     }
     if app.unseen > 0 {
         left.push(Span::raw(" · "));

@@ -352,6 +352,9 @@ async fn a_mention_while_unfocused_rings_and_notifies() {
         other.recv().await;
         // Focus reports, as a terminal sends them once asked (CSI ? 1004 h).
         tui.type_keys("\u{1b}[O");
+        // The report went through the client's event queue once the marker shows; the
+        // message must come after it.
+        tui.wait_for("── new since you looked away ──").await;
         other.send("hey 1, look").await;
         other.recv().await;
         tui.wait_for("Client #2: hey 1, look").await;
@@ -360,7 +363,6 @@ async fn a_mention_while_unfocused_rings_and_notifies() {
         tui.wait_for("› x").await;
         other.send("focused again, 1").await;
         other.recv().await;
-        tui.wait_for("── new since you looked away ──").await;
         tui.wait_for("Client #2: focused again, 1").await;
         let (bells, oscs) = {
             let parser = tui.screen();
