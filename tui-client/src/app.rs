@@ -380,6 +380,7 @@ impl App {
             "quit" => Some(Command::Quit),
             "reconnect" => Some(Command::Reconnect),
             "clear" => {
+                self.search = None;
                 self.first_entry += self.entries.len() as u64;
                 self.entries.clear();
                 self.scroll_to_bottom();
@@ -396,6 +397,7 @@ impl App {
             }
             "join" => match RoomName::parse(argument) {
                 Ok(room) => {
+                    self.search = None;
                     self.notice(&format!("joining #{room}"));
                     self.room = room.clone();
                     Some(Command::Join(room))
@@ -847,6 +849,7 @@ mod tests {
         type_text(&mut app, "/clear");
         app.update(key(KeyCode::Enter));
         assert!(app.entries.is_empty());
+        assert_eq!(app.search, None);
         type_text(&mut app, "/reconnect");
         assert_eq!(app.update(key(KeyCode::Enter)), Some(Command::Reconnect));
         type_text(&mut app, "/quit");
