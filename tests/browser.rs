@@ -347,3 +347,53 @@ async fn a_flood_is_shown_as_it_arrives_and_the_cap_is_kept() {
     assert_eq!(oldest, json!("Client #5: flood 1000"));
     page.close().await.expect("close");
 }
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn the_page_is_served_with_a_strict_policy_and_works_under_it() {
+    let server = TestServer::start().await;
+    let get = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let response = testkit::raw_http(server.address, get).await;
+    assert_eq!(response.status, 200);
+    let policy = response
+        .header("content-security-policy")
+        .expect("a Content-Security-Policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'sha256-",
+        "style-src 'sha256-",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(directive), "{directive} in {policy}");
+    }
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(response.header("referrer-policy"), Some("no-referrer"));
+    let etag = response.header("etag").expect("an ETag").to_owned();
+    let again = format!("GET / HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: {etag}\r\n\r\n");
+    assert_eq!(testkit::raw_http(server.address, &again).await.status, 304);
+
+    // Under that policy the page runs its script (it connects and chats), has its style
+    // (the message list scrolls by itself), and has its icon without asking for one.
+    let driver = ChromeDriver::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    wait_for_status(&page, "connected").await;
+    say(&page, "under a strict policy").await;
+    let id = client_id(&page).await;
+    wait_for_message(&page, &format!("Client #{id}: under a strict policy")).await;
+    let styled = eval(
+        &page,
+        "return getComputedStyle(document.getElementById('messages')).overflowY;",
+    )
+    .await;
+    assert_eq!(styled, json!("auto"), "the inline style applied");
+    let icon = eval(
+        &page,
+        "var icon = document.querySelector('link[rel=icon]'); return icon && icon.href.slice(0, 5);",
+    )
+    .await;
+    assert_eq!(icon, json!("data:"));
+    page.close().await.expect("close");
+}

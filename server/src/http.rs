@@ -24,10 +24,7 @@ use crate::metrics::Refusal;
 use crate::room::{Protocol, Resume};
 use crate::rooms::Unavailable;
 use crate::shared::Shared;
-use crate::{addresses, connection};
-
-/// The browser client, embedded so an installed binary needs no files beside it.
-const PAGE: &str = include_str!("../../client/index.html");
+use crate::{addresses, connection, page};
 
 /// The most bytes of request line and headers we buffer (hyper's minimum is 8 KiB).
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -98,7 +95,7 @@ fn route(
     shared: &Arc<Shared>,
 ) -> Result<Response<Body>, Refused> {
     Ok(match path {
-        "/" => page(request.method()),
+        "/" => page(request.method(), request.headers()),
         "/healthz" => health(request.method(), shared),
         "/metrics" => {
             let metrics = shared.metrics.render();
@@ -174,15 +171,36 @@ fn health(method: &Method, shared: &Shared) -> Response<Body> {
     }
 }
 
-fn page(method: &Method) -> Response<Body> {
-    match *method {
-        Method::GET | Method::HEAD => Response::builder()
-            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-            .header(header::CACHE_CONTROL, "no-cache")
-            .body(Body::from(PAGE))
-            .expect("static response parts are valid"),
-        _ => method_not_allowed(),
+/// The page, with the headers that keep it to itself (see `page`); 304 when the
+/// browser's copy is current.
+fn page(method: &Method, request: &HeaderMap) -> Response<Body> {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return method_not_allowed();
     }
+    let headers = &*page::HEADERS;
+    let current = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|tags| tags.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == headers.etag));
+    let (status, body) = if current {
+        (StatusCode::NOT_MODIFIED, Body::default())
+    } else {
+        (StatusCode::OK, Body::from(page::PAGE))
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::ETAG, &headers.etag)
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            &headers.content_security_policy,
+        )
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .header(header::X_FRAME_OPTIONS, "DENY")
+        .body(body)
+        .expect("static response parts are valid")
 }
 
 fn plain_get(method: &Method, content_type: &'static str, body: &str) -> Response<Body> {

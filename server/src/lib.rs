@@ -4,6 +4,7 @@
 //! - [`run`]: the accept loop and graceful shutdown; the binary and the tests both call it.
 //! - [`config`]: the settings, their defaults and their bounds.
 //! - `http`: the page at `/`, plain HTTP answers, and the WebSocket handshake.
+//! - `page`: the embedded browser page and its security headers.
 //! - `shared`: what every connection task shares.
 //! - `addresses`: the limits per client IP address.
 //! - `connection`: one WebSocket session, from join to close frame; also `/echo`.
@@ -28,6 +29,7 @@ mod journal;
 mod meter;
 mod metrics;
 mod outbox;
+mod page;
 mod room;
 mod rooms;
 mod shared;

@@ -1,0 +1,91 @@
+//! The browser page (`client/index.html`, embedded in the binary) and the headers it is
+//! served with: a Content-Security-Policy that lets the page run its own inline script
+//! and style (allowed by their hashes, computed here from the embedded page, so they
+//! cannot drift from it) and open WebSockets to this server, and nothing else; and an
+//! ETag for revalidation.
+
+use std::sync::LazyLock;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// The page, embedded so that an installed binary needs no files beside it.
+pub const PAGE: &str = include_str!("../../client/index.html");
+
+/// The headers that go with the page.
+pub struct PageHeaders {
+    pub content_security_policy: String,
+    pub etag: String,
+}
+
+/// Computed once, from the page.
+pub static HEADERS: LazyLock<PageHeaders> = LazyLock::new(|| PageHeaders::for_page(PAGE));
+
+impl PageHeaders {
+    fn for_page(page: &str) -> Self {
+        let script = source_hash(inline(page, "script"));
+        let style = source_hash(inline(page, "style"));
+        // `connect-src 'self'` covers ws:// and wss:// to this host and port (CSP 3);
+        // `data:` images are the inline icon; `form-action 'none'` since the form only
+        // ever sends through the WebSocket.
+        let content_security_policy = format!(
+            "default-src 'none'; script-src {script}; style-src {style}; connect-src 'self'; \
+             img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        );
+        let digest = Sha256::digest(page.as_bytes());
+        let etag = format!("\"{}\"", hex(&digest[..12]));
+        Self {
+            content_security_policy,
+            etag,
+        }
+    }
+}
+
+/// The text between the page's `<tag>` and `</tag>`; the page has one of each.
+fn inline<'a>(page: &'a str, tag: &str) -> &'a str {
+    let open = format!("<{tag}>");
+    let start = page.find(&open).map(|at| at + open.len());
+    let end = page.find(&format!("</{tag}>"));
+    match (start, end) {
+        (Some(start), Some(end)) if start <= end => &page[start..end],
+        _ => "",
+    }
+}
+
+/// A CSP source that allows exactly `text` as an inline script or style.
+fn source_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(digest);
+    format!("'sha256-{encoded}'")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_allows_the_pages_own_script_and_style_and_nothing_inline_else() {
+        let headers = PageHeaders::for_page(PAGE);
+        let policy = &headers.content_security_policy;
+        assert!(policy.starts_with("default-src 'none'; script-src 'sha256-"));
+        assert!(!policy.contains("unsafe-inline"));
+        assert!(
+            !PAGE.contains("onsubmit=") && !PAGE.contains("onclick="),
+            "no inline handlers"
+        );
+        // The page has exactly one script and one style, the ones hashed.
+        assert_eq!(PAGE.matches("<script").count(), 1);
+        assert_eq!(PAGE.matches("<style").count(), 1);
+        assert!(!inline(PAGE, "script").is_empty() && !inline(PAGE, "style").is_empty());
+        // A known value: the SHA-256 of the empty string.
+        assert_eq!(
+            source_hash(""),
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+        );
+        assert_eq!(headers.etag.len(), 26);
+    }
+}
