@@ -94,6 +94,8 @@ async fn two_pages_a_websocket_client_and_chat_tui_chat_together() {
         json!(0),
         "network text is inserted as text, never as HTML"
     );
+    // The page shows messages at its next animation frame: wait for it.
+    wait_for_message(&first, &expected).await;
     let mine = eval(
         &first,
         "return document.querySelector('#messages li:last-child').className;",
@@ -395,5 +397,66 @@ async fn the_page_is_served_with_a_strict_policy_and_works_under_it() {
     )
     .await;
     assert_eq!(icon, json!("data:"));
+    page.close().await.expect("close");
+}
+
+/// Stops `server`, waits until `page` has a long wait before its next attempt, and starts
+/// a server on the same address again: returns it and when the page will try next.
+async fn outage_with_a_long_countdown(page: &Page, server: TestServer) -> (TestServer, f64) {
+    let address = server.address;
+    server.stop().await;
+    wait_for_status(page, "reconnecting in").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let retry_at = loop {
+        // The waits double with each failed attempt: 0.5–1 s, 1–2, 2–4, 4–8 s.
+        let left = eval(page, "return [retryAt - Date.now(), retryAt];").await;
+        if left[0].as_f64().unwrap_or(0.0) > 3000.0 {
+            break left[1].as_f64().expect("retryAt");
+        }
+        assert!(Instant::now() < deadline, "the wait never grew: {left}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let listener = TcpListener::bind(address).await.expect("rebind the port");
+    (TestServer::start_on(listener, Config::default()), retry_at)
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn retry_now_and_a_network_coming_back_reconnect_at_once() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    wait_for_status(&page, "connected").await;
+
+    let (server, retry_at) = outage_with_a_long_countdown(&page, server).await;
+    let button = page.find(Locator::Id("retry")).await.expect("#retry");
+    assert!(
+        button.is_displayed().await.expect("shown"),
+        "Retry now is offered"
+    );
+    button.click().await.expect("click Retry now");
+    wait_for_status(&page, "connected").await;
+    let now = eval(&page, "return Date.now();").await;
+    assert!(
+        now.as_f64().expect("a time") < retry_at,
+        "before the countdown ended"
+    );
+    let button = page.find(Locator::Id("retry")).await.expect("#retry");
+    assert!(!button.is_displayed().await.expect("hidden"));
+
+    // The browser saying the network is back does the same.
+    let (_server, retry_at) = outage_with_a_long_countdown(&page, server).await;
+    eval(
+        &page,
+        "window.dispatchEvent(new Event('online')); return null;",
+    )
+    .await;
+    wait_for_status(&page, "connected").await;
+    let now = eval(&page, "return Date.now();").await;
+    assert!(
+        now.as_f64().expect("a time") < retry_at,
+        "before the countdown ended"
+    );
     page.close().await.expect("close");
 }
