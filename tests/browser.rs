@@ -460,3 +460,62 @@ async fn retry_now_and_a_network_coming_back_reconnect_at_once() {
     );
     page.close().await.expect("close");
 }
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_smaller_window_keeps_the_pane_pinned_and_your_own_message_brings_you_down() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
+    let page = driver.open(600, 500).await;
+    load_the_chat(&page, &server).await;
+    let mut talker = server.join("5", "5").await;
+    for n in 0..40 {
+        talker.send(&format!("line {n}")).await;
+    }
+    wait_for_message(&page, "Client #5: line 39").await;
+    let distance = "const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight;";
+    let at_bottom = async || eval(&page, distance).await.as_f64().expect("a distance") < 2.0;
+    assert!(at_bottom().await);
+
+    // A smaller window: still at the newest.
+    page.set_window_size(600, 300).await.expect("resize");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !at_bottom().await {
+        assert!(
+            Instant::now() < deadline,
+            "the pane came unpinned on a resize"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // PageUp from the input scrolls the messages.
+    let input = page.find(Locator::Id("messageText")).await.expect("input");
+    input.send_keys("\u{E00E}").await.expect("PageUp");
+    assert!(!at_bottom().await, "PageUp scrolled up");
+
+    // Scrolled up, your own message brings you back down to it.
+    say(&page, "my own").await;
+    let id = client_id(&page).await;
+    wait_for_message(&page, &format!("Client #{id}: my own")).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !at_bottom().await {
+        assert!(
+            Instant::now() < deadline,
+            "your own message did not bring you down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let button = page
+        .find(Locator::Id("new-below"))
+        .await
+        .expect("#new-below");
+    assert!(
+        !button.is_displayed().await.expect("hidden"),
+        "nothing new below"
+    );
+    page.close().await.expect("close");
+}
