@@ -4,13 +4,13 @@
 //! `redis-server` and runs these with `--include-ignored`. Each test starts its own Redis
 //! on a free port.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chat_server::Config;
-use testkit::{Client, PATIENCE, TestServer, assert_one_order, raw_http};
-use tokio::net::{TcpListener, TcpStream};
+use testkit::process::{ServerProcess, free_port, wait_until_listening};
+use testkit::{Client, PATIENCE, TestServer, assert_one_order};
+use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -41,11 +41,7 @@ impl Redis {
             .spawn()
             .expect("redis-server is installed (apt-get install redis-server)");
         self.process = Some(process);
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_listening(self.port, "redis-server").await;
     }
 
     async fn stop(&mut self) {
@@ -57,13 +53,6 @@ impl Redis {
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 fn node_config(redis: &Redis) -> Config {
@@ -172,43 +161,24 @@ async fn a_node_that_shuts_down_announces_its_members_leaves() {
     assert_eq!(stays.recv().await, "Client #2 has left the chat");
 }
 
-/// The `chat-server` binary that `cargo test --workspace` built beside this test.
-fn chat_server_binary() -> PathBuf {
-    let binary = std::env::current_exe()
-        .expect("the test binary")
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("chat-server");
-    assert!(binary.exists(), "{} is missing", binary.display());
-    binary
-}
-
 #[tokio::test]
 #[ignore = "needs redis-server; .ci/run runs it"]
 async fn a_killed_nodes_members_are_announced_as_gone_by_the_others() {
     let redis = Redis::start().await;
     let survivor = node(&redis).await;
-    let port = free_port();
-    let mut doomed = Command::new(chat_server_binary())
-        .args(["--port", &port.to_string(), "--redis-url", &redis.url()])
-        .args(["--presence-ttl", "1", "--rate-limit", "0"])
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start a node");
-    let address = format!("127.0.0.1:{port}").parse().expect("address");
-    let deadline = Instant::now() + PATIENCE;
-    while raw_http_status(address).await != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "the second node never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let redis_url = redis.url();
+    let args = [
+        "--redis-url",
+        &redis_url,
+        "--presence-ttl",
+        "1",
+        "--rate-limit",
+        "0",
+    ];
+    let mut doomed = ServerProcess::start(&args).await;
 
     let mut watcher = survivor.join("1", "1").await;
-    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws/2"))
+    let (socket, _) = tokio_tungstenite::connect_async(doomed.url("/ws/2"))
         .await
         .expect("join the doomed node");
     let mut victim = Client { socket };
@@ -216,19 +186,10 @@ async fn a_killed_nodes_members_are_announced_as_gone_by_the_others() {
     assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
 
     // SIGKILL: no leave is sent by the node itself.
-    doomed.kill().await.expect("kill the node");
+    doomed.kill().await;
     let killed_at = Instant::now();
     assert_eq!(watcher.recv().await, "Client #2 has left the chat");
     eprintln!("leave announced {:?} after the kill", killed_at.elapsed());
-}
-
-async fn raw_http_status(address: std::net::SocketAddr) -> Option<u16> {
-    TcpStream::connect(address).await.ok()?;
-    Some(
-        raw_http(address, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .status,
-    )
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use chat_server::Config;
 use futures_util::StreamExt;
 use testkit::process::{Scratch, ServerProcess, health};
 use testkit::v1::{V1, kinds, said};
-use testkit::{PATIENCE, TestServer, raw_http, upgrade_request, within};
+use testkit::{PATIENCE, TestServer, metric, raw_http, upgrade_request, within};
 use tokio_tungstenite::tungstenite::Message;
 
 fn durable(folder: &Path) -> Config {
@@ -374,16 +374,6 @@ impl Drop for SmallDisk {
             .arg(self.0.path())
             .status();
     }
-}
-
-/// The value of an unlabelled metric of the server at `address`.
-async fn metric(address: std::net::SocketAddr, name: &str) -> u64 {
-    let metrics = raw_http(address, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
-    metrics
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {}", metrics.body))
 }
 
 /// Events that wait for the journal before sessions stop reading (journal.rs).

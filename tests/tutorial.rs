@@ -5,13 +5,11 @@
 //! `.ci/run` installs in its virtualenv and names in `CHAT_TUTORIAL_PYTHON`.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use testkit::chromium::chat_tui_binary;
-use testkit::process::free_port;
-use testkit::{Client, PATIENCE, within};
+use testkit::process::{free_port, wait_until_listening};
+use testkit::{Client, within};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 /// The tutorial's server on a free port, stopped when dropped.
@@ -32,14 +30,8 @@ impl Tutorial {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|error| panic!("{python} -m uvicorn: {error}"));
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "uvicorn never listened: does {python} have fastapi and uvicorn?"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("uvicorn (does {python} have fastapi and uvicorn?)");
+        wait_until_listening(port, &what).await;
         Self {
             port,
             _uvicorn: uvicorn,

@@ -317,18 +317,7 @@ async fn history_memory_stays_bounded_under_a_flood() {
     for _ in 0..2000 {
         flooder.recv().await;
     }
-    let metrics = raw_http(
-        server.address,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .await
-    .body;
-    let history_bytes: usize = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("chat_history_bytes "))
-        .expect("chat_history_bytes")
-        .parse()
-        .expect("a number");
+    let history_bytes = testkit::metric(server.address, "chat_history_bytes").await;
     // 50 frames of a little over 1 KiB each, not 2 000.
     assert!(
         (50 * 1024..60 * 1200).contains(&history_bytes),

@@ -100,11 +100,7 @@ pub enum OpenError {
 }
 
 enum Command {
-    Append {
-        room: Arc<Room>,
-        key: u64,
-        event: v1::Event,
-    },
+    Append(Append),
     /// Sent last: answered once everything before it is written.
     Close(oneshot::Sender<()>),
 }
@@ -266,11 +262,11 @@ impl Store for Journal {
         let cost = cost(&event);
         self.backlog.bytes.fetch_add(cost, Ordering::AcqRel);
         self.metrics.journal_backlog(cost as i64);
-        let append = Command::Append {
+        let append = Command::Append(Append {
             room: room.clone(),
             key,
             event,
-        };
+        });
         // The writer stops only after `close`, when no session is left to append.
         let _ = self.commands.send(append);
     }
@@ -340,7 +336,7 @@ impl Writer {
             let mut next = Some(first);
             while let Some(command) = next.take() {
                 match command {
-                    Command::Append { room, key, event } => batch.push(Append { room, key, event }),
+                    Command::Append(append) => batch.push(append),
                     Command::Close(done) => closed = Some(done),
                 }
                 if closed.is_none() && batch.len() < MAX_BATCH {

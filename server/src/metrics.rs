@@ -94,6 +94,15 @@ fn add(counter: &AtomicU64, amount: u64) {
     counter.fetch_add(amount, Ordering::Relaxed);
 }
 
+/// Moves a gauge up by `change`, or down when it is negative.
+fn adjust(gauge: &AtomicU64, change: i64) {
+    if change >= 0 {
+        add(gauge, change as u64);
+    } else {
+        gauge.fetch_sub(change.unsigned_abs(), Ordering::Relaxed);
+    }
+}
+
 impl Metrics {
     pub fn connected(&self) {
         add(&self.connections, 1);
@@ -121,12 +130,7 @@ impl Metrics {
 
     /// History grew (or, negative, shrank) by `bytes`.
     pub fn history_bytes(&self, bytes: i64) {
-        if bytes >= 0 {
-            add(&self.history_bytes, bytes as u64);
-        } else {
-            self.history_bytes
-                .fetch_sub(bytes.unsigned_abs(), Ordering::Relaxed);
-        }
+        adjust(&self.history_bytes, bytes);
     }
 
     /// The journal wrote `events` in one commit.
@@ -137,12 +141,7 @@ impl Metrics {
 
     /// Events waiting for the journal grew (or, negative, shrank) by `bytes`.
     pub fn journal_backlog(&self, bytes: i64) {
-        if bytes >= 0 {
-            add(&self.history_backlog_bytes, bytes as u64);
-        } else {
-            self.history_backlog_bytes
-                .fetch_sub(bytes.unsigned_abs(), Ordering::Relaxed);
-        }
+        adjust(&self.history_backlog_bytes, bytes);
     }
 
     pub fn broker_health(&self, up: bool) {

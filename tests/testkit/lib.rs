@@ -309,6 +309,16 @@ async fn read_response(stream: &mut TcpStream) -> HttpResponse {
     response
 }
 
+/// The value of an unlabelled metric (`name value`) of the server at `address`.
+pub async fn metric(address: SocketAddr, name: &str) -> u64 {
+    let metrics = raw_http(address, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {}", metrics.body))
+}
+
 /// A WebSocket handshake request for `path`.
 pub fn upgrade_request(path: &str) -> String {
     format!(

@@ -62,6 +62,18 @@ pub async fn health(address: SocketAddr) -> Option<u16> {
     )
 }
 
+/// Waits until something accepts connections on the loopback `port`: `what` has started.
+pub async fn wait_until_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} never listened on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

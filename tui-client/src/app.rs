@@ -451,7 +451,7 @@ impl App {
             NetEvent::Retrying { seconds } => self.connection = Connection::Retrying { seconds },
             NetEvent::Disconnected { reason } => self.notice(&reason),
             NetEvent::GaveUp { reason } => {
-                self.notice_again(sanitize(&format!("* {reason}; press F5 to try again")));
+                self.notice_again(&format!("{reason}; press F5 to try again"));
                 self.connection = Connection::Stopped;
             }
             NetEvent::Received { text } => {
@@ -495,28 +495,29 @@ impl App {
         }
     }
 
-    /// Says something about the client itself in the message pane.
-    pub fn warn(&mut self, text: &str) {
-        self.notice(text);
-    }
-
-    fn notice(&mut self, text: &str) {
-        // Each failed attempt during an outage says the same; once is enough.
-        let text = sanitize(&format!("* {text}"));
-        if !matches!(self.entries.back(), Some(last) if last.kind == Kind::Notice && last.text == text)
+    /// Says something about the client itself in the message pane, unless the last
+    /// notice said the same: each failed attempt during an outage does; once is enough.
+    pub fn notice(&mut self, text: &str) {
+        let entry = self.notice_entry(text);
+        if !matches!(self.entries.back(), Some(last) if last.kind == Kind::Notice && last.text == entry.text)
         {
-            self.notice_again(text);
+            self.push(entry);
         }
     }
 
     /// A notice even if it says what the last one did: the answer to an attempt the
     /// user asked for.
-    fn notice_again(&mut self, text: String) {
-        self.push(Entry {
+    fn notice_again(&mut self, text: &str) {
+        let entry = self.notice_entry(text);
+        self.push(entry);
+    }
+
+    fn notice_entry(&self, text: &str) -> Entry {
+        Entry {
             time: (self.clock)(),
-            text,
+            text: sanitize(&format!("* {text}")),
             kind: Kind::Notice,
-        });
+        }
     }
 
     fn push(&mut self, entry: Entry) {
@@ -1188,14 +1189,6 @@ mod tests {
         for n in 0..30 {
             app.update(received(&said(n)));
         }
-        let wheel = |kind| {
-            Event::Terminal(TerminalEvent::Mouse(MouseEvent {
-                kind,
-                column: 0,
-                row: 0,
-                modifiers: KeyModifiers::NONE,
-            }))
-        };
         app.update(wheel(MouseEventKind::ScrollUp));
         app.update(wheel(MouseEventKind::ScrollUp));
         assert_eq!(
@@ -1235,15 +1228,15 @@ mod tests {
         }
         // Rows into a message that wraps less now are kept within it.
         app.update(Event::Terminal(TerminalEvent::Resize(25, 12)));
-        app.update(wheel_up());
+        app.update(wheel(MouseEventKind::ScrollUp));
         app.update(Event::Terminal(TerminalEvent::Resize(200, 12)));
         let (_, row) = top(&app);
         assert_eq!(row, 0, "one row at 200 columns");
     }
 
-    fn wheel_up() -> Event {
+    fn wheel(kind: MouseEventKind) -> Event {
         Event::Terminal(TerminalEvent::Mouse(MouseEvent {
-            kind: MouseEventKind::ScrollUp,
+            kind,
             column: 0,
             row: 0,
             modifiers: KeyModifiers::NONE,

@@ -210,7 +210,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             if let (Some(writing), Event::Net(NetEvent::Received { text })) = (&mut log, &event)
                 && let Err(error) = writing.write(text)
             {
-                app.warn(&format!(
+                app.notice(&format!(
                     "cannot write the log {}: {error}; logging stopped",
                     writing.path.display()
                 ));
