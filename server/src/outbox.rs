@@ -128,15 +128,28 @@ impl Outbox {
 
     /// Waits until frames are queued, then moves all of them into `batch`, which must
     /// be empty. Swapping buffers keeps both allocations alive across batches.
+    ///
+    /// A writer that had to wait lets every other task that is ready run once before it
+    /// takes the queue: the frame that woke it is often the first of a burst (several
+    /// senders answering at once), and the other senders' readers, ready in the same
+    /// tick, fan theirs out meanwhile, so the burst leaves in one `writev` instead of one
+    /// write per frame. Without a burst this costs one more poll and no waiting.
     pub async fn next_batch(&self, batch: &mut Vec<Frame>) {
         debug_assert!(batch.is_empty());
+        if self.take_queued(batch) {
+            return;
+        }
         loop {
-            if self.take_queued(batch) {
-                return;
-            }
             // A push between take_queued and here stores a permit, so none is missed.
             self.ready.notified().await;
+            if !self.lock().is_empty() {
+                break;
+            }
         }
+        for _ in 0..2 {
+            tokio::task::yield_now().await;
+        }
+        self.take_queued(batch);
     }
 
     /// Moves whatever is queued into `batch` without waiting, a pending pong first;
