@@ -25,6 +25,8 @@ fn broadcast(peers: &Peers, text: String) {
     }
 }
 
+// The handshake callback's error type is tungstenite's, not ours to box.
+#[allow(clippy::result_large_err)]
 async fn serve(tcp: TcpStream, peer: SocketAddr, peers: Peers) {
     // Our server and chat-bench both turn Nagle off; so does this, to compare writes.
     let _ = tcp.set_nodelay(true);
