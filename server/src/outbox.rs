@@ -31,6 +31,9 @@ struct Queue {
     bytes: usize,
     max_bytes: usize,
     pong: Option<Frame>,
+    /// Set with `Outbox::evicted`, here so that a push checks it under the lock it
+    /// takes anyway instead of the token's own lock.
+    evicted: bool,
 }
 
 /// What one queued frame costs this connection: the pointer in its queue, and the
@@ -48,6 +51,7 @@ impl Outbox {
                 bytes: 0,
                 max_bytes,
                 pong: None,
+                evicted: false,
             }),
             ready: Notify::new(),
             drained: Notify::new(),
@@ -83,10 +87,10 @@ impl Outbox {
         frames: impl IntoIterator<Item = &'a Frame>,
         cost: impl Fn(&Frame) -> usize,
     ) {
-        if self.evicted.is_cancelled() {
+        let mut queue = self.lock();
+        if queue.evicted {
             return;
         }
-        let mut queue = self.lock();
         let was_empty = queue.is_empty();
         for frame in frames {
             let cost = cost(frame);
@@ -94,6 +98,7 @@ impl Outbox {
                 queue.frames = Vec::new();
                 queue.bytes = 0;
                 queue.pong = None;
+                queue.evicted = true;
                 drop(queue);
                 self.evicted.cancel();
                 return;
@@ -111,7 +116,7 @@ impl Outbox {
     /// Whether the connection overflowed its queue and is to be disconnected.
     #[cfg(test)]
     pub fn is_evicted(&self) -> bool {
-        self.evicted.is_cancelled()
+        self.lock().evicted
     }
 
     /// Queues a pong, replacing one not yet taken (RFC 6455 §5.5.3 allows answering only
@@ -146,9 +151,7 @@ impl Outbox {
                 break;
             }
         }
-        for _ in 0..2 {
-            tokio::task::yield_now().await;
-        }
+        tokio::task::yield_now().await;
         self.take_queued(batch);
     }
 
@@ -237,6 +240,30 @@ mod tests {
                 &[0x81, 5, b'h', b'e', b'l', b'l', b'o']
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_writer_woken_by_a_burst_takes_what_the_burst_fanned_out_since() {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move {
+                let mut batch = Vec::new();
+                outbox.next_batch(&mut batch).await;
+                batch.len()
+            }
+        });
+        tokio::task::yield_now().await;
+        // The first frame wakes the writer; a second sender, ready only after that
+        // wake, fans out before the writer takes its batch.
+        tokio::spawn({
+            let outbox = outbox.clone();
+            async move {
+                outbox.push(&wire::text("first"));
+                tokio::spawn(async move { outbox.push(&wire::text("second")) });
+            }
+        });
+        assert_eq!(writer.await.unwrap(), 2, "one batch for the burst");
     }
 
     #[tokio::test]
