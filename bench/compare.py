@@ -10,6 +10,7 @@ report to bench/compare-results.json.
     cargo build --release
     npm install --prefix bench/compare        # optional: adds uWebSockets.js
     python3 bench/compare.py [--rounds 3] [--scenarios aligned,spread,light,saturated]
+                             [--baseline OLD-chat-server] [--only uWebSockets.js,baseline]
 
 The servers: ours (rate and per-address limits off, as for every benchmark), the
 canonical tokio-tungstenite broadcast server (bench/compare/tungstenite_chat.rs), and
@@ -46,12 +47,16 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def servers():
+def ours(binary):
+    return lambda port: [
+        str(binary), "--port", str(port),
+        "--rate-limit", "0", "--max-connections-per-ip", "0", "--handshake-rate-per-ip", "0",
+    ]
+
+
+def servers(baseline):
     found = {
-        "chat-server": lambda port: [
-            str(RELEASE / "chat-server"), "--port", str(port),
-            "--rate-limit", "0", "--max-connections-per-ip", "0", "--handshake-rate-per-ip", "0",
-        ],
+        "chat-server": ours(RELEASE / "chat-server"),
         "tokio-tungstenite": lambda port: [str(RELEASE / "tungstenite-chat"), str(port)],
     }
     node = shutil.which("node")
@@ -59,6 +64,8 @@ def servers():
         found["uWebSockets.js"] = lambda port: [node, str(UWS), str(port)]
     else:
         print("uWebSockets.js left out: run `npm install --prefix bench/compare`", file=sys.stderr)
+    if baseline:
+        found["baseline"] = ours(Path(baseline).resolve())
     return found
 
 
@@ -110,6 +117,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--baseline", help="another chat-server binary (an older build) to add")
+    parser.add_argument("--only", help="these servers only, comma-separated (chat-server always)")
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
     for name in scenarios:
@@ -119,7 +128,10 @@ def main():
         if not (RELEASE / binary).exists():
             sys.exit(f"no {RELEASE / binary}: run `cargo build --release` first")
 
-    contenders = servers()
+    contenders = servers(args.baseline)
+    if args.only:
+        wanted = {"chat-server", *args.only.split(",")}
+        contenders = {name: command for name, command in contenders.items() if name in wanted}
     reports = {scenario: {name: [] for name in contenders} for scenario in scenarios}
     for scenario in scenarios:
         for round_number in range(args.rounds):

@@ -77,3 +77,42 @@ async fn idle_clients_see_every_join_and_churn_rounds_complete() {
     assert_eq!(report.join_deliveries, 40 * 41 / 2 + 40);
     assert_eq!(report.server_rss_after_churn_kib.len(), 3);
 }
+
+/// The comparison server (`tungstenite-chat`) speaks the same protocol, so that
+/// `bench/compare.py` keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_comparison_server_loses_nothing_either() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut comparison = tokio::process::Command::new(env!("CARGO_BIN_EXE_tungstenite-chat"))
+        .arg(port.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "it never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let servers = Servers::new(vec![Url::parse(&format!("ws://127.0.0.1:{port}")).unwrap()]);
+    let plan = FanoutPlan {
+        clients: 20,
+        senders: 2,
+        messages: 20,
+        pace: Pace::Aligned(50.0),
+        connect_concurrency: 4,
+        timeout: Duration::from_secs(30),
+    };
+    let probe = ServerProbe::new(comparison.id().unwrap()).unwrap();
+    let report = chat_bench::fanout(&servers, &plan, Some(probe))
+        .await
+        .unwrap();
+    assert_eq!(report.received_deliveries, 20 * 2 * 20);
+    assert_eq!(report.lost_deliveries, 0);
+    comparison.kill().await.unwrap();
+}
