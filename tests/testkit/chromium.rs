@@ -51,34 +51,59 @@ impl ChromeDriver {
 
     /// A fresh headless Chromium with its own profile, `width` by `height`.
     pub async fn open(&self, width: u32, height: u32) -> Page {
-        self.open_with(width, height, json!({})).await
+        self.open_with(width, height, json!({}), Theme::Light).await
     }
 
     /// A phone: Chromium's mobile emulation, since a desktop window cannot be narrower
     /// than 500 pixels.
     pub async fn open_phone(&self, width: u32, height: u32) -> Page {
-        let metrics =
-            json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2 } });
-        self.open_with(width, height, metrics).await
+        self.open_with(width, height, phone(width, height), Theme::Light)
+            .await
     }
 
-    pub async fn open_with(&self, width: u32, height: u32, mobile_emulation: Value) -> Page {
+    /// A desktop window or, with `phone`, a phone, in `theme`.
+    pub async fn open_themed(&self, width: u32, height: u32, phone: bool, theme: Theme) -> Page {
+        let emulation = if phone {
+            self::phone(width, height)
+        } else {
+            json!({})
+        };
+        self.open_with(width, height, emulation, theme).await
+    }
+
+    async fn open_with(
+        &self,
+        width: u32,
+        height: u32,
+        mobile_emulation: Value,
+        theme: Theme,
+    ) -> Page {
         let profile = std::env::temp_dir().join(format!(
             "chat-browser-test-{}-{}",
             std::process::id(),
             unique_suffix()
         ));
+        let mut args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            format!("--user-data-dir={}", profile.display()),
+            format!("--window-size={width},{height}"),
+        ];
+        if theme == Theme::Dark {
+            // Chromium answers `prefers-color-scheme: dark` with this.
+            args.push("--force-dark-mode".to_owned());
+        }
         let capabilities = json!({
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "mobileEmulation": mobile_emulation,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                    format!("--user-data-dir={}", profile.display()),
-                    format!("--window-size={width},{height}"),
-                ],
+                "args": args,
             }
         });
         let Value::Object(capabilities) = capabilities else {
@@ -102,6 +127,39 @@ impl ChromeDriver {
             }
         }
     }
+}
+
+/// The colour scheme the browser prefers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Theme {
+    Light,
+    Dark,
+}
+
+fn phone(width: u32, height: u32) -> Value {
+    json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2 } })
+}
+
+/// What axe-core (the file `CHAT_AXE_JS` names; `.ci/run` installs it from npm) finds
+/// wrong with the page as it is now: one line per rule and element.
+pub async fn accessibility_violations(page: &Page) -> Vec<String> {
+    let path = std::env::var("CHAT_AXE_JS")
+        .expect("CHAT_AXE_JS names axe.min.js (npm install axe-core; .ci/run does)");
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    page.execute(&source, vec![]).await.expect("load axe-core");
+    let found = page
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               axe.run(document, { resultTypes: ["violations"] })
+                 .then(result => done(result.violations.flatMap(rule => rule.nodes.map(node =>
+                    rule.id + " (" + rule.impact + ") at " + node.target.join(" ") + ": " +
+                    node.failureSummary.replace(/\s+/g, " ")))))
+                 .catch(error => done(["axe failed: " + error]));"#,
+            vec![],
+        )
+        .await
+        .expect("run axe-core");
+    serde_json::from_value(found).expect("a list of violations")
 }
 
 /// Nanoseconds since 1970: a profile directory name no other run uses.
