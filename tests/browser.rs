@@ -561,6 +561,18 @@ async fn axe_core_finds_nothing_in_either_theme_at_desktop_and_phone_widths() {
             say(&page, "a message of mine").await;
             other.send("and one of someone else's").await;
             wait_for_message(&page, "Client #7: and one of someone else's").await;
+            // A direction control shown, and a folded tall message with its button.
+            other
+                .send(&format!("\u{202E}{}", "tall\n".repeat(20)))
+                .await;
+            within("the folded message", async {
+                while eval(&page, "return document.querySelectorAll('.unfold').length;").await
+                    != json!(1)
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await;
             wait_for_status(&page, "connected").await;
             let name = format!(
                 "axe-{}-{}.png",
@@ -580,5 +592,95 @@ async fn axe_core_finds_nothing_in_either_theme_at_desktop_and_phone_widths() {
             page.close().await.expect("close the page");
         }
     }
+    server.stop().await;
+}
+
+/// Text that would reorder itself is isolated and shows its controls, a tall message is
+/// folded until asked for, and a message over the server's limit is kept, whether the
+/// page knew the limit or the server had to refuse it.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn hostile_and_tall_text_is_contained_and_an_oversized_message_is_kept() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        max_message_bytes: 200,
+        ..Config::default()
+    })
+    .await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let id = client_id(&page).await;
+    let mut other = server.join("7", "7").await;
+
+    other.send("invoice_\u{202E}fdp.exe").await;
+    other.recv().await; // its own echo
+    wait_for_message(&page, "Client #7: invoice_U+202Efdp.exe").await;
+    let shown = eval(
+        &page,
+        "const li = document.querySelector('#messages li:last-child'); \
+         return [li.dir, getComputedStyle(li).unicodeBidi, getComputedStyle(li).overflowY, \
+                 li.querySelector('.control').textContent];",
+    )
+    .await;
+    assert_eq!(shown, json!(["auto", "isolate", "hidden", "U+202E"]));
+
+    let tall = "line\n".repeat(30);
+    other.send(&tall).await;
+    other.recv().await;
+    let folded = "const li = document.querySelector('#messages li:last-child'); \
+                  return [li.classList.contains('folded'), li.scrollHeight > li.clientHeight + 20];";
+    within("the tall message to be shown folded", async {
+        while eval(&page, folded).await != json!([true, true]) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    page.find(Locator::Css("#messages li:last-child .unfold"))
+        .await
+        .expect("an unfold button")
+        .click()
+        .await
+        .expect("unfold");
+    assert_eq!(eval(&page, folded).await, json!([false, false]), "unfolded");
+
+    // Over the limit the page knows: not sent, kept, and said.
+    let long = "x".repeat(300);
+    say(&page, &long).await;
+    assert_eq!(input_value(&page).await, long, "the text is kept");
+    let notice = page.find(Locator::Id("notice")).await.expect("#notice");
+    assert!(notice.is_displayed().await.expect("shown"));
+    let said = notice.text().await.expect("notice text");
+    assert!(
+        said.contains("Too long to send: 300 bytes") && said.contains("at most 200"),
+        "{said}"
+    );
+    other.expect_silence().await;
+
+    // A limit the page did not know: the server closes with 1009, and the text comes back.
+    eval(&page, "maxMessageBytes = 1e9; return null;").await;
+    press_enter(&page).await;
+    within("the refused text to come back", async {
+        while input_value(&page).await != long {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let said = notice.text().await.expect("notice text");
+    assert!(
+        said.contains("refused your last message as too long"),
+        "{said}"
+    );
+    assert_eq!(
+        other.recv().await,
+        format!("Client #{id} has left the chat"),
+        "nothing of the refused message reached the room"
+    );
+    wait_for_status(&page, "connected").await;
+    let said = notice.text().await.expect("notice text");
+    assert!(
+        said.contains("refused"),
+        "the notice outlives the reconnection: {said}"
+    );
+    page.close().await.expect("close");
     server.stop().await;
 }

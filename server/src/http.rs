@@ -24,7 +24,7 @@ use crate::metrics::Refusal;
 use crate::room::{Protocol, Resume};
 use crate::rooms::Unavailable;
 use crate::shared::Shared;
-use crate::{addresses, connection, page};
+use crate::{addresses, connection};
 
 /// The most bytes of request line and headers we buffer (hyper's minimum is 8 KiB).
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -95,7 +95,7 @@ fn route(
     shared: &Arc<Shared>,
 ) -> Result<Response<Body>, Refused> {
     Ok(match path {
-        "/" => page(request.method(), request.headers()),
+        "/" => page(request.method(), request.headers(), shared),
         "/healthz" => health(request.method(), shared),
         "/metrics" => {
             let metrics = shared.metrics.render();
@@ -173,11 +173,11 @@ fn health(method: &Method, shared: &Shared) -> Response<Body> {
 
 /// The page, with the headers that keep it to itself (see `page`); 304 when the
 /// browser's copy is current.
-fn page(method: &Method, request: &HeaderMap) -> Response<Body> {
+fn page(method: &Method, request: &HeaderMap, shared: &Shared) -> Response<Body> {
     if !matches!(*method, Method::GET | Method::HEAD) {
         return method_not_allowed();
     }
-    let headers = &*page::HEADERS;
+    let headers = &shared.page;
     let current = request
         .get(header::IF_NONE_MATCH)
         .and_then(|tags| tags.to_str().ok())
@@ -185,7 +185,7 @@ fn page(method: &Method, request: &HeaderMap) -> Response<Body> {
     let (status, body) = if current {
         (StatusCode::NOT_MODIFIED, Body::default())
     } else {
-        (StatusCode::OK, Body::from(page::PAGE))
+        (StatusCode::OK, Body::from(headers.body.clone()))
     };
     Response::builder()
         .status(status)

@@ -52,6 +52,7 @@ use tracing::{error, info, warn};
 
 use crate::addresses::Addresses;
 use crate::metrics::Metrics;
+use crate::page::Page;
 use crate::room::Cluster;
 use crate::rooms::Rooms;
 use crate::shared::Shared;
@@ -100,6 +101,7 @@ pub async fn run(
         broker: health,
         journal,
         metrics,
+        page: Page::new(config.max_message_bytes),
         sessions: Arc::new(Semaphore::new(
             config.max_connections.min(Semaphore::MAX_PERMITS),
         )),

@@ -4,27 +4,33 @@
 //! cannot drift from it) and open WebSockets to this server, and nothing else; and an
 //! ETag for revalidation.
 
-use std::sync::LazyLock;
-
 use base64::Engine;
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 /// The page, embedded so that an installed binary needs no files beside it.
 pub const PAGE: &str = include_str!("../../client/index.html");
 
-/// The headers that go with the page.
-pub struct PageHeaders {
+/// The tag through which the page learns the largest message the server takes, so that
+/// it can say so before sending one; opened from disk, the page has the default.
+const LIMIT_TAG: &str = r#"<meta name="chat-max-message-bytes" content="65536">"#;
+
+/// The page as this server serves it, and the headers that go with it.
+pub struct Page {
+    pub body: Bytes,
     pub content_security_policy: String,
     pub etag: String,
 }
 
-/// Computed once, from the page.
-pub static HEADERS: LazyLock<PageHeaders> = LazyLock::new(|| PageHeaders::for_page(PAGE));
-
-impl PageHeaders {
-    fn for_page(page: &str) -> Self {
-        let script = source_hash(inline(page, "script"));
-        let style = source_hash(inline(page, "style"));
+impl Page {
+    /// The page for a server that takes messages of up to `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Self {
+        let body = PAGE.replace(
+            LIMIT_TAG,
+            &format!(r#"<meta name="chat-max-message-bytes" content="{max_message_bytes}">"#),
+        );
+        let script = source_hash(inline(&body, "script"));
+        let style = source_hash(inline(&body, "style"));
         // `connect-src 'self'` covers ws:// and wss:// to this host and port (CSP 3);
         // `data:` images are the inline icon; `form-action 'none'` since the form only
         // ever sends through the WebSocket.
@@ -32,9 +38,10 @@ impl PageHeaders {
             "default-src 'none'; script-src {script}; style-src {style}; connect-src 'self'; \
              img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
         );
-        let digest = Sha256::digest(page.as_bytes());
+        let digest = Sha256::digest(body.as_bytes());
         let etag = format!("\"{}\"", hex(&digest[..12]));
         Self {
+            body: Bytes::from(body),
             content_security_policy,
             etag,
         }
@@ -69,8 +76,8 @@ mod tests {
 
     #[test]
     fn the_policy_allows_the_pages_own_script_and_style_and_nothing_inline_else() {
-        let headers = PageHeaders::for_page(PAGE);
-        let policy = &headers.content_security_policy;
+        let page = Page::new(1000);
+        let policy = &page.content_security_policy;
         assert!(policy.starts_with("default-src 'none'; script-src 'sha256-"));
         assert!(!policy.contains("unsafe-inline"));
         assert!(
@@ -86,6 +93,13 @@ mod tests {
             source_hash(""),
             "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
         );
-        assert_eq!(headers.etag.len(), 26);
+        assert_eq!(page.etag.len(), 26);
+        assert!(
+            PAGE.contains(LIMIT_TAG),
+            "the page carries the default limit"
+        );
+        let body = std::str::from_utf8(&page.body).unwrap();
+        assert!(body.contains(r#"content="1000">"#));
+        assert_ne!(page.etag, Page::new(65536).etag);
     }
 }

@@ -13,6 +13,7 @@ use crate::broker::Health;
 use crate::config::Config;
 use crate::journal::Journal;
 use crate::metrics::Metrics;
+use crate::page::Page;
 use crate::room::Epoch;
 use crate::rooms::Rooms;
 
@@ -25,6 +26,8 @@ pub struct Shared {
     /// With durable history: where every room writes its events.
     pub journal: Option<Arc<Journal>>,
     pub metrics: Arc<Metrics>,
+    /// The browser page, made for this server's limits.
+    pub page: Page,
     /// One permit per WebSocket session, `config.max_connections` in all.
     pub sessions: Arc<Semaphore>,
     pub addresses: Arc<Addresses>,
