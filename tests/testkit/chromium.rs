@@ -169,16 +169,39 @@ fn unique_suffix() -> u128 {
         .map_or(0, |elapsed| elapsed.as_nanos())
 }
 
+/// A message's text without what the page adds around it (times, buttons), as a
+/// function for the page's scripts: `Client #7: hello`, as the tutorial's page shows it.
+const MESSAGE_TEXT: &str = "const messageText = li => { \
+       const text = li.cloneNode(true); \
+       text.querySelectorAll('.meta').forEach(extra => extra.remove()); \
+       return text.textContent; };";
+
 /// The texts of the page's messages, in order.
 pub async fn messages(page: &Page) -> Vec<String> {
     let texts = page
         .execute(
-            "return Array.from(document.querySelectorAll('#messages li'), li => li.textContent);",
+            &format!(
+                "{MESSAGE_TEXT} \
+                 return Array.from(document.querySelectorAll('#messages li'), messageText);"
+            ),
             vec![],
         )
         .await
         .expect("read the messages");
     serde_json::from_value(texts).expect("a list of strings")
+}
+
+/// The text of the page's first or last message (`first_or_last`), if it has any.
+pub async fn message_at(page: &Page, first_or_last: &str) -> Value {
+    eval(
+        page,
+        &format!(
+            "{MESSAGE_TEXT} \
+             const li = document.querySelector('#messages li:{first_or_last}-child'); \
+             return li && messageText(li);"
+        ),
+    )
+    .await
 }
 
 pub async fn eval(page: &Page, script: &str) -> Value {
