@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chat_server::Config;
 use fantoccini::Locator;
-use serde_json::json;
+use serde_json::{Value, json};
 use testkit::chromium::*;
 use testkit::{TestServer, within};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -686,6 +686,294 @@ async fn hostile_and_tall_text_is_contained_and_an_oversized_message_is_kept() {
         said.contains("refused"),
         "the notice outlives the reconnection: {said}"
     );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+/// Whether the page's message `text` is marked as still on its way.
+async fn is_sending(page: &Page, text: &str) -> Value {
+    page.execute(
+        "const item = Array.from(document.querySelectorAll('#messages li.mine')) \
+           .find(li => li.textContent.includes(arguments[0])); \
+         return item ? item.classList.contains('sending') : null;",
+        vec![json!(text)],
+    )
+    .await
+    .expect("read the message's mark")
+}
+
+/// How many of the page's messages are exactly `text`.
+async fn shown_times(page: &Page, text: &str) -> usize {
+    messages(page)
+        .await
+        .iter()
+        .filter(|shown| *shown == text)
+        .count()
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn over_v1_the_page_shows_the_history_who_is_here_and_when() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let mut seven = server.join("7", "7").await;
+    seven.send("before you came").await;
+    seven.send("and again").await;
+    seven.recv().await;
+    seven.recv().await;
+
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let id = client_id(&page).await;
+    wait_for_message(&page, "Client #7: and again").await;
+    let shown = messages(&page).await;
+    let history = shown
+        .iter()
+        .position(|text| text == "Client #7: before you came")
+        .expect("the history is shown");
+    let own_join = format!("Client #{id} has entered the chat");
+    assert!(
+        history < shown.iter().position(|text| *text == own_join).unwrap(),
+        "the history comes before your own join: {shown:?}"
+    );
+    let details = eval(
+        &page,
+        "const items = Array.from(document.querySelectorAll('#messages li.said')); \
+         const last = items[items.length - 1]; \
+         return [items[0].classList.contains('grouped'), last.classList.contains('grouped'), \
+                 last.querySelector('time').textContent.length > 0, \
+                 getComputedStyle(items[0].querySelector('.who')).display, \
+                 getComputedStyle(last.querySelector('.who')).display];",
+    )
+    .await;
+    assert_eq!(
+        details,
+        json!([false, true, true, "block", "none"]),
+        "a sender line on the first of a run, a time on each"
+    );
+
+    let toggle = page
+        .find(Locator::Id("people-toggle"))
+        .await
+        .expect("#people-toggle");
+    assert_eq!(toggle.text().await.expect("text"), "2 here");
+    toggle.click().await.expect("open who is here");
+    let listed = page
+        .find(Locator::Id("people-list"))
+        .await
+        .expect("#people-list")
+        .text()
+        .await
+        .expect("the list");
+    assert!(
+        listed.contains("Client #7") && listed.contains(&format!("Client #{id} (you)")),
+        "{listed}"
+    );
+    seven.close().await;
+    wait_for_message(&page, "Client #7 has left the chat").await;
+    within("the count to follow the leave", async {
+        while toggle.text().await.expect("text") != "1 here" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn over_v1_the_page_resumes_without_losing_or_repeating_and_shows_a_gap() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        history: 4,
+        ..Config::default()
+    })
+    .await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let id = client_id(&page).await;
+    let mut seven = server.join("7", "7").await;
+    seven.send("before the drop").await;
+    wait_for_message(&page, "Client #7: before the drop").await;
+    let left = format!("Client #{id} has left the chat");
+
+    // The connection drops; something is said meanwhile; the page comes back.
+    eval(&page, "ws.close(); return null;").await;
+    while seven.recv().await != left {}
+    seven.send("while you were away").await;
+    wait_for_message(&page, "Client #7: while you were away").await;
+    wait_for_status(&page, "connected").await;
+    assert_eq!(
+        shown_times(&page, "Client #7: while you were away").await,
+        1
+    );
+    assert_eq!(
+        shown_times(&page, "Client #7: before the drop").await,
+        1,
+        "nothing twice"
+    );
+    assert_eq!(
+        shown_times(&page, &left).await,
+        1,
+        "your own leave, which you missed"
+    );
+    let gap = "Some messages from while you were away could not be recovered.";
+    assert_eq!(shown_times(&page, gap).await, 0, "recovered");
+
+    // Away for longer than the room keeps: the page says so.
+    eval(&page, "ws.close(); return null;").await;
+    while seven.recv().await != left {}
+    for n in 0..6 {
+        seven.send(&format!("missed {n}")).await;
+    }
+    wait_for_message(&page, "Client #7: missed 5").await;
+    wait_for_message(&page, gap).await;
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+/// Messages the server never read before it went are sent again once the page is back,
+/// each once; one the server had already sent back is not.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn over_v1_messages_lost_with_the_connection_are_sent_again_once() {
+    let driver = ChromeDriver::start().await;
+    // One message a minute: the second waits, unread, in the socket.
+    let server = TestServer::start_with(Config {
+        rate_limit: Some(chat_server::RateLimit {
+            per_second: chat_server::RateLimit::MIN_PER_SECOND,
+            burst: 1,
+        }),
+        ..Config::default()
+    })
+    .await;
+    let address = server.address;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let id = client_id(&page).await;
+    for text in ["first", "second", "third"] {
+        say(&page, text).await;
+    }
+    within("the first to be sent back", async {
+        while is_sending(&page, "first").await != json!(false) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        is_sending(&page, "second").await,
+        json!(true),
+        "unread by the server"
+    );
+    assert_eq!(is_sending(&page, "third").await, json!(true));
+
+    server.stop().await;
+    let listener = TcpListener::bind(address).await.expect("rebind the port");
+    let server = TestServer::start_on(listener, Config::default());
+    let mut watcher = server.join("900", "900").await;
+    assert_eq!(
+        watcher.recv().await,
+        format!("Client #{id} has entered the chat")
+    );
+    assert_eq!(watcher.recv().await, format!("Client #{id}: second"));
+    assert_eq!(watcher.recv().await, format!("Client #{id}: third"));
+    watcher.expect_silence().await;
+    within("the resent messages to be marked sent", async {
+        while is_sending(&page, "third").await != json!(false) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    for text in ["first", "second", "third"] {
+        assert_eq!(
+            shown_times(&page, &format!("Client #{id}: {text}")).await,
+            1,
+            "{text}"
+        );
+    }
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn unread_messages_are_counted_in_the_title_and_notifications_wait_for_a_click() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let mut seven = server.join("7", "7").await;
+
+    // Permission is asked for only after a click (the browser's prompt cannot be
+    // answered here, so the request is recorded instead).
+    let asked = "return window.askedToNotify || 0;";
+    eval(
+        &page,
+        "Notification.requestPermission = () => { \
+           window.askedToNotify = (window.askedToNotify || 0) + 1; \
+           return Promise.resolve('denied'); }; return null;",
+    )
+    .await;
+    assert_eq!(eval(&page, asked).await, json!(0), "not asked on load");
+    page.find(Locator::Id("notify"))
+        .await
+        .expect("#notify")
+        .click()
+        .await
+        .expect("click Notify me");
+    assert_eq!(eval(&page, asked).await, json!(1), "asked after the click");
+
+    let set_hidden = "Object.defineProperty(document, 'hidden', \
+                        { configurable: true, get: () => arguments[0] }); \
+                      document.dispatchEvent(new Event('visibilitychange'));";
+    page.execute(set_hidden, vec![json!(true)])
+        .await
+        .expect("hide");
+    seven.send("one").await;
+    seven.send("two").await;
+    within("the title to count two", async {
+        while eval(&page, "return document.title;").await != json!("(2) Chat") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    page.execute(set_hidden, vec![json!(false)])
+        .await
+        .expect("show");
+    assert_eq!(eval(&page, "return document.title;").await, json!("Chat"));
+    wait_for_message(&page, "Client #7: two").await;
+    let shown = messages(&page).await;
+    let divider = shown
+        .iter()
+        .position(|text| text == "new messages")
+        .expect("a divider");
+    assert_eq!(shown[divider + 1], "Client #7: one", "{shown:?}");
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn shift_enter_starts_a_new_line_and_enter_sends() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let id = client_id(&page).await;
+    let mut watcher = server.join("900", "900").await;
+    // Shift is held until the null key releases it.
+    page.find(Locator::Id("messageText"))
+        .await
+        .expect("#messageText")
+        .send_keys("first line\u{E008}\u{E007}\u{E000}second line\u{E007}")
+        .await
+        .expect("type");
+    assert_eq!(
+        watcher.recv().await,
+        format!("Client #{id}: first line\nsecond line")
+    );
+    assert_eq!(input_value(&page).await, "");
     page.close().await.expect("close");
     server.stop().await;
 }

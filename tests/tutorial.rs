@@ -2,11 +2,13 @@
 //! by uvicorn): the compatibility contract seen from the other side.
 //!
 //! Ignored by a bare `cargo test`: it needs Python with `fastapi` and `uvicorn`, which
-//! `.ci/run` installs in its virtualenv and names in `CHAT_TUTORIAL_PYTHON`.
+//! `.ci/run` installs in its virtualenv and names in `CHAT_TUTORIAL_PYTHON`, and
+//! chromium for the page.
 
 use std::process::Stdio;
 
-use testkit::chromium::chat_tui_binary;
+use fantoccini::Locator;
+use testkit::chromium::{ChromeDriver, chat_tui_binary, client_id, messages, wait_for_message};
 use testkit::process::{free_port, wait_until_listening};
 use testkit::{Client, within};
 use tokio::io::AsyncWriteExt;
@@ -82,4 +84,71 @@ async fn chat_tui_in_a_pipe_delivers_every_line_to_the_tutorials_server() {
         assert_eq!(watcher.recv().await, format!("Client #5: line {n}"));
     }
     assert_eq!(watcher.recv().await, "Client #5 has left the chat");
+}
+
+/// Our page, opened from disk and pointed at the tutorial's server with `#server=`, asks
+/// for chat.v1.json, is not given it, and speaks the tutorial's protocol.
+#[tokio::test]
+#[ignore = "needs python3 with fastapi and uvicorn, and chromium; .ci/run installs them"]
+async fn our_page_speaks_plain_text_with_the_tutorials_server() {
+    let tutorial = Tutorial::start().await;
+    let (socket, _) = tokio_tungstenite::connect_async(format!("{}/ws/7", tutorial.url()))
+        .await
+        .expect("connect the watcher");
+    let mut watcher = Client { socket };
+    assert_eq!(watcher.recv().await, "Client #7 has entered the chat");
+
+    let driver = ChromeDriver::start().await;
+    let page = driver.open(900, 600).await;
+    let file = testkit::repository().join("client/index.html");
+    page.goto(&format!(
+        "file://{}#server={}",
+        file.display(),
+        tutorial.url()
+    ))
+    .await
+    .expect("open the page");
+    let id = client_id(&page).await;
+    let joined = format!("Client #{id} has entered the chat");
+    wait_for_message(&page, &joined).await;
+    // The chat.v1.json attempt, which the browser dropped, then the plain connection.
+    assert_eq!(watcher.recv().await, joined);
+    assert_eq!(
+        watcher.recv().await,
+        format!("Client #{id} has left the chat")
+    );
+    assert_eq!(watcher.recv().await, joined);
+    page.find(Locator::Id("messageText"))
+        .await
+        .expect("#messageText")
+        .send_keys("hello, tutorial\u{E007}")
+        .await
+        .expect("type");
+    assert_eq!(
+        watcher.recv().await,
+        format!("Client #{id}: hello, tutorial")
+    );
+    watcher.send("hello, page").await;
+    wait_for_message(&page, "Client #7: hello, page").await;
+    assert_eq!(
+        messages(&page).await,
+        [
+            joined,
+            format!("Client #{id}: hello, tutorial"),
+            "Client #7: hello, page".to_owned()
+        ],
+        "the tutorial's text, and no history"
+    );
+    let who_is_here = page
+        .find(Locator::Id("people"))
+        .await
+        .expect("#people")
+        .is_displayed()
+        .await
+        .expect("shown or not");
+    assert!(
+        !who_is_here,
+        "the tutorial's server does not say who is here"
+    );
+    page.close().await.expect("close");
 }

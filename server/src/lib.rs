@@ -96,12 +96,13 @@ pub async fn run(
         let room = rooms.default_room();
         tokio::spawn(broker.run(room, metrics.clone(), broker_stop.clone()))
     });
+    let page = Page::new(config.max_message_bytes, !rooms.clustered());
     let shared = Arc::new(Shared {
         rooms,
         broker: health,
         journal,
         metrics,
-        page: Page::new(config.max_message_bytes),
+        page,
         sessions: Arc::new(Semaphore::new(
             config.max_connections.min(Semaphore::MAX_PERMITS),
         )),

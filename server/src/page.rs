@@ -15,6 +15,11 @@ pub const PAGE: &str = include_str!("../../client/index.html");
 /// it can say so before sending one; opened from disk, the page has the default.
 const LIMIT_TAG: &str = r#"<meta name="chat-max-message-bytes" content="65536">"#;
 
+/// The tag through which the page learns which protocol to speak. Opened from disk, it
+/// tries chat.v1.json and falls back to the plain one (a browser fails a handshake
+/// that ignores the protocol it asked for); served by us, it knows.
+const PROTOCOLS_TAG: &str = r#"<meta name="chat-protocols" content="chat.v1.json plain">"#;
+
 /// The page as this server serves it, and the headers that go with it.
 pub struct Page {
     pub body: Bytes,
@@ -23,12 +28,19 @@ pub struct Page {
 }
 
 impl Page {
-    /// The page for a server that takes messages of up to `max_message_bytes`.
-    pub fn new(max_message_bytes: usize) -> Self {
-        let body = PAGE.replace(
-            LIMIT_TAG,
-            &format!(r#"<meta name="chat-max-message-bytes" content="{max_message_bytes}">"#),
-        );
+    /// The page for a server that takes messages of up to `max_message_bytes`, and
+    /// speaks chat.v1.json or only the plain protocol (a clustered node, for now).
+    pub fn new(max_message_bytes: usize, speaks_v1: bool) -> Self {
+        let protocol = if speaks_v1 { "chat.v1.json" } else { "plain" };
+        let body = PAGE
+            .replace(
+                LIMIT_TAG,
+                &format!(r#"<meta name="chat-max-message-bytes" content="{max_message_bytes}">"#),
+            )
+            .replace(
+                PROTOCOLS_TAG,
+                &format!(r#"<meta name="chat-protocols" content="{protocol}">"#),
+            );
         let script = source_hash(inline(&body, "script"));
         let style = source_hash(inline(&body, "style"));
         // `connect-src 'self'` covers ws:// and wss:// to this host and port (CSP 3);
@@ -76,7 +88,7 @@ mod tests {
 
     #[test]
     fn the_policy_allows_the_pages_own_script_and_style_and_nothing_inline_else() {
-        let page = Page::new(1000);
+        let page = Page::new(1000, false);
         let policy = &page.content_security_policy;
         assert!(policy.starts_with("default-src 'none'; script-src 'sha256-"));
         assert!(!policy.contains("unsafe-inline"));
@@ -98,8 +110,11 @@ mod tests {
             PAGE.contains(LIMIT_TAG),
             "the page carries the default limit"
         );
+        assert!(PAGE.contains(PROTOCOLS_TAG), "and tries both protocols");
         let body = std::str::from_utf8(&page.body).unwrap();
-        assert!(body.contains(r#"content="1000">"#));
-        assert_ne!(page.etag, Page::new(65536).etag);
+        assert!(body.contains(r#"<meta name="chat-max-message-bytes" content="1000">"#));
+        assert!(body.contains(r#"<meta name="chat-protocols" content="plain">"#));
+        assert_ne!(page.etag, Page::new(65536, false).etag);
+        assert_ne!(page.etag, Page::new(1000, true).etag);
     }
 }
