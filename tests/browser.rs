@@ -401,7 +401,84 @@ async fn the_page_is_served_with_a_strict_policy_and_works_under_it() {
     )
     .await;
     assert_eq!(icon, json!("data:"));
+    // Folding, unfolding and the growing input work under it too, and nothing the
+    // page did, from its load on, was refused.
+    say(&page, &"a tall message\n".repeat(20)).await;
+    page.find(Locator::Css("#messages .unfold"))
+        .await
+        .expect("a folded message")
+        .click()
+        .await
+        .expect("unfold it");
+    let refused: Vec<String> = console(&page)
+        .await
+        .into_iter()
+        .filter(|line| line.contains("Content Security Policy"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
     page.close().await.expect("close");
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn in_forced_colours_the_buttons_keep_their_outline() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    emulate_forced_colours(&page).await;
+    let forced = eval(
+        &page,
+        "return matchMedia('(forced-colors: active)').matches;",
+    )
+    .await;
+    assert_eq!(forced, json!(true), "the emulation took");
+    let send = eval(
+        &page,
+        "const style = getComputedStyle(document.querySelector('#compose button')); \
+         return [style.borderTopStyle, parseFloat(style.borderTopWidth) >= 1, \
+                 style.borderTopColor !== style.backgroundColor];",
+    )
+    .await;
+    assert_eq!(
+        send,
+        json!(["solid", true, true]),
+        "the Send button is outlined"
+    );
+    screenshot(&page, "forced-colours.png").await;
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn the_room_comes_from_the_address() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let mut in_ops = server.join("7?room=ops", "7").await;
+    let mut in_main = server.join("8", "8").await;
+    let page = driver.open(900, 600).await;
+    page.goto(&format!("http://{}/#room=ops", server.address))
+        .await
+        .expect("load the page");
+    let id = client_id(&page).await;
+    let joined = format!("Client #{id} has entered the chat");
+    wait_for_message(&page, &joined).await;
+    assert_eq!(in_ops.recv().await, joined);
+    wait_for_status(&page, "connected").await;
+    let detail = page
+        .find(Locator::Id("status-detail"))
+        .await
+        .expect("#status-detail")
+        .text()
+        .await
+        .expect("text");
+    assert!(detail.contains("room ops"), "{detail}");
+    say(&page, "in ops").await;
+    assert_eq!(in_ops.recv().await, format!("Client #{id}: in ops"));
+    in_main.expect_silence().await;
+    page.close().await.expect("close");
+    server.stop().await;
 }
 
 /// Stops `server`, waits until `page` has a long wait before its next attempt, and starts

@@ -100,6 +100,7 @@ impl ChromeDriver {
             args.push("--force-dark-mode".to_owned());
         }
         let capabilities = json!({
+            "goog:loggingPrefs": { "browser": "ALL" },
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "mobileEmulation": mobile_emulation,
@@ -127,6 +128,62 @@ impl ChromeDriver {
             }
         }
     }
+}
+
+/// A chromedriver command of its own, outside the W3C protocol fantoccini speaks:
+/// `POST /session/<id>/<path>` with `body`.
+#[derive(Debug)]
+struct ChromeCommand {
+    path: &'static str,
+    body: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for ChromeCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.unwrap_or_default();
+        base_url.join(&format!("session/{session}/{}", self.path))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(self.body.to_string()))
+    }
+}
+
+/// Makes the page see `forced-colors: active`, as with Windows' high-contrast themes,
+/// through the Chrome DevTools Protocol.
+pub async fn emulate_forced_colours(page: &Page) {
+    let features = json!({ "features": [{ "name": "forced-colors", "value": "active" }] });
+    page.issue_cmd(ChromeCommand {
+        path: "goog/cdp/execute",
+        body: json!({ "cmd": "Emulation.setEmulatedMedia", "params": features }),
+    })
+    .await
+    .expect("emulate forced colours");
+}
+
+/// What the page wrote to the browser's console since the last call (errors such as
+/// Content-Security-Policy violations among them).
+pub async fn console(page: &Page) -> Vec<String> {
+    let entries = page
+        .issue_cmd(ChromeCommand {
+            path: "se/log",
+            body: json!({ "type": "browser" }),
+        })
+        .await
+        .expect("read the browser's log");
+    entries
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The colour scheme the browser prefers.
