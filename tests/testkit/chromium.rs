@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-use crate::{PATIENCE, repository, within};
+use crate::{PATIENCE, TestServer, repository, within};
 
 pub use fantoccini::Client as Page;
 
@@ -232,6 +232,15 @@ const MESSAGE_TEXT: &str = "const messageText = li => { \
        const text = li.cloneNode(true); \
        text.querySelectorAll('.meta').forEach(extra => extra.remove()); \
        return text.textContent; };";
+
+/// Loads the page `server` serves and waits until it shows its own join.
+pub async fn load_the_chat(page: &Page, server: &TestServer) {
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    let id = client_id(page).await;
+    wait_for_message(page, &format!("Client #{id} has entered the chat")).await;
+}
 
 /// The texts of the page's messages, in order.
 pub async fn messages(page: &Page) -> Vec<String> {
