@@ -280,4 +280,12 @@ async fn a_clustered_node_serves_the_plain_protocol_in_the_default_room() {
     let refused = one.http(&testkit::upgrade_request("/ws/2?room=ops")).await;
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(refused.body.contains("default room"), "{}", refused.body);
+
+    // Its page knows, and does not ask for chat.v1.json.
+    let page = one.http("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(
+        page.body
+            .contains(r#"<meta name="chat-protocols" content="plain">"#),
+        "the page speaks plain"
+    );
 }
