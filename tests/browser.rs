@@ -653,7 +653,7 @@ async fn hostile_and_tall_text_is_contained_and_an_oversized_message_is_kept() {
     other.send(&tall).await;
     other.recv().await;
     let folded = "const li = document.querySelector('#messages li:last-child'); \
-                  return [li.classList.contains('folded'), li.scrollHeight > li.clientHeight + 20];";
+                  return [li.classList.contains('folded'), li.getBoundingClientRect().height < 300];";
     within("the tall message to be shown folded", async {
         while eval(&page, folded).await != json!([true, true]) {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -667,6 +667,16 @@ async fn hostile_and_tall_text_is_contained_and_an_oversized_message_is_kept() {
         .await
         .expect("unfold");
     assert_eq!(eval(&page, folded).await, json!([false, false]), "unfolded");
+
+    // Whitespace alone is folded too.
+    other.send(&"\n".repeat(40)).await;
+    other.recv().await;
+    within("the blank message to be folded", async {
+        while eval(&page, folded).await != json!([true, true]) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 
     // Over the limit the page knows: not sent, kept, and said.
     let long = "x".repeat(300);
@@ -762,14 +772,15 @@ async fn over_v1_the_page_shows_the_history_who_is_here_and_when() {
          const last = items[items.length - 1]; \
          return [items[0].classList.contains('grouped'), last.classList.contains('grouped'), \
                  items[0].querySelector('time').textContent.length > 0, \
+                 items[0].querySelector('.who').className, \
                  getComputedStyle(items[0].querySelector('.who')).display, \
                  getComputedStyle(last.querySelector('.who')).display];",
     )
     .await;
     assert_eq!(
         details,
-        json!([false, true, true, "inline", "none"]),
-        "a sender line and a time on the first of a run"
+        json!([false, true, true, "who c7", "inline", "none"]),
+        "a sender line, in #7's colour (its id's hash, 55, mod 8), and a time on the first of a run"
     );
 
     let toggle = page
