@@ -103,13 +103,7 @@ async fn two_pages_a_websocket_client_and_chat_tui_chat_together() {
     );
 
     // Real key presses work too.
-    second
-        .find(Locator::Id("messageText"))
-        .await
-        .expect("#messageText")
-        .send_keys("typed on the keyboard\u{E007}")
-        .await
-        .expect("type");
+    type_keys(&second, "typed on the keyboard\u{E007}").await;
     let typed = format!("Client #{second_id}: typed on the keyboard");
     wait_for_message(&first, &typed).await;
     assert_eq!(plain.recv().await, typed);
@@ -223,12 +217,7 @@ async fn pages_opened_from_disk_work_against_port_8000() {
         wait_for_message(&page, &joined).await;
         assert_eq!(watcher.recv().await, joined, "{page_file}");
 
-        page.find(Locator::Id("messageText"))
-            .await
-            .expect("#messageText")
-            .send_keys("hello from disk\u{E007}")
-            .await
-            .expect("type");
+        type_keys(&page, "hello from disk\u{E007}").await;
         let said = format!("Client #{id}: hello from disk");
         assert_eq!(watcher.recv().await, said, "{page_file}");
         wait_for_message(&page, &said).await;
@@ -409,13 +398,7 @@ async fn the_room_comes_from_the_address() {
     wait_for_message(&page, &joined).await;
     assert_eq!(in_ops.recv().await, joined);
     wait_for_status(&page, "connected").await;
-    let detail = page
-        .find(Locator::Id("status-detail"))
-        .await
-        .expect("#status-detail")
-        .text()
-        .await
-        .expect("text");
+    let detail = text_of(&page, "status-detail").await;
     assert!(detail.contains("room ops"), "{detail}");
     say(&page, "in ops").await;
     assert_eq!(in_ops.recv().await, format!("Client #{id}: in ops"));
@@ -654,11 +637,12 @@ async fn hostile_and_tall_text_is_contained_and_an_oversized_message_is_kept() {
     other.recv().await;
     let folded = "const li = document.querySelector('#messages li:last-child'); \
                   return [li.classList.contains('folded'), li.getBoundingClientRect().height < 300];";
-    within("the tall message to be shown folded", async {
-        while eval(&page, folded).await != json!([true, true]) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    wait_for_value(
+        &page,
+        "the tall message to be shown folded",
+        folded,
+        json!([true, true]),
+    )
     .await;
     page.find(Locator::Css("#messages li:last-child .unfold"))
         .await
@@ -671,11 +655,12 @@ async fn hostile_and_tall_text_is_contained_and_an_oversized_message_is_kept() {
     // Whitespace alone is folded too.
     other.send(&"\n".repeat(40)).await;
     other.recv().await;
-    within("the blank message to be folded", async {
-        while eval(&page, folded).await != json!([true, true]) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    wait_for_value(
+        &page,
+        "the blank message to be folded",
+        folded,
+        json!([true, true]),
+    )
     .await;
 
     // Over the limit the page knows: not sent, kept, and said.
@@ -783,30 +768,27 @@ async fn over_v1_the_page_shows_the_history_who_is_here_and_when() {
         "a sender line, in #7's colour (its id's hash, 55, mod 8), and a time on the first of a run"
     );
 
-    let toggle = page
-        .find(Locator::Id("people-toggle"))
+    assert_eq!(text_of(&page, "people-toggle").await, "2 here");
+    page.find(Locator::Id("people-toggle"))
         .await
-        .expect("#people-toggle");
-    assert_eq!(toggle.text().await.expect("text"), "2 here");
-    toggle.click().await.expect("open who is here");
-    let listed = page
-        .find(Locator::Id("people-list"))
+        .expect("#people-toggle")
+        .click()
         .await
-        .expect("#people-list")
-        .text()
-        .await
-        .expect("the list");
+        .expect("open who is here");
+    let listed = text_of(&page, "people-list").await;
     assert!(
         listed.contains("Client #7") && listed.contains(&format!("Client #{id} (you)")),
         "{listed}"
     );
     seven.close().await;
     wait_for_message(&page, "Client #7 has left the chat").await;
-    within("the count to follow the leave", async {
-        while toggle.text().await.expect("text") != "1 here" {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    let count = "return document.getElementById('people-toggle').textContent;";
+    wait_for_value(
+        &page,
+        "the count to follow the leave",
+        count,
+        json!("1 here"),
+    )
     .await;
     page.close().await.expect("close");
     server.stop().await;
@@ -963,16 +945,12 @@ async fn unread_messages_are_counted_in_the_title_and_notifications_wait_for_a_c
         .expect("hide");
     seven.send("one").await;
     seven.send("two").await;
-    within("the title to count two", async {
-        while eval(&page, "return document.title;").await != json!("(2) Chat") {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let title = "return document.title;";
+    wait_for_value(&page, "the title to count two", title, json!("(2) Chat")).await;
     page.execute(set_hidden, vec![json!(false)])
         .await
         .expect("show");
-    assert_eq!(eval(&page, "return document.title;").await, json!("Chat"));
+    assert_eq!(eval(&page, title).await, json!("Chat"));
     wait_for_message(&page, "Client #7: two").await;
     let shown = messages(&page).await;
     let divider = shown
@@ -994,12 +972,11 @@ async fn shift_enter_starts_a_new_line_and_enter_sends() {
     let id = client_id(&page).await;
     let mut watcher = server.join("900", "900").await;
     // Shift is held until the null key releases it.
-    page.find(Locator::Id("messageText"))
-        .await
-        .expect("#messageText")
-        .send_keys("first line\u{E008}\u{E007}\u{E000}second line\u{E007}")
-        .await
-        .expect("type");
+    type_keys(
+        &page,
+        "first line\u{E008}\u{E007}\u{E000}second line\u{E007}",
+    )
+    .await;
     assert_eq!(
         watcher.recv().await,
         format!("Client #{id}: first line\nsecond line")

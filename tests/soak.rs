@@ -14,10 +14,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fantoccini::Locator;
 use futures_util::{SinkExt, StreamExt};
 use testkit::chromium::{ChromeDriver, chat_server_binary, chat_tui_binary, port_8000, say};
-use testkit::chromium::{client_id, wait_for_message};
+use testkit::chromium::{client_id, type_keys, wait_for_message};
 use testkit::process::{Scratch, ServerProcess};
 use testkit::terminal::Terminal;
 use testkit::v1::V1;
@@ -251,13 +250,7 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
         .send(Message::text(request.to_json()))
         .await
         .expect("send from the v1 client");
-    tutorial
-        .find(Locator::Id("messageText"))
-        .await
-        .expect("#messageText")
-        .send_keys("from the tutorial page\u{E007}")
-        .await
-        .expect("type");
+    type_keys(&tutorial, "from the tutorial page\u{E007}").await;
     let expected: BTreeSet<String> = [
         "Client #2: from the terminal".to_owned(),
         "Client #3: from the pipe".to_owned(),

@@ -7,8 +7,9 @@
 
 use std::process::Stdio;
 
-use fantoccini::Locator;
-use testkit::chromium::{ChromeDriver, chat_tui_binary, client_id, messages, wait_for_message};
+use testkit::chromium::{
+    ChromeDriver, chat_tui_binary, client_id, is_shown, messages, type_keys, wait_for_message,
+};
 use testkit::process::{free_port, wait_until_listening};
 use testkit::{Client, within};
 use tokio::io::AsyncWriteExt;
@@ -43,17 +44,26 @@ impl Tutorial {
     fn url(&self) -> String {
         format!("ws://127.0.0.1:{}", self.port)
     }
+
+    /// A plain client with this `id`, past its own join.
+    async fn watcher(&self, id: &str) -> Client {
+        let (socket, _) = tokio_tungstenite::connect_async(format!("{}/ws/{id}", self.url()))
+            .await
+            .expect("connect the watcher");
+        let mut watcher = Client { socket };
+        assert_eq!(
+            watcher.recv().await,
+            format!("Client #{id} has entered the chat")
+        );
+        watcher
+    }
 }
 
 #[tokio::test]
 #[ignore = "needs python3 with fastapi and uvicorn; .ci/run installs them"]
 async fn chat_tui_in_a_pipe_delivers_every_line_to_the_tutorials_server() {
     let tutorial = Tutorial::start().await;
-    let (socket, _) = tokio_tungstenite::connect_async(format!("{}/ws/7", tutorial.url()))
-        .await
-        .expect("connect the watcher");
-    let mut watcher = Client { socket };
-    assert_eq!(watcher.recv().await, "Client #7 has entered the chat");
+    let mut watcher = tutorial.watcher("7").await;
 
     let mut pipe = Command::new(chat_tui_binary())
         .args(["--server", &tutorial.url(), "--id", "5"])
@@ -92,11 +102,7 @@ async fn chat_tui_in_a_pipe_delivers_every_line_to_the_tutorials_server() {
 #[ignore = "needs python3 with fastapi and uvicorn, and chromium; .ci/run installs them"]
 async fn our_page_speaks_plain_text_with_the_tutorials_server() {
     let tutorial = Tutorial::start().await;
-    let (socket, _) = tokio_tungstenite::connect_async(format!("{}/ws/7", tutorial.url()))
-        .await
-        .expect("connect the watcher");
-    let mut watcher = Client { socket };
-    assert_eq!(watcher.recv().await, "Client #7 has entered the chat");
+    let mut watcher = tutorial.watcher("7").await;
 
     let driver = ChromeDriver::start().await;
     let page = driver.open(900, 600).await;
@@ -118,12 +124,7 @@ async fn our_page_speaks_plain_text_with_the_tutorials_server() {
         format!("Client #{id} has left the chat")
     );
     assert_eq!(watcher.recv().await, joined);
-    page.find(Locator::Id("messageText"))
-        .await
-        .expect("#messageText")
-        .send_keys("hello, tutorial\u{E007}")
-        .await
-        .expect("type");
+    type_keys(&page, "hello, tutorial\u{E007}").await;
     assert_eq!(
         watcher.recv().await,
         format!("Client #{id}: hello, tutorial")
@@ -139,15 +140,8 @@ async fn our_page_speaks_plain_text_with_the_tutorials_server() {
         ],
         "the tutorial's text, and no history"
     );
-    let who_is_here = page
-        .find(Locator::Id("people"))
-        .await
-        .expect("#people")
-        .is_displayed()
-        .await
-        .expect("shown or not");
     assert!(
-        !who_is_here,
+        !is_shown(&page, "people").await,
         "the tutorial's server does not say who is here"
     );
     page.close().await.expect("close");

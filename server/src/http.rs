@@ -177,24 +177,24 @@ fn page(method: &Method, request: &HeaderMap, shared: &Shared) -> Response<Body>
     if !matches!(*method, Method::GET | Method::HEAD) {
         return method_not_allowed();
     }
-    let headers = &shared.page;
+    let page = &shared.page;
     let current = request
         .get(header::IF_NONE_MATCH)
         .and_then(|tags| tags.to_str().ok())
-        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == headers.etag));
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == page.etag));
     let (status, body) = if current {
         (StatusCode::NOT_MODIFIED, Body::default())
     } else {
-        (StatusCode::OK, Body::from(headers.body.clone()))
+        (StatusCode::OK, Body::from(page.body.clone()))
     };
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-cache")
-        .header(header::ETAG, &headers.etag)
+        .header(header::ETAG, &page.etag)
         .header(
             header::CONTENT_SECURITY_POLICY,
-            &headers.content_security_policy,
+            &page.content_security_policy,
         )
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(header::REFERRER_POLICY, "no-referrer")

@@ -297,13 +297,7 @@ pub async fn wait_for_message(page: &Page, text: &str) {
 pub async fn wait_for_status(page: &Page, text: &str) {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let status = page
-            .find(Locator::Id("status"))
-            .await
-            .expect("#status")
-            .text()
-            .await
-            .expect("status text");
+        let status = text_of(page, "status").await;
         if status.contains(text) {
             return;
         }
@@ -316,12 +310,37 @@ pub async fn wait_for_status(page: &Page, text: &str) {
 }
 
 pub async fn client_id(page: &Page) -> String {
-    page.find(Locator::Id("ws-id"))
+    text_of(page, "ws-id").await
+}
+
+/// The text the element with this `id` shows.
+pub async fn text_of(page: &Page, id: &str) -> String {
+    page.find(Locator::Id(id))
         .await
-        .expect("#ws-id")
+        .unwrap_or_else(|error| panic!("#{id}: {error}"))
         .text()
         .await
-        .expect("the id")
+        .unwrap_or_else(|error| panic!("the text of #{id}: {error}"))
+}
+
+/// Whether the element with this `id` is shown.
+pub async fn is_shown(page: &Page, id: &str) -> bool {
+    page.find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|error| panic!("#{id}: {error}"))
+        .is_displayed()
+        .await
+        .unwrap_or_else(|error| panic!("whether #{id} is shown: {error}"))
+}
+
+/// Waits until `script` returns `expected`.
+pub async fn wait_for_value(page: &Page, what: &str, script: &str, expected: Value) {
+    within(what, async {
+        while eval(page, script).await != expected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 /// Puts `text` in the input and presses Enter. The value is set by script because
@@ -337,12 +356,17 @@ pub async fn say(page: &Page, text: &str) {
 }
 
 pub async fn press_enter(page: &Page) {
+    type_keys(page, "\u{E007}").await;
+}
+
+/// Types `keys` into the input, as key presses (WebDriver's codes for Enter, Shift...).
+pub async fn type_keys(page: &Page, keys: &str) {
     page.find(Locator::Id("messageText"))
         .await
         .expect("#messageText")
-        .send_keys("\u{E007}")
+        .send_keys(keys)
         .await
-        .expect("press Enter");
+        .expect("type");
 }
 
 pub async fn input_value(page: &Page) -> String {
