@@ -336,12 +336,26 @@ async fn the_page_is_served_with_a_strict_policy_and_works_under_it() {
     // Folding, unfolding and the growing input work under it too, and nothing the
     // page did, from its load on, was refused.
     say(&page, &"a tall message\n".repeat(20)).await;
+    wait_for_value(
+        &page,
+        "the tall message to arrive folded",
+        "return document.querySelectorAll('#messages .folded .unfold').length;",
+        json!(1),
+    )
+    .await;
     page.find(Locator::Css("#messages .unfold"))
         .await
         .expect("a folded message")
         .click()
         .await
         .expect("unfold it");
+    wait_for_value(
+        &page,
+        "the message to unfold",
+        "return document.querySelectorAll('#messages .folded').length;",
+        json!(0),
+    )
+    .await;
     let refused: Vec<String> = console(&page)
         .await
         .into_iter()
