@@ -2,7 +2,7 @@
 //! every server frame is one JSON object, events carry dense offsets, and a client can
 //! resume where it left off. See PROTOCOL.md for transcripts.
 //!
-//! Also here, because both protocols use them: room names.
+//! Also here, because both protocols use them: room names, and the names people go by.
 
 use std::fmt;
 
@@ -62,6 +62,90 @@ impl RoomName {
     }
 }
 
+/// The most characters a display name may have.
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// What a valid display name looks like, for error messages shown to people.
+pub const NAME_RULES: &str = "a name is 1 to 32 printable characters (spaces inside are fine; \
+     no control characters, no line breaks, no invisible direction marks)";
+
+/// The name a client goes by, shown beside its id: from `?name=`, or from a signed
+/// token's `name` claim. Spaces at either end are trimmed; anything that could not be
+/// seen for what it is (control characters, line breaks, bidirectional controls and
+/// other invisible format characters) is refused rather than shown.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DisplayName(String);
+
+/// Why a string is not a display name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidName {
+    #[error("the name is empty")]
+    Empty,
+    #[error("the name has more than {MAX_NAME_CHARS} characters")]
+    TooLong,
+    #[error("the name has an unprintable character, U+{0:04X}")]
+    Unprintable(u32),
+}
+
+impl DisplayName {
+    pub fn parse(text: &str) -> Result<Self, InvalidName> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(InvalidName::Empty);
+        }
+        if text.chars().count() > MAX_NAME_CHARS {
+            return Err(InvalidName::TooLong);
+        }
+        if let Some(bad) = text.chars().find(|&c| !is_printable(c)) {
+            return Err(InvalidName::Unprintable(bad.into()));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether `c` shows as itself: not a control character, not a line or paragraph
+/// separator, and not one of the invisible format characters that reorder or hide
+/// text around them (bidi controls, zero-width joiners and spaces, the BOM).
+fn is_printable(c: char) -> bool {
+    !(c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        ))
+}
+
+impl TryFrom<String> for DisplayName {
+    type Error = InvalidName;
+
+    fn try_from(text: String) -> Result<Self, InvalidName> {
+        Self::parse(&text)
+    }
+}
+
+impl From<DisplayName> for String {
+    fn from(name: DisplayName) -> Self {
+        name.0
+    }
+}
+
+impl fmt::Display for DisplayName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl Default for RoomName {
     fn default() -> Self {
         Self(Self::DEFAULT.to_owned())
@@ -83,6 +167,9 @@ pub struct Event {
     pub ts: u64,
     /// The canonical id of the client the event is about.
     pub id: String,
+    /// The name that client goes by, if it gave one (or its token did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<DisplayName>,
     #[serde(flatten)]
     pub kind: EventKind,
 }
@@ -128,6 +215,8 @@ impl Event {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Present {
     pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<DisplayName>,
     /// When this connection joined, in Unix milliseconds.
     pub since: u64,
 }
@@ -154,6 +243,10 @@ pub struct Welcome {
     pub members: Vec<Present>,
     /// Whether the history that follows is exactly what the client asked to resume.
     pub recovered: bool,
+    /// Whether ids and names are proven by signed tokens; otherwise each client
+    /// claims its own, and a name is only what it says it is.
+    #[serde(default)]
+    pub verified: bool,
     pub limits: Limits,
 }
 
@@ -246,6 +339,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_are_trimmed_printable_and_short() {
+        for good in [
+            "Ada",
+            "Ada Lovelace",
+            "  Zoë  ",
+            "李小龍",
+            "🦀 crab",
+            &"n".repeat(32),
+        ] {
+            let name = DisplayName::parse(good).unwrap();
+            assert_eq!(name.as_str(), good.trim());
+        }
+        assert_eq!(DisplayName::parse(" \t "), Err(InvalidName::Empty));
+        assert_eq!(
+            DisplayName::parse(&"n".repeat(33)),
+            Err(InvalidName::TooLong)
+        );
+        for (bad, code) in [
+            ("a\u{1b}[31mb", 0x1b),
+            ("two\nlines", 0x0a),
+            ("evil\u{202E}txt.exe", 0x202e),
+            ("zero\u{200B}width", 0x200b),
+            ("del\u{7f}", 0x7f),
+        ] {
+            assert_eq!(
+                DisplayName::parse(bad),
+                Err(InvalidName::Unprintable(code)),
+                "{bad:?}"
+            );
+        }
+        let parsed: Result<DisplayName, _> = serde_json::from_str("\"a\\u0007b\"");
+        assert!(parsed.is_err(), "a name read from JSON is checked too");
+    }
+
+    #[test]
     fn room_names_follow_the_rules() {
         for good in ["main", "ops", "a", "Team-1.dev_x", &"r".repeat(64)] {
             assert_eq!(RoomName::parse(good).unwrap().as_str(), good);
@@ -267,6 +395,7 @@ mod tests {
             offset: 7,
             ts: 1_700_000_000_000,
             id: "42".into(),
+            name: Some(DisplayName::parse("Ada").unwrap()),
             kind: EventKind::Message {
                 text: "hi \"there\"".into(),
                 nonce: Some("n1".into()),
@@ -276,13 +405,14 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"type": "message", "offset": 7, "ts": 1_700_000_000_000u64,
-                               "id": "42", "text": "hi \"there\"", "nonce": "n1"})
+                               "id": "42", "name": "Ada", "text": "hi \"there\"", "nonce": "n1"})
         );
         assert_eq!(said.plain(), "Client #42: hi \"there\"");
         let joined = Event {
             offset: 1,
             ts: 5,
             id: "-3".into(),
+            name: None,
             kind: EventKind::Join,
         };
         assert_eq!(
@@ -307,9 +437,11 @@ mod tests {
             offset: 3,
             members: vec![Present {
                 id: "2".into(),
+                name: Some(DisplayName::parse("Grace").unwrap()),
                 since: 9,
             }],
             recovered: false,
+            verified: true,
             limits: Limits {
                 max_message_bytes: 65536,
                 max_nonce_chars: 64,
@@ -320,6 +452,8 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["type"], "welcome");
         assert_eq!(json["members"][0]["since"], 9);
+        assert_eq!(json["members"][0]["name"], "Grace");
+        assert_eq!(json["verified"], true);
         match ServerFrame::parse(&text).unwrap() {
             ServerFrame::Welcome(frame) => assert_eq!(frame.welcome, welcome),
             other => panic!("{other:?}"),

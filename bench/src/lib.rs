@@ -260,6 +260,7 @@ mod tests {
             offset: 12,
             ts: 1_700_000_000_000,
             id: "7000000001".into(),
+            name: None,
             kind: EventKind::Message {
                 text: text.into(),
                 nonce: None,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::identity::JwtSecret;
 use crate::meter::{TokenBucket, WireLimits};
 
 /// The server's settings. [`Config::default`] is what `chat-server` runs with when given
@@ -51,6 +52,9 @@ pub struct Config {
     pub presence_ttl: Duration,
     /// How long shutdown may take to close every client before `run` returns anyway.
     pub shutdown_timeout: Duration,
+    /// Require every chat client to prove its id with a token signed with this secret;
+    /// `None` lets each client claim its own id (and name), as in the tutorial.
+    pub jwt_secret: Option<JwtSecret>,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             redis_url: None,
             presence_ttl: Duration::from_secs(6),
             shutdown_timeout: Duration::from_secs(5),
+            jwt_secret: None,
         }
     }
 }
@@ -228,6 +233,7 @@ impl Config {
                 max_nonce_chars: chat::v1::MAX_NONCE_CHARS,
                 history: self.history,
             },
+            verified: self.jwt_secret.is_some(),
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chat::ClientId;
-use chat::v1::{self, RoomName};
+use chat::v1::{self, DisplayName, RoomName};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -20,8 +20,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{debug, warn};
 
+use crate::identity::TokenRefusal;
 use crate::metrics::Refusal;
-use crate::room::{Protocol, Resume};
+use crate::room::{Protocol, Resume, Who};
 use crate::rooms::Unavailable;
 use crate::shared::Shared;
 use crate::{addresses, connection};
@@ -252,24 +253,28 @@ enum Endpoint {
     Echo,
 }
 
-/// Where a chat connection goes, and how it speaks, from its request.
+/// Who a chat connection is, where it goes, and how it speaks, from its request.
 struct Seat {
-    id: ClientId,
+    who: Who,
     room: RoomName,
     protocol: Protocol,
     resume: Option<Resume>,
 }
 
-/// Reads `?room=`, `?since=` and `?epoch=` and the subprotocol the client asks for.
+/// Reads `?room=`, `?since=`, `?epoch=`, the subprotocol the client asks for, and who
+/// it is: its token (`?token=` or `Authorization: Bearer`) with `--jwt-secret`, else
+/// the `?name=` it claims.
 fn seat(request: &Request<Incoming>, id: ClientId, shared: &Shared) -> Result<Seat, Refused> {
     let mut room = RoomName::default();
-    let (mut since, mut epoch) = (None, None);
+    let (mut since, mut epoch, mut token, mut name) = (None, None, None, None);
     let query = request.uri().query().unwrap_or("");
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*key {
             "room" => room = RoomName::parse(&value).map_err(refuse_room)?,
             "since" => since = Some(value.into_owned()),
             "epoch" => epoch = Some(value.into_owned()),
+            "token" => token = Some(value.into_owned()),
+            "name" => name = Some(value.into_owned()),
             // Anything else (a cache buster, a token for a proxy) is not ours to judge.
             _ => {}
         }
@@ -305,12 +310,64 @@ fn seat(request: &Request<Incoming>, id: ClientId, shared: &Shared) -> Result<Se
     } else {
         Protocol::Plain
     };
+    let name = match &shared.tokens {
+        Some(tokens) => {
+            let token = bearer(request.headers()).or(token.as_deref());
+            let token = token.ok_or_else(|| refuse_token(TokenRefusal::Missing))?;
+            tokens.check(token, &id).map_err(refuse_token)?
+        }
+        None => name
+            .map(|name| DisplayName::parse(&name))
+            .transpose()
+            .map_err(refuse_name)?,
+    };
     Ok(Seat {
-        id,
+        who: Who { id, name },
         room,
         protocol,
         resume,
     })
+}
+
+/// The token in an `Authorization: Bearer` header, if there is one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// 401 for a token that is missing or not good (with the challenge RFC 6750 asks for),
+/// 403 for a good token that is not for this id or names its holder badly.
+fn refuse_token(why: TokenRefusal) -> Refused {
+    let (reason, status) = match why {
+        TokenRefusal::Missing => (Refusal::TokenMissing, StatusCode::UNAUTHORIZED),
+        TokenRefusal::Expired | TokenRefusal::NotYet => {
+            (Refusal::TokenExpired, StatusCode::UNAUTHORIZED)
+        }
+        TokenRefusal::Invalid(_) => (Refusal::TokenInvalid, StatusCode::UNAUTHORIZED),
+        TokenRefusal::OtherId { .. } => (Refusal::TokenOtherId, StatusCode::FORBIDDEN),
+        TokenRefusal::BadName(_) => (Refusal::InvalidName, StatusCode::FORBIDDEN),
+    };
+    let mut response = text(status, &format!("{why}\n"));
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = match reason {
+            Refusal::TokenMissing => "Bearer realm=\"chat\"",
+            _ => "Bearer realm=\"chat\", error=\"invalid_token\"",
+        };
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    refused(reason, response)
+}
+
+fn refuse_name(error: v1::InvalidName) -> Refused {
+    let body = format!(
+        "invalid name: {error}\n{rules}; for example /ws/42?name=Ada\n",
+        rules = v1::NAME_RULES
+    );
+    refused(Refusal::InvalidName, text(StatusCode::FORBIDDEN, &body))
 }
 
 fn refuse_room(error: v1::InvalidRoom) -> Refused {
@@ -407,7 +464,7 @@ fn upgrade(
         let tcp = io.into_inner();
         match seated {
             Some((seat, room)) => {
-                let member = room.join(seat.id, seat.protocol, seat.resume.as_ref());
+                let member = room.join(seat.who, seat.protocol, seat.resume.as_ref());
                 connection::serve(tcp, already_read, member, peer, shared).await;
             }
             None => connection::echo(tcp, already_read, peer, shared).await,

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use chat::v1::{self, EventKind, RoomName};
+use chat::v1::{self, DisplayName, EventKind, RoomName};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{Notify, oneshot};
 use tracing::{error, info};
@@ -37,7 +37,7 @@ pub const FILE_NAME: &str = "chat.sqlite3";
 
 /// The schema this server writes, kept in `PRAGMA user_version`: a database from a
 /// newer server is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS rooms (
@@ -55,6 +55,7 @@ const SCHEMA: &str = "
         type TEXT NOT NULL CHECK (type IN ('join', 'leave', 'message')),
         text TEXT,
         nonce TEXT,
+        name TEXT,
         PRIMARY KEY (room, offset)
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS members (
@@ -62,8 +63,15 @@ const SCHEMA: &str = "
         key INTEGER NOT NULL,
         client TEXT NOT NULL,
         since INTEGER NOT NULL,
+        name TEXT,
         PRIMARY KEY (room, key)
     ) WITHOUT ROWID;
+";
+
+/// What turns a database of schema 1 (before names) into schema 2.
+const NAMES_MIGRATION: &str = "
+    ALTER TABLE events ADD COLUMN name TEXT;
+    ALTER TABLE members ADD COLUMN name TEXT;
 ";
 
 /// Bytes of events that may wait for the writer before sessions stop reading from
@@ -159,10 +167,7 @@ impl Journal {
         if version > SCHEMA_VERSION {
             return Err(OpenError::Newer { path, version });
         }
-        writer
-            .execute_batch(SCHEMA)
-            .and_then(|()| writer.pragma_update(None, "user_version", SCHEMA_VERSION))
-            .map_err(database)?;
+        migrate(&writer, version).map_err(database)?;
         let reader = open_database(&path).map_err(database)?;
         let (commands, received) = mpsc::channel();
         let journal = Arc::new(Self {
@@ -206,17 +211,18 @@ impl Journal {
         };
         let mut events = reader
             .prepare(
-                "SELECT offset, ts, client, type, text, nonce FROM events
+                "SELECT offset, ts, client, type, text, nonce, name FROM events
                  WHERE room = ?1 ORDER BY offset DESC LIMIT ?2",
             )?
             .query_map(params![name.as_str(), self.history as i64], read_event)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         events.reverse();
         let present = reader
-            .prepare("SELECT key, client, since FROM members WHERE room = ?1 ORDER BY key")?
+            .prepare("SELECT key, client, since, name FROM members WHERE room = ?1 ORDER BY key")?
             .query_map([name.as_str()], |row| {
                 let present = v1::Present {
                     id: row.get(1)?,
+                    name: read_name(row, 3)?,
                     since: row.get(2)?,
                 };
                 Ok((row.get(0)?, present))
@@ -305,8 +311,16 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<v1::Event> {
         offset: row.get(0)?,
         ts: row.get(1)?,
         id: row.get(2)?,
+        name: read_name(row, 6)?,
         kind,
     })
+}
+
+/// A stored name, checked again as it is read: one no client could have had (a
+/// hand-edited database) is left out rather than shown.
+fn read_name(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Option<DisplayName>> {
+    let name: Option<String> = row.get(column)?;
+    Ok(name.and_then(|name| DisplayName::parse(&name).ok()))
 }
 
 /// The writer thread's side.
@@ -404,16 +418,18 @@ fn write(transaction: Transaction<'_>, batch: &[Append], history: usize) -> rusq
     let mut last: HashMap<&RoomName, (&Room, &v1::Event)> = HashMap::new();
     {
         let mut insert = transaction.prepare_cached(
-            "INSERT INTO events (room, offset, ts, client, type, text, nonce)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO events (room, offset, ts, client, type, text, nonce, name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         let mut joined = transaction.prepare_cached(
-            "INSERT OR REPLACE INTO members (room, key, client, since) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO members (room, key, client, since, name)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut left =
             transaction.prepare_cached("DELETE FROM members WHERE room = ?1 AND key = ?2")?;
         for Append { room, key, event } in batch {
             let name = room.name().as_str();
+            let who = event.name.as_ref().map(DisplayName::as_str);
             let (kind, text, nonce) = match &event.kind {
                 EventKind::Join => ("join", None, None),
                 EventKind::Leave => ("leave", None, None),
@@ -427,11 +443,12 @@ fn write(transaction: Transaction<'_>, batch: &[Append], history: usize) -> rusq
                     event.id,
                     kind,
                     text,
-                    nonce
+                    nonce,
+                    who
                 ])?;
             }
             match event.kind {
-                EventKind::Join => joined.execute(params![name, key, event.id, event.ts])?,
+                EventKind::Join => joined.execute(params![name, key, event.id, event.ts, who])?,
                 EventKind::Leave => left.execute(params![name, key])?,
                 EventKind::Message { .. } => 0,
             };
@@ -463,6 +480,15 @@ fn write(transaction: Transaction<'_>, batch: &[Append], history: usize) -> rusq
     transaction.commit()
 }
 
+/// Brings a database of schema `version` (0 for a new one) to [`SCHEMA_VERSION`].
+fn migrate(database: &Connection, version: i64) -> rusqlite::Result<()> {
+    if version == 1 {
+        database.execute_batch(NAMES_MIGRATION)?;
+    }
+    database.execute_batch(SCHEMA)?;
+    database.pragma_update(None, "user_version", SCHEMA_VERSION)
+}
+
 /// Forgets the rooms heard from longest ago while there are more than
 /// [`MAX_STORED_ROOMS`].
 fn forget_rooms_past_the_bound(transaction: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -491,6 +517,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_database_from_before_names_is_migrated_and_keeps_its_events() {
+        let database = Connection::open_in_memory().unwrap();
+        // Schema 1, as the server before names wrote it.
+        database
+            .execute_batch(
+                "CREATE TABLE rooms (name TEXT PRIMARY KEY, epoch TEXT NOT NULL,
+                     last_offset INTEGER NOT NULL, last_ts INTEGER NOT NULL);
+                 CREATE TABLE events (room TEXT NOT NULL, offset INTEGER NOT NULL,
+                     ts INTEGER NOT NULL, client TEXT NOT NULL, type TEXT NOT NULL,
+                     text TEXT, nonce TEXT, PRIMARY KEY (room, offset)) WITHOUT ROWID;
+                 CREATE TABLE members (room TEXT NOT NULL, key INTEGER NOT NULL,
+                     client TEXT NOT NULL, since INTEGER NOT NULL,
+                     PRIMARY KEY (room, key)) WITHOUT ROWID;
+                 INSERT INTO events VALUES ('main', 1, 5, '7', 'message', 'old', NULL);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        migrate(&database, 1).unwrap();
+        let version: i64 = database
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        database
+            .execute(
+                "INSERT INTO events VALUES ('main', 2, 6, '8', 'join', NULL, NULL, 'Ada')",
+                [],
+            )
+            .unwrap();
+        let events: Vec<v1::Event> = database
+            .prepare("SELECT offset, ts, client, type, text, nonce, name FROM events")
+            .unwrap()
+            .query_map([], read_event)
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(events[0].plain(), "Client #7: old");
+        assert_eq!(events[0].name, None);
+        assert_eq!(events[1].name, Some(DisplayName::parse("Ada").unwrap()));
+    }
+
+    #[test]
     fn past_the_bound_the_rooms_heard_from_longest_ago_are_forgotten() {
         let mut database = Connection::open_in_memory().unwrap();
         database.execute_batch(SCHEMA).unwrap();
@@ -507,7 +574,7 @@ mod tests {
                 .unwrap();
             transaction
                 .execute(
-                    "INSERT INTO events VALUES (?1, 1, 0, '1', 'join', NULL, NULL)",
+                    "INSERT INTO events VALUES (?1, 1, 0, '1', 'join', NULL, NULL, NULL)",
                     [format!("r{n}")],
                 )
                 .unwrap();

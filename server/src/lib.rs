@@ -7,6 +7,7 @@
 //! - `page`: the embedded browser page and its security headers.
 //! - `shared`: what every connection task shares.
 //! - `addresses`: the limits per client IP address.
+//! - [`identity`]: signed tokens that prove a client's id and name, with `--jwt-secret`.
 //! - `connection`: one WebSocket session, from join to close frame; also `/echo`.
 //! - `rooms`: every room of the server, made on first use (or loaded from the journal).
 //! - `room`: one room's members, numbered events and history, and the fan-out of each
@@ -25,6 +26,7 @@ mod broker;
 pub mod config;
 mod connection;
 mod http;
+pub mod identity;
 mod journal;
 mod meter;
 mod metrics;
@@ -103,6 +105,7 @@ pub async fn run(
         journal,
         metrics,
         page,
+        tokens: config.jwt_secret.as_ref().map(identity::Tokens::new),
         sessions: Arc::new(Semaphore::new(
             config.max_connections.min(Semaphore::MAX_PERMITS),
         )),

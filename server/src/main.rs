@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use chat::ClientId;
+use chat::v1::DisplayName;
+use chat_server::identity::{self, JwtSecret, Tokens};
 use chat_server::{Config, RateLimit, config};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -16,6 +19,26 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Require every chat client to prove its id with a token signed with this secret
+    /// (an HS256 JWT whose sub is the id, in ?token= or Authorization: Bearer); at
+    /// least 32 bytes. Prefer --jwt-secret-file or the environment: a flag is visible
+    /// to every user of the machine.
+    #[arg(
+        long,
+        env = "CHAT_JWT_SECRET",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "jwt_secret_file"
+    )]
+    jwt_secret: Option<String>,
+
+    /// Read the --jwt-secret from this file (a final line break is ignored).
+    #[arg(long, env = "CHAT_JWT_SECRET_FILE", value_name = "FILE", global = true)]
+    jwt_secret_file: Option<std::path::PathBuf>,
+
     /// Address to listen on.
     #[arg(long, env = "CHAT_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
@@ -120,6 +143,23 @@ struct Args {
     shutdown_timeout: Duration,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a token for one client, signed with the --jwt-secret (or CHAT_JWT_SECRET,
+    /// or --jwt-secret-file), for `chat-tui --token`, the page's #token= or a script.
+    Token {
+        /// The client id the token proves.
+        #[arg(long, value_parser = ClientId::parse)]
+        id: ClientId,
+        /// How long the token is good for: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = identity::parse_ttl)]
+        ttl: Duration,
+        /// The name the client goes by, shown beside its id to chat.v1.json clients.
+        #[arg(long, value_parser = DisplayName::parse)]
+        name: Option<DisplayName>,
+    },
+}
+
 /// A parser for a number of seconds, fractions allowed, from `min` up to a day.
 fn seconds_from(min: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
     move |text| {
@@ -158,7 +198,25 @@ fn rate(text: &str) -> Result<f64, String> {
 const HANDSHAKE_BURST_SECONDS: f64 = 10.0;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let jwt_secret = match jwt_secret(&args) {
+        Ok(secret) => secret,
+        Err(error) => {
+            eprintln!("chat-server: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Token { id, ttl, name }) = args.command.take() {
+        let Some(secret) = jwt_secret else {
+            eprintln!(
+                "chat-server: a token is signed with the server's secret: give it with \
+                 --jwt-secret-file FILE, CHAT_JWT_SECRET or --jwt-secret"
+            );
+            return ExitCode::from(2);
+        };
+        println!("{}", Tokens::new(&secret).mint(&id, ttl, name.as_ref()));
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -166,7 +224,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match serve(args) {
+    match serve(args, jwt_secret) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("chat-server: {error:#}");
@@ -176,7 +234,7 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(args: Args, jwt_secret: Option<JwtSecret>) -> anyhow::Result<()> {
     let config = Config {
         max_message_bytes: args.max_message_bytes as usize,
         max_queue_bytes: args.max_queue_bytes as usize,
@@ -203,6 +261,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         redis_url: args.redis_url,
         presence_ttl: args.presence_ttl,
         shutdown_timeout: args.shutdown_timeout,
+        jwt_secret,
     };
     raise_open_file_limit();
     let address = SocketAddr::new(args.host, args.port);
@@ -212,6 +271,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     chat_server::run(listener, config, shutdown_signal()).await?;
     info!("stopped");
     Ok(())
+}
+
+/// The secret from `--jwt-secret` (or its variable) or the file `--jwt-secret-file`
+/// names, if either is given.
+fn jwt_secret(args: &Args) -> anyhow::Result<Option<JwtSecret>> {
+    let text = match (&args.jwt_secret, &args.jwt_secret_file) {
+        (Some(secret), _) => secret.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the JWT secret from {}", file.display()))?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(JwtSecret::new(&text)?))
 }
 
 /// Every connection is a file descriptor, and the usual soft limit of 1024 would cap the

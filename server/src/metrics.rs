@@ -64,6 +64,11 @@ reasons! {
         InvalidRoom => "invalid_room",
         InvalidResume => "invalid_resume",
         TooManyRooms => "too_many_rooms",
+        TokenMissing => "token_missing",
+        TokenExpired => "token_expired",
+        TokenInvalid => "token_invalid",
+        TokenOtherId => "token_other_id",
+        InvalidName => "invalid_name",
     }
 }
 

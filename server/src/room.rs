@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chat::ClientId;
-use chat::v1::{self, EventKind, RoomName};
+use chat::v1::{self, DisplayName, EventKind, RoomName};
 
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -114,6 +114,13 @@ pub struct Resume {
     pub epoch: String,
 }
 
+/// Who a member is: its id, and the name it goes by, if it gave one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Who {
+    pub id: ClientId,
+    pub name: Option<DisplayName>,
+}
+
 /// What every room of a server has in common.
 #[derive(Clone, Debug)]
 pub struct RoomSettings {
@@ -125,6 +132,8 @@ pub struct RoomSettings {
     pub max_history_bytes: usize,
     /// Told to v1 clients in their welcome.
     pub limits: v1::Limits,
+    /// Whether ids and names are proven by signed tokens (told in the welcome).
+    pub verified: bool,
 }
 
 /// Everyone in one room on this node, each with the outbox their connection drains.
@@ -225,7 +234,13 @@ impl Room {
         }
         for (key, present) in stale {
             match ClientId::parse(&present.id) {
-                Ok(id) => room.announce(&mut state, (Epoch::Local, key), &id, EventKind::Leave),
+                Ok(id) => {
+                    let who = Who {
+                        id,
+                        name: present.name,
+                    };
+                    room.announce(&mut state, (Epoch::Local, key), &who, EventKind::Leave);
+                }
                 // Only a hand-edited store holds an id no client could have had.
                 Err(_) => drop(state.present.remove(&key)),
             }
@@ -239,12 +254,7 @@ impl Room {
     ///
     /// The returned [`Member`] announces the leave when it is dropped, so a connection
     /// cannot leave without the others hearing of it, whatever path it ends by.
-    pub fn join(
-        self: &Arc<Self>,
-        id: ClientId,
-        protocol: Protocol,
-        resume: Option<&Resume>,
-    ) -> Member {
+    pub fn join(self: &Arc<Self>, who: Who, protocol: Protocol, resume: Option<&Resume>) -> Member {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let epoch = self
             .cluster
@@ -260,14 +270,14 @@ impl Room {
                 stage: Stage::Joining(resume.cloned()),
             },
         );
-        self.announce(&mut state, (epoch, key), &id, EventKind::Join);
+        self.announce(&mut state, (epoch, key), &who, EventKind::Join);
         drop(state);
         Member {
             room: self.clone(),
             protocol,
             epoch,
             key,
-            id,
+            who,
             outbox,
         }
     }
@@ -299,6 +309,7 @@ impl Room {
             offset: state.offset,
             members,
             recovered,
+            verified: self.settings.verified,
             limits: self.settings.limits.clone(),
         };
         outbox.push(&wire::text(&welcome.to_json()));
@@ -349,9 +360,10 @@ impl Room {
         self: &Arc<Self>,
         state: &mut State,
         (epoch, key): (Epoch, u64),
-        id: &ClientId,
+        who: &Who,
         kind: EventKind,
     ) {
+        let id = &who.id;
         if let Some(cluster) = &self.cluster {
             let presence = match kind {
                 EventKind::Join => Presence::Joined(id.clone()),
@@ -371,6 +383,7 @@ impl Room {
             offset: state.numbered,
             ts: now_millis(),
             id: id.to_string(),
+            name: who.name.clone(),
             kind,
         };
         match &self.store {
@@ -401,6 +414,7 @@ impl Room {
                 }
                 let present = v1::Present {
                     id: event.id.clone(),
+                    name: event.name.clone(),
                     since: event.ts,
                 };
                 state.present.insert(key, present);
@@ -488,7 +502,7 @@ pub struct Member {
     protocol: Protocol,
     epoch: Epoch,
     key: u64,
-    id: ClientId,
+    who: Who,
     outbox: Arc<Outbox>,
 }
 
@@ -502,7 +516,7 @@ impl Member {
         };
         let mut state = self.room.lock();
         self.room
-            .announce(&mut state, (self.epoch, self.key), &self.id, kind);
+            .announce(&mut state, (self.epoch, self.key), &self.who, kind);
     }
 
     /// The protocol the member speaks.
@@ -517,7 +531,7 @@ impl Member {
 
     /// The member's client id.
     pub fn id(&self) -> &ClientId {
-        &self.id
+        &self.who.id
     }
 
     /// The room the member is in.
@@ -538,7 +552,7 @@ impl Drop for Member {
         self.room.announce(
             &mut state,
             (self.epoch, self.key),
-            &self.id,
+            &self.who,
             EventKind::Leave,
         );
     }
@@ -548,8 +562,11 @@ impl Drop for Member {
 mod tests {
     use super::*;
 
-    fn id(text: &str) -> ClientId {
-        ClientId::parse(text).unwrap()
+    fn id(text: &str) -> Who {
+        Who {
+            id: ClientId::parse(text).unwrap(),
+            name: None,
+        }
     }
 
     fn room(max_queue_bytes: usize, history: usize) -> Arc<Room> {
@@ -562,6 +579,7 @@ mod tests {
                 max_nonce_chars: v1::MAX_NONCE_CHARS,
                 history,
             },
+            verified: false,
         };
         Room::new(
             RoomName::default(),

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::addresses::Addresses;
 use crate::broker::Health;
 use crate::config::Config;
+use crate::identity::Tokens;
 use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::page::Page;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The browser page, made for this server's limits.
     pub page: Page,
+    /// With `--jwt-secret`: what checks each chat client's token.
+    pub tokens: Option<Tokens>,
     /// One permit per WebSocket session, `config.max_connections` in all.
     pub sessions: Arc<Semaphore>,
     pub addresses: Arc<Addresses>,
