@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::identity::JwtSecret;
 use crate::meter::{TokenBucket, WireLimits};
+use crate::tls::TlsFiles;
 
 /// The server's settings. [`Config::default`] is what `chat-server` runs with when given
 /// no flags; [`Config::check`] says whether a setting cannot work.
@@ -55,6 +56,8 @@ pub struct Config {
     /// Require every chat client to prove its id with a token signed with this secret;
     /// `None` lets each client claim its own id (and name), as in the tutorial.
     pub jwt_secret: Option<JwtSecret>,
+    /// Serve TLS (https and wss) with this certificate and key instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             presence_ttl: Duration::from_secs(6),
             shutdown_timeout: Duration::from_secs(5),
             jwt_secret: None,
+            tls: None,
         }
     }
 }

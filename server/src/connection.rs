@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -23,7 +22,7 @@ use crate::metrics::Disconnect;
 use crate::outbox::Outbox;
 use crate::room::{Member, Protocol};
 use crate::shared::Shared;
-use crate::socket::{Inbound, Writer};
+use crate::socket::{Inbound, Transport, Writer};
 use crate::wire;
 use chat::v1::Request;
 
@@ -149,12 +148,12 @@ impl Keepalive {
 /// Opens the WebSocket over an upgraded connection: tungstenite reads it, and what it
 /// writes goes through `outbox` to the returned writer.
 async fn open(
-    tcp: TcpStream,
+    transport: Transport,
     already_read: Vec<u8>,
     outbox: Arc<Outbox>,
     shared: &Shared,
 ) -> (Socket, Writer) {
-    let (read, write) = tcp.into_split();
+    let (read, write) = transport.split();
     let meter = WireMeter::new(shared.config.wire_limits(), shared.config.message_timeout);
     let inbound = Inbound {
         read,
@@ -177,7 +176,7 @@ async fn open(
     name = "session", level = "debug", skip_all, fields(client = %member.id(), peer = %peer)
 )]
 pub async fn serve(
-    tcp: TcpStream,
+    transport: Transport,
     already_read: Vec<u8>,
     member: Member,
     peer: SocketAddr,
@@ -188,7 +187,7 @@ pub async fn serve(
     shared.metrics.connected();
     let outbox = member.outbox().clone();
     let epoch = member.epoch();
-    let (mut socket, mut writer) = open(tcp, already_read, outbox.clone(), &shared).await;
+    let (mut socket, mut writer) = open(transport, already_read, outbox.clone(), &shared).await;
     let keepalive = Keepalive::new();
     let config = &shared.config;
     let ending = tokio::select! {
@@ -311,18 +310,19 @@ async fn close(mut socket: Socket, mut writer: Writer, outbox: &Outbox, ending: 
     };
     let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, goodbye).await;
     let read = socket.into_inner().read;
-    if let Ok(tcp) = read.reunite(writer.into_socket()) {
-        linger(tcp).await;
+    if let Some(transport) = read.reunite(writer.into_socket()) {
+        linger(transport).await;
     }
 }
 
-/// Half-closes `tcp` and reads what the peer still sends for a moment, discarding it.
-async fn linger(mut tcp: TcpStream) {
-    let _ = tcp.shutdown().await;
+/// Half-closes the connection (over TLS, after its close_notify) and reads what the
+/// peer still sends for a moment, discarding it.
+pub async fn linger(mut connection: impl AsyncRead + AsyncWrite + Unpin) {
+    let _ = connection.shutdown().await;
     // On the heap, not in the session's future, which every idle connection carries.
     let mut discard = vec![0u8; 1024];
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while matches!(tcp.read(&mut discard).await, Ok(n) if n > 0) {}
+        while matches!(connection.read(&mut discard).await, Ok(n) if n > 0) {}
     })
     .await;
 }
@@ -330,9 +330,14 @@ async fn linger(mut tcp: TcpStream) {
 /// `/echo`, for the Autobahn conformance cases: every message comes back as it was
 /// sent, through the same reading, writing, configuration and limits as a chat session.
 #[tracing::instrument(name = "echo", level = "debug", skip_all, fields(peer = %peer))]
-pub async fn echo(tcp: TcpStream, already_read: Vec<u8>, peer: SocketAddr, shared: Arc<Shared>) {
+pub async fn echo(
+    transport: Transport,
+    already_read: Vec<u8>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
     let outbox = Arc::new(Outbox::new(shared.config.queue_bytes()));
-    let (mut socket, mut writer) = open(tcp, already_read, outbox.clone(), &shared).await;
+    let (mut socket, mut writer) = open(transport, already_read, outbox.clone(), &shared).await;
     let keepalive = Keepalive::new();
     let config = &shared.config;
     let ending = tokio::select! {

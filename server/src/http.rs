@@ -16,6 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{debug, warn};
@@ -25,14 +26,16 @@ use crate::metrics::Refusal;
 use crate::room::{Protocol, Resume, Who};
 use crate::rooms::Unavailable;
 use crate::shared::Shared;
-use crate::{addresses, connection};
+use crate::socket::Transport;
+use crate::{addresses, connection, tls};
 
 /// The most bytes of request line and headers we buffer (hyper's minimum is 8 KiB).
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 type Body = Full<Bytes>;
 
-/// Serves one TCP connection: HTTP requests until it upgrades to a WebSocket or ends.
+/// Serves one TCP connection (after its TLS handshake, with `--tls-cert`): HTTP
+/// requests until it upgrades to a WebSocket or ends.
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let shutdown = shared.shutdown.clone();
     let metrics = shared.metrics.clone();
@@ -42,6 +45,23 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
         .local_addr()
         .is_ok_and(|local| local.ip().to_canonical().is_loopback());
     let client = Client { peer, local };
+    let stream = match &shared.tls {
+        None => Transport::Tcp(stream),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout(handshake_timeout, accept_tls(stream, tls, &shared)) => accepted,
+                () = shutdown.cancelled() => return,
+            };
+            match accepted {
+                Ok(Some(tls)) => Transport::Tls(Box::new(tls)),
+                Ok(None) => return,
+                Err(_) => {
+                    metrics.refused(Refusal::Timeout);
+                    return;
+                }
+            }
+        }
+    };
     let service = service_fn(move |request| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(respond(request, client, &shared)) }
@@ -64,6 +84,34 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
             }
         }
         () = shutdown.cancelled() => {}
+    }
+}
+
+/// The TLS handshake, or, for a client that spoke plain HTTP to the TLS port, a plain
+/// 400 that says to use https:// and wss://.
+async fn accept_tls(
+    mut stream: TcpStream,
+    tls: &tls::Tls,
+    shared: &Shared,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    let peeked = stream.peek(&mut first).await.ok()?;
+    if peeked == 0 {
+        return None;
+    }
+    if first[0] != tls::HANDSHAKE_RECORD {
+        shared.metrics.refused(Refusal::NotTls);
+        let _ = stream.write_all(&tls::plain_http_refusal()).await;
+        connection::linger(stream).await;
+        return None;
+    }
+    match tls.acceptor().accept(stream).await {
+        Ok(accepted) => Some(accepted),
+        Err(error) => {
+            shared.metrics.refused(Refusal::TlsHandshake);
+            debug!(%error, "TLS handshake failed");
+            None
+        }
     }
 }
 
@@ -447,13 +495,13 @@ fn upgrade(
                 return;
             }
         };
-        // Back to the TcpStream itself: the session splits it into a read half for
+        // Back to the connection itself: the session splits it into a read half for
         // tungstenite and a write half for its writer.
         let hyper::upgrade::Parts { io, read_buf, .. } =
-            match upgraded.downcast::<TokioIo<TcpStream>>() {
+            match upgraded.downcast::<TokioIo<Transport>>() {
                 Ok(parts) => parts,
                 Err(_) => {
-                    warn!(%peer, "upgraded connection is not a TCP stream");
+                    warn!(%peer, "upgraded connection is not ours");
                     return;
                 }
             };
@@ -461,13 +509,13 @@ fn upgrade(
         // buffer, which would otherwise live as long as the session.
         let already_read = read_buf.to_vec();
         drop(read_buf);
-        let tcp = io.into_inner();
+        let transport = io.into_inner();
         match seated {
             Some((seat, room)) => {
                 let member = room.join(seat.who, seat.protocol, seat.resume.as_ref());
-                connection::serve(tcp, already_read, member, peer, shared).await;
+                connection::serve(transport, already_read, member, peer, shared).await;
             }
-            None => connection::echo(tcp, already_read, peer, shared).await,
+            None => connection::echo(transport, already_read, peer, shared).await,
         }
     });
 

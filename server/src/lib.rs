@@ -17,7 +17,9 @@
 //! - `outbox`: a connection's bounded queue of frames.
 //! - `metrics`: the counters behind `/metrics`.
 //! - `broker`: clustering through Redis, with `--redis-url`.
-//! - `socket`: a connection's two halves: tungstenite reads, a writer sends encoded frames.
+//! - `socket`: a connection (TCP or TLS) and its two halves: tungstenite reads, a writer
+//!   sends encoded frames.
+//! - [`tls`]: the certificate for `https://` and `wss://`, reloaded on SIGHUP.
 //! - `meter`: rate limits on the frames and bytes a client sends, read by read.
 //! - `wire`: WebSocket frames encoded once for every recipient.
 
@@ -36,6 +38,7 @@ mod room;
 mod rooms;
 mod shared;
 mod socket;
+pub mod tls;
 mod wire;
 
 pub use config::{Config, InvalidConfig, RateLimit};
@@ -58,6 +61,7 @@ use crate::page::Page;
 use crate::room::Cluster;
 use crate::rooms::Rooms;
 use crate::shared::Shared;
+use crate::tls::Tls;
 
 /// Serves the chat on `listener` until `shutdown` completes, then closes every client
 /// with 1001 and returns once they are closed or `config.shutdown_timeout` has passed.
@@ -70,6 +74,10 @@ pub async fn run(
     config
         .check()
         .map_err(|invalid| io::Error::new(io::ErrorKind::InvalidInput, invalid))?;
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(Tls::load(files.clone())?)),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let (publisher, broker, health) = match &config.redis_url {
         Some(url) => {
@@ -106,6 +114,7 @@ pub async fn run(
         metrics,
         page,
         tokens: config.jwt_secret.as_ref().map(identity::Tokens::new),
+        tls: tls.clone(),
         sessions: Arc::new(Semaphore::new(
             config.max_connections.min(Semaphore::MAX_PERMITS),
         )),
@@ -114,10 +123,14 @@ pub async fn run(
         tasks: TaskTracker::new(),
         config,
     });
-    announce(listener.local_addr()?);
+    announce(listener.local_addr()?, tls.is_some());
+    let reloader = tls.map(|tls| tokio::spawn(reload_on_hangup(tls)));
 
     accept_until(&listener, &shared, shutdown).await;
     drop(listener);
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
 
     info!(
         clients = shared.rooms.members(),
@@ -160,14 +173,45 @@ pub async fn run(
 
 /// Tells the person who started the server where to point their clients, once it is
 /// ready for them (after the data folder, say, was found usable).
-fn announce(address: SocketAddr) {
+fn announce(address: SocketAddr, tls: bool) {
     // A wildcard address is not something to type into a browser.
     let reachable = match address.ip() {
         ip if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), address.port()),
         _ => address,
     };
-    info!("chat page:       http://{reachable}/");
-    info!("terminal client: chat-tui --server ws://{reachable} --id 42");
+    let (http, ws) = if tls {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    info!("chat page:       {http}://{reachable}/");
+    info!("terminal client: chat-tui --server {ws}://{reachable} --id 42");
+}
+
+/// Reads the certificate again on every SIGHUP; a bad one is logged and the one in
+/// use kept. Connections already open are not touched.
+async fn reload_on_hangup(tls: Arc<Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                warn!(%error, "cannot watch for SIGHUP: the certificate will not be reloaded");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => info!(cert = %tls.cert_path().display(), "reloaded the TLS certificate"),
+                Err(error) => {
+                    error!(%error, "kept the TLS certificate in use: the new one cannot be used")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tls);
 }
 
 async fn accept_until(listener: &TcpListener, shared: &Arc<Shared>, shutdown: impl Future) {

@@ -134,6 +134,15 @@ struct Args {
     #[arg(long, env = "CHAT_PRESENCE_TTL", default_value = "6", value_parser = seconds_from(config::MIN_PRESENCE_TTL))]
     presence_ttl: Duration,
 
+    /// Serve TLS with this certificate chain (PEM): the page over https://, WebSockets
+    /// over wss://, and plain HTTP refused. Read again on SIGHUP.
+    #[arg(long, env = "CHAT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "CHAT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
     /// Serve /echo, a WebSocket echo endpoint for conformance testing.
     #[arg(long)]
     echo: bool,
@@ -262,6 +271,10 @@ async fn serve(args: Args, jwt_secret: Option<JwtSecret>) -> anyhow::Result<()> 
         presence_ttl: args.presence_ttl,
         shutdown_timeout: args.shutdown_timeout,
         jwt_secret,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| chat_server::tls::TlsFiles { cert, key }),
     };
     raise_open_file_limit();
     let address = SocketAddr::new(args.host, args.port);

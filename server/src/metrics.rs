@@ -69,6 +69,8 @@ reasons! {
         TokenInvalid => "token_invalid",
         TokenOtherId => "token_other_id",
         InvalidName => "invalid_name",
+        NotTls => "not_tls",
+        TlsHandshake => "tls_handshake",
     }
 }
 

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::page::Page;
 use crate::room::Epoch;
 use crate::rooms::Rooms;
+use crate::tls::Tls;
 
 /// What every connection task needs.
 pub struct Shared {
@@ -31,6 +32,8 @@ pub struct Shared {
     pub page: Page,
     /// With `--jwt-secret`: what checks each chat client's token.
     pub tokens: Option<Tokens>,
+    /// With `--tls-cert`: the certificate every connection is accepted with.
+    pub tls: Option<Arc<Tls>>,
     /// One permit per WebSocket session, `config.max_connections` in all.
     pub sessions: Arc<Semaphore>,
     pub addresses: Arc<Addresses>,

@@ -5,6 +5,9 @@
 //! connection's outbox like any other frame, so that one [`Writer`] owns the socket's
 //! write half and sends whole frames, shared by every recipient, with `writev`: no
 //! per-connection copy of what the room sends, and no per-connection write buffer.
+//!
+//! The connection is TCP, or TLS over TCP with `--tls-cert` ([`Transport`]); over TLS
+//! the frames pass through rustls's record buffer on their way.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -12,16 +15,179 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::server::TlsStream;
 
 use crate::meter::WireMeter;
 use crate::outbox::Outbox;
 use crate::wire::{self, Frame};
 
+/// A client's connection: plain TCP, or TLS over it.
+pub enum Transport {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The read half of a [`Transport`].
+pub enum ReadHalf {
+    Tcp(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<Box<TlsStream<TcpStream>>>),
+}
+
+/// The write half of a [`Transport`].
+pub enum WriteHalf {
+    Tcp(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<Box<TlsStream<TcpStream>>>),
+}
+
+impl Transport {
+    /// Splits the connection, so that tungstenite reads while the writer writes. A TCP
+    /// stream splits for free; a TLS stream's halves share one lock, held for a single
+    /// read or write at a time.
+    pub fn split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Self::Tcp(tcp) => {
+                let (read, write) = tcp.into_split();
+                (ReadHalf::Tcp(read), WriteHalf::Tcp(write))
+            }
+            Self::Tls(tls) => {
+                let (read, write) = tokio::io::split(tls);
+                (ReadHalf::Tls(read), WriteHalf::Tls(write))
+            }
+        }
+    }
+}
+
+impl ReadHalf {
+    /// The connection again, from the halves [`Transport::split`] gave.
+    pub fn reunite(self, write: WriteHalf) -> Option<Transport> {
+        match (self, write) {
+            (Self::Tcp(read), WriteHalf::Tcp(write)) => {
+                read.reunite(write).ok().map(Transport::Tcp)
+            }
+            (Self::Tls(read), WriteHalf::Tls(write)) => read
+                .is_pair_of(&write)
+                .then(|| Transport::Tls(read.unsplit(write))),
+            _ => None,
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_read(context, buffer),
+            Self::Tls(tls) => Pin::new(tls).poll_read(context, buffer),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_write(context, bytes),
+            Self::Tls(tls) => Pin::new(tls).poll_write(context, bytes),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_write_vectored(context, slices),
+            Self::Tls(tls) => Pin::new(tls).poll_write_vectored(context, slices),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_flush(context),
+            Self::Tls(tls) => Pin::new(tls).poll_flush(context),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_shutdown(context),
+            Self::Tls(tls) => Pin::new(tls).poll_shutdown(context),
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(read) => Pin::new(read).poll_read(context, buffer),
+            Self::Tls(read) => Pin::new(read).poll_read(context, buffer),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(write) => Pin::new(write).poll_write(context, bytes),
+            Self::Tls(write) => Pin::new(write).poll_write(context, bytes),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(write) => Pin::new(write).poll_write_vectored(context, slices),
+            Self::Tls(write) => Pin::new(write).poll_write_vectored(context, slices),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(write) => Pin::new(write).poll_flush(context),
+            Self::Tls(write) => Pin::new(write).poll_flush(context),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(write) => Pin::new(write).poll_shutdown(context),
+            Self::Tls(write) => Pin::new(write).poll_shutdown(context),
+        }
+    }
+}
+
 /// The half tungstenite sees: reads from the socket through the meter, and "writes"
 /// into the outbox.
 pub struct Inbound {
-    pub read: OwnedReadHalf,
+    pub read: ReadHalf,
     pub meter: WireMeter,
     pub outbox: Arc<Outbox>,
 }
@@ -76,7 +242,7 @@ const MOST_SLICES: usize = 64;
 
 /// The socket's write half, and the frames on their way out.
 pub struct Writer {
-    socket: OwnedWriteHalf,
+    socket: WriteHalf,
     /// Frames to write, in order. Only `flush` takes them out, and only once written,
     /// so a flush that is cancelled half-way resumes where it stopped.
     frames: Vec<Frame>,
@@ -86,7 +252,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(socket: OwnedWriteHalf) -> Self {
+    pub fn new(socket: WriteHalf) -> Self {
         Self {
             socket,
             frames: Vec::new(),
@@ -115,7 +281,7 @@ impl Writer {
     }
 
     /// The socket's write half, to be reunited with its read half.
-    pub fn into_socket(self) -> OwnedWriteHalf {
+    pub fn into_socket(self) -> WriteHalf {
         self.socket
     }
 
@@ -150,6 +316,9 @@ impl Writer {
                 }
             }
         }
+        // Over TLS, the last records may still be in rustls's buffer; over TCP this is
+        // nothing.
+        self.socket.flush().await?;
         self.frames.clear();
         self.written = 0;
         if self.frames.capacity() > FRAMES_KEPT {

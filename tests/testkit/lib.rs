@@ -5,6 +5,7 @@
 pub mod chromium;
 pub mod process;
 pub mod terminal;
+pub mod tls;
 pub mod v1;
 
 use std::future::Future;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use chat_server::Config;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -268,7 +269,7 @@ pub async fn raw_http(address: SocketAddr, request: &str) -> HttpResponse {
     within("an HTTP response", read_response(&mut stream)).await
 }
 
-async fn read_response(stream: &mut TcpStream) -> HttpResponse {
+async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> HttpResponse {
     let mut raw = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {

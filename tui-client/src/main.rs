@@ -9,7 +9,7 @@ use anyhow::Context;
 use chat::ClientId;
 use chat_tui::app::{App, Command};
 use chat_tui::event::{Event, NetEvent};
-use chat_tui::net::{self, Steering, Target};
+use chat_tui::net::{self, Credentials, Steering, Target, Trust};
 use chat_tui::sgr::BasicColours;
 use chat_tui::{pipe, ui};
 use clap::Parser;
@@ -93,9 +93,29 @@ struct Args {
     #[arg(long)]
     plain: bool,
 
-    /// Accept any TLS certificate for wss:// (self-signed test servers only).
+    /// Trust the server's certificate only if this CA (a PEM file) issued it, for a
+    /// server with a private certificate authority.
+    #[arg(
+        long,
+        env = "CHAT_CA_CERT",
+        value_name = "FILE",
+        conflicts_with = "insecure"
+    )]
+    ca_cert: Option<std::path::PathBuf>,
+
+    /// Accept any TLS certificate for wss:// (throwaway test servers only).
     #[arg(long)]
     insecure: bool,
+
+    /// A token proving your id, for a server started with --jwt-secret (sent in the
+    /// Authorization header).
+    #[arg(long, env = "CHAT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// The name to go by, shown beside your id (1-32 printable characters). A server
+    /// that checks tokens takes the name from the token instead.
+    #[arg(long, env = "CHAT_NAME", value_parser = chat::v1::DisplayName::parse)]
+    name: Option<chat::v1::DisplayName>,
 }
 
 fn main() -> ExitCode {
@@ -104,7 +124,22 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let id_was_given = args.id.is_some();
     let id = args.id.clone().unwrap_or_else(time_based_id);
-    let target = match Target::new(&args.server, &id, args.insecure) {
+    let trust = match (&args.ca_cert, args.insecure) {
+        (Some(file), _) => match Trust::ca_file(file) {
+            Ok(trust) => trust,
+            Err(error) => {
+                eprintln!("chat-tui: {error:#}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, true) => Trust::Any,
+        (None, false) => Trust::WebPki,
+    };
+    let credentials = Credentials {
+        token: args.token.clone(),
+        name: args.name.clone(),
+    };
+    let target = match Target::new(&args.server, &id, trust, credentials) {
         Ok(target) => target,
         Err(error) => {
             eprintln!("chat-tui: {error:#}");

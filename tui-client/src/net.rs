@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chat::ClientId;
-use chat::v1::RoomName;
+use chat::v1::{DisplayName, RoomName};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use url::Url;
@@ -27,20 +29,85 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Which server certificates are trusted over `wss://`.
+#[derive(Debug, Clone, Default)]
+pub enum Trust {
+    /// Those the web's public certificate authorities issued.
+    #[default]
+    WebPki,
+    /// Only those a private CA issued (`--ca-cert`).
+    Ca(Arc<rustls::ClientConfig>),
+    /// Any at all (`--insecure`).
+    Any,
+}
+
+impl Trust {
+    /// Trusts the CA certificates in the PEM file at `path`, and no other.
+    pub fn ca_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let shown = path.display();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("cannot read the CA certificate {shown}"))?
+        {
+            let cert = cert.with_context(|| format!("cannot read the CA certificate {shown}"))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("{shown} holds a certificate that cannot be a CA"))?;
+        }
+        if roots.is_empty() {
+            bail!("{shown} holds no certificate (a PEM file with BEGIN CERTIFICATE is expected)");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self::Ca(Arc::new(config)))
+    }
+
+    /// tungstenite's TLS set-up for this trust; `None` is its own, the web's CAs.
+    fn connector(&self) -> Option<Connector> {
+        match self {
+            Self::WebPki => None,
+            Self::Ca(config) => Some(Connector::Rustls(config.clone())),
+            Self::Any => Some(insecure_connector()),
+        }
+    }
+}
+
+/// Who the client says it is, beyond its id.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// A token proving the id, for a server with `--jwt-secret`; sent in the
+    /// `Authorization` header, so that it stays out of URLs and their logs.
+    pub token: Option<String>,
+    /// The name to go by (`?name=`); a server that checks tokens takes the token's.
+    pub name: Option<DisplayName>,
+}
+
 /// Where to connect, and how.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The full endpoint: the server's base URL with `/ws/<id>` appended.
+    /// The full endpoint: the server's base URL with `/ws/<id>` appended, and the
+    /// room and name in its query.
     pub url: Url,
-    /// Accept any TLS certificate (`--insecure`).
-    pub insecure: bool,
+    pub trust: Trust,
+    pub credentials: Credentials,
 }
 
 impl Target {
     /// The endpoint for `id` on the server at `base`: `ws` and `wss` are taken as they
     /// are, `http` and `https` mean the same, and a base path is kept, so
     /// `wss://host/chat` gives `wss://host/chat/ws/<id>`.
-    pub fn new(base: &str, id: &ClientId, insecure: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        base: &str,
+        id: &ClientId,
+        trust: Trust,
+        credentials: Credentials,
+    ) -> anyhow::Result<Self> {
         let mut url = Url::parse(base).with_context(|| format!("invalid server URL {base:?}"))?;
         let scheme = match url.scheme() {
             "ws" | "http" => "ws",
@@ -56,7 +123,12 @@ impl Target {
         url.set_path(&path);
         url.set_query(None);
         url.set_fragment(None);
-        Ok(Self { url, insecure })
+        let target = Self {
+            url,
+            trust,
+            credentials,
+        };
+        Ok(target.in_room(&RoomName::default()))
     }
 
     /// The same endpoint in `room` (`?room=`, left out for the default room).
@@ -66,9 +138,12 @@ impl Target {
         if *room != RoomName::default() {
             url.query_pairs_mut().append_pair("room", room.as_str());
         }
+        if let Some(name) = &self.credentials.name {
+            url.query_pairs_mut().append_pair("name", name.as_str());
+        }
         Self {
             url,
-            insecure: self.insecure,
+            ..self.clone()
         }
     }
 
@@ -107,8 +182,19 @@ impl Target {
             .await
             .map_err(|error| Failure::Passing(error.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let connector = self.insecure.then(insecure_connector);
-        tokio_tungstenite::client_async_tls_with_config(self.url.as_str(), stream, None, connector)
+        let mut request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|error| Failure::Lasting(error.to_string()))?;
+        if let Some(token) = &self.credentials.token {
+            let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                Failure::Lasting("the token has characters a header cannot carry".into())
+            })?;
+            request.headers_mut().insert("Authorization", bearer);
+        }
+        let connector = self.trust.connector();
+        tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector)
             .await
             .map(|(socket, _response)| socket)
             .map_err(|error| Failure::of(error, &self.url))
@@ -161,8 +247,15 @@ impl Failure {
                         "the server did not answer in TLS: use ws:// for a server without TLS"
                             .into(),
                     ),
+                    Some(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::NotValidForName
+                        | rustls::CertificateError::NotValidForNameContext { .. },
+                    )) => Self::Lasting(format!(
+                        "the server's certificate is not for the host {}: check the name in --server",
+                        url.host_str().unwrap_or("")
+                    )),
                     Some(rustls::Error::InvalidCertificate(why)) => Self::Lasting(format!(
-                        "the server's certificate is not trusted ({why:?}); for a test server with a self-signed one, --insecure"
+                        "the server's certificate is not trusted ({why:?}); give the CA that issued it with --ca-cert FILE (or, for a throwaway test server only, --insecure)"
                     )),
                     _ => Self::Passing(error.to_string()),
                 }
@@ -407,7 +500,10 @@ mod tests {
 
     fn endpoint(base: &str) -> String {
         let id = ClientId::parse("42").unwrap();
-        Target::new(base, &id, false).expect(base).url.to_string()
+        Target::new(base, &id, Trust::WebPki, Credentials::default())
+            .expect(base)
+            .url
+            .to_string()
     }
 
     #[test]
@@ -436,7 +532,8 @@ mod tests {
     fn other_schemes_and_garbage_are_refused() {
         let id = ClientId::parse("1").unwrap();
         for bad in ["ftp://x", "localhost:8000", "not a url", "ws://", ""] {
-            assert!(Target::new(bad, &id, false).is_err(), "{bad}");
+            let target = Target::new(bad, &id, Trust::WebPki, Credentials::default());
+            assert!(target.is_err(), "{bad}");
         }
     }
 

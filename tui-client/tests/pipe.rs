@@ -263,3 +263,61 @@ async fn help_and_version_are_provided() {
     assert!(version.status.success());
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("chat-tui "));
 }
+
+#[tokio::test]
+async fn a_token_and_a_name_are_sent_and_a_refusal_is_said_in_the_servers_words() {
+    use chat_server::identity::{JwtSecret, Tokens};
+    let secret = JwtSecret::new("a test secret of thirty-two bytes").expect("a secret");
+    let server = TestServer::start_with(chat_server::Config {
+        jwt_secret: Some(secret.clone()),
+        ..chat_server::Config::default()
+    })
+    .await;
+    let url = format!("ws://{}", server.address);
+    let id = chat::ClientId::parse("5").expect("an id");
+    let ada = chat::v1::DisplayName::parse("Ada").expect("a name");
+    let token = Tokens::new(&secret).mint(&id, std::time::Duration::from_secs(60), Some(&ada));
+
+    // The token goes in the Authorization header; the v1 watcher sees the token's
+    // name, which a server checking tokens takes over any name the client claims.
+    let mut watcher = testkit::v1::V1::connect(
+        &server,
+        &format!(
+            "/ws/9?token={}",
+            Tokens::new(&secret).mint(
+                &chat::ClientId::parse("9").expect("an id"),
+                std::time::Duration::from_secs(60),
+                None,
+            )
+        ),
+    )
+    .await;
+    watcher.seated().await;
+    let mut client = chat_tui(&[
+        "--server", &url, "--id", "5", "--token", &token, "--name", "Mallory",
+    ]);
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(
+        next_line(&mut lines).await,
+        "Client #5 has entered the chat"
+    );
+    let joined = watcher.event().await;
+    assert_eq!(joined.id, "5");
+    assert_eq!(
+        joined.name.as_ref().map(chat::v1::DisplayName::as_str),
+        Some("Ada")
+    );
+    drop(client);
+
+    // Without one, the server's reason, and no retrying.
+    let refused = Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .args(["--server", &url, "--id", "5"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run chat-tui");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("HTTP 401"), "{said}");
+    assert!(said.contains("this server requires a token"), "{said}");
+}

@@ -1,10 +1,15 @@
-//! `wss://` through a TLS front end with a self-signed certificate: refused by default,
-//! accepted with `--insecure`.
+//! `wss://`: through a TLS front end with a self-signed certificate (refused by
+//! default, accepted with `--insecure`), and to our own server's TLS with a private CA
+//! (`--ca-cert`).
 
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 
+use chat_server::Config;
+use testkit::process::Scratch;
+use testkit::terminal::Terminal;
+use testkit::tls::TestCa;
 use testkit::{TestServer, within};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
@@ -76,4 +81,66 @@ async fn wss_checks_the_certificate_unless_insecure_is_asked_for() {
         String::from_utf8_lossy(&accepted.stderr)
     );
     assert_eq!(stdout, "Client #3 has entered the chat\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_our_own_tls_server_ca_cert_is_trusted_and_a_wrong_host_is_refused() {
+    let scratch = Scratch::new("tui-tls");
+    let ca = TestCa::new("chat test CA");
+    let server = TestServer::start_with(Config {
+        tls: Some(ca.issue_into(scratch.path(), &["localhost"])),
+        ..Config::default()
+    })
+    .await;
+    let ca_file = ca.write(scratch.path());
+    let ca_path = ca_file.to_str().expect("a UTF-8 path");
+    let port = server.address.port();
+    let url = format!("wss://localhost:{port}");
+
+    let trusted = run_chat_tui(&["--server", &url, "--id", "3", "--ca-cert", ca_path]).await;
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&trusted.stdout),
+        "Client #3 has entered the chat\n"
+    );
+
+    // The certificate is for localhost, not for the address.
+    let by_address = format!("wss://127.0.0.1:{port}");
+    let wrong_host =
+        run_chat_tui(&["--server", &by_address, "--id", "3", "--ca-cert", ca_path]).await;
+    assert!(!wrong_host.status.success());
+    let said = String::from_utf8_lossy(&wrong_host.stderr);
+    assert!(
+        said.contains("the server's certificate is not for the host 127.0.0.1"),
+        "{said}"
+    );
+
+    // Without the CA, the web's authorities do not vouch for it, and chat-tui says
+    // which flag would.
+    let untrusted = run_chat_tui(&["--server", &url, "--id", "3"]).await;
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(said.contains("--ca-cert"), "{said}");
+
+    // Plain ws:// to the TLS port: the server's own words come through.
+    let plain = run_chat_tui(&["--server", &format!("ws://localhost:{port}"), "--id", "3"]).await;
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(said.contains("this server speaks TLS only"), "{said}");
+
+    // And in a terminal, the chat over wss.
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
+    let mut tui = Terminal::start(
+        binary,
+        &["--server", &url, "--id", "42", "--ca-cert", ca_path],
+        &[],
+        (24, 100),
+    );
+    tui.wait_for("Client #42 has entered the chat").await;
+    tui.type_keys("over wss\r");
+    tui.wait_for("Client #42: over wss").await;
+    tui.type_keys("\u{3}");
+    tui.wait_for_exit().await;
 }
