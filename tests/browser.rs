@@ -596,6 +596,13 @@ async fn axe_core_finds_nothing_in_either_theme_at_desktop_and_phone_widths() {
             })
             .await;
             wait_for_status(&page, "connected").await;
+            // The "who is here" panel open, with the name field in it.
+            page.find(Locator::Id("people-toggle"))
+                .await
+                .expect("#people-toggle")
+                .click()
+                .await
+                .expect("open who is here");
             let name = format!(
                 "axe-{}-{}.png",
                 if theme == Theme::Dark {
@@ -998,4 +1005,186 @@ async fn shift_enter_starts_a_new_line_and_enter_sends() {
     assert_eq!(input_value(&page).await, "");
     page.close().await.expect("close");
     server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_name_typed_in_the_page_is_shown_marked_unverified_with_the_id_in_a_tooltip() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let id = client_id(&page).await;
+
+    // A name, typed in the "who is here" panel and confirmed with Enter, is used from
+    // a new connection at once.
+    page.find(Locator::Id("people-toggle"))
+        .await
+        .expect("#people-toggle")
+        .click()
+        .await
+        .expect("open who is here");
+    page.find(Locator::Id("name"))
+        .await
+        .expect("#name")
+        .send_keys("Ada\u{E007}")
+        .await
+        .expect("type a name");
+    wait_for_message(&page, &format!("~Ada (#{id}) has entered the chat")).await;
+    let mut grace = testkit::v1::V1::connect(&server, "/ws/7?name=Grace").await;
+    grace.seated().await;
+    grace.say("hello Ada", None).await;
+    wait_for_message(&page, "~Grace: hello Ada").await;
+    let tooltip = eval(
+        &page,
+        "const who = document.querySelector('#messages li.said:last-child .who'); \
+         return [who.textContent, who.title];",
+    )
+    .await;
+    assert_eq!(
+        tooltip,
+        json!([
+            "~Grace",
+            "Client #7 · name not verified: anyone can claim it"
+        ])
+    );
+    say(&page, "hi Grace").await;
+    // Past Grace's own message, the page's.
+    let heard = loop {
+        let event = grace.event().await;
+        if event.id == id {
+            break event;
+        }
+    };
+    assert_eq!(
+        heard.name.as_ref().map(chat::v1::DisplayName::as_str),
+        Some("Ada")
+    );
+    let listed = text_of(&page, "people-list").await;
+    assert!(
+        listed.contains("~Grace (#7)") && listed.contains(&format!("~Ada (#{id}) (you)")),
+        "{listed}"
+    );
+
+    // The name is kept for the next visit.
+    page.refresh().await.expect("reload");
+    wait_for_value(
+        &page,
+        "the name to be kept",
+        "return document.getElementById('name').value;",
+        json!("Ada"),
+    )
+    .await;
+    page.close().await.expect("close");
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn over_https_a_token_in_the_address_proves_the_id_and_name_and_leaves_the_address() {
+    use chat_server::identity::{JwtSecret, Tokens};
+    let scratch = testkit::process::Scratch::new("browser-tls");
+    let ca = testkit::tls::TestCa::new("browser test CA");
+    let (files, spki) = ca.issue_for_browser(scratch.path(), &["localhost"]);
+    let secret = JwtSecret::new("a test secret of thirty-two bytes").expect("a secret");
+    let server = TestServer::start_with(Config {
+        tls: Some(files),
+        jwt_secret: Some(secret.clone()),
+        ..Config::default()
+    })
+    .await;
+    let port = server.address.port();
+    let tokens = Tokens::new(&secret);
+    let ada = chat::v1::DisplayName::parse("Ada").expect("a name");
+    let id = chat::ClientId::parse("42").expect("an id");
+    let token = tokens.mint(&id, Duration::from_secs(600), Some(&ada));
+
+    let driver = ChromeDriver::start().await;
+    let page = driver.open_trusting(900, 600, &spki).await;
+    page.goto(&format!("https://localhost:{port}/#room=ops&token={token}"))
+        .await
+        .expect("load the page over https");
+    wait_for_message(&page, "Ada (#42) has entered the chat").await;
+    let address = eval(
+        &page,
+        "return [location.href, document.getElementById('ws-id').textContent, \
+                 document.getElementById('name').value, document.getElementById('name').readOnly];",
+    )
+    .await;
+    assert_eq!(
+        address,
+        json!([
+            format!("https://localhost:{port}/#room=ops"),
+            "42",
+            "Ada",
+            true
+        ]),
+        "the token is gone from the address; the id and name are the token's"
+    );
+    let history_length = eval(&page, "return history.length;").await;
+    assert_eq!(
+        history_length,
+        json!(2),
+        "the blank page the browser opened with, and this one: the address was replaced, \
+         so no entry with the token is left to go back to"
+    );
+
+    // A v1 client over wss in the same room hears the page, named and verified.
+    let watcher_token = tokens.mint(
+        &chat::ClientId::parse("7").expect("an id"),
+        Duration::from_secs(600),
+        None,
+    );
+    let connector = tokio_tungstenite::Connector::Rustls(ca.client_config());
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "wss://localhost:{port}/ws/7?room=ops&token={watcher_token}"
+        ))
+        .expect("a request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        chat::v1::SUBPROTOCOL.parse().expect("a header"),
+    );
+    let (socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+            .await
+            .expect("wss");
+    let mut watcher = testkit::v1::V1 {
+        socket: testkit::Client { socket },
+    };
+    let welcome = watcher.seated().await;
+    assert!(welcome.verified);
+    say(&page, "over https").await;
+    let said = watcher.event().await;
+    assert_eq!(
+        (
+            said.id.as_str(),
+            said.name.as_ref().map(|name| name.as_str())
+        ),
+        ("42", Some("Ada"))
+    );
+    wait_for_message(&page, "Ada: over https").await;
+    page.close().await.expect("close");
+
+    // An expired token: the page says why, in the server's words, and stops retrying.
+    let expired = {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+        let now = jsonwebtoken::get_current_timestamp();
+        encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "43", "exp": now - 600}),
+            &EncodingKey::from_secret(b"a test secret of thirty-two bytes"),
+        )
+        .expect("sign")
+    };
+    let page = driver.open_trusting(900, 600, &spki).await;
+    page.goto(&format!("https://localhost:{port}/#token={expired}"))
+        .await
+        .expect("load the page");
+    wait_for_status(&page, "refused").await;
+    let notice = text_of(&page, "notice").await;
+    assert!(
+        notice.contains("The server refused to let you in: the token has expired"),
+        "{notice}"
+    );
+    page.close().await.expect("close");
 }

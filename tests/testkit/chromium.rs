@@ -51,13 +51,23 @@ impl ChromeDriver {
 
     /// A fresh headless Chromium with its own profile, `width` by `height`.
     pub async fn open(&self, width: u32, height: u32) -> Page {
-        self.open_with(width, height, json!({}), Theme::Light).await
+        self.open_with(width, height, json!({}), Theme::Light, &[])
+            .await
+    }
+
+    /// A desktop window that trusts the TLS certificate whose key has this SHA-256
+    /// SPKI hash (base64), and no other that the system does not: how a test's
+    /// private certificate passes without turning certificate checks off.
+    pub async fn open_trusting(&self, width: u32, height: u32, spki_sha256: &str) -> Page {
+        let trust = format!("--ignore-certificate-errors-spki-list={spki_sha256}");
+        self.open_with(width, height, json!({}), Theme::Light, &[trust])
+            .await
     }
 
     /// A phone: Chromium's mobile emulation, since a desktop window cannot be narrower
     /// than 500 pixels.
     pub async fn open_phone(&self, width: u32, height: u32) -> Page {
-        self.open_with(width, height, phone(width, height), Theme::Light)
+        self.open_with(width, height, phone(width, height), Theme::Light, &[])
             .await
     }
 
@@ -68,7 +78,7 @@ impl ChromeDriver {
         } else {
             json!({})
         };
-        self.open_with(width, height, emulation, theme).await
+        self.open_with(width, height, emulation, theme, &[]).await
     }
 
     async fn open_with(
@@ -77,6 +87,7 @@ impl ChromeDriver {
         height: u32,
         mobile_emulation: Value,
         theme: Theme,
+        extra_args: &[String],
     ) -> Page {
         let profile = std::env::temp_dir().join(format!(
             "chat-browser-test-{}-{}",
@@ -95,6 +106,7 @@ impl ChromeDriver {
             format!("--user-data-dir={}", profile.display()),
             format!("--window-size={width},{height}"),
         ];
+        args.extend_from_slice(extra_args);
         if theme == Theme::Dark {
             // Chromium answers `prefers-color-scheme: dark` with this.
             args.push("--force-dark-mode".to_owned());

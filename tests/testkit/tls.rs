@@ -66,6 +66,34 @@ impl TestCa {
         files
     }
 
+    /// As [`TestCa::issue_into`], also returning the SHA-256 hash (base64) of the
+    /// certificate's public key, which Chromium can be told to trust.
+    pub fn issue_for_browser(
+        &self,
+        folder: &Path,
+        names: &[&str],
+    ) -> (chat_server::tls::TlsFiles, String) {
+        use base64::Engine;
+        use sha2::Digest;
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let params = CertificateParams::new(names).expect("server parameters");
+        let key = KeyPair::generate().expect("a server key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("a server certificate");
+        let files = chat_server::tls::TlsFiles {
+            cert: folder.join("cert.pem"),
+            key: folder.join("key.pem"),
+        };
+        std::fs::write(&files.cert, cert.pem()).expect("write the certificate");
+        std::fs::write(&files.key, key.serialize_pem()).expect("write the key");
+        let spki = sha2::Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key));
+        (
+            files,
+            base64::engine::general_purpose::STANDARD.encode(spki),
+        )
+    }
+
     /// A TLS client set-up that trusts this CA and no other.
     pub fn client_config(&self) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
