@@ -96,6 +96,36 @@ async fn chat_tui_in_a_pipe_delivers_every_line_to_the_tutorials_server() {
     assert_eq!(watcher.recv().await, "Client #5 has left the chat");
 }
 
+/// The full-screen chat-tui asks the tutorial's server for chat.v1.json, is not given
+/// it, and chats in the tutorial's protocol.
+#[tokio::test]
+#[ignore = "needs python3 with fastapi and uvicorn; .ci/run installs them"]
+async fn chat_tui_in_a_terminal_speaks_plain_text_with_the_tutorials_server() {
+    let tutorial = Tutorial::start().await;
+    let mut watcher = tutorial.watcher("7").await;
+    let mut tui = testkit::terminal::Terminal::start(
+        &chat_tui_binary(),
+        &["--server", &tutorial.url(), "--id", "5"],
+        &[],
+        (24, 100),
+    );
+    tui.wait_for("● connected · id 5").await;
+    // The server accepted the first attempt, which asked for chat.v1.json, before the
+    // client saw that it was not given it: the watcher sees that attempt come and go.
+    assert_eq!(watcher.recv().await, "Client #5 has entered the chat");
+    assert_eq!(watcher.recv().await, "Client #5 has left the chat");
+    assert_eq!(watcher.recv().await, "Client #5 has entered the chat");
+    tui.type_keys("hello tutorial\r");
+    assert_eq!(watcher.recv().await, "Client #5: hello tutorial");
+    tui.wait_for("Client #5: hello tutorial").await;
+    watcher.send("hi five").await;
+    tui.wait_for("Client #7: hi five").await;
+    let screen = tui.contents();
+    assert!(!screen.contains("here (F2)"), "no member list without v1:\n{screen}");
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
 /// Our page, opened from disk and pointed at the tutorial's server with `#server=`, asks
 /// for chat.v1.json, is not given it, and speaks the tutorial's protocol.
 #[tokio::test]

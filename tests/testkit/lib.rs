@@ -4,6 +4,7 @@
 
 pub mod chromium;
 pub mod process;
+pub mod proxy;
 pub mod terminal;
 pub mod tls;
 pub mod v1;

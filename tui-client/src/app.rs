@@ -1,5 +1,10 @@
 //! The client's state and its pure `update`: no I/O here, so every key and every
-//! network event can be tested by calling [`App::update`].
+//! network event can be tested by calling [`App::update`]. What `chat.v1.json` adds
+//! (history, resuming, names, who is here, messages on their way) is in `protocol`.
+
+mod protocol;
+
+pub use protocol::{Member, Session};
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -29,6 +34,9 @@ pub const CHROME_ROWS: u16 = 2;
 pub enum Command {
     /// Send this line as a text frame.
     Send(String),
+    /// Send these frames, in order: messages that a lost connection may have lost,
+    /// once the new connection has joined.
+    Resend(Vec<String>),
     /// Ring the bell and ask the terminal for a desktop notification (OSC 9 and 777)
     /// with this text, already made safe.
     Notify(String),
@@ -60,13 +68,16 @@ pub enum Connection {
 pub enum Kind {
     /// `Client #<id> has entered the chat` or `... has left the chat`.
     Presence,
-    /// `Client #<id>: <text>`; `prefix` is the byte length of `Client #<id>:`.
+    /// `Client #<id>: <text>` (or, over `chat.v1.json`, `<name>: <text>`); `prefix` is
+    /// the byte length of the sender and its colon.
     Said {
         id: String,
         mine: bool,
         prefix: usize,
-        /// Someone else's message that mentions our id.
+        /// Someone else's message that mentions our id (or our name).
         mentions_me: bool,
+        /// One of ours that the server has not sent back yet.
+        pending: bool,
     },
     /// Any other text from the server, shown as it came.
     Other,
@@ -75,6 +86,9 @@ pub enum Kind {
     /// Where you were when you last looked away (the window lost focus, or you
     /// scrolled up): what comes after it is new to you. Only the latest is drawn.
     ReadMarker { latest: bool },
+    /// A line between parts of the conversation: the history before you came, what
+    /// was missed while away, a gap that could not be recovered.
+    Divider,
 }
 
 /// Where the message pane is.
@@ -108,6 +122,19 @@ impl Entry {
             _ => wrap(&self.text, usize::from(width).saturating_sub(TIME_WIDTH)),
         }
     }
+}
+
+/// A server time (Unix milliseconds) as the local `HH:MM:SS`.
+pub fn local_time_of(millis: u64) -> String {
+    i64::try_from(millis)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|time| {
+            time.with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 /// The whole client state.
@@ -146,6 +173,20 @@ pub struct App {
     marker: Option<u64>,
     /// A search in the scrollback, while one is on (`/search`, Ctrl-R).
     pub search: Option<Search>,
+    /// Whether the connection now speaks `chat.v1.json`.
+    pub v1: bool,
+    /// What the `chat.v1.json` connections so far have told, kept across reconnects.
+    pub session: Option<Session>,
+    /// Connections made so far: a message sent in an earlier one may have been lost.
+    connections: u64,
+    /// Whether the member list is shown beside the messages (F2).
+    pub show_members: bool,
+    /// A server time (Unix milliseconds) as the time column shows it; a parameter so
+    /// that tests can fix it.
+    pub event_time: fn(u64) -> String,
+    /// With `--log`: the messages received since the last [`App::take_received`], as
+    /// lines of text (raw).
+    received: Option<Vec<String>>,
 }
 
 /// A search in the scrollback: what is looked for, and the message found.
@@ -157,8 +198,9 @@ pub struct Search {
 }
 
 /// What `/help` says.
-const HELP: &str = "commands: /join ROOM (another room), /reconnect, /clear (the messages shown), \
-/search TEXT (then Ctrl-R: older, Esc: done), /quit, /help; //text sends /text. Alt-Enter starts a new line; chat-tui --help lists the keys";
+const HELP: &str = "commands: /join ROOM (another room), /who (who is here; F2 shows the list), \
+/reconnect, /clear (the messages shown), /search TEXT (then Ctrl-R: older, Esc: done), /quit, \
+/help; //text sends /text. Alt-Enter starts a new line; chat-tui --help lists the keys";
 
 /// The server's default limit on a message, which the plain protocol cannot tell.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -187,6 +229,31 @@ impl App {
             focused: true,
             marker: None,
             search: None,
+            v1: false,
+            session: None,
+            connections: 0,
+            show_members: false,
+            event_time: local_time_of,
+            received: None,
+        }
+    }
+
+    /// Keeps the messages received for [`App::take_received`] (`--log`).
+    pub fn keep_received(&mut self) {
+        self.received = Some(Vec::new());
+    }
+
+    /// The messages received since the last call, as lines of raw text.
+    pub fn take_received(&mut self) -> Vec<String> {
+        self.received
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn received(&mut self, text: &str) {
+        if let Some(received) = &mut self.received {
+            received.push(text.to_owned());
         }
     }
 
@@ -333,6 +400,7 @@ impl App {
             KeyCode::F(5) if self.connection != Connection::Connected => {
                 return Some(Command::Reconnect);
             }
+            KeyCode::F(2) => self.show_members = !self.show_members,
             KeyCode::PageUp => self.scroll_up(self.page()),
             KeyCode::PageDown => self.scroll_down(self.page()),
             _ => {}
@@ -347,6 +415,9 @@ impl App {
         let text = self.input.text();
         if text.starts_with('/') && !text.starts_with("//") {
             return self.command();
+        }
+        if self.session.is_some() && (self.v1 || self.connection != Connection::Connected) {
+            return self.say_v1();
         }
         if self.connection != Connection::Connected {
             self.notice("not connected: your line is kept; press Enter again once connected");
@@ -395,6 +466,10 @@ impl App {
                 self.notice(HELP);
                 None
             }
+            "who" => {
+                self.who();
+                None
+            }
             "join" => match RoomName::parse(argument) {
                 Ok(room) => {
                     self.search = None;
@@ -421,6 +496,10 @@ impl App {
     /// Takes back a line that could not be handed to the network (sending is backed up),
     /// so it is not lost.
     pub fn unsent(&mut self, line: String) {
+        if self.requeue(&line) {
+            self.notice("sending is backed up: your message goes with the next connection");
+            return;
+        }
         if self.input.is_empty() {
             self.input.insert(&line);
         }
@@ -437,8 +516,13 @@ impl App {
 
     fn net(&mut self, news: NetEvent) -> Option<Command> {
         match news {
-            NetEvent::Connecting => self.connection = Connection::Connecting,
-            NetEvent::Connected => {
+            NetEvent::Connecting => {
+                self.connection = Connection::Connecting;
+                self.v1 = false;
+            }
+            NetEvent::Connected { v1 } => {
+                self.v1 = v1;
+                self.connections += 1;
                 if self.connected_before {
                     self.notice("connected again");
                 } else if self.entries.iter().any(|entry| entry.kind == Kind::Notice) {
@@ -454,7 +538,15 @@ impl App {
                 self.notice_again(&format!("{reason}; press F5 to try again"));
                 self.connection = Connection::Stopped;
             }
+            NetEvent::Frame(frame) => return self.frame(frame),
+            NetEvent::Unreadable { text } => {
+                let shown: String = text.chars().take(80).collect();
+                self.notice(&format!(
+                    "the server sent something that is not chat.v1.json: {shown}"
+                ));
+            }
             NetEvent::Received { text } => {
+                self.received(&text);
                 let kind = self.kind_of(&text);
                 let ring = matches!(
                     kind,
@@ -485,14 +577,34 @@ impl App {
                 id: id.to_owned(),
                 mine: id == self.id,
                 prefix: Announcement::said_prefix_len(id),
-                // Our id as a word of its own: "42", "@42", "#42:", not "142".
-                mentions_me: id != self.id
-                    && text
-                        .split(|c: char| !c.is_ascii_alphanumeric())
-                        .any(|word| word == self.id),
+                mentions_me: id != self.id && self.mentions_me(text),
+                pending: false,
             },
             None => Kind::Other,
         }
+    }
+
+    /// Whether `text` mentions us: our id as a word of its own ("42", "@42", "#42:", not
+    /// "142"), or, over `chat.v1.json`, our name (any case).
+    fn mentions_me(&self, text: &str) -> bool {
+        let by_id = text
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == self.id);
+        let name = self
+            .session
+            .as_ref()
+            .and_then(|session| session.my_name.as_ref());
+        let by_name = name.is_some_and(|name| {
+            let name = name.as_str().to_lowercase();
+            let text = text.to_lowercase();
+            text.match_indices(&name).any(|(at, found)| {
+                let before = text[..at].chars().next_back();
+                let after = text[at + found.len()..].chars().next();
+                !before.is_some_and(char::is_alphanumeric)
+                    && !after.is_some_and(char::is_alphanumeric)
+            })
+        });
+        by_id || by_name
     }
 
     /// Says something about the client itself in the message pane, unless the last
@@ -510,6 +622,15 @@ impl App {
     fn notice_again(&mut self, text: &str) {
         let entry = self.notice_entry(text);
         self.push(entry);
+    }
+
+    /// A divider line across the pane, saying `text`.
+    fn divider(&mut self, text: &str) {
+        self.push(Entry {
+            time: String::new(),
+            text: sanitize(&format!("── {text} ──")),
+            kind: Kind::Divider,
+        });
     }
 
     fn notice_entry(&self, text: &str) -> Entry {
@@ -703,7 +824,7 @@ mod tests {
     fn connected_app() -> App {
         let mut app = App::new("ws://localhost:8000".into(), "42".into(), 10_000, noon);
         app.update(Event::Terminal(TerminalEvent::Resize(40, 12)));
-        app.update(Event::Net(NetEvent::Connected));
+        app.update(Event::Net(NetEvent::Connected { v1: false }));
         app
     }
 
@@ -1035,16 +1156,16 @@ mod tests {
             reason: "cannot connect: refused".into(),
         }));
         app.update(Event::Net(NetEvent::Retrying { seconds: 1 }));
-        app.update(Event::Net(NetEvent::Connected));
+        app.update(Event::Net(NetEvent::Connected { v1: false }));
         assert_eq!(notices(&app), ["* cannot connect: refused", "* connected"]);
         app.update(Event::Net(NetEvent::Disconnected {
             reason: "connection lost".into(),
         }));
-        app.update(Event::Net(NetEvent::Connected));
+        app.update(Event::Net(NetEvent::Connected { v1: false }));
         assert_eq!(notices(&app).last().unwrap(), "* connected again");
 
         let mut quiet = App::new("ws://x".into(), "1".into(), 100, noon);
-        quiet.update(Event::Net(NetEvent::Connected));
+        quiet.update(Event::Net(NetEvent::Connected { v1: false }));
         assert!(
             notices(&quiet).is_empty(),
             "nothing to say on a first success"
@@ -1072,7 +1193,7 @@ mod tests {
             "the same notice is not repeated"
         );
 
-        app.update(Event::Net(NetEvent::Connected));
+        app.update(Event::Net(NetEvent::Connected { v1: false }));
         assert_eq!(
             app.update(key(KeyCode::Enter)),
             Some(Command::Send("typed offline".into()))
@@ -1100,13 +1221,15 @@ mod tests {
                     id: "42".into(),
                     mine: true,
                     prefix: 11,
-                    mentions_me: false
+                    mentions_me: false,
+                    pending: false,
                 },
                 &Kind::Said {
                     id: "7".into(),
                     mine: false,
                     prefix: 10,
-                    mentions_me: false
+                    mentions_me: false,
+                    pending: false,
                 },
                 &Kind::Presence,
                 &Kind::Other,
@@ -1263,7 +1386,7 @@ mod tests {
     fn the_connection_state_follows_the_network() {
         let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
         assert_eq!(app.connection, Connection::Connecting);
-        app.update(Event::Net(NetEvent::Connected));
+        app.update(Event::Net(NetEvent::Connected { v1: false }));
         assert_eq!(app.connection, Connection::Connected);
         app.update(Event::Net(NetEvent::Retrying { seconds: 4 }));
         assert_eq!(app.connection, Connection::Retrying { seconds: 4 });

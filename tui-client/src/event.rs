@@ -14,10 +14,15 @@ pub enum Event {
 pub enum NetEvent {
     /// A connection attempt has started.
     Connecting,
-    /// The WebSocket handshake succeeded.
-    Connected,
-    /// A text frame arrived. The text is raw, unsanitized.
+    /// The WebSocket handshake succeeded; `v1` when the server selected
+    /// `chat.v1.json`, otherwise the tutorial's plain protocol is spoken.
+    Connected { v1: bool },
+    /// A text frame of the plain protocol arrived. The text is raw, unsanitized.
     Received { text: String },
+    /// A `chat.v1.json` frame arrived, read. Its texts are raw, unsanitized.
+    Frame(chat::v1::ServerFrame),
+    /// A `chat.v1.json` frame that is not the protocol's (raw).
+    Unreadable { text: String },
     /// The connection failed or was lost; `reason` says so in words for people, raw.
     Disconnected { reason: String },
     /// The next attempt starts in this many seconds.

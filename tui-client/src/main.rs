@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use chat::ClientId;
 use chat_tui::app::{App, Command};
-use chat_tui::event::{Event, NetEvent};
+use chat_tui::event::Event;
 use chat_tui::net::{self, Credentials, Steering, Target, Trust};
 use chat_tui::sgr::BasicColours;
 use chat_tui::{pipe, ui};
@@ -216,8 +216,15 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         Some(path) => Some(Log::open(path)?),
         None => None,
     };
+    if log.is_some() {
+        app.keep_received();
+    }
     let steering = Steering::new(args.room.clone());
     app.room = args.room.clone();
+    let target = Target {
+        offer_v1: true,
+        ..target
+    };
     let network = tokio::spawn(net::run(target, lines, events_in.clone(), steering.clone()));
 
     let _restore_on_exit = TerminalGuard::enter(mouse)?;
@@ -242,16 +249,21 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             break;
         };
         for _ in 0..MOST_EVENTS_PER_FRAME {
-            if let (Some(writing), Event::Net(NetEvent::Received { text })) = (&mut log, &event)
-                && let Err(error) = writing.write(text)
-            {
-                app.notice(&format!(
-                    "cannot write the log {}: {error}; logging stopped",
-                    writing.path.display()
-                ));
-                log = None;
+            let command = app.update(event);
+            if let Some(writing) = &mut log {
+                let written: io::Result<()> = app
+                    .take_received()
+                    .iter()
+                    .try_for_each(|text| writing.write(text));
+                if let Err(error) = written {
+                    app.notice(&format!(
+                        "cannot write the log {}: {error}; logging stopped",
+                        writing.path.display()
+                    ));
+                    log = None;
+                }
             }
-            match app.update(event) {
+            match command {
                 Some(Command::Quit) => break 'running,
                 Some(Command::Redraw) => terminal.clear()?,
                 Some(Command::Reconnect) => steering.reconnect(),
@@ -260,6 +272,13 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
                 Some(Command::Send(line)) => {
                     if let Err(refused) = lines_out.try_send(line) {
                         app.unsent(refused.into_inner());
+                    }
+                }
+                Some(Command::Resend(frames)) => {
+                    for frame in frames {
+                        // A full channel means a connection backed up far beyond these
+                        // few; the next reconnect sends them again if it did not.
+                        let _ = lines_out.try_send(frame);
                     }
                 }
                 None => {}

@@ -1,5 +1,8 @@
 //! The only part that touches the socket: the server address, connecting (ws or wss),
 //! and the reconnect loop with backoff that keeps the client going through outages.
+//! With a server that offers `chat.v1.json`, it speaks that, and reconnects where it
+//! left off (`?since=&epoch=`); with one that does not (the tutorial's), the plain
+//! protocol.
 //! What cannot fix itself (a wrong path or host, TLS to a plain server) is said in
 //! words and not retried until the user asks.
 
@@ -9,11 +12,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chat::ClientId;
-use chat::v1::{DisplayName, RoomName};
+use chat::v1::{self, DisplayName, RoomName, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -96,6 +100,16 @@ pub struct Target {
     pub url: Url,
     pub trust: Trust,
     pub credentials: Credentials,
+    /// Ask for `chat.v1.json` (the full-screen client does; pipe mode speaks plain).
+    pub offer_v1: bool,
+}
+
+/// Where a `chat.v1.json` client left off: the last event it saw, in which history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub room: RoomName,
+    pub epoch: String,
+    pub offset: u64,
 }
 
 impl Target {
@@ -127,6 +141,7 @@ impl Target {
             url,
             trust,
             credentials,
+            offer_v1: false,
         };
         Ok(target.in_room(&RoomName::default()))
     }
@@ -147,8 +162,21 @@ impl Target {
         }
     }
 
-    /// Opens the WebSocket, failing after [`CONNECT_TIMEOUT`].
-    pub async fn connect(&self) -> Result<Socket, Failure> {
+    /// The same endpoint, asking to resume after `resume`'s last event.
+    fn resuming(&self, resume: &Resume) -> Self {
+        let mut url = self.url.clone();
+        url.query_pairs_mut()
+            .append_pair("since", &resume.offset.to_string())
+            .append_pair("epoch", &resume.epoch);
+        Self {
+            url,
+            ..self.clone()
+        }
+    }
+
+    /// Opens the WebSocket, failing after [`CONNECT_TIMEOUT`]; says whether the server
+    /// selected `chat.v1.json`.
+    pub async fn connect(&self) -> Result<(Socket, bool), Failure> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.attempt()).await {
             Err(_) => Err(Failure::Passing(format!(
                 "no answer within {} s",
@@ -158,7 +186,7 @@ impl Target {
         }
     }
 
-    async fn attempt(&self) -> Result<Socket, Failure> {
+    async fn attempt(&self) -> Result<(Socket, bool), Failure> {
         let port = self
             .url
             .port_or_known_default()
@@ -187,6 +215,12 @@ impl Target {
             .as_str()
             .into_client_request()
             .map_err(|error| Failure::Lasting(error.to_string()))?;
+        if self.offer_v1 {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static(v1::SUBPROTOCOL),
+            );
+        }
         if let Some(token) = &self.credentials.token {
             let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 Failure::Lasting("the token has characters a header cannot carry".into())
@@ -194,10 +228,15 @@ impl Target {
             request.headers_mut().insert("Authorization", bearer);
         }
         let connector = self.trust.connector();
-        tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector)
-            .await
-            .map(|(socket, _response)| socket)
-            .map_err(|error| Failure::of(error, &self.url))
+        let (socket, response) =
+            tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector)
+                .await
+                .map_err(|error| Failure::of(error, &self.url))?;
+        let v1 = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .is_some_and(|protocol| protocol == v1::SUBPROTOCOL);
+        Ok((socket, v1))
     }
 }
 
@@ -211,6 +250,9 @@ pub enum Failure {
     /// The address or the set-up is wrong, and retrying will not change that.
     #[error("{0}")]
     Lasting(String),
+    /// The server does not speak `chat.v1.json`: the plain protocol it is.
+    #[error("the server does not offer chat.v1.json")]
+    PlainOnly,
 }
 
 impl Failure {
@@ -261,6 +303,9 @@ impl Failure {
                 }
             }
             tungstenite::Error::Url(error) => Self::Lasting(error.to_string()),
+            tungstenite::Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(
+                SubProtocolError::NoSubProtocol,
+            )) => Self::PlainOnly,
             other => Self::Passing(other.to_string()),
         }
     }
@@ -327,26 +372,43 @@ pub async fn run(
     let news = |news| events.send(Event::Net(news));
     let reconnect = &steering.now;
     let mut failures: u32 = 0;
+    let mut offer_v1 = target.offer_v1;
+    let mut resume: Option<Resume> = None;
     loop {
         if news(NetEvent::Connecting).await.is_err() {
             return;
         }
-        let target = target.in_room(&steering.room());
-        let reason = match target.connect().await {
-            Ok(socket) => {
+        let room = steering.room();
+        let mut attempt = target.in_room(&room);
+        attempt.offer_v1 = offer_v1;
+        if let Some(resume) = resume
+            .as_ref()
+            .filter(|resume| resume.room == room && offer_v1)
+        {
+            attempt = attempt.resuming(resume);
+        }
+        let reason = match attempt.connect().await {
+            Ok((socket, v1)) => {
                 failures = 0;
-                if news(NetEvent::Connected).await.is_err() {
+                if news(NetEvent::Connected { v1 }).await.is_err() {
                     return;
                 }
-                match session(socket, &mut outgoing, &events, reconnect).await {
+                let resume = v1.then_some((&room, &mut resume));
+                match session(socket, &mut outgoing, &events, reconnect, resume).await {
                     Ended::Lost(reason) => reason,
                     Ended::Asked => continue,
                     Ended::Quit => return,
                 }
             }
-            Err(Failure::Passing(reason)) => format!("cannot connect to {}: {reason}", target.url),
+            Err(Failure::PlainOnly) => {
+                // Asked again at once, without the protocol the server ignored. (The
+                // server saw that first attempt come and go.)
+                offer_v1 = false;
+                continue;
+            }
+            Err(Failure::Passing(reason)) => format!("cannot connect to {}: {reason}", attempt.url),
             Err(Failure::Lasting(reason)) => {
-                let reason = format!("cannot connect to {}: {reason}", target.url);
+                let reason = format!("cannot connect to {}: {reason}", attempt.url);
                 if news(NetEvent::GaveUp { reason }).await.is_err() {
                     return;
                 }
@@ -386,12 +448,15 @@ pub fn backoff(failures: u32) -> Duration {
     ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
-/// Relays until the connection ends, and says how.
+/// Relays until the connection ends, and says how. Over `chat.v1.json` (`resume` is
+/// given), each frame is read as the protocol's, and where the client is in the room's
+/// history is kept in `resume` for the next connection.
 async fn session(
     mut socket: Socket,
     outgoing: &mut mpsc::Receiver<String>,
     events: &mpsc::Sender<Event>,
     reconnect: &Notify,
+    mut resume: Option<(&RoomName, &mut Option<Resume>)>,
 ) -> Ended {
     let polite_close = |mut socket: Socket| async move {
         let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
@@ -400,7 +465,10 @@ async fn session(
         tokio::select! {
             frame = socket.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    let news = NetEvent::Received { text: text.to_string() };
+                    let news = match &mut resume {
+                        Some((room, resume)) => read_v1(&text, room, resume),
+                        None => NetEvent::Received { text: text.to_string() },
+                    };
                     if events.send(Event::Net(news)).await.is_err() {
                         return Ended::Quit;
                     }
@@ -431,6 +499,36 @@ async fn session(
             }
         }
     }
+}
+
+/// A `chat.v1.json` frame as news, noting where the client now is in `room`'s history.
+fn read_v1(text: &str, room: &RoomName, resume: &mut Option<Resume>) -> NetEvent {
+    let Ok(frame) = ServerFrame::parse(text) else {
+        return NetEvent::Unreadable {
+            text: text.to_owned(),
+        };
+    };
+    match &frame {
+        ServerFrame::Welcome(welcome) => {
+            let welcome = &welcome.welcome;
+            let same_history = resume
+                .as_ref()
+                .is_some_and(|resume| resume.room == *room && resume.epoch == welcome.epoch);
+            if !same_history {
+                *resume = Some(Resume {
+                    room: room.clone(),
+                    epoch: welcome.epoch.clone(),
+                    offset: 0,
+                });
+            }
+        }
+        ServerFrame::Event(event) => {
+            if let Some(resume) = resume {
+                resume.offset = resume.offset.max(event.offset);
+            }
+        }
+    }
+    NetEvent::Frame(frame)
 }
 
 /// A TLS connector that accepts any certificate, for `--insecure` only.

@@ -25,7 +25,8 @@ const ECHO_PATIENCE: Duration = Duration::from_secs(5);
 /// stdout is closed (`| head -1`). Fails when it cannot connect, when the connection is
 /// lost, and when the server closes it first (a shutdown included).
 pub async fn run(target: &Target, id: &ClientId, max_message_bytes: usize) -> anyhow::Result<()> {
-    let mut socket = target
+    // The plain protocol: a line in, a line out, as the tutorial's clients see it.
+    let (mut socket, _) = target
         .connect()
         .await
         .with_context(|| format!("cannot connect to {}", target.url))?;

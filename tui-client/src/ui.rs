@@ -14,6 +14,9 @@ use crate::text::{safe_char, sanitize_line, width};
 const PROMPT: &str = "› ";
 const KEY_HINT: &str = "Enter send · PgUp scroll · ^C quit ";
 
+/// Columns of the member list (F2), its border included.
+const MEMBERS_WIDTH: u16 = 26;
+
 /// Colours for other people's ids; each id always gets the same one.
 const ID_COLOURS: [Color; 10] = [
     Color::Red,
@@ -36,6 +39,16 @@ pub fn render(app: &App, frame: &mut Frame) {
         Constraint::Length(1),
     ])
     .areas(frame.area());
+    let pane = match &app.session {
+        Some(session) if app.show_members && pane.width > MEMBERS_WIDTH * 2 => {
+            let [messages, members] =
+                Layout::horizontal([Constraint::Min(1), Constraint::Length(MEMBERS_WIDTH)])
+                    .areas(pane);
+            render_members(app, session, members, frame);
+            messages
+        }
+        _ => pane,
+    };
     render_messages(app, pane, frame);
     render_status(app, status, frame);
     render_input(app, input, frame);
@@ -54,6 +67,34 @@ pub fn id_colour(id: &str) -> Color {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     });
     ID_COLOURS[hash as usize % ID_COLOURS.len()]
+}
+
+/// Who is here, beside the messages: a rule on the left, then one member a row.
+fn render_members(app: &App, session: &crate::app::Session, area: Rect, frame: &mut Frame) {
+    let rule = Style::new().fg(Color::DarkGray);
+    let roster = session.roster(&app.id);
+    let mut lines = vec![Line::from(vec![
+        Span::styled("│ ", rule),
+        Span::styled(
+            format!("{} here", roster.len()),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
+    ])];
+    lines.extend(roster.into_iter().map(|member| {
+        let style = if member.ends_with("(you)") {
+            Style::new().add_modifier(Modifier::BOLD)
+        } else {
+            Style::new()
+        };
+        Line::from(vec![
+            Span::styled("│ ", rule),
+            Span::styled(sanitize_line(&member), style),
+        ])
+    }));
+    while lines.len() < usize::from(area.height) {
+        lines.push(Line::from(Span::styled("│", rule)));
+    }
+    frame.render_widget(Paragraph::new(lines), area);
 }
 
 fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
@@ -90,6 +131,8 @@ fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
         Kind::Notice => Style::new()
             .fg(Color::Yellow)
             .add_modifier(Modifier::ITALIC),
+        // On its way: not yet what the room has seen.
+        Kind::Said { pending: true, .. } => Style::new().add_modifier(Modifier::DIM),
         Kind::Said { mine: true, .. } => Style::new().add_modifier(Modifier::BOLD),
         // A mention of you stands out in colour and, without colour, in bold.
         Kind::Said {
@@ -99,6 +142,7 @@ fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
             .add_modifier(Modifier::BOLD),
         Kind::Said { .. } | Kind::Other => Style::new(),
         Kind::ReadMarker { .. } => Style::new().fg(Color::LightRed),
+        Kind::Divider => Style::new().fg(Color::Cyan).add_modifier(Modifier::DIM),
     };
     let prefix = match &entry.kind {
         Kind::Said {
@@ -184,12 +228,14 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
             bar.add_modifier(Modifier::BOLD),
         ));
     }
-    left.push(Span::raw(format!(
-        " · id {} · #{} · {}",
-        app.id,
-        app.room,
-        sanitize_line(&app.server)
-    )));
+    left.push(Span::raw(format!(" · id {} · #{}", app.id, app.room)));
+    if let Some(session) = &app.session {
+        left.push(Span::raw(format!(
+            " · {} here (F2)",
+            session.roster(&app.id).len()
+        )));
+    }
+    left.push(Span::raw(format!(" · {}", sanitize_line(&app.server))));
     let left = Line::from(left);
     let used = left.width();
     frame.render_widget(Paragraph::new(left).style(bar), area);
@@ -248,7 +294,7 @@ mod tests {
     fn app(columns: u16, rows: u16, messages: &[&str]) -> App {
         let mut app = App::new("ws://localhost:8000".into(), "42".into(), 10_000, noon);
         app.update(Event::Terminal(TerminalEvent::Resize(columns, rows)));
-        app.update(Event::Net(NetEvent::Connected));
+        app.update(Event::Net(NetEvent::Connected { v1: false }));
         for text in messages {
             app.update(Event::Net(NetEvent::Received {
                 text: (*text).to_owned(),
@@ -429,6 +475,35 @@ mod tests {
         // Fixed forever: changing the hash would recolour everyone.
         assert_eq!(id_colour("7"), Color::LightRed);
         assert_eq!(id_colour("42"), id_colour("42"));
+    }
+
+    #[test]
+    fn over_v1_names_dividers_pending_messages_and_who_is_here() {
+        let mut app = App::new("ws://localhost:8000".into(), "42".into(), 100, noon);
+        app.event_time = |_| "11:59:00".to_owned();
+        app.update(Event::Terminal(TerminalEvent::Resize(80, 8)));
+        app.update(Event::Net(NetEvent::Connected { v1: true }));
+        let frames = [
+            r#"{"type":"welcome","id":"42","room":"main","epoch":"e","offset":1,"members":[{"id":"7","name":"Grace","since":1}],"recovered":false,"verified":false,"limits":{"max_message_bytes":1000,"max_nonce_chars":64,"history":10}}"#,
+            r#"{"offset":1,"ts":1,"id":"7","name":"Grace","type":"message","text":"before you came"}"#,
+            r#"{"offset":2,"ts":2,"id":"42","name":"Ada","type":"join"}"#,
+            r#"{"offset":3,"ts":3,"id":"9","type":"join"}"#,
+        ];
+        for frame in frames {
+            let frame = chat::v1::ServerFrame::parse(frame).expect(frame);
+            app.update(Event::Net(NetEvent::Frame(frame)));
+        }
+        app.update(Event::Terminal(TerminalEvent::Paste("on its way".into())));
+        app.update(Event::Terminal(TerminalEvent::Key(
+            crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Enter),
+        )));
+        app.update(Event::Terminal(TerminalEvent::Key(
+            crossterm::event::KeyEvent::from(crossterm::event::KeyCode::F(2)),
+        )));
+        let terminal = draw(&app, 80, 8);
+        insta::assert_snapshot!(terminal.backend());
+        let pending = &terminal.backend().buffer()[(TIME_WIDTH as u16 + 6, 4)];
+        assert!(pending.modifier.contains(Modifier::DIM), "{pending:?}");
     }
 
     #[test]

@@ -302,6 +302,8 @@ async fn rooms_slash_commands_and_the_log() {
             "Client #2 has entered the chat",
             "Client #2: in ops",
             "Client #1: /frobnicate",
+            // #main's history, received on joining it.
+            "Client #3 has entered the chat",
             "Client #1 has entered the chat",
         ],
         "{logged}"
@@ -386,4 +388,76 @@ async fn a_mention_while_unfocused_rings_and_notifies() {
         tui.wait_for_exit().await;
         other.recv().await;
     }
+}
+
+/// Over `chat.v1.json`: the history under a divider, names, a message on its way, and
+/// after a lost connection what was missed, once, and what was lost, sent again once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_v1_history_names_and_a_lost_connection_lose_and_repeat_nothing() {
+    use chat::v1::EventKind;
+    let server = TestServer::start().await;
+    let proxy = testkit::proxy::Proxy::start(server.address).await;
+    let mut grace = testkit::v1::V1::connect(&server, "/ws/7?name=Grace").await;
+    grace.seated().await;
+    grace.say("before you came", None).await;
+    grace.event().await;
+
+    let url = format!("ws://{}", proxy.address);
+    let mut tui = Tui::start(&["--server", &url, "--id", "42", "--name", "Ada"]);
+    tui.wait_for("── earlier messages ──").await;
+    tui.wait_for("~Grace: before you came").await;
+    tui.wait_for("~Ada (#42) has entered the chat").await;
+    tui.wait_for("· 2 here (F2) ·").await;
+    let joined = grace.event().await;
+    assert_eq!(joined.name.as_ref().map(|name| name.as_str()), Some("Ada"));
+
+    tui.type_keys("first\r");
+    let first = grace.event().await;
+    assert!(
+        matches!(&first.kind, EventKind::Message { text, nonce: Some(_) } if text == "first"),
+        "{first:?}"
+    );
+    tui.wait_for("~Ada: first").await;
+
+    // The network goes quiet: the next message is shown as on its way, and never
+    // arrives; then the connection drops, and Grace talks while Ada is away.
+    proxy.swallow();
+    tui.type_keys("lost in transit\r");
+    tui.wait_for("sending… ~Ada: lost in transit").await;
+    proxy.cut();
+    tui.wait_for("reconnecting in").await;
+    let left = grace.event().await;
+    assert_eq!((left.id.as_str(), &left.kind), ("42", &EventKind::Leave));
+    grace.say("while you were away", None).await;
+    grace.event().await;
+
+    proxy.restore();
+    tui.type_keys("\u{1b}[15~"); // F5: now
+    tui.wait_for("── 2 events while you were away ──").await;
+    tui.wait_for("~Grace: while you were away").await;
+    // Back: the lost message goes again, once, and comes back confirmed.
+    let rejoined = grace.event().await;
+    assert_eq!(rejoined.kind, EventKind::Join);
+    let resent = grace.event().await;
+    assert!(
+        matches!(&resent.kind, EventKind::Message { text, .. } if text == "lost in transit"),
+        "{resent:?}"
+    );
+    grace.socket.expect_silence().await;
+    let screen = tui.contents();
+    assert!(!screen.contains("sending…"), "confirmed:\n{screen}");
+    for once in [
+        "~Ada: lost in transit",
+        "~Grace: while you were away",
+        "~Grace: before you came",
+    ] {
+        assert_eq!(screen.matches(once).count(), 1, "{once} once:\n{screen}");
+    }
+
+    tui.type_keys("/who\r");
+    tui.wait_for("2 here: ~Ada (#42) (you), ~Grace (#7)").await;
+    tui.type_keys("\u{1b}OQ"); // F2: the member list beside the messages
+    tui.wait_for("│ 2 here").await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
 }

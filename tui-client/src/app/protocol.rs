@@ -1,0 +1,647 @@
+//! What `chat.v1.json` adds to the client: the room's history on connect, under a
+//! divider; after a reconnect, what was missed (or a gap line); names; who is here;
+//! and the messages you send, shown at once as on their way, confirmed by their
+//! nonce, and sent again once if a lost connection may have lost them.
+
+use std::collections::BTreeMap;
+
+use chat::v1::{DisplayName, Event as RoomEvent, EventKind, Request, ServerFrame, Welcome};
+
+use super::{App, Command, Connection, Entry, Kind};
+use crate::text::sanitize;
+
+/// A message is sent at most this many times: once, and once more after a reconnect
+/// whose resumed history does not have it.
+const MOST_SENDS: u8 = 2;
+
+/// What the `chat.v1.json` connections so far have told, kept across reconnects.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    /// Whether ids and names are proven by tokens (otherwise names are claimed).
+    pub verified: bool,
+    /// Who is in the room, by id.
+    pub members: BTreeMap<String, Member>,
+    /// The name the server knows us by, if any.
+    pub my_name: Option<DisplayName>,
+    room: String,
+    epoch: String,
+    /// The last event shown.
+    last_offset: u64,
+    /// The welcome's offset: events up to it are history.
+    live_from: u64,
+    /// A divider to draw before the next history event, if one comes.
+    divider: Option<String>,
+    unconfirmed: Vec<Unconfirmed>,
+    /// Sent so far, for nonces.
+    sent: u64,
+    nonce_seed: String,
+}
+
+/// One person in the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Connections with this id.
+    pub connections: usize,
+    pub name: Option<DisplayName>,
+}
+
+/// A message of ours the server has not sent back yet.
+#[derive(Debug, Clone)]
+struct Unconfirmed {
+    nonce: String,
+    frame: String,
+    /// The number of its entry (see [`super::View::At`]).
+    entry: u64,
+    sends: u8,
+    /// The connection it was last sent on (0: not sent yet).
+    sent_on: u64,
+}
+
+impl Session {
+    /// How `id` is shown: its name, marked with `~` when names are claimed rather than
+    /// proven (as IRC marks an ident it could not check), or the tutorial's `Client #id`.
+    pub fn label(&self, id: &str, name: Option<&DisplayName>) -> String {
+        match name {
+            Some(name) if self.verified => name.to_string(),
+            Some(name) => format!("~{name}"),
+            None => format!("Client #{id}"),
+        }
+    }
+
+    /// Who is here, one line each, sorted as shown: `~Ada (#42)`, `Client #7`.
+    pub fn roster(&self, my_id: &str) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .members
+            .iter()
+            .map(|(id, member)| {
+                let label = match &member.name {
+                    Some(name) => format!("{} (#{id})", self.label(id, Some(name))),
+                    None => self.label(id, None),
+                };
+                if id == my_id {
+                    format!("{label} (you)")
+                } else {
+                    label
+                }
+            })
+            .collect();
+        lines.sort_by_key(|line| line.trim_start_matches('~').to_lowercase());
+        lines
+    }
+
+    fn arrived(&mut self, id: &str, name: Option<&DisplayName>, change: isize) {
+        let member = self.members.entry(id.to_owned()).or_insert(Member {
+            connections: 0,
+            name: None,
+        });
+        member.connections = member.connections.saturating_add_signed(change);
+        if name.is_some() {
+            member.name = name.cloned();
+        }
+        if member.connections == 0 {
+            self.members.remove(id);
+        }
+    }
+}
+
+impl App {
+    /// One `chat.v1.json` frame.
+    pub(super) fn frame(&mut self, frame: ServerFrame) -> Option<Command> {
+        match frame {
+            ServerFrame::Welcome(frame) => {
+                self.welcome(frame.welcome);
+                None
+            }
+            ServerFrame::Event(event) => self.room_event(event),
+        }
+    }
+
+    fn welcome(&mut self, welcome: Welcome) {
+        self.max_message_bytes = welcome.limits.max_message_bytes;
+        let session = self.session.get_or_insert_with(|| Session {
+            nonce_seed: format!("{:06x}", fastrand::u32(..0xff_ffff)),
+            ..Session::default()
+        });
+        let room_changed = session.room != welcome.room;
+        let first = session.epoch.is_empty() || room_changed;
+        // What was on its way to the room left behind is not sent to this one.
+        let abandoned: Vec<u64> = if room_changed {
+            session
+                .unconfirmed
+                .drain(..)
+                .map(|waiting| waiting.entry)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        session.room = welcome.room;
+        let same_history = session.epoch == welcome.epoch && !room_changed;
+        let missed = welcome.offset.saturating_sub(session.last_offset);
+        if !same_history {
+            session.last_offset = 0;
+        }
+        session.epoch = welcome.epoch;
+        session.live_from = welcome.offset;
+        session.verified = welcome.verified;
+        session.members.clear();
+        for present in &welcome.members {
+            session.arrived(&present.id, present.name.as_ref(), 1);
+        }
+        session.divider = if first {
+            Some("earlier messages".to_owned())
+        } else if welcome.recovered && missed > 0 {
+            let messages = if missed == 1 { "event" } else { "events" };
+            Some(format!("{missed} {messages} while you were away"))
+        } else {
+            None
+        };
+        if !first && !welcome.recovered {
+            self.divider("a gap: what was said while you were away could not all be recovered");
+        }
+        for number in abandoned {
+            if let Some(entry) = self.entry_mut(number) {
+                entry.time = "not sent".to_owned();
+            }
+        }
+    }
+
+    fn room_event(&mut self, event: RoomEvent) -> Option<Command> {
+        let session = self.session.as_mut()?;
+        if event.offset <= session.last_offset {
+            // Shown before the reconnection.
+            return None;
+        }
+        session.last_offset = event.offset;
+        let history = event.offset <= session.live_from;
+        if history && let Some(divider) = session.divider.take() {
+            self.divider(&divider);
+        }
+        let session = self.session.as_mut()?;
+        let name = event.name.as_ref();
+        let label = session.label(&event.id, name);
+        match &event.kind {
+            EventKind::Join | EventKind::Leave => {
+                let joined = event.kind == EventKind::Join;
+                if !history {
+                    session.arrived(&event.id, name, if joined { 1 } else { -1 });
+                }
+                let mine = event.id == self.id;
+                if mine && joined {
+                    session.my_name = event.name.clone();
+                }
+                let who = match name {
+                    Some(_) => format!("{label} (#{})", event.id),
+                    None => label,
+                };
+                let what = if joined {
+                    "has entered the chat"
+                } else {
+                    "has left the chat"
+                };
+                let text = format!("{who} {what}");
+                self.received(&text);
+                self.push(Entry {
+                    time: (self.event_time)(event.ts),
+                    text: sanitize(&text),
+                    kind: Kind::Presence,
+                });
+                // Our own join is the first live event: what did not come back by
+                // then may have been lost with the connection, and goes again.
+                let live_join = mine && joined && !history;
+                return live_join.then(|| self.resend()).flatten();
+            }
+            EventKind::Message { text, nonce } => {
+                let line = format!("{label}: {text}");
+                self.received(&line);
+                if let Some(nonce) = nonce
+                    && self.confirm(nonce, event.ts)
+                {
+                    return None;
+                }
+                let mine = event.id == self.id;
+                let mentions_me = !mine && self.mentions_me(text);
+                let prefix = sanitize(&label).len() + 1;
+                self.push(Entry {
+                    time: (self.event_time)(event.ts),
+                    text: sanitize(&line),
+                    kind: Kind::Said {
+                        id: event.id.clone(),
+                        mine,
+                        prefix,
+                        mentions_me,
+                        pending: false,
+                    },
+                });
+                let ring = mentions_me && self.notify && !self.focused && !history;
+                if ring {
+                    return Some(Command::Notify(sanitize(&line).replace('\n', " ")));
+                }
+            }
+        }
+        None
+    }
+
+    /// Marks the message sent with `nonce` as confirmed, if it is ours.
+    fn confirm(&mut self, nonce: &str, ts: u64) -> bool {
+        let Some(session) = self.session.as_mut() else {
+            return false;
+        };
+        let Some(index) = session
+            .unconfirmed
+            .iter()
+            .position(|waiting| waiting.nonce == nonce)
+        else {
+            return false;
+        };
+        let waiting = session.unconfirmed.remove(index);
+        let time = (self.event_time)(ts);
+        if let Some(entry) = self.entry_mut(waiting.entry) {
+            entry.time = time;
+            if let Kind::Said { pending, .. } = &mut entry.kind {
+                *pending = false;
+            }
+        }
+        true
+    }
+
+    /// Sends the messages a lost connection may have lost: those sent on an earlier
+    /// connection (or not sent at all) that did not come back in the resumed history,
+    /// each at most [`MOST_SENDS`] times in all.
+    fn resend(&mut self) -> Option<Command> {
+        let connection = self.connections;
+        let session = self.session.as_mut()?;
+        let mut frames = Vec::new();
+        let mut given_up = Vec::new();
+        session.unconfirmed.retain_mut(|waiting| {
+            if waiting.sent_on == connection {
+                return true;
+            }
+            if waiting.sends >= MOST_SENDS {
+                given_up.push(waiting.entry);
+                return false;
+            }
+            waiting.sends += 1;
+            waiting.sent_on = connection;
+            frames.push(waiting.frame.clone());
+            true
+        });
+        for number in &given_up {
+            if let Some(entry) = self.entry_mut(*number) {
+                entry.time = "not sent".to_owned();
+            }
+        }
+        if !given_up.is_empty() {
+            self.notice(&format!(
+                "{} of your messages never came back from the server, after two tries: marked \"not sent\"",
+                given_up.len()
+            ));
+        }
+        (!frames.is_empty()).then_some(Command::Resend(frames))
+    }
+
+    /// The line in the input, said over `chat.v1.json`: shown at once as on its way,
+    /// sent now if connected, and otherwise as soon as the connection is back.
+    pub(super) fn say_v1(&mut self) -> Option<Command> {
+        let escaped = usize::from(self.input.text().starts_with("//"));
+        let text = self.input.text()[escaped..].to_owned();
+        let id = self.id.clone();
+        let session = self.session.as_mut()?;
+        session.sent += 1;
+        let nonce = format!("{id}-{}-{}", session.nonce_seed, session.sent);
+        let frame = Request::Message {
+            text: text.clone(),
+            nonce: Some(nonce.clone()),
+        }
+        .to_json();
+        if frame.len() > self.max_message_bytes {
+            let limit = self.max_message_bytes;
+            self.notice(&format!(
+                "your message is {} bytes as sent and the server takes at most {limit}: it is kept, to shorten",
+                frame.len()
+            ));
+            return None;
+        }
+        let label = session.label(&id, session.my_name.as_ref());
+        let connected = self.v1 && self.connection == Connection::Connected;
+        let number = self.first_entry + self.entries.len() as u64;
+        session.unconfirmed.push(Unconfirmed {
+            nonce,
+            frame: frame.clone(),
+            entry: number,
+            sends: u8::from(connected),
+            sent_on: if connected { self.connections } else { 0 },
+        });
+        let line = format!("{label}: {text}");
+        let prefix = sanitize(&label).len() + 1;
+        self.push(Entry {
+            time: "sending…".to_owned(),
+            text: sanitize(&line),
+            kind: Kind::Said {
+                id,
+                mine: true,
+                prefix,
+                mentions_me: false,
+                pending: true,
+            },
+        });
+        self.input.submit();
+        self.scroll_to_bottom();
+        if connected {
+            Some(Command::Send(frame))
+        } else {
+            self.notice("not connected: your message goes as soon as the connection is back");
+            None
+        }
+    }
+
+    /// Puts a `chat.v1.json` frame that could not be handed to the network back among
+    /// those to send with the next connection; false if it is not one of ours.
+    pub(super) fn requeue(&mut self, frame: &str) -> bool {
+        let Some(session) = self.session.as_mut() else {
+            return false;
+        };
+        let Some(waiting) = session
+            .unconfirmed
+            .iter_mut()
+            .find(|waiting| waiting.frame == frame)
+        else {
+            return false;
+        };
+        waiting.sends = waiting.sends.saturating_sub(1);
+        waiting.sent_on = 0;
+        true
+    }
+
+    /// `/who`: who is here, as a notice.
+    pub(super) fn who(&mut self) {
+        let Some(session) = &self.session else {
+            self.notice(
+                "/who needs a server that speaks chat.v1.json; this one does not say who is here",
+            );
+            return;
+        };
+        let roster = session.roster(&self.id);
+        let count = roster.len();
+        self.notice(&format!("{count} here: {}", roster.join(", ")));
+    }
+
+    fn entry_mut(&mut self, number: u64) -> Option<&mut Entry> {
+        let index = number.checked_sub(self.first_entry)?;
+        self.entries.get_mut(usize::try_from(index).ok()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, NetEvent};
+    use chat::v1::{Limits, Present, WelcomeFrame, WelcomeTag};
+    use crossterm::event::{Event as TerminalEvent, KeyCode, KeyEvent};
+
+    fn noon() -> String {
+        "12:00:00".to_owned()
+    }
+
+    fn at(ts: u64) -> String {
+        format!("t{ts}")
+    }
+
+    fn app() -> App {
+        let mut app = App::new("ws://localhost:8000".into(), "42".into(), 1000, noon);
+        app.event_time = at;
+        app.update(Event::Terminal(TerminalEvent::Resize(80, 24)));
+        app
+    }
+
+    fn welcome(offset: u64, members: &[(&str, Option<&str>)], recovered: bool) -> Event {
+        let welcome = Welcome {
+            id: "42".into(),
+            room: "main".into(),
+            epoch: "e1".into(),
+            offset,
+            members: members
+                .iter()
+                .map(|(id, name)| Present {
+                    id: (*id).into(),
+                    name: name.map(|name| DisplayName::parse(name).unwrap()),
+                    since: 1,
+                })
+                .collect(),
+            recovered,
+            verified: false,
+            limits: Limits {
+                max_message_bytes: 1000,
+                max_nonce_chars: 64,
+                history: 100,
+            },
+        };
+        Event::Net(NetEvent::Frame(ServerFrame::Welcome(WelcomeFrame {
+            kind: WelcomeTag::Welcome,
+            welcome,
+        })))
+    }
+
+    fn event(offset: u64, id: &str, name: Option<&str>, kind: EventKind) -> Event {
+        Event::Net(NetEvent::Frame(ServerFrame::Event(RoomEvent {
+            offset,
+            ts: offset * 1000,
+            id: id.into(),
+            name: name.map(|name| DisplayName::parse(name).unwrap()),
+            kind,
+        })))
+    }
+
+    fn said(text: &str, nonce: Option<&str>) -> EventKind {
+        EventKind::Message {
+            text: text.into(),
+            nonce: nonce.map(str::to_owned),
+        }
+    }
+
+    fn connected(app: &mut App) {
+        app.update(Event::Net(NetEvent::Connecting));
+        app.update(Event::Net(NetEvent::Connected { v1: true }));
+    }
+
+    fn lines(app: &App) -> Vec<String> {
+        app.entries
+            .iter()
+            .map(|entry| format!("{} {}", entry.time, entry.text))
+            .collect()
+    }
+
+    fn type_and_send(app: &mut App, text: &str) -> Option<Command> {
+        app.update(Event::Terminal(TerminalEvent::Paste(text.into())));
+        app.update(Event::Terminal(TerminalEvent::Key(KeyEvent::from(
+            KeyCode::Enter,
+        ))))
+    }
+
+    #[test]
+    fn the_history_comes_under_a_divider_with_its_own_times_and_claimed_names_marked() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(2, &[("7", Some("Grace"))], false));
+        app.update(event(1, "7", Some("Grace"), EventKind::Join));
+        app.update(event(2, "7", Some("Grace"), said("before you came", None)));
+        app.update(event(3, "42", None, EventKind::Join));
+        assert_eq!(
+            lines(&app),
+            [
+                " ── earlier messages ──",
+                "t1000 ~Grace (#7) has entered the chat",
+                "t2000 ~Grace: before you came",
+                "t3000 Client #42 has entered the chat",
+            ]
+        );
+        assert!(matches!(
+            app.entries[2].kind,
+            Kind::Said {
+                prefix: 7,
+                mine: false,
+                ..
+            }
+        ));
+        app.update(event(
+            4,
+            "7",
+            Some("Grace"),
+            said("hi 42 and grace fans", None),
+        ));
+        assert!(matches!(
+            app.entries[4].kind,
+            Kind::Said {
+                mentions_me: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_message_is_shown_at_once_as_on_its_way_and_confirmed_by_its_echo_once() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "42", None, EventKind::Join));
+        let Some(Command::Send(frame)) = type_and_send(&mut app, "hello") else {
+            panic!("sent");
+        };
+        let Ok(Request::Message { text, nonce }) = Request::parse(&frame) else {
+            panic!("{frame}");
+        };
+        assert_eq!(text, "hello");
+        assert_eq!(lines(&app).last().unwrap(), "sending… Client #42: hello");
+        assert!(matches!(
+            app.entries.back().unwrap().kind,
+            Kind::Said { pending: true, .. }
+        ));
+        app.update(event(2, "42", None, said("hello", nonce.as_deref())));
+        assert_eq!(lines(&app).last().unwrap(), "t2000 Client #42: hello");
+        assert!(matches!(
+            app.entries.back().unwrap().kind,
+            Kind::Said { pending: false, .. }
+        ));
+        assert_eq!(app.entries.len(), 2, "shown once");
+    }
+
+    #[test]
+    fn after_a_reconnect_what_was_missed_comes_under_a_line_and_what_was_lost_goes_once_more() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "42", None, EventKind::Join));
+        let Some(Command::Send(lost)) = type_and_send(&mut app, "lost with the connection") else {
+            panic!("sent");
+        };
+        // The connection goes before the echo; offline, the next one waits.
+        app.update(Event::Net(NetEvent::Disconnected {
+            reason: "connection reset".into(),
+        }));
+        app.update(Event::Net(NetEvent::Retrying { seconds: 1 }));
+        assert_eq!(type_and_send(&mut app, "typed while away"), None);
+        assert_eq!(
+            lines(&app)
+                .last()
+                .unwrap()
+                .contains("as soon as the connection is back"),
+            true
+        );
+
+        connected(&mut app);
+        app.update(welcome(3, &[("7", None)], true));
+        app.update(event(2, "42", None, EventKind::Leave));
+        app.update(event(3, "7", None, said("while you were away", None)));
+        let resent = app.update(event(4, "42", None, EventKind::Join));
+        let Some(Command::Resend(frames)) = resent else {
+            panic!("{resent:?}");
+        };
+        assert_eq!(frames.len(), 2);
+        assert_eq!(
+            frames[0], lost,
+            "the same nonce: the server's history can tell"
+        );
+        assert!(frames[1].contains("typed while away"));
+        let shown = lines(&app);
+        let divider = shown
+            .iter()
+            .position(|line| line == " ── 2 events while you were away ──")
+            .expect("a divider");
+        assert_eq!(shown[divider + 2], "t3000 Client #7: while you were away");
+
+        // Another reconnect before the echoes: each goes once more at most.
+        connected(&mut app);
+        app.update(welcome(4, &[("7", None)], true));
+        let again = app.update(event(5, "42", None, EventKind::Join));
+        let Some(Command::Resend(frames)) = again else {
+            panic!("{again:?}");
+        };
+        assert_eq!(frames.len(), 1, "only the one sent once so far");
+        connected(&mut app);
+        app.update(welcome(5, &[("7", None)], true));
+        assert_eq!(app.update(event(6, "42", None, EventKind::Join)), None);
+        assert!(lines(&app).iter().any(|line| line.starts_with("not sent")));
+    }
+
+    #[test]
+    fn a_gap_is_said_when_the_room_no_longer_has_what_was_missed() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "42", None, EventKind::Join));
+        connected(&mut app);
+        app.update(welcome(10, &[], false));
+        assert!(
+            lines(&app)
+                .last()
+                .unwrap()
+                .contains("a gap: what was said while you were away could not all be recovered")
+        );
+    }
+
+    #[test]
+    fn who_is_here_follows_the_welcome_the_joins_and_the_leaves() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(
+            2,
+            &[("7", Some("Grace")), ("7", Some("Grace")), ("9", None)],
+            false,
+        ));
+        app.update(event(3, "42", Some("Ada"), EventKind::Join));
+        app.update(event(4, "9", None, EventKind::Leave));
+        app.update(event(5, "7", Some("Grace"), EventKind::Leave));
+        app.update(Event::Terminal(TerminalEvent::Paste("/who".into())));
+        app.update(Event::Terminal(TerminalEvent::Key(KeyEvent::from(
+            KeyCode::Enter,
+        ))));
+        assert_eq!(
+            app.entries.back().unwrap().text,
+            "* 2 here: ~Ada (#42) (you), ~Grace (#7)",
+            "Grace had two connections and closed one"
+        );
+        app.update(Event::Terminal(TerminalEvent::Key(KeyEvent::from(
+            KeyCode::F(2),
+        ))));
+        assert!(app.show_members);
+    }
+}
