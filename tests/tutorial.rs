@@ -121,7 +121,10 @@ async fn chat_tui_in_a_terminal_speaks_plain_text_with_the_tutorials_server() {
     watcher.send("hi five").await;
     tui.wait_for("Client #7: hi five").await;
     let screen = tui.contents();
-    assert!(!screen.contains("here (F2)"), "no member list without v1:\n{screen}");
+    assert!(
+        !screen.contains("here (F2)"),
+        "no member list without v1:\n{screen}"
+    );
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }
