@@ -1,10 +1,12 @@
 //! How fast `chat-tui` takes in a busy room: messages applied to a full scrollback and
 //! drawn as the event loop draws them (one frame per batch), on ratatui's `TestBackend`.
+//! With `v1`, each message is a `chat.v1.json` frame, read as the network task reads it.
 //!
-//! `cargo run --release -p chat-tui --example ingest [SCROLLBACK] [MESSAGES]`
+//! `cargo run --release -p chat-tui --example ingest [SCROLLBACK] [MESSAGES] [plain|v1]`
 
 use std::time::Instant;
 
+use chat::v1::ServerFrame;
 use chat_tui::app::App;
 use chat_tui::event::{Event, NetEvent};
 use chat_tui::ui;
@@ -12,9 +14,17 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1).map(|arg| arg.parse::<usize>());
-    let scrollback = args.next().transpose()?.unwrap_or(10_000);
-    let messages = args.next().transpose()?.unwrap_or(100_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |index: usize, default: usize| -> anyhow::Result<usize> {
+        Ok(args
+            .get(index)
+            .map(|arg| arg.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let scrollback = number(0, 10_000)?;
+    let messages = number(1, 100_000)?;
+    let v1 = args.get(2).is_some_and(|protocol| protocol == "v1");
     // The event loop applies up to this many waiting events before one draw.
     const BATCH: usize = 64;
 
@@ -22,10 +32,26 @@ fn main() -> anyhow::Result<()> {
         "12:00:00".to_owned()
     });
     let mut terminal = Terminal::new(TestBackend::new(100, 30))?;
-    let received = |n: usize| {
-        Event::Net(NetEvent::Received {
-            text: format!("Client #7: message {n} with a few words to wrap and draw"),
-        })
+    let mut offset = 1;
+    if v1 {
+        let welcome = r#"{"type":"welcome","id":"42","room":"main","epoch":"e","offset":0,"members":[],"recovered":false,"verified":false,"limits":{"max_message_bytes":65536,"max_nonce_chars":64,"history":1000}}"#;
+        app.update(Event::Net(NetEvent::Connected { v1: true }));
+        app.update(Event::Net(NetEvent::Frame(ServerFrame::parse(welcome)?)));
+    }
+    let mut received = |n: usize| {
+        let text = format!("message {n} with a few words to wrap and draw");
+        if !v1 {
+            return Event::Net(NetEvent::Received {
+                text: format!("Client #7: {text}"),
+            });
+        }
+        offset += 1;
+        let frame = format!(
+            r#"{{"offset":{offset},"ts":1795762988896,"id":"7","name":"Grace","type":"message","text":"{text}"}}"#
+        );
+        Event::Net(NetEvent::Frame(
+            ServerFrame::parse(&frame).expect("a frame"),
+        ))
     };
     for n in 0..scrollback {
         app.update(received(n));
@@ -46,7 +72,8 @@ fn main() -> anyhow::Result<()> {
         }
         let seconds = started.elapsed().as_secs_f64();
         println!(
-            "scrollback {scrollback} full, {}: {messages} messages in {seconds:.2} s, {:.0} messages/s",
+            "{}, scrollback {scrollback} full, {}: {messages} messages in {seconds:.2} s, {:.0} messages/s",
+            if v1 { "chat.v1.json" } else { "plain" },
             if scrolled_up {
                 "scrolled up"
             } else {
