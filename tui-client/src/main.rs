@@ -228,6 +228,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     let network = tokio::spawn(net::run(target, lines, events_in.clone(), steering.clone()));
 
     let _restore_on_exit = TerminalGuard::enter(mouse)?;
+    chat_tui::text::set_quirks(measure_quirks());
     let mut terminal = Terminal::new(CrosstermBackend::new(BasicColours::new(io::stdout())))
         .context("opening the terminal")?;
     terminal.clear()?;
@@ -293,6 +294,26 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     drop(lines_out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), network).await;
     Ok(())
+}
+
+/// Draws each of [`chat_tui::text::PROBES`] in the top left corner and asks the terminal
+/// where that left the cursor: how many columns it drew it in. A terminal that does not
+/// answer (crossterm waits 2 s) is taken to draw them as they are counted.
+fn measure_quirks() -> chat_tui::text::Quirks {
+    let mut columns = [0; chat_tui::text::PROBES.len()];
+    let mut stdout = io::stdout();
+    for (index, probe) in chat_tui::text::PROBES.iter().enumerate() {
+        let drawn = execute!(stdout, cursor::MoveTo(0, 0), crossterm::style::Print(probe));
+        match drawn.and_then(|()| cursor::position()) {
+            Ok((column, _)) => columns[index] = usize::from(column),
+            Err(_) => return chat_tui::text::Quirks::default(),
+        }
+    }
+    let _ = execute!(
+        stdout,
+        crossterm::terminal::Clear(crossterm::terminal::ClearType::All)
+    );
+    chat_tui::text::Quirks::measured(columns)
 }
 
 /// Rings the bell and asks for a desktop notification, in the two forms terminals know

@@ -4,7 +4,98 @@
 //! look like two. Every character that could steer the terminal or reorder what is drawn
 //! becomes a visible placeholder here, before any widget sees it.
 
-use unicode_width::UnicodeWidthChar;
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::UnicodeWidthStr;
+
+/// Emoji sequences that a terminal may draw at another width than the one Unicode gives
+/// them (and ratatui counts): each `true` here is one this terminal was measured to draw
+/// differently. Drawn as they are, they would shift the rest of their row and leave
+/// stray glyphs behind; so they are drawn in a simpler form both agree on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quirks {
+    /// A character with the emoji presentation selector (U+FE0F), `❤️`: drawn without it.
+    pub presentation: bool,
+    /// Emoji joined by zero-width joiners, `👨‍👩‍👧`: drawn as the emoji side by side.
+    pub joined: bool,
+    /// Flags, pairs of regional indicators, `🇫🇷`: drawn as their letters, `FR`.
+    pub flags: bool,
+    /// Keycaps, `1️⃣`: drawn as the key's character.
+    pub keycaps: bool,
+}
+
+/// One sample of each kind of sequence in [`Quirks`], to draw and measure.
+pub const PROBES: [&str; 4] = [
+    "\u{2764}\u{fe0f}",
+    "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}",
+    "\u{1f1eb}\u{1f1f7}",
+    "1\u{fe0f}\u{20e3}",
+];
+
+impl Quirks {
+    /// From the columns this terminal took to draw each of [`PROBES`], in order.
+    pub fn measured(columns: [usize; 4]) -> Self {
+        let differs = |index: usize| columns[index] != width(PROBES[index]);
+        Self {
+            presentation: differs(0),
+            joined: differs(1),
+            flags: differs(2),
+            keycaps: differs(3),
+        }
+    }
+
+    fn any(self) -> bool {
+        self != Self::default()
+    }
+}
+
+static QUIRKS: OnceLock<Quirks> = OnceLock::new();
+
+/// Says how this terminal draws the sequences in [`Quirks`]; once, at start.
+pub fn set_quirks(quirks: Quirks) {
+    let _ = QUIRKS.set(quirks);
+}
+
+/// `text` with the sequences this terminal draws differently in their simpler form.
+pub fn for_this_terminal(text: &str) -> Cow<'_, str> {
+    flatten(text, QUIRKS.get().copied().unwrap_or_default())
+}
+
+/// `text` with each kind of sequence `quirks` names drawn in its simpler form.
+pub fn flatten(text: &str, quirks: Quirks) -> Cow<'_, str> {
+    if !quirks.any() || text.is_ascii() {
+        return Cow::Borrowed(text);
+    }
+    let mut flat = String::with_capacity(text.len());
+    for grapheme in text.graphemes(true) {
+        let mut chars = grapheme.chars();
+        let first = chars.next().unwrap_or(' ');
+        if quirks.keycaps && grapheme.ends_with('\u{20e3}') {
+            flat.push(first);
+        } else if quirks.flags && grapheme.chars().count() == 2 && grapheme.chars().all(is_regional)
+        {
+            for indicator in grapheme.chars() {
+                let letter = u32::from(indicator) - 0x1f1e6 + u32::from('A');
+                flat.push(char::from_u32(letter).unwrap_or('?'));
+            }
+        } else {
+            for c in grapheme.chars() {
+                let dropped =
+                    (quirks.joined && c == '\u{200d}') || (quirks.presentation && c == '\u{fe0f}');
+                if !dropped {
+                    flat.push(c);
+                }
+            }
+        }
+    }
+    Cow::Owned(flat)
+}
+
+fn is_regional(c: char) -> bool {
+    ('\u{1f1e6}'..='\u{1f1ff}').contains(&c)
+}
 
 /// Replaces every control character with a visible stand-in.
 ///
@@ -13,7 +104,11 @@ use unicode_width::UnicodeWidthChar;
 ///   which turns them into continuation lines.
 /// - C1 controls (U+0080..U+009F), which some terminals obey like ESC sequences, and the
 ///   bidi overrides and isolates, which can make text read backwards, become `�`.
+///
+/// The result is also drawn in the form this terminal draws at the width it is counted
+/// at (see [`Quirks`]).
 pub fn sanitize(text: &str) -> String {
+    let text = for_this_terminal(text);
     let mut safe = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -57,13 +152,10 @@ fn is_bidi_control(c: char) -> bool {
     )
 }
 
-/// The number of terminal columns `text` takes, once sanitized.
+/// The number of terminal columns `text` takes, once sanitized: character by
+/// character as the user sees them (grapheme clusters), as ratatui draws them.
 pub fn width(text: &str) -> usize {
-    text.chars().map(char_width).sum()
-}
-
-fn char_width(c: char) -> usize {
-    c.width().unwrap_or(0)
+    text.graphemes(true).map(UnicodeWidthStr::width).sum()
 }
 
 /// Splits sanitized `text` into rows of at most `columns` display columns: at newlines,
@@ -80,8 +172,8 @@ pub fn wrap(text: &str, columns: usize) -> Vec<String> {
         let mut row_width = 0;
         // Where the row could be broken: a byte offset into `row`.
         let mut last_break: Option<usize> = None;
-        for c in paragraph.chars() {
-            let w = char_width(c);
+        for c in paragraph.graphemes(true) {
+            let w = c.width();
             if w > 1 {
                 last_break = Some(row.len());
             }
@@ -95,9 +187,9 @@ pub fn wrap(text: &str, columns: usize) -> Vec<String> {
                 row = carried;
                 last_break = None;
             }
-            row.push(c);
+            row.push_str(c);
             row_width += w;
-            if c == ' ' || w > 1 {
+            if c == " " || w > 1 {
                 last_break = Some(row.len());
             }
         }
@@ -148,6 +240,28 @@ mod tests {
     }
 
     #[test]
+    fn sequences_a_terminal_draws_differently_are_drawn_simply() {
+        let text = "a❤️ b👨‍👩‍👧 c🇫🇷 d1️⃣ e";
+        assert_eq!(flatten(text, Quirks::default()), text);
+        let all = Quirks {
+            presentation: true,
+            joined: true,
+            flags: true,
+            keycaps: true,
+        };
+        assert_eq!(flatten(text, all), "a❤ b👨👩👧 cFR d1 e");
+        let joined_only = Quirks {
+            joined: true,
+            ..Quirks::default()
+        };
+        assert_eq!(flatten(text, joined_only), "a❤️ b👨👩👧 c🇫🇷 d1️⃣ e");
+        // Measured against what each is counted as: a terminal that draws the family as
+        // three emoji and the rest as counted.
+        assert_eq!(Quirks::measured([2, 6, 2, 2]), joined_only);
+        assert_eq!(Quirks::measured([2, 2, 2, 2]), Quirks::default());
+    }
+
+    #[test]
     fn wrapping_breaks_at_spaces_and_splits_long_words() {
         assert_eq!(wrap("the quick brown fox", 10), ["the quick ", "brown fox"]);
         assert_eq!(wrap("abcdefghijkl", 5), ["abcde", "fghij", "kl"]);
@@ -164,5 +278,7 @@ mod tests {
         for row in wrap("混合 mixed 文字 text 🎉 and more", 7) {
             assert!(width(&row) <= 7, "{row:?}");
         }
+        // A family is one two-column character, never cut in its middle.
+        assert_eq!(wrap("ab👨‍👩‍👧cd", 3), ["ab", "👨‍👩‍👧", "cd"]);
     }
 }

@@ -9,7 +9,7 @@ use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
 use crate::app::{App, Connection, Entry, Kind, TIME_WIDTH, View};
-use crate::text::{safe_char, sanitize_line, width};
+use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
 const KEY_HINT: &str = "Enter send · PgUp scroll · ^C quit ";
@@ -253,7 +253,10 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
 fn render_input(app: &App, area: Rect, frame: &mut Frame) {
     // Measured as ratatui draws it, grapheme cluster by cluster (a family emoji is one
     // two-column character, not five), after each control is made visible.
-    let visible_text = |text: &str| -> String { text.chars().map(safe_char).collect() };
+    let visible_text = |text: &str| -> String {
+        let safe: String = text.chars().map(safe_char).collect();
+        for_this_terminal(&safe).into_owned()
+    };
     let before = visible_text(app.input.before_cursor());
     let after = visible_text(&app.input.text()[app.input.cursor()..]);
     let cursor_column: usize = before.graphemes(true).map(UnicodeWidthStr::width).sum();

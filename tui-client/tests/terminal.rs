@@ -289,6 +289,19 @@ async fn rooms_slash_commands_and_the_log() {
     assert_eq!(ops.recv().await, "Client #1 has left the chat");
     assert_eq!(main.recv().await, "Client #1 has entered the chat");
     tui.wait_for("● connected · id 1 · #main").await;
+    // #main's history, then our join there (the second on screen), before quitting.
+    tui.wait_for("Client #3 has entered the chat").await;
+    testkit::within("the join in #main", async {
+        while tui
+            .contents()
+            .matches("Client #1 has entered the chat")
+            .count()
+            < 2
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    })
+    .await;
     tui.type_keys("/quit\r");
     assert!(tui.wait_for_exit().await.success());
 
@@ -458,6 +471,40 @@ async fn over_v1_history_names_and_a_lost_connection_lose_and_repeat_nothing() {
     tui.wait_for("2 here: ~Ada (#42) (you), ~Grace (#7)").await;
     tui.type_keys("\u{1b}OQ"); // F2: the member list beside the messages
     tui.wait_for("│ 2 here").await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+/// Emoji sequences that this terminal (vt100, which counts character by character, as
+/// many terminals and older tmux do) draws at another width than Unicode gives them are
+/// measured at start and drawn in a simpler form, so that nothing after them shifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emoji_this_terminal_draws_at_another_width_are_drawn_simply_and_rows_stay_aligned() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start(&["--server", &url, "--id", "42"]);
+    tui.wait_for("● connected · id 42").await;
+    let mut seven = server.join("7", "7").await;
+    seven
+        .send("\u{2764}\u{fe0f} \u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467} 1\u{fe0f}\u{20e3} \u{1f1eb}\u{1f1f7} end")
+        .await;
+    tui.wait_for("Client #7: ❤ 👨👩👧 1 🇫🇷 end").await;
+    let row = tui
+        .contents()
+        .lines()
+        .find(|line| line.contains("Client #7: ❤"))
+        .expect("the row")
+        .to_owned();
+    assert!(
+        row.ends_with("🇫🇷 end"),
+        "nothing after the emoji moved: {row:?}"
+    );
+
+    // The input line too: the cursor sits right after what is drawn.
+    tui.type_keys("x\u{2764}\u{fe0f}y");
+    tui.wait_for("› x❤y").await;
+    let (row, column) = tui.screen().screen().cursor_position();
+    assert_eq!((row, column), (23, 5), "after `› x❤y`");
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }
