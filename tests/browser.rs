@@ -1065,6 +1065,7 @@ async fn a_name_typed_in_the_page_is_shown_marked_unverified_with_the_id_in_a_to
         listed.contains("~Grace (#7)") && listed.contains(&format!("~Ada (#{id}) (you)")),
         "{listed}"
     );
+    screenshot(&page, "names.png").await;
 
     // The name is kept for the next visit.
     page.refresh().await.expect("reload");

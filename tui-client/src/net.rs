@@ -162,6 +162,14 @@ impl Target {
         }
     }
 
+    /// The endpoint as people are shown it: without the query, whose name, room and
+    /// place in the history are said elsewhere.
+    pub fn shown(&self) -> String {
+        let mut url = self.url.clone();
+        url.set_query(None);
+        url.to_string()
+    }
+
     /// The same endpoint, asking to resume after `resume`'s last event.
     fn resuming(&self, resume: &Resume) -> Self {
         let mut url = self.url.clone();
@@ -406,9 +414,11 @@ pub async fn run(
                 offer_v1 = false;
                 continue;
             }
-            Err(Failure::Passing(reason)) => format!("cannot connect to {}: {reason}", attempt.url),
+            Err(Failure::Passing(reason)) => {
+                format!("cannot connect to {}: {reason}", attempt.shown())
+            }
             Err(Failure::Lasting(reason)) => {
-                let reason = format!("cannot connect to {}: {reason}", attempt.url);
+                let reason = format!("cannot connect to {}: {reason}", attempt.shown());
                 if news(NetEvent::GaveUp { reason }).await.is_err() {
                     return;
                 }

@@ -29,7 +29,7 @@ pub async fn run(target: &Target, id: &ClientId, max_message_bytes: usize) -> an
     let (mut socket, _) = target
         .connect()
         .await
-        .with_context(|| format!("cannot connect to {}", target.url))?;
+        .with_context(|| format!("cannot connect to {}", target.shown()))?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let mut stdin_open = true;
