@@ -252,13 +252,43 @@ pub struct Welcome {
 
 impl Welcome {
     pub fn to_json(&self) -> String {
-        /// The welcome with its `type` first, as a reader expects it.
+        WelcomeOut {
+            id: &self.id,
+            room: &self.room,
+            epoch: &self.epoch,
+            offset: self.offset,
+            members: self.members.iter().collect(),
+            recovered: self.recovered,
+            verified: self.verified,
+            limits: &self.limits,
+        }
+        .to_json()
+    }
+}
+
+/// A welcome as a server writes it, from borrowed parts: a server writes one for every
+/// newcomer, and a busy room's member list is not copied for each.
+#[derive(Debug, Serialize)]
+pub struct WelcomeOut<'a> {
+    pub id: &'a str,
+    pub room: &'a str,
+    pub epoch: &'a str,
+    pub offset: u64,
+    pub members: Vec<&'a Present>,
+    pub recovered: bool,
+    pub verified: bool,
+    pub limits: &'a Limits,
+}
+
+impl WelcomeOut<'_> {
+    /// The welcome frame's text, its `type` first, as a reader expects it.
+    pub fn to_json(&self) -> String {
         #[derive(Serialize)]
-        struct Tagged<'a> {
+        struct Tagged<'a, 'b> {
             #[serde(rename = "type")]
             kind: &'static str,
             #[serde(flatten)]
-            welcome: &'a Welcome,
+            welcome: &'a WelcomeOut<'b>,
         }
         let tagged = Tagged {
             kind: "welcome",

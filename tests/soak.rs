@@ -337,3 +337,177 @@ async fn soak_durable_history_with_the_default_flags_outlives_the_timers_and_sig
         "every message is in the history after the kill"
     );
 }
+
+/// The real `chat-server` with TLS and tokens and no other flag: a `chat.v1.json`
+/// client over wss (its token in the query, as the page sends it), a plain one (its
+/// token in the header) and `chat-tui --ca-cert --token` in a pty stay connected for
+/// longer than the timers, then chat. A token is checked when a client connects; a
+/// session outlives the token's expiry no more than its own connection does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes 80 s; .ci/run runs it"]
+async fn soak_tls_and_tokens_with_the_default_flags_outlive_the_timers() {
+    use chat_server::identity::{JwtSecret, Tokens};
+    use testkit::tls::TestCa;
+    const SECRET: &str = "a soak secret of thirty-two bytes";
+    let scratch = Scratch::new("soak-tls");
+    let ca = TestCa::new("soak CA");
+    let files = ca.issue_into(scratch.path(), &["localhost"]);
+    let ca_file = ca.write(scratch.path());
+    let secret_file = scratch.path().join("secret");
+    std::fs::write(&secret_file, SECRET).expect("write the secret");
+    let port = testkit::process::free_port();
+    let mut server = Command::new(chat_server_binary())
+        .arg("--tls-cert")
+        .arg(&files.cert)
+        .arg("--tls-key")
+        .arg(&files.key)
+        .arg("--jwt-secret-file")
+        .arg(&secret_file)
+        .args(["--port", &port.to_string()])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chat-server");
+    let log = collect_lines(server.stderr.take().expect("stderr"));
+    wait_for_line(
+        &log,
+        "chat-server",
+        "terminal client: chat-tui --server wss://",
+    )
+    .await;
+    let tokens = Tokens::new(&JwtSecret::new(SECRET).expect("a secret"));
+    let token = |id: &str, name: Option<&str>| {
+        let name = name.map(|name| chat::v1::DisplayName::parse(name).expect("a name"));
+        tokens.mint(
+            &chat::ClientId::parse(id).expect("an id"),
+            Duration::from_secs(3600),
+            name.as_ref(),
+        )
+    };
+    let connector = || tokio_tungstenite::Connector::Rustls(ca.client_config());
+
+    // A chat.v1.json client over wss, reading all along (and so answering pings).
+    let mut request = format!(
+        "wss://localhost:{port}/ws/6?token={}",
+        token("6", Some("Ada"))
+    )
+    .into_client_request()
+    .expect("a request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(chat::v1::SUBPROTOCOL),
+    );
+    let (json_socket, _) = within(
+        "the v1 client's handshake",
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector())),
+    )
+    .await
+    .expect("connect the v1 client");
+    let (mut json_out, mut json_in) = json_socket.split();
+    let heard_as_json = Lines::default();
+    let json_frames = heard_as_json.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = json_in.next().await {
+            if let Message::Text(text) = frame {
+                json_frames.lock().unwrap().push(text.to_string());
+            }
+        }
+        json_frames.lock().unwrap().push("(disconnected)".into());
+    });
+    wait_for_line(&heard_as_json, "the v1 client", r#""verified":true"#).await;
+
+    // A plain client, its token in the Authorization header.
+    let mut request = format!("wss://localhost:{port}/ws/1")
+        .into_client_request()
+        .expect("a request");
+    let bearer = format!("Bearer {}", token("1", None));
+    request.headers_mut().insert(
+        "Authorization",
+        HeaderValue::from_str(&bearer).expect("a header"),
+    );
+    let (plain_socket, _) = within(
+        "the plain client's handshake",
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector())),
+    )
+    .await
+    .expect("connect the plain client");
+    let (mut plain_out, mut plain_in) = plain_socket.split();
+    let heard = Lines::default();
+    let plain_frames = heard.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = plain_in.next().await {
+            if let Message::Text(text) = frame {
+                plain_frames.lock().unwrap().push(text.to_string());
+            }
+        }
+        plain_frames.lock().unwrap().push("(disconnected)".into());
+    });
+    wait_for_line(&heard, "the plain client", "Client #1 has entered the chat").await;
+
+    // chat-tui in a terminal, verifying the server against the CA, proving its id.
+    let mut terminal = Terminal::start(
+        &chat_tui_binary(),
+        &[
+            "--server",
+            &format!("wss://localhost:{port}"),
+            "--id",
+            "2",
+            "--ca-cert",
+            ca_file.to_str().expect("a UTF-8 path"),
+        ],
+        &[("CHAT_TOKEN", &token("2", Some("Grace")))],
+        (30, 100),
+    );
+    terminal.wait_for("● connected · id 2").await;
+    wait_for_line(&heard, "the plain client", "Client #2 has entered the chat").await;
+    let before = heard.lock().unwrap().len();
+    let json_before = heard_as_json.lock().unwrap().len();
+    eprintln!("three clients over TLS with tokens; idling for {SOAK:?}");
+    tokio::time::sleep(SOAK).await;
+
+    let during: Vec<String> = heard.lock().unwrap()[before..].to_vec();
+    assert!(during.is_empty(), "while everyone was idle: {during:?}");
+    let json_during: Vec<String> = heard_as_json.lock().unwrap()[json_before..].to_vec();
+    assert!(
+        json_during.is_empty(),
+        "the v1 client, while idle: {json_during:?}"
+    );
+    assert!(
+        lines_containing(&log, " left").is_empty(),
+        "{:?}",
+        log.lock().unwrap()
+    );
+    terminal.wait_for("● connected · id 2").await;
+
+    terminal.type_keys("from the terminal\r");
+    plain_out
+        .send(Message::text("from the plain client"))
+        .await
+        .expect("send");
+    let request = chat::v1::Request::Message {
+        text: "from json".into(),
+        nonce: None,
+    };
+    json_out
+        .send(Message::text(request.to_json()))
+        .await
+        .expect("send");
+    for line in [
+        "Client #2: from the terminal",
+        "Client #1: from the plain client",
+        "Client #6: from json",
+    ] {
+        wait_for_line(&heard, "the plain client", line).await;
+    }
+    wait_for_line(
+        &heard_as_json,
+        "the v1 client",
+        r#""name":"Grace","type":"message","text":"from the terminal""#,
+    )
+    .await;
+    terminal.wait_for("Ada: from json").await;
+    terminal.wait_for("Client #1: from the plain client").await;
+    let _ = server.kill().await;
+}

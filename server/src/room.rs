@@ -300,17 +300,17 @@ impl Room {
             Some(resume) if recovered => resume.since,
             _ => 0,
         };
-        let mut members: Vec<v1::Present> = state.present.values().cloned().collect();
-        members.sort_by_key(|present| present.since);
-        let welcome = v1::Welcome {
-            id: id.to_owned(),
-            room: self.name.to_string(),
-            epoch: self.epoch.clone(),
+        // By key, which is the order they joined in: no member is copied, as a mass
+        // reconnect writes thousands of welcomes listing thousands of members each.
+        let welcome = v1::WelcomeOut {
+            id,
+            room: self.name.as_str(),
+            epoch: &self.epoch,
             offset: state.offset,
-            members,
+            members: state.present.values().collect(),
             recovered,
             verified: self.settings.verified,
-            limits: self.settings.limits.clone(),
+            limits: &self.settings.limits,
         };
         outbox.push(&wire::text(&welcome.to_json()));
         let missed = history.iter().filter(|(offset, _)| *offset > replay_after);
