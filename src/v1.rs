@@ -280,21 +280,43 @@ pub struct WelcomeOut<'a> {
     pub limits: &'a Limits,
 }
 
-impl WelcomeOut<'_> {
-    /// The welcome frame's text, its `type` first, as a reader expects it.
+/// A welcome with its `type` first, as a reader expects it.
+#[derive(Serialize)]
+pub struct TaggedWelcome<'a, 'b> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    welcome: &'a WelcomeOut<'b>,
+}
+
+impl<'b> WelcomeOut<'b> {
+    /// The welcome frame's text.
     pub fn to_json(&self) -> String {
-        #[derive(Serialize)]
-        struct Tagged<'a, 'b> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            #[serde(flatten)]
-            welcome: &'a WelcomeOut<'b>,
-        }
-        let tagged = Tagged {
+        serde_json::to_string(&self.tagged()).expect("a welcome always serializes")
+    }
+
+    /// The welcome frame's JSON object, to serialize.
+    pub fn tagged(&self) -> TaggedWelcome<'_, 'b> {
+        TaggedWelcome {
             kind: "welcome",
             welcome: self,
-        };
-        serde_json::to_string(&tagged).expect("a welcome always serializes")
+        }
+    }
+
+    /// About how many bytes the frame's text takes, to make room for it at once.
+    pub fn size_hint(&self) -> usize {
+        let members: usize = self
+            .members
+            .iter()
+            .map(|member| {
+                32 + member.id.len()
+                    + member
+                        .name
+                        .as_ref()
+                        .map_or(0, |name| 10 + name.as_str().len())
+            })
+            .sum();
+        256 + self.id.len() + self.room.len() + self.epoch.len() + members
     }
 }
 

@@ -312,7 +312,7 @@ impl Room {
             verified: self.settings.verified,
             limits: &self.settings.limits,
         };
-        outbox.push(&wire::text(&welcome.to_json()));
+        outbox.push(&wire::json(&welcome.tagged(), welcome.size_hint()));
         let missed = history.iter().filter(|(offset, _)| *offset > replay_after);
         outbox.push_resident(missed.map(|(_, frame)| frame));
     }
