@@ -597,12 +597,7 @@ async fn axe_core_finds_nothing_in_either_theme_at_desktop_and_phone_widths() {
             .await;
             wait_for_status(&page, "connected").await;
             // The "who is here" panel open, with the name field in it.
-            page.find(Locator::Id("people-toggle"))
-                .await
-                .expect("#people-toggle")
-                .click()
-                .await
-                .expect("open who is here");
+            click(&page, "people-toggle").await;
             let name = format!(
                 "axe-{}-{}.png",
                 if theme == Theme::Dark {
@@ -790,12 +785,7 @@ async fn over_v1_the_page_shows_the_history_who_is_here_and_when() {
     );
 
     assert_eq!(text_of(&page, "people-toggle").await, "2 here");
-    page.find(Locator::Id("people-toggle"))
-        .await
-        .expect("#people-toggle")
-        .click()
-        .await
-        .expect("open who is here");
+    click(&page, "people-toggle").await;
     let listed = text_of(&page, "people-list").await;
     assert!(
         listed.contains("Client #7") && listed.contains(&format!("Client #{id} (you)")),
@@ -950,12 +940,7 @@ async fn unread_messages_are_counted_in_the_title_and_notifications_wait_for_a_c
     )
     .await;
     assert_eq!(eval(&page, asked).await, json!(0), "not asked on load");
-    page.find(Locator::Id("notify"))
-        .await
-        .expect("#notify")
-        .click()
-        .await
-        .expect("click Notify me");
+    click(&page, "notify").await;
     assert_eq!(eval(&page, asked).await, json!(1), "asked after the click");
 
     let set_hidden = "Object.defineProperty(document, 'hidden', \
@@ -1018,12 +1003,7 @@ async fn a_name_typed_in_the_page_is_shown_marked_unverified_with_the_id_in_a_to
 
     // A name, typed in the "who is here" panel and confirmed with Enter, is used from
     // a new connection at once.
-    page.find(Locator::Id("people-toggle"))
-        .await
-        .expect("#people-toggle")
-        .click()
-        .await
-        .expect("open who is here");
+    click(&page, "people-toggle").await;
     page.find(Locator::Id("name"))
         .await
         .expect("#name")

@@ -55,6 +55,27 @@ async fn wait_for_line(lines: &Lines, what: &str, text: &str) {
     }
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Splits a client's socket into the half to send with and the text frames it
+/// receives, collected as they come by a task that reads all along (and so answers the
+/// server's pings, as a client's library does), then `(disconnected)`.
+fn reading(socket: Socket) -> (futures_util::stream::SplitSink<Socket, Message>, Lines) {
+    let (sending, mut receiving) = socket.split();
+    let heard = Lines::default();
+    let frames = heard.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = receiving.next().await {
+            if let Message::Text(text) = frame {
+                frames.lock().unwrap().push(text.to_string());
+            }
+        }
+        frames.lock().unwrap().push("(disconnected)".into());
+    });
+    (sending, heard)
+}
+
 /// Collects the lines `reader` gives into a shared list, in a task of its own.
 fn collect_lines(reader: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Lines {
     let lines = Lines::default();
@@ -108,20 +129,7 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
     )
     .await
     .expect("connect the watcher");
-    let (mut watcher_out, mut watcher_in) = socket.split();
-    let heard = Lines::default();
-    let heard_by_watcher = heard.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(frame)) = watcher_in.next().await {
-            if let Message::Text(text) = frame {
-                heard_by_watcher.lock().unwrap().push(text.to_string());
-            }
-        }
-        heard_by_watcher
-            .lock()
-            .unwrap()
-            .push("(watcher disconnected)".into());
-    });
+    let (mut watcher_out, heard) = reading(socket);
     wait_for_line(&heard, "the watcher", "Client #1 has entered the chat").await;
 
     // A chat.v1.json client: its welcome, its own join, and then only live events.
@@ -138,17 +146,7 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
     )
     .await
     .expect("connect the v1 client");
-    let (mut json_out, mut json_in) = json_socket.split();
-    let heard_as_json = Lines::default();
-    let json_frames = heard_as_json.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(frame)) = json_in.next().await {
-            if let Message::Text(text) = frame {
-                json_frames.lock().unwrap().push(text.to_string());
-            }
-        }
-        json_frames.lock().unwrap().push("(disconnected)".into());
-    });
+    let (mut json_out, heard_as_json) = reading(json_socket);
     wait_for_line(&heard, "the watcher", "Client #6 has entered the chat").await;
 
     // chat-tui in a terminal, and in pipe mode.
@@ -405,17 +403,7 @@ async fn soak_tls_and_tokens_with_the_default_flags_outlive_the_timers() {
     )
     .await
     .expect("connect the v1 client");
-    let (mut json_out, mut json_in) = json_socket.split();
-    let heard_as_json = Lines::default();
-    let json_frames = heard_as_json.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(frame)) = json_in.next().await {
-            if let Message::Text(text) = frame {
-                json_frames.lock().unwrap().push(text.to_string());
-            }
-        }
-        json_frames.lock().unwrap().push("(disconnected)".into());
-    });
+    let (mut json_out, heard_as_json) = reading(json_socket);
     wait_for_line(&heard_as_json, "the v1 client", r#""verified":true"#).await;
 
     // A plain client, its token in the Authorization header.
@@ -433,17 +421,7 @@ async fn soak_tls_and_tokens_with_the_default_flags_outlive_the_timers() {
     )
     .await
     .expect("connect the plain client");
-    let (mut plain_out, mut plain_in) = plain_socket.split();
-    let heard = Lines::default();
-    let plain_frames = heard.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(frame)) = plain_in.next().await {
-            if let Message::Text(text) = frame {
-                plain_frames.lock().unwrap().push(text.to_string());
-            }
-        }
-        plain_frames.lock().unwrap().push("(disconnected)".into());
-    });
+    let (mut plain_out, heard) = reading(plain_socket);
     wait_for_line(&heard, "the plain client", "Client #1 has entered the chat").await;
 
     // chat-tui in a terminal, verifying the server against the CA, proving its id.

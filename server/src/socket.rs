@@ -74,58 +74,45 @@ impl ReadHalf {
     }
 }
 
+impl Transport {
+    fn stream(self: Pin<&mut Self>) -> Pin<&mut (dyn Stream + Send + Unpin)> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp),
+            Self::Tls(tls) => Pin::new(tls),
+        }
+    }
+}
+
+impl ReadHalf {
+    fn stream(self: Pin<&mut Self>) -> Pin<&mut (dyn AsyncRead + Send + Unpin)> {
+        match self.get_mut() {
+            Self::Tcp(read) => Pin::new(read),
+            Self::Tls(read) => Pin::new(read),
+        }
+    }
+}
+
+impl WriteHalf {
+    fn stream(self: Pin<&mut Self>) -> Pin<&mut (dyn AsyncWrite + Send + Unpin)> {
+        match self.get_mut() {
+            Self::Tcp(write) => Pin::new(write),
+            Self::Tls(write) => Pin::new(write),
+        }
+    }
+}
+
+/// Both directions of a connection, as one trait object.
+trait Stream: AsyncRead + AsyncWrite {}
+
+impl<T: AsyncRead + AsyncWrite> Stream for T {}
+
 impl AsyncRead for Transport {
     fn poll_read(
         self: Pin<&mut Self>,
         context: &mut Context<'_>,
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => Pin::new(tcp).poll_read(context, buffer),
-            Self::Tls(tls) => Pin::new(tls).poll_read(context, buffer),
-        }
-    }
-}
-
-impl AsyncWrite for Transport {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => Pin::new(tcp).poll_write(context, bytes),
-            Self::Tls(tls) => Pin::new(tls).poll_write(context, bytes),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        slices: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => Pin::new(tcp).poll_write_vectored(context, slices),
-            Self::Tls(tls) => Pin::new(tls).poll_write_vectored(context, slices),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => Pin::new(tcp).poll_flush(context),
-            Self::Tls(tls) => Pin::new(tls).poll_flush(context),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => Pin::new(tcp).poll_shutdown(context),
-            Self::Tls(tls) => Pin::new(tls).poll_shutdown(context),
-        }
+        self.stream().poll_read(context, buffer)
     }
 }
 
@@ -135,54 +122,50 @@ impl AsyncRead for ReadHalf {
         context: &mut Context<'_>,
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(read) => Pin::new(read).poll_read(context, buffer),
-            Self::Tls(read) => Pin::new(read).poll_read(context, buffer),
-        }
+        self.stream().poll_read(context, buffer)
     }
 }
 
-impl AsyncWrite for WriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(write) => Pin::new(write).poll_write(context, bytes),
-            Self::Tls(write) => Pin::new(write).poll_write(context, bytes),
-        }
-    }
+/// Writes through `stream()`, vectored writes included (rustls takes them whole).
+macro_rules! write_through_stream {
+    ($type:ty) => {
+        impl AsyncWrite for $type {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                context: &mut Context<'_>,
+                bytes: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.stream().poll_write(context, bytes)
+            }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        slices: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(write) => Pin::new(write).poll_write_vectored(context, slices),
-            Self::Tls(write) => Pin::new(write).poll_write_vectored(context, slices),
-        }
-    }
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                context: &mut Context<'_>,
+                slices: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                self.stream().poll_write_vectored(context, slices)
+            }
 
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
 
-    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(write) => Pin::new(write).poll_flush(context),
-            Self::Tls(write) => Pin::new(write).poll_flush(context),
-        }
-    }
+            fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.stream().poll_flush(context)
+            }
 
-    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(write) => Pin::new(write).poll_shutdown(context),
-            Self::Tls(write) => Pin::new(write).poll_shutdown(context),
+            fn poll_shutdown(
+                self: Pin<&mut Self>,
+                context: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                self.stream().poll_shutdown(context)
+            }
         }
-    }
+    };
 }
+
+write_through_stream!(Transport);
+write_through_stream!(WriteHalf);
 
 /// The half tungstenite sees: reads from the socket through the meter, and "writes"
 /// into the outbox.

@@ -345,6 +345,16 @@ pub async fn is_shown(page: &Page, id: &str) -> bool {
         .unwrap_or_else(|error| panic!("whether #{id} is shown: {error}"))
 }
 
+/// Clicks the element with this id.
+pub async fn click(page: &Page, id: &str) {
+    page.find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|error| panic!("#{id}: {error}"))
+        .click()
+        .await
+        .unwrap_or_else(|error| panic!("clicking #{id}: {error}"));
+}
+
 /// Waits until `script` returns `expected`.
 pub async fn wait_for_value(page: &Page, what: &str, script: &str, expected: Value) {
     within(what, async {

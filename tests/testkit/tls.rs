@@ -41,29 +41,21 @@ impl TestCa {
         path
     }
 
-    /// A server certificate for `names`, issued by this CA: the certificate's PEM and its
-    /// key's PEM.
-    pub fn issue(&self, names: &[&str]) -> (String, String) {
+    /// A server certificate for `names`, issued by this CA, and its key.
+    fn issue(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
         let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let params = CertificateParams::new(names).expect("server parameters");
         let key = KeyPair::generate().expect("a server key");
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("a server certificate");
-        (cert.pem(), key.serialize_pem())
+        (cert, key)
     }
 
     /// Issues a certificate for `names` into `folder` as `cert.pem` and `key.pem`, over
     /// whatever was there, and returns the two paths.
     pub fn issue_into(&self, folder: &Path, names: &[&str]) -> chat_server::tls::TlsFiles {
-        let (cert, key) = self.issue(names);
-        let files = chat_server::tls::TlsFiles {
-            cert: folder.join("cert.pem"),
-            key: folder.join("key.pem"),
-        };
-        std::fs::write(&files.cert, cert).expect("write the certificate");
-        std::fs::write(&files.key, key).expect("write the key");
-        files
+        self.issue_for_browser(folder, names).0
     }
 
     /// As [`TestCa::issue_into`], also returning the SHA-256 hash (base64) of the
@@ -75,12 +67,7 @@ impl TestCa {
     ) -> (chat_server::tls::TlsFiles, String) {
         use base64::Engine;
         use sha2::Digest;
-        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-        let params = CertificateParams::new(names).expect("server parameters");
-        let key = KeyPair::generate().expect("a server key");
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("a server certificate");
+        let (cert, key) = self.issue(names);
         let files = chat_server::tls::TlsFiles {
             cert: folder.join("cert.pem"),
             key: folder.join("key.pem"),
