@@ -76,6 +76,22 @@ fn reading(socket: Socket) -> (futures_util::stream::SplitSink<Socket, Message>,
     (sending, heard)
 }
 
+/// Sleeps for [`SOAK`], and checks that none of `clients` heard anything meanwhile.
+async fn idle_for_the_soak(clients: &[(&str, &Lines)]) {
+    let before: Vec<usize> = clients
+        .iter()
+        .map(|(_, heard)| heard.lock().unwrap().len())
+        .collect();
+    tokio::time::sleep(SOAK).await;
+    for ((who, heard), before) in clients.iter().zip(before) {
+        let during = heard.lock().unwrap()[before..].to_vec();
+        assert!(
+            during.is_empty(),
+            "{who}, while everyone was idle: {during:?}"
+        );
+    }
+}
+
 /// Collects the lines `reader` gives into a shared list, in a task of its own.
 fn collect_lines(reader: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Lines {
     let lines = Lines::default();
@@ -191,17 +207,8 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
         wait_for_line(&heard_as_json, "the v1 client", &joined).await;
     }
     let before = heard.lock().unwrap().len();
-    let json_before = heard_as_json.lock().unwrap().len();
     eprintln!("six clients joined; idling for {SOAK:?}");
-    tokio::time::sleep(SOAK).await;
-
-    let during: Vec<String> = heard.lock().unwrap()[before..].to_vec();
-    assert!(during.is_empty(), "while everyone was idle: {during:?}");
-    let json_during: Vec<String> = heard_as_json.lock().unwrap()[json_before..].to_vec();
-    assert!(
-        json_during.is_empty(),
-        "the v1 client, while idle: {json_during:?}"
-    );
+    idle_for_the_soak(&[("the watcher", &heard), ("the v1 client", &heard_as_json)]).await;
     assert_eq!(
         lines_containing(&log, " joined").len(),
         6,
@@ -440,18 +447,12 @@ async fn soak_tls_and_tokens_with_the_default_flags_outlive_the_timers() {
     );
     terminal.wait_for("● connected · id 2").await;
     wait_for_line(&heard, "the plain client", "Client #2 has entered the chat").await;
-    let before = heard.lock().unwrap().len();
-    let json_before = heard_as_json.lock().unwrap().len();
     eprintln!("three clients over TLS with tokens; idling for {SOAK:?}");
-    tokio::time::sleep(SOAK).await;
-
-    let during: Vec<String> = heard.lock().unwrap()[before..].to_vec();
-    assert!(during.is_empty(), "while everyone was idle: {during:?}");
-    let json_during: Vec<String> = heard_as_json.lock().unwrap()[json_before..].to_vec();
-    assert!(
-        json_during.is_empty(),
-        "the v1 client, while idle: {json_during:?}"
-    );
+    idle_for_the_soak(&[
+        ("the plain client", &heard),
+        ("the v1 client", &heard_as_json),
+    ])
+    .await;
     assert!(
         lines_containing(&log, " left").is_empty(),
         "{:?}",
