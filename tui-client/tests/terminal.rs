@@ -457,8 +457,13 @@ async fn over_v1_history_names_and_a_lost_connection_lose_and_repeat_nothing() {
         "{resent:?}"
     );
     grace.socket.expect_silence().await;
+    testkit::within("the resent message to be confirmed", async {
+        while tui.contents().contains("sending…") {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    })
+    .await;
     let screen = tui.contents();
-    assert!(!screen.contains("sending…"), "confirmed:\n{screen}");
     for once in [
         "~Ada: lost in transit",
         "~Grace: while you were away",
