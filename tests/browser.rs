@@ -1167,5 +1167,36 @@ async fn over_https_a_token_in_the_address_proves_the_id_and_name_and_leaves_the
         notice.contains("The server refused to let you in: the token has expired"),
         "{notice}"
     );
+    // Nothing retries by itself now, but Retry does: the server refuses it once more.
+    let expired_refusals = || async {
+        let metrics = testkit::tls::https(
+            server.address,
+            &ca,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        )
+        .await;
+        metrics
+            .body
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("chat_refused_handshakes_total{reason=\"token_expired\"} ")
+            })
+            .and_then(|count| count.parse::<u64>().ok())
+            .expect("the count of expired tokens")
+    };
+    assert_eq!(
+        eval(&page, "return [countdown === null, refused];").await,
+        json!([true, true]),
+        "no countdown to another attempt"
+    );
+    let before = expired_refusals().await;
+    click(&page, "retry").await;
+    within("Retry to try again", async {
+        while expired_refusals().await <= before {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    wait_for_status(&page, "refused").await;
     page.close().await.expect("close");
 }
