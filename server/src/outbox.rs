@@ -92,6 +92,10 @@ impl Outbox {
             return;
         }
         let was_empty = queue.is_empty();
+        let frames = frames.into_iter();
+        // A resuming client's replay is thousands of frames at once: room for them in
+        // one allocation, not a dozen doublings.
+        queue.frames.reserve(frames.size_hint().0);
         for frame in frames {
             let cost = cost(frame);
             if queue.bytes + cost > queue.max_bytes {

@@ -313,8 +313,9 @@ impl Room {
             limits: &self.settings.limits,
         };
         outbox.push(&wire::json(&welcome.tagged(), welcome.size_hint()));
-        let missed = history.iter().filter(|(offset, _)| *offset > replay_after);
-        outbox.push_resident(missed.map(|(_, frame)| frame));
+        // Offsets only grow along the history: what was missed is one range of it.
+        let first_missed = history.partition_point(|(offset, _)| *offset <= replay_after);
+        outbox.push_resident(history.range(first_missed..).map(|(_, frame)| frame));
     }
 
     /// How many members are connected to this node.
