@@ -1116,15 +1116,9 @@ async fn over_https_a_token_in_the_address_proves_the_id_and_name_and_leaves_the
         None,
     );
     let connector = tokio_tungstenite::Connector::Rustls(ca.client_config());
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-            "wss://localhost:{port}/ws/7?room=ops&token={watcher_token}"
-        ))
-        .expect("a request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        chat::v1::SUBPROTOCOL.parse().expect("a header"),
-    );
+    let request = testkit::v1::request(&format!(
+        "wss://localhost:{port}/ws/7?room=ops&token={watcher_token}"
+    ));
     let (socket, _) =
         tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
             .await
@@ -1168,22 +1162,8 @@ async fn over_https_a_token_in_the_address_proves_the_id_and_name_and_leaves_the
         "{notice}"
     );
     // Nothing retries by itself now, but Retry does: the server refuses it once more.
-    let expired_refusals = || async {
-        let metrics = testkit::tls::https(
-            server.address,
-            &ca,
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        )
-        .await;
-        metrics
-            .body
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix("chat_refused_handshakes_total{reason=\"token_expired\"} ")
-            })
-            .and_then(|count| count.parse::<u64>().ok())
-            .expect("the count of expired tokens")
-    };
+    let expired = testkit::refused_total("token_expired");
+    let expired_refusals = || testkit::tls::metric(server.address, &ca, &expired);
     assert_eq!(
         eval(&page, "return [countdown === null, refused];").await,
         json!([true, true]),

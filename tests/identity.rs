@@ -12,7 +12,7 @@ use chat_server::identity::{JwtSecret, Tokens};
 use testkit::chromium::chat_server_binary;
 use testkit::process::{Scratch, free_port, health};
 use testkit::v1::V1;
-use testkit::{Client, TestServer, metric, raw_http, upgrade_request, within};
+use testkit::{Client, TestServer, metric, raw_http, refused_total, upgrade_request, within};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -53,10 +53,6 @@ fn signed(claims: serde_json::Value, secret: &str) -> String {
 
 fn unix_now() -> u64 {
     jsonwebtoken::get_current_timestamp()
-}
-
-fn refused_total(reason: &str) -> String {
-    format!("chat_refused_handshakes_total{{reason=\"{reason}\"}}")
 }
 
 #[tokio::test]

@@ -149,13 +149,7 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
     wait_for_line(&heard, "the watcher", "Client #1 has entered the chat").await;
 
     // A chat.v1.json client: its welcome, its own join, and then only live events.
-    let mut request = "ws://127.0.0.1:8000/ws/6"
-        .into_client_request()
-        .expect("a request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(chat::v1::SUBPROTOCOL),
-    );
+    let request = testkit::v1::request("ws://127.0.0.1:8000/ws/6");
     let (json_socket, _) = within(
         "the v1 client's handshake",
         tokio_tungstenite::connect_async(request),
@@ -394,16 +388,10 @@ async fn soak_tls_and_tokens_with_the_default_flags_outlive_the_timers() {
     let connector = || tokio_tungstenite::Connector::Rustls(ca.client_config());
 
     // A chat.v1.json client over wss, reading all along (and so answering pings).
-    let mut request = format!(
+    let request = testkit::v1::request(&format!(
         "wss://localhost:{port}/ws/6?token={}",
         token("6", Some("Ada"))
-    )
-    .into_client_request()
-    .expect("a request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(chat::v1::SUBPROTOCOL),
-    );
+    ));
     let (json_socket, _) = within(
         "the v1 client's handshake",
         tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector())),

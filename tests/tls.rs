@@ -10,8 +10,8 @@ use chat_server::Config;
 use futures_util::SinkExt;
 use testkit::chromium::chat_server_binary;
 use testkit::process::{Scratch, free_port};
-use testkit::tls::{TestCa, connect, https};
-use testkit::{Client, TestServer, raw_http, within};
+use testkit::tls::{TestCa, connect, https, metric};
+use testkit::{Client, TestServer, raw_http, refused_total, within};
 use tokio::process::Command;
 use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
@@ -27,20 +27,6 @@ async fn wss_client(address: SocketAddr, id: &str, ca: &TestCa) -> Client {
     .await
     .unwrap_or_else(|error| panic!("{url}: {error}"));
     Client { socket }
-}
-
-async fn metric_over_tls(address: SocketAddr, ca: &TestCa, name: &str) -> u64 {
-    let metrics = https(
-        address,
-        ca,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .await;
-    metrics
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {}", metrics.body))
 }
 
 #[tokio::test]
@@ -114,12 +100,7 @@ async fn the_page_and_the_chat_are_served_over_tls_and_plain_http_is_refused_cle
     }
 
     // Plain HTTP to the TLS port is told what to use, in plain HTTP it can read.
-    let before = metric_over_tls(
-        address,
-        &ca,
-        "chat_refused_handshakes_total{reason=\"not_tls\"}",
-    )
-    .await;
+    let before = metric(address, &ca, &refused_total("not_tls")).await;
     let plain = raw_http(address, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert_eq!(plain.status, 400);
     assert_eq!(
@@ -127,12 +108,7 @@ async fn the_page_and_the_chat_are_served_over_tls_and_plain_http_is_refused_cle
         "this server speaks TLS only: use https:// for the page and wss:// for WebSockets\n"
     );
     assert_eq!(
-        metric_over_tls(
-            address,
-            &ca,
-            "chat_refused_handshakes_total{reason=\"not_tls\"}"
-        )
-        .await,
+        metric(address, &ca, &refused_total("not_tls")).await,
         before + 1
     );
 

@@ -325,11 +325,17 @@ pub async fn client_id(page: &Page) -> String {
     text_of(page, "ws-id").await
 }
 
-/// The text the element with this `id` shows.
-pub async fn text_of(page: &Page, id: &str) -> String {
+/// The element with this `id`, which must be there.
+async fn element(page: &Page, id: &str) -> fantoccini::elements::Element {
     page.find(Locator::Id(id))
         .await
         .unwrap_or_else(|error| panic!("#{id}: {error}"))
+}
+
+/// The text the element with this `id` shows.
+pub async fn text_of(page: &Page, id: &str) -> String {
+    element(page, id)
+        .await
         .text()
         .await
         .unwrap_or_else(|error| panic!("the text of #{id}: {error}"))
@@ -337,9 +343,8 @@ pub async fn text_of(page: &Page, id: &str) -> String {
 
 /// Whether the element with this `id` is shown.
 pub async fn is_shown(page: &Page, id: &str) -> bool {
-    page.find(Locator::Id(id))
+    element(page, id)
         .await
-        .unwrap_or_else(|error| panic!("#{id}: {error}"))
         .is_displayed()
         .await
         .unwrap_or_else(|error| panic!("whether #{id} is shown: {error}"))
@@ -347,9 +352,8 @@ pub async fn is_shown(page: &Page, id: &str) -> bool {
 
 /// Clicks the element with this id.
 pub async fn click(page: &Page, id: &str) {
-    page.find(Locator::Id(id))
+    element(page, id)
         .await
-        .unwrap_or_else(|error| panic!("#{id}: {error}"))
         .click()
         .await
         .unwrap_or_else(|error| panic!("clicking #{id}: {error}"));

@@ -261,6 +261,22 @@ impl HttpResponse {
             key.eq_ignore_ascii_case(name).then(|| value.trim())
         })
     }
+
+    /// The value of the metric `name` (with its labels, if any) in a `/metrics` body.
+    pub fn metric(&self, name: &str) -> u64 {
+        self.body
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {}", self.body))
+    }
+}
+
+/// The request for `/metrics`.
+pub const METRICS_REQUEST: &str = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+/// The name of the counter of requests refused for `reason`.
+pub fn refused_total(reason: &str) -> String {
+    format!("chat_refused_handshakes_total{{reason=\"{reason}\"}}")
 }
 
 /// Writes `request` as-is and reads one response: its head, then `Content-Length` bytes.
@@ -313,12 +329,7 @@ async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> HttpResponse {
 
 /// The value of an unlabelled metric (`name value`) of the server at `address`.
 pub async fn metric(address: SocketAddr, name: &str) -> u64 {
-    let metrics = raw_http(address, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
-    metrics
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {}", metrics.body))
+    raw_http(address, METRICS_REQUEST).await.metric(name)
 }
 
 /// A WebSocket handshake request for `path`.

@@ -12,7 +12,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use crate::{HttpResponse, read_response, within};
+use crate::{HttpResponse, METRICS_REQUEST, read_response, within};
 
 /// A certificate authority of our own.
 pub struct TestCa {
@@ -116,4 +116,10 @@ pub async fn https(address: SocketAddr, ca: &TestCa, request: &str) -> HttpRespo
         .expect("a TLS connection");
     stream.write_all(request.as_bytes()).await.expect("write");
     within("an HTTPS response", read_response(&mut stream)).await
+}
+
+/// The value of a metric (as [`crate::metric`]) of a TLS server whose certificate
+/// `ca` issued.
+pub async fn metric(address: SocketAddr, ca: &TestCa, name: &str) -> u64 {
+    https(address, ca, METRICS_REQUEST).await.metric(name)
 }

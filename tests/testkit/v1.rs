@@ -19,14 +19,12 @@ impl V1 {
 
     /// Connects to a whole `ws://` URL.
     pub async fn connect_url(url: &str) -> Self {
-        let mut request = url.into_client_request().expect("a request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(v1::SUBPROTOCOL),
-        );
-        let (socket, response) = within("the handshake", tokio_tungstenite::connect_async(request))
-            .await
-            .expect("connect");
+        let (socket, response) = within(
+            "the handshake",
+            tokio_tungstenite::connect_async(request(url)),
+        )
+        .await
+        .expect("connect");
         assert_eq!(
             response.headers().get("Sec-WebSocket-Protocol"),
             Some(&HeaderValue::from_static(v1::SUBPROTOCOL)),
@@ -92,6 +90,16 @@ impl V1 {
         };
         self.socket.send(&request.to_json()).await;
     }
+}
+
+/// A handshake request for `url` (`ws://` or `wss://`) that asks for `chat.v1.json`.
+pub fn request(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut request = url.into_client_request().expect("a request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(v1::SUBPROTOCOL),
+    );
+    request
 }
 
 pub fn said(text: &str) -> EventKind {

@@ -68,16 +68,21 @@ impl Session {
         }
     }
 
+    /// [`Session::label`] with the id beside a name: `~Ada (#42)`, `Client #7`.
+    pub fn label_with_id(&self, id: &str, name: Option<&DisplayName>) -> String {
+        match name {
+            Some(_) => format!("{} (#{id})", self.label(id, name)),
+            None => self.label(id, None),
+        }
+    }
+
     /// Who is here, one line each, sorted as shown: `~Ada (#42)`, `Client #7`.
     pub fn roster(&self, my_id: &str) -> Vec<String> {
         let mut lines: Vec<String> = self
             .members
             .iter()
             .map(|(id, member)| {
-                let label = match &member.name {
-                    Some(name) => format!("{} (#{id})", self.label(id, Some(name))),
-                    None => self.label(id, None),
-                };
+                let label = self.label_with_id(id, member.name.as_ref());
                 if id == my_id {
                     format!("{label} (you)")
                 } else {
@@ -159,9 +164,7 @@ impl App {
             self.divider("a gap: what was said while you were away could not all be recovered");
         }
         for number in abandoned {
-            if let Some(entry) = self.entry_mut(number) {
-                entry.time = "not sent".to_owned();
-            }
+            self.mark_not_sent(number);
         }
     }
 
@@ -178,7 +181,6 @@ impl App {
         }
         let session = self.session.as_mut()?;
         let name = event.name.as_ref();
-        let label = session.label(&event.id, name);
         match &event.kind {
             EventKind::Join | EventKind::Leave => {
                 let joined = event.kind == EventKind::Join;
@@ -189,10 +191,7 @@ impl App {
                 if mine && joined {
                     session.my_name = event.name.clone();
                 }
-                let who = match name {
-                    Some(_) => format!("{label} (#{})", event.id),
-                    None => label,
-                };
+                let who = session.label_with_id(&event.id, name);
                 let what = if joined {
                     "has entered the chat"
                 } else {
@@ -211,6 +210,7 @@ impl App {
                 return live_join.then(|| self.resend()).flatten();
             }
             EventKind::Message { text, nonce } => {
+                let label = session.label(&event.id, name);
                 let line = format!("{label}: {text}");
                 self.received(&line);
                 if let Some(nonce) = nonce
@@ -286,9 +286,7 @@ impl App {
             true
         });
         for number in &given_up {
-            if let Some(entry) = self.entry_mut(*number) {
-                entry.time = "not sent".to_owned();
-            }
+            self.mark_not_sent(*number);
         }
         if !given_up.is_empty() {
             self.notice(&format!(
@@ -383,6 +381,13 @@ impl App {
         let roster = session.roster(&self.id);
         let count = roster.len();
         self.notice(&format!("{count} here: {}", roster.join(", ")));
+    }
+
+    /// Marks one of our messages as given up on: in its time column, "not sent".
+    fn mark_not_sent(&mut self, number: u64) {
+        if let Some(entry) = self.entry_mut(number) {
+            entry.time = "not sent".to_owned();
+        }
     }
 
     fn entry_mut(&mut self, number: u64) -> Option<&mut Entry> {
