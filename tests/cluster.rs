@@ -254,38 +254,3 @@ async fn a_redis_blip_closes_every_client_even_when_redis_is_back_at_once() {
     one_room_again(&one, &two).await;
 }
 
-/// Offsets and history are a single node's for now: a clustered node does not select
-/// chat.v1.json (RFC 6455 lets a client go on with no subprotocol; tungstenite's client
-/// refuses to, so this reads the raw handshake), and serves the default room only.
-#[tokio::test]
-#[ignore = "needs redis-server; .ci/run runs it"]
-async fn a_clustered_node_serves_the_plain_protocol_in_the_default_room() {
-    let redis = Redis::start().await;
-    let one = node(&redis).await;
-    let asks_for_v1 = testkit::upgrade_request("/ws/1").replacen(
-        "\r\n\r\n",
-        &format!(
-            "\r\nSec-WebSocket-Protocol: {}\r\n\r\n",
-            chat::v1::SUBPROTOCOL
-        ),
-        1,
-    );
-    let response = one.http(&asks_for_v1).await;
-    assert_eq!(response.status, 101, "{response:?}");
-    assert!(
-        response.header("sec-websocket-protocol").is_none(),
-        "{response:?}"
-    );
-
-    let refused = one.http(&testkit::upgrade_request("/ws/2?room=ops")).await;
-    assert_eq!(refused.status, 403, "{refused:?}");
-    assert!(refused.body.contains("default room"), "{}", refused.body);
-
-    // Its page knows, and does not ask for chat.v1.json.
-    let page = one.http("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
-    assert!(
-        page.body
-            .contains(r#"<meta name="chat-protocols" content="plain">"#),
-        "the page speaks plain"
-    );
-}

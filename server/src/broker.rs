@@ -1,49 +1,150 @@
-//! Clustering through Redis: several nodes share one room.
+//! Clustering through Redis: several nodes share every room, with one order, one offset
+//! space and one history.
 //!
-//! Every announcement (join, message, leave) is published on one Redis channel and
-//! fanned out by each node when Redis delivers it, so every client on every node sees
-//! the order in which Redis received them. One Redis message per announcement per node.
+//! Numbering: every event goes through one Lua script (`APPEND`), which takes the room's
+//! next offset from its `meta` hash, adds the event to the room's `history` stream
+//! (entry id `0-<offset>`, capped at `--history` events) and to `chat:events`, the one
+//! stream every node reads, all atomically. So every node sees each room's events in
+//! offset order, with the same offsets, and can serve welcomes, history and resume from
+//! what it has read, whichever node the client was on before. The room's epoch lives in
+//! `meta` too: a Redis that lost its data makes a new one, so resuming clients learn
+//! that their history is gone. (After Centrifugo's Redis engine, which keeps a stream
+//! and an offset per channel; one shared stream instead of pub/sub lets a node read
+//! only as fast as it fans out.)
 //!
-//! Presence: each node keeps its members in a Redis hash, and an `alive` key with a TTL
-//! that it refreshes. When a node's `alive` key expires (the node was killed or lost its
-//! machine), a surviving node claims the hash (an atomic `RENAME`, so only one does)
-//! and announces those members' leaves. A node that shuts down gracefully announces its
-//! members' leaves itself.
+//! Loading: a node loads a room (`SNAPSHOT`: its epoch, offset, history and who is in
+//! it) when its first client there joins, in the same task that reads `chat:events`,
+//! so that what it reads afterwards either is in the snapshot (and is skipped by its
+//! offset) or comes after it.
+//!
+//! Bounds: what sessions hand over and Redis has not yet taken is counted in bytes, and
+//! sessions stop reading from their clients past [`MAX_BACKLOG_BYTES`]; `chat:events`
+//! is read a batch at a time, the next one only once the last is fanned out, so
+//! nothing piles up inside the node when Redis delivers faster than it can fan out.
+//!
+//! Presence: each member is in its room's `present` hash (what a welcome lists) and in
+//! its node's `members` hash, both kept by `APPEND`. Each node also refreshes an `alive`
+//! key with a TTL. When a node's `alive` key expires (the node was killed or lost its
+//! machine), a surviving node claims its `members` hash (an atomic `RENAME`, so only
+//! one does) and announces those members' leaves. A node that shuts down gracefully
+//! announces its members' leaves itself.
 //!
 //! Outage: while a node cannot reach Redis it closes its clients with 1013 ("try again
 //! later"), refuses new ones with 503, and reports 503 on `/healthz`. Nothing is
-//! delivered locally only, so no client sees an order the others do not. On reconnect the
-//! node announces the leaves of the members it closed, unless another node already has.
+//! delivered locally only, so no client sees an order the others do not. On reconnect
+//! the node announces the leaves of the members it closed, unless another node already
+//! has, and loads each room again when someone joins it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSub};
+use chat::v1::{self, EventKind, RoomName};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
-use crate::room::{Cluster, Epoch, Outgoing, Presence, Room, now_millis};
+use crate::room::{Cluster, Delivered, Epoch, MemberRef, Outgoing, Room, Snapshot, now_millis};
 
-/// The one channel every announcement goes through.
-const CHANNEL: &str = "chat:room";
+/// The stream of every room's events, which every node reads.
+const EVENTS: &str = "chat:events";
+/// About how many events `chat:events` keeps: enough for a node that falls behind for a
+/// moment; one that falls further catches up from the rooms' own history.
+const EVENTS_KEPT: usize = 10_000;
 /// The set of node ids that have registered.
 const NODES: &str = "chat:nodes";
-/// The most commands sent to Redis in one pipeline.
+/// The most events sent to Redis in one pipeline.
 const MOST_PER_PIPELINE: usize = 1024;
 /// How long a connection attempt or a command may take before Redis counts as lost.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one read of `chat:events` waits for news.
+const READ_WAIT: Duration = Duration::from_secs(1);
+/// The most bytes of events handed over by sessions and not yet taken by Redis.
+pub const MAX_BACKLOG_BYTES: usize = 8 * 1024 * 1024;
+/// About the most bytes of events read from `chat:events` at once.
+const READ_BYTES: usize = 4 * 1024 * 1024;
 
-fn members_key(node: &str) -> String {
-    format!("chat:node:{node}:members")
+/// Numbers an event and adds it to its room's history and to `chat:events`.
+///
+/// KEYS: meta, history, present, the node's members, `chat:events`.
+/// ARGV: an epoch if the room needs one, room, node, key, `join`/`leave`/`-`, the
+/// member as `present` lists it, the event's JSON after its offset, history length,
+/// `chat:events` length.
+const APPEND: &str = r#"
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[1], 'offset')
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local member = ARGV[3] .. ' ' .. ARGV[4]
+local seat = ARGV[2] .. ' ' .. ARGV[4]
+if ARGV[5] == 'join' then
+  redis.call('HSET', KEYS[3], member, ARGV[6])
+  redis.call('HSET', KEYS[4], seat, ARGV[6])
+elseif ARGV[5] == 'leave' then
+  redis.call('HDEL', KEYS[3], member)
+  redis.call('HDEL', KEYS[4], seat)
+end
+local event = '{"offset":' .. offset .. ',' .. ARGV[7]
+if tonumber(ARGV[8]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[8], '0-' .. offset, 'n', ARGV[3], 'k', ARGV[4], 'e', event)
+end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*',
+  'r', ARGV[2], 'n', ARGV[3], 'k', ARGV[4], 'p', epoch, 'e', event)
+return offset
+"#;
+
+/// `APPEND`'s hash, which pipelines call it by (each connection loads it first).
+static APPEND_HASH: LazyLock<String> =
+    LazyLock::new(|| redis::Script::new(APPEND).get_hash().to_owned());
+
+/// A room as Redis has it: epoch, offset, the last events (newest first) and who is in
+/// it.
+///
+/// KEYS: meta, history, present. ARGV: an epoch if the room needs one, how many events.
+const SNAPSHOT: &str = r#"
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[1], 'offset')
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+local events = {}
+if tonumber(ARGV[2]) > 0 then
+  events = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
+end
+return {epoch, offset, events, redis.call('HGETALL', KEYS[3])}
+"#;
+
+fn meta_key(room: &str) -> String {
+    format!("chat:room:{room}:meta")
 }
 
-fn alive_key(node: &str) -> String {
-    format!("chat:node:{node}:alive")
+fn history_key(room: &str) -> String {
+    format!("chat:room:{room}:history")
+}
+
+fn present_key(room: &str) -> String {
+    format!("chat:room:{room}:present")
+}
+
+fn members_key(node: u64) -> String {
+    format!("chat:node:{node:016x}:members")
+}
+
+fn alive_key(node: u64) -> String {
+    format!("chat:node:{node:016x}:alive")
+}
+
+/// A new epoch, for a room Redis has nothing of.
+fn new_epoch() -> String {
+    format!("{:016x}", fastrand::u64(..))
 }
 
 /// How a node stands with Redis. Each connection to Redis is a new epoch
@@ -60,27 +161,61 @@ pub enum Health {
 enum BrokerError {
     #[error("{0}")]
     Redis(#[from] redis::RedisError),
-    #[error("no answer from Redis")]
-    Timeout,
-    #[error("lost the subscription")]
-    SubscriptionLost,
+    #[error("lost the stream of events")]
+    ReaderLost,
     #[error("this node's presence expired in Redis")]
     PresenceExpired,
+    #[error("Redis answered what this node does not understand: {0}")]
+    Unreadable(String),
 }
 
-/// The room's side of the broker: hands announcements over, in order.
+/// Events handed over by sessions and not yet taken by Redis.
+#[derive(Default)]
+struct Backlog {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
+
+impl Backlog {
+    fn release(&self, bytes: usize, metrics: &Metrics) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        metrics.broker_backlog(-(bytes as i64));
+        self.drained.notify_waiters();
+    }
+}
+
+/// What an event costs in the backlog: its text and its bookkeeping.
+fn cost(event: &v1::Event) -> usize {
+    let text = match &event.kind {
+        EventKind::Message { text, nonce } => text.len() + nonce.as_ref().map_or(0, String::len),
+        EventKind::Join | EventKind::Leave => 0,
+    };
+    128 + event.id.len() + text
+}
+
+/// A room to load, and who waits for it.
+struct Load {
+    room: Arc<Room>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// The rooms' and sessions' side of the broker: hands events over, in order, and loads
+/// rooms.
 pub struct Publisher {
-    node: Arc<str>,
+    node: u64,
     health: watch::Receiver<Health>,
     // Unbounded because a leave is handed over from `Drop` and must never be lost; what
-    // can wait here is bounded by the connections and their rate limit, and is dropped
-    // when Redis is lost, since those connections are closed then.
+    // waits here is bounded in bytes by `has_room`, which sessions wait for before they
+    // read on, and is dropped when Redis is lost, since those sessions are closed then.
     commands: mpsc::UnboundedSender<Outgoing>,
+    loads: mpsc::UnboundedSender<Load>,
+    backlog: Arc<Backlog>,
+    metrics: Arc<Metrics>,
 }
 
 impl Cluster for Publisher {
-    fn node(&self) -> &str {
-        &self.node
+    fn node(&self) -> u64 {
+        self.node
     }
 
     fn epoch(&self) -> Epoch {
@@ -90,57 +225,133 @@ impl Cluster for Publisher {
         }
     }
 
-    fn publish(&self, announcement: Outgoing) {
+    fn publish(&self, outgoing: Outgoing) {
+        let cost = cost(&outgoing.event);
+        self.backlog.bytes.fetch_add(cost, Ordering::AcqRel);
+        self.metrics.broker_backlog(cost as i64);
         // Fails only once the broker task is gone, at the very end of a shutdown.
-        let _ = self.commands.send(announcement);
+        let _ = self.commands.send(outgoing);
+    }
+
+    fn sync(&self, room: &Arc<Room>) {
+        let load = Load {
+            room: room.clone(),
+            done: None,
+        };
+        let _ = self.loads.send(load);
+    }
+}
+
+impl Publisher {
+    /// Completes once the events waiting for Redis are under their bound: a session
+    /// waits for it before reading its client's next frame.
+    pub async fn has_room(&self) {
+        loop {
+            // Made before the check, so that a release between the two still wakes it.
+            let drained = self.backlog.drained.notified();
+            if self.backlog.bytes.load(Ordering::Acquire) < MAX_BACKLOG_BYTES {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// Loads `room` from Redis unless it is loaded: a newcomer's welcome and history
+    /// come from there. `false` if Redis did not answer in time.
+    pub async fn load(&self, room: &Arc<Room>) -> bool {
+        if room.is_loaded() {
+            return true;
+        }
+        let (done, loaded) = oneshot::channel();
+        let load = Load {
+            room: room.clone(),
+            done: Some(done),
+        };
+        if self.loads.send(load).is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(2 * REDIS_TIMEOUT, loaded).await,
+            Ok(Ok(()))
+        )
     }
 }
 
 /// Where the broker task gets its work and reports its health.
 pub struct Broker {
     url: String,
-    node: Arc<str>,
+    node: u64,
     presence_ttl: Duration,
+    /// Events kept per room in Redis.
+    history: usize,
+    /// Events read from `chat:events` at once.
+    read_count: usize,
     /// How many connections to Redis this node has made; the current one's epoch.
     connection: u64,
     commands: mpsc::UnboundedReceiver<Outgoing>,
+    loads: mpsc::UnboundedReceiver<Load>,
+    backlog: Arc<Backlog>,
     health: watch::Sender<Health>,
+    /// The rooms loaded since the last connection to Redis, which events go to.
+    rooms: HashMap<RoomName, Weak<Room>>,
 }
 
-/// A broker for a new node: the room's publisher, the broker task's half, and the
-/// health that sessions and `/healthz` watch.
+/// A broker for a new node that keeps `history` events per room and takes messages up
+/// to `max_message_bytes`: the rooms' publisher, the broker task's half, and the health
+/// that sessions and `/healthz` watch.
 pub fn channel(
     url: String,
     presence_ttl: Duration,
-) -> (Publisher, Broker, watch::Receiver<Health>) {
-    let node: Arc<str> = format!("{:016x}", fastrand::u64(..)).into();
+    history: usize,
+    max_message_bytes: usize,
+    metrics: Arc<Metrics>,
+) -> (Arc<Publisher>, Broker, watch::Receiver<Health>) {
+    let node = fastrand::u64(1..);
     let (sender, commands) = mpsc::unbounded_channel();
+    let (load_sender, loads) = mpsc::unbounded_channel();
     let (health, watch) = watch::channel(Health::Down("connecting to Redis".to_owned()));
-    (
-        Publisher {
-            node: node.clone(),
-            health: watch.clone(),
-            commands: sender,
-        },
-        Broker {
-            url,
-            node,
-            presence_ttl,
-            connection: 0,
-            commands,
-            health,
-        },
-        watch,
-    )
+    let backlog = Arc::new(Backlog::default());
+    let publisher = Publisher {
+        node,
+        health: watch.clone(),
+        commands: sender,
+        loads: load_sender,
+        backlog: backlog.clone(),
+        metrics,
+    };
+    let broker = Broker {
+        url,
+        node,
+        presence_ttl,
+        history,
+        read_count: (READ_BYTES / max_message_bytes.max(1)).clamp(16, MOST_PER_PIPELINE),
+        connection: 0,
+        commands,
+        loads,
+        backlog,
+        health,
+        rooms: HashMap::new(),
+    };
+    (Arc::new(publisher), broker, watch)
 }
+
+/// An event read from `chat:events`.
+struct Entry {
+    room: RoomName,
+    from: MemberRef,
+    epoch: String,
+    event: v1::Event,
+}
+
+type Batch = Result<Vec<Entry>, BrokerError>;
 
 impl Broker {
     /// Keeps the node connected to Redis, reconnecting with backoff, until `stop`; then
     /// publishes what is left (the leaves of a graceful shutdown) and unregisters.
-    pub async fn run(mut self, room: Arc<Room>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    pub async fn run(mut self, metrics: Arc<Metrics>, stop: CancellationToken) {
         let mut failures = 0u32;
         loop {
-            match self.connected(&room, &metrics, &stop, &mut failures).await {
+            match self.connected(&metrics, &stop, &mut failures).await {
                 Ok(()) => return,
                 Err(error) => {
                     let reason = error.to_string();
@@ -161,39 +372,66 @@ impl Broker {
         }
     }
 
-    /// One connection to Redis, from subscribing to losing it (`Err`) or stopping.
+    /// One connection to Redis, from registering to losing it (`Err`) or stopping.
     async fn connected(
         &mut self,
-        room: &Room,
         metrics: &Metrics,
         stop: &CancellationToken,
         failures: &mut u32,
     ) -> Result<(), BrokerError> {
-        let (mut redis, pubsub) = self.connect().await?;
+        let (mut redis, reader) = self.connect().await?;
         self.register(&mut redis).await?;
+        // Where this connection starts reading: every room loaded from here on is
+        // loaded after it, so what comes after it either is in the room's snapshot or
+        // follows it.
+        let newest: Vec<(String, Vec<String>)> = redis.xrevrange_count(EVENTS, "+", "-", 1).await?;
+        let start = newest
+            .first()
+            .map_or("0-0".to_owned(), |(id, _)| id.clone());
+        // While this node was away, its rooms may have missed events: each is loaded
+        // again when someone joins it.
+        for room in self.rooms.drain().filter_map(|(_, room)| room.upgrade()) {
+            room.unload();
+        }
+        let (batches, received) = mpsc::channel(1);
+        let _reading = AbortOnDropHandle::new(tokio::spawn(read_events(
+            reader,
+            start,
+            self.read_count,
+            batches,
+        )));
         *failures = 0;
         self.connection += 1;
         metrics.broker_health(true);
         self.health.send_replace(Health::Up {
             connection: self.connection,
         });
-        info!(node = %self.node, "connected to Redis");
-        self.relay(&mut redis, pubsub, room, metrics, stop).await
+        info!(node = %format!("{:016x}", self.node), "connected to Redis");
+        self.relay(&mut redis, received, metrics, stop).await
     }
 
-    async fn connect(&self) -> Result<(MultiplexedConnection, PubSub), BrokerError> {
+    /// Two connections: one for commands, one that waits on `chat:events`.
+    async fn connect(&self) -> Result<(MultiplexedConnection, MultiplexedConnection), BrokerError> {
         let client = redis::Client::open(self.url.as_str())?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(REDIS_TIMEOUT)
             .set_response_timeout(REDIS_TIMEOUT);
-        let redis = client
+        let mut redis = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
-            .await
-            .map_err(|_| BrokerError::Timeout)??;
-        pubsub.subscribe(CHANNEL).await?;
-        Ok((redis, pubsub))
+        let reader = client
+            .get_multiplexed_async_connection_with_config(
+                &config.set_response_timeout(READ_WAIT + REDIS_TIMEOUT),
+            )
+            .await?;
+        for script in [APPEND, SNAPSHOT] {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(script)
+                .query_async::<String>(&mut redis)
+                .await?;
+        }
+        Ok((redis, reader))
     }
 
     /// Announces the leaves of the last connection's members (unless a survivor already
@@ -201,11 +439,11 @@ impl Broker {
     async fn register(&self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
         // Members of the last epoch were closed when it ended; what they still queue is
         // dropped by `send`.
-        reap(redis, &self.node, &self.node).await?;
+        reap(redis, self.node, self.node, self.history).await?;
         redis::pipe()
-            .sadd(NODES, &*self.node)
+            .sadd(NODES, self.node)
             .ignore()
-            .set_options(alive_key(&self.node), 1, self.alive_options())
+            .set_options(alive_key(self.node), 1, self.alive_options())
             .ignore()
             .query_async::<()>(redis)
             .await?;
@@ -217,28 +455,34 @@ impl Broker {
         SetOptions::default().with_expiration(SetExpiry::PX(ttl))
     }
 
-    /// Relays announcements both ways, and keeps this node's presence alive, until the
-    /// connection is lost or `stop`.
+    /// Relays events both ways, loads rooms, and keeps this node's presence alive,
+    /// until the connection is lost or `stop`.
     async fn relay(
         &mut self,
         redis: &mut MultiplexedConnection,
-        mut pubsub: PubSub,
-        room: &Room,
+        mut batches: mpsc::Receiver<Batch>,
         metrics: &Metrics,
         stop: &CancellationToken,
     ) -> Result<(), BrokerError> {
         let mut heartbeat = tokio::time::interval(self.presence_ttl / 3);
         heartbeat.tick().await;
-        let mut messages = pubsub.on_message();
         loop {
             tokio::select! {
-                message = messages.next() => {
-                    let message = message.ok_or(BrokerError::SubscriptionLost)?;
-                    deliver(room, metrics, message.get_payload_bytes());
+                batch = batches.recv() => {
+                    let batch = batch.ok_or(BrokerError::ReaderLost)??;
+                    self.deliver(redis, batch, metrics).await?;
                 }
                 command = self.commands.recv() => {
                     let Some(first) = command else { return Ok(()) };
                     self.send(redis, first, metrics).await?;
+                }
+                Some(load) = self.loads.recv() => {
+                    if !load.room.is_loaded() {
+                        self.load(redis, &load.room).await?;
+                    }
+                    if let Some(done) = load.done {
+                        let _ = done.send(());
+                    }
                 }
                 _ = heartbeat.tick() => self.heartbeat(redis).await?,
                 () = stop.cancelled() => return self.unregister(redis, metrics).await,
@@ -246,16 +490,77 @@ impl Broker {
         }
     }
 
-    /// Refreshes this node's `alive` key, and reaps the nodes whose key has expired.
-    async fn heartbeat(&self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
+    /// Fans out a batch read from `chat:events`, each event in its room if the room is
+    /// loaded here; a room that missed events is loaded again, which fans them out.
+    async fn deliver(
+        &mut self,
+        redis: &mut MultiplexedConnection,
+        batch: Vec<Entry>,
+        metrics: &Metrics,
+    ) -> Result<(), BrokerError> {
+        for entry in batch {
+            let Some(room) = self.rooms.get(&entry.room).and_then(Weak::upgrade) else {
+                continue;
+            };
+            let lag = Duration::from_millis(now_millis().saturating_sub(entry.event.ts));
+            metrics.broker_received(lag);
+            if room.deliver(entry.from, &entry.epoch, entry.event) == Delivered::Behind {
+                self.load(redis, &room).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a room's state from Redis, and delivers its events from now on.
+    async fn load(
+        &mut self,
+        redis: &mut MultiplexedConnection,
+        room: &Arc<Room>,
+    ) -> Result<(), BrokerError> {
+        let name = room.name().as_str();
+        let (epoch, offset, newest_first, present): (String, u64, Vec<StreamEntry>, Vec<String>) =
+            redis::Script::new(SNAPSHOT)
+                .key(meta_key(name))
+                .key(history_key(name))
+                .key(present_key(name))
+                .arg(new_epoch())
+                .arg(self.history)
+                .invoke_async(redis)
+                .await?;
+        let mut events = newest_first
+            .iter()
+            .rev()
+            .map(|(_, fields)| read_history_entry(fields))
+            .collect::<Result<Vec<_>, _>>()?;
+        // An event from a Redis that numbered it and then lost it cannot be newer than
+        // the room's offset; none is kept, but none is trusted past it either.
+        events.retain(|(_, event)| event.offset <= offset);
+        let present = present
+            .chunks_exact(2)
+            .map(|pair| read_present(&pair[0], &pair[1]))
+            .collect::<Result<Vec<_>, _>>()?;
+        room.install(Snapshot {
+            epoch,
+            offset,
+            events,
+            present,
+        });
+        self.rooms.insert(room.name().clone(), Arc::downgrade(room));
+        Ok(())
+    }
+
+    /// Refreshes this node's `alive` key, reaps the nodes whose key has expired, and
+    /// forgets the rooms this node no longer has.
+    async fn heartbeat(&mut self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
         let only_if_alive = self.alive_options().conditional_set(ExistenceCheck::XX);
         let refreshed: Option<String> = redis
-            .set_options(alive_key(&self.node), 1, only_if_alive)
+            .set_options(alive_key(self.node), 1, only_if_alive)
             .await?;
         if refreshed.is_none() {
             return Err(BrokerError::PresenceExpired);
         }
-        reap_dead_nodes(redis, &self.node).await
+        self.rooms.retain(|_, room| room.strong_count() > 0);
+        reap_dead_nodes(redis, self.node, self.history).await
     }
 
     /// Every session has ended: sends their leaves, then unregisters.
@@ -268,11 +573,11 @@ impl Broker {
             self.send(redis, command, metrics).await?;
         }
         redis::pipe()
-            .del(alive_key(&self.node))
+            .del(alive_key(self.node))
             .ignore()
-            .del(members_key(&self.node))
+            .del(members_key(self.node))
             .ignore()
-            .srem(NODES, &*self.node)
+            .srem(NODES, self.node)
             .ignore()
             .query_async::<()>(redis)
             .await?;
@@ -287,72 +592,184 @@ impl Broker {
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
         let mut pipe = redis::pipe();
-        let mut count = 0;
+        let (mut count, mut bytes) = (0, 0);
         let mut next = Some(first);
         let current = Epoch::Connection(self.connection);
-        while let Some(command) = next.take() {
-            if command.epoch != current {
-                next = self.commands.try_recv().ok();
-                continue;
+        while let Some(outgoing) = next.take() {
+            bytes += cost(&outgoing.event);
+            if outgoing.epoch == current {
+                append(
+                    &mut pipe,
+                    (self.node, outgoing.key),
+                    &outgoing.room,
+                    &outgoing.event,
+                    self.history,
+                );
+                count += 1;
             }
-            let members = members_key(&self.node);
-            if let Presence::Joined(id) = &command.presence {
-                pipe.hset(&members, command.key, id.as_str()).ignore();
-            }
-            let envelope = envelope(&self.node, command.key, &command.text);
-            pipe.publish(CHANNEL, envelope).ignore();
-            if command.presence == Presence::Left {
-                pipe.hdel(&members, command.key).ignore();
-            }
-            count += 1;
             if count < MOST_PER_PIPELINE {
                 next = self.commands.try_recv().ok();
             }
         }
-        if count == 0 {
-            return Ok(());
-        }
-        pipe.query_async::<()>(redis).await?;
+        let sent = if count == 0 {
+            Ok(())
+        } else {
+            pipe.query_async::<()>(redis).await
+        };
+        // Taken, or lost with the connection along with the sessions that sent them.
+        self.backlog.release(bytes, metrics);
+        sent?;
         metrics.broker_published(count);
         Ok(())
     }
 }
 
-/// `node key sent-at-ms`, a newline, then the frame.
-fn envelope(node: &str, key: u64, frame: &str) -> String {
-    let sent_at = now_millis();
-    format!("{node} {key} {sent_at}\n{frame}")
+/// Adds `APPEND` for `event` from `member` in `room` to `pipe`.
+fn append(
+    pipe: &mut redis::Pipeline,
+    (node, key): MemberRef,
+    room: &RoomName,
+    event: &v1::Event,
+    history: usize,
+) {
+    let presence = match event.kind {
+        EventKind::Join => "join",
+        EventKind::Leave => "leave",
+        EventKind::Message { .. } => "-",
+    };
+    let present = v1::Present {
+        id: event.id.clone(),
+        name: event.name.clone(),
+        since: event.ts,
+    };
+    let present = serde_json::to_string(&present).expect("presence always serializes");
+    let json = event.to_json();
+    // The script writes the offset it takes in front of the rest.
+    let after_offset = json
+        .strip_prefix(r#"{"offset":0,"#)
+        .expect("an event's JSON starts with its offset");
+    let room = room.as_str();
+    pipe.cmd("EVALSHA")
+        .arg(&*APPEND_HASH)
+        .arg(5)
+        .arg(meta_key(room))
+        .arg(history_key(room))
+        .arg(present_key(room))
+        .arg(members_key(node))
+        .arg(EVENTS)
+        .arg(new_epoch())
+        .arg(room)
+        .arg(node)
+        .arg(key)
+        .arg(presence)
+        .arg(present)
+        .arg(after_offset)
+        .arg(history)
+        .arg(EVENTS_KEPT)
+        .ignore();
 }
 
-fn deliver(room: &Room, metrics: &Metrics, payload: &[u8]) {
-    let parsed = std::str::from_utf8(payload).ok().and_then(|text| {
-        let (header, frame) = text.split_once('\n')?;
-        let mut fields = header.split(' ');
-        let node = fields.next()?;
-        let key = fields.next()?.parse::<u64>().ok()?;
-        let sent_at = fields.next()?.parse::<u64>().ok()?;
-        Some((node, key, sent_at, frame))
-    });
-    let Some((node, key, sent_at, frame)) = parsed else {
-        warn!(
-            bytes = payload.len(),
-            "ignored a malformed message on the Redis channel"
-        );
-        return;
+/// A stream entry: its id and its fields, names and values in turn.
+type StreamEntry = (String, Vec<String>);
+
+/// Reads `chat:events` from after `start`, a batch at a time, handing each over before
+/// reading the next: what Redis has and this node has not fanned out stays in Redis.
+async fn read_events(
+    mut reader: MultiplexedConnection,
+    mut start: String,
+    count: usize,
+    batches: mpsc::Sender<Batch>,
+) {
+    let options = redis::streams::StreamReadOptions::default()
+        .count(count)
+        .block(READ_WAIT.as_millis() as usize);
+    loop {
+        let read: Result<Option<redis::streams::StreamReadReply>, _> =
+            reader.xread_options(&[EVENTS], &[&start], &options).await;
+        let batch = match read {
+            Ok(reply) => {
+                let ids = reply
+                    .into_iter()
+                    .flat_map(|reply| reply.keys)
+                    .flat_map(|key| key.ids);
+                let mut entries = Vec::new();
+                for entry in ids {
+                    start.clone_from(&entry.id);
+                    match read_live_entry(&entry) {
+                        Ok(read) => entries.push(read),
+                        Err(error) => warn!(%error, id = %entry.id, "skipped an unreadable event"),
+                    }
+                }
+                Ok(entries)
+            }
+            Err(error) => Err(BrokerError::Redis(error)),
+        };
+        let failed = batch.is_err();
+        if batches.send(batch).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn field<T: redis::FromRedisValue>(
+    entry: &redis::streams::StreamId,
+    name: &str,
+) -> Result<T, BrokerError> {
+    entry
+        .get(name)
+        .ok_or_else(|| BrokerError::Unreadable(format!("an event without {name:?}")))
+}
+
+fn read_live_entry(entry: &redis::streams::StreamId) -> Result<Entry, BrokerError> {
+    let room: String = field(entry, "r")?;
+    let room = RoomName::parse(&room).map_err(|_| BrokerError::Unreadable(room))?;
+    let event: String = field(entry, "e")?;
+    Ok(Entry {
+        room,
+        from: (field(entry, "n")?, field(entry, "k")?),
+        epoch: field(entry, "p")?,
+        event: read_event(&event)?,
+    })
+}
+
+/// A `history` entry's fields: `n`, `k`, `e`, in that order.
+fn read_history_entry(fields: &[String]) -> Result<(MemberRef, v1::Event), BrokerError> {
+    let value = |name: &str| {
+        let at = fields.iter().position(|field| field == name);
+        at.and_then(|at| fields.get(at + 1))
+            .ok_or_else(|| BrokerError::Unreadable(format!("a history entry without {name:?}")))
     };
-    let lag = Duration::from_millis(now_millis().saturating_sub(sent_at));
-    metrics.broker_received(lag);
-    room.deliver(node, key, frame);
+    let number = |name: &str| {
+        value(name)?
+            .parse::<u64>()
+            .map_err(|error| BrokerError::Unreadable(error.to_string()))
+    };
+    Ok(((number("n")?, number("k")?), read_event(value("e")?)?))
+}
+
+fn read_event(json: &str) -> Result<v1::Event, BrokerError> {
+    serde_json::from_str(json).map_err(|error| BrokerError::Unreadable(error.to_string()))
+}
+
+/// A `present` field (`<node> <key>`) and its value.
+fn read_present(member: &str, value: &str) -> Result<(MemberRef, v1::Present), BrokerError> {
+    let unreadable = || BrokerError::Unreadable(format!("a member {member:?}"));
+    let (node, key) = member.split_once(' ').ok_or_else(unreadable)?;
+    let node = node.parse().map_err(|_| unreadable())?;
+    let key = key.parse().map_err(|_| unreadable())?;
+    let present = serde_json::from_str(value).map_err(|_| unreadable())?;
+    Ok(((node, key), present))
 }
 
 /// Announces the leaves of `dead`'s members, if this node (`me`) is the one to claim
 /// them; returns how many.
 async fn reap(
     redis: &mut MultiplexedConnection,
-    dead: &str,
-    me: &str,
+    dead: u64,
+    me: u64,
+    history: usize,
 ) -> Result<usize, BrokerError> {
-    let claimed = format!("chat:reaping:{dead}:{me}");
+    let claimed = format!("chat:reaping:{dead:016x}:{me:016x}");
     let renamed: redis::RedisResult<()> = redis.rename(members_key(dead), &claimed).await;
     match renamed {
         Ok(()) => {}
@@ -361,17 +778,34 @@ async fn reap(
         Err(error) if error.kind() == redis::ErrorKind::ResponseError => return Ok(0),
         Err(error) => return Err(error.into()),
     }
-    let members: HashMap<u64, String> = redis.hgetall(&claimed).await?;
+    let members: HashMap<String, String> = redis.hgetall(&claimed).await?;
     let mut pipe = redis::pipe();
-    for (key, id) in &members {
-        let left = chat::Announcement::Left(id).to_string();
-        pipe.publish(CHANNEL, envelope(dead, *key, &left)).ignore();
+    for (seat, present) in &members {
+        // `<room> <key>`, and the member as its room's `present` lists it.
+        let parsed = seat.split_once(' ').and_then(|(room, key)| {
+            let room = RoomName::parse(room).ok()?;
+            let key = key.parse::<u64>().ok()?;
+            let present = serde_json::from_str::<v1::Present>(present).ok()?;
+            Some((room, key, present))
+        });
+        let Some((room, key, present)) = parsed else {
+            warn!(%seat, "skipped an unreadable member of a gone node");
+            continue;
+        };
+        let leave = v1::Event {
+            offset: 0,
+            ts: now_millis(),
+            id: present.id,
+            name: present.name,
+            kind: EventKind::Leave,
+        };
+        append(&mut pipe, (dead, key), &room, &leave, history);
     }
     pipe.del(&claimed).ignore();
     pipe.query_async::<()>(redis).await?;
     if !members.is_empty() {
         info!(
-            node = dead,
+            node = %format!("{dead:016x}"),
             members = members.len(),
             "announced the leaves of a node's members"
         );
@@ -380,12 +814,16 @@ async fn reap(
 }
 
 /// Finds registered nodes whose `alive` key has expired and reaps them.
-async fn reap_dead_nodes(redis: &mut MultiplexedConnection, me: &str) -> Result<(), BrokerError> {
-    let nodes: Vec<String> = redis.smembers(NODES).await?;
-    for node in nodes.iter().filter(|node| node.as_str() != me) {
+async fn reap_dead_nodes(
+    redis: &mut MultiplexedConnection,
+    me: u64,
+    history: usize,
+) -> Result<(), BrokerError> {
+    let nodes: Vec<u64> = redis.smembers(NODES).await?;
+    for node in nodes.into_iter().filter(|node| *node != me) {
         let alive: bool = redis.exists(alive_key(node)).await?;
         if !alive {
-            reap(redis, node, me).await?;
+            reap(redis, node, me, history).await?;
             let _: () = redis.srem(NODES, node).await?;
         }
     }

@@ -64,7 +64,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     };
     let service = service_fn(move |request| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(respond(request, client, &shared)) }
+        async move { Ok::<_, Infallible>(respond(request, client, &shared).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -123,12 +123,16 @@ struct Client {
     local: bool,
 }
 
-fn respond(request: Request<Incoming>, client: Client, shared: &Arc<Shared>) -> Response<Body> {
+async fn respond(
+    request: Request<Incoming>,
+    client: Client,
+    shared: &Arc<Shared>,
+) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let peer = client.peer;
     let response = match check_host(request.headers(), &shared.config.allowed_hosts) {
         Err(refused) => Err(refused),
-        Ok(()) => route(request, &path, client, shared),
+        Ok(()) => route(request, &path, client, shared).await,
     };
     response.unwrap_or_else(|Refused { reason, response }| {
         shared.metrics.refused(reason);
@@ -137,7 +141,7 @@ fn respond(request: Request<Incoming>, client: Client, shared: &Arc<Shared>) -> 
     })
 }
 
-fn route(
+async fn route(
     request: Request<Incoming>,
     path: &str,
     client: Client,
@@ -150,13 +154,13 @@ fn route(
             let metrics = shared.metrics.render();
             plain_get(request.method(), "text/plain; version=0.0.4", &metrics)
         }
-        "/echo" if shared.config.echo => upgrade(request, Endpoint::Echo, client, shared)?,
+        "/echo" if shared.config.echo => upgrade(request, Endpoint::Echo, client, shared).await?,
         "/ws" => return Err(refuse_id(chat::InvalidId::Empty)),
         _ => match path.strip_prefix("/ws/") {
             Some(raw_id) => {
                 let id = ClientId::parse(raw_id).map_err(refuse_id)?;
                 let seat = seat(&request, id, shared)?;
-                upgrade(request, Endpoint::Chat(seat), client, shared)?
+                upgrade(request, Endpoint::Chat(seat), client, shared).await?
             }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
@@ -327,17 +331,6 @@ fn seat(request: &Request<Incoming>, id: ClientId, shared: &Shared) -> Result<Se
             _ => {}
         }
     }
-    if shared.rooms.clustered() && room != RoomName::default() {
-        let body = format!(
-            "room {room:?} is not served here: a clustered node serves only the default \
-             room, {:?}, for now\n",
-            RoomName::DEFAULT
-        );
-        return Err(refused(
-            Refusal::InvalidRoom,
-            text(StatusCode::FORBIDDEN, &body),
-        ));
-    }
     let resume = match (since, epoch) {
         (None, None) => None,
         (Some(since), Some(epoch)) => match since.parse() {
@@ -346,14 +339,13 @@ fn seat(request: &Request<Incoming>, id: ClientId, shared: &Shared) -> Result<Se
         },
         _ => return Err(refuse_resume("since and epoch go together")),
     };
-    // The richer protocol when asked for; a clustered node offers only the plain one
-    // for now, and a client that asked for both then speaks the plain one.
+    // The richer protocol when asked for.
     let asks_for_v1 = has_token(
         request.headers(),
         header::SEC_WEBSOCKET_PROTOCOL,
         v1::SUBPROTOCOL,
     );
-    let protocol = if asks_for_v1 && !shared.rooms.clustered() {
+    let protocol = if asks_for_v1 {
         Protocol::Json
     } else {
         Protocol::Plain
@@ -435,7 +427,7 @@ fn refuse_resume(why: &str) -> Refused {
 }
 
 /// Answers the WebSocket handshake and hands the upgraded socket to a new session.
-fn upgrade(
+async fn upgrade(
     mut request: Request<Incoming>,
     endpoint: Endpoint,
     client: Client,
@@ -481,6 +473,18 @@ fn upgrade(
         },
         Endpoint::Echo => None,
     };
+    if let (Some((_, room)), Some(publisher)) = (&seated, &shared.publisher) {
+        // A newcomer's welcome and history come from the room as Redis has it.
+        if !publisher.load(room).await {
+            return Err(refused(
+                Refusal::Unavailable,
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot load the room from Redis; try again later\n",
+                ),
+            ));
+        }
+    }
     let protocol = seated.as_ref().map(|(seat, _)| seat.protocol);
 
     let on_upgrade = hyper::upgrade::on(&mut request);

@@ -81,12 +81,20 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let (publisher, broker, health) = match &config.redis_url {
         Some(url) => {
-            let (publisher, broker, health) = broker::channel(url.clone(), config.presence_ttl);
+            let (publisher, broker, health) = broker::channel(
+                url.clone(),
+                config.presence_ttl,
+                config.history,
+                config.max_message_bytes,
+                metrics.clone(),
+            );
             (Some(publisher), Some(broker), Some(health))
         }
         None => (None, None, None),
     };
-    let cluster = publisher.map(|publisher| Box::new(publisher) as Box<dyn Cluster>);
+    let cluster = publisher
+        .clone()
+        .map(|publisher| publisher as Arc<dyn Cluster>);
     let journal = match &config.data_dir {
         Some(folder) => Some(
             journal::Journal::open(folder, config.history, metrics.clone())
@@ -102,14 +110,13 @@ pub async fn run(
     )
     .map_err(io::Error::other)?;
     let broker_stop = CancellationToken::new();
-    let broker_task = broker.map(|broker| {
-        let room = rooms.default_room();
-        tokio::spawn(broker.run(room, metrics.clone(), broker_stop.clone()))
-    });
-    let page = Page::new(config.max_message_bytes, !rooms.clustered());
+    let broker_task =
+        broker.map(|broker| tokio::spawn(broker.run(metrics.clone(), broker_stop.clone())));
+    let page = Page::new(config.max_message_bytes);
     let shared = Arc::new(Shared {
         rooms,
         broker: health,
+        publisher,
         journal,
         metrics,
         page,

@@ -91,6 +91,7 @@ pub struct Metrics {
     broker_received: AtomicU64,
     broker_reconnects: AtomicU64,
     broker_lag_micros: AtomicU64,
+    broker_backlog_bytes: AtomicU64,
     history_bytes: AtomicU64,
     history_written: AtomicU64,
     history_commits: AtomicU64,
@@ -164,6 +165,11 @@ impl Metrics {
         add(&self.broker_lag_micros, lag.as_micros() as u64);
     }
 
+    /// Events waiting for Redis grew (or, negative, shrank) by `bytes`.
+    pub fn broker_backlog(&self, bytes: i64) {
+        adjust(&self.broker_backlog_bytes, bytes);
+    }
+
     pub fn broker_reconnect(&self) {
         add(&self.broker_reconnects, 1);
     }
@@ -178,7 +184,7 @@ impl Metrics {
                 let _ = writeln!(text, "{name}{labels} {value}");
             }
         };
-        let unlabelled: [(&str, &str, &str, &AtomicU64); 15] = [
+        let unlabelled: [(&str, &str, &str, &AtomicU64); 16] = [
             (
                 "chat_connections",
                 "gauge",
@@ -249,13 +255,13 @@ impl Metrics {
             (
                 "chat_broker_published_total",
                 "counter",
-                "Announcements published to Redis.",
+                "Events published to Redis.",
                 &self.broker_published,
             ),
             (
                 "chat_broker_received_total",
                 "counter",
-                "Announcements received from Redis.",
+                "Events received from Redis for a room loaded on this node.",
                 &self.broker_received,
             ),
             (
@@ -267,9 +273,16 @@ impl Metrics {
             (
                 "chat_broker_lag_microseconds_total",
                 "counter",
-                "Sum of the time from publishing to receiving, over the announcements received; \
+                "Sum of the time from publishing to receiving, over the events received; \
                  divide by chat_broker_received_total for the mean lag.",
                 &self.broker_lag_micros,
+            ),
+            (
+                "chat_broker_backlog_bytes",
+                "gauge",
+                "Bytes of events waiting for Redis to take them (clustered nodes only); \
+                 sessions stop reading their clients while it is over 8 MiB.",
+                &self.broker_backlog_bytes,
             ),
         ];
         for (name, kind, help, counter) in unlabelled {

@@ -28,10 +28,8 @@ pub struct Page {
 }
 
 impl Page {
-    /// The page for a server that takes messages of up to `max_message_bytes`, and
-    /// speaks chat.v1.json or only the plain protocol (a clustered node, for now).
-    pub fn new(max_message_bytes: usize, speaks_v1: bool) -> Self {
-        let protocol = if speaks_v1 { "chat.v1.json" } else { "plain" };
+    /// The page for a server that takes messages of up to `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Self {
         let body = PAGE
             .replace(
                 LIMIT_TAG,
@@ -39,7 +37,7 @@ impl Page {
             )
             .replace(
                 PROTOCOLS_TAG,
-                &format!(r#"<meta name="chat-protocols" content="{protocol}">"#),
+                r#"<meta name="chat-protocols" content="chat.v1.json">"#,
             );
         let script = source_hash(inline(&body, "script"));
         let style = source_hash(inline(&body, "style"));
@@ -88,7 +86,7 @@ mod tests {
 
     #[test]
     fn the_policy_allows_the_pages_own_script_and_style_and_nothing_inline_else() {
-        let page = Page::new(1000, false);
+        let page = Page::new(1000);
         let policy = &page.content_security_policy;
         assert!(policy.starts_with("default-src 'none'; script-src 'sha256-"));
         assert!(!policy.contains("unsafe-inline"));
@@ -113,8 +111,7 @@ mod tests {
         assert!(PAGE.contains(PROTOCOLS_TAG), "and tries both protocols");
         let body = std::str::from_utf8(&page.body).unwrap();
         assert!(body.contains(r#"<meta name="chat-max-message-bytes" content="1000">"#));
-        assert!(body.contains(r#"<meta name="chat-protocols" content="plain">"#));
-        assert_ne!(page.etag, Page::new(65536, false).etag);
-        assert_ne!(page.etag, Page::new(1000, true).etag);
+        assert!(body.contains(r#"<meta name="chat-protocols" content="chat.v1.json">"#));
+        assert_ne!(page.etag, Page::new(65536).etag);
     }
 }

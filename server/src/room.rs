@@ -6,10 +6,9 @@
 //! [`Store`] instead, in that order, and fanned out once it is written
 //! ([`Room::fan_out`]), so that no client ever sees an event a crash could lose. In a
 //! cluster it is handed to the [`Cluster`], and fanned out when the cluster delivers it
-//! back ([`Room::deliver`]), so that every client on every node sees the cluster's one
-//! order. The room owns both seams; the journal and the Redis broker plug into them.
-//! (Clustered nodes serve the plain protocol in the default room only, for now: the
-//! offsets and history are the single node's.)
+//! back, numbered ([`Room::deliver`]), so that every client on every node sees the
+//! cluster's one order, with the same offsets. The room owns both seams; the journal
+//! and the Redis broker plug into them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,36 +35,59 @@ pub enum Epoch {
     Connection(u64),
 }
 
-/// What an announcement changes in who is in the room.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Presence {
-    Joined(ClientId),
-    Left,
-    Unchanged,
-}
+/// A member anywhere in a room: the node it is connected to (0 on a single node) and
+/// its key in the room there.
+pub type MemberRef = (u64, u64);
 
-/// An announcement on its way to the cluster.
+/// An event on its way to the cluster, which numbers it.
 #[derive(Debug)]
 pub struct Outgoing {
     /// The epoch of the member it is from.
     pub epoch: Epoch,
-    /// The member, unique on this node.
+    pub room: RoomName,
+    /// The member, unique in the room on this node.
     pub key: u64,
-    pub presence: Presence,
-    /// The announcement's text, as every client receives it.
-    pub text: String,
+    /// The event, its offset still 0.
+    pub event: v1::Event,
 }
 
-/// Where a clustered room sends its announcements instead of fanning them out: the
-/// cluster delivers them back, in its one order, through [`Room::deliver`].
+/// Where a clustered room sends its events instead of numbering them: the cluster
+/// numbers them and delivers them back, in its one order, through [`Room::deliver`].
 pub trait Cluster: Send + Sync {
-    /// This node's id, which comes back with every announcement it published.
-    fn node(&self) -> &str;
+    /// This node's id, which comes back with every event it published.
+    fn node(&self) -> u64;
     /// The epoch a member joining now belongs to.
     fn epoch(&self) -> Epoch;
-    /// Hands an announcement over, in order. Never waits, since leaves are handed over
-    /// from `Drop`.
-    fn publish(&self, announcement: Outgoing);
+    /// Hands an event over, in order. Never waits, since leaves are handed over from
+    /// `Drop`.
+    fn publish(&self, event: Outgoing);
+    /// Asks for the room's state to be loaded from the cluster, as it is when the
+    /// room is made or when the node has lost track of it (see [`Room::install`]).
+    fn sync(&self, room: &Arc<Room>);
+}
+
+/// A clustered room as the cluster has it: what [`Room::install`] takes.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub epoch: String,
+    /// The offset of the room's last event; 0 before the first.
+    pub offset: u64,
+    /// The last events, oldest first, each with the member it is from.
+    pub events: Vec<(MemberRef, v1::Event)>,
+    /// Who is in the room as of `offset`, on every node.
+    pub present: Vec<(MemberRef, v1::Present)>,
+}
+
+/// What became of an event the cluster delivered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Fanned out, or already known (delivered twice, or part of the room's snapshot).
+    Done,
+    /// The room is not loaded on this node: nothing to do until it is.
+    NotLoaded,
+    /// Events before it are missing here, or its history is not the one this node
+    /// has: the room must be loaded again.
+    Behind,
 }
 
 /// Where a room with durable history writes its events before fanning them out.
@@ -139,27 +161,31 @@ pub struct RoomSettings {
 /// Everyone in one room on this node, each with the outbox their connection drains.
 pub struct Room {
     name: RoomName,
-    /// Changes whenever the room's history is lost: a new room, or a new server.
-    epoch: String,
     state: Mutex<State>,
     next_key: AtomicU64,
     settings: Arc<RoomSettings>,
     metrics: Arc<Metrics>,
     /// Set on a clustered node.
-    cluster: Option<Box<dyn Cluster>>,
+    cluster: Option<Arc<dyn Cluster>>,
     /// Set with durable history.
     store: Option<Arc<dyn Store>>,
 }
 
 struct State {
+    /// Changes whenever the room's history is lost: a new room, or a new server (or, in
+    /// a cluster, a Redis that lost its data).
+    epoch: String,
+    /// On a clustered node, whether the room's state is the cluster's (see
+    /// [`Room::install`]); always on a single node.
+    loaded: bool,
     members: HashMap<u64, Slot>,
     /// The offset of the last event fanned out, the one clients know of; 0 before the
     /// first.
     offset: u64,
     /// The offset of the last event numbered: ahead of `offset` while the store writes.
     numbered: u64,
-    /// Who is in the room as of `offset`, by member key: what a welcome lists.
-    present: BTreeMap<u64, v1::Present>,
+    /// Who is in the room as of `offset`, by member: what a welcome lists.
+    present: BTreeMap<MemberRef, v1::Present>,
     history: History,
 }
 
@@ -201,18 +227,22 @@ impl Room {
         start: Start,
         settings: Arc<RoomSettings>,
         metrics: Arc<Metrics>,
-        cluster: Option<Box<dyn Cluster>>,
+        cluster: Option<Arc<dyn Cluster>>,
         store: Option<Arc<dyn Store>>,
     ) -> Arc<Self> {
         let stale = start.present;
         let room = Arc::new(Self {
             name,
-            epoch: start.epoch,
             state: Mutex::new(State {
+                epoch: start.epoch,
+                loaded: cluster.is_none(),
                 members: HashMap::new(),
                 offset: start.offset,
                 numbered: start.offset,
-                present: stale.iter().cloned().collect(),
+                present: stale
+                    .iter()
+                    .map(|(key, present)| ((0, *key), present.clone()))
+                    .collect(),
                 history: History {
                     events: VecDeque::new(),
                     bytes: 0,
@@ -242,7 +272,7 @@ impl Room {
                     room.announce(&mut state, (Epoch::Local, key), &who, EventKind::Leave);
                 }
                 // Only a hand-edited store holds an id no client could have had.
-                Err(_) => drop(state.present.remove(&key)),
+                Err(_) => drop(state.present.remove(&(0, key))),
             }
         }
         drop(state);
@@ -270,6 +300,9 @@ impl Room {
                 stage: Stage::Joining(resume.cloned()),
             },
         );
+        if let Some(cluster) = self.cluster.as_ref().filter(|_| !state.loaded) {
+            cluster.sync(self);
+        }
         self.announce(&mut state, (epoch, key), &who, EventKind::Join);
         drop(state);
         Member {
@@ -289,7 +322,7 @@ impl Room {
         // Everything after `since` is still here when the oldest kept event is no later
         // than the first one missed (or nothing was missed).
         let recovered = resume.is_some_and(|resume| {
-            resume.epoch == self.epoch
+            resume.epoch == state.epoch
                 && resume.since <= state.offset
                 && (resume.since == state.offset
                     || history
@@ -305,7 +338,7 @@ impl Room {
         let welcome = v1::WelcomeOut {
             id,
             room: self.name.as_str(),
-            epoch: &self.epoch,
+            epoch: &state.epoch,
             offset: state.offset,
             members: state.present.values().collect(),
             recovered,
@@ -336,8 +369,8 @@ impl Room {
     }
 
     /// The epoch of this room's history.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    pub fn epoch(&self) -> String {
+        self.lock().epoch.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -364,44 +397,50 @@ impl Room {
         who: &Who,
         kind: EventKind,
     ) {
-        let id = &who.id;
+        let event = v1::Event {
+            offset: 0,
+            ts: now_millis(),
+            id: who.id.to_string(),
+            name: who.name.clone(),
+            kind,
+        };
         if let Some(cluster) = &self.cluster {
-            let presence = match kind {
-                EventKind::Join => Presence::Joined(id.clone()),
-                EventKind::Leave => Presence::Left,
-                EventKind::Message { .. } => Presence::Unchanged,
-            };
             cluster.publish(Outgoing {
                 epoch,
+                room: self.name.clone(),
                 key,
-                presence,
-                text: kind.plain(id.as_str()),
+                event,
             });
             return;
         }
         state.numbered += 1;
         let event = v1::Event {
             offset: state.numbered,
-            ts: now_millis(),
-            id: id.to_string(),
-            name: who.name.clone(),
-            kind,
+            ..event
         };
         match &self.store {
             Some(store) => store.append(self, key, event),
-            None => self.fan_out_numbered(state, key, event),
+            None => self.fan_out_numbered(state, (0, key), event),
         }
     }
 
     /// Fans out an event the store has written, from member `key`.
     pub fn fan_out(&self, key: u64, event: v1::Event) {
-        self.fan_out_numbered(&mut self.lock(), key, event);
+        self.fan_out_numbered(&mut self.lock(), (0, key), event);
     }
 
-    fn fan_out_numbered(&self, state: &mut State, key: u64, event: v1::Event) {
+    /// This node's id in the cluster; 0 on a single node.
+    fn node(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |cluster| cluster.node())
+    }
+
+    fn fan_out_numbered(&self, state: &mut State, (node, key): MemberRef, event: v1::Event) {
         match &event.kind {
             EventKind::Join => {
-                let newcomer = state.members.get_mut(&key).and_then(|slot| {
+                let here = (node == self.node())
+                    .then_some(())
+                    .and(state.members.get_mut(&key));
+                let newcomer = here.and_then(|slot| {
                     let stage = std::mem::replace(&mut slot.stage, Stage::Live);
                     match (stage, slot.protocol) {
                         (Stage::Joining(resume), Protocol::Json) => {
@@ -418,10 +457,10 @@ impl Room {
                     name: event.name.clone(),
                     since: event.ts,
                 };
-                state.present.insert(key, present);
+                state.present.insert((node, key), present);
             }
             EventKind::Leave => {
-                state.present.remove(&key);
+                state.present.remove(&(node, key));
             }
             EventKind::Message { .. } => {}
         }
@@ -469,24 +508,88 @@ impl Room {
         }
     }
 
-    /// Fans out an announcement that the cluster delivered, from member `key` of `node`.
-    pub fn deliver(&self, node: &str, key: u64, text: &str) {
-        let frame = &wire::text(text);
-        let own_node = self.cluster.as_ref().map(|cluster| cluster.node()) == Some(node);
+    /// Fans out an event the cluster numbered, from member `key` of `node`, if it is
+    /// the next one of the room's history `epoch`.
+    pub fn deliver(&self, (node, key): MemberRef, epoch: &str, event: v1::Event) -> Delivered {
         let mut state = self.lock();
-        let mut delivered = 0;
-        for (member, slot) in state.members.iter_mut() {
-            if matches!(slot.stage, Stage::Joining(_)) && own_node && *member == key {
-                // Whatever came before the newcomer's own join was not for it.
-                slot.stage = Stage::Live;
+        if !state.loaded {
+            return Delivered::NotLoaded;
+        }
+        if epoch != state.epoch || event.offset > state.offset + 1 {
+            return Delivered::Behind;
+        }
+        if event.offset <= state.offset {
+            return Delivered::Done;
+        }
+        self.fan_out_numbered(&mut state, (node, key), event);
+        Delivered::Done
+    }
+
+    /// Whether the room's state is the cluster's; always on a single node.
+    pub fn is_loaded(&self) -> bool {
+        self.lock().loaded
+    }
+
+    /// Forgets that the room's state is the cluster's: the node lost track of it (lost
+    /// Redis), and loads it again when someone joins.
+    pub fn unload(&self) {
+        self.lock().loaded = false;
+    }
+
+    /// Takes the room's state from the cluster. A room that was loaded and fell behind
+    /// fans out what it missed, as far as the snapshot's history reaches; a room loaded
+    /// anew takes it as it is. A member of this node whose join the snapshot already
+    /// holds (it joined while the room was not loaded) is welcomed now.
+    pub fn install(&self, snapshot: Snapshot) {
+        let mut state = self.lock();
+        let caught_up = state.loaded && state.epoch == snapshot.epoch;
+        if caught_up {
+            for (from, event) in &snapshot.events {
+                if event.offset == state.offset + 1 {
+                    self.fan_out_numbered(&mut state, *from, event.clone());
+                }
             }
-            if matches!(slot.stage, Stage::Live) {
-                slot.outbox.push(frame);
-                delivered += 1;
+            if state.offset == snapshot.offset {
+                return;
+            }
+            tracing::warn!(room = %self.name, from = state.offset, to = snapshot.offset, "the room's history no longer holds what this node missed");
+        }
+        state.epoch = snapshot.epoch;
+        state.offset = snapshot.offset;
+        state.numbered = snapshot.offset;
+        state.present = snapshot.present.into_iter().collect();
+        let history = std::mem::take(&mut state.history.events);
+        let forgotten: usize = history.iter().map(|(_, frame)| frame.len()).sum();
+        state.history.bytes -= forgotten;
+        self.metrics.history_bytes(-(forgotten as i64));
+        for (_, event) in &snapshot.events {
+            self.remember(
+                &mut state.history,
+                event.offset,
+                &wire::text(&event.to_json()),
+            );
+        }
+        state.loaded = true;
+        let node = self.node();
+        let joined: Vec<(u64, String)> = state
+            .members
+            .iter()
+            .filter(|(key, slot)| {
+                matches!(slot.stage, Stage::Joining(_))
+                    && state.present.contains_key(&(node, **key))
+            })
+            .map(|(key, _)| (*key, state.present[&(node, *key)].id.clone()))
+            .collect();
+        for (key, id) in joined {
+            let slot = state.members.get_mut(&key).expect("just found");
+            let Stage::Joining(resume) = std::mem::replace(&mut slot.stage, Stage::Live) else {
+                continue;
+            };
+            if slot.protocol == Protocol::Json {
+                let outbox = slot.outbox.clone();
+                self.welcome(&state, &id, resume.as_ref(), &outbox);
             }
         }
-        drop(state);
-        self.metrics.delivered(delivered, frame.len());
     }
 }
 

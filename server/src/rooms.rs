@@ -25,8 +25,8 @@ pub struct Rooms {
     /// How many rooms this run has made: the rest of a room's epoch, so that a room
     /// forgotten and made again does not pass for the old one.
     made: AtomicU64,
-    /// Set on a clustered node, whose only room is the default one.
-    clustered: bool,
+    /// Set on a clustered node: every room goes through it.
+    cluster: Option<Arc<dyn Cluster>>,
     /// Set with durable history: rooms are loaded from it, and write to it.
     journal: Option<Arc<Journal>>,
 }
@@ -42,12 +42,12 @@ pub enum Unavailable {
 }
 
 impl Rooms {
-    /// The rooms of a new server; a clustered node's default room goes through
+    /// The rooms of a new server; on a clustered node every room goes through
     /// `cluster`; with a `journal`, every room keeps its history there.
     pub fn new(
         settings: RoomSettings,
         metrics: Arc<Metrics>,
-        cluster: Option<Box<dyn Cluster>>,
+        cluster: Option<Arc<dyn Cluster>>,
         journal: Option<Arc<Journal>>,
     ) -> Result<Self, Unavailable> {
         let rooms = Self {
@@ -56,11 +56,11 @@ impl Rooms {
             metrics,
             run: format!("{:08x}", fastrand::u32(..)),
             made: AtomicU64::new(0),
-            clustered: cluster.is_some(),
+            cluster,
             journal,
         };
         let name = RoomName::default();
-        let default = rooms.make(name.clone(), cluster)?;
+        let default = rooms.make(name.clone())?;
         rooms.lock().insert(name, default);
         Ok(rooms)
     }
@@ -77,11 +77,7 @@ impl Rooms {
     /// Loading reads the database on the caller's thread: a few milliseconds for a
     /// full history, once per room per run, while the rooms' lock keeps two sessions
     /// from loading one room twice.
-    fn make(
-        &self,
-        name: RoomName,
-        cluster: Option<Box<dyn Cluster>>,
-    ) -> Result<Arc<Room>, Unavailable> {
+    fn make(&self, name: RoomName) -> Result<Arc<Room>, Unavailable> {
         let stored = match &self.journal {
             Some(journal) => journal.load(&name)?,
             None => None,
@@ -99,22 +95,9 @@ impl Rooms {
             start,
             self.settings.clone(),
             self.metrics.clone(),
-            cluster,
+            self.cluster.clone(),
             store,
         ))
-    }
-
-    /// Whether this node serves only the default room.
-    pub fn clustered(&self) -> bool {
-        self.clustered
-    }
-
-    /// The default room, the tutorial's.
-    pub fn default_room(&self) -> Arc<Room> {
-        self.lock()
-            .get(&RoomName::default())
-            .cloned()
-            .expect("the default room is made with the server")
     }
 
     /// The room named `name`, made now if need be.
@@ -130,7 +113,7 @@ impl Rooms {
                 return Err(Unavailable::TooManyRooms);
             }
         }
-        let room = self.make(name.clone(), None)?;
+        let room = self.make(name.clone())?;
         rooms.insert(name.clone(), room.clone());
         Ok(room)
     }

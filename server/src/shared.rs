@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::addresses::Addresses;
-use crate::broker::Health;
+use crate::broker::{Health, Publisher};
 use crate::config::Config;
 use crate::identity::Tokens;
 use crate::journal::Journal;
@@ -25,6 +25,8 @@ pub struct Shared {
     pub rooms: Rooms,
     /// In a cluster: whether Redis is reachable.
     pub broker: Option<watch::Receiver<Health>>,
+    /// In a cluster: where events go to Redis, and rooms are loaded from.
+    pub publisher: Option<Arc<Publisher>>,
     /// With durable history: where every room writes its events.
     pub journal: Option<Arc<Journal>>,
     pub metrics: Arc<Metrics>,
@@ -55,10 +57,13 @@ impl Shared {
     }
 
     /// Completes once the node can take more from its clients: at once, unless the
-    /// durable history is behind (see `journal`).
+    /// durable history (see `journal`) or Redis (see `broker`) is behind.
     pub async fn has_room(&self) {
         if let Some(journal) = &self.journal {
             journal.has_room().await;
+        }
+        if let Some(publisher) = &self.publisher {
+            publisher.has_room().await;
         }
     }
 
