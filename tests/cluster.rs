@@ -7,25 +7,40 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use chat::v1::{Event, EventKind, Welcome};
 use chat_server::Config;
-use testkit::process::{ServerProcess, free_port, wait_until_listening};
+use testkit::process::{Scratch, ServerProcess, free_port, wait_until_listening};
+use testkit::v1::{V1, kinds, said};
 use testkit::{Client, PATIENCE, TestServer, assert_one_order};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-/// A throwaway `redis-server` on a free port, without persistence.
+/// A throwaway `redis-server` on a free port, without persistence unless it is given a
+/// folder to keep its data in.
 struct Redis {
     port: u16,
     process: Option<Child>,
+    data: Option<Scratch>,
 }
 
 impl Redis {
     async fn start() -> Self {
+        Self::start_in(None).await
+    }
+
+    /// A Redis that keeps every write in an append-only file in `data`, synced before
+    /// it answers, so that a killed and restarted one has everything it acknowledged.
+    async fn durable(data: Scratch) -> Self {
+        Self::start_in(Some(data)).await
+    }
+
+    async fn start_in(data: Option<Scratch>) -> Self {
         let port = free_port();
         let mut redis = Self {
             port,
             process: None,
+            data,
         };
         redis.restart().await;
         redis
@@ -33,9 +48,18 @@ impl Redis {
 
     /// Starts (again) on the same port.
     async fn restart(&mut self) {
-        let process = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""]);
+        match &self.data {
+            Some(folder) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .arg("--dir")
+                .arg(folder.path()),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let process = command
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -254,3 +278,183 @@ async fn a_redis_blip_closes_every_client_even_when_redis_is_back_at_once() {
     one_room_again(&one, &two).await;
 }
 
+/// chat.v1.json across nodes: one offset space and one history per room, whichever node
+/// a client is on; members listed from every node; rooms kept apart.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn v1_clients_on_two_nodes_share_offsets_history_and_members() {
+    let redis = Redis::start().await;
+    let (one, two) = (node(&redis).await, node(&redis).await);
+    let mut lobby = two.join("9", "9").await;
+    let mut alice = V1::connect(&one, "/ws/1?room=ops").await;
+    let (first, history, alices_join) = alice.joined(0).await;
+    assert!(history.is_empty());
+    assert_eq!((first.offset, alices_join.offset), (0, 1));
+    alice.say("first", Some("n-1")).await;
+    let first_said = alice.event().await;
+    assert_eq!(first_said.offset, 2);
+    assert_eq!(
+        first_said.kind,
+        EventKind::Message {
+            text: "first".into(),
+            nonce: Some("n-1".into())
+        }
+    );
+
+    let mut bob = V1::connect(&two, "/ws/2?room=ops").await;
+    let (welcome, history, bobs_join) = bob.joined(2).await;
+    assert_eq!(welcome.epoch, first.epoch, "one history for the room");
+    assert_eq!(welcome.offset, 2);
+    assert_eq!(ids(&welcome), ["1"], "alice, on the other node");
+    assert_eq!(
+        history,
+        [alices_join, first_said],
+        "the same events, offsets and times"
+    );
+    assert_eq!(alice.event().await, bobs_join);
+
+    bob.say("second", None).await;
+    let seen_by_bob = bob.event().await;
+    assert_eq!(seen_by_bob.offset, 4);
+    assert_eq!(alice.event().await, seen_by_bob);
+
+    bob.socket.close().await;
+    let left = alice.event().await;
+    assert_eq!((left.offset, left.kind), (5, EventKind::Leave));
+    // The default room heard nothing of "ops", and "ops" nothing of it.
+    lobby.expect_silence().await;
+    alice.socket.expect_silence().await;
+}
+
+fn ids(welcome: &Welcome) -> Vec<&str> {
+    welcome
+        .members
+        .iter()
+        .map(|member| member.id.as_str())
+        .collect()
+}
+
+/// A client dropped from one node resumes on the other with the `since` and `epoch` it
+/// had, and gets exactly what it missed, its own last message among it (found by its
+/// nonce, so it knows not to send it again).
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn a_client_resumes_on_the_other_node_with_exactly_what_it_missed() {
+    let redis = Redis::start().await;
+    let (one, two) = (node(&redis).await, node(&redis).await);
+    let mut bob = V1::connect(&two, "/ws/2").await;
+    bob.joined(0).await;
+    let mut alice = V1::connect(&one, "/ws/1").await;
+    let (welcome, _, _) = alice.joined(1).await;
+    let (epoch, seen) = (welcome.epoch.clone(), welcome.offset + 1);
+    assert_eq!(bob.event().await.kind, EventKind::Join);
+
+    // Alice's connection dies right after she sends: she never sees her echo.
+    alice.say("did this go through?", Some("n-7")).await;
+    drop(alice);
+    assert_eq!(
+        bob.event().await.kind.clone(),
+        EventKind::Message {
+            text: "did this go through?".into(),
+            nonce: Some("n-7".into())
+        }
+    );
+    assert_eq!(bob.event().await.kind, EventKind::Leave);
+    for n in 0..3 {
+        bob.say(&format!("meanwhile {n}"), None).await;
+        bob.event().await;
+    }
+
+    let path = format!("/ws/1?since={seen}&epoch={epoch}");
+    let mut back = V1::connect(&two, &path).await;
+    let (welcome, missed, _) = back.joined(5).await;
+    assert!(welcome.recovered, "{welcome:?}");
+    assert_eq!(welcome.epoch, epoch);
+    let offsets: Vec<u64> = missed.iter().map(|event| event.offset).collect();
+    assert_eq!(offsets, [3, 4, 5, 6, 7], "every event after {seen}, once");
+    assert_eq!(
+        kinds(&missed),
+        [
+            (
+                "1".into(),
+                EventKind::Message {
+                    text: "did this go through?".into(),
+                    nonce: Some("n-7".into())
+                }
+            ),
+            ("1".into(), EventKind::Leave),
+            ("2".into(), said("meanwhile 0")),
+            ("2".into(), said("meanwhile 1")),
+            ("2".into(), said("meanwhile 2")),
+        ]
+    );
+}
+
+/// After a Redis outage, a client resumes with `recovered: true` if Redis came back
+/// with its data, and learns of the lost history (a new epoch, `recovered: false`) if
+/// it came back empty.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn after_a_redis_restart_clients_resume_from_what_redis_kept() {
+    for kept in [true, false] {
+        let folder = Scratch::new("cluster-redis");
+        let mut redis = if kept {
+            Redis::durable(folder).await
+        } else {
+            Redis::start().await
+        };
+        let (one, two) = (node(&redis).await, node(&redis).await);
+        let mut alice = V1::connect(&one, "/ws/1").await;
+        let (before, _, _) = alice.joined(0).await;
+        let mut bob = V1::connect(&two, "/ws/2").await;
+        bob.joined(1).await;
+        bob.say("before the outage", None).await;
+        alice.event().await;
+        let said = alice.event().await;
+        assert_eq!(said.kind, testkit::v1::said("before the outage"));
+
+        redis.stop().await;
+        closed_for_the_outage([&mut alice.socket, &mut bob.socket]).await;
+        redis.restart().await;
+        wait_healthy(&one, 200).await;
+        wait_healthy(&two, 200).await;
+
+        let path = format!("/ws/1?since={}&epoch={}", said.offset, before.epoch);
+        let mut back = V1::connect(&two, &path).await;
+        let welcome = back.welcome().await;
+        assert_eq!(welcome.recovered, kept, "{welcome:?}");
+        assert_eq!(welcome.epoch == before.epoch, kept, "{welcome:?}");
+        assert!(welcome.members.is_empty(), "both were closed: {welcome:?}");
+        let replayed = replay_until_own_join(&mut back, &welcome).await;
+        if kept {
+            // What happened after: the nodes announced the leaves of the members they
+            // closed, once each.
+            let mut left: Vec<String> = replayed.iter().map(|event| event.id.clone()).collect();
+            left.sort();
+            assert_eq!(left, ["1", "2"], "{replayed:?}");
+            assert!(replayed.iter().all(|event| event.kind == EventKind::Leave));
+            assert_eq!(replayed[0].offset, said.offset + 1);
+        } else {
+            assert_eq!(
+                welcome.offset, 0,
+                "Redis has nothing of the room: {replayed:?}"
+            );
+        }
+    }
+}
+
+/// The history events after a welcome, up to the client's own join (not included).
+async fn replay_until_own_join(client: &mut V1, welcome: &Welcome) -> Vec<Event> {
+    let mut replayed = Vec::new();
+    loop {
+        let event = client.event().await;
+        if event.offset == welcome.offset + 1 {
+            assert_eq!(
+                (event.id.as_str(), &event.kind),
+                (welcome.id.as_str(), &EventKind::Join)
+            );
+            return replayed;
+        }
+        replayed.push(event);
+    }
+}
