@@ -4,16 +4,23 @@
 //! `redis-server` and runs these with `--include-ignored`. Each test starts its own Redis
 //! on a free port.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use chat::v1::{Event, EventKind, Welcome};
+use chat::v1::{Event, EventKind, ServerFrame, Welcome};
 use chat_server::Config;
+use futures_util::StreamExt;
+use testkit::chromium::{
+    ChromeDriver, chat_tui_binary, client_id, messages, wait_for_message, wait_until,
+};
 use testkit::process::{Scratch, ServerProcess, free_port, wait_until_listening};
+use testkit::terminal::Terminal;
 use testkit::v1::{V1, kinds, said};
 use testkit::{Client, PATIENCE, TestServer, assert_one_order};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// A throwaway `redis-server` on a free port, without persistence unless it is given a
@@ -457,4 +464,211 @@ async fn replay_until_own_join(client: &mut V1, welcome: &Welcome) -> Vec<Event>
         }
         replayed.push(event);
     }
+}
+
+/// haproxy in front of two nodes, with `contrib/haproxy.cfg` on free ports. It balances
+/// with `first` instead of the file's `leastconn`, so that every client is known to be
+/// on the first node when the test kills it.
+struct Haproxy {
+    port: u16,
+    _process: Child,
+    _folder: Scratch,
+}
+
+impl Haproxy {
+    async fn start(one: SocketAddr, two: SocketAddr) -> Self {
+        let port = free_port();
+        let config = std::fs::read_to_string(testkit::repository().join("contrib/haproxy.cfg"))
+            .expect("contrib/haproxy.cfg")
+            .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:8001", &one.to_string())
+            .replace("127.0.0.1:8002", &two.to_string())
+            .replace("balance leastconn", "balance first");
+        let folder = Scratch::new("haproxy");
+        let path = folder.path().join("haproxy.cfg");
+        std::fs::write(&path, config).expect("write the haproxy config");
+        let process = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("haproxy is installed (apt-get install haproxy)");
+        wait_until_listening(port, "haproxy").await;
+        Self {
+            port,
+            _process: process,
+            _folder: folder,
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// What a v1 client heard until its connection was cut.
+async fn events_until_cut(client: &mut V1) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(PATIENCE, client.socket.socket.next()).await
+    {
+        if let Ok(ServerFrame::Event(event)) = ServerFrame::parse(&text) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+/// The texts of the messages from `id` among `events`.
+fn texts_from(id: &str, events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|event| event.id == id)
+        .filter_map(|event| match &event.kind {
+            EventKind::Message { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Kills the node that every client reached through haproxy is on, while another
+/// client sends: each client comes back through haproxy on the other node, and the v1
+/// ones (a test client, chat-tui, the page) show every message once, in order; a plain
+/// client reconnects too, without history. The dead node's members are announced as
+/// gone.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs redis-server, haproxy and chromium; .ci/run runs it"]
+async fn killing_a_node_behind_haproxy_moves_its_clients_and_loses_nothing() {
+    const SENT: usize = 40;
+    let redis = Redis::start().await;
+    let redis_url = redis.url();
+    let args = [
+        "--redis-url",
+        &redis_url,
+        "--presence-ttl",
+        "1",
+        "--rate-limit",
+        "0",
+    ];
+    let mut one = ServerProcess::start(&args).await;
+    let two = ServerProcess::start(&args).await;
+    let proxy = Haproxy::start(one.address, two.address).await;
+    let through = |path: &str| format!("ws://{}{path}", proxy.address());
+
+    let mut v1 = V1::connect_url(&through("/ws/41")).await;
+    let welcome = v1.seated().await;
+    let mut tui = Terminal::start(
+        &chat_tui_binary(),
+        &["--server", &through(""), "--id", "42"],
+        &[],
+        (100, 100),
+    );
+    tui.wait_for("● connected · id 42").await;
+    let driver = ChromeDriver::start().await;
+    let page = driver.open(900, 900).await;
+    page.goto(&format!("http://{}/", proxy.address()))
+        .await
+        .expect("open the page through haproxy");
+    let page_id = client_id(&page).await;
+    wait_for_message(&page, &format!("Client #{page_id} has entered the chat")).await;
+    let (plain, _) = tokio_tungstenite::connect_async(through("/ws/43"))
+        .await
+        .expect("a plain client through haproxy");
+    let mut plain = Client { socket: plain };
+    assert_eq!(plain.recv().await, "Client #43 has entered the chat");
+    assert_eq!(
+        testkit::metric(one.address, "chat_connections").await,
+        4,
+        "haproxy sent every client to the first node"
+    );
+
+    let mut sender = V1::connect_url(&two.url("/ws/7")).await;
+    sender.seated().await;
+    let sending = tokio::spawn(async move {
+        for n in 0..SENT {
+            sender.say(&format!("failover {n:02}"), None).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sender
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    one.kill().await;
+    // Typed while chat-tui is cut off: sent once it is back.
+    tui.type_keys("typed during the failover\r");
+    let mut sender = sending.await.expect("the sender");
+
+    // The v1 test client resumes through haproxy from the last event it saw.
+    let mut heard = events_until_cut(&mut v1).await;
+    let last = heard
+        .last()
+        .map_or(welcome.offset + 1, |event| event.offset);
+    let path = format!("/ws/41?since={last}&epoch={}", welcome.epoch);
+    let mut back = V1::connect_url(&through(&path)).await;
+    let resumed = back.welcome().await;
+    assert!(resumed.recovered, "{resumed:?}");
+    let expected: Vec<String> = (0..SENT).map(|n| format!("failover {n:02}")).collect();
+    while texts_from("7", &heard) != expected || texts_from("42", &heard).is_empty() {
+        let Ok(event) = tokio::time::timeout(PATIENCE / 2, back.event()).await else {
+            panic!("not everything came: {heard:?}\nchat-tui shows\n{}", tui.contents());
+        };
+        heard.push(event);
+        assert!(
+            texts_from("7", &heard).len() <= SENT,
+            "a message twice: {heard:?}"
+        );
+    }
+    let offsets: Vec<u64> = heard.iter().map(|event| event.offset).collect();
+    assert!(
+        offsets.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "every offset once, in order: {offsets:?}"
+    );
+    assert_eq!(texts_from("42", &heard), ["typed during the failover"]);
+
+    // chat-tui and the page show each message once.
+    tui.wait_for("failover 39").await;
+    let screen = tui.contents();
+    for text in expected
+        .iter()
+        .map(String::as_str)
+        .chain(["typed during the failover"])
+    {
+        assert_eq!(screen.matches(text).count(), 1, "{text:?} on\n{screen}");
+    }
+    wait_until(&page, "the last message", |shown| {
+        shown.iter().any(|shown| shown.ends_with("failover 39"))
+    })
+    .await;
+    let shown = messages(&page).await;
+    for text in expected
+        .iter()
+        .map(String::as_str)
+        .chain(["typed during the failover"])
+    {
+        let times = shown.iter().filter(|shown| shown.ends_with(text)).count();
+        assert_eq!(times, 1, "{text:?} in {shown:?}");
+    }
+
+    // The plain client is cut off too (haproxy resets its connection), and comes back
+    // as a newcomer.
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, plain.socket.next()).await {}
+    let (plain, _) = tokio_tungstenite::connect_async(through("/ws/43"))
+        .await
+        .expect("the plain client reconnects through haproxy");
+    let mut plain = Client { socket: plain };
+    assert_eq!(plain.recv().await, "Client #43 has entered the chat");
+
+    // The survivor announces that the dead node's members left, once each.
+    let mut left = Vec::new();
+    while left.len() < 4 {
+        let event = sender.event().await;
+        if event.kind == EventKind::Leave {
+            left.push(event.id);
+        }
+    }
+    left.sort();
+    let mut members = vec!["41".to_owned(), "42".to_owned(), "43".to_owned(), page_id];
+    members.sort();
+    assert_eq!(left, members);
 }
