@@ -611,7 +611,10 @@ async fn killing_a_node_behind_haproxy_moves_its_clients_and_loses_nothing() {
     let expected: Vec<String> = (0..SENT).map(|n| format!("failover {n:02}")).collect();
     while texts_from("7", &heard) != expected || texts_from("42", &heard).is_empty() {
         let Ok(event) = tokio::time::timeout(PATIENCE / 2, back.event()).await else {
-            panic!("not everything came: {heard:?}\nchat-tui shows\n{}", tui.contents());
+            panic!(
+                "not everything came: {heard:?}\nchat-tui shows\n{}",
+                tui.contents()
+            );
         };
         heard.push(event);
         assert!(
