@@ -652,6 +652,7 @@ async fn killing_a_node_behind_haproxy_moves_its_clients_and_loses_nothing() {
         let times = shown.iter().filter(|shown| shown.ends_with(text)).count();
         assert_eq!(times, 1, "{text:?} in {shown:?}");
     }
+    page.close().await.expect("close the page");
 
     // The plain client is cut off too (haproxy resets its connection), and comes back
     // as a newcomer.

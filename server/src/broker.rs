@@ -65,9 +65,11 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one read of `chat:events` waits for news.
 const READ_WAIT: Duration = Duration::from_secs(1);
 /// The most bytes of events handed over by sessions and not yet taken by Redis.
-pub const MAX_BACKLOG_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_BACKLOG_BYTES: usize = 1024 * 1024;
 /// About the most bytes of events read from `chat:events` at once.
 const READ_BYTES: usize = 4 * 1024 * 1024;
+/// The most events read from `chat:events` at once.
+const MOST_PER_READ: usize = 1024;
 
 /// Numbers an event and adds it to its room's history and to `chat:events`.
 ///
@@ -284,7 +286,7 @@ pub struct Broker {
     presence_ttl: Duration,
     /// Events kept per room in Redis.
     history: usize,
-    /// Events read from `chat:events` at once.
+    /// Events read from `chat:events` in the first read of a connection.
     read_count: usize,
     /// How many connections to Redis this node has made; the current one's epoch.
     connection: u64,
@@ -324,7 +326,7 @@ pub fn channel(
         node,
         presence_ttl,
         history,
-        read_count: (READ_BYTES / max_message_bytes.max(1)).clamp(16, MOST_PER_PIPELINE),
+        read_count: events_per_read(max_message_bytes),
         connection: 0,
         commands,
         loads,
@@ -672,18 +674,29 @@ fn append(
 /// A stream entry: its id and its fields, names and values in turn.
 type StreamEntry = (String, Vec<String>);
 
+/// How many events of `bytes` each make a read of about [`READ_BYTES`].
+fn events_per_read(bytes: usize) -> usize {
+    (READ_BYTES / bytes.max(64)).clamp(16, MOST_PER_READ)
+}
+
 /// Reads `chat:events` from after `start`, a batch at a time, handing each over before
 /// reading the next: what Redis has and this node has not fanned out stays in Redis.
+///
+/// A batch holds about [`READ_BYTES`]: the first read takes as many events as fit if
+/// each were as large as a message can be, and each next read as many as fit if they
+/// are like the last batch's. (Small events in batches of 1024 keep up with a busy room
+/// where batches of 64 fell seconds behind; a burst of large ones after small ones makes
+/// one batch of at most 1024 large events before the size adjusts.)
 async fn read_events(
     mut reader: MultiplexedConnection,
     mut start: String,
-    count: usize,
+    mut count: usize,
     batches: mpsc::Sender<Batch>,
 ) {
-    let options = redis::streams::StreamReadOptions::default()
-        .count(count)
-        .block(READ_WAIT.as_millis() as usize);
     loop {
+        let options = redis::streams::StreamReadOptions::default()
+            .count(count)
+            .block(READ_WAIT.as_millis() as usize);
         let read: Result<Option<redis::streams::StreamReadReply>, _> =
             reader.xread_options(&[EVENTS], &[&start], &options).await;
         let batch = match read {
@@ -692,13 +705,19 @@ async fn read_events(
                     .into_iter()
                     .flat_map(|reply| reply.keys)
                     .flat_map(|key| key.ids);
-                let mut entries = Vec::new();
+                let (mut entries, mut bytes) = (Vec::new(), 0);
                 for entry in ids {
                     start.clone_from(&entry.id);
                     match read_live_entry(&entry) {
-                        Ok(read) => entries.push(read),
+                        Ok((read, size)) => {
+                            entries.push(read);
+                            bytes += size;
+                        }
                         Err(error) => warn!(%error, id = %entry.id, "skipped an unreadable event"),
                     }
+                }
+                if !entries.is_empty() {
+                    count = events_per_read(bytes / entries.len());
                 }
                 Ok(entries)
             }
@@ -720,16 +739,18 @@ fn field<T: redis::FromRedisValue>(
         .ok_or_else(|| BrokerError::Unreadable(format!("an event without {name:?}")))
 }
 
-fn read_live_entry(entry: &redis::streams::StreamId) -> Result<Entry, BrokerError> {
+/// An entry of `chat:events`, and the size of its event.
+fn read_live_entry(entry: &redis::streams::StreamId) -> Result<(Entry, usize), BrokerError> {
     let room: String = field(entry, "r")?;
     let room = RoomName::parse(&room).map_err(|_| BrokerError::Unreadable(room))?;
     let event: String = field(entry, "e")?;
-    Ok(Entry {
+    let read = Entry {
         room,
         from: (field(entry, "n")?, field(entry, "k")?),
         epoch: field(entry, "p")?,
         event: read_event(&event)?,
-    })
+    };
+    Ok((read, event.len()))
 }
 
 /// A `history` entry's fields: `n`, `k`, `e`, in that order.

@@ -281,7 +281,7 @@ impl Metrics {
                 "chat_broker_backlog_bytes",
                 "gauge",
                 "Bytes of events waiting for Redis to take them (clustered nodes only); \
-                 sessions stop reading their clients while it is over 8 MiB.",
+                 sessions stop reading their clients while it is over 1 MiB.",
                 &self.broker_backlog_bytes,
             ),
         ];
