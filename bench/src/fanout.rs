@@ -41,6 +41,8 @@ pub struct FanoutPlan {
     pub connect_concurrency: usize,
     /// How long the sending phase may take before what is missing counts as lost.
     pub timeout: Duration,
+    /// Bytes of filler after each message's sequence number and send time.
+    pub padding: usize,
 }
 
 /// Latency percentiles, in microseconds.
@@ -80,6 +82,8 @@ struct Shared {
     done: AtomicUsize,
     all_done: Notify,
     expected_per_client: u64,
+    /// Sent after each message's sequence number and send time (` xxx…`), or nothing.
+    padding: String,
 }
 
 /// One client's reading side: counts, latencies, acknowledgements. Returns when it has
@@ -117,8 +121,9 @@ async fn read_all(
         };
         if let Some((_, payload)) = text.split_once(": b ") {
             let Some(sent_at) = payload
-                .split_once(' ')
-                .and_then(|(_, sent_at)| sent_at.parse::<u64>().ok())
+                .split(' ')
+                .nth(1)
+                .and_then(|sent_at| sent_at.parse::<u64>().ok())
             else {
                 continue;
             };
@@ -171,6 +176,10 @@ pub async fn fanout(
         done: AtomicUsize::new(0),
         all_done: Notify::new(),
         expected_per_client,
+        padding: match plan.padding {
+            0 => String::new(),
+            bytes => format!(" {}", "x".repeat(bytes - 1)),
+        },
     });
     let sentinel_join = format!("Client #{} has entered the chat", ID_BASE - 1);
 
@@ -363,7 +372,8 @@ async fn send(
             (Pace::Rate(_) | Pace::Aligned(_), None) => unreachable!("a rate has ticks"),
         }
         let sent_at = shared.start.elapsed().as_nanos() as u64;
-        sink.send(servers.message(format!("b {seq} {sent_at}")))
+        let padding = &shared.padding;
+        sink.send(servers.message(format!("b {seq} {sent_at}{padding}")))
             .await
             .context("sending")?;
     }

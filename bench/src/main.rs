@@ -66,6 +66,9 @@ enum Scenario {
         /// Seconds the sending phase may take before what is missing counts as lost.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// Make each message about this many bytes longer (filler after its numbers).
+        #[arg(long, default_value_t = 0)]
+        padding: usize,
     },
     /// N idle clients held open: memory per connection, the join storm, and churn.
     Idle {
@@ -127,6 +130,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             rate,
             aligned,
             timeout,
+            padding,
         } => {
             let plan = FanoutPlan {
                 clients,
@@ -139,6 +143,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
                 },
                 connect_concurrency: args.connect_concurrency,
                 timeout: Duration::from_secs(timeout),
+                padding,
             };
             let report = chat_bench::fanout(&servers, &plan, probe).await?;
             let lost = report.lost_deliveries;

@@ -29,6 +29,7 @@ async fn a_windowed_fanout_loses_nothing() {
         pace: Pace::Window(8),
         connect_concurrency: 8,
         timeout: Duration::from_secs(30),
+        padding: 0,
     };
     // This process is the server: its CPU and memory are readable too.
     let probe = ServerProbe::new(std::process::id()).unwrap();
@@ -53,6 +54,7 @@ async fn a_paced_fanout_loses_nothing_spread_or_aligned() {
             pace,
             connect_concurrency: 4,
             timeout: Duration::from_secs(30),
+            padding: 0,
         };
         let report = chat_bench::fanout(&servers, &plan, None).await.unwrap();
         assert_eq!(report.received_deliveries, 10 * 2 * 10, "{pace:?}");
@@ -107,6 +109,7 @@ async fn the_comparison_server_loses_nothing_either() {
         pace: Pace::Aligned(50.0),
         connect_concurrency: 4,
         timeout: Duration::from_secs(30),
+        padding: 0,
     };
     let probe = ServerProbe::new(comparison.id().unwrap()).unwrap();
     let report = chat_bench::fanout(&servers, &plan, Some(probe))

@@ -17,10 +17,12 @@
 //! so that what it reads afterwards either is in the snapshot (and is skipped by its
 //! offset) or comes after it.
 //!
-//! Bounds: what sessions hand over and Redis has not yet taken is counted in bytes, and
-//! sessions stop reading from their clients past [`MAX_BACKLOG_BYTES`]; `chat:events`
-//! is read a batch at a time, the next one only once the last is fanned out, so
-//! nothing piles up inside the node when Redis delivers faster than it can fan out.
+//! Bounds: what sessions hand over is counted in bytes until it comes back through
+//! `chat:events` and is fanned out, and sessions stop reading from their clients past
+//! [`MAX_BACKLOG_BYTES`], so that a node whose fan-out falls behind slows its senders
+//! (as a single node does, where a sender fans out its own messages) instead of letting
+//! Redis queue what it cannot deliver; `chat:events` is read a batch at a time, the next
+//! one only once the last is fanned out, so nothing piles up inside the node either.
 //!
 //! Presence: each member is in its room's `present` hash (what a welcome lists) and in
 //! its node's `members` hash, both kept by `APPEND`. Each node also refreshes an `alive`
@@ -64,8 +66,10 @@ const MOST_PER_PIPELINE: usize = 1024;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one read of `chat:events` waits for news.
 const READ_WAIT: Duration = Duration::from_secs(1);
-/// The most bytes of events handed over by sessions and not yet taken by Redis.
-pub const MAX_BACKLOG_BYTES: usize = 1024 * 1024;
+/// The most bytes of events handed over by sessions and not yet back from Redis: enough
+/// for a few milliseconds of a busy room, so that waiting on Redis costs no throughput,
+/// and little enough that what waits costs no noticeable latency.
+pub const MAX_BACKLOG_BYTES: usize = 256 * 1024;
 /// About the most bytes of events read from `chat:events` at once.
 const READ_BYTES: usize = 4 * 1024 * 1024;
 /// The most events read from `chat:events` at once.
@@ -171,7 +175,7 @@ enum BrokerError {
     Unreadable(String),
 }
 
-/// Events handed over by sessions and not yet taken by Redis.
+/// Events handed over by sessions and not yet back from Redis.
 #[derive(Default)]
 struct Backlog {
     bytes: AtomicUsize,
@@ -293,6 +297,9 @@ pub struct Broker {
     commands: mpsc::UnboundedReceiver<Outgoing>,
     loads: mpsc::UnboundedReceiver<Load>,
     backlog: Arc<Backlog>,
+    /// The part of the backlog that Redis has taken and this node has not yet read back;
+    /// what was sent on a lost connection never comes back, and is released at once.
+    in_redis: usize,
     health: watch::Sender<Health>,
     /// The rooms loaded since the last connection to Redis, which events go to.
     rooms: HashMap<RoomName, Weak<Room>>,
@@ -331,6 +338,7 @@ pub fn channel(
         commands,
         loads,
         backlog,
+        in_redis: 0,
         health,
         rooms: HashMap::new(),
     };
@@ -381,6 +389,9 @@ impl Broker {
         stop: &CancellationToken,
         failures: &mut u32,
     ) -> Result<(), BrokerError> {
+        // What the last connection sent and did not read back is not coming.
+        self.backlog
+            .release(std::mem::take(&mut self.in_redis), metrics);
         let (mut redis, reader) = self.connect().await?;
         self.register(&mut redis).await?;
         // Where this connection starts reading: every room loaded from here on is
@@ -501,6 +512,13 @@ impl Broker {
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
         for entry in batch {
+            if entry.from.0 == self.node {
+                // Back from Redis; a member's leave reaped from an earlier connection of
+                // this node never counted.
+                let back = cost(&entry.event).min(self.in_redis);
+                self.in_redis -= back;
+                self.backlog.release(back, metrics);
+            }
             let Some(room) = self.rooms.get(&entry.room).and_then(Weak::upgrade) else {
                 continue;
             };
@@ -594,12 +612,13 @@ impl Broker {
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
         let mut pipe = redis::pipe();
-        let (mut count, mut bytes) = (0, 0);
+        let (mut count, mut bytes, mut fresh) = (0, 0, 0);
         let mut next = Some(first);
         let current = Epoch::Connection(self.connection);
         while let Some(outgoing) = next.take() {
             bytes += cost(&outgoing.event);
             if outgoing.epoch == current {
+                fresh += cost(&outgoing.event);
                 append(
                     &mut pipe,
                     (self.node, outgoing.key),
@@ -618,8 +637,11 @@ impl Broker {
         } else {
             pipe.query_async::<()>(redis).await
         };
-        // Taken, or lost with the connection along with the sessions that sent them.
-        self.backlog.release(bytes, metrics);
+        // Those from an ended connection are not sent, and the sessions they are from
+        // were closed with it; the rest are released as they come back.
+        let stale: usize = bytes - fresh;
+        self.backlog.release(stale, metrics);
+        self.in_redis += fresh;
         sent?;
         metrics.broker_published(count);
         Ok(())

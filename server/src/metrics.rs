@@ -165,7 +165,7 @@ impl Metrics {
         add(&self.broker_lag_micros, lag.as_micros() as u64);
     }
 
-    /// Events waiting for Redis grew (or, negative, shrank) by `bytes`.
+    /// Events handed to Redis and not yet back grew (or, negative, shrank) by `bytes`.
     pub fn broker_backlog(&self, bytes: i64) {
         adjust(&self.broker_backlog_bytes, bytes);
     }
@@ -280,8 +280,8 @@ impl Metrics {
             (
                 "chat_broker_backlog_bytes",
                 "gauge",
-                "Bytes of events waiting for Redis to take them (clustered nodes only); \
-                 sessions stop reading their clients while it is over 1 MiB.",
+                "Bytes of events handed to Redis and not yet back from it (clustered nodes \
+                 only); sessions stop reading their clients while it is over 256 KiB.",
                 &self.broker_backlog_bytes,
             ),
         ];
