@@ -156,6 +156,22 @@ async fn every_client_on_every_node_sees_one_order() {
     ];
     // Bursts from senders on both nodes at once.
     assert_one_order(&mut clients, MESSAGES).await;
+    // Each event counted against its node's backlog until it came back from Redis, and
+    // every one did: nothing is left counted, which would slow the node's senders for
+    // good.
+    for node in [&one, &two] {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let metrics = node
+                .http("GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await;
+            if metrics.metric("chat_broker_backlog_bytes") == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}", metrics.body);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@
 //! the node announces the leaves of the members it closed, unless another node already
 //! has, and loads each room again when someone joins it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
@@ -75,7 +75,8 @@ const READ_BYTES: usize = 4 * 1024 * 1024;
 /// The most events read from `chat:events` at once.
 const MOST_PER_READ: usize = 1024;
 
-/// Numbers an event and adds it to its room's history and to `chat:events`.
+/// Numbers an event and adds it to its room's history and to `chat:events`; returns its
+/// id in `chat:events`.
 ///
 /// KEYS: meta, history, present, the node's members, `chat:events`.
 /// ARGV: an epoch if the room needs one, room, node, key, `join`/`leave`/`-`, the
@@ -101,9 +102,8 @@ local event = '{"offset":' .. offset .. ',' .. ARGV[7]
 if tonumber(ARGV[8]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[8], '0-' .. offset, 'n', ARGV[3], 'k', ARGV[4], 'e', event)
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*',
+return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*',
   'r', ARGV[2], 'n', ARGV[3], 'k', ARGV[4], 'p', epoch, 'e', event)
-return offset
 "#;
 
 /// `APPEND`'s hash, which pipelines call it by (each connection loads it first).
@@ -297,9 +297,11 @@ pub struct Broker {
     commands: mpsc::UnboundedReceiver<Outgoing>,
     loads: mpsc::UnboundedReceiver<Load>,
     backlog: Arc<Backlog>,
-    /// The part of the backlog that Redis has taken and this node has not yet read back;
-    /// what was sent on a lost connection never comes back, and is released at once.
-    in_redis: usize,
+    /// The part of the backlog that Redis has taken, as pipelines: the id of each one's
+    /// last event in `chat:events`, and its bytes. Released once this node has read
+    /// that far (or, if Redis trimmed them unread, past them); what was sent on a lost
+    /// connection is released when the next one begins.
+    in_redis: VecDeque<(StreamPosition, usize)>,
     health: watch::Sender<Health>,
     /// The rooms loaded since the last connection to Redis, which events go to.
     rooms: HashMap<RoomName, Weak<Room>>,
@@ -338,7 +340,7 @@ pub fn channel(
         commands,
         loads,
         backlog,
-        in_redis: 0,
+        in_redis: VecDeque::new(),
         health,
         rooms: HashMap::new(),
     };
@@ -353,7 +355,19 @@ struct Entry {
     event: v1::Event,
 }
 
-type Batch = Result<Vec<Entry>, BrokerError>;
+/// Where an entry is in a stream: its id, `<milliseconds>-<sequence>`.
+type StreamPosition = (u64, u64);
+
+fn position(id: &str) -> Option<StreamPosition> {
+    let (millis, sequence) = id.split_once('-')?;
+    Some((millis.parse().ok()?, sequence.parse().ok()?))
+}
+
+/// Events read from `chat:events`, and the position of the last one.
+struct Batch {
+    entries: Vec<Entry>,
+    read_to: Option<StreamPosition>,
+}
 
 impl Broker {
     /// Keeps the node connected to Redis, reconnecting with backoff, until `stop`; then
@@ -390,8 +404,8 @@ impl Broker {
         failures: &mut u32,
     ) -> Result<(), BrokerError> {
         // What the last connection sent and did not read back is not coming.
-        self.backlog
-            .release(std::mem::take(&mut self.in_redis), metrics);
+        let lost: usize = self.in_redis.drain(..).map(|(_, bytes)| bytes).sum();
+        self.backlog.release(lost, metrics);
         let (mut redis, reader) = self.connect().await?;
         self.register(&mut redis).await?;
         // Where this connection starts reading: every room loaded from here on is
@@ -473,7 +487,7 @@ impl Broker {
     async fn relay(
         &mut self,
         redis: &mut MultiplexedConnection,
-        mut batches: mpsc::Receiver<Batch>,
+        mut batches: mpsc::Receiver<Result<Batch, BrokerError>>,
         metrics: &Metrics,
         stop: &CancellationToken,
     ) -> Result<(), BrokerError> {
@@ -508,17 +522,10 @@ impl Broker {
     async fn deliver(
         &mut self,
         redis: &mut MultiplexedConnection,
-        batch: Vec<Entry>,
+        batch: Batch,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
-        for entry in batch {
-            if entry.from.0 == self.node {
-                // Back from Redis; a member's leave reaped from an earlier connection of
-                // this node never counted.
-                let back = cost(&entry.event).min(self.in_redis);
-                self.in_redis -= back;
-                self.backlog.release(back, metrics);
-            }
+        for entry in batch.entries {
             let Some(room) = self.rooms.get(&entry.room).and_then(Weak::upgrade) else {
                 continue;
             };
@@ -526,6 +533,11 @@ impl Broker {
             metrics.broker_received(lag);
             if room.deliver(entry.from, &entry.epoch, entry.event) == Delivered::Behind {
                 self.load(redis, &room).await?;
+            }
+        }
+        if let Some(read_to) = batch.read_to {
+            while let Some((_, bytes)) = self.in_redis.pop_front_if(|(last, _)| *last <= read_to) {
+                self.backlog.release(bytes, metrics);
             }
         }
         Ok(())
@@ -632,17 +644,16 @@ impl Broker {
                 next = self.commands.try_recv().ok();
             }
         }
-        let sent = if count == 0 {
-            Ok(())
-        } else {
-            pipe.query_async::<()>(redis).await
-        };
         // Those from an ended connection are not sent, and the sessions they are from
-        // were closed with it; the rest are released as they come back.
-        let stale: usize = bytes - fresh;
-        self.backlog.release(stale, metrics);
-        self.in_redis += fresh;
-        sent?;
+        // were closed with it; the rest are released once they are read back.
+        self.backlog.release(bytes - fresh, metrics);
+        if count == 0 {
+            return Ok(());
+        }
+        let ids: Vec<String> = pipe.query_async(redis).await?;
+        let last = ids.last().and_then(|id| position(id));
+        let last = last.ok_or_else(|| BrokerError::Unreadable(format!("event ids {ids:?}")))?;
+        self.in_redis.push_back((last, fresh));
         metrics.broker_published(count);
         Ok(())
     }
@@ -689,8 +700,7 @@ fn append(
         .arg(present)
         .arg(after_offset)
         .arg(history)
-        .arg(EVENTS_KEPT)
-        .ignore();
+        .arg(EVENTS_KEPT);
 }
 
 /// A stream entry: its id and its fields, names and values in turn.
@@ -713,7 +723,7 @@ async fn read_events(
     mut reader: MultiplexedConnection,
     mut start: String,
     mut count: usize,
-    batches: mpsc::Sender<Batch>,
+    batches: mpsc::Sender<Result<Batch, BrokerError>>,
 ) {
     loop {
         let options = redis::streams::StreamReadOptions::default()
@@ -741,7 +751,10 @@ async fn read_events(
                 if !entries.is_empty() {
                     count = events_per_read(bytes / entries.len());
                 }
-                Ok(entries)
+                Ok(Batch {
+                    entries,
+                    read_to: position(&start),
+                })
             }
             Err(error) => Err(BrokerError::Redis(error)),
         };
