@@ -536,7 +536,11 @@ impl Broker {
             }
         }
         if let Some(read_to) = batch.read_to {
-            while let Some((_, bytes)) = self.in_redis.pop_front_if(|(last, _)| *last <= read_to) {
+            while let Some(&(last, bytes)) = self.in_redis.front() {
+                if last > read_to {
+                    break;
+                }
+                self.in_redis.pop_front();
                 self.backlog.release(bytes, metrics);
             }
         }
