@@ -95,6 +95,18 @@ fn node_config(redis: &Redis) -> Config {
     }
 }
 
+/// The flags of a node in its own process, as `node_config` sets them.
+fn process_args(redis_url: &str) -> [&str; 6] {
+    [
+        "--redis-url",
+        redis_url,
+        "--presence-ttl",
+        "1",
+        "--rate-limit",
+        "0",
+    ]
+}
+
 /// A node in this process, ready once its `/healthz` says so.
 async fn node(redis: &Redis) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -214,14 +226,7 @@ async fn a_killed_nodes_members_are_announced_as_gone_by_the_others() {
     let redis = Redis::start().await;
     let survivor = node(&redis).await;
     let redis_url = redis.url();
-    let args = [
-        "--redis-url",
-        &redis_url,
-        "--presence-ttl",
-        "1",
-        "--rate-limit",
-        "0",
-    ];
+    let args = process_args(&redis_url);
     let mut doomed = ServerProcess::start(&args).await;
 
     let mut watcher = survivor.join("1", "1").await;
@@ -560,14 +565,7 @@ async fn killing_a_node_behind_haproxy_moves_its_clients_and_loses_nothing() {
     const SENT: usize = 40;
     let redis = Redis::start().await;
     let redis_url = redis.url();
-    let args = [
-        "--redis-url",
-        &redis_url,
-        "--presence-ttl",
-        "1",
-        "--rate-limit",
-        "0",
-    ];
+    let args = process_args(&redis_url);
     let mut one = ServerProcess::start(&args).await;
     let two = ServerProcess::start(&args).await;
     let proxy = Haproxy::start(one.address, two.address).await;

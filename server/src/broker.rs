@@ -51,7 +51,10 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
-use crate::room::{Cluster, Delivered, Epoch, MemberRef, Outgoing, Room, Snapshot, now_millis};
+use crate::room::{
+    Cluster, Delivered, Epoch, MemberRef, Outgoing, Room, Snapshot, backlog_cost as cost,
+    now_millis,
+};
 
 /// The stream of every room's events, which every node reads.
 const EVENTS: &str = "chat:events";
@@ -75,6 +78,21 @@ const READ_BYTES: usize = 4 * 1024 * 1024;
 /// The most events read from `chat:events` at once.
 const MOST_PER_READ: usize = 1024;
 
+/// How both scripts begin: a room Redis has no epoch for (new, or lost with Redis's
+/// data) gets the one the node offers, and nothing of an earlier history is kept.
+/// KEYS[1..3]: meta, history, present; ARGV[1]: the epoch offered.
+macro_rules! take_epoch {
+    () => {
+        r#"
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[1], 'offset')
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+"#
+    };
+}
+
 /// Numbers an event and adds it to its room's history and to `chat:events`; returns its
 /// id in `chat:events`.
 ///
@@ -82,12 +100,9 @@ const MOST_PER_READ: usize = 1024;
 /// ARGV: an epoch if the room needs one, room, node, key, `join`/`leave`/`-`, the
 /// member as `present` lists it, the event's JSON after its offset, history length,
 /// `chat:events` length.
-const APPEND: &str = r#"
-if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('HDEL', KEYS[1], 'offset')
-  redis.call('DEL', KEYS[2], KEYS[3])
-end
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+const APPEND: &str = concat!(
+    take_epoch!(),
+    r#"
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local member = ARGV[3] .. ' ' .. ARGV[4]
 local seat = ARGV[2] .. ' ' .. ARGV[4]
@@ -104,7 +119,8 @@ if tonumber(ARGV[8]) > 0 then
 end
 return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*',
   'r', ARGV[2], 'n', ARGV[3], 'k', ARGV[4], 'p', epoch, 'e', event)
-"#;
+"#
+);
 
 /// `APPEND`'s hash, which pipelines call it by (each connection loads it first).
 static APPEND_HASH: LazyLock<String> =
@@ -114,19 +130,17 @@ static APPEND_HASH: LazyLock<String> =
 /// it.
 ///
 /// KEYS: meta, history, present. ARGV: an epoch if the room needs one, how many events.
-const SNAPSHOT: &str = r#"
-if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('HDEL', KEYS[1], 'offset')
-  redis.call('DEL', KEYS[2], KEYS[3])
-end
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+const SNAPSHOT: &str = concat!(
+    take_epoch!(),
+    r#"
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 local events = {}
 if tonumber(ARGV[2]) > 0 then
   events = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
 end
 return {epoch, offset, events, redis.call('HGETALL', KEYS[3])}
-"#;
+"#
+);
 
 fn meta_key(room: &str) -> String {
     format!("chat:room:{room}:meta")
@@ -188,15 +202,6 @@ impl Backlog {
         metrics.broker_backlog(-(bytes as i64));
         self.drained.notify_waiters();
     }
-}
-
-/// What an event costs in the backlog: its text and its bookkeeping.
-fn cost(event: &v1::Event) -> usize {
-    let text = match &event.kind {
-        EventKind::Message { text, nonce } => text.len() + nonce.as_ref().map_or(0, String::len),
-        EventKind::Join | EventKind::Leave => 0,
-    };
-    128 + event.id.len() + text
 }
 
 /// A room to load, and who waits for it.

@@ -29,7 +29,7 @@ use tokio::sync::{Notify, oneshot};
 use tracing::{error, info};
 
 use crate::metrics::Metrics;
-use crate::room::{Room, Start, Store};
+use crate::room::{Room, Start, Store, backlog_cost as cost};
 use crate::rooms::MAX_ROOMS;
 
 /// The database's file name in the data folder.
@@ -132,15 +132,6 @@ pub struct Journal {
 struct Backlog {
     bytes: AtomicUsize,
     drained: Notify,
-}
-
-/// What an event costs in the backlog: its text and its bookkeeping.
-fn cost(event: &v1::Event) -> usize {
-    let text = match &event.kind {
-        EventKind::Message { text, nonce } => text.len() + nonce.as_ref().map_or(0, String::len),
-        EventKind::Join | EventKind::Leave => 0,
-    };
-    128 + event.id.len() + text
 }
 
 impl Journal {
