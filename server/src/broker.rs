@@ -38,23 +38,20 @@
 //! has, and loads each room again when someone joins it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use chat::v1::{self, EventKind, RoomName};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
+use crate::backlog::{Backlog, cost};
 use crate::metrics::Metrics;
-use crate::room::{
-    Cluster, Delivered, Epoch, MemberRef, Outgoing, Room, Snapshot, backlog_cost as cost,
-    now_millis,
-};
+use crate::room::{Cluster, Delivered, Epoch, MemberRef, Outgoing, Room, Snapshot, now_millis};
 
 /// The stream of every room's events, which every node reads.
 const EVENTS: &str = "chat:events";
@@ -189,21 +186,6 @@ enum BrokerError {
     Unreadable(String),
 }
 
-/// Events handed over by sessions and not yet back from Redis.
-#[derive(Default)]
-struct Backlog {
-    bytes: AtomicUsize,
-    drained: Notify,
-}
-
-impl Backlog {
-    fn release(&self, bytes: usize, metrics: &Metrics) {
-        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        metrics.broker_backlog(-(bytes as i64));
-        self.drained.notify_waiters();
-    }
-}
-
 /// A room to load, and who waits for it.
 struct Load {
     room: Arc<Room>,
@@ -221,7 +203,6 @@ pub struct Publisher {
     commands: mpsc::UnboundedSender<Outgoing>,
     loads: mpsc::UnboundedSender<Load>,
     backlog: Arc<Backlog>,
-    metrics: Arc<Metrics>,
 }
 
 impl Cluster for Publisher {
@@ -237,9 +218,7 @@ impl Cluster for Publisher {
     }
 
     fn publish(&self, outgoing: Outgoing) {
-        let cost = cost(&outgoing.event);
-        self.backlog.bytes.fetch_add(cost, Ordering::AcqRel);
-        self.metrics.broker_backlog(cost as i64);
+        self.backlog.add(cost(&outgoing.event));
         // Fails only once the broker task is gone, at the very end of a shutdown.
         let _ = self.commands.send(outgoing);
     }
@@ -257,14 +236,7 @@ impl Publisher {
     /// Completes once the events waiting for Redis are under their bound: a session
     /// waits for it before reading its client's next frame.
     pub async fn has_room(&self) {
-        loop {
-            // Made before the check, so that a release between the two still wakes it.
-            let drained = self.backlog.drained.notified();
-            if self.backlog.bytes.load(Ordering::Acquire) < MAX_BACKLOG_BYTES {
-                return;
-            }
-            drained.await;
-        }
+        self.backlog.has_room().await;
     }
 
     /// Loads `room` from Redis unless it is loaded: a newcomer's welcome and history
@@ -326,14 +298,17 @@ pub fn channel(
     let (sender, commands) = mpsc::unbounded_channel();
     let (load_sender, loads) = mpsc::unbounded_channel();
     let (health, watch) = watch::channel(Health::Down("connecting to Redis".to_owned()));
-    let backlog = Arc::new(Backlog::default());
+    let backlog = Arc::new(Backlog::new(
+        MAX_BACKLOG_BYTES,
+        metrics,
+        Metrics::broker_backlog,
+    ));
     let publisher = Publisher {
         node,
         health: watch.clone(),
         commands: sender,
         loads: load_sender,
         backlog: backlog.clone(),
-        metrics,
     };
     let broker = Broker {
         url,
@@ -410,7 +385,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         // What the last connection sent and did not read back is not coming.
         let lost: usize = self.in_redis.drain(..).map(|(_, bytes)| bytes).sum();
-        self.backlog.release(lost, metrics);
+        self.backlog.release(lost);
         let (mut redis, reader) = self.connect().await?;
         self.register(&mut redis).await?;
         // Where this connection starts reading: every room loaded from here on is
@@ -546,7 +521,7 @@ impl Broker {
                     break;
                 }
                 self.in_redis.pop_front();
-                self.backlog.release(bytes, metrics);
+                self.backlog.release(bytes);
             }
         }
         Ok(())
@@ -655,7 +630,7 @@ impl Broker {
         }
         // Those from an ended connection are not sent, and the sessions they are from
         // were closed with it; the rest are released once they are read back.
-        self.backlog.release(bytes - fresh, metrics);
+        self.backlog.release(bytes - fresh);
         if count == 0 {
             return Ok(());
         }

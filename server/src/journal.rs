@@ -18,18 +18,18 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread;
 use std::time::Duration;
 
 use chat::v1::{self, DisplayName, EventKind, RoomName};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tracing::{error, info};
 
+use crate::backlog::{Backlog, cost};
 use crate::metrics::Metrics;
-use crate::room::{Room, Start, Store, backlog_cost as cost};
+use crate::room::{Room, Start, Store};
 use crate::rooms::MAX_ROOMS;
 
 /// The database's file name in the data folder.
@@ -124,14 +124,6 @@ pub struct Journal {
     reader: Mutex<Connection>,
     /// Events kept per room.
     history: usize,
-    metrics: Arc<Metrics>,
-}
-
-/// Events handed to the writer and not yet written.
-#[derive(Default)]
-struct Backlog {
-    bytes: AtomicUsize,
-    drained: Notify,
 }
 
 impl Journal {
@@ -163,11 +155,14 @@ impl Journal {
         let (commands, received) = mpsc::channel();
         let journal = Arc::new(Self {
             commands,
-            backlog: Arc::default(),
+            backlog: Arc::new(Backlog::new(
+                MAX_BACKLOG_BYTES,
+                metrics.clone(),
+                Metrics::journal_backlog,
+            )),
             trouble: Arc::default(),
             reader: Mutex::new(reader),
             history,
-            metrics: metrics.clone(),
         });
         let writing = Writer {
             database: writer,
@@ -235,14 +230,7 @@ impl Journal {
     /// Completes once the events waiting to be written are under their bound: a
     /// session waits for it before reading its client's next frame.
     pub async fn has_room(&self) {
-        loop {
-            // Made before the check, so that a drain between the two still wakes it.
-            let drained = self.backlog.drained.notified();
-            if self.backlog.bytes.load(Ordering::Acquire) < MAX_BACKLOG_BYTES {
-                return;
-            }
-            drained.await;
-        }
+        self.backlog.has_room().await;
     }
 
     /// Completes once every event appended so far is written and fanned out.
@@ -256,9 +244,7 @@ impl Journal {
 
 impl Store for Journal {
     fn append(&self, room: &Arc<Room>, key: u64, event: v1::Event) {
-        let cost = cost(&event);
-        self.backlog.bytes.fetch_add(cost, Ordering::AcqRel);
-        self.metrics.journal_backlog(cost as i64);
+        self.backlog.add(cost(&event));
         let append = Command::Append(Append {
             room: room.clone(),
             key,
@@ -397,9 +383,7 @@ impl Writer {
             bytes += cost(&event);
             room.fan_out(key, event);
         }
-        self.backlog.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        self.metrics.journal_backlog(-(bytes as i64));
-        self.backlog.drained.notify_waiters();
+        self.backlog.release(bytes);
     }
 }
 

@@ -12,6 +12,7 @@
 //! - `rooms`: every room of the server, made on first use (or loaded from the journal).
 //! - `room`: one room's members, numbered events and history, and the fan-out of each
 //!   event to the members' outboxes, in each member's protocol.
+//! - `backlog`: what the journal or Redis has not yet done with, and the wait for room.
 //! - `journal`: durable history, with `--data-dir`: events written to SQLite before
 //!   they are fanned out.
 //! - `outbox`: a connection's bounded queue of frames.
@@ -24,6 +25,7 @@
 //! - `wire`: WebSocket frames encoded once for every recipient.
 
 mod addresses;
+mod backlog;
 mod broker;
 pub mod config;
 mod connection;

@@ -211,16 +211,6 @@ struct History {
     bytes: usize,
 }
 
-/// What an event costs in a backlog (the journal's, or what waits for Redis): its text
-/// and its bookkeeping.
-pub fn backlog_cost(event: &v1::Event) -> usize {
-    let text = match &event.kind {
-        EventKind::Message { text, nonce } => text.len() + nonce.as_ref().map_or(0, String::len),
-        EventKind::Join | EventKind::Leave => 0,
-    };
-    128 + event.id.len() + text
-}
-
 /// The time now, in Unix milliseconds.
 pub fn now_millis() -> u64 {
     SystemTime::now()

@@ -1,0 +1,68 @@
+//! Events handed on and not yet done with (written by the journal, or back from Redis),
+//! counted in bytes: sessions wait for room under a bound before reading their clients
+//! on, so that TCP slows the senders instead of a queue growing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chat::v1::{self, EventKind};
+use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+
+pub struct Backlog {
+    bytes: AtomicUsize,
+    drained: Notify,
+    /// The most bytes waiting before sessions wait too.
+    bound: usize,
+    metrics: Arc<Metrics>,
+    /// The gauge in `metrics` that shows this backlog.
+    gauge: fn(&Metrics, i64),
+}
+
+impl Backlog {
+    pub fn new(bound: usize, metrics: Arc<Metrics>, gauge: fn(&Metrics, i64)) -> Self {
+        Self {
+            bytes: AtomicUsize::new(0),
+            drained: Notify::new(),
+            bound,
+            metrics,
+            gauge,
+        }
+    }
+
+    /// An event of `cost` bytes (see [`cost`]) was handed on.
+    pub fn add(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        (self.gauge)(&self.metrics, bytes as i64);
+    }
+
+    /// `bytes` of what was added are done with.
+    pub fn release(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        (self.gauge)(&self.metrics, -(bytes as i64));
+        self.drained.notify_waiters();
+    }
+
+    /// Completes once what waits is under the bound: a session waits for it before
+    /// reading its client's next frame.
+    pub async fn has_room(&self) {
+        loop {
+            // Made before the check, so that a release between the two still wakes it.
+            let drained = self.drained.notified();
+            if self.bytes.load(Ordering::Acquire) < self.bound {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// What an event costs in a backlog: its text and its bookkeeping.
+pub fn cost(event: &v1::Event) -> usize {
+    let text = match &event.kind {
+        EventKind::Message { text, nonce } => text.len() + nonce.as_ref().map_or(0, String::len),
+        EventKind::Join | EventKind::Leave => 0,
+    };
+    128 + event.id.len() + text
+}
