@@ -199,30 +199,57 @@ pub async fn resume(
             let separator = if url.contains('?') { '&' } else { '?' };
             let url = format!("{url}{separator}since={since}&epoch={epoch}");
             let mut socket = servers.connect(&url).await?;
-            let (_, recovered, replayed, _) = seated(&mut socket).await?;
-            anyhow::Ok((socket, recovered, replayed))
+            let (_, recovered, replayed, own) = seated(&mut socket).await?;
+            anyhow::Ok((socket, recovered, replayed, own))
         }));
     }
     let mut back = Vec::with_capacity(tasks.len());
     let (mut recovered, mut replayed) = (0, 0);
     let done = CancellationToken::new();
+    let last_rejoin = Arc::new(AtomicU64::new(0));
+    let mut seen = Vec::with_capacity(tasks.len());
     for task in tasks {
-        let (mut socket, was_recovered, events) = task.await??;
+        let (mut socket, was_recovered, events, own) = task.await??;
         recovered += usize::from(was_recovered);
         replayed += events;
+        last_rejoin.fetch_max(own, Ordering::AcqRel);
+        let offset = Arc::new(AtomicU64::new(own));
+        seen.push(offset.clone());
         // Back in the room, each reads on (the others' rejoins) as a client would.
         let done = done.clone();
         back.push(tokio::spawn(async move {
             loop {
-                tokio::select! {
+                let frame = tokio::select! {
                     () = done.cancelled() => break,
-                    frame = socket.next() => if frame.is_none() { break },
+                    frame = socket.next() => frame,
+                };
+                match frame {
+                    None => break,
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(event) = quick_offset(&text) {
+                            offset.store(event, Ordering::Release);
+                        }
+                    }
+                    Some(_) => {}
                 }
             }
         }));
     }
     let reconnect_seconds = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Memory is compared in the same state as before the drop: everyone connected and
+    // the room quiet (every client has read the last rejoin), so that what is still
+    // being fanned out is not counted as kept.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let last_rejoin = last_rejoin.load(Ordering::Acquire);
+    while seen
+        .iter()
+        .any(|offset| offset.load(Ordering::Acquire) < last_rejoin)
+    {
+        if Instant::now() > deadline {
+            bail!("the resumed clients never all caught up with the room");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let after_rss = probe.map(|probe| probe.usage()).transpose()?;
     done.cancel();
     for reader in back {
