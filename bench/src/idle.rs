@@ -100,6 +100,11 @@ async fn close_all(sinks: Vec<SplitSink<Socket, Message>>) {
     .await;
 }
 
+/// How long after the clients go memory is measured: the server sees them go and fans
+/// out their leaves, and its allocator returns what that freed (chat-server's jemalloc
+/// does so over about a second).
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// Runs the idle scenario, then the churn rounds, and reports the server's memory.
 pub async fn idle(
     servers: &Servers,
@@ -124,8 +129,7 @@ pub async fn idle(
 
     let mut after_churn = Vec::new();
     for round in 0..plan.churn_rounds {
-        // Let the server see the previous connections go before measuring.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(SETTLE).await;
         if let Some(rss) = rss()? {
             after_churn.push(rss);
         }
@@ -134,7 +138,7 @@ pub async fn idle(
         close_all(sinks).await;
     }
     if plan.churn_rounds > 0 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(SETTLE).await;
         if let Some(rss) = rss()? {
             after_churn.push(rss);
         }

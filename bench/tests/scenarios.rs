@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chat_bench::{FanoutPlan, IdlePlan, Pace, ServerProbe, Servers};
+use chat_bench::{FanoutPlan, IdlePlan, Pace, ResumePlan, ServerProbe, Servers};
 use chat_server::Config;
 use tokio::net::TcpListener;
 use url::Url;
@@ -78,6 +78,29 @@ async fn idle_clients_see_every_join_and_churn_rounds_complete() {
     assert_eq!(report.clients, 40);
     assert_eq!(report.join_deliveries, 40 * 41 / 2 + 40);
     assert_eq!(report.server_rss_after_churn_kib.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_resume_recovers_every_client_and_reads_memory_once_the_room_is_quiet() {
+    let servers = Servers {
+        v1: true,
+        ..server().await
+    };
+    let plan = ResumePlan {
+        clients: 30,
+        missed_messages: 10,
+        connect_concurrency: 8,
+    };
+    let probe = ServerProbe::new(std::process::id()).unwrap();
+    let report = chat_bench::resume(&servers, &plan, Some(probe))
+        .await
+        .unwrap();
+    assert_eq!(report.recovered, 30);
+    // Each missed at least the 10 messages and the talker's join; the leaves and
+    // rejoins around them depend on timing.
+    assert!(report.replayed_per_client >= 11.0, "{report:?}");
+    assert!(report.server_rss_connected_kib.is_some());
+    assert!(report.server_rss_after_resume_kib.is_some());
 }
 
 /// The comparison server (`tungstenite-chat`) speaks the same protocol, so that
