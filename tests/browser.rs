@@ -791,6 +791,21 @@ async fn over_v1_the_page_shows_the_history_who_is_here_and_when() {
         listed.contains("Client #7") && listed.contains(&format!("Client #{id} (you)")),
         "{listed}"
     );
+    // A second connection of #7 (another window) neither enters nor leaves.
+    let mut seven_again = server.join("7", "7").await;
+    seven.recv().await; // its join
+    seven_again.close().await;
+    assert_eq!(seven.recv().await, "Client #7 has left the chat");
+    seven.send("still here").await;
+    wait_for_message(&page, "Client #7: still here").await;
+    assert_eq!(
+        shown_times(&page, "Client #7 has entered the chat").await,
+        1,
+        "the first connection's, from the history"
+    );
+    assert_eq!(shown_times(&page, "Client #7 has left the chat").await, 0);
+    assert_eq!(text_of(&page, "people-toggle").await, "2 here");
+
     seven.close().await;
     wait_for_message(&page, "Client #7 has left the chat").await;
     let count = "return document.getElementById('people-toggle').textContent;";

@@ -94,18 +94,24 @@ impl Session {
         lines
     }
 
-    fn arrived(&mut self, id: &str, name: Option<&DisplayName>, change: isize) {
+    /// Counts a connection of `id` in (`change` 1) or out (-1); true when that brings
+    /// the id into the room or takes it out, false for another connection of an id
+    /// that stays.
+    fn arrived(&mut self, id: &str, name: Option<&DisplayName>, change: isize) -> bool {
         let member = self.members.entry(id.to_owned()).or_insert(Member {
             connections: 0,
             name: None,
         });
+        let was_here = member.connections > 0;
         member.connections = member.connections.saturating_add_signed(change);
         if name.is_some() {
             member.name = name.cloned();
         }
-        if member.connections == 0 {
+        let is_here = member.connections > 0;
+        if !is_here {
             self.members.remove(id);
         }
+        was_here != is_here
     }
 }
 
@@ -150,7 +156,7 @@ impl App {
         session.verified = welcome.verified;
         session.members.clear();
         for present in &welcome.members {
-            session.arrived(&present.id, present.name.as_ref(), 1);
+            let _ = session.arrived(&present.id, present.name.as_ref(), 1);
         }
         session.divider = if first {
             Some("earlier messages".to_owned())
@@ -184,9 +190,12 @@ impl App {
         match &event.kind {
             EventKind::Join | EventKind::Leave => {
                 let joined = event.kind == EventKind::Join;
-                if !history {
-                    session.arrived(&event.id, name, if joined { 1 } else { -1 });
-                }
+                // A second connection of someone who is here (another window, or
+                // a seat on a node that died and is reaped after its client came back
+                // through another) neither enters nor leaves: as on IRC, people come
+                // and go, not their connections.
+                let comes_or_goes =
+                    history || session.arrived(&event.id, name, if joined { 1 } else { -1 });
                 let mine = event.id == self.id;
                 if mine && joined {
                     session.my_name = event.name.clone();
@@ -199,11 +208,13 @@ impl App {
                 };
                 let text = format!("{who} {what}");
                 self.received(&text);
-                self.push(Entry {
-                    time: (self.event_time)(event.ts),
-                    text: sanitize(&text),
-                    kind: Kind::Presence,
-                });
+                if comes_or_goes {
+                    self.push(Entry {
+                        time: (self.event_time)(event.ts),
+                        text: sanitize(&text),
+                        kind: Kind::Presence,
+                    });
+                }
                 // Our own join is the first live event: what did not come back by
                 // then may have been lost with the connection, and goes again.
                 let live_join = mine && joined && !history;
@@ -619,6 +630,29 @@ mod tests {
                 .last()
                 .unwrap()
                 .contains("a gap: what was said while you were away could not all be recovered")
+        );
+    }
+
+    #[test]
+    fn another_connection_of_someone_here_neither_enters_nor_leaves() {
+        let mut app = app();
+        connected(&mut app);
+        // Back through another node while the dead one's seat is still listed.
+        app.update(welcome(5, &[("42", None), ("7", None)], false));
+        let before = app.entries.len();
+        app.update(event(6, "42", None, EventKind::Join));
+        app.update(event(7, "7", None, EventKind::Join));
+        app.update(event(8, "42", None, EventKind::Leave));
+        app.update(event(9, "7", None, EventKind::Leave));
+        assert_eq!(app.entries.len(), before, "{:?}", lines(&app));
+        app.update(event(10, "7", None, EventKind::Leave));
+        app.update(event(11, "9", None, EventKind::Join));
+        assert_eq!(
+            lines(&app)[before..],
+            [
+                "t10000 Client #7 has left the chat",
+                "t11000 Client #9 has entered the chat"
+            ]
         );
     }
 
