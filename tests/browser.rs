@@ -792,8 +792,8 @@ async fn over_v1_the_page_shows_the_history_who_is_here_and_when() {
         "{listed}"
     );
     // A second connection of #7 (another window) neither enters nor leaves.
-    let mut seven_again = server.join("7", "7").await;
-    seven.recv().await; // its join
+    let seven_again = server.join("7", "7").await;
+    while seven.recv().await != "Client #7 has entered the chat" {}
     seven_again.close().await;
     assert_eq!(seven.recv().await, "Client #7 has left the chat");
     seven.send("still here").await;
