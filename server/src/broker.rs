@@ -512,6 +512,7 @@ impl Broker {
             let lag = Duration::from_millis(now_millis().saturating_sub(entry.event.ts));
             metrics.broker_received(lag);
             if room.deliver(entry.from, &entry.epoch, entry.event) == Delivered::Behind {
+                info!(room = %room.name().as_str(), "missed events; loading the room again");
                 self.load(redis, &room).await?;
             }
         }
