@@ -93,6 +93,11 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 /// Numbers an event and adds it to its room's history and to `chat:events`; returns its
 /// id in `chat:events`.
 ///
+/// Both streams are trimmed with `MAXLEN ~`, which drops whole nodes of entries: a
+/// history trimmed exactly cost Redis a fifth more CPU per event (19 against 15 µs,
+/// `INFO cpu` over 40 000 events). A history may so keep a few more events than
+/// `--history`; `SNAPSHOT` reads exactly that many.
+///
 /// KEYS: meta, history, present, the node's members, `chat:events`.
 /// ARGV: an epoch if the room needs one, room, node, key, `join`/`leave`/`-`, the
 /// member as `present` lists it, the event's JSON after its offset, history length,
@@ -112,7 +117,7 @@ elseif ARGV[5] == 'leave' then
 end
 local event = '{"offset":' .. offset .. ',' .. ARGV[7]
 if tonumber(ARGV[8]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[8], '0-' .. offset, 'n', ARGV[3], 'k', ARGV[4], 'e', event)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '0-' .. offset, 'n', ARGV[3], 'k', ARGV[4], 'e', event)
 end
 return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*',
   'r', ARGV[2], 'n', ARGV[3], 'k', ARGV[4], 'p', epoch, 'e', event)
