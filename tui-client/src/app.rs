@@ -493,6 +493,11 @@ impl App {
         command
     }
 
+    /// Connections made so far, counted as the network task counts them.
+    pub fn connections(&self) -> u64 {
+        self.connections
+    }
+
     /// Takes back a line that could not be handed to the network (sending is backed up),
     /// so it is not lost.
     pub fn unsent(&mut self, line: String) {

@@ -211,7 +211,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     crossterm::style::force_color_output(true);
 
     let (events_in, mut events) = mpsc::channel::<Event>(1024);
-    let (lines_out, lines) = mpsc::channel::<String>(64);
+    let (lines_out, lines) = mpsc::channel::<net::Outgoing>(64);
     let mut log = match &args.log {
         Some(path) => Some(Log::open(path)?),
         None => None,
@@ -271,15 +271,17 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
                 Some(Command::Notify(text)) => notify(&text),
                 Some(Command::Join(room)) => steering.join(room),
                 Some(Command::Send(line)) => {
-                    if let Err(refused) = lines_out.try_send(line) {
-                        app.unsent(refused.into_inner());
+                    let connection = app.connections();
+                    if let Err(refused) = lines_out.try_send(net::Outgoing { connection, line }) {
+                        app.unsent(refused.into_inner().line);
                     }
                 }
                 Some(Command::Resend(frames)) => {
-                    for frame in frames {
+                    let connection = app.connections();
+                    for line in frames {
                         // A full channel means a connection backed up far beyond these
                         // few; the next reconnect sends them again if it did not.
-                        let _ = lines_out.try_send(frame);
+                        let _ = lines_out.try_send(net::Outgoing { connection, line });
                     }
                 }
                 None => {}

@@ -319,6 +319,14 @@ impl Failure {
     }
 }
 
+/// A line for the server, and the connection it was meant for: connections are counted
+/// from 1, in the order of [`NetEvent::Connected`], as the client counts them.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub connection: u64,
+    pub line: String,
+}
+
 /// What the user asks of the connection besides sending lines.
 pub struct Steering {
     /// Connect now: cuts a countdown short, tries again after a failure that is not
@@ -373,13 +381,14 @@ enum Ended {
 /// Returns when `outgoing` closes, which is how the client says it is quitting.
 pub async fn run(
     target: Target,
-    mut outgoing: mpsc::Receiver<String>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
     events: mpsc::Sender<Event>,
     steering: Arc<Steering>,
 ) {
     let news = |news| events.send(Event::Net(news));
     let reconnect = &steering.now;
     let mut failures: u32 = 0;
+    let mut connections: u64 = 0;
     let mut offer_v1 = target.offer_v1;
     let mut resume: Option<Resume> = None;
     loop {
@@ -398,11 +407,16 @@ pub async fn run(
         let reason = match attempt.connect().await {
             Ok((socket, v1)) => {
                 failures = 0;
+                connections += 1;
                 if news(NetEvent::Connected { v1 }).await.is_err() {
                     return;
                 }
                 let resume = v1.then_some((&room, &mut resume));
-                match session(socket, &mut outgoing, &events, reconnect, resume).await {
+                let this = Connection {
+                    number: connections,
+                    resume,
+                };
+                match session(socket, &mut outgoing, &events, reconnect, this).await {
                     Ended::Lost(reason) => reason,
                     Ended::Asked => continue,
                     Ended::Quit => return,
@@ -458,16 +472,24 @@ pub fn backoff(failures: u32) -> Duration {
     ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
+/// The connection a session relays for: its number, and over `chat.v1.json` the room
+/// and where the client is in its history, kept for the next connection.
+struct Connection<'a> {
+    number: u64,
+    resume: Option<(&'a RoomName, &'a mut Option<Resume>)>,
+}
+
 /// Relays until the connection ends, and says how. Over `chat.v1.json` (`resume` is
 /// given), each frame is read as the protocol's, and where the client is in the room's
 /// history is kept in `resume` for the next connection.
 async fn session(
     mut socket: Socket,
-    outgoing: &mut mpsc::Receiver<String>,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
     events: &mpsc::Sender<Event>,
     reconnect: &Notify,
-    mut resume: Option<(&RoomName, &mut Option<Resume>)>,
+    this: Connection<'_>,
 ) -> Ended {
+    let Connection { number, mut resume } = this;
     let polite_close = |mut socket: Socket| async move {
         let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
     };
@@ -493,7 +515,12 @@ async fn session(
                 Some(Err(error)) => return Ended::Lost(format!("connection lost: {error}")),
             },
             line = outgoing.recv() => match line {
-                Some(line) => {
+                // Over chat.v1.json, a line meant for a connection that is gone is the
+                // client's to send again: at its own join it resends whatever did not
+                // come back in the resumed history. Sent here as well, it would reach
+                // the room twice.
+                Some(Outgoing { connection, .. }) if resume.is_some() && connection < number => {}
+                Some(Outgoing { line, .. }) => {
                     if let Err(error) = socket.send(Message::text(line)).await {
                         return Ended::Lost(format!("connection lost: {error}"));
                     }
