@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use chat::v1::{Event, EventKind, ServerFrame, Welcome};
 use chat_server::Config;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use testkit::chromium::{
     ChromeDriver, chat_tui_binary, client_id, messages, wait_for_message, wait_until,
 };
 use testkit::process::{Scratch, ServerProcess, free_port, wait_until_listening};
 use testkit::terminal::Terminal;
 use testkit::v1::{V1, kinds, said};
-use testkit::{Client, PATIENCE, TestServer, assert_one_order};
+use testkit::{Client, PATIENCE, TestServer, assert_one_order, within};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -304,6 +304,50 @@ async fn a_redis_blip_closes_every_client_even_when_redis_is_back_at_once() {
     redis.restart().await;
     closed_for_the_outage([&mut alice, &mut bob]).await;
     one_room_again(&one, &two).await;
+}
+
+/// Redis dies while a node is sending it a busy room's messages: what was on its way is
+/// lost with the connection (its senders are closed with 1013), and no longer counted
+/// once Redis is back, where, counted for good, it would slow every later sender.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn what_redis_lost_in_flight_is_not_counted_for_good() {
+    let mut redis = Redis::start().await;
+    let one = node(&redis).await;
+    let flooder = one.join("1", "1").await;
+    let (mut sink, mut stream) = flooder.socket.split();
+    // It reads the room back, as a client does, so that only Redis holds the node up.
+    let reading = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    let flood = tokio::spawn(async move {
+        for n in 0.. {
+            if sink
+                .send(Message::text(format!("flood {n}")))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.stop().await;
+    within("the flood to end with its connection", flood)
+        .await
+        .expect("the flood");
+    reading.await.expect("the reader");
+    redis.restart().await;
+    wait_healthy(&one, 200).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let metrics = one
+            .http("GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await;
+        if metrics.metric("chat_broker_backlog_bytes") == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", metrics.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// chat.v1.json across nodes: one offset space and one history per room, whichever node

@@ -626,9 +626,10 @@ impl Broker {
         let mut next = Some(first);
         let current = Epoch::Connection(self.connection);
         while let Some(outgoing) = next.take() {
-            bytes += cost(&outgoing.event);
+            let cost = cost(&outgoing.event);
+            bytes += cost;
             if outgoing.epoch == current {
-                fresh += cost(&outgoing.event);
+                fresh += cost;
                 appends.push((self.node, outgoing.key), &outgoing.room, &outgoing.event);
                 count += 1;
             }
@@ -642,9 +643,20 @@ impl Broker {
         if count == 0 {
             return Ok(());
         }
-        let ids: Vec<String> = appends.into_pipeline().query_async(redis).await?;
-        let last = ids.last().and_then(|id| position(id));
-        let last = last.ok_or_else(|| BrokerError::Unreadable(format!("event ids {ids:?}")))?;
+        let sent: Result<Vec<String>, _> = appends.into_pipeline().query_async(redis).await;
+        let last = sent.map_err(BrokerError::from).and_then(|ids| {
+            let last = ids.last().and_then(|id| position(id));
+            last.ok_or_else(|| BrokerError::Unreadable(format!("event ids {ids:?}")))
+        });
+        let last = match last {
+            Ok(last) => last,
+            Err(error) => {
+                // Lost with the connection, along with the sessions that sent them
+                // (closed with it): counted on, they would hold the bound down for good.
+                self.backlog.release(fresh);
+                return Err(error);
+            }
+        };
         self.in_redis.push_back((last, fresh));
         metrics.broker_published(count);
         Ok(())
