@@ -10,6 +10,8 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
+/// A byte count of events in flight, with a bound that sessions wait under, shown in
+/// a gauge of its own.
 pub struct Backlog {
     bytes: AtomicUsize,
     drained: Notify,
@@ -31,7 +33,7 @@ impl Backlog {
         }
     }
 
-    /// An event of `cost` bytes (see [`cost`]) was handed on.
+    /// `bytes` were handed on: an event's [`cost`].
     pub fn add(&self, bytes: usize) {
         self.bytes.fetch_add(bytes, Ordering::AcqRel);
         (self.gauge)(&self.metrics, bytes as i64);
