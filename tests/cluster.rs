@@ -17,7 +17,7 @@ use testkit::chromium::{
 use testkit::process::{Scratch, ServerProcess, free_port, wait_until_listening};
 use testkit::terminal::Terminal;
 use testkit::v1::{V1, kinds, said};
-use testkit::{Client, PATIENCE, TestServer, assert_one_order, within};
+use testkit::{Client, PATIENCE, TestServer, assert_one_order, metric, within};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -346,6 +346,102 @@ async fn what_redis_lost_in_flight_is_not_counted_for_good() {
             break;
         }
         assert!(Instant::now() < deadline, "{}", metrics.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Redis takes no writes for a moment while a client floods a node: what the node has
+/// handed to Redis and not yet read back grows to its bound (256 KiB) and stops there,
+/// because the node stops reading its clients (TCP holds the sender back); once Redis
+/// takes writes again, every message arrives, in order.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn a_node_stops_reading_its_clients_while_redis_holds_its_backlog_and_loses_nothing() {
+    // The bound the server keeps (`broker::MAX_BACKLOG_BYTES`), and what one of these
+    // messages costs against it at most (its text and its bookkeeping).
+    const BOUND: u64 = 256 * 1024;
+    const MESSAGE_COST: u64 = 31 * 1024;
+    const MESSAGES: usize = 300;
+    let redis = Redis::start().await;
+    let config = Config {
+        // Redis also holds the node's heartbeat while paused: a TTL well past the pause.
+        presence_ttl: Duration::from_secs(6),
+        ..node_config(&redis)
+    };
+    let one = TestServer::start_on(
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        config,
+    );
+    wait_healthy(&one, 200).await;
+    let mut alice = one.join("1", "1").await;
+    let bob = one.join("2", "2").await;
+    assert_eq!(alice.recv().await, "Client #2 has entered the chat");
+    let (mut bob_sends, mut bob_reads) = bob.socket.split();
+    // Bob reads his echoes, so that only Redis holds the node up.
+    let reading = tokio::spawn(async move {
+        let mut echoes = 0;
+        while echoes < MESSAGES {
+            match bob_reads.next().await {
+                Some(Ok(Message::Text(_))) => echoes += 1,
+                Some(Ok(_)) => {}
+                other => panic!("bob's connection: {other:?}"),
+            }
+        }
+    });
+
+    // Long enough to watch the backlog settle, and well inside the node's two seconds
+    // for a Redis answer.
+    let paused = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "client",
+            "pause",
+            "1500",
+            "write",
+        ])
+        .output()
+        .expect("redis-cli is installed with redis-server");
+    assert!(paused.status.success(), "{paused:?}");
+    let texts: Vec<String> = (0..MESSAGES)
+        .map(|n| format!("{n} {}", "y".repeat(30_000)))
+        .collect();
+    let flood = texts.clone();
+    let sending = tokio::spawn(async move {
+        for text in flood {
+            bob_sends
+                .send(Message::text(text))
+                .await
+                .expect("bob sends");
+        }
+    });
+
+    let (mut backlog, mut steady_since) = (0, Instant::now());
+    let deadline = Instant::now() + PATIENCE;
+    while backlog == 0 || steady_since.elapsed() < Duration::from_millis(300) {
+        assert!(Instant::now() < deadline, "the backlog never settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = metric(one.address, "chat_broker_backlog_bytes").await;
+        if now != backlog {
+            (backlog, steady_since) = (now, Instant::now());
+        }
+    }
+    eprintln!("backlog settled at {backlog} bytes");
+    assert!(backlog >= BOUND, "the flood reached the bound: {backlog}");
+    assert!(
+        backlog < BOUND + MESSAGE_COST,
+        "past the bound by at most one message: {backlog}"
+    );
+    assert!(!sending.is_finished(), "TCP holds bob back");
+
+    for text in &texts {
+        assert_eq!(alice.recv().await, format!("Client #2: {text}"));
+    }
+    within("bob's sends", sending).await.expect("bob sent");
+    within("bob's echoes", reading).await.expect("bob read");
+    let deadline = Instant::now() + PATIENCE;
+    while metric(one.address, "chat_broker_backlog_bytes").await != 0 {
+        assert!(Instant::now() < deadline, "the backlog never emptied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
