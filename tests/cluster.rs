@@ -17,7 +17,9 @@ use testkit::chromium::{
 use testkit::process::{Scratch, ServerProcess, free_port, wait_until_listening};
 use testkit::terminal::Terminal;
 use testkit::v1::{V1, kinds, said};
-use testkit::{Client, PATIENCE, TestServer, assert_one_order, metric, within};
+use testkit::{
+    Client, PATIENCE, TestServer, assert_one_order, drained_gauge, settled_gauge, within,
+};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -416,16 +418,12 @@ async fn a_node_stops_reading_its_clients_while_redis_holds_its_backlog_and_lose
         }
     });
 
-    let (mut backlog, mut steady_since) = (0, Instant::now());
-    let deadline = Instant::now() + PATIENCE;
-    while backlog == 0 || steady_since.elapsed() < Duration::from_millis(300) {
-        assert!(Instant::now() < deadline, "the backlog never settled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = metric(one.address, "chat_broker_backlog_bytes").await;
-        if now != backlog {
-            (backlog, steady_since) = (now, Instant::now());
-        }
-    }
+    let backlog = settled_gauge(
+        one.address,
+        "chat_broker_backlog_bytes",
+        Duration::from_millis(300),
+    )
+    .await;
     eprintln!("backlog settled at {backlog} bytes");
     assert!(backlog >= BOUND, "the flood reached the bound: {backlog}");
     assert!(
@@ -439,11 +437,7 @@ async fn a_node_stops_reading_its_clients_while_redis_holds_its_backlog_and_lose
     }
     within("bob's sends", sending).await.expect("bob sent");
     within("bob's echoes", reading).await.expect("bob read");
-    let deadline = Instant::now() + PATIENCE;
-    while metric(one.address, "chat_broker_backlog_bytes").await != 0 {
-        assert!(Instant::now() < deadline, "the backlog never emptied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drained_gauge(one.address, "chat_broker_backlog_bytes").await;
 }
 
 /// chat.v1.json across nodes: one offset space and one history per room, whichever node

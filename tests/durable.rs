@@ -15,7 +15,9 @@ use chat_server::Config;
 use futures_util::StreamExt;
 use testkit::process::{Scratch, ServerProcess, health};
 use testkit::v1::{V1, kinds, said};
-use testkit::{PATIENCE, TestServer, metric, raw_http, upgrade_request, within};
+use testkit::{
+    PATIENCE, TestServer, drained_gauge, raw_http, settled_gauge, upgrade_request, within,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 fn durable(folder: &Path) -> Config {
@@ -454,16 +456,12 @@ async fn a_full_disk_refuses_sessions_bounds_the_backlog_and_loses_nothing() {
     );
 
     // The backlog grows to its bound and stays there: bob is no longer read.
-    let (mut backlog, mut steady_since) = (0, Instant::now());
-    let deadline = Instant::now() + PATIENCE;
-    while backlog == 0 || steady_since.elapsed() < Duration::from_secs(1) {
-        assert!(Instant::now() < deadline, "the backlog never settled");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = metric(server.address, "chat_history_backlog_bytes").await;
-        if now != backlog {
-            (backlog, steady_since) = (now, Instant::now());
-        }
-    }
+    let backlog = settled_gauge(
+        server.address,
+        "chat_history_backlog_bytes",
+        Duration::from_secs(1),
+    )
+    .await;
     eprintln!("backlog settled at {backlog} bytes");
     assert!(
         backlog >= MAX_BACKLOG_BYTES,
@@ -487,10 +485,6 @@ async fn a_full_disk_refuses_sessions_bounds_the_backlog_and_loses_nothing() {
     assert_eq!(health(server.address).await, Some(200));
     // The gauge drops once the last batch has been fanned out, which can be a moment
     // after alice has read it.
-    let deadline = Instant::now() + PATIENCE;
-    while metric(server.address, "chat_history_backlog_bytes").await != 0 {
-        assert!(Instant::now() < deadline, "the backlog never emptied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    drained_gauge(server.address, "chat_history_backlog_bytes").await;
     server.stop().await;
 }

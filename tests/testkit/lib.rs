@@ -12,7 +12,7 @@ pub mod v1;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chat_server::Config;
 use futures_util::{SinkExt, StreamExt};
@@ -330,6 +330,31 @@ async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> HttpResponse {
 /// The value of an unlabelled metric (`name value`) of the server at `address`.
 pub async fn metric(address: SocketAddr, name: &str) -> u64 {
     raw_http(address, METRICS_REQUEST).await.metric(name)
+}
+
+/// Waits until the gauge `name` is above zero and has not changed for `steady`, and
+/// returns it: where a bounded backlog stops once its senders are no longer read.
+pub async fn settled_gauge(address: SocketAddr, name: &str, steady: Duration) -> u64 {
+    let (mut value, mut since) = (0, Instant::now());
+    let deadline = Instant::now() + PATIENCE;
+    while value == 0 || since.elapsed() < steady {
+        assert!(Instant::now() < deadline, "{name} never settled");
+        tokio::time::sleep(steady / 15).await;
+        let now = metric(address, name).await;
+        if now != value {
+            (value, since) = (now, Instant::now());
+        }
+    }
+    value
+}
+
+/// Waits until the gauge `name` reads zero.
+pub async fn drained_gauge(address: SocketAddr, name: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while metric(address, name).await != 0 {
+        assert!(Instant::now() < deadline, "{name} never emptied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A WebSocket handshake request for `path`.
