@@ -18,7 +18,7 @@ use testkit::process::{Scratch, ServerProcess, free_port, wait_until_listening};
 use testkit::terminal::Terminal;
 use testkit::v1::{V1, kinds, said};
 use testkit::{
-    Client, PATIENCE, TestServer, assert_one_order, drained_gauge, settled_gauge, within,
+    Client, PATIENCE, TestServer, assert_one_order, drained_gauge, flood, settled_gauge, within,
 };
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -378,19 +378,6 @@ async fn a_node_stops_reading_its_clients_while_redis_holds_its_backlog_and_lose
     let mut alice = one.join("1", "1").await;
     let bob = one.join("2", "2").await;
     assert_eq!(alice.recv().await, "Client #2 has entered the chat");
-    let (mut bob_sends, mut bob_reads) = bob.socket.split();
-    // Bob reads his echoes, so that only Redis holds the node up.
-    let reading = tokio::spawn(async move {
-        let mut echoes = 0;
-        while echoes < MESSAGES {
-            match bob_reads.next().await {
-                Some(Ok(Message::Text(_))) => echoes += 1,
-                Some(Ok(_)) => {}
-                other => panic!("bob's connection: {other:?}"),
-            }
-        }
-    });
-
     // Long enough to watch the backlog settle, and well inside the node's two seconds
     // for a Redis answer.
     let paused = std::process::Command::new("redis-cli")
@@ -405,18 +392,8 @@ async fn a_node_stops_reading_its_clients_while_redis_holds_its_backlog_and_lose
         .output()
         .expect("redis-cli is installed with redis-server");
     assert!(paused.status.success(), "{paused:?}");
-    let texts: Vec<String> = (0..MESSAGES)
-        .map(|n| format!("{n} {}", "y".repeat(30_000)))
-        .collect();
-    let flood = texts.clone();
-    let sending = tokio::spawn(async move {
-        for text in flood {
-            bob_sends
-                .send(Message::text(text))
-                .await
-                .expect("bob sends");
-        }
-    });
+    // Bob floods, and reads his echoes, so that only Redis holds the node up.
+    let (texts, sending, reading) = flood(bob.socket, MESSAGES);
 
     let backlog = settled_gauge(
         one.address,

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use testkit::process::{Scratch, ServerProcess, health};
 use testkit::v1::{V1, kinds, said};
 use testkit::{
-    PATIENCE, TestServer, drained_gauge, raw_http, settled_gauge, upgrade_request, within,
+    PATIENCE, TestServer, drained_gauge, flood, raw_http, settled_gauge, upgrade_request, within,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -401,7 +401,6 @@ async fn a_full_disk_refuses_sessions_bounds_the_backlog_and_loses_nothing() {
         .await
         .expect("bob connects");
     assert_eq!(alice.event().await.kind, EventKind::Join, "bob's join");
-    let (mut bob_sends, mut bob_reads) = bob.split();
 
     let filler = disk.0.path().join("filler");
     let mut file = std::fs::File::create(&filler).expect("make the filler");
@@ -410,27 +409,7 @@ async fn a_full_disk_refuses_sessions_bounds_the_backlog_and_loses_nothing() {
     drop(file);
 
     // Bob floods (and reads his echoes, so that only the disk holds him back).
-    let texts: Vec<String> = (0..MESSAGES)
-        .map(|n| format!("{n} {}", "y".repeat(30_000)))
-        .collect();
-    let flood = texts.clone();
-    let sending = tokio::spawn(async move {
-        for text in flood {
-            futures_util::SinkExt::send(&mut bob_sends, Message::text(text))
-                .await
-                .expect("bob sends");
-        }
-    });
-    let reading = tokio::spawn(async move {
-        let mut echoes = 0;
-        while echoes < MESSAGES {
-            match bob_reads.next().await {
-                Some(Ok(Message::Text(_))) => echoes += 1,
-                Some(Ok(_)) => {}
-                other => panic!("bob's connection: {other:?}"),
-            }
-        }
-    });
+    let (texts, sending, reading) = flood(bob, MESSAGES);
 
     let deadline = Instant::now() + PATIENCE;
     while health(server.address).await != Some(503) {

@@ -172,6 +172,40 @@ impl Client {
     }
 }
 
+/// A client that sends `messages` texts of 30 000 bytes, numbered, as fast as the server
+/// reads them, and reads as many texts back meanwhile (its echoes, when it is alone in
+/// sending): only the server can hold it back. Returns the texts, and the sending and
+/// reading tasks.
+pub fn flood(
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    messages: usize,
+) -> (Vec<String>, JoinHandle<()>, JoinHandle<()>) {
+    let (mut sends, mut reads) = socket.split();
+    let texts: Vec<String> = (0..messages)
+        .map(|n| format!("{n} {}", "y".repeat(30_000)))
+        .collect();
+    let flood = texts.clone();
+    let sending = tokio::spawn(async move {
+        for text in flood {
+            sends
+                .send(Message::text(text))
+                .await
+                .expect("the flood sends");
+        }
+    });
+    let reading = tokio::spawn(async move {
+        let mut echoes = 0;
+        while echoes < messages {
+            match reads.next().await {
+                Some(Ok(Message::Text(_))) => echoes += 1,
+                Some(Ok(_)) => {}
+                other => panic!("the flooding client's connection: {other:?}"),
+            }
+        }
+    });
+    (texts, sending, reading)
+}
+
 /// Has every client, joined in order as ids `1..=n`, send `messages` messages at once,
 /// and checks that all of them see one identical order in which each sender's messages
 /// keep theirs.
