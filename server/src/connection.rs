@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -19,7 +19,7 @@ use tracing::{debug, info};
 use crate::config::RateLimit;
 use crate::meter::{TokenBucket, UnfinishedMessage, WireMeter};
 use crate::metrics::Disconnect;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Wakes};
 use crate::room::{Member, Protocol};
 use crate::shared::Shared;
 use crate::socket::{Inbound, Transport, Writer};
@@ -191,7 +191,7 @@ pub async fn serve(
     let keepalive = Keepalive::new();
     let config = &shared.config;
     let ending = tokio::select! {
-        ending = receive(&mut socket, &keepalive, &outbox, &shared, |text| relay(&member, text)) => ending,
+        ending = receive(&mut socket, &keepalive, &outbox, &shared, |text, wakes| relay(&member, text, wakes)) => ending,
         ending = transmit(&mut writer, &outbox) => ending,
         () = keepalive.watch(&outbox, config.ping_interval, config.ping_timeout) => {
             Disconnect::PingTimeout
@@ -213,34 +213,55 @@ pub async fn serve(
 /// mark, and, with a rate limit, for a token: either way the client's data stays in the
 /// socket buffers and TCP slows the sender down; nothing is dropped. (Frames and bytes
 /// are metered where they are read; see `meter`.)
+///
+/// The writers of the members a message reaches are woken only when this reader is
+/// about to wait, for any of those or for its client's next frame (see [`Wakes`]), so
+/// that everything read in one go leaves in one `writev` per recipient.
 async fn receive(
     socket: &mut Socket,
     keepalive: &Keepalive,
     outbox: &Outbox,
     shared: &Shared,
-    relay: impl Fn(&str) -> Result<(), Disconnect>,
+    relay: impl Fn(&str, &mut Wakes) -> Result<(), Disconnect>,
 ) -> Disconnect {
     let mut messages = shared.config.rate_limit.as_ref().map(RateLimit::bucket);
+    let mut wakes = Wakes::default();
     loop {
         if let Some(wait) = messages.as_mut().and_then(TokenBucket::wait) {
+            wakes.release().await;
             tokio::time::sleep(wait).await;
         }
-        outbox.below_high_water().await;
-        shared.has_room().await;
-        let frame = socket.next().await;
+        if outbox.below_high_water().now_or_never().is_none() {
+            wakes.release().await;
+            outbox.below_high_water().await;
+        }
+        if shared.has_room().now_or_never().is_none() {
+            wakes.release().await;
+            shared.has_room().await;
+        }
+        let frame = match socket.next().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                wakes.release().await;
+                socket.next().await
+            }
+        };
         keepalive.heard();
         match frame {
             Some(Ok(Message::Text(text))) => {
                 debug!(bytes = text.len(), "message");
                 shared.metrics.received(text.len());
-                if let Err(ending) = relay(&text) {
+                if let Err(ending) = relay(&text, &mut wakes) {
                     return ending;
                 }
                 if let Some(messages) = &mut messages {
                     messages.take(1.0);
                 }
             }
-            Some(Ok(Message::Ping(_))) => answer_ping(socket, outbox).await,
+            Some(Ok(Message::Ping(_))) => {
+                wakes.release().await;
+                answer_ping(socket, outbox).await;
+            }
             Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Binary(_))) => return Disconnect::Binary,
             Some(Ok(Message::Close(_))) => return Disconnect::ClientClosed,
@@ -255,11 +276,11 @@ async fn receive(
 
 /// Relays what a member sent: a plain client's text as it is, a v1 client's request
 /// once it is read as one.
-fn relay(member: &Member, text: &str) -> Result<(), Disconnect> {
+fn relay(member: &Member, text: &str, wakes: &mut Wakes) -> Result<(), Disconnect> {
     match member.protocol() {
-        Protocol::Plain => member.say(text, None),
+        Protocol::Plain => member.say(text, None, wakes),
         Protocol::Json => match Request::parse(text) {
-            Ok(Request::Message { text, nonce }) => member.say(&text, nonce),
+            Ok(Request::Message { text, nonce }) => member.say(&text, nonce, wakes),
             Err(error) => {
                 debug!(%error, "invalid request");
                 return Err(Disconnect::InvalidRequest);

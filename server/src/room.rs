@@ -19,7 +19,7 @@ use chat::ClientId;
 use chat::v1::{self, DisplayName, EventKind, RoomName};
 
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Wakes};
 use crate::wire::{self, Frame};
 
 /// Which connection to the cluster a member joined in. A member's session ends with its
@@ -269,7 +269,13 @@ impl Room {
                         id,
                         name: present.name,
                     };
-                    room.announce(&mut state, (Epoch::Local, key), &who, EventKind::Leave);
+                    room.announce(
+                        &mut state,
+                        (Epoch::Local, key),
+                        &who,
+                        EventKind::Leave,
+                        None,
+                    );
                 }
                 // Only a hand-edited store holds an id no client could have had.
                 Err(_) => drop(state.present.remove(&(0, key))),
@@ -303,7 +309,7 @@ impl Room {
         if let Some(cluster) = self.cluster.as_ref().filter(|_| !state.loaded) {
             cluster.sync(self);
         }
-        self.announce(&mut state, (epoch, key), &who, EventKind::Join);
+        self.announce(&mut state, (epoch, key), &who, EventKind::Join, None);
         drop(state);
         Member {
             room: self.clone(),
@@ -396,6 +402,7 @@ impl Room {
         (epoch, key): (Epoch, u64),
         who: &Who,
         kind: EventKind,
+        wakes: Option<&mut Wakes>,
     ) {
         let event = v1::Event {
             offset: 0,
@@ -420,13 +427,13 @@ impl Room {
         };
         match &self.store {
             Some(store) => store.append(self, key, event),
-            None => self.fan_out_numbered(state, (0, key), event),
+            None => self.fan_out_numbered(state, (0, key), event, wakes),
         }
     }
 
     /// Fans out an event the store has written, from member `key`.
     pub fn fan_out(&self, key: u64, event: v1::Event) {
-        self.fan_out_numbered(&mut self.lock(), (0, key), event);
+        self.fan_out_numbered(&mut self.lock(), (0, key), event, None);
     }
 
     /// This node's id in the cluster; 0 on a single node.
@@ -434,7 +441,14 @@ impl Room {
         self.cluster.as_ref().map_or(0, |cluster| cluster.node())
     }
 
-    fn fan_out_numbered(&self, state: &mut State, (node, key): MemberRef, event: v1::Event) {
+    /// With `wakes`, the writers of the members it reaches are left to be woken by it.
+    fn fan_out_numbered(
+        &self,
+        state: &mut State,
+        (node, key): MemberRef,
+        event: v1::Event,
+        mut wakes: Option<&mut Wakes>,
+    ) {
         match &event.kind {
             EventKind::Join => {
                 let here = (node == self.node())
@@ -474,15 +488,19 @@ impl Room {
             .values()
             .filter(|slot| matches!(slot.stage, Stage::Live));
         for slot in live {
-            match slot.protocol {
+            let frame = match slot.protocol {
                 Protocol::Plain => {
-                    slot.outbox.push(&plain);
                     to_plain += 1;
+                    &plain
                 }
                 Protocol::Json => {
-                    slot.outbox.push(&json);
                     to_json += 1;
+                    &json
                 }
+            };
+            match wakes.as_deref_mut() {
+                Some(wakes) => slot.outbox.push_corked(frame, wakes),
+                None => slot.outbox.push(frame),
             }
         }
         self.metrics.delivered(to_plain, plain.len());
@@ -521,7 +539,7 @@ impl Room {
         if event.offset <= state.offset {
             return Delivered::Done;
         }
-        self.fan_out_numbered(&mut state, (node, key), event);
+        self.fan_out_numbered(&mut state, (node, key), event, None);
         Delivered::Done
     }
 
@@ -546,7 +564,7 @@ impl Room {
         if caught_up {
             for (from, event) in &snapshot.events {
                 if event.offset == state.offset + 1 {
-                    self.fan_out_numbered(&mut state, *from, event.clone());
+                    self.fan_out_numbered(&mut state, *from, event.clone(), None);
                 }
             }
             if state.offset == snapshot.offset {
@@ -612,15 +630,22 @@ pub struct Member {
 
 impl Member {
     /// Relays `text` to everyone, the sender included: `Client #<id>: <text>` to plain
-    /// clients, a message event with the sender's `nonce` to v1 clients.
-    pub fn say(&self, text: &str, nonce: Option<String>) {
+    /// clients, a message event with the sender's `nonce` to v1 clients. Where it is
+    /// fanned out at once (a single node without a store), the recipients' writers are
+    /// left to `wakes`.
+    pub fn say(&self, text: &str, nonce: Option<String>, wakes: &mut Wakes) {
         let kind = EventKind::Message {
             text: text.to_owned(),
             nonce,
         };
         let mut state = self.room.lock();
-        self.room
-            .announce(&mut state, (self.epoch, self.key), &self.who, kind);
+        self.room.announce(
+            &mut state,
+            (self.epoch, self.key),
+            &self.who,
+            kind,
+            Some(wakes),
+        );
     }
 
     /// The protocol the member speaks.
@@ -658,6 +683,7 @@ impl Drop for Member {
             (self.epoch, self.key),
             &self.who,
             EventKind::Leave,
+            None,
         );
     }
 }
@@ -710,7 +736,7 @@ mod tests {
         let first = room.join(id("1"), Protocol::Plain, None);
         assert_eq!(drain(first.outbox()), ["Client #1 has entered the chat"]);
         let second = room.join(id("2"), Protocol::Plain, None);
-        first.say("hi", None);
+        first.say("hi", None, &mut Wakes::default());
         drop(second);
         assert_eq!(
             drain(first.outbox()),
@@ -729,7 +755,7 @@ mod tests {
         let slow = room.join(id("1"), Protocol::Plain, None);
         let talker = room.join(id("2"), Protocol::Plain, None);
         for _ in 0..10 {
-            talker.say("0123456789", None);
+            talker.say("0123456789", None, &mut Wakes::default());
         }
         assert!(slow.outbox().is_evicted());
         assert!(drain(slow.outbox()).is_empty());
@@ -740,7 +766,7 @@ mod tests {
         let room = room(1 << 20, 3);
         let talker = room.join(id("1"), Protocol::Plain, None);
         for n in 0..5 {
-            talker.say(&n.to_string(), None);
+            talker.say(&n.to_string(), None, &mut Wakes::default());
         }
         let state = room.lock();
         let offsets: Vec<u64> = state
