@@ -7,11 +7,12 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::chromium::chat_server_binary;
-use crate::{PATIENCE, raw_http};
+use crate::{PATIENCE, raw_http, within};
 
 /// A running `chat-server` binary on a free loopback port, killed when dropped.
 pub struct ServerProcess {
@@ -20,16 +21,38 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the binary with `args` (and `--port`), and waits until `/healthz` is 200.
+    /// Starts the binary with `args` and `--port 0`, reads the port it took from the
+    /// address it announces, and waits until `/healthz` is 200. (A port found free
+    /// beforehand can be taken by another test in the meantime: in one CI run the
+    /// health check here had its connection reset, most likely by another test's
+    /// server on that port.)
     pub async fn start(args: &[&str]) -> Self {
-        let port = free_port();
-        let child = Command::new(chat_server_binary())
+        let mut child = Command::new(chat_server_binary())
             .args(args)
-            .args(["--port", &port.to_string()])
-            .stderr(Stdio::null())
+            .args(["--port", "0"])
+            // At info, where it announces its address, whatever RUST_LOG says.
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start chat-server");
+        let mut log = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let port = within("the address chat-server announces", async {
+            loop {
+                let line = log
+                    .next_line()
+                    .await
+                    .expect("read chat-server's log")
+                    .expect("chat-server announces its address before it exits");
+                if let Some(port) = announced_port(&line) {
+                    break port;
+                }
+            }
+        })
+        .await;
+        // The rest of the log is read and dropped, so that the server never waits on a
+        // full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + PATIENCE;
         while health(address).await != Some(200) {
@@ -72,6 +95,13 @@ pub async fn wait_until_listening(port: u16, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The port in chat-server's "chat page: http://127.0.0.1:<port>/" log line.
+fn announced_port(line: &str) -> Option<u16> {
+    let (_, url) = line.split_once("chat page:")?;
+    let (_, port) = url.trim().trim_end_matches('/').rsplit_once(':')?;
+    port.parse().ok()
 }
 
 /// A port that was free a moment ago.
