@@ -174,17 +174,7 @@ async fn every_client_on_every_node_sees_one_order() {
     // every one did: nothing is left counted, which would slow the node's senders for
     // good.
     for node in [&one, &two] {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let metrics = node
-                .http("GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                .await;
-            if metrics.metric("chat_broker_backlog_bytes") == 0 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{}", metrics.body);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        drained_gauge(node.address, "chat_broker_backlog_bytes").await;
     }
 }
 
@@ -339,17 +329,7 @@ async fn what_redis_lost_in_flight_is_not_counted_for_good() {
     reading.await.expect("the reader");
     redis.restart().await;
     wait_healthy(&one, 200).await;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let metrics = one
-            .http("GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await;
-        if metrics.metric("chat_broker_backlog_bytes") == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}", metrics.body);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drained_gauge(one.address, "chat_broker_backlog_bytes").await;
 }
 
 /// Redis takes no writes for a moment while a client floods a node: what the node has
