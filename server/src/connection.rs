@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tracing::{debug, info};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, debug, info};
 
 use crate::config::RateLimit;
 use crate::meter::{TokenBucket, UnfinishedMessage, WireMeter};
@@ -187,12 +189,13 @@ pub async fn serve(
     shared.metrics.connected();
     let outbox = member.outbox().clone();
     let epoch = member.epoch();
-    let (mut socket, mut writer) = open(transport, already_read, outbox.clone(), &shared).await;
+    let (mut socket, writer) = open(transport, already_read, outbox.clone(), &shared).await;
+    let mut transmitter = Transmitter::spawn(writer, outbox.clone());
     let keepalive = Keepalive::new();
     let config = &shared.config;
     let ending = tokio::select! {
         ending = receive(&mut socket, &keepalive, &outbox, &shared, |text, wakes| relay(&member, text, wakes)) => ending,
-        ending = transmit(&mut writer, &outbox) => ending,
+        ending = transmitter.failed() => ending,
         () = keepalive.watch(&outbox, config.ping_interval, config.ping_timeout) => {
             Disconnect::PingTimeout
         }
@@ -204,7 +207,9 @@ pub async fn serve(
     drop(member);
     shared.metrics.disconnected(ending);
     info!(%client, %peer, reason = ending.label(), "left");
-    close(socket, writer, &outbox, ending).await;
+    if let Some(writer) = transmitter.stop().await {
+        close(socket, writer, &outbox, ending).await;
+    }
 }
 
 /// Reads frames until the session must end, relaying each text message to the room.
@@ -310,6 +315,62 @@ async fn transmit(writer: &mut Writer, outbox: &Outbox) -> Disconnect {
     }
 }
 
+/// A session's writer, in a task of its own.
+///
+/// A frame queued for a member wakes its writer, and only that. Inside the session's
+/// `select!`, every wake also polled the reader, the keepalive timer and the session's
+/// cancellation signals: in a quiet room, where a wake carries one frame, the server
+/// spent a sixth more CPU per delivery that way (about 1 KiB more per connection is
+/// what the task costs).
+struct Transmitter {
+    task: AbortOnDropHandle<(Writer, Option<Disconnect>)>,
+    stop: Option<oneshot::Sender<()>>,
+    /// Set once `failed` has seen the task end by itself: its writer, unless it
+    /// panicked.
+    ended: Option<Option<Writer>>,
+}
+
+impl Transmitter {
+    fn spawn(mut writer: Writer, outbox: Arc<Outbox>) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        let writing = async move {
+            let ending = tokio::select! {
+                ending = transmit(&mut writer, &outbox) => Some(ending),
+                _ = stopped => None,
+            };
+            (writer, ending)
+        };
+        let task = tokio::spawn(writing.in_current_span());
+        Self {
+            task: AbortOnDropHandle::new(task),
+            stop: Some(stop),
+            ended: None,
+        }
+    }
+
+    /// Completes if writing fails, which ends the session.
+    async fn failed(&mut self) -> Disconnect {
+        let (writer, ending) = match (&mut self.task).await {
+            Ok((writer, ending)) => (Some(writer), ending),
+            Err(_) => (None, None),
+        };
+        self.ended = Some(writer);
+        ending.unwrap_or(Disconnect::Dropped)
+    }
+
+    /// Stops writing, and gives the writer back (with what it had taken and not yet
+    /// written) for the goodbye; none if its task panicked.
+    async fn stop(mut self) -> Option<Writer> {
+        if let Some(writer) = self.ended.take() {
+            return writer;
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.ok().map(|(writer, _)| writer)
+    }
+}
+
 /// Says goodbye as `ending` calls for, then closes the TCP connection politely.
 async fn close(mut socket: Socket, mut writer: Writer, outbox: &Outbox, ending: Disconnect) {
     if ending == Disconnect::Dropped {
@@ -358,12 +419,13 @@ pub async fn echo(
     shared: Arc<Shared>,
 ) {
     let outbox = Arc::new(Outbox::new(shared.config.queue_bytes()));
-    let (mut socket, mut writer) = open(transport, already_read, outbox.clone(), &shared).await;
+    let (mut socket, writer) = open(transport, already_read, outbox.clone(), &shared).await;
+    let mut transmitter = Transmitter::spawn(writer, outbox.clone());
     let keepalive = Keepalive::new();
     let config = &shared.config;
     let ending = tokio::select! {
         ending = echo_messages(&mut socket, &keepalive, &outbox) => ending,
-        ending = transmit(&mut writer, &outbox) => ending,
+        ending = transmitter.failed() => ending,
         () = keepalive.watch(&outbox, config.ping_interval, config.ping_timeout) => {
             Disconnect::PingTimeout
         }
@@ -371,7 +433,9 @@ pub async fn echo(
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
     };
     debug!(reason = ending.label(), "echo ended");
-    close(socket, writer, &outbox, ending).await;
+    if let Some(writer) = transmitter.stop().await {
+        close(socket, writer, &outbox, ending).await;
+    }
 }
 
 async fn echo_messages(socket: &mut Socket, keepalive: &Keepalive, outbox: &Outbox) -> Disconnect {
