@@ -103,6 +103,51 @@ async fn a_peer_that_stops_answering_is_closed_one_timeout_after_an_unanswered_p
 }
 
 #[tokio::test]
+async fn a_peer_that_resets_while_its_reading_is_held_back_is_gone_at_once() {
+    // Default keepalive: a dead peer nobody noticed would stay for 30 s + 30 s.
+    let server = TestServer::start_with(unlimited()).await;
+    let mut watcher = server.join("1", "1").await;
+    let mut flooder = raw_member(&server, "2").await;
+    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    let watching = tokio::spawn(async move {
+        let mut relayed = 0;
+        loop {
+            match watcher.recv().await.as_str() {
+                "Client #2 has left the chat" => return relayed,
+                text => {
+                    assert!(text.starts_with("Client #2: zzz"), "{text:.40}");
+                    relayed += 1;
+                }
+            }
+        }
+    });
+
+    // The flooder never reads: its echoes fill its receive buffer, the server's send
+    // buffer, then its outbox past the high-water mark, where the server stops reading
+    // it, and its own writes stall. Only the server's writer, blocked on its socket, is
+    // then there to notice the reset.
+    let frame = client_frame(OpCode::Data(Data::Text), &[b'z'; 16 * 1024], true);
+    let mut sent = 0;
+    while let Ok(written) =
+        tokio::time::timeout(Duration::from_secs(1), flooder.write_all(&frame)).await
+    {
+        written.expect("the server reads on until it holds back");
+        sent += 1;
+        assert!(
+            sent < 100_000,
+            "the server never stopped reading the flooder"
+        );
+    }
+    flooder.set_zero_linger().expect("SO_LINGER 0");
+    drop(flooder);
+
+    let relayed = within("the flooder's leave", watching)
+        .await
+        .expect("the watcher read every frame");
+    assert!(relayed > 0 && relayed <= sent + 1, "{relayed} of {sent}");
+}
+
+#[tokio::test]
 async fn a_ping_flood_from_a_client_that_does_not_read_is_slowed_not_queued() {
     let server = TestServer::start_with(unlimited()).await;
     let mut watcher = server.join("1", "1").await;
