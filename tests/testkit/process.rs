@@ -2,6 +2,7 @@
 //! restarts on the same data, exit codes and what it prints.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -104,12 +105,28 @@ fn announced_port(line: &str) -> Option<u16> {
     port.parse().ok()
 }
 
-/// A port that was free a moment ago.
+/// Where [`free_port`] looks: below the kernel's default range for the local ports of
+/// outgoing connections (32768–60999). A port the kernel picked for us from that range
+/// could be given to another test's client connection before the process we start
+/// binds it.
+const TEST_PORTS: Range<u16> = 20_000..32_000;
+
+/// A port that was free a moment ago, for a process a test starts itself (Redis,
+/// haproxy, a server given its port). `ServerProcess` needs none: it asks for port 0.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    // Each test process starts at its own place, as the suites run side by side in CI,
+    // and moves on with every port it hands out.
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + HANDED_OUT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 /// A new empty folder under the system's temporary folder, removed when dropped.
