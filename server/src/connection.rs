@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -236,21 +236,9 @@ async fn receive(
             wakes.release().await;
             tokio::time::sleep(wait).await;
         }
-        if outbox.below_high_water().now_or_never().is_none() {
-            wakes.release().await;
-            outbox.below_high_water().await;
-        }
-        if shared.has_room().now_or_never().is_none() {
-            wakes.release().await;
-            shared.has_room().await;
-        }
-        let frame = match socket.next().now_or_never() {
-            Some(frame) => frame,
-            None => {
-                wakes.release().await;
-                socket.next().await
-            }
-        };
+        wakes.wait_for(outbox.below_high_water()).await;
+        wakes.wait_for(shared.has_room()).await;
+        let frame = wakes.wait_for(socket.next()).await;
         keepalive.heard();
         match frame {
             Some(Ok(Message::Text(text))) => {

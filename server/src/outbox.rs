@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -248,6 +249,17 @@ impl Wakes {
         }
         tokio::task::yield_now().await;
         self.wake_all();
+    }
+
+    /// Waits for `future`; if it is not ready at once, wakes the writers owed a wake
+    /// first (see [`Wakes::release`]), since this reader is about to wait.
+    pub async fn wait_for<T>(&mut self, future: impl Future<Output = T>) -> T {
+        let mut future = std::pin::pin!(future);
+        if let Some(output) = future.as_mut().now_or_never() {
+            return output;
+        }
+        self.release().await;
+        future.await
     }
 
     fn wake_all(&mut self) {
