@@ -292,13 +292,13 @@ async fn answer_ping(socket: &mut Socket, outbox: &Outbox) {
     outbox.pong_taken().await;
 }
 
-/// Writes the outbox to the socket, a whole batch per `writev`.
-async fn transmit(writer: &mut Writer, outbox: &Outbox) -> Disconnect {
+/// Writes the outbox to the socket, a whole batch per `writev`, until a write fails.
+async fn transmit(writer: &mut Writer, outbox: &Outbox) {
     loop {
         writer.take_batch(outbox).await;
         if let Err(error) = writer.flush().await {
             debug!(%error, "write failed");
-            return Disconnect::Dropped;
+            return;
         }
     }
 }
@@ -311,8 +311,8 @@ async fn transmit(writer: &mut Writer, outbox: &Outbox) -> Disconnect {
 /// spent a sixth more CPU per delivery that way (about 1 KiB more per connection is
 /// what the task costs).
 struct Transmitter {
-    task: AbortOnDropHandle<(Writer, Option<Disconnect>)>,
-    stop: Option<oneshot::Sender<()>>,
+    task: AbortOnDropHandle<Writer>,
+    stop: oneshot::Sender<()>,
     /// Set once `failed` has seen the task end by itself: its writer, unless it
     /// panicked.
     ended: Option<Option<Writer>>,
@@ -322,40 +322,35 @@ impl Transmitter {
     fn spawn(mut writer: Writer, outbox: Arc<Outbox>) -> Self {
         let (stop, stopped) = oneshot::channel();
         let writing = async move {
-            let ending = tokio::select! {
-                ending = transmit(&mut writer, &outbox) => Some(ending),
-                _ = stopped => None,
-            };
-            (writer, ending)
+            tokio::select! {
+                () = transmit(&mut writer, &outbox) => {}
+                _ = stopped => {}
+            }
+            writer
         };
         let task = tokio::spawn(writing.in_current_span());
         Self {
             task: AbortOnDropHandle::new(task),
-            stop: Some(stop),
+            stop,
             ended: None,
         }
     }
 
     /// Completes if writing fails, which ends the session.
     async fn failed(&mut self) -> Disconnect {
-        let (writer, ending) = match (&mut self.task).await {
-            Ok((writer, ending)) => (Some(writer), ending),
-            Err(_) => (None, None),
-        };
-        self.ended = Some(writer);
-        ending.unwrap_or(Disconnect::Dropped)
+        self.ended = Some((&mut self.task).await.ok());
+        Disconnect::Dropped
     }
 
     /// Stops writing, and gives the writer back (with what it had taken and not yet
     /// written) for the goodbye; none if its task panicked.
-    async fn stop(mut self) -> Option<Writer> {
-        if let Some(writer) = self.ended.take() {
+    async fn stop(self) -> Option<Writer> {
+        let Self { task, stop, ended } = self;
+        if let Some(writer) = ended {
             return writer;
         }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.ok().map(|(writer, _)| writer)
+        let _ = stop.send(());
+        task.await.ok()
     }
 }
 
