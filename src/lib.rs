@@ -9,7 +9,9 @@
 //! - [`ClientId`]: parsing and canonical display of the decimal ids in the path.
 //! - [`Announcement`]: the three frame formats the server sends, and parsing them back.
 //! - [`v1`]: `chat.v1.json`, the negotiated JSON protocol, and room names.
+//! - [`backoff`]: the retry policy of every reconnect loop.
 
+pub mod backoff;
 pub mod v1;
 
 use std::fmt;

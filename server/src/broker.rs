@@ -41,6 +41,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
+use chat::backoff::Backoff;
 use chat::v1::{self, EventKind, RoomName};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
@@ -379,7 +380,7 @@ impl Broker {
                     self.health.send_replace(Health::Down(reason));
                     failures += 1;
                     metrics.broker_reconnect();
-                    let wait = backoff(failures);
+                    let wait = Backoff::CLUSTER.wait(failures);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = stop.cancelled() => return,
@@ -921,12 +922,4 @@ async fn reap_dead_nodes(
         }
     }
     Ok(())
-}
-
-/// Doubling from 100 ms to 5 s, with jitter so that nodes do not retry in step.
-fn backoff(failures: u32) -> Duration {
-    let ceiling = Duration::from_millis(100)
-        .saturating_mul(1 << failures.min(6))
-        .min(Duration::from_secs(5));
-    ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
 }

@@ -49,8 +49,8 @@ use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
+use chat::backoff::Backoff;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -226,9 +226,7 @@ async fn reload_on_hangup(tls: Arc<Tls>) {
 async fn accept_until(listener: &TcpListener, shared: &Arc<Shared>, shutdown: impl Future) {
     // An accept error (most often running out of file descriptors) would repeat at once
     // if retried at once: back off, and log only the first of a streak.
-    const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-    const MAX_BACKOFF: Duration = Duration::from_secs(1);
-    let mut backoff = FIRST_BACKOFF;
+    let mut failures = 0;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -236,17 +234,17 @@ async fn accept_until(listener: &TcpListener, shared: &Arc<Shared>, shutdown: im
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    backoff = FIRST_BACKOFF;
+                    failures = 0;
                     // Chat frames are small and latency matters more than packet count.
                     let _ = stream.set_nodelay(true);
                     shared.tasks.spawn(http::serve_connection(stream, peer, shared.clone()));
                 }
                 Err(accept_error) => {
-                    if backoff == FIRST_BACKOFF {
+                    if failures == 0 {
                         error!(%accept_error, "accept failed; backing off until it succeeds");
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    failures += 1;
+                    tokio::time::sleep(Backoff::ACCEPT.wait(failures)).await;
                 }
             }
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chat::ClientId;
+use chat::backoff::Backoff;
 use chat::v1::{self, DisplayName, RoomName, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -27,9 +28,6 @@ use crate::event::{Event, NetEvent};
 
 /// A connection attempt that has not finished by then has failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The longest wait between attempts, before jitter.
-const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -445,7 +443,7 @@ pub async fn run(
         if news(NetEvent::Disconnected { reason }).await.is_err() {
             return;
         }
-        let mut wait = backoff(failures);
+        let mut wait = Backoff::CLIENT.wait(failures);
         while !wait.is_zero() {
             let seconds = wait.as_secs_f64().ceil() as u64;
             if news(NetEvent::Retrying { seconds }).await.is_err() {
@@ -460,16 +458,6 @@ pub async fn run(
             }
         }
     }
-}
-
-/// How long to wait after `failures` failures in a row: doubling from 1 s to 15 s, then
-/// a random 50–100 % of that, so that clients of a restarted server do not all come
-/// back in the same instant. The shortest wait is 0.5 s.
-pub fn backoff(failures: u32) -> Duration {
-    let ceiling = Duration::from_secs(1)
-        .saturating_mul(1 << failures.saturating_sub(1).min(8))
-        .min(MAX_BACKOFF);
-    ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 /// The connection a session relays for: its number, and over `chat.v1.json` the room
@@ -669,18 +657,6 @@ mod tests {
         for bad in ["ftp://x", "localhost:8000", "not a url", "ws://", ""] {
             let target = Target::new(bad, &id, Trust::WebPki, Credentials::default());
             assert!(target.is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_fifteen_seconds_with_jitter() {
-        for _ in 0..100 {
-            let first = backoff(1);
-            assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
-            let third = backoff(3);
-            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4));
-            let late = backoff(40);
-            assert!(late >= Duration::from_millis(7500) && late <= MAX_BACKOFF);
         }
     }
 }
