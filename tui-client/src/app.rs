@@ -53,7 +53,7 @@ pub enum Command {
 
 /// The state of the connection, as the status bar shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Connection {
+pub enum Link {
     Connecting,
     Connected,
     Retrying {
@@ -146,7 +146,7 @@ pub struct App {
     pub id: String,
     /// The room we are in, or going to.
     pub room: RoomName,
-    pub connection: Connection,
+    pub link: Link,
     pub entries: VecDeque<Entry>,
     pub input: InputLine,
     pub view: View,
@@ -213,7 +213,7 @@ impl App {
             server,
             id,
             room: RoomName::default(),
-            connection: Connection::Connecting,
+            link: Link::Connecting,
             entries: VecDeque::new(),
             input: InputLine::default(),
             view: View::Bottom,
@@ -251,7 +251,7 @@ impl App {
             .unwrap_or_default()
     }
 
-    fn received(&mut self, text: &str) {
+    fn log_received(&mut self, text: &str) {
         if let Some(received) = &mut self.received {
             received.push(text.to_owned());
         }
@@ -397,7 +397,7 @@ impl App {
             KeyCode::End => self.input.end(),
             KeyCode::Up => self.input.history_back(),
             KeyCode::Down => self.input.history_forward(),
-            KeyCode::F(5) if self.connection != Connection::Connected => {
+            KeyCode::F(5) if self.link != Link::Connected => {
                 return Some(Command::Reconnect);
             }
             KeyCode::F(2) => self.show_members = !self.show_members,
@@ -416,10 +416,10 @@ impl App {
         if text.starts_with('/') && !text.starts_with("//") {
             return self.command();
         }
-        if self.session.is_some() && (self.v1 || self.connection != Connection::Connected) {
+        if self.session.is_some() && (self.v1 || self.link != Link::Connected) {
             return self.say_v1();
         }
-        if self.connection != Connection::Connected {
+        if self.link != Link::Connected {
             self.notice("not connected: your line is kept; press Enter again once connected");
             return None;
         }
@@ -522,7 +522,7 @@ impl App {
     fn net(&mut self, news: NetEvent) -> Option<Command> {
         match news {
             NetEvent::Connecting => {
-                self.connection = Connection::Connecting;
+                self.link = Link::Connecting;
                 self.v1 = false;
             }
             NetEvent::Connected { v1 } => {
@@ -535,15 +535,15 @@ impl App {
                     self.notice("connected");
                 }
                 self.connected_before = true;
-                self.connection = Connection::Connected;
+                self.link = Link::Connected;
             }
-            NetEvent::Retrying { seconds } => self.connection = Connection::Retrying { seconds },
+            NetEvent::Retrying { seconds } => self.link = Link::Retrying { seconds },
             NetEvent::Disconnected { reason } => self.notice(&reason),
             NetEvent::GaveUp { reason } => {
                 self.notice_again(&format!("{reason}; press F5 to try again"));
-                self.connection = Connection::Stopped;
+                self.link = Link::Stopped;
             }
-            NetEvent::Frame(frame) => return self.frame(frame),
+            NetEvent::Frame(frame) => return self.server_frame(frame),
             NetEvent::Unreadable { text } => {
                 let shown: String = text.chars().take(80).collect();
                 self.notice(&format!(
@@ -551,7 +551,7 @@ impl App {
                 ));
             }
             NetEvent::Received { text } => {
-                self.received(&text);
+                self.log_received(&text);
                 let kind = self.kind_of(&text);
                 let ring = matches!(
                     kind,
@@ -1390,10 +1390,10 @@ mod tests {
     #[test]
     fn the_connection_state_follows_the_network() {
         let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
-        assert_eq!(app.connection, Connection::Connecting);
+        assert_eq!(app.link, Link::Connecting);
         app.update(Event::Net(NetEvent::Connected { v1: false }));
-        assert_eq!(app.connection, Connection::Connected);
+        assert_eq!(app.link, Link::Connected);
         app.update(Event::Net(NetEvent::Retrying { seconds: 4 }));
-        assert_eq!(app.connection, Connection::Retrying { seconds: 4 });
+        assert_eq!(app.link, Link::Retrying { seconds: 4 });
     }
 }

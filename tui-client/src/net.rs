@@ -364,7 +364,7 @@ impl Steering {
     }
 }
 
-/// How a session ended.
+/// How relaying one connection ended.
 enum Ended {
     Lost(String),
     /// The user asked for a new connection (`/reconnect`, `/join`).
@@ -414,7 +414,7 @@ pub async fn run(
                     number: connections,
                     resume,
                 };
-                match session(socket, &mut outgoing, &events, reconnect, this).await {
+                match relay(socket, &mut outgoing, &events, reconnect, this).await {
                     Ended::Lost(reason) => reason,
                     Ended::Asked => continue,
                     Ended::Quit => return,
@@ -460,7 +460,7 @@ pub async fn run(
     }
 }
 
-/// The connection a session relays for: its number, and over `chat.v1.json` the room
+/// The connection [`relay`] relays for: its number, and over `chat.v1.json` the room
 /// and where the client is in its history, kept for the next connection.
 struct Connection<'a> {
     number: u64,
@@ -470,7 +470,7 @@ struct Connection<'a> {
 /// Relays until the connection ends, and says how. Over `chat.v1.json` (`resume` is
 /// given), each frame is read as the protocol's, and where the client is in the room's
 /// history is kept in `resume` for the next connection.
-async fn session(
+async fn relay(
     mut socket: Socket,
     outgoing: &mut mpsc::Receiver<Outgoing>,
     events: &mpsc::Sender<Event>,

@@ -8,7 +8,7 @@ use ratatui::widgets::Paragraph;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{App, Connection, Entry, Kind, TIME_WIDTH, View};
+use crate::app::{App, Entry, Kind, Link, TIME_WIDTH, View};
 use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
@@ -193,16 +193,14 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
     } else {
         Style::new().add_modifier(Modifier::REVERSED)
     };
-    let state = match app.connection {
-        Connection::Connecting => Span::styled("○ connecting…", bar.fg(Color::LightYellow)),
-        Connection::Connected => Span::styled("● connected", bar.fg(Color::LightGreen)),
-        Connection::Retrying { seconds } => Span::styled(
+    let state = match app.link {
+        Link::Connecting => Span::styled("○ connecting…", bar.fg(Color::LightYellow)),
+        Link::Connected => Span::styled("● connected", bar.fg(Color::LightGreen)),
+        Link::Retrying { seconds } => Span::styled(
             format!("○ reconnecting in {seconds} s (F5: now)"),
             bar.fg(Color::LightRed),
         ),
-        Connection::Stopped => {
-            Span::styled("✕ not connected (F5: try again)", bar.fg(Color::LightRed))
-        }
+        Link::Stopped => Span::styled("✕ not connected (F5: try again)", bar.fg(Color::LightRed)),
     };
     // Most important first, as a narrow terminal cuts the end.
     let mut left = vec![Span::raw(" "), state];

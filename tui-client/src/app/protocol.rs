@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chat::v1::{DisplayName, Event as RoomEvent, EventKind, Request, ServerFrame, Welcome};
 
-use super::{App, Command, Connection, Entry, Kind};
+use super::{App, Command, Entry, Kind, Link};
 use crate::text::sanitize;
 
 /// A message is sent at most this many times: once, and once more after a reconnect
@@ -117,7 +117,7 @@ impl Session {
 
 impl App {
     /// One `chat.v1.json` frame.
-    pub(super) fn frame(&mut self, frame: ServerFrame) -> Option<Command> {
+    pub(super) fn server_frame(&mut self, frame: ServerFrame) -> Option<Command> {
         match frame {
             ServerFrame::Welcome(frame) => {
                 self.welcome(frame.welcome);
@@ -207,7 +207,7 @@ impl App {
                     "has left the chat"
                 };
                 let text = format!("{who} {what}");
-                self.received(&text);
+                self.log_received(&text);
                 if comes_or_goes {
                     self.push(Entry {
                         time: (self.event_time)(event.ts),
@@ -223,7 +223,7 @@ impl App {
             EventKind::Message { text, nonce } => {
                 let label = session.label(&event.id, name);
                 let line = format!("{label}: {text}");
-                self.received(&line);
+                self.log_received(&line);
                 if let Some(nonce) = nonce
                     && self.confirm(nonce, event.ts)
                 {
@@ -331,7 +331,7 @@ impl App {
             return None;
         }
         let label = session.label(&id, session.my_name.as_ref());
-        let connected = self.v1 && self.connection == Connection::Connected;
+        let connected = self.v1 && self.link == Link::Connected;
         let number = self.first_entry + self.entries.len() as u64;
         session.unconfirmed.push(Unconfirmed {
             nonce,
