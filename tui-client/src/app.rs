@@ -11,13 +11,11 @@ use std::ops::Range;
 
 use chat::Announcement;
 use chat::v1::RoomName;
-use crossterm::event::{
-    Event as TerminalEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent,
-    MouseEventKind,
-};
+use crossterm::event::{Event as TerminalEvent, KeyCode, KeyEvent, KeyEventKind, MouseEvent};
 
 use crate::event::{Event, NetEvent};
 use crate::input::InputLine;
+use crate::keys::{self, Action, Situation, SlashAction};
 use crate::text::{sanitize, wrap};
 
 /// Columns taken by the receive time (`HH:MM:SS `) before each message.
@@ -197,11 +195,6 @@ pub struct Search {
     pub found: u64,
 }
 
-/// What `/help` says.
-const HELP: &str = "commands: /join ROOM (another room), /who (who is here; F2 shows the list), \
-/reconnect, /clear (the messages shown), /search TEXT (then Ctrl-R: older, Esc: done), /quit, \
-/help; //text sends /text. Alt-Enter starts a new line; chat-tui --help lists the keys";
-
 /// The server's default limit on a message, which the plain protocol cannot tell.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -345,21 +338,48 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return None;
         }
-        let control = key.modifiers.contains(KeyModifiers::CONTROL);
-        let alt = key.modifiers.contains(KeyModifiers::ALT);
-        match key.code {
-            KeyCode::Char('c') if control => return Some(Command::Quit),
-            KeyCode::Char('d') if control && self.input.is_empty() => return Some(Command::Quit),
-            KeyCode::Char('d') if control => self.input.delete(),
-            KeyCode::Char('l') if control => return Some(Command::Redraw),
-            KeyCode::Char('a') if control => self.input.home(),
-            KeyCode::Char('e') if control => self.input.end(),
-            KeyCode::Char('w') if control => self.input.delete_word_before(),
-            KeyCode::Char('u') if control => self.input.delete_to_start(),
-            KeyCode::Char('k') if control => self.input.delete_to_end(),
-            KeyCode::Char('y') if control => self.input.yank(),
-            // Ctrl-R: the next older match of the search on, or a search for the line.
-            KeyCode::Char('r') if control => match (&self.search, self.input.is_empty()) {
+        let situation = Situation {
+            line_empty: self.input.is_empty(),
+            connected: self.link == Link::Connected,
+        };
+        let action = keys::action_for_key(&key, situation)?;
+        self.act(action, key.code)
+    }
+
+    /// Carries out what a key or the wheel is bound to ([`keys::BINDINGS`]); `code` is
+    /// the key pressed, for the character typed.
+    fn act(&mut self, action: Action, code: KeyCode) -> Option<Command> {
+        match action {
+            Action::Send => return self.submit(),
+            Action::NewLine => self.input.insert("\n"),
+            Action::Type => {
+                if let KeyCode::Char(c) = code {
+                    self.input.insert(c.encode_utf8(&mut [0; 4]));
+                }
+            }
+            Action::CharLeft => self.input.left(),
+            Action::CharRight => self.input.right(),
+            Action::WordLeft => self.input.word_left(),
+            Action::WordRight => self.input.word_right(),
+            Action::LineStart => self.input.home(),
+            Action::LineEnd => self.input.end(),
+            Action::Backspace => self.input.backspace(),
+            Action::Delete => self.input.delete(),
+            Action::DeleteWordBefore => self.input.delete_word_before(),
+            Action::DeleteWordAfter => self.input.delete_word_after(),
+            Action::DeleteToStart => self.input.delete_to_start(),
+            Action::DeleteToEnd => self.input.delete_to_end(),
+            Action::Yank => self.input.yank(),
+            Action::HistoryBack => self.input.history_back(),
+            Action::HistoryForward => self.input.history_forward(),
+            Action::PageUp => self.scroll_up(self.page()),
+            Action::PageDown => self.scroll_down(self.page()),
+            Action::WheelUp => self.scroll_up(WHEEL_ROWS),
+            Action::WheelDown => self.scroll_down(WHEEL_ROWS),
+            Action::Oldest => self.scroll_to_top(),
+            Action::Newest => self.scroll_to_bottom(),
+            // The next older match of the search on, or a search for the line.
+            Action::Search => match (&self.search, self.input.is_empty()) {
                 (Some(search), true) => {
                     let query = search.query.clone();
                     self.search_older(&query);
@@ -373,37 +393,11 @@ impl App {
                     self.notice("Ctrl-R searches for what is in the line, /search TEXT for TEXT")
                 }
             },
-            KeyCode::Esc => self.search = None,
-            KeyCode::Char('b') if alt => self.input.word_left(),
-            KeyCode::Char('f') if alt => self.input.word_right(),
-            KeyCode::Char('d') if alt => self.input.delete_word_after(),
-            // Other chords are not text: a stray Alt-x must not type an x.
-            KeyCode::Char(_) if control || alt => {}
-            KeyCode::Char(c) => self.input.insert(c.encode_utf8(&mut [0; 4])),
-            // Alt-Enter starts a new line in the same message.
-            KeyCode::Enter if alt => self.input.insert("\n"),
-            KeyCode::Enter => return self.submit(),
-            KeyCode::Backspace => self.input.backspace(),
-            KeyCode::Delete => self.input.delete(),
-            KeyCode::Left if control || alt => self.input.word_left(),
-            KeyCode::Right if control || alt => self.input.word_right(),
-            KeyCode::Left => self.input.left(),
-            KeyCode::Right => self.input.right(),
-            // Home and End edit the line; with Ctrl, or when there is no line to edit,
-            // they jump to the top or the bottom of the scrollback.
-            KeyCode::Home if control || self.input.is_empty() => self.scroll_to_top(),
-            KeyCode::End if control || self.input.is_empty() => self.scroll_to_bottom(),
-            KeyCode::Home => self.input.home(),
-            KeyCode::End => self.input.end(),
-            KeyCode::Up => self.input.history_back(),
-            KeyCode::Down => self.input.history_forward(),
-            KeyCode::F(5) if self.link != Link::Connected => {
-                return Some(Command::Reconnect);
-            }
-            KeyCode::F(2) => self.show_members = !self.show_members,
-            KeyCode::PageUp => self.scroll_up(self.page()),
-            KeyCode::PageDown => self.scroll_down(self.page()),
-            _ => {}
+            Action::EndSearch => self.search = None,
+            Action::Redraw => return Some(Command::Redraw),
+            Action::Reconnect => return Some(Command::Reconnect),
+            Action::ToggleMembers => self.show_members = !self.show_members,
+            Action::Quit => return Some(Command::Quit),
         }
         None
     }
@@ -414,7 +408,7 @@ impl App {
         }
         let text = self.input.text();
         if text.starts_with('/') && !text.starts_with("//") {
-            return self.command();
+            return self.slash_command();
         }
         if self.session.is_some() && (self.v1 || self.link != Link::Connected) {
             return self.say_v1();
@@ -438,39 +432,41 @@ impl App {
         Some(Command::Send(line[escaped..].to_owned()))
     }
 
-    /// Carries out the `/command` in the input line. An unknown one is not sent to the
-    /// room: it stays in the input, with a notice.
-    fn command(&mut self) -> Option<Command> {
+    /// Carries out the `/command` in the input line ([`keys::COMMANDS`]). An unknown one
+    /// is not sent to the room: it stays in the input, with a notice.
+    fn slash_command(&mut self) -> Option<Command> {
         let text = self.input.text()[1..].to_owned();
         let (name, argument) = text
             .split_once(char::is_whitespace)
             .map_or((text.as_str(), ""), |(name, argument)| {
                 (name, argument.trim())
             });
-        let command = match name {
-            "quit" => Some(Command::Quit),
-            "reconnect" => Some(Command::Reconnect),
-            "clear" => {
+        let known = keys::slash_command(name).map(|command| command.action);
+        let command = match known {
+            Some(SlashAction::Quit) => Some(Command::Quit),
+            Some(SlashAction::Reconnect) => Some(Command::Reconnect),
+            Some(SlashAction::Clear) => {
                 self.search = None;
                 self.first_entry += self.entries.len() as u64;
                 self.entries.clear();
                 self.scroll_to_bottom();
                 None
             }
-            "search" if !argument.is_empty() => {
+            // Without its text, `/search` is not a command one could mean.
+            Some(SlashAction::Search) if !argument.is_empty() => {
                 self.search = None;
                 self.search_older(argument);
                 None
             }
-            "help" => {
-                self.notice(HELP);
+            Some(SlashAction::Help) => {
+                self.notice(&keys::help_notice());
                 None
             }
-            "who" => {
+            Some(SlashAction::Who) => {
                 self.who();
                 None
             }
-            "join" => match RoomName::parse(argument) {
+            Some(SlashAction::Join) => match RoomName::parse(argument) {
                 Ok(room) => {
                     self.search = None;
                     self.notice(&format!("joining #{room}"));
@@ -482,7 +478,7 @@ impl App {
                     return None;
                 }
             },
-            _ => {
+            Some(SlashAction::Search) | None => {
                 self.notice(&format!(
                     "unknown command /{name} (not sent): /help lists the commands; //{name} sends a line that starts with /"
                 ));
@@ -512,10 +508,8 @@ impl App {
     }
 
     fn mouse(&mut self, mouse: MouseEvent) {
-        match mouse.kind {
-            MouseEventKind::ScrollUp => self.scroll_up(WHEEL_ROWS),
-            MouseEventKind::ScrollDown => self.scroll_down(WHEEL_ROWS),
-            _ => {}
+        if let Some(action) = keys::action_for_wheel(mouse.kind) {
+            self.act(action, KeyCode::Null);
         }
     }
 
@@ -798,6 +792,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crossterm::event::{KeyModifiers, MouseEventKind};
 
     fn noon() -> String {
         "12:00:00".to_owned()

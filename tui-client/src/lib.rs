@@ -6,6 +6,7 @@
 //! - [`ui`]: the view, drawn from `App` with ratatui.
 //! - [`event`]: the events `update` takes.
 //! - [`input`]: the line editor behind the input line.
+//! - [`keys`]: the key bindings and the `/commands`, as the tables everything else reads.
 //! - [`text`]: network text made safe to draw, and wrapping by display width.
 //! - [`net`]: the socket, reconnects and backoff; the only module that touches the network.
 //! - [`pipe`]: the line mode for scripts.
@@ -16,8 +17,11 @@
 pub mod app;
 pub mod event;
 pub mod input;
+pub mod keys;
 pub mod net;
 pub mod pipe;
 pub mod sgr;
 pub mod text;
 pub mod ui;
+
+pub use keys::keys_markdown;

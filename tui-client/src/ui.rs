@@ -12,7 +12,6 @@ use crate::app::{App, Entry, Kind, Link, TIME_WIDTH, View};
 use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
-const KEY_HINT: &str = "Enter send · PgUp scroll · ^C quit ";
 
 /// Columns of the member list (F2), its border included.
 const MEMBERS_WIDTH: u16 = 26;
@@ -237,14 +236,15 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
     let left = Line::from(left);
     let used = left.width();
     frame.render_widget(Paragraph::new(left).style(bar), area);
-    let hint_width = width(KEY_HINT) as u16;
+    let hint = crate::keys::key_hint();
+    let hint_width = width(&hint) as u16;
     if usize::from(area.width) >= used + usize::from(hint_width) + 2 {
         let hint_area = Rect {
             x: area.right() - hint_width,
             width: hint_width,
             ..area
         };
-        frame.render_widget(Paragraph::new(KEY_HINT).style(bar), hint_area);
+        frame.render_widget(Paragraph::new(hint).style(bar), hint_area);
     }
 }
 
