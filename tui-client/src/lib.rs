@@ -4,6 +4,8 @@
 //! Layout:
 //! - [`app`]: the state and `update`; no I/O.
 //! - [`ui`]: the view, drawn from `App` with ratatui.
+//! - [`scrollback`]: the messages kept for the pane, and their cap.
+//! - [`viewport`]: where the pane is in them and how it moves.
 //! - [`event`]: the events `update` takes.
 //! - [`input`]: the line editor behind the input line.
 //! - [`keys`]: the key bindings and the `/commands`, as the tables everything else reads.
@@ -20,8 +22,10 @@ pub mod input;
 pub mod keys;
 pub mod net;
 pub mod pipe;
+pub mod scrollback;
 pub mod sgr;
 pub mod text;
 pub mod ui;
+pub mod viewport;
 
 pub use keys::keys_markdown;

@@ -8,7 +8,7 @@ use ratatui::widgets::Paragraph;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{App, Entry, Kind, Link, TIME_WIDTH, View};
+use crate::app::{App, Entry, Kind, Link, TIME_WIDTH};
 use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
@@ -103,8 +103,8 @@ fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
         .into_iter()
         .flat_map(|(number, entry, rows)| {
             let found = app
-                .search
-                .as_ref()
+                .viewport
+                .search()
                 .is_some_and(|search| search.found == number);
             let mut lines = entry_lines(entry, area.width);
             if found {
@@ -203,12 +203,12 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
     };
     // Most important first, as a narrow terminal cuts the end.
     let mut left = vec![Span::raw(" "), state];
-    if matches!(app.view, View::At { .. }) {
+    if app.viewport.is_scrolled_up() {
         // irssi's `-- MORE --`: there is more below.
         left.push(Span::raw(" · "));
         left.push(Span::styled("-- MORE --", bar.add_modifier(Modifier::BOLD)));
     }
-    if let Some(search) = &app.search {
+    if let Some(search) = app.viewport.search() {
         left.push(Span::raw(" · "));
         left.push(Span::styled(
             format!(
@@ -218,10 +218,10 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
             bar.add_modifier(Modifier::BOLD),
         ));
     }
-    if app.unseen > 0 {
+    if app.viewport.unseen() > 0 {
         left.push(Span::raw(" · "));
         left.push(Span::styled(
-            format!("{} new ↓", app.unseen),
+            format!("{} new ↓", app.viewport.unseen()),
             bar.add_modifier(Modifier::BOLD),
         ));
     }
