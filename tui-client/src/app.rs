@@ -18,10 +18,8 @@ use crate::input::InputLine;
 use crate::keys::{self, Action, Situation, SlashAction};
 pub use crate::scrollback::{Entry, Kind, Scrollback, TIME_WIDTH};
 use crate::text::sanitize;
-pub use crate::viewport::{CHROME_ROWS, Search, View, Viewport};
-
-/// Rows the mouse wheel scrolls per notch.
-const WHEEL_ROWS: usize = 3;
+use crate::viewport::WHEEL_ROWS;
+pub use crate::viewport::{Anchor, CHROME_ROWS, Search, Viewport};
 
 /// What `update` asks the outside world to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -544,7 +542,7 @@ impl App {
     }
 
     /// The rows the message pane shows, oldest first: each entry, with its number (see
-    /// [`View::At`]) and the range of its rows in view.
+    /// [`Anchor::At`]) and the range of its rows in view.
     pub fn visible(&self) -> Vec<(u64, &Entry, Range<usize>)> {
         self.viewport.visible(&self.scrollback)
     }
@@ -855,7 +853,7 @@ mod tests {
             [false, false, true],
             "scrolling away marks too"
         );
-        assert!(matches!(app.viewport.view(), View::At { .. }));
+        assert!(matches!(app.viewport.anchor(), Anchor::At { .. }));
     }
 
     #[test]
@@ -893,8 +891,8 @@ mod tests {
             Some("29")
         );
         assert_eq!(
-            app.viewport.view(),
-            View::Bottom,
+            app.viewport.anchor(),
+            Anchor::Bottom,
             "a match on the last screen: at the bottom"
         );
     }
@@ -1055,16 +1053,16 @@ mod tests {
         assert_eq!(app.viewport.unseen(), 2);
         app.update(key(KeyCode::PageDown));
         assert_eq!(
-            app.viewport.view(),
-            View::Bottom,
+            app.viewport.anchor(),
+            Anchor::Bottom,
             "the rest fits: following again"
         );
         assert_eq!(top(&app), (said(23), 0));
         app.update(key(KeyCode::PageUp));
         app.update(key(KeyCode::End));
         assert_eq!(
-            (app.viewport.view(), app.viewport.unseen()),
-            (View::Bottom, 0)
+            (app.viewport.anchor(), app.viewport.unseen()),
+            (Anchor::Bottom, 0)
         );
     }
 
@@ -1083,7 +1081,7 @@ mod tests {
             KeyCode::End,
             KeyModifiers::CONTROL,
         ))));
-        assert_eq!(app.viewport.view(), View::Bottom);
+        assert_eq!(app.viewport.anchor(), Anchor::Bottom);
     }
 
     #[test]
@@ -1094,7 +1092,7 @@ mod tests {
         }
         app.update(key(KeyCode::PageUp));
         app.update(key(KeyCode::Home));
-        assert_eq!(app.viewport.view(), View::Bottom);
+        assert_eq!(app.viewport.anchor(), Anchor::Bottom);
         assert_eq!(top(&app), (said(0), 0));
     }
 

@@ -6,9 +6,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEventKind};
 
 use crate::text::wrap;
 
-/// What a person presses, as a binding names it.
+/// What a person presses (or turns: the wheel), as a binding names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Input {
+pub enum Press {
     /// A key, whatever modifiers come with it, unless a `Ctrl` or `Alt` binding of the
     /// same key takes it first.
     Key(KeyCode),
@@ -20,7 +20,9 @@ pub enum Input {
     /// Any character typed without Ctrl or Alt: other chords are not text, so a stray
     /// Alt-x never types an x.
     Text,
+    /// The mouse wheel turned up (unless `--no-mouse` leaves it to the terminal).
     WheelUp,
+    /// The mouse wheel turned down.
     WheelDown,
 }
 
@@ -29,8 +31,11 @@ pub enum Input {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
     Always,
+    /// The input line holds nothing.
     LineEmpty,
+    /// The input line holds something.
     LineHasText,
+    /// Connecting, counting down to a retry, or stopped after a failure.
     NotConnected,
 }
 
@@ -100,7 +105,7 @@ pub enum Action {
 /// One row of the key table.
 #[derive(Debug, Clone, Copy)]
 pub struct Binding {
-    pub keys: &'static [Input],
+    pub keys: &'static [Press],
     pub when: When,
     /// What it does, in the help's words.
     pub what: &'static str,
@@ -109,7 +114,7 @@ pub struct Binding {
     pub hint: Option<&'static str>,
 }
 
-const fn row(keys: &'static [Input], when: When, action: Action, what: &'static str) -> Binding {
+const fn row(keys: &'static [Press], when: When, action: Action, what: &'static str) -> Binding {
     Binding {
         keys,
         when,
@@ -120,7 +125,7 @@ const fn row(keys: &'static [Input], when: When, action: Action, what: &'static 
 }
 
 const fn hinted(
-    keys: &'static [Input],
+    keys: &'static [Press],
     action: Action,
     hint: &'static str,
     what: &'static str,
@@ -134,7 +139,7 @@ const fn hinted(
     }
 }
 
-use Input::{Alt, Ctrl, Key};
+use Press::{Alt, Ctrl, Key};
 use When::{Always, LineEmpty, LineHasText, NotConnected};
 
 /// Every key the full-screen client takes, in the order the help lists them.
@@ -152,7 +157,7 @@ pub const BINDINGS: &[Binding] = &[
         "a new line in the same message",
     ),
     row(
-        &[Input::Text],
+        &[Press::Text],
         Always,
         Action::Type,
         "typed into the line (a paste too, without its trailing newline: it is sent only on Enter)",
@@ -286,13 +291,13 @@ pub const BINDINGS: &[Binding] = &[
         "scroll the messages down a page; once the rest fits, the view follows new ones again",
     ),
     row(
-        &[Input::WheelUp],
+        &[Press::WheelUp],
         Always,
         Action::WheelUp,
         "scroll the messages up a few rows",
     ),
     row(
-        &[Input::WheelDown],
+        &[Press::WheelDown],
         Always,
         Action::WheelDown,
         "scroll the messages down a few rows",
@@ -362,7 +367,7 @@ pub const BINDINGS: &[Binding] = &[
 
 /// Which of a key's bindings are tried first: a Ctrl chord before an Alt one, either
 /// before the plain key, so that Alt-Enter is not Enter and Ctrl-Home is not Home.
-fn precedence(input: Input) -> u8 {
+fn precedence(input: Press) -> u8 {
     match input {
         Ctrl(_) => 0,
         Alt(_) => 1,
@@ -370,7 +375,7 @@ fn precedence(input: Input) -> u8 {
     }
 }
 
-impl Input {
+impl Press {
     /// Whether `key` is this input.
     fn matches(self, key: &KeyEvent) -> bool {
         let control = key.modifiers.contains(KeyModifiers::CONTROL);
@@ -379,8 +384,8 @@ impl Input {
             Key(code) => key.code == code,
             Ctrl(code) => control && key.code == code,
             Alt(code) => alt && key.code == code,
-            Input::Text => matches!(key.code, KeyCode::Char(_)) && !control && !alt,
-            Input::WheelUp | Input::WheelDown => false,
+            Press::Text => matches!(key.code, KeyCode::Char(_)) && !control && !alt,
+            Press::WheelUp | Press::WheelDown => false,
         }
     }
 
@@ -390,9 +395,9 @@ impl Input {
             Key(code) => code_name(code),
             Ctrl(code) => format!("Ctrl-{}", code_name(code)),
             Alt(code) => format!("Alt-{}", code_name(code)),
-            Input::Text => "a character".to_owned(),
-            Input::WheelUp => "mouse wheel up".to_owned(),
-            Input::WheelDown => "mouse wheel down".to_owned(),
+            Press::Text => "a character".to_owned(),
+            Press::WheelUp => "mouse wheel up".to_owned(),
+            Press::WheelDown => "mouse wheel down".to_owned(),
         }
     }
 
@@ -431,8 +436,8 @@ pub fn action_for_key(key: &KeyEvent, situation: Situation) -> Option<Action> {
 /// The action bound to a turn of the mouse wheel, if any.
 pub fn action_for_wheel(kind: MouseEventKind) -> Option<Action> {
     let wanted = match kind {
-        MouseEventKind::ScrollUp => Input::WheelUp,
-        MouseEventKind::ScrollDown => Input::WheelDown,
+        MouseEventKind::ScrollUp => Press::WheelUp,
+        MouseEventKind::ScrollDown => Press::WheelDown,
         _ => return None,
     };
     BINDINGS
@@ -648,13 +653,13 @@ mod tests {
     use super::*;
 
     /// A key event that is `input`.
-    fn event(input: Input) -> Option<KeyEvent> {
+    fn event(input: Press) -> Option<KeyEvent> {
         let (code, modifiers) = match input {
             Key(code) => (code, KeyModifiers::NONE),
             Ctrl(code) => (code, KeyModifiers::CONTROL),
             Alt(code) => (code, KeyModifiers::ALT),
-            Input::Text => (KeyCode::Char('x'), KeyModifiers::NONE),
-            Input::WheelUp | Input::WheelDown => return None,
+            Press::Text => (KeyCode::Char('x'), KeyModifiers::NONE),
+            Press::WheelUp | Press::WheelDown => return None,
         };
         Some(KeyEvent::new(code, modifiers))
     }
@@ -677,7 +682,7 @@ mod tests {
                     let action = match event(*input) {
                         Some(key) => action_for_key(&key, situation),
                         None => action_for_wheel(match input {
-                            Input::WheelUp => MouseEventKind::ScrollUp,
+                            Press::WheelUp => MouseEventKind::ScrollUp,
                             _ => MouseEventKind::ScrollDown,
                         }),
                     };

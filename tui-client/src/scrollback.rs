@@ -95,18 +95,22 @@ impl Scrollback {
         self.entries.clear();
     }
 
+    /// How many entries are kept.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether none is kept.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// The entries kept, oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Entry> {
         self.entries.iter()
     }
 
+    /// The newest entry.
     pub fn back(&self) -> Option<&Entry> {
         self.entries.back()
     }

@@ -9,9 +9,12 @@ use crate::scrollback::{Entry, Scrollback};
 /// Rows under the message pane: the status bar and the input line.
 pub const CHROME_ROWS: u16 = 2;
 
-/// Where the message pane is.
+/// Rows the mouse wheel scrolls per notch.
+pub const WHEEL_ROWS: usize = 3;
+
+/// Where the message pane is anchored in the scrollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
+pub enum Anchor {
     /// Following the newest message.
     Bottom,
     /// Scrolled up: the top row shown is row `row` of the entry numbered `entry`.
@@ -25,14 +28,14 @@ pub enum View {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Search {
     pub query: String,
-    /// The number of the entry found (see [`View::At`]).
+    /// The number of the entry found (see [`Anchor::At`]).
     pub found: u64,
 }
 
 /// The pane's place and size, and what it knows about what is below it.
 #[derive(Debug, Clone)]
 pub struct Viewport {
-    view: View,
+    anchor: Anchor,
     /// Messages that arrived while scrolled up.
     unseen: usize,
     /// The terminal's columns and rows.
@@ -46,7 +49,7 @@ pub struct Viewport {
 impl Default for Viewport {
     fn default() -> Self {
         Self {
-            view: View::Bottom,
+            anchor: Anchor::Bottom,
             unseen: 0,
             size: (80, 24),
             marker: None,
@@ -56,13 +59,14 @@ impl Default for Viewport {
 }
 
 impl Viewport {
-    pub fn view(&self) -> View {
-        self.view
+    /// Where the pane is anchored.
+    pub fn anchor(&self) -> Anchor {
+        self.anchor
     }
 
     /// Whether scrolled up, with more below.
     pub fn is_scrolled_up(&self) -> bool {
-        matches!(self.view, View::At { .. })
+        matches!(self.anchor, Anchor::At { .. })
     }
 
     /// Messages that arrived while scrolled up.
@@ -93,20 +97,20 @@ impl Viewport {
     /// The terminal is now this big; the same message stays on top, within its rows.
     pub fn resize(&mut self, scrollback: &Scrollback, columns: u16, rows: u16) {
         self.size = (columns, rows);
-        if let View::At { entry, row } = self.view {
+        if let Anchor::At { entry, row } = self.anchor {
             let index = scrollback.index_of(entry);
             let row = row.min(self.rows_of(scrollback, index).saturating_sub(1));
-            self.view = View::At { entry, row };
+            self.anchor = Anchor::At { entry, row };
         }
     }
 
     /// An entry was just pushed onto `scrollback`: counted as unseen while scrolled up,
     /// and if the one on top was dropped for it, the oldest one left takes its place.
     pub fn pushed(&mut self, scrollback: &Scrollback) {
-        if let View::At { entry, .. } = self.view {
+        if let Anchor::At { entry, .. } = self.anchor {
             self.unseen += 1;
             if entry < scrollback.first_number() {
-                self.view = View::At {
+                self.anchor = Anchor::At {
                     entry: scrollback.first_number(),
                     row: 0,
                 };
@@ -135,9 +139,9 @@ impl Viewport {
     /// at the bottom, or starts where the view is anchored. Costs a screenful of
     /// wrapping, whatever the scrollback holds.
     fn top(&self, scrollback: &Scrollback) -> (usize, usize) {
-        match self.view {
-            View::At { entry, row } => (scrollback.index_of(entry), row),
-            View::Bottom => {
+        match self.anchor {
+            Anchor::At { entry, row } => (scrollback.index_of(entry), row),
+            Anchor::Bottom => {
                 let mut rows = 0;
                 for index in (0..scrollback.len()).rev() {
                     rows += self.rows_of(scrollback, index);
@@ -151,7 +155,7 @@ impl Viewport {
     }
 
     /// The rows the message pane shows, oldest first: each entry, with its number (see
-    /// [`View::At`]) and the range of its rows in view.
+    /// [`Anchor::At`]) and the range of its rows in view.
     pub fn visible<'a>(&self, scrollback: &'a Scrollback) -> Vec<(u64, &'a Entry, Range<usize>)> {
         let (mut index, mut row) = self.top(scrollback);
         let mut left = self.pane_height();
@@ -173,7 +177,7 @@ impl Viewport {
 
     /// Whether everything is on the screen at the bottom: nothing to scroll up to.
     pub fn all_fits(&self, scrollback: &Scrollback) -> bool {
-        self.view == View::Bottom && self.top(scrollback) == (0, 0)
+        self.anchor == Anchor::Bottom && self.top(scrollback) == (0, 0)
     }
 
     /// Moves `rows` rows towards the oldest message, no further than its first row.
@@ -197,7 +201,7 @@ impl Viewport {
             }
         }
         if (index, row) != self.top(scrollback) || self.is_scrolled_up() {
-            self.view = View::At {
+            self.anchor = Anchor::At {
                 entry: scrollback.number_of(index),
                 row,
             };
@@ -207,7 +211,7 @@ impl Viewport {
     /// Moves `rows` rows towards the newest message; once the rest fits on the screen,
     /// the view follows the newest message again.
     pub fn scroll_down(&mut self, scrollback: &Scrollback, rows: usize) {
-        let View::At { entry, row } = self.view else {
+        let Anchor::At { entry, row } = self.anchor else {
             return;
         };
         let (mut index, mut row) = (scrollback.index_of(entry), row);
@@ -227,7 +231,7 @@ impl Viewport {
         if below <= self.pane_height() {
             self.scroll_to_bottom();
         } else {
-            self.view = View::At {
+            self.anchor = Anchor::At {
                 entry: scrollback.number_of(index),
                 row,
             };
@@ -237,7 +241,7 @@ impl Viewport {
     /// The oldest message on top; a scrollback that fits on the screen has no top to
     /// scroll to.
     pub fn scroll_to_top(&mut self, scrollback: &Scrollback) {
-        self.view = View::At {
+        self.anchor = Anchor::At {
             entry: scrollback.first_number(),
             row: 0,
         };
@@ -246,7 +250,7 @@ impl Viewport {
 
     /// Follows the newest message again; nothing is unseen any more.
     pub fn scroll_to_bottom(&mut self) {
-        self.view = View::Bottom;
+        self.anchor = Anchor::Bottom;
         self.unseen = 0;
     }
 
@@ -266,7 +270,7 @@ impl Viewport {
             query: query.to_owned(),
             found,
         });
-        self.view = View::At {
+        self.anchor = Anchor::At {
             entry: found,
             row: 0,
         };
@@ -324,7 +328,11 @@ mod tests {
         assert_eq!(top_text(&viewport, &scrollback), "message 11");
         assert!(viewport.is_scrolled_up());
         viewport.scroll_down(&scrollback, viewport.page());
-        assert_eq!(viewport.view(), View::Bottom, "the rest fits: following");
+        assert_eq!(
+            viewport.anchor(),
+            Anchor::Bottom,
+            "the rest fits: following"
+        );
     }
 
     #[test]
@@ -334,7 +342,7 @@ mod tests {
         assert!(viewport.all_fits(&scrollback));
         viewport.scroll_up(&scrollback, 3);
         viewport.scroll_to_top(&scrollback);
-        assert_eq!(viewport.view(), View::Bottom);
+        assert_eq!(viewport.anchor(), Anchor::Bottom);
     }
 
     #[test]
@@ -357,7 +365,7 @@ mod tests {
             "did not move"
         );
         viewport.scroll_to_bottom();
-        assert_eq!((viewport.view(), viewport.unseen()), (View::Bottom, 0));
+        assert_eq!((viewport.anchor(), viewport.unseen()), (Anchor::Bottom, 0));
     }
 
     #[test]
@@ -378,7 +386,7 @@ mod tests {
             kind: Kind::Other,
         });
         viewport.pushed(&scrollback);
-        assert_eq!(viewport.view(), View::At { entry: 1, row: 0 });
+        assert_eq!(viewport.anchor(), Anchor::At { entry: 1, row: 0 });
     }
 
     #[test]
@@ -400,14 +408,14 @@ mod tests {
         viewport.scroll_to_top(&scrollback);
         viewport.scroll_down(&scrollback, 3);
         assert_eq!(
-            viewport.view(),
-            View::At { entry: 0, row: 3 },
+            viewport.anchor(),
+            Anchor::At { entry: 0, row: 3 },
             "inside the long message"
         );
         viewport.resize(&scrollback, 200, 12);
         assert_eq!(
-            viewport.view(),
-            View::At { entry: 0, row: 0 },
+            viewport.anchor(),
+            Anchor::At { entry: 0, row: 0 },
             "one row now"
         );
     }
@@ -417,11 +425,11 @@ mod tests {
         let scrollback = filled(30);
         let mut viewport = viewport(&scrollback);
         viewport.found(&scrollback, "message 5", 5);
-        assert_eq!(viewport.view(), View::At { entry: 5, row: 0 });
+        assert_eq!(viewport.anchor(), Anchor::At { entry: 5, row: 0 });
         assert_eq!(viewport.search_before("message 5"), Some(5));
         assert_eq!(viewport.search_before("other"), None);
         viewport.found(&scrollback, "message 28", 28);
-        assert_eq!(viewport.view(), View::Bottom);
+        assert_eq!(viewport.anchor(), Anchor::Bottom);
         viewport.end_search();
         assert_eq!(viewport.search(), None);
     }

@@ -50,7 +50,7 @@ pub struct Member {
 struct Unconfirmed {
     nonce: String,
     frame: String,
-    /// The number of its entry (see [`super::View::At`]).
+    /// The number of its entry (see [`super::Anchor::At`]).
     entry: u64,
     sends: u8,
     /// The connection it was last sent on (0: not sent yet).
