@@ -750,7 +750,10 @@ mod tests {
 
         type_text(&mut app, "/help");
         assert_eq!(app.update(key(KeyCode::Enter)), None);
-        assert!(app.scrollback.back().unwrap().text.contains("/join ROOM"));
+        let help = &app.scrollback.back().unwrap().text;
+        for listed in ["/join ROOM", "/search TEXT", "Alt-Enter", "F2", "Ctrl-R"] {
+            assert!(help.contains(listed), "{listed} in {help}");
+        }
         type_text(&mut app, "/clear");
         app.update(key(KeyCode::Enter));
         assert!(app.scrollback.is_empty());

@@ -283,8 +283,15 @@ async fn rooms_slash_commands_and_the_log() {
     // second copy would come before the leave awaited below (and be in the log).
     tui.type_keys("\u{15}//frobnicate\r");
     assert_eq!(ops.recv().await, "Client #1: /frobnicate");
-    // Its echo is in the log only once the client has read it, before leaving #ops.
+    // Its echo is in the log only once the client has read it, before leaving #ops:
+    // until then the line shows as on its way.
     tui.wait_for("Client #1: /frobnicate").await;
+    testkit::within("the echo of //frobnicate", async {
+        while tui.contents().contains("sending…") {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    })
+    .await;
 
     let mut main = server.join("3", "3").await;
     tui.type_keys("/join main\r");
