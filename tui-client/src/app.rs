@@ -1,33 +1,25 @@
 //! The client's state and its pure `update`: no I/O here, so every key and every
 //! network event can be tested by calling [`App::update`]. What `chat.v1.json` adds
-//! (history, resuming, names, who is here, messages on their way) is in `protocol`.
+//! (history, resuming, names, who is here, messages on their way) is in `protocol`;
+//! the kept messages are a [`Scrollback`], and where the pane is in them a [`Viewport`].
 
 mod protocol;
 
 pub use protocol::{Member, Session};
 
-use std::collections::VecDeque;
 use std::ops::Range;
 
 use chat::Announcement;
 use chat::v1::RoomName;
-use crossterm::event::{
-    Event as TerminalEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent,
-    MouseEventKind,
-};
+use crossterm::event::{Event as TerminalEvent, KeyCode, KeyEvent, KeyEventKind, MouseEvent};
 
 use crate::event::{Event, NetEvent};
 use crate::input::InputLine;
-use crate::text::{sanitize, wrap};
-
-/// Columns taken by the receive time (`HH:MM:SS `) before each message.
-pub const TIME_WIDTH: usize = 9;
-
-/// Rows the mouse wheel scrolls per notch.
-const WHEEL_ROWS: usize = 3;
-
-/// Rows under the message pane: the status bar and the input line.
-pub const CHROME_ROWS: u16 = 2;
+use crate::keys::{self, Action, Situation, SlashAction};
+pub use crate::scrollback::{Entry, Kind, Scrollback, TIME_WIDTH};
+use crate::text::sanitize;
+use crate::viewport::WHEEL_ROWS;
+pub use crate::viewport::{Anchor, CHROME_ROWS, Search, Viewport};
 
 /// What `update` asks the outside world to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +45,7 @@ pub enum Command {
 
 /// The state of the connection, as the status bar shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Connection {
+pub enum Link {
     Connecting,
     Connected,
     Retrying {
@@ -61,67 +53,6 @@ pub enum Connection {
     },
     /// Not retrying: the last failure will not fix itself.
     Stopped,
-}
-
-/// What a line in the message pane is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
-    /// `Client #<id> has entered the chat` or `... has left the chat`.
-    Presence,
-    /// `Client #<id>: <text>` (or, over `chat.v1.json`, `<name>: <text>`); `prefix` is
-    /// the byte length of the sender and its colon.
-    Said {
-        id: String,
-        mine: bool,
-        prefix: usize,
-        /// Someone else's message that mentions our id (or our name).
-        mentions_me: bool,
-        /// One of ours that the server has not sent back yet.
-        pending: bool,
-    },
-    /// Any other text from the server, shown as it came.
-    Other,
-    /// Something this client says about itself (connection lost, line kept…).
-    Notice,
-    /// Where you were when you last looked away (the window lost focus, or you
-    /// scrolled up): what comes after it is new to you. Only the latest is drawn.
-    ReadMarker { latest: bool },
-    /// A line between parts of the conversation: the history before you came, what
-    /// was missed while away, a gap that could not be recovered.
-    Divider,
-}
-
-/// Where the message pane is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
-    /// Following the newest message.
-    Bottom,
-    /// Scrolled up: the top row shown is row `row` of the entry numbered `entry`.
-    /// Entries are numbered from the first ever received, so the place survives the
-    /// scrollback dropping old entries and a resize re-wrapping them: the view stays on
-    /// the same message, and costs nothing as new ones arrive.
-    At { entry: u64, row: usize },
-}
-
-/// One message in the scrollback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Local receive time, `HH:MM:SS`.
-    pub time: String,
-    /// The text, sanitized: safe to draw, newlines kept.
-    pub text: String,
-    pub kind: Kind,
-}
-
-impl Entry {
-    /// The text cut into rows for a pane `width` columns wide, after the time column.
-    pub fn rows(&self, width: u16) -> Vec<String> {
-        match self.kind {
-            // An old marker takes no room, and keeps the entries' numbering.
-            Kind::ReadMarker { latest: false } => Vec::new(),
-            _ => wrap(&self.text, usize::from(width).saturating_sub(TIME_WIDTH)),
-        }
-    }
 }
 
 /// A server time (Unix milliseconds) as the local `HH:MM:SS`.
@@ -146,16 +77,12 @@ pub struct App {
     pub id: String,
     /// The room we are in, or going to.
     pub room: RoomName,
-    pub connection: Connection,
-    pub entries: VecDeque<Entry>,
+    pub link: Link,
+    /// The messages kept for the pane.
+    pub scrollback: Scrollback,
+    /// Where the pane is in them.
+    pub viewport: Viewport,
     pub input: InputLine,
-    pub view: View,
-    /// The number of `entries[0]` (see [`View::At`]).
-    first_entry: u64,
-    /// Messages that arrived while scrolled up.
-    pub unseen: usize,
-    scrollback: usize,
-    size: (u16, u16),
     /// The local time as `HH:MM:SS`; a parameter so that tests can fix it.
     clock: fn() -> String,
     /// Whether a connection has ever been made, so that only a later one is "again".
@@ -169,10 +96,6 @@ pub struct App {
     pub notify: bool,
     /// Whether the terminal has focus, as its focus reports say.
     focused: bool,
-    /// The number of the latest read marker entry, if any.
-    marker: Option<u64>,
-    /// A search in the scrollback, while one is on (`/search`, Ctrl-R).
-    pub search: Option<Search>,
     /// Whether the connection now speaks `chat.v1.json`.
     pub v1: bool,
     /// What the `chat.v1.json` connections so far have told, kept across reconnects.
@@ -189,19 +112,6 @@ pub struct App {
     received: Option<Vec<String>>,
 }
 
-/// A search in the scrollback: what is looked for, and the message found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Search {
-    pub query: String,
-    /// The number of the entry found (see [`View::At`]).
-    pub found: u64,
-}
-
-/// What `/help` says.
-const HELP: &str = "commands: /join ROOM (another room), /who (who is here; F2 shows the list), \
-/reconnect, /clear (the messages shown), /search TEXT (then Ctrl-R: older, Esc: done), /quit, \
-/help; //text sends /text. Alt-Enter starts a new line; chat-tui --help lists the keys";
-
 /// The server's default limit on a message, which the plain protocol cannot tell.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -213,22 +123,16 @@ impl App {
             server,
             id,
             room: RoomName::default(),
-            connection: Connection::Connecting,
-            entries: VecDeque::new(),
+            link: Link::Connecting,
+            scrollback: Scrollback::new(scrollback),
+            viewport: Viewport::default(),
             input: InputLine::default(),
-            view: View::Bottom,
-            first_entry: 0,
-            unseen: 0,
-            scrollback: scrollback.max(1),
-            size: (80, 24),
             clock,
             connected_before: false,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             colours: true,
             notify: true,
             focused: true,
-            marker: None,
-            search: None,
             v1: false,
             session: None,
             connections: 0,
@@ -251,7 +155,7 @@ impl App {
             .unwrap_or_default()
     }
 
-    fn received(&mut self, text: &str) {
+    fn log_received(&mut self, text: &str) {
         if let Some(received) = &mut self.received {
             received.push(text.to_owned());
         }
@@ -273,13 +177,7 @@ impl App {
             }
             Event::Terminal(TerminalEvent::FocusGained) => self.focused = true,
             Event::Terminal(TerminalEvent::Resize(columns, rows)) => {
-                self.size = (columns, rows);
-                // The same message stays on top; its rows may be fewer now.
-                if let View::At { entry, row } = self.view {
-                    let index = (entry - self.first_entry) as usize;
-                    let row = row.min(self.rows_of(index).saturating_sub(1));
-                    self.view = View::At { entry, row };
-                }
+                self.viewport.resize(&self.scrollback, columns, rows);
             }
             Event::Net(news) => return self.net(news),
         }
@@ -289,47 +187,30 @@ impl App {
     /// Finds the newest message containing `query` (any case) that is older than the
     /// one found last for it, and scrolls it to the top of the pane.
     fn search_older(&mut self, query: &str) {
-        let needle = query.to_lowercase();
-        let before = match &self.search {
-            Some(search) if search.query == query => {
-                search.found.saturating_sub(self.first_entry) as usize
-            }
-            _ => self.entries.len(),
-        };
-        let found = self.entries.range(..before).rposition(|entry| {
-            matches!(entry.kind, Kind::Said { .. } | Kind::Presence | Kind::Other)
-                && entry.text.to_lowercase().contains(&needle)
-        });
-        let Some(index) = found else {
-            let older = if self.search.is_some() { "older " } else { "" };
+        let before = self.viewport.search_before(query);
+        let Some(found) = self.scrollback.newest_containing(query, before) else {
+            let older = if self.viewport.search().is_some() {
+                "older "
+            } else {
+                ""
+            };
             self.notice(&format!("no {older}message contains “{query}”"));
             return;
         };
-        if self.view == View::Bottom {
+        if !self.viewport.is_scrolled_up() {
             self.mark_read();
         }
-        let found = self.first_entry + index as u64;
-        self.search = Some(Search {
-            query: query.to_owned(),
-            found,
-        });
-        self.view = View::At {
-            entry: found,
-            row: 0,
-        };
-        // A match near the bottom: the view follows the newest messages again.
-        self.scroll_down(0);
+        self.viewport.found(&self.scrollback, query, found);
     }
 
     /// Puts the read marker after the newest message, unless it is there already.
     fn mark_read(&mut self) {
-        let newest = self.first_entry + self.entries.len() as u64;
-        if self.entries.is_empty() || self.marker == Some(newest - 1) {
+        let newest = self.scrollback.next_number();
+        if self.scrollback.is_empty() || self.viewport.marker() == Some(newest - 1) {
             return;
         }
-        if let Some(old) = self.marker
-            && let Some(index) = old.checked_sub(self.first_entry)
-            && let Some(entry) = self.entries.get_mut(index as usize)
+        if let Some(old) = self.viewport.marker()
+            && let Some(entry) = self.scrollback.by_number_mut(old)
         {
             entry.kind = Kind::ReadMarker { latest: false };
         }
@@ -338,72 +219,73 @@ impl App {
             text: "── new since you looked away ──".into(),
             kind: Kind::ReadMarker { latest: true },
         });
-        self.marker = Some(newest);
+        self.viewport.set_marker(newest);
     }
 
     fn key(&mut self, key: KeyEvent) -> Option<Command> {
         if key.kind == KeyEventKind::Release {
             return None;
         }
-        let control = key.modifiers.contains(KeyModifiers::CONTROL);
-        let alt = key.modifiers.contains(KeyModifiers::ALT);
-        match key.code {
-            KeyCode::Char('c') if control => return Some(Command::Quit),
-            KeyCode::Char('d') if control && self.input.is_empty() => return Some(Command::Quit),
-            KeyCode::Char('d') if control => self.input.delete(),
-            KeyCode::Char('l') if control => return Some(Command::Redraw),
-            KeyCode::Char('a') if control => self.input.home(),
-            KeyCode::Char('e') if control => self.input.end(),
-            KeyCode::Char('w') if control => self.input.delete_word_before(),
-            KeyCode::Char('u') if control => self.input.delete_to_start(),
-            KeyCode::Char('k') if control => self.input.delete_to_end(),
-            KeyCode::Char('y') if control => self.input.yank(),
-            // Ctrl-R: the next older match of the search on, or a search for the line.
-            KeyCode::Char('r') if control => match (&self.search, self.input.is_empty()) {
+        let situation = Situation {
+            line_empty: self.input.is_empty(),
+            connected: self.link == Link::Connected,
+        };
+        let action = keys::action_for_key(&key, situation)?;
+        self.act(action, key.code)
+    }
+
+    /// Carries out what a key or the wheel is bound to ([`keys::BINDINGS`]); `code` is
+    /// the key pressed, for the character typed.
+    fn act(&mut self, action: Action, code: KeyCode) -> Option<Command> {
+        match action {
+            Action::Send => return self.submit(),
+            Action::NewLine => self.input.insert("\n"),
+            Action::Type => {
+                if let KeyCode::Char(c) = code {
+                    self.input.insert(c.encode_utf8(&mut [0; 4]));
+                }
+            }
+            Action::CharLeft => self.input.left(),
+            Action::CharRight => self.input.right(),
+            Action::WordLeft => self.input.word_left(),
+            Action::WordRight => self.input.word_right(),
+            Action::LineStart => self.input.home(),
+            Action::LineEnd => self.input.end(),
+            Action::Backspace => self.input.backspace(),
+            Action::Delete => self.input.delete(),
+            Action::DeleteWordBefore => self.input.delete_word_before(),
+            Action::DeleteWordAfter => self.input.delete_word_after(),
+            Action::DeleteToStart => self.input.delete_to_start(),
+            Action::DeleteToEnd => self.input.delete_to_end(),
+            Action::Yank => self.input.yank(),
+            Action::HistoryBack => self.input.history_back(),
+            Action::HistoryForward => self.input.history_forward(),
+            Action::PageUp => self.scroll_up(self.viewport.page()),
+            Action::PageDown => self.scroll_down(self.viewport.page()),
+            Action::WheelUp => self.scroll_up(WHEEL_ROWS),
+            Action::WheelDown => self.scroll_down(WHEEL_ROWS),
+            Action::Oldest => self.scroll_to_top(),
+            Action::Newest => self.scroll_to_bottom(),
+            // The next older match of the search on, or a search for the line.
+            Action::Search => match (self.viewport.search(), self.input.is_empty()) {
                 (Some(search), true) => {
                     let query = search.query.clone();
                     self.search_older(&query);
                 }
                 (_, false) => {
                     let query = self.input.text().to_owned();
-                    self.search = None;
+                    self.viewport.end_search();
                     self.search_older(&query);
                 }
                 (None, true) => {
                     self.notice("Ctrl-R searches for what is in the line, /search TEXT for TEXT")
                 }
             },
-            KeyCode::Esc => self.search = None,
-            KeyCode::Char('b') if alt => self.input.word_left(),
-            KeyCode::Char('f') if alt => self.input.word_right(),
-            KeyCode::Char('d') if alt => self.input.delete_word_after(),
-            // Other chords are not text: a stray Alt-x must not type an x.
-            KeyCode::Char(_) if control || alt => {}
-            KeyCode::Char(c) => self.input.insert(c.encode_utf8(&mut [0; 4])),
-            // Alt-Enter starts a new line in the same message.
-            KeyCode::Enter if alt => self.input.insert("\n"),
-            KeyCode::Enter => return self.submit(),
-            KeyCode::Backspace => self.input.backspace(),
-            KeyCode::Delete => self.input.delete(),
-            KeyCode::Left if control || alt => self.input.word_left(),
-            KeyCode::Right if control || alt => self.input.word_right(),
-            KeyCode::Left => self.input.left(),
-            KeyCode::Right => self.input.right(),
-            // Home and End edit the line; with Ctrl, or when there is no line to edit,
-            // they jump to the top or the bottom of the scrollback.
-            KeyCode::Home if control || self.input.is_empty() => self.scroll_to_top(),
-            KeyCode::End if control || self.input.is_empty() => self.scroll_to_bottom(),
-            KeyCode::Home => self.input.home(),
-            KeyCode::End => self.input.end(),
-            KeyCode::Up => self.input.history_back(),
-            KeyCode::Down => self.input.history_forward(),
-            KeyCode::F(5) if self.connection != Connection::Connected => {
-                return Some(Command::Reconnect);
-            }
-            KeyCode::F(2) => self.show_members = !self.show_members,
-            KeyCode::PageUp => self.scroll_up(self.page()),
-            KeyCode::PageDown => self.scroll_down(self.page()),
-            _ => {}
+            Action::EndSearch => self.viewport.end_search(),
+            Action::Redraw => return Some(Command::Redraw),
+            Action::Reconnect => return Some(Command::Reconnect),
+            Action::ToggleMembers => self.show_members = !self.show_members,
+            Action::Quit => return Some(Command::Quit),
         }
         None
     }
@@ -414,12 +296,12 @@ impl App {
         }
         let text = self.input.text();
         if text.starts_with('/') && !text.starts_with("//") {
-            return self.command();
+            return self.slash_command();
         }
-        if self.session.is_some() && (self.v1 || self.connection != Connection::Connected) {
+        if self.session.is_some() && (self.v1 || self.link != Link::Connected) {
             return self.say_v1();
         }
-        if self.connection != Connection::Connected {
+        if self.link != Link::Connected {
             self.notice("not connected: your line is kept; press Enter again once connected");
             return None;
         }
@@ -438,41 +320,42 @@ impl App {
         Some(Command::Send(line[escaped..].to_owned()))
     }
 
-    /// Carries out the `/command` in the input line. An unknown one is not sent to the
-    /// room: it stays in the input, with a notice.
-    fn command(&mut self) -> Option<Command> {
+    /// Carries out the `/command` in the input line ([`keys::COMMANDS`]). An unknown one
+    /// is not sent to the room: it stays in the input, with a notice.
+    fn slash_command(&mut self) -> Option<Command> {
         let text = self.input.text()[1..].to_owned();
         let (name, argument) = text
             .split_once(char::is_whitespace)
             .map_or((text.as_str(), ""), |(name, argument)| {
                 (name, argument.trim())
             });
-        let command = match name {
-            "quit" => Some(Command::Quit),
-            "reconnect" => Some(Command::Reconnect),
-            "clear" => {
-                self.search = None;
-                self.first_entry += self.entries.len() as u64;
-                self.entries.clear();
+        let known = keys::slash_command(name).map(|command| command.action);
+        let command = match known {
+            Some(SlashAction::Quit) => Some(Command::Quit),
+            Some(SlashAction::Reconnect) => Some(Command::Reconnect),
+            Some(SlashAction::Clear) => {
+                self.viewport.end_search();
+                self.scrollback.clear();
                 self.scroll_to_bottom();
                 None
             }
-            "search" if !argument.is_empty() => {
-                self.search = None;
+            // Without its text, `/search` is not a command one could mean.
+            Some(SlashAction::Search) if !argument.is_empty() => {
+                self.viewport.end_search();
                 self.search_older(argument);
                 None
             }
-            "help" => {
-                self.notice(HELP);
+            Some(SlashAction::Help) => {
+                self.notice(&keys::help_notice());
                 None
             }
-            "who" => {
+            Some(SlashAction::Who) => {
                 self.who();
                 None
             }
-            "join" => match RoomName::parse(argument) {
+            Some(SlashAction::Join) => match RoomName::parse(argument) {
                 Ok(room) => {
-                    self.search = None;
+                    self.viewport.end_search();
                     self.notice(&format!("joining #{room}"));
                     self.room = room.clone();
                     Some(Command::Join(room))
@@ -482,7 +365,7 @@ impl App {
                     return None;
                 }
             },
-            _ => {
+            Some(SlashAction::Search) | None => {
                 self.notice(&format!(
                     "unknown command /{name} (not sent): /help lists the commands; //{name} sends a line that starts with /"
                 ));
@@ -512,17 +395,15 @@ impl App {
     }
 
     fn mouse(&mut self, mouse: MouseEvent) {
-        match mouse.kind {
-            MouseEventKind::ScrollUp => self.scroll_up(WHEEL_ROWS),
-            MouseEventKind::ScrollDown => self.scroll_down(WHEEL_ROWS),
-            _ => {}
+        if let Some(action) = keys::action_for_wheel(mouse.kind) {
+            self.act(action, KeyCode::Null);
         }
     }
 
     fn net(&mut self, news: NetEvent) -> Option<Command> {
         match news {
             NetEvent::Connecting => {
-                self.connection = Connection::Connecting;
+                self.link = Link::Connecting;
                 self.v1 = false;
             }
             NetEvent::Connected { v1 } => {
@@ -530,20 +411,24 @@ impl App {
                 self.connections += 1;
                 if self.connected_before {
                     self.notice("connected again");
-                } else if self.entries.iter().any(|entry| entry.kind == Kind::Notice) {
+                } else if self
+                    .scrollback
+                    .iter()
+                    .any(|entry| entry.kind == Kind::Notice)
+                {
                     // After failed attempts, say that this one worked.
                     self.notice("connected");
                 }
                 self.connected_before = true;
-                self.connection = Connection::Connected;
+                self.link = Link::Connected;
             }
-            NetEvent::Retrying { seconds } => self.connection = Connection::Retrying { seconds },
+            NetEvent::Retrying { seconds } => self.link = Link::Retrying { seconds },
             NetEvent::Disconnected { reason } => self.notice(&reason),
             NetEvent::GaveUp { reason } => {
                 self.notice_again(&format!("{reason}; press F5 to try again"));
-                self.connection = Connection::Stopped;
+                self.link = Link::Stopped;
             }
-            NetEvent::Frame(frame) => return self.frame(frame),
+            NetEvent::Frame(frame) => return self.server_frame(frame),
             NetEvent::Unreadable { text } => {
                 let shown: String = text.chars().take(80).collect();
                 self.notice(&format!(
@@ -551,7 +436,7 @@ impl App {
                 ));
             }
             NetEvent::Received { text } => {
-                self.received(&text);
+                self.log_received(&text);
                 let kind = self.kind_of(&text);
                 let ring = matches!(
                     kind,
@@ -616,7 +501,7 @@ impl App {
     /// notice said the same: each failed attempt during an outage does; once is enough.
     pub fn notice(&mut self, text: &str) {
         let entry = self.notice_entry(text);
-        if !matches!(self.entries.back(), Some(last) if last.kind == Kind::Notice && last.text == entry.text)
+        if !matches!(self.scrollback.back(), Some(last) if last.kind == Kind::Notice && last.text == entry.text)
         {
             self.push(entry);
         }
@@ -647,157 +532,50 @@ impl App {
     }
 
     fn push(&mut self, entry: Entry) {
-        if matches!(self.view, View::At { .. }) {
-            self.unseen += 1;
-        }
-        self.entries.push_back(entry);
-        if self.entries.len() > self.scrollback {
-            self.entries.pop_front();
-            self.first_entry += 1;
-            if let View::At { entry, .. } = self.view
-                && entry < self.first_entry
-            {
-                // The message on top is gone: the oldest one left takes its place.
-                self.view = View::At {
-                    entry: self.first_entry,
-                    row: 0,
-                };
-            }
-        }
+        self.scrollback.push(entry);
+        self.viewport.pushed(&self.scrollback);
     }
 
     /// The message pane's height in rows.
     pub fn pane_height(&self) -> usize {
-        usize::from(self.size.1.saturating_sub(CHROME_ROWS))
-    }
-
-    fn page(&self) -> usize {
-        self.pane_height().saturating_sub(1).max(1)
-    }
-
-    /// How many rows `entries[index]` takes at the current width.
-    fn rows_of(&self, index: usize) -> usize {
-        self.entries
-            .get(index)
-            .map_or(0, |entry| entry.rows(self.size.0).len())
-    }
-
-    /// The entry index and row of the pane's top row: walks back from the newest entry
-    /// at the bottom, or starts where the view is anchored. Costs a screenful of
-    /// wrapping, whatever the scrollback holds.
-    fn top(&self) -> (usize, usize) {
-        match self.view {
-            View::At { entry, row } => ((entry - self.first_entry) as usize, row),
-            View::Bottom => {
-                let mut rows = 0;
-                for index in (0..self.entries.len()).rev() {
-                    rows += self.rows_of(index);
-                    if rows >= self.pane_height() {
-                        return (index, rows - self.pane_height());
-                    }
-                }
-                (0, 0)
-            }
-        }
+        self.viewport.pane_height()
     }
 
     /// The rows the message pane shows, oldest first: each entry, with its number (see
-    /// [`View::At`]) and the range of its rows in view.
+    /// [`Anchor::At`]) and the range of its rows in view.
     pub fn visible(&self) -> Vec<(u64, &Entry, Range<usize>)> {
-        let (mut index, mut row) = self.top();
-        let mut left = self.pane_height();
-        let mut shown = Vec::new();
-        while left > 0 && index < self.entries.len() {
-            let rows = self.rows_of(index);
-            let take = rows.saturating_sub(row).min(left);
-            let number = self.first_entry + index as u64;
-            shown.push((number, &self.entries[index], row..row + take));
-            left -= take;
-            index += 1;
-            row = 0;
-        }
-        shown
+        self.viewport.visible(&self.scrollback)
     }
 
     fn scroll_up(&mut self, rows: usize) {
-        if self.view == View::Bottom {
-            if self.top() == (0, 0) {
+        if !self.viewport.is_scrolled_up() {
+            if self.viewport.all_fits(&self.scrollback) {
                 // Everything is on the screen: nothing to scroll to.
                 return;
             }
             // Scrolling away from the newest is looking away too.
             self.mark_read();
         }
-        let (mut index, mut row) = self.top();
-        let mut left = rows;
-        while left > 0 {
-            if row >= left {
-                row -= left;
-                left = 0;
-            } else if index > 0 {
-                left -= row + 1;
-                index -= 1;
-                row = self.rows_of(index).saturating_sub(1);
-            } else {
-                row = 0;
-                left = 0;
-            }
-        }
-        if (index, row) != self.top() || matches!(self.view, View::At { .. }) {
-            self.view = View::At {
-                entry: self.first_entry + index as u64,
-                row,
-            };
-        }
+        self.viewport.scroll_up(&self.scrollback, rows);
     }
 
     fn scroll_down(&mut self, rows: usize) {
-        let View::At { entry, row } = self.view else {
-            return;
-        };
-        let (mut index, mut row) = ((entry - self.first_entry) as usize, row);
-        for _ in 0..rows {
-            row += 1;
-            if row >= self.rows_of(index) {
-                index += 1;
-                row = 0;
-            }
-        }
-        // Once the rest fits on the screen, the view follows the newest message again.
-        let mut below = self.rows_of(index).saturating_sub(row);
-        let mut next = index + 1;
-        while below <= self.pane_height() && next < self.entries.len() {
-            below += self.rows_of(next);
-            next += 1;
-        }
-        if below <= self.pane_height() {
-            self.scroll_to_bottom();
-        } else {
-            self.view = View::At {
-                entry: self.first_entry + index as u64,
-                row,
-            };
-        }
+        self.viewport.scroll_down(&self.scrollback, rows);
     }
 
     fn scroll_to_top(&mut self) {
-        self.view = View::At {
-            entry: self.first_entry,
-            row: 0,
-        };
-        // A scrollback that fits on the screen has no top to scroll to.
-        self.scroll_down(0);
+        self.viewport.scroll_to_top(&self.scrollback);
     }
 
     fn scroll_to_bottom(&mut self) {
-        self.view = View::Bottom;
-        self.unseen = 0;
+        self.viewport.scroll_to_bottom();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crossterm::event::{KeyModifiers, MouseEventKind};
 
     fn noon() -> String {
         "12:00:00".to_owned()
@@ -946,7 +724,7 @@ mod tests {
         type_text(&mut app, "/nosuch thing");
         assert_eq!(app.update(key(KeyCode::Enter)), None);
         assert_eq!(app.input.text(), "/nosuch thing", "kept, to fix");
-        let last = &app.entries.back().unwrap().text;
+        let last = &app.scrollback.back().unwrap().text;
         assert!(
             last.contains("unknown command /nosuch (not sent)"),
             "{last}"
@@ -972,11 +750,14 @@ mod tests {
 
         type_text(&mut app, "/help");
         assert_eq!(app.update(key(KeyCode::Enter)), None);
-        assert!(app.entries.back().unwrap().text.contains("/join ROOM"));
+        let help = &app.scrollback.back().unwrap().text;
+        for listed in ["/join ROOM", "/search TEXT", "Alt-Enter", "F2", "Ctrl-R"] {
+            assert!(help.contains(listed), "{listed} in {help}");
+        }
         type_text(&mut app, "/clear");
         app.update(key(KeyCode::Enter));
-        assert!(app.entries.is_empty());
-        assert_eq!(app.search, None);
+        assert!(app.scrollback.is_empty());
+        assert_eq!(app.viewport.search(), None);
         type_text(&mut app, "/reconnect");
         assert_eq!(app.update(key(KeyCode::Enter)), Some(Command::Reconnect));
         type_text(&mut app, "/quit");
@@ -1013,7 +794,7 @@ mod tests {
         let mut app = connected_app();
         let mentions = |app: &App| {
             matches!(
-                app.entries.back().unwrap().kind,
+                app.scrollback.back().unwrap().kind,
                 Kind::Said {
                     mentions_me: true,
                     ..
@@ -1048,7 +829,7 @@ mod tests {
     fn the_read_marker_follows_where_you_looked_away() {
         let mut app = connected_app();
         let markers = |app: &App| -> Vec<bool> {
-            app.entries
+            app.scrollback
                 .iter()
                 .filter_map(|entry| match entry.kind {
                     Kind::ReadMarker { latest } => Some(latest),
@@ -1065,7 +846,7 @@ mod tests {
         app.update(focus(true));
         app.update(focus(false));
         assert_eq!(markers(&app), [false, true], "only the latest is drawn");
-        assert!(app.entries[1].rows(40).is_empty());
+        assert!(app.scrollback[1].rows(40).is_empty());
         for n in 0..30 {
             app.update(received(&said(n)));
         }
@@ -1075,7 +856,7 @@ mod tests {
             [false, false, true],
             "scrolling away marks too"
         );
-        assert!(matches!(app.view, View::At { .. }));
+        assert!(matches!(app.viewport.anchor(), Anchor::At { .. }));
     }
 
     #[test]
@@ -1089,7 +870,7 @@ mod tests {
         assert_eq!(app.update(key(KeyCode::Enter)), None);
         assert_eq!(top(&app), ("Client #7: 20 Apple".into(), 0));
         assert_eq!(
-            app.search.as_ref().map(|search| search.query.as_str()),
+            app.viewport.search().map(|search| search.query.as_str()),
             Some("apple")
         );
         app.update(ctrl('r'));
@@ -1097,24 +878,24 @@ mod tests {
         app.update(ctrl('r'));
         assert_eq!(top(&app), ("Client #7: 5 Apple".into(), 0), "no older one");
         assert!(
-            app.entries
+            app.scrollback
                 .back()
                 .unwrap()
                 .text
                 .contains("no older message contains “apple”")
         );
         app.update(key(KeyCode::Esc));
-        assert_eq!(app.search, None);
+        assert_eq!(app.viewport.search(), None);
         // Ctrl-R with a line searches for the line.
         type_text(&mut app, "29");
         app.update(ctrl('r'));
         assert_eq!(
-            app.search.as_ref().map(|search| search.query.as_str()),
+            app.viewport.search().map(|search| search.query.as_str()),
             Some("29")
         );
         assert_eq!(
-            app.view,
-            View::Bottom,
+            app.viewport.anchor(),
+            Anchor::Bottom,
             "a match on the last screen: at the bottom"
         );
     }
@@ -1134,7 +915,7 @@ mod tests {
         type_text(&mut app, "eleven byte");
         assert_eq!(app.update(key(KeyCode::Enter)), None);
         assert_eq!(app.input.text(), "eleven byte");
-        let last = app.entries.back().expect("a notice");
+        let last = app.scrollback.back().expect("a notice");
         assert!(
             last.text.contains("11 bytes") && last.text.contains("at most 10"),
             "{}",
@@ -1151,7 +932,7 @@ mod tests {
     fn only_a_later_connection_is_connected_again() {
         let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
         let notices = |app: &App| -> Vec<String> {
-            app.entries
+            app.scrollback
                 .iter()
                 .filter(|entry| entry.kind == Kind::Notice)
                 .map(|entry| entry.text.clone())
@@ -1187,13 +968,13 @@ mod tests {
         type_text(&mut app, "typed offline");
         assert_eq!(app.update(key(KeyCode::Enter)), None);
         assert_eq!(app.input.text(), "typed offline");
-        let last = app.entries.back().expect("a notice");
+        let last = app.scrollback.back().expect("a notice");
         assert_eq!(last.kind, Kind::Notice);
         assert!(last.text.contains("your line is kept"), "{}", last.text);
-        let notices = app.entries.len();
+        let notices = app.scrollback.len();
         assert_eq!(app.update(key(KeyCode::Enter)), None);
         assert_eq!(
-            app.entries.len(),
+            app.scrollback.len(),
             notices,
             "the same notice is not repeated"
         );
@@ -1217,7 +998,7 @@ mod tests {
         ] {
             app.update(received(text));
         }
-        let kinds: Vec<&Kind> = app.entries.iter().map(|entry| &entry.kind).collect();
+        let kinds: Vec<&Kind> = app.scrollback.iter().map(|entry| &entry.kind).collect();
         assert_eq!(
             kinds,
             [
@@ -1240,7 +1021,7 @@ mod tests {
                 &Kind::Other,
             ]
         );
-        assert_eq!(app.entries[2].text, "Client #7: theirs ␛[31mred");
+        assert_eq!(app.scrollback[2].text, "Client #7: theirs ␛[31mred");
     }
 
     /// The text of the message on the pane's top row, and which of its rows that is.
@@ -1268,17 +1049,24 @@ mod tests {
         app.update(received("Client #7: new"));
         app.update(received("Client #7: newer"));
         assert_eq!(top(&app), (said(12), 0), "the view did not move");
-        assert_eq!(app.unseen, 2);
+        assert_eq!(app.viewport.unseen(), 2);
 
         app.update(key(KeyCode::PageDown));
         assert_eq!(top(&app), (said(21), 0));
-        assert_eq!(app.unseen, 2);
+        assert_eq!(app.viewport.unseen(), 2);
         app.update(key(KeyCode::PageDown));
-        assert_eq!(app.view, View::Bottom, "the rest fits: following again");
+        assert_eq!(
+            app.viewport.anchor(),
+            Anchor::Bottom,
+            "the rest fits: following again"
+        );
         assert_eq!(top(&app), (said(23), 0));
         app.update(key(KeyCode::PageUp));
         app.update(key(KeyCode::End));
-        assert_eq!((app.view, app.unseen), (View::Bottom, 0));
+        assert_eq!(
+            (app.viewport.anchor(), app.viewport.unseen()),
+            (Anchor::Bottom, 0)
+        );
     }
 
     #[test]
@@ -1296,7 +1084,7 @@ mod tests {
             KeyCode::End,
             KeyModifiers::CONTROL,
         ))));
-        assert_eq!(app.view, View::Bottom);
+        assert_eq!(app.viewport.anchor(), Anchor::Bottom);
     }
 
     #[test]
@@ -1307,7 +1095,7 @@ mod tests {
         }
         app.update(key(KeyCode::PageUp));
         app.update(key(KeyCode::Home));
-        assert_eq!(app.view, View::Bottom);
+        assert_eq!(app.viewport.anchor(), Anchor::Bottom);
         assert_eq!(top(&app), (said(0), 0));
     }
 
@@ -1334,8 +1122,8 @@ mod tests {
         for n in 0..250 {
             app.update(received(&said(n)));
         }
-        assert_eq!(app.entries.len(), 100);
-        assert_eq!(app.entries[0].text, said(150));
+        assert_eq!(app.scrollback.len(), 100);
+        assert_eq!(app.scrollback[0].text, said(150));
     }
 
     #[test]
@@ -1384,16 +1172,16 @@ mod tests {
             app.update(received(&said(n)));
         }
         assert_eq!(top(&app), (said(5), 0), "the oldest left");
-        assert_eq!(app.unseen, 5);
+        assert_eq!(app.viewport.unseen(), 5);
     }
 
     #[test]
     fn the_connection_state_follows_the_network() {
         let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
-        assert_eq!(app.connection, Connection::Connecting);
+        assert_eq!(app.link, Link::Connecting);
         app.update(Event::Net(NetEvent::Connected { v1: false }));
-        assert_eq!(app.connection, Connection::Connected);
+        assert_eq!(app.link, Link::Connected);
         app.update(Event::Net(NetEvent::Retrying { seconds: 4 }));
-        assert_eq!(app.connection, Connection::Retrying { seconds: 4 });
+        assert_eq!(app.link, Link::Retrying { seconds: 4 });
     }
 }

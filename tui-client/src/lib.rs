@@ -4,8 +4,11 @@
 //! Layout:
 //! - [`app`]: the state and `update`; no I/O.
 //! - [`ui`]: the view, drawn from `App` with ratatui.
+//! - [`scrollback`]: the messages kept for the pane, and their cap.
+//! - [`viewport`]: where the pane is in them and how it moves.
 //! - [`event`]: the events `update` takes.
 //! - [`input`]: the line editor behind the input line.
+//! - [`keys`]: the key bindings and the `/commands`, as the tables everything else reads.
 //! - [`text`]: network text made safe to draw, and wrapping by display width.
 //! - [`net`]: the socket, reconnects and backoff; the only module that touches the network.
 //! - [`pipe`]: the line mode for scripts.
@@ -16,8 +19,13 @@
 pub mod app;
 pub mod event;
 pub mod input;
+pub mod keys;
 pub mod net;
 pub mod pipe;
+pub mod scrollback;
 pub mod sgr;
 pub mod text;
 pub mod ui;
+pub mod viewport;
+
+pub use keys::keys_markdown;

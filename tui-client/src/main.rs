@@ -26,32 +26,23 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::sync::mpsc;
 
-const KEYS: &str = "\
-Keys:
-  Enter                send the line (empty lines are not sent)
-  Left/Right, Ctrl-A/Ctrl-E, Home/End   move in the line
-  Alt-B/Alt-F, Ctrl-Left/Ctrl-Right     a word back / forward
-  Backspace/Delete, Ctrl-D              delete a character
-  Ctrl-W, Alt-D, Ctrl-U, Ctrl-K         delete the word before / after, all before / after
-  Ctrl-Y               put back what was last deleted by a word or line key
-  Up/Down              earlier lines you sent
-  PgUp/PgDn, wheel     scroll the messages
-  Ctrl-Home/Ctrl-End   oldest / newest message (Home/End too while the line is empty)
-  Ctrl-R               search older messages for the line's text (again: the next
-                       older match; /search TEXT too); Esc ends the search
-  Ctrl-L               redraw the screen
-  F5                   reconnect now (when not connected)
-
+/// What `--help` says after the flags: the keys and the commands from their tables, then
+/// what they do not say.
+fn after_help() -> String {
+    format!(
+        "{}
 A message that mentions your id is highlighted; while the terminal is not focused it
 also rings the bell and asks for a desktop notification (--no-notify: not that).
-  Ctrl-C, or Ctrl-D on an empty line    quit
 
 When stdin or stdout is not a terminal, or with --plain, it is a line client: each
-stdin line is sent and each message is printed as one line.";
+stdin line is sent and each message is printed as one line.",
+        chat_tui::keys::help_text(88)
+    )
+}
 
 /// A terminal client for the chat.
 #[derive(Parser, Debug)]
-#[command(version, about, after_help = KEYS)]
+#[command(version, about, after_help = after_help())]
 struct Args {
     /// Your client id, a decimal integer. Without it, a time-based id is made, as the
     /// browser page does.

@@ -364,7 +364,7 @@ impl Steering {
     }
 }
 
-/// How a session ended.
+/// How relaying one connection ended.
 enum Ended {
     Lost(String),
     /// The user asked for a new connection (`/reconnect`, `/join`).
@@ -414,7 +414,7 @@ pub async fn run(
                     number: connections,
                     resume,
                 };
-                match session(socket, &mut outgoing, &events, reconnect, this).await {
+                match relay(socket, &mut outgoing, &events, reconnect, this).await {
                     Ended::Lost(reason) => reason,
                     Ended::Asked => continue,
                     Ended::Quit => return,
@@ -443,24 +443,44 @@ pub async fn run(
         if news(NetEvent::Disconnected { reason }).await.is_err() {
             return;
         }
-        let mut wait = Backoff::CLIENT.wait(failures);
-        while !wait.is_zero() {
-            let seconds = wait.as_secs_f64().ceil() as u64;
-            if news(NetEvent::Retrying { seconds }).await.is_err() {
-                return;
-            }
-            // Sleep to the next whole second of the countdown, or stop counting when the
-            // user asks to reconnect now.
-            let step = wait - Duration::from_secs(seconds - 1);
-            tokio::select! {
-                () = tokio::time::sleep(step) => wait -= step,
-                () = reconnect.notified() => break,
-            }
+        if count_down(Backoff::CLIENT.wait(failures), &events, reconnect)
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }
 
-/// The connection a session relays for: its number, and over `chat.v1.json` the room
+/// The client has quit: nobody reads the network's news any more.
+#[derive(Debug, PartialEq, Eq)]
+struct Quit;
+
+/// Waits `wait` before the next attempt, telling `events` each whole second left
+/// ([`NetEvent::Retrying`]); ends early when the user asks to reconnect now.
+async fn count_down(
+    mut wait: Duration,
+    events: &mpsc::Sender<Event>,
+    reconnect: &Notify,
+) -> Result<(), Quit> {
+    while !wait.is_zero() {
+        let seconds = wait.as_secs_f64().ceil() as u64;
+        events
+            .send(Event::Net(NetEvent::Retrying { seconds }))
+            .await
+            .map_err(|_| Quit)?;
+        // Sleep to the next whole second of the countdown, or stop counting when the
+        // user asks to reconnect now.
+        let step = wait - Duration::from_secs(seconds - 1);
+        tokio::select! {
+            () = tokio::time::sleep(step) => wait -= step,
+            () = reconnect.notified() => break,
+        }
+    }
+    Ok(())
+}
+
+/// The connection [`relay`] relays for: its number, and over `chat.v1.json` the room
 /// and where the client is in its history, kept for the next connection.
 struct Connection<'a> {
     number: u64,
@@ -470,7 +490,7 @@ struct Connection<'a> {
 /// Relays until the connection ends, and says how. Over `chat.v1.json` (`resume` is
 /// given), each frame is read as the protocol's, and where the client is in the room's
 /// history is kept in `resume` for the next connection.
-async fn session(
+async fn relay(
     mut socket: Socket,
     outgoing: &mut mpsc::Receiver<Outgoing>,
     events: &mpsc::Sender<Event>,
@@ -649,6 +669,57 @@ mod tests {
             "ws://127.0.0.1:9000/ws/42"
         );
         assert_eq!(endpoint("https://example.org"), "wss://example.org/ws/42");
+    }
+
+    /// What [`count_down`] tells over a wait of `wait`, and the time it took; the user
+    /// asks to reconnect after `asked_after` events, if given.
+    async fn counted(wait: Duration, asked_after: Option<usize>) -> (Vec<u64>, Duration) {
+        let (events_in, mut events) = mpsc::channel(16);
+        let reconnect = Arc::new(Notify::new());
+        let started = tokio::time::Instant::now();
+        let counting = {
+            let reconnect = reconnect.clone();
+            tokio::spawn(async move { count_down(wait, &events_in, &reconnect).await })
+        };
+        let mut told = Vec::new();
+        while let Some(event) = events.recv().await {
+            let Event::Net(NetEvent::Retrying { seconds }) = event else {
+                panic!("{event:?}");
+            };
+            told.push(seconds);
+            if Some(told.len()) == asked_after {
+                reconnect.notify_one();
+            }
+        }
+        assert_eq!(counting.await.expect("the countdown"), Ok(()));
+        (told, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_countdown_tells_each_second_left_and_takes_the_whole_wait() {
+        let (told, took) = counted(Duration::from_millis(2500), None).await;
+        assert_eq!(told, [3, 2, 1]);
+        assert_eq!(took, Duration::from_millis(2500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnect_now_ends_the_countdown() {
+        let (told, took) = counted(Duration::from_secs(15), Some(2)).await;
+        assert_eq!(told, [15, 14]);
+        assert_eq!(
+            took,
+            Duration::from_secs(1),
+            "one second counted, then asked"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_countdown_stops_once_the_client_has_quit() {
+        let (events_in, events) = mpsc::channel(1);
+        drop(events);
+        let reconnect = Notify::new();
+        let result = count_down(Duration::from_secs(5), &events_in, &reconnect).await;
+        assert_eq!(result, Err(Quit));
     }
 
     #[test]

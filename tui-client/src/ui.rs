@@ -8,11 +8,10 @@ use ratatui::widgets::Paragraph;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{App, Connection, Entry, Kind, TIME_WIDTH, View};
+use crate::app::{App, Entry, Kind, Link, TIME_WIDTH};
 use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
-const KEY_HINT: &str = "Enter send · PgUp scroll · ^C quit ";
 
 /// Columns of the member list (F2), its border included.
 const MEMBERS_WIDTH: u16 = 26;
@@ -104,8 +103,8 @@ fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
         .into_iter()
         .flat_map(|(number, entry, rows)| {
             let found = app
-                .search
-                .as_ref()
+                .viewport
+                .search()
                 .is_some_and(|search| search.found == number);
             let mut lines = entry_lines(entry, area.width);
             if found {
@@ -193,25 +192,23 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
     } else {
         Style::new().add_modifier(Modifier::REVERSED)
     };
-    let state = match app.connection {
-        Connection::Connecting => Span::styled("○ connecting…", bar.fg(Color::LightYellow)),
-        Connection::Connected => Span::styled("● connected", bar.fg(Color::LightGreen)),
-        Connection::Retrying { seconds } => Span::styled(
+    let state = match app.link {
+        Link::Connecting => Span::styled("○ connecting…", bar.fg(Color::LightYellow)),
+        Link::Connected => Span::styled("● connected", bar.fg(Color::LightGreen)),
+        Link::Retrying { seconds } => Span::styled(
             format!("○ reconnecting in {seconds} s (F5: now)"),
             bar.fg(Color::LightRed),
         ),
-        Connection::Stopped => {
-            Span::styled("✕ not connected (F5: try again)", bar.fg(Color::LightRed))
-        }
+        Link::Stopped => Span::styled("✕ not connected (F5: try again)", bar.fg(Color::LightRed)),
     };
     // Most important first, as a narrow terminal cuts the end.
     let mut left = vec![Span::raw(" "), state];
-    if matches!(app.view, View::At { .. }) {
+    if app.viewport.is_scrolled_up() {
         // irssi's `-- MORE --`: there is more below.
         left.push(Span::raw(" · "));
         left.push(Span::styled("-- MORE --", bar.add_modifier(Modifier::BOLD)));
     }
-    if let Some(search) = &app.search {
+    if let Some(search) = app.viewport.search() {
         left.push(Span::raw(" · "));
         left.push(Span::styled(
             format!(
@@ -221,10 +218,10 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
             bar.add_modifier(Modifier::BOLD),
         ));
     }
-    if app.unseen > 0 {
+    if app.viewport.unseen() > 0 {
         left.push(Span::raw(" · "));
         left.push(Span::styled(
-            format!("{} new ↓", app.unseen),
+            format!("{} new ↓", app.viewport.unseen()),
             bar.add_modifier(Modifier::BOLD),
         ));
     }
@@ -239,14 +236,15 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
     let left = Line::from(left);
     let used = left.width();
     frame.render_widget(Paragraph::new(left).style(bar), area);
-    let hint_width = width(KEY_HINT) as u16;
+    let hint = crate::keys::key_hint();
+    let hint_width = width(&hint) as u16;
     if usize::from(area.width) >= used + usize::from(hint_width) + 2 {
         let hint_area = Rect {
             x: area.right() - hint_width,
             width: hint_width,
             ..area
         };
-        frame.render_widget(Paragraph::new(KEY_HINT).style(bar), hint_area);
+        frame.render_widget(Paragraph::new(hint).style(bar), hint_area);
     }
 }
 

@@ -255,7 +255,16 @@ async fn help_and_version_are_provided() {
         "--plain",
         "--insecure",
         "CHAT_SERVER",
+        // The keys and the commands, from their tables.
         "Ctrl-C",
+        "F2",
+        "F5",
+        "Alt-Enter",
+        "PageUp",
+        "/join ROOM",
+        "/search TEXT",
+        "/who",
+        "//text",
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chat::v1::{DisplayName, Event as RoomEvent, EventKind, Request, ServerFrame, Welcome};
 
-use super::{App, Command, Connection, Entry, Kind};
+use super::{App, Command, Entry, Kind, Link};
 use crate::text::sanitize;
 
 /// A message is sent at most this many times: once, and once more after a reconnect
@@ -50,7 +50,7 @@ pub struct Member {
 struct Unconfirmed {
     nonce: String,
     frame: String,
-    /// The number of its entry (see [`super::View::At`]).
+    /// The number of its entry (see [`super::Anchor::At`]).
     entry: u64,
     sends: u8,
     /// The connection it was last sent on (0: not sent yet).
@@ -117,7 +117,7 @@ impl Session {
 
 impl App {
     /// One `chat.v1.json` frame.
-    pub(super) fn frame(&mut self, frame: ServerFrame) -> Option<Command> {
+    pub(super) fn server_frame(&mut self, frame: ServerFrame) -> Option<Command> {
         match frame {
             ServerFrame::Welcome(frame) => {
                 self.welcome(frame.welcome);
@@ -207,7 +207,7 @@ impl App {
                     "has left the chat"
                 };
                 let text = format!("{who} {what}");
-                self.received(&text);
+                self.log_received(&text);
                 if comes_or_goes {
                     self.push(Entry {
                         time: (self.event_time)(event.ts),
@@ -223,7 +223,7 @@ impl App {
             EventKind::Message { text, nonce } => {
                 let label = session.label(&event.id, name);
                 let line = format!("{label}: {text}");
-                self.received(&line);
+                self.log_received(&line);
                 if let Some(nonce) = nonce
                     && self.confirm(nonce, event.ts)
                 {
@@ -331,8 +331,8 @@ impl App {
             return None;
         }
         let label = session.label(&id, session.my_name.as_ref());
-        let connected = self.v1 && self.connection == Connection::Connected;
-        let number = self.first_entry + self.entries.len() as u64;
+        let connected = self.v1 && self.link == Link::Connected;
+        let number = self.scrollback.next_number();
         session.unconfirmed.push(Unconfirmed {
             nonce,
             frame: frame.clone(),
@@ -402,8 +402,7 @@ impl App {
     }
 
     fn entry_mut(&mut self, number: u64) -> Option<&mut Entry> {
-        let index = number.checked_sub(self.first_entry)?;
-        self.entries.get_mut(usize::try_from(index).ok()?)
+        self.scrollback.by_number_mut(number)
     }
 }
 
@@ -480,7 +479,7 @@ mod tests {
     }
 
     fn lines(app: &App) -> Vec<String> {
-        app.entries
+        app.scrollback
             .iter()
             .map(|entry| format!("{} {}", entry.time, entry.text))
             .collect()
@@ -511,7 +510,7 @@ mod tests {
             ]
         );
         assert!(matches!(
-            app.entries[2].kind,
+            app.scrollback[2].kind,
             Kind::Said {
                 prefix: 7,
                 mine: false,
@@ -525,7 +524,7 @@ mod tests {
             said("hi 42 and grace fans", None),
         ));
         assert!(matches!(
-            app.entries[4].kind,
+            app.scrollback[4].kind,
             Kind::Said {
                 mentions_me: true,
                 ..
@@ -548,16 +547,16 @@ mod tests {
         assert_eq!(text, "hello");
         assert_eq!(lines(&app).last().unwrap(), "sending… Client #42: hello");
         assert!(matches!(
-            app.entries.back().unwrap().kind,
+            app.scrollback.back().unwrap().kind,
             Kind::Said { pending: true, .. }
         ));
         app.update(event(2, "42", None, said("hello", nonce.as_deref())));
         assert_eq!(lines(&app).last().unwrap(), "t2000 Client #42: hello");
         assert!(matches!(
-            app.entries.back().unwrap().kind,
+            app.scrollback.back().unwrap().kind,
             Kind::Said { pending: false, .. }
         ));
-        assert_eq!(app.entries.len(), 2, "shown once");
+        assert_eq!(app.scrollback.len(), 2, "shown once");
     }
 
     #[test]
@@ -639,12 +638,12 @@ mod tests {
         connected(&mut app);
         // Back through another node while the dead one's seat is still listed.
         app.update(welcome(5, &[("42", None), ("7", None)], false));
-        let before = app.entries.len();
+        let before = app.scrollback.len();
         app.update(event(6, "42", None, EventKind::Join));
         app.update(event(7, "7", None, EventKind::Join));
         app.update(event(8, "42", None, EventKind::Leave));
         app.update(event(9, "7", None, EventKind::Leave));
-        assert_eq!(app.entries.len(), before, "{:?}", lines(&app));
+        assert_eq!(app.scrollback.len(), before, "{:?}", lines(&app));
         app.update(event(10, "7", None, EventKind::Leave));
         app.update(event(11, "9", None, EventKind::Join));
         assert_eq!(
@@ -673,7 +672,7 @@ mod tests {
             KeyCode::Enter,
         ))));
         assert_eq!(
-            app.entries.back().unwrap().text,
+            app.scrollback.back().unwrap().text,
             "* 2 here: ~Ada (#42) (you), ~Grace (#7)",
             "Grace had two connections and closed one"
         );
