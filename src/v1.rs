@@ -97,8 +97,16 @@ impl DisplayName {
         if text.chars().count() > MAX_NAME_CHARS {
             return Err(InvalidName::TooLong);
         }
-        if let Some(bad) = text.chars().find(|&c| !is_printable(c)) {
-            return Err(InvalidName::Unprintable(bad.into()));
+        let chars: Vec<char> = text.chars().collect();
+        for (at, &c) in chars.iter().enumerate() {
+            let joins_symbols = c == ZERO_WIDTH_JOINER
+                && at > 0
+                && chars
+                    .get(at + 1)
+                    .is_some_and(|&next| is_symbol(chars[at - 1]) && is_symbol(next));
+            if !is_printable(c) && !joins_symbols {
+                return Err(InvalidName::Unprintable(c.into()));
+            }
         }
         Ok(Self(text.to_owned()))
     }
@@ -108,22 +116,44 @@ impl DisplayName {
     }
 }
 
+const ZERO_WIDTH_JOINER: char = '\u{200D}';
+
 /// Whether `c` shows as itself: not a control character, not a line or paragraph
-/// separator, and not one of the invisible format characters that reorder or hide
-/// text around them (bidi controls, zero-width joiners and spaces, the BOM).
+/// separator, and not one of the invisible characters that reorder, hide or fake
+/// text around them (bidi controls, zero-width joiners and spaces, the BOM, tag
+/// characters, the Hangul fillers that draw as blanks, the Arabic marks that prefix
+/// a number).
 fn is_printable(c: char) -> bool {
     !(c.is_control()
         || matches!(
             c,
             '\u{00AD}'
+                | '\u{034F}'
                 | '\u{061C}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{08E2}'
+                | '\u{115F}'..='\u{1160}'
                 | '\u{180E}'
                 | '\u{200B}'..='\u{200F}'
                 | '\u{2028}'..='\u{202E}'
                 | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
                 | '\u{FEFF}'
+                | '\u{FFA0}'
                 | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{E0000}'..='\u{E007F}'
         ))
+}
+
+/// Whether `c` is a visible symbol outside ASCII, such as an emoji or a skin tone or
+/// variation selector after one: a zero-width joiner between two of these draws one
+/// emoji (👩‍💻), where between letters it would hide itself ("Ad\u{200D}a" for "Ada").
+fn is_symbol(c: char) -> bool {
+    !c.is_ascii() && !c.is_alphanumeric() && !c.is_whitespace() && is_printable(c)
 }
 
 impl TryFrom<String> for DisplayName {
@@ -398,6 +428,10 @@ mod tests {
             "  Zoë  ",
             "李小龍",
             "🦀 crab",
+            "Dev 👩\u{200D}💻",
+            "👨\u{200D}👩\u{200D}👧",
+            "🏳\u{FE0F}\u{200D}🌈",
+            "👩🏽\u{200D}🚀",
             &"n".repeat(32),
         ] {
             let name = DisplayName::parse(good).unwrap();
@@ -414,6 +448,13 @@ mod tests {
             ("evil\u{202E}txt.exe", 0x202e),
             ("zero\u{200B}width", 0x200b),
             ("del\u{7f}", 0x7f),
+            ("tag\u{E0001}", 0xe0001),
+            ("\u{3164}", 0x3164),
+            ("Ada\u{3164}", 0x3164),
+            ("\u{0600}12", 0x0600),
+            ("Ad\u{200D}a", 0x200d),
+            ("\u{200D}🦀", 0x200d),
+            ("🦀\u{200D}", 0x200d),
         ] {
             assert_eq!(
                 DisplayName::parse(bad),

@@ -931,6 +931,13 @@ async fn over_v1_messages_lost_with_the_connection_are_sent_again_once() {
             "{text}"
         );
     }
+    // Where the server put them, as every other page shows them: after the page's
+    // return to the room, not where they were typed.
+    let shown = messages(&page).await;
+    let position = |text: &str| shown.iter().rposition(|shown| shown == text);
+    let rejoined = position(&format!("Client #{id} has entered the chat"));
+    let second = position(&format!("Client #{id}: second"));
+    assert!(rejoined.is_some() && second > rejoined, "{shown:?}");
     page.close().await.expect("close");
     server.stop().await;
 }

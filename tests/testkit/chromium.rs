@@ -165,16 +165,21 @@ impl fantoccini::wd::WebDriverCompatibleCommand for ChromeCommand {
     }
 }
 
-/// Makes the page see `forced-colors: active`, as with Windows' high-contrast themes,
-/// through the Chrome DevTools Protocol.
-pub async fn emulate_forced_colours(page: &Page) {
-    let features = json!({ "features": [{ "name": "forced-colors", "value": "active" }] });
+/// Runs one command of the Chrome DevTools Protocol on the page (`Network.enable`,
+/// `Emulation.setEmulatedMedia`, …) and returns its result.
+pub async fn devtools(page: &Page, command: &str, params: Value) -> Value {
     page.issue_cmd(ChromeCommand {
         path: "goog/cdp/execute",
-        body: json!({ "cmd": "Emulation.setEmulatedMedia", "params": features }),
+        body: json!({ "cmd": command, "params": params }),
     })
     .await
-    .expect("emulate forced colours");
+    .unwrap_or_else(|error| panic!("{command}: {error}"))
+}
+
+/// Makes the page see `forced-colors: active`, as with Windows' high-contrast themes.
+pub async fn emulate_forced_colours(page: &Page) {
+    let features = json!({ "features": [{ "name": "forced-colors", "value": "active" }] });
+    devtools(page, "Emulation.setEmulatedMedia", features).await;
 }
 
 /// What the page wrote to the browser's console since the last call (errors such as

@@ -1,0 +1,531 @@
+//! The page's behaviour in a real browser that the reviews found wrong: each test here
+//! fails against the page before its fix (Debian's chromium, through chromedriver).
+//!
+//! Ignored by a bare `cargo test`; `.ci/run` installs chromium and chromium-driver and
+//! runs these with `cargo test -- --include-ignored`.
+
+use chat_server::{Config, RateLimit};
+use serde_json::{Value, json};
+use testkit::chromium::*;
+use testkit::v1::V1;
+use testkit::{TestServer, within};
+use tokio::time::{Duration, sleep};
+
+/// Waits until `script` returns something for which `done` holds, and returns it.
+async fn wait_for(page: &Page, what: &str, script: &str, done: impl Fn(&Value) -> bool) -> Value {
+    within(what, async {
+        loop {
+            let value = eval(page, script).await;
+            if done(&value) {
+                return value;
+            }
+            sleep(Duration::from_millis(30)).await;
+        }
+    })
+    .await
+}
+
+/// A server whose rooms keep a history as big as it allows, filled without rate limits.
+async fn server_without_rate_limits() -> TestServer {
+    TestServer::start_with(Config {
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_message_sent_while_a_slow_link_replays_the_history_is_delivered_once() {
+    let driver = ChromeDriver::start().await;
+    let server = server_without_rate_limits().await;
+    // Nearly a megabyte of history: about 5 s to arrive at 200 KB/s.
+    let mut filler = server.join("5", "5").await;
+    let long = "h".repeat(900);
+    for _ in 0..1000 {
+        filler.send(&long).await;
+    }
+    let page = driver.open(900, 600).await;
+    devtools(&page, "Network.enable", json!({})).await;
+    devtools(
+        &page,
+        "Network.emulateNetworkConditions",
+        json!({ "offline": false, "latency": 100,
+                "downloadThroughput": 200 * 1024, "uploadThroughput": 200 * 1024 }),
+    )
+    .await;
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    wait_for_status(&page, "connected").await;
+    let id = client_id(&page).await;
+    // Connected, but the page's own join is still behind the history.
+    let joined = format!("Client #{id} has entered the chat");
+    assert!(
+        !messages(&page).await.contains(&joined),
+        "the history should still be arriving"
+    );
+    say(&page, "once").await;
+    wait_for_message(&page, &joined).await;
+    // What the page sends is in order on its socket: a resend of "once" would come
+    // before "after".
+    say(&page, "after").await;
+    let mut said = Vec::new();
+    within("the page's messages through the filler", async {
+        loop {
+            let frame = filler.recv().await;
+            if frame == format!("Client #{id}: after") {
+                break;
+            }
+            if frame.starts_with(&format!("Client #{id}:")) {
+                said.push(frame);
+            }
+        }
+    })
+    .await;
+    assert_eq!(said, [format!("Client #{id}: once")], "sent once");
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn enter_in_the_name_field_leaves_the_message_box_empty() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let id = client_id(&page).await;
+    let mut watcher = server.join("7", "7").await;
+    click(&page, "people-toggle").await;
+    page.find(fantoccini::Locator::Id("name"))
+        .await
+        .expect("#name")
+        .send_keys("Ada\u{E007}")
+        .await
+        .expect("type the name");
+    // The name takes effect by reconnecting: the watcher sees the page leave and come
+    // back.
+    assert_eq!(
+        watcher.recv().await,
+        format!("Client #{id} has left the chat")
+    );
+    assert_eq!(
+        watcher.recv().await,
+        format!("Client #{id} has entered the chat")
+    );
+    assert_eq!(
+        input_value(&page).await,
+        "",
+        "nothing typed into the message box"
+    );
+    type_keys(&page, "hello\u{E007}").await;
+    assert_eq!(watcher.recv().await, format!("Client #{id}: hello"));
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_page_opened_in_a_background_tab_counts_only_new_messages_as_unread() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let mut seven = server.join("7", "7").await;
+    for text in ["old one", "old two", "old three"] {
+        seven.send(text).await;
+    }
+    let page = driver.open(900, 600).await;
+    // Hidden from its first script on, as a tab opened in the background.
+    devtools(
+        &page,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": "Object.defineProperty(document, 'hidden', { get: () => true }); \
+                           Object.defineProperty(document, 'visibilityState', { get: () => 'hidden' });" }),
+    )
+    .await;
+    load_the_chat(&page, &server).await;
+    assert_eq!(eval(&page, "return document.title;").await, json!("Chat"));
+    seven.send("new one").await;
+    wait_for_message(&page, "Client #7: new one").await;
+    assert_eq!(
+        eval(&page, "return document.title;").await,
+        json!("(1) Chat")
+    );
+    let shown = messages(&page).await;
+    let divider = shown.iter().position(|text| text == "new messages");
+    assert_eq!(
+        divider.map(|at| shown[at + 1].as_str()),
+        Some("Client #7: new one"),
+        "{shown:?}"
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn another_room_in_the_address_bar_moves_the_page_there() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let id = client_id(&page).await;
+    let mut seven = server.join("7", "7").await;
+    seven.send("in main").await;
+    assert_eq!(seven.recv().await, "Client #7: in main");
+    wait_for_message(&page, "Client #7: in main").await;
+    let mut ops = V1::connect(&server, "/ws/8?room=ops").await;
+    ops.seated().await;
+
+    eval(&page, "location.hash = '#room=ops'; return null;").await;
+    wait_for(
+        &page,
+        "the status to name the room",
+        "return document.getElementById('status-detail').textContent;",
+        |detail| {
+            detail
+                .as_str()
+                .is_some_and(|detail| detail.contains("room ops"))
+        },
+    )
+    .await;
+    assert_eq!(
+        seven.recv().await,
+        format!("Client #{id} has left the chat")
+    );
+    let joined = ops.event().await;
+    assert_eq!(joined.id, id, "the page joined ops");
+    ops.say("in ops", None).await;
+    wait_for_message(&page, "Client #8: in ops").await;
+    let shown = messages(&page).await;
+    assert!(
+        !shown.contains(&"Client #7: in main".to_owned()),
+        "main's messages are gone: {shown:?}"
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn the_status_changes_once_while_the_page_keeps_retrying() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let address = server.address;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    // Every change of the live region, and every attempt to connect.
+    eval(
+        &page,
+        "window.statusChanges = []; window.attempts = 0; \
+         new MutationObserver(() => statusChanges.push(document.getElementById('status').textContent)) \
+           .observe(document.getElementById('status'), { childList: true, characterData: true, subtree: true }); \
+         const Real = WebSocket; \
+         window.WebSocket = function (url, protocols) { attempts += 1; return new Real(url, protocols); }; \
+         window.WebSocket.OPEN = Real.OPEN; window.WebSocket.CONNECTING = Real.CONNECTING; \
+         return null;",
+    )
+    .await;
+    server.stop().await;
+    // Retry now, three times, instead of waiting out the backoff.
+    for attempt in 1..=3 {
+        wait_for(
+            &page,
+            "the retry button",
+            "return !document.getElementById('retry').hidden;",
+            |shown| *shown == json!(true),
+        )
+        .await;
+        click(&page, "retry").await;
+        wait_for(&page, "the attempt", "return window.attempts;", |count| {
+            count.as_i64() >= Some(attempt)
+        })
+        .await;
+    }
+    wait_for(
+        &page,
+        "the third attempt to fail",
+        "return !document.getElementById('retry').hidden;",
+        |shown| *shown == json!(true),
+    )
+    .await;
+    let changes = eval(&page, "return window.statusChanges;").await;
+    assert_eq!(
+        changes,
+        json!(["offline, reconnecting"]),
+        "one change while offline"
+    );
+    let server = TestServer::start_on(
+        tokio::net::TcpListener::bind(address)
+            .await
+            .expect("rebind"),
+        Config::default(),
+    );
+    // Through the page's script: a retry of its own may have beaten the click to it.
+    eval(
+        &page,
+        "document.getElementById('retry').click(); return null;",
+    )
+    .await;
+    wait_for_status(&page, "connected").await;
+    let changes = eval(&page, "return window.statusChanges;").await;
+    assert_eq!(changes, json!(["offline, reconnecting", "connected"]));
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn show_all_keeps_the_focus_folds_again_and_a_folded_message_keeps_its_time() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let mut seven = server.join("7", "7").await;
+    seven.send(&"one long line ".repeat(150)).await;
+    let button = "return document.querySelector('#messages li .unfold');";
+    wait_for(&page, "the fold button", button, |found| !found.is_null()).await;
+    let label = eval(
+        &page,
+        "return document.querySelector('#messages li .unfold').textContent;",
+    )
+    .await;
+    assert_eq!(label, json!("Show all"), "one line is not \"1 lines\"");
+    let time_shown = "const li = document.querySelector('#messages li.folded'); \
+                      const time = li.querySelector('time').getBoundingClientRect(); \
+                      const box = li.getBoundingClientRect(); \
+                      return time.width > 0 && time.bottom <= box.bottom + 1 && time.top >= box.top;";
+    assert_eq!(
+        eval(&page, time_shown).await,
+        json!(true),
+        "the time is inside the folded bubble"
+    );
+
+    let press = "const button = document.querySelector('#messages li .unfold'); \
+                 button.focus(); button.click(); \
+                 return [document.activeElement === button, button.parentNode.classList.contains('folded'), \
+                         button.getAttribute('aria-expanded')];";
+    assert_eq!(
+        eval(&page, press).await,
+        json!([true, false, "true"]),
+        "unfolded, focus kept"
+    );
+    assert_eq!(
+        eval(&page, press).await,
+        json!([true, true, "false"]),
+        "folded again"
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn the_new_messages_button_counts_messages_not_joins_and_leaves() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 400).await;
+    load_the_chat(&page, &server).await;
+    let mut seven = server.join("7", "7").await;
+    for n in 0..40 {
+        seven.send(&format!("filler {n}")).await;
+    }
+    wait_for_message(&page, "Client #7: filler 39").await;
+    // Scrolled up, and two frames later, so that the page has seen the scroll.
+    eval(
+        &page,
+        "document.getElementById('messages').scrollTop = 0; \
+         return new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(null))));",
+    )
+    .await;
+    let eight = server.join("8", "8").await;
+    eight.close().await;
+    seven.send("news").await;
+    wait_for_message(&page, "Client #7: news").await;
+    let counter = wait_for(
+        &page,
+        "the counter",
+        "const b = document.getElementById('new-below'); return b.hidden ? null : b.textContent;",
+        |text| !text.is_null(),
+    )
+    .await;
+    assert_eq!(counter, json!("1 new ↓"));
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium, chromium-driver and axe-core; .ci/run runs it"]
+async fn a_pending_message_passes_axe_core_in_both_themes() {
+    let driver = ChromeDriver::start().await;
+    // One message a minute: the second waits, unread, and stays "sending…".
+    let server = TestServer::start_with(Config {
+        rate_limit: Some(RateLimit {
+            per_second: RateLimit::MIN_PER_SECOND,
+            burst: 1,
+        }),
+        ..Config::default()
+    })
+    .await;
+    for theme in [Theme::Light, Theme::Dark] {
+        let page = driver.open_themed(900, 600, false, theme).await;
+        load_the_chat(&page, &server).await;
+        say(&page, "first").await;
+        say(&page, "second").await;
+        wait_for(
+            &page,
+            "a pending message",
+            "return document.querySelectorAll('#messages li.sending').length;",
+            |n| *n == json!(1),
+        )
+        .await;
+        let violations = accessibility_violations(&page).await;
+        assert!(violations.is_empty(), "{theme:?}: {violations:#?}");
+        page.close().await.expect("close");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn escape_closes_who_is_here_and_spaces_are_not_a_message() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let id = client_id(&page).await;
+    click(&page, "people-toggle").await;
+    assert!(is_shown(&page, "people-panel").await);
+    type_keys(&page, "\u{E00C}").await; // Escape
+    assert!(!is_shown(&page, "people-panel").await, "Escape closes it");
+    let focused = eval(&page, "return document.activeElement.id;").await;
+    assert_eq!(focused, json!("people-toggle"), "back on the button");
+
+    let mut watcher = server.join("7", "7").await;
+    say(&page, "   ").await;
+    say(&page, "words").await;
+    assert_eq!(
+        watcher.recv().await,
+        format!("Client #{id}: words"),
+        "the spaces were not sent"
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_message_takes_its_direction_from_its_text_not_its_senders_name() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let mut ali = V1::connect(&server, "/ws/5?name=%D8%B9%D9%84%D9%8A").await;
+    ali.seated().await;
+    ali.say("ok :)", None).await;
+    let mut ada = V1::connect(&server, "/ws/6?name=Ada").await;
+    ada.seated().await;
+    ada.say("مرحبا بالجميع", None).await;
+    wait_for_message(&page, "~Ada: مرحبا بالجميع").await;
+    let direction = "const li = Array.from(document.querySelectorAll('#messages li')) \
+                       .find(li => li.textContent.includes(arguments[0])); \
+                     return li.matches(':dir(rtl)') ? 'rtl' : 'ltr';";
+    for (text, expected) in [
+        ("ok :)", "ltr"),
+        ("مرحبا بالجميع", "rtl"),
+        ("(#5) has entered the chat", "ltr"),
+    ] {
+        let found = page
+            .execute(direction, vec![json!(text)])
+            .await
+            .expect("read the direction");
+        assert_eq!(found, json!(expected), "{text}");
+    }
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn offline_at_phone_width_the_header_fits_and_shows_the_countdown() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open_phone(390, 740).await;
+    load_the_chat(&page, &server).await;
+    server.stop().await;
+    wait_for_status(&page, "offline").await;
+    wait_for(
+        &page,
+        "the countdown",
+        "return document.getElementById('status-detail').textContent;",
+        |detail| {
+            detail
+                .as_str()
+                .is_some_and(|detail| detail.starts_with("in "))
+        },
+    )
+    .await;
+    let fits = eval(
+        &page,
+        "const shown = Array.from(document.querySelectorAll('header > *, #status-detail')) \
+           .filter(e => e.offsetParent !== null); \
+         const retry = document.getElementById('retry'); \
+         return { sideways: document.documentElement.scrollWidth - innerWidth, \
+                  outside: shown.filter(e => e.getBoundingClientRect().right > innerWidth + 0.5).map(e => e.id), \
+                  countdown: document.getElementById('status-detail').getBoundingClientRect().width > 0, \
+                  retryLines: Math.round(retry.getBoundingClientRect().height / parseFloat(getComputedStyle(retry).lineHeight)) };",
+    )
+    .await;
+    assert_eq!(
+        fits,
+        json!({ "sideways": 0, "outside": [], "countdown": true, "retryLines": 1 })
+    );
+    screenshot(&page, "phone-offline.png").await;
+    page.close().await.expect("close");
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_refused_name_is_forgotten_and_the_page_gets_in_without_it() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    // A name saved on an earlier visit that the server refuses (a zero-width space).
+    eval(
+        &page,
+        "localStorage.setItem('chat-name', 'Ada\\u200Bx'); return null;",
+    )
+    .await;
+    page.refresh().await.expect("reload");
+    let id = client_id(&page).await;
+    wait_for_message(&page, &format!("Client #{id} has entered the chat")).await;
+    let notice = text_of(&page, "notice").await;
+    assert!(notice.contains("refused the name"), "{notice}");
+    let saved = eval(&page, "return localStorage.getItem('chat-name');").await;
+    assert_eq!(saved, Value::Null, "not refused again on the next visit");
+    // A name with an emoji made of several joined (U+200D) is a name like any other.
+    click(&page, "people-toggle").await;
+    page.find(fantoccini::Locator::Id("name"))
+        .await
+        .expect("#name")
+        .send_keys("Dev 👩\u{200D}💻\u{E007}")
+        .await
+        .expect("type the name");
+    wait_for_message(
+        &page,
+        &format!("~Dev 👩\u{200D}💻 (#{id}) has entered the chat"),
+    )
+    .await;
+    let mut watcher = V1::connect(&server, "/ws/9").await;
+    let welcome = watcher.seated().await;
+    let named = welcome.members.iter().any(|member| {
+        member.id == id
+            && member.name.as_ref().map(|name| name.as_str()) == Some("Dev 👩\u{200D}💻")
+    });
+    assert!(named, "{:?}", welcome.members);
+    page.close().await.expect("close");
+    server.stop().await;
+}
