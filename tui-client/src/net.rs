@@ -180,7 +180,7 @@ impl Target {
         }
     }
 
-    /// Opens the WebSocket, failing after [`CONNECT_TIMEOUT`]; says whether the server
+    /// Opens the WebSocket, failing after 10 s (`CONNECT_TIMEOUT`); says whether the server
     /// selected `chat.v1.json`.
     pub async fn connect(&self) -> Result<(Socket, bool), Failure> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.attempt()).await {

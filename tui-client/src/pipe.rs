@@ -21,7 +21,7 @@ use crate::text::sanitize_line;
 const ECHO_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Runs until stdin ends, the echoes of what was sent are back (or
-/// [`ECHO_PATIENCE`] has passed) and the server has answered our close; or until
+/// 5 s, `ECHO_PATIENCE`, have passed) and the server has answered our close; or until
 /// stdout is closed (`| head -1`). Fails when it cannot connect, when the connection is
 /// lost, and when the server closes it first (a shutdown included).
 pub async fn run(target: &Target, id: &ClientId, max_message_bytes: usize) -> anyhow::Result<()> {
