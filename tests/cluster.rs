@@ -378,6 +378,7 @@ async fn a_node_stops_reading_its_clients_while_redis_holds_its_backlog_and_lose
     let backlog = settled_gauge(
         one.address,
         "chat_broker_backlog_bytes",
+        BOUND,
         Duration::from_millis(300),
     )
     .await;

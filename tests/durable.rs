@@ -438,6 +438,7 @@ async fn a_full_disk_refuses_sessions_bounds_the_backlog_and_loses_nothing() {
     let backlog = settled_gauge(
         server.address,
         "chat_history_backlog_bytes",
+        MAX_BACKLOG_BYTES,
         Duration::from_secs(1),
     )
     .await;
