@@ -10,9 +10,12 @@ use chat::v1::DisplayName;
 use chat_server::Config;
 use chat_server::identity::{JwtSecret, Tokens};
 use testkit::chromium::chat_server_binary;
-use testkit::process::{Scratch, free_port, health};
+use testkit::process::{Scratch, free_port};
 use testkit::v1::V1;
-use testkit::{Client, TestServer, metric, raw_http, refused_total, upgrade_request, within};
+use testkit::{
+    Client, TestServer, assert_refused_as, metric, raw_http, refused_total, upgrade_request,
+    wait_for_health, within,
+};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -227,22 +230,10 @@ async fn without_tokens_a_client_names_itself_and_v1_clients_see_it_marked_unver
     assert_eq!(anyone.recv().await, "Client #8 has entered the chat");
 
     for bad in ["", "%20%20", "a%0Ab", "%E2%80%AEevil", &"n".repeat(33)] {
-        let before = metric(server.address, &refused_total("invalid_name")).await;
-        let response = raw_http(
-            server.address,
-            &upgrade_request(&format!("/ws/9?name={bad}")),
-        )
-        .await;
-        assert_eq!(response.status, 403, "{bad:?}: {response:?}");
-        assert!(
-            response.body.starts_with("invalid name: "),
-            "{}",
-            response.body
-        );
-        assert_eq!(
-            metric(server.address, &refused_total("invalid_name")).await,
-            before + 1
-        );
+        let request = upgrade_request(&format!("/ws/9?name={bad}"));
+        let refusal = (403, "invalid name: ");
+        let response = assert_refused_as(server.address, &request, refusal, "invalid_name").await;
+        assert!(response.body.starts_with("invalid name: "), "{bad:?}");
     }
 }
 
@@ -277,12 +268,7 @@ async fn chat_server_token_mints_what_the_server_accepts_and_tokens_stay_out_of_
         .spawn()
         .expect("start chat-server");
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    within("the server to start", async {
-        while health(address).await != Some(200) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    wait_for_health(address, 200).await;
     let mut ada = V1::connect_url(&format!("ws://{address}/ws/42?token={minted}")).await;
     let welcome = ada.welcome().await;
     assert!(welcome.verified);

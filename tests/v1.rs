@@ -5,7 +5,7 @@
 use chat::v1::{Event, EventKind};
 use chat_server::Config;
 use testkit::v1::{V1, kinds, said};
-use testkit::{Client, TestServer, raw_http, upgrade_request};
+use testkit::{Client, TestServer, refused_total, upgrade_request};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -227,15 +227,10 @@ async fn rooms_are_isolated_and_have_their_own_offsets() {
 async fn bad_room_names_and_resumes_are_refused_before_the_upgrade() {
     let server = TestServer::start().await;
     for room in ["", "a%20b", "%C3%A9", &"r".repeat(65), "a/b"] {
-        let response = server
-            .http(&upgrade_request(&format!("/ws/1?room={room}")))
+        let request = upgrade_request(&format!("/ws/1?room={room}"));
+        server
+            .refuses(&request, 403, "a room name is 1 to 64")
             .await;
-        assert_eq!(response.status, 403, "{room:?}: {response:?}");
-        assert!(
-            response.body.contains("a room name is 1 to 64"),
-            "{}",
-            response.body
-        );
     }
     for query in [
         "since=5",
@@ -243,20 +238,11 @@ async fn bad_room_names_and_resumes_are_refused_before_the_upgrade() {
         "since=-1&epoch=x",
         "since=abc&epoch=x",
     ] {
-        let response = server
-            .http(&upgrade_request(&format!("/ws/1?{query}")))
-            .await;
-        assert_eq!(response.status, 400, "{query}: {response:?}");
-        assert!(response.body.contains("resume"), "{}", response.body);
+        let request = upgrade_request(&format!("/ws/1?{query}"));
+        server.refuses(&request, 400, "resume").await;
     }
-    let metrics = raw_http(
-        server.address,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .await
-    .body;
-    assert!(metrics.contains("chat_refused_handshakes_total{reason=\"invalid_room\"} 5"));
-    assert!(metrics.contains("chat_refused_handshakes_total{reason=\"invalid_resume\"} 4"));
+    assert_eq!(server.metric(&refused_total("invalid_room")).await, 5);
+    assert_eq!(server.metric(&refused_total("invalid_resume")).await, 4);
 }
 
 #[tokio::test]
