@@ -58,7 +58,8 @@ fn unix_now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn a_token_proves_the_id_and_names_it_and_plain_clients_hear_what_they_always_did() {
     let server = server_with_tokens().await;
     // A plain client with its token in the Authorization header, as a program would.
@@ -103,7 +104,8 @@ async fn a_token_proves_the_id_and_names_it_and_plain_clients_hear_what_they_alw
     plain.expect_silence().await;
 }
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn missing_expired_forged_and_borrowed_tokens_are_refused_each_with_its_reason() {
     let server = server_with_tokens().await;
     let mut watcher = server

@@ -20,7 +20,8 @@ async fn tutorial_websocket_broadcast() {
     assert_eq!(websocket2.recv().await, "Client #1: Hello from client 1");
 }
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn a_close_frame_is_announced_as_a_leave() {
     let server = TestServer::start().await;
     let mut stays = server.join("1", "1").await;
@@ -66,7 +67,8 @@ async fn ids_are_announced_in_canonical_form() {
     }
 }
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn invalid_ids_are_refused_with_403_before_the_upgrade() {
     let server = TestServer::start().await;
     let too_long = "1".repeat(chat::MAX_ID_DIGITS + 1);

@@ -9,7 +9,8 @@ use testkit::{Client, TestServer, refused_total, upgrade_request};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn a_newcomer_gets_the_welcome_the_history_and_then_its_own_join() {
     let server = TestServer::start().await;
     let mut alice = server.join("1", "1").await;
@@ -191,7 +192,8 @@ async fn after_a_restart_the_epoch_changes_and_nothing_is_recovered() {
     assert_ne!(restarted.epoch, welcome.epoch);
 }
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn rooms_are_isolated_and_have_their_own_offsets() {
     let server = TestServer::start().await;
     let mut in_main = server.join("1", "1").await;
@@ -315,7 +317,8 @@ async fn history_memory_stays_bounded_under_a_flood() {
     newcomer.socket.expect_silence().await;
 }
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn a_client_that_does_not_ask_for_v1_gets_the_plain_protocol() {
     let server = TestServer::start().await;
     let (socket, response) = tokio_tungstenite::connect_async(server.url("/ws/1"))
