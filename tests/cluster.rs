@@ -241,9 +241,7 @@ async fn a_node_stops_reading_its_clients_while_redis_holds_its_backlog_and_lose
         ..redis.node_config()
     };
     let one = redis.node_with(config).await;
-    let mut alice = one.join("1", "1").await;
-    let bob = one.join("2", "2").await;
-    assert_eq!(alice.recv().await, "Client #2 has entered the chat");
+    let (mut alice, bob) = one.join_two().await;
     // Long enough to watch the backlog settle, and well inside the node's two seconds
     // for a Redis answer.
     let paused = std::process::Command::new("redis-cli")

@@ -89,9 +89,7 @@ async fn a_message_over_the_limit_closes_with_1009_and_is_not_relayed() {
 #[tokio::test]
 async fn fragmented_messages_are_reassembled() {
     let server = TestServer::start().await;
-    let mut watcher = server.join("1", "1").await;
-    let mut sender = server.join("2", "2").await;
-    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    let (mut watcher, mut sender) = server.join_two().await;
     for frame in [
         Frame::message("Hel", OpCode::Data(Data::Text), false),
         Frame::message("lo, ", OpCode::Data(Data::Continue), false),
@@ -124,9 +122,7 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
         ..unlimited()
     })
     .await;
-    let mut slow = server.join("1", "1").await;
-    let mut talker = server.join("2", "2").await;
-    assert_eq!(slow.recv().await, "Client #2 has entered the chat");
+    let (mut slow, mut talker) = server.join_two().await;
 
     // The talker waits for the echo of each message before the next, so it always keeps
     // up; the slow client reads nothing from now on, and its buffers fill.
@@ -253,9 +249,7 @@ async fn a_flood_is_slowed_down_not_dropped() {
         ..Config::default()
     })
     .await;
-    let mut watcher = server.join("1", "1").await;
-    let mut flooder = server.join("2", "2").await;
-    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    let (mut watcher, mut flooder) = server.join_two().await;
 
     let started = tokio::time::Instant::now();
     for n in 0..45 {
@@ -353,9 +347,7 @@ async fn cross_site_origins_are_refused_unless_allowed() {
 #[tokio::test]
 async fn shutdown_flushes_what_is_queued_then_closes_with_1001() {
     let server = TestServer::start_with(unlimited()).await;
-    let mut listener = server.join("1", "1").await;
-    let mut talker = server.join("2", "2").await;
-    assert_eq!(listener.recv().await, "Client #2 has entered the chat");
+    let (mut listener, mut talker) = server.join_two().await;
     for n in 0..100 {
         talker.send(&n.to_string()).await;
     }

@@ -24,9 +24,7 @@ async fn tutorial_websocket_broadcast() {
 #[tokio::test(start_paused = true)]
 async fn a_close_frame_is_announced_as_a_leave() {
     let server = TestServer::start().await;
-    let mut stays = server.join("1", "1").await;
-    let goes = server.join("2", "2").await;
-    assert_eq!(stays.recv().await, "Client #2 has entered the chat");
+    let (mut stays, goes) = server.join_two().await;
 
     goes.close().await;
     assert_eq!(stays.recv().await, "Client #2 has left the chat");
@@ -36,9 +34,7 @@ async fn a_close_frame_is_announced_as_a_leave() {
 #[tokio::test]
 async fn a_dropped_connection_is_announced_as_a_leave() {
     let server = TestServer::start().await;
-    let mut stays = server.join("1", "1").await;
-    let goes = server.join("2", "2").await;
-    assert_eq!(stays.recv().await, "Client #2 has entered the chat");
+    let (mut stays, goes) = server.join_two().await;
 
     // Dropping the stream closes the TCP connection without a close frame.
     drop(goes);
@@ -109,9 +105,7 @@ async fn invalid_ids_are_refused_with_403_before_the_upgrade() {
 #[tokio::test]
 async fn text_passes_through_exactly() {
     let server = TestServer::start().await;
-    let mut sender = server.join("1", "1").await;
-    let mut other = server.join("2", "2").await;
-    assert_eq!(sender.recv().await, "Client #2 has entered the chat");
+    let (mut sender, mut other) = server.join_two().await;
 
     let sixteen_kib: String = "0123456789abcdef".repeat(1024);
     for text in [

@@ -109,6 +109,15 @@ impl TestServer {
         client
     }
 
+    /// Joins as `/ws/1` and then `/ws/2`, and checks that the first saw the second
+    /// join: the two clients most tests begin with, one to act and one to watch.
+    pub async fn join_two(&self) -> (Client, Client) {
+        let mut first = self.join("1", "1").await;
+        let second = self.join("2", "2").await;
+        assert_eq!(first.recv().await, "Client #2 has entered the chat");
+        (first, second)
+    }
+
     /// Connects as `/ws/<id>` without reading anything.
     pub async fn connect(&self, id: &str) -> Client {
         let url = self.url(&format!("/ws/{id}"));
@@ -317,9 +326,7 @@ pub async fn closes_with(
     misbehave: impl AsyncFnOnce(&mut Client),
     code: CloseCode,
 ) -> String {
-    let mut watcher = server.join("1", "1").await;
-    let mut culprit = server.join("2", "2").await;
-    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    let (mut watcher, mut culprit) = server.join_two().await;
     misbehave(&mut culprit).await;
     let (frame, texts) = culprit.recv_until_close().await;
     let frame = frame.expect("a close frame");
