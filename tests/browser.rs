@@ -10,7 +10,7 @@ use chat_server::Config;
 use fantoccini::Locator;
 use serde_json::{Value, json};
 use testkit::chromium::*;
-use testkit::{TestServer, within};
+use testkit::{TestServer, eventually, within};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;
@@ -461,13 +461,16 @@ async fn retry_now_and_a_network_coming_back_reconnect_at_once() {
          return document.getElementById('status-detail').textContent;",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let counted = eval(
-        &page,
-        "return [window.statusChanges, document.getElementById('status-detail').textContent];",
-    )
+    // Until the countdown has ticked: the status had its chance to be rewritten too.
+    let counted = eventually("the countdown to go on", async || {
+        let counted = eval(
+            &page,
+            "return [window.statusChanges, document.getElementById('status-detail').textContent];",
+        )
+        .await;
+        (counted[1] != counting_from).then_some(counted)
+    })
     .await;
-    assert_ne!(counted[1], counting_from, "the countdown went on");
     assert_eq!(
         counted[0],
         json!(0),
@@ -526,14 +529,10 @@ async fn a_smaller_window_keeps_the_pane_pinned_and_your_own_message_brings_you_
 
     // A smaller window: still at the newest.
     page.set_window_size(600, 300).await.expect("resize");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !at_bottom().await {
-        assert!(
-            Instant::now() < deadline,
-            "the pane came unpinned on a resize"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the pane to stay pinned on a resize", async || {
+        at_bottom().await.then_some(())
+    })
+    .await;
 
     // PageUp from the input scrolls the messages.
     let input = page.find(Locator::Id("messageText")).await.expect("input");
@@ -544,14 +543,10 @@ async fn a_smaller_window_keeps_the_pane_pinned_and_your_own_message_brings_you_
     say(&page, "my own").await;
     let id = client_id(&page).await;
     wait_for_message(&page, &format!("Client #{id}: my own")).await;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !at_bottom().await {
-        assert!(
-            Instant::now() < deadline,
-            "your own message did not bring you down"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("your own message to bring you down", async || {
+        at_bottom().await.then_some(())
+    })
+    .await;
     let button = page
         .find(Locator::Id("new-below"))
         .await

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command as StdCommand;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat::v1::{Event, EventKind};
 use chat_server::Config;
@@ -16,7 +16,8 @@ use futures_util::StreamExt;
 use testkit::process::{Scratch, ServerProcess, health};
 use testkit::v1::{V1, kinds, said};
 use testkit::{
-    PATIENCE, TestServer, drained_gauge, flood, raw_http, settled_gauge, upgrade_request, within,
+    PATIENCE, TestServer, drained_gauge, eventually, flood, settled_gauge, upgrade_request,
+    wait_for_health, within,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -155,14 +156,10 @@ async fn after_sigkill_mid_burst_the_history_holds_every_event_any_client_receiv
             while let Some(Ok(_)) = socket.next().await {}
         });
     }
-    let deadline = Instant::now() + PATIENCE;
-    while seen.load(Ordering::Relaxed) < MESSAGES {
-        assert!(
-            Instant::now() < deadline,
-            "the burst never reached the readers"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    eventually("the burst to reach the readers", async || {
+        (seen.load(Ordering::Relaxed) >= MESSAGES).then_some(())
+    })
+    .await;
     server.kill().await;
     let mut received = Vec::new();
     for reader in readers {
@@ -411,33 +408,20 @@ async fn a_full_disk_refuses_sessions_bounds_the_backlog_and_loses_nothing() {
     // Bob floods (and reads his echoes, so that only the disk holds him back).
     let (texts, sending, reading) = flood(bob, MESSAGES);
 
-    let deadline = Instant::now() + PATIENCE;
-    while health(server.address).await != Some(503) {
-        assert!(Instant::now() < deadline, "/healthz never said 503");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let healthz = raw_http(
-        server.address,
-        "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .await;
+    let unhealthy = wait_for_health(server.address, 503).await;
     assert!(
-        healthz.body.contains("cannot write the history"),
-        "{}",
-        healthz.body
+        unhealthy.contains("cannot write the history"),
+        "{unhealthy}"
     );
-    let refused = raw_http(server.address, &upgrade_request("/ws/3")).await;
-    assert_eq!(refused.status, 503, "{}", refused.body);
-    assert!(
-        refused.body.contains("cannot write the history"),
-        "{}",
-        refused.body
-    );
+    server
+        .refuses(&upgrade_request("/ws/3"), 503, "cannot write the history")
+        .await;
 
     // The backlog grows to its bound and stays there: bob is no longer read.
     let backlog = settled_gauge(
         server.address,
         "chat_history_backlog_bytes",
+        MAX_BACKLOG_BYTES,
         Duration::from_secs(1),
     )
     .await;

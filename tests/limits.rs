@@ -1,14 +1,23 @@
 //! Keepalive and the limits on what one client can make the server do, over real
 //! sockets: quiet readers stay, dead peers go, floods of any kind of frame are slowed,
 //! and one address cannot take every place.
+//!
+//! The tests of timers run on paused time (`start_paused`), with the server in this
+//! process: its clock moves only when every task here waits, so a busy machine cannot
+//! make a client miss a deadline it would meet on an idle one, and an elapsed time is
+//! exact rather than "at least".
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_server::{Config, RateLimit};
 use futures_util::{SinkExt, StreamExt};
-use testkit::{Client, PATIENCE, TestServer, closes_with, upgrade_request, within};
+use testkit::{
+    Client, TestServer, assert_refused_as, closes_with, eventually, refused_total, upgrade_request,
+    within,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -59,10 +68,13 @@ async fn raw_member(server: &TestServer, id: &str) -> TcpStream {
     stream
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_quiet_reader_outlives_many_pings_when_the_timeout_equals_the_interval() {
-    // The defaults' shape (interval = timeout), scaled down. A deadline counted from the
-    // start of the session instead of from each ping would close this reader at once.
+    // The defaults' shape (interval = timeout), scaled down. The reader answers each
+    // ping as it reads it; on paused time that is always before the next timer, so it
+    // is never late. A deadline counted from the start of the session instead of from
+    // each unanswered ping would close it at its first deadline, and `read_pings` would
+    // get the close frame instead of the second ping.
     let server = TestServer::start_with(Config {
         ping_interval: Duration::from_millis(200),
         ping_timeout: Duration::from_millis(200),
@@ -70,20 +82,13 @@ async fn a_quiet_reader_outlives_many_pings_when_the_timeout_equals_the_interval
     })
     .await;
     let mut quiet = server.join("1", "1").await;
-    let until = Instant::now() + Duration::from_millis(2000);
-    let mut pings = 0;
-    while let Ok(frame) = tokio::time::timeout_at(until.into(), quiet.socket.next()).await {
-        match frame {
-            Some(Ok(Message::Ping(_))) => pings += 1,
-            other => panic!("expected only pings, got {other:?}"),
-        }
-    }
-    assert!(pings >= 5, "pinged every interval: {pings}");
+    // Ten intervals: ten timeouts' worth.
+    quiet.read_pings(10).await;
     quiet.send("still here").await;
     assert_eq!(quiet.recv().await, "Client #1: still here");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_peer_that_stops_answering_is_closed_one_timeout_after_an_unanswered_ping() {
     let server = TestServer::start_with(Config {
         ping_interval: Duration::from_millis(300),
@@ -97,14 +102,19 @@ async fn a_peer_that_stops_answering_is_closed_one_timeout_after_an_unanswered_p
     assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
     let joined = Instant::now();
     assert_eq!(watcher.recv().await, "Client #2 has left the chat");
-    // First ping at 300 ms, unanswered by 600 ms.
+    // First ping at 300 ms, unanswered by 600 ms; on paused time that is exact. A
+    // peer closed at once, or only after a later ping, falls outside.
     let elapsed = joined.elapsed();
-    assert!(elapsed >= Duration::from_millis(550), "{elapsed:?}");
+    assert!(
+        (Duration::from_millis(600)..Duration::from_millis(650)).contains(&elapsed),
+        "{elapsed:?}"
+    );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_peer_that_resets_while_its_reading_is_held_back_is_gone_at_once() {
-    // Default keepalive: a dead peer nobody noticed would stay for 30 s + 30 s.
+    // Default keepalive: a dead peer nobody noticed would stay for 30 s + 30 s, past
+    // the 10 s `within` waits for its leave (paused time gets there at once).
     let server = TestServer::start_with(unlimited()).await;
     let mut watcher = server.join("1", "1").await;
     let mut flooder = raw_member(&server, "2").await;
@@ -125,7 +135,8 @@ async fn a_peer_that_resets_while_its_reading_is_held_back_is_gone_at_once() {
     // The flooder never reads: its echoes fill its receive buffer, the server's send
     // buffer, then its outbox past the high-water mark, where the server stops reading
     // it, and its own writes stall. Only the server's writer, blocked on its socket, is
-    // then there to notice the reset.
+    // then there to notice the reset. On paused time the 1 s timeout below runs out only
+    // once nothing in the process can move, so only when the server has stopped reading.
     let frame = client_frame(OpCode::Data(Data::Text), &[b'z'; 16 * 1024], true);
     let mut sent = 0;
     while let Ok(written) =
@@ -147,7 +158,7 @@ async fn a_peer_that_resets_while_its_reading_is_held_back_is_gone_at_once() {
     assert!(relayed > 0 && relayed <= sent + 1, "{relayed} of {sent}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_ping_flood_from_a_client_that_does_not_read_is_slowed_not_queued() {
     let server = TestServer::start_with(unlimited()).await;
     let mut watcher = server.join("1", "1").await;
@@ -171,7 +182,9 @@ async fn a_ping_flood_from_a_client_that_does_not_read_is_slowed_not_queued() {
         }
         write_half
     });
-    // The server stops reading from it rather than queue its answers or evict it.
+    // The server stops reading from it rather than queue its answers or evict it. On
+    // paused time this sleep ends only once every task here waits: a server that read
+    // on, queueing pongs, would have taken all 13 MB first, and the flood would be over.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         !flood.is_finished(),
@@ -202,7 +215,7 @@ async fn a_ping_flood_from_a_client_that_does_not_read_is_slowed_not_queued() {
     watcher.expect_silence().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn continuation_frames_and_pings_are_metered_like_messages() {
     // 25 messages a second allows 100 frames a second, 20 at once.
     let server = TestServer::start_with(Config {
@@ -220,7 +233,7 @@ async fn continuation_frames_and_pings_are_metered_like_messages() {
     // One message in 400 frames, with 100 pings among them: 500 frames of 6 or 7 bytes.
     // The server reads at most 1 KiB (about 170 of them) at a time and pays for each
     // read before the next, so the last read is free: 20 at once, then at least 310 at
-    // 100 a second, 3.1 s whatever the machine. Unmetered, this takes milliseconds.
+    // 100 a second, 3.1 s on the paused clock. Unmetered, the clock would not move.
     let started = Instant::now();
     let mut burst = client_frame(OpCode::Data(Data::Text), b"x", false);
     for n in 0..398 {
@@ -233,7 +246,7 @@ async fn continuation_frames_and_pings_are_metered_like_messages() {
     sender.write_all(&burst).await.expect("send");
     assert_eq!(watcher.recv().await, "Client #2: xy");
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(2800), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(3000), "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -259,7 +272,16 @@ async fn a_message_left_unfinished_is_closed_after_the_message_timeout() {
     trickler.write_all(&frame[..20]).await.expect("send");
     assert_eq!(watcher.recv().await, "Client #4 has left the chat");
 
-    // A message that is finished in time is not affected, however it is split.
+    // A message that is finished in time is not affected, however it is split. Its
+    // own server gives it a timeout 50 times the pause between its fragments: on a busy
+    // machine the pause can last far longer than the 100 ms asked for. (Paused time
+    // would make it exact, but on paused time the server does not read the second
+    // fragment before the deadline, even with no pause at all; not yet understood.)
+    let server = TestServer::start_with(Config {
+        message_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+    .await;
     let mut slow = server.join("5", "5").await;
     for (text, is_final) in [("a", false), ("b", true)] {
         let opcode = if text == "a" {
@@ -339,21 +361,7 @@ async fn a_sender_faster_than_its_own_reading_is_slowed_not_evicted() {
 async fn upgrades_over_http_1_0_are_refused() {
     let server = TestServer::start().await;
     let request = upgrade_request("/ws/1").replacen("HTTP/1.1", "HTTP/1.0", 1);
-    let response = server.http(&request).await;
-    assert_eq!(response.status, 400, "{response:?}");
-    assert!(response.body.contains("HTTP/1.1"), "{}", response.body);
-    assert!(
-        metrics(&server)
-            .await
-            .contains("chat_refused_handshakes_total{reason=\"http_version\"} 1")
-    );
-}
-
-async fn metrics(server: &TestServer) -> String {
-    server
-        .http("GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .body
+    assert_refused_as(server.address, &request, (400, "HTTP/1.1"), "http_version").await;
 }
 
 fn with_host_and_origin(path: &str, host: &str, origin: &str) -> String {
@@ -373,13 +381,7 @@ async fn only_ip_literals_localhost_and_listed_hosts_are_served() {
         "attacker.example:8000",
         "http://attacker.example:8000",
     );
-    let response = server.http(&rebound).await;
-    assert_eq!(response.status, 403, "{response:?}");
-    assert!(
-        response.body.contains("--allowed-host"),
-        "{}",
-        response.body
-    );
+    server.refuses(&rebound, 403, "--allowed-host").await;
     let page = server
         .http("GET / HTTP/1.1\r\nHost: attacker.example\r\n\r\n")
         .await;
@@ -388,11 +390,7 @@ async fn only_ip_literals_localhost_and_listed_hosts_are_served() {
         let own = with_host_and_origin("/ws/1", host, &format!("http://{host}"));
         assert_eq!(server.http(&own).await.status, 101, "{host}");
     }
-    assert!(
-        metrics(&server)
-            .await
-            .contains("chat_refused_handshakes_total{reason=\"host\"} 2")
-    );
+    assert_eq!(server.metric(&refused_total("host")).await, 2);
 
     let named = TestServer::start_with(Config {
         allowed_hosts: vec!["chat.example.org".into()],
@@ -426,33 +424,22 @@ async fn one_address_cannot_take_every_place() {
     .await;
     let first = server.join("1", "1").await;
     let _second = server.join("2", "2").await;
-    let response = server.http(&upgrade_request("/ws/3")).await;
-    assert_eq!(response.status, 503, "{response:?}");
-    assert!(
-        response
-            .body
-            .contains("too many connections from your address"),
-        "{}",
-        response.body
-    );
+    let another = upgrade_request("/ws/3");
+    server
+        .refuses(&another, 503, "too many connections from your address")
+        .await;
     first.close().await;
-    let started = Instant::now();
-    while server.http(&upgrade_request("/ws/3")).await.status != 101 {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "the place was never given back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        metrics(&server)
-            .await
-            .contains("chat_refused_handshakes_total{reason=\"per_ip_connections\"} 1")
-    );
+    eventually("the place to be given back", async || {
+        (server.http(&another).await.status == 101).then_some(())
+    })
+    .await;
+    assert_eq!(server.metric(&refused_total("per_ip_connections")).await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn one_address_cannot_open_connections_faster_than_its_rate() {
+    // On paused time: on a busy machine the three handshakes could take long enough,
+    // on the wall clock, for a token to come back before the fourth.
     let server = TestServer::start_with(Config {
         handshake_rate_per_ip: Some(RateLimit {
             per_second: 1.0,
@@ -467,11 +454,7 @@ async fn one_address_cannot_open_connections_faster_than_its_rate() {
     let response = server.http(&upgrade_request("/ws/1")).await;
     assert_eq!(response.status, 429, "{response:?}");
     assert_eq!(response.header("retry-after"), Some("1"));
-    assert!(
-        metrics(&server)
-            .await
-            .contains("chat_refused_handshakes_total{reason=\"per_ip_rate\"} 1")
-    );
+    assert_eq!(server.metric(&refused_total("per_ip_rate")).await, 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(server.http(&upgrade_request("/ws/1")).await.status, 101);
 }

@@ -1,6 +1,7 @@
 //! The page under a flood, in a test binary of its own: cargo runs test binaries one
-//! after another, so no other browser test shares the machine's two cores with it, and
-//! the 2 s it is given measure the page, not its neighbours.
+//! after another, so no other browser test shares the machine's two cores with it. The
+//! soak runs beside the whole suite in CI, though, so the bound is a generous one
+//! (`PATIENCE`, 10 s): a page that lays out each message on its own took 42–51 s.
 //!
 //! Ignored by a bare `cargo test`, like the other browser tests; `.ci/run` runs it.
 
@@ -8,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use chat_server::Config;
 use serde_json::json;
-use testkit::TestServer;
 use testkit::chromium::*;
+use testkit::{PATIENCE, TestServer};
 
 /// A flood is shown as fast as it arrives: every message of a burst within one frame or
 /// a few, not one forced layout per message (which took 42–51 s for this burst).
@@ -35,7 +36,7 @@ async fn a_flood_is_shown_as_it_arrives_and_the_cap_is_kept() {
         let last = format!("Client #5: flood {}", total - 1);
         while talker.recv().await != last {}
         let delivered = Instant::now();
-        let deadline = delivered + Duration::from_secs(2);
+        let deadline = delivered + PATIENCE;
         loop {
             let newest = message_at(&page, "last").await;
             if newest.as_str() == Some(last.as_str()) {
@@ -43,7 +44,7 @@ async fn a_flood_is_shown_as_it_arrives_and_the_cap_is_kept() {
             }
             assert!(
                 Instant::now() < deadline,
-                "{burst} messages not shown within 2 s of their delivery; the page shows {newest}"
+                "{burst} messages not shown within {PATIENCE:?} of their delivery; the page shows {newest}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -20,12 +20,11 @@ async fn tutorial_websocket_broadcast() {
     assert_eq!(websocket2.recv().await, "Client #1: Hello from client 1");
 }
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn a_close_frame_is_announced_as_a_leave() {
     let server = TestServer::start().await;
-    let mut stays = server.join("1", "1").await;
-    let goes = server.join("2", "2").await;
-    assert_eq!(stays.recv().await, "Client #2 has entered the chat");
+    let (mut stays, goes) = server.join_two().await;
 
     goes.close().await;
     assert_eq!(stays.recv().await, "Client #2 has left the chat");
@@ -35,9 +34,7 @@ async fn a_close_frame_is_announced_as_a_leave() {
 #[tokio::test]
 async fn a_dropped_connection_is_announced_as_a_leave() {
     let server = TestServer::start().await;
-    let mut stays = server.join("1", "1").await;
-    let goes = server.join("2", "2").await;
-    assert_eq!(stays.recv().await, "Client #2 has entered the chat");
+    let (mut stays, goes) = server.join_two().await;
 
     // Dropping the stream closes the TCP connection without a close frame.
     drop(goes);
@@ -66,7 +63,8 @@ async fn ids_are_announced_in_canonical_form() {
     }
 }
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn invalid_ids_are_refused_with_403_before_the_upgrade() {
     let server = TestServer::start().await;
     let too_long = "1".repeat(chat::MAX_ID_DIGITS + 1);
@@ -82,13 +80,10 @@ async fn invalid_ids_are_refused_with_403_before_the_upgrade() {
         "/ws/%35",
         &format!("/ws/{too_long}"),
     ] {
-        let response = server.http(&upgrade_request(path)).await;
-        assert_eq!(response.status, 403, "{path}: {response:?}");
-        assert!(
-            response.body.contains("client id"),
-            "{path}: the body says what a valid id is: {:?}",
-            response.body
-        );
+        // The body says what a valid id is.
+        let response = server
+            .refuses(&upgrade_request(path), 403, "client id")
+            .await;
         assert_eq!(
             response.header("content-type"),
             Some("text/plain; charset=utf-8")
@@ -110,9 +105,7 @@ async fn invalid_ids_are_refused_with_403_before_the_upgrade() {
 #[tokio::test]
 async fn text_passes_through_exactly() {
     let server = TestServer::start().await;
-    let mut sender = server.join("1", "1").await;
-    let mut other = server.join("2", "2").await;
-    assert_eq!(sender.recv().await, "Client #2 has entered the chat");
+    let (mut sender, mut other) = server.join_two().await;
 
     let sixteen_kib: String = "0123456789abcdef".repeat(1024);
     for text in [
@@ -200,11 +193,13 @@ async fn other_paths_get_404_and_plain_gets_on_the_endpoint_get_426() {
         assert_eq!(response.status, 404, "{path}");
     }
     let response = server
-        .http("GET /ws/5 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .refuses(
+            "GET /ws/5 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            426,
+            "WebSocket",
+        )
         .await;
-    assert_eq!(response.status, 426);
     assert_eq!(response.header("upgrade"), Some("websocket"));
-    assert!(response.body.contains("WebSocket"), "{:?}", response.body);
 
     let response = server
         .http("POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")

@@ -4,14 +4,13 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::time::Duration;
 
 use chat_server::Config;
 use futures_util::SinkExt;
 use testkit::chromium::chat_server_binary;
-use testkit::process::{Scratch, free_port};
+use testkit::process::{Scratch, free_port, wait_until_listening};
 use testkit::tls::{TestCa, connect, https, metric};
-use testkit::{Client, TestServer, raw_http, refused_total, within};
+use testkit::{Client, TestServer, eventually, raw_http, refused_total, within};
 use tokio::process::Command;
 use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
@@ -144,14 +143,8 @@ async fn tls_server(
         .kill_on_drop(true)
         .spawn()
         .expect("start chat-server");
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    within("the TLS server to listen", async {
-        while tokio::net::TcpStream::connect(address).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    (child, address)
+    wait_until_listening(port, "the TLS server").await;
+    (child, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 fn hang_up(child: &tokio::process::Child) {
@@ -164,13 +157,9 @@ fn hang_up(child: &tokio::process::Child) {
 }
 
 async fn wait_for_log(log: &std::path::Path, line: &str) {
-    within(line, async {
-        while !std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains(line)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    eventually(line, async || {
+        let logged = std::fs::read_to_string(log).unwrap_or_default();
+        logged.contains(line).then_some(())
     })
     .await;
 }

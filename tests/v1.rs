@@ -5,11 +5,12 @@
 use chat::v1::{Event, EventKind};
 use chat_server::Config;
 use testkit::v1::{V1, kinds, said};
-use testkit::{Client, TestServer, raw_http, upgrade_request};
+use testkit::{Client, TestServer, refused_total, upgrade_request};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn a_newcomer_gets_the_welcome_the_history_and_then_its_own_join() {
     let server = TestServer::start().await;
     let mut alice = server.join("1", "1").await;
@@ -191,7 +192,8 @@ async fn after_a_restart_the_epoch_changes_and_nothing_is_recovered() {
     assert_ne!(restarted.epoch, welcome.epoch);
 }
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn rooms_are_isolated_and_have_their_own_offsets() {
     let server = TestServer::start().await;
     let mut in_main = server.join("1", "1").await;
@@ -227,15 +229,10 @@ async fn rooms_are_isolated_and_have_their_own_offsets() {
 async fn bad_room_names_and_resumes_are_refused_before_the_upgrade() {
     let server = TestServer::start().await;
     for room in ["", "a%20b", "%C3%A9", &"r".repeat(65), "a/b"] {
-        let response = server
-            .http(&upgrade_request(&format!("/ws/1?room={room}")))
+        let request = upgrade_request(&format!("/ws/1?room={room}"));
+        server
+            .refuses(&request, 403, "a room name is 1 to 64")
             .await;
-        assert_eq!(response.status, 403, "{room:?}: {response:?}");
-        assert!(
-            response.body.contains("a room name is 1 to 64"),
-            "{}",
-            response.body
-        );
     }
     for query in [
         "since=5",
@@ -243,20 +240,11 @@ async fn bad_room_names_and_resumes_are_refused_before_the_upgrade() {
         "since=-1&epoch=x",
         "since=abc&epoch=x",
     ] {
-        let response = server
-            .http(&upgrade_request(&format!("/ws/1?{query}")))
-            .await;
-        assert_eq!(response.status, 400, "{query}: {response:?}");
-        assert!(response.body.contains("resume"), "{}", response.body);
+        let request = upgrade_request(&format!("/ws/1?{query}"));
+        server.refuses(&request, 400, "resume").await;
     }
-    let metrics = raw_http(
-        server.address,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .await
-    .body;
-    assert!(metrics.contains("chat_refused_handshakes_total{reason=\"invalid_room\"} 5"));
-    assert!(metrics.contains("chat_refused_handshakes_total{reason=\"invalid_resume\"} 4"));
+    assert_eq!(server.metric(&refused_total("invalid_room")).await, 5);
+    assert_eq!(server.metric(&refused_total("invalid_resume")).await, 4);
 }
 
 #[tokio::test]
@@ -329,7 +317,8 @@ async fn history_memory_stays_bounded_under_a_flood() {
     newcomer.socket.expect_silence().await;
 }
 
-#[tokio::test]
+// On paused time: `expect_silence` then ends only once every task here is idle.
+#[tokio::test(start_paused = true)]
 async fn a_client_that_does_not_ask_for_v1_gets_the_plain_protocol() {
     let server = TestServer::start().await;
     let (socket, response) = tokio_tungstenite::connect_async(server.url("/ws/1"))

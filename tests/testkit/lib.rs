@@ -1,10 +1,18 @@
 //! Helpers for the end-to-end tests: a real `chat-server` on 127.0.0.1:0, in-process, and
 //! WebSocket and raw-HTTP clients that fail loudly instead of hanging; [`chromium`] for
-//! the tests that drive a real browser, [`terminal`] for those that run `chat-tui` in a pty.
+//! the tests that drive a real browser, [`terminal`] for those that run `chat-tui` in a pty,
+//! [`redis`] for the clustered ones.
+//!
+//! Nothing here asserts that something did *not* happen within some wall-clock time: on a
+//! busy machine anything can take longer. A test waits for events (frames, close codes,
+//! log lines, a metric reaching a value) with [`PATIENCE`] as its failure bound, or runs
+//! on paused time (`#[tokio::test(start_paused = true)]`) where the server runs in this
+//! process, so that the server's timers move only when everything in the process waits.
 
 pub mod chromium;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod terminal;
 pub mod tls;
 pub mod v1;
@@ -40,6 +48,21 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, future)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Asks `check` again every 20 ms until it answers `Some`, and returns that; fails the
+/// test with `what` after [`PATIENCE`]. For what a test can only poll for: a gauge, a
+/// health status, a port that starts listening, a line in a log file.
+pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    within(what, async {
+        loop {
+            if let Some(found) = check().await {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
 }
 
 /// A `chat-server` running in this process on a free loopback port.
@@ -86,6 +109,15 @@ impl TestServer {
         client
     }
 
+    /// Joins as `/ws/1` and then `/ws/2`, and checks that the first saw the second
+    /// join: the two clients most tests begin with, one to act and one to watch.
+    pub async fn join_two(&self) -> (Client, Client) {
+        let mut first = self.join("1", "1").await;
+        let second = self.join("2", "2").await;
+        assert_eq!(first.recv().await, "Client #2 has entered the chat");
+        (first, second)
+    }
+
     /// Connects as `/ws/<id>` without reading anything.
     pub async fn connect(&self, id: &str) -> Client {
         let url = self.url(&format!("/ws/{id}"));
@@ -98,6 +130,17 @@ impl TestServer {
     /// Sends a raw HTTP request and returns the whole response.
     pub async fn http(&self, request: &str) -> HttpResponse {
         raw_http(self.address, request).await
+    }
+
+    /// Sends `request` and checks that it is refused with `status` and a body that says
+    /// `says`; see [`assert_refused`].
+    pub async fn refuses(&self, request: &str, status: u16, says: &str) -> HttpResponse {
+        assert_refused(self.address, request, status, says).await
+    }
+
+    /// The value of the metric `name` (with its labels, if any) now.
+    pub async fn metric(&self, name: &str) -> u64 {
+        metric(self.address, name).await
     }
 
     /// Stops the server the way Ctrl-C does and waits for `run` to return.
@@ -154,7 +197,23 @@ impl Client {
         }
     }
 
-    /// Checks that nothing arrives for a short while.
+    /// Reads `count` pings, failing on any other frame: what a quiet client sees while
+    /// the server keeps it alive. Each is answered: tungstenite queues the pong and
+    /// sends it with the next read. The server's pings are the clock here, so a test
+    /// that counts them does not depend on how fast the machine is.
+    pub async fn read_pings(&mut self, count: usize) {
+        for read in 0..count {
+            match within("a ping", self.socket.next()).await {
+                Some(Ok(Message::Ping(_))) => {}
+                other => panic!("expected only pings, got {other:?} after {read}"),
+            }
+        }
+    }
+
+    /// Checks that nothing arrives for a short while. On its own this proves little on
+    /// a busy machine (what should not come may just be late); on paused time, with the
+    /// server in this process, the wait ends only once every task in the process is
+    /// idle, and so whatever was coming has come.
     pub async fn expect_silence(&mut self) {
         if let Ok(frame) =
             tokio::time::timeout(Duration::from_millis(200), self.socket.next()).await
@@ -267,9 +326,7 @@ pub async fn closes_with(
     misbehave: impl AsyncFnOnce(&mut Client),
     code: CloseCode,
 ) -> String {
-    let mut watcher = server.join("1", "1").await;
-    let mut culprit = server.join("2", "2").await;
-    assert_eq!(watcher.recv().await, "Client #2 has entered the chat");
+    let (mut watcher, mut culprit) = server.join_two().await;
     misbehave(&mut culprit).await;
     let (frame, texts) = culprit.recv_until_close().await;
     let frame = frame.expect("a close frame");
@@ -366,12 +423,34 @@ pub async fn metric(address: SocketAddr, name: &str) -> u64 {
     raw_http(address, METRICS_REQUEST).await.metric(name)
 }
 
-/// Waits until the gauge `name` is above zero and has not changed for `steady`, and
-/// returns it: where a bounded backlog stops once its senders are no longer read.
-pub async fn settled_gauge(address: SocketAddr, name: &str, steady: Duration) -> u64 {
-    let (mut value, mut since) = (0, Instant::now());
+/// Waits until the metric `name` of the server at `address` reads a value that
+/// `wanted` accepts, and returns it; fails after [`PATIENCE`] with the last value read.
+pub async fn metric_until(address: SocketAddr, name: &str, wanted: impl Fn(u64) -> bool) -> u64 {
+    let mut last = None;
+    let found = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let value = metric(address, name).await;
+            if wanted(value) {
+                return value;
+            }
+            last = Some(value);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{name} never read as wanted; last {last:?}"))
+}
+
+/// Waits until the gauge `name` has reached `bound` and then has not changed for
+/// `steady`, and returns it: where a bounded backlog stops once its senders are no
+/// longer read. Reaching the bound is the event waited for; the steady spell only
+/// lets an overshoot past it show, so a slow machine cannot make this return early
+/// with a value below the bound.
+pub async fn settled_gauge(address: SocketAddr, name: &str, bound: u64, steady: Duration) -> u64 {
+    let mut value = metric_until(address, name, |value| value >= bound).await;
+    let mut since = Instant::now();
     let deadline = Instant::now() + PATIENCE;
-    while value == 0 || since.elapsed() < steady {
+    while since.elapsed() < steady {
         assert!(Instant::now() < deadline, "{name} never settled");
         tokio::time::sleep(steady / 15).await;
         let now = metric(address, name).await;
@@ -384,11 +463,57 @@ pub async fn settled_gauge(address: SocketAddr, name: &str, steady: Duration) ->
 
 /// Waits until the gauge `name` reads zero.
 pub async fn drained_gauge(address: SocketAddr, name: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    while metric(address, name).await != 0 {
-        assert!(Instant::now() < deadline, "{name} never emptied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    metric_until(address, name, |value| value == 0).await;
+}
+
+/// Sends `request` to the server at `address` and checks that it is refused with
+/// `status` and a body that contains `says` (what the refusal tells the client to do);
+/// returns the response for further checks.
+pub async fn assert_refused(
+    address: SocketAddr,
+    request: &str,
+    status: u16,
+    says: &str,
+) -> HttpResponse {
+    let response = raw_http(address, request).await;
+    assert_eq!(response.status, status, "{request:?}: {response:?}");
+    assert!(
+        response.body.contains(says),
+        "{request:?}: the body says {says:?}: {:?}",
+        response.body
+    );
+    response
+}
+
+/// [`assert_refused`], and checks that the refusal was counted under `reason`, once.
+pub async fn assert_refused_as(
+    address: SocketAddr,
+    request: &str,
+    (status, says): (u16, &str),
+    reason: &str,
+) -> HttpResponse {
+    let before = metric(address, &refused_total(reason)).await;
+    let response = assert_refused(address, request, status, says).await;
+    assert_eq!(
+        metric(address, &refused_total(reason)).await,
+        before + 1,
+        "{request:?} is counted as {reason}"
+    );
+    response
+}
+
+/// The request for `/healthz`.
+pub const HEALTH_REQUEST: &str = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+/// Waits until `/healthz` of the server at `address` answers `status`, and returns the
+/// body, which says why when it is not 200.
+pub async fn wait_for_health(address: SocketAddr, status: u16) -> String {
+    eventually(&format!("/healthz to answer {status}"), async || {
+        TcpStream::connect(address).await.ok()?;
+        let response = raw_http(address, HEALTH_REQUEST).await;
+        (response.status == status).then_some(response.body)
+    })
+    .await
 }
 
 /// A WebSocket handshake request for `path`.

@@ -6,14 +6,13 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::chromium::chat_server_binary;
-use crate::{PATIENCE, raw_http, within};
+use crate::{HEALTH_REQUEST, eventually, raw_http, wait_for_health, within};
 
 /// A running `chat-server` binary on a free loopback port, killed when dropped.
 pub struct ServerProcess {
@@ -55,14 +54,7 @@ impl ServerProcess {
         // full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
         let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + PATIENCE;
-        while health(address).await != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "chat-server never became healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_health(address, 200).await;
         Self { address, child }
     }
 
@@ -79,23 +71,15 @@ impl ServerProcess {
 /// The status of `GET /healthz` at `address`, if anything answers there.
 pub async fn health(address: SocketAddr) -> Option<u16> {
     TcpStream::connect(address).await.ok()?;
-    Some(
-        raw_http(address, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .status,
-    )
+    Some(raw_http(address, HEALTH_REQUEST).await.status)
 }
 
 /// Waits until something accepts connections on the loopback `port`: `what` has started.
 pub async fn wait_until_listening(port: u16, what: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} never listened on port {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(&format!("{what} to listen on port {port}"), async || {
+        TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await;
 }
 
 /// The port in chat-server's "chat page: http://127.0.0.1:<port>/" log line.
