@@ -1,47 +1,44 @@
 //! `chat-server`: one chat room over WebSocket, speaking the FastAPI tutorial's protocol.
 //!
-//! Layout:
+//! Layout (one folder per concern; each folder's `mod.rs` says what it owns and what it
+//! may call):
 //! - [`run`]: the accept loop and graceful shutdown; the binary and the tests both call it.
 //! - [`config`]: the settings, their defaults and their bounds.
-//! - `http`: the page at `/`, plain HTTP answers, and the WebSocket handshake.
-//! - `page`: the embedded browser page and its security headers.
-//! - `shared`: what every connection task shares.
-//! - `addresses`: the limits per client IP address.
 //! - [`identity`]: signed tokens that prove a client's id and name, with `--jwt-secret`.
-//! - `connection`: one WebSocket session, from join to close frame; also `/echo`.
-//! - `rooms`: every room of the server, made on first use (or loaded from the journal).
-//! - `room`: one room's members, numbered events and history, and the fan-out of each
-//!   event to the members' outboxes, in each member's protocol.
-//! - `backlog`: what the journal or Redis has not yet done with, and the wait for room.
-//! - `journal`: durable history, with `--data-dir`: events written to SQLite before
-//!   they are fanned out.
-//! - `outbox`: a connection's bounded queue of frames.
-//! - `metrics`: the counters behind `/metrics`.
-//! - `broker`: clustering through Redis, with `--redis-url`.
-//! - `socket`: a connection (TCP or TLS) and its two halves: tungstenite reads, a writer
-//!   sends encoded frames.
 //! - [`tls`]: the certificate for `https://` and `wss://`, reloaded on SIGHUP.
-//! - `meter`: rate limits on the frames and bytes a client sends, read by read.
-//! - `wire`: WebSocket frames encoded once for every recipient.
+//! - `metrics`: the counters behind `/metrics`.
+//! - `shared`: what every connection task shares.
+//! - `http/`: the front door: routing, the page at `/` and its headers
+//!   (`http::page`), the limits per client IP address (`http::addresses`), and the
+//!   WebSocket handshake.
+//! - `session/`: one WebSocket session, from join to close frame, also `/echo`
+//!   (`session::connection`); its socket and writer (`session::socket`); the rate
+//!   limits on what a client sends (`session::meter`).
+//! - `room/`: one room's members, numbered events, history and fan-out, and the seams
+//!   (`Store`, `Cluster`) durable history and clustering plug into; every room of the
+//!   server (`room::rooms`); a member's bounded queue of frames (`room::outbox`);
+//!   frames encoded once for every recipient (`room::wire`); what storage has not yet
+//!   taken, and the wait for room (`room::backlog`).
+//! - `journal/`: durable history, with `--data-dir`: events written to SQLite before
+//!   they are fanned out.
+//! - `broker/`: clustering through Redis, with `--redis-url`.
 
-mod addresses;
-mod backlog;
 mod broker;
 pub mod config;
-mod connection;
 mod http;
 pub mod identity;
 mod journal;
-mod meter;
 mod metrics;
-mod outbox;
-mod page;
 mod room;
-mod rooms;
+mod session;
 mod shared;
-mod socket;
 pub mod tls;
-mod wire;
+
+// The files moved into their folders keep their old paths until the next commit
+// points every use at the folder.
+use http::{addresses, page};
+use room::{backlog, outbox, rooms, wire};
+use session::{connection, meter, socket};
 
 pub use config::{Config, InvalidConfig, RateLimit};
 

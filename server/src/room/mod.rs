@@ -10,6 +10,11 @@
 //! cluster's one order, with the same offsets. The room owns both seams; the journal
 //! and the Redis broker plug into them.
 
+pub mod backlog;
+pub mod outbox;
+pub mod rooms;
+pub mod wire;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +25,7 @@ use chat::v1::{self, DisplayName, EventKind, RoomName};
 
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Wakes};
-use crate::wire::{self, Frame};
+use crate::wire::Frame;
 
 /// Which connection to the cluster a member joined in. A member's session ends with its
 /// epoch, and nothing it queues afterwards is published.

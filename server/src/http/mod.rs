@@ -2,6 +2,9 @@
 //! request, and the WebSocket handshake on `/ws/<client_id>` (and `/echo`, when enabled)
 //! with its checks: id, headers, origin policy and capacity.
 
+pub mod addresses;
+pub mod page;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use crate::room::{Protocol, Resume, Who};
 use crate::rooms::Unavailable;
 use crate::shared::Shared;
 use crate::socket::Transport;
-use crate::{addresses, connection, tls};
+use crate::{connection, tls};
 
 /// The most bytes of request line and headers we buffer (hyper's minimum is 8 KiB).
 const MAX_HEADER_BYTES: usize = 16 * 1024;

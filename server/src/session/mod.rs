@@ -1,0 +1,7 @@
+//! One WebSocket session, from the handshake's upgrade to the close frame: the
+//! connection task and its keepalive (`connection`), the socket and its writer
+//! (`socket`), and the rate limits on what the client sends (`meter`).
+
+pub mod connection;
+pub mod meter;
+pub mod socket;
