@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::identity::JwtSecret;
-use crate::meter::{TokenBucket, WireLimits};
 use crate::tls::TlsFiles;
 
 /// The server's settings. [`Config::default`] is what `chat-server` runs with when given
@@ -25,7 +24,7 @@ pub struct Config {
     /// How long a client may take from the first frame of a message to its last.
     pub message_timeout: Duration,
     /// The per-connection message rate, or `None` for no limit. Frames and bytes of any
-    /// kind are limited in proportion (see [`RateLimit::wire`]).
+    /// kind are limited in proportion.
     pub rate_limit: Option<RateLimit>,
     /// The most WebSocket sessions at once; more are refused with HTTP 503.
     pub max_connections: usize,
@@ -100,32 +99,9 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// Frames of any kind a connection may send per message of its rate limit: room for
-/// fragmented messages and pings, while a flood of empty frames is read slowly.
-const FRAMES_PER_MESSAGE: f64 = 4.0;
-
 impl RateLimit {
     /// The slowest rate that is not a mistake: one a minute.
     pub const MIN_PER_SECOND: f64 = 1.0 / 60.0;
-
-    /// A full bucket for this rate.
-    pub fn bucket(&self) -> TokenBucket {
-        TokenBucket::new(self.per_second, f64::from(self.burst))
-    }
-
-    /// The frames and bytes a connection may send under this message rate: up to
-    /// [`FRAMES_PER_MESSAGE`] frames a message, and as many bytes as that many
-    /// messages of the largest size.
-    pub fn wire(&self, max_message_bytes: usize) -> WireLimits {
-        let burst = f64::from(self.burst.max(1));
-        let largest = max_message_bytes as f64;
-        WireLimits {
-            frames_per_second: self.per_second * FRAMES_PER_MESSAGE,
-            frame_burst: burst * FRAMES_PER_MESSAGE,
-            bytes_per_second: self.per_second * largest,
-            byte_burst: burst * largest,
-        }
-    }
 }
 
 /// A setting that cannot work, and why.
@@ -145,8 +121,12 @@ pub enum InvalidConfig {
     DataDirInCluster,
 }
 
+/// The most rooms at once. Past it, empty rooms are forgotten (with their history) to
+/// make place for new ones, and if none is empty a new room is refused.
+pub const MAX_ROOMS: usize = 1000;
+
 /// The most bytes of history a room keeps, whatever `--history` says: with at most
-/// [`crate::rooms::MAX_ROOMS`] rooms, history never takes more than 1 GiB.
+/// [`MAX_ROOMS`] rooms, history never takes more than 1 GiB.
 pub const MAX_HISTORY_BYTES: usize = 1024 * 1024;
 
 /// The longest any timer may be set to: longer is a mistake, and far longer would
@@ -224,27 +204,6 @@ impl Config {
     pub(crate) fn queue_bytes(&self) -> usize {
         let largest_announcement = chat::Announcement::longest_said(self.max_message_bytes);
         self.max_queue_bytes.max(largest_announcement)
-    }
-
-    /// What every room needs to know.
-    pub(crate) fn room_settings(&self) -> crate::room::RoomSettings {
-        crate::room::RoomSettings {
-            max_queue_bytes: self.queue_bytes(),
-            history: self.history,
-            max_history_bytes: MAX_HISTORY_BYTES,
-            limits: chat::v1::Limits {
-                max_message_bytes: self.max_message_bytes,
-                max_nonce_chars: chat::v1::MAX_NONCE_CHARS,
-                history: self.history,
-            },
-            verified: self.jwt_secret.is_some(),
-        }
-    }
-
-    /// The limits on frames and bytes each connection may send.
-    pub(crate) fn wire_limits(&self) -> Option<WireLimits> {
-        self.rate_limit
-            .map(|limit| limit.wire(self.max_message_bytes))
     }
 }
 

@@ -34,12 +34,6 @@ mod session;
 mod shared;
 pub mod tls;
 
-// The files moved into their folders keep their old paths until the next commit
-// points every use at the folder.
-use http::{addresses, page};
-use room::{backlog, outbox, rooms, wire};
-use session::{connection, meter, socket};
-
 pub use config::{Config, InvalidConfig, RateLimit};
 
 use std::future::Future;
@@ -54,11 +48,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::addresses::Addresses;
+use crate::http::FrontDoor;
+use crate::http::addresses::Addresses;
+use crate::http::page::Page;
 use crate::metrics::Metrics;
-use crate::page::Page;
-use crate::room::Cluster;
-use crate::rooms::Rooms;
+use crate::room::RoomSettings;
+use crate::room::rooms::Rooms;
 use crate::shared::Shared;
 use crate::tls::Tls;
 
@@ -78,62 +73,63 @@ pub async fn run(
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
-    let (publisher, broker, health) = match &config.redis_url {
+    let cluster_stop = CancellationToken::new();
+    let (cluster, health, cluster_task) = match &config.redis_url {
         Some(url) => {
-            let (publisher, broker, health) = broker::channel(
+            let (cluster, health, task) = broker::start(
                 url.clone(),
                 config.presence_ttl,
                 config.history,
                 config.max_message_bytes,
                 metrics.clone(),
+                cluster_stop.clone(),
             );
-            (Some(publisher), Some(broker), Some(health))
+            (Some(cluster), Some(health), Some(task))
         }
         None => (None, None, None),
     };
-    let cluster = publisher
-        .clone()
-        .map(|publisher| publisher as Arc<dyn Cluster>);
-    let journal = match &config.data_dir {
-        Some(folder) => Some(
-            journal::Journal::open(folder, config.history, metrics.clone())
-                .map_err(io::Error::other)?,
-        ),
+    let store = match &config.data_dir {
+        Some(folder) => {
+            Some(journal::open(folder, config.history, metrics.clone()).map_err(io::Error::other)?)
+        }
         None => None,
     };
     let rooms = Rooms::new(
-        config.room_settings(),
+        RoomSettings::new(&config),
         metrics.clone(),
         cluster,
-        journal.clone(),
+        store.clone(),
     )
     .map_err(io::Error::other)?;
-    let broker_stop = CancellationToken::new();
-    let broker_task =
-        broker.map(|broker| tokio::spawn(broker.run(metrics.clone(), broker_stop.clone())));
+    let cluster_task = cluster_task.map(tokio::spawn);
     let page = Page::new(config.max_message_bytes);
     let shared = Arc::new(Shared {
         rooms,
         broker: health,
-        publisher,
-        journal,
         metrics,
-        page,
-        tokens: config.jwt_secret.as_ref().map(identity::Tokens::new),
-        tls: tls.clone(),
-        sessions: Arc::new(Semaphore::new(
-            config.max_connections.min(Semaphore::MAX_PERMITS),
-        )),
-        addresses: Addresses::new(config.max_connections_per_ip, config.handshake_rate_per_ip),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         config,
     });
+    let door = Arc::new(FrontDoor {
+        page,
+        tokens: shared.config.jwt_secret.as_ref().map(identity::Tokens::new),
+        tls: tls.clone(),
+        sessions: Arc::new(Semaphore::new(
+            shared.config.max_connections.min(Semaphore::MAX_PERMITS),
+        )),
+        addresses: Addresses::new(
+            shared.config.max_connections_per_ip,
+            shared.config.handshake_rate_per_ip,
+        ),
+        shared: shared.clone(),
+    });
     announce(listener.local_addr()?, tls.is_some());
     let reloader = tls.map(|tls| tokio::spawn(reload_on_hangup(tls)));
 
-    accept_until(&listener, &shared, shutdown).await;
+    accept_until(&listener, &door, shutdown).await;
     drop(listener);
+    drop(door);
     if let Some(reloader) = reloader {
         reloader.abort();
     }
@@ -153,9 +149,9 @@ pub async fn run(
             "shutdown timed out; dropping the connections left"
         );
     }
-    if let Some(journal) = &shared.journal {
+    if let Some(store) = &store {
         // Every session has ended and handed its leave over: let the journal write them.
-        if tokio::time::timeout(shared.config.shutdown_timeout, journal.close())
+        if tokio::time::timeout(shared.config.shutdown_timeout, store.close())
             .await
             .is_err()
         {
@@ -164,9 +160,9 @@ pub async fn run(
             );
         }
     }
-    if let Some(task) = broker_task {
+    if let Some(task) = cluster_task {
         // Every session has ended and queued its leave: let the broker publish them.
-        broker_stop.cancel();
+        cluster_stop.cancel();
         if tokio::time::timeout(shared.config.shutdown_timeout, task)
             .await
             .is_err()
@@ -220,7 +216,7 @@ async fn reload_on_hangup(tls: Arc<Tls>) {
     drop(tls);
 }
 
-async fn accept_until(listener: &TcpListener, shared: &Arc<Shared>, shutdown: impl Future) {
+async fn accept_until(listener: &TcpListener, door: &Arc<FrontDoor>, shutdown: impl Future) {
     // An accept error (most often running out of file descriptors) would repeat at once
     // if retried at once: back off, and log only the first of a streak.
     let mut failures = 0;
@@ -234,7 +230,7 @@ async fn accept_until(listener: &TcpListener, shared: &Arc<Shared>, shutdown: im
                     failures = 0;
                     // Chat frames are small and latency matters more than packet count.
                     let _ = stream.set_nodelay(true);
-                    shared.tasks.spawn(http::serve_connection(stream, peer, shared.clone()));
+                    door.shared.tasks.spawn(http::serve_connection(stream, peer, door.clone()));
                 }
                 Err(accept_error) => {
                     if failures == 0 {

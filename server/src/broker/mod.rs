@@ -36,6 +36,10 @@
 //! delivered locally only, so no client sees an order the others do not. On reconnect
 //! the node announces the leaves of the members it closed, unless another node already
 //! has, and loads each room again when someone joins it.
+//!
+//! Owns the connection to Redis; the rest of the server sees it only as a [`Cluster`]
+//! and its [`Health`], made by [`start`]. May call: `room` (the seam it plugs into,
+//! and the rooms it delivers to), `metrics`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock, Weak};
@@ -43,6 +47,7 @@ use std::time::Duration;
 
 use chat::backoff::Backoff;
 use chat::v1::{self, EventKind, RoomName};
+use futures_util::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -50,9 +55,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
-use crate::backlog::{Backlog, cost};
 use crate::metrics::Metrics;
-use crate::room::{Cluster, Delivered, Epoch, MemberRef, Outgoing, Room, Snapshot, now_millis};
+use crate::room::backlog::{Backlog, cost};
+use crate::room::{
+    Cluster, Delivered, Epoch, Health, MemberRef, Outgoing, Room, Snapshot, now_millis,
+};
 
 /// The stream of every room's events, which every node reads.
 const EVENTS: &str = "chat:events";
@@ -178,15 +185,6 @@ fn new_epoch() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
-/// How a node stands with Redis. Each connection to Redis is a new epoch
-/// ([`Epoch::Connection`]): members that joined in an earlier one were closed when it
-/// ended, and nothing of theirs is sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    Up { connection: u64 },
-    Down(String),
-}
-
 /// Why a connection to Redis ended.
 #[derive(Debug, thiserror::Error)]
 enum BrokerError {
@@ -244,18 +242,20 @@ impl Cluster for Publisher {
         };
         let _ = self.loads.send(load);
     }
+
+    fn load<'a>(&'a self, room: &'a Arc<Room>) -> BoxFuture<'a, bool> {
+        Box::pin(self.load_room(room))
+    }
+
+    fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
 }
 
 impl Publisher {
-    /// Completes once the events waiting for Redis are under their bound: a session
-    /// waits for it before reading its client's next frame.
-    pub async fn has_room(&self) {
-        self.backlog.has_room().await;
-    }
-
-    /// Loads `room` from Redis unless it is loaded: a newcomer's welcome and history
-    /// come from there. `false` if Redis did not answer in time.
-    pub async fn load(&self, room: &Arc<Room>) -> bool {
+    /// Loads `room` from Redis unless it is loaded. `false` if Redis did not answer in
+    /// time.
+    async fn load_room(&self, room: &Arc<Room>) -> bool {
         if room.is_loaded() {
             return true;
         }
@@ -298,10 +298,35 @@ pub struct Broker {
     rooms: HashMap<RoomName, Weak<Room>>,
 }
 
-/// A broker for a new node that keeps `history` events per room and takes messages up
-/// to `max_message_bytes`: the rooms' publisher, the broker task's half, and the health
-/// that sessions and `/healthz` watch.
-pub fn channel(
+/// The cluster a new node joins through the Redis at `url`, keeping `history` events
+/// per room and taking messages up to `max_message_bytes`: what the rooms hand events
+/// to, the health that sessions and `/healthz` watch, and the task that keeps the node
+/// connected until `stop` (to be spawned once the node is ready).
+pub fn start(
+    url: String,
+    presence_ttl: Duration,
+    history: usize,
+    max_message_bytes: usize,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> (
+    Arc<dyn Cluster>,
+    watch::Receiver<Health>,
+    BoxFuture<'static, ()>,
+) {
+    let (publisher, broker, health) = channel(
+        url,
+        presence_ttl,
+        history,
+        max_message_bytes,
+        metrics.clone(),
+    );
+    (publisher, health, Box::pin(broker.run(metrics, stop)))
+}
+
+/// A broker for a new node: the rooms' publisher, the broker task's half, and the
+/// health that sessions and `/healthz` watch.
+fn channel(
     url: String,
     presence_ttl: Duration,
     history: usize,
@@ -366,7 +391,7 @@ struct Batch {
 impl Broker {
     /// Keeps the node connected to Redis, reconnecting with backoff, until `stop`; then
     /// publishes what is left (the leaves of a graceful shutdown) and unregisters.
-    pub async fn run(mut self, metrics: Arc<Metrics>, stop: CancellationToken) {
+    async fn run(mut self, metrics: Arc<Metrics>, stop: CancellationToken) {
         let mut failures = 0u32;
         loop {
             match self.connected(&metrics, &stop, &mut failures).await {

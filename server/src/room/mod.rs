@@ -9,6 +9,11 @@
 //! back, numbered ([`Room::deliver`]), so that every client on every node sees the
 //! cluster's one order, with the same offsets. The room owns both seams; the journal
 //! and the Redis broker plug into them.
+//!
+//! Also here: every room of the server (`rooms`), a member's bounded queue of frames
+//! (`outbox`), frames encoded once for every recipient (`wire`), and what storage has
+//! not yet taken (`backlog`). May call: `config`, `metrics`; never `journal` or
+//! `broker`, which call it.
 
 pub mod backlog;
 pub mod outbox;
@@ -23,9 +28,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chat::ClientId;
 use chat::v1::{self, DisplayName, EventKind, RoomName};
 
+use futures_util::future::BoxFuture;
+
+use crate::config::{Config, MAX_HISTORY_BYTES};
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Wakes};
-use crate::wire::Frame;
+use crate::room::backlog::Backlog;
+use crate::room::outbox::{Outbox, Wakes};
+use crate::room::wire::Frame;
 
 /// Which connection to the cluster a member joined in. A member's session ends with its
 /// epoch, and nothing it queues afterwards is published.
@@ -69,6 +78,21 @@ pub trait Cluster: Send + Sync {
     /// Asks for the room's state to be loaded from the cluster, as it is when the
     /// room is made or when the node has lost track of it (see [`Room::install`]).
     fn sync(&self, room: &Arc<Room>);
+    /// Loads `room` from the cluster unless it is loaded, and completes once it is: a
+    /// newcomer's welcome and history come from there. `false` if the cluster did not
+    /// answer in time.
+    fn load<'a>(&'a self, room: &'a Arc<Room>) -> BoxFuture<'a, bool>;
+    /// What this node has handed over and the cluster has not yet delivered back.
+    fn backlog(&self) -> &Backlog;
+}
+
+/// How a clustered node stands with its cluster, as sessions and `/healthz` watch it.
+/// Each connection to the cluster is a new epoch ([`Epoch::Connection`]): members that
+/// joined in an earlier one were closed when it ended, and nothing of theirs is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Up { connection: u64 },
+    Down(String),
 }
 
 /// A clustered room as the cluster has it: what [`Room::install`] takes.
@@ -100,7 +124,19 @@ pub trait Store: Send + Sync {
     /// Hands over the room's next event, in order: the store calls [`Room::fan_out`]
     /// with it once it is written. Never waits, since leaves are appended from `Drop`.
     fn append(&self, room: &Arc<Room>, key: u64, event: v1::Event);
+    /// The room `name` as the store left it, or `None` if it holds nothing of it. Reads
+    /// the disk: not for an async worker thread.
+    fn load(&self, name: &RoomName) -> Result<Option<Start>, StoreError>;
+    /// What the store has been handed and has not yet written.
+    fn backlog(&self) -> &Backlog;
+    /// Why the store cannot write now, if it cannot.
+    fn trouble(&self) -> Option<String>;
+    /// Completes once every event appended so far is written and fanned out.
+    fn close(&self) -> BoxFuture<'_, ()>;
 }
+
+/// Why a store could not read a room.
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where a room's history begins: nowhere for a new room, or where the store left it.
 #[derive(Debug, Default, PartialEq)]
@@ -161,6 +197,23 @@ pub struct RoomSettings {
     pub limits: v1::Limits,
     /// Whether ids and names are proven by signed tokens (told in the welcome).
     pub verified: bool,
+}
+
+impl RoomSettings {
+    /// What every room of a server with `config` needs to know.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            max_queue_bytes: config.queue_bytes(),
+            history: config.history,
+            max_history_bytes: MAX_HISTORY_BYTES,
+            limits: v1::Limits {
+                max_message_bytes: config.max_message_bytes,
+                max_nonce_chars: v1::MAX_NONCE_CHARS,
+                history: config.history,
+            },
+            verified: config.jwt_secret.is_some(),
+        }
+    }
 }
 
 /// Everyone in one room on this node, each with the outbox their connection drains.

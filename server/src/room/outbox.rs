@@ -6,7 +6,7 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::wire::Frame;
+use crate::room::wire::Frame;
 
 /// A bounded queue of encoded frames for one connection, measured in bytes.
 ///
@@ -280,7 +280,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::wire;
+    use crate::room::wire;
 
     #[test]
     fn only_the_latest_pong_waits_and_it_goes_first() {

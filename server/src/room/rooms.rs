@@ -7,13 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat::v1::RoomName;
 
-use crate::journal::Journal;
+use crate::config::MAX_ROOMS;
 use crate::metrics::Metrics;
-use crate::room::{Cluster, Room, RoomSettings, Start, Store};
-
-/// The most rooms at once. Past it, empty rooms are forgotten (with their history) to
-/// make place for new ones, and if none is empty a new room is refused.
-pub const MAX_ROOMS: usize = 1000;
+use crate::room::{Cluster, Room, RoomSettings, Start, Store, StoreError};
 
 pub struct Rooms {
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
@@ -28,7 +24,7 @@ pub struct Rooms {
     /// Set on a clustered node: every room goes through it.
     cluster: Option<Arc<dyn Cluster>>,
     /// Set with durable history: rooms are loaded from it, and write to it.
-    journal: Option<Arc<Journal>>,
+    store: Option<Arc<dyn Store>>,
 }
 
 /// Why a room cannot be had now.
@@ -38,17 +34,17 @@ pub enum Unavailable {
     #[error("this server has {MAX_ROOMS} rooms with people in them; try again later")]
     TooManyRooms,
     #[error("cannot read the room's history: {0}")]
-    History(#[from] rusqlite::Error),
+    History(#[source] StoreError),
 }
 
 impl Rooms {
     /// The rooms of a new server; on a clustered node every room goes through
-    /// `cluster`; with a `journal`, every room keeps its history there.
+    /// `cluster`; with a `store`, every room keeps its history there.
     pub fn new(
         settings: RoomSettings,
         metrics: Arc<Metrics>,
         cluster: Option<Arc<dyn Cluster>>,
-        journal: Option<Arc<Journal>>,
+        store: Option<Arc<dyn Store>>,
     ) -> Result<Self, Unavailable> {
         let rooms = Self {
             rooms: Mutex::new(HashMap::new()),
@@ -57,7 +53,7 @@ impl Rooms {
             run: format!("{:08x}", fastrand::u32(..)),
             made: AtomicU64::new(0),
             cluster,
-            journal,
+            store,
         };
         let name = RoomName::default();
         let default = rooms.make(name.clone())?;
@@ -78,25 +74,21 @@ impl Rooms {
     /// full history, once per room per run, while the rooms' lock keeps two sessions
     /// from loading one room twice.
     fn make(&self, name: RoomName) -> Result<Arc<Room>, Unavailable> {
-        let stored = match &self.journal {
-            Some(journal) => journal.load(&name)?,
+        let stored = match &self.store {
+            Some(store) => store.load(&name).map_err(Unavailable::History)?,
             None => None,
         };
         let start = stored.unwrap_or_else(|| {
             let made = self.made.fetch_add(1, Ordering::Relaxed);
             Start::new(format!("{}-{made}", self.run))
         });
-        let store = self
-            .journal
-            .clone()
-            .map(|journal| journal as Arc<dyn Store>);
         Ok(Room::new(
             name,
             start,
             self.settings.clone(),
             self.metrics.clone(),
             self.cluster.clone(),
-            store,
+            self.store.clone(),
         ))
     }
 
@@ -116,6 +108,32 @@ impl Rooms {
         let room = self.make(name.clone())?;
         rooms.insert(name.clone(), room.clone());
         Ok(room)
+    }
+
+    /// Loads `room` from the cluster, on a clustered node, unless it is loaded: a
+    /// newcomer's welcome and history come from there. `false` if the cluster did not
+    /// answer in time.
+    pub async fn load_from_cluster(&self, room: &Arc<Room>) -> bool {
+        match &self.cluster {
+            Some(cluster) => cluster.load(room).await,
+            None => true,
+        }
+    }
+
+    /// Completes once the node can take more from its clients: at once, unless the
+    /// store or the cluster is behind.
+    pub async fn has_room(&self) {
+        if let Some(store) = &self.store {
+            store.backlog().has_room().await;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.backlog().has_room().await;
+        }
+    }
+
+    /// Why the store cannot write now, if it cannot.
+    pub fn trouble(&self) -> Option<String> {
+        self.store.as_ref().and_then(|store| store.trouble())
     }
 
     /// How many members are connected to this node, in every room.

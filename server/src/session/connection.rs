@@ -18,14 +18,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info};
 
-use crate::config::RateLimit;
-use crate::meter::{TokenBucket, UnfinishedMessage, WireMeter};
 use crate::metrics::Disconnect;
-use crate::outbox::{Outbox, Wakes};
+use crate::room::outbox::{Outbox, Wakes};
+use crate::room::wire;
 use crate::room::{Member, Protocol};
+use crate::session::meter::{TokenBucket, UnfinishedMessage, WireLimits, WireMeter};
+use crate::session::socket::{Inbound, Transport, Writer};
 use crate::shared::Shared;
-use crate::socket::{Inbound, Transport, Writer};
-use crate::wire;
 use chat::v1::Request;
 
 type Socket = WebSocketStream<Inbound>;
@@ -156,7 +155,10 @@ async fn open(
     shared: &Shared,
 ) -> (Socket, Writer) {
     let (read, write) = transport.split();
-    let meter = WireMeter::new(shared.config.wire_limits(), shared.config.message_timeout);
+    let meter = WireMeter::new(
+        WireLimits::of(&shared.config),
+        shared.config.message_timeout,
+    );
     let inbound = Inbound {
         read,
         meter,
@@ -229,7 +231,7 @@ async fn receive(
     shared: &Shared,
     relay: impl Fn(&str, &mut Wakes) -> Result<(), Disconnect>,
 ) -> Disconnect {
-    let mut messages = shared.config.rate_limit.as_ref().map(RateLimit::bucket);
+    let mut messages = shared.config.rate_limit.as_ref().map(TokenBucket::for_rate);
     let mut wakes = Wakes::default();
     loop {
         if let Some(wait) = messages.as_mut().and_then(TokenBucket::wait) {
@@ -237,7 +239,7 @@ async fn receive(
             tokio::time::sleep(wait).await;
         }
         wakes.wait_for(outbox.below_high_water()).await;
-        wakes.wait_for(shared.has_room()).await;
+        wakes.wait_for(shared.rooms.has_room()).await;
         let frame = wakes.wait_for(socket.next()).await;
         keepalive.heard();
         match frame {

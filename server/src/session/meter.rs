@@ -11,6 +11,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
+
+use crate::config::{Config, RateLimit};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
 
@@ -25,6 +27,11 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// A full bucket for `rate`.
+    pub fn for_rate(rate: &RateLimit) -> Self {
+        Self::new(rate.per_second, f64::from(rate.burst))
+    }
+
     /// A full bucket. `rate` must be positive (the configuration checks it).
     pub fn new(rate: f64, burst: f64) -> Self {
         let burst = burst.max(1.0);
@@ -70,6 +77,27 @@ pub struct WireLimits {
     /// Bytes per second, on average, and at once.
     pub bytes_per_second: f64,
     pub byte_burst: f64,
+}
+
+/// Frames of any kind a connection may send per message of its rate limit: room for
+/// fragmented messages and pings, while a flood of empty frames is read slowly.
+const FRAMES_PER_MESSAGE: f64 = 4.0;
+
+impl WireLimits {
+    /// The frames and bytes a connection may send under `config`'s message rate, if it
+    /// has one: up to [`FRAMES_PER_MESSAGE`] frames a message, and as many bytes as
+    /// that many messages of the largest size.
+    pub fn of(config: &Config) -> Option<Self> {
+        let rate = config.rate_limit?;
+        let burst = f64::from(rate.burst.max(1));
+        let largest = config.max_message_bytes as f64;
+        Some(Self {
+            frames_per_second: rate.per_second * FRAMES_PER_MESSAGE,
+            frame_burst: burst * FRAMES_PER_MESSAGE,
+            bytes_per_second: rate.per_second * largest,
+            byte_burst: burst * largest,
+        })
+    }
 }
 
 /// The error a read fails with when a message stayed unfinished past its deadline.

@@ -1,6 +1,9 @@
 //! One WebSocket session, from the handshake's upgrade to the close frame: the
 //! connection task and its keepalive (`connection`), the socket and its writer
 //! (`socket`), and the rate limits on what the client sends (`meter`).
+//!
+//! May call: `room` (the member a session is, and its outbox), `shared`, `config`,
+//! `metrics`.
 
 pub mod connection;
 pub mod meter;

@@ -19,9 +19,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_rustls::server::TlsStream;
 
-use crate::meter::WireMeter;
-use crate::outbox::Outbox;
-use crate::wire::{self, Frame};
+use crate::room::outbox::Outbox;
+use crate::room::wire::{self, Frame};
+use crate::session::meter::WireMeter;
 
 /// A client's connection: plain TCP, or TLS over it.
 pub enum Transport {
