@@ -1,4 +1,5 @@
-//! `chat-server`: one chat room over WebSocket, speaking the FastAPI tutorial's protocol.
+//! `chat-server`: chat rooms over WebSocket, speaking the FastAPI tutorial's plain protocol
+//! and `chat.v1.json`, with durable history (SQLite) and clustering (Redis).
 //!
 //! Layout (one folder per concern; each folder's `mod.rs` says what it owns and what it
 //! may call):
@@ -105,7 +106,7 @@ pub async fn run(
     let page = Page::new(config.max_message_bytes);
     let shared = Arc::new(Shared {
         rooms,
-        broker: health,
+        cluster_health: health,
         metrics,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),

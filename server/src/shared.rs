@@ -13,14 +13,15 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::room::rooms::Rooms;
-use crate::room::{Epoch, Health};
+use crate::room::{Health, Link};
 
 /// What every connection task needs.
 pub struct Shared {
     pub config: Config,
     pub rooms: Rooms,
-    /// In a cluster: whether Redis is reachable.
-    pub broker: Option<watch::Receiver<Health>>,
+    /// In a cluster: the health watch of the node's link to Redis (whether it is
+    /// reachable, and which connection is current).
+    pub cluster_health: Option<watch::Receiver<Health>>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
@@ -31,24 +32,26 @@ const READ_BUFFER_BYTES: usize = 1024;
 impl Shared {
     /// Why the node cannot serve clients now, if it cannot.
     pub fn unavailable(&self) -> Option<String> {
-        if let Some(Health::Down(reason)) =
-            self.broker.as_ref().map(|health| health.borrow().clone())
+        if let Some(Health::Down(reason)) = self
+            .cluster_health
+            .as_ref()
+            .map(|health| health.borrow().clone())
         {
             return Some(format!("cannot reach Redis: {reason}"));
         }
         self.rooms.trouble()
     }
 
-    /// Completes when the connection to Redis that a member joined in (`epoch`) has
+    /// Completes when the connection to Redis that a member joined in (`link`) has
     /// ended, even if a new one is up already; never on a single node.
-    pub async fn broker_lost(&self, epoch: Epoch) {
-        match (epoch, self.broker.clone()) {
-            (Epoch::Offline, _) => {}
-            (Epoch::Connection(connection), Some(mut health)) => {
+    pub async fn cluster_lost(&self, link: Link) {
+        match (link, self.cluster_health.clone()) {
+            (Link::Offline, _) => {}
+            (Link::Connection(connection), Some(mut health)) => {
                 let joined_in = Health::Up { connection };
                 let _ = health.wait_for(|health| *health != joined_in).await;
             }
-            (Epoch::Local, _) | (Epoch::Connection(_), None) => std::future::pending().await,
+            (Link::Local, _) | (Link::Connection(_), None) => std::future::pending().await,
         }
     }
 

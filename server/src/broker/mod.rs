@@ -58,7 +58,7 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
 use crate::room::{
-    Cluster, Delivered, Epoch, Health, MemberRef, Outgoing, Room, Snapshot, now_millis,
+    Cluster, Delivered, Health, Link, MemberRef, Outgoing, Room, Snapshot, now_millis,
 };
 
 /// The stream of every room's events, which every node reads.
@@ -222,10 +222,10 @@ impl Cluster for Publisher {
         self.node
     }
 
-    fn epoch(&self) -> Epoch {
+    fn link(&self) -> Link {
         match *self.health.borrow() {
-            Health::Up { connection } => Epoch::Connection(connection),
-            Health::Down(_) => Epoch::Offline,
+            Health::Up { connection } => Link::Connection(connection),
+            Health::Down(_) => Link::Offline,
         }
     }
 
@@ -283,7 +283,7 @@ pub struct Broker {
     history: usize,
     /// Events read from `chat:events` in the first read of a connection.
     read_count: usize,
-    /// How many connections to Redis this node has made; the current one's epoch.
+    /// How many connections to Redis this node has made: the current one's link.
     connection: u64,
     commands: mpsc::UnboundedReceiver<Outgoing>,
     loads: mpsc::UnboundedReceiver<Load>,
@@ -483,7 +483,7 @@ impl Broker {
     /// Announces the leaves of the last connection's members (unless a survivor already
     /// did), and says this node is alive.
     async fn register(&self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
-        // Members of the last epoch were closed when it ended; what they still queue is
+        // Members of the last link were closed when it ended; what they still queue is
         // dropped by `send`.
         reap(redis, self.node, self.node, self.history).await?;
         redis::pipe()
@@ -650,11 +650,11 @@ impl Broker {
         let mut appends = Appends::new(self.history);
         let (mut count, mut bytes, mut fresh) = (0, 0, 0);
         let mut next = Some(first);
-        let current = Epoch::Connection(self.connection);
+        let current = Link::Connection(self.connection);
         while let Some(outgoing) = next.take() {
             let cost = cost(&outgoing.event);
             bytes += cost;
-            if outgoing.epoch == current {
+            if outgoing.link == current {
                 fresh += cost;
                 appends.push((self.node, outgoing.key), &outgoing.room, &outgoing.event);
                 count += 1;

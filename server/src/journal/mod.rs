@@ -175,7 +175,7 @@ impl Journal {
             reader: Mutex::new(reader),
             history,
         });
-        let writing = Writer {
+        let writing = DatabaseWriter {
             database: writer,
             backlog: journal.backlog.clone(),
             trouble: journal.trouble.clone(),
@@ -314,7 +314,7 @@ fn read_name(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Option<
 }
 
 /// The writer thread's side.
-struct Writer {
+struct DatabaseWriter {
     database: Connection,
     backlog: Arc<Backlog>,
     trouble: Arc<Mutex<Option<String>>>,
@@ -329,7 +329,7 @@ struct Append {
     event: v1::Event,
 }
 
-impl Writer {
+impl DatabaseWriter {
     fn run(mut self, commands: mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
         let mut closed = None;

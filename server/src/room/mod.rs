@@ -36,11 +36,12 @@ use crate::room::backlog::Backlog;
 use crate::room::outbox::{Outbox, Wakes};
 use crate::room::wire::Frame;
 
-/// Which connection to the cluster a member joined in. A member's session ends with its
-/// epoch, and nothing it queues afterwards is published.
+/// Which connection to the cluster (which link) a member joined in: not the history
+/// `epoch` of the protocol. A member's session ends with its link, and nothing it
+/// queues afterwards is published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Epoch {
-    /// A single node: there is no cluster, and nothing ends a member's epoch.
+pub enum Link {
+    /// A single node: there is no cluster, and nothing ends a member's link.
     Local,
     /// A clustered node that could not reach the cluster when the member joined: the
     /// member's session ends at once.
@@ -56,8 +57,8 @@ pub type MemberRef = (u64, u64);
 /// An event on its way to the cluster, which numbers it.
 #[derive(Debug)]
 pub struct Outgoing {
-    /// The epoch of the member it is from.
-    pub epoch: Epoch,
+    /// The link of the member it is from.
+    pub link: Link,
     pub room: RoomName,
     /// The member, unique in the room on this node.
     pub key: u64,
@@ -70,8 +71,8 @@ pub struct Outgoing {
 pub trait Cluster: Send + Sync {
     /// This node's id, which comes back with every event it published.
     fn node(&self) -> u64;
-    /// The epoch a member joining now belongs to.
-    fn epoch(&self) -> Epoch;
+    /// The link a member joining now belongs to.
+    fn link(&self) -> Link;
     /// Hands an event over, in order. Never waits, since leaves are handed over from
     /// `Drop`.
     fn publish(&self, event: Outgoing);
@@ -87,7 +88,7 @@ pub trait Cluster: Send + Sync {
 }
 
 /// How a clustered node stands with its cluster, as sessions and `/healthz` watch it.
-/// Each connection to the cluster is a new epoch ([`Epoch::Connection`]): members that
+/// Each connection to the cluster is a new link ([`Link::Connection`]): members that
 /// joined in an earlier one were closed when it ended, and nothing of theirs is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -327,13 +328,7 @@ impl Room {
                         id,
                         name: present.name,
                     };
-                    room.announce(
-                        &mut state,
-                        (Epoch::Local, key),
-                        &who,
-                        EventKind::Leave,
-                        None,
-                    );
+                    room.announce(&mut state, (Link::Local, key), &who, EventKind::Leave, None);
                 }
                 // Only a hand-edited store holds an id no client could have had.
                 Err(_) => drop(state.present.remove(&(0, key))),
@@ -350,10 +345,10 @@ impl Room {
     /// cannot leave without the others hearing of it, whatever path it ends by.
     pub fn join(self: &Arc<Self>, who: Who, protocol: Protocol, resume: Option<&Resume>) -> Member {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let epoch = self
+        let link = self
             .cluster
             .as_ref()
-            .map_or(Epoch::Local, |cluster| cluster.epoch());
+            .map_or(Link::Local, |cluster| cluster.link());
         let outbox = Arc::new(Outbox::new(self.settings.max_queue_bytes));
         let mut state = self.lock();
         state.members.insert(
@@ -367,12 +362,12 @@ impl Room {
         if let Some(cluster) = self.cluster.as_ref().filter(|_| !state.loaded) {
             cluster.sync(self);
         }
-        self.announce(&mut state, (epoch, key), &who, EventKind::Join, None);
+        self.announce(&mut state, (link, key), &who, EventKind::Join, None);
         drop(state);
         Member {
             room: self.clone(),
             protocol,
-            epoch,
+            link,
             key,
             who,
             outbox,
@@ -457,7 +452,7 @@ impl Room {
     fn announce(
         self: &Arc<Self>,
         state: &mut State,
-        (epoch, key): (Epoch, u64),
+        (link, key): (Link, u64),
         who: &Who,
         kind: EventKind,
         wakes: Option<&mut Wakes>,
@@ -471,7 +466,7 @@ impl Room {
         };
         if let Some(cluster) = &self.cluster {
             cluster.publish(Outgoing {
-                epoch,
+                link,
                 room: self.name.clone(),
                 key,
                 event,
@@ -680,7 +675,7 @@ impl Drop for Room {
 pub struct Member {
     room: Arc<Room>,
     protocol: Protocol,
-    epoch: Epoch,
+    link: Link,
     key: u64,
     who: Who,
     outbox: Arc<Outbox>,
@@ -699,7 +694,7 @@ impl Member {
         let mut state = self.room.lock();
         self.room.announce(
             &mut state,
-            (self.epoch, self.key),
+            (self.link, self.key),
             &self.who,
             kind,
             Some(wakes),
@@ -712,8 +707,8 @@ impl Member {
     }
 
     /// Which connection to the cluster the member joined in.
-    pub fn epoch(&self) -> Epoch {
-        self.epoch
+    pub fn link(&self) -> Link {
+        self.link
     }
 
     /// The member's client id.
@@ -738,7 +733,7 @@ impl Drop for Member {
         state.members.remove(&self.key);
         self.room.announce(
             &mut state,
-            (self.epoch, self.key),
+            (self.link, self.key),
             &self.who,
             EventKind::Leave,
             None,

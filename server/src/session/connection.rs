@@ -23,7 +23,7 @@ use crate::room::outbox::{Outbox, Wakes};
 use crate::room::wire;
 use crate::room::{Member, Protocol};
 use crate::session::meter::{TokenBucket, UnfinishedMessage, WireLimits, WireMeter};
-use crate::session::socket::{Inbound, Transport, Writer};
+use crate::session::socket::{FrameWriter, Inbound, Transport};
 use crate::shared::Shared;
 use chat::v1::Request;
 
@@ -153,7 +153,7 @@ async fn open(
     already_read: Vec<u8>,
     outbox: Arc<Outbox>,
     shared: &Shared,
-) -> (Socket, Writer) {
+) -> (Socket, FrameWriter) {
     let (read, write) = transport.split();
     let meter = WireMeter::new(
         WireLimits::of(&shared.config),
@@ -168,7 +168,7 @@ async fn open(
     let socket =
         WebSocketStream::from_partially_read(inbound, already_read, Role::Server, Some(config))
             .await;
-    (socket, Writer::new(write))
+    (socket, FrameWriter::new(write))
 }
 
 /// Runs a member's session until the client goes, misbehaves, goes silent, or the
@@ -190,7 +190,7 @@ pub async fn serve(
     info!(%client, room = %member.room(), %peer, "joined");
     shared.metrics.connected();
     let outbox = member.outbox().clone();
-    let epoch = member.epoch();
+    let link = member.link();
     let (mut socket, writer) = open(transport, already_read, outbox.clone(), &shared).await;
     let mut transmitter = Transmitter::spawn(writer, outbox.clone());
     let keepalive = Keepalive::new();
@@ -203,7 +203,7 @@ pub async fn serve(
         }
         () = outbox.evicted() => Disconnect::SlowConsumer,
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
-        () = shared.broker_lost(epoch) => Disconnect::BrokerLost,
+        () = shared.cluster_lost(link) => Disconnect::BrokerLost,
     };
     // Leaving the room before closing means nothing more is queued for a closing socket.
     drop(member);
@@ -295,7 +295,7 @@ async fn answer_ping(socket: &mut Socket, outbox: &Outbox) {
 }
 
 /// Writes the outbox to the socket, a whole batch per `writev`, until a write fails.
-async fn transmit(writer: &mut Writer, outbox: &Outbox) {
+async fn transmit(writer: &mut FrameWriter, outbox: &Outbox) {
     loop {
         writer.take_batch(outbox).await;
         if let Err(error) = writer.flush().await {
@@ -313,15 +313,15 @@ async fn transmit(writer: &mut Writer, outbox: &Outbox) {
 /// spent a sixth more CPU per delivery that way (about 1 KiB more per connection is
 /// what the task costs).
 struct Transmitter {
-    task: AbortOnDropHandle<Writer>,
+    task: AbortOnDropHandle<FrameWriter>,
     stop: oneshot::Sender<()>,
     /// Set once `failed` has seen the task end by itself: its writer, unless it
     /// panicked.
-    ended: Option<Option<Writer>>,
+    ended: Option<Option<FrameWriter>>,
 }
 
 impl Transmitter {
-    fn spawn(mut writer: Writer, outbox: Arc<Outbox>) -> Self {
+    fn spawn(mut writer: FrameWriter, outbox: Arc<Outbox>) -> Self {
         let (stop, stopped) = oneshot::channel();
         let writing = async move {
             tokio::select! {
@@ -346,7 +346,7 @@ impl Transmitter {
 
     /// Stops writing, and gives the writer back (with what it had taken and not yet
     /// written) for the goodbye; none if its task panicked.
-    async fn stop(self) -> Option<Writer> {
+    async fn stop(self) -> Option<FrameWriter> {
         let Self { task, stop, ended } = self;
         if let Some(writer) = ended {
             return writer;
@@ -357,7 +357,7 @@ impl Transmitter {
 }
 
 /// Says goodbye as `ending` calls for, then closes the TCP connection politely.
-async fn close(mut socket: Socket, mut writer: Writer, outbox: &Outbox, ending: Disconnect) {
+async fn close(mut socket: Socket, mut writer: FrameWriter, outbox: &Outbox, ending: Disconnect) {
     if ending == Disconnect::Dropped {
         return;
     }
