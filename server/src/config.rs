@@ -74,10 +74,7 @@ impl Default for Config {
             }),
             max_connections: 10_000,
             max_connections_per_ip: Some(1000),
-            handshake_rate_per_ip: Some(RateLimit {
-                per_second: 20.0,
-                burst: 200,
-            }),
+            handshake_rate_per_ip: Some(RateLimit::handshakes(20.0)),
             history: 1000,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
@@ -99,9 +96,22 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// Handshakes from one address may come in bursts of this many seconds' worth, so that
+/// a page reloaded a few times, or clients coming back after a restart, are let in.
+const HANDSHAKE_BURST_SECONDS: f64 = 10.0;
+
 impl RateLimit {
     /// The slowest rate that is not a mistake: one a minute.
     pub const MIN_PER_SECOND: f64 = 1.0 / 60.0;
+
+    /// Handshakes from one address at `per_second`, in bursts of
+    /// [`HANDSHAKE_BURST_SECONDS`]' worth.
+    pub fn handshakes(per_second: f64) -> Self {
+        Self {
+            per_second,
+            burst: (per_second * HANDSHAKE_BURST_SECONDS).ceil() as u32,
+        }
+    }
 }
 
 /// A setting that cannot work, and why.
@@ -129,9 +139,22 @@ pub const MAX_ROOMS: usize = 1000;
 /// [`MAX_ROOMS`] rooms, history never takes more than 1 GiB.
 pub const MAX_HISTORY_BYTES: usize = 1024 * 1024;
 
+/// Bytes of events that may wait for the journal's writer (with `--data-dir`) before
+/// sessions stop reading from their clients: a few seconds of a busy room, and a bound
+/// on memory when the disk stalls.
+pub const JOURNAL_BACKLOG_BYTES: usize = 8 * 1024 * 1024;
+
+/// The most bytes of events handed over to Redis by sessions and not yet back from it:
+/// enough for a few milliseconds of a busy room, so that waiting on Redis costs no
+/// throughput, and little enough that what waits costs no noticeable latency.
+pub const CLUSTER_BACKLOG_BYTES: usize = 256 * 1024;
+
 /// The longest any timer may be set to: longer is a mistake, and far longer would
 /// overflow the clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The shortest handshake and message timeout: shorter is not a timeout at all.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// A pong needs a network round trip: a timeout shorter than this would close healthy
 /// clients on any real network.
@@ -150,16 +173,8 @@ impl Config {
         let durations = [
             ("ping interval", self.ping_interval, MIN_PING_INTERVAL),
             ("ping timeout", self.ping_timeout, MIN_PING_TIMEOUT),
-            (
-                "handshake timeout",
-                self.handshake_timeout,
-                Duration::from_millis(1),
-            ),
-            (
-                "message timeout",
-                self.message_timeout,
-                Duration::from_millis(1),
-            ),
+            ("handshake timeout", self.handshake_timeout, MIN_TIMEOUT),
+            ("message timeout", self.message_timeout, MIN_TIMEOUT),
             ("presence TTL", self.presence_ttl, MIN_PRESENCE_TTL),
             ("shutdown timeout", self.shutdown_timeout, Duration::ZERO),
         ];

@@ -19,7 +19,7 @@
 //!
 //! Bounds: what sessions hand over is counted in bytes until it comes back through
 //! `chat:events` and is fanned out, and sessions stop reading from their clients past
-//! [`MAX_BACKLOG_BYTES`], so that a node whose fan-out falls behind slows its senders
+//! [`CLUSTER_BACKLOG_BYTES`], so that a node whose fan-out falls behind slows its senders
 //! (as a single node does, where a sender fans out its own messages) instead of letting
 //! Redis queue what it cannot deliver; `chat:events` is read a batch at a time, the next
 //! one only once the last is fanned out, so nothing piles up inside the node either.
@@ -55,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
+use crate::config::CLUSTER_BACKLOG_BYTES;
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
 use crate::room::{
@@ -74,10 +75,6 @@ const MOST_PER_PIPELINE: usize = 1024;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one read of `chat:events` waits for news.
 const READ_WAIT: Duration = Duration::from_secs(1);
-/// The most bytes of events handed over by sessions and not yet back from Redis: enough
-/// for a few milliseconds of a busy room, so that waiting on Redis costs no throughput,
-/// and little enough that what waits costs no noticeable latency.
-pub const MAX_BACKLOG_BYTES: usize = 256 * 1024;
 /// About the most bytes of events read from `chat:events` at once.
 const READ_BYTES: usize = 4 * 1024 * 1024;
 /// The most events read from `chat:events` at once.
@@ -338,7 +335,7 @@ fn channel(
     let (load_sender, loads) = mpsc::unbounded_channel();
     let (health, watch) = watch::channel(Health::Down("connecting to Redis".to_owned()));
     let backlog = Arc::new(Backlog::new(
-        MAX_BACKLOG_BYTES,
+        CLUSTER_BACKLOG_BYTES,
         metrics,
         Metrics::broker_backlog,
     ));

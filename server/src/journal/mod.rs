@@ -32,7 +32,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
-use crate::config::MAX_ROOMS;
+use crate::config::{JOURNAL_BACKLOG_BYTES, MAX_ROOMS};
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
 use crate::room::{Room, Start, Store, StoreError};
@@ -78,11 +78,6 @@ const NAMES_MIGRATION: &str = "
     ALTER TABLE events ADD COLUMN name TEXT;
     ALTER TABLE members ADD COLUMN name TEXT;
 ";
-
-/// Bytes of events that may wait for the writer before sessions stop reading from
-/// their clients: a few seconds of a busy room, and a bound on memory when the disk
-/// stalls.
-const MAX_BACKLOG_BYTES: usize = 8 * 1024 * 1024;
 
 /// The most events one transaction writes, so that one commit does not hold the
 /// fan-out of the rest back for long.
@@ -167,7 +162,7 @@ impl Journal {
         let journal = Arc::new(Self {
             commands,
             backlog: Arc::new(Backlog::new(
-                MAX_BACKLOG_BYTES,
+                JOURNAL_BACKLOG_BYTES,
                 metrics.clone(),
                 Metrics::journal_backlog,
             )),
