@@ -485,7 +485,7 @@ async fn upgrade(
         ));
     };
     let seated = match endpoint {
-        Endpoint::Chat(seat) => match door.shared.rooms.get(&seat.room) {
+        Endpoint::Chat(seat) => match door.shared.rooms.get(&seat.room).await {
             Ok(room) => Some((seat, room)),
             Err(unavailable) => {
                 let reason = match unavailable {
