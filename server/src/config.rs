@@ -105,7 +105,7 @@ impl RateLimit {
     pub const MIN_PER_SECOND: f64 = 1.0 / 60.0;
 
     /// Handshakes from one address at `per_second`, in bursts of
-    /// [`HANDSHAKE_BURST_SECONDS`]' worth.
+    /// `HANDSHAKE_BURST_SECONDS` worth (ten seconds).
     pub fn handshakes(per_second: f64) -> Self {
         Self {
             per_second,
