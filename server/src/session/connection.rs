@@ -3,13 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -22,6 +20,7 @@ use crate::metrics::Disconnect;
 use crate::room::outbox::{Outbox, Wakes};
 use crate::room::wire;
 use crate::room::{Member, Protocol};
+use crate::session::keepalive::Keepalive;
 use crate::session::meter::{TokenBucket, UnfinishedMessage, WireLimits, WireMeter};
 use crate::session::socket::{FrameWriter, Inbound, Transport};
 use crate::shared::Shared;
@@ -72,76 +71,6 @@ impl Disconnect {
             )),
             Self::ShuttingDown => Some((CloseCode::Away, "server shutting down")),
             Self::BrokerLost => Some((CloseCode::Again, "chat unavailable, try again later")),
-        }
-    }
-}
-
-/// Whether the peer is alive: every ping we queue must be answered, by a pong or any
-/// other frame, within the ping timeout.
-///
-/// Times are milliseconds since the session began, in an atomic rather than a `Cell`
-/// because the reading and the keepalive futures of one session share it, and the
-/// session's future must be `Send` to be spawned.
-struct Keepalive {
-    start: Instant,
-    /// When the oldest ping not yet answered was queued, or `ANSWERED`.
-    unanswered_since: AtomicU64,
-}
-
-const ANSWERED: u64 = u64::MAX;
-
-impl Keepalive {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            unanswered_since: AtomicU64::new(ANSWERED),
-        }
-    }
-
-    /// A frame arrived: the peer is alive, and every ping so far is answered.
-    fn heard(&self) {
-        self.unanswered_since.store(ANSWERED, Ordering::Relaxed);
-    }
-
-    /// A ping was queued; it starts the clock unless an older one is still unanswered.
-    fn pinged(&self) {
-        let now = self.start.elapsed().as_millis() as u64;
-        let _ = self.unanswered_since.compare_exchange(
-            ANSWERED,
-            now,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-
-    fn unanswered_since(&self) -> Option<Instant> {
-        match self.unanswered_since.load(Ordering::Relaxed) {
-            ANSWERED => None,
-            millis => Some(self.start + Duration::from_millis(millis)),
-        }
-    }
-
-    /// Queues a ping every `interval`, and completes once one has gone unanswered for
-    /// `timeout`. The ping goes through the outbox, so a peer whose socket is so
-    /// stuck that the ping cannot even be written times out too.
-    async fn watch(&self, outbox: &Outbox, interval: Duration, timeout: Duration) {
-        let mut next_ping = Instant::now() + interval;
-        loop {
-            let deadline = self.unanswered_since().map(|since| since + timeout);
-            let wake = deadline.map_or(next_ping, |deadline| deadline.min(next_ping));
-            tokio::time::sleep_until(wake).await;
-            let now = Instant::now();
-            if self
-                .unanswered_since()
-                .is_some_and(|since| now >= since + timeout)
-            {
-                return;
-            }
-            if now >= next_ping {
-                outbox.push(&wire::ping());
-                self.pinged();
-                next_ping = now + interval;
-            }
         }
     }
 }

@@ -327,4 +327,55 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1100)).await;
         assert_eq!(bucket.wait(), None);
     }
+
+    /// Whether the meter lets the next read go ahead now, without waiting.
+    fn ready_now(meter: &mut WireMeter) -> Poll<io::Result<()>> {
+        let waker = futures_util::task::noop_waker();
+        meter.poll_ready(&mut Context::from_waker(&waker))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_left_unfinished_past_its_timeout_fails_the_read() {
+        let timeout = Duration::from_secs(20);
+        let mut meter = WireMeter::new(None, timeout);
+        meter.record(&masked(OpCode::Data(Data::Text), b"Hel", false));
+        tokio::time::advance(timeout - Duration::from_millis(1)).await;
+        assert!(matches!(ready_now(&mut meter), Poll::Ready(Ok(()))));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        match ready_now(&mut meter) {
+            Poll::Ready(Err(error)) => assert_eq!(error.kind(), io::ErrorKind::TimedOut),
+            other => panic!("expected the message timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_finished_in_time_clears_its_deadline() {
+        let timeout = Duration::from_secs(20);
+        let mut meter = WireMeter::new(None, timeout);
+        meter.record(&masked(OpCode::Data(Data::Text), b"Hel", false));
+        tokio::time::advance(timeout / 2).await;
+        meter.record(&masked(OpCode::Data(Data::Continue), b"lo", true));
+        tokio::time::advance(timeout * 2).await;
+        assert!(matches!(ready_now(&mut meter), Poll::Ready(Ok(()))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_its_rate_a_connection_is_read_again_once_the_debt_is_paid() {
+        let limits = WireLimits {
+            frames_per_second: 1.0,
+            frame_burst: 1.0,
+            bytes_per_second: 1e9,
+            byte_burst: 1e9,
+        };
+        let mut meter = WireMeter::new(Some(limits), Duration::from_secs(20));
+        let frame = masked(OpCode::Data(Data::Text), b"x", true);
+        meter.record(&frame);
+        meter.record(&frame);
+        // Two frames against a burst of one: one in debt, so two seconds to a token.
+        assert!(ready_now(&mut meter).is_pending());
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        assert!(ready_now(&mut meter).is_pending());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(matches!(ready_now(&mut meter), Poll::Ready(Ok(()))));
+    }
 }
