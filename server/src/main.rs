@@ -18,8 +18,7 @@ use tracing_subscriber::EnvFilter;
 /// jemalloc rather than glibc's malloc: a burst (thousands of clients reconnecting at
 /// once, each sent a welcome and a replay) frees most of what it allocated, and glibc
 /// keeps those pages between long-lived allocations, so the server's memory ratcheted
-/// up with every burst (`chat-bench resume`: +7 to +35 % per mass reconnect). jemalloc,
-/// with a background thread and the one-second decay set in `.cargo/config.toml`,
+/// up with every burst. jemalloc, with a background thread and the one-second decay set in `.cargo/config.toml`,
 /// returns them once they stay unused.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

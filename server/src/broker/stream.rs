@@ -52,9 +52,9 @@ pub(super) fn events_per_read(bytes: usize) -> usize {
 ///
 /// A batch holds about [`READ_BYTES`]: the first read takes as many events as fit if
 /// each were as large as a message can be, and each next read as many as fit if they
-/// are like the last batch's. (Small events in batches of 1024 keep up with a busy room
-/// where batches of 64 fell seconds behind; a burst of large ones after small ones makes
-/// one batch of at most 1024 large events before the size adjusts.)
+/// are like the last batch's. (Small batches fall behind a busy room that large ones
+/// keep up with; a burst of large events after small ones makes one batch of at most
+/// [`MOST_PER_READ`] large events before the size adjusts.)
 pub(super) async fn read_events(
     mut reader: MultiplexedConnection,
     mut start: String,

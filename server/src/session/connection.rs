@@ -238,9 +238,8 @@ async fn transmit(writer: &mut FrameWriter, outbox: &Outbox) {
 ///
 /// A frame queued for a member wakes its writer, and only that. Inside the session's
 /// `select!`, every wake also polled the reader, the keepalive timer and the session's
-/// cancellation signals: in a quiet room, where a wake carries one frame, the server
-/// spent a sixth more CPU per delivery that way (about 1 KiB more per connection is
-/// what the task costs).
+/// cancellation signals: in a quiet room, where a wake carries one frame, that cost
+/// more CPU per delivery than the task's memory per connection is worth.
 struct Transmitter {
     task: AbortOnDropHandle<FrameWriter>,
     stop: oneshot::Sender<()>,
