@@ -5,7 +5,8 @@ Reads server/src/**/*.rs, finds every `crate::<module>` path (in `use` lines and
 code, doc comments and string literals left out), and builds the graph between the
 top-level modules: a file belongs to the module of its first path component
 (`room/rooms.rs` is `room`, `lib.rs` is `lib`, `main.rs` is left out: it is the binary
-and uses the library as `chat_server::`). Exits non-zero when:
+and uses the library as `chat_server::`). In `lib.rs`, a module's own name
+(`broker::start`) counts too, as the crate root needs no `crate::`. Exits non-zero when:
 
 - the graph between modules has a cycle (`lib`, which wires them all, is left out of
   that check, as every module is used by `run`); or
@@ -121,6 +122,11 @@ def main():
         for target in targets(code):
             if target in modules and target != module:
                 graph[module].add(target)
+        if module == ROOT:
+            # In the crate root, `broker::start` names the module without `crate::`.
+            for match in re.finditer(r"(?<![\w:])([a-z_][a-z0-9_]*)::", code):
+                if match.group(1) in modules and match.group(1) != ROOT:
+                    graph[module].add(match.group(1))
         if module not in OWNERS:
             for line_number, line in enumerate(code.splitlines(), 1):
                 for name in CONCRETE_NAME.findall(line):

@@ -1,28 +1,37 @@
 //! `chat-server`: chat rooms over WebSocket, speaking the FastAPI tutorial's plain protocol
 //! and `chat.v1.json`, with durable history (SQLite) and clustering (Redis).
 //!
-//! Layout (one folder per concern; each folder's `mod.rs` says what it owns and what it
-//! may call):
+//! Layout: one folder per concern, each opening with what it owns and what it may call
+//! (`server/module-graph.py` prints who uses whom, and fails on a cycle):
 //! - [`run`]: the accept loop and graceful shutdown; the binary and the tests both call it.
 //! - [`config`]: the settings, their defaults and their bounds.
 //! - [`identity`]: signed tokens that prove a client's id and name, with `--jwt-secret`.
 //! - [`tls`]: the certificate for `https://` and `wss://`, reloaded on SIGHUP.
 //! - `metrics`: the counters behind `/metrics`.
-//! - `shared`: what every connection task shares.
-//! - `http/`: the front door: routing, the page at `/` and its headers
-//!   (`http::page`), the limits per client IP address (`http::addresses`), and the
-//!   WebSocket handshake.
-//! - `session/`: one WebSocket session, from join to close frame, also `/echo`
-//!   (`session::connection`); its socket and writer (`session::socket`); the rate
-//!   limits on what a client sends (`session::meter`).
-//! - `room/`: one room's members, numbered events, history and fan-out, and the seams
-//!   (`Store`, `Cluster`) durable history and clustering plug into; every room of the
-//!   server (`room::rooms`); a member's bounded queue of frames (`room::outbox`);
-//!   frames encoded once for every recipient (`room::wire`); what storage has not yet
-//!   taken, and the wait for room (`room::backlog`).
-//! - `journal/`: durable history, with `--data-dir`: events written to SQLite before
-//!   they are fanned out.
-//! - `broker/`: clustering through Redis, with `--redis-url`.
+//! - `shared`: what every session shares: settings, rooms, cluster health, lifecycle.
+//! - `http/`: the front door: routing, `/healthz`, `/metrics`, the WebSocket handshake.
+//! - `http::page`: the embedded browser page and its security headers.
+//! - `http::addresses`: the limits per client IP address.
+//! - `session/`: one WebSocket session.
+//! - `session::connection`: the session's task, from join to close frame; also `/echo`.
+//! - `session::keepalive`: pings, and the end of a session that does not answer them.
+//! - `session::socket`: the connection (TCP or TLS) and its two halves.
+//! - `session::meter`: rate limits on the frames and bytes a client sends.
+//! - `room/`: one room's members, events, history and fan-out; the `Store` and
+//!   `Cluster` seams that durable history and clustering plug into.
+//! - `room::rooms`: every room of the server, made or loaded on first use.
+//! - `room::outbox`: a member's bounded queue of frames.
+//! - `room::wire`: WebSocket frames encoded once for every recipient.
+//! - `room::backlog`: what storage has not yet taken, and the wait for room.
+//! - `journal/`: durable history in SQLite, with `--data-dir`: a `Store`.
+//! - `broker/`: clustering through Redis, with `--redis-url`: a `Cluster`.
+//! - `broker::append`, `broker::stream`, `broker::presence`, `broker::keys`,
+//!   `broker::scripts`: publishing, reading streams, reaping gone nodes, key names, and
+//!   the Lua scripts (in `.lua` files).
+//!
+//! `identity` and `tls` stay at the top, not in `http/`: they are public, and `config`
+//! names their types, so under `http/` they would make `config` and `http` use each
+//! other.
 
 mod broker;
 pub mod config;
