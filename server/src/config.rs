@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::identity::JwtSecret;
-use crate::meter::{TokenBucket, WireLimits};
 use crate::tls::TlsFiles;
 
 /// The server's settings. [`Config::default`] is what `chat-server` runs with when given
@@ -25,7 +24,7 @@ pub struct Config {
     /// How long a client may take from the first frame of a message to its last.
     pub message_timeout: Duration,
     /// The per-connection message rate, or `None` for no limit. Frames and bytes of any
-    /// kind are limited in proportion (see [`RateLimit::wire`]).
+    /// kind are limited in proportion.
     pub rate_limit: Option<RateLimit>,
     /// The most WebSocket sessions at once; more are refused with HTTP 503.
     pub max_connections: usize,
@@ -75,10 +74,7 @@ impl Default for Config {
             }),
             max_connections: 10_000,
             max_connections_per_ip: Some(1000),
-            handshake_rate_per_ip: Some(RateLimit {
-                per_second: 20.0,
-                burst: 200,
-            }),
+            handshake_rate_per_ip: Some(RateLimit::handshakes(20.0)),
             history: 1000,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
@@ -100,30 +96,20 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// Frames of any kind a connection may send per message of its rate limit: room for
-/// fragmented messages and pings, while a flood of empty frames is read slowly.
-const FRAMES_PER_MESSAGE: f64 = 4.0;
+/// Handshakes from one address may come in bursts of this many seconds' worth, so that
+/// a page reloaded a few times, or clients coming back after a restart, are let in.
+const HANDSHAKE_BURST_SECONDS: f64 = 10.0;
 
 impl RateLimit {
     /// The slowest rate that is not a mistake: one a minute.
     pub const MIN_PER_SECOND: f64 = 1.0 / 60.0;
 
-    /// A full bucket for this rate.
-    pub fn bucket(&self) -> TokenBucket {
-        TokenBucket::new(self.per_second, f64::from(self.burst))
-    }
-
-    /// The frames and bytes a connection may send under this message rate: up to
-    /// [`FRAMES_PER_MESSAGE`] frames a message, and as many bytes as that many
-    /// messages of the largest size.
-    pub fn wire(&self, max_message_bytes: usize) -> WireLimits {
-        let burst = f64::from(self.burst.max(1));
-        let largest = max_message_bytes as f64;
-        WireLimits {
-            frames_per_second: self.per_second * FRAMES_PER_MESSAGE,
-            frame_burst: burst * FRAMES_PER_MESSAGE,
-            bytes_per_second: self.per_second * largest,
-            byte_burst: burst * largest,
+    /// Handshakes from one address at `per_second`, in bursts of
+    /// `HANDSHAKE_BURST_SECONDS` worth (ten seconds).
+    pub fn handshakes(per_second: f64) -> Self {
+        Self {
+            per_second,
+            burst: (per_second * HANDSHAKE_BURST_SECONDS).ceil() as u32,
         }
     }
 }
@@ -145,13 +131,30 @@ pub enum InvalidConfig {
     DataDirInCluster,
 }
 
+/// The most rooms at once. Past it, empty rooms are forgotten (with their history) to
+/// make place for new ones, and if none is empty a new room is refused.
+pub const MAX_ROOMS: usize = 1000;
+
 /// The most bytes of history a room keeps, whatever `--history` says: with at most
-/// [`crate::rooms::MAX_ROOMS`] rooms, history never takes more than 1 GiB.
+/// [`MAX_ROOMS`] rooms, history never takes more than 1 GiB.
 pub const MAX_HISTORY_BYTES: usize = 1024 * 1024;
+
+/// Bytes of events that may wait for the journal's writer (with `--data-dir`) before
+/// sessions stop reading from their clients: a few seconds of a busy room, and a bound
+/// on memory when the disk stalls.
+pub const JOURNAL_BACKLOG_BYTES: usize = 8 * 1024 * 1024;
+
+/// The most bytes of events handed over to Redis by sessions and not yet back from it:
+/// enough for a few milliseconds of a busy room, so that waiting on Redis costs no
+/// throughput, and little enough that what waits costs no noticeable latency.
+pub const CLUSTER_BACKLOG_BYTES: usize = 256 * 1024;
 
 /// The longest any timer may be set to: longer is a mistake, and far longer would
 /// overflow the clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The shortest handshake and message timeout: shorter is not a timeout at all.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// A pong needs a network round trip: a timeout shorter than this would close healthy
 /// clients on any real network.
@@ -170,16 +173,8 @@ impl Config {
         let durations = [
             ("ping interval", self.ping_interval, MIN_PING_INTERVAL),
             ("ping timeout", self.ping_timeout, MIN_PING_TIMEOUT),
-            (
-                "handshake timeout",
-                self.handshake_timeout,
-                Duration::from_millis(1),
-            ),
-            (
-                "message timeout",
-                self.message_timeout,
-                Duration::from_millis(1),
-            ),
+            ("handshake timeout", self.handshake_timeout, MIN_TIMEOUT),
+            ("message timeout", self.message_timeout, MIN_TIMEOUT),
             ("presence TTL", self.presence_ttl, MIN_PRESENCE_TTL),
             ("shutdown timeout", self.shutdown_timeout, Duration::ZERO),
         ];
@@ -224,27 +219,6 @@ impl Config {
     pub(crate) fn queue_bytes(&self) -> usize {
         let largest_announcement = chat::Announcement::longest_said(self.max_message_bytes);
         self.max_queue_bytes.max(largest_announcement)
-    }
-
-    /// What every room needs to know.
-    pub(crate) fn room_settings(&self) -> crate::room::RoomSettings {
-        crate::room::RoomSettings {
-            max_queue_bytes: self.queue_bytes(),
-            history: self.history,
-            max_history_bytes: MAX_HISTORY_BYTES,
-            limits: chat::v1::Limits {
-                max_message_bytes: self.max_message_bytes,
-                max_nonce_chars: chat::v1::MAX_NONCE_CHARS,
-                history: self.history,
-            },
-            verified: self.jwt_secret.is_some(),
-        }
-    }
-
-    /// The limits on frames and bytes each connection may send.
-    pub(crate) fn wire_limits(&self) -> Option<WireLimits> {
-        self.rate_limit
-            .map(|limit| limit.wire(self.max_message_bytes))
     }
 }
 

@@ -1,47 +1,48 @@
-//! `chat-server`: one chat room over WebSocket, speaking the FastAPI tutorial's protocol.
+//! `chat-server`: chat rooms over WebSocket, speaking the FastAPI tutorial's plain protocol
+//! and `chat.v1.json`, with durable history (SQLite) and clustering (Redis).
 //!
-//! Layout:
+//! Layout: one folder per concern, each opening with what it owns and what it may call
+//! (`server/module-graph.py` prints who uses whom, and fails on a cycle):
 //! - [`run`]: the accept loop and graceful shutdown; the binary and the tests both call it.
 //! - [`config`]: the settings, their defaults and their bounds.
-//! - `http`: the page at `/`, plain HTTP answers, and the WebSocket handshake.
-//! - `page`: the embedded browser page and its security headers.
-//! - `shared`: what every connection task shares.
-//! - `addresses`: the limits per client IP address.
 //! - [`identity`]: signed tokens that prove a client's id and name, with `--jwt-secret`.
-//! - `connection`: one WebSocket session, from join to close frame; also `/echo`.
-//! - `rooms`: every room of the server, made on first use (or loaded from the journal).
-//! - `room`: one room's members, numbered events and history, and the fan-out of each
-//!   event to the members' outboxes, in each member's protocol.
-//! - `backlog`: what the journal or Redis has not yet done with, and the wait for room.
-//! - `journal`: durable history, with `--data-dir`: events written to SQLite before
-//!   they are fanned out.
-//! - `outbox`: a connection's bounded queue of frames.
-//! - `metrics`: the counters behind `/metrics`.
-//! - `broker`: clustering through Redis, with `--redis-url`.
-//! - `socket`: a connection (TCP or TLS) and its two halves: tungstenite reads, a writer
-//!   sends encoded frames.
 //! - [`tls`]: the certificate for `https://` and `wss://`, reloaded on SIGHUP.
-//! - `meter`: rate limits on the frames and bytes a client sends, read by read.
-//! - `wire`: WebSocket frames encoded once for every recipient.
+//! - `metrics`: the counters behind `/metrics`.
+//! - `shared`: what every session shares: settings, rooms, cluster health, lifecycle.
+//! - `http/`: the front door: routing, `/healthz`, `/metrics`, the WebSocket handshake.
+//! - `http::page`: the embedded browser page and its security headers.
+//! - `http::addresses`: the limits per client IP address.
+//! - `session/`: one WebSocket session.
+//! - `session::connection`: the session's task, from join to close frame; also `/echo`.
+//! - `session::keepalive`: pings, and the end of a session that does not answer them.
+//! - `session::socket`: the connection (TCP or TLS) and its two halves.
+//! - `session::meter`: rate limits on the frames and bytes a client sends.
+//! - `room/`: one room's members, events, history and fan-out; the `Store` and
+//!   `Cluster` seams that durable history and clustering plug into.
+//! - `room::rooms`: every room of the server, made or loaded on first use.
+//! - `room::outbox`: a member's bounded queue of frames.
+//! - `room::wire`: WebSocket frames encoded once for every recipient.
+//! - `room::backlog`: what storage has not yet taken, and the wait for room.
+//! - `journal/`: durable history in SQLite, with `--data-dir`: a `Store`.
+//! - `broker/`: clustering through Redis, with `--redis-url`: a `Cluster`.
+//! - `broker::append`, `broker::stream`, `broker::presence`, `broker::keys`,
+//!   `broker::scripts`: publishing, reading streams, reaping gone nodes, key names, and
+//!   the Lua scripts (in `.lua` files).
+//!
+//! `identity` and `tls` stay at the top, not in `http/`: they are public, and `config`
+//! names their types, so under `http/` they would make `config` and `http` use each
+//! other.
 
-mod addresses;
-mod backlog;
 mod broker;
 pub mod config;
-mod connection;
 mod http;
 pub mod identity;
 mod journal;
-mod meter;
 mod metrics;
-mod outbox;
-mod page;
 mod room;
-mod rooms;
+mod session;
 mod shared;
-mod socket;
 pub mod tls;
-mod wire;
 
 pub use config::{Config, InvalidConfig, RateLimit};
 
@@ -57,11 +58,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::addresses::Addresses;
+use crate::http::FrontDoor;
+use crate::http::addresses::Addresses;
+use crate::http::page::Page;
 use crate::metrics::Metrics;
-use crate::page::Page;
-use crate::room::Cluster;
-use crate::rooms::Rooms;
+use crate::room::RoomSettings;
+use crate::room::rooms::Rooms;
 use crate::shared::Shared;
 use crate::tls::Tls;
 
@@ -81,62 +83,63 @@ pub async fn run(
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
-    let (publisher, broker, health) = match &config.redis_url {
+    let cluster_stop = CancellationToken::new();
+    let (cluster, health, cluster_task) = match &config.redis_url {
         Some(url) => {
-            let (publisher, broker, health) = broker::channel(
+            let (cluster, health, task) = broker::start(
                 url.clone(),
                 config.presence_ttl,
                 config.history,
                 config.max_message_bytes,
                 metrics.clone(),
+                cluster_stop.clone(),
             );
-            (Some(publisher), Some(broker), Some(health))
+            (Some(cluster), Some(health), Some(task))
         }
         None => (None, None, None),
     };
-    let cluster = publisher
-        .clone()
-        .map(|publisher| publisher as Arc<dyn Cluster>);
-    let journal = match &config.data_dir {
-        Some(folder) => Some(
-            journal::Journal::open(folder, config.history, metrics.clone())
-                .map_err(io::Error::other)?,
-        ),
+    let store = match &config.data_dir {
+        Some(folder) => {
+            Some(journal::open(folder, config.history, metrics.clone()).map_err(io::Error::other)?)
+        }
         None => None,
     };
     let rooms = Rooms::new(
-        config.room_settings(),
+        RoomSettings::new(&config),
         metrics.clone(),
         cluster,
-        journal.clone(),
+        store.clone(),
     )
     .map_err(io::Error::other)?;
-    let broker_stop = CancellationToken::new();
-    let broker_task =
-        broker.map(|broker| tokio::spawn(broker.run(metrics.clone(), broker_stop.clone())));
+    let cluster_task = cluster_task.map(tokio::spawn);
     let page = Page::new(config.max_message_bytes);
     let shared = Arc::new(Shared {
         rooms,
-        broker: health,
-        publisher,
-        journal,
+        cluster_health: health,
         metrics,
-        page,
-        tokens: config.jwt_secret.as_ref().map(identity::Tokens::new),
-        tls: tls.clone(),
-        sessions: Arc::new(Semaphore::new(
-            config.max_connections.min(Semaphore::MAX_PERMITS),
-        )),
-        addresses: Addresses::new(config.max_connections_per_ip, config.handshake_rate_per_ip),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         config,
     });
+    let door = Arc::new(FrontDoor {
+        page,
+        tokens: shared.config.jwt_secret.as_ref().map(identity::Tokens::new),
+        tls: tls.clone(),
+        sessions: Arc::new(Semaphore::new(
+            shared.config.max_connections.min(Semaphore::MAX_PERMITS),
+        )),
+        addresses: Addresses::new(
+            shared.config.max_connections_per_ip,
+            shared.config.handshake_rate_per_ip,
+        ),
+        shared: shared.clone(),
+    });
     announce(listener.local_addr()?, tls.is_some());
     let reloader = tls.map(|tls| tokio::spawn(reload_on_hangup(tls)));
 
-    accept_until(&listener, &shared, shutdown).await;
+    accept_until(&listener, &door, shutdown).await;
     drop(listener);
+    drop(door);
     if let Some(reloader) = reloader {
         reloader.abort();
     }
@@ -156,9 +159,9 @@ pub async fn run(
             "shutdown timed out; dropping the connections left"
         );
     }
-    if let Some(journal) = &shared.journal {
+    if let Some(store) = &store {
         // Every session has ended and handed its leave over: let the journal write them.
-        if tokio::time::timeout(shared.config.shutdown_timeout, journal.close())
+        if tokio::time::timeout(shared.config.shutdown_timeout, store.close())
             .await
             .is_err()
         {
@@ -167,9 +170,9 @@ pub async fn run(
             );
         }
     }
-    if let Some(task) = broker_task {
+    if let Some(task) = cluster_task {
         // Every session has ended and queued its leave: let the broker publish them.
-        broker_stop.cancel();
+        cluster_stop.cancel();
         if tokio::time::timeout(shared.config.shutdown_timeout, task)
             .await
             .is_err()
@@ -223,7 +226,7 @@ async fn reload_on_hangup(tls: Arc<Tls>) {
     drop(tls);
 }
 
-async fn accept_until(listener: &TcpListener, shared: &Arc<Shared>, shutdown: impl Future) {
+async fn accept_until(listener: &TcpListener, door: &Arc<FrontDoor>, shutdown: impl Future) {
     // An accept error (most often running out of file descriptors) would repeat at once
     // if retried at once: back off, and log only the first of a streak.
     let mut failures = 0;
@@ -237,7 +240,7 @@ async fn accept_until(listener: &TcpListener, shared: &Arc<Shared>, shutdown: im
                     failures = 0;
                     // Chat frames are small and latency matters more than packet count.
                     let _ = stream.set_nodelay(true);
-                    shared.tasks.spawn(http::serve_connection(stream, peer, shared.clone()));
+                    door.shared.tasks.spawn(http::serve_connection(stream, peer, door.clone()));
                 }
                 Err(accept_error) => {
                     if failures == 0 {

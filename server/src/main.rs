@@ -18,14 +18,13 @@ use tracing_subscriber::EnvFilter;
 /// jemalloc rather than glibc's malloc: a burst (thousands of clients reconnecting at
 /// once, each sent a welcome and a replay) frees most of what it allocated, and glibc
 /// keeps those pages between long-lived allocations, so the server's memory ratcheted
-/// up with every burst (`chat-bench resume`: +7 to +35 % per mass reconnect). jemalloc,
-/// with a background thread and the one-second decay set in `.cargo/config.toml`,
+/// up with every burst. jemalloc, with a background thread and the one-second decay set in `.cargo/config.toml`,
 /// returns them once they stay unused.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// A WebSocket chat server: every client connects to /ws/<client_id>, the page is at /.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(version, about)]
 struct Args {
     #[command(subcommand)]
@@ -57,57 +56,57 @@ struct Args {
     port: u16,
 
     /// Largest text message a client may send, in bytes; bigger ones close with 1009.
-    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = Config::default().max_message_bytes as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_message_bytes: u32,
 
     /// Bytes that may wait for one slow client before it is closed with 1008.
-    #[arg(long, env = "CHAT_MAX_QUEUE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "CHAT_MAX_QUEUE_BYTES", default_value_t = Config::default().max_queue_bytes as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_queue_bytes: u32,
 
     /// Seconds between the server's pings to each client (at least 0.1).
-    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = "30", value_parser = seconds_from(config::MIN_PING_INTERVAL))]
+    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = seconds(Config::default().ping_interval), value_parser = seconds_from(config::MIN_PING_INTERVAL))]
     ping_interval: Duration,
 
     /// Seconds a client may take to answer a ping (with a pong or any frame) before it is
     /// closed (at least 0.1).
-    #[arg(long, env = "CHAT_PING_TIMEOUT", default_value = "30", value_parser = seconds_from(config::MIN_PING_TIMEOUT))]
+    #[arg(long, env = "CHAT_PING_TIMEOUT", default_value = seconds(Config::default().ping_timeout), value_parser = seconds_from(config::MIN_PING_TIMEOUT))]
     ping_timeout: Duration,
 
     /// Seconds a client may take to send its HTTP request headers.
-    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = seconds_from(Duration::from_millis(1)))]
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value = seconds(Config::default().handshake_timeout), value_parser = seconds_from(config::MIN_TIMEOUT))]
     handshake_timeout: Duration,
 
     /// Seconds a client may take from the first frame of a message to its last; then it
     /// is closed with 1008.
-    #[arg(long, env = "CHAT_MESSAGE_TIMEOUT", default_value = "20", value_parser = seconds_from(Duration::from_millis(1)))]
+    #[arg(long, env = "CHAT_MESSAGE_TIMEOUT", default_value = seconds(Config::default().message_timeout), value_parser = seconds_from(config::MIN_TIMEOUT))]
     message_timeout: Duration,
 
     /// Messages per second each connection may send on average (0: no limit); frames
     /// of any kind and bytes are limited in proportion. Past it the server reads more
     /// slowly; nothing is dropped.
-    #[arg(long, env = "CHAT_RATE_LIMIT", default_value = "20", value_parser = rate)]
+    #[arg(long, env = "CHAT_RATE_LIMIT", default_value_t = Config::default().rate_limit.map_or(0.0, |rate| rate.per_second), value_parser = rate)]
     rate_limit: f64,
 
     /// Messages a connection may send at once, after a quiet spell, under --rate-limit.
-    #[arg(long, env = "CHAT_RATE_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "CHAT_RATE_BURST", default_value_t = Config::default().rate_limit.map_or(1, |rate| rate.burst), value_parser = clap::value_parser!(u32).range(1..))]
     rate_burst: u32,
 
     /// Most WebSocket connections at once; more are refused with HTTP 503.
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = Config::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
     /// Most WebSocket connections from one IP address (0: no limit); more are refused
     /// with HTTP 503. Behind a proxy or load balancer every client has its address.
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = Config::default().max_connections_per_ip.map_or(0, |most| most as u32))]
     max_connections_per_ip: u32,
 
     /// WebSocket handshakes per second from one IP address, on average (0: no limit),
     /// with bursts of ten seconds' worth; more are refused with HTTP 429.
-    #[arg(long, env = "CHAT_HANDSHAKE_RATE_PER_IP", default_value = "20", value_parser = rate)]
+    #[arg(long, env = "CHAT_HANDSHAKE_RATE_PER_IP", default_value_t = Config::default().handshake_rate_per_ip.map_or(0.0, |rate| rate.per_second), value_parser = rate)]
     handshake_rate_per_ip: f64,
 
     /// Events kept per room for chat.v1.json clients' history and resume (0: none).
-    #[arg(long, env = "CHAT_HISTORY", default_value_t = 1000)]
+    #[arg(long, env = "CHAT_HISTORY", default_value_t = Config::default().history)]
     history: usize,
 
     /// An origin allowed to open WebSockets besides the server's own, e.g.
@@ -140,7 +139,7 @@ struct Args {
 
     /// Seconds a clustered node may go unheard in Redis before the other nodes announce
     /// its members' leaves (at least 1).
-    #[arg(long, env = "CHAT_PRESENCE_TTL", default_value = "6", value_parser = seconds_from(config::MIN_PRESENCE_TTL))]
+    #[arg(long, env = "CHAT_PRESENCE_TTL", default_value = seconds(Config::default().presence_ttl), value_parser = seconds_from(config::MIN_PRESENCE_TTL))]
     presence_ttl: Duration,
 
     /// Serve TLS with this certificate chain (PEM): the page over https://, WebSockets
@@ -157,11 +156,11 @@ struct Args {
     echo: bool,
 
     /// Seconds that shutdown may take to close every client.
-    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value = "5", value_parser = seconds_from(Duration::ZERO))]
+    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value = seconds(Config::default().shutdown_timeout), value_parser = seconds_from(Duration::ZERO))]
     shutdown_timeout: Duration,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Print a token for one client, signed with the --jwt-secret (or CHAT_JWT_SECRET,
     /// or --jwt-secret-file), for `chat-tui --token`, the page's #token= or a script.
@@ -176,6 +175,11 @@ enum Command {
         #[arg(long, value_parser = DisplayName::parse)]
         name: Option<DisplayName>,
     },
+}
+
+/// A default duration as its flag takes it: a number of seconds.
+fn seconds(duration: Duration) -> String {
+    duration.as_secs_f64().to_string()
 }
 
 /// A parser for a number of seconds, fractions allowed, from `min` up to a day.
@@ -210,10 +214,6 @@ fn rate(text: &str) -> Result<f64, String> {
         ))
     }
 }
-
-/// Handshakes from one address may come in bursts of this many seconds' worth, so that
-/// a page reloaded a few times, or clients coming back after a restart, are let in.
-const HANDSHAKE_BURST_SECONDS: f64 = 10.0;
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
@@ -251,9 +251,10 @@ fn main() -> ExitCode {
     }
 }
 
-#[tokio::main]
-async fn serve(args: Args, jwt_secret: Option<JwtSecret>) -> anyhow::Result<()> {
-    let config = Config {
+/// The settings the flags (and their variables) give, with the secret already read.
+fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
+    let args = args.clone();
+    Config {
         max_message_bytes: args.max_message_bytes as usize,
         max_queue_bytes: args.max_queue_bytes as usize,
         ping_interval: args.ping_interval,
@@ -267,10 +268,8 @@ async fn serve(args: Args, jwt_secret: Option<JwtSecret>) -> anyhow::Result<()> 
         max_connections: args.max_connections as usize,
         max_connections_per_ip: (args.max_connections_per_ip > 0)
             .then_some(args.max_connections_per_ip as usize),
-        handshake_rate_per_ip: (args.handshake_rate_per_ip > 0.0).then(|| RateLimit {
-            per_second: args.handshake_rate_per_ip,
-            burst: (args.handshake_rate_per_ip * HANDSHAKE_BURST_SECONDS).ceil() as u32,
-        }),
+        handshake_rate_per_ip: (args.handshake_rate_per_ip > 0.0)
+            .then(|| RateLimit::handshakes(args.handshake_rate_per_ip)),
         history: args.history,
         allowed_origins: args.allowed_origins,
         allowed_hosts: args.allowed_hosts,
@@ -284,7 +283,12 @@ async fn serve(args: Args, jwt_secret: Option<JwtSecret>) -> anyhow::Result<()> 
             .tls_cert
             .zip(args.tls_key)
             .map(|(cert, key)| chat_server::tls::TlsFiles { cert, key }),
-    };
+    }
+}
+
+#[tokio::main]
+async fn serve(args: Args, jwt_secret: Option<JwtSecret>) -> anyhow::Result<()> {
+    let config = config(&args, jwt_secret);
     raise_open_file_limit();
     let address = SocketAddr::new(args.host, args.port);
     let listener = TcpListener::bind(address)
@@ -336,4 +340,23 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_give_the_default_config() {
+        let set: Vec<String> = std::env::vars()
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with("CHAT_"))
+            .collect();
+        assert!(set.is_empty(), "run this test without {set:?}");
+        let args = Args::try_parse_from(["chat-server"]).expect("no flags parse");
+        let config = config(&args, None);
+        // Config holds a secret that is deliberately not comparable; its `Debug` shows
+        // every field (the secret as its length), so equal output is equal settings.
+        assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
+    }
 }

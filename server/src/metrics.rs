@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::config::{CLUSTER_BACKLOG_BYTES, JOURNAL_BACKLOG_BYTES};
+
 /// Declares a reason enum, the list of its reasons in declaration order, and each
 /// reason's label, from one list: the counters are indexed by `reason as usize`, and
 /// this way no reordering can pair a count with another reason's label.
@@ -98,6 +100,16 @@ pub struct Metrics {
     history_backlog_bytes: AtomicU64,
 }
 
+/// `bytes` as people write a bound: `8 MiB`, `256 KiB`, or `1000 bytes`.
+fn binary_bytes(bytes: usize) -> String {
+    match bytes {
+        0 => "0 bytes".to_owned(),
+        _ if bytes.is_multiple_of(1024 * 1024) => format!("{} MiB", bytes / (1024 * 1024)),
+        _ if bytes.is_multiple_of(1024) => format!("{} KiB", bytes / 1024),
+        _ => format!("{bytes} bytes"),
+    }
+}
+
 fn add(counter: &AtomicU64, amount: u64) {
     counter.fetch_add(amount, Ordering::Relaxed);
 }
@@ -184,6 +196,16 @@ impl Metrics {
                 let _ = writeln!(text, "{name}{labels} {value}");
             }
         };
+        let history_backlog_help = format!(
+            "Bytes of events waiting to be written (with --data-dir); sessions stop \
+             reading their clients while it is over {}.",
+            binary_bytes(JOURNAL_BACKLOG_BYTES)
+        );
+        let broker_backlog_help = format!(
+            "Bytes of events handed to Redis and not yet back from it (clustered nodes \
+             only); sessions stop reading their clients while it is over {}.",
+            binary_bytes(CLUSTER_BACKLOG_BYTES)
+        );
         let unlabelled: [(&str, &str, &str, &AtomicU64); 16] = [
             (
                 "chat_connections",
@@ -242,8 +264,7 @@ impl Metrics {
             (
                 "chat_history_backlog_bytes",
                 "gauge",
-                "Bytes of events waiting to be written (with --data-dir); sessions stop \
-                 reading their clients while it is over 8 MiB.",
+                &history_backlog_help,
                 &self.history_backlog_bytes,
             ),
             (
@@ -280,8 +301,7 @@ impl Metrics {
             (
                 "chat_broker_backlog_bytes",
                 "gauge",
-                "Bytes of events handed to Redis and not yet back from it (clustered nodes \
-                 only); sessions stop reading their clients while it is over 256 KiB.",
+                &broker_backlog_help,
                 &self.broker_backlog_bytes,
             ),
         ];
@@ -320,6 +340,20 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_are_written_as_people_write_them() {
+        assert_eq!(binary_bytes(8 * 1024 * 1024), "8 MiB");
+        assert_eq!(binary_bytes(256 * 1024), "256 KiB");
+        assert_eq!(binary_bytes(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn the_backlog_help_states_the_bounds_in_force() {
+        let text = Metrics::default().render();
+        assert!(text.contains("while it is over 8 MiB."), "{text}");
+        assert!(text.contains("while it is over 256 KiB."), "{text}");
+    }
 
     /// The counters are indexed by `reason as usize`: the macro must list the reasons in
     /// declaration order, or counts would be exposed under another reason's label.

@@ -1,44 +1,28 @@
-//! What every connection task shares: the settings, the room, the limits, the node's
-//! standing with the cluster, and the server's lifecycle.
+//! What every connection task shares: the settings, the rooms, the node's standing
+//! with the cluster, and the server's lifecycle.
+//!
+//! May call: `room` (the rooms and the cluster's health), `config`, `metrics`.
 
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::addresses::Addresses;
-use crate::broker::{Health, Publisher};
 use crate::config::Config;
-use crate::identity::Tokens;
-use crate::journal::Journal;
 use crate::metrics::Metrics;
-use crate::page::Page;
-use crate::room::Epoch;
-use crate::rooms::Rooms;
-use crate::tls::Tls;
+use crate::room::rooms::Rooms;
+use crate::room::{Health, Link};
 
 /// What every connection task needs.
 pub struct Shared {
     pub config: Config,
     pub rooms: Rooms,
-    /// In a cluster: whether Redis is reachable.
-    pub broker: Option<watch::Receiver<Health>>,
-    /// In a cluster: where events go to Redis, and rooms are loaded from.
-    pub publisher: Option<Arc<Publisher>>,
-    /// With durable history: where every room writes its events.
-    pub journal: Option<Arc<Journal>>,
+    /// In a cluster: the health watch of the node's link to Redis (whether it is
+    /// reachable, and which connection is current).
+    pub cluster_health: Option<watch::Receiver<Health>>,
     pub metrics: Arc<Metrics>,
-    /// The browser page, made for this server's limits.
-    pub page: Page,
-    /// With `--jwt-secret`: what checks each chat client's token.
-    pub tokens: Option<Tokens>,
-    /// With `--tls-cert`: the certificate every connection is accepted with.
-    pub tls: Option<Arc<Tls>>,
-    /// One permit per WebSocket session, `config.max_connections` in all.
-    pub sessions: Arc<Semaphore>,
-    pub addresses: Arc<Addresses>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -48,35 +32,26 @@ const READ_BUFFER_BYTES: usize = 1024;
 impl Shared {
     /// Why the node cannot serve clients now, if it cannot.
     pub fn unavailable(&self) -> Option<String> {
-        if let Some(Health::Down(reason)) =
-            self.broker.as_ref().map(|health| health.borrow().clone())
+        if let Some(Health::Down(reason)) = self
+            .cluster_health
+            .as_ref()
+            .map(|health| health.borrow().clone())
         {
             return Some(format!("cannot reach Redis: {reason}"));
         }
-        self.journal.as_ref().and_then(|journal| journal.trouble())
+        self.rooms.trouble()
     }
 
-    /// Completes once the node can take more from its clients: at once, unless the
-    /// durable history (see `journal`) or Redis (see `broker`) is behind.
-    pub async fn has_room(&self) {
-        if let Some(journal) = &self.journal {
-            journal.has_room().await;
-        }
-        if let Some(publisher) = &self.publisher {
-            publisher.has_room().await;
-        }
-    }
-
-    /// Completes when the connection to Redis that a member joined in (`epoch`) has
+    /// Completes when the connection to Redis that a member joined in (`link`) has
     /// ended, even if a new one is up already; never on a single node.
-    pub async fn broker_lost(&self, epoch: Epoch) {
-        match (epoch, self.broker.clone()) {
-            (Epoch::Offline, _) => {}
-            (Epoch::Connection(connection), Some(mut health)) => {
+    pub async fn cluster_lost(&self, link: Link) {
+        match (link, self.cluster_health.clone()) {
+            (Link::Offline, _) => {}
+            (Link::Connection(connection), Some(mut health)) => {
                 let joined_in = Health::Up { connection };
                 let _ = health.wait_for(|health| *health != joined_in).await;
             }
-            (Epoch::Local, _) | (Epoch::Connection(_), None) => std::future::pending().await,
+            (Link::Local, _) | (Link::Connection(_), None) => std::future::pending().await,
         }
     }
 

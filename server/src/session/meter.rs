@@ -11,6 +11,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
+
+use crate::config::{Config, RateLimit};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
 
@@ -25,6 +27,11 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// A full bucket for `rate`.
+    pub fn for_rate(rate: &RateLimit) -> Self {
+        Self::new(rate.per_second, f64::from(rate.burst))
+    }
+
     /// A full bucket. `rate` must be positive (the configuration checks it).
     pub fn new(rate: f64, burst: f64) -> Self {
         let burst = burst.max(1.0);
@@ -70,6 +77,27 @@ pub struct WireLimits {
     /// Bytes per second, on average, and at once.
     pub bytes_per_second: f64,
     pub byte_burst: f64,
+}
+
+/// Frames of any kind a connection may send per message of its rate limit: room for
+/// fragmented messages and pings, while a flood of empty frames is read slowly.
+const FRAMES_PER_MESSAGE: f64 = 4.0;
+
+impl WireLimits {
+    /// The frames and bytes a connection may send under `config`'s message rate, if it
+    /// has one: up to [`FRAMES_PER_MESSAGE`] frames a message, and as many bytes as
+    /// that many messages of the largest size.
+    pub fn of(config: &Config) -> Option<Self> {
+        let rate = config.rate_limit?;
+        let burst = f64::from(rate.burst.max(1));
+        let largest = config.max_message_bytes as f64;
+        Some(Self {
+            frames_per_second: rate.per_second * FRAMES_PER_MESSAGE,
+            frame_burst: burst * FRAMES_PER_MESSAGE,
+            bytes_per_second: rate.per_second * largest,
+            byte_burst: burst * largest,
+        })
+    }
 }
 
 /// The error a read fails with when a message stayed unfinished past its deadline.
@@ -298,5 +326,56 @@ mod tests {
         assert!((wait.as_secs_f64() - 1.1).abs() < 1e-6, "{wait:?}");
         tokio::time::advance(Duration::from_millis(1100)).await;
         assert_eq!(bucket.wait(), None);
+    }
+
+    /// Whether the meter lets the next read go ahead now, without waiting.
+    fn ready_now(meter: &mut WireMeter) -> Poll<io::Result<()>> {
+        let waker = futures_util::task::noop_waker();
+        meter.poll_ready(&mut Context::from_waker(&waker))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_left_unfinished_past_its_timeout_fails_the_read() {
+        let timeout = Duration::from_secs(20);
+        let mut meter = WireMeter::new(None, timeout);
+        meter.record(&masked(OpCode::Data(Data::Text), b"Hel", false));
+        tokio::time::advance(timeout - Duration::from_millis(1)).await;
+        assert!(matches!(ready_now(&mut meter), Poll::Ready(Ok(()))));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        match ready_now(&mut meter) {
+            Poll::Ready(Err(error)) => assert_eq!(error.kind(), io::ErrorKind::TimedOut),
+            other => panic!("expected the message timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_finished_in_time_clears_its_deadline() {
+        let timeout = Duration::from_secs(20);
+        let mut meter = WireMeter::new(None, timeout);
+        meter.record(&masked(OpCode::Data(Data::Text), b"Hel", false));
+        tokio::time::advance(timeout / 2).await;
+        meter.record(&masked(OpCode::Data(Data::Continue), b"lo", true));
+        tokio::time::advance(timeout * 2).await;
+        assert!(matches!(ready_now(&mut meter), Poll::Ready(Ok(()))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_its_rate_a_connection_is_read_again_once_the_debt_is_paid() {
+        let limits = WireLimits {
+            frames_per_second: 1.0,
+            frame_burst: 1.0,
+            bytes_per_second: 1e9,
+            byte_burst: 1e9,
+        };
+        let mut meter = WireMeter::new(Some(limits), Duration::from_secs(20));
+        let frame = masked(OpCode::Data(Data::Text), b"x", true);
+        meter.record(&frame);
+        meter.record(&frame);
+        // Two frames against a burst of one: one in debt, so two seconds to a token.
+        assert!(ready_now(&mut meter).is_pending());
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        assert!(ready_now(&mut meter).is_pending());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(matches!(ready_now(&mut meter), Poll::Ready(Ok(()))));
     }
 }

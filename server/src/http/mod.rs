@@ -1,6 +1,13 @@
 //! The HTTP side: the page at `/`, `/healthz`, `/metrics`, plain answers to every other
 //! request, and the WebSocket handshake on `/ws/<client_id>` (and `/echo`, when enabled)
-//! with its checks: id, headers, origin policy and capacity.
+//! with its checks: id, headers, origin policy and capacity; the page and its headers
+//! (`page`) and the limits per client IP address (`addresses`).
+//!
+//! May call: `session` (to hand an upgraded connection over), `room` (to find the
+//! room a client joins), `shared`, `identity`, `tls`, `config`, `metrics`.
+
+pub mod addresses;
+pub mod page;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,16 +25,35 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{debug, warn};
 
+use crate::http::addresses::Addresses;
+use crate::http::page::Page;
 use crate::identity::TokenRefusal;
+use crate::identity::Tokens;
 use crate::metrics::Refusal;
+use crate::room::rooms::Unavailable;
 use crate::room::{Protocol, Resume, Who};
-use crate::rooms::Unavailable;
+use crate::session::connection;
+use crate::session::socket::Transport;
 use crate::shared::Shared;
-use crate::socket::Transport;
-use crate::{addresses, connection, tls};
+use crate::tls;
+
+/// What the front door holds besides what every session shares.
+pub struct FrontDoor {
+    pub shared: Arc<Shared>,
+    /// The browser page, made for this server's limits.
+    pub page: Page,
+    /// With `--jwt-secret`: what checks each chat client's token.
+    pub tokens: Option<Tokens>,
+    /// With `--tls-cert`: the certificate every connection is accepted with.
+    pub tls: Option<Arc<tls::Tls>>,
+    /// One permit per WebSocket session, `config.max_connections` in all.
+    pub sessions: Arc<Semaphore>,
+    pub addresses: Arc<Addresses>,
+}
 
 /// The most bytes of request line and headers we buffer (hyper's minimum is 8 KiB).
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -36,20 +62,20 @@ type Body = Full<Bytes>;
 
 /// Serves one TCP connection (after its TLS handshake, with `--tls-cert`): HTTP
 /// requests until it upgrades to a WebSocket or ends.
-pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let shutdown = shared.shutdown.clone();
-    let metrics = shared.metrics.clone();
-    let handshake_timeout = shared.config.handshake_timeout;
+pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, door: Arc<FrontDoor>) {
+    let shutdown = door.shared.shutdown.clone();
+    let metrics = door.shared.metrics.clone();
+    let handshake_timeout = door.shared.config.handshake_timeout;
     // Whether the client reached us over loopback, so is on this machine.
     let local = stream
         .local_addr()
         .is_ok_and(|local| local.ip().to_canonical().is_loopback());
     let client = Client { peer, local };
-    let stream = match &shared.tls {
+    let stream = match &door.tls {
         None => Transport::Tcp(stream),
         Some(tls) => {
             let accepted = tokio::select! {
-                accepted = tokio::time::timeout(handshake_timeout, accept_tls(stream, tls, &shared)) => accepted,
+                accepted = tokio::time::timeout(handshake_timeout, accept_tls(stream, tls, &door)) => accepted,
                 () = shutdown.cancelled() => return,
             };
             match accepted {
@@ -63,8 +89,8 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
         }
     };
     let service = service_fn(move |request| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(respond(request, client, &shared).await) }
+        let door = door.clone();
+        async move { Ok::<_, Infallible>(respond(request, client, &door).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -92,7 +118,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
 async fn accept_tls(
     mut stream: TcpStream,
     tls: &tls::Tls,
-    shared: &Shared,
+    door: &FrontDoor,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let mut first = [0u8; 1];
     let peeked = stream.peek(&mut first).await.ok()?;
@@ -100,7 +126,7 @@ async fn accept_tls(
         return None;
     }
     if first[0] != tls::HANDSHAKE_RECORD {
-        shared.metrics.refused(Refusal::NotTls);
+        door.shared.metrics.refused(Refusal::NotTls);
         let _ = stream.write_all(&tls::plain_http_refusal()).await;
         connection::linger(stream).await;
         return None;
@@ -108,7 +134,7 @@ async fn accept_tls(
     match tls.acceptor().accept(stream).await {
         Ok(accepted) => Some(accepted),
         Err(error) => {
-            shared.metrics.refused(Refusal::TlsHandshake);
+            door.shared.metrics.refused(Refusal::TlsHandshake);
             debug!(%error, "TLS handshake failed");
             None
         }
@@ -126,16 +152,16 @@ struct Client {
 async fn respond(
     request: Request<Incoming>,
     client: Client,
-    shared: &Arc<Shared>,
+    door: &Arc<FrontDoor>,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let peer = client.peer;
-    let response = match check_host(request.headers(), &shared.config.allowed_hosts) {
+    let response = match check_host(request.headers(), &door.shared.config.allowed_hosts) {
         Err(refused) => Err(refused),
-        Ok(()) => route(request, &path, client, shared).await,
+        Ok(()) => route(request, &path, client, door).await,
     };
     response.unwrap_or_else(|Refused { reason, response }| {
-        shared.metrics.refused(reason);
+        door.shared.metrics.refused(reason);
         debug!(%peer, %path, reason = reason.label(), "refused a request");
         *response
     })
@@ -145,22 +171,24 @@ async fn route(
     request: Request<Incoming>,
     path: &str,
     client: Client,
-    shared: &Arc<Shared>,
+    door: &Arc<FrontDoor>,
 ) -> Result<Response<Body>, Refused> {
     Ok(match path {
-        "/" => page(request.method(), request.headers(), shared),
-        "/healthz" => health(request.method(), shared),
+        "/" => page(request.method(), request.headers(), door),
+        "/healthz" => health(request.method(), door),
         "/metrics" => {
-            let metrics = shared.metrics.render();
+            let metrics = door.shared.metrics.render();
             plain_get(request.method(), "text/plain; version=0.0.4", &metrics)
         }
-        "/echo" if shared.config.echo => upgrade(request, Endpoint::Echo, client, shared).await?,
+        "/echo" if door.shared.config.echo => {
+            upgrade(request, Endpoint::Echo, client, door).await?
+        }
         "/ws" => return Err(refuse_id(chat::InvalidId::Empty)),
         _ => match path.strip_prefix("/ws/") {
             Some(raw_id) => {
                 let id = ClientId::parse(raw_id).map_err(refuse_id)?;
-                let seat = seat(&request, id, shared)?;
-                upgrade(request, Endpoint::Chat(seat), client, shared).await?
+                let seat = seat(&request, id, door)?;
+                upgrade(request, Endpoint::Chat(seat), client, door).await?
             }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
@@ -217,8 +245,8 @@ fn host_allowed(name: &str, allowed: &[String]) -> bool {
 }
 
 /// 200 `ok`, or 503 with the reason while a clustered node cannot reach Redis.
-fn health(method: &Method, shared: &Shared) -> Response<Body> {
-    match shared.unavailable() {
+fn health(method: &Method, door: &FrontDoor) -> Response<Body> {
+    match door.shared.unavailable() {
         None => plain_get(method, "text/plain; charset=utf-8", "ok\n"),
         Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{reason}\n")),
     }
@@ -226,11 +254,11 @@ fn health(method: &Method, shared: &Shared) -> Response<Body> {
 
 /// The page, with the headers that keep it to itself (see `page`); 304 when the
 /// browser's copy is current.
-fn page(method: &Method, request: &HeaderMap, shared: &Shared) -> Response<Body> {
+fn page(method: &Method, request: &HeaderMap, door: &FrontDoor) -> Response<Body> {
     if !matches!(*method, Method::GET | Method::HEAD) {
         return method_not_allowed();
     }
-    let page = &shared.page;
+    let page = &door.page;
     let current = request
         .get(header::IF_NONE_MATCH)
         .and_then(|tags| tags.to_str().ok())
@@ -316,7 +344,7 @@ struct Seat {
 /// Reads `?room=`, `?since=`, `?epoch=`, the subprotocol the client asks for, and who
 /// it is: its token (`?token=` or `Authorization: Bearer`) with `--jwt-secret`, else
 /// the `?name=` it claims.
-fn seat(request: &Request<Incoming>, id: ClientId, shared: &Shared) -> Result<Seat, Refused> {
+fn seat(request: &Request<Incoming>, id: ClientId, door: &FrontDoor) -> Result<Seat, Refused> {
     let mut room = RoomName::default();
     let (mut since, mut epoch, mut token, mut name) = (None, None, None, None);
     let query = request.uri().query().unwrap_or("");
@@ -350,7 +378,7 @@ fn seat(request: &Request<Incoming>, id: ClientId, shared: &Shared) -> Result<Se
     } else {
         Protocol::Plain
     };
-    let name = match &shared.tokens {
+    let name = match &door.tokens {
         Some(tokens) => {
             let token = bearer(request.headers()).or(token.as_deref());
             let token = token.ok_or_else(|| refuse_token(TokenRefusal::Missing))?;
@@ -431,25 +459,25 @@ async fn upgrade(
     mut request: Request<Incoming>,
     endpoint: Endpoint,
     client: Client,
-    shared: &Arc<Shared>,
+    door: &Arc<FrontDoor>,
 ) -> Result<Response<Body>, Refused> {
     let peer = client.peer;
-    let accept = check_handshake(&request, client, &shared.config.allowed_origins)?;
-    if let Some(reason) = shared.unavailable() {
+    let accept = check_handshake(&request, client, &door.shared.config.allowed_origins)?;
+    if let Some(reason) = door.shared.unavailable() {
         let body = format!("the chat is unavailable: {reason}; try again later\n");
         return Err(refused(
             Refusal::Unavailable,
             text(StatusCode::SERVICE_UNAVAILABLE, &body),
         ));
     }
-    let address_slot = shared
+    let address_slot = door
         .addresses
         .admit(peer.ip().to_canonical())
         .map_err(refuse_address)?;
-    let Ok(slot) = shared.sessions.clone().try_acquire_owned() else {
+    let Ok(slot) = door.sessions.clone().try_acquire_owned() else {
         let body = format!(
             "the server is full ({} connections); try again later\n",
-            shared.config.max_connections
+            door.shared.config.max_connections
         );
         return Err(refused(
             Refusal::Full,
@@ -457,7 +485,7 @@ async fn upgrade(
         ));
     };
     let seated = match endpoint {
-        Endpoint::Chat(seat) => match shared.rooms.get(&seat.room) {
+        Endpoint::Chat(seat) => match door.shared.rooms.get(&seat.room).await {
             Ok(room) => Some((seat, room)),
             Err(unavailable) => {
                 let reason = match unavailable {
@@ -473,9 +501,9 @@ async fn upgrade(
         },
         Endpoint::Echo => None,
     };
-    if let (Some((_, room)), Some(publisher)) = (&seated, &shared.publisher) {
+    if let Some((_, room)) = &seated {
         // A newcomer's welcome and history come from the room as Redis has it.
-        if !publisher.load(room).await {
+        if !door.shared.rooms.load_from_cluster(room).await {
             return Err(refused(
                 Refusal::Unavailable,
                 text(
@@ -488,9 +516,8 @@ async fn upgrade(
     let protocol = seated.as_ref().map(|(seat, _)| seat.protocol);
 
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let session_shared = shared.clone();
-    shared.tasks.spawn(async move {
-        let shared = session_shared;
+    let shared = door.shared.clone();
+    door.shared.tasks.spawn(async move {
         let _slots = (slot, address_slot);
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::config::RateLimit;
-use crate::meter::TokenBucket;
+use crate::session::meter::TokenBucket;
 
 /// The sessions and recent handshakes of every address that has any.
 pub struct Addresses {
@@ -87,7 +87,7 @@ impl Addresses {
         let rate = self.handshake_rate;
         let entry = table.entries.entry(ip).or_insert_with(|| Entry {
             sessions: 0,
-            handshakes: rate.as_ref().map(RateLimit::bucket),
+            handshakes: rate.as_ref().map(TokenBucket::for_rate),
         });
         if let Some(handshakes) = &mut entry.handshakes {
             if let Some(wait) = handshakes.wait() {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 /// The page, embedded so that an installed binary needs no files beside it.
-pub const PAGE: &str = include_str!("../../client/index.html");
+pub const PAGE: &str = include_str!("../../../client/index.html");
 
 /// The tag through which the page learns the largest message the server takes, so that
 /// it can say so before sending one; opened from disk, the page has the default.

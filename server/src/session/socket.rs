@@ -2,7 +2,7 @@
 //!
 //! Reading goes through tungstenite, which parses and checks every frame and answers
 //! pings and close frames. What tungstenite writes (those answers) is queued in the
-//! connection's outbox like any other frame, so that one [`Writer`] owns the socket's
+//! connection's outbox like any other frame, so that one [`FrameWriter`] owns the socket's
 //! write half and sends whole frames, shared by every recipient, with `writev`: no
 //! per-connection copy of what the room sends, and no per-connection write buffer.
 //!
@@ -19,9 +19,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_rustls::server::TlsStream;
 
-use crate::meter::WireMeter;
-use crate::outbox::Outbox;
-use crate::wire::{self, Frame};
+use crate::room::outbox::Outbox;
+use crate::room::wire::{self, Frame};
+use crate::session::meter::WireMeter;
 
 /// A client's connection: plain TCP, or TLS over it.
 pub enum Transport {
@@ -224,7 +224,7 @@ const FRAMES_KEPT: usize = 4;
 const MOST_SLICES: usize = 64;
 
 /// The socket's write half, and the frames on their way out.
-pub struct Writer {
+pub struct FrameWriter {
     socket: WriteHalf,
     /// Frames to write, in order. Only `flush` takes them out, and only once written,
     /// so a flush that is cancelled half-way resumes where it stopped.
@@ -234,7 +234,7 @@ pub struct Writer {
     offset: usize,
 }
 
-impl Writer {
+impl FrameWriter {
     pub fn new(socket: WriteHalf) -> Self {
         Self {
             socket,

@@ -3,13 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -18,14 +16,14 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info};
 
-use crate::config::RateLimit;
-use crate::meter::{TokenBucket, UnfinishedMessage, WireMeter};
 use crate::metrics::Disconnect;
-use crate::outbox::{Outbox, Wakes};
+use crate::room::outbox::{Outbox, Wakes};
+use crate::room::wire;
 use crate::room::{Member, Protocol};
+use crate::session::keepalive::Keepalive;
+use crate::session::meter::{TokenBucket, UnfinishedMessage, WireLimits, WireMeter};
+use crate::session::socket::{FrameWriter, Inbound, Transport};
 use crate::shared::Shared;
-use crate::socket::{Inbound, Transport, Writer};
-use crate::wire;
 use chat::v1::Request;
 
 type Socket = WebSocketStream<Inbound>;
@@ -77,76 +75,6 @@ impl Disconnect {
     }
 }
 
-/// Whether the peer is alive: every ping we queue must be answered, by a pong or any
-/// other frame, within the ping timeout.
-///
-/// Times are milliseconds since the session began, in an atomic rather than a `Cell`
-/// because the reading and the keepalive futures of one session share it, and the
-/// session's future must be `Send` to be spawned.
-struct Keepalive {
-    start: Instant,
-    /// When the oldest ping not yet answered was queued, or `ANSWERED`.
-    unanswered_since: AtomicU64,
-}
-
-const ANSWERED: u64 = u64::MAX;
-
-impl Keepalive {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            unanswered_since: AtomicU64::new(ANSWERED),
-        }
-    }
-
-    /// A frame arrived: the peer is alive, and every ping so far is answered.
-    fn heard(&self) {
-        self.unanswered_since.store(ANSWERED, Ordering::Relaxed);
-    }
-
-    /// A ping was queued; it starts the clock unless an older one is still unanswered.
-    fn pinged(&self) {
-        let now = self.start.elapsed().as_millis() as u64;
-        let _ = self.unanswered_since.compare_exchange(
-            ANSWERED,
-            now,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-
-    fn unanswered_since(&self) -> Option<Instant> {
-        match self.unanswered_since.load(Ordering::Relaxed) {
-            ANSWERED => None,
-            millis => Some(self.start + Duration::from_millis(millis)),
-        }
-    }
-
-    /// Queues a ping every `interval`, and completes once one has gone unanswered for
-    /// `timeout`. The ping goes through the outbox, so a peer whose socket is so
-    /// stuck that the ping cannot even be written times out too.
-    async fn watch(&self, outbox: &Outbox, interval: Duration, timeout: Duration) {
-        let mut next_ping = Instant::now() + interval;
-        loop {
-            let deadline = self.unanswered_since().map(|since| since + timeout);
-            let wake = deadline.map_or(next_ping, |deadline| deadline.min(next_ping));
-            tokio::time::sleep_until(wake).await;
-            let now = Instant::now();
-            if self
-                .unanswered_since()
-                .is_some_and(|since| now >= since + timeout)
-            {
-                return;
-            }
-            if now >= next_ping {
-                outbox.push(&wire::ping());
-                self.pinged();
-                next_ping = now + interval;
-            }
-        }
-    }
-}
-
 /// Opens the WebSocket over an upgraded connection: tungstenite reads it, and what it
 /// writes goes through `outbox` to the returned writer.
 async fn open(
@@ -154,9 +82,12 @@ async fn open(
     already_read: Vec<u8>,
     outbox: Arc<Outbox>,
     shared: &Shared,
-) -> (Socket, Writer) {
+) -> (Socket, FrameWriter) {
     let (read, write) = transport.split();
-    let meter = WireMeter::new(shared.config.wire_limits(), shared.config.message_timeout);
+    let meter = WireMeter::new(
+        WireLimits::of(&shared.config),
+        shared.config.message_timeout,
+    );
     let inbound = Inbound {
         read,
         meter,
@@ -166,7 +97,7 @@ async fn open(
     let socket =
         WebSocketStream::from_partially_read(inbound, already_read, Role::Server, Some(config))
             .await;
-    (socket, Writer::new(write))
+    (socket, FrameWriter::new(write))
 }
 
 /// Runs a member's session until the client goes, misbehaves, goes silent, or the
@@ -188,7 +119,7 @@ pub async fn serve(
     info!(%client, room = %member.room(), %peer, "joined");
     shared.metrics.connected();
     let outbox = member.outbox().clone();
-    let epoch = member.epoch();
+    let link = member.link();
     let (mut socket, writer) = open(transport, already_read, outbox.clone(), &shared).await;
     let mut transmitter = Transmitter::spawn(writer, outbox.clone());
     let keepalive = Keepalive::new();
@@ -201,7 +132,7 @@ pub async fn serve(
         }
         () = outbox.evicted() => Disconnect::SlowConsumer,
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
-        () = shared.broker_lost(epoch) => Disconnect::BrokerLost,
+        () = shared.cluster_lost(link) => Disconnect::BrokerLost,
     };
     // Leaving the room before closing means nothing more is queued for a closing socket.
     drop(member);
@@ -229,7 +160,7 @@ async fn receive(
     shared: &Shared,
     relay: impl Fn(&str, &mut Wakes) -> Result<(), Disconnect>,
 ) -> Disconnect {
-    let mut messages = shared.config.rate_limit.as_ref().map(RateLimit::bucket);
+    let mut messages = shared.config.rate_limit.as_ref().map(TokenBucket::for_rate);
     let mut wakes = Wakes::default();
     loop {
         if let Some(wait) = messages.as_mut().and_then(TokenBucket::wait) {
@@ -237,7 +168,7 @@ async fn receive(
             tokio::time::sleep(wait).await;
         }
         wakes.wait_for(outbox.below_high_water()).await;
-        wakes.wait_for(shared.has_room()).await;
+        wakes.wait_for(shared.rooms.has_room()).await;
         let frame = wakes.wait_for(socket.next()).await;
         keepalive.heard();
         match frame {
@@ -293,7 +224,7 @@ async fn answer_ping(socket: &mut Socket, outbox: &Outbox) {
 }
 
 /// Writes the outbox to the socket, a whole batch per `writev`, until a write fails.
-async fn transmit(writer: &mut Writer, outbox: &Outbox) {
+async fn transmit(writer: &mut FrameWriter, outbox: &Outbox) {
     loop {
         writer.take_batch(outbox).await;
         if let Err(error) = writer.flush().await {
@@ -307,19 +238,18 @@ async fn transmit(writer: &mut Writer, outbox: &Outbox) {
 ///
 /// A frame queued for a member wakes its writer, and only that. Inside the session's
 /// `select!`, every wake also polled the reader, the keepalive timer and the session's
-/// cancellation signals: in a quiet room, where a wake carries one frame, the server
-/// spent a sixth more CPU per delivery that way (about 1 KiB more per connection is
-/// what the task costs).
+/// cancellation signals: in a quiet room, where a wake carries one frame, that cost
+/// more CPU per delivery than the task's memory per connection is worth.
 struct Transmitter {
-    task: AbortOnDropHandle<Writer>,
+    task: AbortOnDropHandle<FrameWriter>,
     stop: oneshot::Sender<()>,
     /// Set once `failed` has seen the task end by itself: its writer, unless it
     /// panicked.
-    ended: Option<Option<Writer>>,
+    ended: Option<Option<FrameWriter>>,
 }
 
 impl Transmitter {
-    fn spawn(mut writer: Writer, outbox: Arc<Outbox>) -> Self {
+    fn spawn(mut writer: FrameWriter, outbox: Arc<Outbox>) -> Self {
         let (stop, stopped) = oneshot::channel();
         let writing = async move {
             tokio::select! {
@@ -344,7 +274,7 @@ impl Transmitter {
 
     /// Stops writing, and gives the writer back (with what it had taken and not yet
     /// written) for the goodbye; none if its task panicked.
-    async fn stop(self) -> Option<Writer> {
+    async fn stop(self) -> Option<FrameWriter> {
         let Self { task, stop, ended } = self;
         if let Some(writer) = ended {
             return writer;
@@ -355,7 +285,7 @@ impl Transmitter {
 }
 
 /// Says goodbye as `ending` calls for, then closes the TCP connection politely.
-async fn close(mut socket: Socket, mut writer: Writer, outbox: &Outbox, ending: Disconnect) {
+async fn close(mut socket: Socket, mut writer: FrameWriter, outbox: &Outbox, ending: Disconnect) {
     if ending == Disconnect::Dropped {
         return;
     }

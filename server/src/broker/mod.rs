@@ -19,7 +19,7 @@
 //!
 //! Bounds: what sessions hand over is counted in bytes until it comes back through
 //! `chat:events` and is fanned out, and sessions stop reading from their clients past
-//! [`MAX_BACKLOG_BYTES`], so that a node whose fan-out falls behind slows its senders
+//! [`CLUSTER_BACKLOG_BYTES`], so that a node whose fan-out falls behind slows its senders
 //! (as a single node does, where a sender fans out its own messages) instead of letting
 //! Redis queue what it cannot deliver; `chat:events` is read a batch at a time, the next
 //! one only once the last is fanned out, so nothing piles up inside the node either.
@@ -36,13 +36,30 @@
 //! delivered locally only, so no client sees an order the others do not. On reconnect
 //! the node announces the leaves of the members it closed, unless another node already
 //! has, and loads each room again when someone joins it.
+//!
+//! Files: this one, the broker task (connection, relay, liveness: heartbeat and
+//! unregistering) and the rooms' [`Publisher`]; `append` (publishing: pipelines of
+//! `APPEND` calls), `stream` (parsing stream entries into events), `presence` (reaping
+//! the members of nodes gone silent), `keys` (every key's name), `scripts` (the Lua
+//! scripts, in `.lua` files).
+//!
+//! Owns the connection to Redis; the rest of the server sees it only as a [`Cluster`]
+//! and its [`Health`], made by [`start`]. May call: `room` (the seam it plugs into,
+//! and the rooms it delivers to), `metrics`.
+
+mod append;
+mod keys;
+mod presence;
+mod scripts;
+mod stream;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chat::backoff::Backoff;
-use chat::v1::{self, EventKind, RoomName};
+use chat::v1::RoomName;
+use futures_util::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -50,142 +67,27 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
-use crate::backlog::{Backlog, cost};
+use self::append::Appends;
+use self::keys::{
+    EVENTS, NODES, alive_key, history_key, members_key, meta_key, new_epoch, present_key,
+};
+use self::presence::{reap, reap_dead_nodes};
+use self::scripts::{APPEND, SNAPSHOT};
+use self::stream::{
+    Batch, StreamEntry, StreamPosition, events_per_read, position, read_events, read_history_entry,
+    read_present,
+};
+use crate::config::CLUSTER_BACKLOG_BYTES;
 use crate::metrics::Metrics;
-use crate::room::{Cluster, Delivered, Epoch, MemberRef, Outgoing, Room, Snapshot, now_millis};
+use crate::room::backlog::{Backlog, cost};
+use crate::room::{Cluster, Delivered, Health, Link, Outgoing, Room, Snapshot, now_millis};
 
-/// The stream of every room's events, which every node reads.
-const EVENTS: &str = "chat:events";
-/// About how many events `chat:events` keeps: enough for a node that falls behind for a
-/// moment; one that falls further catches up from the rooms' own history.
-const EVENTS_KEPT: usize = 10_000;
-/// The set of node ids that have registered.
-const NODES: &str = "chat:nodes";
 /// The most events sent to Redis in one pipeline.
 const MOST_PER_PIPELINE: usize = 1024;
 /// How long a connection attempt or a command may take before Redis counts as lost.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one read of `chat:events` waits for news.
 const READ_WAIT: Duration = Duration::from_secs(1);
-/// The most bytes of events handed over by sessions and not yet back from Redis: enough
-/// for a few milliseconds of a busy room, so that waiting on Redis costs no throughput,
-/// and little enough that what waits costs no noticeable latency.
-pub const MAX_BACKLOG_BYTES: usize = 256 * 1024;
-/// About the most bytes of events read from `chat:events` at once.
-const READ_BYTES: usize = 4 * 1024 * 1024;
-/// The most events read from `chat:events` at once.
-const MOST_PER_READ: usize = 1024;
-
-/// How both scripts begin: a room Redis has no epoch for (new, or lost with Redis's
-/// data) gets the one the node offers, and nothing of an earlier history is kept.
-/// KEYS[1..3]: meta, history, present; ARGV[1]: the epoch offered.
-macro_rules! take_epoch {
-    () => {
-        r#"
-if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('HDEL', KEYS[1], 'offset')
-  redis.call('DEL', KEYS[2], KEYS[3])
-end
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-"#
-    };
-}
-
-/// Numbers a run of events in one room from one node, in order, and adds each to the
-/// room's history and to `chat:events`; returns the last one's id in `chat:events`.
-///
-/// What this costs Redis, by `INFO cpu` over 40 000 events (`chat-bench fanout --clients
-/// 20 --senders 20 --messages 2000 --window 64`): one call per event, with the history
-/// trimmed exactly, 19 µs an event; trimmed with `MAXLEN ~` (whole nodes of entries, as
-/// `chat:events` is), 15 µs; one call per run of events, 6.5 µs. A history may so keep
-/// a few more events than `--history`; `SNAPSHOT` reads exactly that many.
-///
-/// KEYS: meta, history, present, the node's members, `chat:events`.
-/// ARGV: an epoch if the room needs one, room, node, history length, `chat:events`
-/// length; then for each event: the member's key, `join`/`leave`/`-`, the member as
-/// `present` lists it (for a join), the event's JSON after its offset.
-const APPEND: &str = concat!(
-    take_epoch!(),
-    r#"
-local room, node = ARGV[2], ARGV[3]
-local history, kept = tonumber(ARGV[4]), ARGV[5]
-local count = (#ARGV - 5) / 4
-local offset = redis.call('HINCRBY', KEYS[1], 'offset', count) - count
-local last
-for i = 6, #ARGV, 4 do
-  local key, presence = ARGV[i], ARGV[i + 1]
-  offset = offset + 1
-  if presence == 'join' then
-    redis.call('HSET', KEYS[3], node .. ' ' .. key, ARGV[i + 2])
-    redis.call('HSET', KEYS[4], room .. ' ' .. key, ARGV[i + 2])
-  elseif presence == 'leave' then
-    redis.call('HDEL', KEYS[3], node .. ' ' .. key)
-    redis.call('HDEL', KEYS[4], room .. ' ' .. key)
-  end
-  local event = '{"offset":' .. offset .. ',' .. ARGV[i + 3]
-  if history > 0 then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', history, '0-' .. offset, 'n', node, 'k', key, 'e', event)
-  end
-  last = redis.call('XADD', KEYS[5], 'MAXLEN', '~', kept, '*',
-    'r', room, 'n', node, 'k', key, 'p', epoch, 'e', event)
-end
-return last
-"#
-);
-
-/// `APPEND`'s hash, which pipelines call it by (each connection loads it first).
-static APPEND_HASH: LazyLock<String> =
-    LazyLock::new(|| redis::Script::new(APPEND).get_hash().to_owned());
-
-/// A room as Redis has it: epoch, offset, the last events (newest first) and who is in
-/// it.
-///
-/// KEYS: meta, history, present. ARGV: an epoch if the room needs one, how many events.
-const SNAPSHOT: &str = concat!(
-    take_epoch!(),
-    r#"
-local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
-local events = {}
-if tonumber(ARGV[2]) > 0 then
-  events = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
-end
-return {epoch, offset, events, redis.call('HGETALL', KEYS[3])}
-"#
-);
-
-fn meta_key(room: &str) -> String {
-    format!("chat:room:{room}:meta")
-}
-
-fn history_key(room: &str) -> String {
-    format!("chat:room:{room}:history")
-}
-
-fn present_key(room: &str) -> String {
-    format!("chat:room:{room}:present")
-}
-
-fn members_key(node: u64) -> String {
-    format!("chat:node:{node:016x}:members")
-}
-
-fn alive_key(node: u64) -> String {
-    format!("chat:node:{node:016x}:alive")
-}
-
-/// A new epoch, for a room Redis has nothing of.
-fn new_epoch() -> String {
-    format!("{:016x}", fastrand::u64(..))
-}
-
-/// How a node stands with Redis. Each connection to Redis is a new epoch
-/// ([`Epoch::Connection`]): members that joined in an earlier one were closed when it
-/// ended, and nothing of theirs is sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    Up { connection: u64 },
-    Down(String),
-}
 
 /// Why a connection to Redis ended.
 #[derive(Debug, thiserror::Error)]
@@ -224,10 +126,10 @@ impl Cluster for Publisher {
         self.node
     }
 
-    fn epoch(&self) -> Epoch {
+    fn link(&self) -> Link {
         match *self.health.borrow() {
-            Health::Up { connection } => Epoch::Connection(connection),
-            Health::Down(_) => Epoch::Offline,
+            Health::Up { connection } => Link::Connection(connection),
+            Health::Down(_) => Link::Offline,
         }
     }
 
@@ -244,18 +146,20 @@ impl Cluster for Publisher {
         };
         let _ = self.loads.send(load);
     }
+
+    fn load<'a>(&'a self, room: &'a Arc<Room>) -> BoxFuture<'a, bool> {
+        Box::pin(self.load_room(room))
+    }
+
+    fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
 }
 
 impl Publisher {
-    /// Completes once the events waiting for Redis are under their bound: a session
-    /// waits for it before reading its client's next frame.
-    pub async fn has_room(&self) {
-        self.backlog.has_room().await;
-    }
-
-    /// Loads `room` from Redis unless it is loaded: a newcomer's welcome and history
-    /// come from there. `false` if Redis did not answer in time.
-    pub async fn load(&self, room: &Arc<Room>) -> bool {
+    /// Loads `room` from Redis unless it is loaded. `false` if Redis did not answer in
+    /// time.
+    async fn load_room(&self, room: &Arc<Room>) -> bool {
         if room.is_loaded() {
             return true;
         }
@@ -283,7 +187,7 @@ pub struct Broker {
     history: usize,
     /// Events read from `chat:events` in the first read of a connection.
     read_count: usize,
-    /// How many connections to Redis this node has made; the current one's epoch.
+    /// How many connections to Redis this node has made: the current one's link.
     connection: u64,
     commands: mpsc::UnboundedReceiver<Outgoing>,
     loads: mpsc::UnboundedReceiver<Load>,
@@ -298,10 +202,35 @@ pub struct Broker {
     rooms: HashMap<RoomName, Weak<Room>>,
 }
 
-/// A broker for a new node that keeps `history` events per room and takes messages up
-/// to `max_message_bytes`: the rooms' publisher, the broker task's half, and the health
-/// that sessions and `/healthz` watch.
-pub fn channel(
+/// The cluster a new node joins through the Redis at `url`, keeping `history` events
+/// per room and taking messages up to `max_message_bytes`: what the rooms hand events
+/// to, the health that sessions and `/healthz` watch, and the task that keeps the node
+/// connected until `stop` (to be spawned once the node is ready).
+pub fn start(
+    url: String,
+    presence_ttl: Duration,
+    history: usize,
+    max_message_bytes: usize,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> (
+    Arc<dyn Cluster>,
+    watch::Receiver<Health>,
+    BoxFuture<'static, ()>,
+) {
+    let (publisher, broker, health) = channel(
+        url,
+        presence_ttl,
+        history,
+        max_message_bytes,
+        metrics.clone(),
+    );
+    (publisher, health, Box::pin(broker.run(metrics, stop)))
+}
+
+/// A broker for a new node: the rooms' publisher, the broker task's half, and the
+/// health that sessions and `/healthz` watch.
+fn channel(
     url: String,
     presence_ttl: Duration,
     history: usize,
@@ -313,7 +242,7 @@ pub fn channel(
     let (load_sender, loads) = mpsc::unbounded_channel();
     let (health, watch) = watch::channel(Health::Down("connecting to Redis".to_owned()));
     let backlog = Arc::new(Backlog::new(
-        MAX_BACKLOG_BYTES,
+        CLUSTER_BACKLOG_BYTES,
         metrics,
         Metrics::broker_backlog,
     ));
@@ -341,32 +270,10 @@ pub fn channel(
     (Arc::new(publisher), broker, watch)
 }
 
-/// An event read from `chat:events`.
-struct Entry {
-    room: RoomName,
-    from: MemberRef,
-    epoch: String,
-    event: v1::Event,
-}
-
-/// Where an entry is in a stream: its id, `<milliseconds>-<sequence>`.
-type StreamPosition = (u64, u64);
-
-fn position(id: &str) -> Option<StreamPosition> {
-    let (millis, sequence) = id.split_once('-')?;
-    Some((millis.parse().ok()?, sequence.parse().ok()?))
-}
-
-/// Events read from `chat:events`, and the position of the last one.
-struct Batch {
-    entries: Vec<Entry>,
-    read_to: Option<StreamPosition>,
-}
-
 impl Broker {
     /// Keeps the node connected to Redis, reconnecting with backoff, until `stop`; then
     /// publishes what is left (the leaves of a graceful shutdown) and unregisters.
-    pub async fn run(mut self, metrics: Arc<Metrics>, stop: CancellationToken) {
+    async fn run(mut self, metrics: Arc<Metrics>, stop: CancellationToken) {
         let mut failures = 0u32;
         loop {
             match self.connected(&metrics, &stop, &mut failures).await {
@@ -458,7 +365,7 @@ impl Broker {
     /// Announces the leaves of the last connection's members (unless a survivor already
     /// did), and says this node is alive.
     async fn register(&self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
-        // Members of the last epoch were closed when it ended; what they still queue is
+        // Members of the last link were closed when it ended; what they still queue is
         // dropped by `send`.
         reap(redis, self.node, self.node, self.history).await?;
         redis::pipe()
@@ -625,11 +532,11 @@ impl Broker {
         let mut appends = Appends::new(self.history);
         let (mut count, mut bytes, mut fresh) = (0, 0, 0);
         let mut next = Some(first);
-        let current = Epoch::Connection(self.connection);
+        let current = Link::Connection(self.connection);
         while let Some(outgoing) = next.take() {
             let cost = cost(&outgoing.event);
             bytes += cost;
-            if outgoing.epoch == current {
+            if outgoing.link == current {
                 fresh += cost;
                 appends.push((self.node, outgoing.key), &outgoing.room, &outgoing.event);
                 count += 1;
@@ -662,264 +569,4 @@ impl Broker {
         metrics.broker_published(count);
         Ok(())
     }
-}
-
-/// A pipeline of `APPEND` calls: one for each run of events in the same room from the
-/// same node, so that their order is kept.
-struct Appends {
-    pipe: redis::Pipeline,
-    /// The call being filled: for which node and room.
-    run: Option<(u64, RoomName, redis::Cmd)>,
-    history: usize,
-}
-
-impl Appends {
-    fn new(history: usize) -> Self {
-        Self {
-            pipe: redis::pipe(),
-            run: None,
-            history,
-        }
-    }
-
-    /// Adds `event` from `member` in `room`.
-    fn push(&mut self, (node, key): MemberRef, room: &RoomName, event: &v1::Event) {
-        let same_run = matches!(&self.run, Some((run_node, run_room, _)) if *run_node == node && run_room == room);
-        if !same_run {
-            self.finish_run();
-            let name = room.as_str();
-            let mut call = redis::cmd("EVALSHA");
-            call.arg(&*APPEND_HASH)
-                .arg(5)
-                .arg(meta_key(name))
-                .arg(history_key(name))
-                .arg(present_key(name))
-                .arg(members_key(node))
-                .arg(EVENTS)
-                .arg(new_epoch())
-                .arg(name)
-                .arg(node)
-                .arg(self.history)
-                .arg(EVENTS_KEPT);
-            self.run = Some((node, room.clone(), call));
-        }
-        let Some((_, _, call)) = &mut self.run else {
-            unreachable!("a run was just started");
-        };
-        let (presence, present) = match event.kind {
-            EventKind::Join => {
-                let present = v1::Present {
-                    id: event.id.clone(),
-                    name: event.name.clone(),
-                    since: event.ts,
-                };
-                let present = serde_json::to_string(&present).expect("presence always serializes");
-                ("join", present)
-            }
-            EventKind::Leave => ("leave", String::new()),
-            EventKind::Message { .. } => ("-", String::new()),
-        };
-        let json = event.to_json();
-        // The script writes the offset it takes in front of the rest.
-        let after_offset = json
-            .strip_prefix(r#"{"offset":0,"#)
-            .expect("an event's JSON starts with its offset");
-        call.arg(key).arg(presence).arg(present).arg(after_offset);
-    }
-
-    fn finish_run(&mut self) {
-        if let Some((_, _, call)) = self.run.take() {
-            self.pipe.add_command(call);
-        }
-    }
-
-    /// The pipeline; it answers with each run's last id in `chat:events`.
-    fn into_pipeline(mut self) -> redis::Pipeline {
-        self.finish_run();
-        self.pipe
-    }
-}
-
-/// A stream entry: its id and its fields, names and values in turn.
-type StreamEntry = (String, Vec<String>);
-
-/// How many events of `bytes` each make a read of about [`READ_BYTES`].
-fn events_per_read(bytes: usize) -> usize {
-    (READ_BYTES / bytes.max(64)).clamp(16, MOST_PER_READ)
-}
-
-/// Reads `chat:events` from after `start`, a batch at a time, handing each over before
-/// reading the next: what Redis has and this node has not fanned out stays in Redis.
-///
-/// A batch holds about [`READ_BYTES`]: the first read takes as many events as fit if
-/// each were as large as a message can be, and each next read as many as fit if they
-/// are like the last batch's. (Small events in batches of 1024 keep up with a busy room
-/// where batches of 64 fell seconds behind; a burst of large ones after small ones makes
-/// one batch of at most 1024 large events before the size adjusts.)
-async fn read_events(
-    mut reader: MultiplexedConnection,
-    mut start: String,
-    mut count: usize,
-    batches: mpsc::Sender<Result<Batch, BrokerError>>,
-) {
-    loop {
-        let options = redis::streams::StreamReadOptions::default()
-            .count(count)
-            .block(READ_WAIT.as_millis() as usize);
-        let read: Result<Option<redis::streams::StreamReadReply>, _> =
-            reader.xread_options(&[EVENTS], &[&start], &options).await;
-        let batch = match read {
-            Ok(reply) => {
-                let ids = reply
-                    .into_iter()
-                    .flat_map(|reply| reply.keys)
-                    .flat_map(|key| key.ids);
-                let (mut entries, mut bytes) = (Vec::new(), 0);
-                for entry in ids {
-                    start.clone_from(&entry.id);
-                    match read_live_entry(&entry) {
-                        Ok((read, size)) => {
-                            entries.push(read);
-                            bytes += size;
-                        }
-                        Err(error) => warn!(%error, id = %entry.id, "skipped an unreadable event"),
-                    }
-                }
-                if !entries.is_empty() {
-                    count = events_per_read(bytes / entries.len());
-                }
-                Ok(Batch {
-                    entries,
-                    read_to: position(&start),
-                })
-            }
-            Err(error) => Err(BrokerError::Redis(error)),
-        };
-        let failed = batch.is_err();
-        if batches.send(batch).await.is_err() || failed {
-            return;
-        }
-    }
-}
-
-fn field<T: redis::FromRedisValue>(
-    entry: &redis::streams::StreamId,
-    name: &str,
-) -> Result<T, BrokerError> {
-    entry
-        .get(name)
-        .ok_or_else(|| BrokerError::Unreadable(format!("an event without {name:?}")))
-}
-
-/// An entry of `chat:events`, and the size of its event.
-fn read_live_entry(entry: &redis::streams::StreamId) -> Result<(Entry, usize), BrokerError> {
-    let room: String = field(entry, "r")?;
-    let room = RoomName::parse(&room).map_err(|_| BrokerError::Unreadable(room))?;
-    let event: String = field(entry, "e")?;
-    let read = Entry {
-        room,
-        from: (field(entry, "n")?, field(entry, "k")?),
-        epoch: field(entry, "p")?,
-        event: read_event(&event)?,
-    };
-    Ok((read, event.len()))
-}
-
-/// A `history` entry's fields: `n`, `k`, `e`, in that order.
-fn read_history_entry(fields: &[String]) -> Result<(MemberRef, v1::Event), BrokerError> {
-    let value = |name: &str| {
-        let at = fields.iter().position(|field| field == name);
-        at.and_then(|at| fields.get(at + 1))
-            .ok_or_else(|| BrokerError::Unreadable(format!("a history entry without {name:?}")))
-    };
-    let number = |name: &str| {
-        value(name)?
-            .parse::<u64>()
-            .map_err(|error| BrokerError::Unreadable(error.to_string()))
-    };
-    Ok(((number("n")?, number("k")?), read_event(value("e")?)?))
-}
-
-fn read_event(json: &str) -> Result<v1::Event, BrokerError> {
-    serde_json::from_str(json).map_err(|error| BrokerError::Unreadable(error.to_string()))
-}
-
-/// A `present` field (`<node> <key>`) and its value.
-fn read_present(member: &str, value: &str) -> Result<(MemberRef, v1::Present), BrokerError> {
-    let unreadable = || BrokerError::Unreadable(format!("a member {member:?}"));
-    let (node, key) = member.split_once(' ').ok_or_else(unreadable)?;
-    let node = node.parse().map_err(|_| unreadable())?;
-    let key = key.parse().map_err(|_| unreadable())?;
-    let present = serde_json::from_str(value).map_err(|_| unreadable())?;
-    Ok(((node, key), present))
-}
-
-/// Announces the leaves of `dead`'s members, if this node (`me`) is the one to claim
-/// them; returns how many.
-async fn reap(
-    redis: &mut MultiplexedConnection,
-    dead: u64,
-    me: u64,
-    history: usize,
-) -> Result<usize, BrokerError> {
-    let claimed = format!("chat:reaping:{dead:016x}:{me:016x}");
-    let renamed: redis::RedisResult<()> = redis.rename(members_key(dead), &claimed).await;
-    match renamed {
-        Ok(()) => {}
-        // The one error reply RENAME has is "no such key": nobody is left to announce,
-        // or another node claimed them first.
-        Err(error) if error.kind() == redis::ErrorKind::ResponseError => return Ok(0),
-        Err(error) => return Err(error.into()),
-    }
-    let members: HashMap<String, String> = redis.hgetall(&claimed).await?;
-    let mut appends = Appends::new(history);
-    for (seat, present) in &members {
-        // `<room> <key>`, and the member as its room's `present` lists it.
-        let parsed = seat.split_once(' ').and_then(|(room, key)| {
-            let room = RoomName::parse(room).ok()?;
-            let key = key.parse::<u64>().ok()?;
-            let present = serde_json::from_str::<v1::Present>(present).ok()?;
-            Some((room, key, present))
-        });
-        let Some((room, key, present)) = parsed else {
-            warn!(%seat, "skipped an unreadable member of a gone node");
-            continue;
-        };
-        let leave = v1::Event {
-            offset: 0,
-            ts: now_millis(),
-            id: present.id,
-            name: present.name,
-            kind: EventKind::Leave,
-        };
-        appends.push((dead, key), &room, &leave);
-    }
-    let mut pipe = appends.into_pipeline();
-    pipe.del(&claimed).ignore();
-    pipe.query_async::<()>(redis).await?;
-    if !members.is_empty() {
-        info!(
-            node = %format!("{dead:016x}"),
-            members = members.len(),
-            "announced the leaves of a node's members"
-        );
-    }
-    Ok(members.len())
-}
-
-/// Finds registered nodes whose `alive` key has expired and reaps them.
-async fn reap_dead_nodes(
-    redis: &mut MultiplexedConnection,
-    me: u64,
-    history: usize,
-) -> Result<(), BrokerError> {
-    let nodes: Vec<u64> = redis.smembers(NODES).await?;
-    for node in nodes.into_iter().filter(|node| *node != me) {
-        let alive: bool = redis.exists(alive_key(node)).await?;
-        if !alive {
-            reap(redis, node, me, history).await?;
-            let _: () = redis.srem(NODES, node).await?;
-        }
-    }
-    Ok(())
 }

@@ -6,7 +6,7 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::wire::Frame;
+use crate::room::wire::Frame;
 
 /// A bounded queue of encoded frames for one connection, measured in bytes.
 ///
@@ -232,9 +232,9 @@ impl Queue {
 /// already there to read, and only when it would wait for more does it [`release`] the
 /// writers, after letting every other task that is ready run once, so that the other
 /// senders' readers, woken in the same tick, fan theirs out first. Woken at the first
-/// frame instead, 500 writers queued ahead of the burst's other readers, which were
-/// read only as those writers finished (a burst of ten messages sent within 0.2 ms was
-/// read over 1.5 ms, and each recipient's `writev` carried 6.5 of its 10 frames).
+/// frame instead, the writers queued ahead of the burst's other readers, which were
+/// read only as those writers finished, so a burst was read slowly and each recipient's
+/// `writev` carried only part of it.
 /// Dropped, it wakes them at once: a reader that ends owes no one.
 ///
 /// [`release`]: Wakes::release
@@ -280,7 +280,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::wire;
+    use crate::room::wire;
 
     #[test]
     fn only_the_latest_pong_waits_and_it_goes_first() {

@@ -9,6 +9,16 @@
 //! back, numbered ([`Room::deliver`]), so that every client on every node sees the
 //! cluster's one order, with the same offsets. The room owns both seams; the journal
 //! and the Redis broker plug into them.
+//!
+//! Also here: every room of the server (`rooms`), a member's bounded queue of frames
+//! (`outbox`), frames encoded once for every recipient (`wire`), and what storage has
+//! not yet taken (`backlog`). May call: `config`, `metrics`; never `journal` or
+//! `broker`, which call it.
+
+pub mod backlog;
+pub mod outbox;
+pub mod rooms;
+pub mod wire;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,15 +28,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chat::ClientId;
 use chat::v1::{self, DisplayName, EventKind, RoomName};
 
-use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Wakes};
-use crate::wire::{self, Frame};
+use futures_util::future::BoxFuture;
 
-/// Which connection to the cluster a member joined in. A member's session ends with its
-/// epoch, and nothing it queues afterwards is published.
+use crate::config::{Config, MAX_HISTORY_BYTES};
+use crate::metrics::Metrics;
+use crate::room::backlog::Backlog;
+use crate::room::outbox::{Outbox, Wakes};
+use crate::room::wire::Frame;
+
+/// Which connection to the cluster (which link) a member joined in: not the history
+/// `epoch` of the protocol. A member's session ends with its link, and nothing it
+/// queues afterwards is published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Epoch {
-    /// A single node: there is no cluster, and nothing ends a member's epoch.
+pub enum Link {
+    /// A single node: there is no cluster, and nothing ends a member's link.
     Local,
     /// A clustered node that could not reach the cluster when the member joined: the
     /// member's session ends at once.
@@ -42,8 +57,8 @@ pub type MemberRef = (u64, u64);
 /// An event on its way to the cluster, which numbers it.
 #[derive(Debug)]
 pub struct Outgoing {
-    /// The epoch of the member it is from.
-    pub epoch: Epoch,
+    /// The link of the member it is from.
+    pub link: Link,
     pub room: RoomName,
     /// The member, unique in the room on this node.
     pub key: u64,
@@ -56,14 +71,29 @@ pub struct Outgoing {
 pub trait Cluster: Send + Sync {
     /// This node's id, which comes back with every event it published.
     fn node(&self) -> u64;
-    /// The epoch a member joining now belongs to.
-    fn epoch(&self) -> Epoch;
+    /// The link a member joining now belongs to.
+    fn link(&self) -> Link;
     /// Hands an event over, in order. Never waits, since leaves are handed over from
     /// `Drop`.
     fn publish(&self, event: Outgoing);
     /// Asks for the room's state to be loaded from the cluster, as it is when the
     /// room is made or when the node has lost track of it (see [`Room::install`]).
     fn sync(&self, room: &Arc<Room>);
+    /// Loads `room` from the cluster unless it is loaded, and completes once it is: a
+    /// newcomer's welcome and history come from there. `false` if the cluster did not
+    /// answer in time.
+    fn load<'a>(&'a self, room: &'a Arc<Room>) -> BoxFuture<'a, bool>;
+    /// What this node has handed over and the cluster has not yet delivered back.
+    fn backlog(&self) -> &Backlog;
+}
+
+/// How a clustered node stands with its cluster, as sessions and `/healthz` watch it.
+/// Each connection to the cluster is a new link ([`Link::Connection`]): members that
+/// joined in an earlier one were closed when it ended, and nothing of theirs is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Up { connection: u64 },
+    Down(String),
 }
 
 /// A clustered room as the cluster has it: what [`Room::install`] takes.
@@ -95,7 +125,19 @@ pub trait Store: Send + Sync {
     /// Hands over the room's next event, in order: the store calls [`Room::fan_out`]
     /// with it once it is written. Never waits, since leaves are appended from `Drop`.
     fn append(&self, room: &Arc<Room>, key: u64, event: v1::Event);
+    /// The room `name` as the store left it, or `None` if it holds nothing of it. Reads
+    /// the disk: not for an async worker thread.
+    fn load(&self, name: &RoomName) -> Result<Option<Start>, StoreError>;
+    /// What the store has been handed and has not yet written.
+    fn backlog(&self) -> &Backlog;
+    /// Why the store cannot write now, if it cannot.
+    fn trouble(&self) -> Option<String>;
+    /// Completes once every event appended so far is written and fanned out.
+    fn close(&self) -> BoxFuture<'_, ()>;
 }
+
+/// Why a store could not read a room.
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where a room's history begins: nowhere for a new room, or where the store left it.
 #[derive(Debug, Default, PartialEq)]
@@ -156,6 +198,23 @@ pub struct RoomSettings {
     pub limits: v1::Limits,
     /// Whether ids and names are proven by signed tokens (told in the welcome).
     pub verified: bool,
+}
+
+impl RoomSettings {
+    /// What every room of a server with `config` needs to know.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            max_queue_bytes: config.queue_bytes(),
+            history: config.history,
+            max_history_bytes: MAX_HISTORY_BYTES,
+            limits: v1::Limits {
+                max_message_bytes: config.max_message_bytes,
+                max_nonce_chars: v1::MAX_NONCE_CHARS,
+                history: config.history,
+            },
+            verified: config.jwt_secret.is_some(),
+        }
+    }
 }
 
 /// Everyone in one room on this node, each with the outbox their connection drains.
@@ -269,13 +328,7 @@ impl Room {
                         id,
                         name: present.name,
                     };
-                    room.announce(
-                        &mut state,
-                        (Epoch::Local, key),
-                        &who,
-                        EventKind::Leave,
-                        None,
-                    );
+                    room.announce(&mut state, (Link::Local, key), &who, EventKind::Leave, None);
                 }
                 // Only a hand-edited store holds an id no client could have had.
                 Err(_) => drop(state.present.remove(&(0, key))),
@@ -292,10 +345,10 @@ impl Room {
     /// cannot leave without the others hearing of it, whatever path it ends by.
     pub fn join(self: &Arc<Self>, who: Who, protocol: Protocol, resume: Option<&Resume>) -> Member {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let epoch = self
+        let link = self
             .cluster
             .as_ref()
-            .map_or(Epoch::Local, |cluster| cluster.epoch());
+            .map_or(Link::Local, |cluster| cluster.link());
         let outbox = Arc::new(Outbox::new(self.settings.max_queue_bytes));
         let mut state = self.lock();
         state.members.insert(
@@ -309,12 +362,12 @@ impl Room {
         if let Some(cluster) = self.cluster.as_ref().filter(|_| !state.loaded) {
             cluster.sync(self);
         }
-        self.announce(&mut state, (epoch, key), &who, EventKind::Join, None);
+        self.announce(&mut state, (link, key), &who, EventKind::Join, None);
         drop(state);
         Member {
             room: self.clone(),
             protocol,
-            epoch,
+            link,
             key,
             who,
             outbox,
@@ -399,7 +452,7 @@ impl Room {
     fn announce(
         self: &Arc<Self>,
         state: &mut State,
-        (epoch, key): (Epoch, u64),
+        (link, key): (Link, u64),
         who: &Who,
         kind: EventKind,
         wakes: Option<&mut Wakes>,
@@ -413,7 +466,7 @@ impl Room {
         };
         if let Some(cluster) = &self.cluster {
             cluster.publish(Outgoing {
-                epoch,
+                link,
                 room: self.name.clone(),
                 key,
                 event,
@@ -622,7 +675,7 @@ impl Drop for Room {
 pub struct Member {
     room: Arc<Room>,
     protocol: Protocol,
-    epoch: Epoch,
+    link: Link,
     key: u64,
     who: Who,
     outbox: Arc<Outbox>,
@@ -641,7 +694,7 @@ impl Member {
         let mut state = self.room.lock();
         self.room.announce(
             &mut state,
-            (self.epoch, self.key),
+            (self.link, self.key),
             &self.who,
             kind,
             Some(wakes),
@@ -654,8 +707,8 @@ impl Member {
     }
 
     /// Which connection to the cluster the member joined in.
-    pub fn epoch(&self) -> Epoch {
-        self.epoch
+    pub fn link(&self) -> Link {
+        self.link
     }
 
     /// The member's client id.
@@ -680,7 +733,7 @@ impl Drop for Member {
         state.members.remove(&self.key);
         self.room.announce(
             &mut state,
-            (self.epoch, self.key),
+            (self.link, self.key),
             &self.who,
             EventKind::Leave,
             None,

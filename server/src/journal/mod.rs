@@ -14,6 +14,10 @@
 //! The tables are plain, for `sqlite3` users: `rooms` (name, epoch, last offset),
 //! `events` (one row per event, as v1 clients see it) and `members` (who is connected,
 //! so that after a crash their leaves can be announced).
+//!
+//! Owns the database; the rest of the server sees it only as a [`Store`], made by
+//! [`open`]. May call: `room` (the seam it plugs into, and the rooms it fans out),
+//! `config`, `metrics`.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,14 +27,15 @@ use std::thread;
 use std::time::Duration;
 
 use chat::v1::{self, DisplayName, EventKind, RoomName};
+use futures_util::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
-use crate::backlog::{Backlog, cost};
+use crate::config::{JOURNAL_BACKLOG_BYTES, MAX_ROOMS};
 use crate::metrics::Metrics;
-use crate::room::{Room, Start, Store};
-use crate::rooms::MAX_ROOMS;
+use crate::room::backlog::{Backlog, cost};
+use crate::room::{Room, Start, Store, StoreError};
 
 /// The database's file name in the data folder.
 pub const FILE_NAME: &str = "chat.sqlite3";
@@ -73,11 +78,6 @@ const NAMES_MIGRATION: &str = "
     ALTER TABLE events ADD COLUMN name TEXT;
     ALTER TABLE members ADD COLUMN name TEXT;
 ";
-
-/// Bytes of events that may wait for the writer before sessions stop reading from
-/// their clients: a few seconds of a busy room, and a bound on memory when the disk
-/// stalls.
-const MAX_BACKLOG_BYTES: usize = 8 * 1024 * 1024;
 
 /// The most events one transaction writes, so that one commit does not hold the
 /// fan-out of the rest back for long.
@@ -126,14 +126,20 @@ pub struct Journal {
     history: usize,
 }
 
+/// Opens (or makes) the database in `folder` and starts its writer, which keeps
+/// `history` events per room: the store every room of the server writes to.
+pub fn open(
+    folder: &Path,
+    history: usize,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn Store>, OpenError> {
+    Ok(Journal::open(folder, history, metrics)?)
+}
+
 impl Journal {
     /// Opens (or makes) the database in `folder` and starts its writer, which keeps
     /// `history` events per room.
-    pub fn open(
-        folder: &Path,
-        history: usize,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<Self>, OpenError> {
+    fn open(folder: &Path, history: usize, metrics: Arc<Metrics>) -> Result<Arc<Self>, OpenError> {
         std::fs::create_dir_all(folder).map_err(|error| OpenError::Folder {
             folder: folder.into(),
             error,
@@ -156,7 +162,7 @@ impl Journal {
         let journal = Arc::new(Self {
             commands,
             backlog: Arc::new(Backlog::new(
-                MAX_BACKLOG_BYTES,
+                JOURNAL_BACKLOG_BYTES,
                 metrics.clone(),
                 Metrics::journal_backlog,
             )),
@@ -164,7 +170,7 @@ impl Journal {
             reader: Mutex::new(reader),
             history,
         });
-        let writing = Writer {
+        let writing = DatabaseWriter {
             database: writer,
             backlog: journal.backlog.clone(),
             trouble: journal.trouble.clone(),
@@ -183,7 +189,7 @@ impl Journal {
     }
 
     /// The room `name` as the database left it, or `None` if it holds nothing of it.
-    pub fn load(&self, name: &RoomName) -> rusqlite::Result<Option<Start>> {
+    fn read_room(&self, name: &RoomName) -> rusqlite::Result<Option<Start>> {
         let reader = lock(&self.reader);
         let room = reader
             .query_row(
@@ -221,25 +227,6 @@ impl Journal {
             present,
         }))
     }
-
-    /// Why the journal cannot write now, if it cannot.
-    pub fn trouble(&self) -> Option<String> {
-        lock(&self.trouble).clone()
-    }
-
-    /// Completes once the events waiting to be written are under their bound: a
-    /// session waits for it before reading its client's next frame.
-    pub async fn has_room(&self) {
-        self.backlog.has_room().await;
-    }
-
-    /// Completes once every event appended so far is written and fanned out.
-    pub async fn close(&self) {
-        let (done, written) = oneshot::channel();
-        if self.commands.send(Command::Close(done)).is_ok() {
-            let _ = written.await;
-        }
-    }
 }
 
 impl Store for Journal {
@@ -252,6 +239,27 @@ impl Store for Journal {
         });
         // The writer stops only after `close`, when no session is left to append.
         let _ = self.commands.send(append);
+    }
+
+    fn load(&self, name: &RoomName) -> Result<Option<Start>, StoreError> {
+        Ok(self.read_room(name)?)
+    }
+
+    fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+
+    fn trouble(&self) -> Option<String> {
+        lock(&self.trouble).clone()
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (done, written) = oneshot::channel();
+            if self.commands.send(Command::Close(done)).is_ok() {
+                let _ = written.await;
+            }
+        })
     }
 }
 
@@ -301,7 +309,7 @@ fn read_name(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Option<
 }
 
 /// The writer thread's side.
-struct Writer {
+struct DatabaseWriter {
     database: Connection,
     backlog: Arc<Backlog>,
     trouble: Arc<Mutex<Option<String>>>,
@@ -316,7 +324,7 @@ struct Append {
     event: v1::Event,
 }
 
-impl Writer {
+impl DatabaseWriter {
     fn run(mut self, commands: mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
         let mut closed = None;

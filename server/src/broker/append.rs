@@ -1,0 +1,197 @@
+//! Publishing: events on their way to Redis, as pipelines of `APPEND` calls.
+
+use chat::v1::{self, EventKind, RoomName};
+
+use super::keys::{
+    EVENTS, EVENTS_KEPT, history_key, members_key, meta_key, new_epoch, present_key,
+};
+use super::scripts::APPEND_HASH;
+use crate::room::MemberRef;
+
+/// A pipeline of `APPEND` calls: one for each run of events in the same room from the
+/// same node, so that their order is kept.
+pub(super) struct Appends {
+    pipe: redis::Pipeline,
+    /// The call being filled: for which node and room.
+    run: Option<(u64, RoomName, redis::Cmd)>,
+    history: usize,
+}
+
+impl Appends {
+    pub(super) fn new(history: usize) -> Self {
+        Self {
+            pipe: redis::pipe(),
+            run: None,
+            history,
+        }
+    }
+
+    /// Adds `event` from `member` in `room`.
+    pub(super) fn push(&mut self, (node, key): MemberRef, room: &RoomName, event: &v1::Event) {
+        let same_run = matches!(&self.run, Some((run_node, run_room, _)) if *run_node == node && run_room == room);
+        if !same_run {
+            self.finish_run();
+            let name = room.as_str();
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(&*APPEND_HASH)
+                .arg(5)
+                .arg(meta_key(name))
+                .arg(history_key(name))
+                .arg(present_key(name))
+                .arg(members_key(node))
+                .arg(EVENTS)
+                .arg(new_epoch())
+                .arg(name)
+                .arg(node)
+                .arg(self.history)
+                .arg(EVENTS_KEPT);
+            self.run = Some((node, room.clone(), call));
+        }
+        let Some((_, _, call)) = &mut self.run else {
+            unreachable!("a run was just started");
+        };
+        let (presence, present) = match event.kind {
+            EventKind::Join => {
+                let present = v1::Present {
+                    id: event.id.clone(),
+                    name: event.name.clone(),
+                    since: event.ts,
+                };
+                let present = serde_json::to_string(&present).expect("presence always serializes");
+                ("join", present)
+            }
+            EventKind::Leave => ("leave", String::new()),
+            EventKind::Message { .. } => ("-", String::new()),
+        };
+        call.arg(key)
+            .arg(presence)
+            .arg(present)
+            .arg(json_after_offset(event));
+    }
+
+    fn finish_run(&mut self) {
+        if let Some((_, _, call)) = self.run.take() {
+            self.pipe.add_command(call);
+        }
+    }
+
+    /// The pipeline; it answers with each run's last id in `chat:events`.
+    pub(super) fn into_pipeline(mut self) -> redis::Pipeline {
+        self.finish_run();
+        self.pipe
+    }
+}
+
+/// What `APPEND` takes of an event: its JSON after the offset, which the script writes
+/// in front of the rest once it has numbered the event.
+///
+/// Relies on `chat::v1::Event` serializing its offset first, which the tests below
+/// check for every kind of event.
+pub(super) fn json_after_offset(event: &v1::Event) -> String {
+    let json = event.to_json();
+    json.strip_prefix(OFFSET_ZERO)
+        .expect("an event's JSON starts with its offset")
+        .to_owned()
+}
+
+/// How an event with offset 0 (not yet numbered) begins.
+const OFFSET_ZERO: &str = r#"{"offset":0,"#;
+
+#[cfg(test)]
+mod tests {
+    use chat::v1::DisplayName;
+
+    use super::*;
+
+    fn events() -> Vec<v1::Event> {
+        let kinds = [
+            EventKind::Join,
+            EventKind::Leave,
+            EventKind::Message {
+                text: "hi \"there\"".into(),
+                nonce: None,
+            },
+            EventKind::Message {
+                text: "with a nonce".into(),
+                nonce: Some("n-1".into()),
+            },
+        ];
+        kinds
+            .into_iter()
+            .flat_map(|kind| {
+                [None, Some(DisplayName::parse("Ada").unwrap())]
+                    .into_iter()
+                    .map(move |name| v1::Event {
+                        offset: 0,
+                        ts: 1_700_000_000_000,
+                        id: "42".into(),
+                        name,
+                        kind: kind.clone(),
+                    })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_event_encodes_its_offset_first_and_the_script_s_join_restores_it() {
+        for event in events() {
+            let rest = json_after_offset(&event);
+            // What APPEND writes for offset 7.
+            let numbered = format!("{{\"offset\":7,{rest}");
+            let decoded: v1::Event = serde_json::from_str(&numbered).unwrap();
+            assert_eq!(decoded, v1::Event { offset: 7, ..event });
+        }
+    }
+
+    #[test]
+    fn a_run_of_one_room_from_one_node_is_one_call() {
+        let events = events();
+        let room = RoomName::default();
+        let other = RoomName::parse("ops").unwrap();
+        let mut appends = Appends::new(10);
+        appends.push((1, 1), &room, &events[0]);
+        // Join, leave, then messages: see `events`.
+        appends.push((1, 2), &room, &events[2]);
+        appends.push((1, 2), &other, &events[4]);
+        appends.push((2, 1), &other, &events[6]);
+        appends.push((2, 1), &other, &events[5]);
+        let commands: Vec<_> = appends.into_pipeline().cmd_iter().cloned().collect();
+        assert_eq!(
+            commands.len(),
+            3,
+            "room main, then ops from node 1, then from node 2"
+        );
+        let args = |call: &redis::Cmd| -> Vec<String> {
+            call.args_iter()
+                .map(|arg| match arg {
+                    redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                    redis::Arg::Cursor => String::new(),
+                })
+                .collect()
+        };
+        let first = args(&commands[0]);
+        assert_eq!(first[0], "EVALSHA");
+        assert_eq!(first[2], "5", "five keys");
+        assert_eq!(
+            &first[3..8],
+            [
+                meta_key("main"),
+                history_key("main"),
+                present_key("main"),
+                members_key(1),
+                EVENTS.to_owned()
+            ]
+        );
+        // An epoch, the room, the node, the history, the stream's length, then four
+        // arguments per event.
+        assert_eq!(&first[9..13], ["main", "1", "10", &EVENTS_KEPT.to_string()]);
+        assert_eq!(first.len(), 13 + 2 * 4);
+        assert_eq!(&first[13..15], ["1", "join"]);
+        let present: v1::Present = serde_json::from_str(&first[15]).unwrap();
+        assert_eq!(present.id, "42");
+        assert_eq!(&first[17..20], ["2", "leave", ""]);
+        let last = args(&commands[2]);
+        assert_eq!(last.len(), 13 + 2 * 4);
+        assert_eq!(&last[13..15], ["1", "-"]);
+    }
+}

@@ -1,0 +1,238 @@
+//! The Lua scripts that keep each room's numbering, history and presence atomic in
+//! Redis. Their text lives in `.lua` files beside this one; each begins with
+//! `take_epoch.lua`, and each file's header states its KEYS, ARGV and reply.
+
+use std::sync::LazyLock;
+
+/// Numbers a run of events in one room from one node, in order, and adds each to the
+/// room's history and to `chat:events`; returns the last one's id in `chat:events`.
+/// One call per run of events rather than per event, and histories trimmed with
+/// `MAXLEN ~` (whole nodes of entries, as `chat:events` is) rather than exactly: both
+/// cost Redis far less CPU per event. A history may so keep a few more events than
+/// `--history`; `SNAPSHOT` reads exactly that many.
+pub(super) const APPEND: &str = concat!(include_str!("take_epoch.lua"), include_str!("append.lua"));
+
+/// `APPEND`'s hash, which pipelines call it by (each connection loads it first).
+pub(super) static APPEND_HASH: LazyLock<String> =
+    LazyLock::new(|| redis::Script::new(APPEND).get_hash().to_owned());
+
+/// A room as Redis has it: epoch, offset, the last events (newest first) and who is in
+/// it.
+pub(super) const SNAPSHOT: &str =
+    concat!(include_str!("take_epoch.lua"), include_str!("snapshot.lua"));
+
+/// Each script's contract, against a real `redis-server` (Debian's package).
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use redis::Commands;
+    use redis::streams::StreamRangeReply;
+
+    use super::*;
+    use crate::broker::keys::{EVENTS, history_key, members_key, meta_key, present_key};
+
+    /// A `redis-server` of the test's own, on a free port, without persistence; killed
+    /// when dropped.
+    struct Redis {
+        child: Child,
+        connection: redis::Connection,
+    }
+
+    impl Redis {
+        fn start() -> Self {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (apt-get install -y redis-server)");
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+            // Polled until it accepts: a server starting is not an event we can await.
+            let started = Instant::now();
+            let connection = loop {
+                match client.get_connection() {
+                    Ok(connection) => break connection,
+                    Err(error) if started.elapsed() > Duration::from_secs(10) => {
+                        panic!("redis-server did not start: {error}")
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            Self { child, connection }
+        }
+    }
+
+    impl Drop for Redis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Calls `APPEND` for a run of events of room `main` from `node`, each as (member
+    /// key, presence, present, JSON after the offset).
+    fn append(
+        redis: &mut redis::Connection,
+        epoch: &str,
+        node: u64,
+        history: usize,
+        events: &[(u64, &str, &str, &str)],
+    ) -> String {
+        let script = redis::Script::new(APPEND);
+        let mut call = script.prepare_invoke();
+        call.key(meta_key("main"))
+            .key(history_key("main"))
+            .key(present_key("main"))
+            .key(members_key(node))
+            .key(EVENTS)
+            .arg(epoch)
+            .arg("main")
+            .arg(node)
+            .arg(history)
+            .arg(100);
+        for (key, presence, present, rest) in events {
+            call.arg(key).arg(presence).arg(present).arg(rest);
+        }
+        call.invoke(redis).unwrap()
+    }
+
+    const ADA: &str = r#"{"id":"7","since":5}"#;
+
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn append_numbers_events_and_keeps_history_presence_and_the_shared_stream() {
+        let mut server = Redis::start();
+        let redis = &mut server.connection;
+        let last = append(
+            redis,
+            "e1",
+            3,
+            10,
+            &[
+                (4, "join", ADA, r#""ts":5,"id":"7","type":"join"}"#),
+                (
+                    4,
+                    "-",
+                    "",
+                    r#""ts":6,"id":"7","type":"message","text":"hi"}"#,
+                ),
+            ],
+        );
+        let meta: HashMap<String, String> = redis.hgetall(meta_key("main")).unwrap();
+        assert_eq!(meta["epoch"], "e1");
+        assert_eq!(meta["offset"], "2");
+        let history: StreamRangeReply = redis.xrange_all(history_key("main")).unwrap();
+        let ids: Vec<&str> = history.ids.iter().map(|entry| entry.id.as_str()).collect();
+        assert_eq!(ids, ["0-1", "0-2"]);
+        let second: String = history.ids[1].get("e").unwrap();
+        assert_eq!(
+            second,
+            r#"{"offset":2,"ts":6,"id":"7","type":"message","text":"hi"}"#
+        );
+        let present: HashMap<String, String> = redis.hgetall(present_key("main")).unwrap();
+        assert_eq!(present, HashMap::from([("3 4".to_owned(), ADA.to_owned())]));
+        let members: HashMap<String, String> = redis.hgetall(members_key(3)).unwrap();
+        assert_eq!(
+            members,
+            HashMap::from([("main 4".to_owned(), ADA.to_owned())])
+        );
+        let shared: StreamRangeReply = redis.xrange_all(EVENTS).unwrap();
+        assert_eq!(shared.ids.len(), 2);
+        assert_eq!(shared.ids[1].id, last, "the reply is the last event's id");
+        for (name, value) in [("r", "main"), ("n", "3"), ("k", "4"), ("p", "e1")] {
+            assert_eq!(shared.ids[1].get::<String>(name).unwrap(), value);
+        }
+
+        append(
+            redis,
+            "e2",
+            3,
+            10,
+            &[(4, "leave", "", r#""ts":7,"id":"7","type":"leave"}"#)],
+        );
+        let meta: HashMap<String, String> = redis.hgetall(meta_key("main")).unwrap();
+        assert_eq!(meta["epoch"], "e1", "an epoch is kept once taken");
+        assert_eq!(meta["offset"], "3");
+        let present: HashMap<String, String> = redis.hgetall(present_key("main")).unwrap();
+        assert!(present.is_empty(), "a leave takes the member out");
+        let members: HashMap<String, String> = redis.hgetall(members_key(3)).unwrap();
+        assert!(members.is_empty());
+    }
+
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn a_room_whose_epoch_was_lost_starts_a_new_history() {
+        let mut server = Redis::start();
+        let redis = &mut server.connection;
+        let join = (4, "join", ADA, r#""ts":5,"id":"7","type":"join"}"#);
+        append(redis, "e1", 3, 10, &[join]);
+        // As after a Redis that lost the room's meta but not the rest.
+        let _: () = redis.del(meta_key("main")).unwrap();
+        append(redis, "e2", 3, 10, &[join]);
+        let meta: HashMap<String, String> = redis.hgetall(meta_key("main")).unwrap();
+        assert_eq!(
+            (meta["epoch"].as_str(), meta["offset"].as_str()),
+            ("e2", "1")
+        );
+        let history: StreamRangeReply = redis.xrange_all(history_key("main")).unwrap();
+        assert_eq!(history.ids.len(), 1, "the old epoch's history is gone");
+    }
+
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn snapshot_answers_epoch_offset_the_last_events_newest_first_and_who_is_in() {
+        let mut server = Redis::start();
+        let redis = &mut server.connection;
+        let message = |text: &str| format!(r#""ts":6,"id":"7","type":"message","text":"{text}"}}"#);
+        let (one, two, three) = (message("1"), message("2"), message("3"));
+        append(
+            redis,
+            "e1",
+            3,
+            10,
+            &[
+                (4, "join", ADA, r#""ts":5,"id":"7","type":"join"}"#),
+                (4, "-", "", &one),
+                (4, "-", "", &two),
+                (4, "-", "", &three),
+            ],
+        );
+        type Reply = (String, u64, Vec<(String, Vec<String>)>, Vec<String>);
+        let (epoch, offset, events, present): Reply = redis::Script::new(SNAPSHOT)
+            .key(meta_key("main"))
+            .key(history_key("main"))
+            .key(present_key("main"))
+            .arg("ignored")
+            .arg(2)
+            .invoke(redis)
+            .unwrap();
+        assert_eq!((epoch.as_str(), offset), ("e1", 4));
+        let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["0-4", "0-3"], "the last two, newest first");
+        assert_eq!(events[0].1[..4], ["n", "3", "k", "4"]);
+        assert_eq!(present, ["3 4", ADA]);
+
+        let (epoch, offset, events, present): Reply = redis::Script::new(SNAPSHOT)
+            .key(meta_key("new"))
+            .key(history_key("new"))
+            .key(present_key("new"))
+            .arg("fresh")
+            .arg(2)
+            .invoke(redis)
+            .unwrap();
+        assert_eq!(
+            (epoch.as_str(), offset),
+            ("fresh", 0),
+            "a new room takes the epoch offered"
+        );
+        assert!(events.is_empty() && present.is_empty());
+    }
+}

@@ -1,0 +1,225 @@
+//! Reading `chat:events` and the rooms' history: stream entries parsed into events,
+//! a batch at a time.
+
+use chat::v1::{self, RoomName};
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::keys::EVENTS;
+use super::{BrokerError, READ_WAIT};
+use crate::room::MemberRef;
+
+/// About the most bytes of events read from `chat:events` at once.
+pub(super) const READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most events read from `chat:events` at once.
+pub(super) const MOST_PER_READ: usize = 1024;
+
+/// An event read from `chat:events`.
+pub(super) struct Entry {
+    pub(super) room: RoomName,
+    pub(super) from: MemberRef,
+    pub(super) epoch: String,
+    pub(super) event: v1::Event,
+}
+
+/// Where an entry is in a stream: its id, `<milliseconds>-<sequence>`.
+pub(super) type StreamPosition = (u64, u64);
+
+pub(super) fn position(id: &str) -> Option<StreamPosition> {
+    let (millis, sequence) = id.split_once('-')?;
+    Some((millis.parse().ok()?, sequence.parse().ok()?))
+}
+
+/// Events read from `chat:events`, and the position of the last one.
+pub(super) struct Batch {
+    pub(super) entries: Vec<Entry>,
+    pub(super) read_to: Option<StreamPosition>,
+}
+
+/// A stream entry: its id and its fields, names and values in turn.
+pub(super) type StreamEntry = (String, Vec<String>);
+
+/// How many events of `bytes` each make a read of about [`READ_BYTES`].
+pub(super) fn events_per_read(bytes: usize) -> usize {
+    (READ_BYTES / bytes.max(64)).clamp(16, MOST_PER_READ)
+}
+
+/// Reads `chat:events` from after `start`, a batch at a time, handing each over before
+/// reading the next: what Redis has and this node has not fanned out stays in Redis.
+///
+/// A batch holds about [`READ_BYTES`]: the first read takes as many events as fit if
+/// each were as large as a message can be, and each next read as many as fit if they
+/// are like the last batch's. (Small batches fall behind a busy room that large ones
+/// keep up with; a burst of large events after small ones makes one batch of at most
+/// [`MOST_PER_READ`] large events before the size adjusts.)
+pub(super) async fn read_events(
+    mut reader: MultiplexedConnection,
+    mut start: String,
+    mut count: usize,
+    batches: mpsc::Sender<Result<Batch, BrokerError>>,
+) {
+    loop {
+        let options = redis::streams::StreamReadOptions::default()
+            .count(count)
+            .block(READ_WAIT.as_millis() as usize);
+        let read: Result<Option<redis::streams::StreamReadReply>, _> =
+            reader.xread_options(&[EVENTS], &[&start], &options).await;
+        let batch = match read {
+            Ok(reply) => {
+                let ids = reply
+                    .into_iter()
+                    .flat_map(|reply| reply.keys)
+                    .flat_map(|key| key.ids);
+                let (mut entries, mut bytes) = (Vec::new(), 0);
+                for entry in ids {
+                    start.clone_from(&entry.id);
+                    match read_live_entry(&entry) {
+                        Ok((read, size)) => {
+                            entries.push(read);
+                            bytes += size;
+                        }
+                        Err(error) => warn!(%error, id = %entry.id, "skipped an unreadable event"),
+                    }
+                }
+                if !entries.is_empty() {
+                    count = events_per_read(bytes / entries.len());
+                }
+                Ok(Batch {
+                    entries,
+                    read_to: position(&start),
+                })
+            }
+            Err(error) => Err(BrokerError::Redis(error)),
+        };
+        let failed = batch.is_err();
+        if batches.send(batch).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+pub(super) fn field<T: redis::FromRedisValue>(
+    entry: &redis::streams::StreamId,
+    name: &str,
+) -> Result<T, BrokerError> {
+    entry
+        .get(name)
+        .ok_or_else(|| BrokerError::Unreadable(format!("an event without {name:?}")))
+}
+
+/// An entry of `chat:events`, and the size of its event.
+pub(super) fn read_live_entry(
+    entry: &redis::streams::StreamId,
+) -> Result<(Entry, usize), BrokerError> {
+    let room: String = field(entry, "r")?;
+    let room = RoomName::parse(&room).map_err(|_| BrokerError::Unreadable(room))?;
+    let event: String = field(entry, "e")?;
+    let read = Entry {
+        room,
+        from: (field(entry, "n")?, field(entry, "k")?),
+        epoch: field(entry, "p")?,
+        event: read_event(&event)?,
+    };
+    Ok((read, event.len()))
+}
+
+/// A `history` entry's fields: `n`, `k`, `e`, in that order.
+pub(super) fn read_history_entry(fields: &[String]) -> Result<(MemberRef, v1::Event), BrokerError> {
+    let value = |name: &str| {
+        let at = fields.iter().position(|field| field == name);
+        at.and_then(|at| fields.get(at + 1))
+            .ok_or_else(|| BrokerError::Unreadable(format!("a history entry without {name:?}")))
+    };
+    let number = |name: &str| {
+        value(name)?
+            .parse::<u64>()
+            .map_err(|error| BrokerError::Unreadable(error.to_string()))
+    };
+    Ok(((number("n")?, number("k")?), read_event(value("e")?)?))
+}
+
+pub(super) fn read_event(json: &str) -> Result<v1::Event, BrokerError> {
+    serde_json::from_str(json).map_err(|error| BrokerError::Unreadable(error.to_string()))
+}
+
+/// A `present` field (`<node> <key>`) and its value.
+pub(super) fn read_present(
+    member: &str,
+    value: &str,
+) -> Result<(MemberRef, v1::Present), BrokerError> {
+    let unreadable = || BrokerError::Unreadable(format!("a member {member:?}"));
+    let (node, key) = member.split_once(' ').ok_or_else(unreadable)?;
+    let node = node.parse().map_err(|_| unreadable())?;
+    let key = key.parse().map_err(|_| unreadable())?;
+    let present = serde_json::from_str(value).map_err(|_| unreadable())?;
+    Ok(((node, key), present))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_read_from_stream_ids_and_order_as_redis_orders_them() {
+        assert_eq!(position("1700000000000-3"), Some((1_700_000_000_000, 3)));
+        assert_eq!(position("0-12"), Some((0, 12)));
+        assert_eq!(position("12"), None);
+        assert_eq!(position("a-1"), None);
+        assert!(position("9-10") > position("9-9"));
+        assert!(position("10-0") > position("9-99"));
+    }
+
+    #[test]
+    fn a_history_entry_gives_its_member_and_event() {
+        let fields: Vec<String> = [
+            "n",
+            "3",
+            "k",
+            "4",
+            "e",
+            r#"{"offset":2,"ts":6,"id":"7","type":"leave"}"#,
+        ]
+        .map(String::from)
+        .to_vec();
+        let ((node, key), event) = read_history_entry(&fields).unwrap();
+        assert_eq!((node, key), (3, 4));
+        assert_eq!((event.offset, event.id.as_str()), (2, "7"));
+        assert_eq!(event.kind, v1::EventKind::Leave);
+    }
+
+    #[test]
+    fn unreadable_entries_are_errors_not_panics() {
+        let missing: Vec<String> = ["n", "3", "e", "{}"].map(String::from).to_vec();
+        assert!(read_history_entry(&missing).is_err());
+        let not_a_number: Vec<String> = ["n", "x", "k", "4", "e", "{}"].map(String::from).to_vec();
+        assert!(read_history_entry(&not_a_number).is_err());
+        assert!(read_event("not json").is_err());
+        assert!(read_present("3", r#"{"id":"7","since":5}"#).is_err());
+        assert!(read_present("3 4", "{").is_err());
+    }
+
+    #[test]
+    fn a_present_field_gives_its_member() {
+        let ((node, key), present) = read_present("3 4", r#"{"id":"7","since":5}"#).unwrap();
+        assert_eq!((node, key), (3, 4));
+        assert_eq!((present.id.as_str(), present.since), ("7", 5));
+    }
+
+    #[test]
+    fn a_read_takes_about_read_bytes_within_its_bounds() {
+        assert_eq!(events_per_read(64 * 1024), READ_BYTES / (64 * 1024));
+        assert_eq!(
+            events_per_read(1),
+            MOST_PER_READ,
+            "small events: the most a read takes"
+        );
+        assert_eq!(
+            events_per_read(usize::MAX),
+            16,
+            "huge events: still a few at once"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+-- How both scripts begin: a room Redis has no epoch for (new, or lost with Redis's
+-- data) gets the one the node offers, and nothing of an earlier history is kept.
+-- KEYS[1..3]: meta, history, present; ARGV[1]: the epoch offered.
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[1], 'offset')
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
