@@ -353,7 +353,12 @@ mod tests {
 
         // Room b is had while room a's load is still blocked: had it waited for a, this
         // would never complete, since a is released only after it.
-        let b = rooms.get(&room("b")).await.unwrap();
+        // (A bound, so that a regression fails rather than hangs: the panic drops
+        // `release`, which ends the blocked load.)
+        let b = tokio::time::timeout(std::time::Duration::from_secs(30), rooms.get(&room("b")))
+            .await
+            .expect("room b waited for room a's load")
+            .unwrap();
         assert_eq!(b.name(), &room("b"));
         assert!(!first_into_a.is_finished() && !second_into_a.is_finished());
 
