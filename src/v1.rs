@@ -1,6 +1,6 @@
 //! `chat.v1.json`, the richer protocol a client asks for with `Sec-WebSocket-Protocol`:
 //! every server frame is one JSON object, events carry dense offsets, and a client can
-//! resume where it left off. See PROTOCOL.md for transcripts.
+//! resume where it left off. See docs/PROTOCOL.md for transcripts.
 //!
 //! Also here, because both protocols use them: room names, and the names people go by.
 
