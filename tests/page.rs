@@ -441,6 +441,17 @@ async fn a_message_takes_its_direction_from_its_text_not_its_senders_name() {
             .expect("read the direction");
         assert_eq!(found, json!(expected), "{text}");
     }
+    // The time after right-to-left text is a piece of its own ("10:41 PM", not
+    // "10:41مرحبا PM").
+    let time = eval(
+        &page,
+        "const li = Array.from(document.querySelectorAll('#messages li')) \
+           .find(li => li.textContent.includes('مرحبا')); \
+         const time = li.querySelector('time'); \
+         return [getComputedStyle(time).unicodeBidi, time.matches(':dir(ltr)')];",
+    )
+    .await;
+    assert_eq!(time, json!(["isolate", true]));
     page.close().await.expect("close");
     server.stop().await;
 }

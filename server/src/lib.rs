@@ -135,14 +135,12 @@ pub async fn run(
         shared: shared.clone(),
     });
     announce(listener.local_addr()?, tls.is_some());
-    let reloader = tls.map(|tls| tokio::spawn(reload_on_hangup(tls)));
+    let reloader = tokio::spawn(reload_on_hangup(tls));
 
     accept_until(&listener, &door, shutdown).await;
     drop(listener);
     drop(door);
-    if let Some(reloader) = reloader {
-        reloader.abort();
-    }
+    reloader.abort();
 
     info!(
         clients = shared.rooms.members(),
@@ -201,19 +199,25 @@ fn announce(address: SocketAddr, tls: bool) {
 }
 
 /// Reads the certificate again on every SIGHUP; a bad one is logged and the one in
-/// use kept. Connections already open are not touched.
-async fn reload_on_hangup(tls: Arc<Tls>) {
+/// use kept. Connections already open are not touched. Without TLS there is nothing to
+/// reload, but SIGHUP is still caught: its default would end the server, and systemd's
+/// `ExecReload` sends it (and counts that exit as clean, so nothing restarts it).
+async fn reload_on_hangup(tls: Option<Arc<Tls>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangups = match signal(SignalKind::hangup()) {
             Ok(hangups) => hangups,
             Err(error) => {
-                warn!(%error, "cannot watch for SIGHUP: the certificate will not be reloaded");
+                warn!(%error, "cannot watch for SIGHUP: nothing will be reloaded");
                 return;
             }
         };
         while hangups.recv().await.is_some() {
+            let Some(tls) = &tls else {
+                info!("SIGHUP: nothing to reload without --tls-cert; still running");
+                continue;
+            };
             match tls.reload() {
                 Ok(()) => info!(cert = %tls.cert_path().display(), "reloaded the TLS certificate"),
                 Err(error) => {

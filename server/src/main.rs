@@ -1,6 +1,6 @@
 //! The `chat-server` binary: flags, logging, the listening socket and signals.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -239,13 +239,14 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match serve(args, jwt_secret) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("chat-server: {error:#}");
+            // Not eprintln!, which panics when stderr itself is what failed.
+            let _ = writeln!(std::io::stderr(), "chat-server: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -340,6 +341,24 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// Standard error for the log, where a failed write is dropped rather than reported: a
+/// full disk behind `2>file`, or a closed pipe behind `2>&1 | head`, must cost log lines,
+/// not the server. (The log's own writer reports a failed write by printing to stderr,
+/// which panics when stderr is what failed, inside whatever task was logging.)
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

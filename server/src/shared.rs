@@ -32,12 +32,14 @@ const READ_BUFFER_BYTES: usize = 1024;
 impl Shared {
     /// Why the node cannot serve clients now, if it cannot.
     pub fn unavailable(&self) -> Option<String> {
-        if let Some(Health::Down(reason)) = self
+        // Said to anyone who asks (/healthz, refused handshakes): what went wrong with
+        // Redis is for the log, where the broker writes it.
+        if let Some(Health::Down(_)) = self
             .cluster_health
             .as_ref()
             .map(|health| health.borrow().clone())
         {
-            return Some(format!("cannot reach Redis: {reason}"));
+            return Some("cannot reach Redis".to_owned());
         }
         self.rooms.trouble()
     }

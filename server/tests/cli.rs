@@ -300,3 +300,160 @@ async fn running_out_of_file_descriptors_backs_off_quietly_and_recovers() {
     drop(held);
     let _client = join(server.port, "1").await;
 }
+
+/// Sends `signal` (a name `kill` knows, such as `HUP`) to the server.
+fn signal(server: &ServerProcess, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+}
+
+/// Waits for the server to exit, within a generous bound.
+fn exit_status(server: &mut ServerProcess) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn sighup_without_tls_is_logged_and_the_server_keeps_serving() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut command = chat_server();
+    command.args(["--port", "0"]);
+    let mut server = ServerProcess::start(command);
+    let mut client = join(server.port, "1").await;
+    // What systemd's `ExecReload` sends; its default action would end the process.
+    signal(&server, "HUP");
+    server.wait_for_log("nothing to reload");
+    assert!(
+        server.child.try_wait().expect("wait").is_none(),
+        "still running"
+    );
+    client
+        .send(Message::text("still here"))
+        .await
+        .expect("send");
+    let echo = tokio::time::timeout(std::time::Duration::from_secs(10), client.next())
+        .await
+        .expect("the echo in time");
+    assert!(
+        matches!(&echo, Some(Ok(Message::Text(text))) if text.as_str() == "Client #1: still here"),
+        "{echo:?}"
+    );
+    join(server.port, "2").await;
+    signal(&server, "TERM");
+    let status = exit_status(&mut server);
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_refuses_to_start_and_says_why() {
+    let folder = std::env::temp_dir().join(format!("chat-cli-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&folder);
+    let data_dir = folder.to_str().expect("a UTF-8 path");
+    let mut command = chat_server();
+    command.args(["--port", "0", "--data-dir", data_dir]);
+    let mut first = ServerProcess::start(command);
+
+    // Run with a bound: a second server that wrongly starts would never exit.
+    let mut second = chat_server()
+        .args(["--port", "0", "--data-dir", data_dir])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second server started on a data folder in use");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("in use by another chat-server"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // The lock goes with the server that held it.
+    signal(&first, "TERM");
+    assert!(exit_status(&mut first).success());
+    let mut command = chat_server();
+    command.args(["--port", "0", "--data-dir", data_dir]);
+    let mut third = ServerProcess::start(command);
+    signal(&third, "TERM");
+    assert!(exit_status(&mut third).success());
+    let _ = std::fs::remove_dir_all(&folder);
+}
+
+#[tokio::test]
+async fn a_log_that_cannot_be_written_costs_log_lines_not_the_server() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port();
+    // Every write to stderr fails (ENOSPC), as with `2>file` on a full disk.
+    let full = std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let mut server = chat_server()
+        .args(["--port", &port.to_string()])
+        .stderr(full)
+        .spawn()
+        .expect("start chat-server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut client = loop {
+        assert!(
+            server.try_wait().expect("wait").is_none(),
+            "chat-server exited"
+        );
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break join(port, "1").await;
+        }
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    client.send(Message::text("hello")).await.expect("send");
+    let echo = tokio::time::timeout(std::time::Duration::from_secs(10), client.next())
+        .await
+        .expect("the echo in time");
+    assert!(
+        matches!(&echo, Some(Ok(Message::Text(text))) if text.as_str() == "Client #1: hello"),
+        "{echo:?}"
+    );
+    let sent = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -101,6 +101,12 @@ pub enum OpenError {
         error: rusqlite::Error,
     },
     #[error(
+        "the data folder {} is in use by another chat-server (it holds {LOCK_FILE_NAME}); \
+         stop that one, or give this one another --data-dir",
+        folder.display()
+    )]
+    InUse { folder: PathBuf },
+    #[error(
         "the database {} was written by a newer chat-server (schema {version}; this one knows {SCHEMA_VERSION})",
         path.display()
     )]
@@ -124,7 +130,13 @@ pub struct Journal {
     reader: Mutex<Connection>,
     /// Events kept per room.
     history: usize,
+    /// Locked while the journal is open: a second server on the same folder would
+    /// write the same rooms' offsets and fail every write after the first.
+    _folder_lock: std::fs::File,
 }
+
+/// The file in the data folder that the server running on it keeps locked.
+const LOCK_FILE_NAME: &str = "chat-server.lock";
 
 /// Opens (or makes) the database in `folder` and starts its writer, which keeps
 /// `history` events per room: the store every room of the server writes to.
@@ -144,6 +156,25 @@ impl Journal {
             folder: folder.into(),
             error,
         })?;
+        let folder_error = |error| OpenError::Folder {
+            folder: folder.into(),
+            error,
+        };
+        let folder_lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(folder.join(LOCK_FILE_NAME))
+            .map_err(folder_error)?;
+        match folder_lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::InUse {
+                    folder: folder.into(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(folder_error(error)),
+        }
         let path = folder.join(FILE_NAME);
         let database = |error| OpenError::Database {
             path: path.clone(),
@@ -169,6 +200,7 @@ impl Journal {
             trouble: Arc::default(),
             reader: Mutex::new(reader),
             history,
+            _folder_lock: folder_lock,
         });
         let writing = DatabaseWriter {
             database: writer,
@@ -372,7 +404,9 @@ impl DatabaseWriter {
                         );
                     }
                     failing = true;
-                    *lock(&self.trouble) = Some(format!("cannot write the history: {write_error}"));
+                    // Said to anyone who asks (/healthz, refused handshakes): the
+                    // error itself is for the log.
+                    *lock(&self.trouble) = Some("cannot write the history".to_owned());
                     thread::sleep(RETRY_EVERY);
                 }
             }
