@@ -222,7 +222,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     chat_tui::text::set_quirks(measure_quirks());
     let mut terminal = Terminal::new(CrosstermBackend::new(BasicColours::new(io::stdout())))
         .context("opening the terminal")?;
-    terminal.clear()?;
+    redraw_everything(&mut terminal)?;
     let size = terminal.size()?;
     app.update(Event::Terminal(crossterm::event::Event::Resize(
         size.width,
@@ -257,7 +257,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             }
             match command {
                 Some(Command::Quit) => break 'running,
-                Some(Command::Redraw) => terminal.clear()?,
+                Some(Command::Redraw) => redraw_everything(&mut terminal)?,
                 Some(Command::Reconnect) => steering.reconnect(),
                 Some(Command::Notify(text)) => notify(&text),
                 Some(Command::Join(room)) => steering.join(room),
@@ -287,6 +287,19 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     drop(lines_out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), network).await;
     Ok(())
+}
+
+type Screen = Terminal<CrosstermBackend<BasicColours<Stdout>>>;
+
+/// Clears the screen and has the next draw write every cell again (Ctrl-L).
+///
+/// Not `Terminal::clear`: that asks the terminal where the cursor is, and the answer
+/// goes to the event stream's reader, which holds the input; crossterm then gives up
+/// after 2 s and the client quit. Resizing to the same size clears the screen and resets
+/// the back buffer without asking anything.
+fn redraw_everything(terminal: &mut Screen) -> io::Result<()> {
+    let size = terminal.size()?;
+    terminal.resize(ratatui::layout::Rect::new(0, 0, size.width, size.height))
 }
 
 /// Draws each of [`chat_tui::text::PROBES`] in the top left corner and asks the terminal

@@ -535,3 +535,23 @@ async fn emoji_this_terminal_draws_at_another_width_are_drawn_simply_and_rows_st
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }
+
+/// Ctrl-L redraws without asking the terminal where the cursor is: the answer would go
+/// to the event reader, and crossterm, waiting 2 s for it, made the client quit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_l_redraws_and_the_client_keeps_running() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
+    tui.wait_for("● connected · id 1").await;
+    tui.type_keys("\u{c}");
+    // Typed after the redraw: shown only if the client is still reading keys.
+    tui.type_keys("still here");
+    tui.wait_for("› still here").await;
+    let mut other = server.join("2", "2").await;
+    tui.wait_for("Client #2 has entered the chat").await;
+    tui.type_keys("\r");
+    assert_eq!(other.recv().await, "Client #1: still here");
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
