@@ -155,11 +155,13 @@ fn main() -> ExitCode {
         if !id_was_given {
             eprintln!("chat-tui: your id is {id}");
         }
-        runtime.block_on(pipe::run(
-            &target.in_room(&args.room),
-            &id,
-            args.max_message_bytes as usize,
-        ))
+        runtime
+            .block_on(pipe::run(
+                &target.in_room(&args.room),
+                &id,
+                args.max_message_bytes as usize,
+            ))
+            .map(|()| ExitCode::SUCCESS)
     } else {
         runtime.block_on(interactive(&args, id, target))
     };
@@ -167,7 +169,7 @@ fn main() -> ExitCode {
     // hold up a normal shutdown until the next line: exit without waiting for it.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("chat-tui: {error:#}");
             ExitCode::FAILURE
@@ -187,8 +189,61 @@ fn local_time() -> String {
     chrono::Local::now().format("%H:%M:%S").to_string()
 }
 
-/// The full-screen client.
-async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Result<()> {
+/// The signals that end the full-screen client as Ctrl-C does, the terminal restored:
+/// SIGTERM (`kill`, a service manager), SIGHUP (the terminal closed) and SIGINT (`kill
+/// -INT`; in raw mode Ctrl-C is a key, not a signal).
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind| signal(kind).context("listening for signals");
+        Ok(Self {
+            term: listen(SignalKind::terminate())?,
+            hangup: listen(SignalKind::hangup())?,
+            interrupt: listen(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next of them to come, as its number.
+    async fn next(&mut self) -> i32 {
+        use tokio::signal::unix::SignalKind;
+        tokio::select! {
+            _ = self.term.recv() => SignalKind::terminate().as_raw_value(),
+            _ = self.hangup.recv() => SignalKind::hangup().as_raw_value(),
+            _ = self.interrupt.recv() => SignalKind::interrupt().as_raw_value(),
+        }
+    }
+}
+
+/// Elsewhere, Ctrl-Break and the console closing, as tokio reports them.
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn listen() -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn next(&mut self) -> i32 {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // Not listening: never.
+            std::future::pending::<()>().await;
+        }
+        2
+    }
+}
+
+/// The full-screen client. Ends with success when the user quits, and with 128 + the
+/// signal's number, as a shell reports it, after a signal.
+async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Result<ExitCode> {
     let mouse = !args.no_mouse;
     let server = args.server.trim_end_matches('/').to_owned();
     let mut app = App::new(server, id.to_string(), args.scrollback as usize, local_time);
@@ -218,6 +273,8 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     };
     let network = tokio::spawn(net::run(target, lines, events_in.clone(), steering.clone()));
 
+    // Listened for before the terminal is changed, so that none goes unheard.
+    let mut signals = Signals::listen()?;
     let _restore_on_exit = TerminalGuard::enter(mouse)?;
     chat_tui::text::set_quirks(measure_quirks());
     let mut terminal = Terminal::new(CrosstermBackend::new(BasicColours::new(io::stdout())))
@@ -235,9 +292,17 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     const MOST_EVENTS_PER_FRAME: usize = 4096;
     terminal.draw(|frame| ui::render(&app, frame))?;
     panic_if_testing_the_panic_hook();
+    let mut exit = ExitCode::SUCCESS;
     'running: loop {
         terminal.draw(|frame| ui::render(&app, frame))?;
-        let Some(mut event) = events.recv().await else {
+        let next = tokio::select! {
+            next = events.recv() => next,
+            number = signals.next() => {
+                exit = ExitCode::from(u8::try_from(128 + number).unwrap_or(u8::MAX));
+                None
+            }
+        };
+        let Some(mut event) = next else {
             break;
         };
         for _ in 0..MOST_EVENTS_PER_FRAME {
@@ -286,7 +351,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     // Closing the line channel tells the network task to close the socket politely.
     drop(lines_out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), network).await;
-    Ok(())
+    Ok(exit)
 }
 
 type Screen = Terminal<CrosstermBackend<BasicColours<Stdout>>>;

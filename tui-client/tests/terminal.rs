@@ -555,3 +555,59 @@ async fn ctrl_l_redraws_and_the_client_keeps_running() {
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }
+
+/// The process id of the `chat-tui` whose arguments include `marker`, from `/proc`.
+fn pid_of_chat_tui_with(marker: &str) -> u32 {
+    let entries = std::fs::read_dir("/proc").expect("/proc");
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let command = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let command = String::from_utf8_lossy(&command);
+            let mut words = command.split('\0');
+            let program = words.next()?;
+            (program.ends_with("chat-tui") && words.any(|word| word == marker)).then_some(pid)
+        })
+        .next()
+        .expect("the chat-tui process")
+}
+
+/// `kill -TERM`, `-HUP` and `-INT` end the client as Ctrl-C does: the terminal comes back
+/// from raw mode, the alternate screen, mouse reporting and bracketed paste.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_gives_the_terminal_back() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    for (signal, number) in [("TERM", 15), ("HUP", 1), ("INT", 2)] {
+        let id = format!("{number}000");
+        let mut tui = Tui::start(&["--server", &url, "--id", &id]);
+        tui.wait_for(&format!("● connected · id {id}")).await;
+        let pid = pid_of_chat_tui_with(&id);
+        let killed = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(killed.success());
+        let status = tui.wait_for_exit().await;
+        assert_eq!(status.exit_code(), 128 + number, "SIG{signal}");
+        // The last of its output may still be on its way to the screen.
+        testkit::within("the main screen back", async {
+            while tui.screen().screen().alternate_screen() {
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+        })
+        .await;
+        let parser = tui.screen();
+        let screen = parser.screen();
+        assert!(!screen.alternate_screen(), "SIG{signal}: alternate screen");
+        assert!(!screen.hide_cursor(), "SIG{signal}: cursor");
+        assert!(!screen.bracketed_paste(), "SIG{signal}: bracketed paste");
+        assert_eq!(
+            screen.mouse_protocol_mode(),
+            vt100::MouseProtocolMode::None,
+            "SIG{signal}: mouse"
+        );
+    }
+}
