@@ -110,6 +110,9 @@ pub struct App {
     /// With `--log`: the messages received since the last [`App::take_received`], as
     /// lines of text (raw).
     received: Option<Vec<String>>,
+    /// A `/join` waiting for the echoes of the messages sent to this room: leaving
+    /// before them, the client could not tell whether they arrived.
+    join_after_echoes: Option<RoomName>,
 }
 
 /// The server's default limit on a message, which the plain protocol cannot tell.
@@ -139,6 +142,7 @@ impl App {
             show_members: false,
             event_time: local_time_of,
             received: None,
+            join_after_echoes: None,
         }
     }
 
@@ -354,12 +358,19 @@ impl App {
                 None
             }
             Some(SlashAction::Join) => match RoomName::parse(argument) {
-                Ok(room) => {
-                    self.viewport.end_search();
-                    self.notice(&format!("joining #{room}"));
-                    self.room = room.clone();
-                    Some(Command::Join(room))
+                // Asked again while waiting: now.
+                Ok(room) if self.join_after_echoes.is_some() => {
+                    self.join_after_echoes = None;
+                    Some(self.join(room))
                 }
+                Ok(room) if self.awaiting_echoes() => {
+                    self.notice(&format!(
+                        "joining #{room} once the server has echoed what you sent here (/join again: now)"
+                    ));
+                    self.join_after_echoes = Some(room);
+                    None
+                }
+                Ok(room) => Some(self.join(room)),
                 Err(invalid) => {
                     self.notice(&format!("/join needs a room name: {invalid}"));
                     return None;
@@ -374,6 +385,29 @@ impl App {
         };
         self.input.submit();
         command
+    }
+
+    /// Leaves this room for `room`: what `/join` asks the network to do.
+    fn join(&mut self, room: RoomName) -> Command {
+        self.viewport.end_search();
+        self.notice(&format!("joining #{room}"));
+        self.room = room.clone();
+        Command::Join(room)
+    }
+
+    /// The `/join` that waited for the echoes of what was sent here, once they are all
+    /// back.
+    pub(crate) fn join_when_echoed(&mut self) -> Option<Command> {
+        if self.awaiting_echoes() {
+            return None;
+        }
+        self.join_waiting()
+    }
+
+    /// The `/join` that waited, now: the connection is gone, and the echoes with it.
+    fn join_waiting(&mut self) -> Option<Command> {
+        let room = self.join_after_echoes.take()?;
+        Some(self.join(room))
     }
 
     /// Connections made so far, counted as the network task counts them.
@@ -405,6 +439,7 @@ impl App {
             NetEvent::Connecting => {
                 self.link = Link::Connecting;
                 self.v1 = false;
+                return self.join_waiting();
             }
             NetEvent::Connected { v1 } => {
                 self.v1 = v1;
@@ -423,10 +458,14 @@ impl App {
                 self.link = Link::Connected;
             }
             NetEvent::Retrying { seconds } => self.link = Link::Retrying { seconds },
-            NetEvent::Disconnected { reason } => self.notice(&reason),
+            NetEvent::Disconnected { reason } => {
+                self.notice(&reason);
+                return self.join_waiting();
+            }
             NetEvent::GaveUp { reason } => {
                 self.notice_again(&format!("{reason}; press F5 to try again"));
                 self.link = Link::Stopped;
+                return self.join_waiting();
             }
             NetEvent::Frame(frame) => return self.server_frame(frame),
             NetEvent::Unreadable { text } => {

@@ -611,3 +611,36 @@ async fn a_signal_gives_the_terminal_back() {
         );
     }
 }
+
+/// Waits until the screen shows `text` at least `count` times.
+async fn wait_for_count(tui: &Terminal, text: &str, count: usize) {
+    testkit::within(&format!("{count} of {text:?}"), async {
+        while tui.contents().matches(text).count() < count {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+}
+
+/// A message sent just before `/join` reaches the room it was typed in, and is shown as
+/// delivered, not "not sent": the join waits for its echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_just_before_join_is_delivered_and_not_marked_not_sent() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut main = server.join("3", "3").await;
+    let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
+    tui.wait_for("● connected · id 1 · #main").await;
+    assert_eq!(main.recv().await, "Client #1 has entered the chat");
+    tui.type_keys("last words\r/join other\r");
+    assert_eq!(main.recv().await, "Client #1: last words");
+    assert_eq!(main.recv().await, "Client #1 has left the chat");
+    tui.wait_for("● connected · id 1 · #other").await;
+    // Our join in #other, after its welcome.
+    wait_for_count(&tui, "Client #1 has entered the chat", 2).await;
+    let screen = tui.contents();
+    assert!(screen.contains("Client #1: last words"), "{screen}");
+    assert!(!screen.contains("not sent"), "{screen}");
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}

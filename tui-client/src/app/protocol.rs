@@ -227,7 +227,7 @@ impl App {
                 if let Some(nonce) = nonce
                     && self.confirm(nonce, event.ts)
                 {
-                    return None;
+                    return self.join_when_echoed();
                 }
                 let mine = event.id == self.id;
                 let mentions_me = !mine && self.mentions_me(text);
@@ -250,6 +250,18 @@ impl App {
             }
         }
         None
+    }
+
+    /// Whether messages sent on this connection have not come back yet.
+    pub(super) fn awaiting_echoes(&self) -> bool {
+        let connected = self.v1 && self.link == Link::Connected;
+        connected
+            && self.session.as_ref().is_some_and(|session| {
+                session
+                    .unconfirmed
+                    .iter()
+                    .any(|waiting| waiting.sent_on == self.connections)
+            })
     }
 
     /// Marks the message sent with `nonce` as confirmed, if it is ours.
@@ -614,6 +626,64 @@ mod tests {
         app.update(welcome(5, &[("7", None)], true));
         assert_eq!(app.update(event(6, "42", None, EventKind::Join)), None);
         assert!(lines(&app).iter().any(|line| line.starts_with("not sent")));
+    }
+
+    #[test]
+    fn a_join_waits_for_the_echo_of_what_was_just_sent_and_nothing_is_marked_not_sent() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "42", None, EventKind::Join));
+        let Some(Command::Send(frame)) = type_and_send(&mut app, "last words") else {
+            panic!("sent");
+        };
+        let Ok(Request::Message { nonce, .. }) = Request::parse(&frame) else {
+            panic!("{frame}");
+        };
+        let other = chat::v1::RoomName::parse("other").unwrap();
+        assert_eq!(
+            type_and_send(&mut app, "/join other"),
+            None,
+            "leaving now would lose the echo"
+        );
+        assert_eq!(app.room.as_str(), "main");
+        assert_eq!(
+            app.update(event(2, "42", None, said("last words", nonce.as_deref()))),
+            Some(Command::Join(other.clone())),
+            "echoed: now"
+        );
+        assert_eq!(app.room, other);
+        connected(&mut app);
+        let Event::Net(NetEvent::Frame(ServerFrame::Welcome(mut moved))) = welcome(0, &[], false)
+        else {
+            unreachable!()
+        };
+        moved.welcome.room = "other".into();
+        app.update(Event::Net(NetEvent::Frame(ServerFrame::Welcome(moved))));
+        let shown = lines(&app);
+        assert!(
+            shown.contains(&"t2000 Client #42: last words".to_owned()),
+            "{shown:?}"
+        );
+        assert!(
+            !shown.iter().any(|line| line.contains("not sent")),
+            "{shown:?}"
+        );
+
+        // With nothing waiting, or once the connection is gone, a join goes at once.
+        assert_eq!(
+            type_and_send(&mut app, "/join main"),
+            Some(Command::Join(chat::v1::RoomName::parse("main").unwrap()))
+        );
+        app.update(Event::Net(NetEvent::Connected { v1: true }));
+        type_and_send(&mut app, "lost");
+        assert_eq!(type_and_send(&mut app, "/join other"), None);
+        assert_eq!(
+            app.update(Event::Net(NetEvent::Disconnected {
+                reason: "connection reset".into()
+            })),
+            Some(Command::Join(other))
+        );
     }
 
     #[test]
