@@ -113,6 +113,9 @@ pub struct App {
     /// A `/join` waiting for the echoes of the messages sent to this room: leaving
     /// before them, the client could not tell whether they arrived.
     join_after_echoes: Option<RoomName>,
+    /// Whether the user was told that quitting drops messages on their way: the next
+    /// quit does.
+    quit_asked: bool,
 }
 
 /// The server's default limit on a message, which the plain protocol cannot tell.
@@ -143,6 +146,7 @@ impl App {
             event_time: local_time_of,
             received: None,
             join_after_echoes: None,
+            quit_asked: false,
         }
     }
 
@@ -289,7 +293,7 @@ impl App {
             Action::Redraw => return Some(Command::Redraw),
             Action::Reconnect => return Some(Command::Reconnect),
             Action::ToggleMembers => self.show_members = !self.show_members,
-            Action::Quit => return Some(Command::Quit),
+            Action::Quit => return self.quit(),
         }
         None
     }
@@ -335,7 +339,7 @@ impl App {
             });
         let known = keys::slash_command(name).map(|command| command.action);
         let command = match known {
-            Some(SlashAction::Quit) => Some(Command::Quit),
+            Some(SlashAction::Quit) => self.quit(),
             Some(SlashAction::Reconnect) => Some(Command::Reconnect),
             Some(SlashAction::Clear) => {
                 self.viewport.end_search();
@@ -385,6 +389,25 @@ impl App {
         };
         self.input.submit();
         command
+    }
+
+    /// Quits; but with messages still on their way, first says how many would be
+    /// dropped, and quits when asked again.
+    fn quit(&mut self) -> Option<Command> {
+        let waiting = self.messages_on_their_way();
+        if waiting == 0 || self.quit_asked {
+            return Some(Command::Quit);
+        }
+        self.quit_asked = true;
+        let (messages, them) = if waiting == 1 {
+            ("message", "it")
+        } else {
+            ("messages", "them")
+        };
+        self.notice_again(&format!(
+            "{waiting} {messages} not sent yet: Ctrl-C again to quit and drop {them}"
+        ));
+        None
     }
 
     /// Leaves this room for `room`: what `/join` asks the network to do.

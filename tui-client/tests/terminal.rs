@@ -644,3 +644,21 @@ async fn a_message_sent_just_before_join_is_delivered_and_not_marked_not_sent() 
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }
+
+/// Quitting with messages on their way says so first; asked again, it quits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quitting_with_unsent_messages_asks_first() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
+    tui.wait_for("● connected · id 1").await;
+    server.stop().await;
+    tui.wait_for("reconnecting in").await;
+    tui.type_keys("queued one\r");
+    tui.wait_for("sending… Client #1: queued one").await;
+    tui.type_keys("\u{3}");
+    tui.wait_for("1 message not sent yet: Ctrl-C again to quit and drop it")
+        .await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}

@@ -252,6 +252,13 @@ impl App {
         None
     }
 
+    /// Our messages the server has not echoed yet: those quitting would drop.
+    pub(super) fn messages_on_their_way(&self) -> usize {
+        self.session
+            .as_ref()
+            .map_or(0, |session| session.unconfirmed.len())
+    }
+
     /// Whether messages sent on this connection have not come back yet.
     pub(super) fn awaiting_echoes(&self) -> bool {
         let connected = self.v1 && self.link == Link::Connected;
