@@ -102,8 +102,11 @@ pub struct App {
     pub session: Option<Session>,
     /// Connections made so far: a message sent in an earlier one may have been lost.
     connections: u64,
-    /// Whether the member list is shown beside the messages (F2).
+    /// Whether the member list is asked for beside the messages (F2); see
+    /// [`App::members_shown`].
     pub show_members: bool,
+    /// The terminal's columns and rows.
+    terminal_size: (u16, u16),
     /// A server time (Unix milliseconds) as the time column shows it; a parameter so
     /// that tests can fix it.
     pub event_time: fn(u64) -> String,
@@ -117,6 +120,9 @@ pub struct App {
     /// quit does.
     quit_asked: bool,
 }
+
+/// Columns of the member list (F2), its border included.
+pub const MEMBERS_WIDTH: u16 = 26;
 
 /// The server's default limit on a message, which the plain protocol cannot tell.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -143,6 +149,7 @@ impl App {
             session: None,
             connections: 0,
             show_members: false,
+            terminal_size: (80, 24),
             event_time: local_time_of,
             received: None,
             join_after_echoes: None,
@@ -185,7 +192,8 @@ impl App {
             }
             Event::Terminal(TerminalEvent::FocusGained) => self.focused = true,
             Event::Terminal(TerminalEvent::Resize(columns, rows)) => {
-                self.viewport.resize(&self.scrollback, columns, rows);
+                self.terminal_size = (columns, rows);
+                self.fit_viewport();
             }
             Event::Net(news) => return self.net(news),
         }
@@ -292,7 +300,10 @@ impl App {
             Action::EndSearch => self.viewport.end_search(),
             Action::Redraw => return Some(Command::Redraw),
             Action::Reconnect => return Some(Command::Reconnect),
-            Action::ToggleMembers => self.show_members = !self.show_members,
+            Action::ToggleMembers => {
+                self.show_members = !self.show_members;
+                self.fit_viewport();
+            }
             Action::Quit => return self.quit(),
         }
         None
@@ -389,6 +400,24 @@ impl App {
         };
         self.input.submit();
         command
+    }
+
+    /// Whether the member list is drawn beside the messages: asked for (F2), known
+    /// (`chat.v1.json`), and with room left for the messages.
+    pub fn members_shown(&self) -> bool {
+        self.show_members && self.session.is_some() && self.terminal_size.0 > MEMBERS_WIDTH * 2
+    }
+
+    /// Gives the viewport the message pane's size, so that messages are wrapped at the
+    /// width they are drawn in: the terminal's, less the member list's when it is shown.
+    pub(crate) fn fit_viewport(&mut self) {
+        let (columns, rows) = self.terminal_size;
+        let columns = if self.members_shown() {
+            columns - MEMBERS_WIDTH
+        } else {
+            columns
+        };
+        self.viewport.resize(&self.scrollback, columns, rows);
     }
 
     /// Quits; but with messages still on their way, first says how many would be

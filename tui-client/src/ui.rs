@@ -8,13 +8,10 @@ use ratatui::widgets::Paragraph;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{App, Entry, Kind, Link, TIME_WIDTH};
+use crate::app::{App, Entry, Kind, Link, MEMBERS_WIDTH, TIME_WIDTH};
 use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
-
-/// Columns of the member list (F2), its border included.
-const MEMBERS_WIDTH: u16 = 26;
 
 /// Colours for other people's ids; each id always gets the same one.
 const ID_COLOURS: [Color; 10] = [
@@ -39,7 +36,7 @@ pub fn render(app: &App, frame: &mut Frame) {
     ])
     .areas(frame.area());
     let pane = match &app.session {
-        Some(session) if app.show_members && pane.width > MEMBERS_WIDTH * 2 => {
+        Some(session) if app.members_shown() => {
             let [messages, members] =
                 Layout::horizontal([Constraint::Min(1), Constraint::Length(MEMBERS_WIDTH)])
                     .areas(pane);

@@ -662,3 +662,24 @@ async fn quitting_with_unsent_messages_asks_first() {
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }
+
+/// With the member list shown (F2), messages are wrapped at the pane's narrower width:
+/// nothing is cut off at its edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_member_list_shown_long_messages_wrap_and_keep_their_end() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
+    tui.wait_for("● connected · id 1").await;
+    tui.type_keys("\u{1b}OQ"); // F2
+    tui.wait_for("│ 1 here").await;
+    let mut other = server.join("7", "7").await;
+    // 85 characters with its `Client #7: `, ending in a word of its own.
+    let text = format!("{} the-ends", "word ".repeat(13));
+    assert_eq!(format!("Client #7: {text}").chars().count(), 85);
+    other.send(&text).await;
+    tui.wait_for("│ 2 here").await;
+    tui.wait_for("the-ends").await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}

@@ -129,10 +129,17 @@ impl App {
 
     fn welcome(&mut self, welcome: Welcome) {
         self.max_message_bytes = welcome.limits.max_message_bytes;
-        let session = self.session.get_or_insert_with(|| Session {
-            nonce_seed: format!("{:06x}", fastrand::u32(..0xff_ffff)),
-            ..Session::default()
-        });
+        if self.session.is_none() {
+            self.session = Some(Session {
+                nonce_seed: format!("{:06x}", fastrand::u32(..0xff_ffff)),
+                ..Session::default()
+            });
+            // The member list may show now.
+            self.fit_viewport();
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
         let room_changed = session.room != welcome.room;
         let first = session.epoch.is_empty() || room_changed;
         // What was on its way to the room left behind is not sent to this one.
