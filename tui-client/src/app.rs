@@ -372,6 +372,15 @@ impl App {
                 self.who();
                 None
             }
+            // Connected without `chat.v1.json`: the server speaks the tutorial's plain
+            // protocol, which has one room for everyone.
+            Some(SlashAction::Join) if self.connected_before && self.session.is_none() => {
+                self.notice(&format!(
+                    "this server has no rooms (it does not speak chat.v1.json): staying in #{}",
+                    self.room
+                ));
+                None
+            }
             Some(SlashAction::Join) => match RoomName::parse(argument) {
                 // Asked again while waiting: now.
                 Ok(room) if self.join_after_echoes.is_some() => {
@@ -828,6 +837,13 @@ mod tests {
             Some(Command::Send("/nosuch thing".into()))
         );
 
+        // A plain server has one room: /join stays put.
+        type_text(&mut app, "/join ops");
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        assert_eq!(app.room, RoomName::default());
+        assert!(app.input.is_empty());
+        // A server with rooms: one that speaks chat.v1.json.
+        app.session = Some(Session::default());
         type_text(&mut app, "/join no spaces");
         assert_eq!(app.update(key(KeyCode::Enter)), None);
         app.update(ctrl('u'));
