@@ -110,15 +110,43 @@ pub struct App {
     /// A server time (Unix milliseconds) as the time column shows it; a parameter so
     /// that tests can fix it.
     pub event_time: fn(u64) -> String,
-    /// With `--log`: the messages received since the last [`App::take_received`], as
-    /// lines of text (raw).
-    received: Option<Vec<String>>,
+    /// With `--log`: the messages received since the last [`App::take_received`].
+    received: Option<Vec<Received>>,
     /// A `/join` waiting for the echoes of the messages sent to this room: leaving
     /// before them, the client could not tell whether they arrived.
     join_after_echoes: Option<RoomName>,
     /// Whether the user was told that quitting drops messages on their way: the next
     /// quit does.
     quit_asked: bool,
+}
+
+/// A message received, as `--log` writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// When it was said, in Unix milliseconds, if the server told (`chat.v1.json`).
+    pub millis: Option<u64>,
+    /// The room it was said in.
+    pub room: String,
+    /// As received: raw, unsanitized.
+    pub text: String,
+}
+
+impl Received {
+    /// Its line in the log: the date and time it was said (or, if the server did not
+    /// tell, `now`), local; the room; the text made safe, on one line.
+    pub fn line(&self, now: chrono::DateTime<chrono::Local>) -> String {
+        let said = self
+            .millis
+            .and_then(|millis| i64::try_from(millis).ok())
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or(now, |time| time.with_timezone(&chrono::Local));
+        format!(
+            "{} #{} {}",
+            said.format("%Y-%m-%d %H:%M:%S"),
+            self.room,
+            crate::text::sanitize_line(&self.text)
+        )
+    }
 }
 
 /// Columns of the member list (F2), its border included.
@@ -162,17 +190,24 @@ impl App {
         self.received = Some(Vec::new());
     }
 
-    /// The messages received since the last call, as lines of raw text.
-    pub fn take_received(&mut self) -> Vec<String> {
+    /// The messages received since the last call, each once.
+    pub fn take_received(&mut self) -> Vec<Received> {
         self.received
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
     }
 
-    fn log_received(&mut self, text: &str) {
+    /// Keeps `text` for the log, said at `millis` (Unix milliseconds; `None`: now, for
+    /// the plain protocol, which does not tell) in the room we are in.
+    fn log_received(&mut self, text: &str, millis: Option<u64>) {
+        let room = self.room.to_string();
         if let Some(received) = &mut self.received {
-            received.push(text.to_owned());
+            received.push(Received {
+                millis,
+                room,
+                text: text.to_owned(),
+            });
         }
     }
 
@@ -536,7 +571,7 @@ impl App {
                 ));
             }
             NetEvent::Received { text } => {
-                self.log_received(&text);
+                self.log_received(&text, None);
                 let kind = self.kind_of(&text);
                 let ring = matches!(
                     kind,

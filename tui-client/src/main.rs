@@ -57,8 +57,8 @@ struct Args {
     #[arg(long, env = "CHAT_ROOM", default_value = chat::v1::RoomName::DEFAULT, value_parser = chat::v1::RoomName::parse)]
     room: chat::v1::RoomName,
 
-    /// Append every message received to this file, one line each after the date and
-    /// time, as plain text.
+    /// Append every message received to this file, once, as plain text: one line each,
+    /// after the date and time it was said and its room.
     #[arg(long, value_name = "FILE")]
     log: Option<std::path::PathBuf>,
 
@@ -311,7 +311,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
                 let written: io::Result<()> = app
                     .take_received()
                     .iter()
-                    .try_for_each(|text| writing.write(text));
+                    .try_for_each(|received| writing.write(received));
                 if let Err(error) = written {
                     app.notice(&format!(
                         "cannot write the log {}: {error}; logging stopped",
@@ -398,30 +398,54 @@ fn notify(text: &str) {
     let _ = std::io::Write::flush(&mut stdout);
 }
 
-/// `--log FILE`: every message received, appended as one plain line after the date and
-/// time. A failed write (a full disk) stops the logging, with a notice, not the client.
+/// `--log FILE`: every message received, appended once as one plain line: the date and
+/// time it was said, its room, its text. A failed write (a full disk) stops the logging,
+/// with a notice, not the client.
 struct Log {
     file: std::io::LineWriter<std::fs::File>,
     path: std::path::PathBuf,
+    /// The lines at the end of the file already: the history a `chat.v1.json` server
+    /// sends on every connection is logged by a previous run, and not again.
+    /// Counted, as the same line may be there twice (two joins in one second).
+    already: std::collections::HashMap<String, usize>,
 }
+
+/// How much of the end of an existing log is read to know what it holds already: more
+/// than a room's history (the server's default keeps 1000 events).
+const LOG_TAIL_BYTES: u64 = 4 << 20;
 
 impl Log {
     fn open(path: &std::path::Path) -> anyhow::Result<Self> {
-        let file = std::fs::OpenOptions::new()
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
             .with_context(|| format!("cannot open the log {}", path.display()))?;
+        let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+        let mut tail = Vec::new();
+        file.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL_BYTES)))
+            .and_then(|_| file.read_to_end(&mut tail))
+            .with_context(|| format!("cannot read the log {}", path.display()))?;
+        let mut already = std::collections::HashMap::new();
+        for line in String::from_utf8_lossy(&tail).lines() {
+            *already.entry(line.to_owned()).or_insert(0) += 1;
+        }
         Ok(Self {
             file: std::io::LineWriter::new(file),
             path: path.to_owned(),
+            already,
         })
     }
 
-    fn write(&mut self, text: &str) -> io::Result<()> {
-        let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-        let line = format!("{stamp} {}\n", chat_tui::text::sanitize_line(text));
-        std::io::Write::write_all(&mut self.file, line.as_bytes())
+    fn write(&mut self, received: &chat_tui::app::Received) -> io::Result<()> {
+        let line = received.line(chrono::Local::now());
+        if let Some(times) = self.already.get_mut(&line).filter(|times| **times > 0) {
+            *times -= 1;
+            return Ok(());
+        }
+        std::io::Write::write_all(&mut self.file, format!("{line}\n").as_bytes())
     }
 }
 

@@ -321,13 +321,13 @@ async fn rooms_slash_commands_and_the_log() {
     assert_eq!(
         texts,
         [
-            "Client #1 has entered the chat",
-            "Client #2 has entered the chat",
-            "Client #2: in ops",
-            "Client #1: /frobnicate",
+            "#ops Client #1 has entered the chat",
+            "#ops Client #2 has entered the chat",
+            "#ops Client #2: in ops",
+            "#ops Client #1: /frobnicate",
             // #main's history, received on joining it.
-            "Client #3 has entered the chat",
-            "Client #1 has entered the chat",
+            "#main Client #3 has entered the chat",
+            "#main Client #1 has entered the chat",
         ],
         "{logged}"
     );
@@ -682,4 +682,53 @@ async fn with_the_member_list_shown_long_messages_wrap_and_keep_their_end() {
     tui.wait_for("the-ends").await;
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
+}
+
+/// `--log` writes each event once, with its room: the history a server sends again on
+/// every start and every `/join` is not logged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_has_each_event_once_with_its_room() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let log = std::env::temp_dir().join(format!("chat-tui-once-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let log_path = log.to_str().expect("a UTF-8 path");
+    let args = [
+        "--server", &url, "--id", "1", "--room", "ops", "--log", log_path,
+    ];
+    let entered = "Client #1 has entered the chat";
+
+    let mut first = Tui::start(&args);
+    wait_for_count(&first, entered, 1).await;
+    first.type_keys("\u{3}");
+    assert!(first.wait_for_exit().await.success());
+
+    // Again: #ops's history (the first run's join and leave), then this join.
+    let mut tui = Tui::start(&args);
+    wait_for_count(&tui, entered, 2).await;
+    tui.type_keys("/join main\r");
+    tui.wait_for("● connected · id 1 · #main").await;
+    wait_for_count(&tui, entered, 3).await;
+    // Back: #ops's history again, three joins now.
+    tui.type_keys("/join ops\r");
+    tui.wait_for("● connected · id 1 · #ops").await;
+    wait_for_count(&tui, entered, 6).await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+
+    let logged = std::fs::read_to_string(&log).expect("the log");
+    let texts: Vec<&str> = logged.lines().map(|line| &line[20..]).collect();
+    assert_eq!(
+        texts,
+        [
+            "#ops Client #1 has entered the chat",
+            "#ops Client #1 has left the chat",
+            "#ops Client #1 has entered the chat",
+            "#main Client #1 has entered the chat",
+            "#ops Client #1 has left the chat",
+            "#ops Client #1 has entered the chat",
+        ],
+        "{logged}"
+    );
+    let _ = std::fs::remove_file(&log);
 }

@@ -32,6 +32,9 @@ pub struct Session {
     /// A divider to draw before the next history event, if one comes.
     divider: Option<String>,
     unconfirmed: Vec<Unconfirmed>,
+    /// The last event logged (`--log`) of each history, by room and epoch: a history
+    /// seen again (a restart of the client, a `/join` back) is not logged again.
+    logged: BTreeMap<(String, String), u64>,
     /// Sent so far, for nonces.
     sent: u64,
     nonce_seed: String,
@@ -188,6 +191,12 @@ impl App {
             return None;
         }
         session.last_offset = event.offset;
+        let logged = session
+            .logged
+            .entry((session.room.clone(), session.epoch.clone()))
+            .or_insert(0);
+        let log = event.offset > *logged;
+        *logged = (*logged).max(event.offset);
         let history = event.offset <= session.live_from;
         if history && let Some(divider) = session.divider.take() {
             self.divider(&divider);
@@ -214,7 +223,9 @@ impl App {
                     "has left the chat"
                 };
                 let text = format!("{who} {what}");
-                self.log_received(&text);
+                if log {
+                    self.log_received(&text, Some(event.ts));
+                }
                 if comes_or_goes {
                     self.push(Entry {
                         time: (self.event_time)(event.ts),
@@ -230,7 +241,9 @@ impl App {
             EventKind::Message { text, nonce } => {
                 let label = session.label(&event.id, name);
                 let line = format!("{label}: {text}");
-                self.log_received(&line);
+                if log {
+                    self.log_received(&line, Some(event.ts));
+                }
                 if let Some(nonce) = nonce
                     && self.confirm(nonce, event.ts)
                 {
@@ -697,6 +710,32 @@ mod tests {
                 reason: "connection reset".into()
             })),
             Some(Command::Join(other))
+        );
+    }
+
+    #[test]
+    fn the_log_gets_each_event_once_with_its_own_time_and_room() {
+        let mut app = app();
+        app.keep_received();
+        for _ in 0..2 {
+            // The same history on each connection, as after a reconnect or a /join back.
+            connected(&mut app);
+            app.update(welcome(2, &[], false));
+            app.update(event(1, "7", None, EventKind::Join));
+            app.update(event(2, "7", None, said("hi", None)));
+        }
+        let received = app.take_received();
+        assert_eq!(received.len(), 2, "{received:?}");
+        assert_eq!(received[1].millis, Some(2000));
+        assert_eq!(received[1].room, "main");
+        let now = chrono::Local::now();
+        let said_at = chrono::DateTime::from_timestamp_millis(2000)
+            .unwrap()
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S");
+        assert_eq!(
+            received[1].line(now),
+            format!("{said_at} #main Client #7: hi")
         );
     }
 
