@@ -118,6 +118,9 @@ pub struct App {
     /// Whether the user was told that quitting drops messages on their way: the next
     /// quit does.
     quit_asked: bool,
+    /// The last notice, while it is out of sight below a pane scrolled up: the view
+    /// shows it over the pane's last row until the next key.
+    pub notice_below: Option<String>,
 }
 
 /// A message received, as `--log` writes it.
@@ -182,6 +185,7 @@ impl App {
             received: None,
             join_after_echoes: None,
             quit_asked: false,
+            notice_below: None,
         }
     }
 
@@ -282,6 +286,7 @@ impl App {
             connected: self.link == Link::Connected,
         };
         let action = keys::action_for_key(&key, situation)?;
+        self.notice_below = None;
         self.act(action, key.code)
     }
 
@@ -435,7 +440,11 @@ impl App {
                     return None;
                 }
             },
-            Some(SlashAction::Search) | None => {
+            Some(SlashAction::Search) => {
+                self.notice("/search needs the text to look for: /search TEXT");
+                return None;
+            }
+            None => {
                 self.notice(&format!(
                     "unknown command /{name} (not sent): /help lists the commands; //{name} sends a line that starts with /"
                 ));
@@ -658,10 +667,14 @@ impl App {
         });
     }
 
-    fn notice_entry(&self, text: &str) -> Entry {
+    fn notice_entry(&mut self, text: &str) -> Entry {
+        let text = sanitize(&format!("* {text}"));
+        if self.viewport.is_scrolled_up() {
+            self.notice_below = Some(text.clone());
+        }
         Entry {
             time: (self.clock)(),
-            text: sanitize(&format!("* {text}")),
+            text,
             kind: Kind::Notice,
         }
     }

@@ -46,6 +46,25 @@ pub fn render(app: &App, frame: &mut Frame) {
         _ => pane,
     };
     render_messages(app, pane, frame);
+    if let Some(notice) = &app.notice_below
+        && app.viewport.is_scrolled_up()
+        && pane.height > 1
+    {
+        // Said below the view, where it cannot be seen: over the pane's last row.
+        let row = Rect {
+            y: pane.bottom() - 1,
+            height: 1,
+            ..pane
+        };
+        let style = Style::new()
+            .fg(Color::Yellow)
+            .add_modifier(Modifier::ITALIC | Modifier::REVERSED);
+        frame.render_widget(ratatui::widgets::Clear, row);
+        frame.render_widget(
+            Paragraph::new(Line::from(Span::styled(sanitize_line(notice), style))),
+            row,
+        );
+    }
     render_status(app, status, frame);
     render_input(app, input, frame);
     if !app.colours {
@@ -386,6 +405,35 @@ mod tests {
         }));
         app.update(Event::Net(NetEvent::Retrying { seconds: 4 }));
         insta::assert_snapshot!(draw(&app, 70, 6).backend());
+    }
+
+    #[test]
+    fn a_notice_while_scrolled_up_is_shown_and_search_without_text_says_so() {
+        let messages: Vec<String> = (0..30).map(|n| format!("Client #7: {n}")).collect();
+        let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
+        let mut app = app(60, 12, &messages);
+        let key =
+            |code| Event::Terminal(TerminalEvent::Key(crossterm::event::KeyEvent::from(code)));
+        app.update(key(crossterm::event::KeyCode::PageUp));
+        app.update(Event::Terminal(TerminalEvent::Paste(
+            "/search nosuchthing".into(),
+        )));
+        app.update(key(crossterm::event::KeyCode::Enter));
+        assert!(app.viewport.is_scrolled_up());
+        let shown = format!("{:?}", draw(&app, 60, 12).backend());
+        assert!(
+            shown.contains("* no message contains “nosuchthing”"),
+            "{shown}"
+        );
+
+        app.update(Event::Terminal(TerminalEvent::Paste("/search".into())));
+        app.update(key(crossterm::event::KeyCode::Enter));
+        let shown = format!("{:?}", draw(&app, 60, 12).backend());
+        assert!(
+            shown.contains("* /search needs the text to look for: /search TEXT"),
+            "{shown}"
+        );
+        assert!(!shown.contains("unknown command"), "{shown}");
     }
 
     #[test]
