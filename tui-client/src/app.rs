@@ -322,21 +322,25 @@ impl App {
             Action::WheelDown => self.scroll_down(WHEEL_ROWS),
             Action::Oldest => self.scroll_to_top(),
             Action::Newest => self.scroll_to_bottom(),
-            // The next older match of the search on, or a search for the line.
-            Action::Search => match (self.viewport.search(), self.input.is_empty()) {
-                (Some(search), true) => {
-                    let query = search.query.clone();
-                    self.search_older(&query);
+            // The next older match of the search on (asked again, the line holding its
+            // text still, or emptied), or a search for the line.
+            Action::Search => {
+                let again = self
+                    .viewport
+                    .search()
+                    .map(|search| search.query.clone())
+                    .filter(|query| self.input.is_empty() || self.input.text() == query);
+                match again {
+                    Some(query) => self.search_older(&query),
+                    None if !self.input.is_empty() => {
+                        let query = self.input.text().to_owned();
+                        self.viewport.end_search();
+                        self.search_older(&query);
+                    }
+                    None => self
+                        .notice("Ctrl-R searches for what is in the line, /search TEXT for TEXT"),
                 }
-                (_, false) => {
-                    let query = self.input.text().to_owned();
-                    self.viewport.end_search();
-                    self.search_older(&query);
-                }
-                (None, true) => {
-                    self.notice("Ctrl-R searches for what is in the line, /search TEXT for TEXT")
-                }
-            },
+            }
             Action::EndSearch => self.viewport.end_search(),
             Action::Redraw => return Some(Command::Redraw),
             Action::Reconnect => return Some(Command::Reconnect),
@@ -1053,6 +1057,24 @@ mod tests {
             Anchor::Bottom,
             "a match on the last screen: at the bottom"
         );
+    }
+
+    #[test]
+    fn ctrl_r_again_with_the_search_still_in_the_line_goes_older() {
+        let mut app = connected_app();
+        for n in 0..30 {
+            let fruit = if n == 5 || n == 20 { " Apple" } else { "" };
+            app.update(received(&format!("Client #7: {n}{fruit}")));
+        }
+        type_text(&mut app, "apple");
+        app.update(ctrl('r'));
+        assert_eq!(top(&app), ("Client #7: 20 Apple".into(), 0));
+        app.update(ctrl('r'));
+        assert_eq!(top(&app), ("Client #7: 5 Apple".into(), 0), "older");
+        // Another text in the line: a new search, from the newest.
+        app.update(key(KeyCode::Backspace));
+        app.update(ctrl('r'));
+        assert_eq!(top(&app), ("Client #7: 20 Apple".into(), 0));
     }
 
     #[test]
