@@ -242,7 +242,10 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
         ));
     }
     left.push(Span::raw(format!(" · id {} · #{}", app.id, app.room)));
-    if let Some(session) = &app.session {
+    // Who is here is known only while connected.
+    if let Some(session) = &app.session
+        && app.link == Link::Connected
+    {
         left.push(Span::raw(format!(
             " · {} here (F2)",
             session.roster(&app.id).len()
@@ -277,16 +280,20 @@ fn render_input(app: &App, area: Rect, frame: &mut Frame) {
     let room = usize::from(area.width)
         .saturating_sub(width(PROMPT) + 1)
         .max(1);
-    // Scroll the line sideways so the cursor stays in view.
-    let skip_columns = cursor_column.saturating_sub(room);
+    // Scroll the line sideways so the cursor stays in view. A wide character cut by the
+    // left edge is left out whole, so what is skipped may be a column more.
+    let at_least = cursor_column.saturating_sub(room);
+    let mut skip_columns = None;
     let mut column = 0;
     let mut visible = String::new();
     for grapheme in before.graphemes(true).chain(after.graphemes(true)) {
-        if column >= skip_columns {
+        if column >= at_least {
+            skip_columns.get_or_insert(column);
             visible.push_str(grapheme);
         }
         column += grapheme.width();
     }
+    let skip_columns = skip_columns.unwrap_or(column).min(cursor_column);
     let line = Line::from(vec![
         Span::styled(PROMPT, Style::new().fg(Color::Cyan)),
         Span::raw(visible),
@@ -434,6 +441,45 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("unknown command"), "{shown}");
+    }
+
+    #[test]
+    fn a_long_wide_line_scrolled_sideways_keeps_the_cursor_after_the_text() {
+        let mut app = app(20, 4, &[]);
+        // 20 columns of CJK: the 17 shown start in the middle of the second character,
+        // which is left out whole.
+        app.update(Event::Terminal(TerminalEvent::Paste(
+            "一二三四五六七八九十".into(),
+        )));
+        let mut terminal = draw(&app, 20, 4);
+        let input_row: String = (0..20)
+            .map(|x| terminal.backend().buffer()[(x, 3)].symbol().to_owned())
+            .collect();
+        // A wide character's second cell holds a space in the buffer.
+        assert_eq!(
+            input_row.replace(' ', ""),
+            "›三四五六七八九十",
+            "{input_row:?}"
+        );
+        terminal.backend_mut().assert_cursor_position((18, 3));
+    }
+
+    #[test]
+    fn offline_the_status_bar_does_not_say_who_is_here() {
+        let mut app = app(100, 4, &[]);
+        app.session = Some(crate::app::Session::default());
+        let bar = |app: &App| {
+            let terminal = draw(app, 100, 4);
+            (0..100)
+                .map(|x| terminal.backend().buffer()[(x, 2)].symbol().to_owned())
+                .collect::<String>()
+        };
+        assert!(bar(&app).contains("0 here (F2)"), "{}", bar(&app));
+        app.update(Event::Net(NetEvent::Disconnected {
+            reason: "connection reset".into(),
+        }));
+        app.update(Event::Net(NetEvent::Retrying { seconds: 3 }));
+        assert!(!bar(&app).contains("here (F2)"), "{}", bar(&app));
     }
 
     #[test]
