@@ -477,7 +477,7 @@ impl App {
         self.viewport.resize(&self.scrollback, columns, rows);
     }
 
-    /// Quits; but with messages still on their way, first says how many would be
+    /// Quits; but with messages waiting for a connection, first says how many would be
     /// dropped, and quits when asked again.
     fn quit(&mut self) -> Option<Command> {
         let waiting = self.messages_on_their_way();

@@ -272,11 +272,17 @@ impl App {
         None
     }
 
-    /// Our messages the server has not echoed yet: those quitting would drop.
+    /// Our messages waiting for a connection: those quitting would drop. (One sent on
+    /// the connection there is now is sent; quitting closes that connection politely.)
     pub(super) fn messages_on_their_way(&self) -> usize {
-        self.session
-            .as_ref()
-            .map_or(0, |session| session.unconfirmed.len())
+        let connected = self.v1 && self.link == Link::Connected;
+        self.session.as_ref().map_or(0, |session| {
+            session
+                .unconfirmed
+                .iter()
+                .filter(|waiting| !(connected && waiting.sent_on == self.connections))
+                .count()
+        })
     }
 
     /// Whether messages sent on this connection have not come back yet.
@@ -737,6 +743,45 @@ mod tests {
             received[1].line(now),
             format!("{said_at} #main Client #7: hi")
         );
+    }
+
+    #[test]
+    fn quitting_asks_first_only_for_messages_waiting_for_a_connection() {
+        let ctrl_c = Event::Terminal(TerminalEvent::Key(KeyEvent::new(
+            KeyCode::Char('c'),
+            crossterm::event::KeyModifiers::CONTROL,
+        )));
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        type_and_send(&mut app, "on the wire");
+        assert_eq!(
+            app.update(ctrl_c.clone()),
+            Some(Command::Quit),
+            "sent on this connection"
+        );
+
+        let mut app = app_offline_with_a_message();
+        assert_eq!(app.update(ctrl_c.clone()), None);
+        assert!(
+            lines(&app)
+                .last()
+                .unwrap()
+                .contains("1 message not sent yet: Ctrl-C again to quit and drop it")
+        );
+        assert_eq!(app.update(ctrl_c), Some(Command::Quit));
+    }
+
+    fn app_offline_with_a_message() -> App {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(Event::Net(NetEvent::Disconnected {
+            reason: "connection reset".into(),
+        }));
+        app.update(Event::Net(NetEvent::Retrying { seconds: 1 }));
+        assert_eq!(type_and_send(&mut app, "waiting"), None);
+        app
     }
 
     #[test]
