@@ -102,15 +102,58 @@ pub struct App {
     pub session: Option<Session>,
     /// Connections made so far: a message sent in an earlier one may have been lost.
     connections: u64,
-    /// Whether the member list is shown beside the messages (F2).
+    /// Whether the member list is asked for beside the messages (F2); see
+    /// [`App::members_shown`].
     pub show_members: bool,
+    /// The terminal's columns and rows.
+    terminal_size: (u16, u16),
     /// A server time (Unix milliseconds) as the time column shows it; a parameter so
     /// that tests can fix it.
     pub event_time: fn(u64) -> String,
-    /// With `--log`: the messages received since the last [`App::take_received`], as
-    /// lines of text (raw).
-    received: Option<Vec<String>>,
+    /// With `--log`: the messages received since the last [`App::take_received`].
+    received: Option<Vec<Received>>,
+    /// A `/join` waiting for the echoes of the messages sent to this room: leaving
+    /// before them, the client could not tell whether they arrived.
+    join_after_echoes: Option<RoomName>,
+    /// Whether the user was told that quitting drops messages on their way: the next
+    /// quit does.
+    quit_asked: bool,
+    /// The last notice, while it is out of sight below a pane scrolled up: the view
+    /// shows it over the pane's last row until the next key.
+    pub notice_below: Option<String>,
 }
+
+/// A message received, as `--log` writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// When it was said, in Unix milliseconds, if the server told (`chat.v1.json`).
+    pub millis: Option<u64>,
+    /// The room it was said in.
+    pub room: String,
+    /// As received: raw, unsanitized.
+    pub text: String,
+}
+
+impl Received {
+    /// Its line in the log: the date and time it was said (or, if the server did not
+    /// tell, `now`), local; the room; the text made safe, on one line.
+    pub fn line(&self, now: chrono::DateTime<chrono::Local>) -> String {
+        let said = self
+            .millis
+            .and_then(|millis| i64::try_from(millis).ok())
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or(now, |time| time.with_timezone(&chrono::Local));
+        format!(
+            "{} #{} {}",
+            said.format("%Y-%m-%d %H:%M:%S"),
+            self.room,
+            crate::text::sanitize_line(&self.text)
+        )
+    }
+}
+
+/// Columns of the member list (F2), its border included.
+pub const MEMBERS_WIDTH: u16 = 26;
 
 /// The server's default limit on a message, which the plain protocol cannot tell.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -137,8 +180,12 @@ impl App {
             session: None,
             connections: 0,
             show_members: false,
+            terminal_size: (80, 24),
             event_time: local_time_of,
             received: None,
+            join_after_echoes: None,
+            quit_asked: false,
+            notice_below: None,
         }
     }
 
@@ -147,17 +194,24 @@ impl App {
         self.received = Some(Vec::new());
     }
 
-    /// The messages received since the last call, as lines of raw text.
-    pub fn take_received(&mut self) -> Vec<String> {
+    /// The messages received since the last call, each once.
+    pub fn take_received(&mut self) -> Vec<Received> {
         self.received
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
     }
 
-    fn log_received(&mut self, text: &str) {
+    /// Keeps `text` for the log, said at `millis` (Unix milliseconds; `None`: now, for
+    /// the plain protocol, which does not tell) in the room we are in.
+    fn log_received(&mut self, text: &str, millis: Option<u64>) {
+        let room = self.room.to_string();
         if let Some(received) = &mut self.received {
-            received.push(text.to_owned());
+            received.push(Received {
+                millis,
+                room,
+                text: text.to_owned(),
+            });
         }
     }
 
@@ -177,7 +231,8 @@ impl App {
             }
             Event::Terminal(TerminalEvent::FocusGained) => self.focused = true,
             Event::Terminal(TerminalEvent::Resize(columns, rows)) => {
-                self.viewport.resize(&self.scrollback, columns, rows);
+                self.terminal_size = (columns, rows);
+                self.fit_viewport();
             }
             Event::Net(news) => return self.net(news),
         }
@@ -231,6 +286,7 @@ impl App {
             connected: self.link == Link::Connected,
         };
         let action = keys::action_for_key(&key, situation)?;
+        self.notice_below = None;
         self.act(action, key.code)
     }
 
@@ -266,26 +322,33 @@ impl App {
             Action::WheelDown => self.scroll_down(WHEEL_ROWS),
             Action::Oldest => self.scroll_to_top(),
             Action::Newest => self.scroll_to_bottom(),
-            // The next older match of the search on, or a search for the line.
-            Action::Search => match (self.viewport.search(), self.input.is_empty()) {
-                (Some(search), true) => {
-                    let query = search.query.clone();
-                    self.search_older(&query);
+            // The next older match of the search on (asked again, the line holding its
+            // text still, or emptied), or a search for the line.
+            Action::Search => {
+                let again = self
+                    .viewport
+                    .search()
+                    .map(|search| search.query.clone())
+                    .filter(|query| self.input.is_empty() || self.input.text() == query);
+                match again {
+                    Some(query) => self.search_older(&query),
+                    None if !self.input.is_empty() => {
+                        let query = self.input.text().to_owned();
+                        self.viewport.end_search();
+                        self.search_older(&query);
+                    }
+                    None => self
+                        .notice("Ctrl-R searches for what is in the line, /search TEXT for TEXT"),
                 }
-                (_, false) => {
-                    let query = self.input.text().to_owned();
-                    self.viewport.end_search();
-                    self.search_older(&query);
-                }
-                (None, true) => {
-                    self.notice("Ctrl-R searches for what is in the line, /search TEXT for TEXT")
-                }
-            },
+            }
             Action::EndSearch => self.viewport.end_search(),
             Action::Redraw => return Some(Command::Redraw),
             Action::Reconnect => return Some(Command::Reconnect),
-            Action::ToggleMembers => self.show_members = !self.show_members,
-            Action::Quit => return Some(Command::Quit),
+            Action::ToggleMembers => {
+                self.show_members = !self.show_members;
+                self.fit_viewport();
+            }
+            Action::Quit => return self.quit(),
         }
         None
     }
@@ -331,7 +394,7 @@ impl App {
             });
         let known = keys::slash_command(name).map(|command| command.action);
         let command = match known {
-            Some(SlashAction::Quit) => Some(Command::Quit),
+            Some(SlashAction::Quit) => self.quit(),
             Some(SlashAction::Reconnect) => Some(Command::Reconnect),
             Some(SlashAction::Clear) => {
                 self.viewport.end_search();
@@ -353,19 +416,39 @@ impl App {
                 self.who();
                 None
             }
+            // Connected without `chat.v1.json`: the server speaks the tutorial's plain
+            // protocol, which has one room for everyone.
+            Some(SlashAction::Join) if self.connected_before && self.session.is_none() => {
+                self.notice(&format!(
+                    "this server has no rooms (it does not speak chat.v1.json): staying in #{}",
+                    self.room
+                ));
+                None
+            }
             Some(SlashAction::Join) => match RoomName::parse(argument) {
-                Ok(room) => {
-                    self.viewport.end_search();
-                    self.notice(&format!("joining #{room}"));
-                    self.room = room.clone();
-                    Some(Command::Join(room))
+                // Asked again while waiting: now.
+                Ok(room) if self.join_after_echoes.is_some() => {
+                    self.join_after_echoes = None;
+                    Some(self.join(room))
                 }
+                Ok(room) if self.awaiting_echoes() => {
+                    self.notice(&format!(
+                        "joining #{room} once the server has echoed what you sent here (/join again: now)"
+                    ));
+                    self.join_after_echoes = Some(room);
+                    None
+                }
+                Ok(room) => Some(self.join(room)),
                 Err(invalid) => {
                     self.notice(&format!("/join needs a room name: {invalid}"));
                     return None;
                 }
             },
-            Some(SlashAction::Search) | None => {
+            Some(SlashAction::Search) => {
+                self.notice("/search needs the text to look for: /search TEXT");
+                return None;
+            }
+            None => {
                 self.notice(&format!(
                     "unknown command /{name} (not sent): /help lists the commands; //{name} sends a line that starts with /"
                 ));
@@ -374,6 +457,66 @@ impl App {
         };
         self.input.submit();
         command
+    }
+
+    /// Whether the member list is drawn beside the messages: asked for (F2), known
+    /// (`chat.v1.json`), and with room left for the messages.
+    pub fn members_shown(&self) -> bool {
+        self.show_members && self.session.is_some() && self.terminal_size.0 > MEMBERS_WIDTH * 2
+    }
+
+    /// Gives the viewport the message pane's size, so that messages are wrapped at the
+    /// width they are drawn in: the terminal's, less the member list's when it is shown.
+    pub(crate) fn fit_viewport(&mut self) {
+        let (columns, rows) = self.terminal_size;
+        let columns = if self.members_shown() {
+            columns - MEMBERS_WIDTH
+        } else {
+            columns
+        };
+        self.viewport.resize(&self.scrollback, columns, rows);
+    }
+
+    /// Quits; but with messages waiting for a connection, first says how many would be
+    /// dropped, and quits when asked again.
+    fn quit(&mut self) -> Option<Command> {
+        let waiting = self.messages_on_their_way();
+        if waiting == 0 || self.quit_asked {
+            return Some(Command::Quit);
+        }
+        self.quit_asked = true;
+        let (messages, them) = if waiting == 1 {
+            ("message", "it")
+        } else {
+            ("messages", "them")
+        };
+        self.notice_again(&format!(
+            "{waiting} {messages} not sent yet: Ctrl-C again to quit and drop {them}"
+        ));
+        None
+    }
+
+    /// Leaves this room for `room`: what `/join` asks the network to do.
+    fn join(&mut self, room: RoomName) -> Command {
+        self.viewport.end_search();
+        self.notice(&format!("joining #{room}"));
+        self.room = room.clone();
+        Command::Join(room)
+    }
+
+    /// The `/join` that waited for the echoes of what was sent here, once they are all
+    /// back.
+    pub(crate) fn join_when_echoed(&mut self) -> Option<Command> {
+        if self.awaiting_echoes() {
+            return None;
+        }
+        self.join_waiting()
+    }
+
+    /// The `/join` that waited, now: the connection is gone, and the echoes with it.
+    fn join_waiting(&mut self) -> Option<Command> {
+        let room = self.join_after_echoes.take()?;
+        Some(self.join(room))
     }
 
     /// Connections made so far, counted as the network task counts them.
@@ -405,6 +548,7 @@ impl App {
             NetEvent::Connecting => {
                 self.link = Link::Connecting;
                 self.v1 = false;
+                return self.join_waiting();
             }
             NetEvent::Connected { v1 } => {
                 self.v1 = v1;
@@ -423,10 +567,14 @@ impl App {
                 self.link = Link::Connected;
             }
             NetEvent::Retrying { seconds } => self.link = Link::Retrying { seconds },
-            NetEvent::Disconnected { reason } => self.notice(&reason),
+            NetEvent::Disconnected { reason } => {
+                self.notice(&reason);
+                return self.join_waiting();
+            }
             NetEvent::GaveUp { reason } => {
                 self.notice_again(&format!("{reason}; press F5 to try again"));
                 self.link = Link::Stopped;
+                return self.join_waiting();
             }
             NetEvent::Frame(frame) => return self.server_frame(frame),
             NetEvent::Unreadable { text } => {
@@ -436,7 +584,7 @@ impl App {
                 ));
             }
             NetEvent::Received { text } => {
-                self.log_received(&text);
+                self.log_received(&text, None);
                 let kind = self.kind_of(&text);
                 let ring = matches!(
                     kind,
@@ -523,10 +671,14 @@ impl App {
         });
     }
 
-    fn notice_entry(&self, text: &str) -> Entry {
+    fn notice_entry(&mut self, text: &str) -> Entry {
+        let text = sanitize(&format!("* {text}"));
+        if self.viewport.is_scrolled_up() {
+            self.notice_below = Some(text.clone());
+        }
         Entry {
             time: (self.clock)(),
-            text: sanitize(&format!("* {text}")),
+            text,
             kind: Kind::Notice,
         }
     }
@@ -737,6 +889,13 @@ mod tests {
             Some(Command::Send("/nosuch thing".into()))
         );
 
+        // A plain server has one room: /join stays put.
+        type_text(&mut app, "/join ops");
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        assert_eq!(app.room, RoomName::default());
+        assert!(app.input.is_empty());
+        // A server with rooms: one that speaks chat.v1.json.
+        app.session = Some(Session::default());
         type_text(&mut app, "/join no spaces");
         assert_eq!(app.update(key(KeyCode::Enter)), None);
         app.update(ctrl('u'));
@@ -898,6 +1057,24 @@ mod tests {
             Anchor::Bottom,
             "a match on the last screen: at the bottom"
         );
+    }
+
+    #[test]
+    fn ctrl_r_again_with_the_search_still_in_the_line_goes_older() {
+        let mut app = connected_app();
+        for n in 0..30 {
+            let fruit = if n == 5 || n == 20 { " Apple" } else { "" };
+            app.update(received(&format!("Client #7: {n}{fruit}")));
+        }
+        type_text(&mut app, "apple");
+        app.update(ctrl('r'));
+        assert_eq!(top(&app), ("Client #7: 20 Apple".into(), 0));
+        app.update(ctrl('r'));
+        assert_eq!(top(&app), ("Client #7: 5 Apple".into(), 0), "older");
+        // Another text in the line: a new search, from the newest.
+        app.update(key(KeyCode::Backspace));
+        app.update(ctrl('r'));
+        assert_eq!(top(&app), ("Client #7: 20 Apple".into(), 0));
     }
 
     #[test]

@@ -360,7 +360,7 @@ pub const BINDINGS: &[Binding] = &[
         &[Ctrl(KeyCode::Char('c'))],
         Action::Quit,
         "quit",
-        "quit; the terminal is restored, also on an error or a panic",
+        "quit (with messages not sent yet, says so first: again to drop them); the terminal is restored, also on an error or a panic",
     ),
     row(&[Ctrl(KeyCode::Char('d'))], LineEmpty, Action::Quit, "quit"),
 ];

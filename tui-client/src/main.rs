@@ -57,8 +57,8 @@ struct Args {
     #[arg(long, env = "CHAT_ROOM", default_value = chat::v1::RoomName::DEFAULT, value_parser = chat::v1::RoomName::parse)]
     room: chat::v1::RoomName,
 
-    /// Append every message received to this file, one line each after the date and
-    /// time, as plain text.
+    /// Append every message received to this file, once, as plain text: one line each,
+    /// after the date and time it was said and its room.
     #[arg(long, value_name = "FILE")]
     log: Option<std::path::PathBuf>,
 
@@ -155,11 +155,13 @@ fn main() -> ExitCode {
         if !id_was_given {
             eprintln!("chat-tui: your id is {id}");
         }
-        runtime.block_on(pipe::run(
-            &target.in_room(&args.room),
-            &id,
-            args.max_message_bytes as usize,
-        ))
+        runtime
+            .block_on(pipe::run(
+                &target.in_room(&args.room),
+                &id,
+                args.max_message_bytes as usize,
+            ))
+            .map(|()| ExitCode::SUCCESS)
     } else {
         runtime.block_on(interactive(&args, id, target))
     };
@@ -167,7 +169,7 @@ fn main() -> ExitCode {
     // hold up a normal shutdown until the next line: exit without waiting for it.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("chat-tui: {error:#}");
             ExitCode::FAILURE
@@ -187,8 +189,61 @@ fn local_time() -> String {
     chrono::Local::now().format("%H:%M:%S").to_string()
 }
 
-/// The full-screen client.
-async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Result<()> {
+/// The signals that end the full-screen client as Ctrl-C does, the terminal restored:
+/// SIGTERM (`kill`, a service manager), SIGHUP (the terminal closed) and SIGINT (`kill
+/// -INT`; in raw mode Ctrl-C is a key, not a signal).
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind| signal(kind).context("listening for signals");
+        Ok(Self {
+            term: listen(SignalKind::terminate())?,
+            hangup: listen(SignalKind::hangup())?,
+            interrupt: listen(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next of them to come, as its number.
+    async fn next(&mut self) -> i32 {
+        use tokio::signal::unix::SignalKind;
+        tokio::select! {
+            _ = self.term.recv() => SignalKind::terminate().as_raw_value(),
+            _ = self.hangup.recv() => SignalKind::hangup().as_raw_value(),
+            _ = self.interrupt.recv() => SignalKind::interrupt().as_raw_value(),
+        }
+    }
+}
+
+/// Elsewhere, Ctrl-Break and the console closing, as tokio reports them.
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn listen() -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn next(&mut self) -> i32 {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // Not listening: never.
+            std::future::pending::<()>().await;
+        }
+        2
+    }
+}
+
+/// The full-screen client. Ends with success when the user quits, and with 128 + the
+/// signal's number, as a shell reports it, after a signal.
+async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Result<ExitCode> {
     let mouse = !args.no_mouse;
     let server = args.server.trim_end_matches('/').to_owned();
     let mut app = App::new(server, id.to_string(), args.scrollback as usize, local_time);
@@ -218,11 +273,13 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     };
     let network = tokio::spawn(net::run(target, lines, events_in.clone(), steering.clone()));
 
+    // Listened for before the terminal is changed, so that none goes unheard.
+    let mut signals = Signals::listen()?;
     let _restore_on_exit = TerminalGuard::enter(mouse)?;
     chat_tui::text::set_quirks(measure_quirks());
     let mut terminal = Terminal::new(CrosstermBackend::new(BasicColours::new(io::stdout())))
         .context("opening the terminal")?;
-    terminal.clear()?;
+    redraw_everything(&mut terminal)?;
     let size = terminal.size()?;
     app.update(Event::Terminal(crossterm::event::Event::Resize(
         size.width,
@@ -235,9 +292,17 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     const MOST_EVENTS_PER_FRAME: usize = 4096;
     terminal.draw(|frame| ui::render(&app, frame))?;
     panic_if_testing_the_panic_hook();
+    let mut exit = ExitCode::SUCCESS;
     'running: loop {
         terminal.draw(|frame| ui::render(&app, frame))?;
-        let Some(mut event) = events.recv().await else {
+        let next = tokio::select! {
+            next = events.recv() => next,
+            number = signals.next() => {
+                exit = ExitCode::from(u8::try_from(128 + number).unwrap_or(u8::MAX));
+                None
+            }
+        };
+        let Some(mut event) = next else {
             break;
         };
         for _ in 0..MOST_EVENTS_PER_FRAME {
@@ -246,7 +311,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
                 let written: io::Result<()> = app
                     .take_received()
                     .iter()
-                    .try_for_each(|text| writing.write(text));
+                    .try_for_each(|received| writing.write(received));
                 if let Err(error) = written {
                     app.notice(&format!(
                         "cannot write the log {}: {error}; logging stopped",
@@ -257,7 +322,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             }
             match command {
                 Some(Command::Quit) => break 'running,
-                Some(Command::Redraw) => terminal.clear()?,
+                Some(Command::Redraw) => redraw_everything(&mut terminal)?,
                 Some(Command::Reconnect) => steering.reconnect(),
                 Some(Command::Notify(text)) => notify(&text),
                 Some(Command::Join(room)) => steering.join(room),
@@ -286,7 +351,20 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     // Closing the line channel tells the network task to close the socket politely.
     drop(lines_out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), network).await;
-    Ok(())
+    Ok(exit)
+}
+
+type Screen = Terminal<CrosstermBackend<BasicColours<Stdout>>>;
+
+/// Clears the screen and has the next draw write every cell again (Ctrl-L).
+///
+/// Not `Terminal::clear`: that asks the terminal where the cursor is, and the answer
+/// goes to the event stream's reader, which holds the input; crossterm then gives up
+/// after 2 s and the client quit. Resizing to the same size clears the screen and resets
+/// the back buffer without asking anything.
+fn redraw_everything(terminal: &mut Screen) -> io::Result<()> {
+    let size = terminal.size()?;
+    terminal.resize(ratatui::layout::Rect::new(0, 0, size.width, size.height))
 }
 
 /// Draws each of [`chat_tui::text::PROBES`] in the top left corner and asks the terminal
@@ -320,30 +398,54 @@ fn notify(text: &str) {
     let _ = std::io::Write::flush(&mut stdout);
 }
 
-/// `--log FILE`: every message received, appended as one plain line after the date and
-/// time. A failed write (a full disk) stops the logging, with a notice, not the client.
+/// `--log FILE`: every message received, appended once as one plain line: the date and
+/// time it was said, its room, its text. A failed write (a full disk) stops the logging,
+/// with a notice, not the client.
 struct Log {
     file: std::io::LineWriter<std::fs::File>,
     path: std::path::PathBuf,
+    /// The lines at the end of the file already: the history a `chat.v1.json` server
+    /// sends on every connection is logged by a previous run, and not again.
+    /// Counted, as the same line may be there twice (two joins in one second).
+    already: std::collections::HashMap<String, usize>,
 }
+
+/// How much of the end of an existing log is read to know what it holds already: more
+/// than a room's history (the server's default keeps 1000 events).
+const LOG_TAIL_BYTES: u64 = 4 << 20;
 
 impl Log {
     fn open(path: &std::path::Path) -> anyhow::Result<Self> {
-        let file = std::fs::OpenOptions::new()
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
             .with_context(|| format!("cannot open the log {}", path.display()))?;
+        let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+        let mut tail = Vec::new();
+        file.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL_BYTES)))
+            .and_then(|_| file.read_to_end(&mut tail))
+            .with_context(|| format!("cannot read the log {}", path.display()))?;
+        let mut already = std::collections::HashMap::new();
+        for line in String::from_utf8_lossy(&tail).lines() {
+            *already.entry(line.to_owned()).or_insert(0) += 1;
+        }
         Ok(Self {
             file: std::io::LineWriter::new(file),
             path: path.to_owned(),
+            already,
         })
     }
 
-    fn write(&mut self, text: &str) -> io::Result<()> {
-        let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-        let line = format!("{stamp} {}\n", chat_tui::text::sanitize_line(text));
-        std::io::Write::write_all(&mut self.file, line.as_bytes())
+    fn write(&mut self, received: &chat_tui::app::Received) -> io::Result<()> {
+        let line = received.line(chrono::Local::now());
+        if let Some(times) = self.already.get_mut(&line).filter(|times| **times > 0) {
+            *times -= 1;
+            return Ok(());
+        }
+        std::io::Write::write_all(&mut self.file, format!("{line}\n").as_bytes())
     }
 }
 

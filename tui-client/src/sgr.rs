@@ -37,17 +37,19 @@ impl<W: Write> Write for BasicColours<W> {
     }
 }
 
-/// `bytes` with every `ESC[38;5;Nm` and `ESC[48;5;Nm` for N below 16 rewritten as the
-/// basic SGR code; everything else as it was.
+/// `bytes` with every 256-colour code for N below 16 (`38;5;N`, `48;5;N`) rewritten as
+/// the basic SGR code, wherever it is in an SGR sequence: alone (`ESC[38;5;1m`) or with
+/// others, as crossterm writes a foreground and a background together
+/// (`ESC[38;5;1;48;5;8m`). Everything else as it was.
 pub fn rewrite(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut rest = bytes;
     while let Some(start) = rest.iter().position(|&byte| byte == 0x1b) {
         out.extend_from_slice(&rest[..start]);
         rest = &rest[start..];
-        match basic_colour(rest) {
-            Some((code, length)) => {
-                out.extend_from_slice(format!("\x1b[{code}m").as_bytes());
+        match basic_colours(rest) {
+            Some((sequence, length)) => {
+                out.extend_from_slice(sequence.as_bytes());
                 rest = &rest[length..];
             }
             None => {
@@ -60,25 +62,49 @@ pub fn rewrite(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The basic SGR code for a 256-colour sequence at the start of `bytes` with an index
-/// below 16, and the sequence's length.
-fn basic_colour(bytes: &[u8]) -> Option<(u8, usize)> {
-    let (ground, rest) = if let Some(rest) = bytes.strip_prefix(b"\x1b[38;5;") {
-        (30, rest)
-    } else {
-        (40, bytes.strip_prefix(b"\x1b[48;5;")?)
-    };
-    let digits = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
-    if !(1..=2).contains(&digits) || rest.get(digits) != Some(&b'm') {
+/// The SGR sequence at the start of `bytes` (`ESC[` digits and `;` `m`) with its
+/// 256-colour codes below 16 made basic, and the sequence's length; `None` when there is
+/// no such sequence there.
+fn basic_colours(bytes: &[u8]) -> Option<(String, usize)> {
+    let rest = bytes.strip_prefix(b"\x1b[")?;
+    let length = rest
+        .iter()
+        .take_while(|byte| byte.is_ascii_digit() || **byte == b';')
+        .count();
+    if rest.get(length) != Some(&b'm') {
         return None;
     }
-    let index: u8 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-    let code = match index {
-        0..=7 => ground + index,
-        8..=15 => ground + 60 + index - 8,
-        _ => return None,
-    };
-    Some((code, bytes.len() - rest.len() + digits + 1))
+    let parameters: Vec<&str> = std::str::from_utf8(&rest[..length])
+        .ok()?
+        .split(';')
+        .collect();
+    let mut codes: Vec<String> = Vec::with_capacity(parameters.len());
+    let mut index = 0;
+    while index < parameters.len() {
+        let here = &parameters[index..];
+        match here {
+            [ground @ ("38" | "48"), "5", colour, ..] => {
+                let ground: u8 = if *ground == "38" { 30 } else { 40 };
+                match colour.parse::<u8>() {
+                    Ok(colour @ 0..=7) => codes.push((ground + colour).to_string()),
+                    Ok(colour @ 8..=15) => codes.push((ground + 60 + colour - 8).to_string()),
+                    _ => codes.extend(here[..3].iter().map(|code| (*code).to_owned())),
+                }
+                index += 3;
+            }
+            // A true colour's three values are not codes of their own.
+            ["38" | "48", "2", _, _, _, ..] => {
+                codes.extend(here[..5].iter().map(|code| (*code).to_owned()));
+                index += 5;
+            }
+            [code, ..] => {
+                codes.push((*code).to_owned());
+                index += 1;
+            }
+            [] => break,
+        }
+    }
+    Some((format!("\x1b[{}m", codes.join(";")), 2 + length + 1))
 }
 
 #[cfg(test)]
@@ -87,7 +113,13 @@ mod tests {
 
     #[test]
     fn the_basic_colours_become_basic_codes_and_nothing_else_changes() {
-        let cases: [(&[u8], &[u8]); 7] = [
+        let cases: [(&[u8], &[u8]); 12] = [
+            // Foreground and background in one, as crossterm's SetColors writes them.
+            (b"\x1b[38;5;1;48;5;8mx", b"\x1b[31;100mx"),
+            (b"\x1b[39;48;5;12m", b"\x1b[39;104m"),
+            (b"\x1b[1;38;5;14m", b"\x1b[1;96m"),
+            (b"\x1b[38;2;1;5;3;48;5;2m", b"\x1b[38;2;1;5;3;42m"),
+            (b"\x1b[38;5;200;48;5;0m", b"\x1b[38;5;200;40m"),
             (b"\x1b[38;5;1mred", b"\x1b[31mred"),
             (b"\x1b[38;5;9mx\x1b[48;5;8my", b"\x1b[91mx\x1b[100my"),
             (b"\x1b[48;5;0m\x1b[38;5;15m", b"\x1b[40m\x1b[97m"),

@@ -8,13 +8,10 @@ use ratatui::widgets::Paragraph;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{App, Entry, Kind, Link, TIME_WIDTH};
+use crate::app::{App, Entry, Kind, Link, MEMBERS_WIDTH, TIME_WIDTH};
 use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
-
-/// Columns of the member list (F2), its border included.
-const MEMBERS_WIDTH: u16 = 26;
 
 /// Colours for other people's ids; each id always gets the same one.
 const ID_COLOURS: [Color; 10] = [
@@ -39,7 +36,7 @@ pub fn render(app: &App, frame: &mut Frame) {
     ])
     .areas(frame.area());
     let pane = match &app.session {
-        Some(session) if app.show_members && pane.width > MEMBERS_WIDTH * 2 => {
+        Some(session) if app.members_shown() => {
             let [messages, members] =
                 Layout::horizontal([Constraint::Min(1), Constraint::Length(MEMBERS_WIDTH)])
                     .areas(pane);
@@ -49,6 +46,25 @@ pub fn render(app: &App, frame: &mut Frame) {
         _ => pane,
     };
     render_messages(app, pane, frame);
+    if let Some(notice) = &app.notice_below
+        && app.viewport.is_scrolled_up()
+        && pane.height > 1
+    {
+        // Said below the view, where it cannot be seen: over the pane's last row.
+        let row = Rect {
+            y: pane.bottom() - 1,
+            height: 1,
+            ..pane
+        };
+        let style = Style::new()
+            .fg(Color::Yellow)
+            .add_modifier(Modifier::ITALIC | Modifier::REVERSED);
+        frame.render_widget(ratatui::widgets::Clear, row);
+        frame.render_widget(
+            Paragraph::new(Line::from(Span::styled(sanitize_line(notice), style))),
+            row,
+        );
+    }
     render_status(app, status, frame);
     render_input(app, input, frame);
     if !app.colours {
@@ -226,7 +242,10 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
         ));
     }
     left.push(Span::raw(format!(" · id {} · #{}", app.id, app.room)));
-    if let Some(session) = &app.session {
+    // Who is here is known only while connected.
+    if let Some(session) = &app.session
+        && app.link == Link::Connected
+    {
         left.push(Span::raw(format!(
             " · {} here (F2)",
             session.roster(&app.id).len()
@@ -261,16 +280,20 @@ fn render_input(app: &App, area: Rect, frame: &mut Frame) {
     let room = usize::from(area.width)
         .saturating_sub(width(PROMPT) + 1)
         .max(1);
-    // Scroll the line sideways so the cursor stays in view.
-    let skip_columns = cursor_column.saturating_sub(room);
+    // Scroll the line sideways so the cursor stays in view. A wide character cut by the
+    // left edge is left out whole, so what is skipped may be a column more.
+    let at_least = cursor_column.saturating_sub(room);
+    let mut skip_columns = None;
     let mut column = 0;
     let mut visible = String::new();
     for grapheme in before.graphemes(true).chain(after.graphemes(true)) {
-        if column >= skip_columns {
+        if column >= at_least {
+            skip_columns.get_or_insert(column);
             visible.push_str(grapheme);
         }
         column += grapheme.width();
     }
+    let skip_columns = skip_columns.unwrap_or(column).min(cursor_column);
     let line = Line::from(vec![
         Span::styled(PROMPT, Style::new().fg(Color::Cyan)),
         Span::raw(visible),
@@ -389,6 +412,74 @@ mod tests {
         }));
         app.update(Event::Net(NetEvent::Retrying { seconds: 4 }));
         insta::assert_snapshot!(draw(&app, 70, 6).backend());
+    }
+
+    #[test]
+    fn a_notice_while_scrolled_up_is_shown_and_search_without_text_says_so() {
+        let messages: Vec<String> = (0..30).map(|n| format!("Client #7: {n}")).collect();
+        let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
+        let mut app = app(60, 12, &messages);
+        let key =
+            |code| Event::Terminal(TerminalEvent::Key(crossterm::event::KeyEvent::from(code)));
+        app.update(key(crossterm::event::KeyCode::PageUp));
+        app.update(Event::Terminal(TerminalEvent::Paste(
+            "/search nosuchthing".into(),
+        )));
+        app.update(key(crossterm::event::KeyCode::Enter));
+        assert!(app.viewport.is_scrolled_up());
+        let shown = format!("{:?}", draw(&app, 60, 12).backend());
+        assert!(
+            shown.contains("* no message contains “nosuchthing”"),
+            "{shown}"
+        );
+
+        app.update(Event::Terminal(TerminalEvent::Paste("/search".into())));
+        app.update(key(crossterm::event::KeyCode::Enter));
+        let shown = format!("{:?}", draw(&app, 60, 12).backend());
+        assert!(
+            shown.contains("* /search needs the text to look for: /search TEXT"),
+            "{shown}"
+        );
+        assert!(!shown.contains("unknown command"), "{shown}");
+    }
+
+    #[test]
+    fn a_long_wide_line_scrolled_sideways_keeps_the_cursor_after_the_text() {
+        let mut app = app(20, 4, &[]);
+        // 20 columns of CJK: the 17 shown start in the middle of the second character,
+        // which is left out whole.
+        app.update(Event::Terminal(TerminalEvent::Paste(
+            "一二三四五六七八九十".into(),
+        )));
+        let mut terminal = draw(&app, 20, 4);
+        let input_row: String = (0..20)
+            .map(|x| terminal.backend().buffer()[(x, 3)].symbol().to_owned())
+            .collect();
+        // A wide character's second cell holds a space in the buffer.
+        assert_eq!(
+            input_row.replace(' ', ""),
+            "›三四五六七八九十",
+            "{input_row:?}"
+        );
+        terminal.backend_mut().assert_cursor_position((18, 3));
+    }
+
+    #[test]
+    fn offline_the_status_bar_does_not_say_who_is_here() {
+        let mut app = app(100, 4, &[]);
+        app.session = Some(crate::app::Session::default());
+        let bar = |app: &App| {
+            let terminal = draw(app, 100, 4);
+            (0..100)
+                .map(|x| terminal.backend().buffer()[(x, 2)].symbol().to_owned())
+                .collect::<String>()
+        };
+        assert!(bar(&app).contains("0 here (F2)"), "{}", bar(&app));
+        app.update(Event::Net(NetEvent::Disconnected {
+            reason: "connection reset".into(),
+        }));
+        app.update(Event::Net(NetEvent::Retrying { seconds: 3 }));
+        assert!(!bar(&app).contains("here (F2)"), "{}", bar(&app));
     }
 
     #[test]

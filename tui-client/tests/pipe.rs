@@ -330,3 +330,52 @@ async fn a_token_and_a_name_are_sent_and_a_refusal_is_said_in_the_servers_words(
     assert!(said.contains("HTTP 401"), "{said}");
     assert!(said.contains("this server requires a token"), "{said}");
 }
+
+/// Once the reader of its stdout has gone (`| head -1` exited), it leaves at once, not
+/// at the next message: the room sees it go while nobody says anything.
+#[tokio::test]
+async fn it_leaves_as_soon_as_its_reader_has_gone() {
+    let server = TestServer::start().await;
+    let mut other = server.join("7", "7").await;
+    let mut client = chat_tui(&["--server", &format!("ws://{}", server.address), "--id", "5"]);
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    next_line(&mut lines).await;
+    assert_eq!(other.recv().await, "Client #5 has entered the chat");
+    drop(lines);
+    // stdin stays open: only the reader's going can end it.
+    let _stdin = client.stdin.take();
+    assert_eq!(other.recv().await, "Client #5 has left the chat");
+    let status = within("chat-tui to exit", client.wait()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// A server that limits the rate takes a long burst slowly, but takes every line: the
+/// client waits as long as echoes keep coming, and says nothing was lost.
+#[tokio::test]
+async fn a_slow_but_steady_server_gets_every_line_without_a_warning() {
+    let server = TestServer::start_with(chat_server::Config {
+        rate_limit: Some(chat_server::RateLimit {
+            per_second: 20.0,
+            burst: 10,
+        }),
+        ..chat_server::Config::default()
+    })
+    .await;
+    let mut client = chat_tui(&["--server", &format!("ws://{}", server.address), "--id", "5"]);
+    let mut stdin = client.stdin.take().unwrap();
+    // About 6 s at 20 a second after the burst: longer than the 5 s patience.
+    let lines: String = (0..130).map(|n| format!("line {n}\n")).collect();
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.wait_with_output(),
+    )
+    .await
+    .expect("chat-tui to exit")
+    .unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.ends_with("Client #5: line 129\n"), "{printed}");
+}

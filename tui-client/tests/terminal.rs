@@ -321,13 +321,13 @@ async fn rooms_slash_commands_and_the_log() {
     assert_eq!(
         texts,
         [
-            "Client #1 has entered the chat",
-            "Client #2 has entered the chat",
-            "Client #2: in ops",
-            "Client #1: /frobnicate",
+            "#ops Client #1 has entered the chat",
+            "#ops Client #2 has entered the chat",
+            "#ops Client #2: in ops",
+            "#ops Client #1: /frobnicate",
             // #main's history, received on joining it.
-            "Client #3 has entered the chat",
-            "Client #1 has entered the chat",
+            "#main Client #3 has entered the chat",
+            "#main Client #1 has entered the chat",
         ],
         "{logged}"
     );
@@ -534,4 +534,201 @@ async fn emoji_this_terminal_draws_at_another_width_are_drawn_simply_and_rows_st
     .await;
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
+}
+
+/// Ctrl-L redraws without asking the terminal where the cursor is: the answer would go
+/// to the event reader, and crossterm, waiting 2 s for it, made the client quit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_l_redraws_and_the_client_keeps_running() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
+    tui.wait_for("● connected · id 1").await;
+    tui.type_keys("\u{c}");
+    // Typed after the redraw: shown only if the client is still reading keys.
+    tui.type_keys("still here");
+    tui.wait_for("› still here").await;
+    let mut other = server.join("2", "2").await;
+    tui.wait_for("Client #2 has entered the chat").await;
+    tui.type_keys("\r");
+    assert_eq!(other.recv().await, "Client #1: still here");
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+/// The process id of the `chat-tui` whose arguments include `marker`, from `/proc`.
+fn pid_of_chat_tui_with(marker: &str) -> u32 {
+    let entries = std::fs::read_dir("/proc").expect("/proc");
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let command = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let command = String::from_utf8_lossy(&command);
+            let mut words = command.split('\0');
+            let program = words.next()?;
+            (program.ends_with("chat-tui") && words.any(|word| word == marker)).then_some(pid)
+        })
+        .next()
+        .expect("the chat-tui process")
+}
+
+/// `kill -TERM`, `-HUP` and `-INT` end the client as Ctrl-C does: the terminal comes back
+/// from raw mode, the alternate screen, mouse reporting and bracketed paste.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_gives_the_terminal_back() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    for (signal, number) in [("TERM", 15), ("HUP", 1), ("INT", 2)] {
+        let id = format!("{number}000");
+        let mut tui = Tui::start(&["--server", &url, "--id", &id]);
+        tui.wait_for(&format!("● connected · id {id}")).await;
+        let pid = pid_of_chat_tui_with(&id);
+        let killed = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(killed.success());
+        let status = tui.wait_for_exit().await;
+        assert_eq!(status.exit_code(), 128 + number, "SIG{signal}");
+        // The last of its output may still be on its way to the screen.
+        testkit::within("the main screen back", async {
+            while tui.screen().screen().alternate_screen() {
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+        })
+        .await;
+        let parser = tui.screen();
+        let screen = parser.screen();
+        assert!(!screen.alternate_screen(), "SIG{signal}: alternate screen");
+        assert!(!screen.hide_cursor(), "SIG{signal}: cursor");
+        assert!(!screen.bracketed_paste(), "SIG{signal}: bracketed paste");
+        assert_eq!(
+            screen.mouse_protocol_mode(),
+            vt100::MouseProtocolMode::None,
+            "SIG{signal}: mouse"
+        );
+    }
+}
+
+/// Waits until the screen shows `text` at least `count` times.
+async fn wait_for_count(tui: &Terminal, text: &str, count: usize) {
+    testkit::within(&format!("{count} of {text:?}"), async {
+        while tui.contents().matches(text).count() < count {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+}
+
+/// A message sent just before `/join` reaches the room it was typed in, and is shown as
+/// delivered, not "not sent": the join waits for its echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_just_before_join_is_delivered_and_not_marked_not_sent() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut main = server.join("3", "3").await;
+    let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
+    tui.wait_for("● connected · id 1 · #main").await;
+    assert_eq!(main.recv().await, "Client #1 has entered the chat");
+    tui.type_keys("last words\r/join other\r");
+    assert_eq!(main.recv().await, "Client #1: last words");
+    assert_eq!(main.recv().await, "Client #1 has left the chat");
+    tui.wait_for("● connected · id 1 · #other").await;
+    // Our join in #other, after its welcome.
+    wait_for_count(&tui, "Client #1 has entered the chat", 2).await;
+    let screen = tui.contents();
+    assert!(screen.contains("Client #1: last words"), "{screen}");
+    assert!(!screen.contains("not sent"), "{screen}");
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+/// Quitting with messages on their way says so first; asked again, it quits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quitting_with_unsent_messages_asks_first() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
+    tui.wait_for("● connected · id 1").await;
+    server.stop().await;
+    tui.wait_for("reconnecting in").await;
+    tui.type_keys("queued one\r");
+    tui.wait_for("sending… Client #1: queued one").await;
+    tui.type_keys("\u{3}");
+    tui.wait_for("1 message not sent yet: Ctrl-C again to quit and drop it")
+        .await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+/// With the member list shown (F2), messages are wrapped at the pane's narrower width:
+/// nothing is cut off at its edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_member_list_shown_long_messages_wrap_and_keep_their_end() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
+    tui.wait_for("● connected · id 1").await;
+    tui.type_keys("\u{1b}OQ"); // F2
+    tui.wait_for("│ 1 here").await;
+    let mut other = server.join("7", "7").await;
+    // 85 characters with its `Client #7: `, ending in a word of its own.
+    let text = format!("{} the-ends", "word ".repeat(13));
+    assert_eq!(format!("Client #7: {text}").chars().count(), 85);
+    other.send(&text).await;
+    tui.wait_for("│ 2 here").await;
+    tui.wait_for("the-ends").await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+/// `--log` writes each event once, with its room: the history a server sends again on
+/// every start and every `/join` is not logged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_has_each_event_once_with_its_room() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let log = std::env::temp_dir().join(format!("chat-tui-once-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let log_path = log.to_str().expect("a UTF-8 path");
+    let args = [
+        "--server", &url, "--id", "1", "--room", "ops", "--log", log_path,
+    ];
+    let entered = "Client #1 has entered the chat";
+
+    let mut first = Tui::start(&args);
+    wait_for_count(&first, entered, 1).await;
+    first.type_keys("\u{3}");
+    assert!(first.wait_for_exit().await.success());
+
+    // Again: #ops's history (the first run's join and leave), then this join.
+    let mut tui = Tui::start(&args);
+    wait_for_count(&tui, entered, 2).await;
+    tui.type_keys("/join main\r");
+    tui.wait_for("● connected · id 1 · #main").await;
+    wait_for_count(&tui, entered, 3).await;
+    // Back: #ops's history again, three joins now.
+    tui.type_keys("/join ops\r");
+    tui.wait_for("● connected · id 1 · #ops").await;
+    wait_for_count(&tui, entered, 6).await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+
+    let logged = std::fs::read_to_string(&log).expect("the log");
+    let texts: Vec<&str> = logged.lines().map(|line| &line[20..]).collect();
+    assert_eq!(
+        texts,
+        [
+            "#ops Client #1 has entered the chat",
+            "#ops Client #1 has left the chat",
+            "#ops Client #1 has entered the chat",
+            "#main Client #1 has entered the chat",
+            "#ops Client #1 has left the chat",
+            "#ops Client #1 has entered the chat",
+        ],
+        "{logged}"
+    );
+    let _ = std::fs::remove_file(&log);
 }

@@ -32,6 +32,9 @@ pub struct Session {
     /// A divider to draw before the next history event, if one comes.
     divider: Option<String>,
     unconfirmed: Vec<Unconfirmed>,
+    /// The last event logged (`--log`) of each history, by room and epoch: a history
+    /// seen again (a restart of the client, a `/join` back) is not logged again.
+    logged: BTreeMap<(String, String), u64>,
     /// Sent so far, for nonces.
     sent: u64,
     nonce_seed: String,
@@ -129,10 +132,17 @@ impl App {
 
     fn welcome(&mut self, welcome: Welcome) {
         self.max_message_bytes = welcome.limits.max_message_bytes;
-        let session = self.session.get_or_insert_with(|| Session {
-            nonce_seed: format!("{:06x}", fastrand::u32(..0xff_ffff)),
-            ..Session::default()
-        });
+        if self.session.is_none() {
+            self.session = Some(Session {
+                nonce_seed: format!("{:06x}", fastrand::u32(..0xff_ffff)),
+                ..Session::default()
+            });
+            // The member list may show now.
+            self.fit_viewport();
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
         let room_changed = session.room != welcome.room;
         let first = session.epoch.is_empty() || room_changed;
         // What was on its way to the room left behind is not sent to this one.
@@ -181,6 +191,12 @@ impl App {
             return None;
         }
         session.last_offset = event.offset;
+        let logged = session
+            .logged
+            .entry((session.room.clone(), session.epoch.clone()))
+            .or_insert(0);
+        let log = event.offset > *logged;
+        *logged = (*logged).max(event.offset);
         let history = event.offset <= session.live_from;
         if history && let Some(divider) = session.divider.take() {
             self.divider(&divider);
@@ -207,7 +223,9 @@ impl App {
                     "has left the chat"
                 };
                 let text = format!("{who} {what}");
-                self.log_received(&text);
+                if log {
+                    self.log_received(&text, Some(event.ts));
+                }
                 if comes_or_goes {
                     self.push(Entry {
                         time: (self.event_time)(event.ts),
@@ -223,11 +241,13 @@ impl App {
             EventKind::Message { text, nonce } => {
                 let label = session.label(&event.id, name);
                 let line = format!("{label}: {text}");
-                self.log_received(&line);
+                if log {
+                    self.log_received(&line, Some(event.ts));
+                }
                 if let Some(nonce) = nonce
                     && self.confirm(nonce, event.ts)
                 {
-                    return None;
+                    return self.join_when_echoed();
                 }
                 let mine = event.id == self.id;
                 let mentions_me = !mine && self.mentions_me(text);
@@ -250,6 +270,31 @@ impl App {
             }
         }
         None
+    }
+
+    /// Our messages waiting for a connection: those quitting would drop. (One sent on
+    /// the connection there is now is sent; quitting closes that connection politely.)
+    pub(super) fn messages_on_their_way(&self) -> usize {
+        let connected = self.v1 && self.link == Link::Connected;
+        self.session.as_ref().map_or(0, |session| {
+            session
+                .unconfirmed
+                .iter()
+                .filter(|waiting| !(connected && waiting.sent_on == self.connections))
+                .count()
+        })
+    }
+
+    /// Whether messages sent on this connection have not come back yet.
+    pub(super) fn awaiting_echoes(&self) -> bool {
+        let connected = self.v1 && self.link == Link::Connected;
+        connected
+            && self.session.as_ref().is_some_and(|session| {
+                session
+                    .unconfirmed
+                    .iter()
+                    .any(|waiting| waiting.sent_on == self.connections)
+            })
     }
 
     /// Marks the message sent with `nonce` as confirmed, if it is ours.
@@ -614,6 +659,129 @@ mod tests {
         app.update(welcome(5, &[("7", None)], true));
         assert_eq!(app.update(event(6, "42", None, EventKind::Join)), None);
         assert!(lines(&app).iter().any(|line| line.starts_with("not sent")));
+    }
+
+    #[test]
+    fn a_join_waits_for_the_echo_of_what_was_just_sent_and_nothing_is_marked_not_sent() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "42", None, EventKind::Join));
+        let Some(Command::Send(frame)) = type_and_send(&mut app, "last words") else {
+            panic!("sent");
+        };
+        let Ok(Request::Message { nonce, .. }) = Request::parse(&frame) else {
+            panic!("{frame}");
+        };
+        let other = chat::v1::RoomName::parse("other").unwrap();
+        assert_eq!(
+            type_and_send(&mut app, "/join other"),
+            None,
+            "leaving now would lose the echo"
+        );
+        assert_eq!(app.room.as_str(), "main");
+        assert_eq!(
+            app.update(event(2, "42", None, said("last words", nonce.as_deref()))),
+            Some(Command::Join(other.clone())),
+            "echoed: now"
+        );
+        assert_eq!(app.room, other);
+        connected(&mut app);
+        let Event::Net(NetEvent::Frame(ServerFrame::Welcome(mut moved))) = welcome(0, &[], false)
+        else {
+            unreachable!()
+        };
+        moved.welcome.room = "other".into();
+        app.update(Event::Net(NetEvent::Frame(ServerFrame::Welcome(moved))));
+        let shown = lines(&app);
+        assert!(
+            shown.contains(&"t2000 Client #42: last words".to_owned()),
+            "{shown:?}"
+        );
+        assert!(
+            !shown.iter().any(|line| line.contains("not sent")),
+            "{shown:?}"
+        );
+
+        // With nothing waiting, or once the connection is gone, a join goes at once.
+        assert_eq!(
+            type_and_send(&mut app, "/join main"),
+            Some(Command::Join(chat::v1::RoomName::parse("main").unwrap()))
+        );
+        app.update(Event::Net(NetEvent::Connected { v1: true }));
+        type_and_send(&mut app, "lost");
+        assert_eq!(type_and_send(&mut app, "/join other"), None);
+        assert_eq!(
+            app.update(Event::Net(NetEvent::Disconnected {
+                reason: "connection reset".into()
+            })),
+            Some(Command::Join(other))
+        );
+    }
+
+    #[test]
+    fn the_log_gets_each_event_once_with_its_own_time_and_room() {
+        let mut app = app();
+        app.keep_received();
+        for _ in 0..2 {
+            // The same history on each connection, as after a reconnect or a /join back.
+            connected(&mut app);
+            app.update(welcome(2, &[], false));
+            app.update(event(1, "7", None, EventKind::Join));
+            app.update(event(2, "7", None, said("hi", None)));
+        }
+        let received = app.take_received();
+        assert_eq!(received.len(), 2, "{received:?}");
+        assert_eq!(received[1].millis, Some(2000));
+        assert_eq!(received[1].room, "main");
+        let now = chrono::Local::now();
+        let said_at = chrono::DateTime::from_timestamp_millis(2000)
+            .unwrap()
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S");
+        assert_eq!(
+            received[1].line(now),
+            format!("{said_at} #main Client #7: hi")
+        );
+    }
+
+    #[test]
+    fn quitting_asks_first_only_for_messages_waiting_for_a_connection() {
+        let ctrl_c = Event::Terminal(TerminalEvent::Key(KeyEvent::new(
+            KeyCode::Char('c'),
+            crossterm::event::KeyModifiers::CONTROL,
+        )));
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        type_and_send(&mut app, "on the wire");
+        assert_eq!(
+            app.update(ctrl_c.clone()),
+            Some(Command::Quit),
+            "sent on this connection"
+        );
+
+        let mut app = app_offline_with_a_message();
+        assert_eq!(app.update(ctrl_c.clone()), None);
+        assert!(
+            lines(&app)
+                .last()
+                .unwrap()
+                .contains("1 message not sent yet: Ctrl-C again to quit and drop it")
+        );
+        assert_eq!(app.update(ctrl_c), Some(Command::Quit));
+    }
+
+    fn app_offline_with_a_message() -> App {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(Event::Net(NetEvent::Disconnected {
+            reason: "connection reset".into(),
+        }));
+        app.update(Event::Net(NetEvent::Retrying { seconds: 1 }));
+        assert_eq!(type_and_send(&mut app, "waiting"), None);
+        app
     }
 
     #[test]
