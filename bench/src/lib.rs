@@ -167,7 +167,7 @@ impl PlainReader {
         }
         match chat::v1::ServerFrame::parse(text) {
             Ok(chat::v1::ServerFrame::Event(event)) if event.offset > self.replayed_until => {
-                self.line = event.plain();
+                self.line = event.plain()?;
                 Some(&self.line)
             }
             Ok(chat::v1::ServerFrame::Welcome(welcome)) => {
@@ -265,10 +265,7 @@ mod tests {
             ts: 1_700_000_000_000,
             id: "7000000001".into(),
             name: None,
-            kind: EventKind::Message {
-                text: text.into(),
-                nonce: None,
-            },
+            kind: EventKind::said(text, None),
         };
         assert_eq!(
             quick_message(&event("b 3 99").to_json()),
