@@ -343,11 +343,13 @@ impl Kept {
         Self { event, v1, v2 }
     }
 
-    /// The bytes it holds, as the history's byte bound counts them.
+    /// The bytes it holds, as the history's byte bound counts them: its frames, and
+    /// its fields, which take about as many bytes as its JSON.
     fn bytes(&self) -> usize {
+        let fields = self.v2.len();
         match &self.v1 {
-            Some(v1) if !Arc::ptr_eq(v1, &self.v2) => self.v2.len() + v1.len(),
-            _ => self.v2.len(),
+            Some(v1) if !Arc::ptr_eq(v1, &self.v2) => fields + self.v2.len() + v1.len(),
+            _ => fields + self.v2.len(),
         }
     }
 
