@@ -173,8 +173,6 @@ pub enum ErrorCode {
     NoSuchMessage,
     /// The target is older than the history the server keeps operations for.
     TooOld,
-    /// The server cannot answer now (its history cannot be read); try again later.
-    Unavailable,
     /// A value is out of bounds: an emoji, an empty edit, a read position beyond the
     /// room's last event, a reply to something that is not a message.
     Invalid,

@@ -471,3 +471,293 @@ async fn a_direct_room_is_for_its_two_ids_and_listed_with_unread_counts() {
     carol.dms(None).await;
     assert_eq!(carol.next_of("dms").await["rooms"], json!([]));
 }
+
+/// A session's frames in the order a test met them, as docs/PROTOCOL.md shows them.
+#[derive(Default)]
+struct Transcript {
+    lines: Vec<String>,
+}
+
+impl Transcript {
+    /// A heading line before the next frames.
+    fn say(&mut self, heading: &str) {
+        self.lines.push(format!("\n{heading}\n"));
+    }
+
+    /// Sends `request`, as written: JSON objects keep the order their writer chose.
+    async fn send(&mut self, who: &str, client: &mut V2, request: &str) {
+        self.lines.push(format!("{who:<11} > {request}"));
+        client.socket.send(request).await;
+    }
+
+    /// The client's next frame of type `kind`, recorded as it came; the frames before
+    /// it are not shown.
+    async fn recv(&mut self, who: &str, client: &mut V2, kind: &str) -> Value {
+        for _ in 0..testkit::v2::MAX_SKIPPED {
+            let text = client.socket.recv().await;
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == kind {
+                self.lines.push(format!("{who:<11} < {text}"));
+                return frame;
+            }
+        }
+        panic!("{who} got no {kind} frame");
+    }
+
+    /// The client's next frame, whatever it is, recorded.
+    async fn recv_any(&mut self, who: &str, client: &mut V2) -> Value {
+        let text = client.socket.recv().await;
+        self.lines.push(format!("{who:<11} < {text}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The transcript as markdown: fenced blocks between the headings.
+    fn markdown(&self) -> String {
+        let mut markdown = String::new();
+        let mut open = false;
+        for line in &self.lines {
+            if line.starts_with('\n') {
+                if open {
+                    markdown.push_str("```\n");
+                }
+                markdown.push_str(line);
+                markdown.push_str("\n```\n");
+                open = true;
+            } else {
+                markdown.push_str(line);
+                markdown.push('\n');
+            }
+        }
+        if open {
+            markdown.push_str("```\n");
+        }
+        markdown
+    }
+}
+
+/// `text` with what changes from run to run (times, epochs) masked.
+fn masked(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["\"ts\":", "\"since\":", "\"epoch\":\""]
+        .iter()
+        .filter_map(|key| rest.find(key).map(|at| (at, key.len())))
+        .min()
+        .map(|(at, len)| at + len)
+    {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(rest.len());
+        out.push('…');
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+const TRANSCRIPT_BEGIN: &str = "<!-- v2 transcript: begin (written by tests/v2.rs) -->\n";
+const TRANSCRIPT_END: &str = "<!-- v2 transcript: end -->";
+
+/// docs/PROTOCOL.md's v2 transcript is this session, recorded: every request type and
+/// every error code, as a v2, a v1 and a plain client see them.
+/// `UPDATE_DOCS=1 cargo test -p chat-e2e --test v2 transcript` writes it there.
+#[tokio::test]
+async fn the_protocol_guide_shows_this_recorded_transcript() {
+    let server = TestServer::start().await;
+    let mut t = Transcript::default();
+    let mut pat = server.join("1", "1").await;
+    let mut vic = V1::connect(&server, "/ws/2").await;
+    vic.seated().await;
+
+    t.say("**Ada and Bob join with v2.** The welcome is v1's, with `read`: this id's read position in the room.");
+    let mut ada = V2::connect(&server, "/ws/7?name=Ada").await;
+    t.recv("ada(v2)", &mut ada, "welcome").await;
+    t.recv("ada(v2)", &mut ada, "join").await;
+    t.recv("ada(v2)", &mut ada, "join").await;
+    t.recv("ada(v2)", &mut ada, "join").await;
+    let mut bob = V2::connect(&server, "/ws/8?name=Bob").await;
+    bob.seated().await;
+    t.recv("ada(v2)", &mut ada, "join").await;
+
+    t.say("**A message, and its edit.** Every operation is an event with its own offset. v1 and plain clients see an edit as a message.");
+    t.send(
+        "ada(v2)",
+        &mut ada,
+        r#"{"type":"message","text":"hello, tpyo","nonce":"a-1"}"#,
+    )
+    .await;
+    let hello = offset(&t.recv("bob(v2)", &mut bob, "message").await);
+    let edit =
+        format!(r#"{{"type":"edit","target":{hello},"text":"hello, typo fixed","nonce":"a-2"}}"#);
+    t.send("ada(v2)", &mut ada, &edit).await;
+    t.recv("bob(v2)", &mut bob, "edit").await;
+    v1_line(&mut t, &mut vic, "(edited) hello, typo fixed").await;
+    plain_line(&mut t, &mut pat, "Client #7: (edited) hello, typo fixed").await;
+
+    t.say("**Reactions, a reply, an action.** v1 and plain clients are sent no reactions, a reply without `reply_to`, and an action as `* waves`.");
+    for request in [
+        format!(r#"{{"type":"react","target":{hello},"emoji":"👍"}}"#),
+        format!(r#"{{"type":"react","target":{hello},"emoji":":tada:"}}"#),
+        format!(r#"{{"type":"unreact","target":{hello},"emoji":":tada:"}}"#),
+    ] {
+        t.send("bob(v2)", &mut bob, &request).await;
+        let kind = if request.contains("unreact") {
+            "unreact"
+        } else {
+            "react"
+        };
+        t.recv("ada(v2)", &mut ada, kind).await;
+    }
+    let reply = format!(r#"{{"type":"message","text":"hi Ada","reply_to":{hello},"nonce":"b-1"}}"#);
+    t.send("bob(v2)", &mut bob, &reply).await;
+    t.recv("ada(v2)", &mut ada, "message").await;
+    t.send(
+        "bob(v2)",
+        &mut bob,
+        r#"{"type":"message","text":"waves","kind":"action"}"#,
+    )
+    .await;
+    t.recv("ada(v2)", &mut ada, "message").await;
+    v1_line(&mut t, &mut vic, "hi Ada").await;
+    v1_line(&mut t, &mut vic, "* waves").await;
+    plain_line(&mut t, &mut pat, "Client #8: * waves").await;
+
+    t.say("**Typing** reaches the room's other v2 clients, not the typer's other connections, at most once per 3 s per connection. A client shows it for 6 s, or until that id's next message or leave.");
+    t.send("ada(v2)", &mut ada, r#"{"type":"typing"}"#).await;
+    t.recv("bob(v2)", &mut bob, "typing").await;
+
+    t.say("**A delete.** The text is gone from memory, the data directory and Redis; the message stays as a tombstone, so that offsets stay dense. v1 and plain clients are sent nothing.");
+    t.send(
+        "ada(v2)",
+        &mut ada,
+        r#"{"type":"message","text":"oops, wrong room","nonce":"a-3"}"#,
+    )
+    .await;
+    let oops = offset(&t.recv("bob(v2)", &mut bob, "message").await);
+    t.send(
+        "ada(v2)",
+        &mut ada,
+        &format!(r#"{{"type":"delete","target":{oops},"nonce":"a-4"}}"#),
+    )
+    .await;
+    t.recv("bob(v2)", &mut bob, "delete").await;
+
+    t.say("**Read positions.** Bob has read up to the delete: his other connection is told, and his next welcome carries it. Others are not told (no read receipts).");
+    let mut bob_phone = V2::connect(&server, "/ws/8").await;
+    bob_phone.seated().await;
+    let read = oops + 1;
+    t.send(
+        "bob(v2)",
+        &mut bob,
+        &format!(r#"{{"type":"read","offset":{read}}}"#),
+    )
+    .await;
+    t.recv("bob(phone)", &mut bob_phone, "read").await;
+
+    t.say(
+        "**Refused requests are answered, not closed**, each with a code and the nonce it answers.",
+    );
+    let refusals = [
+        format!(r#"{{"type":"edit","target":{hello},"text":"mine now","nonce":"b-2"}}"#),
+        format!(r#"{{"type":"react","target":{oops},"emoji":"👍","nonce":"b-3"}}"#),
+        format!(r#"{{"type":"react","target":{hello},"emoji":"+1","nonce":"b-4"}}"#),
+        r#"{"type":"read","offset":999,"nonce":"b-5"}"#.to_owned(),
+    ];
+    for request in refusals {
+        t.send("bob(v2)", &mut bob, &request).await;
+        t.recv("bob(v2)", &mut bob, "error").await;
+    }
+
+    t.say("**Direct messages.** `dm.7.8` is for ids 7 and 8 only (anyone else is refused with 403 at the handshake); `dms` lists one's own, with unread counts.");
+    let mut ada_dm = V2::connect(&server, "/ws/7?room=dm.7.8").await;
+    ada_dm.seated().await;
+    t.send(
+        "ada(dm)",
+        &mut ada_dm,
+        r#"{"type":"message","text":"psst"}"#,
+    )
+    .await;
+    t.recv("ada(dm)", &mut ada_dm, "message").await;
+    t.send("bob(v2)", &mut bob, r#"{"type":"dms","nonce":"b-6"}"#)
+        .await;
+    t.recv("bob(v2)", &mut bob, "dms").await;
+
+    t.say("**A newcomer's replay** shows each message in its latest state (edited, reacted to, deleted), and the operations still in the log.");
+    let mut cy = V2::connect(&server, "/ws/9").await;
+    let welcome = t.recv("cy(v2)", &mut cy, "welcome").await;
+    let last = offset(&welcome);
+    let first = hello;
+    for _ in 0..first - 1 {
+        cy.frame().await;
+    }
+    for at in first..=last {
+        let frame = t.recv_any("cy(v2)", &mut cy).await;
+        assert_eq!(offset(&frame), at);
+    }
+
+    t.say("**Too old to change.** With `--history 3`, a message that has left the history can no longer be edited, deleted or reacted to.");
+    let small = TestServer::start_with(Config {
+        history: 3,
+        ..Config::default()
+    })
+    .await;
+    let mut ada = V2::connect(&small, "/ws/7").await;
+    ada.seated().await;
+    for text in ["one", "two", "three", "four"] {
+        ada.say(text, None).await;
+    }
+    v2_until(&mut ada, "four").await;
+    t.send(
+        "ada(v2)",
+        &mut ada,
+        r#"{"type":"edit","target":2,"text":"ONE","nonce":"a-5"}"#,
+    )
+    .await;
+    t.recv("ada(v2)", &mut ada, "error").await;
+
+    let path = testkit::repository().join("docs/PROTOCOL.md");
+    let doc = std::fs::read_to_string(&path).expect("docs/PROTOCOL.md");
+    let start = doc.find(TRANSCRIPT_BEGIN).expect("the begin marker") + TRANSCRIPT_BEGIN.len();
+    let end = start + doc[start..].find(TRANSCRIPT_END).expect("the end marker");
+    let recorded = t.markdown();
+    for code in ["not_yours", "no_such_message", "too_old", "invalid"] {
+        assert!(recorded.contains(&format!("\"code\":\"{code}\"")), "{code}");
+    }
+    for request in [
+        "message", "edit", "delete", "react", "unreact", "typing", "read", "dms",
+    ] {
+        let sent = format!("> {{\"type\":\"{request}\"");
+        assert!(recorded.contains(&sent), "{request}");
+    }
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        let updated = format!("{}{recorded}{}", &doc[..start], &doc[end..]);
+        std::fs::write(&path, updated).expect("write docs/PROTOCOL.md");
+        return;
+    }
+    assert_eq!(
+        masked(&doc[start..end]),
+        masked(&recorded),
+        "docs/PROTOCOL.md's v2 transcript is not what the server does: \
+         run UPDATE_DOCS=1 cargo test -p chat-e2e --test v2 transcript"
+    );
+}
+
+/// Records the v1 client's next message, which must say `text`.
+async fn v1_line(t: &mut Transcript, vic: &mut V1, text: &str) {
+    loop {
+        let frame = vic.socket.recv().await;
+        let parsed: Value = serde_json::from_str(&frame).unwrap();
+        if parsed["text"] == text {
+            t.lines.push(format!("{:<11} < {frame}", "vic(v1)"));
+            return;
+        }
+    }
+}
+
+/// Records the plain client's line `line`, skipping those before it.
+async fn plain_line(t: &mut Transcript, pat: &mut Client, line: &str) {
+    while pat.recv().await != line {}
+    t.lines.push(format!("{:<11} < {line}", "pat(plain)"));
+}

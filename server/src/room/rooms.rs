@@ -203,16 +203,22 @@ impl Rooms {
     }
 
     /// The direct-message rooms of `id`: those this node has in memory, as they are
-    /// now, and those the store holds.
-    pub async fn direct_rooms(&self, id: &ClientId) -> Result<Vec<v2::DirectRoom>, Unavailable> {
+    /// now, and those the store holds. A store that cannot be read (a failing disk,
+    /// which `/healthz` reports) leaves out the rooms only it has: the list is what
+    /// this node can say, not an error.
+    pub async fn direct_rooms(&self, id: &ClientId) -> Vec<v2::DirectRoom> {
         let mut found: BTreeMap<String, v2::DirectRoom> = BTreeMap::new();
         if let Some(store) = self.inner.store.clone() {
             let asking = id.clone();
-            let stored = tokio::task::spawn_blocking(move || store.direct_rooms(&asking))
-                .await
-                .map_err(|failed| Unavailable::History(Box::new(failed)))?
-                .map_err(Unavailable::History)?;
-            found.extend(stored.into_iter().map(|room| (room.room.clone(), room)));
+            match tokio::task::spawn_blocking(move || store.direct_rooms(&asking)).await {
+                Ok(Ok(stored)) => {
+                    found.extend(stored.into_iter().map(|room| (room.room.clone(), room)));
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "cannot read the direct-message rooms"),
+                Err(panicked) => {
+                    tracing::warn!(%panicked, "reading the direct-message rooms failed")
+                }
+            }
         }
         let loaded: Vec<Arc<Room>> = self
             .inner
@@ -228,7 +234,7 @@ impl Rooms {
                 found.insert(summary.room.clone(), summary);
             }
         }
-        Ok(found.into_values().collect())
+        found.into_values().collect()
     }
 
     /// Why the store cannot write now, if it cannot.

@@ -241,21 +241,9 @@ fn list_direct_rooms(member: &Member, shared: &Arc<Shared>, nonce: Option<String
     let (id, outbox, shared) = (member.id().clone(), member.outbox().clone(), shared.clone());
     tokio::spawn(
         async move {
-            let answer = match shared.rooms.direct_rooms(&id).await {
-                Ok(rooms) => {
-                    let list = v2::DirectRooms { nonce, rooms };
-                    wire::json(&list, 64 + 96 * list.rooms.len())
-                }
-                Err(error) => {
-                    let error = v2::Error::new(
-                        nonce.as_deref(),
-                        v2::ErrorCode::Unavailable,
-                        error.to_string(),
-                    );
-                    wire::json(&error, 256)
-                }
-            };
-            outbox.push(&answer);
+            let rooms = shared.rooms.direct_rooms(&id).await;
+            let list = v2::DirectRooms { nonce, rooms };
+            outbox.push(&wire::json(&list, 64 + 96 * list.rooms.len()));
         }
         .in_current_span(),
     );
