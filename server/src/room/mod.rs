@@ -343,14 +343,17 @@ impl Kept {
         Self { event, v1, v2 }
     }
 
-    /// The bytes it holds, as the history's byte bound counts them: its frames, and
-    /// its fields, which take about as many bytes as its JSON.
+    /// The bytes it holds, as the history's byte bound counts them: itself, its
+    /// fields (which take about as many bytes as their JSON), and its frames, each
+    /// with its `Arc`'s counts and `Vec`.
     fn bytes(&self) -> usize {
+        const PER_FRAME: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Vec<u8>>();
         let fields = self.v2.len();
-        match &self.v1 {
-            Some(v1) if !Arc::ptr_eq(v1, &self.v2) => fields + self.v2.len() + v1.len(),
-            _ => fields + self.v2.len(),
-        }
+        let frames = match &self.v1 {
+            Some(v1) if !Arc::ptr_eq(v1, &self.v2) => 2 * PER_FRAME + self.v2.len() + v1.len(),
+            _ => PER_FRAME + self.v2.len(),
+        };
+        std::mem::size_of::<Self>() + fields + frames
     }
 
     fn offset(&self) -> u64 {
@@ -648,15 +651,26 @@ impl Room {
             _ => {}
         }
         state.offset = event.offset;
+        // In a cluster, events are numbered in Redis and only delivered here: what this
+        // node numbered is what it was delivered, or a room could never be idle.
+        state.numbered = state.numbered.max(event.offset);
         let plain = event.plain().map(|line| wire::text(&line));
         let kept = self.remember(&mut state.history, event);
         let (v1, v2) = (kept.v1, kept.v2);
         let (mut to_plain, mut to_v1, mut to_v2) = (0, 0, 0);
+        // What the sender's own copy counts as: the largest frame of the event.
+        let charge = [plain.as_ref(), v1.as_ref(), Some(&v2)]
+            .into_iter()
+            .flatten()
+            .map(outbox::queued_cost)
+            .max()
+            .unwrap_or(0);
+        let sender = (node == self.node()).then_some(key);
         let live = state
             .members
-            .values()
-            .filter(|slot| matches!(slot.stage, Stage::Live));
-        for slot in live {
+            .iter()
+            .filter(|(_, slot)| matches!(slot.stage, Stage::Live));
+        for (member, slot) in live {
             let frame = match slot.protocol {
                 Protocol::Plain => plain.as_ref().inspect(|_| to_plain += 1),
                 Protocol::V1 => v1.as_ref().inspect(|_| to_v1 += 1),
@@ -664,6 +678,9 @@ impl Room {
             };
             let Some(frame) = frame else { continue };
             match wakes.as_deref_mut() {
+                Some(wakes) if sender == Some(*member) => {
+                    slot.outbox.push_corked_charged(frame, charge, wakes)
+                }
                 Some(wakes) => slot.outbox.push_corked(frame, wakes),
                 None => slot.outbox.push(frame),
             }
@@ -1178,5 +1195,68 @@ mod tests {
         assert_eq!(offsets, [4, 5, 6], "the join was 1, the messages 2 to 6");
         let bytes: usize = state.history.events.iter().map(Kept::bytes).sum();
         assert_eq!(state.history.bytes, bytes);
+    }
+
+    /// A cluster that this node only hears from: what it publishes goes nowhere.
+    struct Elsewhere(Backlog);
+
+    impl Cluster for Elsewhere {
+        fn node(&self) -> u64 {
+            1
+        }
+        fn link(&self) -> Link {
+            Link::Connection(1)
+        }
+        fn publish(&self, _: Outgoing) {}
+        fn ephemeral(&self, _: &RoomName, _: Ephemeral) {}
+        fn sync(&self, _: &Arc<Room>) {}
+        fn load<'a>(&'a self, _: &'a Arc<Room>) -> BoxFuture<'a, bool> {
+            Box::pin(async { true })
+        }
+        fn backlog(&self) -> &Backlog {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn a_clustered_room_whose_members_left_elsewhere_is_idle() {
+        let settings = room(1 << 20, 10).settings.clone();
+        let cluster: Arc<dyn Cluster> = Arc::new(Elsewhere(Backlog::new(
+            1 << 20,
+            Arc::default(),
+            Metrics::history_bytes,
+        )));
+        let clustered = Room::new(
+            RoomName::default(),
+            Start::new("e".into()),
+            settings,
+            Arc::default(),
+            Some(cluster),
+            None,
+        );
+        clustered.install(Snapshot {
+            epoch: "e".into(),
+            ..Snapshot::default()
+        });
+        let event = |offset, kind| v1::Event {
+            offset,
+            ts: 0,
+            id: "7".into(),
+            name: None,
+            kind,
+        };
+        let from = (2, 0);
+        assert_eq!(
+            clustered.deliver(from, "e", event(1, EventKind::Join)),
+            Delivered::Done
+        );
+        assert_eq!(
+            clustered.deliver(from, "e", event(2, EventKind::Leave)),
+            Delivered::Done
+        );
+        assert!(
+            clustered.is_idle(),
+            "nobody is here and nothing waits to be written"
+        );
     }
 }
