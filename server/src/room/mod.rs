@@ -22,6 +22,7 @@ pub mod wire;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -155,6 +156,31 @@ pub trait Store: Send + Sync {
     fn backlog(&self) -> &Backlog;
     /// Keeps `id`'s read position in `room`. Never waits.
     fn save_read(&self, room: &RoomName, id: &str, offset: u64);
+    /// The room's events at `offsets` that the store keeps, in their latest state and
+    /// in offset order, and the oldest offset it keeps. Reads the disk: not for an
+    /// async worker thread.
+    // TODO(wave4 journal): the journal's own; then no default here.
+    fn page(
+        &self,
+        room: &RoomName,
+        offsets: RangeInclusive<u64>,
+    ) -> Result<StoredPage, StoreError> {
+        let _ = (room, offsets);
+        Err("this store does not page".into())
+    }
+    /// The room's newest messages before offset `before` that contain every one of
+    /// `words` (lowercase), newest first, at most `limit`, and whether there are more.
+    /// Reads the disk: not for an async worker thread.
+    fn search(
+        &self,
+        room: &RoomName,
+        words: &[String],
+        before: u64,
+        limit: usize,
+    ) -> Result<(Vec<v1::Event>, bool), StoreError> {
+        let _ = (room, words, before, limit);
+        Err("this store does not search".into())
+    }
     /// The direct-message rooms `id` has messages or a read position in, as the store
     /// has them. Reads the disk: not for an async worker thread.
     fn direct_rooms(&self, id: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError>;
@@ -166,6 +192,31 @@ pub trait Store: Send + Sync {
 
 /// Why a store could not read a room.
 pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A page of a room's events as a store keeps them.
+#[derive(Debug, Default, PartialEq)]
+pub struct StoredPage {
+    /// In their latest state, in offset order.
+    pub events: Vec<v1::Event>,
+    /// The oldest offset the store keeps for the room; 0 when it keeps none.
+    pub oldest: u64,
+}
+
+/// What this node's memory holds of a page of a room's events: the offsets asked
+/// for, and their frames if it holds all of them.
+#[derive(Debug)]
+pub struct MemoryPage {
+    /// The first and last offsets of the page; `first > last` when it is empty.
+    pub first: u64,
+    pub last: u64,
+    /// Every event of the page, when the history in memory holds them all; else those
+    /// it holds.
+    pub frames: Vec<Frame>,
+    pub complete: bool,
+    /// The oldest offset in memory, and the room's last offset.
+    pub oldest_kept: u64,
+    pub room_last: u64,
+}
 
 /// Where a room's history begins: nowhere for a new room, or where the store left it.
 #[derive(Debug, Default, PartialEq)]
@@ -541,6 +592,11 @@ impl Room {
         state.members.is_empty() && state.numbered == state.offset
     }
 
+    /// Where the room writes its history, if anywhere.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
     /// This room's name.
     pub fn name(&self) -> &RoomName {
         &self.name
@@ -797,6 +853,55 @@ impl Room {
         }
         self.fan_out_numbered(&mut state, (node, key), event, None);
         Delivered::Done
+    }
+
+    /// The events of a `history` page of `range`, as far as the history in memory
+    /// holds them.
+    pub fn page(&self, range: v2::PageRange, limit: usize) -> MemoryPage {
+        let state = self.lock();
+        let last = state.offset;
+        let (first, page_last) = match range {
+            v2::PageRange::Before(before) => {
+                let page_last = before.saturating_sub(1).min(last);
+                (page_last.saturating_sub(limit as u64 - 1).max(1), page_last)
+            }
+            v2::PageRange::After(after) => {
+                (after + 1, after.saturating_add(limit as u64).min(last))
+            }
+        };
+        let history = &state.history;
+        let oldest_kept = history.events.front().map_or(last + 1, Kept::offset);
+        let from = history.events.partition_point(|kept| kept.offset() < first);
+        let frames: Vec<Frame> = history
+            .events
+            .range(from..)
+            .take_while(|kept| kept.offset() <= page_last)
+            .map(|kept| kept.v2.clone())
+            .collect();
+        MemoryPage {
+            first,
+            last: page_last,
+            complete: first > page_last || oldest_kept <= first,
+            frames,
+            oldest_kept,
+            room_last: last,
+        }
+    }
+
+    /// The newest messages in memory before `before` that contain every one of `words`,
+    /// newest first, at most `limit`, and whether there are more in memory.
+    pub fn search(&self, words: &[String], before: u64, limit: usize) -> (Vec<Frame>, bool) {
+        let state = self.lock();
+        let mut found = state
+            .history
+            .events
+            .iter()
+            .rev()
+            .filter(|kept| kept.offset() < before && v2::matches_words(&kept.event, words))
+            .map(|kept| kept.v2.clone());
+        let page: Vec<Frame> = found.by_ref().take(limit).collect();
+        let more = found.next().is_some();
+        (page, more)
     }
 
     /// The room as a direct-message room of `id` lists it, if it is one of `id`'s:
@@ -1068,6 +1173,11 @@ impl Member {
             cluster.ephemeral(&self.room.name, read);
         }
         Ok(())
+    }
+
+    /// The room this member is in.
+    pub fn room_handle(&self) -> &Arc<Room> {
+        &self.room
     }
 
     /// The protocol the member speaks.

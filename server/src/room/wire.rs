@@ -81,6 +81,35 @@ pub fn json(value: &impl serde::Serialize, size_hint: usize) -> Frame {
     Arc::new(frame)
 }
 
+/// A `history` or `search` answer: `{"type":KIND,"nonce":..,"events":[..],"more":..}`,
+/// the events written as the frames that carry them already have them, not encoded
+/// again.
+pub fn page<'a>(
+    kind: &str,
+    nonce: Option<&str>,
+    events: impl IntoIterator<Item = &'a [u8]>,
+    more: bool,
+) -> Frame {
+    let mut json = Vec::with_capacity(256);
+    json.extend_from_slice(b"{\"type\":");
+    serde_json::to_writer(&mut json, kind).expect("writing JSON to a Vec cannot fail");
+    if let Some(nonce) = nonce {
+        json.extend_from_slice(b",\"nonce\":");
+        serde_json::to_writer(&mut json, nonce).expect("writing JSON to a Vec cannot fail");
+    }
+    json.extend_from_slice(b",\"events\":[");
+    for (at, event) in events.into_iter().enumerate() {
+        if at > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(event);
+    }
+    json.extend_from_slice(b"],\"more\":");
+    json.extend_from_slice(if more { b"true" } else { b"false" });
+    json.push(b'}');
+    frame(OpCode::Data(Data::Text), &json)
+}
+
 /// A whole binary message in one frame.
 pub fn binary(payload: &[u8]) -> Frame {
     frame(OpCode::Data(Data::Binary), payload)
@@ -96,8 +125,7 @@ pub fn close(code: u16, reason: &str) -> Frame {
     frame(OpCode::Control(Control::Close), &payload)
 }
 
-/// The payload of a frame this module encoded; for tests.
-#[cfg(test)]
+/// The payload of a frame this module encoded.
 pub fn payload(frame: &[u8]) -> &[u8] {
     match frame[1] {
         126 => &frame[4..],

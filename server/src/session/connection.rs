@@ -20,6 +20,7 @@ use crate::metrics::Disconnect;
 use crate::room::outbox::{Outbox, Wakes};
 use crate::room::wire;
 use crate::room::{Member, Protocol};
+use crate::session::history;
 use crate::session::keepalive::Keepalive;
 use crate::session::meter::{TokenBucket, UnfinishedMessage, WireLimits, WireMeter};
 use crate::session::socket::{FrameWriter, Inbound, Transport};
@@ -218,12 +219,27 @@ fn relay(
         },
         Protocol::V2 => match v2::Request::parse(text) {
             Ok(v2::Request::Dms { nonce }) => list_direct_rooms(member, shared, nonce),
+            Ok(v2::Request::History {
+                before,
+                after,
+                limit,
+                nonce,
+            }) => match v2::page_range(before, after, limit, nonce.as_deref()) {
+                Ok((range, limit)) => history::page(member, range, limit, nonce),
+                Err(error) => refuse(member, &error),
+            },
+            Ok(v2::Request::Search {
+                text,
+                before,
+                limit,
+                nonce,
+            }) => match history::search_request(&text, before, limit, nonce.as_deref()) {
+                Ok((words, before, limit)) => history::search(member, words, before, limit, nonce),
+                Err(error) => refuse(member, &error),
+            },
             Ok(request) => {
                 if let Err(error) = member.request(request, wakes) {
-                    debug!(code = ?error.code, "request refused");
-                    member
-                        .outbox()
-                        .push(&wire::json(&error, 128 + error.message.len()));
+                    refuse(member, &error);
                 }
             }
             Err(error) => {
@@ -233,6 +249,14 @@ fn relay(
         },
     }
     Ok(())
+}
+
+/// Answers a request the member may not make with an error frame.
+pub(super) fn refuse(member: &Member, error: &v2::Error) {
+    debug!(code = ?error.code, "request refused");
+    member
+        .outbox()
+        .push(&wire::json(error, 128 + error.message.len()));
 }
 
 /// Answers `dms` with the member's direct-message rooms, from a task of its own: the
