@@ -81,15 +81,15 @@ pub fn json(value: &impl serde::Serialize, size_hint: usize) -> Frame {
     Arc::new(frame)
 }
 
-/// A `history` or `search` answer: `{"type":KIND,"nonce":..,"events":[..],"more":..}`,
-/// the events written as the frames that carry them already have them, not encoded
-/// again.
-pub fn page<'a>(
+/// A `history` or `search` answer's JSON: `{"type":KIND,"nonce":..,"events":[..],
+/// "more":..}`, the events written as their frames already have them, not encoded
+/// again. A frame's text for v2 clients, and the HTTP API's body.
+pub fn page_json<'a>(
     kind: &str,
     nonce: Option<&str>,
     events: impl IntoIterator<Item = &'a [u8]>,
     more: bool,
-) -> Frame {
+) -> Vec<u8> {
     let mut json = Vec::with_capacity(256);
     json.extend_from_slice(b"{\"type\":");
     serde_json::to_writer(&mut json, kind).expect("writing JSON to a Vec cannot fail");
@@ -107,7 +107,12 @@ pub fn page<'a>(
     json.extend_from_slice(b"],\"more\":");
     json.extend_from_slice(if more { b"true" } else { b"false" });
     json.push(b'}');
-    frame(OpCode::Data(Data::Text), &json)
+    json
+}
+
+/// A whole text message in one frame, from JSON already written.
+pub fn text_bytes(payload: &[u8]) -> Frame {
+    frame(OpCode::Data(Data::Text), payload)
 }
 
 /// A whole binary message in one frame.

@@ -20,7 +20,7 @@ use crate::metrics::Disconnect;
 use crate::room::outbox::{Outbox, Wakes};
 use crate::room::wire;
 use crate::room::{Member, Protocol};
-use crate::session::history;
+use crate::session::history::{self, Query};
 use crate::session::keepalive::Keepalive;
 use crate::session::meter::{TokenBucket, UnfinishedMessage, WireLimits, WireMeter};
 use crate::session::socket::{FrameWriter, Inbound, Transport};
@@ -224,8 +224,8 @@ fn relay(
                 after,
                 limit,
                 nonce,
-            }) => match v2::page_range(before, after, limit, nonce.as_deref()) {
-                Ok((range, limit)) => history::page(member, range, limit, nonce),
+            }) => match Query::page(before, after, limit, nonce.as_deref()) {
+                Ok(query) => history::answer_member(member, query, nonce),
                 Err(error) => refuse(member, &error),
             },
             Ok(v2::Request::Search {
@@ -233,8 +233,8 @@ fn relay(
                 before,
                 limit,
                 nonce,
-            }) => match history::search_request(&text, before, limit, nonce.as_deref()) {
-                Ok((words, before, limit)) => history::search(member, words, before, limit, nonce),
+            }) => match Query::search(&text, before, limit, nonce.as_deref()) {
+                Ok(query) => history::answer_member(member, query, nonce),
                 Err(error) => refuse(member, &error),
             },
             Ok(request) => {

@@ -1,7 +1,7 @@
-//! A v2 client's `history` and `search`: answered from the room's history in memory
-//! when it holds the page, else from the store (`--data-dir`), read on a blocking
-//! thread. Without a store, what memory no longer holds is gone, and the answers say
-//! there is no more.
+//! `history` and `search`, for v2 clients and the HTTP API: answered from the room's
+//! history in memory when it holds the page, else from the store (`--data-dir`), read
+//! on a blocking thread. Without a store, what memory no longer holds is gone, and the
+//! answers say there is no more.
 
 use std::sync::Arc;
 
@@ -11,117 +11,166 @@ use tracing::{Instrument, warn};
 use crate::room::wire;
 use crate::room::{Member, Room, StoreError};
 
-/// Reads a `search` request's text, `before` (none: from the newest) and limit.
-pub fn search_request(
-    text: &str,
-    before: Option<i64>,
-    limit: i64,
-    nonce: Option<&str>,
-) -> Result<(Vec<String>, u64, usize), v2::Error> {
-    let words = v2::search_words(text, nonce)?;
-    let limit = v2::page_limit(limit, nonce)?;
-    let before = match before {
-        None => u64::MAX,
-        Some(before) => u64::try_from(before).map_err(|_| {
-            v2::Error::new(
-                nonce,
-                v2::ErrorCode::Invalid,
-                format!("an offset is 0 or more, not {before}"),
-            )
-        })?,
-    };
-    Ok((words, before, limit))
+/// What is asked of a room's history.
+#[derive(Clone, Debug)]
+pub enum Query {
+    /// A page of events before or after an offset.
+    Page { range: PageRange, limit: usize },
+    /// The newest messages before `before` holding every one of `words`.
+    Search {
+        words: Vec<String>,
+        before: u64,
+        limit: usize,
+    },
 }
 
-/// Answers `history` for `range`.
-pub fn page(member: &Member, range: PageRange, limit: usize, nonce: Option<String>) {
+impl Query {
+    /// A `history` request's query.
+    pub fn page(
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: i64,
+        nonce: Option<&str>,
+    ) -> Result<Self, v2::Error> {
+        let (range, limit) = v2::page_range(before, after, limit, nonce)?;
+        Ok(Self::Page { range, limit })
+    }
+
+    /// A `search` request's query: `before` none searches from the newest.
+    pub fn search(
+        text: &str,
+        before: Option<i64>,
+        limit: i64,
+        nonce: Option<&str>,
+    ) -> Result<Self, v2::Error> {
+        let words = v2::search_words(text, nonce)?;
+        let limit = v2::page_limit(limit, nonce)?;
+        let before = match before {
+            None => u64::MAX,
+            Some(before) => u64::try_from(before).map_err(|_| {
+                v2::Error::new(
+                    nonce,
+                    v2::ErrorCode::Invalid,
+                    format!("an offset is 0 or more, not {before}"),
+                )
+            })?,
+        };
+        Ok(Self::Search {
+            words,
+            before,
+            limit,
+        })
+    }
+
+    /// The answer's `type`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Page { .. } => "history",
+            Self::Search { .. } => "search",
+        }
+    }
+}
+
+/// Answers `query` to a v2 member, from a task of its own: the store is read on a
+/// blocking thread.
+pub fn answer_member(member: &Member, query: Query, nonce: Option<String>) {
     let room = member.room_handle().clone();
     let outbox = member.outbox().clone();
+    let answering = async move {
+        let frame = match answer(&room, query, nonce.as_deref()).await {
+            Ok(json) => wire::text_bytes(&json),
+            Err(error) => wire::json(&error, 128 + error.message.len()),
+        };
+        outbox.push(&frame);
+    };
+    tokio::spawn(answering.in_current_span());
+}
+
+/// The JSON answer to `query` in `room`, or why there is none.
+pub async fn answer(
+    room: &Arc<Room>,
+    query: Query,
+    nonce: Option<&str>,
+) -> Result<Vec<u8>, v2::Error> {
+    let kind = query.kind();
+    match query {
+        Query::Page { range, limit } => page(room, range, limit, nonce).await,
+        Query::Search {
+            words,
+            before,
+            limit,
+        } => search(room, words, before, limit, nonce).await,
+    }
+    .map_err(|error| unavailable(room, kind, nonce, &error))
+}
+
+async fn page(
+    room: &Arc<Room>,
+    range: PageRange,
+    limit: usize,
+    nonce: Option<&str>,
+) -> Result<Vec<u8>, StoreError> {
     let memory = room.page(range, limit);
     let more_after = memory.last < memory.room_last;
-    let store = room.store().cloned();
-    let store = match store {
-        Some(store) if !memory.complete => store,
-        _ => {
+    let store = match room.store() {
+        Some(store) if !memory.complete => store.clone(),
+        store => {
             let more = match range {
                 PageRange::Before(_) if store.is_some() => memory.first > 1,
                 PageRange::Before(_) => memory.complete && memory.first > memory.oldest_kept,
                 PageRange::After(_) => more_after,
             };
             let payloads = memory.frames.iter().map(|frame| wire::payload(frame));
-            outbox.push(&wire::page("history", nonce.as_deref(), payloads, more));
-            return;
+            return Ok(wire::page_json("history", nonce, payloads, more));
         }
     };
     let (first, last) = (memory.first, memory.last);
-    let answer = async move {
-        let name = room.name().clone();
-        let read = tokio::task::spawn_blocking(move || store.page(&name, first..=last)).await;
-        let frame = match flatten(read) {
-            Ok(stored) => {
-                let more = match range {
-                    PageRange::Before(_) => stored.oldest != 0 && first > stored.oldest,
-                    PageRange::After(_) => more_after,
-                };
-                let events: Vec<String> =
-                    stored.events.iter().map(|event| event.to_json()).collect();
-                let payloads = events.iter().map(String::as_bytes);
-                wire::page("history", nonce.as_deref(), payloads, more)
-            }
-            Err(error) => unavailable(&room, nonce.as_deref(), &error),
-        };
-        outbox.push(&frame);
+    let name = room.name().clone();
+    let stored = blocking(move || store.page(&name, first..=last)).await?;
+    let more = match range {
+        PageRange::Before(_) => stored.oldest != 0 && first > stored.oldest,
+        PageRange::After(_) => more_after,
     };
-    tokio::spawn(answer.in_current_span());
+    let events: Vec<String> = stored.events.iter().map(|event| event.to_json()).collect();
+    let payloads = events.iter().map(String::as_bytes);
+    Ok(wire::page_json("history", nonce, payloads, more))
 }
 
-/// Answers `search`: from the store's index with `--data-dir`, else from memory.
-pub fn search(
-    member: &Member,
+/// From the store's index with `--data-dir`, else from memory.
+async fn search(
+    room: &Arc<Room>,
     words: Vec<String>,
     before: u64,
     limit: usize,
-    nonce: Option<String>,
-) {
-    let room = member.room_handle().clone();
-    let outbox = member.outbox().clone();
+    nonce: Option<&str>,
+) -> Result<Vec<u8>, StoreError> {
     let Some(store) = room.store().cloned() else {
         let (found, more) = room.search(&words, before, limit);
         let payloads = found.iter().map(|frame| wire::payload(frame));
-        outbox.push(&wire::page("search", nonce.as_deref(), payloads, more));
-        return;
+        return Ok(wire::page_json("search", nonce, payloads, more));
     };
-    let answer = async move {
-        let name = room.name().clone();
-        let read =
-            tokio::task::spawn_blocking(move || store.search(&name, &words, before, limit)).await;
-        let frame = match flatten(read) {
-            Ok((found, more)) => {
-                let events: Vec<String> = found.iter().map(|event| event.to_json()).collect();
-                let payloads = events.iter().map(String::as_bytes);
-                wire::page("search", nonce.as_deref(), payloads, more)
-            }
-            Err(error) => unavailable(&room, nonce.as_deref(), &error),
-        };
-        outbox.push(&frame);
-    };
-    tokio::spawn(answer.in_current_span());
+    let name = room.name().clone();
+    let (found, more) = blocking(move || store.search(&name, &words, before, limit)).await?;
+    let events: Vec<String> = found.iter().map(|event| event.to_json()).collect();
+    let payloads = events.iter().map(String::as_bytes);
+    Ok(wire::page_json("search", nonce, payloads, more))
 }
 
-/// A blocking read's result, whether it failed or its thread did.
-fn flatten<T>(
-    read: Result<Result<T, StoreError>, tokio::task::JoinError>,
+/// Runs a read of the store on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    read.map_err(|failed| -> StoreError { Box::new(failed) })?
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|failed| -> StoreError { Box::new(failed) })?
 }
 
-/// The error frame for a read the store could not do.
-fn unavailable(room: &Arc<Room>, nonce: Option<&str>, error: &StoreError) -> wire::Frame {
-    warn!(room = %room.name(), %error, "cannot read the history");
-    let error = v2::Error::new(
+/// The error for a read the store could not do.
+fn unavailable(room: &Arc<Room>, kind: &str, nonce: Option<&str>, error: &StoreError) -> v2::Error {
+    warn!(room = %room.name(), %error, "cannot read the history for {kind}");
+    v2::Error::new(
         nonce,
         v2::ErrorCode::Unavailable,
         "cannot read the history now; try again later",
-    );
-    wire::json(&error, 128)
+    )
 }
