@@ -33,6 +33,7 @@ use chat::v2;
 use serde::{Deserialize, Serialize};
 
 use futures_util::future::BoxFuture;
+use tokio::sync::watch;
 
 use crate::config::{Config, MAX_HISTORY_BYTES};
 use crate::metrics::Metrics;
@@ -349,6 +350,23 @@ struct Slot {
     protocol: Protocol,
     outbox: Arc<Outbox>,
     stage: Stage,
+    /// With a store, for a newcomer that asked to resume: tells its session whether
+    /// to stream the replay from the store (see [`CatchUp`]).
+    catch_up: Option<watch::Sender<CatchUp>>,
+}
+
+/// Whether a resuming newcomer's replay comes from the store: when the events it
+/// missed are older than the history in memory but still on disk, its session streams
+/// them a page at a time as the client reads ([`Room::finish_catch_up`] ends it), so
+/// that a resume of any length holds no more than the outbox's bound in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The welcome is not sent yet.
+    Waiting,
+    /// Welcomed: stream from the store every event after this offset.
+    After(u64),
+    /// Welcomed, with its replay from memory (or none): nothing to stream.
+    NotNeeded,
 }
 
 /// Whether a member receives the room's events yet.
@@ -357,6 +375,9 @@ enum Stage {
     /// or back from Redis), so that its welcome and join come first and it hears of
     /// nothing twice. A v1 newcomer's welcome resumes from here.
     Joining(Option<Resume>),
+    /// Welcomed, its replay streaming from the store: it gets nothing live until that
+    /// reaches the history in memory.
+    CatchingUp,
     Live,
 }
 
@@ -501,6 +522,13 @@ impl Room {
             .as_ref()
             .map_or(Link::Local, |cluster| cluster.link());
         let outbox = Arc::new(Outbox::new(self.settings.max_queue_bytes));
+        let (catch_up, caught_up) = match (&self.store, resume, protocol) {
+            (Some(_), Some(_), Protocol::V1 | Protocol::V2) => {
+                let (tell, told) = watch::channel(CatchUp::Waiting);
+                (Some(tell), Some(told))
+            }
+            _ => (None, None),
+        };
         let mut state = self.lock();
         state.members.insert(
             key,
@@ -509,6 +537,7 @@ impl Room {
                 protocol,
                 outbox: outbox.clone(),
                 stage: Stage::Joining(resume.cloned()),
+                catch_up,
             },
         );
         if let Some(cluster) = self.cluster.as_ref().filter(|_| !state.loaded) {
@@ -524,11 +553,15 @@ impl Room {
             who,
             outbox,
             typed_at: AtomicU64::new(0),
+            caught_up,
         }
     }
 
     /// Queues a v1 or v2 newcomer's welcome and the history it is to replay: the room
     /// as of the last event fanned out, just before the newcomer's own join.
+    /// With `catch_up`, a resume older than memory holds is told to stream from the
+    /// store instead: then the welcome says `recovered` and nothing is replayed here;
+    /// returns whether that is so.
     fn welcome(
         &self,
         state: &State,
@@ -536,7 +569,8 @@ impl Room {
         protocol: Protocol,
         resume: Option<&Resume>,
         outbox: &Outbox,
-    ) {
+        catch_up: Option<&watch::Sender<CatchUp>>,
+    ) -> bool {
         let history = &state.history.events;
         // Everything after `since` is still here when the oldest kept event is no later
         // than the first one missed (or nothing was missed).
@@ -548,6 +582,15 @@ impl Room {
                         .front()
                         .is_some_and(|oldest| oldest.offset() <= resume.since + 1))
         });
+        // The store keeps the last `history` events of the room.
+        let oldest_stored = state.offset.saturating_sub(self.settings.history as u64) + 1;
+        let from_store = catch_up.and(resume).filter(|resume| {
+            !recovered
+                && resume.epoch == state.epoch
+                && resume.since < state.offset
+                && resume.since + 1 >= oldest_stored
+        });
+        let recovered = recovered || from_store.is_some();
         let replay_after = match resume {
             Some(resume) if recovered => resume.since,
             _ => 0,
@@ -565,7 +608,11 @@ impl Room {
             limits: &self.settings.limits,
         };
         // Offsets only grow along the history: what was missed is one range of it.
-        let first_missed = history.partition_point(|kept| kept.offset() <= replay_after);
+        // Streamed from the store instead, by the session.
+        let first_missed = match from_store {
+            Some(_) => history.len(),
+            None => history.partition_point(|kept| kept.offset() <= replay_after),
+        };
         let missed = history.range(first_missed..);
         if protocol == Protocol::V2 {
             let with_read = v2::WelcomeOut {
@@ -578,6 +625,42 @@ impl Room {
             outbox.push(&wire::json(&welcome.tagged(), welcome.size_hint()));
             outbox.push_resident(missed.filter_map(|kept| kept.v1.as_ref()));
         }
+        let told = match from_store {
+            Some(resume) => CatchUp::After(resume.since),
+            None => CatchUp::NotNeeded,
+        };
+        if let Some(catch_up) = catch_up {
+            catch_up.send_replace(told);
+        }
+        from_store.is_some()
+    }
+
+    /// Ends a newcomer's catch-up from the store once it reaches the history in memory:
+    /// queues what memory holds from `next` on and makes the member live, all under the
+    /// room's lock so that nothing is missed or sent twice. `Err` with the oldest offset
+    /// memory holds while `next` is older than that: the session streams on from the
+    /// store.
+    pub fn finish_catch_up(&self, key: u64, next: u64) -> Result<(), u64> {
+        let mut state = self.lock();
+        let history = &state.history.events;
+        let oldest = history.front().map_or(state.offset + 1, Kept::offset);
+        if next < oldest && next <= state.offset {
+            return Err(oldest);
+        }
+        let from = history.partition_point(|kept| kept.offset() < next);
+        let Some(slot) = state.members.get(&key) else {
+            return Ok(());
+        };
+        match slot.protocol {
+            Protocol::V2 => slot
+                .outbox
+                .push_resident(history.range(from..).map(|kept| &kept.v2)),
+            _ => slot
+                .outbox
+                .push_resident(history.range(from..).filter_map(|kept| kept.v1.as_ref())),
+        }
+        state.members.get_mut(&key).expect("just found").stage = Stage::Live;
+        Ok(())
     }
 
     /// How many members are connected to this node.
@@ -685,14 +768,33 @@ impl Room {
                 let newcomer = here.and_then(|slot| {
                     let stage = std::mem::replace(&mut slot.stage, Stage::Live);
                     match (stage, slot.protocol) {
-                        (_, Protocol::Plain) | (Stage::Live, _) => None,
-                        (Stage::Joining(resume), protocol) => {
-                            Some((resume, protocol, slot.outbox.clone()))
+                        (Stage::Joining(resume), Protocol::V1 | Protocol::V2) => Some((
+                            resume,
+                            slot.protocol,
+                            slot.outbox.clone(),
+                            slot.catch_up.clone(),
+                        )),
+                        (stage, _) => {
+                            slot.stage = stage;
+                            if matches!(slot.stage, Stage::Joining(_)) {
+                                slot.stage = Stage::Live;
+                            }
+                            None
                         }
                     }
                 });
-                if let Some((resume, protocol, outbox)) = newcomer {
-                    self.welcome(state, &event.id, protocol, resume.as_ref(), &outbox);
+                if let Some((resume, protocol, outbox, catch_up)) = newcomer {
+                    let streaming = self.welcome(
+                        state,
+                        &event.id,
+                        protocol,
+                        resume.as_ref(),
+                        &outbox,
+                        catch_up.as_ref(),
+                    );
+                    if streaming && let Some(slot) = state.members.get_mut(&key) {
+                        slot.stage = Stage::CatchingUp;
+                    }
                 }
                 let present = v1::Present {
                     id: event.id.clone(),
@@ -1039,7 +1141,7 @@ impl Room {
             };
             if slot.protocol != Protocol::Plain {
                 let (protocol, outbox) = (slot.protocol, slot.outbox.clone());
-                self.welcome(&state, &id, protocol, resume.as_ref(), &outbox);
+                self.welcome(&state, &id, protocol, resume.as_ref(), &outbox, None);
             }
         }
     }
@@ -1062,6 +1164,8 @@ pub struct Member {
     outbox: Arc<Outbox>,
     /// When this connection's typing last counted, in Unix milliseconds.
     typed_at: AtomicU64,
+    /// With a store, when resuming: whether its replay is to stream from the store.
+    caught_up: Option<watch::Receiver<CatchUp>>,
 }
 
 impl Member {
@@ -1178,6 +1282,16 @@ impl Member {
     /// The room this member is in.
     pub fn room_handle(&self) -> &Arc<Room> {
         &self.room
+    }
+
+    /// This member's key in the room.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// Whether its replay may stream from the store, once welcomed (see [`CatchUp`]).
+    pub fn catch_up(&self) -> Option<watch::Receiver<CatchUp>> {
+        self.caught_up.clone()
     }
 
     /// The protocol the member speaks.

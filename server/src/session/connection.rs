@@ -72,6 +72,10 @@ impl Disconnect {
             )),
             Self::ShuttingDown => Some((CloseCode::Away, "server shutting down")),
             Self::BrokerLost => Some((CloseCode::Again, "chat unavailable, try again later")),
+            Self::HistoryUnavailable => Some((
+                CloseCode::Again,
+                "history unavailable, try again later",
+            )),
         }
     }
 }
@@ -134,6 +138,7 @@ pub async fn serve(
         () = outbox.evicted() => Disconnect::SlowConsumer,
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
         () = shared.cluster_lost(link) => Disconnect::BrokerLost,
+        ending = history::catch_up(&member) => ending,
     };
     // Leaving the room before closing means nothing more is queued for a closing socket.
     drop(member);

@@ -8,8 +8,66 @@ use std::sync::Arc;
 use chat::v2::{self, PageRange};
 use tracing::{Instrument, warn};
 
+use crate::metrics::Disconnect;
 use crate::room::wire;
-use crate::room::{Member, Room, StoreError};
+use crate::room::{CatchUp, Member, Protocol, Room, StoreError};
+
+/// How many events a resume streamed from the store reads at a time.
+const CATCH_UP_PAGE: u64 = 200;
+
+/// Streams a resuming member's replay from the store when its welcome says so (see
+/// [`CatchUp`]), a page at a time, each frame only once the member's outbox is below
+/// its high-water mark, until the replay reaches the history in memory and the member
+/// goes live. Never completes unless the store fails, which ends the session.
+pub async fn catch_up(member: &Member) -> Disconnect {
+    let Some(mut told) = member.catch_up() else {
+        return std::future::pending().await;
+    };
+    let since = loop {
+        let now = *told.borrow_and_update();
+        match now {
+            CatchUp::After(since) => break since,
+            CatchUp::NotNeeded => return std::future::pending().await,
+            CatchUp::Waiting => {}
+        }
+        if told.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    };
+    let room = member.room_handle().clone();
+    let Some(store) = room.store().cloned() else {
+        return std::future::pending().await;
+    };
+    let outbox = member.outbox().clone();
+    let mut next = since + 1;
+    loop {
+        let oldest_in_memory = match room.finish_catch_up(member.key(), next) {
+            Ok(()) => return std::future::pending().await,
+            Err(oldest) => oldest,
+        };
+        let last = (next + CATCH_UP_PAGE - 1).min(oldest_in_memory - 1);
+        let (reading, name) = (store.clone(), room.name().clone());
+        let page = match blocking(move || reading.page(&name, next..=last)).await {
+            Ok(page) => page,
+            Err(error) => {
+                warn!(room = %room.name(), %error, "cannot read the history to resume");
+                return Disconnect::HistoryUnavailable;
+            }
+        };
+        for event in &page.events {
+            let json = match member.protocol() {
+                Protocol::V2 => event.to_json(),
+                _ => match event.for_v1() {
+                    Some(shown) => shown.to_json(),
+                    None => continue,
+                },
+            };
+            outbox.below_high_water().await;
+            outbox.push(&wire::text(&json));
+        }
+        next = last + 1;
+    }
+}
 
 /// What is asked of a room's history.
 #[derive(Clone, Debug)]
