@@ -924,3 +924,43 @@ async fn history_pages_back_and_forth_through_memory_and_search_finds_messages()
     ada.next_matching("the echo", |f| f["text"] == "still open")
         .await;
 }
+
+#[tokio::test]
+async fn with_tokens_a_direct_room_keeps_out_every_proven_id_but_its_two() {
+    use chat::ClientId;
+    use chat_server::identity::{JwtSecret, Tokens};
+    let secret = || JwtSecret::new("a test secret of thirty-two bytes").unwrap();
+    let server = TestServer::start_with(Config {
+        jwt_secret: Some(secret()),
+        ..Config::default()
+    })
+    .await;
+    let token = |id: &str| {
+        Tokens::new(&secret()).mint(
+            &ClientId::parse(id).unwrap(),
+            Duration::from_secs(600),
+            None,
+        )
+    };
+    assert_refused_as(
+        server.address,
+        &upgrade_request(&format!("/ws/9?room=dm.7.8&token={}", token("9"))),
+        (403, "for #7 and #8 only"),
+        "not_your_room",
+    )
+    .await;
+    // Claiming 7 with 9's token is refused as any token for another id is.
+    let claimed = raw_http_status(
+        &server,
+        &upgrade_request(&format!("/ws/7?room=dm.7.8&token={}", token("9"))),
+    )
+    .await;
+    assert_eq!(claimed, 403);
+    let mut ada = V2::connect(&server, &format!("/ws/7?room=dm.7.8&token={}", token("7"))).await;
+    let (welcome, _) = ada.seated().await;
+    assert_eq!(welcome["verified"], true);
+}
+
+async fn raw_http_status(server: &TestServer, request: &str) -> u16 {
+    testkit::raw_http(server.address, request).await.status
+}

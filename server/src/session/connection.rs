@@ -72,10 +72,9 @@ impl Disconnect {
             )),
             Self::ShuttingDown => Some((CloseCode::Away, "server shutting down")),
             Self::BrokerLost => Some((CloseCode::Again, "chat unavailable, try again later")),
-            Self::HistoryUnavailable => Some((
-                CloseCode::Again,
-                "history unavailable, try again later",
-            )),
+            Self::HistoryUnavailable => {
+                Some((CloseCode::Again, "history unavailable, try again later"))
+            }
         }
     }
 }
