@@ -150,25 +150,40 @@ pub fn page_limit(limit: i64, nonce: Option<&str>) -> Result<usize, Error> {
     }
 }
 
-/// Reads a search's text: some words, at most [`MAX_QUERY_BYTES`].
+/// Reads a search's text: at most [`MAX_QUERY_BYTES`], of which its words (runs of
+/// letters and digits, lowercased) are the terms a message must have.
 pub fn search_words(text: &str, nonce: Option<&str>) -> Result<Vec<String>, Error> {
-    let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
-    if words.is_empty() || text.len() > MAX_QUERY_BYTES {
+    let terms = words(text);
+    if terms.is_empty() || text.len() > MAX_QUERY_BYTES {
         return Err(Error::new(
             nonce,
             ErrorCode::Invalid,
-            format!("a search is 1 to {MAX_QUERY_BYTES} bytes of words"),
+            format!(
+                "a search is 1 to {MAX_QUERY_BYTES} bytes with a word (letters or digits) in it"
+            ),
         ));
     }
-    Ok(words)
+    Ok(terms)
 }
 
-/// Whether a message contains every one of `words` (lowercase), ignoring case.
-pub fn matches_words(event: &Event, words: &[String]) -> bool {
+/// A text's words: its runs of letters and digits, lowercased, as search sees them
+/// (and as SQLite's FTS5 `unicode61` tokenizer cuts them).
+pub fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Whether a message has, for each of `terms`, a word that starts with it: `deploy`
+/// finds "Deployed!", `2` finds "note 29".
+pub fn matches_words(event: &Event, terms: &[String]) -> bool {
     match &event.kind {
         EventKind::Message { text, state, .. } if !state.deleted => {
-            let text = text.to_lowercase();
-            words.iter().all(|word| text.contains(word.as_str()))
+            let words = words(text);
+            terms
+                .iter()
+                .all(|term| words.iter().any(|word| word.starts_with(term.as_str())))
         }
         _ => false,
     }

@@ -12,8 +12,12 @@
 //! was accepted is dropped.
 //!
 //! The tables are plain, for `sqlite3` users: `rooms` (name, epoch, last offset),
-//! `events` (one row per event, as v1 clients see it) and `members` (who is connected,
-//! so that after a crash their leaves can be announced).
+//! `events` (one row per join, leave and message), `operations` (one row per
+//! chat.v2.json edit, delete, react and unreact, by the offset it applies to),
+//! `members` (who is connected, so that after a crash their leaves can be announced),
+//! `reads` (each id's read position per room), and `message_index`, a contentless FTS5
+//! index of the messages' latest text for search. A delete removes its message's text,
+//! and its edits' texts, from all of them in the transaction that writes it.
 //!
 //! Owns the database; the rest of the server sees it only as a [`Store`], made by
 //! [`open`]. May call: `room` (the seam it plugs into, and the rooms it fans out),
@@ -21,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread;
@@ -37,14 +42,14 @@ use tracing::{error, info};
 use crate::config::{JOURNAL_BACKLOG_BYTES, MAX_ROOMS};
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
-use crate::room::{Room, Start, Store, StoreError};
+use crate::room::{Room, Start, Store, StoreError, StoredPage};
 
 /// The database's file name in the data folder.
 pub const FILE_NAME: &str = "chat.sqlite3";
 
 /// The schema this server writes, kept in `PRAGMA user_version`: a database from a
 /// newer server is refused rather than misread.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS rooms (
@@ -63,8 +68,34 @@ const SCHEMA: &str = "
         text TEXT,
         nonce TEXT,
         name TEXT,
+        reply_to INTEGER,
+        kind TEXT,
         PRIMARY KEY (room, offset)
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS operations (
+        room TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        client TEXT NOT NULL,
+        name TEXT,
+        type TEXT NOT NULL CHECK (type IN ('edit', 'delete', 'react', 'unreact')),
+        target INTEGER NOT NULL,
+        text TEXT,
+        emoji TEXT,
+        nonce TEXT,
+        PRIMARY KEY (room, offset)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS operations_by_target ON operations (room, target);
+    CREATE TABLE IF NOT EXISTS reads (
+        room TEXT NOT NULL,
+        client TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        PRIMARY KEY (room, client)
+    ) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE IF NOT EXISTS message_index USING fts5(
+        text, content = '', contentless_delete = 1,
+        tokenize = 'unicode61 remove_diacritics 0'
+    );
     CREATE TABLE IF NOT EXISTS members (
         room TEXT NOT NULL,
         key INTEGER NOT NULL,
@@ -80,6 +111,31 @@ const NAMES_MIGRATION: &str = "
     ALTER TABLE events ADD COLUMN name TEXT;
     ALTER TABLE members ADD COLUMN name TEXT;
 ";
+
+/// What turns a database of schema 2 (chat.v1.json) into schema 3 (chat.v2.json): the
+/// messages' new columns; the new tables are made by [`SCHEMA`], and the messages
+/// already kept are indexed for search.
+const V2_MIGRATION: &str = "
+    ALTER TABLE events ADD COLUMN reply_to INTEGER;
+    ALTER TABLE events ADD COLUMN kind TEXT;
+";
+
+/// Indexes every message kept, after [`V2_MIGRATION`].
+const INDEX_KEPT_MESSAGES: &str = "
+    INSERT INTO message_index (rowid, text)
+    SELECT (rooms.rowid << 40) + events.offset, events.text
+    FROM events JOIN rooms ON rooms.name = events.room
+    WHERE events.type = 'message' AND events.text IS NOT NULL AND events.text != '';
+";
+
+/// A message's row in `message_index`: its room's rowid, then its offset, so that one
+/// room's messages are one range of rowids.
+fn index_key(room_rowid: i64, offset: u64) -> i64 {
+    (room_rowid << OFFSET_BITS) + offset as i64
+}
+
+/// The bits of an index key that hold the offset: a trillion events per room.
+const OFFSET_BITS: u32 = 40;
 
 /// The most events one transaction writes, so that one commit does not hold the
 /// fan-out of the rest back for long.
@@ -117,6 +173,7 @@ pub enum OpenError {
 
 enum Command {
     Append(Append),
+    Read(Read),
     /// Sent last: answered once everything before it is written.
     Close(oneshot::Sender<()>),
 }
@@ -235,14 +292,11 @@ impl Journal {
         let Some((epoch, offset)) = room else {
             return Ok(None);
         };
-        let mut events = reader
-            .prepare(
-                "SELECT offset, ts, client, type, text, nonce, name FROM events
-                 WHERE room = ?1 ORDER BY offset DESC LIMIT ?2",
-            )?
-            .query_map(params![name.as_str(), self.history as i64], read_event)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        events.reverse();
+        let events = read_newest(&reader, name, self.history)?;
+        let reads = reader
+            .prepare_cached("SELECT client, offset FROM reads WHERE room = ?1")?
+            .query_map([name.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<HashMap<String, u64>>>()?;
         let present = reader
             .prepare("SELECT key, client, since, name FROM members WHERE room = ?1 ORDER BY key")?
             .query_map([name.as_str()], |row| {
@@ -259,7 +313,7 @@ impl Journal {
             offset,
             events,
             present,
-            reads: HashMap::new(),
+            reads,
         }))
     }
 }
@@ -284,12 +338,122 @@ impl Store for Journal {
         &self.backlog
     }
 
-    // TODO(wave4 journal): keep read positions.
-    fn save_read(&self, _room: &RoomName, _id: &str, _offset: u64) {}
+    fn save_read(&self, room: &RoomName, id: &str, offset: u64) {
+        let read = Command::Read(Read {
+            room: room.clone(),
+            id: id.to_owned(),
+            offset,
+        });
+        let _ = self.commands.send(read);
+    }
 
-    // TODO(wave4 journal): list direct-message rooms.
-    fn direct_rooms(&self, _id: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError> {
-        Ok(Vec::new())
+    fn page(
+        &self,
+        room: &RoomName,
+        offsets: RangeInclusive<u64>,
+    ) -> Result<StoredPage, StoreError> {
+        let reader = lock(&self.reader);
+        let (first, last) = (*offsets.start(), *offsets.end());
+        let mut events = read_range(&reader, room, first, last)?;
+        let ops = read_operations_on(&reader, room, first, last)?;
+        v2::apply_all(&mut events, &ops);
+        let oldest = reader.query_row(
+            "SELECT min(offset) FROM (SELECT min(offset) AS offset FROM events WHERE room = ?1
+             UNION ALL SELECT min(offset) FROM operations WHERE room = ?1)",
+            [room.as_str()],
+            |row| row.get::<_, Option<u64>>(0),
+        )?;
+        Ok(StoredPage {
+            events,
+            oldest: oldest.unwrap_or(0),
+        })
+    }
+
+    fn search(
+        &self,
+        room: &RoomName,
+        words: &[String],
+        before: u64,
+        limit: usize,
+    ) -> Result<(Vec<v1::Event>, bool), StoreError> {
+        let reader = lock(&self.reader);
+        let rowid: Option<i64> = reader
+            .query_row(
+                "SELECT rowid FROM rooms WHERE name = ?1",
+                [room.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(rowid) = rowid else {
+            return Ok((Vec::new(), false));
+        };
+        let before = before.min(1 << OFFSET_BITS);
+        let offsets: Vec<u64> = reader
+            .prepare_cached(
+                "SELECT rowid FROM message_index WHERE message_index MATCH ?1
+                 AND rowid >= ?2 AND rowid < ?3 ORDER BY rowid DESC LIMIT ?4",
+            )?
+            .query_map(
+                params![
+                    fts_query(words),
+                    index_key(rowid, 0),
+                    index_key(rowid, before),
+                    limit as i64 + 1
+                ],
+                |row| row.get::<_, i64>(0),
+            )?
+            .map(|key| key.map(|key| (key - index_key(rowid, 0)) as u64))
+            .collect::<rusqlite::Result<_>>()?;
+        let more = offsets.len() > limit;
+        let mut found = Vec::with_capacity(limit);
+        for &offset in offsets.iter().take(limit) {
+            let mut event = read_range(&reader, room, offset, offset)?;
+            let ops = read_operations_on(&reader, room, offset, offset)?;
+            v2::apply_all(&mut event, &ops);
+            found.extend(event);
+        }
+        Ok((found, more))
+    }
+
+    fn direct_rooms(&self, id: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError> {
+        let reader = lock(&self.reader);
+        let rooms: Vec<(String, u64)> = reader
+            .prepare_cached("SELECT name, last_offset FROM rooms WHERE name LIKE 'dm.%'")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut direct = Vec::new();
+        for (name, offset) in rooms {
+            let Ok(room) = RoomName::parse(&name) else {
+                continue;
+            };
+            let Some(Ok((first, second))) = v2::direct_members(&room) else {
+                continue;
+            };
+            let with = match (*id == first, *id == second) {
+                (true, _) => second,
+                (_, true) => first,
+                _ => continue,
+            };
+            let read: u64 = reader
+                .prepare_cached("SELECT offset FROM reads WHERE room = ?1 AND client = ?2")?
+                .query_row(params![name, id.as_str()], |row| row.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let unread: u64 = reader
+                .prepare_cached(
+                    "SELECT count(*) FROM events WHERE room = ?1 AND offset > ?2
+                     AND type = 'message' AND client = ?3 AND text IS NOT NULL",
+                )?
+                .query_row(params![name, read, with.as_str()], |row| row.get(0))?;
+            direct.push(v2::DirectRoom {
+                room: name,
+                with: with.to_string(),
+                offset,
+                read,
+                unread,
+            });
+        }
+        Ok(direct)
     }
 
     fn trouble(&self) -> Option<String> {
@@ -325,15 +489,145 @@ fn open_database(path: &Path) -> rusqlite::Result<Connection> {
     Ok(database)
 }
 
+/// The columns [`read_event`] reads, in its order.
+const EVENT_COLUMNS: &str = "offset, ts, client, type, text, nonce, name, reply_to, kind";
+
+/// The columns [`read_operation`] reads, in its order.
+const OPERATION_COLUMNS: &str = "offset, ts, client, type, text, nonce, name, target, emoji";
+
+/// Room `room`'s events from `first` to `last`, joins, leaves and messages with
+/// operations, in offset order, as they were written (deleted texts aside).
+fn read_range(
+    reader: &Connection,
+    room: &RoomName,
+    first: u64,
+    last: u64,
+) -> rusqlite::Result<Vec<v1::Event>> {
+    let range = |table: &str, columns: &str| {
+        format!(
+            "SELECT {columns} FROM {table} WHERE room = ?1 AND offset BETWEEN ?2 AND ?3
+             ORDER BY offset"
+        )
+    };
+    let mut events: Vec<v1::Event> = reader
+        .prepare_cached(&range("events", EVENT_COLUMNS))?
+        .query_map(params![room.as_str(), first, last], read_event)?
+        .collect::<rusqlite::Result<_>>()?;
+    let operations: Vec<v1::Event> = reader
+        .prepare_cached(&range("operations", OPERATION_COLUMNS))?
+        .query_map(params![room.as_str(), first, last], read_operation)?
+        .collect::<rusqlite::Result<_>>()?;
+    events.extend(operations);
+    events.sort_by_key(|event| event.offset);
+    Ok(events)
+}
+
+/// Room `room`'s newest `count` events, oldest first.
+fn read_newest(
+    reader: &Connection,
+    room: &RoomName,
+    count: usize,
+) -> rusqlite::Result<Vec<v1::Event>> {
+    let newest = |table: &str, columns: &str| {
+        format!("SELECT {columns} FROM {table} WHERE room = ?1 ORDER BY offset DESC LIMIT ?2")
+    };
+    let mut events: Vec<v1::Event> = reader
+        .prepare_cached(&newest("events", EVENT_COLUMNS))?
+        .query_map(params![room.as_str(), count as i64], read_event)?
+        .collect::<rusqlite::Result<_>>()?;
+    let operations: Vec<v1::Event> = reader
+        .prepare_cached(&newest("operations", OPERATION_COLUMNS))?
+        .query_map(params![room.as_str(), count as i64], read_operation)?
+        .collect::<rusqlite::Result<_>>()?;
+    events.extend(operations);
+    events.sort_by_key(|event| std::cmp::Reverse(event.offset));
+    events.truncate(count);
+    events.reverse();
+    Ok(events)
+}
+
+/// The operations on room `room`'s events from `first` to `last`, in log order:
+/// what brings those events to their latest state.
+fn read_operations_on(
+    reader: &Connection,
+    room: &RoomName,
+    first: u64,
+    last: u64,
+) -> rusqlite::Result<Vec<v1::Event>> {
+    reader
+        .prepare_cached(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations
+             WHERE room = ?1 AND target BETWEEN ?2 AND ?3 ORDER BY offset"
+        ))?
+        .query_map(params![room.as_str(), first, last], read_operation)?
+        .collect()
+}
+
+/// A search's FTS5 query: every term, as the start of a word.
+fn fts_query(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|term| format!("\"{}\"*", term.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// An operation's row, as the event it was.
+fn read_operation(row: &rusqlite::Row<'_>) -> rusqlite::Result<v1::Event> {
+    let kind: String = row.get(3)?;
+    let target: u64 = row.get(7)?;
+    let nonce: Option<String> = row.get(5)?;
+    let emoji = || {
+        row.get::<_, Option<String>>(8)
+            .map(Option::unwrap_or_default)
+    };
+    let kind = match kind.as_str() {
+        "edit" => {
+            // A deleted message's edits lost their text with it.
+            let text: Option<String> = row.get(4)?;
+            EventKind::Edit {
+                target,
+                deleted: text.is_none(),
+                text: text.unwrap_or_default(),
+                nonce,
+            }
+        }
+        "delete" => EventKind::Delete { target, nonce },
+        "react" => EventKind::React {
+            target,
+            emoji: emoji()?,
+            nonce,
+        },
+        _ => EventKind::Unreact {
+            target,
+            emoji: emoji()?,
+            nonce,
+        },
+    };
+    Ok(v1::Event {
+        offset: row.get(0)?,
+        ts: row.get(1)?,
+        id: row.get(2)?,
+        name: read_name(row, 6)?,
+        kind,
+    })
+}
+
 fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<v1::Event> {
     let kind: String = row.get(3)?;
     let kind = match kind.as_str() {
         "join" => EventKind::Join,
         "leave" => EventKind::Leave,
-        _ => EventKind::said(
-            row.get::<_, Option<String>>(4)?.unwrap_or_default(),
-            row.get(5)?,
-        ),
+        _ => EventKind::Message {
+            text: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
+            nonce: row.get(5)?,
+            reply_to: row.get(7)?,
+            kind: row
+                .get::<_, Option<String>>(8)?
+                .filter(|kind| kind == "action")
+                .map(|_| v1::MessageKind::Action),
+            state: v1::MessageState::default(),
+        },
     };
     Ok(v1::Event {
         offset: row.get(0)?,
@@ -367,9 +661,17 @@ struct Append {
     event: v1::Event,
 }
 
+/// A read position on its way to the database.
+struct Read {
+    room: RoomName,
+    id: String,
+    offset: u64,
+}
+
 impl DatabaseWriter {
     fn run(mut self, commands: mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
+        let mut reads = Vec::new();
         let mut closed = None;
         while closed.is_none() {
             let Ok(first) = commands.recv() else {
@@ -379,15 +681,17 @@ impl DatabaseWriter {
             while let Some(command) = next.take() {
                 match command {
                     Command::Append(append) => batch.push(append),
+                    Command::Read(read) => reads.push(read),
                     Command::Close(done) => closed = Some(done),
                 }
-                if closed.is_none() && batch.len() < MAX_BATCH {
+                if closed.is_none() && batch.len() + reads.len() < MAX_BATCH {
                     next = commands.try_recv().ok();
                 }
             }
-            if !batch.is_empty() {
-                self.write_until_done(&batch);
+            if !batch.is_empty() || !reads.is_empty() {
+                self.write_until_done(&batch, &reads);
                 self.fan_out(&mut batch);
+                reads.clear();
             }
         }
         if let Some(done) = closed {
@@ -397,13 +701,13 @@ impl DatabaseWriter {
 
     /// Writes `batch`, trying again until it is written: the events are the server's
     /// word to its clients, and are never dropped.
-    fn write_until_done(&mut self, batch: &[Append]) {
+    fn write_until_done(&mut self, batch: &[Append], reads: &[Read]) {
         let mut failing = false;
         loop {
             let written = self
                 .database
                 .transaction()
-                .and_then(|transaction| write(transaction, batch, self.history));
+                .and_then(|transaction| write(transaction, batch, reads, self.history));
             match written {
                 Ok(()) => break,
                 Err(write_error) => {
@@ -440,68 +744,66 @@ impl DatabaseWriter {
     }
 }
 
-/// Writes one batch in one transaction: the events, who joined and left, each room's
-/// last offset; and forgets what is past the history's bounds.
-fn write(transaction: Transaction<'_>, batch: &[Append], history: usize) -> rusqlite::Result<()> {
+/// Writes one batch in one transaction: the events, who joined and left, the search
+/// index, what deletes take back, read positions, each room's last offset; and forgets
+/// what is past the history's bounds.
+fn write(
+    transaction: Transaction<'_>,
+    batch: &[Append],
+    reads: &[Read],
+    history: usize,
+) -> rusqlite::Result<()> {
     let mut last: HashMap<&RoomName, (&Room, &v1::Event)> = HashMap::new();
-    {
-        let mut insert = transaction.prepare_cached(
-            "INSERT INTO events (room, offset, ts, client, type, text, nonce, name)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        let mut joined = transaction.prepare_cached(
-            "INSERT OR REPLACE INTO members (room, key, client, since, name)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let mut left =
-            transaction.prepare_cached("DELETE FROM members WHERE room = ?1 AND key = ?2")?;
-        for Append { room, key, event } in batch {
-            let name = room.name().as_str();
-            let who = event.name.as_ref().map(DisplayName::as_str);
-            let (kind, text, nonce) = match &event.kind {
-                EventKind::Join => ("join", None, None),
-                EventKind::Leave => ("leave", None, None),
-                EventKind::Message { text, nonce, .. } => ("message", Some(text), nonce.as_ref()),
-                // TODO(journal helper): the v2 operations' own columns.
-                _ => ("message", None, None),
-            };
-            if history > 0 {
-                insert.execute(params![
-                    name,
-                    event.offset,
-                    event.ts,
-                    event.id,
-                    kind,
-                    text,
-                    nonce,
-                    who
-                ])?;
-            }
-            match event.kind {
-                EventKind::Join => joined.execute(params![name, key, event.id, event.ts, who])?,
-                EventKind::Leave => left.execute(params![name, key])?,
-                _ => 0,
-            };
-            last.insert(room.name(), (room, event));
-        }
-    }
+    let mut rowids: HashMap<&RoomName, i64> = HashMap::new();
     let mut new_rooms = false;
+    for Append { room, key, event } in batch {
+        let rowid = match rowids.get(room.name()) {
+            Some(rowid) => *rowid,
+            None => {
+                let (rowid, new) = room_rowid(&transaction, room, event)?;
+                new_rooms |= new;
+                rowids.insert(room.name(), rowid);
+                rowid
+            }
+        };
+        if history > 0 {
+            write_event(&transaction, room.name(), rowid, event)?;
+        }
+        let name = room.name().as_str();
+        let who = event.name.as_ref().map(DisplayName::as_str);
+        match event.kind {
+            EventKind::Join => {
+                transaction
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO members (room, key, client, since, name)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![name, key, event.id, event.ts, who])?;
+            }
+            EventKind::Leave => {
+                transaction
+                    .prepare_cached("DELETE FROM members WHERE room = ?1 AND key = ?2")?
+                    .execute(params![name, key])?;
+            }
+            _ => {}
+        }
+        last.insert(room.name(), (room, event));
+    }
+    for Read { room, id, offset } in reads {
+        transaction
+            .prepare_cached(
+                "INSERT INTO reads (room, client, offset) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (room, client) DO UPDATE SET offset = max(offset, excluded.offset)",
+            )?
+            .execute(params![room.as_str(), id, offset])?;
+    }
     {
         let mut update = transaction
             .prepare_cached("UPDATE rooms SET last_offset = ?2, last_ts = ?3 WHERE name = ?1")?;
-        let mut insert = transaction.prepare_cached(
-            "INSERT INTO rooms (name, epoch, last_offset, last_ts) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut forget =
-            transaction.prepare_cached("DELETE FROM events WHERE room = ?1 AND offset <= ?2")?;
-        for (name, (room, event)) in &last {
-            let name = name.as_str();
-            if update.execute(params![name, event.offset, event.ts])? == 0 {
-                insert.execute(params![name, room.epoch(), event.offset, event.ts])?;
-                new_rooms = true;
-            }
+        for (name, (_, event)) in &last {
+            update.execute(params![name.as_str(), event.offset, event.ts])?;
             let oldest_kept = event.offset.saturating_sub(history as u64);
-            forget.execute(params![name, oldest_kept])?;
+            forget_before(&transaction, name, rowids[name], oldest_kept + 1)?;
         }
     }
     if new_rooms {
@@ -510,12 +812,193 @@ fn write(transaction: Transaction<'_>, batch: &[Append], history: usize) -> rusq
     transaction.commit()
 }
 
+/// The rowid of `room`'s row, made now (as of `event`) if it has none; and whether it
+/// was made.
+fn room_rowid(
+    transaction: &Transaction<'_>,
+    room: &Room,
+    event: &v1::Event,
+) -> rusqlite::Result<(i64, bool)> {
+    let name = room.name().as_str();
+    let found = transaction
+        .prepare_cached("SELECT rowid FROM rooms WHERE name = ?1")?
+        .query_row([name], |row| row.get(0))
+        .optional()?;
+    if let Some(rowid) = found {
+        return Ok((rowid, false));
+    }
+    transaction
+        .prepare_cached(
+            "INSERT INTO rooms (name, epoch, last_offset, last_ts) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![name, room.epoch(), event.offset, event.ts])?;
+    Ok((transaction.last_insert_rowid(), true))
+}
+
+/// Writes one event of room `name` (whose row is `rowid`): a join, leave or message in
+/// `events`, an operation in `operations`, and what it changes in the search index; a
+/// delete also takes the text out of its message and the message's edits.
+fn write_event(
+    transaction: &Transaction<'_>,
+    name: &RoomName,
+    rowid: i64,
+    event: &v1::Event,
+) -> rusqlite::Result<()> {
+    let room = name.as_str();
+    let who = event.name.as_ref().map(DisplayName::as_str);
+    let (kind, target, text, emoji, nonce) = match &event.kind {
+        EventKind::Join | EventKind::Leave | EventKind::Message { .. } => {
+            let (kind, text, nonce, reply_to, action) = match &event.kind {
+                EventKind::Join => ("join", None, None, None, None),
+                EventKind::Leave => ("leave", None, None, None, None),
+                EventKind::Message {
+                    text,
+                    nonce,
+                    reply_to,
+                    kind,
+                    ..
+                } => (
+                    "message",
+                    Some(text),
+                    nonce.as_ref(),
+                    *reply_to,
+                    kind.map(|_| "action"),
+                ),
+                _ => unreachable!("matched above"),
+            };
+            transaction
+                .prepare_cached(
+                    "INSERT INTO events (room, offset, ts, client, type, text, nonce, name,
+                     reply_to, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(params![
+                    room,
+                    event.offset,
+                    event.ts,
+                    event.id,
+                    kind,
+                    text,
+                    nonce,
+                    who,
+                    reply_to,
+                    action
+                ])?;
+            if let Some(text) = text.filter(|text| !text.is_empty()) {
+                transaction
+                    .prepare_cached("INSERT INTO message_index (rowid, text) VALUES (?1, ?2)")?
+                    .execute(params![index_key(rowid, event.offset), text])?;
+            }
+            return Ok(());
+        }
+        EventKind::Edit {
+            target,
+            text,
+            nonce,
+            ..
+        } => ("edit", target, Some(text), None, nonce.as_ref()),
+        EventKind::Delete { target, nonce } => ("delete", target, None, None, nonce.as_ref()),
+        EventKind::React {
+            target,
+            emoji,
+            nonce,
+        } => ("react", target, None, Some(emoji), nonce.as_ref()),
+        EventKind::Unreact {
+            target,
+            emoji,
+            nonce,
+        } => ("unreact", target, None, Some(emoji), nonce.as_ref()),
+    };
+    transaction
+        .prepare_cached(
+            "INSERT INTO operations (room, offset, ts, client, name, type, target, text,
+             emoji, nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            room,
+            event.offset,
+            event.ts,
+            event.id,
+            who,
+            kind,
+            target,
+            text,
+            emoji,
+            nonce
+        ])?;
+    // The rules of `chat::v2::apply`: only the author's edit or delete of a message
+    // that is not deleted changes it.
+    let own_message = |transaction: &Transaction<'_>| {
+        transaction
+            .prepare_cached(
+                "SELECT 1 FROM events WHERE room = ?1 AND offset = ?2 AND type = 'message'
+                 AND client = ?3 AND text IS NOT NULL",
+            )?
+            .exists(params![room, target, event.id])
+    };
+    match &event.kind {
+        EventKind::Edit { text, .. } if own_message(transaction)? => {
+            transaction
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO message_index (rowid, text) VALUES (?1, ?2)",
+                )?
+                .execute(params![index_key(rowid, *target), text])?;
+        }
+        EventKind::Delete { .. } if own_message(transaction)? => {
+            transaction
+                .prepare_cached(
+                    "UPDATE events SET text = NULL, nonce = NULL, reply_to = NULL, kind = NULL
+                     WHERE room = ?1 AND offset = ?2",
+                )?
+                .execute(params![room, target])?;
+            transaction
+                .prepare_cached(
+                    "UPDATE operations SET text = NULL, nonce = NULL
+                     WHERE room = ?1 AND target = ?2 AND type = 'edit'",
+                )?
+                .execute(params![room, target])?;
+            transaction
+                .prepare_cached("DELETE FROM message_index WHERE rowid = ?1")?
+                .execute([index_key(rowid, *target)])?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Forgets room `name`'s events (and their index entries) before offset `first_kept`.
+fn forget_before(
+    transaction: &Transaction<'_>,
+    name: &RoomName,
+    rowid: i64,
+    first_kept: u64,
+) -> rusqlite::Result<()> {
+    let room = name.as_str();
+    let forgotten = transaction
+        .prepare_cached("DELETE FROM events WHERE room = ?1 AND offset < ?2")?
+        .execute(params![room, first_kept])?;
+    transaction
+        .prepare_cached("DELETE FROM operations WHERE room = ?1 AND offset < ?2")?
+        .execute(params![room, first_kept])?;
+    if forgotten > 0 {
+        transaction
+            .prepare_cached("DELETE FROM message_index WHERE rowid >= ?1 AND rowid < ?2")?
+            .execute(params![index_key(rowid, 0), index_key(rowid, first_kept)])?;
+    }
+    Ok(())
+}
+
 /// Brings a database of schema `version` (0 for a new one) to [`SCHEMA_VERSION`].
 fn migrate(database: &Connection, version: i64) -> rusqlite::Result<()> {
     if version == 1 {
         database.execute_batch(NAMES_MIGRATION)?;
     }
+    if (1..=2).contains(&version) {
+        database.execute_batch(V2_MIGRATION)?;
+    }
     database.execute_batch(SCHEMA)?;
+    if (1..=2).contains(&version) {
+        database.execute_batch(INDEX_KEPT_MESSAGES)?;
+    }
     database.pragma_update(None, "user_version", SCHEMA_VERSION)
 }
 
@@ -530,8 +1013,19 @@ fn forget_rooms_past_the_bound(transaction: &Transaction<'_>) -> rusqlite::Resul
             [],
             |row| row.get(0),
         )?;
+        let rowid: i64 = transaction.query_row(
+            "SELECT rowid FROM rooms WHERE name = ?1",
+            [&oldest],
+            |row| row.get(0),
+        )?;
+        transaction.execute(
+            "DELETE FROM message_index WHERE rowid >= ?1 AND rowid < ?2",
+            params![index_key(rowid, 0), index_key(rowid + 1, 0)],
+        )?;
         for table in [
             "DELETE FROM events WHERE room = ?1",
+            "DELETE FROM operations WHERE room = ?1",
+            "DELETE FROM reads WHERE room = ?1",
             "DELETE FROM members WHERE room = ?1",
             "DELETE FROM rooms WHERE name = ?1",
         ] {
@@ -571,12 +1065,13 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
         database
             .execute(
-                "INSERT INTO events VALUES ('main', 2, 6, '8', 'join', NULL, NULL, 'Ada')",
+                "INSERT INTO events (room, offset, ts, client, type, name)
+                 VALUES ('main', 2, 6, '8', 'join', 'Ada')",
                 [],
             )
             .unwrap();
         let events: Vec<v1::Event> = database
-            .prepare("SELECT offset, ts, client, type, text, nonce, name FROM events")
+            .prepare(&format!("SELECT {EVENT_COLUMNS} FROM events"))
             .unwrap()
             .query_map([], read_event)
             .unwrap()
@@ -604,7 +1099,7 @@ mod tests {
                 .unwrap();
             transaction
                 .execute(
-                    "INSERT INTO events VALUES (?1, 1, 0, '1', 'join', NULL, NULL, NULL)",
+                    "INSERT INTO events (room, offset, ts, client, type) VALUES (?1, 1, 0, '1', 'join')",
                     [format!("r{n}")],
                 )
                 .unwrap();
@@ -627,5 +1122,257 @@ mod tests {
             )
             .unwrap();
         assert_eq!(forgotten, 0, "the three heard from longest ago");
+    }
+
+    fn event(offset: u64, id: &str, kind: EventKind) -> v1::Event {
+        v1::Event {
+            offset,
+            ts: offset * 10,
+            id: id.into(),
+            name: None,
+            kind,
+        }
+    }
+
+    /// A database of the current schema with room `main` (rowid 1) in it.
+    fn database() -> Connection {
+        let database = Connection::open_in_memory().unwrap();
+        migrate(&database, 0).unwrap();
+        database
+            .execute("INSERT INTO rooms VALUES ('main', 'e', 0, 0)", [])
+            .unwrap();
+        database
+    }
+
+    fn write_all(database: &mut Connection, events: &[v1::Event]) {
+        let transaction = database.transaction().unwrap();
+        for event in events {
+            write_event(&transaction, &RoomName::default(), 1, event).unwrap();
+        }
+        transaction.commit().unwrap();
+    }
+
+    fn search(database: &Connection, text: &str) -> Vec<u64> {
+        let terms = v2::search_words(text, None).unwrap();
+        database
+            .prepare("SELECT rowid FROM message_index WHERE message_index MATCH ?1 ORDER BY rowid")
+            .unwrap()
+            .query_map([fts_query(&terms)], |row| row.get::<_, i64>(0))
+            .unwrap()
+            .map(|key| (key.unwrap() - index_key(1, 0)) as u64)
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_of_event_reads_back_as_it_was_written() {
+        let mut database = database();
+        let message = EventKind::Message {
+            text: "waves".into(),
+            nonce: Some("n".into()),
+            reply_to: Some(1),
+            kind: Some(v1::MessageKind::Action),
+            state: v1::MessageState::default(),
+        };
+        let events = [
+            event(1, "7", EventKind::Join),
+            event(2, "7", message),
+            event(
+                3,
+                "7",
+                EventKind::Edit {
+                    target: 2,
+                    text: "waves!".into(),
+                    nonce: None,
+                    deleted: false,
+                },
+            ),
+            event(
+                4,
+                "8",
+                EventKind::React {
+                    target: 2,
+                    emoji: "👍".into(),
+                    nonce: Some("r".into()),
+                },
+            ),
+            event(
+                5,
+                "8",
+                EventKind::Unreact {
+                    target: 2,
+                    emoji: "👍".into(),
+                    nonce: None,
+                },
+            ),
+            event(6, "9", EventKind::said("hi", None)),
+            event(
+                7,
+                "9",
+                EventKind::Delete {
+                    target: 6,
+                    nonce: None,
+                },
+            ),
+            event(8, "7", EventKind::Leave),
+        ];
+        write_all(&mut database, &events);
+        let read = read_range(&database, &RoomName::default(), 1, 8).unwrap();
+        assert_eq!(read[..5], events[..5]);
+        assert_eq!(
+            read[5].kind,
+            EventKind::said("", None),
+            "the deleted text is gone"
+        );
+        assert_eq!(read[6..], events[6..]);
+        assert_eq!(
+            read_newest(&database, &RoomName::default(), 3).unwrap(),
+            read[5..]
+        );
+        // In their latest state, as a page shows them.
+        let mut page = read_range(&database, &RoomName::default(), 2, 6).unwrap();
+        v2::apply_all(
+            &mut page,
+            &read_operations_on(&database, &RoomName::default(), 2, 6).unwrap(),
+        );
+        assert_eq!(
+            page[0].to_json(),
+            r#"{"offset":2,"ts":20,"id":"7","type":"message","text":"waves!","nonce":"n","reply_to":1,"kind":"action","edited":true}"#
+        );
+        assert_eq!(
+            page[4].to_json(),
+            r#"{"offset":6,"ts":60,"id":"9","type":"message","text":"","deleted":true}"#
+        );
+    }
+
+    #[test]
+    fn a_delete_takes_the_text_out_of_every_table_and_the_index() {
+        let mut database = database();
+        write_all(
+            &mut database,
+            &[
+                event(
+                    1,
+                    "7",
+                    EventKind::said("the launch code is swordfish", Some("n1".into())),
+                ),
+                event(
+                    2,
+                    "7",
+                    EventKind::Edit {
+                        target: 1,
+                        text: "the code is marlin".into(),
+                        nonce: None,
+                        deleted: false,
+                    },
+                ),
+                event(3, "8", EventKind::said("swordfish? marlin?", None)),
+                event(
+                    4,
+                    "8",
+                    EventKind::Delete {
+                        target: 1,
+                        nonce: None,
+                    },
+                ),
+            ],
+        );
+        assert_eq!(
+            search(&database, "marlin"),
+            [1, 3],
+            "someone else's delete changes nothing"
+        );
+        write_all(
+            &mut database,
+            &[event(
+                5,
+                "7",
+                EventKind::Delete {
+                    target: 1,
+                    nonce: None,
+                },
+            )],
+        );
+        for table in ["events", "operations"] {
+            let found: i64 = database
+                .query_row(
+                    &format!("SELECT count(*) FROM {table} WHERE room = 'main' AND offset < 3
+                              AND (text LIKE '%swordfish%' OR text LIKE '%marlin%' OR nonce IS NOT NULL)"),
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert_eq!(found, 0, "{table}");
+        }
+        assert_eq!(search(&database, "marlin"), [3]);
+        assert_eq!(search(&database, "swordfish"), [3]);
+        assert_eq!(search(&database, "launch"), Vec::<u64>::new());
+        let edit = &read_range(&database, &RoomName::default(), 2, 2).unwrap()[0];
+        assert!(
+            matches!(&edit.kind, EventKind::Edit { deleted: true, text, .. } if text.is_empty())
+        );
+    }
+
+    #[test]
+    fn search_finds_words_by_their_start_in_the_latest_text() {
+        let mut database = database();
+        write_all(
+            &mut database,
+            &[
+                event(1, "7", EventKind::said("Deployed the café build", None)),
+                event(2, "7", EventKind::said("note 29", None)),
+                event(
+                    3,
+                    "7",
+                    EventKind::Edit {
+                        target: 2,
+                        text: "note 30".into(),
+                        nonce: None,
+                        deleted: false,
+                    },
+                ),
+            ],
+        );
+        assert_eq!(search(&database, "deploy"), [1]);
+        assert_eq!(search(&database, "CAFÉ build"), [1]);
+        assert_eq!(
+            search(&database, "note 2"),
+            Vec::<u64>::new(),
+            "edited away"
+        );
+        assert_eq!(search(&database, "note 3"), [2]);
+        assert_eq!(
+            search(&database, "\"quoted\" (or) NOT"),
+            Vec::<u64>::new(),
+            "no FTS syntax"
+        );
+    }
+
+    #[test]
+    fn a_chat_v1_database_is_migrated_and_its_messages_indexed() {
+        let database = Connection::open_in_memory().unwrap();
+        database
+            .execute_batch(
+                "CREATE TABLE rooms (name TEXT PRIMARY KEY, epoch TEXT NOT NULL,
+                     last_offset INTEGER NOT NULL, last_ts INTEGER NOT NULL);
+                 CREATE TABLE events (room TEXT NOT NULL, offset INTEGER NOT NULL,
+                     ts INTEGER NOT NULL, client TEXT NOT NULL,
+                     type TEXT NOT NULL CHECK (type IN ('join', 'leave', 'message')),
+                     text TEXT, nonce TEXT, name TEXT, PRIMARY KEY (room, offset)) WITHOUT ROWID;
+                 CREATE TABLE members (room TEXT NOT NULL, key INTEGER NOT NULL,
+                     client TEXT NOT NULL, since INTEGER NOT NULL, name TEXT,
+                     PRIMARY KEY (room, key)) WITHOUT ROWID;
+                 INSERT INTO rooms VALUES ('main', 'e', 2, 6);
+                 INSERT INTO events VALUES ('main', 1, 5, '7', 'join', NULL, NULL, NULL);
+                 INSERT INTO events VALUES ('main', 2, 6, '7', 'message', 'kept from v1', 'n', 'Ada');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        migrate(&database, 2).unwrap();
+        let read = read_range(&database, &RoomName::default(), 1, 2).unwrap();
+        assert_eq!(
+            read[1].kind,
+            EventKind::said("kept from v1", Some("n".into()))
+        );
+        assert_eq!(search(&database, "kept"), [2]);
     }
 }

@@ -160,15 +160,8 @@ pub trait Store: Send + Sync {
     /// The room's events at `offsets` that the store keeps, in their latest state and
     /// in offset order, and the oldest offset it keeps. Reads the disk: not for an
     /// async worker thread.
-    // TODO(wave4 journal): the journal's own; then no default here.
-    fn page(
-        &self,
-        room: &RoomName,
-        offsets: RangeInclusive<u64>,
-    ) -> Result<StoredPage, StoreError> {
-        let _ = (room, offsets);
-        Err("this store does not page".into())
-    }
+    fn page(&self, room: &RoomName, offsets: RangeInclusive<u64>)
+    -> Result<StoredPage, StoreError>;
     /// The room's newest messages before offset `before` that contain every one of
     /// `words` (lowercase), newest first, at most `limit`, and whether there are more.
     /// Reads the disk: not for an async worker thread.
@@ -178,10 +171,7 @@ pub trait Store: Send + Sync {
         words: &[String],
         before: u64,
         limit: usize,
-    ) -> Result<(Vec<v1::Event>, bool), StoreError> {
-        let _ = (room, words, before, limit);
-        Err("this store does not search".into())
-    }
+    ) -> Result<(Vec<v1::Event>, bool), StoreError>;
     /// The direct-message rooms `id` has messages or a read position in, as the store
     /// has them. Reads the disk: not for an async worker thread.
     fn direct_rooms(&self, id: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError>;

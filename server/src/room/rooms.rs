@@ -307,8 +307,12 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc;
 
+    use std::ops::RangeInclusive;
+
     use chat::v1;
     use futures_util::future::BoxFuture;
+
+    use crate::room::StoredPage;
 
     use super::*;
     use crate::room::backlog::Backlog;
@@ -342,6 +346,20 @@ mod tests {
         }
 
         fn save_read(&self, _: &RoomName, _: &str, _: u64) {}
+
+        fn page(&self, _: &RoomName, _: RangeInclusive<u64>) -> Result<StoredPage, StoreError> {
+            Ok(StoredPage::default())
+        }
+
+        fn search(
+            &self,
+            _: &RoomName,
+            _: &[String],
+            _: u64,
+            _: usize,
+        ) -> Result<(Vec<v1::Event>, bool), StoreError> {
+            Ok((Vec::new(), false))
+        }
 
         fn direct_rooms(&self, _: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError> {
             Ok(Vec::new())
