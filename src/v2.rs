@@ -483,6 +483,11 @@ pub fn check(
         return refuse(code, &format!("there is no message {offset} in this room"));
     }
     let Some(target) = target else {
+        if is_reply {
+            // Older than the history kept: an offset that was a message or not, the
+            // reply is a message either way.
+            return Ok(());
+        }
         if offset < oldest {
             return refuse(
                 ErrorCode::TooOld,

@@ -174,6 +174,22 @@ impl V2 {
         .await
     }
 
+    /// The next frame `wanted` accepts, skipping up to `max_skipped` others (a flood's
+    /// echoes), without keeping them.
+    pub async fn next_matching_within(
+        &mut self,
+        max_skipped: usize,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
+        for _ in 0..=max_skipped {
+            let frame = self.frame().await;
+            if wanted(&frame) {
+                return frame;
+            }
+        }
+        panic!("no wanted frame among the next {max_skipped}");
+    }
+
     /// The next frame `wanted` accepts; fails, listing what it skipped, after
     /// [`MAX_SKIPPED`] others.
     pub async fn next_matching(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {

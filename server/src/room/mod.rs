@@ -1144,6 +1144,41 @@ impl Drop for Room {
     }
 }
 
+/// A member's voice in its room, for a task of its own: see [`Member::speaker`].
+pub struct Speaker {
+    room: Arc<Room>,
+    link: Link,
+    key: u64,
+    who: Who,
+}
+
+impl Speaker {
+    /// Who speaks.
+    pub fn id(&self) -> &ClientId {
+        &self.who.id
+    }
+
+    /// The room spoken in.
+    pub fn room(&self) -> &Arc<Room> {
+        &self.room
+    }
+
+    /// Adds `kind` from this member to the room's log, if `check` allows it against the
+    /// room's state now (its last offset): the check happens under the room's lock, as
+    /// for any request.
+    pub fn log_if(
+        &self,
+        kind: EventKind,
+        check: impl FnOnce(u64) -> Result<(), v2::Error>,
+    ) -> Result<(), v2::Error> {
+        let mut state = self.room.lock();
+        check(state.offset)?;
+        self.room
+            .announce(&mut state, (self.link, self.key), &self.who, kind, None);
+        Ok(())
+    }
+}
+
 /// One connection's place in a room. Dropping it announces the leave.
 pub struct Member {
     room: Arc<Room>,
@@ -1220,6 +1255,17 @@ impl Member {
                 );
                 Ok(())
             }
+        }
+    }
+
+    /// What this member needs to add to the room's log later, from another task: an
+    /// operation on a message older than memory holds, checked against the store.
+    pub fn speaker(&self) -> Speaker {
+        Speaker {
+            room: self.room.clone(),
+            link: self.link,
+            key: self.key,
+            who: self.who.clone(),
         }
     }
 

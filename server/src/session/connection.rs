@@ -242,8 +242,16 @@ fn relay(
                 Err(error) => refuse(member, &error),
             },
             Ok(request) => {
-                if let Err(error) = member.request(request, wakes) {
-                    refuse(member, &error);
+                let asked = request.clone();
+                match member.request(request, wakes) {
+                    Ok(()) => {}
+                    Err(error)
+                        if error.code == v2::ErrorCode::TooOld
+                            && member.room_handle().store().is_some() =>
+                    {
+                        history::change_old_message(member, asked);
+                    }
+                    Err(error) => refuse(member, &error),
                 }
             }
             Err(error) => {

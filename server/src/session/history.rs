@@ -214,6 +214,45 @@ async fn search(
     Ok(wire::page_json("search", nonce, payloads, more))
 }
 
+/// Does an edit, delete or reaction on a message older than memory holds, with
+/// `--data-dir`: the target is read from the store, in its latest state, on a blocking
+/// thread, checked as any request is, and the operation logged from a task of its own.
+pub fn change_old_message(member: &Member, request: v2::Request) {
+    let speaker = member.speaker();
+    let outbox = member.outbox().clone();
+    let changing = async move {
+        let room = speaker.room().clone();
+        let Some(store) = room.store().cloned() else {
+            return;
+        };
+        let nonce = request.nonce().map(str::to_owned);
+        let target = match &request {
+            v2::Request::Edit { target, .. }
+            | v2::Request::Delete { target, .. }
+            | v2::Request::React { target, .. }
+            | v2::Request::Unreact { target, .. } => *target,
+            _ => return,
+        };
+        let name = room.name().clone();
+        let read = blocking(move || store.page(&name, target..=target)).await;
+        let done = match read {
+            Ok(page) => {
+                let stored = page.events.into_iter().find(|event| event.offset == target);
+                let id = speaker.id().to_string();
+                let kind = request.clone().into_event_kind().expect("an operation");
+                speaker.log_if(kind, |last| {
+                    v2::check(&id, &request, stored.as_ref(), (0, last))
+                })
+            }
+            Err(error) => Err(unavailable(&room, "an old message", nonce.as_deref(), &error)),
+        };
+        if let Err(error) = done {
+            outbox.push(&wire::json(&error, 128 + error.message.len()));
+        }
+    };
+    tokio::spawn(changing.in_current_span());
+}
+
 /// Runs a read of the store on a blocking thread.
 async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,

@@ -1,0 +1,201 @@
+//! All of the history, not the newest megabyte, over real sockets with `--data-dir`:
+//! paging back from the newest event to the first across a restart, a resume from
+//! further back than memory holds, and search over everything the store keeps.
+
+use chat_server::Config;
+use serde_json::{Value, json};
+use testkit::TestServer;
+use testkit::process::Scratch;
+use testkit::v1::V1;
+use testkit::v2::{V2, offset};
+
+/// How many messages the tests write: far more than the history in memory holds (1 MiB).
+const MESSAGES: u64 = 50_000;
+
+fn durable(folder: &std::path::Path) -> Config {
+    Config {
+        data_dir: Some(folder.to_owned()),
+        history: 100_000,
+        rate_limit: None,
+        ..Config::default()
+    }
+}
+
+/// Sends `count` messages from `client`, `label` and their number in the text, then
+/// waits for the echo of the last; returns its offset.
+async fn fill(client: &mut V2, label: &str, count: u64) -> u64 {
+    for n in 0..count {
+        client.say(&format!("{label} {n}"), None).await;
+    }
+    let last = format!("{label} {}", count - 1);
+    let echo = client
+        .next_matching_within(count as usize + 10, |f| f["text"] == last.as_str())
+        .await;
+    offset(&echo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_back_from_the_newest_reaches_the_first_event_once_each_across_a_restart() {
+    let data = Scratch::new("paging");
+    let server = TestServer::start_with(durable(data.path())).await;
+    let mut ada = V2::connect(&server, "/ws/7").await;
+    ada.seated().await;
+    let last = fill(&mut ada, "m", MESSAGES).await;
+    server.stop().await;
+
+    let server = TestServer::start_with(durable(data.path())).await;
+    let mut bob = V2::connect(&server, "/ws/8").await;
+    let (welcome, _) = bob.seated().await;
+    let newest = offset(&welcome);
+    assert!(newest > last, "the leave of Ada as the server stopped");
+    let mut seen: Vec<u64> = Vec::new();
+    let mut before = newest + 1;
+    let mut pages = 0;
+    loop {
+        bob.send(&json!({"type": "history", "before": before, "limit": 200, "nonce": pages.to_string()}))
+            .await;
+        let page = bob.next_of("history").await;
+        pages += 1;
+        let events = page["events"].as_array().unwrap();
+        let offsets: Vec<u64> = events.iter().map(offset).collect();
+        assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+        if let Some(&first) = offsets.first() {
+            assert_eq!(*offsets.last().unwrap(), before - 1, "no gap between pages");
+            before = first;
+        }
+        seen.splice(0..0, offsets);
+        if page["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        (1..=newest).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(pages, newest.div_ceil(200));
+
+    // Forward from the start, too.
+    bob.send(&json!({"type": "history", "after": 0, "limit": 3}))
+        .await;
+    let first = bob.next_of("history").await;
+    let texts: Vec<&Value> = first["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["text"])
+        .collect();
+    assert_eq!(
+        texts,
+        [&Value::Null, &json!("m 0"), &json!("m 1")],
+        "the join, then m 0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_further_back_than_memory_is_streamed_from_the_store_exactly() {
+    let data = Scratch::new("deep-resume");
+    let server = TestServer::start_with(durable(data.path())).await;
+    let mut ada = V2::connect(&server, "/ws/7").await;
+    let (welcome, _) = ada.seated().await;
+    let epoch = welcome["epoch"].as_str().unwrap().to_owned();
+    let mut vic = V1::connect(&server, "/ws/2").await;
+    let vic_welcome = vic.seated().await;
+    let since = vic_welcome.offset + 1; // Vic's own join
+    drop(vic);
+    let last = fill(&mut ada, "m", MESSAGES).await;
+    server.stop().await;
+
+    let server = TestServer::start_with(durable(data.path())).await;
+    for v2 in [true, false] {
+        let path = format!("/ws/2?since={since}&epoch={epoch}");
+        let mut frames: Vec<Value> = Vec::new();
+        let welcome: Value;
+        if v2 {
+            let mut back = V2::connect(&server, &path).await;
+            welcome = back.welcome().await;
+            loop {
+                let frame = back.frame().await;
+                let done = frame["type"] == "join" && frame["id"] == "2";
+                frames.push(frame);
+                if done {
+                    break;
+                }
+            }
+        } else {
+            let mut back = V1::connect(&server, &path).await;
+            let text = back.socket.recv().await;
+            welcome = serde_json::from_str(&text).unwrap();
+            loop {
+                let frame: Value = serde_json::from_str(&back.socket.recv().await).unwrap();
+                let done = frame["type"] == "join" && frame["id"] == "2";
+                frames.push(frame);
+                if done {
+                    break;
+                }
+            }
+        }
+        assert_eq!(welcome["recovered"], true, "{welcome}");
+        let offsets: Vec<u64> = frames.iter().map(offset).collect();
+        assert_eq!(offsets[0], since + 1, "from the first event missed");
+        assert!(
+            offsets.windows(2).all(|w| w[1] == w[0] + 1),
+            "once each, in order"
+        );
+        assert!(*offsets.last().unwrap() > last, "through to its own join");
+        let said = frames.iter().filter(|f| f["type"] == "message").count() as u64;
+        assert_eq!(said, MESSAGES);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_covers_everything_the_store_keeps_and_forgets_what_is_deleted() {
+    let data = Scratch::new("search");
+    let server = TestServer::start_with(durable(data.path())).await;
+    let mut ada = V2::connect(&server, "/ws/7").await;
+    ada.seated().await;
+    ada.say("the first needle", None).await;
+    let first = offset(&ada.next_of("message").await);
+    fill(&mut ada, "hay", 20_000).await;
+    ada.say("the second needle", None).await;
+    let second = offset(&ada.next_of("message").await);
+    server.stop().await;
+
+    let server = TestServer::start_with(durable(data.path())).await;
+    let mut ada = V2::connect(&server, "/ws/7").await;
+    ada.seated().await;
+    let search = async |ada: &mut V2, request: Value| {
+        ada.send(&request).await;
+        let found = ada.next_of("search").await;
+        let offsets: Vec<u64> = found["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(offset)
+            .collect();
+        (offsets, found["more"].clone())
+    };
+    let request = json!({"type": "search", "text": "NEEDLE", "limit": 1});
+    assert_eq!(search(&mut ada, request).await, (vec![second], json!(true)));
+    let request = json!({"type": "search", "text": "needle", "before": second, "limit": 1});
+    assert_eq!(
+        search(&mut ada, request).await,
+        (vec![first], json!(false)),
+        "older than memory holds"
+    );
+    ada.delete(first, None).await;
+    ada.next_of("delete").await;
+    let request = json!({"type": "search", "text": "needle", "limit": 10});
+    assert_eq!(
+        search(&mut ada, request).await,
+        (vec![second], json!(false))
+    );
+    // Paging shows the tombstone.
+    ada.send(&json!({"type": "history", "after": first - 1, "limit": 1}))
+        .await;
+    let page = ada.next_of("history").await;
+    assert_eq!(
+        (&page["events"][0]["text"], &page["events"][0]["deleted"]),
+        (&json!(""), &json!(true))
+    );
+}
