@@ -16,6 +16,7 @@ pub mod redis;
 pub mod terminal;
 pub mod tls;
 pub mod v1;
+pub mod v2;
 
 use std::future::Future;
 use std::net::SocketAddr;
