@@ -97,7 +97,7 @@ pub struct FanoutReport {
 
 /// What the v2 mix sent, and what the clients read of it while they read the run's
 /// messages (frames still in flight when the last client has every message are not).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MixReport {
     pub typers: usize,
     /// `typing` frames the typers sent, and the ephemeral frames all clients received.
@@ -421,22 +421,20 @@ pub async fn fanout(
         reactions_received: shared.reactions_received.load(Ordering::Relaxed),
         errors_received: shared.errors_received.load(Ordering::Relaxed),
     };
-    Ok(FanoutReport {
-        protocol: servers.protocol,
-        mix,
-        ..report(
-            plan,
-            connect_seconds,
-            send_seconds,
-            received,
-            &histogram,
-            before.zip(after),
-        )
-    })
+    Ok(report(
+        plan,
+        (servers.protocol, mix),
+        connect_seconds,
+        send_seconds,
+        received,
+        &histogram,
+        before.zip(after),
+    ))
 }
 
 fn report(
     plan: &FanoutPlan,
+    (protocol, mix): (Protocol, MixReport),
     connect_seconds: f64,
     send_seconds: f64,
     received: u64,
@@ -463,8 +461,8 @@ fn report(
         },
         server_cpu_seconds: cpu,
         server_cpu_us_per_delivery: cpu.map(|cpu| cpu * 1e6 / received.max(1) as f64),
-        protocol: Protocol::Plain,
-        mix: MixReport::default(),
+        protocol,
+        mix,
     }
 }
 
