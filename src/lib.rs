@@ -13,6 +13,7 @@
 
 pub mod backoff;
 pub mod v1;
+pub mod v2;
 
 use std::fmt;
 

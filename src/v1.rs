@@ -123,7 +123,7 @@ const ZERO_WIDTH_JOINER: char = '\u{200D}';
 /// text around them (bidi controls, zero-width joiners and spaces, the BOM, tag
 /// characters, the Hangul fillers that draw as blanks, the Arabic marks that prefix
 /// a number).
-fn is_printable(c: char) -> bool {
+pub(crate) fn is_printable(c: char) -> bool {
     !(c.is_control()
         || matches!(
             c,
@@ -214,30 +214,150 @@ pub enum EventKind {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
+        /// chat.v2.json: the offset of the message this one answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+        /// chat.v2.json: an action (`/me waves`) rather than something said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<MessageKind>,
+        /// The latest state, as history shows it: edits applied, a delete turned into a
+        /// tombstone, reactions gathered. All unset in the live event.
+        #[serde(flatten)]
+        state: MessageState,
+    },
+    /// chat.v2.json: the author's new text for message `target`.
+    Edit {
+        target: u64,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+        /// Set in history once the message it edits is deleted, its text gone too.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deleted: bool,
+    },
+    /// chat.v2.json: the author takes message `target` back.
+    Delete {
+        target: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// chat.v2.json: `id` reacts to message `target` with `emoji`.
+    React {
+        target: u64,
+        emoji: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// chat.v2.json: `id` takes its reaction back.
+    Unreact {
+        target: u64,
+        emoji: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
     },
 }
 
+/// What kind of message: said, or (with `kind: "action"`) done, as IRC's `/me`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Action,
+}
+
+/// A message's state after the operations on it, as history and pages show it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageState {
+    /// Its text was replaced by an edit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
+    /// Its author deleted it: a tombstone, with no text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Reactions, each emoji once with who reacted, in the order they first came.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+}
+
+/// One emoji on a message, and the ids that reacted with it, first first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub ids: Vec<String>,
+}
+
 impl EventKind {
-    /// What happened to `id`, in the tutorial's protocol.
-    pub fn plain(&self, id: &str) -> String {
-        match self {
+    /// A message as the live event carries it: said, answering nothing.
+    pub fn said(text: impl Into<String>, nonce: Option<String>) -> Self {
+        Self::Message {
+            text: text.into(),
+            nonce,
+            reply_to: None,
+            kind: None,
+            state: MessageState::default(),
+        }
+    }
+
+    /// What happened to `id`, in the tutorial's protocol, if it can say it (see
+    /// [`Event::for_v1`]).
+    pub fn plain(&self, id: &str) -> Option<String> {
+        let line = match self {
             Self::Join => crate::Announcement::Joined(id),
             Self::Leave => crate::Announcement::Left(id),
             Self::Message { text, .. } => crate::Announcement::Said { id, text },
-        }
-        .to_string()
+            _ => return None,
+        };
+        Some(line.to_string())
     }
 }
 
 impl Event {
-    /// The same event in the tutorial's protocol.
-    pub fn plain(&self) -> String {
-        self.kind.plain(&self.id)
+    /// The same event in the tutorial's protocol, if it has a line for it.
+    pub fn plain(&self) -> Option<String> {
+        let event = self.for_v1()?;
+        event.kind.plain(&event.id)
     }
 
-    /// The event as a v1 frame's text.
+    /// The event as a frame's text: all of it, as chat.v2.json has it.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an event always serializes")
+    }
+
+    /// The event as a chat.v1.json client (and, through it, a plain one) knows it, if
+    /// it can: joins, leaves and messages as they always were; an action as a message
+    /// whose text starts with `* `; an edit as a message `(edited) <text>` at the
+    /// edit's offset. Deletes and reactions have no v1 form, and neither does a
+    /// deleted message or its edits.
+    pub fn for_v1(&self) -> Option<std::borrow::Cow<'_, Event>> {
+        use std::borrow::Cow;
+        let text = match &self.kind {
+            EventKind::Join | EventKind::Leave => return Some(Cow::Borrowed(self)),
+            EventKind::Message {
+                reply_to: None,
+                kind: None,
+                state,
+                ..
+            } if *state == MessageState::default() => return Some(Cow::Borrowed(self)),
+            EventKind::Message { state, .. } if state.deleted => return None,
+            EventKind::Message {
+                text,
+                kind: Some(MessageKind::Action),
+                ..
+            } => format!("* {text}"),
+            EventKind::Message { text, .. } => text.clone(),
+            EventKind::Edit { deleted: true, .. } => return None,
+            EventKind::Edit { text, .. } => format!("(edited) {text}"),
+            EventKind::Delete { .. } | EventKind::React { .. } | EventKind::Unreact { .. } => {
+                return None;
+            }
+        };
+        let nonce = match &self.kind {
+            EventKind::Message { nonce, .. } | EventKind::Edit { nonce, .. } => nonce.clone(),
+            _ => None,
+        };
+        Some(Cow::Owned(Event {
+            kind: EventKind::said(text, nonce),
+            ..self.clone()
+        }))
     }
 }
 
@@ -489,10 +609,7 @@ mod tests {
             ts: 1_700_000_000_000,
             id: "42".into(),
             name: Some(DisplayName::parse("Ada").unwrap()),
-            kind: EventKind::Message {
-                text: "hi \"there\"".into(),
-                nonce: Some("n1".into()),
-            },
+            kind: EventKind::said("hi \"there\"", Some("n1".into())),
         };
         let json: serde_json::Value = serde_json::from_str(&said.to_json()).unwrap();
         assert_eq!(
@@ -500,7 +617,12 @@ mod tests {
             serde_json::json!({"type": "message", "offset": 7, "ts": 1_700_000_000_000u64,
                                "id": "42", "name": "Ada", "text": "hi \"there\"", "nonce": "n1"})
         );
-        assert_eq!(said.plain(), "Client #42: hi \"there\"");
+        assert_eq!(
+            said.to_json(),
+            r#"{"offset":7,"ts":1700000000000,"id":"42","name":"Ada","type":"message","text":"hi \"there\"","nonce":"n1"}"#,
+            "v1's bytes, in v1's order"
+        );
+        assert_eq!(said.plain().unwrap(), "Client #42: hi \"there\"");
         let joined = Event {
             offset: 1,
             ts: 5,
@@ -512,7 +634,7 @@ mod tests {
             joined.to_json(),
             r#"{"offset":1,"ts":5,"id":"-3","type":"join"}"#
         );
-        assert_eq!(joined.plain(), "Client #-3 has entered the chat");
+        assert_eq!(joined.plain().unwrap(), "Client #-3 has entered the chat");
         for event in [said, joined] {
             assert_eq!(
                 ServerFrame::parse(&event.to_json()).unwrap(),

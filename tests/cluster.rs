@@ -298,10 +298,7 @@ async fn v1_clients_on_two_nodes_share_offsets_history_and_members() {
     assert_eq!(first_said.offset, 2);
     assert_eq!(
         first_said.kind,
-        EventKind::Message {
-            text: "first".into(),
-            nonce: Some("n-1".into())
-        }
+        EventKind::said("first", Some("n-1".into()))
     );
 
     let mut bob = V1::connect(&two, "/ws/2?room=ops").await;
@@ -356,10 +353,7 @@ async fn a_client_resumes_on_the_other_node_with_exactly_what_it_missed() {
     drop(alice);
     assert_eq!(
         bob.event().await.kind.clone(),
-        EventKind::Message {
-            text: "did this go through?".into(),
-            nonce: Some("n-7".into())
-        }
+        EventKind::said("did this go through?", Some("n-7".into()))
     );
     assert_eq!(bob.event().await.kind, EventKind::Leave);
     for n in 0..3 {
@@ -379,10 +373,7 @@ async fn a_client_resumes_on_the_other_node_with_exactly_what_it_missed() {
         [
             (
                 "1".into(),
-                EventKind::Message {
-                    text: "did this go through?".into(),
-                    nonce: Some("n-7".into())
-                }
+                EventKind::said("did this go through?", Some("n-7".into()))
             ),
             ("1".into(), EventKind::Leave),
             ("2".into(), said("meanwhile 0")),

@@ -298,10 +298,7 @@ async fn soak_durable_history_with_the_default_flags_outlives_the_timers_and_sig
         let event = reader.event().await;
         assert_eq!(
             event.kind,
-            chat::v1::EventKind::Message {
-                text: format!("message {said}"),
-                nonce: None
-            }
+            chat::v1::EventKind::said(format!("message {said}"), None)
         );
         last = Some(event);
         tokio::time::sleep(Duration::from_secs(1)).await;

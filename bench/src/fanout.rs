@@ -52,9 +52,9 @@ pub struct FanoutPlan {
     pub react_every: usize,
 }
 
-/// How often a typing client says so: the wire counts one `typing` per 3 s per
-/// connection, and clients expire it after 6 s without a refresh.
-pub const TYPING_PERIOD: Duration = Duration::from_secs(3);
+/// How often a typing client says so: as often as the server counts it (once per 3 s
+/// per connection); clients expire it after 6 s without a refresh.
+pub const TYPING_PERIOD: Duration = Duration::from_millis(chat::v2::TYPING_INTERVAL_MS);
 
 /// The emoji every reaction carries.
 const REACTION: &str = "\u{1F44D}";
@@ -482,7 +482,7 @@ async fn type_on(
             () = stop.cancelled() => return Ok(sink),
             _ = ticks.tick() => {}
         }
-        sink.send(Message::text(r#"{"type":"typing"}"#))
+        sink.send(Message::text(chat::v2::Request::Typing {}.to_json()))
             .await
             .context("sending typing")?;
         shared.typing_sent.fetch_add(1, Ordering::Relaxed);
@@ -546,9 +546,12 @@ async fn send(
             let target = shared.recent[index].load(Ordering::Relaxed);
             if target > reacted_to {
                 reacted_to = target;
-                let react =
-                    serde_json::json!({"type": "react", "target": target, "emoji": REACTION});
-                sink.send(Message::text(react.to_string()))
+                let react = chat::v2::Request::React {
+                    target,
+                    emoji: REACTION.to_owned(),
+                    nonce: None,
+                };
+                sink.send(Message::text(react.to_json()))
                     .await
                     .context("sending a reaction")?;
                 shared.reactions_sent.fetch_add(1, Ordering::Relaxed);

@@ -44,9 +44,6 @@ pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// The first id the bench uses; ids are `ID_BASE + n`, the sentinel `ID_BASE - 1`.
 pub(crate) const ID_BASE: u64 = 7_000_000_000;
 
-/// The subprotocol name of `chat.v2.json`, as the wire spec fixes it.
-pub const V2_SUBPROTOCOL: &str = "chat.v2.json";
-
 /// What the clients speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,7 +63,7 @@ impl Protocol {
         match self {
             Self::Plain => None,
             Self::V1 => Some(chat::v1::SUBPROTOCOL),
-            Self::V2 => Some(V2_SUBPROTOCOL),
+            Self::V2 => Some(chat::v2::SUBPROTOCOL),
         }
     }
 }
@@ -129,12 +126,21 @@ impl Servers {
         Ok(socket)
     }
 
-    /// What a client sends to say `text`: v2's message request is v1's.
+    /// What a client sends to say `text`.
     pub(crate) fn message(&self, text: String) -> Message {
         match self.protocol {
             Protocol::Plain => Message::text(text),
-            Protocol::V1 | Protocol::V2 => {
+            Protocol::V1 => {
                 let request = chat::v1::Request::Message { text, nonce: None };
+                Message::text(request.to_json())
+            }
+            Protocol::V2 => {
+                let request = chat::v2::Request::Message {
+                    text,
+                    nonce: None,
+                    reply_to: None,
+                    kind: None,
+                };
                 Message::text(request.to_json())
             }
         }
@@ -252,7 +258,7 @@ impl PlainReader {
                 if matches!(event.kind, chat::v1::EventKind::Message { .. }) {
                     self.last_message = event.offset;
                 }
-                self.line = event.plain();
+                self.line = event.plain()?;
                 Some(&self.line)
             }
             Ok(chat::v1::ServerFrame::Welcome(welcome)) => {
@@ -350,10 +356,7 @@ mod tests {
             ts: 1_700_000_000_000,
             id: "7000000001".into(),
             name: None,
-            kind: EventKind::Message {
-                text: text.into(),
-                nonce: None,
-            },
+            kind: EventKind::said(text, None),
         };
         assert_eq!(
             quick_message(&event("b 3 99").to_json()),

@@ -64,6 +64,7 @@ reasons! {
         PerIpConnections => "per_ip_connections",
         PerIpRate => "per_ip_rate",
         InvalidRoom => "invalid_room",
+        NotYourRoom => "not_your_room",
         InvalidResume => "invalid_resume",
         TooManyRooms => "too_many_rooms",
         TokenMissing => "token_missing",

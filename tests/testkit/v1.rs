@@ -103,10 +103,7 @@ pub fn request(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::
 }
 
 pub fn said(text: &str) -> EventKind {
-    EventKind::Message {
-        text: text.to_owned(),
-        nonce: None,
-    }
+    EventKind::said(text, None)
 }
 
 pub fn kinds(events: &[Event]) -> Vec<(String, EventKind)> {

@@ -437,7 +437,7 @@ async fn over_v1_history_names_and_a_lost_connection_lose_and_repeat_nothing() {
     tui.type_keys("first\r");
     let first = grace.event().await;
     assert!(
-        matches!(&first.kind, EventKind::Message { text, nonce: Some(_) } if text == "first"),
+        matches!(&first.kind, EventKind::Message { text, nonce: Some(_), .. } if text == "first"),
         "{first:?}"
     );
     tui.wait_for("~Ada: first").await;

@@ -61,7 +61,7 @@ impl Appends {
                 ("join", present)
             }
             EventKind::Leave => ("leave", String::new()),
-            EventKind::Message { .. } => ("-", String::new()),
+            _ => ("-", String::new()),
         };
         call.arg(key)
             .arg(presence)
@@ -107,14 +107,8 @@ mod tests {
         let kinds = [
             EventKind::Join,
             EventKind::Leave,
-            EventKind::Message {
-                text: "hi \"there\"".into(),
-                nonce: None,
-            },
-            EventKind::Message {
-                text: "with a nonce".into(),
-                nonce: Some("n-1".into()),
-            },
+            EventKind::said("hi \"there\"", None),
+            EventKind::said("with a nonce", Some("n-1".into())),
         ];
         kinds
             .into_iter()

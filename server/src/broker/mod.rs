@@ -80,7 +80,9 @@ use self::stream::{
 use crate::config::CLUSTER_BACKLOG_BYTES;
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
-use crate::room::{Cluster, Delivered, Health, Link, Outgoing, Room, Snapshot, now_millis};
+use crate::room::{
+    Cluster, Delivered, Ephemeral, Health, Link, Outgoing, Room, Snapshot, now_millis,
+};
 
 /// The most events sent to Redis in one pipeline.
 const MOST_PER_PIPELINE: usize = 1024;
@@ -138,6 +140,9 @@ impl Cluster for Publisher {
         // Fails only once the broker task is gone, at the very end of a shutdown.
         let _ = self.commands.send(outgoing);
     }
+
+    // TODO(wave4 broker): typing and read positions across nodes.
+    fn ephemeral(&self, _room: &RoomName, _what: Ephemeral) {}
 
     fn sync(&self, room: &Arc<Room>) {
         let load = Load {
@@ -482,6 +487,7 @@ impl Broker {
             offset,
             events,
             present,
+            reads: HashMap::new(),
         });
         self.rooms.insert(room.name().clone(), Arc::downgrade(room));
         Ok(())

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chat::ClientId;
 use chat::v1::{self, DisplayName, RoomName};
+use chat::v2;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -367,14 +368,13 @@ fn seat(request: &Request<Incoming>, id: ClientId, door: &FrontDoor) -> Result<S
         },
         _ => return Err(refuse_resume("since and epoch go together")),
     };
-    // The richer protocol when asked for.
-    let asks_for_v1 = has_token(
-        request.headers(),
-        header::SEC_WEBSOCKET_PROTOCOL,
-        v1::SUBPROTOCOL,
-    );
-    let protocol = if asks_for_v1 {
-        Protocol::Json
+    check_direct(&room, &id)?;
+    // The richest protocol the client asks for.
+    let asks_for = |name| has_token(request.headers(), header::SEC_WEBSOCKET_PROTOCOL, name);
+    let protocol = if asks_for(v2::SUBPROTOCOL) {
+        Protocol::V2
+    } else if asks_for(v1::SUBPROTOCOL) {
+        Protocol::V1
     } else {
         Protocol::Plain
     };
@@ -436,6 +436,36 @@ fn refuse_name(error: v1::InvalidName) -> Refused {
         rules = v1::NAME_RULES
     );
     refused(Refusal::InvalidName, text(StatusCode::FORBIDDEN, &body))
+}
+
+/// Refuses a direct-message room to anyone but its two ids, and a `dm.` name that is
+/// not one: 403, as for any room name that cannot be used.
+fn check_direct(room: &RoomName, id: &ClientId) -> Result<(), Refused> {
+    match v2::direct_members(room) {
+        None => Ok(()),
+        Some(Ok((first, second))) if *id == first || *id == second => Ok(()),
+        Some(Ok((first, second))) => {
+            let body = format!(
+                "this direct-message room is for #{first} and #{second} only; \
+                 yours with #{first} is {}\n",
+                v2::direct_room(id, &first).map_or_else(
+                    || "too long a name for a room".to_owned(),
+                    |room| room.to_string()
+                )
+            );
+            Err(refused(
+                Refusal::NotYourRoom,
+                text(StatusCode::FORBIDDEN, &body),
+            ))
+        }
+        Some(Err(())) => {
+            let body = format!("invalid room name: {}\n", v2::DIRECT_RULES);
+            Err(refused(
+                Refusal::InvalidRoom,
+                text(StatusCode::FORBIDDEN, &body),
+            ))
+        }
+    }
 }
 
 fn refuse_room(error: v1::InvalidRoom) -> Refused {
@@ -555,8 +585,8 @@ async fn upgrade(
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "Upgrade")
         .header(header::SEC_WEBSOCKET_ACCEPT, accept);
-    if protocol == Some(Protocol::Json) {
-        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, v1::SUBPROTOCOL);
+    if let Some(subprotocol) = protocol.and_then(Protocol::subprotocol) {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, subprotocol);
     }
     Ok(response
         .body(Body::default())

@@ -63,8 +63,11 @@ impl Backlog {
 /// What an event costs in a backlog: its text and its bookkeeping.
 pub fn cost(event: &v1::Event) -> usize {
     let text = match &event.kind {
-        EventKind::Message { text, nonce } => text.len() + nonce.as_ref().map_or(0, String::len),
-        EventKind::Join | EventKind::Leave => 0,
+        EventKind::Message { text, nonce, .. } | EventKind::Edit { text, nonce, .. } => {
+            text.len() + nonce.as_ref().map_or(0, String::len)
+        }
+        EventKind::React { emoji, .. } | EventKind::Unreact { emoji, .. } => emoji.len(),
+        EventKind::Join | EventKind::Leave | EventKind::Delete { .. } => 0,
     };
     128 + event.id.len() + text
 }

@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod rooms;
 pub mod wire;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +28,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chat::ClientId;
 use chat::v1::{self, DisplayName, EventKind, RoomName};
+use chat::v2;
+use serde::{Deserialize, Serialize};
 
 use futures_util::future::BoxFuture;
 
@@ -76,6 +79,10 @@ pub trait Cluster: Send + Sync {
     /// Hands an event over, in order. Never waits, since leaves are handed over from
     /// `Drop`.
     fn publish(&self, event: Outgoing);
+    /// Tells the other nodes something that is not in the room's log (someone typing,
+    /// someone's read position), for [`Room::hear`] there; a read position is also
+    /// kept. Never waits. This node's own members have been told already.
+    fn ephemeral(&self, room: &RoomName, what: Ephemeral);
     /// Asks for the room's state to be loaded from the cluster, as it is when the
     /// room is made or when the node has lost track of it (see [`Room::install`]).
     fn sync(&self, room: &Arc<Room>);
@@ -106,6 +113,22 @@ pub struct Snapshot {
     pub events: Vec<(MemberRef, v1::Event)>,
     /// Who is in the room as of `offset`, on every node.
     pub present: Vec<(MemberRef, v1::Present)>,
+    /// Each id's read position in the room.
+    pub reads: HashMap<String, u64>,
+}
+
+/// What a room tells its members beside its log: not numbered, not replayed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Ephemeral {
+    /// `id` is typing.
+    Typing {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<DisplayName>,
+    },
+    /// `id` has read the room up to `offset`.
+    Read { id: String, offset: u64 },
 }
 
 /// What became of an event the cluster delivered.
@@ -130,6 +153,11 @@ pub trait Store: Send + Sync {
     fn load(&self, name: &RoomName) -> Result<Option<Start>, StoreError>;
     /// What the store has been handed and has not yet written.
     fn backlog(&self) -> &Backlog;
+    /// Keeps `id`'s read position in `room`. Never waits.
+    fn save_read(&self, room: &RoomName, id: &str, offset: u64);
+    /// The direct-message rooms `id` has messages or a read position in, as the store
+    /// has them. Reads the disk: not for an async worker thread.
+    fn direct_rooms(&self, id: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError>;
     /// Why the store cannot write now, if it cannot.
     fn trouble(&self) -> Option<String>;
     /// Completes once every event appended so far is written and fanned out.
@@ -150,6 +178,8 @@ pub struct Start {
     /// Who was connected when the store last wrote, by member key: gone now, so their
     /// leaves are announced as the room starts.
     pub present: Vec<(u64, v1::Present)>,
+    /// Each id's read position in the room.
+    pub reads: HashMap<String, u64>,
 }
 
 impl Start {
@@ -168,7 +198,20 @@ pub enum Protocol {
     /// The tutorial's: `Client #<id>: <text>` and the join and leave lines, nothing else.
     Plain,
     /// `chat.v1.json`.
-    Json,
+    V1,
+    /// `chat.v2.json`.
+    V2,
+}
+
+impl Protocol {
+    /// The subprotocol the handshake selects, if any.
+    pub fn subprotocol(self) -> Option<&'static str> {
+        match self {
+            Self::Plain => None,
+            Self::V1 => Some(v1::SUBPROTOCOL),
+            Self::V2 => Some(v2::SUBPROTOCOL),
+        }
+    }
 }
 
 /// Where a v1 client asks to resume: every event after `since` in `epoch`.
@@ -246,9 +289,12 @@ struct State {
     /// Who is in the room as of `offset`, by member: what a welcome lists.
     present: BTreeMap<MemberRef, v1::Present>,
     history: History,
+    /// Each id's read position, as v2 clients set them.
+    reads: HashMap<String, u64>,
 }
 
 struct Slot {
+    id: ClientId,
     protocol: Protocol,
     outbox: Arc<Outbox>,
     stage: Stage,
@@ -263,11 +309,65 @@ enum Stage {
     Live,
 }
 
-/// The room's last events, as the frames v1 clients receive: shared with every
-/// recipient, never copied. Bounded in events and in bytes.
+/// The room's last events in their latest state (edits applied, deletes turned into
+/// tombstones, reactions gathered), each with the frames v1 and v2 clients receive:
+/// shared with every recipient, never copied. Bounded in events and in bytes.
 struct History {
-    events: VecDeque<(u64, Frame)>,
+    events: VecDeque<Kept>,
     bytes: usize,
+}
+
+/// One event of the history.
+struct Kept {
+    event: v1::Event,
+    /// What a v1 client is shown of it, if anything.
+    v1: Option<Frame>,
+    v2: Frame,
+}
+
+/// An event's frames for v1 and v2 clients.
+struct Frames {
+    v1: Option<Frame>,
+    v2: Frame,
+}
+
+impl Kept {
+    fn new(event: v1::Event) -> Self {
+        let v2 = wire::text(&event.to_json());
+        // Most events are the same for both: one frame then, shared.
+        let v1 = match event.for_v1() {
+            Some(Cow::Borrowed(_)) => Some(v2.clone()),
+            Some(Cow::Owned(shown)) => Some(wire::text(&shown.to_json())),
+            None => None,
+        };
+        Self { event, v1, v2 }
+    }
+
+    /// The bytes it holds, as the history's byte bound counts them: its frames, and
+    /// its fields, which take about as many bytes as its JSON.
+    fn bytes(&self) -> usize {
+        let fields = self.v2.len();
+        match &self.v1 {
+            Some(v1) if !Arc::ptr_eq(v1, &self.v2) => fields + self.v2.len() + v1.len(),
+            _ => fields + self.v2.len(),
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        self.event.offset
+    }
+}
+
+impl History {
+    /// Where the event at `offset` is, or would be.
+    fn find(&self, offset: u64) -> Result<usize, usize> {
+        self.events.binary_search_by_key(&offset, Kept::offset)
+    }
+
+    /// The latest state of the event at `offset`, if it is still kept.
+    fn get(&self, offset: u64) -> Option<&v1::Event> {
+        self.find(offset).ok().map(|at| &self.events[at].event)
+    }
 }
 
 /// The time now, in Unix milliseconds.
@@ -306,6 +406,7 @@ impl Room {
                     events: VecDeque::new(),
                     bytes: 0,
                 },
+                reads: start.reads,
             }),
             next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
@@ -314,12 +415,8 @@ impl Room {
             store,
         });
         let mut state = room.lock();
-        for event in &start.events {
-            room.remember(
-                &mut state.history,
-                event.offset,
-                &wire::text(&event.to_json()),
-            );
+        for event in start.events {
+            room.remember(&mut state.history, event);
         }
         for (key, present) in stale {
             match ClientId::parse(&present.id) {
@@ -354,6 +451,7 @@ impl Room {
         state.members.insert(
             key,
             Slot {
+                id: who.id.clone(),
                 protocol,
                 outbox: outbox.clone(),
                 stage: Stage::Joining(resume.cloned()),
@@ -371,12 +469,20 @@ impl Room {
             key,
             who,
             outbox,
+            typed_at: AtomicU64::new(0),
         }
     }
 
-    /// Queues a v1 newcomer's welcome and the history it is to replay: the room as of
-    /// the last event fanned out, just before the newcomer's own join.
-    fn welcome(&self, state: &State, id: &str, resume: Option<&Resume>, outbox: &Outbox) {
+    /// Queues a v1 or v2 newcomer's welcome and the history it is to replay: the room
+    /// as of the last event fanned out, just before the newcomer's own join.
+    fn welcome(
+        &self,
+        state: &State,
+        id: &str,
+        protocol: Protocol,
+        resume: Option<&Resume>,
+        outbox: &Outbox,
+    ) {
         let history = &state.history.events;
         // Everything after `since` is still here when the oldest kept event is no later
         // than the first one missed (or nothing was missed).
@@ -386,7 +492,7 @@ impl Room {
                 && (resume.since == state.offset
                     || history
                         .front()
-                        .is_some_and(|(oldest, _)| *oldest <= resume.since + 1))
+                        .is_some_and(|oldest| oldest.offset() <= resume.since + 1))
         });
         let replay_after = match resume {
             Some(resume) if recovered => resume.since,
@@ -404,10 +510,20 @@ impl Room {
             verified: self.settings.verified,
             limits: &self.settings.limits,
         };
-        outbox.push(&wire::json(&welcome.tagged(), welcome.size_hint()));
         // Offsets only grow along the history: what was missed is one range of it.
-        let first_missed = history.partition_point(|(offset, _)| *offset <= replay_after);
-        outbox.push_resident(history.range(first_missed..).map(|(_, frame)| frame));
+        let first_missed = history.partition_point(|kept| kept.offset() <= replay_after);
+        let missed = history.range(first_missed..);
+        if protocol == Protocol::V2 {
+            let with_read = v2::WelcomeOut {
+                welcome: welcome.tagged(),
+                read: state.reads.get(id).copied().unwrap_or(0),
+            };
+            outbox.push(&wire::json(&with_read, welcome.size_hint() + 32));
+            outbox.push_resident(missed.map(|kept| &kept.v2));
+        } else {
+            outbox.push(&wire::json(&welcome.tagged(), welcome.size_hint()));
+            outbox.push_resident(missed.filter_map(|kept| kept.v1.as_ref()));
+        }
     }
 
     /// How many members are connected to this node.
@@ -510,14 +626,14 @@ impl Room {
                 let newcomer = here.and_then(|slot| {
                     let stage = std::mem::replace(&mut slot.stage, Stage::Live);
                     match (stage, slot.protocol) {
-                        (Stage::Joining(resume), Protocol::Json) => {
-                            Some((resume, slot.outbox.clone()))
+                        (_, Protocol::Plain) | (Stage::Live, _) => None,
+                        (Stage::Joining(resume), protocol) => {
+                            Some((resume, protocol, slot.outbox.clone()))
                         }
-                        _ => None,
                     }
                 });
-                if let Some((resume, outbox)) = newcomer {
-                    self.welcome(state, &event.id, resume.as_ref(), &outbox);
+                if let Some((resume, protocol, outbox)) = newcomer {
+                    self.welcome(state, &event.id, protocol, resume.as_ref(), &outbox);
                 }
                 let present = v1::Present {
                     id: event.id.clone(),
@@ -529,54 +645,124 @@ impl Room {
             EventKind::Leave => {
                 state.present.remove(&(node, key));
             }
-            EventKind::Message { .. } => {}
+            _ => {}
         }
         state.offset = event.offset;
-        let plain = wire::text(&event.plain());
-        let json = wire::text(&event.to_json());
-        self.remember(&mut state.history, event.offset, &json);
-        let (mut to_plain, mut to_json) = (0, 0);
+        let plain = event.plain().map(|line| wire::text(&line));
+        let kept = self.remember(&mut state.history, event);
+        let (v1, v2) = (kept.v1, kept.v2);
+        let (mut to_plain, mut to_v1, mut to_v2) = (0, 0, 0);
         let live = state
             .members
             .values()
             .filter(|slot| matches!(slot.stage, Stage::Live));
         for slot in live {
             let frame = match slot.protocol {
-                Protocol::Plain => {
-                    to_plain += 1;
-                    &plain
-                }
-                Protocol::Json => {
-                    to_json += 1;
-                    &json
-                }
+                Protocol::Plain => plain.as_ref().inspect(|_| to_plain += 1),
+                Protocol::V1 => v1.as_ref().inspect(|_| to_v1 += 1),
+                Protocol::V2 => Some(&v2).inspect(|_| to_v2 += 1),
             };
+            let Some(frame) = frame else { continue };
             match wakes.as_deref_mut() {
                 Some(wakes) => slot.outbox.push_corked(frame, wakes),
                 None => slot.outbox.push(frame),
             }
         }
-        self.metrics.delivered(to_plain, plain.len());
-        self.metrics.delivered(to_json, json.len());
+        let length = |frame: &Option<Frame>| frame.as_ref().map_or(0, |frame| frame.len());
+        self.metrics.delivered(to_plain, length(&plain));
+        self.metrics.delivered(to_v1, length(&v1));
+        self.metrics.delivered(to_v2, v2.len());
     }
 
-    /// Keeps an event's v1 frame in the history, forgetting the oldest past the bounds.
-    fn remember(&self, history: &mut History, offset: u64, frame: &Frame) {
-        if self.settings.history == 0 {
-            return;
+    /// Keeps an event in the history, forgetting the oldest past the bounds, and
+    /// applies it to the event it operates on, if it is an operation. Returns the
+    /// event's frames (which the history shares, if it keeps any).
+    fn remember(&self, history: &mut History, event: v1::Event) -> Frames {
+        if let Some(target) = v2::target_of(&event.kind) {
+            self.apply(history, &event, target);
         }
-        history.events.push_back((offset, frame.clone()));
-        history.bytes += frame.len();
-        self.metrics.history_bytes(frame.len() as i64);
+        let kept = Kept::new(event);
+        let frames = Frames {
+            v1: kept.v1.clone(),
+            v2: kept.v2.clone(),
+        };
+        if self.settings.history == 0 {
+            return frames;
+        }
+        history.bytes += kept.bytes();
+        self.metrics.history_bytes(kept.bytes() as i64);
+        history.events.push_back(kept);
         while history.events.len() > self.settings.history
             || history.bytes > self.settings.max_history_bytes
         {
-            let Some((_, oldest)) = history.events.pop_front() else {
+            let Some(oldest) = history.events.pop_front() else {
                 break;
             };
-            history.bytes -= oldest.len();
-            self.metrics.history_bytes(-(oldest.len() as i64));
+            history.bytes -= oldest.bytes();
+            self.metrics.history_bytes(-(oldest.bytes() as i64));
         }
+        frames
+    }
+
+    /// Applies operation `op` to the message at `target`, if the history keeps it,
+    /// encoding its frames again. A delete also takes the text out of the message's
+    /// edits, and stands in for a message the cluster has already purged.
+    fn apply(&self, history: &mut History, op: &v1::Event, target: u64) {
+        let deleting = matches!(op.kind, EventKind::Delete { .. });
+        match history.find(target) {
+            Ok(at) => {
+                let mut event = history.events[at].event.clone();
+                if !v2::apply(op, &mut event) {
+                    return;
+                }
+                self.replace(history, at, event);
+                if deleting {
+                    let edits: Vec<usize> = (at + 1..history.events.len())
+                        .filter(|&later| {
+                            let kept = &history.events[later].event;
+                            matches!(kept.kind, EventKind::Edit { target: edited, deleted: false, .. } if edited == target)
+                        })
+                        .collect();
+                    for later in edits {
+                        let mut edit = history.events[later].event.clone();
+                        v2::scrub_edit(&mut edit);
+                        self.replace(history, later, edit);
+                    }
+                }
+            }
+            // Inside the kept range but missing: Redis deleted it (see the broker's
+            // append script), and the delete says what stood there.
+            Err(at) if deleting && at > 0 && at < history.events.len() => {
+                let tombstone = v1::Event {
+                    offset: target,
+                    kind: EventKind::Message {
+                        text: String::new(),
+                        nonce: None,
+                        reply_to: None,
+                        kind: None,
+                        state: v1::MessageState {
+                            deleted: true,
+                            ..Default::default()
+                        },
+                    },
+                    ..op.clone()
+                };
+                let kept = Kept::new(tombstone);
+                history.bytes += kept.bytes();
+                self.metrics.history_bytes(kept.bytes() as i64);
+                history.events.insert(at, kept);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Puts `event` in the place of the history's `at`th, with its new frames.
+    fn replace(&self, history: &mut History, at: usize, event: v1::Event) {
+        let kept = Kept::new(event);
+        let old = std::mem::replace(&mut history.events[at], kept);
+        let grown = history.events[at].bytes() as i64 - old.bytes() as i64;
+        history.bytes = (history.bytes as i64 + grown) as usize;
+        self.metrics.history_bytes(grown);
     }
 
     /// Fans out an event the cluster numbered, from member `key` of `node`, if it is
@@ -594,6 +780,82 @@ impl Room {
         }
         self.fan_out_numbered(&mut state, (node, key), event, None);
         Delivered::Done
+    }
+
+    /// The room as a direct-message room of `id` lists it, if it is one of `id`'s:
+    /// unread counts the other id's messages after `id`'s read position that the
+    /// history still holds.
+    pub fn direct_summary(&self, id: &ClientId) -> Option<v2::DirectRoom> {
+        let (first, second) = v2::direct_members(&self.name)?.ok()?;
+        let with = match (*id == first, *id == second) {
+            (true, _) => second,
+            (_, true) => first,
+            _ => return None,
+        };
+        let state = self.lock();
+        let read = state.reads.get(id.as_str()).copied().unwrap_or(0);
+        let unread = state
+            .history
+            .events
+            .iter()
+            .filter(|kept| {
+                kept.offset() > read
+                    && kept.event.id == with.as_str()
+                    && matches!(&kept.event.kind, EventKind::Message { state, .. } if !state.deleted)
+            })
+            .count() as u64;
+        Some(v2::DirectRoom {
+            room: self.name.to_string(),
+            with: with.to_string(),
+            offset: state.offset,
+            read,
+            unread,
+        })
+    }
+
+    /// Tells this node's members what `what` says, but not the member `from` that said
+    /// it: someone typing to the other v2 connections, a read position to the other v2
+    /// connections of its id. A read position that does not move forward is dropped:
+    /// returns whether it moved (always true for typing).
+    pub fn hear(&self, what: &Ephemeral, from: Option<u64>) -> bool {
+        let mut state = self.lock();
+        let (frame, to_id) = match what {
+            Ephemeral::Typing { id, name } => {
+                let typing = v2::Typing {
+                    id: id.clone(),
+                    name: name.clone(),
+                };
+                (wire::json(&typing, 64), None)
+            }
+            Ephemeral::Read { id, offset } => {
+                let position = state.reads.entry(id.clone()).or_default();
+                if *position >= *offset {
+                    return false;
+                }
+                *position = *offset;
+                let read = v2::ReadPosition { offset: *offset };
+                (wire::json(&read, 40), Some(id))
+            }
+        };
+        let sender = match what {
+            Ephemeral::Typing { id, .. } | Ephemeral::Read { id, .. } => id,
+        };
+        let mut told = 0;
+        for (key, slot) in &state.members {
+            let reaches = slot.protocol == Protocol::V2
+                && matches!(slot.stage, Stage::Live)
+                && Some(*key) != from
+                && match to_id {
+                    Some(id) => slot.id.as_str() == id,
+                    None => slot.id.as_str() != sender,
+                };
+            if reaches {
+                slot.outbox.push(&frame);
+                told += 1;
+            }
+        }
+        self.metrics.delivered(told, frame.len());
+        true
     }
 
     /// Whether the room's state is the cluster's; always on a single node.
@@ -629,16 +891,13 @@ impl Room {
         state.offset = snapshot.offset;
         state.numbered = snapshot.offset;
         state.present = snapshot.present.into_iter().collect();
+        state.reads = snapshot.reads;
         let history = std::mem::take(&mut state.history.events);
-        let forgotten: usize = history.iter().map(|(_, frame)| frame.len()).sum();
+        let forgotten: usize = history.iter().map(Kept::bytes).sum();
         state.history.bytes -= forgotten;
         self.metrics.history_bytes(-(forgotten as i64));
-        for (_, event) in &snapshot.events {
-            self.remember(
-                &mut state.history,
-                event.offset,
-                &wire::text(&event.to_json()),
-            );
+        for (_, event) in snapshot.events {
+            self.remember(&mut state.history, event);
         }
         state.loaded = true;
         let node = self.node();
@@ -656,9 +915,9 @@ impl Room {
             let Stage::Joining(resume) = std::mem::replace(&mut slot.stage, Stage::Live) else {
                 continue;
             };
-            if slot.protocol == Protocol::Json {
-                let outbox = slot.outbox.clone();
-                self.welcome(&state, &id, resume.as_ref(), &outbox);
+            if slot.protocol != Protocol::Plain {
+                let (protocol, outbox) = (slot.protocol, slot.outbox.clone());
+                self.welcome(&state, &id, protocol, resume.as_ref(), &outbox);
             }
         }
     }
@@ -679,6 +938,8 @@ pub struct Member {
     key: u64,
     who: Who,
     outbox: Arc<Outbox>,
+    /// When this connection's typing last counted, in Unix milliseconds.
+    typed_at: AtomicU64,
 }
 
 impl Member {
@@ -687,10 +948,11 @@ impl Member {
     /// fanned out at once (a single node without a store), the recipients' writers are
     /// left to `wakes`.
     pub fn say(&self, text: &str, nonce: Option<String>, wakes: &mut Wakes) {
-        let kind = EventKind::Message {
-            text: text.to_owned(),
-            nonce,
-        };
+        self.log(EventKind::said(text, nonce), wakes);
+    }
+
+    /// Adds an event from this member to the room's log.
+    fn log(&self, kind: EventKind, wakes: &mut Wakes) {
         let mut state = self.room.lock();
         self.room.announce(
             &mut state,
@@ -699,6 +961,96 @@ impl Member {
             kind,
             Some(wakes),
         );
+    }
+
+    /// Does what a v2 client asked, if the room's rules allow it; otherwise says why.
+    /// A `dms` request is the session's to answer (it needs every room); here it does
+    /// nothing.
+    pub fn request(&self, request: v2::Request, wakes: &mut Wakes) -> Result<(), v2::Error> {
+        match request {
+            v2::Request::Typing {} => {
+                self.typing();
+                Ok(())
+            }
+            v2::Request::Read { offset, nonce } => self.read(offset, nonce.as_deref()),
+            v2::Request::Dms { .. } => Ok(()),
+            request => {
+                let mut state = self.room.lock();
+                let history = &state.history;
+                let window = (
+                    history
+                        .events
+                        .front()
+                        .map_or(state.offset + 1, Kept::offset),
+                    state.offset,
+                );
+                let target = match &request {
+                    v2::Request::Message { reply_to, .. } => *reply_to,
+                    v2::Request::Edit { target, .. }
+                    | v2::Request::Delete { target, .. }
+                    | v2::Request::React { target, .. }
+                    | v2::Request::Unreact { target, .. } => Some(*target),
+                    _ => None,
+                };
+                let kept = target.and_then(|offset| history.get(offset));
+                v2::check(self.who.id.as_str(), &request, kept, window)?;
+                let kind = request.into_event_kind().expect("a log request");
+                self.room.announce(
+                    &mut state,
+                    (self.link, self.key),
+                    &self.who,
+                    kind,
+                    Some(wakes),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Tells the room's other v2 connections that this member is typing, unless it
+    /// already did in the last [`v2::TYPING_INTERVAL_MS`].
+    fn typing(&self) {
+        let now = now_millis();
+        let last = self.typed_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < v2::TYPING_INTERVAL_MS {
+            return;
+        }
+        self.typed_at.store(now, Ordering::Relaxed);
+        let typing = Ephemeral::Typing {
+            id: self.who.id.to_string(),
+            name: self.who.name.clone(),
+        };
+        self.room.hear(&typing, Some(self.key));
+        if let Some(cluster) = &self.room.cluster {
+            cluster.ephemeral(&self.room.name, typing);
+        }
+    }
+
+    /// Moves this id's read position in the room forward to `offset`, and tells its
+    /// other connections.
+    fn read(&self, offset: u64, nonce: Option<&str>) -> Result<(), v2::Error> {
+        let last = self.room.lock().offset;
+        if offset > last {
+            return Err(v2::Error::new(
+                nonce,
+                v2::ErrorCode::Invalid,
+                format!("the room's last offset is {last}"),
+            ));
+        }
+        let read = Ephemeral::Read {
+            id: self.who.id.to_string(),
+            offset,
+        };
+        if !self.room.hear(&read, Some(self.key)) {
+            return Ok(());
+        }
+        if let Some(store) = &self.room.store {
+            store.save_read(&self.room.name, self.who.id.as_str(), offset);
+        }
+        if let Some(cluster) = &self.room.cluster {
+            cluster.ephemeral(&self.room.name, read);
+        }
+        Ok(())
     }
 
     /// The protocol the member speaks.
@@ -822,19 +1174,9 @@ mod tests {
             talker.say(&n.to_string(), None, &mut Wakes::default());
         }
         let state = room.lock();
-        let offsets: Vec<u64> = state
-            .history
-            .events
-            .iter()
-            .map(|(offset, _)| *offset)
-            .collect();
+        let offsets: Vec<u64> = state.history.events.iter().map(Kept::offset).collect();
         assert_eq!(offsets, [4, 5, 6], "the join was 1, the messages 2 to 6");
-        let bytes: usize = state
-            .history
-            .events
-            .iter()
-            .map(|(_, frame)| frame.len())
-            .sum();
+        let bytes: usize = state.history.events.iter().map(Kept::bytes).sum();
         assert_eq!(state.history.bytes, bytes);
     }
 }

@@ -6,11 +6,13 @@
 //! and without the rooms' lock, so that handshakes into other rooms go on meanwhile.
 //! Handshakes into the room being loaded wait for that one load.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use chat::ClientId;
 use chat::v1::RoomName;
+use chat::v2;
 use tokio::sync::watch;
 
 use crate::config::MAX_ROOMS;
@@ -200,6 +202,41 @@ impl Rooms {
         }
     }
 
+    /// The direct-message rooms of `id`: those this node has in memory, as they are
+    /// now, and those the store holds. A store that cannot be read (a failing disk,
+    /// which `/healthz` reports) leaves out the rooms only it has: the list is what
+    /// this node can say, not an error.
+    pub async fn direct_rooms(&self, id: &ClientId) -> Vec<v2::DirectRoom> {
+        let mut found: BTreeMap<String, v2::DirectRoom> = BTreeMap::new();
+        if let Some(store) = self.inner.store.clone() {
+            let asking = id.clone();
+            match tokio::task::spawn_blocking(move || store.direct_rooms(&asking)).await {
+                Ok(Ok(stored)) => {
+                    found.extend(stored.into_iter().map(|room| (room.room.clone(), room)));
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "cannot read the direct-message rooms"),
+                Err(panicked) => {
+                    tracing::warn!(%panicked, "reading the direct-message rooms failed")
+                }
+            }
+        }
+        let loaded: Vec<Arc<Room>> = self
+            .inner
+            .lock()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Ready(room) => Some(room.clone()),
+                Slot::Loading(_) => None,
+            })
+            .collect();
+        for room in loaded {
+            if let Some(summary) = room.direct_summary(id) {
+                found.insert(summary.room.clone(), summary);
+            }
+        }
+        found.into_values().collect()
+    }
+
     /// Why the store cannot write now, if it cannot.
     pub fn trouble(&self) -> Option<String> {
         self.inner.store.as_ref().and_then(|store| store.trouble())
@@ -286,6 +323,12 @@ mod tests {
 
         fn backlog(&self) -> &Backlog {
             &self.backlog
+        }
+
+        fn save_read(&self, _: &RoomName, _: &str, _: u64) {}
+
+        fn direct_rooms(&self, _: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError> {
+            Ok(Vec::new())
         }
 
         fn trouble(&self) -> Option<String> {

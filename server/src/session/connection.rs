@@ -24,7 +24,7 @@ use crate::session::keepalive::Keepalive;
 use crate::session::meter::{TokenBucket, UnfinishedMessage, WireLimits, WireMeter};
 use crate::session::socket::{FrameWriter, Inbound, Transport};
 use crate::shared::Shared;
-use chat::v1::Request;
+use chat::{v1, v2};
 
 type Socket = WebSocketStream<Inbound>;
 
@@ -125,7 +125,7 @@ pub async fn serve(
     let keepalive = Keepalive::new();
     let config = &shared.config;
     let ending = tokio::select! {
-        ending = receive(&mut socket, &keepalive, &outbox, &shared, |text, wakes| relay(&member, text, wakes)) => ending,
+        ending = receive(&mut socket, &keepalive, &outbox, &shared, |text, wakes| relay(&member, &shared, text, wakes)) => ending,
         ending = transmitter.failed() => ending,
         () = keepalive.watch(&outbox, config.ping_interval, config.ping_timeout) => {
             Disconnect::PingTimeout
@@ -198,13 +198,34 @@ async fn receive(
     }
 }
 
-/// Relays what a member sent: a plain client's text as it is, a v1 client's request
-/// once it is read as one.
-fn relay(member: &Member, text: &str, wakes: &mut Wakes) -> Result<(), Disconnect> {
+/// Relays what a member sent: a plain client's text as it is, a v1 or v2 client's
+/// request once it is read as one. A v2 request the room refuses is answered with an
+/// error frame; only a frame that is not a request ends the session.
+fn relay(
+    member: &Member,
+    shared: &Arc<Shared>,
+    text: &str,
+    wakes: &mut Wakes,
+) -> Result<(), Disconnect> {
     match member.protocol() {
         Protocol::Plain => member.say(text, None, wakes),
-        Protocol::Json => match Request::parse(text) {
-            Ok(Request::Message { text, nonce }) => member.say(&text, nonce, wakes),
+        Protocol::V1 => match v1::Request::parse(text) {
+            Ok(v1::Request::Message { text, nonce }) => member.say(&text, nonce, wakes),
+            Err(error) => {
+                debug!(%error, "invalid request");
+                return Err(Disconnect::InvalidRequest);
+            }
+        },
+        Protocol::V2 => match v2::Request::parse(text) {
+            Ok(v2::Request::Dms { nonce }) => list_direct_rooms(member, shared, nonce),
+            Ok(request) => {
+                if let Err(error) = member.request(request, wakes) {
+                    debug!(code = ?error.code, "request refused");
+                    member
+                        .outbox()
+                        .push(&wire::json(&error, 128 + error.message.len()));
+                }
+            }
             Err(error) => {
                 debug!(%error, "invalid request");
                 return Err(Disconnect::InvalidRequest);
@@ -212,6 +233,20 @@ fn relay(member: &Member, text: &str, wakes: &mut Wakes) -> Result<(), Disconnec
         },
     }
     Ok(())
+}
+
+/// Answers `dms` with the member's direct-message rooms, from a task of its own: the
+/// store's are read from disk.
+fn list_direct_rooms(member: &Member, shared: &Arc<Shared>, nonce: Option<String>) {
+    let (id, outbox, shared) = (member.id().clone(), member.outbox().clone(), shared.clone());
+    tokio::spawn(
+        async move {
+            let rooms = shared.rooms.direct_rooms(&id).await;
+            let list = v2::DirectRooms { nonce, rooms };
+            outbox.push(&wire::json(&list, 64 + 96 * list.rooms.len()));
+        }
+        .in_current_span(),
+    );
 }
 
 /// Hands tungstenite's pong to the outbox now, and waits for the writer to take it

@@ -238,7 +238,7 @@ impl App {
                 let live_join = mine && joined && !history;
                 return live_join.then(|| self.resend()).flatten();
             }
-            EventKind::Message { text, nonce } => {
+            EventKind::Message { text, nonce, .. } => {
                 let label = session.label(&event.id, name);
                 let line = format!("{label}: {text}");
                 if log {
@@ -268,6 +268,12 @@ impl App {
                     return Some(Command::Notify(sanitize(&line).replace('\n', " ")));
                 }
             }
+            // chat.v2.json's operations: a v1 server sends none of them (it shows an
+            // edit as a message); this client speaks v1.
+            EventKind::Edit { .. }
+            | EventKind::Delete { .. }
+            | EventKind::React { .. }
+            | EventKind::Unreact { .. } => {}
         }
         None
     }
@@ -512,10 +518,7 @@ mod tests {
     }
 
     fn said(text: &str, nonce: Option<&str>) -> EventKind {
-        EventKind::Message {
-            text: text.into(),
-            nonce: nonce.map(str::to_owned),
-        }
+        EventKind::said(text, nonce.map(str::to_owned))
     }
 
     fn connected(app: &mut App) {

@@ -1,0 +1,880 @@
+//! `chat.v2.json`: everything `chat.v1.json` has, and a log people can correct, answer
+//! and react to: edits, deletes, reactions, replies and actions are events in the
+//! room's log, each with its own offset; typing and read positions are frames beside
+//! it. See docs/PROTOCOL.md for the transcripts.
+//!
+//! The events themselves are [`v1::Event`]s, whose kinds grew the v2 operations, so
+//! that one log serves both protocols; [`v1::Event::for_v1`] says what a v1 client is
+//! shown of each.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+use unicode_segmentation::UnicodeSegmentation;
+
+use crate::ClientId;
+use crate::v1::{
+    self, BadRequest, DisplayName, Event, EventKind, MAX_NONCE_CHARS, MessageKind, Reaction,
+    RoomName,
+};
+
+/// The subprotocol name a client asks for and the server selects.
+pub const SUBPROTOCOL: &str = "chat.v2.json";
+
+/// The most bytes a reaction's emoji (or `:shortcode:`) may have.
+pub const MAX_EMOJI_BYTES: usize = 32;
+
+/// The most different emoji one message may carry.
+pub const MAX_REACTIONS_PER_MESSAGE: usize = 20;
+
+/// How often a connection's typing counts: more frequent ones are ignored.
+pub const TYPING_INTERVAL_MS: u64 = 3_000;
+
+/// How long a client shows someone as typing without a refresh.
+pub const TYPING_EXPIRES_MS: u64 = 6_000;
+
+/// What a v2 client may send.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Message {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<MessageKind>,
+    },
+    Edit {
+        target: u64,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    Delete {
+        target: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    React {
+        target: u64,
+        emoji: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    Unreact {
+        target: u64,
+        emoji: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    Typing {},
+    Read {
+        offset: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// The direct-message rooms the client's id has.
+    Dms {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+}
+
+impl Request {
+    /// Reads a client's frame. A frame that is not a request is the client's bug, and
+    /// closes the connection; a request that cannot be done is answered with an
+    /// [`Error`] instead.
+    pub fn parse(text: &str) -> Result<Self, BadRequest> {
+        let request: Self = serde_json::from_str(text)?;
+        match request.nonce() {
+            Some(nonce) if nonce.chars().count() > MAX_NONCE_CHARS => Err(BadRequest::NonceTooLong),
+            _ => Ok(request),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a request always serializes")
+    }
+
+    /// The nonce the client gave, which its answer names.
+    pub fn nonce(&self) -> Option<&str> {
+        match self {
+            Self::Message { nonce, .. }
+            | Self::Edit { nonce, .. }
+            | Self::Delete { nonce, .. }
+            | Self::React { nonce, .. }
+            | Self::Unreact { nonce, .. }
+            | Self::Read { nonce, .. }
+            | Self::Dms { nonce } => nonce.as_deref(),
+            Self::Typing {} => None,
+        }
+    }
+
+    /// The log event this request asks for, from `id`, if it is one; its offset and
+    /// time are the room's to give.
+    pub fn into_event_kind(self) -> Option<EventKind> {
+        Some(match self {
+            Self::Message {
+                text,
+                nonce,
+                reply_to,
+                kind,
+            } => EventKind::Message {
+                text,
+                nonce,
+                reply_to,
+                kind,
+                state: Default::default(),
+            },
+            Self::Edit {
+                target,
+                text,
+                nonce,
+            } => EventKind::Edit {
+                target,
+                text,
+                nonce,
+                deleted: false,
+            },
+            Self::Delete { target, nonce } => EventKind::Delete { target, nonce },
+            Self::React {
+                target,
+                emoji,
+                nonce,
+            } => EventKind::React {
+                target,
+                emoji,
+                nonce,
+            },
+            Self::Unreact {
+                target,
+                emoji,
+                nonce,
+            } => EventKind::Unreact {
+                target,
+                emoji,
+                nonce,
+            },
+            Self::Typing {} | Self::Read { .. } | Self::Dms { .. } => return None,
+        })
+    }
+}
+
+/// Why a well-formed request was not done: the `code` of an error frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// An edit or delete of another id's message.
+    NotYours,
+    /// The target is not a message of this room: beyond its last offset, a join, a
+    /// leave or an operation, or deleted.
+    NoSuchMessage,
+    /// The target is older than the history the server keeps operations for.
+    TooOld,
+    /// A value is out of bounds: an emoji, an empty edit, a read position beyond the
+    /// room's last event, a reply to something that is not a message.
+    Invalid,
+}
+
+/// The answer to a request that was not done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "error")]
+pub struct Error {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(nonce: Option<&str>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            nonce: nonce.map(str::to_owned),
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an error always serializes")
+    }
+}
+
+/// Someone is typing: sent to the room's other v2 connections, not logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "typing")]
+pub struct Typing {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<DisplayName>,
+}
+
+/// Where this id has read up to in this room: sent to its other connections.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "read")]
+pub struct ReadPosition {
+    pub offset: u64,
+}
+
+/// A direct-message room of the asking id, as the `dms` answer lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectRoom {
+    pub room: String,
+    /// The other id.
+    pub with: String,
+    /// The offset of the room's last event.
+    pub offset: u64,
+    /// The asking id's read position there.
+    pub read: u64,
+    /// Messages from the other id after `read`, as far as the server can count them.
+    pub unread: u64,
+}
+
+/// The answer to `dms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "dms")]
+pub struct DirectRooms {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub rooms: Vec<DirectRoom>,
+}
+
+/// A v2 welcome: the v1 welcome, and the newcomer's read position.
+#[derive(Serialize)]
+pub struct WelcomeOut<'a, 'b> {
+    #[serde(flatten)]
+    pub welcome: v1::TaggedWelcome<'a, 'b>,
+    pub read: u64,
+}
+
+/// Why a reaction's emoji is refused.
+pub const EMOJI_RULES: &str = "an emoji is one emoji (a single grapheme, at most 32 bytes) \
+     or a :shortcode: of letters, digits, '_', '+' and '-'";
+
+/// Whether `emoji` may be a reaction: one emoji-like grapheme cluster of at most
+/// [`MAX_EMOJI_BYTES`], or a `:shortcode:`.
+pub fn is_reaction(emoji: &str) -> bool {
+    if emoji.is_empty() || emoji.len() > MAX_EMOJI_BYTES {
+        return false;
+    }
+    if let Some(code) = emoji
+        .strip_prefix(':')
+        .and_then(|rest| rest.strip_suffix(':'))
+    {
+        return !code.is_empty()
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b));
+    }
+    let mut graphemes = emoji.graphemes(true);
+    let one = graphemes.next().is_some() && graphemes.next().is_none();
+    let first = emoji.chars().next().expect("not empty");
+    one && !first.is_ascii()
+        && !first.is_alphanumeric()
+        && !first.is_whitespace()
+        && emoji
+            .chars()
+            .all(|c| !c.is_control() && (v1::is_printable(c) || c == '\u{200D}'))
+}
+
+/// Whether `request`, from `id`, may be done to `target`, the latest state of the
+/// event it names (`None` when the room has no such event). `oldest` is the first
+/// offset the room still keeps and `last` its last one.
+pub fn check(
+    id: &str,
+    request: &Request,
+    target: Option<&Event>,
+    (oldest, last): (u64, u64),
+) -> Result<(), Error> {
+    let nonce = request.nonce();
+    let refuse = |code, message: &str| Err(Error::new(nonce, code, message));
+    let (offset, own_only) = match request {
+        Request::Message { reply_to, .. } => match reply_to {
+            Some(offset) => (*offset, false),
+            None => return Ok(()),
+        },
+        Request::Edit { target, text, .. } => {
+            if text.is_empty() {
+                return refuse(ErrorCode::Invalid, "an edit needs a text; delete instead");
+            }
+            (*target, true)
+        }
+        Request::Delete { target, .. } => (*target, true),
+        Request::React { target, emoji, .. } | Request::Unreact { target, emoji, .. } => {
+            if !is_reaction(emoji) {
+                return refuse(ErrorCode::Invalid, EMOJI_RULES);
+            }
+            (*target, false)
+        }
+        Request::Read { offset, .. } => {
+            if *offset > last {
+                return refuse(
+                    ErrorCode::Invalid,
+                    &format!("the room's last offset is {last}"),
+                );
+            }
+            return Ok(());
+        }
+        Request::Typing {} | Request::Dms { .. } => return Ok(()),
+    };
+    let is_reply = matches!(request, Request::Message { .. });
+    if offset == 0 || offset > last {
+        let code = if is_reply {
+            ErrorCode::Invalid
+        } else {
+            ErrorCode::NoSuchMessage
+        };
+        return refuse(code, &format!("there is no message {offset} in this room"));
+    }
+    let Some(target) = target else {
+        if offset < oldest {
+            return refuse(
+                ErrorCode::TooOld,
+                &format!("message {offset} is older than the history kept ({oldest} on)"),
+            );
+        }
+        return refuse(
+            ErrorCode::NoSuchMessage,
+            &format!("there is no message {offset} in this room"),
+        );
+    };
+    let EventKind::Message { state, .. } = &target.kind else {
+        let code = if is_reply {
+            ErrorCode::Invalid
+        } else {
+            ErrorCode::NoSuchMessage
+        };
+        return refuse(code, &format!("{offset} is not a message"));
+    };
+    if state.deleted && !is_reply {
+        return refuse(
+            ErrorCode::NoSuchMessage,
+            &format!("message {offset} was deleted"),
+        );
+    }
+    if own_only && target.id != id {
+        return refuse(
+            ErrorCode::NotYours,
+            &format!("message {offset} is #{}'s, not yours", target.id),
+        );
+    }
+    if let Request::React { emoji, .. } = request {
+        let known = state
+            .reactions
+            .iter()
+            .any(|reaction| &reaction.emoji == emoji);
+        if !known && state.reactions.len() >= MAX_REACTIONS_PER_MESSAGE {
+            return refuse(
+                ErrorCode::Invalid,
+                &format!("a message carries at most {MAX_REACTIONS_PER_MESSAGE} different emoji"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Applies operation `op` (an edit, delete, react or unreact) to `target`, the latest
+/// state of the event it names, as every node and every replay does, in log order.
+/// Returns whether it changed anything: an operation the rules refuse (someone else's
+/// edit, anything on a tombstone) changes nothing, whatever its sender was told.
+pub fn apply(op: &Event, target: &mut Event) -> bool {
+    let EventKind::Message {
+        text,
+        nonce,
+        reply_to,
+        kind,
+        state,
+    } = &mut target.kind
+    else {
+        return false;
+    };
+    if state.deleted {
+        return false;
+    }
+    let own = op.id == target.id;
+    match &op.kind {
+        EventKind::Edit { text: new, .. } if own => {
+            new.clone_into(text);
+            state.edited = true;
+        }
+        EventKind::Delete { .. } if own => {
+            *text = String::new();
+            *nonce = None;
+            *reply_to = None;
+            *kind = None;
+            state.edited = false;
+            state.deleted = true;
+            state.reactions = Vec::new();
+        }
+        EventKind::React { emoji, .. } => {
+            let full = state.reactions.len() >= MAX_REACTIONS_PER_MESSAGE;
+            match state.reactions.iter_mut().find(|r| &r.emoji == emoji) {
+                Some(reaction) if reaction.ids.contains(&op.id) => return false,
+                Some(reaction) => reaction.ids.push(op.id.clone()),
+                None if full => return false,
+                None => state.reactions.push(Reaction {
+                    emoji: emoji.clone(),
+                    ids: vec![op.id.clone()],
+                }),
+            }
+        }
+        EventKind::Unreact { emoji, .. } => {
+            let Some(at) = state.reactions.iter().position(|r| &r.emoji == emoji) else {
+                return false;
+            };
+            let ids = &mut state.reactions[at].ids;
+            let before = ids.len();
+            ids.retain(|who| who != &op.id);
+            if ids.len() == before {
+                return false;
+            }
+            if ids.is_empty() {
+                state.reactions.remove(at);
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// The offset an operation applies to, if `kind` is one.
+pub fn target_of(kind: &EventKind) -> Option<u64> {
+    match kind {
+        EventKind::Edit { target, .. }
+        | EventKind::Delete { target, .. }
+        | EventKind::React { target, .. }
+        | EventKind::Unreact { target, .. } => Some(*target),
+        _ => None,
+    }
+}
+
+/// Forgets an edit's text once the message it edits is deleted.
+pub fn scrub_edit(edit: &mut Event) {
+    if let EventKind::Edit {
+        text,
+        nonce,
+        deleted,
+        ..
+    } = &mut edit.kind
+    {
+        *text = String::new();
+        *nonce = None;
+        *deleted = true;
+    }
+}
+
+/// Why a `dm.` room name is not a direct-message room.
+pub const DIRECT_RULES: &str = "a direct-message room is dm.<id>.<id>: two client ids in \
+     canonical form (no '+', no leading zeros), the lower first";
+
+/// The two ids a direct-message room is for: `Some(Ok(..))` for `dm.<a>.<b>` with two
+/// canonical ids in numeric order, `Some(Err(()))` for any other name starting with
+/// `dm.`, `None` for a room that is not direct.
+#[allow(clippy::result_unit_err)]
+pub fn direct_members(room: &RoomName) -> Option<Result<(ClientId, ClientId), ()>> {
+    let rest = room.as_str().strip_prefix("dm.")?;
+    let parsed = (|| {
+        let (a, b) = rest.split_once('.')?;
+        let (first, second) = (ClientId::parse(a).ok()?, ClientId::parse(b).ok()?);
+        let canonical = first.as_str() == a && second.as_str() == b;
+        (canonical && numeric_order(&first, &second) != Ordering::Greater)
+            .then_some((first, second))
+    })();
+    Some(parsed.ok_or(()))
+}
+
+/// The direct-message room of two ids, if its name fits in a room name.
+pub fn direct_room(a: &ClientId, b: &ClientId) -> Option<RoomName> {
+    let (first, second) = match numeric_order(a, b) {
+        Ordering::Greater => (b, a),
+        _ => (a, b),
+    };
+    RoomName::parse(&format!("dm.{first}.{second}")).ok()
+}
+
+/// Orders canonical ids as the integers they are.
+pub fn numeric_order(a: &ClientId, b: &ClientId) -> Ordering {
+    let (a, b) = (a.as_str(), b.as_str());
+    match (a.strip_prefix('-'), b.strip_prefix('-')) {
+        (Some(a), Some(b)) => magnitude(b, a),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => magnitude(a, b),
+    }
+}
+
+fn magnitude(a: &str, b: &str) -> Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::MessageState;
+
+    fn event(offset: u64, id: &str, kind: EventKind) -> Event {
+        Event {
+            offset,
+            ts: offset * 10,
+            id: id.into(),
+            name: None,
+            kind,
+        }
+    }
+
+    fn said(offset: u64, id: &str, text: &str) -> Event {
+        event(offset, id, EventKind::said(text, None))
+    }
+
+    #[test]
+    fn requests_read_as_the_spec_writes_them() {
+        let cases = [
+            (
+                r#"{"type":"message","text":"hi","reply_to":3,"kind":"action","nonce":"n"}"#,
+                Request::Message {
+                    text: "hi".into(),
+                    nonce: Some("n".into()),
+                    reply_to: Some(3),
+                    kind: Some(MessageKind::Action),
+                },
+            ),
+            (
+                r#"{"type":"edit","target":9,"text":"fixed","nonce":"e"}"#,
+                Request::Edit {
+                    target: 9,
+                    text: "fixed".into(),
+                    nonce: Some("e".into()),
+                },
+            ),
+            (
+                r#"{"type":"delete","target":9}"#,
+                Request::Delete {
+                    target: 9,
+                    nonce: None,
+                },
+            ),
+            (
+                r#"{"type":"react","target":9,"emoji":"👍"}"#,
+                Request::React {
+                    target: 9,
+                    emoji: "👍".into(),
+                    nonce: None,
+                },
+            ),
+            (r#"{"type":"typing"}"#, Request::Typing {}),
+            (
+                r#"{"type":"read","offset":4}"#,
+                Request::Read {
+                    offset: 4,
+                    nonce: None,
+                },
+            ),
+            (
+                r#"{"type":"dms","nonce":"d"}"#,
+                Request::Dms {
+                    nonce: Some("d".into()),
+                },
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(Request::parse(text).unwrap(), expected, "{text}");
+            assert_eq!(Request::parse(&expected.to_json()).unwrap(), expected);
+        }
+        for bad in [
+            r#"{"type":"edit","target":-1,"text":"x"}"#,
+            r#"{"type":"edit","target":1}"#,
+            r#"{"type":"typing","extra":1}"#,
+            r#"{"type":"message","text":"x","kind":"shout"}"#,
+            r#"{"type":"react","target":"9","emoji":"👍"}"#,
+            "[]",
+        ] {
+            assert!(Request::parse(bad).is_err(), "{bad}");
+        }
+        let long = format!(
+            r#"{{"type":"delete","target":1,"nonce":"{}"}}"#,
+            "n".repeat(65)
+        );
+        assert!(matches!(
+            Request::parse(&long),
+            Err(BadRequest::NonceTooLong)
+        ));
+    }
+
+    #[test]
+    fn events_carry_their_operation_and_v1_sees_what_it_can() {
+        let edit = event(
+            12,
+            "7",
+            EventKind::Edit {
+                target: 9,
+                text: "fixed".into(),
+                nonce: None,
+                deleted: false,
+            },
+        );
+        assert_eq!(
+            edit.to_json(),
+            r#"{"offset":12,"ts":120,"id":"7","type":"edit","target":9,"text":"fixed"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Event>(&edit.to_json()).unwrap(),
+            edit
+        );
+        assert_eq!(edit.plain().unwrap(), "Client #7: (edited) fixed");
+        assert_eq!(
+            edit.for_v1().unwrap().to_json(),
+            r#"{"offset":12,"ts":120,"id":"7","type":"message","text":"(edited) fixed"}"#
+        );
+        let action = event(
+            3,
+            "7",
+            EventKind::Message {
+                text: "waves".into(),
+                nonce: Some("n".into()),
+                reply_to: Some(2),
+                kind: Some(MessageKind::Action),
+                state: MessageState::default(),
+            },
+        );
+        assert_eq!(
+            action.to_json(),
+            r#"{"offset":3,"ts":30,"id":"7","type":"message","text":"waves","nonce":"n","reply_to":2,"kind":"action"}"#
+        );
+        assert_eq!(
+            action.for_v1().unwrap().to_json(),
+            r#"{"offset":3,"ts":30,"id":"7","type":"message","text":"* waves","nonce":"n"}"#
+        );
+        for hidden in [
+            EventKind::Delete {
+                target: 9,
+                nonce: None,
+            },
+            EventKind::React {
+                target: 9,
+                emoji: "👍".into(),
+                nonce: None,
+            },
+            EventKind::Unreact {
+                target: 9,
+                emoji: "👍".into(),
+                nonce: None,
+            },
+        ] {
+            let op = event(13, "7", hidden);
+            assert!(op.for_v1().is_none() && op.plain().is_none(), "{op:?}");
+            assert_eq!(serde_json::from_str::<Event>(&op.to_json()).unwrap(), op);
+        }
+    }
+
+    #[test]
+    fn operations_apply_in_log_order_by_the_rules() {
+        let mut message = said(9, "7", "tpyo");
+        let edit = |id: &str, text: &str| {
+            event(
+                10,
+                id,
+                EventKind::Edit {
+                    target: 9,
+                    text: text.into(),
+                    nonce: None,
+                    deleted: false,
+                },
+            )
+        };
+        let react = |id: &str, emoji: &str| {
+            event(
+                11,
+                id,
+                EventKind::React {
+                    target: 9,
+                    emoji: emoji.into(),
+                    nonce: None,
+                },
+            )
+        };
+        let unreact = |id: &str, emoji: &str| {
+            event(
+                12,
+                id,
+                EventKind::Unreact {
+                    target: 9,
+                    emoji: emoji.into(),
+                    nonce: None,
+                },
+            )
+        };
+        assert!(!apply(&edit("8", "mine now"), &mut message), "not 8's");
+        assert!(apply(&edit("7", "typo"), &mut message));
+        assert!(apply(&react("8", "👍"), &mut message));
+        assert!(apply(&react("9", "👍"), &mut message));
+        assert!(!apply(&react("9", "👍"), &mut message), "once per id");
+        assert!(apply(&react("9", ":tada:"), &mut message));
+        assert!(apply(&unreact("8", "👍"), &mut message));
+        assert!(!apply(&unreact("8", "👍"), &mut message));
+        assert_eq!(
+            message.to_json(),
+            r#"{"offset":9,"ts":90,"id":"7","type":"message","text":"typo","edited":true,"reactions":[{"emoji":"👍","ids":["9"]},{"emoji":":tada:","ids":["9"]}]}"#
+        );
+        assert_eq!(
+            message.plain().unwrap(),
+            "Client #7: typo",
+            "v1 replays the latest text"
+        );
+        let delete = event(
+            13,
+            "7",
+            EventKind::Delete {
+                target: 9,
+                nonce: None,
+            },
+        );
+        assert!(!apply(&delete, &mut said(1, "8", "not 7's")));
+        assert!(apply(&delete, &mut message));
+        assert_eq!(
+            message.to_json(),
+            r#"{"offset":9,"ts":90,"id":"7","type":"message","text":"","deleted":true}"#
+        );
+        assert!(message.for_v1().is_none());
+        assert!(
+            !apply(&edit("7", "back"), &mut message),
+            "a tombstone stays"
+        );
+        assert!(!apply(&react("8", "👍"), &mut message));
+        let mut old_edit = edit("7", "secret");
+        scrub_edit(&mut old_edit);
+        assert_eq!(
+            old_edit.to_json(),
+            r#"{"offset":10,"ts":100,"id":"7","type":"edit","target":9,"text":"","deleted":true}"#
+        );
+        assert!(old_edit.for_v1().is_none());
+    }
+
+    #[test]
+    fn requests_are_checked_against_their_target() {
+        let mine = said(5, "7", "hello");
+        let join = event(4, "7", EventKind::Join);
+        let mut gone = said(6, "7", "bye");
+        gone.kind = EventKind::Message {
+            text: String::new(),
+            nonce: None,
+            reply_to: None,
+            kind: None,
+            state: MessageState {
+                deleted: true,
+                ..MessageState::default()
+            },
+        };
+        let window = (3, 8);
+        let edit = |target| Request::Edit {
+            target,
+            text: "x".into(),
+            nonce: Some("n".into()),
+        };
+        let code = |request: &Request, target: Option<&Event>, id: &str| {
+            check(id, request, target, window).err().map(|error| {
+                assert_eq!(error.nonce.as_deref(), request.nonce());
+                error.code
+            })
+        };
+        assert_eq!(code(&edit(5), Some(&mine), "7"), None);
+        assert_eq!(code(&edit(5), Some(&mine), "8"), Some(ErrorCode::NotYours));
+        assert_eq!(
+            code(&edit(4), Some(&join), "7"),
+            Some(ErrorCode::NoSuchMessage)
+        );
+        assert_eq!(
+            code(&edit(6), Some(&gone), "7"),
+            Some(ErrorCode::NoSuchMessage)
+        );
+        assert_eq!(code(&edit(9), None, "7"), Some(ErrorCode::NoSuchMessage));
+        assert_eq!(code(&edit(0), None, "7"), Some(ErrorCode::NoSuchMessage));
+        assert_eq!(code(&edit(2), None, "7"), Some(ErrorCode::TooOld));
+        let empty = Request::Edit {
+            target: 5,
+            text: String::new(),
+            nonce: None,
+        };
+        assert_eq!(code(&empty, Some(&mine), "7"), Some(ErrorCode::Invalid));
+        let react = |emoji: &str| Request::React {
+            target: 5,
+            emoji: emoji.into(),
+            nonce: None,
+        };
+        assert_eq!(code(&react("👍"), Some(&mine), "8"), None, "anyone reacts");
+        assert_eq!(
+            code(&react("a"), Some(&mine), "8"),
+            Some(ErrorCode::Invalid)
+        );
+        let reply = |to| Request::Message {
+            text: "re".into(),
+            nonce: None,
+            reply_to: Some(to),
+            kind: None,
+        };
+        assert_eq!(code(&reply(5), Some(&mine), "8"), None);
+        assert_eq!(code(&reply(4), Some(&join), "8"), Some(ErrorCode::Invalid));
+        assert_eq!(code(&reply(99), None, "8"), Some(ErrorCode::Invalid));
+        let read = |offset| Request::Read {
+            offset,
+            nonce: None,
+        };
+        assert_eq!(code(&read(8), None, "8"), None);
+        assert_eq!(code(&read(9), None, "8"), Some(ErrorCode::Invalid));
+    }
+
+    #[test]
+    fn reactions_are_one_emoji_or_a_shortcode() {
+        for good in ["👍", "❤️", "👩🏽\u{200D}🚀", "🇫🇷", ":tada:", ":+1:", "✅"]
+        {
+            assert!(is_reaction(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a",
+            "👍👍",
+            ":",
+            "::",
+            ":ta da:",
+            " ",
+            "\u{1b}[31m",
+            "👍 ",
+            &"🎉".repeat(9),
+            "\u{202E}",
+        ] {
+            assert!(!is_reaction(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn direct_rooms_name_two_ids_in_order() {
+        let id = |text| ClientId::parse(text).unwrap();
+        let room = |text| RoomName::parse(text).unwrap();
+        assert_eq!(direct_members(&room("main")), None);
+        assert_eq!(
+            direct_members(&room("dm.7.12")),
+            Some(Ok((id("7"), id("12"))))
+        );
+        assert_eq!(
+            direct_members(&room("dm.-5.3")),
+            Some(Ok((id("-5"), id("3"))))
+        );
+        assert_eq!(
+            direct_members(&room("dm.7.7")),
+            Some(Ok((id("7"), id("7"))))
+        );
+        for bad in [
+            "dm.12.7", "dm.07.9", "dm.7", "dm.a.b", "dm.7.8.9", "dm.-3.-5",
+        ] {
+            assert_eq!(direct_members(&room(bad)), Some(Err(())), "{bad}");
+        }
+        assert_eq!(direct_room(&id("12"), &id("7")), Some(room("dm.7.12")));
+        assert_eq!(direct_room(&id("-2"), &id("-10")), Some(room("dm.-10.-2")));
+        assert_eq!(
+            direct_room(&id(&"9".repeat(61)), &id("1")),
+            None,
+            "too long"
+        );
+    }
+}
