@@ -45,8 +45,11 @@ pub struct FanoutPlan {
     /// Bytes of filler after each message's sequence number and send time.
     pub padding: usize,
     /// v2 only: the share of clients (not senders) that send `typing` every
-    /// [`TYPING_PERIOD`] while the messages are sent.
+    /// `typing_every` while the messages are sent.
     pub typing_share: f64,
+    /// How often a typing client says so; [`TYPING_PERIOD`] unless studying the
+    /// server's throttle.
+    pub typing_every: Duration,
     /// v2 only: each sender reacts to the latest message it has read after every this
     /// many of its own messages; 0 for never.
     pub react_every: usize,
@@ -100,6 +103,7 @@ pub struct FanoutReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct MixReport {
     pub typers: usize,
+    pub typing_every_ms: u64,
     /// `typing` frames the typers sent, and the ephemeral frames all clients received.
     pub typing_sent: u64,
     pub typing_received: u64,
@@ -356,10 +360,10 @@ pub async fn fanout(
             )));
         } else if index >= plan.clients - typers {
             let typer = index - (plan.clients - typers);
-            let phase = TYPING_PERIOD.mul_f64(typer as f64 / typers as f64);
+            let phase = plan.typing_every.mul_f64(typer as f64 / typers as f64);
             sending.push(tokio::spawn(type_on(
                 sink,
-                phase,
+                (phase, plan.typing_every),
                 shared.clone(),
                 stop.clone(),
             )));
@@ -414,6 +418,7 @@ pub async fn fanout(
     drop(idle_sinks);
     let mix = MixReport {
         typers,
+        typing_every_ms: plan.typing_every.as_millis() as u64,
         typing_sent: shared.typing_sent.load(Ordering::Relaxed),
         typing_received: shared.typing_received.load(Ordering::Relaxed),
         react_every: plan.react_every,
@@ -466,15 +471,15 @@ fn report(
     }
 }
 
-/// One typing client: `{"type":"typing"}` every [`TYPING_PERIOD`], the first after
-/// `phase` (the typers' phases spread over the period), until `stop`.
+/// One typing client: `{"type":"typing"}` every `period`, the first after `phase` (the
+/// typers' phases spread over the period), until `stop`.
 async fn type_on(
     mut sink: SplitSink<Socket, Message>,
-    phase: Duration,
+    (phase, period): (Duration, Duration),
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> anyhow::Result<SplitSink<Socket, Message>> {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, TYPING_PERIOD);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
     // A late tick is typing said late, not twice: the server would count only one.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -19,7 +19,7 @@ mod idle;
 mod probe;
 mod resume;
 
-pub use fanout::{FanoutPlan, FanoutReport, Latency, Pace, fanout};
+pub use fanout::{FanoutPlan, FanoutReport, Latency, MixReport, Pace, TYPING_PERIOD, fanout};
 pub use idle::{IdlePlan, IdleReport, idle};
 pub use probe::{ServerProbe, Usage};
 pub use resume::{ResumePlan, ResumeReport, resume};

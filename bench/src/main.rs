@@ -77,6 +77,10 @@ enum Scenario {
         /// {"type":"typing"} every 3 s while the messages are sent.
         #[arg(long, default_value_t = 0.0, value_parser = share)]
         typing_share: f64,
+        /// How often each typing client sends typing, in milliseconds (the server counts
+        /// at most one per 3 000 ms per connection).
+        #[arg(long, value_name = "MS", default_value_t = chat::v2::TYPING_INTERVAL_MS)]
+        typing_every_ms: u64,
         /// With --v2: each sender reacts to the latest message it has read after every K
         /// of its own messages.
         #[arg(long, value_name = "K", default_value_t = 0)]
@@ -148,6 +152,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             timeout,
             padding,
             typing_share,
+            typing_every_ms,
             react_every,
         } => {
             let plan = FanoutPlan {
@@ -163,6 +168,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
                 timeout: Duration::from_secs(timeout),
                 padding,
                 typing_share,
+                typing_every: Duration::from_millis(typing_every_ms),
                 react_every,
             };
             let report = chat_bench::fanout(&servers, &plan, probe).await?;

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use chat_bench::{FanoutPlan, IdlePlan, Pace, Protocol, ResumePlan, ServerProbe, Servers};
+use chat_bench::{
+    FanoutPlan, IdlePlan, Pace, Protocol, ResumePlan, ServerProbe, Servers, TYPING_PERIOD,
+};
 use chat_server::Config;
 use tokio::net::TcpListener;
 use url::Url;
@@ -31,6 +33,7 @@ async fn a_windowed_fanout_loses_nothing() {
         timeout: Duration::from_secs(30),
         padding: 0,
         typing_share: 0.0,
+        typing_every: TYPING_PERIOD,
         react_every: 0,
     };
     // This process is the server: its CPU and memory are readable too.
@@ -58,6 +61,7 @@ async fn a_paced_fanout_loses_nothing_spread_or_aligned() {
             timeout: Duration::from_secs(30),
             padding: 0,
             typing_share: 0.0,
+            typing_every: TYPING_PERIOD,
             react_every: 0,
         };
         let report = chat_bench::fanout(&servers, &plan, None).await.unwrap();
@@ -85,6 +89,7 @@ async fn a_v2_fanout_with_typers_and_reactions_counts_them_apart() {
         timeout: Duration::from_secs(60),
         padding: 0,
         typing_share: 0.2,
+        typing_every: TYPING_PERIOD,
         react_every: 10,
     };
     let report = chat_bench::fanout(&servers, &plan, None).await.unwrap();
@@ -118,6 +123,7 @@ async fn typing_and_reactions_need_v2() {
         timeout: Duration::from_secs(30),
         padding: 0,
         typing_share: 0.5,
+        typing_every: TYPING_PERIOD,
         react_every: 0,
     };
     let error = chat_bench::fanout(&servers, &plan, None).await.unwrap_err();
@@ -196,6 +202,7 @@ async fn the_comparison_server_loses_nothing_either() {
         timeout: Duration::from_secs(30),
         padding: 0,
         typing_share: 0.0,
+        typing_every: TYPING_PERIOD,
         react_every: 0,
     };
     let probe = ServerProbe::new(comparison.id().unwrap()).unwrap();
