@@ -17,6 +17,17 @@ pub const MAX_NONCE_CHARS: usize = 64;
 /// The most bytes a room name may have.
 pub const MAX_ROOM_BYTES: usize = 64;
 
+/// The most bytes the JSON of an event about a text of `text_bytes` can take, in v1 or
+/// v2: every byte of the text escaped (a control character is `\u0001`, six bytes), and
+/// room to spare for the id, the name, the nonce and the other fields, each at its
+/// bound and escaped.
+pub fn longest_event(text_bytes: usize) -> usize {
+    /// The id, the name and the nonce at their bounds, escaped, and the field names
+    /// and numbers: measured at under 1 KiB, rounded up.
+    const FIELDS: usize = 2048;
+    6 * text_bytes + FIELDS
+}
+
 /// What a valid room name looks like, for error messages shown to people.
 pub const ROOM_RULES: &str =
     "a room name is 1 to 64 characters, each a letter (A-Z, a-z), a digit, '.', '_' or '-'";

@@ -80,6 +80,119 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
     },
+    /// A page of the room's events before (or after) an offset. Offsets and the limit
+    /// are read as any integer, so that a negative one is answered, not closed on.
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<i64>,
+        limit: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// The room's messages containing some words, newest first.
+    Search {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<i64>,
+        limit: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+}
+
+/// The most events one `history` or `search` page holds.
+pub const MAX_PAGE: usize = 200;
+
+/// The most bytes a search's text may have.
+pub const MAX_QUERY_BYTES: usize = 256;
+
+/// Which events a `history` page holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageRange {
+    /// The newest `limit` events before this offset.
+    Before(u64),
+    /// The oldest `limit` events after this offset.
+    After(u64),
+}
+
+/// Reads a `history` request's bounds: one of `before` and `after`, an offset of 0 or
+/// more, and a limit from 1 to [`MAX_PAGE`].
+pub fn page_range(
+    before: Option<i64>,
+    after: Option<i64>,
+    limit: i64,
+    nonce: Option<&str>,
+) -> Result<(PageRange, usize), Error> {
+    let invalid = |message: String| Error::new(nonce, ErrorCode::Invalid, message);
+    let limit = page_limit(limit, nonce)?;
+    let offset = |value: i64| {
+        u64::try_from(value).map_err(|_| invalid(format!("an offset is 0 or more, not {value}")))
+    };
+    let range = match (before, after) {
+        (Some(before), None) => PageRange::Before(offset(before)?),
+        (None, Some(after)) => PageRange::After(offset(after)?),
+        _ => return Err(invalid("give one of before and after".to_owned())),
+    };
+    Ok((range, limit))
+}
+
+/// Reads a page's limit: 1 to [`MAX_PAGE`].
+pub fn page_limit(limit: i64, nonce: Option<&str>) -> Result<usize, Error> {
+    match usize::try_from(limit) {
+        Ok(limit @ 1..=MAX_PAGE) => Ok(limit),
+        _ => Err(Error::new(
+            nonce,
+            ErrorCode::Invalid,
+            format!("a limit is 1 to {MAX_PAGE}, not {limit}"),
+        )),
+    }
+}
+
+/// Reads a search's text: some words, at most [`MAX_QUERY_BYTES`].
+pub fn search_words(text: &str, nonce: Option<&str>) -> Result<Vec<String>, Error> {
+    let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
+    if words.is_empty() || text.len() > MAX_QUERY_BYTES {
+        return Err(Error::new(
+            nonce,
+            ErrorCode::Invalid,
+            format!("a search is 1 to {MAX_QUERY_BYTES} bytes of words"),
+        ));
+    }
+    Ok(words)
+}
+
+/// Whether a message contains every one of `words` (lowercase), ignoring case.
+pub fn matches_words(event: &Event, words: &[String]) -> bool {
+    match &event.kind {
+        EventKind::Message { text, state, .. } if !state.deleted => {
+            let text = text.to_lowercase();
+            words.iter().all(|word| text.contains(word.as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// Brings `page` (events in offset order) to their latest state by applying `ops`, the
+/// room's operations in log order (any may target events outside the page).
+pub fn apply_all<'a>(page: &mut [Event], ops: impl IntoIterator<Item = &'a Event>) {
+    for op in ops {
+        let Some(target) = target_of(&op.kind) else {
+            continue;
+        };
+        let Ok(at) = page.binary_search_by_key(&target, |event| event.offset) else {
+            continue;
+        };
+        if apply(op, &mut page[at]) && matches!(op.kind, EventKind::Delete { .. }) {
+            for later in &mut page[at + 1..] {
+                if matches!(later.kind, EventKind::Edit { target: edited, .. } if edited == target)
+                {
+                    scrub_edit(later);
+                }
+            }
+        }
+    }
 }
 
 impl Request {
@@ -107,7 +220,9 @@ impl Request {
             | Self::React { nonce, .. }
             | Self::Unreact { nonce, .. }
             | Self::Read { nonce, .. }
-            | Self::Dms { nonce } => nonce.as_deref(),
+            | Self::Dms { nonce }
+            | Self::History { nonce, .. }
+            | Self::Search { nonce, .. } => nonce.as_deref(),
             Self::Typing {} => None,
         }
     }
@@ -157,7 +272,11 @@ impl Request {
                 emoji,
                 nonce,
             },
-            Self::Typing {} | Self::Read { .. } | Self::Dms { .. } => return None,
+            Self::Typing {}
+            | Self::Read { .. }
+            | Self::Dms { .. }
+            | Self::History { .. }
+            | Self::Search { .. } => return None,
         })
     }
 }
@@ -173,6 +292,9 @@ pub enum ErrorCode {
     NoSuchMessage,
     /// The target is older than the history the server keeps operations for.
     TooOld,
+    /// The server cannot read the history asked for now (its store or the cluster
+    /// failed); try again later.
+    Unavailable,
     /// A value is out of bounds: an emoji, an empty edit, a read position beyond the
     /// room's last event, a reply to something that is not a message.
     Invalid,
@@ -239,6 +361,20 @@ pub struct DirectRooms {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
     pub rooms: Vec<DirectRoom>,
+}
+
+/// The answer to `history` or `search`, as a client reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Page {
+    /// `history` or `search`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    /// In offset order for `history`, newest first for `search`.
+    pub events: Vec<Event>,
+    /// Whether there are more beyond these.
+    pub more: bool,
 }
 
 /// A v2 welcome: the v1 welcome, and the newcomer's read position.
@@ -317,7 +453,10 @@ pub fn check(
             }
             return Ok(());
         }
-        Request::Typing {} | Request::Dms { .. } => return Ok(()),
+        Request::Typing {}
+        | Request::Dms { .. }
+        | Request::History { .. }
+        | Request::Search { .. } => return Ok(()),
     };
     let is_reply = matches!(request, Request::Message { .. });
     if offset == 0 || offset > last {

@@ -119,6 +119,9 @@ async fn pings_are_answered() {
 async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     let server = TestServer::start_with(Config {
         max_queue_bytes: 64 * 1024,
+        // The queue is never less than twice the largest frame a message can cause:
+        // small messages keep it small.
+        max_message_bytes: 17 * 1024,
         ..unlimited()
     })
     .await;

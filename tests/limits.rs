@@ -300,13 +300,16 @@ async fn a_message_left_unfinished_is_closed_after_the_message_timeout() {
 async fn a_sender_faster_than_its_own_reading_is_slowed_not_evicted() {
     let server = TestServer::start_with(Config {
         max_queue_bytes: 64 * 1024,
+        // The queue is never less than twice the largest frame a message can cause:
+        // small messages keep it small.
+        max_message_bytes: 17 * 1024,
         ..unlimited()
     })
     .await;
     let client = server.join("1", "1").await;
     let (mut sending, mut reading) = client.socket.split();
     // 300 messages of 16 KiB, sent as fast as TCP takes them, while the same client
-    // reads its echoes back at a slower pace: its echoes alone are 75 times its queue.
+    // reads its echoes back at a slower pace: its echoes alone are over 20 times its queue.
     const MESSAGES: usize = 300;
     let chunk = "z".repeat(16 * 1024);
     let sender = async {
@@ -338,6 +341,9 @@ async fn a_sender_faster_than_its_own_reading_is_slowed_not_evicted() {
     // A client that reads nothing while the room talks is still evicted.
     let server = TestServer::start_with(Config {
         max_queue_bytes: 64 * 1024,
+        // The queue is never less than twice the largest frame a message can cause:
+        // small messages keep it small.
+        max_message_bytes: 17 * 1024,
         ..unlimited()
     })
     .await;
@@ -457,4 +463,63 @@ async fn one_address_cannot_open_connections_faster_than_its_rate() {
     assert_eq!(server.metric(&refused_total("per_ip_rate")).await, 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(server.http(&upgrade_request("/ws/1")).await.status, 101);
+}
+
+/// A plain client's message of control characters becomes a frame six times its size
+/// for JSON clients (each byte escaped as `\u0001`). The sender is paced by that frame,
+/// not by its own copy, so the JSON clients, reading at full speed, keep up instead of
+/// being evicted (issue 34, finding 1: 4 such messages closed every v1 client).
+#[tokio::test]
+async fn control_characters_from_a_plain_client_evict_no_json_reader() {
+    let server = TestServer::start_with(unlimited()).await;
+    let mut readers = Vec::new();
+    for id in 10..14 {
+        let mut reader = testkit::v1::V1::connect(&server, &format!("/ws/{id}")).await;
+        reader.seated().await;
+        readers.push(reader);
+    }
+    let mut v2 = testkit::v2::V2::connect(&server, "/ws/20").await;
+    v2.seated().await;
+    let mut sender = server.join("1", "1").await;
+    const MESSAGES: usize = 20;
+    let text = "\u{1}".repeat(64 * 1024 - 16);
+    // Every reader reads at once, at full speed.
+    let v1_readers = readers.iter_mut().map(|reader| async {
+        let mut seen = 0;
+        while seen < MESSAGES {
+            let event = reader.event().await;
+            if matches!(&event.kind, chat::v1::EventKind::Message { text: said, .. } if *said == text)
+            {
+                seen += 1;
+            }
+        }
+    });
+    let v2_reader = async {
+        let mut seen = 0;
+        while seen < MESSAGES {
+            if v2.next_of("message").await["text"] == text.as_str() {
+                seen += 1;
+            }
+        }
+    };
+    let readers_read = async {
+        tokio::join!(futures_util::future::join_all(v1_readers), v2_reader);
+    };
+    let sending = async {
+        for _ in 0..MESSAGES {
+            sender.send(&text).await;
+        }
+        for _ in 0..MESSAGES {
+            sender.recv().await;
+        }
+    };
+    tokio::join!(readers_read, sending);
+    assert_eq!(
+        testkit::metric(
+            server.address,
+            "chat_disconnects_total{reason=\"slow_consumer\"}"
+        )
+        .await,
+        0
+    );
 }

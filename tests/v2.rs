@@ -761,3 +761,206 @@ async fn plain_line(t: &mut Transcript, pat: &mut Client, line: &str) {
     while pat.recv().await != line {}
     t.lines.push(format!("{:<11} < {line}", "pat(plain)"));
 }
+
+/// Pages from `client` until there are no more, `before` the newest first; returns the
+/// offsets, oldest first.
+async fn page_back(client: &mut V2, from: u64, limit: u64) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    let mut before = from;
+    for page in 0.. {
+        let nonce = format!("p{page}");
+        client
+            .send(&json!({"type": "history", "before": before, "limit": limit, "nonce": nonce}))
+            .await;
+        let answer = client
+            .next_matching("a history page", |f| {
+                f["type"] == "history" && f["nonce"] == nonce
+            })
+            .await;
+        let events = answer["events"].as_array().unwrap();
+        assert!(events.len() as u64 <= limit);
+        let mut got: Vec<u64> = events.iter().map(offset).collect();
+        assert!(
+            got.windows(2).all(|w| w[1] == w[0] + 1),
+            "in order: {got:?}"
+        );
+        if let Some(&first) = got.first() {
+            before = first;
+        }
+        got.extend(offsets);
+        offsets = got;
+        if answer["more"] == false {
+            return offsets;
+        }
+        assert!(!events.is_empty(), "more, but an empty page");
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn history_pages_back_and_forth_through_memory_and_search_finds_messages() {
+    let server = TestServer::start_with(Config {
+        history: 400,
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
+    let mut ada = V2::connect(&server, "/ws/7").await;
+    ada.seated().await;
+    for n in 0..500 {
+        ada.say(
+            &format!("line {n} {}", if n % 50 == 0 { "Needle" } else { "hay" }),
+            None,
+        )
+        .await;
+    }
+    ada.say("end", None).await;
+    let (_, end) = v2_up_to(&mut ada, "end").await;
+    let last = offset(&end);
+
+    // Back from the newest: everything memory keeps (the last 400), once, in order.
+    let offsets = page_back(&mut ada, last + 1, 150).await;
+    assert_eq!(offsets, (last - 399..=last).collect::<Vec<_>>());
+
+    // Forward from an offset: the oldest after it first.
+    ada.send(&json!({"type": "history", "after": last - 10, "limit": 5}))
+        .await;
+    let forward = ada.next_of("history").await;
+    let got: Vec<u64> = forward["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(offset)
+        .collect();
+    assert_eq!(got, (last - 9..=last - 5).collect::<Vec<_>>());
+    assert_eq!(forward["more"], true);
+
+    // Search: newest first, paged, case-insensitive; a deleted message is forgotten.
+    ada.send(&json!({"type": "search", "text": "needle", "limit": 3, "nonce": "s1"}))
+        .await;
+    let found = ada.next_of("search").await;
+    let texts: Vec<&str> = found["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["line 450 Needle", "line 400 Needle", "line 350 Needle"]
+    );
+    assert_eq!(found["more"], true, "line 300 and 250 and 200 and 150 too");
+    let newest = offset(&found["events"][0]);
+    let oldest_found = offset(&found["events"][2]);
+    ada.delete(newest, None).await;
+    ada.next_of("delete").await;
+    ada.send(
+        &json!({"type": "search", "text": "NEEDLE line", "before": oldest_found, "limit": 200}),
+    )
+    .await;
+    let rest = ada.next_of("search").await;
+    let rest: Vec<&str> = rest["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rest,
+        [
+            "line 300 Needle",
+            "line 250 Needle",
+            "line 200 Needle",
+            "line 150 Needle"
+        ]
+    );
+    ada.send(&json!({"type": "search", "text": "needle", "limit": 1}))
+        .await;
+    let after_delete = ada.next_of("search").await;
+    assert_eq!(
+        after_delete["events"][0]["text"], "line 400 Needle",
+        "the deleted one is gone"
+    );
+
+    // Bad requests are answered, not closed.
+    for (request, says) in [
+        (
+            json!({"type": "history", "before": -1, "limit": 10}),
+            "0 or more",
+        ),
+        (
+            json!({"type": "history", "before": 5, "limit": 100000}),
+            "a limit is 1 to 200",
+        ),
+        (
+            json!({"type": "history", "before": 5, "limit": 0}),
+            "a limit is 1 to 200",
+        ),
+        (
+            json!({"type": "history", "limit": 10}),
+            "one of before and after",
+        ),
+        (
+            json!({"type": "history", "before": 5, "after": 1, "limit": 10}),
+            "one of before and after",
+        ),
+        (
+            json!({"type": "search", "text": "  ", "limit": 10}),
+            "a search is",
+        ),
+        (
+            json!({"type": "search", "text": "x", "before": -5, "limit": 10}),
+            "0 or more",
+        ),
+    ] {
+        let mut request = request;
+        request["nonce"] = json!("bad");
+        ada.send(&request).await;
+        let error = ada.error_for("bad").await;
+        assert_eq!(error["code"], "invalid", "{request}");
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
+    }
+    ada.say("still open", None).await;
+    ada.next_matching("the echo", |f| f["text"] == "still open")
+        .await;
+}
+
+#[tokio::test]
+async fn with_tokens_a_direct_room_keeps_out_every_proven_id_but_its_two() {
+    use chat::ClientId;
+    use chat_server::identity::{JwtSecret, Tokens};
+    let secret = || JwtSecret::new("a test secret of thirty-two bytes").unwrap();
+    let server = TestServer::start_with(Config {
+        jwt_secret: Some(secret()),
+        ..Config::default()
+    })
+    .await;
+    let token = |id: &str| {
+        Tokens::new(&secret()).mint(
+            &ClientId::parse(id).unwrap(),
+            Duration::from_secs(600),
+            None,
+        )
+    };
+    assert_refused_as(
+        server.address,
+        &upgrade_request(&format!("/ws/9?room=dm.7.8&token={}", token("9"))),
+        (403, "for #7 and #8 only"),
+        "not_your_room",
+    )
+    .await;
+    // Claiming 7 with 9's token is refused as any token for another id is.
+    let claimed = raw_http_status(
+        &server,
+        &upgrade_request(&format!("/ws/7?room=dm.7.8&token={}", token("9"))),
+    )
+    .await;
+    assert_eq!(claimed, 403);
+    let mut ada = V2::connect(&server, &format!("/ws/7?room=dm.7.8&token={}", token("7"))).await;
+    let (welcome, _) = ada.seated().await;
+    assert_eq!(welcome["verified"], true);
+}
+
+async fn raw_http_status(server: &TestServer, request: &str) -> u16 {
+    testkit::raw_http(server.address, request).await.status
+}

@@ -214,11 +214,18 @@ impl Config {
         Ok(())
     }
 
-    /// The outbox bound in force: `max_queue_bytes`, but never less than one announcement
-    /// of the largest message, which would otherwise evict every member on arrival.
+    /// The outbox bound in force: `max_queue_bytes`, but never less than twice the
+    /// largest frame a message can cause in any protocol (its JSON, every byte escaped),
+    /// with its header and its place in the queue: a member reads on below half the
+    /// bound, so half of it plus one such frame must fit, or a message at the size limit
+    /// would evict its own recipients on arrival.
     pub(crate) fn queue_bytes(&self) -> usize {
-        let largest_announcement = chat::Announcement::longest_said(self.max_message_bytes);
-        self.max_queue_bytes.max(largest_announcement)
+        /// The longest frame header, and the queue's pointer to the frame.
+        const PER_FRAME: usize = 10 + std::mem::size_of::<usize>();
+        let largest_plain = chat::Announcement::longest_said(self.max_message_bytes);
+        let largest_json = chat::v1::longest_event(self.max_message_bytes);
+        let largest = largest_plain.max(largest_json) + PER_FRAME;
+        self.max_queue_bytes.max(2 * largest)
     }
 }
 

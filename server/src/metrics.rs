@@ -44,6 +44,7 @@ reasons! {
         InvalidRequest => "invalid_request",
         ShuttingDown => "shutdown",
         BrokerLost => "broker_lost",
+        HistoryUnavailable => "history_unavailable",
     }
 }
 

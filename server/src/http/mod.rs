@@ -7,6 +7,7 @@
 //! room a client joins), `shared`, `identity`, `tls`, `config`, `metrics`.
 
 pub mod addresses;
+mod api;
 pub mod page;
 
 use std::convert::Infallible;
@@ -185,6 +186,7 @@ async fn route(
             upgrade(request, Endpoint::Echo, client, door).await?
         }
         "/ws" => return Err(refuse_id(chat::InvalidId::Empty)),
+        _ if path.starts_with(api::PREFIX) => api::serve(&request, path, client, door).await?,
         _ => match path.strip_prefix("/ws/") {
             Some(raw_id) => {
                 let id = ClientId::parse(raw_id).map_err(refuse_id)?;

@@ -22,6 +22,7 @@ pub mod wire;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,6 +33,7 @@ use chat::v2;
 use serde::{Deserialize, Serialize};
 
 use futures_util::future::BoxFuture;
+use tokio::sync::watch;
 
 use crate::config::{Config, MAX_HISTORY_BYTES};
 use crate::metrics::Metrics;
@@ -155,6 +157,31 @@ pub trait Store: Send + Sync {
     fn backlog(&self) -> &Backlog;
     /// Keeps `id`'s read position in `room`. Never waits.
     fn save_read(&self, room: &RoomName, id: &str, offset: u64);
+    /// The room's events at `offsets` that the store keeps, in their latest state and
+    /// in offset order, and the oldest offset it keeps. Reads the disk: not for an
+    /// async worker thread.
+    // TODO(wave4 journal): the journal's own; then no default here.
+    fn page(
+        &self,
+        room: &RoomName,
+        offsets: RangeInclusive<u64>,
+    ) -> Result<StoredPage, StoreError> {
+        let _ = (room, offsets);
+        Err("this store does not page".into())
+    }
+    /// The room's newest messages before offset `before` that contain every one of
+    /// `words` (lowercase), newest first, at most `limit`, and whether there are more.
+    /// Reads the disk: not for an async worker thread.
+    fn search(
+        &self,
+        room: &RoomName,
+        words: &[String],
+        before: u64,
+        limit: usize,
+    ) -> Result<(Vec<v1::Event>, bool), StoreError> {
+        let _ = (room, words, before, limit);
+        Err("this store does not search".into())
+    }
     /// The direct-message rooms `id` has messages or a read position in, as the store
     /// has them. Reads the disk: not for an async worker thread.
     fn direct_rooms(&self, id: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError>;
@@ -166,6 +193,31 @@ pub trait Store: Send + Sync {
 
 /// Why a store could not read a room.
 pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A page of a room's events as a store keeps them.
+#[derive(Debug, Default, PartialEq)]
+pub struct StoredPage {
+    /// In their latest state, in offset order.
+    pub events: Vec<v1::Event>,
+    /// The oldest offset the store keeps for the room; 0 when it keeps none.
+    pub oldest: u64,
+}
+
+/// What this node's memory holds of a page of a room's events: the offsets asked
+/// for, and their frames if it holds all of them.
+#[derive(Debug)]
+pub struct MemoryPage {
+    /// The first and last offsets of the page; `first > last` when it is empty.
+    pub first: u64,
+    pub last: u64,
+    /// Every event of the page, when the history in memory holds them all; else those
+    /// it holds.
+    pub frames: Vec<Frame>,
+    pub complete: bool,
+    /// The oldest offset in memory, and the room's last offset.
+    pub oldest_kept: u64,
+    pub room_last: u64,
+}
 
 /// Where a room's history begins: nowhere for a new room, or where the store left it.
 #[derive(Debug, Default, PartialEq)]
@@ -298,6 +350,23 @@ struct Slot {
     protocol: Protocol,
     outbox: Arc<Outbox>,
     stage: Stage,
+    /// With a store, for a newcomer that asked to resume: tells its session whether
+    /// to stream the replay from the store (see [`CatchUp`]).
+    catch_up: Option<watch::Sender<CatchUp>>,
+}
+
+/// Whether a resuming newcomer's replay comes from the store: when the events it
+/// missed are older than the history in memory but still on disk, its session streams
+/// them a page at a time as the client reads ([`Room::finish_catch_up`] ends it), so
+/// that a resume of any length holds no more than the outbox's bound in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The welcome is not sent yet.
+    Waiting,
+    /// Welcomed: stream from the store every event after this offset.
+    After(u64),
+    /// Welcomed, with its replay from memory (or none): nothing to stream.
+    NotNeeded,
 }
 
 /// Whether a member receives the room's events yet.
@@ -306,6 +375,9 @@ enum Stage {
     /// or back from Redis), so that its welcome and join come first and it hears of
     /// nothing twice. A v1 newcomer's welcome resumes from here.
     Joining(Option<Resume>),
+    /// Welcomed, its replay streaming from the store: it gets nothing live until that
+    /// reaches the history in memory.
+    CatchingUp,
     Live,
 }
 
@@ -343,14 +415,17 @@ impl Kept {
         Self { event, v1, v2 }
     }
 
-    /// The bytes it holds, as the history's byte bound counts them: its frames, and
-    /// its fields, which take about as many bytes as its JSON.
+    /// The bytes it holds, as the history's byte bound counts them: itself, its
+    /// fields (which take about as many bytes as their JSON), and its frames, each
+    /// with its `Arc`'s counts and `Vec`.
     fn bytes(&self) -> usize {
+        const PER_FRAME: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Vec<u8>>();
         let fields = self.v2.len();
-        match &self.v1 {
-            Some(v1) if !Arc::ptr_eq(v1, &self.v2) => fields + self.v2.len() + v1.len(),
-            _ => fields + self.v2.len(),
-        }
+        let frames = match &self.v1 {
+            Some(v1) if !Arc::ptr_eq(v1, &self.v2) => 2 * PER_FRAME + self.v2.len() + v1.len(),
+            _ => PER_FRAME + self.v2.len(),
+        };
+        std::mem::size_of::<Self>() + fields + frames
     }
 
     fn offset(&self) -> u64 {
@@ -447,6 +522,13 @@ impl Room {
             .as_ref()
             .map_or(Link::Local, |cluster| cluster.link());
         let outbox = Arc::new(Outbox::new(self.settings.max_queue_bytes));
+        let (catch_up, caught_up) = match (&self.store, resume, protocol) {
+            (Some(_), Some(_), Protocol::V1 | Protocol::V2) => {
+                let (tell, told) = watch::channel(CatchUp::Waiting);
+                (Some(tell), Some(told))
+            }
+            _ => (None, None),
+        };
         let mut state = self.lock();
         state.members.insert(
             key,
@@ -455,6 +537,7 @@ impl Room {
                 protocol,
                 outbox: outbox.clone(),
                 stage: Stage::Joining(resume.cloned()),
+                catch_up,
             },
         );
         if let Some(cluster) = self.cluster.as_ref().filter(|_| !state.loaded) {
@@ -470,11 +553,15 @@ impl Room {
             who,
             outbox,
             typed_at: AtomicU64::new(0),
+            caught_up,
         }
     }
 
     /// Queues a v1 or v2 newcomer's welcome and the history it is to replay: the room
     /// as of the last event fanned out, just before the newcomer's own join.
+    /// With `catch_up`, a resume older than memory holds is told to stream from the
+    /// store instead: then the welcome says `recovered` and nothing is replayed here;
+    /// returns whether that is so.
     fn welcome(
         &self,
         state: &State,
@@ -482,7 +569,8 @@ impl Room {
         protocol: Protocol,
         resume: Option<&Resume>,
         outbox: &Outbox,
-    ) {
+        catch_up: Option<&watch::Sender<CatchUp>>,
+    ) -> bool {
         let history = &state.history.events;
         // Everything after `since` is still here when the oldest kept event is no later
         // than the first one missed (or nothing was missed).
@@ -494,6 +582,15 @@ impl Room {
                         .front()
                         .is_some_and(|oldest| oldest.offset() <= resume.since + 1))
         });
+        // The store keeps the last `history` events of the room.
+        let oldest_stored = state.offset.saturating_sub(self.settings.history as u64) + 1;
+        let from_store = catch_up.and(resume).filter(|resume| {
+            !recovered
+                && resume.epoch == state.epoch
+                && resume.since < state.offset
+                && resume.since + 1 >= oldest_stored
+        });
+        let recovered = recovered || from_store.is_some();
         let replay_after = match resume {
             Some(resume) if recovered => resume.since,
             _ => 0,
@@ -511,7 +608,11 @@ impl Room {
             limits: &self.settings.limits,
         };
         // Offsets only grow along the history: what was missed is one range of it.
-        let first_missed = history.partition_point(|kept| kept.offset() <= replay_after);
+        // Streamed from the store instead, by the session.
+        let first_missed = match from_store {
+            Some(_) => history.len(),
+            None => history.partition_point(|kept| kept.offset() <= replay_after),
+        };
         let missed = history.range(first_missed..);
         if protocol == Protocol::V2 {
             let with_read = v2::WelcomeOut {
@@ -524,6 +625,42 @@ impl Room {
             outbox.push(&wire::json(&welcome.tagged(), welcome.size_hint()));
             outbox.push_resident(missed.filter_map(|kept| kept.v1.as_ref()));
         }
+        let told = match from_store {
+            Some(resume) => CatchUp::After(resume.since),
+            None => CatchUp::NotNeeded,
+        };
+        if let Some(catch_up) = catch_up {
+            catch_up.send_replace(told);
+        }
+        from_store.is_some()
+    }
+
+    /// Ends a newcomer's catch-up from the store once it reaches the history in memory:
+    /// queues what memory holds from `next` on and makes the member live, all under the
+    /// room's lock so that nothing is missed or sent twice. `Err` with the oldest offset
+    /// memory holds while `next` is older than that: the session streams on from the
+    /// store.
+    pub fn finish_catch_up(&self, key: u64, next: u64) -> Result<(), u64> {
+        let mut state = self.lock();
+        let history = &state.history.events;
+        let oldest = history.front().map_or(state.offset + 1, Kept::offset);
+        if next < oldest && next <= state.offset {
+            return Err(oldest);
+        }
+        let from = history.partition_point(|kept| kept.offset() < next);
+        let Some(slot) = state.members.get(&key) else {
+            return Ok(());
+        };
+        match slot.protocol {
+            Protocol::V2 => slot
+                .outbox
+                .push_resident(history.range(from..).map(|kept| &kept.v2)),
+            _ => slot
+                .outbox
+                .push_resident(history.range(from..).filter_map(|kept| kept.v1.as_ref())),
+        }
+        state.members.get_mut(&key).expect("just found").stage = Stage::Live;
+        Ok(())
     }
 
     /// How many members are connected to this node.
@@ -536,6 +673,11 @@ impl Room {
     pub fn is_idle(&self) -> bool {
         let state = self.lock();
         state.members.is_empty() && state.numbered == state.offset
+    }
+
+    /// Where the room writes its history, if anywhere.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
     }
 
     /// This room's name.
@@ -626,14 +768,33 @@ impl Room {
                 let newcomer = here.and_then(|slot| {
                     let stage = std::mem::replace(&mut slot.stage, Stage::Live);
                     match (stage, slot.protocol) {
-                        (_, Protocol::Plain) | (Stage::Live, _) => None,
-                        (Stage::Joining(resume), protocol) => {
-                            Some((resume, protocol, slot.outbox.clone()))
+                        (Stage::Joining(resume), Protocol::V1 | Protocol::V2) => Some((
+                            resume,
+                            slot.protocol,
+                            slot.outbox.clone(),
+                            slot.catch_up.clone(),
+                        )),
+                        (stage, _) => {
+                            slot.stage = stage;
+                            if matches!(slot.stage, Stage::Joining(_)) {
+                                slot.stage = Stage::Live;
+                            }
+                            None
                         }
                     }
                 });
-                if let Some((resume, protocol, outbox)) = newcomer {
-                    self.welcome(state, &event.id, protocol, resume.as_ref(), &outbox);
+                if let Some((resume, protocol, outbox, catch_up)) = newcomer {
+                    let streaming = self.welcome(
+                        state,
+                        &event.id,
+                        protocol,
+                        resume.as_ref(),
+                        &outbox,
+                        catch_up.as_ref(),
+                    );
+                    if streaming && let Some(slot) = state.members.get_mut(&key) {
+                        slot.stage = Stage::CatchingUp;
+                    }
                 }
                 let present = v1::Present {
                     id: event.id.clone(),
@@ -648,15 +809,26 @@ impl Room {
             _ => {}
         }
         state.offset = event.offset;
+        // In a cluster, events are numbered in Redis and only delivered here: what this
+        // node numbered is what it was delivered, or a room could never be idle.
+        state.numbered = state.numbered.max(event.offset);
         let plain = event.plain().map(|line| wire::text(&line));
         let kept = self.remember(&mut state.history, event);
         let (v1, v2) = (kept.v1, kept.v2);
         let (mut to_plain, mut to_v1, mut to_v2) = (0, 0, 0);
+        // What the sender's own copy counts as: the largest frame of the event.
+        let charge = [plain.as_ref(), v1.as_ref(), Some(&v2)]
+            .into_iter()
+            .flatten()
+            .map(outbox::queued_cost)
+            .max()
+            .unwrap_or(0);
+        let sender = (node == self.node()).then_some(key);
         let live = state
             .members
-            .values()
-            .filter(|slot| matches!(slot.stage, Stage::Live));
-        for slot in live {
+            .iter()
+            .filter(|(_, slot)| matches!(slot.stage, Stage::Live));
+        for (member, slot) in live {
             let frame = match slot.protocol {
                 Protocol::Plain => plain.as_ref().inspect(|_| to_plain += 1),
                 Protocol::V1 => v1.as_ref().inspect(|_| to_v1 += 1),
@@ -664,6 +836,9 @@ impl Room {
             };
             let Some(frame) = frame else { continue };
             match wakes.as_deref_mut() {
+                Some(wakes) if sender == Some(*member) => {
+                    slot.outbox.push_corked_charged(frame, charge, wakes)
+                }
                 Some(wakes) => slot.outbox.push_corked(frame, wakes),
                 None => slot.outbox.push(frame),
             }
@@ -780,6 +955,55 @@ impl Room {
         }
         self.fan_out_numbered(&mut state, (node, key), event, None);
         Delivered::Done
+    }
+
+    /// The events of a `history` page of `range`, as far as the history in memory
+    /// holds them.
+    pub fn page(&self, range: v2::PageRange, limit: usize) -> MemoryPage {
+        let state = self.lock();
+        let last = state.offset;
+        let (first, page_last) = match range {
+            v2::PageRange::Before(before) => {
+                let page_last = before.saturating_sub(1).min(last);
+                (page_last.saturating_sub(limit as u64 - 1).max(1), page_last)
+            }
+            v2::PageRange::After(after) => {
+                (after + 1, after.saturating_add(limit as u64).min(last))
+            }
+        };
+        let history = &state.history;
+        let oldest_kept = history.events.front().map_or(last + 1, Kept::offset);
+        let from = history.events.partition_point(|kept| kept.offset() < first);
+        let frames: Vec<Frame> = history
+            .events
+            .range(from..)
+            .take_while(|kept| kept.offset() <= page_last)
+            .map(|kept| kept.v2.clone())
+            .collect();
+        MemoryPage {
+            first,
+            last: page_last,
+            complete: first > page_last || oldest_kept <= first,
+            frames,
+            oldest_kept,
+            room_last: last,
+        }
+    }
+
+    /// The newest messages in memory before `before` that contain every one of `words`,
+    /// newest first, at most `limit`, and whether there are more in memory.
+    pub fn search(&self, words: &[String], before: u64, limit: usize) -> (Vec<Frame>, bool) {
+        let state = self.lock();
+        let mut found = state
+            .history
+            .events
+            .iter()
+            .rev()
+            .filter(|kept| kept.offset() < before && v2::matches_words(&kept.event, words))
+            .map(|kept| kept.v2.clone());
+        let page: Vec<Frame> = found.by_ref().take(limit).collect();
+        let more = found.next().is_some();
+        (page, more)
     }
 
     /// The room as a direct-message room of `id` lists it, if it is one of `id`'s:
@@ -917,7 +1141,7 @@ impl Room {
             };
             if slot.protocol != Protocol::Plain {
                 let (protocol, outbox) = (slot.protocol, slot.outbox.clone());
-                self.welcome(&state, &id, protocol, resume.as_ref(), &outbox);
+                self.welcome(&state, &id, protocol, resume.as_ref(), &outbox, None);
             }
         }
     }
@@ -940,6 +1164,8 @@ pub struct Member {
     outbox: Arc<Outbox>,
     /// When this connection's typing last counted, in Unix milliseconds.
     typed_at: AtomicU64,
+    /// With a store, when resuming: whether its replay is to stream from the store.
+    caught_up: Option<watch::Receiver<CatchUp>>,
 }
 
 impl Member {
@@ -1051,6 +1277,21 @@ impl Member {
             cluster.ephemeral(&self.room.name, read);
         }
         Ok(())
+    }
+
+    /// The room this member is in.
+    pub fn room_handle(&self) -> &Arc<Room> {
+        &self.room
+    }
+
+    /// This member's key in the room.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// Whether its replay may stream from the store, once welcomed (see [`CatchUp`]).
+    pub fn catch_up(&self) -> Option<watch::Receiver<CatchUp>> {
+        self.caught_up.clone()
     }
 
     /// The protocol the member speaks.
@@ -1178,5 +1419,68 @@ mod tests {
         assert_eq!(offsets, [4, 5, 6], "the join was 1, the messages 2 to 6");
         let bytes: usize = state.history.events.iter().map(Kept::bytes).sum();
         assert_eq!(state.history.bytes, bytes);
+    }
+
+    /// A cluster that this node only hears from: what it publishes goes nowhere.
+    struct Elsewhere(Backlog);
+
+    impl Cluster for Elsewhere {
+        fn node(&self) -> u64 {
+            1
+        }
+        fn link(&self) -> Link {
+            Link::Connection(1)
+        }
+        fn publish(&self, _: Outgoing) {}
+        fn ephemeral(&self, _: &RoomName, _: Ephemeral) {}
+        fn sync(&self, _: &Arc<Room>) {}
+        fn load<'a>(&'a self, _: &'a Arc<Room>) -> BoxFuture<'a, bool> {
+            Box::pin(async { true })
+        }
+        fn backlog(&self) -> &Backlog {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn a_clustered_room_whose_members_left_elsewhere_is_idle() {
+        let settings = room(1 << 20, 10).settings.clone();
+        let cluster: Arc<dyn Cluster> = Arc::new(Elsewhere(Backlog::new(
+            1 << 20,
+            Arc::default(),
+            Metrics::history_bytes,
+        )));
+        let clustered = Room::new(
+            RoomName::default(),
+            Start::new("e".into()),
+            settings,
+            Arc::default(),
+            Some(cluster),
+            None,
+        );
+        clustered.install(Snapshot {
+            epoch: "e".into(),
+            ..Snapshot::default()
+        });
+        let event = |offset, kind| v1::Event {
+            offset,
+            ts: 0,
+            id: "7".into(),
+            name: None,
+            kind,
+        };
+        let from = (2, 0);
+        assert_eq!(
+            clustered.deliver(from, "e", event(1, EventKind::Join)),
+            Delivered::Done
+        );
+        assert_eq!(
+            clustered.deliver(from, "e", event(2, EventKind::Leave)),
+            Delivered::Done
+        );
+        assert!(
+            clustered.is_idle(),
+            "nobody is here and nothing waits to be written"
+        );
     }
 }

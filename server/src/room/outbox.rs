@@ -40,7 +40,7 @@ struct Queue {
 /// What one queued frame costs this connection: the pointer in its queue, and the
 /// frame, which is shared with every other recipient but counted whole here so that
 /// the bound holds even when this member is its only recipient.
-fn queued_cost(frame: &Frame) -> usize {
+pub fn queued_cost(frame: &Frame) -> usize {
     std::mem::size_of::<Frame>() + frame.len()
 }
 
@@ -79,7 +79,17 @@ impl Outbox {
     /// Queues an encoded frame like [`Outbox::push`], but leaves waking the writer to
     /// `wakes`, which does it once the reader that fans out has nothing more to read.
     pub fn push_corked(self: &Arc<Self>, frame: &Frame, wakes: &mut Wakes) {
-        if self.push_all(std::slice::from_ref(frame), queued_cost) {
+        self.push_corked_charged(frame, 0, wakes);
+    }
+
+    /// Queues a sender's own echo like [`Outbox::push_corked`], counting it as at least
+    /// `charge` bytes: the largest frame its message caused in any protocol. A sender
+    /// reads on only below its high-water mark, so it is slowed by what its message
+    /// costs the room, not by its own copy: a plain client's line of control
+    /// characters, escaped six times over in JSON, paces it as the JSON does.
+    pub fn push_corked_charged(self: &Arc<Self>, frame: &Frame, charge: usize, wakes: &mut Wakes) {
+        let cost = |frame: &Frame| queued_cost(frame).max(charge);
+        if self.push_all(std::slice::from_ref(frame), cost) {
             wakes.0.push(self.clone());
         }
     }

@@ -181,6 +181,22 @@ impl Rooms {
         }
     }
 
+    /// The room named `name` if it exists: in memory, or in the store (loaded now).
+    /// Unlike [`Rooms::get`], it makes no room. On a clustered node without a store,
+    /// the rooms this node has in memory.
+    pub async fn existing(&self, name: &RoomName) -> Option<Arc<Room>> {
+        if let Some(Slot::Ready(room)) = self.inner.lock().get(name) {
+            return Some(room.clone());
+        }
+        let store = self.inner.store.clone()?;
+        let asked = name.clone();
+        let stored = tokio::task::spawn_blocking(move || store.load(&asked)).await;
+        match stored {
+            Ok(Ok(Some(_))) => self.get(name).await.ok(),
+            _ => None,
+        }
+    }
+
     /// Loads `room` from the cluster, on a clustered node, unless it is loaded: a
     /// newcomer's welcome and history come from there. `false` if the cluster did not
     /// answer in time.

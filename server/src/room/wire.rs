@@ -81,6 +81,40 @@ pub fn json(value: &impl serde::Serialize, size_hint: usize) -> Frame {
     Arc::new(frame)
 }
 
+/// A `history` or `search` answer's JSON: `{"type":KIND,"nonce":..,"events":[..],
+/// "more":..}`, the events written as their frames already have them, not encoded
+/// again. A frame's text for v2 clients, and the HTTP API's body.
+pub fn page_json<'a>(
+    kind: &str,
+    nonce: Option<&str>,
+    events: impl IntoIterator<Item = &'a [u8]>,
+    more: bool,
+) -> Vec<u8> {
+    let mut json = Vec::with_capacity(256);
+    json.extend_from_slice(b"{\"type\":");
+    serde_json::to_writer(&mut json, kind).expect("writing JSON to a Vec cannot fail");
+    if let Some(nonce) = nonce {
+        json.extend_from_slice(b",\"nonce\":");
+        serde_json::to_writer(&mut json, nonce).expect("writing JSON to a Vec cannot fail");
+    }
+    json.extend_from_slice(b",\"events\":[");
+    for (at, event) in events.into_iter().enumerate() {
+        if at > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(event);
+    }
+    json.extend_from_slice(b"],\"more\":");
+    json.extend_from_slice(if more { b"true" } else { b"false" });
+    json.push(b'}');
+    json
+}
+
+/// A whole text message in one frame, from JSON already written.
+pub fn text_bytes(payload: &[u8]) -> Frame {
+    frame(OpCode::Data(Data::Text), payload)
+}
+
 /// A whole binary message in one frame.
 pub fn binary(payload: &[u8]) -> Frame {
     frame(OpCode::Data(Data::Binary), payload)
@@ -96,8 +130,7 @@ pub fn close(code: u16, reason: &str) -> Frame {
     frame(OpCode::Control(Control::Close), &payload)
 }
 
-/// The payload of a frame this module encoded; for tests.
-#[cfg(test)]
+/// The payload of a frame this module encoded.
 pub fn payload(frame: &[u8]) -> &[u8] {
     match frame[1] {
         126 => &frame[4..],

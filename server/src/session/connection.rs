@@ -20,6 +20,7 @@ use crate::metrics::Disconnect;
 use crate::room::outbox::{Outbox, Wakes};
 use crate::room::wire;
 use crate::room::{Member, Protocol};
+use crate::session::history::{self, Query};
 use crate::session::keepalive::Keepalive;
 use crate::session::meter::{TokenBucket, UnfinishedMessage, WireLimits, WireMeter};
 use crate::session::socket::{FrameWriter, Inbound, Transport};
@@ -71,6 +72,9 @@ impl Disconnect {
             )),
             Self::ShuttingDown => Some((CloseCode::Away, "server shutting down")),
             Self::BrokerLost => Some((CloseCode::Again, "chat unavailable, try again later")),
+            Self::HistoryUnavailable => {
+                Some((CloseCode::Again, "history unavailable, try again later"))
+            }
         }
     }
 }
@@ -133,6 +137,7 @@ pub async fn serve(
         () = outbox.evicted() => Disconnect::SlowConsumer,
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
         () = shared.cluster_lost(link) => Disconnect::BrokerLost,
+        ending = history::catch_up(&member) => ending,
     };
     // Leaving the room before closing means nothing more is queued for a closing socket.
     drop(member);
@@ -218,12 +223,27 @@ fn relay(
         },
         Protocol::V2 => match v2::Request::parse(text) {
             Ok(v2::Request::Dms { nonce }) => list_direct_rooms(member, shared, nonce),
+            Ok(v2::Request::History {
+                before,
+                after,
+                limit,
+                nonce,
+            }) => match Query::page(before, after, limit, nonce.as_deref()) {
+                Ok(query) => history::answer_member(member, query, nonce),
+                Err(error) => refuse(member, &error),
+            },
+            Ok(v2::Request::Search {
+                text,
+                before,
+                limit,
+                nonce,
+            }) => match Query::search(&text, before, limit, nonce.as_deref()) {
+                Ok(query) => history::answer_member(member, query, nonce),
+                Err(error) => refuse(member, &error),
+            },
             Ok(request) => {
                 if let Err(error) = member.request(request, wakes) {
-                    debug!(code = ?error.code, "request refused");
-                    member
-                        .outbox()
-                        .push(&wire::json(&error, 128 + error.message.len()));
+                    refuse(member, &error);
                 }
             }
             Err(error) => {
@@ -233,6 +253,14 @@ fn relay(
         },
     }
     Ok(())
+}
+
+/// Answers a request the member may not make with an error frame.
+pub(super) fn refuse(member: &Member, error: &v2::Error) {
+    debug!(code = ?error.code, "request refused");
+    member
+        .outbox()
+        .push(&wire::json(error, 128 + error.message.len()));
 }
 
 /// Answers `dms` with the member's direct-message rooms, from a task of its own: the

@@ -1,0 +1,202 @@
+//! The HTTP read API, for bots and exports: a room's events a page at a time, and
+//! search, as v2 clients get them over the WebSocket.
+//!
+//! - `GET /api/v1/rooms/{room}/events?before=O|after=O&limit=L`
+//! - `GET /api/v1/rooms/{room}/search?q=WORDS[&before=O]&limit=L`
+//!
+//! Both answer `{"type":"history"|"search","events":[...],"more":bool}`, or an error
+//! as `{"type":"error","code":C,"message":M}` with a matching status. The identity rules
+//! are the WebSocket's: with `--jwt-secret` a bearer token is required, and a
+//! direct-message room is readable only by its two ids. Each request counts against
+//! its address's handshake rate (`--handshake-rate-per-ip`).
+
+use base64::Engine;
+use chat::ClientId;
+use chat::v1::RoomName;
+use chat::v2;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::{Body, Client, FrontDoor, Refused, bearer, refuse_address, refuse_token, refused};
+use crate::identity::TokenRefusal;
+use crate::metrics::Refusal;
+use crate::session::history::{self, Query};
+
+/// Where the API's paths start.
+pub const PREFIX: &str = "/api/v1/rooms/";
+
+/// Serves one API request whose path starts with [`PREFIX`].
+pub async fn serve(
+    request: &Request<Incoming>,
+    path: &str,
+    client: Client,
+    door: &FrontDoor,
+) -> Result<Response<Body>, Refused> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Ok(super::method_not_allowed());
+    }
+    // A read counts as a handshake against its address's rate; it holds no place.
+    drop(
+        door.addresses
+            .admit(client.peer.ip().to_canonical())
+            .map_err(refuse_address)?,
+    );
+    let rest = &path[PREFIX.len()..];
+    let Some((room, what)) = rest.split_once('/') else {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "invalid",
+            "use /api/v1/rooms/{room}/events or /search",
+        ));
+    };
+    let room = match RoomName::parse(room) {
+        Ok(room) => room,
+        Err(why) => {
+            let message = format!("invalid room name: {why}; {}", chat::v1::ROOM_RULES);
+            return Err(refused(
+                Refusal::InvalidRoom,
+                error(StatusCode::BAD_REQUEST, "invalid", &message),
+            ));
+        }
+    };
+    check_reader(request, &room, door)?;
+    let nonce: Option<&str> = None;
+    let params = Params::read(request.uri().query().unwrap_or(""));
+    let query = match what {
+        "events" => params.numbers().and_then(|(before, after, limit)| {
+            Query::page(before, after, limit, nonce).map_err(|error| error.message)
+        }),
+        "search" => params.numbers().and_then(|(before, after, limit)| {
+            if after.is_some() {
+                return Err("search pages back: use before".to_owned());
+            }
+            Query::search(params.q.as_deref().unwrap_or(""), before, limit, nonce)
+                .map_err(|error| error.message)
+        }),
+        _ => {
+            return Ok(error(
+                StatusCode::NOT_FOUND,
+                "invalid",
+                "use /events or /search",
+            ));
+        }
+    };
+    let query = match query {
+        Ok(query) => query,
+        Err(message) => return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message)),
+    };
+    let Some(room) = door.shared.rooms.existing(&room).await else {
+        let message = format!("there is no room {room} here");
+        return Ok(error(StatusCode::NOT_FOUND, "no_such_room", &message));
+    };
+    Ok(match history::answer(&room, query, nonce).await {
+        Ok(json) => json_response(StatusCode::OK, json),
+        Err(failed) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &failed.message,
+        ),
+    })
+}
+
+/// With `--jwt-secret`, the reader must show a good token; a direct-message room is
+/// for its two ids only.
+fn check_reader(
+    request: &Request<Incoming>,
+    room: &RoomName,
+    door: &FrontDoor,
+) -> Result<(), Refused> {
+    let Some(tokens) = &door.tokens else {
+        return Ok(());
+    };
+    let token = bearer(request.headers()).ok_or_else(|| refuse_token(TokenRefusal::Missing))?;
+    let holder = claimed_subject(token).ok_or_else(|| {
+        refuse_token(TokenRefusal::Invalid(
+            "not a JWT with a client id as its sub".to_owned(),
+        ))
+    })?;
+    tokens.check(token, &holder).map_err(refuse_token)?;
+    match v2::direct_members(room) {
+        Some(Ok((first, second))) if holder != first && holder != second => {
+            let message = format!("this direct-message room is for #{first} and #{second} only");
+            Err(refused(
+                Refusal::NotYourRoom,
+                error(StatusCode::FORBIDDEN, "forbidden", &message),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The `sub` a JWT claims, before its signature is checked (which `Tokens::check`
+/// then does against that very id).
+fn claimed_subject(token: &str) -> Option<ClientId> {
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    ClientId::parse(claims.get("sub")?.as_str()?).ok()
+}
+
+/// The query string's parameters, as text.
+#[derive(Default)]
+struct Params {
+    before: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+    q: Option<String>,
+}
+
+impl Params {
+    fn read(query: &str) -> Self {
+        let mut params = Self::default();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let value = Some(value.into_owned());
+            match &*key {
+                "before" => params.before = value,
+                "after" => params.after = value,
+                "limit" => params.limit = value,
+                "q" => params.q = value,
+                _ => {}
+            }
+        }
+        params
+    }
+
+    /// `before`, `after` and `limit` (50 when not given) as integers.
+    fn numbers(&self) -> Result<(Option<i64>, Option<i64>, i64), String> {
+        let number = |name: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|text| {
+                    text.parse::<i64>()
+                        .map_err(|_| format!("{name} is an integer, not {text:?}"))
+                })
+                .transpose()
+        };
+        let limit = number("limit", &self.limit)?.unwrap_or(50);
+        Ok((
+            number("before", &self.before)?,
+            number("after", &self.after)?,
+            limit,
+        ))
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An error answer: `{"type":"error","code":..,"message":..}`.
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"type": "error", "code": code, "message": message});
+    json_response(status, body.to_string().into_bytes())
+}

@@ -1,0 +1,234 @@
+//! `history` and `search`, for v2 clients and the HTTP API: answered from the room's
+//! history in memory when it holds the page, else from the store (`--data-dir`), read
+//! on a blocking thread. Without a store, what memory no longer holds is gone, and the
+//! answers say there is no more.
+
+use std::sync::Arc;
+
+use chat::v2::{self, PageRange};
+use tracing::{Instrument, warn};
+
+use crate::metrics::Disconnect;
+use crate::room::wire;
+use crate::room::{CatchUp, Member, Protocol, Room, StoreError};
+
+/// How many events a resume streamed from the store reads at a time.
+const CATCH_UP_PAGE: u64 = 200;
+
+/// Streams a resuming member's replay from the store when its welcome says so (see
+/// [`CatchUp`]), a page at a time, each frame only once the member's outbox is below
+/// its high-water mark, until the replay reaches the history in memory and the member
+/// goes live. Never completes unless the store fails, which ends the session.
+pub async fn catch_up(member: &Member) -> Disconnect {
+    let Some(mut told) = member.catch_up() else {
+        return std::future::pending().await;
+    };
+    let since = loop {
+        let now = *told.borrow_and_update();
+        match now {
+            CatchUp::After(since) => break since,
+            CatchUp::NotNeeded => return std::future::pending().await,
+            CatchUp::Waiting => {}
+        }
+        if told.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    };
+    let room = member.room_handle().clone();
+    let Some(store) = room.store().cloned() else {
+        return std::future::pending().await;
+    };
+    let outbox = member.outbox().clone();
+    let mut next = since + 1;
+    loop {
+        let oldest_in_memory = match room.finish_catch_up(member.key(), next) {
+            Ok(()) => return std::future::pending().await,
+            Err(oldest) => oldest,
+        };
+        let last = (next + CATCH_UP_PAGE - 1).min(oldest_in_memory - 1);
+        let (reading, name) = (store.clone(), room.name().clone());
+        let page = match blocking(move || reading.page(&name, next..=last)).await {
+            Ok(page) => page,
+            Err(error) => {
+                warn!(room = %room.name(), %error, "cannot read the history to resume");
+                return Disconnect::HistoryUnavailable;
+            }
+        };
+        for event in &page.events {
+            let json = match member.protocol() {
+                Protocol::V2 => event.to_json(),
+                _ => match event.for_v1() {
+                    Some(shown) => shown.to_json(),
+                    None => continue,
+                },
+            };
+            outbox.below_high_water().await;
+            outbox.push(&wire::text(&json));
+        }
+        next = last + 1;
+    }
+}
+
+/// What is asked of a room's history.
+#[derive(Clone, Debug)]
+pub enum Query {
+    /// A page of events before or after an offset.
+    Page { range: PageRange, limit: usize },
+    /// The newest messages before `before` holding every one of `words`.
+    Search {
+        words: Vec<String>,
+        before: u64,
+        limit: usize,
+    },
+}
+
+impl Query {
+    /// A `history` request's query.
+    pub fn page(
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: i64,
+        nonce: Option<&str>,
+    ) -> Result<Self, v2::Error> {
+        let (range, limit) = v2::page_range(before, after, limit, nonce)?;
+        Ok(Self::Page { range, limit })
+    }
+
+    /// A `search` request's query: `before` none searches from the newest.
+    pub fn search(
+        text: &str,
+        before: Option<i64>,
+        limit: i64,
+        nonce: Option<&str>,
+    ) -> Result<Self, v2::Error> {
+        let words = v2::search_words(text, nonce)?;
+        let limit = v2::page_limit(limit, nonce)?;
+        let before = match before {
+            None => u64::MAX,
+            Some(before) => u64::try_from(before).map_err(|_| {
+                v2::Error::new(
+                    nonce,
+                    v2::ErrorCode::Invalid,
+                    format!("an offset is 0 or more, not {before}"),
+                )
+            })?,
+        };
+        Ok(Self::Search {
+            words,
+            before,
+            limit,
+        })
+    }
+
+    /// The answer's `type`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Page { .. } => "history",
+            Self::Search { .. } => "search",
+        }
+    }
+}
+
+/// Answers `query` to a v2 member, from a task of its own: the store is read on a
+/// blocking thread.
+pub fn answer_member(member: &Member, query: Query, nonce: Option<String>) {
+    let room = member.room_handle().clone();
+    let outbox = member.outbox().clone();
+    let answering = async move {
+        let frame = match answer(&room, query, nonce.as_deref()).await {
+            Ok(json) => wire::text_bytes(&json),
+            Err(error) => wire::json(&error, 128 + error.message.len()),
+        };
+        outbox.push(&frame);
+    };
+    tokio::spawn(answering.in_current_span());
+}
+
+/// The JSON answer to `query` in `room`, or why there is none.
+pub async fn answer(
+    room: &Arc<Room>,
+    query: Query,
+    nonce: Option<&str>,
+) -> Result<Vec<u8>, v2::Error> {
+    let kind = query.kind();
+    match query {
+        Query::Page { range, limit } => page(room, range, limit, nonce).await,
+        Query::Search {
+            words,
+            before,
+            limit,
+        } => search(room, words, before, limit, nonce).await,
+    }
+    .map_err(|error| unavailable(room, kind, nonce, &error))
+}
+
+async fn page(
+    room: &Arc<Room>,
+    range: PageRange,
+    limit: usize,
+    nonce: Option<&str>,
+) -> Result<Vec<u8>, StoreError> {
+    let memory = room.page(range, limit);
+    let more_after = memory.last < memory.room_last;
+    let store = match room.store() {
+        Some(store) if !memory.complete => store.clone(),
+        store => {
+            let more = match range {
+                PageRange::Before(_) if store.is_some() => memory.first > 1,
+                PageRange::Before(_) => memory.complete && memory.first > memory.oldest_kept,
+                PageRange::After(_) => more_after,
+            };
+            let payloads = memory.frames.iter().map(|frame| wire::payload(frame));
+            return Ok(wire::page_json("history", nonce, payloads, more));
+        }
+    };
+    let (first, last) = (memory.first, memory.last);
+    let name = room.name().clone();
+    let stored = blocking(move || store.page(&name, first..=last)).await?;
+    let more = match range {
+        PageRange::Before(_) => stored.oldest != 0 && first > stored.oldest,
+        PageRange::After(_) => more_after,
+    };
+    let events: Vec<String> = stored.events.iter().map(|event| event.to_json()).collect();
+    let payloads = events.iter().map(String::as_bytes);
+    Ok(wire::page_json("history", nonce, payloads, more))
+}
+
+/// From the store's index with `--data-dir`, else from memory.
+async fn search(
+    room: &Arc<Room>,
+    words: Vec<String>,
+    before: u64,
+    limit: usize,
+    nonce: Option<&str>,
+) -> Result<Vec<u8>, StoreError> {
+    let Some(store) = room.store().cloned() else {
+        let (found, more) = room.search(&words, before, limit);
+        let payloads = found.iter().map(|frame| wire::payload(frame));
+        return Ok(wire::page_json("search", nonce, payloads, more));
+    };
+    let name = room.name().clone();
+    let (found, more) = blocking(move || store.search(&name, &words, before, limit)).await?;
+    let events: Vec<String> = found.iter().map(|event| event.to_json()).collect();
+    let payloads = events.iter().map(String::as_bytes);
+    Ok(wire::page_json("search", nonce, payloads, more))
+}
+
+/// Runs a read of the store on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|failed| -> StoreError { Box::new(failed) })?
+}
+
+/// The error for a read the store could not do.
+fn unavailable(room: &Arc<Room>, kind: &str, nonce: Option<&str>, error: &StoreError) -> v2::Error {
+    warn!(room = %room.name(), %error, "cannot read the history for {kind}");
+    v2::Error::new(
+        nonce,
+        v2::ErrorCode::Unavailable,
+        "cannot read the history now; try again later",
+    )
+}
