@@ -1,5 +1,6 @@
 //! The fan-out scenario: senders paced by a window or a rate, every delivery counted
-//! and timed by every client.
+//! and timed by every client; over `chat.v2.json`, optionally with a realistic mix of
+//! typing clients and reactions, counted apart from the deliveries.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::probe::{ServerProbe, Usage};
-use crate::{ID_BASE, PlainReader, Servers, Socket, connect_all, wait_for_sentinel};
+use crate::{ID_BASE, PlainReader, Protocol, Servers, Socket, connect_all, wait_for_sentinel};
 
 /// How senders pace themselves.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -43,6 +44,29 @@ pub struct FanoutPlan {
     pub timeout: Duration,
     /// Bytes of filler after each message's sequence number and send time.
     pub padding: usize,
+    /// v2 only: the share of clients (not senders) that send `typing` every
+    /// `typing_every` while the messages are sent.
+    pub typing_share: f64,
+    /// How often a typing client says so; [`TYPING_PERIOD`] unless studying the
+    /// server's throttle.
+    pub typing_every: Duration,
+    /// v2 only: each sender reacts to the latest message it has read after every this
+    /// many of its own messages; 0 for never.
+    pub react_every: usize,
+}
+
+/// How often a typing client says so: as often as the server counts it (once per 3 s
+/// per connection); clients expire it after 6 s without a refresh.
+pub const TYPING_PERIOD: Duration = Duration::from_millis(chat::v2::TYPING_INTERVAL_MS);
+
+/// The emoji every reaction carries.
+const REACTION: &str = "\u{1F44D}";
+
+impl FanoutPlan {
+    /// The number of typing clients: `typing_share` of the clients, rounded.
+    pub fn typers(&self) -> usize {
+        (self.clients as f64 * self.typing_share).round() as usize
+    }
 }
 
 /// Latency percentiles, in microseconds.
@@ -69,6 +93,26 @@ pub struct FanoutReport {
     pub latency: Latency,
     pub server_cpu_seconds: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
+    pub protocol: Protocol,
+    /// The v2 mix, counted apart from the deliveries above (which are messages only).
+    pub mix: MixReport,
+}
+
+/// What the v2 mix sent, and what the clients read of it while they read the run's
+/// messages (frames still in flight when the last client has every message are not).
+#[derive(Debug, Clone, Serialize)]
+pub struct MixReport {
+    pub typers: usize,
+    pub typing_every_ms: u64,
+    /// `typing` frames the typers sent, and the ephemeral frames all clients received.
+    pub typing_sent: u64,
+    pub typing_received: u64,
+    pub react_every: usize,
+    /// Reactions the senders sent, and the `react` events all clients received.
+    pub reactions_sent: u64,
+    pub reactions_received: u64,
+    /// `error` frames received: a run with any did not go as planned.
+    pub errors_received: u64,
 }
 
 /// What every reader of one run shares.
@@ -86,10 +130,19 @@ struct Shared {
     padding: String,
     /// Every client's latencies, in microseconds.
     latencies: Arc<Mutex<Histogram<u64>>>,
+    /// Per sender: the offset of the latest message its reader has read.
+    recent: Vec<AtomicU64>,
+    /// What the clients read of the v2 mix, added as each reader stops.
+    typing_received: AtomicU64,
+    reactions_received: AtomicU64,
+    errors_received: AtomicU64,
+    typing_sent: AtomicU64,
+    reactions_sent: AtomicU64,
 }
 
-/// One client's reading side: counts, latencies, acknowledgements. Returns when it has
-/// every message it expects, or when `stop` is cancelled.
+/// One client's reading side: counts, latencies, acknowledgements, and what it reads of
+/// the v2 mix. Returns when `stop` is cancelled (or the connection ends): having every
+/// message it expects, it reads on only to count the mix.
 #[allow(clippy::too_many_arguments)]
 async fn read_all(
     mut stream: SplitStream<Socket>,
@@ -117,6 +170,9 @@ async fn read_all(
             let Some(text) = reader.read(text.as_str()) else {
                 continue;
             };
+            if received == shared.expected_per_client {
+                continue;
+            }
             if let Some((_, payload)) = text.split_once(": b ") {
                 let Some(sent_at) = payload
                     .split(' ')
@@ -128,16 +184,16 @@ async fn read_all(
                 let now = shared.start.elapsed().as_nanos() as u64;
                 latencies.record((now.saturating_sub(sent_at) / 1000).max(1));
                 received += 1;
-                if let Some(sender) = sender_index
-                    && text.starts_with(&own_prefix)
-                {
-                    shared.acks[sender].fetch_add(1, Ordering::Release);
-                    shared.ack_notify[sender].notify_one();
+                if let Some(sender) = sender_index {
+                    if text.starts_with(&own_prefix) {
+                        shared.acks[sender].fetch_add(1, Ordering::Release);
+                        shared.ack_notify[sender].notify_one();
+                    }
+                    shared.recent[sender].store(reader.last_message, Ordering::Relaxed);
                 }
                 if received == shared.expected_per_client {
                     shared.done.fetch_add(1, Ordering::AcqRel);
                     shared.all_done.notify_one();
-                    break;
                 }
             } else if !seen_own_join && text == own_join {
                 seen_own_join = true;
@@ -153,6 +209,16 @@ async fn read_all(
         () = reading => {}
     }
     latencies.flush();
+    let extras = reader.extras;
+    shared
+        .typing_received
+        .fetch_add(extras.typing, Ordering::Relaxed);
+    shared
+        .reactions_received
+        .fetch_add(extras.reactions, Ordering::Relaxed);
+    shared
+        .errors_received
+        .fetch_add(extras.errors, Ordering::Relaxed);
     received
 }
 
@@ -205,6 +271,16 @@ pub async fn fanout(
     if plan.senders > plan.clients {
         bail!("--senders cannot exceed --clients");
     }
+    let typers = plan.typers();
+    if (typers > 0 || plan.react_every > 0) && servers.protocol != Protocol::V2 {
+        bail!("typing and reactions are chat.v2.json's: run with --v2");
+    }
+    if typers > plan.clients - plan.senders {
+        bail!(
+            "{typers} typers but only {} clients that do not send",
+            plan.clients - plan.senders
+        );
+    }
     let expected_per_client = (plan.senders * plan.messages) as u64;
     let shared = Arc::new(Shared {
         start: Instant::now(),
@@ -220,6 +296,12 @@ pub async fn fanout(
             bytes => format!(" {}", "x".repeat(bytes - 1)),
         },
         latencies: Arc::new(Mutex::new(new_histogram())),
+        recent: (0..plan.senders).map(|_| AtomicU64::new(0)).collect(),
+        typing_received: AtomicU64::new(0),
+        reactions_received: AtomicU64::new(0),
+        errors_received: AtomicU64::new(0),
+        typing_sent: AtomicU64::new(0),
+        reactions_sent: AtomicU64::new(0),
     });
     let sentinel_join = format!("Client #{} has entered the chat", ID_BASE - 1);
 
@@ -272,10 +354,18 @@ pub async fn fanout(
             sending.push(tokio::spawn(send(
                 sink,
                 index,
-                plan.messages,
-                plan.pace,
+                plan.clone(),
                 shared.clone(),
                 servers.clone(),
+            )));
+        } else if index >= plan.clients - typers {
+            let typer = index - (plan.clients - typers);
+            let phase = plan.typing_every.mul_f64(typer as f64 / typers as f64);
+            sending.push(tokio::spawn(type_on(
+                sink,
+                (phase, plan.typing_every),
+                shared.clone(),
+                stop.clone(),
             )));
         } else {
             idle_sinks.push(sink);
@@ -326,8 +416,19 @@ pub async fn fanout(
         task.abort();
     }
     drop(idle_sinks);
+    let mix = MixReport {
+        typers,
+        typing_every_ms: plan.typing_every.as_millis() as u64,
+        typing_sent: shared.typing_sent.load(Ordering::Relaxed),
+        typing_received: shared.typing_received.load(Ordering::Relaxed),
+        react_every: plan.react_every,
+        reactions_sent: shared.reactions_sent.load(Ordering::Relaxed),
+        reactions_received: shared.reactions_received.load(Ordering::Relaxed),
+        errors_received: shared.errors_received.load(Ordering::Relaxed),
+    };
     Ok(report(
         plan,
+        (servers.protocol, mix),
         connect_seconds,
         send_seconds,
         received,
@@ -338,6 +439,7 @@ pub async fn fanout(
 
 fn report(
     plan: &FanoutPlan,
+    (protocol, mix): (Protocol, MixReport),
     connect_seconds: f64,
     send_seconds: f64,
     received: u64,
@@ -364,18 +466,46 @@ fn report(
         },
         server_cpu_seconds: cpu,
         server_cpu_us_per_delivery: cpu.map(|cpu| cpu * 1e6 / received.max(1) as f64),
+        protocol,
+        mix,
     }
 }
 
-/// One sender: `messages` messages, `b <seq> <sent-at-ns>`, paced by `pace`.
+/// One typing client: `{"type":"typing"}` every `period`, the first after `phase` (the
+/// typers' phases spread over the period), until `stop`.
+async fn type_on(
+    mut sink: SplitSink<Socket, Message>,
+    (phase, period): (Duration, Duration),
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> anyhow::Result<SplitSink<Socket, Message>> {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+    // A late tick is typing said late, not twice: the server would count only one.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(sink),
+            _ = ticks.tick() => {}
+        }
+        sink.send(Message::text(chat::v2::Request::Typing {}.to_json()))
+            .await
+            .context("sending typing")?;
+        shared.typing_sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One sender: `messages` messages, `b <seq> <sent-at-ns>`, paced by `pace`, and a
+/// reaction to the latest message it has read after every `react_every` of its own.
 async fn send(
     mut sink: SplitSink<Socket, Message>,
     index: usize,
-    messages: usize,
-    pace: Pace,
+    plan: FanoutPlan,
     shared: Arc<Shared>,
     servers: Servers,
 ) -> anyhow::Result<SplitSink<Socket, Message>> {
+    let (messages, pace) = (plan.messages, plan.pace);
+    // Never the same message twice: reacting again with the same emoji changes nothing.
+    let mut reacted_to = 0;
     let mut ticks = match pace {
         Pace::Rate(per_second) => {
             // Senders start spread over one period, so the offered load is even in time
@@ -417,6 +547,21 @@ async fn send(
         sink.send(servers.message(format!("b {seq} {sent_at}{padding}")))
             .await
             .context("sending")?;
+        if plan.react_every > 0 && (seq + 1) % plan.react_every as u64 == 0 {
+            let target = shared.recent[index].load(Ordering::Relaxed);
+            if target > reacted_to {
+                reacted_to = target;
+                let react = chat::v2::Request::React {
+                    target,
+                    emoji: REACTION.to_owned(),
+                    nonce: None,
+                };
+                sink.send(Message::text(react.to_json()))
+                    .await
+                    .context("sending a reaction")?;
+                shared.reactions_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
     Ok(sink)
 }

@@ -7,8 +7,9 @@
 //! - `idle`: N idle clients held open, for the server's memory per connection, and
 //!   churn rounds that open and drop them.
 //! - `resume`: N `chat.v1.json` clients drop at once and come back asking to resume.
+//! - here: where clients connect, in which protocol (plain, `chat.v1.json` or
+//!   `chat.v2.json`), and how a room of them is made ready.
 //! - `probe`: the server's CPU time and RSS, read from `/proc/<pid>`.
-//! - here: where clients connect, and how a room of them is made ready.
 //!
 //! A room is ready when every client has seen its own join and then a sentinel's join:
 //! the server's total order means every earlier join has been delivered by then.
@@ -18,7 +19,7 @@ mod idle;
 mod probe;
 mod resume;
 
-pub use fanout::{FanoutPlan, FanoutReport, Latency, Pace, fanout};
+pub use fanout::{FanoutPlan, FanoutReport, Latency, MixReport, Pace, TYPING_PERIOD, fanout};
 pub use idle::{IdlePlan, IdleReport, idle};
 pub use probe::{ServerProbe, Usage};
 pub use resume::{ResumePlan, ResumeReport, resume};
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
@@ -42,6 +44,30 @@ pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// The first id the bench uses; ids are `ID_BASE + n`, the sentinel `ID_BASE - 1`.
 pub(crate) const ID_BASE: u64 = 7_000_000_000;
 
+/// What the clients speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// The tutorial's plain lines: no subprotocol asked for.
+    #[default]
+    Plain,
+    /// `chat.v1.json`.
+    V1,
+    /// `chat.v2.json`: v1's events and more (typing, reactions, edits).
+    V2,
+}
+
+impl Protocol {
+    /// The subprotocol the clients ask for, if any.
+    pub fn subprotocol(self) -> Option<&'static str> {
+        match self {
+            Self::Plain => None,
+            Self::V1 => Some(chat::v1::SUBPROTOCOL),
+            Self::V2 => Some(chat::v2::SUBPROTOCOL),
+        }
+    }
+}
+
 /// Where the clients connect, and how they speak: client `n` uses `urls[n % len]`, so a
 /// room spread over several nodes can be driven too.
 #[derive(Debug, Clone)]
@@ -49,8 +75,7 @@ pub struct Servers {
     pub urls: Vec<Url>,
     /// The room, or the default one.
     pub room: Option<String>,
-    /// Whether clients ask for `chat.v1.json`.
-    pub v1: bool,
+    pub protocol: Protocol,
 }
 
 impl Servers {
@@ -59,7 +84,7 @@ impl Servers {
         Self {
             urls,
             room: None,
-            v1: false,
+            protocol: Protocol::Plain,
         }
     }
 
@@ -82,29 +107,42 @@ impl Servers {
         let mut request = url
             .into_client_request()
             .with_context(|| format!("{url} is not a WebSocket URL"))?;
-        if self.v1 {
-            let protocol = HeaderValue::from_static(chat::v1::SUBPROTOCOL);
+        let asked = self.protocol.subprotocol();
+        if let Some(protocol) = asked {
             request
                 .headers_mut()
-                .insert("Sec-WebSocket-Protocol", protocol);
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
         }
         let (socket, response) =
             tokio_tungstenite::connect_async_with_config(request, Some(config), true)
                 .await
                 .with_context(|| format!("connecting to {url}"))?;
-        if self.v1 && response.headers().get("Sec-WebSocket-Protocol").is_none() {
-            bail!("{url} does not offer {}", chat::v1::SUBPROTOCOL);
+        if let Some(protocol) = asked {
+            let selected = response.headers().get("Sec-WebSocket-Protocol");
+            if selected.and_then(|selected| selected.to_str().ok()) != Some(protocol) {
+                bail!("{url} does not offer {protocol} (it selected {selected:?})");
+            }
         }
         Ok(socket)
     }
 
     /// What a client sends to say `text`.
     pub(crate) fn message(&self, text: String) -> Message {
-        if self.v1 {
-            let request = chat::v1::Request::Message { text, nonce: None };
-            Message::text(request.to_json())
-        } else {
-            Message::text(text)
+        match self.protocol {
+            Protocol::Plain => Message::text(text),
+            Protocol::V1 => {
+                let request = chat::v1::Request::Message { text, nonce: None };
+                Message::text(request.to_json())
+            }
+            Protocol::V2 => {
+                let request = chat::v2::Request::Message {
+                    text,
+                    nonce: None,
+                    reply_to: None,
+                    kind: None,
+                };
+                Message::text(request.to_json())
+            }
         }
     }
 }
@@ -128,28 +166,55 @@ fn quick_message(frame: &str) -> Option<(u64, &str, &str)> {
     Some((offset.parse().ok()?, id, text))
 }
 
+/// What v2 sends besides join, leave and message, counted by [`PlainReader`]: live
+/// frames only, never the history replayed after the welcome.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Extras {
+    /// Ephemeral `typing` frames.
+    pub(crate) typing: u64,
+    /// `react` events.
+    pub(crate) reactions: u64,
+    /// `error` frames (a refused reaction, say): a run that has any is suspect.
+    pub(crate) errors: u64,
+}
+
+/// A v2 frame's `type` and `offset`, all that is read of the frames the bench does not
+/// turn into text.
+#[derive(Deserialize)]
+struct Tagged<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    offset: Option<u64>,
+}
+
 /// Reads one connection's frames as the tutorial's protocol says them, so that every
-/// scenario reads one format: v1 live events are turned back into their plain text,
-/// and the welcome and the history replayed after it are skipped.
+/// scenario reads one format: v1 and v2 live events are turned back into their plain
+/// text, and the welcome and the history replayed after it are skipped. What else v2
+/// sends is counted in [`Extras`].
 pub(crate) struct PlainReader {
-    v1: bool,
+    protocol: Protocol,
     /// Events up to this offset are history.
     replayed_until: u64,
-    /// The last v1 message as plain text, its buffer reused from message to message.
+    /// The last message as plain text, its buffer reused from message to message.
     line: String,
+    /// The offset of the last live message read, something to react to.
+    pub(crate) last_message: u64,
+    pub(crate) extras: Extras,
 }
 
 impl PlainReader {
     pub(crate) fn new(servers: &Servers) -> Self {
         Self {
-            v1: servers.v1,
+            protocol: servers.protocol,
             replayed_until: 0,
             line: String::new(),
+            last_message: 0,
+            extras: Extras::default(),
         }
     }
 
     pub(crate) fn read<'a>(&'a mut self, text: &'a str) -> Option<&'a str> {
-        if !self.v1 {
+        if self.protocol == Protocol::Plain {
             return Some(text);
         }
         // The load generator must not be what limits a run: the server's messages are
@@ -160,13 +225,39 @@ impl PlainReader {
             if offset <= self.replayed_until {
                 return None;
             }
+            self.last_message = offset;
             for part in ["Client #", id, ": ", said] {
                 self.line.push_str(part);
             }
             return Some(&self.line);
         }
+        if self.protocol == Protocol::V2 {
+            let tagged: Tagged = serde_json::from_str(text).ok()?;
+            let live = tagged
+                .offset
+                .is_none_or(|offset| offset > self.replayed_until);
+            match tagged.kind {
+                "welcome" | "join" | "leave" | "message" => {}
+                "typing" => {
+                    self.extras.typing += 1;
+                    return None;
+                }
+                "react" => {
+                    self.extras.reactions += u64::from(live);
+                    return None;
+                }
+                "error" => {
+                    self.extras.errors += 1;
+                    return None;
+                }
+                _ => return None,
+            }
+        }
         match chat::v1::ServerFrame::parse(text) {
             Ok(chat::v1::ServerFrame::Event(event)) if event.offset > self.replayed_until => {
+                if matches!(event.kind, chat::v1::EventKind::Message { .. }) {
+                    self.last_message = event.offset;
+                }
                 self.line = event.plain()?;
                 Some(&self.line)
             }
@@ -277,5 +368,44 @@ mod tests {
             ..event("")
         };
         assert_eq!(quick_message(&join.to_json()), None);
+    }
+
+    #[test]
+    fn a_v2_reader_counts_typing_reactions_and_errors_apart_from_messages() {
+        let servers = Servers {
+            protocol: Protocol::V2,
+            ..Servers::new(Vec::new())
+        };
+        let mut reader = PlainReader::new(&servers);
+        let welcome = r#"{"type":"welcome","id":"7","room":"main","epoch":"e","offset":3,"members":[],"recovered":false,"verified":false,"limits":{"max_message_bytes":4096,"max_nonce_chars":64,"history":100},"read":0}"#;
+        assert_eq!(reader.read(welcome), None);
+        // History: a replayed reaction is not a live one.
+        let replayed = r#"{"offset":3,"ts":1,"id":"8","type":"react","target":2,"emoji":"x"}"#;
+        assert_eq!(reader.read(replayed), None);
+        let join = r#"{"offset":4,"ts":1,"id":"7","type":"join"}"#;
+        assert_eq!(reader.read(join), Some("Client #7 has entered the chat"));
+        let message = r#"{"offset":5,"ts":1,"id":"8","type":"message","text":"b 0 1"}"#;
+        assert_eq!(reader.read(message), Some("Client #8: b 0 1"));
+        assert_eq!(reader.last_message, 5);
+        let react = r#"{"offset":6,"ts":1,"id":"8","type":"react","target":5,"emoji":"x"}"#;
+        assert_eq!(reader.read(react), None);
+        assert_eq!(reader.read(r#"{"type":"typing","id":"9"}"#), None);
+        assert_eq!(
+            reader.read(r#"{"type":"typing","id":"9","name":"Ada"}"#),
+            None
+        );
+        let error = r#"{"type":"error","code":"invalid","message":"no"}"#;
+        assert_eq!(reader.read(error), None);
+        let edit = r#"{"offset":7,"ts":1,"id":"8","type":"edit","target":5,"text":"b"}"#;
+        assert_eq!(reader.read(edit), None);
+        assert_eq!(
+            reader.extras,
+            Extras {
+                typing: 2,
+                reactions: 1,
+                errors: 1
+            }
+        );
+        assert_eq!(reader.last_message, 5);
     }
 }

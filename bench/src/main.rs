@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chat_bench::{FanoutPlan, IdlePlan, Pace, ResumePlan, ServerProbe, Servers};
+use chat_bench::{FanoutPlan, IdlePlan, Pace, Protocol, ResumePlan, ServerProbe, Servers};
 use clap::{Parser, Subcommand};
 use url::Url;
 
@@ -22,9 +22,13 @@ struct Args {
     )]
     urls: Vec<Url>,
 
-    /// Clients ask for chat.v1.json (and fail if the server does not offer it).
-    #[arg(long, global = true)]
+    /// Clients ask for chat.v1.json (and fail if the server does not select it).
+    #[arg(long, global = true, conflicts_with = "v2")]
     v1: bool,
+
+    /// Clients ask for chat.v2.json (and fail if the server does not select it).
+    #[arg(long, global = true)]
+    v2: bool,
 
     /// The room the clients join, instead of the default one.
     #[arg(long, global = true)]
@@ -69,6 +73,18 @@ enum Scenario {
         /// Make each message about this many bytes longer (filler after its numbers).
         #[arg(long, default_value_t = 0)]
         padding: usize,
+        /// With --v2: this share of the clients (0 to 1; not senders) send
+        /// {"type":"typing"} every 3 s while the messages are sent.
+        #[arg(long, default_value_t = 0.0, value_parser = share)]
+        typing_share: f64,
+        /// How often each typing client sends typing, in milliseconds (the server counts
+        /// at most one per 3 000 ms per connection).
+        #[arg(long, value_name = "MS", default_value_t = chat::v2::TYPING_INTERVAL_MS)]
+        typing_every_ms: u64,
+        /// With --v2: each sender reacts to the latest message it has read after every K
+        /// of its own messages.
+        #[arg(long, value_name = "K", default_value_t = 0)]
+        react_every: usize,
     },
     /// N idle clients held open: memory per connection, the join storm, and churn.
     Idle {
@@ -118,7 +134,11 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     let servers = Servers {
         urls: args.urls,
         room: args.room,
-        v1: args.v1,
+        protocol: match (args.v1, args.v2) {
+            (true, _) => Protocol::V1,
+            (_, true) => Protocol::V2,
+            _ => Protocol::Plain,
+        },
     };
     let probe = args.server_pid.map(ServerProbe::new).transpose()?;
     let (summary, lost) = match args.scenario {
@@ -131,6 +151,9 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             aligned,
             timeout,
             padding,
+            typing_share,
+            typing_every_ms,
+            react_every,
         } => {
             let plan = FanoutPlan {
                 clients,
@@ -144,6 +167,9 @@ async fn run(args: Args) -> anyhow::Result<u64> {
                 connect_concurrency: args.connect_concurrency,
                 timeout: Duration::from_secs(timeout),
                 padding,
+                typing_share,
+                typing_every: Duration::from_millis(typing_every_ms),
+                react_every,
             };
             let report = chat_bench::fanout(&servers, &plan, probe).await?;
             let lost = report.lost_deliveries;
@@ -176,4 +202,12 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     };
     println!("{summary}");
     Ok(lost)
+}
+
+/// Parses a share of the clients: a number from 0 to 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{text:?} is not a share from 0 to 1")),
+    }
 }

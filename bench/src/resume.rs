@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::probe::ServerProbe;
-use crate::{ID_BASE, Servers, Socket};
+use crate::{ID_BASE, Protocol, Servers, Socket};
 
 /// A mass-reconnect run.
 #[derive(Debug, Clone)]
@@ -95,13 +95,13 @@ fn quick_offset(frame: &str) -> Option<u64> {
     rest.split_once(',')?.0.parse().ok()
 }
 
-/// Runs the scenario; the clients must speak v1 (`servers.v1`).
+/// Runs the scenario; the clients must speak v1 (`servers.protocol`).
 pub async fn resume(
     servers: &Servers,
     plan: &ResumePlan,
     probe: Option<ServerProbe>,
 ) -> anyhow::Result<ResumeReport> {
-    if !servers.v1 {
+    if servers.protocol != Protocol::V1 {
         bail!("resuming needs chat.v1.json: run with --v1");
     }
     let gate = Arc::new(Semaphore::new(plan.connect_concurrency.max(1)));

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use chat_bench::{FanoutPlan, IdlePlan, Pace, ResumePlan, ServerProbe, Servers};
+use chat_bench::{
+    FanoutPlan, IdlePlan, Pace, Protocol, ResumePlan, ServerProbe, Servers, TYPING_PERIOD,
+};
 use chat_server::Config;
 use tokio::net::TcpListener;
 use url::Url;
@@ -30,6 +32,9 @@ async fn a_windowed_fanout_loses_nothing() {
         connect_concurrency: 8,
         timeout: Duration::from_secs(30),
         padding: 0,
+        typing_share: 0.0,
+        typing_every: TYPING_PERIOD,
+        react_every: 0,
     };
     // This process is the server: its CPU and memory are readable too.
     let probe = ServerProbe::new(std::process::id()).unwrap();
@@ -55,11 +60,74 @@ async fn a_paced_fanout_loses_nothing_spread_or_aligned() {
             connect_concurrency: 4,
             timeout: Duration::from_secs(30),
             padding: 0,
+            typing_share: 0.0,
+            typing_every: TYPING_PERIOD,
+            react_every: 0,
         };
         let report = chat_bench::fanout(&servers, &plan, None).await.unwrap();
         assert_eq!(report.received_deliveries, 10 * 2 * 10, "{pace:?}");
         assert_eq!(report.lost_deliveries, 0, "{pace:?}");
     }
+}
+
+/// Over chat.v2.json, typing clients and reactions are counted apart: the deliveries
+/// are the messages, all of them, and every other client reads each typing frame and
+/// each reaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_fanout_with_typers_and_reactions_counts_them_apart() {
+    let servers = Servers {
+        protocol: Protocol::V2,
+        ..server().await
+    };
+    let plan = FanoutPlan {
+        clients: 10,
+        senders: 2,
+        messages: 40,
+        // 8 s of sending: every typer types at least twice.
+        pace: Pace::Rate(5.0),
+        connect_concurrency: 4,
+        timeout: Duration::from_secs(60),
+        padding: 0,
+        typing_share: 0.2,
+        typing_every: TYPING_PERIOD,
+        react_every: 10,
+    };
+    let report = chat_bench::fanout(&servers, &plan, None).await.unwrap();
+    assert_eq!(report.received_deliveries, 10 * 2 * 40, "{report:?}");
+    assert_eq!(report.lost_deliveries, 0);
+    let mix = &report.mix;
+    assert_eq!(mix.typers, 2);
+    assert!(mix.typing_sent >= 2 * 2, "{mix:?}");
+    assert!(mix.typing_received > 0, "{mix:?}");
+    // Each typing frame reaches at most the 9 other clients.
+    assert!(mix.typing_received <= mix.typing_sent * 9, "{mix:?}");
+    assert!(mix.reactions_sent >= 1, "{mix:?}");
+    assert!(mix.reactions_received > 0, "{mix:?}");
+    assert!(mix.reactions_received <= mix.reactions_sent * 10, "{mix:?}");
+    assert_eq!(mix.errors_received, 0, "{mix:?}");
+}
+
+/// The mix is v2's: asked for over v1, the run is refused before it connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_and_reactions_need_v2() {
+    let servers = Servers {
+        protocol: Protocol::V1,
+        ..server().await
+    };
+    let plan = FanoutPlan {
+        clients: 4,
+        senders: 1,
+        messages: 1,
+        pace: Pace::Window(1),
+        connect_concurrency: 4,
+        timeout: Duration::from_secs(30),
+        padding: 0,
+        typing_share: 0.5,
+        typing_every: TYPING_PERIOD,
+        react_every: 0,
+    };
+    let error = chat_bench::fanout(&servers, &plan, None).await.unwrap_err();
+    assert!(error.to_string().contains("--v2"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +151,7 @@ async fn idle_clients_see_every_join_and_churn_rounds_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mass_resume_recovers_every_client_and_reads_memory_once_the_room_is_quiet() {
     let servers = Servers {
-        v1: true,
+        protocol: Protocol::V1,
         ..server().await
     };
     let plan = ResumePlan {
@@ -133,6 +201,9 @@ async fn the_comparison_server_loses_nothing_either() {
         connect_concurrency: 4,
         timeout: Duration::from_secs(30),
         padding: 0,
+        typing_share: 0.0,
+        typing_every: TYPING_PERIOD,
+        react_every: 0,
     };
     let probe = ServerProbe::new(comparison.id().unwrap()).unwrap();
     let report = chat_bench::fanout(&servers, &plan, Some(probe))
