@@ -27,8 +27,14 @@ pub const MAX_EMOJI_BYTES: usize = 32;
 /// The most different emoji one message may carry.
 pub const MAX_REACTIONS_PER_MESSAGE: usize = 20;
 
-/// How often a connection's typing counts: more frequent ones are ignored.
+/// How often a client sends `typing` while its user types.
 pub const TYPING_INTERVAL_MS: u64 = 3_000;
+
+/// How soon after the last one a connection's `typing` counts again: more frequent ones
+/// are ignored. Less than [`TYPING_INTERVAL_MS`], so that a client refreshing every 3 s
+/// is not dropped when one refresh arrives a little early (chat-bench saw 12-21 % of
+/// such refreshes lost at exactly 3 000 ms).
+pub const TYPING_MIN_GAP_MS: u64 = 2_500;
 
 /// How long a client shows someone as typing without a refresh.
 pub const TYPING_EXPIRES_MS: u64 = 6_000;

@@ -52,8 +52,10 @@ async fn paging_back_from_the_newest_reaches_the_first_event_once_each_across_a_
     let mut before = newest + 1;
     let mut pages = 0;
     loop {
-        bob.send(&json!({"type": "history", "before": before, "limit": 200, "nonce": pages.to_string()}))
-            .await;
+        bob.send(
+            &json!({"type": "history", "before": before, "limit": 200, "nonce": pages.to_string()}),
+        )
+        .await;
         let page = bob.next_of("history").await;
         pages += 1;
         let events = page["events"].as_array().unwrap();

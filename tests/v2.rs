@@ -624,7 +624,7 @@ async fn the_protocol_guide_shows_this_recorded_transcript() {
     v1_line(&mut t, &mut vic, "* waves").await;
     plain_line(&mut t, &mut pat, "Client #8: * waves").await;
 
-    t.say("**Typing** reaches the room's other v2 clients, not the typer's other connections, at most once per 3 s per connection. A client shows it for 6 s, or until that id's next message or leave.");
+    t.say("**Typing** reaches the room's other v2 clients, not the typer's other connections, at most once per 2.5 s per connection (a client sends it every 3 s while its user types, and shows it for 6 s, or until that id's next message or leave).");
     t.send("ada(v2)", &mut ada, r#"{"type":"typing"}"#).await;
     t.recv("bob(v2)", &mut bob, "typing").await;
 

@@ -1270,11 +1270,11 @@ impl Member {
     }
 
     /// Tells the room's other v2 connections that this member is typing, unless it
-    /// already did in the last [`v2::TYPING_INTERVAL_MS`].
+    /// already did in the last [`v2::TYPING_MIN_GAP_MS`].
     fn typing(&self) {
         let now = now_millis();
         let last = self.typed_at.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < v2::TYPING_INTERVAL_MS {
+        if now.saturating_sub(last) < v2::TYPING_MIN_GAP_MS {
             return;
         }
         self.typed_at.store(now, Ordering::Relaxed);

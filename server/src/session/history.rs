@@ -244,7 +244,12 @@ pub fn change_old_message(member: &Member, request: v2::Request) {
                     v2::check(&id, &request, stored.as_ref(), (0, last))
                 })
             }
-            Err(error) => Err(unavailable(&room, "an old message", nonce.as_deref(), &error)),
+            Err(error) => Err(unavailable(
+                &room,
+                "an old message",
+                nonce.as_deref(),
+                &error,
+            )),
         };
         if let Err(error) = done {
             outbox.push(&wire::json(&error, 128 + error.message.len()));
