@@ -89,7 +89,7 @@ impl Default for Config {
             max_connections_per_ip: Some(1000),
             handshake_rate_per_ip: Some(RateLimit::handshakes(20.0)),
             max_pending_connections: 1000,
-            max_pending_connections_per_ip: Some(50),
+            max_pending_connections_per_ip: Some(128),
             max_rooms_per_ip: Some(100),
             history: 1000,
             allowed_origins: Vec::new(),
