@@ -575,10 +575,17 @@ async fn connections_not_yet_upgraded_are_capped_per_address_and_others_still_co
         }
     }
     assert_eq!(refused, SILENT - 8);
-    // Their places are given back: the address connects again, and the refusals were
-    // counted.
-    let mut again = join_from([127, 0, 0, 1], &server, "/ws/1").await;
-    assert_eq!(again.recv().await, "Client #1 has entered the chat");
+    // Their places are given back, and an upgraded connection holds none: the address
+    // now holds more sessions than the cap on connections not yet upgraded.
+    let mut sessions = Vec::new();
+    for id in 10..20 {
+        let mut client = join_from([127, 0, 0, 1], &server, &format!("/ws/{id}")).await;
+        assert_eq!(
+            client.recv().await,
+            format!("Client #{id} has entered the chat")
+        );
+        sessions.push(client);
+    }
     assert_eq!(
         server.metric(&refused_total("per_ip_pending")).await,
         (SILENT - 8) as u64
