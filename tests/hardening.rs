@@ -493,7 +493,10 @@ async fn the_close_linger_reads_a_bounded_amount_then_drops_the_connection() {
     listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let server = TestServer::start_on(listener.listen(64).unwrap(), Config::default());
 
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    // The client's send buffer is fixed small too, whatever the machine's defaults.
+    let client = TcpSocket::new_v4().unwrap();
+    client.set_send_buffer_size(64 * 1024).unwrap();
+    let mut stream = client.connect(server.address).await.unwrap();
     stream.set_nodelay(true).unwrap();
     stream
         .write_all(upgrade_request("/ws/1").as_bytes())
@@ -525,9 +528,8 @@ async fn the_close_linger_reads_a_bounded_amount_then_drops_the_connection() {
         None
     })
     .await;
-    // Buffers take some (the server's, about twice the 64 KiB asked, and the client's
-    // send buffer, at most 4 MiB here); without the cap the server read on for a
-    // second, hundreds of megabytes.
+    // Buffers take some (each about twice the 64 KiB asked); without the cap the server
+    // read on for a second, hundreds of megabytes.
     assert!(
         failed.is_some() && written < 8 * 1024 * 1024,
         "the server read {written} bytes after its close frame"
@@ -634,13 +636,18 @@ async fn one_address_may_be_in_only_so_many_rooms_and_others_still_open_new_ones
 // (far below the bound, so it is not a slow consumer), and it sends pongs all along.
 #[tokio::test]
 async fn unsolicited_pongs_do_not_keep_a_peer_that_never_reads_alive() {
-    let server = TestServer::start_with(Config {
+    // The server's send buffers (inherited from the listener) are fixed small, so that
+    // the flood is more than the kernel holds whatever the machine's defaults.
+    let listener = TcpSocket::new_v4().unwrap();
+    listener.set_send_buffer_size(256 * 1024).unwrap();
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = Config {
         ping_interval: Duration::from_millis(100),
         ping_timeout: Duration::from_millis(500),
         max_queue_bytes: 256 * 1024 * 1024,
         ..unlimited()
-    })
-    .await;
+    };
+    let server = TestServer::start_on(listener.listen(64).unwrap(), config);
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(server.address).await.unwrap();
