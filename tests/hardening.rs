@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use chat_server::{Config, RateLimit};
 use futures_util::{SinkExt, StreamExt};
+use std::net::Ipv4Addr;
+
 use testkit::{
-    Client, HEALTH_REQUEST, METRICS_REQUEST, TestServer, closes_with, eventually, room_still_works,
-    upgrade_request, within,
+    Client, HEALTH_REQUEST, METRICS_REQUEST, TestServer, assert_refused_as, closes_with,
+    eventually, flood, metric_until, refused_total, room_still_works, upgrade_request,
+    wait_for_health, within,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
@@ -205,8 +209,10 @@ async fn half_open_handshakes_are_dropped_while_real_clients_are_served() {
         }
         loris.push(stream);
     }
-    // Real clients are served all the while.
-    let mut client = server.join("1", "1").await;
+    // Real clients are served all the while. From another address: past its cap on
+    // connections not yet upgraded (128 by default), this one's are refused at once.
+    let mut client = join_from([127, 0, 0, 2], &server, "/ws/1").await;
+    assert_eq!(client.recv().await, "Client #1 has entered the chat");
     client.send("hello").await;
     assert_eq!(client.recv().await, "Client #1: hello");
 
@@ -216,7 +222,7 @@ async fn half_open_handshakes_are_dropped_while_real_clients_are_served() {
             loop {
                 match stream.read(&mut buffer).await {
                     Ok(0) | Err(_) => return,
-                    // hyper may answer 408 before closing.
+                    // hyper may answer 408 before closing; past the cap, 503.
                     Ok(_) => {}
                 }
             }
@@ -439,5 +445,266 @@ async fn the_echo_endpoint_is_off_unless_enabled() {
     assert!(
         matches!(echoed, Some(Ok(Message::Binary(ref data))) if data[..] == [9, 8, 7]),
         "{echoed:?}"
+    );
+}
+
+/// A connection to `server` from the loopback address `source` (any of 127.0.0.0/8),
+/// so that one test can be several client addresses.
+async fn connect_from(source: [u8; 4], server: std::net::SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind((Ipv4Addr::from(source), 0).into())
+        .expect("bind a loopback address");
+    socket.connect(server).await.expect("connect")
+}
+
+/// Joins `/ws/<id>` from the loopback address `source`.
+async fn join_from(source: [u8; 4], server: &TestServer, path: &str) -> Client {
+    let stream = connect_from(source, server.address).await;
+    let url = server.url(path);
+    let (socket, _) = within(
+        "the handshake",
+        tokio_tungstenite::client_async(url.as_str(), MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("connecting to {url}: {error}"));
+    Client { socket }
+}
+
+/// Reads `stream` to its end (or reset), and returns what came.
+async fn read_to_end(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(read) => got.extend_from_slice(&buffer[..read]),
+        }
+    }
+}
+
+// Issue 34, finding 5. The server's receive buffer is made small (it is inherited from
+// the listener), so that what the kernel takes for it without the server reading is
+// small too: then what the client manages to write is what the server read.
+#[tokio::test]
+async fn the_close_linger_reads_a_bounded_amount_then_drops_the_connection() {
+    let listener = TcpSocket::new_v4().unwrap();
+    listener.set_recv_buffer_size(64 * 1024).unwrap();
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server = TestServer::start_on(listener.listen(64).unwrap(), Config::default());
+
+    // The client's send buffer is fixed small too, whatever the machine's defaults.
+    let client = TcpSocket::new_v4().unwrap();
+    client.set_send_buffer_size(64 * 1024).unwrap();
+    let mut stream = client.connect(server.address).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .write_all(upgrade_request("/ws/1").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    // A masked binary frame (mask 0): the server closes with 1003 and lingers. Then
+    // the client goes on sending, as if it never saw the close frame.
+    stream
+        .write_all(&[0x82, 0x83, 0, 0, 0, 0, 1, 2, 3])
+        .await
+        .unwrap();
+    const WITHOUT_A_CAP: usize = 256 * 1024 * 1024;
+    let junk = vec![0u8; 64 * 1024];
+    let mut written = 0;
+    let failed = within("the server to drop the lingering connection", async {
+        while written < WITHOUT_A_CAP {
+            match stream.write(&junk).await {
+                Ok(n) => written += n,
+                Err(error) => return Some(error),
+            }
+        }
+        None
+    })
+    .await;
+    // Buffers take some (each about twice the 64 KiB asked); without the cap the server
+    // read on for a second, hundreds of megabytes.
+    assert!(
+        failed.is_some() && written < 8 * 1024 * 1024,
+        "the server read {written} bytes after its close frame"
+    );
+    eprintln!("written after the close frame: {written} bytes");
+    assert_eq!(
+        server
+            .metric("chat_disconnects_total{reason=\"binary_frame\"}")
+            .await,
+        1
+    );
+}
+
+// Issue 34, finding 6, on paused time as `half_open_handshakes_...` is.
+#[tokio::test(start_paused = true)]
+async fn connections_not_yet_upgraded_are_capped_per_address_and_others_still_connect() {
+    let server = TestServer::start_with(Config {
+        handshake_timeout: Duration::from_millis(500),
+        max_pending_connections_per_ip: Some(8),
+        ..Config::default()
+    })
+    .await;
+    const SILENT: usize = 20;
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        silent.push(connect_from([127, 0, 0, 1], server.address).await);
+    }
+    // A client from another address is served while those are held.
+    let mut other = join_from([127, 0, 0, 2], &server, "/ws/2").await;
+    assert_eq!(other.recv().await, "Client #2 has entered the chat");
+    other.send("hello").await;
+    assert_eq!(other.recv().await, "Client #2: hello");
+
+    // Past the 8 that wait for their request, the silent connections were refused at
+    // once with a 503 that says why; the 8 end at the handshake timeout, as before.
+    let mut refused = 0;
+    for stream in &mut silent {
+        let answer = within("the connection to end", read_to_end(stream)).await;
+        if answer.starts_with("HTTP/1.1 503") {
+            assert!(
+                answer.contains("too many connections from your address waiting"),
+                "{answer}"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, SILENT - 8);
+    // Their places are given back, and an upgraded connection holds none: the address
+    // now holds more sessions than the cap on connections not yet upgraded.
+    let mut sessions = Vec::new();
+    for id in 10..20 {
+        let mut client = join_from([127, 0, 0, 1], &server, &format!("/ws/{id}")).await;
+        assert_eq!(
+            client.recv().await,
+            format!("Client #{id} has entered the chat")
+        );
+        sessions.push(client);
+    }
+    assert_eq!(
+        server.metric(&refused_total("per_ip_pending")).await,
+        (SILENT - 8) as u64
+    );
+}
+
+// Issue 34, finding 7.
+#[tokio::test]
+async fn one_address_may_be_in_only_so_many_rooms_and_others_still_open_new_ones() {
+    let server = TestServer::start_with(Config {
+        max_rooms_per_ip: Some(3),
+        ..Config::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for room in ["a", "b", "c"] {
+        let mut client = join_from([127, 0, 0, 1], &server, &format!("/ws/1?room={room}")).await;
+        assert_eq!(client.recv().await, "Client #1 has entered the chat");
+        held.push(client);
+    }
+    let response = assert_refused_as(
+        server.address,
+        &upgrade_request("/ws/1?room=d"),
+        (503, "too many rooms from your address (at most 3 at once)"),
+        "per_ip_rooms",
+    )
+    .await;
+    assert_eq!(response.body.lines().count(), 1, "{}", response.body);
+    // A room the address is in already is no new room.
+    let mut second = join_from([127, 0, 0, 1], &server, "/ws/2?room=a").await;
+    assert_eq!(second.recv().await, "Client #2 has entered the chat");
+    // Another address opens a new room.
+    let mut elsewhere = join_from([127, 0, 0, 2], &server, "/ws/3?room=d").await;
+    assert_eq!(elsewhere.recv().await, "Client #3 has entered the chat");
+    // Once the address has left a room, it may open another.
+    held.pop().expect("room c").close().await;
+    eventually("the address to have left room c", async || {
+        let response = server.http(&upgrade_request("/ws/4?room=e")).await;
+        (response.status == 101).then_some(())
+    })
+    .await;
+}
+
+// Issue 34, finding 11. The stuck client reads nothing, with a small receive buffer;
+// a flood fills its buffers and the server's, so that the ping waits in its outbox
+// (far below the bound, so it is not a slow consumer), and it sends pongs all along.
+#[tokio::test]
+async fn unsolicited_pongs_do_not_keep_a_peer_that_never_reads_alive() {
+    // The server's send buffers (inherited from the listener) are fixed small, so that
+    // the flood is more than the kernel holds whatever the machine's defaults.
+    let listener = TcpSocket::new_v4().unwrap();
+    listener.set_send_buffer_size(256 * 1024).unwrap();
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = Config {
+        ping_interval: Duration::from_millis(100),
+        ping_timeout: Duration::from_millis(500),
+        max_queue_bytes: 256 * 1024 * 1024,
+        ..unlimited()
+    };
+    let server = TestServer::start_on(listener.listen(64).unwrap(), config);
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.address).await.unwrap();
+    let (stuck, _) = tokio_tungstenite::client_async(
+        server.url("/ws/1").as_str(),
+        MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    let (mut pongs, _unread) = stuck.split();
+    let ponging = tokio::spawn(async move {
+        while pongs.send(Message::Pong(Vec::new().into())).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
+    let (flooder, _) = tokio_tungstenite::connect_async(server.url("/ws/2"))
+        .await
+        .unwrap();
+    // 600 messages of 30 kB: 18 MB, more than the kernel holds for the stuck client.
+    let (_, sending, reading) = flood(flooder, 600);
+    within("the flood to be sent", sending).await.unwrap();
+    within("the flood to be read back", reading).await.unwrap();
+
+    metric_until(
+        server.address,
+        "chat_disconnects_total{reason=\"ping_timeout\"}",
+        |closed| closed == 1,
+    )
+    .await;
+    assert_eq!(
+        server
+            .metric("chat_disconnects_total{reason=\"slow_consumer\"}")
+            .await,
+        0
+    );
+    ponging.abort();
+}
+
+// Issue 34, finding 14: what anyone may read of why the node is unavailable is a fixed
+// phrase, never the error behind it.
+#[tokio::test]
+async fn healthz_says_why_it_is_unavailable_in_plain_words_only() {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = nobody.local_addr().unwrap().port();
+    drop(nobody);
+    let server = TestServer::start_with(Config {
+        redis_url: Some(format!("redis://127.0.0.1:{port}")),
+        ..Config::default()
+    })
+    .await;
+    let body = wait_for_health(server.address, 503).await;
+    assert_eq!(body, "cannot reach Redis\n");
+    let refused = server.http(&upgrade_request("/ws/1")).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(
+        refused.body,
+        "the chat is unavailable: cannot reach Redis; try again later\n"
     );
 }

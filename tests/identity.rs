@@ -302,3 +302,80 @@ async fn chat_server_token_mints_what_the_server_accepts_and_tokens_stay_out_of_
     let said = String::from_utf8_lossy(&without.stderr);
     assert!(said.contains("--jwt-secret-file"), "{said}");
 }
+
+#[tokio::test]
+async fn tokens_good_for_too_long_or_with_a_crit_header_are_refused() {
+    let server = server_with_tokens().await;
+    let now = unix_now();
+    let critical = {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp".to_owned()]);
+        encode(
+            &header,
+            &serde_json::json!({"sub": "2", "exp": now + 600}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("sign")
+    };
+    let cases = [
+        // 2^64-1: never expires.
+        (
+            signed(serde_json::json!({"sub": "2", "exp": u64::MAX}), SECRET),
+            "longer than this server allows (30 days)",
+        ),
+        // Past the default longest lifetime, 30 days, from now.
+        (
+            signed(
+                serde_json::json!({"sub": "2", "exp": now + 31 * 86_400}),
+                SECRET,
+            ),
+            "longer than this server allows (30 days)",
+        ),
+        // RFC 7515 §4.1.11: an extension marked critical and not understood.
+        (critical, "crit"),
+    ];
+    for (token, says) in cases {
+        let request = upgrade_request(&format!("/ws/2?token={token}"));
+        let response =
+            assert_refused_as(server.address, &request, (401, says), "token_invalid").await;
+        assert_eq!(response.body.lines().count(), 1, "{}", response.body);
+    }
+    // Within the lifetime, the same client is let in.
+    let good = signed(
+        serde_json::json!({"sub": "2", "exp": now + 29 * 86_400}),
+        SECRET,
+    );
+    let mut client = server.connect(&format!("2?token={good}")).await;
+    assert_eq!(client.recv().await, "Client #2 has entered the chat");
+}
+
+#[tokio::test]
+async fn chat_server_token_refuses_a_lifetime_past_the_longest_allowed() {
+    let mint = async |args: &[&str]| {
+        Command::new(chat_server_binary())
+            .arg("token")
+            .args(args)
+            .env("CHAT_JWT_SECRET", SECRET)
+            .env_remove("CHAT_MAX_TOKEN_TTL")
+            .output()
+            .await
+            .expect("run chat-server token")
+    };
+    for ttl in ["31d", "213503982334d"] {
+        let refused = mint(&["--id", "42", "--ttl", ttl]).await;
+        assert_eq!(refused.status.code(), Some(2), "--ttl {ttl}: {refused:?}");
+        assert!(refused.stdout.is_empty(), "no token for --ttl {ttl}");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            said.contains("longer than the longest allowed, 30 days")
+                && said.contains("--max-token-ttl"),
+            "{said}"
+        );
+        assert_eq!(said.lines().count(), 1, "one line: {said}");
+    }
+    let month = mint(&["--id", "42", "--ttl", "30d"]).await;
+    assert!(month.status.success(), "{month:?}");
+    let raised = mint(&["--id", "42", "--ttl", "60d", "--max-token-ttl", "90d"]).await;
+    assert!(raised.status.success(), "{raised:?}");
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::identity::JwtSecret;
+use crate::identity::{DEFAULT_MAX_TOKEN_TTL, JwtSecret};
 use crate::tls::TlsFiles;
 
 /// The server's settings. [`Config::default`] is what `chat-server` runs with when given
@@ -32,6 +32,16 @@ pub struct Config {
     pub max_connections_per_ip: Option<usize>,
     /// WebSocket handshakes per second from one IP address, or `None` for no limit.
     pub handshake_rate_per_ip: Option<RateLimit>,
+    /// The most connections, from every address, that have not upgraded to a WebSocket
+    /// (or been answered and closed) yet; more are refused at once.
+    pub max_pending_connections: usize,
+    /// The most connections from one IP address that have not upgraded yet, or `None`
+    /// for no limit; more are refused at once.
+    pub max_pending_connections_per_ip: Option<usize>,
+    /// The most rooms the sessions of one IP address may be in at once, or `None` for
+    /// no limit; a session for another room is refused with HTTP 503. Well below
+    /// [`MAX_ROOMS`], so that one address cannot take every room.
+    pub max_rooms_per_ip: Option<usize>,
     /// Events kept per room for `chat.v1.json` clients' history and resume; 0 keeps none.
     pub history: usize,
     /// Origins allowed besides the defaults (none, the server's own, and on a loopback
@@ -55,6 +65,9 @@ pub struct Config {
     /// Require every chat client to prove its id with a token signed with this secret;
     /// `None` lets each client claim its own id (and name), as in the tutorial.
     pub jwt_secret: Option<JwtSecret>,
+    /// The longest a token may be good for: `chat-server token` mints none longer, and
+    /// the server refuses a token whose `exp` is further than this from now.
+    pub max_token_ttl: Duration,
     /// Serve TLS (https and wss) with this certificate and key instead of plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -75,6 +88,9 @@ impl Default for Config {
             max_connections: 10_000,
             max_connections_per_ip: Some(1000),
             handshake_rate_per_ip: Some(RateLimit::handshakes(20.0)),
+            max_pending_connections: 1000,
+            max_pending_connections_per_ip: Some(128),
+            max_rooms_per_ip: Some(100),
             history: 1000,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
@@ -84,6 +100,7 @@ impl Default for Config {
             presence_ttl: Duration::from_secs(6),
             shutdown_timeout: Duration::from_secs(5),
             jwt_secret: None,
+            max_token_ttl: DEFAULT_MAX_TOKEN_TTL,
             tls: None,
         }
     }
@@ -127,6 +144,8 @@ pub enum InvalidConfig {
     RateTooLow { name: &'static str, min: f64 },
     #[error("{name} must be at least 1")]
     Zero { name: &'static str },
+    #[error("the longest token lifetime must be at least a second")]
+    TokenTtlZero,
     #[error("a data folder cannot be combined with Redis yet: a cluster's history lives in Redis")]
     DataDirInCluster,
 }
@@ -204,9 +223,18 @@ impl Config {
                 "max connections per IP",
                 self.max_connections_per_ip.unwrap_or(1),
             ),
+            ("max pending connections", self.max_pending_connections),
+            (
+                "max pending connections per IP",
+                self.max_pending_connections_per_ip.unwrap_or(1),
+            ),
+            ("max rooms per IP", self.max_rooms_per_ip.unwrap_or(1)),
         ];
         if let Some((name, _)) = counts.into_iter().find(|(_, count)| *count == 0) {
             return Err(InvalidConfig::Zero { name });
+        }
+        if self.max_token_ttl < Duration::from_secs(1) {
+            return Err(InvalidConfig::TokenTtlZero);
         }
         if self.data_dir.is_some() && self.redis_url.is_some() {
             return Err(InvalidConfig::DataDirInCluster);

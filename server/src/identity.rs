@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 /// trying, from any token a client holds.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// The longest a token may be good for unless the operator says otherwise
+/// (`--max-token-ttl`): a month, so that a token that leaks stops working within one
+/// even if nobody notices.
+pub const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 /// Seconds of disagreement between clocks forgiven on `exp` and `nbf`.
 const CLOCK_LEEWAY_SECONDS: u64 = 30;
 
@@ -89,6 +94,46 @@ pub enum TokenRefusal {
     OtherId { token: String, asked: String },
     #[error("the token's name is not usable: {0}")]
     BadName(chat::v1::InvalidName),
+    #[error(
+        "the token is good for longer than this server allows ({}); get one that expires sooner",
+        days(*.0)
+    )]
+    TooLong(Duration),
+    #[error(
+        "the token marks header parameters {0:?} as critical (crit), and this server understands none"
+    )]
+    Critical(Vec<String>),
+}
+
+/// A lifetime longer than the longest allowed, for `chat-server token`.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error(
+    "a token good for {} is longer than the longest allowed, {}: give a shorter --ttl, or raise --max-token-ttl",
+    days(*.ttl), days(*.max)
+)]
+pub struct TtlTooLong {
+    pub ttl: Duration,
+    pub max: Duration,
+}
+
+/// `ttl` if no longer than `max`, the longest a token may be good for.
+pub fn check_ttl(ttl: Duration, max: Duration) -> Result<Duration, TtlTooLong> {
+    if ttl > max {
+        return Err(TtlTooLong { ttl, max });
+    }
+    Ok(ttl)
+}
+
+/// A lifetime in the unit an operator would give it: `30 days`, `12 h`, `90 s`.
+fn days(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        _ if seconds >= 86_400 && seconds.is_multiple_of(86_400) => {
+            format!("{} days", seconds / 86_400)
+        }
+        _ if seconds >= 3_600 && seconds.is_multiple_of(3_600) => format!("{} h", seconds / 3_600),
+        _ => format!("{seconds} s"),
+    }
 }
 
 impl Tokens {
@@ -118,11 +163,37 @@ impl Tokens {
             .expect("HS256 signing with a byte key cannot fail")
     }
 
-    /// The name `token` gives client `id`, if the token is good for `id`.
+    /// The name `token` gives client `id`, if the token is good for `id` and for no
+    /// longer than the default longest lifetime (see [`Tokens::check_within`]).
     pub fn check(&self, token: &str, id: &ClientId) -> Result<Option<DisplayName>, TokenRefusal> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|error| refusal(error.kind()))?
-            .claims;
+        self.check_within(token, id, DEFAULT_MAX_TOKEN_TTL)
+    }
+
+    /// The name `token` gives client `id`, if the token is good for `id`, expires
+    /// within `max_ttl` of now, and has no `crit` header.
+    ///
+    /// A token whose `exp` is far off (2^64-1, say) could never be taken back short of
+    /// changing the secret; one that marks header parameters critical must be refused
+    /// when they are not understood (RFC 7515 §4.1.11), and none are here.
+    pub fn check_within(
+        &self,
+        token: &str,
+        id: &ClientId,
+        max_ttl: Duration,
+    ) -> Result<Option<DisplayName>, TokenRefusal> {
+        let decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|error| refusal(error.kind()))?;
+        if let Some(critical) = decoded.header.crit {
+            return Err(TokenRefusal::Critical(critical));
+        }
+        let claims = decoded.claims;
+        let now = jsonwebtoken::get_current_timestamp();
+        let latest = now
+            .saturating_add(max_ttl.as_secs())
+            .saturating_add(CLOCK_LEEWAY_SECONDS);
+        if claims.exp.is_some_and(|exp| exp > latest) {
+            return Err(TokenRefusal::TooLong(max_ttl));
+        }
         // The id as a client would write it: `+7` and `007` are 7.
         let same = ClientId::parse(&claims.sub).is_ok_and(|sub| sub == *id);
         if !same {
@@ -246,6 +317,58 @@ mod tests {
             tokens.check(&bad_name, &id("1")),
             Err(TokenRefusal::BadName(_))
         ));
+    }
+
+    #[test]
+    fn tokens_good_for_too_long_and_critical_headers_are_refused() {
+        let tokens = tokens(SECRET);
+        let now = jsonwebtoken::get_current_timestamp();
+        let forever = signed(serde_json::json!({"sub": "1", "exp": u64::MAX}), SECRET);
+        assert_eq!(
+            tokens.check(&forever, &id("1")),
+            Err(TokenRefusal::TooLong(DEFAULT_MAX_TOKEN_TTL))
+        );
+        let a_year = signed(
+            serde_json::json!({"sub": "1", "exp": now + 365 * 86_400}),
+            SECRET,
+        );
+        assert!(tokens.check(&a_year, &id("1")).is_err());
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            tokens.check_within(&a_year, &id("1"), hour),
+            Err(TokenRefusal::TooLong(hour))
+        );
+        let a_week = signed(
+            serde_json::json!({"sub": "1", "exp": now + 7 * 86_400}),
+            SECRET,
+        );
+        assert_eq!(tokens.check(&a_week, &id("1")), Ok(None));
+
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp".into()]);
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let critical = jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": "1", "exp": now + 60}),
+            &key,
+        )
+        .unwrap();
+        assert_eq!(
+            tokens.check(&critical, &id("1")),
+            Err(TokenRefusal::Critical(vec!["exp".into()]))
+        );
+    }
+
+    #[test]
+    fn lifetimes_past_the_longest_are_refused_with_both_named() {
+        let month = DEFAULT_MAX_TOKEN_TTL;
+        assert_eq!(check_ttl(month, month), Ok(month));
+        let error = check_ttl(month * 2, month).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "a token good for 60 days is longer than the longest allowed, 30 days: give a \
+             shorter --ttl, or raise --max-token-ttl"
+        );
     }
 
     #[test]

@@ -47,6 +47,12 @@ struct Args {
     #[arg(long, env = "CHAT_JWT_SECRET_FILE", value_name = "FILE", global = true)]
     jwt_secret_file: Option<std::path::PathBuf>,
 
+    /// The longest a token may be good for: 90s, 30m, 12h, 30d. `chat-server token`
+    /// mints none longer, and the server refuses a token that expires later than this
+    /// from now.
+    #[arg(long, env = "CHAT_MAX_TOKEN_TTL", global = true, default_value = "30d", value_parser = identity::parse_ttl)]
+    max_token_ttl: Duration,
+
     /// Address to listen on.
     #[arg(long, env = "CHAT_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
@@ -104,6 +110,22 @@ struct Args {
     /// with bursts of ten seconds' worth; more are refused with HTTP 429.
     #[arg(long, env = "CHAT_HANDSHAKE_RATE_PER_IP", default_value_t = Config::default().handshake_rate_per_ip.map_or(0.0, |rate| rate.per_second), value_parser = rate)]
     handshake_rate_per_ip: f64,
+
+    /// Most connections, from every address, that have not upgraded to a WebSocket
+    /// yet (a page load, a handshake under way, a client still silent); more are
+    /// refused at once with HTTP 503.
+    #[arg(long, env = "CHAT_MAX_PENDING_CONNECTIONS", default_value_t = Config::default().max_pending_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_pending_connections: u32,
+
+    /// Most connections from one IP address that have not upgraded to a WebSocket yet
+    /// (0: no limit); more are refused at once with HTTP 503.
+    #[arg(long, env = "CHAT_MAX_PENDING_CONNECTIONS_PER_IP", default_value_t = Config::default().max_pending_connections_per_ip.map_or(0, |most| most as u32))]
+    max_pending_connections_per_ip: u32,
+
+    /// Most rooms the connections from one IP address may be in at once (0: no
+    /// limit); a connection to another room is refused with HTTP 503.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_IP", default_value_t = Config::default().max_rooms_per_ip.map_or(0, |most| most as u32))]
+    max_rooms_per_ip: u32,
 
     /// Events kept per room for chat.v1.json clients' history and resume (0: none).
     #[arg(long, env = "CHAT_HISTORY", default_value_t = Config::default().history)]
@@ -168,7 +190,7 @@ enum Command {
         /// The client id the token proves.
         #[arg(long, value_parser = ClientId::parse)]
         id: ClientId,
-        /// How long the token is good for: 90s, 30m, 1h, 7d.
+        /// How long the token is good for: 90s, 30m, 1h, 7d; at most --max-token-ttl.
         #[arg(long, default_value = "1h", value_parser = identity::parse_ttl)]
         ttl: Duration,
         /// The name the client goes by, shown beside its id to chat.v1.json clients.
@@ -232,6 +254,13 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(2);
         };
+        let ttl = match identity::check_ttl(ttl, args.max_token_ttl) {
+            Ok(ttl) => ttl,
+            Err(too_long) => {
+                eprintln!("chat-server: {too_long}");
+                return ExitCode::from(2);
+            }
+        };
         println!("{}", Tokens::new(&secret).mint(&id, ttl, name.as_ref()));
         return ExitCode::SUCCESS;
     }
@@ -271,6 +300,10 @@ fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
             .then_some(args.max_connections_per_ip as usize),
         handshake_rate_per_ip: (args.handshake_rate_per_ip > 0.0)
             .then(|| RateLimit::handshakes(args.handshake_rate_per_ip)),
+        max_pending_connections: args.max_pending_connections as usize,
+        max_pending_connections_per_ip: (args.max_pending_connections_per_ip > 0)
+            .then_some(args.max_pending_connections_per_ip as usize),
+        max_rooms_per_ip: (args.max_rooms_per_ip > 0).then_some(args.max_rooms_per_ip as usize),
         history: args.history,
         allowed_origins: args.allowed_origins,
         allowed_hosts: args.allowed_hosts,
@@ -280,6 +313,7 @@ fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
         presence_ttl: args.presence_ttl,
         shutdown_timeout: args.shutdown_timeout,
         jwt_secret,
+        max_token_ttl: args.max_token_ttl,
         tls: args
             .tls_cert
             .zip(args.tls_key)

@@ -1,10 +1,14 @@
-//! Limits per client IP address: how many sessions one address may hold, and how fast
-//! it may open them, so that one host cannot take every place or churn the room.
+//! Limits per client IP address: how many sessions one address may hold, how fast it
+//! may open them, how many rooms it may be in, and how many connections it may hold
+//! before they upgrade, so that one host cannot take every place, lock others out of
+//! new rooms, or churn the room.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use chat::v1::RoomName;
 
 use crate::config::RateLimit;
 use crate::session::meter::TokenBucket;
@@ -18,19 +22,29 @@ pub struct Addresses {
 
 struct Table {
     entries: HashMap<IpAddr, Entry>,
+    /// Connections, from every address, that have not upgraded (or ended) yet.
+    pending: usize,
     /// The table is swept of forgettable entries when it grows past this.
     sweep_at: usize,
 }
 
+#[derive(Default)]
 struct Entry {
     sessions: usize,
     handshakes: Option<TokenBucket>,
+    /// How many of its sessions are in each room it is in.
+    rooms: HashMap<RoomName, usize>,
+    /// Its connections that have not upgraded (or ended) yet.
+    pending: usize,
 }
 
 impl Entry {
     /// Whether the entry says nothing that a fresh one would not.
     fn forgettable(&mut self) -> bool {
-        self.sessions == 0 && self.handshakes.as_mut().is_none_or(TokenBucket::is_full)
+        self.sessions == 0
+            && self.pending == 0
+            && self.rooms.is_empty()
+            && self.handshakes.as_mut().is_none_or(TokenBucket::is_full)
     }
 }
 
@@ -41,10 +55,36 @@ pub enum Refused {
     TooManySessions(usize),
     /// It opens them too fast; it may try again after this long.
     TooFast(Duration),
+    /// It is in the most rooms one address may be in, and this would be another.
+    RoomLimit(usize),
 }
 
-/// One session's place in its address's count; given back when dropped.
+/// Why a new connection may not wait for its handshake now.
+#[derive(Debug, PartialEq)]
+pub enum Crowded {
+    /// Its address holds the most connections not yet upgraded one address may.
+    Address(usize),
+    /// The server holds the most connections not yet upgraded, from every address.
+    Server(usize),
+}
+
+/// The caps on connections that have not upgraded yet (see [`Addresses::wait`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PendingCaps {
+    pub per_address: Option<usize>,
+    pub total: usize,
+}
+
+/// One session's place in its address's count, and in its room's; given back when
+/// dropped.
 pub struct AddressSlot {
+    addresses: Arc<Addresses>,
+    ip: IpAddr,
+    room: Option<RoomName>,
+}
+
+/// One connection's place among those not yet upgraded; given back when dropped.
+pub struct PendingSlot {
     addresses: Arc<Addresses>,
     ip: IpAddr,
 }
@@ -58,6 +98,7 @@ impl Addresses {
             handshake_rate,
             table: Mutex::new(Table {
                 entries: HashMap::new(),
+                pending: 0,
                 sweep_at: FIRST_SWEEP_AT,
             }),
         })
@@ -73,22 +114,9 @@ impl Addresses {
     /// Counts a handshake from `ip`, and reserves a session place for it if the
     /// address is within its limits.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<AddressSlot, Refused> {
-        if self.max_sessions.is_none() && self.handshake_rate.is_none() {
-            return Ok(AddressSlot {
-                addresses: self.clone(),
-                ip,
-            });
-        }
         let mut table = self.lock();
-        if table.entries.len() >= table.sweep_at {
-            table.entries.retain(|_, entry| !entry.forgettable());
-            table.sweep_at = (table.entries.len() * 2).max(FIRST_SWEEP_AT);
-        }
         let rate = self.handshake_rate;
-        let entry = table.entries.entry(ip).or_insert_with(|| Entry {
-            sessions: 0,
-            handshakes: rate.as_ref().map(TokenBucket::for_rate),
-        });
+        let entry = table.entry(ip, rate);
         if let Some(handshakes) = &mut entry.handshakes {
             if let Some(wait) = handshakes.wait() {
                 return Err(Refused::TooFast(wait));
@@ -104,6 +132,30 @@ impl Addresses {
         Ok(AddressSlot {
             addresses: self.clone(),
             ip,
+            room: None,
+        })
+    }
+
+    /// Reserves a place for a new connection from `ip` until it upgrades or ends, if
+    /// its address and the server hold fewer than `caps` allow. Such connections cost
+    /// a descriptor and a task each, and hyper's header timeout is all that ends a
+    /// silent one: without a cap, one address could take every descriptor.
+    pub fn wait(self: &Arc<Self>, ip: IpAddr, caps: PendingCaps) -> Result<PendingSlot, Crowded> {
+        let mut table = self.lock();
+        if table.pending >= caps.total {
+            return Err(Crowded::Server(caps.total));
+        }
+        let entry = table.entry(ip, self.handshake_rate);
+        if let Some(most) = caps.per_address
+            && entry.pending >= most
+        {
+            return Err(Crowded::Address(most));
+        }
+        entry.pending += 1;
+        table.pending += 1;
+        Ok(PendingSlot {
+            addresses: self.clone(),
+            ip,
         })
     }
 
@@ -114,15 +166,75 @@ impl Addresses {
     }
 }
 
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut table = self.addresses.lock();
-        if let Some(entry) = table.entries.get_mut(&self.ip) {
-            entry.sessions -= 1;
+impl Table {
+    /// The entry of `ip`, made if need be; the table is swept of forgettable entries
+    /// first when it has grown.
+    fn entry(&mut self, ip: IpAddr, rate: Option<RateLimit>) -> &mut Entry {
+        if self.entries.len() >= self.sweep_at {
+            self.entries.retain(|_, entry| !entry.forgettable());
+            self.sweep_at = (self.entries.len() * 2).max(FIRST_SWEEP_AT);
+        }
+        self.entries.entry(ip).or_insert_with(|| Entry {
+            handshakes: rate.as_ref().map(TokenBucket::for_rate),
+            ..Entry::default()
+        })
+    }
+
+    /// Applies `change` to the entry of `ip`, and forgets it if it is left saying
+    /// nothing.
+    fn release(&mut self, ip: IpAddr, change: impl FnOnce(&mut Entry)) {
+        if let Some(entry) = self.entries.get_mut(&ip) {
+            change(entry);
             if entry.forgettable() {
-                table.entries.remove(&self.ip);
+                self.entries.remove(&ip);
             }
         }
+    }
+}
+
+impl AddressSlot {
+    /// Counts this session in `room`, unless its address is in `most` rooms already
+    /// and `room` is not one of them. The server holds at most `MAX_ROOMS` rooms with
+    /// people in them: without this, one address could open them all, and every new
+    /// room would be refused to everyone else.
+    pub fn enter(&mut self, room: &RoomName, most: Option<usize>) -> Result<(), Refused> {
+        debug_assert!(self.room.is_none(), "a session is in one room");
+        let mut table = self.addresses.lock();
+        let entry = table.entry(self.ip, self.addresses.handshake_rate);
+        if let Some(most) = most
+            && entry.rooms.len() >= most
+            && !entry.rooms.contains_key(room)
+        {
+            return Err(Refused::RoomLimit(most));
+        }
+        *entry.rooms.entry(room.clone()).or_default() += 1;
+        self.room = Some(room.clone());
+        Ok(())
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let room = self.room.take();
+        self.addresses.lock().release(self.ip, |entry| {
+            entry.sessions -= 1;
+            if let Some(room) = room
+                && let Some(sessions) = entry.rooms.get_mut(&room)
+            {
+                *sessions -= 1;
+                if *sessions == 0 {
+                    entry.rooms.remove(&room);
+                }
+            }
+        });
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut table = self.addresses.lock();
+        table.pending -= 1;
+        table.release(self.ip, |entry| entry.pending -= 1);
     }
 }
 
@@ -148,6 +260,51 @@ mod tests {
             .expect("other addresses are not affected");
         drop(first);
         assert!(addresses.admit(ip(1)).is_ok());
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn an_address_is_in_at_most_its_share_of_rooms_and_gets_them_back() {
+        let addresses = Addresses::new(None, None);
+        let mut first = addresses.admit(ip(1)).unwrap();
+        first.enter(&room("a"), Some(2)).unwrap();
+        let mut second = addresses.admit(ip(1)).unwrap();
+        second.enter(&room("b"), Some(2)).unwrap();
+        let mut third = addresses.admit(ip(1)).unwrap();
+        assert_eq!(third.enter(&room("c"), Some(2)), Err(Refused::RoomLimit(2)));
+        // A room it is in already is no new room.
+        third.enter(&room("a"), Some(2)).unwrap();
+        let mut other = addresses.admit(ip(2)).unwrap();
+        other
+            .enter(&room("c"), Some(2))
+            .expect("other addresses are not affected");
+        // Room "a" is held by two sessions: it is given back with the last.
+        drop(first);
+        let mut fourth = addresses.admit(ip(1)).unwrap();
+        assert!(fourth.enter(&room("c"), Some(2)).is_err());
+        drop(third);
+        fourth.enter(&room("c"), Some(2)).unwrap();
+        drop((second, fourth, other));
+        assert_eq!(addresses.remembered(), 0);
+    }
+
+    #[test]
+    fn connections_wait_for_their_handshake_within_both_caps() {
+        let addresses = Addresses::new(None, None);
+        let caps = PendingCaps {
+            per_address: Some(2),
+            total: 3,
+        };
+        let first = addresses.wait(ip(1), caps).unwrap();
+        let _second = addresses.wait(ip(1), caps).unwrap();
+        assert_eq!(addresses.wait(ip(1), caps).err(), Some(Crowded::Address(2)));
+        let _other = addresses.wait(ip(2), caps).expect("another address waits");
+        assert_eq!(addresses.wait(ip(3), caps).err(), Some(Crowded::Server(3)));
+        drop(first);
+        assert!(addresses.wait(ip(1), caps).is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -116,7 +116,9 @@ fn check_reader(
             "not a JWT with a client id as its sub".to_owned(),
         ))
     })?;
-    tokens.check(token, &holder).map_err(refuse_token)?;
+    tokens
+        .check_within(token, &holder, door.shared.config.max_token_ttl)
+        .map_err(refuse_token)?;
     match v2::direct_members(room) {
         Some(Ok((first, second))) if holder != first && holder != second => {
             let message = format!("this direct-message room is for #{first} and #{second} only");

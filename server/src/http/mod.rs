@@ -31,13 +31,13 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{debug, warn};
 
-use crate::http::addresses::Addresses;
+use crate::http::addresses::{Addresses, Crowded, PendingCaps};
 use crate::http::page::Page;
 use crate::identity::TokenRefusal;
 use crate::identity::Tokens;
 use crate::metrics::Refusal;
 use crate::room::rooms::Unavailable;
-use crate::room::{Protocol, Resume, Who};
+use crate::room::{Health, Protocol, Resume, Who};
 use crate::session::connection;
 use crate::session::socket::Transport;
 use crate::shared::Shared;
@@ -65,6 +65,17 @@ type Body = Full<Bytes>;
 /// Serves one TCP connection (after its TLS handshake, with `--tls-cert`): HTTP
 /// requests until it upgrades to a WebSocket or ends.
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, door: Arc<FrontDoor>) {
+    let config = &door.shared.config;
+    let caps = PendingCaps {
+        per_address: config.max_pending_connections_per_ip,
+        total: config.max_pending_connections,
+    };
+    // Held until the connection upgrades (this future then ends, the session going on
+    // in a task of its own) or closes.
+    let _waiting = match door.addresses.wait(peer.ip().to_canonical(), caps) {
+        Ok(slot) => slot,
+        Err(crowded) => return refuse_crowded(stream, crowded, &door),
+    };
     let shutdown = door.shared.shutdown.clone();
     let metrics = door.shared.metrics.clone();
     let handshake_timeout = door.shared.config.handshake_timeout;
@@ -112,6 +123,45 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, door: Arc<Fro
             }
         }
         () = shutdown.cancelled() => {}
+    }
+}
+
+/// Refuses a connection past the caps on connections not yet upgraded: a plain 503
+/// when the listener speaks plain HTTP, then the connection is closed at once.
+///
+/// Written without waiting, into the empty send buffer of a new connection, and
+/// without reading the request or lingering: holding a refused connection open would
+/// spend the descriptors the cap is there to save. A request already sent may make the
+/// close a reset that loses the answer; the connection is refused either way.
+fn refuse_crowded(stream: TcpStream, crowded: Crowded, door: &FrontDoor) {
+    let (reason, body) = match crowded {
+        Crowded::Address(most) => (
+            Refusal::PerIpPending,
+            format!(
+                "too many connections from your address waiting for their handshake (at \
+                 most {most}); ask the operator about --max-pending-connections-per-ip\n"
+            ),
+        ),
+        Crowded::Server(most) => (
+            Refusal::PendingFull,
+            format!(
+                "the server has too many connections waiting for their handshake (at most \
+                 {most}); try again later\n"
+            ),
+        ),
+    };
+    door.shared.metrics.refused(reason);
+    debug!(
+        reason = reason.label(),
+        "refused a connection before its request"
+    );
+    if door.tls.is_none() {
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.try_write(response.as_bytes());
     }
 }
 
@@ -247,12 +297,28 @@ fn host_allowed(name: &str, allowed: &[String]) -> bool {
             .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(name))
 }
 
-/// 200 `ok`, or 503 with the reason while a clustered node cannot reach Redis.
+/// 200 `ok`, or 503 with the reason while a clustered node cannot reach Redis or the
+/// history cannot be written.
 fn health(method: &Method, door: &FrontDoor) -> Response<Body> {
-    match door.shared.unavailable() {
+    match unavailable(&door.shared) {
         None => plain_get(method, "text/plain; charset=utf-8", "ok\n"),
         Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{reason}\n")),
     }
+}
+
+/// Why the node cannot serve clients now, in a fixed phrase: anyone may ask, so what
+/// went wrong in detail (a Redis or SQLite error, a path) is for the log only.
+fn unavailable(shared: &Shared) -> Option<&'static str> {
+    shared.unavailable()?;
+    let redis_down = shared
+        .cluster_health
+        .as_ref()
+        .is_some_and(|health| matches!(*health.borrow(), Health::Down(_)));
+    Some(if redis_down {
+        "cannot reach Redis"
+    } else {
+        "cannot write the history"
+    })
 }
 
 /// The page, with the headers that keep it to itself (see `page`); 304 when the
@@ -384,7 +450,9 @@ fn seat(request: &Request<Incoming>, id: ClientId, door: &FrontDoor) -> Result<S
         Some(tokens) => {
             let token = bearer(request.headers()).or(token.as_deref());
             let token = token.ok_or_else(|| refuse_token(TokenRefusal::Missing))?;
-            tokens.check(token, &id).map_err(refuse_token)?
+            tokens
+                .check_within(token, &id, door.shared.config.max_token_ttl)
+                .map_err(refuse_token)?
         }
         None => name
             .map(|name| DisplayName::parse(&name))
@@ -414,7 +482,9 @@ fn refuse_token(why: TokenRefusal) -> Refused {
         TokenRefusal::Expired | TokenRefusal::NotYet => {
             (Refusal::TokenExpired, StatusCode::UNAUTHORIZED)
         }
-        TokenRefusal::Invalid(_) => (Refusal::TokenInvalid, StatusCode::UNAUTHORIZED),
+        TokenRefusal::Invalid(_) | TokenRefusal::TooLong(_) | TokenRefusal::Critical(_) => {
+            (Refusal::TokenInvalid, StatusCode::UNAUTHORIZED)
+        }
         TokenRefusal::OtherId { .. } => (Refusal::TokenOtherId, StatusCode::FORBIDDEN),
         TokenRefusal::BadName(_) => (Refusal::InvalidName, StatusCode::FORBIDDEN),
     };
@@ -495,17 +565,22 @@ async fn upgrade(
 ) -> Result<Response<Body>, Refused> {
     let peer = client.peer;
     let accept = check_handshake(&request, client, &door.shared.config.allowed_origins)?;
-    if let Some(reason) = door.shared.unavailable() {
+    if let Some(reason) = unavailable(&door.shared) {
         let body = format!("the chat is unavailable: {reason}; try again later\n");
         return Err(refused(
             Refusal::Unavailable,
             text(StatusCode::SERVICE_UNAVAILABLE, &body),
         ));
     }
-    let address_slot = door
+    let mut address_slot = door
         .addresses
         .admit(peer.ip().to_canonical())
         .map_err(refuse_address)?;
+    if let Endpoint::Chat(seat) = &endpoint {
+        address_slot
+            .enter(&seat.room, door.shared.config.max_rooms_per_ip)
+            .map_err(refuse_address)?;
+    }
     let Ok(slot) = door.sessions.clone().try_acquire_owned() else {
         let body = format!(
             "the server is full ({} connections); try again later\n",
@@ -520,11 +595,19 @@ async fn upgrade(
         Endpoint::Chat(seat) => match door.shared.rooms.get(&seat.room).await {
             Ok(room) => Some((seat, room)),
             Err(unavailable) => {
-                let reason = match unavailable {
-                    Unavailable::TooManyRooms => Refusal::TooManyRooms,
-                    Unavailable::History(_) => Refusal::Unavailable,
+                let (reason, body) = match unavailable {
+                    Unavailable::TooManyRooms => {
+                        (Refusal::TooManyRooms, format!("{unavailable}\n"))
+                    }
+                    // The store's error is for the log, not for whoever asked.
+                    Unavailable::History(error) => {
+                        warn!(%peer, %error, "cannot read a room's history");
+                        (
+                            Refusal::Unavailable,
+                            "cannot read the room's history; try again later\n".to_owned(),
+                        )
+                    }
                 };
-                let body = format!("{unavailable}\n");
                 return Err(refused(
                     reason,
                     text(StatusCode::SERVICE_UNAVAILABLE, &body),
@@ -617,6 +700,16 @@ fn refuse_address(why: addresses::Refused) -> Refused {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             refused(Refusal::PerIpRate, response)
+        }
+        addresses::Refused::RoomLimit(max) => {
+            let body = format!(
+                "too many rooms from your address (at most {max} at once); leave one, or \
+                 ask the operator about --max-rooms-per-ip\n"
+            );
+            refused(
+                Refusal::PerIpRooms,
+                text(StatusCode::SERVICE_UNAVAILABLE, &body),
+            )
         }
     }
 }

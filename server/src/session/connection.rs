@@ -382,13 +382,26 @@ async fn close(mut socket: Socket, mut writer: FrameWriter, outbox: &Outbox, end
 }
 
 /// Half-closes the connection (over TLS, after its close_notify) and reads what the
-/// peer still sends for a moment, discarding it.
+/// peer still sends for a moment, discarding it, up to 64 KiB; past that the
+/// connection is simply dropped.
 pub async fn linger(mut connection: impl AsyncRead + AsyncWrite + Unpin) {
+    /// Enough for what a polite peer has in flight when our close frame reaches it.
+    /// A peer that sends more is not closing, and is read no further: without a bound,
+    /// one could make the server read (and spend CPU on) hundreds of megabytes in the
+    /// linger's second.
+    const CLOSE_LINGER_BYTES: usize = 64 * 1024;
     let _ = connection.shutdown().await;
     // On the heap, not in the session's future, which every idle connection carries.
     let mut discard = vec![0u8; 1024];
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while matches!(connection.read(&mut discard).await, Ok(n) if n > 0) {}
+        let mut left = CLOSE_LINGER_BYTES;
+        while left > 0 {
+            let most = discard.len().min(left);
+            match connection.read(&mut discard[..most]).await {
+                Ok(read) if read > 0 => left -= read,
+                _ => return,
+            }
+        }
     })
     .await;
 }

@@ -2,15 +2,19 @@
 //! when one goes unanswered for the timeout.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::room::outbox::Outbox;
-use crate::room::wire;
+use crate::room::wire::{self, Frame};
 
 /// Whether the peer is alive: every ping we queue must be answered, by a pong or any
-/// other frame, within the ping timeout.
+/// other frame, within the ping timeout; and only a frame that arrives once the ping
+/// has been written counts. A peer that reads nothing, so that our ping waits behind
+/// what it has not read, cannot keep itself alive with unsolicited pongs (or anything
+/// else it sends).
 ///
 /// Times are milliseconds since the session began, in an atomic rather than a `Cell`
 /// because the reading and the keepalive futures of one session share it, and the
@@ -19,6 +23,10 @@ pub struct Keepalive {
     start: Instant,
     /// When the oldest ping not yet answered was queued, or `ANSWERED`.
     unanswered_since: AtomicU64,
+    /// The latest ping queued and not yet answered. The outbox and then the writer
+    /// hold the frame until it is written to the socket, so while it can be upgraded
+    /// it has not been written (and the ones before it may not have been either).
+    latest_ping: Mutex<Weak<Vec<u8>>>,
 }
 
 const ANSWERED: u64 = u64::MAX;
@@ -28,16 +36,36 @@ impl Keepalive {
         Self {
             start: Instant::now(),
             unanswered_since: AtomicU64::new(ANSWERED),
+            latest_ping: Mutex::new(Weak::new()),
         }
     }
 
-    /// A frame arrived: the peer is alive, and every ping so far is answered.
+    fn latest_ping(&self) -> MutexGuard<'_, Weak<Vec<u8>>> {
+        // Every holder does one assignment or one check: nothing is left half-done.
+        self.latest_ping
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A frame arrived: the peer is alive, and every ping so far is answered, if the
+    /// latest has been written. A frame that arrives before then answers nothing: the
+    /// peer cannot have seen the ping.
     pub fn heard(&self) {
+        // Most frames arrive with no ping outstanding: no lock for those.
+        if self.unanswered_since.load(Ordering::Relaxed) == ANSWERED {
+            return;
+        }
+        let latest = self.latest_ping();
+        if latest.strong_count() > 0 {
+            return;
+        }
         self.unanswered_since.store(ANSWERED, Ordering::Relaxed);
     }
 
-    /// A ping was queued; it starts the clock unless an older one is still unanswered.
-    fn pinged(&self) {
+    /// `ping` was queued; it starts the clock unless an older one is still unanswered.
+    fn pinged(&self, ping: &Frame) {
+        let mut latest = self.latest_ping();
+        *latest = std::sync::Arc::downgrade(ping);
         let now = self.start.elapsed().as_millis() as u64;
         let _ = self.unanswered_since.compare_exchange(
             ANSWERED,
@@ -71,8 +99,11 @@ impl Keepalive {
                 return;
             }
             if now >= next_ping {
-                outbox.push(&wire::ping());
-                self.pinged();
+                let ping = wire::ping();
+                // Registered before it is queued, so that the writer cannot have
+                // written it, and a frame been taken as its answer, before it counts.
+                self.pinged(&ping);
+                outbox.push(&ping);
                 next_ping = now + interval;
             }
         }
@@ -142,16 +173,39 @@ mod tests {
     async fn a_pong_in_time_keeps_the_session_alive() {
         let (keepalive, outbox, watching) = watch(TIMEOUT);
         let started = Instant::now();
-        // The pings at 10, 20 and 30 s each answered just before its timeout.
+        // The pings at 10, 20 and 30 s each written, then answered just before its
+        // timeout.
         for n in 1..=3 {
             tokio::time::sleep_until(started + INTERVAL * n + TIMEOUT - JUST).await;
             assert!(!watching.is_finished());
+            assert_eq!(pings(&outbox), 1);
             keepalive.heard();
         }
-        assert_eq!(pings(&outbox), 3);
         // Then silence: the ping at 40 s goes unanswered, and the session ends at 45 s.
         watching.await.unwrap();
         assert_eq!(started.elapsed(), INTERVAL * 4 + TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_arrives_before_the_ping_is_written_answers_nothing() {
+        let (keepalive, outbox, watching) = watch(TIMEOUT);
+        let started = Instant::now();
+        // The ping at 10 s stays queued, as it does behind what a peer has not read;
+        // the peer sends pongs (or anything) all along.
+        while started.elapsed() < INTERVAL + TIMEOUT - JUST {
+            sleep(JUST * 100).await;
+            keepalive.heard();
+        }
+        watching.await.unwrap();
+        assert_eq!(started.elapsed(), INTERVAL + TIMEOUT);
+        // Once written, a ping is answered by the next frame.
+        let (keepalive, outbox_2, watching) = watch(TIMEOUT);
+        sleep(INTERVAL + JUST).await;
+        assert_eq!(pings(&outbox_2), 1);
+        keepalive.heard();
+        sleep(TIMEOUT).await;
+        assert!(!watching.is_finished());
+        drop(outbox);
     }
 
     #[tokio::test(start_paused = true)]
