@@ -197,8 +197,14 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     response
 }
 
-/// An error answer: `{"type":"error","code":..,"message":..}`.
+/// An error answer: `{"type":"error","code":..,"message":..}`, in that order, as the
+/// WebSocket's error frames have it.
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"type": "error", "code": code, "message": message});
-    json_response(status, body.to_string().into_bytes())
+    let quoted = |text: &str| serde_json::Value::from(text).to_string();
+    let body = format!(
+        r#"{{"type":"error","code":{},"message":{}}}"#,
+        quoted(code),
+        quoted(message)
+    );
+    json_response(status, body.into_bytes())
 }
