@@ -1,14 +1,88 @@
 -- APPEND: numbers a run of events in one room from one node, in order, adds each to
 -- the room's history and to chat:events, and keeps the room's and the node's presence;
 -- returns the last event's id in chat:events.
--- KEYS: meta, history, present, the node's members, chat:events.
+-- KEYS: meta, history, present, the node's members, chat:events, reads.
 -- ARGV: an epoch if the room needs one, room, node, history length, chat:events
 -- length; then for each event: the member's key, join/leave/-, the member as present
 -- lists it (for a join), the event's JSON after its offset.
+--
+-- Each history entry: n (node), k (member key), e (the event), c (its id in
+-- chat:events), and for a delete g (what it purged: see below).
+--
+-- A delete purges its target's text from Redis, as `chat::v2::apply` deletes: when the
+-- target is a message in the history by the delete's own id, that message and every
+-- edit of it leave both streams (XDEL; `c` finds them in chat:events). What stood
+-- there stays in g, without text: each one's JSON up to its type (offset, ts, id,
+-- name), one per line, the message first, so that a snapshot can put a tombstone and
+-- text-less edits in their places. Scanning the history after the target costs at most
+-- --history entries, found by plain substring search, and only for deletes.
+if fresh then
+  redis.call('DEL', KEYS[6])
+end
 local room, node = ARGV[2], ARGV[3]
 local history, kept = tonumber(ARGV[4]), ARGV[5]
 local count = (#ARGV - 5) / 4
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', count) - count
+
+-- A history entry's field.
+local function field(fields, name)
+  for f = 1, #fields, 2 do
+    if fields[f] == name then
+      return fields[f + 1]
+    end
+  end
+end
+
+-- An event's JSON up to its type: nothing it says, only who and when. (Quotes in a
+-- name or a text are escaped, so the first `,"type":"` is the event's own.)
+local function head(event)
+  local at = string.find(event, ',"type":"', 1, true)
+  return string.sub(event, 1, at - 1)
+end
+
+-- An event's type and the JSON after it.
+local function body(event)
+  local at = string.find(event, ',"type":"', 1, true)
+  return string.sub(event, at + 9)
+end
+
+-- Who an event is by.
+local function author(event)
+  return string.match(event, '"id":"([^"]*)"')
+end
+
+-- Takes an entry out of the history and out of chat:events; returns its head.
+local function purge(entry)
+  local fields = entry[2]
+  redis.call('XDEL', KEYS[2], entry[1])
+  local live = field(fields, 'c')
+  if live then
+    redis.call('XDEL', KEYS[5], live)
+  end
+  return head(field(fields, 'e'))
+end
+
+-- Purges the message at `target` if `by` wrote it, and its edits; returns what
+-- stood there, or nil.
+local function delete(target, by)
+  local found = redis.call('XRANGE', KEYS[2], '0-' .. target, '0-' .. target)
+  if #found == 0 then
+    return nil
+  end
+  local message = field(found[1][2], 'e')
+  if author(message) ~= by or string.sub(body(message), 1, 9) ~= 'message",' then
+    return nil
+  end
+  local heads = {purge(found[1])}
+  local edit = ',"type":"edit","target":' .. target .. ','
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '0-' .. (target + 1), '+')) do
+    if string.find(field(entry[2], 'e'), edit, 1, true) then
+      table.insert(heads, purge(entry))
+    end
+  end
+  return table.concat(heads, '\n')
+end
+
 local last
 for i = 6, #ARGV, 4 do
   local key, presence = ARGV[i], ARGV[i + 1]
@@ -21,10 +95,19 @@ for i = 6, #ARGV, 4 do
     redis.call('HDEL', KEYS[4], room .. ' ' .. key)
   end
   local event = '{"offset":' .. offset .. ',' .. ARGV[i + 3]
-  if history > 0 then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', history, '0-' .. offset, 'n', node, 'k', key, 'e', event)
-  end
   last = redis.call('XADD', KEYS[5], 'MAXLEN', '~', kept, '*',
     'r', room, 'n', node, 'k', key, 'p', epoch, 'e', event)
+  if history > 0 then
+    local entry = {'n', node, 'k', key, 'e', event, 'c', last}
+    local target = string.match(body(event), '^delete","target":(%d+)[,}]')
+    if target then
+      local purged = delete(tonumber(target), author(event))
+      if purged then
+        table.insert(entry, 'g')
+        table.insert(entry, purged)
+      end
+    end
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', history, '0-' .. offset, unpack(entry))
+  end
 end
 return last

@@ -1,19 +1,27 @@
-//! Publishing: events on their way to Redis, as pipelines of `APPEND` calls.
+//! Publishing: events on their way to Redis, as pipelines of `APPEND` calls, and
+//! frames outside the log as `EPHEMERAL` calls in the same pipelines.
 
 use chat::v1::{self, EventKind, RoomName};
 
 use super::keys::{
-    EVENTS, EVENTS_KEPT, history_key, members_key, meta_key, new_epoch, present_key,
+    EVENTS, EVENTS_KEPT, history_key, members_key, meta_key, new_epoch, present_key, reads_key,
 };
-use super::scripts::APPEND_HASH;
-use crate::room::MemberRef;
+use super::scripts::{APPEND_HASH, EPHEMERAL_HASH};
+use crate::room::{Ephemeral, MemberRef};
 
-/// A pipeline of `APPEND` calls: one for each run of events in the same room from the
-/// same node, so that their order is kept.
+/// Which script a run of calls goes to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Script {
+    Append,
+    Ephemeral,
+}
+
+/// A pipeline of `APPEND` and `EPHEMERAL` calls: one for each run of events (or of
+/// ephemeral frames) in the same room from the same node, so that their order is kept.
 pub(super) struct Appends {
     pipe: redis::Pipeline,
-    /// The call being filled: for which node and room.
-    run: Option<(u64, RoomName, redis::Cmd)>,
+    /// The call being filled: for which script, node and room.
+    run: Option<(Script, u64, RoomName, redis::Cmd)>,
     history: usize,
 }
 
@@ -28,28 +36,24 @@ impl Appends {
 
     /// Adds `event` from `member` in `room`.
     pub(super) fn push(&mut self, (node, key): MemberRef, room: &RoomName, event: &v1::Event) {
-        let same_run = matches!(&self.run, Some((run_node, run_room, _)) if *run_node == node && run_room == room);
-        if !same_run {
-            self.finish_run();
-            let name = room.as_str();
+        let history = self.history;
+        let call = self.call(Script::Append, node, room, |name| {
             let mut call = redis::cmd("EVALSHA");
             call.arg(&*APPEND_HASH)
-                .arg(5)
+                .arg(6)
                 .arg(meta_key(name))
                 .arg(history_key(name))
                 .arg(present_key(name))
                 .arg(members_key(node))
                 .arg(EVENTS)
+                .arg(reads_key(name))
                 .arg(new_epoch())
                 .arg(name)
                 .arg(node)
-                .arg(self.history)
+                .arg(history)
                 .arg(EVENTS_KEPT);
-            self.run = Some((node, room.clone(), call));
-        }
-        let Some((_, _, call)) = &mut self.run else {
-            unreachable!("a run was just started");
-        };
+            call
+        });
         let (presence, present) = match event.kind {
             EventKind::Join => {
                 let present = v1::Present {
@@ -69,13 +73,57 @@ impl Appends {
             .arg(json_after_offset(event));
     }
 
+    /// Adds `what`, which a member of `node` told `room`.
+    pub(super) fn push_ephemeral(&mut self, node: u64, room: &RoomName, what: &Ephemeral) {
+        let call = self.call(Script::Ephemeral, node, room, |name| {
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(&*EPHEMERAL_HASH)
+                .arg(3)
+                .arg(meta_key(name))
+                .arg(reads_key(name))
+                .arg(EVENTS)
+                .arg(name)
+                .arg(node)
+                .arg(EVENTS_KEPT);
+            call
+        });
+        let (id, offset) = match what {
+            Ephemeral::Typing { .. } => ("", 0),
+            Ephemeral::Read { id, offset } => (id.as_str(), *offset),
+        };
+        let json = serde_json::to_string(what).expect("an ephemeral frame always serializes");
+        call.arg(id).arg(offset).arg(json);
+    }
+
+    /// The call a run of `script` in `room` from `node` goes to: the current one if it
+    /// is that run, else a new one that `start` makes for the room's name.
+    fn call(
+        &mut self,
+        script: Script,
+        node: u64,
+        room: &RoomName,
+        start: impl FnOnce(&str) -> redis::Cmd,
+    ) -> &mut redis::Cmd {
+        let same_run = matches!(&self.run, Some((run_script, run_node, run_room, _))
+            if *run_script == script && *run_node == node && run_room == room);
+        if !same_run {
+            self.finish_run();
+            self.run = Some((script, node, room.clone(), start(room.as_str())));
+        }
+        let Some((_, _, _, call)) = &mut self.run else {
+            unreachable!("a run was just started");
+        };
+        call
+    }
+
     fn finish_run(&mut self) {
-        if let Some((_, _, call)) = self.run.take() {
+        if let Some((_, _, _, call)) = self.run.take() {
             self.pipe.add_command(call);
         }
     }
 
-    /// The pipeline; it answers with each run's last id in `chat:events`.
+    /// The pipeline; it answers with each run's last id in `chat:events` (`""` for a
+    /// run of ephemeral frames that added none).
     pub(super) fn into_pipeline(mut self) -> redis::Pipeline {
         self.finish_run();
         self.pipe
@@ -137,6 +185,48 @@ mod tests {
         }
     }
 
+    fn args(call: &redis::Cmd) -> Vec<String> {
+        call.args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                redis::Arg::Cursor => String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ephemeral_frames_are_runs_of_their_own_between_events_in_order() {
+        let events = events();
+        let room = RoomName::default();
+        let typing = Ephemeral::Typing {
+            id: "42".into(),
+            name: None,
+        };
+        let read = Ephemeral::Read {
+            id: "42".into(),
+            offset: 3,
+        };
+        let mut appends = Appends::new(10);
+        appends.push((1, 2), &room, &events[4]);
+        appends.push_ephemeral(1, &room, &typing);
+        appends.push_ephemeral(1, &room, &read);
+        appends.push((1, 2), &room, &events[4]);
+        let commands: Vec<_> = appends.into_pipeline().cmd_iter().cloned().collect();
+        assert_eq!(commands.len(), 3, "event, two ephemeral frames, event");
+        let ephemeral = args(&commands[1]);
+        assert_eq!(ephemeral[1], *EPHEMERAL_HASH);
+        assert_eq!(
+            &ephemeral[2..6],
+            ["3", &meta_key("main"), &reads_key("main"), EVENTS]
+        );
+        assert_eq!(&ephemeral[6..9], ["main", "1", &EVENTS_KEPT.to_string()]);
+        assert_eq!(&ephemeral[9..11], ["", "0"], "typing keeps no position");
+        let frame: Ephemeral = serde_json::from_str(&ephemeral[11]).unwrap();
+        assert_eq!(frame, typing);
+        assert_eq!(&ephemeral[12..14], ["42", "3"]);
+        assert_eq!(ephemeral.len(), 15);
+    }
+
     #[test]
     fn a_run_of_one_room_from_one_node_is_one_call() {
         let events = events();
@@ -155,37 +245,33 @@ mod tests {
             3,
             "room main, then ops from node 1, then from node 2"
         );
-        let args = |call: &redis::Cmd| -> Vec<String> {
-            call.args_iter()
-                .map(|arg| match arg {
-                    redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                    redis::Arg::Cursor => String::new(),
-                })
-                .collect()
-        };
         let first = args(&commands[0]);
         assert_eq!(first[0], "EVALSHA");
-        assert_eq!(first[2], "5", "five keys");
+        assert_eq!(first[2], "6", "six keys");
         assert_eq!(
-            &first[3..8],
+            &first[3..9],
             [
                 meta_key("main"),
                 history_key("main"),
                 present_key("main"),
                 members_key(1),
-                EVENTS.to_owned()
+                EVENTS.to_owned(),
+                reads_key("main"),
             ]
         );
         // An epoch, the room, the node, the history, the stream's length, then four
         // arguments per event.
-        assert_eq!(&first[9..13], ["main", "1", "10", &EVENTS_KEPT.to_string()]);
-        assert_eq!(first.len(), 13 + 2 * 4);
-        assert_eq!(&first[13..15], ["1", "join"]);
-        let present: v1::Present = serde_json::from_str(&first[15]).unwrap();
+        assert_eq!(
+            &first[10..14],
+            ["main", "1", "10", &EVENTS_KEPT.to_string()]
+        );
+        assert_eq!(first.len(), 14 + 2 * 4);
+        assert_eq!(&first[14..16], ["1", "join"]);
+        let present: v1::Present = serde_json::from_str(&first[16]).unwrap();
         assert_eq!(present.id, "42");
-        assert_eq!(&first[17..20], ["2", "leave", ""]);
+        assert_eq!(&first[18..21], ["2", "leave", ""]);
         let last = args(&commands[2]);
-        assert_eq!(last.len(), 13 + 2 * 4);
-        assert_eq!(&last[13..15], ["1", "-"]);
+        assert_eq!(last.len(), 14 + 2 * 4);
+        assert_eq!(&last[14..16], ["1", "-"]);
     }
 }

@@ -22,6 +22,11 @@ pub(super) fn present_key(room: &str) -> String {
     format!("chat:room:{room}:present")
 }
 
+/// Each id's read position in the room: id -> offset.
+pub(super) fn reads_key(room: &str) -> String {
+    format!("chat:room:{room}:reads")
+}
+
 pub(super) fn members_key(node: u64) -> String {
     format!("chat:node:{node:016x}:members")
 }
@@ -44,6 +49,7 @@ mod tests {
         assert_eq!(meta_key("ops"), "chat:room:ops:meta");
         assert_eq!(history_key("ops"), "chat:room:ops:history");
         assert_eq!(present_key("ops"), "chat:room:ops:present");
+        assert_eq!(reads_key("ops"), "chat:room:ops:reads");
         assert_eq!(members_key(255), "chat:node:00000000000000ff:members");
         assert_eq!(alive_key(255), "chat:node:00000000000000ff:alive");
         assert_eq!(new_epoch().len(), 16);

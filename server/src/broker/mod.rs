@@ -24,6 +24,15 @@
 //! Redis queue what it cannot deliver; `chat:events` is read a batch at a time, the next
 //! one only once the last is fanned out, so nothing piles up inside the node either.
 //!
+//! Outside the log: typing and read positions (`Cluster::ephemeral`) go into
+//! `chat:events` too, without an offset, so that other nodes hear them in order with
+//! the events; read positions are also kept in the room's `reads` hash, only moving
+//! forward, and loaded with the room.
+//!
+//! Deletes: `APPEND` purges a deleted message and its edits from the room's history and
+//! from `chat:events`, keeping only who and when; loading puts a tombstone and text-less
+//! edits in their places.
+//!
 //! Presence: each member is in its room's `present` hash (what a welcome lists) and in
 //! its node's `members` hash, both kept by `APPEND`. Each node also refreshes an `alive`
 //! key with a TTL. When a node's `alive` key expires (the node was killed or lost its
@@ -69,13 +78,13 @@ use tracing::{info, warn};
 
 use self::append::Appends;
 use self::keys::{
-    EVENTS, NODES, alive_key, history_key, members_key, meta_key, new_epoch, present_key,
+    EVENTS, NODES, alive_key, history_key, members_key, meta_key, new_epoch, present_key, reads_key,
 };
 use self::presence::{reap, reap_dead_nodes};
-use self::scripts::{APPEND, SNAPSHOT};
+use self::scripts::{APPEND, EPHEMERAL, SNAPSHOT};
 use self::stream::{
-    Batch, StreamEntry, StreamPosition, events_per_read, position, read_events, read_history_entry,
-    read_present,
+    Batch, Entry, StreamEntry, StreamPosition, events_per_read, position, read_events,
+    read_history_entry, read_present,
 };
 use crate::config::CLUSTER_BACKLOG_BYTES;
 use crate::metrics::Metrics;
@@ -104,6 +113,18 @@ enum BrokerError {
     Unreadable(String),
 }
 
+/// What sessions hand the broker task, in the order they happened.
+enum Command {
+    /// An event for the room's log.
+    Event(Outgoing),
+    /// A frame outside the log, from a member of `link`.
+    Ephemeral {
+        link: Link,
+        room: RoomName,
+        what: Ephemeral,
+    },
+}
+
 /// A room to load, and who waits for it.
 struct Load {
     room: Arc<Room>,
@@ -118,7 +139,7 @@ pub struct Publisher {
     // Unbounded because a leave is handed over from `Drop` and must never be lost; what
     // waits here is bounded in bytes by `has_room`, which sessions wait for before they
     // read on, and is dropped when Redis is lost, since those sessions are closed then.
-    commands: mpsc::UnboundedSender<Outgoing>,
+    commands: mpsc::UnboundedSender<Command>,
     loads: mpsc::UnboundedSender<Load>,
     backlog: Arc<Backlog>,
 }
@@ -138,11 +159,28 @@ impl Cluster for Publisher {
     fn publish(&self, outgoing: Outgoing) {
         self.backlog.add(cost(&outgoing.event));
         // Fails only once the broker task is gone, at the very end of a shutdown.
-        let _ = self.commands.send(outgoing);
+        let _ = self.commands.send(Command::Event(outgoing));
     }
 
-    // TODO(wave4 broker): typing and read positions across nodes.
-    fn ephemeral(&self, _room: &RoomName, _what: Ephemeral) {}
+    /// Goes through `chat:events` with the events, in the same pipelines (see
+    /// `ephemeral.lua`), rather than through PUBLISH: other nodes then hear it in order
+    /// with the room's events (a typing before the message that ends it, a read
+    /// position after the event it reaches), on the connection that already reads the
+    /// stream, and a run of them costs one script call. Not counted in the backlog:
+    /// typing is counted at most once per 3 s per connection and a read position only
+    /// when it moves, so they are few and small beside the events.
+    fn ephemeral(&self, room: &RoomName, what: Ephemeral) {
+        let link = self.link();
+        if link == Link::Offline {
+            return;
+        }
+        let command = Command::Ephemeral {
+            link,
+            room: room.clone(),
+            what,
+        };
+        let _ = self.commands.send(command);
+    }
 
     fn sync(&self, room: &Arc<Room>) {
         let load = Load {
@@ -194,7 +232,7 @@ pub struct Broker {
     read_count: usize,
     /// How many connections to Redis this node has made: the current one's link.
     connection: u64,
-    commands: mpsc::UnboundedReceiver<Outgoing>,
+    commands: mpsc::UnboundedReceiver<Command>,
     loads: mpsc::UnboundedReceiver<Load>,
     backlog: Arc<Backlog>,
     /// The part of the backlog that Redis has taken, as pipelines: the id of each one's
@@ -357,7 +395,7 @@ impl Broker {
                 &config.set_response_timeout(READ_WAIT + REDIS_TIMEOUT),
             )
             .await?;
-        for script in [APPEND, SNAPSHOT] {
+        for script in [APPEND, SNAPSHOT, EPHEMERAL] {
             redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(script)
@@ -432,14 +470,31 @@ impl Broker {
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
         for entry in batch.entries {
-            let Some(room) = self.rooms.get(&entry.room).and_then(Weak::upgrade) else {
-                continue;
-            };
-            let lag = Duration::from_millis(now_millis().saturating_sub(entry.event.ts));
-            metrics.broker_received(lag);
-            if room.deliver(entry.from, &entry.epoch, entry.event) == Delivered::Behind {
-                info!(room = %room.name().as_str(), "missed events; loading the room again");
-                self.load(redis, &room).await?;
+            match entry {
+                Entry::Event {
+                    room,
+                    from,
+                    epoch,
+                    event,
+                } => {
+                    let Some(room) = self.rooms.get(&room).and_then(Weak::upgrade) else {
+                        continue;
+                    };
+                    let lag = Duration::from_millis(now_millis().saturating_sub(event.ts));
+                    metrics.broker_received(lag);
+                    if room.deliver(from, &epoch, event) == Delivered::Behind {
+                        info!(room = %room.name().as_str(), "missed events; loading the room again");
+                        self.load(redis, &room).await?;
+                    }
+                }
+                // This node's own members were told when it was said.
+                Entry::Ephemeral { room, node, what } if node != self.node => {
+                    let loaded = self.rooms.get(&room).and_then(Weak::upgrade);
+                    if let Some(room) = loaded.filter(|room| room.is_loaded()) {
+                        room.hear(&what, None);
+                    }
+                }
+                Entry::Ephemeral { .. } => {}
             }
         }
         if let Some(read_to) = batch.read_to {
@@ -461,20 +516,32 @@ impl Broker {
         room: &Arc<Room>,
     ) -> Result<(), BrokerError> {
         let name = room.name().as_str();
-        let (epoch, offset, newest_first, present): (String, u64, Vec<StreamEntry>, Vec<String>) =
-            redis::Script::new(SNAPSHOT)
-                .key(meta_key(name))
-                .key(history_key(name))
-                .key(present_key(name))
-                .arg(new_epoch())
-                .arg(self.history)
-                .invoke_async(redis)
-                .await?;
-        let mut events = newest_first
-            .iter()
-            .rev()
-            .map(|(_, fields)| read_history_entry(fields))
-            .collect::<Result<Vec<_>, _>>()?;
+        type Reply = (String, u64, Vec<StreamEntry>, Vec<String>, Vec<String>);
+        let (epoch, offset, newest_first, present, reads): Reply = redis::Script::new(SNAPSHOT)
+            .key(meta_key(name))
+            .key(history_key(name))
+            .key(present_key(name))
+            .key(reads_key(name))
+            .arg(new_epoch())
+            .arg(self.history)
+            .invoke_async(redis)
+            .await?;
+        let (mut events, mut purged) = (Vec::new(), Vec::new());
+        for (_, fields) in newest_first.iter().rev() {
+            let (event, stood) = read_history_entry(fields)?;
+            events.push(event);
+            purged.extend(stood);
+        }
+        // What a delete purged goes back in its place, without its text, as far as the
+        // history read reaches: the room's history has no gaps. (The room would make
+        // the tombstone from the delete alone; the edits it could not.)
+        let oldest = events.first().map_or(u64::MAX, |(_, event)| event.offset);
+        events.extend(
+            purged
+                .into_iter()
+                .filter(|(_, event)| event.offset > oldest),
+        );
+        events.sort_by_key(|(_, event)| event.offset);
         // An event from a Redis that numbered it and then lost it cannot be newer than
         // the room's offset; none is kept, but none is trusted past it either.
         events.retain(|(_, event)| event.offset <= offset);
@@ -482,12 +549,21 @@ impl Broker {
             .chunks_exact(2)
             .map(|pair| read_present(&pair[0], &pair[1]))
             .collect::<Result<Vec<_>, _>>()?;
+        let reads = reads
+            .chunks_exact(2)
+            .map(|pair| {
+                let offset = pair[1].parse::<u64>();
+                let offset =
+                    offset.map_err(|_| BrokerError::Unreadable(format!("a read {pair:?}")));
+                Ok((pair[0].clone(), offset?))
+            })
+            .collect::<Result<HashMap<_, _>, BrokerError>>()?;
         room.install(Snapshot {
             epoch,
             offset,
             events,
             present,
-            reads: HashMap::new(),
+            reads,
         });
         self.rooms.insert(room.name().clone(), Arc::downgrade(room));
         Ok(())
@@ -532,46 +608,62 @@ impl Broker {
     async fn send(
         &mut self,
         redis: &mut MultiplexedConnection,
-        first: Outgoing,
+        first: Command,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
         let mut appends = Appends::new(self.history);
-        let (mut count, mut bytes, mut fresh) = (0, 0, 0);
+        let (mut count, mut calls, mut bytes, mut fresh) = (0, 0, 0, 0);
         let mut next = Some(first);
         let current = Link::Connection(self.connection);
-        while let Some(outgoing) = next.take() {
-            let cost = cost(&outgoing.event);
-            bytes += cost;
-            if outgoing.link == current {
-                fresh += cost;
-                appends.push((self.node, outgoing.key), &outgoing.room, &outgoing.event);
-                count += 1;
+        while let Some(command) = next.take() {
+            match command {
+                Command::Event(outgoing) => {
+                    let cost = cost(&outgoing.event);
+                    bytes += cost;
+                    if outgoing.link == current {
+                        fresh += cost;
+                        appends.push((self.node, outgoing.key), &outgoing.room, &outgoing.event);
+                        count += 1;
+                        calls += 1;
+                    }
+                }
+                Command::Ephemeral { link, room, what } => {
+                    if link == current {
+                        appends.push_ephemeral(self.node, &room, &what);
+                        calls += 1;
+                    }
+                }
             }
-            if count < MOST_PER_PIPELINE {
+            if calls < MOST_PER_PIPELINE {
                 next = self.commands.try_recv().ok();
             }
         }
         // Those from an ended connection are not sent, and the sessions they are from
         // were closed with it; the rest are released once they are read back.
         self.backlog.release(bytes - fresh);
-        if count == 0 {
+        if calls == 0 {
             return Ok(());
         }
         let sent: Result<Vec<String>, _> = appends.into_pipeline().query_async(redis).await;
+        // The last id added to chat:events: a run of ephemeral frames may add none.
         let last = sent.map_err(BrokerError::from).and_then(|ids| {
-            let last = ids.last().and_then(|id| position(id));
-            last.ok_or_else(|| BrokerError::Unreadable(format!("event ids {ids:?}")))
+            let last = ids.iter().rev().find(|id| !id.is_empty());
+            match last.map(|id| position(id)) {
+                Some(Some(last)) => Ok(Some(last)),
+                None if count == 0 => Ok(None),
+                _ => Err(BrokerError::Unreadable(format!("event ids {ids:?}"))),
+            }
         });
-        let last = match last {
-            Ok(last) => last,
+        match last {
+            Ok(Some(last)) => self.in_redis.push_back((last, fresh)),
+            Ok(None) => {}
             Err(error) => {
                 // Lost with the connection, along with the sessions that sent them
                 // (closed with it): counted on, they would hold the bound down for good.
                 self.backlog.release(fresh);
                 return Err(error);
             }
-        };
-        self.in_redis.push_back((last, fresh));
+        }
         metrics.broker_published(count);
         Ok(())
     }

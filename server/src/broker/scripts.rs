@@ -16,10 +16,18 @@ pub(super) const APPEND: &str = concat!(include_str!("take_epoch.lua"), include_
 pub(super) static APPEND_HASH: LazyLock<String> =
     LazyLock::new(|| redis::Script::new(APPEND).get_hash().to_owned());
 
-/// A room as Redis has it: epoch, offset, the last events (newest first) and who is in
-/// it.
+/// A room as Redis has it: epoch, offset, the last events (newest first), who is in
+/// it and each id's read position.
 pub(super) const SNAPSHOT: &str =
     concat!(include_str!("take_epoch.lua"), include_str!("snapshot.lua"));
+
+/// Adds a run of frames outside the log (typing, read positions) from one node in one
+/// room to `chat:events`, and keeps read positions, each only moving forward.
+pub(super) const EPHEMERAL: &str = include_str!("ephemeral.lua");
+
+/// `EPHEMERAL`'s hash, which pipelines call it by.
+pub(super) static EPHEMERAL_HASH: LazyLock<String> =
+    LazyLock::new(|| redis::Script::new(EPHEMERAL).get_hash().to_owned());
 
 /// Each script's contract, against a real `redis-server` (Debian's package).
 #[cfg(test)]
@@ -33,7 +41,7 @@ mod tests {
     use redis::streams::StreamRangeReply;
 
     use super::*;
-    use crate::broker::keys::{EVENTS, history_key, members_key, meta_key, present_key};
+    use crate::broker::keys::{EVENTS, history_key, members_key, meta_key, present_key, reads_key};
 
     /// A `redis-server` of the test's own, on a free port, without persistence; killed
     /// when dropped.
@@ -93,6 +101,7 @@ mod tests {
             .key(present_key("main"))
             .key(members_key(node))
             .key(EVENTS)
+            .key(reads_key("main"))
             .arg(epoch)
             .arg("main")
             .arg(node)
@@ -105,6 +114,198 @@ mod tests {
     }
 
     const ADA: &str = r#"{"id":"7","since":5}"#;
+
+    /// What `SNAPSHOT` answers.
+    type Reply = (
+        String,
+        u64,
+        Vec<(String, Vec<String>)>,
+        Vec<String>,
+        Vec<String>,
+    );
+
+    fn snapshot(redis: &mut redis::Connection) -> Reply {
+        redis::Script::new(SNAPSHOT)
+            .key(meta_key("main"))
+            .key(history_key("main"))
+            .key(present_key("main"))
+            .key(reads_key("main"))
+            .arg("ignored")
+            .arg(10)
+            .invoke(redis)
+            .unwrap()
+    }
+
+    /// Calls `EPHEMERAL` for frames of room `main` from `node`, each as (id whose read
+    /// position it is or "", that position, JSON).
+    fn ephemeral(redis: &mut redis::Connection, node: u64, frames: &[(&str, u64, &str)]) -> String {
+        let script = redis::Script::new(EPHEMERAL);
+        let mut call = script.prepare_invoke();
+        call.key(meta_key("main"))
+            .key(reads_key("main"))
+            .key(EVENTS)
+            .arg("main")
+            .arg(node)
+            .arg(100);
+        for (id, offset, json) in frames {
+            call.arg(id).arg(offset).arg(json);
+        }
+        call.invoke(redis).unwrap()
+    }
+
+    /// Every value in a stream, as one text to search.
+    fn everything_in(redis: &mut redis::Connection, stream: &str) -> String {
+        let all: StreamRangeReply = redis.xrange_all(stream).unwrap();
+        let mut text = String::new();
+        for entry in &all.ids {
+            for value in entry.map.values() {
+                text.push_str(&redis::from_redis_value::<String>(value).unwrap());
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn a_delete_purges_its_message_and_edits_from_both_streams_keeping_who_and_when() {
+        let mut server = Redis::start();
+        let redis = &mut server.connection;
+        append(
+            redis,
+            "e1",
+            3,
+            10,
+            &[
+                (
+                    4,
+                    "join",
+                    ADA,
+                    r#""ts":5,"id":"7","name":"Ada","type":"join"}"#,
+                ),
+                (
+                    4,
+                    "-",
+                    "",
+                    r#""ts":6,"id":"7","name":"Ada","type":"message","text":"secret one"}"#,
+                ),
+                (
+                    4,
+                    "-",
+                    "",
+                    r#""ts":7,"id":"7","type":"message","text":"kept"}"#,
+                ),
+                (
+                    4,
+                    "-",
+                    "",
+                    r#""ts":8,"id":"7","type":"edit","target":2,"text":"secret two"}"#,
+                ),
+                (
+                    4,
+                    "-",
+                    "",
+                    r#""ts":9,"id":"7","type":"edit","target":3,"text":"kept too"}"#,
+                ),
+            ],
+        );
+        // Another id's delete is not the author's: nothing is purged.
+        append(
+            redis,
+            "e1",
+            3,
+            10,
+            &[(
+                5,
+                "-",
+                "",
+                r#""ts":10,"id":"8","type":"delete","target":2}"#,
+            )],
+        );
+        assert!(everything_in(redis, &history_key("main")).contains("secret one"));
+        // Nor is a delete of what is not a message.
+        append(
+            redis,
+            "e1",
+            3,
+            10,
+            &[(
+                4,
+                "-",
+                "",
+                r#""ts":11,"id":"7","type":"delete","target":1}"#,
+            )],
+        );
+        assert!(everything_in(redis, &history_key("main")).contains("\"type\":\"join\""));
+        append(
+            redis,
+            "e1",
+            3,
+            10,
+            &[(
+                4,
+                "-",
+                "",
+                r#""ts":12,"id":"7","type":"delete","target":2}"#,
+            )],
+        );
+        for stream in [history_key("main"), EVENTS.to_owned()] {
+            let text = everything_in(redis, &stream);
+            assert!(
+                !text.contains("secret"),
+                "{stream} still holds the text: {text}"
+            );
+            assert!(text.contains("kept too"), "only the target's edits go");
+        }
+        let history: StreamRangeReply = redis.xrange_all(history_key("main")).unwrap();
+        let ids: Vec<&str> = history.ids.iter().map(|entry| entry.id.as_str()).collect();
+        assert_eq!(ids, ["0-1", "0-3", "0-5", "0-6", "0-7", "0-8"]);
+        let delete = &history.ids[5];
+        let purged: String = delete.get("g").unwrap();
+        assert_eq!(
+            purged,
+            "{\"offset\":2,\"ts\":6,\"id\":\"7\",\"name\":\"Ada\"\n{\"offset\":4,\"ts\":8,\"id\":\"7\""
+        );
+        let (_, offset, events, _, _) = snapshot(redis);
+        assert_eq!((offset, events.len()), (8, 6));
+    }
+
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn read_positions_only_move_forward_and_are_told_only_when_they_move() {
+        let mut server = Redis::start();
+        let redis = &mut server.connection;
+        let read = |offset: u64| format!(r#"{{"type":"read","id":"7","offset":{offset}}}"#);
+        let (two, one) = (read(2), read(1));
+        assert_eq!(
+            ephemeral(redis, 3, &[("7", 2, &two)]),
+            "",
+            "a room without an epoch has no positions"
+        );
+        append(
+            redis,
+            "e1",
+            3,
+            10,
+            &[(4, "join", ADA, r#""ts":5,"id":"7","type":"join"}"#)],
+        );
+        let typing = r#"{"type":"typing","id":"7"}"#;
+        let told = ephemeral(redis, 3, &[("", 0, typing), ("7", 2, &two), ("7", 1, &one)]);
+        let shared: StreamRangeReply = redis.xrange_all(EVENTS).unwrap();
+        let frames: Vec<String> = shared.ids[1..]
+            .iter()
+            .map(|entry| entry.get("x").unwrap())
+            .collect();
+        assert_eq!(frames, [typing, two.as_str()], "the step back is not told");
+        assert_eq!(shared.ids.last().unwrap().id, told);
+        assert_eq!(shared.ids[1].get::<String>("n").unwrap(), "3");
+        let (_, _, _, _, reads) = snapshot(redis);
+        assert_eq!(reads, ["7", "2"]);
+        // A Redis that lost the room's epoch forgets its positions with its history.
+        let _: () = redis.del(meta_key("main")).unwrap();
+        let (_, _, _, _, reads) = snapshot(redis);
+        assert!(reads.is_empty());
+    }
 
     #[test]
     #[ignore = "needs redis-server"]
@@ -205,11 +406,11 @@ mod tests {
                 (4, "-", "", &three),
             ],
         );
-        type Reply = (String, u64, Vec<(String, Vec<String>)>, Vec<String>);
-        let (epoch, offset, events, present): Reply = redis::Script::new(SNAPSHOT)
+        let (epoch, offset, events, present, reads): Reply = redis::Script::new(SNAPSHOT)
             .key(meta_key("main"))
             .key(history_key("main"))
             .key(present_key("main"))
+            .key(reads_key("main"))
             .arg("ignored")
             .arg(2)
             .invoke(redis)
@@ -219,11 +420,13 @@ mod tests {
         assert_eq!(ids, ["0-4", "0-3"], "the last two, newest first");
         assert_eq!(events[0].1[..4], ["n", "3", "k", "4"]);
         assert_eq!(present, ["3 4", ADA]);
+        assert!(reads.is_empty());
 
-        let (epoch, offset, events, present): Reply = redis::Script::new(SNAPSHOT)
+        let (epoch, offset, events, present, _): Reply = redis::Script::new(SNAPSHOT)
             .key(meta_key("new"))
             .key(history_key("new"))
             .key(present_key("new"))
+            .key(reads_key("new"))
             .arg("fresh")
             .arg(2)
             .invoke(redis)

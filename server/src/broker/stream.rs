@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::keys::EVENTS;
 use super::{BrokerError, READ_WAIT};
-use crate::room::MemberRef;
+use crate::room::{Ephemeral, MemberRef};
 
 /// About the most bytes of events read from `chat:events` at once.
 pub(super) const READ_BYTES: usize = 4 * 1024 * 1024;
@@ -17,12 +17,21 @@ pub(super) const READ_BYTES: usize = 4 * 1024 * 1024;
 /// The most events read from `chat:events` at once.
 pub(super) const MOST_PER_READ: usize = 1024;
 
-/// An event read from `chat:events`.
-pub(super) struct Entry {
-    pub(super) room: RoomName,
-    pub(super) from: MemberRef,
-    pub(super) epoch: String,
-    pub(super) event: v1::Event,
+/// An entry read from `chat:events`.
+pub(super) enum Entry {
+    /// An event of the room's log, numbered in its history `epoch`.
+    Event {
+        room: RoomName,
+        from: MemberRef,
+        epoch: String,
+        event: v1::Event,
+    },
+    /// A frame outside the log, from a member of node `node`.
+    Ephemeral {
+        room: RoomName,
+        node: u64,
+        what: Ephemeral,
+    },
 }
 
 /// Where an entry is in a stream: its id, `<milliseconds>-<sequence>`.
@@ -110,14 +119,25 @@ pub(super) fn field<T: redis::FromRedisValue>(
         .ok_or_else(|| BrokerError::Unreadable(format!("an event without {name:?}")))
 }
 
-/// An entry of `chat:events`, and the size of its event.
+/// An entry of `chat:events`, and the size of its event: an event has `e`, a frame
+/// outside the log `x` (see `ephemeral.lua`).
 pub(super) fn read_live_entry(
     entry: &redis::streams::StreamId,
 ) -> Result<(Entry, usize), BrokerError> {
     let room: String = field(entry, "r")?;
     let room = RoomName::parse(&room).map_err(|_| BrokerError::Unreadable(room))?;
+    if entry.contains_key("x") {
+        let what: String = field(entry, "x")?;
+        let read = Entry::Ephemeral {
+            room,
+            node: field(entry, "n")?,
+            what: serde_json::from_str(&what)
+                .map_err(|error| BrokerError::Unreadable(error.to_string()))?,
+        };
+        return Ok((read, what.len()));
+    }
     let event: String = field(entry, "e")?;
-    let read = Entry {
+    let read = Entry::Event {
         room,
         from: (field(entry, "n")?, field(entry, "k")?),
         epoch: field(entry, "p")?,
@@ -126,19 +146,66 @@ pub(super) fn read_live_entry(
     Ok((read, event.len()))
 }
 
-/// A `history` entry's fields: `n`, `k`, `e`, in that order.
-pub(super) fn read_history_entry(fields: &[String]) -> Result<(MemberRef, v1::Event), BrokerError> {
+/// An event from the room's history, and the member it is from.
+pub(super) type Numbered = (MemberRef, v1::Event);
+
+/// A `history` entry's fields (names and values in turn): `n`, `k`, `e`, and for a
+/// delete that purged its target `g`. Gives the entry's event, and for such a delete
+/// what stood where it purged: the target as a tombstone and its edits without text
+/// (see `append.lua`), from the delete's member.
+pub(super) fn read_history_entry(
+    fields: &[String],
+) -> Result<(Numbered, Vec<Numbered>), BrokerError> {
     let value = |name: &str| {
-        let at = fields.iter().position(|field| field == name);
-        at.and_then(|at| fields.get(at + 1))
+        // Names are at even places: a value may equal a name.
+        let at = fields.iter().step_by(2).position(|field| field == name);
+        at.and_then(|at| fields.get(2 * at + 1))
+    };
+    let required = |name: &str| {
+        value(name)
             .ok_or_else(|| BrokerError::Unreadable(format!("a history entry without {name:?}")))
     };
     let number = |name: &str| {
-        value(name)?
+        required(name)?
             .parse::<u64>()
             .map_err(|error| BrokerError::Unreadable(error.to_string()))
     };
-    Ok(((number("n")?, number("k")?), read_event(value("e")?)?))
+    let from = (number("n")?, number("k")?);
+    let event = read_event(required("e")?)?;
+    let purged = match (value("g"), &event.kind) {
+        (Some(heads), v1::EventKind::Delete { target, .. }) => heads
+            .lines()
+            .map(|head| Ok((from, read_purged(head, *target)?)))
+            .collect::<Result<_, BrokerError>>()?,
+        _ => Vec::new(),
+    };
+    Ok(((from, event), purged))
+}
+
+/// What stood at a purged entry whose JSON began with `head` (everything before its
+/// type): the tombstone of message `target`, or an edit of it without its text.
+fn read_purged(head: &str, target: u64) -> Result<v1::Event, BrokerError> {
+    let mut event = read_event(&format!(r#"{head},"type":"leave"}}"#))?;
+    event.kind = if event.offset == target {
+        v1::EventKind::Message {
+            text: String::new(),
+            nonce: None,
+            reply_to: None,
+            kind: None,
+            state: v1::MessageState {
+                deleted: true,
+                ..Default::default()
+            },
+        }
+    } else {
+        v1::EventKind::Edit {
+            target,
+            text: String::new(),
+            nonce: None,
+            deleted: true,
+        }
+    };
+    Ok(event)
 }
 
 pub(super) fn read_event(json: &str) -> Result<v1::Event, BrokerError> {
@@ -184,10 +251,39 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let ((node, key), event) = read_history_entry(&fields).unwrap();
+        let (((node, key), event), purged) = read_history_entry(&fields).unwrap();
         assert_eq!((node, key), (3, 4));
         assert_eq!((event.offset, event.id.as_str()), (2, "7"));
         assert_eq!(event.kind, v1::EventKind::Leave);
+        assert!(purged.is_empty());
+    }
+
+    #[test]
+    fn a_delete_that_purged_gives_a_tombstone_and_edits_without_text() {
+        let fields: Vec<String> = [
+            "n",
+            "3",
+            "k",
+            "4",
+            "e",
+            r#"{"offset":9,"ts":8,"id":"7","type":"delete","target":5}"#,
+            "c",
+            "1-1",
+            "g",
+            "{\"offset\":5,\"ts\":6,\"id\":\"7\",\"name\":\"Ada\"\n{\"offset\":7,\"ts\":7,\"id\":\"7\"",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (_, purged) = read_history_entry(&fields).unwrap();
+        let json: Vec<String> = purged.iter().map(|(_, event)| event.to_json()).collect();
+        assert_eq!(
+            json,
+            [
+                r#"{"offset":5,"ts":6,"id":"7","name":"Ada","type":"message","text":"","deleted":true}"#,
+                r#"{"offset":7,"ts":7,"id":"7","type":"edit","target":5,"text":"","deleted":true}"#,
+            ]
+        );
+        assert!(purged.iter().all(|(from, _)| *from == (3, 4)));
     }
 
     #[test]
