@@ -79,6 +79,7 @@ async fn everything_in_redis(port: u16) -> String {
             "stream" => cli(&["XRANGE", key, "-", "+"]).await,
             "hash" => cli(&["HGETALL", key]).await,
             "set" => cli(&["SMEMBERS", key]).await,
+            "zset" => cli(&["ZRANGE", key, "0", "-1", "WITHSCORES"]).await,
             "string" => cli(&["GET", key]).await,
             other => panic!("a key of type {other:?}: {key}"),
         };
@@ -306,4 +307,85 @@ async fn typing_and_read_positions_reach_the_other_nodes() {
     assert_eq!(welcome["read"], hi, "Redis kept it: {welcome}");
     let (bobs, _) = V2::connect(&three, "/ws/8").await.seated().await;
     assert_eq!(bobs["read"], 0, "read positions are per id");
+}
+
+/// Pages back from `client`'s newest event to the first, 200 at a time; the offsets.
+async fn page_back_to_the_start(client: &mut V2, newest: u64) -> Vec<u64> {
+    let mut seen: Vec<u64> = Vec::new();
+    let mut before = newest + 1;
+    for page in 0u64.. {
+        let nonce = format!("p{page}");
+        client
+            .send(&json!({"type": "history", "before": before, "limit": 200, "nonce": nonce}))
+            .await;
+        let answer = client.error_or("history", &nonce).await;
+        let offsets: Vec<u64> = answer["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(offset)
+            .collect();
+        if let Some(&first) = offsets.first() {
+            assert_eq!(*offsets.last().unwrap(), before - 1, "no gap between pages");
+            before = first;
+        }
+        seen.splice(0..0, offsets);
+        if answer["more"] == false {
+            return seen;
+        }
+    }
+    unreachable!()
+}
+
+/// 50 000 events, far more than a node's memory holds, paged back on both nodes from
+/// Redis's history of the room: every event once, in order, from the first; and a
+/// deleted message's tombstone in its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn both_nodes_page_back_to_the_first_event_from_redis() {
+    const MESSAGES: u64 = 50_000;
+    let redis = Redis::start().await;
+    // A flood of 50 000 in a debug build can hold a node's heartbeat back for more
+    // than the 1 s of `node_config`; the default TTL is what a deployment has.
+    let config = || chat_server::Config {
+        history: 60_000,
+        presence_ttl: chat_server::Config::default().presence_ttl,
+        ..redis.node_config()
+    };
+    let one = redis.node_with(config()).await;
+    let two = redis.node_with(config()).await;
+    let mut ada = V2::connect(&one, "/ws/7").await;
+    ada.seated().await;
+    ada.say("a secret, first", None).await;
+    let secret = offset(&ada.next_of("message").await);
+    ada.delete(secret, None).await;
+    ada.next_of("delete").await;
+    for n in 0..MESSAGES {
+        ada.say(&format!("m {n}"), None).await;
+    }
+    let last = format!("m {}", MESSAGES - 1);
+    let newest = offset(
+        &ada.next_matching_within(MESSAGES as usize + 10, |f| f["text"] == last.as_str())
+            .await,
+    );
+    for node in [&one, &two] {
+        let mut bob = V2::connect(node, "/ws/8").await;
+        let (welcome, _) = bob.seated().await;
+        let newest_here = offset(&welcome);
+        assert!(newest_here >= newest);
+        let seen = page_back_to_the_start(&mut bob, newest_here).await;
+        assert_eq!(
+            seen,
+            (1..=newest_here).collect::<Vec<_>>(),
+            "every event once, in order"
+        );
+        bob.send(&json!({"type": "history", "after": secret - 1, "limit": 1}))
+            .await;
+        let page = bob.next_of("history").await;
+        assert_eq!(
+            (&page["events"][0]["text"], &page["events"][0]["deleted"]),
+            (&json!(""), &json!(true)),
+            "{page}"
+        );
+    }
 }

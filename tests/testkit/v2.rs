@@ -166,6 +166,18 @@ impl V2 {
             .await
     }
 
+    /// The frame of type `kind` that answers `nonce`, or fails on the error that does
+    /// instead, skipping up to [`MAX_SKIPPED`] others.
+    pub async fn error_or(&mut self, kind: &str, nonce: &str) -> Value {
+        let answer = self
+            .next_matching(&format!("the answer to {nonce:?}"), |frame| {
+                frame["nonce"] == nonce && (frame["type"] == kind || frame["type"] == "error")
+            })
+            .await;
+        assert_eq!(answer["type"], kind, "{answer}");
+        answer
+    }
+
     /// The `error` frame that answers `nonce`, skipping up to [`MAX_SKIPPED`] others.
     pub async fn error_for(&mut self, nonce: &str) -> Value {
         self.next_matching(&format!("the error for nonce {nonce:?}"), |frame| {

@@ -1,7 +1,7 @@
 -- APPEND: numbers a run of events in one room from one node, in order, adds each to
 -- the room's history and to chat:events, and keeps the room's and the node's presence;
 -- returns the last event's id in chat:events.
--- KEYS: meta, history, present, the node's members, chat:events, reads.
+-- KEYS: meta, history, present, the node's members, chat:events, reads, operations.
 -- ARGV: an epoch if the room needs one, room, node, history length, chat:events
 -- length; then for each event: the member's key, join/leave/-, the member as present
 -- lists it (for a join), the event's JSON after its offset.
@@ -16,8 +16,14 @@
 -- name), one per line, the message first, so that a snapshot can put a tombstone and
 -- text-less edits in their places. Scanning the history after the target costs at most
 -- --history entries, found by plain substring search, and only for deletes.
+--
+-- Each operation (edit, delete, react, unreact) is also added to the room's
+-- operations set, its offset scored by its target, which a page of the history reads
+-- to bring its messages to their latest state; targets older than the history are
+-- dropped from it as the history moves on.
 if fresh then
   redis.call('DEL', KEYS[6])
+  redis.call('DEL', KEYS[7])
 end
 local room, node = ARGV[2], ARGV[3]
 local history, kept = tonumber(ARGV[4]), ARGV[5]
@@ -108,6 +114,13 @@ for i = 6, #ARGV, 4 do
       end
     end
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', history, '0-' .. offset, unpack(entry))
+    local operated = string.match(body(event), '^[a-z]+","target":(%d+)[,}]')
+    if operated then
+      redis.call('ZADD', KEYS[7], operated, offset)
+    end
   end
+end
+if history > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. (offset - history))
 end
 return last

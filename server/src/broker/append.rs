@@ -4,7 +4,8 @@
 use chat::v1::{self, EventKind, RoomName};
 
 use super::keys::{
-    EVENTS, EVENTS_KEPT, history_key, members_key, meta_key, new_epoch, present_key, reads_key,
+    EVENTS, EVENTS_KEPT, history_key, members_key, meta_key, new_epoch, operations_key,
+    present_key, reads_key,
 };
 use super::scripts::{APPEND_HASH, EPHEMERAL_HASH};
 use crate::room::{Ephemeral, MemberRef};
@@ -40,13 +41,14 @@ impl Appends {
         let call = self.call(Script::Append, node, room, |name| {
             let mut call = redis::cmd("EVALSHA");
             call.arg(&*APPEND_HASH)
-                .arg(6)
+                .arg(7)
                 .arg(meta_key(name))
                 .arg(history_key(name))
                 .arg(present_key(name))
                 .arg(members_key(node))
                 .arg(EVENTS)
                 .arg(reads_key(name))
+                .arg(operations_key(name))
                 .arg(new_epoch())
                 .arg(name)
                 .arg(node)
@@ -247,9 +249,9 @@ mod tests {
         );
         let first = args(&commands[0]);
         assert_eq!(first[0], "EVALSHA");
-        assert_eq!(first[2], "6", "six keys");
+        assert_eq!(first[2], "7", "seven keys");
         assert_eq!(
-            &first[3..9],
+            &first[3..10],
             [
                 meta_key("main"),
                 history_key("main"),
@@ -257,21 +259,22 @@ mod tests {
                 members_key(1),
                 EVENTS.to_owned(),
                 reads_key("main"),
+                operations_key("main"),
             ]
         );
         // An epoch, the room, the node, the history, the stream's length, then four
         // arguments per event.
         assert_eq!(
-            &first[10..14],
+            &first[11..15],
             ["main", "1", "10", &EVENTS_KEPT.to_string()]
         );
-        assert_eq!(first.len(), 14 + 2 * 4);
-        assert_eq!(&first[14..16], ["1", "join"]);
-        let present: v1::Present = serde_json::from_str(&first[16]).unwrap();
+        assert_eq!(first.len(), 15 + 2 * 4);
+        assert_eq!(&first[15..17], ["1", "join"]);
+        let present: v1::Present = serde_json::from_str(&first[17]).unwrap();
         assert_eq!(present.id, "42");
-        assert_eq!(&first[18..21], ["2", "leave", ""]);
+        assert_eq!(&first[19..22], ["2", "leave", ""]);
         let last = args(&commands[2]);
-        assert_eq!(last.len(), 14 + 2 * 4);
-        assert_eq!(&last[14..16], ["1", "-"]);
+        assert_eq!(last.len(), 15 + 2 * 4);
+        assert_eq!(&last[15..17], ["1", "-"]);
     }
 }

@@ -27,6 +27,13 @@ pub(super) fn reads_key(room: &str) -> String {
     format!("chat:room:{room}:reads")
 }
 
+/// The room's operations by the offset they apply to: a sorted set whose members are
+/// the operations' offsets and whose scores are their targets, so that a page of the
+/// history finds the later operations on its messages without reading on to the end.
+pub(super) fn operations_key(room: &str) -> String {
+    format!("chat:room:{room}:operations")
+}
+
 pub(super) fn members_key(node: u64) -> String {
     format!("chat:node:{node:016x}:members")
 }
@@ -50,6 +57,7 @@ mod tests {
         assert_eq!(history_key("ops"), "chat:room:ops:history");
         assert_eq!(present_key("ops"), "chat:room:ops:present");
         assert_eq!(reads_key("ops"), "chat:room:ops:reads");
+        assert_eq!(operations_key("ops"), "chat:room:ops:operations");
         assert_eq!(members_key(255), "chat:node:00000000000000ff:members");
         assert_eq!(alive_key(255), "chat:node:00000000000000ff:alive");
         assert_eq!(new_epoch().len(), 16);

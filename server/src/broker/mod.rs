@@ -63,6 +63,7 @@ mod scripts;
 mod stream;
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -78,7 +79,8 @@ use tracing::{info, warn};
 
 use self::append::Appends;
 use self::keys::{
-    EVENTS, NODES, alive_key, history_key, members_key, meta_key, new_epoch, present_key, reads_key,
+    EVENTS, NODES, alive_key, history_key, members_key, meta_key, new_epoch, operations_key,
+    present_key, reads_key,
 };
 use self::presence::{reap, reap_dead_nodes};
 use self::scripts::{APPEND, EPHEMERAL, SNAPSHOT};
@@ -90,7 +92,8 @@ use crate::config::CLUSTER_BACKLOG_BYTES;
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
 use crate::room::{
-    Cluster, Delivered, Ephemeral, Health, Link, Outgoing, Room, Snapshot, now_millis,
+    Cluster, Delivered, Ephemeral, Health, Link, Outgoing, Room, Snapshot, StoreError, StoredPage,
+    now_millis,
 };
 
 /// The most events sent to Redis in one pipeline.
@@ -131,6 +134,14 @@ struct Load {
     done: Option<oneshot::Sender<()>>,
 }
 
+/// A page of a room's history to read from Redis, and who waits for it.
+struct PageRead {
+    room: RoomName,
+    first: u64,
+    last: u64,
+    done: oneshot::Sender<Result<StoredPage, BrokerError>>,
+}
+
 /// The rooms' and sessions' side of the broker: hands events over, in order, and loads
 /// rooms.
 pub struct Publisher {
@@ -141,6 +152,7 @@ pub struct Publisher {
     // read on, and is dropped when Redis is lost, since those sessions are closed then.
     commands: mpsc::UnboundedSender<Command>,
     loads: mpsc::UnboundedSender<Load>,
+    pages: mpsc::UnboundedSender<PageRead>,
     backlog: Arc<Backlog>,
 }
 
@@ -197,6 +209,30 @@ impl Cluster for Publisher {
     fn backlog(&self) -> &Backlog {
         &self.backlog
     }
+
+    fn page<'a>(
+        &'a self,
+        room: &'a RoomName,
+        offsets: RangeInclusive<u64>,
+    ) -> BoxFuture<'a, Result<StoredPage, StoreError>> {
+        Box::pin(async move {
+            let (done, read) = oneshot::channel();
+            let page = PageRead {
+                room: room.clone(),
+                first: *offsets.start(),
+                last: *offsets.end(),
+                done,
+            };
+            self.pages
+                .send(page)
+                .map_err(|_| -> StoreError { "the broker has stopped".into() })?;
+            match tokio::time::timeout(2 * REDIS_TIMEOUT, read).await {
+                Ok(Ok(page)) => Ok(page?),
+                Ok(Err(_)) => Err("Redis went away".into()),
+                Err(_) => Err("Redis did not answer in time".into()),
+            }
+        })
+    }
 }
 
 impl Publisher {
@@ -221,6 +257,86 @@ impl Publisher {
     }
 }
 
+/// Room `room`'s events from `first` to `last` as its history stream keeps them, in
+/// their latest state: the page's entries, and the later operations on them, which the
+/// room's operations set names; purged entries come back as the tombstones and
+/// text-less edits their delete kept the headers of.
+async fn read_page(
+    redis: &mut MultiplexedConnection,
+    room: &RoomName,
+    first: u64,
+    last: u64,
+) -> Result<StoredPage, BrokerError> {
+    let key = history_key(room.as_str());
+    let range = |from: u64, to: u64| {
+        let mut call = redis::cmd("XRANGE");
+        call.arg(&key)
+            .arg(format!("0-{from}"))
+            .arg(format!("0-{to}"));
+        call
+    };
+    let entries: Vec<StreamEntry> = range(first, last).query_async(redis).await?;
+    let later: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(operations_key(room.as_str()))
+        .arg(first)
+        .arg(last)
+        .query_async(redis)
+        .await?;
+    let mut later: Vec<u64> = later
+        .iter()
+        .filter_map(|offset| offset.parse().ok())
+        .filter(|&offset| offset > last)
+        .collect();
+    later.sort_unstable();
+    let mut reads = redis::pipe();
+    for &offset in &later {
+        reads.add_command(range(offset, offset));
+    }
+    let later: Vec<Vec<StreamEntry>> = if later.is_empty() {
+        Vec::new()
+    } else {
+        reads.query_async(redis).await?
+    };
+    let oldest: Vec<StreamEntry> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(redis)
+        .await?;
+    let mut page = Vec::new();
+    let mut operations = Vec::new();
+    for (_, fields) in entries.iter().chain(later.iter().flatten()) {
+        let ((_, event), purged) = read_history_entry(fields)?;
+        page.extend(
+            purged
+                .into_iter()
+                .map(|(_, stood)| stood)
+                .filter(|stood| (first..=last).contains(&stood.offset)),
+        );
+        let target = chat::v2::target_of(&event.kind);
+        if target.is_some_and(|target| (first..=last).contains(&target)) {
+            operations.push(event.clone());
+        }
+        if (first..=last).contains(&event.offset) {
+            page.push(event);
+        }
+    }
+    page.sort_by_key(|event| event.offset);
+    page.dedup_by_key(|event| event.offset);
+    operations.sort_by_key(|event| event.offset);
+    chat::v2::apply_all(&mut page, &operations);
+    let oldest = match oldest.first() {
+        Some((_, fields)) => read_history_entry(fields)?.0.1.offset,
+        None => 0,
+    };
+    Ok(StoredPage {
+        events: page,
+        oldest,
+    })
+}
+
 /// Where the broker task gets its work and reports its health.
 pub struct Broker {
     url: String,
@@ -234,6 +350,7 @@ pub struct Broker {
     connection: u64,
     commands: mpsc::UnboundedReceiver<Command>,
     loads: mpsc::UnboundedReceiver<Load>,
+    pages: mpsc::UnboundedReceiver<PageRead>,
     backlog: Arc<Backlog>,
     /// The part of the backlog that Redis has taken, as pipelines: the id of each one's
     /// last event in `chat:events`, and its bytes. Released once this node has read
@@ -283,6 +400,7 @@ fn channel(
     let node = fastrand::u64(1..);
     let (sender, commands) = mpsc::unbounded_channel();
     let (load_sender, loads) = mpsc::unbounded_channel();
+    let (page_sender, pages) = mpsc::unbounded_channel();
     let (health, watch) = watch::channel(Health::Down("connecting to Redis".to_owned()));
     let backlog = Arc::new(Backlog::new(
         CLUSTER_BACKLOG_BYTES,
@@ -294,6 +412,7 @@ fn channel(
         health: watch.clone(),
         commands: sender,
         loads: load_sender,
+        pages: page_sender,
         backlog: backlog.clone(),
     };
     let broker = Broker {
@@ -305,6 +424,7 @@ fn channel(
         connection: 0,
         commands,
         loads,
+        pages,
         backlog,
         in_redis: VecDeque::new(),
         health,
@@ -454,6 +574,10 @@ impl Broker {
                     if let Some(done) = load.done {
                         let _ = done.send(());
                     }
+                }
+                Some(page) = self.pages.recv() => {
+                    let read = read_page(redis, &page.room, page.first, page.last).await;
+                    let _ = page.done.send(read);
                 }
                 _ = heartbeat.tick() => self.heartbeat(redis).await?,
                 () = stop.cancelled() => return self.unregister(redis, metrics).await,

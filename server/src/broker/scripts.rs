@@ -41,7 +41,9 @@ mod tests {
     use redis::streams::StreamRangeReply;
 
     use super::*;
-    use crate::broker::keys::{EVENTS, history_key, members_key, meta_key, present_key, reads_key};
+    use crate::broker::keys::{
+        EVENTS, history_key, members_key, meta_key, operations_key, present_key, reads_key,
+    };
 
     /// A `redis-server` of the test's own, on a free port, without persistence; killed
     /// when dropped.
@@ -102,6 +104,7 @@ mod tests {
             .key(members_key(node))
             .key(EVENTS)
             .key(reads_key("main"))
+            .key(operations_key("main"))
             .arg(epoch)
             .arg("main")
             .arg(node)

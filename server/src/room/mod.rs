@@ -94,6 +94,13 @@ pub trait Cluster: Send + Sync {
     fn load<'a>(&'a self, room: &'a Arc<Room>) -> BoxFuture<'a, bool>;
     /// What this node has handed over and the cluster has not yet delivered back.
     fn backlog(&self) -> &Backlog;
+    /// The room's events at `offsets` that the cluster keeps (`--history` per room), in
+    /// their latest state and in offset order, and the oldest offset it keeps.
+    fn page<'a>(
+        &'a self,
+        room: &'a RoomName,
+        offsets: RangeInclusive<u64>,
+    ) -> BoxFuture<'a, Result<StoredPage, StoreError>>;
 }
 
 /// How a clustered node stands with its cluster, as sessions and `/healthz` watch it.
@@ -668,6 +675,11 @@ impl Room {
     /// Where the room writes its history, if anywhere.
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.store.as_ref()
+    }
+
+    /// The cluster the room is part of, if any.
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// This room's name.
@@ -1475,6 +1487,13 @@ mod tests {
         }
         fn backlog(&self) -> &Backlog {
             &self.0
+        }
+        fn page<'a>(
+            &'a self,
+            _: &'a RoomName,
+            _: RangeInclusive<u64>,
+        ) -> BoxFuture<'a, Result<StoredPage, StoreError>> {
+            Box::pin(async { Ok(StoredPage::default()) })
         }
     }
 

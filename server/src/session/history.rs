@@ -1,7 +1,8 @@
 //! `history` and `search`, for v2 clients and the HTTP API: answered from the room's
 //! history in memory when it holds the page, else from the store (`--data-dir`), read
-//! on a blocking thread. Without a store, what memory no longer holds is gone, and the
-//! answers say there is no more.
+//! on a blocking thread, or else, clustered, from the room's history stream in Redis.
+//! With none of them, what memory no longer holds is gone, and the answers say there is
+//! no more.
 
 use std::sync::Arc;
 
@@ -170,21 +171,25 @@ async fn page(
 ) -> Result<Vec<u8>, StoreError> {
     let memory = room.page(range, limit);
     let more_after = memory.last < memory.room_last;
-    let store = match room.store() {
-        Some(store) if !memory.complete => store.clone(),
-        store => {
-            let more = match range {
-                PageRange::Before(_) if store.is_some() => memory.first > 1,
-                PageRange::Before(_) => memory.complete && memory.first > memory.oldest_kept,
-                PageRange::After(_) => more_after,
-            };
-            let payloads = memory.frames.iter().map(|frame| wire::payload(frame));
-            return Ok(wire::page_json("history", nonce, payloads, more));
-        }
-    };
+    let kept_elsewhere = room.store().is_some() || room.cluster().is_some();
+    if memory.complete || !kept_elsewhere {
+        let more = match range {
+            PageRange::Before(_) if kept_elsewhere => memory.first > 1,
+            PageRange::Before(_) => memory.complete && memory.first > memory.oldest_kept,
+            PageRange::After(_) => more_after,
+        };
+        let payloads = memory.frames.iter().map(|frame| wire::payload(frame));
+        return Ok(wire::page_json("history", nonce, payloads, more));
+    }
     let (first, last) = (memory.first, memory.last);
-    let name = room.name().clone();
-    let stored = blocking(move || store.page(&name, first..=last)).await?;
+    let stored = match (room.store(), room.cluster()) {
+        (Some(store), _) => {
+            let (store, name) = (store.clone(), room.name().clone());
+            blocking(move || store.page(&name, first..=last)).await?
+        }
+        (None, Some(cluster)) => cluster.page(room.name(), first..=last).await?,
+        (None, None) => unreachable!("kept elsewhere"),
+    };
     let more = match range {
         PageRange::Before(_) => stored.oldest != 0 && first > stored.oldest,
         PageRange::After(_) => more_after,
