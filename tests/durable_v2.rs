@@ -2,7 +2,8 @@
 //! replies and read positions outlive a restart and a SIGKILL; the welcome's replay
 //! shows each message's latest state to v2 clients, and nothing deleted to v1 ones;
 //! `dms` lists a direct-message room the server has not loaded, with its unread count;
-//! and a deleted text is gone from the database's files.
+//! a deleted text is gone from the database's files; and the database of a
+//! chat.v1.json server opens, keeps its rows, and takes v2 operations on them.
 
 use std::path::Path;
 
@@ -305,4 +306,79 @@ async fn v2_history_outlives_a_restart_and_a_sigkill() {
         assert!(!v1_text.contains(gone), "{gone} in {v1_text}");
     }
     assert!(v1_text.contains("(edited) first, fixed twice"), "{v1_text}");
+}
+
+/// The database as the chat.v1.json server (schema 2) left it: a room with a join, a
+/// message and a leave.
+const SCHEMA_2_DATABASE: &str = "
+    CREATE TABLE rooms (name TEXT PRIMARY KEY, epoch TEXT NOT NULL,
+        last_offset INTEGER NOT NULL, last_ts INTEGER NOT NULL);
+    CREATE INDEX rooms_by_age ON rooms (last_ts);
+    CREATE TABLE events (room TEXT NOT NULL, offset INTEGER NOT NULL, ts INTEGER NOT NULL,
+        client TEXT NOT NULL, type TEXT NOT NULL CHECK (type IN ('join', 'leave', 'message')),
+        text TEXT, nonce TEXT, name TEXT, PRIMARY KEY (room, offset)) WITHOUT ROWID;
+    CREATE TABLE members (room TEXT NOT NULL, key INTEGER NOT NULL, client TEXT NOT NULL,
+        since INTEGER NOT NULL, name TEXT, PRIMARY KEY (room, key)) WITHOUT ROWID;
+    INSERT INTO rooms VALUES ('main', 'old-epoch', 3, 1700000000300);
+    INSERT INTO events VALUES ('main', 1, 1700000000100, '7', 'join', NULL, NULL, 'Ada');
+    INSERT INTO events VALUES ('main', 2, 1700000000200, '7', 'message', 'from v1', 'n-1', 'Ada');
+    INSERT INTO events VALUES ('main', 3, 1700000000300, '7', 'leave', NULL, NULL, 'Ada');
+    PRAGMA user_version = 2;
+";
+
+#[tokio::test]
+async fn a_chat_v1_database_keeps_its_rows_and_takes_v2_operations() {
+    let data = Scratch::new("durable-v2-old");
+    let file = data.path().join("chat.sqlite3");
+    rusqlite::Connection::open(&file)
+        .and_then(|database| database.execute_batch(SCHEMA_2_DATABASE))
+        .expect("a chat.v1.json database");
+
+    let server = TestServer::start_with(durable(data.path())).await;
+    let mut ada = V2::connect(&server, "/ws/7?name=Ada").await;
+    let (welcome, replayed) = ada.seated().await;
+    assert_eq!(welcome["epoch"], "old-epoch", "the room goes on");
+    let message = at(&replayed, 2);
+    assert_eq!(
+        (&message["text"], &message["nonce"], &message["name"]),
+        (&json!("from v1"), &json!("n-1"), &json!("Ada")),
+        "{message}"
+    );
+    assert_eq!(replayed.len(), 3, "{replayed:?}");
+    ada.edit(2, "from v2", None).await;
+    next(&mut ada, "edit", "target", json!(2)).await;
+    ada.react(2, "👍", None).await;
+    next(&mut ada, "react", "target", json!(2)).await;
+    server.stop().await;
+
+    let server = TestServer::start_with(durable(data.path())).await;
+    let mut carol = V2::connect(&server, "/ws/9").await;
+    let (_, replayed) = carol.seated().await;
+    let message = at(&replayed, 2);
+    assert_eq!(
+        (&message["text"], &message["edited"], &message["reactions"]),
+        (
+            &json!("from v2"),
+            &json!(true),
+            &json!([{"emoji": "👍", "ids": ["7"]}])
+        ),
+        "{message}"
+    );
+    server.stop().await;
+
+    let database = rusqlite::Connection::open(&file).expect("open");
+    let (version, events): (i64, String) = database
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT sql FROM sqlite_schema WHERE name = 'events')",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("the schema");
+    assert_eq!(version, 3);
+    assert!(
+        events.contains("CHECK (type IN ('join', 'leave', 'message'))")
+            && events.contains("reply_to INTEGER"),
+        "altered in place, not rebuilt: {events}"
+    );
 }
