@@ -428,42 +428,41 @@ impl Store for Journal {
 
     fn direct_rooms(&self, id: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError> {
         let reader = lock(&self.reader);
-        let rooms: Vec<(String, u64)> = reader
-            .prepare_cached("SELECT name, last_offset FROM rooms WHERE name LIKE 'dm.%'")?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut direct = Vec::new();
-        for (name, offset) in rooms {
-            let Ok(room) = RoomName::parse(&name) else {
-                continue;
-            };
-            let Some(Ok((first, second))) = v2::direct_members(&room) else {
-                continue;
-            };
-            let with = match (*id == first, *id == second) {
-                (true, _) => second,
-                (_, true) => first,
-                _ => continue,
-            };
-            let read: u64 = reader
-                .prepare_cached("SELECT offset FROM reads WHERE room = ?1 AND client = ?2")?
-                .query_row(params![name, id.as_str()], |row| row.get(0))
-                .optional()?
-                .unwrap_or(0);
-            let unread: u64 = reader
-                .prepare_cached(
-                    "SELECT count(*) FROM events WHERE room = ?1 AND offset > ?2
-                     AND type = 'message' AND client = ?3 AND text IS NOT NULL",
-                )?
-                .query_row(params![name, read, with.as_str()], |row| row.get(0))?;
-            direct.push(v2::DirectRoom {
-                room: name,
-                with: with.to_string(),
-                offset,
-                read,
-                unread,
-            });
-        }
+        let rooms = reader
+            .prepare_cached(DIRECT_ROOMS)?
+            .query_map([id.as_str()], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    v2::DirectRoom {
+                        room: String::new(),
+                        with: String::new(),
+                        offset: row.get(2)?,
+                        read: row.get(3)?,
+                        unread: row.get(4)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        // The query picks names by their form; the protocol's own rule keeps those
+        // that are direct rooms of `id`, in canonical form.
+        let direct = rooms
+            .into_iter()
+            .filter_map(|(name, with, found)| {
+                let room = RoomName::parse(&name).ok()?;
+                let (first, second) = v2::direct_members(&room)?.ok()?;
+                let other = match (*id == first, *id == second) {
+                    (true, _) => second,
+                    (_, true) => first,
+                    _ => return None,
+                };
+                (other.as_str() == with).then_some(v2::DirectRoom {
+                    room: name,
+                    with,
+                    ..found
+                })
+            })
+            .collect();
         Ok(direct)
     }
 
@@ -502,6 +501,29 @@ fn open_database(path: &Path) -> rusqlite::Result<Connection> {
     database.pragma_update(None, "secure_delete", true)?;
     Ok(database)
 }
+
+/// The direct-message rooms of id `?1`, by their names' form, `dm.?1.<with>` or
+/// `dm.<with>.?1`: name, the other id, last offset, `?1`'s read position and the
+/// messages from the other id after it that are not deleted (a delete nulls the text).
+/// Ids are digits and '-', which GLOB takes literally.
+const DIRECT_ROOMS: &str = "
+    SELECT name, other, last_offset, read,
+        (SELECT count(*) FROM events
+         WHERE events.room = direct.name AND events.offset > direct.read
+           AND events.type = 'message' AND events.client = direct.other
+           AND events.text IS NOT NULL)
+    FROM (
+        SELECT rooms.name AS name, rooms.last_offset AS last_offset,
+            coalesce(reads.offset, 0) AS read,
+            CASE WHEN rooms.name GLOB 'dm.' || ?1 || '.*'
+                THEN substr(rooms.name, length(?1) + 5)
+                ELSE substr(rooms.name, 4, length(rooms.name) - length(?1) - 4)
+            END AS other
+        FROM rooms LEFT JOIN reads ON reads.room = rooms.name AND reads.client = ?1
+        WHERE rooms.name GLOB 'dm.' || ?1 || '.*' OR rooms.name GLOB 'dm.*.' || ?1
+    ) AS direct
+    ORDER BY name
+";
 
 /// The columns [`read_event`] reads, in its order.
 const EVENT_COLUMNS: &str = "offset, ts, client, type, text, nonce, name, reply_to, kind";
@@ -1599,7 +1621,9 @@ mod tests {
         );
         // dm.13.7 is no direct room (the lower id comes first); dm.7.13 is.
         for (name, from) in [
+            ("dm.-3.7", "-3"),
             ("dm.3.7", "3"),
+            ("dm.7.7", "7"),
             ("dm.7.13", "13"),
             ("dm.13.7", "13"),
             ("dm.17.70", "17"),
@@ -1628,8 +1652,10 @@ mod tests {
         assert_eq!(
             found,
             [
+                direct("dm.-3.7", "-3", 2, 0, 1),
                 direct("dm.3.7", "3", 2, 0, 1),
                 direct("dm.7.13", "13", 2, 0, 1),
+                direct("dm.7.7", "7", 2, 0, 1),
                 direct("dm.7.9", "9", 9, 3, 2),
             ]
         );
