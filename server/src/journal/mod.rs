@@ -156,6 +156,9 @@ const MAX_BATCH: usize = 4096;
 /// forgotten, so that clients making up room names cannot grow the file without bound.
 pub const MAX_STORED_ROOMS: usize = 10 * MAX_ROOMS;
 
+/// How long a statement waits for the database while another connection holds it.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often a failed write is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -278,6 +281,9 @@ impl Journal {
             trouble: journal.trouble.clone(),
             history,
             metrics,
+            // A run killed before it could empty the log may have left a deleted text in
+            // it: emptied after the first write, when nothing else reads yet.
+            unpurged_log: true,
         };
         thread::Builder::new()
             .name("journal".into())
@@ -489,7 +495,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn open_database(path: &Path) -> rusqlite::Result<Connection> {
     let database = Connection::open(path)?;
-    database.busy_timeout(Duration::from_secs(5))?;
+    database.busy_timeout(BUSY_TIMEOUT)?;
     // Write-ahead logging lets the reader load rooms during a write. `synchronous =
     // NORMAL` makes a commit durable once it is in the log, which a killed process
     // cannot undo; only a power cut could take back the last commits (never corrupt
@@ -688,6 +694,8 @@ struct DatabaseWriter {
     trouble: Arc<Mutex<Option<String>>>,
     history: usize,
     metrics: Arc<Metrics>,
+    /// A delete took a text out, and the write-ahead log may still hold it.
+    unpurged_log: bool,
 }
 
 /// One event on its way to the database.
@@ -766,8 +774,9 @@ impl DatabaseWriter {
             info!("history written again; accepting sessions");
             *lock(&self.trouble) = None;
         }
-        if purged {
-            forget_purged(&self.database);
+        self.unpurged_log |= purged;
+        if self.unpurged_log {
+            self.unpurged_log = !empty_the_log(&self.database);
         }
         self.metrics.journal_written(batch.len());
     }
@@ -854,18 +863,33 @@ fn write(
 }
 
 /// Moves every commit into the database file and empties the write-ahead log, whose
-/// older frames still hold the texts a delete just took out. Deletes are rare, and
-/// this is one checkpoint; one that cannot finish now (a reader in the way past the
-/// busy timeout) leaves those frames until the log is next emptied, and says so.
-fn forget_purged(database: &Connection) {
-    let checkpoint = database.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-        row.get::<_, i64>(0)
+/// older frames still hold the texts a delete just took out; returns whether it could.
+/// It does not wait: while a reader is in the log, the writer (which every room waits
+/// on) would wait with it, so it gives up at once and is tried again after the next
+/// write. Deletes are rare, and each costs one checkpoint.
+fn empty_the_log(database: &Connection) -> bool {
+    let checkpoint = database.busy_timeout(Duration::ZERO).and_then(|()| {
+        database.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            row.get::<_, i64>(0)
+        })
     });
+    if let Err(timeout_error) = database.busy_timeout(BUSY_TIMEOUT) {
+        warn!(%timeout_error, "cannot set the database's busy timeout again");
+    }
     match checkpoint {
-        Ok(0) => {}
-        Ok(_) => warn!("the write-ahead log was busy: a deleted text stays in it for now"),
+        Ok(0) => true,
+        // A reader was in the way.
+        Ok(_)
+        | Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error {
+                code: rusqlite::ErrorCode::DatabaseBusy,
+                ..
+            },
+            _,
+        )) => false,
         Err(checkpoint_error) => {
-            warn!(%checkpoint_error, "cannot empty the write-ahead log after a delete")
+            warn!(%checkpoint_error, "cannot empty the write-ahead log after a delete");
+            false
         }
     }
 }
