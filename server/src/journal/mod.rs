@@ -17,7 +17,9 @@
 //! `members` (who is connected, so that after a crash their leaves can be announced),
 //! `reads` (each id's read position per room), and `message_index`, a contentless FTS5
 //! index of the messages' latest text for search. A delete removes its message's text,
-//! and its edits' texts, from all of them in the transaction that writes it.
+//! and its edits' texts, from all of them in the transaction that writes it, and from
+//! the files: freed space is zeroed (`secure_delete`, and FTS5's own `secure-delete`),
+//! and the write-ahead log, whose older frames still hold the text, is emptied.
 //!
 //! Owns the database; the rest of the server sees it only as a [`Store`], made by
 //! [`open`]. May call: `room` (the seam it plugs into, and the rooms it fans out),
@@ -37,7 +39,7 @@ use chat::v2;
 use futures_util::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::oneshot;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{JOURNAL_BACKLOG_BYTES, MAX_ROOMS};
 use crate::metrics::Metrics;
@@ -120,6 +122,15 @@ const V2_MIGRATION: &str = "
     ALTER TABLE events ADD COLUMN kind TEXT;
 ";
 
+/// Has FTS5 take a deleted row's entries out of the index at once, rather than mark
+/// them deleted until its segments are next merged: nothing in the file ties a deleted
+/// message to its words any more. The words themselves may stay as keys in a segment
+/// until it is merged (only `'optimize'`, which rewrites the whole index, takes them
+/// out at once: too slow for the writer of a large index). Kept in the index's own
+/// config, so setting it again on every start is harmless.
+const FTS_SECURE_DELETE: &str =
+    "INSERT INTO message_index (message_index, rank) VALUES ('secure-delete', 1);";
+
 /// Indexes every message kept, after [`V2_MIGRATION`].
 const INDEX_KEPT_MESSAGES: &str = "
     INSERT INTO message_index (rowid, text)
@@ -144,6 +155,9 @@ const MAX_BATCH: usize = 4096;
 /// Rooms whose history the database keeps. Past it, the room heard from longest ago is
 /// forgotten, so that clients making up room names cannot grow the file without bound.
 pub const MAX_STORED_ROOMS: usize = 10 * MAX_ROOMS;
+
+/// How long a statement waits for the database while another connection holds it.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a failed write is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -267,6 +281,9 @@ impl Journal {
             trouble: journal.trouble.clone(),
             history,
             metrics,
+            // A run killed before it could empty the log may have left a deleted text in
+            // it: emptied after the first write, when nothing else reads yet.
+            unpurged_log: true,
         };
         thread::Builder::new()
             .name("journal".into())
@@ -417,42 +434,41 @@ impl Store for Journal {
 
     fn direct_rooms(&self, id: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError> {
         let reader = lock(&self.reader);
-        let rooms: Vec<(String, u64)> = reader
-            .prepare_cached("SELECT name, last_offset FROM rooms WHERE name LIKE 'dm.%'")?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut direct = Vec::new();
-        for (name, offset) in rooms {
-            let Ok(room) = RoomName::parse(&name) else {
-                continue;
-            };
-            let Some(Ok((first, second))) = v2::direct_members(&room) else {
-                continue;
-            };
-            let with = match (*id == first, *id == second) {
-                (true, _) => second,
-                (_, true) => first,
-                _ => continue,
-            };
-            let read: u64 = reader
-                .prepare_cached("SELECT offset FROM reads WHERE room = ?1 AND client = ?2")?
-                .query_row(params![name, id.as_str()], |row| row.get(0))
-                .optional()?
-                .unwrap_or(0);
-            let unread: u64 = reader
-                .prepare_cached(
-                    "SELECT count(*) FROM events WHERE room = ?1 AND offset > ?2
-                     AND type = 'message' AND client = ?3 AND text IS NOT NULL",
-                )?
-                .query_row(params![name, read, with.as_str()], |row| row.get(0))?;
-            direct.push(v2::DirectRoom {
-                room: name,
-                with: with.to_string(),
-                offset,
-                read,
-                unread,
-            });
-        }
+        let rooms = reader
+            .prepare_cached(DIRECT_ROOMS)?
+            .query_map([id.as_str()], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    v2::DirectRoom {
+                        room: String::new(),
+                        with: String::new(),
+                        offset: row.get(2)?,
+                        read: row.get(3)?,
+                        unread: row.get(4)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        // The query picks names by their form; the protocol's own rule keeps those
+        // that are direct rooms of `id`, in canonical form.
+        let direct = rooms
+            .into_iter()
+            .filter_map(|(name, with, found)| {
+                let room = RoomName::parse(&name).ok()?;
+                let (first, second) = v2::direct_members(&room)?.ok()?;
+                let other = match (*id == first, *id == second) {
+                    (true, _) => second,
+                    (_, true) => first,
+                    _ => return None,
+                };
+                (other.as_str() == with).then_some(v2::DirectRoom {
+                    room: name,
+                    with,
+                    ..found
+                })
+            })
+            .collect();
         Ok(direct)
     }
 
@@ -479,15 +495,41 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn open_database(path: &Path) -> rusqlite::Result<Connection> {
     let database = Connection::open(path)?;
-    database.busy_timeout(Duration::from_secs(5))?;
+    database.busy_timeout(BUSY_TIMEOUT)?;
     // Write-ahead logging lets the reader load rooms during a write. `synchronous =
     // NORMAL` makes a commit durable once it is in the log, which a killed process
     // cannot undo; only a power cut could take back the last commits (never corrupt
     // the file), and it spares each commit an fsync.
     database.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
     database.pragma_update(None, "synchronous", "NORMAL")?;
+    // Deleted and replaced content is overwritten with zeros rather than left in the
+    // pages' free space, where a deleted message's text would stay in the file.
+    database.pragma_update(None, "secure_delete", true)?;
     Ok(database)
 }
+
+/// The direct-message rooms of id `?1`, by their names' form, `dm.?1.<with>` or
+/// `dm.<with>.?1`: name, the other id, last offset, `?1`'s read position and the
+/// messages from the other id after it that are not deleted (a delete nulls the text).
+/// Ids are digits and '-', which GLOB takes literally.
+const DIRECT_ROOMS: &str = "
+    SELECT name, other, last_offset, read,
+        (SELECT count(*) FROM events
+         WHERE events.room = direct.name AND events.offset > direct.read
+           AND events.type = 'message' AND events.client = direct.other
+           AND events.text IS NOT NULL)
+    FROM (
+        SELECT rooms.name AS name, rooms.last_offset AS last_offset,
+            coalesce(reads.offset, 0) AS read,
+            CASE WHEN rooms.name GLOB 'dm.' || ?1 || '.*'
+                THEN substr(rooms.name, length(?1) + 5)
+                ELSE substr(rooms.name, 4, length(rooms.name) - length(?1) - 4)
+            END AS other
+        FROM rooms LEFT JOIN reads ON reads.room = rooms.name AND reads.client = ?1
+        WHERE rooms.name GLOB 'dm.' || ?1 || '.*' OR rooms.name GLOB 'dm.*.' || ?1
+    ) AS direct
+    ORDER BY name
+";
 
 /// The columns [`read_event`] reads, in its order.
 const EVENT_COLUMNS: &str = "offset, ts, client, type, text, nonce, name, reply_to, kind";
@@ -652,6 +694,8 @@ struct DatabaseWriter {
     trouble: Arc<Mutex<Option<String>>>,
     history: usize,
     metrics: Arc<Metrics>,
+    /// A delete took a text out, and the write-ahead log may still hold it.
+    unpurged_log: bool,
 }
 
 /// One event on its way to the database.
@@ -703,13 +747,13 @@ impl DatabaseWriter {
     /// word to its clients, and are never dropped.
     fn write_until_done(&mut self, batch: &[Append], reads: &[Read]) {
         let mut failing = false;
-        loop {
+        let purged = loop {
             let written = self
                 .database
                 .transaction()
                 .and_then(|transaction| write(transaction, batch, reads, self.history));
             match written {
-                Ok(()) => break,
+                Ok(purged) => break purged,
                 Err(write_error) => {
                     if !failing {
                         error!(
@@ -725,10 +769,14 @@ impl DatabaseWriter {
                     thread::sleep(RETRY_EVERY);
                 }
             }
-        }
+        };
         if failing {
             info!("history written again; accepting sessions");
             *lock(&self.trouble) = None;
+        }
+        self.unpurged_log |= purged;
+        if self.unpurged_log {
+            self.unpurged_log = !empty_the_log(&self.database);
         }
         self.metrics.journal_written(batch.len());
     }
@@ -746,13 +794,14 @@ impl DatabaseWriter {
 
 /// Writes one batch in one transaction: the events, who joined and left, the search
 /// index, what deletes take back, read positions, each room's last offset; and forgets
-/// what is past the history's bounds.
+/// what is past the history's bounds. Returns whether a delete took a text out.
 fn write(
     transaction: Transaction<'_>,
     batch: &[Append],
     reads: &[Read],
     history: usize,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
+    let mut purged = false;
     let mut last: HashMap<&RoomName, (&Room, &v1::Event)> = HashMap::new();
     let mut rowids: HashMap<&RoomName, i64> = HashMap::new();
     let mut new_rooms = false;
@@ -767,7 +816,7 @@ fn write(
             }
         };
         if history > 0 {
-            write_event(&transaction, room.name(), rowid, event)?;
+            purged |= write_event(&transaction, room.name(), rowid, event)?;
         }
         let name = room.name().as_str();
         let who = event.name.as_ref().map(DisplayName::as_str);
@@ -809,7 +858,40 @@ fn write(
     if new_rooms {
         forget_rooms_past_the_bound(&transaction)?;
     }
-    transaction.commit()
+    transaction.commit()?;
+    Ok(purged)
+}
+
+/// Moves every commit into the database file and empties the write-ahead log, whose
+/// older frames still hold the texts a delete just took out; returns whether it could.
+/// It does not wait: while a reader is in the log, the writer (which every room waits
+/// on) would wait with it, so it gives up at once and is tried again after the next
+/// write. Deletes are rare, and each costs one checkpoint.
+fn empty_the_log(database: &Connection) -> bool {
+    let checkpoint = database.busy_timeout(Duration::ZERO).and_then(|()| {
+        database.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            row.get::<_, i64>(0)
+        })
+    });
+    if let Err(timeout_error) = database.busy_timeout(BUSY_TIMEOUT) {
+        warn!(%timeout_error, "cannot set the database's busy timeout again");
+    }
+    match checkpoint {
+        Ok(0) => true,
+        // A reader was in the way.
+        Ok(_)
+        | Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error {
+                code: rusqlite::ErrorCode::DatabaseBusy,
+                ..
+            },
+            _,
+        )) => false,
+        Err(checkpoint_error) => {
+            warn!(%checkpoint_error, "cannot empty the write-ahead log after a delete");
+            false
+        }
+    }
 }
 
 /// The rowid of `room`'s row, made now (as of `event`) if it has none; and whether it
@@ -837,13 +919,13 @@ fn room_rowid(
 
 /// Writes one event of room `name` (whose row is `rowid`): a join, leave or message in
 /// `events`, an operation in `operations`, and what it changes in the search index; a
-/// delete also takes the text out of its message and the message's edits.
+/// delete also takes the text out of its message and the message's edits, and says so.
 fn write_event(
     transaction: &Transaction<'_>,
     name: &RoomName,
     rowid: i64,
     event: &v1::Event,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
     let room = name.as_str();
     let who = event.name.as_ref().map(DisplayName::as_str);
     let (kind, target, text, emoji, nonce) = match &event.kind {
@@ -888,7 +970,7 @@ fn write_event(
                     .prepare_cached("INSERT INTO message_index (rowid, text) VALUES (?1, ?2)")?
                     .execute(params![index_key(rowid, event.offset), text])?;
             }
-            return Ok(());
+            return Ok(false);
         }
         EventKind::Edit {
             target,
@@ -959,10 +1041,11 @@ fn write_event(
             transaction
                 .prepare_cached("DELETE FROM message_index WHERE rowid = ?1")?
                 .execute([index_key(rowid, *target)])?;
+            return Ok(true);
         }
         _ => {}
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Forgets room `name`'s events (and their index entries) before offset `first_kept`.
@@ -987,19 +1070,24 @@ fn forget_before(
     Ok(())
 }
 
-/// Brings a database of schema `version` (0 for a new one) to [`SCHEMA_VERSION`].
+/// Brings a database of schema `version` (0 for a new one) to [`SCHEMA_VERSION`], in
+/// one transaction: a server stopped halfway leaves the old schema whole, rather than
+/// columns added under the old version, which the next start would add again and fail.
 fn migrate(database: &Connection, version: i64) -> rusqlite::Result<()> {
+    let transaction = database.unchecked_transaction()?;
     if version == 1 {
-        database.execute_batch(NAMES_MIGRATION)?;
+        transaction.execute_batch(NAMES_MIGRATION)?;
     }
     if (1..=2).contains(&version) {
-        database.execute_batch(V2_MIGRATION)?;
+        transaction.execute_batch(V2_MIGRATION)?;
     }
-    database.execute_batch(SCHEMA)?;
+    transaction.execute_batch(SCHEMA)?;
+    transaction.execute_batch(FTS_SECURE_DELETE)?;
     if (1..=2).contains(&version) {
-        database.execute_batch(INDEX_KEPT_MESSAGES)?;
+        transaction.execute_batch(INDEX_KEPT_MESSAGES)?;
     }
-    database.pragma_update(None, "user_version", SCHEMA_VERSION)
+    transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    transaction.commit()
 }
 
 /// Forgets the rooms heard from longest ago while there are more than
@@ -1367,12 +1455,238 @@ mod tests {
                  PRAGMA user_version = 2;",
             )
             .unwrap();
+        let schema = |database: &Connection| -> String {
+            database
+                .query_row(
+                    "SELECT sql FROM sqlite_schema WHERE name = 'events'",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+        let before = schema(&database);
         migrate(&database, 2).unwrap();
+        assert_eq!(
+            schema(&database),
+            before.replace("name TEXT,", "name TEXT, reply_to INTEGER, kind TEXT,"),
+            "the table is altered in place, not rebuilt"
+        );
+        let version: i64 = database
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
         let read = read_range(&database, &RoomName::default(), 1, 2).unwrap();
         assert_eq!(
             read[1].kind,
             EventKind::said("kept from v1", Some("n".into()))
         );
         assert_eq!(search(&database, "kept"), [2]);
+    }
+
+    /// A folder of its own for one test's database, removed afterwards.
+    struct Folder(PathBuf);
+
+    impl Folder {
+        fn new(name: &str) -> Self {
+            Self(std::env::temp_dir().join(format!(
+                "chat-journal-{name}-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            )))
+        }
+
+        fn journal(&self) -> Arc<Journal> {
+            Journal::open(&self.0, 100, Arc::default()).expect("open the journal")
+        }
+
+        /// Which of the database's files holds `text`, if any.
+        fn holding(&self, text: &str) -> Option<String> {
+            [FILE_NAME.to_owned(), format!("{FILE_NAME}-wal")]
+                .into_iter()
+                .find(|file| {
+                    let bytes = std::fs::read(self.0.join(file)).unwrap_or_default();
+                    bytes
+                        .windows(text.len())
+                        .any(|window| window == text.as_bytes())
+                })
+        }
+    }
+
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Room `name` with no members, for the journal to fan out to.
+    fn room(name: &str) -> Arc<Room> {
+        let settings = crate::room::RoomSettings {
+            max_queue_bytes: 1 << 20,
+            history: 100,
+            max_history_bytes: 1 << 20,
+            limits: v1::Limits {
+                max_message_bytes: 4096,
+                max_nonce_chars: v1::MAX_NONCE_CHARS,
+                history: 100,
+            },
+            verified: false,
+        };
+        Room::new(
+            RoomName::parse(name).expect("a room name"),
+            Start::new("e".into()),
+            Arc::new(settings),
+            Arc::default(),
+            None,
+            None,
+        )
+    }
+
+    /// Hands `events` of `room` to the journal's writer.
+    fn append_all(journal: &Journal, room: &Arc<Room>, events: &[v1::Event]) {
+        for event in events {
+            journal.append(room, 0, event.clone());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deleted_text_leaves_the_database_files() {
+        // The texts, as the tables held them. (The search index keeps words, not texts:
+        // see FTS_SECURE_DELETE for what it keeps of them.)
+        const SAID: &str = "the code is zanzibar0451";
+        const EDITED: &str = "no, it is quokka9917";
+        const NONCE: &str = "nonce-of-the-secret";
+        let folder = Folder::new("purge");
+        let main = room("main");
+        let journal = folder.journal();
+        append_all(
+            &journal,
+            &main,
+            &[
+                event(1, "7", EventKind::Join),
+                event(2, "7", EventKind::said(SAID, Some(NONCE.into()))),
+                event(3, "7", EventKind::said("stays", None)),
+                event(
+                    4,
+                    "7",
+                    EventKind::Edit {
+                        target: 2,
+                        text: EDITED.into(),
+                        nonce: None,
+                        deleted: false,
+                    },
+                ),
+            ],
+        );
+        journal.close().await;
+        drop(journal);
+        let journal = folder.journal();
+        assert!(folder.holding(SAID).is_some(), "written before the delete");
+        let delete = EventKind::Delete {
+            target: 2,
+            nonce: None,
+        };
+        append_all(&journal, &main, &[event(5, "7", delete)]);
+        journal.close().await;
+        for gone in [SAID, EDITED, NONCE] {
+            assert_eq!(folder.holding(gone), None, "{gone}");
+        }
+        assert!(folder.holding("stays").is_some());
+    }
+
+    #[tokio::test]
+    async fn read_positions_are_kept_and_only_move_forward() {
+        let folder = Folder::new("reads");
+        let main = room("main");
+        let journal = folder.journal();
+        append_all(
+            &journal,
+            &main,
+            &(1..=8)
+                .map(|offset| event(offset, "7", EventKind::said("hi", None)))
+                .collect::<Vec<_>>(),
+        );
+        journal.save_read(main.name(), "7", 5);
+        journal.save_read(main.name(), "7", 3);
+        journal.save_read(main.name(), "8", 8);
+        journal.save_read(&RoomName::parse("other").unwrap(), "7", 2);
+        journal.close().await;
+        let reads = journal.load(main.name()).unwrap().unwrap().reads;
+        assert_eq!(
+            reads,
+            HashMap::from([("7".to_owned(), 5), ("8".to_owned(), 8)])
+        );
+    }
+
+    #[tokio::test]
+    async fn direct_rooms_list_the_other_id_and_the_messages_from_it_not_yet_read() {
+        let folder = Folder::new("dms");
+        let journal = folder.journal();
+        let id = |id: &str| ClientId::parse(id).unwrap();
+        let with_9 = room("dm.7.9");
+        let delete = |target| EventKind::Delete {
+            target,
+            nonce: None,
+        };
+        append_all(
+            &journal,
+            &with_9,
+            &[
+                event(1, "7", EventKind::Join),
+                event(2, "9", EventKind::Join),
+                event(3, "9", EventKind::said("one", None)),
+                event(4, "7", EventKind::said("mine", None)),
+                event(5, "9", EventKind::said("two", None)),
+                event(6, "9", EventKind::said("gone", None)),
+                event(7, "9", EventKind::said("three", None)),
+                event(8, "9", delete(6)),
+                // 7's delete of 9's message deletes nothing: still unread.
+                event(9, "7", delete(7)),
+            ],
+        );
+        // dm.13.7 is no direct room (the lower id comes first); dm.7.13 is.
+        for (name, from) in [
+            ("dm.-3.7", "-3"),
+            ("dm.3.7", "3"),
+            ("dm.7.7", "7"),
+            ("dm.7.13", "13"),
+            ("dm.13.7", "13"),
+            ("dm.17.70", "17"),
+            ("main", "7"),
+        ] {
+            append_all(
+                &journal,
+                &room(name),
+                &[
+                    event(1, from, EventKind::Join),
+                    event(2, from, EventKind::said("hi", None)),
+                ],
+            );
+        }
+        journal.save_read(with_9.name(), "7", 3);
+        journal.close().await;
+        let mut found = journal.direct_rooms(&id("7")).unwrap();
+        found.sort_by(|a, b| a.room.cmp(&b.room));
+        let direct = |room: &str, with: &str, offset, read, unread| v2::DirectRoom {
+            room: room.into(),
+            with: with.into(),
+            offset,
+            read,
+            unread,
+        };
+        assert_eq!(
+            found,
+            [
+                direct("dm.-3.7", "-3", 2, 0, 1),
+                direct("dm.3.7", "3", 2, 0, 1),
+                direct("dm.7.13", "13", 2, 0, 1),
+                direct("dm.7.7", "7", 2, 0, 1),
+                direct("dm.7.9", "9", 9, 3, 2),
+            ]
+        );
+        assert_eq!(
+            journal.direct_rooms(&id("9")).unwrap(),
+            [direct("dm.7.9", "7", 9, 0, 1)]
+        );
+        assert!(journal.direct_rooms(&id("1")).unwrap().is_empty());
     }
 }
