@@ -201,3 +201,47 @@ async fn search_covers_everything_the_store_keeps_and_forgets_what_is_deleted() 
         (&json!(""), &json!(true))
     );
 }
+
+/// A store that cannot be read (here, a table dropped under the running server, as a
+/// damaged database would fail) is answered `unavailable`, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_read_is_answered_unavailable() {
+    let data = Scratch::new("unavailable");
+    let server = TestServer::start_with(Config {
+        history: 1000,
+        ..durable(data.path())
+    })
+    .await;
+    let mut ada = V2::connect(&server, "/ws/7").await;
+    ada.seated().await;
+    fill(&mut ada, "m", 1500).await;
+    let database = rusqlite::Connection::open(data.path().join("chat.sqlite3")).unwrap();
+    database
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    database
+        .execute_batch("DROP TABLE operations; DROP TABLE message_index;")
+        .unwrap();
+    for request in [
+        json!({"type": "history", "before": 300, "limit": 10, "nonce": "h"}),
+        json!({"type": "search", "text": "m", "limit": 10, "nonce": "s"}),
+    ] {
+        let nonce = request["nonce"].as_str().unwrap().to_owned();
+        ada.send(&request).await;
+        let error = ada.error_for(&nonce).await;
+        assert_eq!(error["code"], "unavailable", "{error}");
+        assert_eq!(
+            error["message"],
+            "cannot read the history now; try again later"
+        );
+    }
+    ada.send(&json!({"type": "history", "after": 1400, "limit": 5, "nonce": "mem"}))
+        .await;
+    assert_eq!(
+        ada.error_or("history", "mem").await["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+}

@@ -697,7 +697,30 @@ async fn the_protocol_guide_shows_this_recorded_transcript() {
         assert_eq!(offset(&frame), at);
     }
 
-    t.say("**Too old to change.** With `--history 3`, a message that has left the history can no longer be edited, deleted or reacted to.");
+    t.say("**Paging and search.** A page of the events before (or after) an offset, in their latest state, and whether there are more; a search for messages with words starting so, newest first.");
+    t.send(
+        "cy(v2)",
+        &mut cy,
+        r#"{"type":"history","before":7,"limit":2,"nonce":"c-1"}"#,
+    )
+    .await;
+    t.recv("cy(v2)", &mut cy, "history").await;
+    t.send(
+        "cy(v2)",
+        &mut cy,
+        r#"{"type":"search","text":"typo fix","limit":5,"nonce":"c-2"}"#,
+    )
+    .await;
+    t.recv("cy(v2)", &mut cy, "search").await;
+    t.send(
+        "cy(v2)",
+        &mut cy,
+        r#"{"type":"history","before":-1,"limit":500,"nonce":"c-3"}"#,
+    )
+    .await;
+    t.recv("cy(v2)", &mut cy, "error").await;
+
+    t.say("**Too old to change.** With `--history 3` and no `--data-dir`, a message that has left the history can no longer be edited, deleted or reacted to (with `--data-dir` it can: the store has it).");
     let small = TestServer::start_with(Config {
         history: 3,
         ..Config::default()
@@ -717,16 +740,47 @@ async fn the_protocol_guide_shows_this_recorded_transcript() {
     .await;
     t.recv("ada(v2)", &mut ada, "error").await;
 
+    t.say("**A store that cannot be read** (with `--data-dir`, a database damaged under the running server) is answered `unavailable`; the session goes on.");
+    let data = testkit::process::Scratch::new("transcript");
+    let durable = TestServer::start_with(Config {
+        data_dir: Some(data.path().to_owned()),
+        ..Config::default()
+    })
+    .await;
+    let mut ada = V2::connect(&durable, "/ws/7").await;
+    ada.seated().await;
+    rusqlite::Connection::open(data.path().join("chat.sqlite3"))
+        .unwrap()
+        .execute_batch("DROP TABLE message_index")
+        .unwrap();
+    t.send(
+        "ada(v2)",
+        &mut ada,
+        r#"{"type":"search","text":"anything","limit":5,"nonce":"a-6"}"#,
+    )
+    .await;
+    t.recv("ada(v2)", &mut ada, "error").await;
+
     let path = testkit::repository().join("docs/PROTOCOL.md");
     let doc = std::fs::read_to_string(&path).expect("docs/PROTOCOL.md");
     let start = doc.find(TRANSCRIPT_BEGIN).expect("the begin marker") + TRANSCRIPT_BEGIN.len();
     let end = start + doc[start..].find(TRANSCRIPT_END).expect("the end marker");
     let recorded = t.markdown();
-    for code in ["not_yours", "no_such_message", "too_old", "invalid"] {
-        assert!(recorded.contains(&format!("\"code\":\"{code}\"")), "{code}");
+    for code in [
+        "not_yours",
+        "no_such_message",
+        "too_old",
+        "invalid",
+        "unavailable",
+    ] {
+        assert!(
+            recorded.contains(&format!("\"code\":\"{code}\"")),
+            "{code}: {recorded}"
+        );
     }
     for request in [
-        "message", "edit", "delete", "react", "unreact", "typing", "read", "dms",
+        "message", "edit", "delete", "react", "unreact", "typing", "read", "dms", "history",
+        "search",
     ] {
         let sent = format!("> {{\"type\":\"{request}\"");
         assert!(recorded.contains(&sent), "{request}");
