@@ -171,3 +171,23 @@ async fn with_tokens_a_reader_shows_one_and_a_direct_room_is_for_its_two() {
         "psst"
     );
 }
+
+// On paused time, so that no token comes back between the reads.
+#[tokio::test(start_paused = true)]
+async fn reads_count_against_the_addresss_handshake_rate() {
+    let server = TestServer::start_with(Config {
+        handshake_rate_per_ip: Some(chat_server::RateLimit {
+            per_second: 1.0,
+            burst: 3,
+        }),
+        ..Config::default()
+    })
+    .await;
+    let path = "/api/v1/rooms/main/events?after=0&limit=1";
+    for _ in 0..3 {
+        assert_eq!(raw_http(server.address, &get(path, None)).await.status, 200);
+    }
+    let refused = raw_http(server.address, &get(path, None)).await;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+}
