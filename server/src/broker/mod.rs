@@ -615,7 +615,7 @@ impl Broker {
                 Entry::Ephemeral { room, node, what } if node != self.node => {
                     let loaded = self.rooms.get(&room).and_then(Weak::upgrade);
                     if let Some(room) = loaded.filter(|room| room.is_loaded()) {
-                        room.hear(&what, None);
+                        room.hear(&what, None, None);
                     }
                 }
                 Entry::Ephemeral { .. } => {}

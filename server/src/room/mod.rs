@@ -1042,8 +1042,10 @@ impl Room {
     /// Tells this node's members what `what` says, but not the member `from` that said
     /// it: someone typing to the other v2 connections, a read position to the other v2
     /// connections of its id. A read position that does not move forward is dropped:
-    /// returns whether it moved (always true for typing).
-    pub fn hear(&self, what: &Ephemeral, from: Option<u64>) -> bool {
+    /// returns whether it moved (always true for typing). With `wakes`, the writers it
+    /// reaches are left to be woken with the reader's other frames (see [`Wakes`]): a
+    /// typing frame then leaves in the same `writev` as the messages around it.
+    pub fn hear(&self, what: &Ephemeral, from: Option<u64>, mut wakes: Option<&mut Wakes>) -> bool {
         let mut state = self.lock();
         let (frame, to_id) = match what {
             Ephemeral::Typing { id, name } => {
@@ -1076,7 +1078,10 @@ impl Room {
                     None => slot.id.as_str() != sender,
                 };
             if reaches {
-                slot.outbox.push(&frame);
+                match wakes.as_deref_mut() {
+                    Some(wakes) => slot.outbox.push_corked(&frame, wakes),
+                    None => slot.outbox.push(&frame),
+                }
                 told += 1;
             }
         }
@@ -1232,7 +1237,7 @@ impl Member {
     pub fn request(&self, request: v2::Request, wakes: &mut Wakes) -> Result<(), v2::Error> {
         match request {
             v2::Request::Typing {} => {
-                self.typing();
+                self.typing(wakes);
                 Ok(())
             }
             v2::Request::Read { offset, nonce } => self.read(offset, nonce.as_deref()),
@@ -1283,7 +1288,7 @@ impl Member {
 
     /// Tells the room's other v2 connections that this member is typing, unless it
     /// already did in the last [`v2::TYPING_MIN_GAP_MS`].
-    fn typing(&self) {
+    fn typing(&self, wakes: &mut Wakes) {
         let now = now_millis();
         let last = self.typed_at.load(Ordering::Relaxed);
         if now.saturating_sub(last) < v2::TYPING_MIN_GAP_MS {
@@ -1294,7 +1299,7 @@ impl Member {
             id: self.who.id.to_string(),
             name: self.who.name.clone(),
         };
-        self.room.hear(&typing, Some(self.key));
+        self.room.hear(&typing, Some(self.key), Some(wakes));
         if let Some(cluster) = &self.room.cluster {
             cluster.ephemeral(&self.room.name, typing);
         }
@@ -1315,7 +1320,7 @@ impl Member {
             id: self.who.id.to_string(),
             offset,
         };
-        if !self.room.hear(&read, Some(self.key)) {
+        if !self.room.hear(&read, Some(self.key), None) {
             return Ok(());
         }
         if let Some(store) = &self.room.store {
