@@ -13,8 +13,11 @@ use crate::metrics::Disconnect;
 use crate::room::wire;
 use crate::room::{CatchUp, Member, Protocol, Room, StoreError};
 
-/// How many events a resume streamed from the store reads at a time.
-const CATCH_UP_PAGE: u64 = 200;
+/// How many events a resume streamed from the store reads at a time: what it holds
+/// beside the outbox's bound, so few (64 of the largest messages are about 4 MiB; 64
+/// of a chat's usual ones, some tens of kilobytes), and still a fraction of a
+/// millisecond of the store's time each.
+const CATCH_UP_PAGE: u64 = 64;
 
 /// Streams a resuming member's replay from the store when its welcome says so (see
 /// [`CatchUp`]), a page at a time, each frame only once the member's outbox is below
