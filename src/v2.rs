@@ -75,7 +75,10 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
     },
-    Typing {},
+    Typing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
     Read {
         offset: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,7 +247,7 @@ impl Request {
             | Self::Dms { nonce }
             | Self::History { nonce, .. }
             | Self::Search { nonce, .. } => nonce.as_deref(),
-            Self::Typing {} => None,
+            Self::Typing { nonce } => nonce.as_deref(),
         }
     }
 
@@ -293,7 +296,7 @@ impl Request {
                 emoji,
                 nonce,
             },
-            Self::Typing {}
+            Self::Typing { .. }
             | Self::Read { .. }
             | Self::Dms { .. }
             | Self::History { .. }
@@ -474,7 +477,7 @@ pub fn check(
             }
             return Ok(());
         }
-        Request::Typing {}
+        Request::Typing { .. }
         | Request::Dms { .. }
         | Request::History { .. }
         | Request::Search { .. } => return Ok(()),
@@ -728,7 +731,7 @@ mod tests {
                     nonce: None,
                 },
             ),
-            (r#"{"type":"typing"}"#, Request::Typing {}),
+            (r#"{"type":"typing"}"#, Request::Typing { nonce: None }),
             (
                 r#"{"type":"read","offset":4}"#,
                 Request::Read {

@@ -108,6 +108,16 @@ fn check_reader(
     door: &FrontDoor,
 ) -> Result<(), Refused> {
     let Some(tokens) = &door.tokens else {
+        // Over HTTP nobody even claims an id: without tokens, a direct-message room is
+        // not for reading here at all.
+        if v2::direct_members(room).is_some() {
+            let message = "direct-message rooms are read over HTTP only on a server with \
+                           --jwt-secret, with a token for one of their two ids";
+            return Err(refused(
+                Refusal::NotYourRoom,
+                error(StatusCode::FORBIDDEN, "forbidden", message),
+            ));
+        }
         return Ok(());
     };
     let token = bearer(request.headers()).ok_or_else(|| refuse_token(TokenRefusal::Missing))?;

@@ -1236,7 +1236,7 @@ impl Member {
     /// nothing.
     pub fn request(&self, request: v2::Request, wakes: &mut Wakes) -> Result<(), v2::Error> {
         match request {
-            v2::Request::Typing {} => {
+            v2::Request::Typing { .. } => {
                 self.typing(wakes);
                 Ok(())
             }
