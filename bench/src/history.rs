@@ -245,6 +245,18 @@ struct Pending {
     search: bool,
 }
 
+impl Pending {
+    /// Counts the answer (`None`: an error) and its latency.
+    fn record(self, shared: &Shared, events: Option<usize>) {
+        let requests = if self.search {
+            &shared.searches
+        } else {
+            &shared.pages
+        };
+        requests.record(self.sent.elapsed().as_micros() as u64, events);
+    }
+}
+
 /// Ticks of `interval`, or never without one.
 async fn tick(interval: &mut Option<Interval>) {
     match interval {
@@ -338,23 +350,25 @@ async fn client_task(
                 {
                     let page: chat::v2::Page =
                         serde_json::from_str(text).context("reading a page")?;
-                    if let Some(asked) = pending.take_if(|asked| page.nonce.as_ref() == Some(&asked.nonce)) {
-                        let requests = if asked.search { &shared.searches } else { &shared.pages };
-                        requests.record(asked.sent.elapsed().as_micros() as u64, Some(page.events.len()));
+                    let answers = |asked: &mut Pending| page.nonce.as_ref() == Some(&asked.nonce);
+                    if let Some(asked) = pending.take_if(answers) {
+                        asked.record(&shared, Some(page.events.len()));
                     }
                     continue;
                 }
                 if text.starts_with(r#"{"type":"error""#) {
-                    let error: ErrorHead = serde_json::from_str(text).context("reading an error")?;
+                    let error: ErrorHead =
+                        serde_json::from_str(text).context("reading an error")?;
                     eprintln!("client {id}: {text}");
-                    if let Some(asked) = pending.take_if(|asked| error.nonce.as_ref() == Some(&asked.nonce)) {
-                        let requests = if asked.search { &shared.searches } else { &shared.pages };
-                        requests.record(asked.sent.elapsed().as_micros() as u64, None);
+                    let answers = |asked: &mut Pending| error.nonce.as_ref() == Some(&asked.nonce);
+                    if let Some(asked) = pending.take_if(answers) {
+                        asked.record(&shared, None);
                     }
                     continue;
                 }
                 if text.starts_with(r#"{"type":"welcome""#) {
-                    let welcome: WelcomeHead = serde_json::from_str(text).context("reading the welcome")?;
+                    let welcome: WelcomeHead =
+                        serde_json::from_str(text).context("reading the welcome")?;
                     shared.latest.fetch_max(welcome.offset, Ordering::Relaxed);
                     shared.history.store(welcome.limits.history, Ordering::Relaxed);
                 }
@@ -376,12 +390,12 @@ async fn client_task(
                     if current == Phase::Measure {
                         shared.deliveries.fetch_add(1, Ordering::Relaxed);
                     }
-                    if own {
-                        if let Some(sent_at) = rest.split(' ').nth(1).and_then(|at| at.parse::<u64>().ok()) {
-                            let now = shared.start.elapsed().as_nanos() as u64;
-                            let micros = (now.saturating_sub(sent_at) / 1000).max(1);
-                            let _ = shared.echoes.lock().expect("no client panics holding it").record(micros);
-                        }
+                    let sent_at = rest.split(' ').nth(1).and_then(|at| at.parse::<u64>().ok());
+                    if let (true, Some(sent_at)) = (own, sent_at) {
+                        let now = shared.start.elapsed().as_nanos() as u64;
+                        let micros = (now.saturating_sub(sent_at) / 1000).max(1);
+                        let mut echoes = shared.echoes.lock().expect("no client panics holding it");
+                        let _ = echoes.record(micros);
                     }
                 } else if own && said.starts_with("f ") {
                     fill_echoed += 1;
@@ -392,21 +406,24 @@ async fn client_task(
             () = tick(&mut ticks), if may_tick => match role {
                 Role::Writer(_) if current == Phase::Fill => {
                     let word = seq % plan.words as u64;
-                    socket.send(servers.message(format!("f {seq} kw{word:04}"))).await.context("filling")?;
+                    let fill = servers.message(format!("f {seq} kw{word:04}"));
+                    socket.send(fill).await.context("filling")?;
                     seq += 1;
                     fill_sent += 1;
                 }
                 Role::Writer(_) => {
                     let word = seq % plan.words as u64;
                     let sent_at = shared.start.elapsed().as_nanos() as u64;
-                    socket.send(servers.message(format!("w {seq} {sent_at} kw{word:04}"))).await.context("writing")?;
+                    let write = servers.message(format!("w {seq} {sent_at} kw{word:04}"));
+                    socket.send(write).await.context("writing")?;
                     seq += 1;
                     shared.written.fetch_add(1, Ordering::Relaxed);
                 }
                 Role::Reader => {
                     requests += 1;
                     let nonce = requests.to_string();
-                    let search = plan.search_every > 0 && requests % plan.search_every as u64 == 0;
+                    let search = plan.search_every > 0
+                        && requests.is_multiple_of(plan.search_every as u64);
                     let request = if search {
                         chat::v2::Request::Search {
                             text: format!("kw{:04}", rng.below(plan.words as u64)),
@@ -426,13 +443,19 @@ async fn client_task(
                             nonce: Some(nonce.clone()),
                         }
                     };
-                    pending = Some(Pending { nonce, sent: Instant::now(), search });
-                    socket.send(Message::text(request.to_json())).await.context("asking")?;
+                    pending = Some(Pending {
+                        nonce,
+                        sent: Instant::now(),
+                        search,
+                    });
+                    let request = Message::text(request.to_json());
+                    socket.send(request).await.context("asking")?;
                 }
             },
             () = std::future::ready(()), if unpaced_fill => {
                 let word = seq % plan.words as u64;
-                socket.send(servers.message(format!("f {seq} kw{word:04}"))).await.context("filling")?;
+                let fill = servers.message(format!("f {seq} kw{word:04}"));
+                socket.send(fill).await.context("filling")?;
                 seq += 1;
                 fill_sent += 1;
             }
