@@ -273,8 +273,9 @@ fn pace(per_second: f64, phase: f64) -> Interval {
     let period = Duration::from_secs_f64(1.0 / per_second);
     let mut interval =
         tokio::time::interval_at(tokio::time::Instant::now() + period.mul_f64(phase), period);
-    // A writer below the timer's millisecond catches up in bursts, keeping its rate; a
-    // reader whose answer was late just asks later.
+    // Ticks missed are caught up at once, keeping the rate: a writer whose period is
+    // below the timer's millisecond sends in small bursts, and a reader whose answer
+    // came late asks again as soon as it has it, until it is back on schedule.
     interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
     interval
 }
