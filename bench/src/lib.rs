@@ -7,6 +7,8 @@
 //! - `idle`: N idle clients held open, for the server's memory per connection, and
 //!   churn rounds that open and drop them.
 //! - `resume`: N `chat.v1.json` clients drop at once and come back asking to resume.
+//! - `history`: a room filled with N messages, written to at a fixed rate while
+//!   `chat.v2.json` readers page back through it and search it.
 //! - here: where clients connect, in which protocol (plain, `chat.v1.json` or
 //!   `chat.v2.json`), and how a room of them is made ready.
 //! - `probe`: the server's CPU time and RSS, read from `/proc/<pid>`.
@@ -15,11 +17,13 @@
 //! the server's total order means every earlier join has been delivered by then.
 
 mod fanout;
+mod history;
 mod idle;
 mod probe;
 mod resume;
 
 pub use fanout::{FanoutPlan, FanoutReport, Latency, MixReport, Pace, TYPING_PERIOD, fanout};
+pub use history::{FILL_WINDOW, HistoryPlan, HistoryReport, RequestReport, history};
 pub use idle::{IdlePlan, IdleReport, idle};
 pub use probe::{ServerProbe, Usage};
 pub use resume::{ResumePlan, ResumeReport, resume};

@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chat_bench::{FanoutPlan, IdlePlan, Pace, Protocol, ResumePlan, ServerProbe, Servers};
+use chat_bench::{
+    FanoutPlan, HistoryPlan, IdlePlan, Pace, Protocol, ResumePlan, ServerProbe, Servers,
+};
 use clap::{Parser, Subcommand};
 use url::Url;
 
@@ -106,6 +108,44 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         missed: usize,
     },
+    /// With --v2: optionally fill the room with N messages, then W writers keep writing
+    /// at a total rate while R readers ask for random pages (`before` uniform over the
+    /// offsets the server keeps) and search for words the messages carry.
+    History {
+        /// Messages to put in the room first (by the writers).
+        #[arg(long, default_value_t = 0)]
+        fill: usize,
+        /// The fill's total rate in messages a second; as fast as the server takes them
+        /// (a window of unechoed messages per writer) without it.
+        #[arg(long)]
+        fill_rate: Option<f64>,
+        #[arg(long, default_value_t = 2)]
+        writers: usize,
+        /// Messages a second over all writers while the readers read.
+        #[arg(long, default_value_t = 1000.0)]
+        write_rate: f64,
+        #[arg(long, default_value_t = 4)]
+        readers: usize,
+        /// The readers connect and receive but ask nothing: the same run without the
+        /// reading, for the fan-out's CPU per delivery.
+        #[arg(long)]
+        quiet_readers: bool,
+        /// Requests a second per reader (one at a time: fewer if answers are slower).
+        #[arg(long, default_value_t = 20.0)]
+        request_rate: f64,
+        /// Every K-th request of a reader is a search (0: none).
+        #[arg(long, value_name = "K", default_value_t = 5)]
+        search_every: usize,
+        /// Events asked for per page or search.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Seconds of writing and reading, measured.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Distinct words in the messages (one each); searches ask for one of them.
+        #[arg(long, default_value_t = 1000)]
+        words: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -117,7 +157,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(lost) => {
-            eprintln!("chat-bench: {lost} deliveries lost or clients not recovered");
+            eprintln!(
+                "chat-bench: {lost} deliveries lost, clients not recovered or requests refused"
+            );
             ExitCode::FAILURE
         }
         Err(error) => {
@@ -198,6 +240,37 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             let report = chat_bench::resume(&servers, &plan, probe).await?;
             let not_recovered = (report.clients - report.recovered) as u64;
             (serde_json::to_string_pretty(&report)?, not_recovered)
+        }
+        Scenario::History {
+            fill,
+            fill_rate,
+            writers,
+            write_rate,
+            readers,
+            quiet_readers,
+            request_rate,
+            search_every,
+            limit,
+            seconds,
+            words,
+        } => {
+            let plan = HistoryPlan {
+                fill,
+                fill_rate,
+                writers,
+                write_rate,
+                readers,
+                quiet_readers,
+                request_rate,
+                search_every,
+                limit,
+                duration: Duration::from_secs(seconds),
+                words,
+                connect_concurrency: args.connect_concurrency,
+            };
+            let report = chat_bench::history(&servers, &plan, probe).await?;
+            let failed = report.pages.errors + report.searches.errors;
+            (serde_json::to_string_pretty(&report)?, failed)
         }
     };
     println!("{summary}");
