@@ -163,7 +163,7 @@ pub(crate) fn is_printable(c: char) -> bool {
 /// Whether `c` is a visible symbol outside ASCII, such as an emoji or a skin tone or
 /// variation selector after one: a zero-width joiner between two of these draws one
 /// emoji (👩‍💻), where between letters it would hide itself ("Ad\u{200D}a" for "Ada").
-fn is_symbol(c: char) -> bool {
+pub(crate) fn is_symbol(c: char) -> bool {
     !c.is_ascii() && !c.is_alphanumeric() && !c.is_whitespace() && is_printable(c)
 }
 

@@ -429,14 +429,40 @@ pub fn is_reaction(emoji: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b));
     }
     let mut graphemes = emoji.graphemes(true);
-    let one = graphemes.next().is_some() && graphemes.next().is_none();
-    let first = emoji.chars().next().expect("not empty");
-    one && !first.is_ascii()
-        && !first.is_alphanumeric()
-        && !first.is_whitespace()
-        && emoji
-            .chars()
-            .all(|c| !c.is_control() && (v1::is_printable(c) || c == '\u{200D}'))
+    if graphemes.next().is_none() || graphemes.next().is_some() {
+        return false;
+    }
+    let mut chars = emoji.chars();
+    let first = chars.next().expect("not empty");
+    let rest: Vec<char> = chars.collect();
+    // A keycap (1️⃣) starts with its digit; anything else with a visible symbol, not
+    // with what only modifies one (a joiner, a variation selector, a skin tone, a
+    // combining mark), which alone shows as nothing.
+    let keycap = matches!(first, '0'..='9' | '#' | '*') && rest.last() == Some(&'\u{20E3}');
+    let visible = keycap || (v1::is_symbol(first) && !modifies(first));
+    visible
+        && rest.iter().all(|&c| {
+            v1::is_printable(c)
+                // Joiners, variation selectors, the keycap mark, and the tags of a
+                // subdivision flag (🏴󠁧󠁢󠁥󠁮󠁧󠁿), inside one emoji.
+                || matches!(c, '\u{200D}' | '\u{FE0F}' | '\u{20E3}' | '\u{E0020}'..='\u{E007F}')
+        })
+}
+
+/// Whether `c` only modifies the character before it.
+fn modifies(c: char) -> bool {
+    matches!(
+        c,
+        '\u{0300}'..='\u{036F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FE20}'..='\u{FE2F}'
+            | '\u{1F3FB}'..='\u{1F3FF}'
+            | '\u{E0000}'..='\u{E01EF}'
+    )
 }
 
 /// Whether `request`, from `id`, may be done to `target`, the latest state of the
@@ -528,17 +554,38 @@ pub fn check(
             &format!("message {offset} is #{}'s, not yours", target.id),
         );
     }
-    if let Request::React { emoji, .. } = request {
-        let known = state
+    let mine = |emoji: &String| {
+        state
             .reactions
             .iter()
-            .any(|reaction| &reaction.emoji == emoji);
-        if !known && state.reactions.len() >= MAX_REACTIONS_PER_MESSAGE {
+            .find(|reaction| &reaction.emoji == emoji)
+            .map(|reaction| reaction.ids.iter().any(|who| who == id))
+    };
+    match request {
+        Request::React { emoji, .. } => match mine(emoji) {
+            Some(true) => {
+                return refuse(
+                    ErrorCode::Invalid,
+                    &format!("you already reacted to message {offset} with {emoji}"),
+                );
+            }
+            None if state.reactions.len() >= MAX_REACTIONS_PER_MESSAGE => {
+                return refuse(
+                    ErrorCode::Invalid,
+                    &format!(
+                        "a message carries at most {MAX_REACTIONS_PER_MESSAGE} different emoji"
+                    ),
+                );
+            }
+            _ => {}
+        },
+        Request::Unreact { emoji, .. } if mine(emoji) != Some(true) => {
             return refuse(
                 ErrorCode::Invalid,
-                &format!("a message carries at most {MAX_REACTIONS_PER_MESSAGE} different emoji"),
+                &format!("you have not reacted to message {offset} with {emoji}"),
             );
         }
+        _ => {}
     }
     Ok(())
 }
@@ -642,7 +689,17 @@ pub const DIRECT_RULES: &str = "a direct-message room is dm.<id>.<id>: two clien
 /// `dm.`, `None` for a room that is not direct.
 #[allow(clippy::result_unit_err)]
 pub fn direct_members(room: &RoomName) -> Option<Result<(ClientId, ClientId), ()>> {
-    let rest = room.as_str().strip_prefix("dm.")?;
+    let name = room.as_str();
+    if !name
+        .get(..3)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("dm."))
+    {
+        return None;
+    }
+    // `DM.7.8` would look like `dm.7.8` and be anyone's: it is no room at all.
+    let Some(rest) = name.strip_prefix("dm.") else {
+        return Some(Err(()));
+    };
     let parsed = (|| {
         let (a, b) = rest.split_once('.')?;
         let (first, second) = (ClientId::parse(a).ok()?, ClientId::parse(b).ok()?);
@@ -994,8 +1051,17 @@ mod tests {
 
     #[test]
     fn reactions_are_one_emoji_or_a_shortcode() {
-        for good in ["👍", "❤️", "👩🏽\u{200D}🚀", "🇫🇷", ":tada:", ":+1:", "✅"]
-        {
+        for good in [
+            "👍",
+            "❤️",
+            "👩🏽\u{200D}🚀",
+            "🇫🇷",
+            ":tada:",
+            ":+1:",
+            "✅",
+            "1\u{FE0F}\u{20E3}",
+            "🏴\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}",
+        ] {
             assert!(is_reaction(good), "{good}");
         }
         for bad in [
@@ -1010,6 +1076,13 @@ mod tests {
             "👍 ",
             &"🎉".repeat(9),
             "\u{202E}",
+            "\u{200D}",
+            "\u{200D}\u{200D}",
+            "\u{FE0F}",
+            "\u{301}",
+            "\u{1F3FB}",
+            "1",
+            "\u{E0067}",
         ] {
             assert!(!is_reaction(bad), "{bad:?}");
         }
@@ -1033,7 +1106,7 @@ mod tests {
             Some(Ok((id("7"), id("7"))))
         );
         for bad in [
-            "dm.12.7", "dm.07.9", "dm.7", "dm.a.b", "dm.7.8.9", "dm.-3.-5",
+            "dm.12.7", "dm.07.9", "dm.7", "dm.a.b", "dm.7.8.9", "dm.-3.-5", "DM.7.8", "Dm.7.8",
         ] {
             assert_eq!(direct_members(&room(bad)), Some(Err(())), "{bad}");
         }

@@ -117,6 +117,11 @@ async fn events_and_search_page_through_a_room_and_bad_requests_are_answered() {
             "invalid room name",
         ),
         ("/api/v1/rooms/main/other", 404, "use /events or /search"),
+        (
+            "/api/v1/rooms/dm.7.8/events?after=0",
+            403,
+            "only on a server with --jwt-secret",
+        ),
     ] {
         let response = raw_http(server.address, &get(path, None)).await;
         assert_eq!(response.status, status, "{path}: {response:?}");

@@ -304,6 +304,13 @@ async fn each_refused_request_is_answered_by_code_and_the_room_goes_on() {
     }
     let one_too_many = json!({"type": "react", "target": first, "emoji": "🦀"});
     assert_eq!(code(&mut bob, one_too_many).await, "invalid");
+    // A reaction that would change nothing is refused, not logged.
+    let again = json!({"type": "react", "target": first, "emoji": "\u{1F600}"});
+    assert_eq!(code(&mut bob, again).await, "invalid");
+    let never = json!({"type": "unreact", "target": first, "emoji": "🦀"});
+    assert_eq!(code(&mut bob, never).await, "invalid");
+    let typing_nonce = json!({"type": "typing", "nonce": "t"});
+    bob.send(&typing_nonce).await; // a nonce is allowed on every request
 
     // Past the history kept, a message can no longer be changed.
     for n in 0..40 {
@@ -336,11 +343,9 @@ async fn a_frame_that_is_not_a_request_closes_with_1008_and_only_that_one() {
         ada.next_of("join").await;
         bob.socket.send(bad).await;
         let (close, _) = bob.socket.recv_until_close().await;
-        assert_eq!(
-            close.expect("a close frame").code,
-            CloseCode::Policy,
-            "{bad}"
-        );
+        let close = close.expect("a close frame");
+        assert_eq!(close.code, CloseCode::Policy, "{bad}");
+        assert!(close.reason.contains("chat.v2.json"), "{close:?}");
         assert_eq!(ada.next_of("leave").await["id"], "8");
         ada.say("alive", None).await;
         assert_eq!(ada.next_of("message").await["text"], "alive");

@@ -487,9 +487,11 @@ async fn type_on(
             () = stop.cancelled() => return Ok(sink),
             _ = ticks.tick() => {}
         }
-        sink.send(Message::text(chat::v2::Request::Typing { nonce: None }.to_json()))
-            .await
-            .context("sending typing")?;
+        sink.send(Message::text(
+            chat::v2::Request::Typing { nonce: None }.to_json(),
+        ))
+        .await
+        .context("sending typing")?;
         shared.typing_sent.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -42,6 +42,7 @@ reasons! {
         PingTimeout => "ping_timeout",
         UnfinishedMessage => "unfinished_message",
         InvalidRequest => "invalid_request",
+        InvalidV2Request => "invalid_v2_request",
         ShuttingDown => "shutdown",
         BrokerLost => "broker_lost",
         HistoryUnavailable => "history_unavailable",

@@ -70,6 +70,10 @@ impl Disconnect {
                 CloseCode::Policy,
                 r#"invalid request: send {"type":"message","text":"..."} with an optional "nonce""#,
             )),
+            Self::InvalidV2Request => Some((
+                CloseCode::Policy,
+                "invalid request: not a chat.v2.json request (see docs/PROTOCOL.md)",
+            )),
             Self::ShuttingDown => Some((CloseCode::Away, "server shutting down")),
             Self::BrokerLost => Some((CloseCode::Again, "chat unavailable, try again later")),
             Self::HistoryUnavailable => {
@@ -256,7 +260,7 @@ fn relay(
             }
             Err(error) => {
                 debug!(%error, "invalid request");
-                return Err(Disconnect::InvalidRequest);
+                return Err(Disconnect::InvalidV2Request);
             }
         },
     }

@@ -248,8 +248,14 @@ pub fn change_old_message(member: &Member, request: v2::Request) {
                 let stored = page.events.into_iter().find(|event| event.offset == target);
                 let id = speaker.id().to_string();
                 let kind = request.clone().into_event_kind().expect("an operation");
+                // What the store no longer keeps is too old, as for memory.
+                let oldest = if page.oldest == 0 {
+                    u64::MAX
+                } else {
+                    page.oldest
+                };
                 speaker.log_if(kind, |last| {
-                    v2::check(&id, &request, stored.as_ref(), (0, last))
+                    v2::check(&id, &request, stored.as_ref(), (oldest.min(last + 1), last))
                 })
             }
             Err(error) => Err(unavailable(
