@@ -1,12 +1,9 @@
 //! The HTTP read API over real sockets: a room's events a page at a time, search, and
 //! what is refused (bad bounds, unknown rooms, missing tokens, other people's DMs).
 
-use std::time::Duration;
-
-use chat::ClientId;
 use chat_server::Config;
-use chat_server::identity::{JwtSecret, Tokens};
 use serde_json::{Value, json};
+use testkit::tokens::{server_with_tokens, token};
 use testkit::v2::{V2, offset};
 use testkit::{HttpResponse, TestServer, raw_http};
 
@@ -142,20 +139,12 @@ async fn events_and_search_page_through_a_room_and_bad_requests_are_answered() {
 
 #[tokio::test]
 async fn with_tokens_a_reader_shows_one_and_a_direct_room_is_for_its_two() {
-    let secret = || JwtSecret::new("a test secret of thirty-two bytes").unwrap();
-    let server = TestServer::start_with(Config {
-        jwt_secret: Some(secret()),
-        ..Config::default()
-    })
+    let server = server_with_tokens().await;
+    let mut ada = V2::connect(
+        &server,
+        &format!("/ws/7?room=dm.7.8&token={}", token("7", None)),
+    )
     .await;
-    let token = |id: &str| {
-        Tokens::new(&secret()).mint(
-            &ClientId::parse(id).unwrap(),
-            Duration::from_secs(600),
-            None,
-        )
-    };
-    let mut ada = V2::connect(&server, &format!("/ws/7?room=dm.7.8&token={}", token("7"))).await;
     ada.seated().await;
     ada.say("psst", None).await;
     ada.next_of("message").await;
@@ -166,10 +155,10 @@ async fn with_tokens_a_reader_shows_one_and_a_direct_room_is_for_its_two() {
     assert!(missing.header("www-authenticate").is_some());
     let forged = raw_http(server.address, &get(path, Some("a.b.c"))).await;
     assert_eq!(forged.status, 401, "{forged:?}");
-    let carol = raw_http(server.address, &get(path, Some(&token("9")))).await;
+    let carol = raw_http(server.address, &get(path, Some(&token("9", None)))).await;
     assert_eq!(carol.status, 403, "{carol:?}");
     assert!(carol.body.contains("for #7 and #8 only"), "{carol:?}");
-    let bob = raw_http(server.address, &get(path, Some(&token("8")))).await;
+    let bob = raw_http(server.address, &get(path, Some(&token("8", None)))).await;
     assert_eq!(bob.status, 200, "{bob:?}");
     assert_eq!(
         json_of(&bob)["events"].as_array().unwrap().last().unwrap()["text"],

@@ -3,14 +3,11 @@
 //! tokens kept out of the logs. Plain clients' bytes never change.
 
 use std::process::Stdio;
-use std::time::Duration;
 
-use chat::ClientId;
 use chat::v1::DisplayName;
-use chat_server::Config;
-use chat_server::identity::{JwtSecret, Tokens};
 use testkit::chromium::chat_server_binary;
 use testkit::process::{Scratch, free_port};
+use testkit::tokens::{SECRET, server_with_tokens, token};
 use testkit::v1::V1;
 use testkit::{
     Client, TestServer, assert_refused_as, raw_http, upgrade_request, wait_for_health, within,
@@ -18,29 +15,6 @@ use testkit::{
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-
-const SECRET: &str = "a test secret of thirty-two bytes";
-
-fn secret() -> JwtSecret {
-    JwtSecret::new(SECRET).expect("a long enough secret")
-}
-
-async fn server_with_tokens() -> TestServer {
-    TestServer::start_with(Config {
-        jwt_secret: Some(secret()),
-        ..Config::default()
-    })
-    .await
-}
-
-fn token(id: &str, name: Option<&str>) -> String {
-    let name = name.map(|name| DisplayName::parse(name).expect("a name"));
-    Tokens::new(&secret()).mint(
-        &ClientId::parse(id).expect("an id"),
-        Duration::from_secs(600),
-        name.as_ref(),
-    )
-}
 
 /// A token signed with `secret` carrying exactly `claims`.
 fn signed(claims: serde_json::Value, secret: &str) -> String {

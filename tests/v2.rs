@@ -986,21 +986,8 @@ async fn history_pages_back_and_forth_through_memory_and_search_finds_messages()
 
 #[tokio::test]
 async fn with_tokens_a_direct_room_keeps_out_every_proven_id_but_its_two() {
-    use chat::ClientId;
-    use chat_server::identity::{JwtSecret, Tokens};
-    let secret = || JwtSecret::new("a test secret of thirty-two bytes").unwrap();
-    let server = TestServer::start_with(Config {
-        jwt_secret: Some(secret()),
-        ..Config::default()
-    })
-    .await;
-    let token = |id: &str| {
-        Tokens::new(&secret()).mint(
-            &ClientId::parse(id).unwrap(),
-            Duration::from_secs(600),
-            None,
-        )
-    };
+    let server = testkit::tokens::server_with_tokens().await;
+    let token = |id: &str| testkit::tokens::token(id, None);
     assert_refused_as(
         server.address,
         &upgrade_request(&format!("/ws/9?room=dm.7.8&token={}", token("9"))),

@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod redis;
 pub mod terminal;
 pub mod tls;
+pub mod tokens;
 pub mod v1;
 pub mod v2;
 
