@@ -136,15 +136,24 @@ pub fn page_range(
 ) -> Result<(PageRange, usize), Error> {
     let invalid = |message: String| Error::new(nonce, ErrorCode::Invalid, message);
     let limit = page_limit(limit, nonce)?;
-    let offset = |value: i64| {
-        u64::try_from(value).map_err(|_| invalid(format!("an offset is 0 or more, not {value}")))
-    };
+    let offset = |value| page_offset(value, nonce);
     let range = match (before, after) {
         (Some(before), None) => PageRange::Before(offset(before)?),
         (None, Some(after)) => PageRange::After(offset(after)?),
         _ => return Err(invalid("give one of before and after".to_owned())),
     };
     Ok((range, limit))
+}
+
+/// Reads a page's or a search's bound: an offset of 0 or more.
+pub fn page_offset(value: i64, nonce: Option<&str>) -> Result<u64, Error> {
+    u64::try_from(value).map_err(|_| {
+        Error::new(
+            nonce,
+            ErrorCode::Invalid,
+            format!("an offset is 0 or more, not {value}"),
+        )
+    })
 }
 
 /// Reads a page's limit: 1 to [`MAX_PAGE`].
@@ -248,6 +257,19 @@ impl Request {
             | Self::History { nonce, .. }
             | Self::Search { nonce, .. } => nonce.as_deref(),
             Self::Typing { nonce } => nonce.as_deref(),
+        }
+    }
+
+    /// The offset the request names: an operation's target, or the message a message
+    /// answers.
+    pub fn target(&self) -> Option<u64> {
+        match self {
+            Self::Message { reply_to, .. } => *reply_to,
+            Self::Edit { target, .. }
+            | Self::Delete { target, .. }
+            | Self::React { target, .. }
+            | Self::Unreact { target, .. } => Some(*target),
+            _ => None,
         }
     }
 

@@ -1240,7 +1240,12 @@ impl Member {
                 self.typing(wakes);
                 Ok(())
             }
-            v2::Request::Read { offset, nonce } => self.read(offset, nonce.as_deref()),
+            v2::Request::Read { offset, .. } => {
+                let last = self.room.lock().offset;
+                v2::check(self.who.id.as_str(), &request, None, (last + 1, last))?;
+                self.read(offset);
+                Ok(())
+            }
             v2::Request::Dms { .. } => Ok(()),
             request => {
                 let mut state = self.room.lock();
@@ -1252,15 +1257,7 @@ impl Member {
                         .map_or(state.offset + 1, Kept::offset),
                     state.offset,
                 );
-                let target = match &request {
-                    v2::Request::Message { reply_to, .. } => *reply_to,
-                    v2::Request::Edit { target, .. }
-                    | v2::Request::Delete { target, .. }
-                    | v2::Request::React { target, .. }
-                    | v2::Request::Unreact { target, .. } => Some(*target),
-                    _ => None,
-                };
-                let kept = target.and_then(|offset| history.get(offset));
+                let kept = request.target().and_then(|offset| history.get(offset));
                 v2::check(self.who.id.as_str(), &request, kept, window)?;
                 let kind = request.into_event_kind().expect("a log request");
                 self.room.announce(
@@ -1307,21 +1304,13 @@ impl Member {
 
     /// Moves this id's read position in the room forward to `offset`, and tells its
     /// other connections.
-    fn read(&self, offset: u64, nonce: Option<&str>) -> Result<(), v2::Error> {
-        let last = self.room.lock().offset;
-        if offset > last {
-            return Err(v2::Error::new(
-                nonce,
-                v2::ErrorCode::Invalid,
-                format!("the room's last offset is {last}"),
-            ));
-        }
+    fn read(&self, offset: u64) {
         let read = Ephemeral::Read {
             id: self.who.id.to_string(),
             offset,
         };
         if !self.room.hear(&read, Some(self.key), None) {
-            return Ok(());
+            return;
         }
         if let Some(store) = &self.room.store {
             store.save_read(&self.room.name, self.who.id.as_str(), offset);
@@ -1329,7 +1318,6 @@ impl Member {
         if let Some(cluster) = &self.room.cluster {
             cluster.ephemeral(&self.room.name, read);
         }
-        Ok(())
     }
 
     /// The room this member is in.

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use chat::v1;
 use chat::v2::{self, PageRange};
 use tracing::{Instrument, warn};
 
@@ -109,13 +110,7 @@ impl Query {
         let limit = v2::page_limit(limit, nonce)?;
         let before = match before {
             None => u64::MAX,
-            Some(before) => u64::try_from(before).map_err(|_| {
-                v2::Error::new(
-                    nonce,
-                    v2::ErrorCode::Invalid,
-                    format!("an offset is 0 or more, not {before}"),
-                )
-            })?,
+            Some(before) => v2::page_offset(before, nonce)?,
         };
         Ok(Self::Search {
             words,
@@ -197,9 +192,7 @@ async fn page(
         PageRange::Before(_) => stored.oldest != 0 && first > stored.oldest,
         PageRange::After(_) => more_after,
     };
-    let events: Vec<String> = stored.events.iter().map(|event| event.to_json()).collect();
-    let payloads = events.iter().map(String::as_bytes);
-    Ok(wire::page_json("history", nonce, payloads, more))
+    Ok(page_of_events("history", nonce, &stored.events, more))
 }
 
 /// From the store's index with `--data-dir`, else from memory.
@@ -217,9 +210,13 @@ async fn search(
     };
     let name = room.name().clone();
     let (found, more) = blocking(move || store.search(&name, &words, before, limit)).await?;
-    let events: Vec<String> = found.iter().map(|event| event.to_json()).collect();
-    let payloads = events.iter().map(String::as_bytes);
-    Ok(wire::page_json("search", nonce, payloads, more))
+    Ok(page_of_events("search", nonce, &found, more))
+}
+
+/// An answer's JSON around events read from storage, which have no frames yet.
+fn page_of_events(kind: &str, nonce: Option<&str>, events: &[v1::Event], more: bool) -> Vec<u8> {
+    let events: Vec<String> = events.iter().map(v1::Event::to_json).collect();
+    wire::page_json(kind, nonce, events.iter().map(String::as_bytes), more)
 }
 
 /// Does an edit, delete or reaction on a message older than memory holds, with
@@ -234,12 +231,8 @@ pub fn change_old_message(member: &Member, request: v2::Request) {
             return;
         };
         let nonce = request.nonce().map(str::to_owned);
-        let target = match &request {
-            v2::Request::Edit { target, .. }
-            | v2::Request::Delete { target, .. }
-            | v2::Request::React { target, .. }
-            | v2::Request::Unreact { target, .. } => *target,
-            _ => return,
+        let Some(target) = request.target() else {
+            return;
         };
         let name = room.name().clone();
         let read = blocking(move || store.page(&name, target..=target)).await;
