@@ -67,6 +67,39 @@ pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>
     .await
 }
 
+/// A handshake request for `url` (`ws://` or `wss://`) that asks for `subprotocol`.
+pub fn request_asking(
+    url: &str,
+    subprotocol: &'static str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("a request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static(subprotocol),
+    );
+    request
+}
+
+/// Connects to `url` asking for `subprotocol`, and checks that the server selected it.
+pub async fn connect_asking(url: &str, subprotocol: &'static str) -> Client {
+    let (socket, response) = within(
+        "the handshake",
+        tokio_tungstenite::connect_async(request_asking(url, subprotocol)),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("connecting to {url}: {error}"));
+    assert_eq!(
+        response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|value| value.to_str().ok()),
+        Some(subprotocol),
+        "the server selected {subprotocol}"
+    );
+    Client { socket }
+}
+
 /// A `chat-server` running in this process on a free loopback port.
 pub struct TestServer {
     pub address: SocketAddr,

@@ -2,10 +2,8 @@
 //! it, and reads the welcome, the history and the events as the protocol's types.
 
 use chat::v1::{self, Event, EventKind, Request, ServerFrame, Welcome};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::{Client, TestServer, within};
+use crate::{Client, TestServer, connect_asking, request_asking};
 
 /// A client that asked for `chat.v1.json` and got it.
 pub struct V1 {
@@ -19,19 +17,8 @@ impl V1 {
 
     /// Connects to a whole `ws://` URL.
     pub async fn connect_url(url: &str) -> Self {
-        let (socket, response) = within(
-            "the handshake",
-            tokio_tungstenite::connect_async(request(url)),
-        )
-        .await
-        .expect("connect");
-        assert_eq!(
-            response.headers().get("Sec-WebSocket-Protocol"),
-            Some(&HeaderValue::from_static(v1::SUBPROTOCOL)),
-            "the server selected chat.v1.json"
-        );
         Self {
-            socket: Client { socket },
+            socket: connect_asking(url, v1::SUBPROTOCOL).await,
         }
     }
 
@@ -94,12 +81,7 @@ impl V1 {
 
 /// A handshake request for `url` (`ws://` or `wss://`) that asks for `chat.v1.json`.
 pub fn request(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let mut request = url.into_client_request().expect("a request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(v1::SUBPROTOCOL),
-    );
-    request
+    request_asking(url, v1::SUBPROTOCOL)
 }
 
 pub fn said(text: &str) -> EventKind {

@@ -3,13 +3,11 @@
 //! next frame of a type or for the error that answers a nonce.
 
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::{Client, TestServer, within};
+use crate::{Client, TestServer, connect_asking, request_asking};
 
 /// The subprotocol this client asks for.
-pub const SUBPROTOCOL: &str = "chat.v2.json";
+pub const SUBPROTOCOL: &str = chat::v2::SUBPROTOCOL;
 
 /// How many other frames [`V2::next_of`] and [`V2::error_for`] skip before failing: a
 /// test that waits for a frame that never comes fails on what came instead, not after
@@ -38,19 +36,8 @@ impl V2 {
 
     /// Connects to a whole `ws://` URL.
     pub async fn connect_url(url: &str) -> Self {
-        let (socket, response) = within(
-            "the handshake",
-            tokio_tungstenite::connect_async(request(url)),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("connecting to {url}: {error}"));
-        assert_eq!(
-            response.headers().get("Sec-WebSocket-Protocol"),
-            Some(&HeaderValue::from_static(SUBPROTOCOL)),
-            "the server selected chat.v2.json"
-        );
         Self {
-            socket: Client { socket },
+            socket: connect_asking(url, SUBPROTOCOL).await,
         }
     }
 
@@ -239,12 +226,7 @@ pub fn offset(frame: &Value) -> u64 {
 
 /// A handshake request for `url` (`ws://` or `wss://`) that asks for `chat.v2.json`.
 pub fn request(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let mut request = url.into_client_request().expect("a request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    request
+    request_asking(url, SUBPROTOCOL)
 }
 
 #[cfg(test)]
