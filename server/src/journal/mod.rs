@@ -29,7 +29,8 @@ use std::collections::HashMap;
 use std::io;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -198,9 +199,9 @@ pub struct Journal {
     backlog: Arc<Backlog>,
     /// Why the journal cannot write now, while it cannot.
     trouble: Arc<Mutex<Option<String>>>,
-    /// Loads rooms while the writer writes: SQLite's write-ahead log lets a reader
-    /// see the last commit without waiting for the next.
-    reader: Mutex<Connection>,
+    /// Loads rooms and answers pages and searches while the writer writes: SQLite's
+    /// write-ahead log lets a reader see the last commit without waiting for the next.
+    readers: Readers,
     /// Events kept per room.
     history: usize,
     /// Locked while the journal is open: a second server on the same folder would
@@ -261,7 +262,7 @@ impl Journal {
             return Err(OpenError::Newer { path, version });
         }
         migrate(&writer, version).map_err(database)?;
-        let reader = open_database(&path).map_err(database)?;
+        let readers = Readers::open(&path).map_err(database)?;
         let (commands, received) = mpsc::channel();
         let journal = Arc::new(Self {
             commands,
@@ -271,7 +272,7 @@ impl Journal {
                 Metrics::journal_backlog,
             )),
             trouble: Arc::default(),
-            reader: Mutex::new(reader),
+            readers,
             history,
             _folder_lock: folder_lock,
         });
@@ -298,7 +299,7 @@ impl Journal {
 
     /// The room `name` as the database left it, or `None` if it holds nothing of it.
     fn read_room(&self, name: &RoomName) -> rusqlite::Result<Option<Start>> {
-        let reader = lock(&self.reader);
+        let reader = self.readers.take();
         let room = reader
             .query_row(
                 "SELECT epoch, last_offset FROM rooms WHERE name = ?1",
@@ -369,7 +370,7 @@ impl Store for Journal {
         room: &RoomName,
         offsets: RangeInclusive<u64>,
     ) -> Result<StoredPage, StoreError> {
-        let reader = lock(&self.reader);
+        let reader = self.readers.take();
         let (first, last) = (*offsets.start(), *offsets.end());
         let mut events = read_range(&reader, room, first, last)?;
         let ops = read_operations_on(&reader, room, first, last)?;
@@ -393,7 +394,7 @@ impl Store for Journal {
         before: u64,
         limit: usize,
     ) -> Result<(Vec<v1::Event>, bool), StoreError> {
-        let reader = lock(&self.reader);
+        let reader = self.readers.take();
         let rowid: Option<i64> = reader
             .query_row(
                 "SELECT rowid FROM rooms WHERE name = ?1",
@@ -433,7 +434,7 @@ impl Store for Journal {
     }
 
     fn direct_rooms(&self, id: &ClientId) -> Result<Vec<v2::DirectRoom>, StoreError> {
-        let reader = lock(&self.reader);
+        let reader = self.readers.take();
         let rooms = reader
             .prepare_cached(DIRECT_ROOMS)?
             .query_map([id.as_str()], |row| {
@@ -483,6 +484,43 @@ impl Store for Journal {
                 let _ = written.await;
             }
         })
+    }
+}
+
+/// How many read connections the journal keeps. With one, a room's load after a
+/// restart, a page and a direct-message list each waited behind whatever search was
+/// running (tens of milliseconds over a million messages). They run on tokio's blocking
+/// threads, so a few connections let them overlap.
+const READERS: usize = 4;
+
+/// The journal's read connections: a read takes one that is free, or waits for one.
+struct Readers {
+    connections: Vec<Mutex<Connection>>,
+    /// Where a read waits when every connection is busy: turns spread the waiting.
+    next: AtomicUsize,
+}
+
+impl Readers {
+    fn open(path: &Path) -> rusqlite::Result<Self> {
+        let connections = (0..READERS)
+            .map(|_| open_database(path).map(Mutex::new))
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Self {
+            connections,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn take(&self) -> MutexGuard<'_, Connection> {
+        for connection in &self.connections {
+            match connection.try_lock() {
+                Ok(free) => return free,
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        lock(&self.connections[turn])
     }
 }
 
