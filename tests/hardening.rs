@@ -708,3 +708,73 @@ async fn healthz_says_why_it_is_unavailable_in_plain_words_only() {
         "the chat is unavailable: cannot reach Redis; try again later\n"
     );
 }
+
+/// Issue 34, finding 2: the journal fans a written batch out only as fast as the
+/// readers take it. With the database locked (as a full disk would stop it), a burst
+/// waits in the journal's backlog; once the lock goes, the whole backlog is written in
+/// one batch, megabytes, into outboxes of 1 MiB: every reader reading at full speed,
+/// plain and v1, still gets every message, and none is closed.
+#[tokio::test]
+async fn after_the_disk_comes_back_readers_at_full_speed_get_what_waited() {
+    const MESSAGES: usize = 40;
+    let data = testkit::process::Scratch::new("batch-fan-out");
+    let server = TestServer::start_with(Config {
+        data_dir: Some(data.path().into()),
+        ..unlimited()
+    })
+    .await;
+    let mut sender = server.join("1", "1").await;
+    let mut readers = Vec::new();
+    for id in 2..=3 {
+        readers.push(server.join(&id.to_string(), &id.to_string()).await);
+    }
+    let mut v1_readers = Vec::new();
+    for id in 4..=5 {
+        let mut reader = testkit::v1::V1::connect(&server, &format!("/ws/{id}")).await;
+        reader.seated().await;
+        v1_readers.push(reader.socket);
+    }
+    let text = |n: usize| format!("batch {n} {}", "\u{1}".repeat(60_000));
+    let lock = rusqlite::Connection::open(data.path().join("chat.sqlite3")).expect("open");
+    lock.execute_batch("BEGIN EXCLUSIVE")
+        .expect("lock the database");
+    for n in 0..MESSAGES {
+        sender.send(&text(n)).await;
+    }
+    // Every message read and waiting for the database.
+    let waiting = (MESSAGES * 60_000) as u64;
+    metric_until(server.address, "chat_history_backlog_bytes", |bytes| {
+        bytes >= waiting
+    })
+    .await;
+    let said = |text: &str| text.contains("batch ");
+    let mut reading: Vec<_> = readers
+        .into_iter()
+        .chain(v1_readers)
+        .map(|reader| testkit::read_at_full_speed(reader, MESSAGES, said))
+        .collect();
+    reading.push(testkit::read_at_full_speed(sender, MESSAGES, said));
+    lock.execute_batch("ROLLBACK").expect("unlock the database");
+    // This runtime, where the server's writers run, is held until the backlog is
+    // written and a while after: the journal's fan-out then meets outboxes nobody
+    // drains yet, as it does whenever it outruns the writers (in a release build, or
+    // on a busy machine). Without the wait for room, it evicts every reader here.
+    let written = || {
+        lock.query_row(
+            "SELECT count(*) FROM events WHERE type = 'message'",
+            [],
+            |row| row.get::<_, usize>(0),
+        )
+        .expect("count the messages written")
+    };
+    while written() < MESSAGES {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for reader in reading {
+        let texts = reader.await.expect("the reader").expect("not closed");
+        for (n, got) in texts.iter().enumerate() {
+            assert!(got.contains(&format!("batch {n} ")), "message {n} in order");
+        }
+    }
+}

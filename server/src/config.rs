@@ -168,6 +168,13 @@ pub const JOURNAL_BACKLOG_BYTES: usize = 8 * 1024 * 1024;
 /// throughput, and little enough that what waits costs no noticeable latency.
 pub const CLUSTER_BACKLOG_BYTES: usize = 256 * 1024;
 
+/// How long a batch delivery (the journal's after a write, the broker's of what it read
+/// from Redis) waits, at most once per batch, for a member's outbox over its high-water
+/// mark to drain before pushing on: a client reading at full speed drains half its
+/// queue far sooner; one that does not is evicted when its queue overflows, and holds
+/// the delivery back only this once (see `room::outbox::drained_by`).
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(1);
+
 /// The longest any timer may be set to: longer is a mistake, and far longer would
 /// overflow the clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);

@@ -88,7 +88,7 @@ use self::stream::{
     Batch, Entry, StreamEntry, StreamPosition, events_per_read, position, read_events,
     read_history_entry, read_present,
 };
-use crate::config::CLUSTER_BACKLOG_BYTES;
+use crate::config::{CLUSTER_BACKLOG_BYTES, DELIVERY_GRACE};
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
 use crate::room::{
@@ -593,6 +593,9 @@ impl Broker {
         batch: Batch,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
+        // A batch holds up to `READ_BYTES`, several outboxes' worth: each event waits
+        // until its room's members have room for it, as the journal's fan-out does.
+        let deadline = tokio::time::Instant::now() + DELIVERY_GRACE;
         for entry in batch.entries {
             match entry {
                 Entry::Event {
@@ -604,6 +607,7 @@ impl Broker {
                     let Some(room) = self.rooms.get(&room).and_then(Weak::upgrade) else {
                         continue;
                     };
+                    room.room_to_deliver(deadline).await;
                     let lag = Duration::from_millis(now_millis().saturating_sub(event.ts));
                     metrics.broker_received(lag);
                     if room.deliver(from, &epoch, event) == Delivered::Behind {

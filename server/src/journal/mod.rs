@@ -41,9 +41,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::config::{JOURNAL_BACKLOG_BYTES, MAX_ROOMS};
+use crate::config::{DELIVERY_GRACE, JOURNAL_BACKLOG_BYTES, MAX_ROOMS};
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
+use crate::room::outbox::drained_by;
 use crate::room::{Room, Start, Store, StoreError, StoredPage};
 
 /// The database's file name in the data folder.
@@ -284,6 +285,7 @@ impl Journal {
             // A run killed before it could empty the log may have left a deleted text in
             // it: emptied after the first write, when nothing else reads yet.
             unpurged_log: true,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         };
         thread::Builder::new()
             .name("journal".into())
@@ -696,6 +698,9 @@ struct DatabaseWriter {
     metrics: Arc<Metrics>,
     /// A delete took a text out, and the write-ahead log may still hold it.
     unpurged_log: bool,
+    /// The runtime the sessions run on, whose timers a fan-out waits with; `None`
+    /// when the journal was opened outside one (then nothing waits).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// One event on its way to the database.
@@ -781,14 +786,26 @@ impl DatabaseWriter {
         self.metrics.journal_written(batch.len());
     }
 
-    /// Has each room fan out what was just written, in order.
+    /// Has each room fan out what was just written, in order, each event only once
+    /// its room's members have room for it (see `room::outbox::drained_by`): a batch
+    /// can hold megabytes (the whole backlog, after a full disk recovers), which pushed
+    /// at once would overflow the outboxes of clients reading at full speed. Each
+    /// event is released from the backlog as it goes, so senders read on meanwhile.
     fn fan_out(&self, batch: &mut Vec<Append>) {
-        let mut bytes = 0;
+        let deadline = tokio::time::Instant::now() + DELIVERY_GRACE;
         for Append { room, key, event } in batch.drain(..) {
-            bytes += cost(&event);
+            let full = room.full_outboxes();
+            if !full.is_empty()
+                && let Some(runtime) = &self.runtime
+            {
+                // This thread is not the runtime's: it blocks here, as it does on the
+                // disk, and the sessions go on.
+                runtime.block_on(drained_by(full, deadline));
+            }
+            let bytes = cost(&event);
             room.fan_out(key, event);
+            self.backlog.release(bytes);
         }
-        self.backlog.release(bytes);
     }
 }
 

@@ -616,10 +616,10 @@ impl Room {
                 welcome: welcome.tagged(),
                 read: state.reads.get(id).copied().unwrap_or(0),
             };
-            outbox.push(&wire::json(&with_read, welcome.size_hint() + 32));
+            outbox.push_welcome(&wire::json(&with_read, welcome.size_hint() + 32));
             outbox.push_resident(missed.map(|kept| &kept.v2));
         } else {
-            outbox.push(&wire::json(&welcome.tagged(), welcome.size_hint()));
+            outbox.push_welcome(&wire::json(&welcome.tagged(), welcome.size_hint()));
             outbox.push_resident(missed.filter_map(|kept| kept.v1.as_ref()));
         }
         let told = match from_store {
@@ -741,6 +741,28 @@ impl Room {
         match &self.store {
             Some(store) => store.append(self, key, event),
             None => self.fan_out_numbered(state, (0, key), event, wakes),
+        }
+    }
+
+    /// The outboxes of this room's live members that a batch delivery waits for
+    /// before its next event here: those over their high-water mark (see
+    /// [`outbox::drained_by`]). Empty, almost always, when every member reads.
+    pub fn full_outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.lock()
+            .members
+            .values()
+            .filter(|slot| matches!(slot.stage, Stage::Live) && slot.outbox.is_full())
+            .map(|slot| slot.outbox.clone())
+            .collect()
+    }
+
+    /// Waits, as a batch delivery does before each event, until every live member's
+    /// outbox here has room for the largest frame, or until `deadline` (see
+    /// [`outbox::drained_by`]).
+    pub async fn room_to_deliver(&self, deadline: tokio::time::Instant) {
+        let full = self.full_outboxes();
+        if !full.is_empty() {
+            outbox::drained_by(full, deadline).await;
         }
     }
 
