@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use chat_server::Config;
+use futures_util::{SinkExt, StreamExt};
 use testkit::process::ServerProcess;
 use testkit::redis::Redis;
-use testkit::{TestServer, read_at_full_speed};
+use testkit::{TestServer, read_at_full_speed, within};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Issue 34, finding 2, clustered: a node that fell behind `chat:events` reads what it
@@ -79,4 +80,86 @@ async fn a_node_that_fell_behind_delivers_what_it_missed_to_readers_at_full_spee
         }
     }
     drop(publisher);
+}
+
+/// Issue 34, finding 12: several clients flood one node while Redis takes no writes;
+/// what the node has handed to Redis stops at its bound (256 KiB) past it by one
+/// message at most, not by one per sender (it reached 508 KiB): each session counts
+/// what it read before handing it on, in one step with the check. Once Redis takes
+/// writes again, every reader, each sender too, gets every message.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn many_senders_overshoot_the_cluster_backlog_by_one_message_at_most() {
+    const BOUND: u64 = 256 * 1024;
+    const MESSAGE_COST: u64 = 31 * 1024;
+    const SENDERS: usize = 4;
+    const MESSAGES: usize = 60;
+    let redis = Redis::start().await;
+    let node = redis
+        .node_with(Config {
+            presence_ttl: Duration::from_secs(6),
+            ..redis.node_config()
+        })
+        .await;
+    let mut clients = Vec::new();
+    for id in 1..=SENDERS {
+        clients.push(node.join(&id.to_string(), &id.to_string()).await);
+    }
+    let paused = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "client",
+            "pause",
+            "1500",
+            "write",
+        ])
+        .output()
+        .expect("redis-cli is installed with redis-server");
+    assert!(paused.status.success(), "{paused:?}");
+    let mut sending = Vec::new();
+    let mut reading = Vec::new();
+    for (sender, client) in clients.into_iter().enumerate() {
+        let (mut sends, mut reads) = client.socket.split();
+        sending.push(tokio::spawn(async move {
+            for n in 0..MESSAGES {
+                let text = format!("flood {sender} {n} {}", "y".repeat(30_000));
+                sends.send(Message::text(text)).await.expect("send");
+            }
+        }));
+        // Every client reads at full speed, each sender's messages in its order.
+        reading.push(tokio::spawn(async move {
+            let mut next = [0; SENDERS];
+            while next.iter().sum::<usize>() < SENDERS * MESSAGES {
+                match within("a message", reads.next()).await {
+                    Some(Ok(Message::Text(text))) if text.contains(": flood ") => {
+                        let mut words = text.split(": flood ").nth(1).expect("said").split(' ');
+                        let from: usize = words.next().expect("sender").parse().expect("n");
+                        let n: usize = words.next().expect("n").parse().expect("n");
+                        assert_eq!(n, next[from], "{from}'s messages in order");
+                        next[from] += 1;
+                    }
+                    Some(Ok(Message::Close(frame))) => panic!("closed: {frame:?}"),
+                    Some(Ok(_)) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }));
+    }
+    let backlog = testkit::settled_gauge(
+        node.address,
+        "chat_broker_backlog_bytes",
+        BOUND,
+        Duration::from_millis(300),
+    )
+    .await;
+    eprintln!("backlog settled at {backlog} bytes");
+    assert!(
+        backlog < BOUND + MESSAGE_COST,
+        "past the bound by at most one message: {backlog}"
+    );
+    for task in sending.into_iter().chain(reading) {
+        within("the flood", task).await.expect("no client closed");
+    }
+    testkit::drained_gauge(node.address, "chat_broker_backlog_bytes").await;
 }

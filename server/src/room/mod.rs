@@ -1553,4 +1553,58 @@ mod tests {
             "nobody is here and nothing waits to be written"
         );
     }
+
+    /// Issue 34, finding 12: the queue bound holds twice the largest frame a message
+    /// can cause in any protocol, header and place in the queue included: the longest
+    /// id, a name and a nonce that JSON escapes at every character, and a text of
+    /// control characters, escaped six times over.
+    #[test]
+    fn the_queue_bound_holds_twice_the_largest_frame_of_any_protocol() {
+        for max_message_bytes in [1, 1000, 64 * 1024, 1024 * 1024] {
+            let config = Config {
+                max_message_bytes,
+                max_queue_bytes: 1,
+                ..Config::default()
+            };
+            let text = "\u{1}".repeat(max_message_bytes);
+            let nonce = Some("\u{1}".repeat(v1::MAX_NONCE_CHARS));
+            let kinds = [
+                EventKind::Message {
+                    text: text.clone(),
+                    nonce: nonce.clone(),
+                    reply_to: Some(u64::MAX),
+                    kind: Some(v1::MessageKind::Action),
+                    state: v1::MessageState::default(),
+                },
+                EventKind::Edit {
+                    target: u64::MAX,
+                    text,
+                    nonce,
+                    deleted: false,
+                },
+            ];
+            for kind in kinds {
+                let event = v1::Event {
+                    offset: u64::MAX,
+                    ts: u64::MAX,
+                    id: format!("-{}", "9".repeat(chat::MAX_ID_DIGITS)),
+                    name: Some(DisplayName::parse(&"\\".repeat(v1::MAX_NAME_CHARS)).unwrap()),
+                    kind,
+                };
+                let plain = event.plain().map(|line| wire::text(&line));
+                let kept = Kept::new(event);
+                let largest = [plain.as_ref(), kept.v1.as_ref(), Some(&kept.v2)]
+                    .into_iter()
+                    .flatten()
+                    .map(outbox::queued_cost)
+                    .max()
+                    .unwrap();
+                assert!(
+                    2 * largest <= config.queue_bytes(),
+                    "{max_message_bytes}: {largest} twice in {}",
+                    config.queue_bytes()
+                );
+            }
+        }
+    }
 }

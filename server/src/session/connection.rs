@@ -17,6 +17,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info};
 
 use crate::metrics::Disconnect;
+use crate::room::backlog;
 use crate::room::outbox::{Outbox, Wakes};
 use crate::room::wire;
 use crate::room::{Member, Protocol};
@@ -184,7 +185,14 @@ async fn receive(
             Some(Ok(Message::Text(text))) => {
                 debug!(bytes = text.len(), "message");
                 shared.metrics.received(text.len());
-                if let Err(ending) = relay(&text, &mut wakes) {
+                // Counted against the store's or the cluster's backlog before it is
+                // handed on, so that sessions reading at once cannot overshoot it.
+                let reserved = wakes
+                    .wait_for(shared.rooms.reserve(backlog::most_for_frame(text.len())))
+                    .await;
+                let relayed = relay(&text, &mut wakes);
+                drop(reserved);
+                if let Err(ending) = relayed {
                     return ending;
                 }
                 if let Some(messages) = &mut messages {
