@@ -778,3 +778,95 @@ async fn after_the_disk_comes_back_readers_at_full_speed_get_what_waited() {
         }
     }
 }
+
+/// Issue 34, finding 8: a room's durable history is bounded in bytes as well as in
+/// events. A room of large messages kept every one of its `--history` events on disk
+/// (63 MiB against under 1 MiB in memory); with `--history-bytes` it keeps its newest
+/// events within the budget, the newest always.
+#[tokio::test]
+async fn a_rooms_history_on_disk_stays_within_its_byte_budget() {
+    const MESSAGES: usize = 20;
+    const BUDGET: usize = 200_000;
+    let data = testkit::process::Scratch::new("history-bytes");
+    let server = TestServer::start_with(Config {
+        data_dir: Some(data.path().into()),
+        history_bytes: BUDGET,
+        ..unlimited()
+    })
+    .await;
+    let mut sender = server.join("1", "1").await;
+    for n in 0..MESSAGES {
+        sender
+            .send(&format!("kept {n} {}", "k".repeat(50_000)))
+            .await;
+        assert!(
+            sender
+                .recv()
+                .await
+                .starts_with(&format!("Client #1: kept {n} "))
+        );
+    }
+    let database = rusqlite::Connection::open(data.path().join("chat.sqlite3")).expect("open");
+    let (bytes, newest): (usize, String) = database
+        .query_row(
+            "SELECT sum(length(text)), max(offset) || ' ' || (SELECT text FROM events
+             WHERE room = 'main' ORDER BY offset DESC LIMIT 1)
+             FROM events WHERE room = 'main'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("read the history");
+    assert!(bytes <= BUDGET, "{bytes} bytes of text on disk");
+    assert!(bytes > BUDGET / 2, "the newest within the budget: {bytes}");
+    assert!(
+        newest.contains(&format!("kept {} ", MESSAGES - 1)),
+        "the newest is kept"
+    );
+}
+
+/// Issue 34, finding 13: Redis forgets a room that nobody is in `--room-expiry` after
+/// its last event; its keys stayed for good after every node stopped.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn redis_forgets_a_room_nobody_is_in_after_its_expiry() {
+    let redis = testkit::redis::Redis::start().await;
+    let node = redis
+        .node_with(Config {
+            room_expiry: Duration::from_secs(1),
+            ..redis.node_config()
+        })
+        .await;
+    let keys = || {
+        let output = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &redis.port.to_string(),
+                "--raw",
+                "keys",
+                "chat:room:brief:*",
+            ])
+            .output()
+            .expect("redis-cli is installed with redis-server");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let mut visitor = node.connect("1").await;
+    let url = node.url("/ws/2?room=brief");
+    let (socket, _) = tokio_tungstenite::connect_async(&url).await.expect("join");
+    let mut member = Client { socket };
+    member.recv().await;
+    member.send("said once").await;
+    assert_eq!(member.recv().await, "Client #2: said once");
+    assert!(keys().contains("chat:room:brief:history"), "{}", keys());
+    member.close().await;
+    eventually("the room's keys to expire", async || {
+        keys().is_empty().then_some(())
+    })
+    .await;
+    // The default room, with someone in it, stays.
+    visitor.recv().await;
+    let main = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "pttl", "chat:room:main:meta"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&main.stdout).trim(), "-1");
+}

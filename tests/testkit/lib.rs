@@ -583,3 +583,6 @@ pub fn read_at_full_speed(
         Ok(texts)
     })
 }
+
+/// The WebSocket of a test's client, as [`Client`] holds it.
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -340,6 +340,9 @@ struct State {
     history: History,
     /// Each id's read position, as v2 clients set them.
     reads: HashMap<String, u64>,
+    /// With a store, the oldest offset it keeps, as its last write told (see
+    /// [`Room::stored_from`]); 0 until then.
+    stored_from: u64,
 }
 
 struct Slot {
@@ -479,6 +482,7 @@ impl Room {
                     bytes: 0,
                 },
                 reads: start.reads,
+                stored_from: 0,
             }),
             next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
@@ -579,8 +583,11 @@ impl Room {
                         .front()
                         .is_some_and(|oldest| oldest.offset() <= resume.since + 1))
         });
-        // The store keeps the last `history` events of the room.
-        let oldest_stored = state.offset.saturating_sub(self.settings.history as u64) + 1;
+        // The store keeps the last `history` events of the room, and fewer when they
+        // are past its byte budget: its last write, which was this newcomer's join,
+        // said how many.
+        let oldest_stored =
+            (state.offset.saturating_sub(self.settings.history as u64) + 1).max(state.stored_from);
         let from_store = catch_up.and(resume).filter(|resume| {
             !recovered
                 && resume.epoch == state.epoch
@@ -764,6 +771,13 @@ impl Room {
         if !full.is_empty() {
             outbox::drained_by(full, deadline).await;
         }
+    }
+
+    /// The store keeps this room's events from offset `first` on: told after each of
+    /// its writes, before their events are fanned out, so that a welcome offers a
+    /// resume from the store only as far back as it reaches.
+    pub fn stored_from(&self, first: u64) {
+        self.lock().stored_from = first;
     }
 
     /// Fans out an event the store has written, from member `key`.
