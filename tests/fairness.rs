@@ -287,7 +287,7 @@ async fn no_client_reading_at_full_speed_is_closed_or_misses_an_event() {
     let cases: usize = std::env::var("FAIRNESS_CASES")
         .ok()
         .and_then(|cases| cases.parse().ok())
-        .unwrap_or(9);
+        .unwrap_or(30);
     eprintln!("FAIRNESS_SEED={seed} FAIRNESS_CASES={cases}");
     let mut rng = Seeded(seed.max(1));
     let data = testkit::process::Scratch::new("fairness");

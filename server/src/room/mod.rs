@@ -731,6 +731,25 @@ impl Room {
             name: who.name.clone(),
             kind,
         };
+        // Fanned out at once, here: only if every live member has room for it (see
+        // `Wakes`); else not numbered, and the sender's reader waits and tries again.
+        if let Some(need) = wakes.as_deref().and_then(Wakes::need)
+            && self.cluster.is_none()
+            && self.store.is_none()
+        {
+            let full: Vec<Arc<Outbox>> = state
+                .members
+                .values()
+                .filter(|slot| matches!(slot.stage, Stage::Live) && slot.outbox.lacks(need))
+                .map(|slot| slot.outbox.clone())
+                .collect();
+            if !full.is_empty() {
+                if let Some(wakes) = wakes {
+                    wakes.lacked(full);
+                }
+                return;
+            }
+        }
         if let Some(cluster) = &self.cluster {
             cluster.publish(Outgoing {
                 link,
@@ -1620,5 +1639,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The rule in live fan-out: a message is numbered only once every live member
+    /// has room for the largest frame it may cause, so that senders racing one
+    /// another cannot overflow a reader between its writer's batches.
+    #[test]
+    fn a_message_waits_for_room_in_every_outbox_before_it_is_numbered() {
+        let room = room(1000, 10);
+        let reader = room.join(id("1"), Protocol::Plain, None);
+        let talker = room.join(id("2"), Protocol::Plain, None);
+        drain(reader.outbox());
+        drain(talker.outbox());
+        let line = "x".repeat(300);
+        let mut wakes = Wakes::default();
+        talker.say(&line, None, &mut wakes);
+        talker.say(&line, None, &mut wakes);
+        drain(talker.outbox());
+        wakes.expect(wire::most_for_text(&line));
+        talker.say(&line, None, &mut wakes);
+        let full = wakes.take_lacking();
+        assert_eq!(full.len(), 1, "only the reader lacks room");
+        assert!(Arc::ptr_eq(&full[0], reader.outbox()));
+        assert!(drain(talker.outbox()).is_empty(), "not numbered, not sent");
+        assert_eq!(drain(reader.outbox()).len(), 2);
+        wakes.expect(wire::most_for_text(&line));
+        talker.say(&line, None, &mut wakes);
+        assert!(wakes.take_lacking().is_empty());
+        assert_eq!(drain(reader.outbox()), [format!("Client #2: {line}")]);
     }
 }

@@ -241,6 +241,16 @@ impl Outbox {
             .await;
     }
 
+    /// Whether `bytes` more would overflow the queue of a member that has not been
+    /// found not to read (see [`Outbox::mark_stalled`]): a live fan-out waits instead.
+    /// (`bytes` is an estimate from above: past half the bound, which the largest frame
+    /// never is, it counts as half.)
+    pub fn lacks(&self, bytes: usize) -> bool {
+        let queue = self.lock();
+        let bytes = bytes.min(queue.max_bytes / 2);
+        !queue.evicted && !queue.stalled && queue.bytes + bytes > queue.max_bytes
+    }
+
     /// Whether a batch delivery should wait before pushing here: the queue is over
     /// its high-water mark, so a frame of the largest size might not fit, and it has
     /// not already been waited for in vain since its writer last took it.
@@ -302,10 +312,38 @@ pub async fn drained_by(full: Vec<Arc<Outbox>>, deadline: tokio::time::Instant) 
 /// Dropped, it wakes them at once: a reader that ends owes no one.
 ///
 /// [`release`]: Wakes::release
+///
+/// It also carries what a message being relayed may need in each outbox (`need`),
+/// and, if some live member's outbox could not take that now, those outboxes
+/// (`full`): then the room did not number the message, and the reader waits for them
+/// ([`drained_by`]) and relays it again. So a live fan-out pushes a frame only into
+/// outboxes with room for it, as batch deliveries do, whatever how many senders race.
 #[derive(Default)]
-pub struct Wakes(Vec<Arc<Outbox>>);
+pub struct Wakes(Vec<Arc<Outbox>>, Option<usize>, Vec<Arc<Outbox>>);
 
 impl Wakes {
+    /// Says that the message about to be relayed may need `bytes` in each outbox.
+    pub fn expect(&mut self, bytes: usize) {
+        self.1 = Some(bytes);
+    }
+
+    /// What the message being relayed may need in each outbox, if it was said.
+    pub fn need(&self) -> Option<usize> {
+        self.1
+    }
+
+    /// The room had no room for the message in these outboxes, and did not take it.
+    pub fn lacked(&mut self, full: Vec<Arc<Outbox>>) {
+        self.2 = full;
+    }
+
+    /// The outboxes the last relay lacked room in (empty if it was taken), and forgets
+    /// what it needed.
+    pub fn take_lacking(&mut self) -> Vec<Arc<Outbox>> {
+        self.1 = None;
+        std::mem::take(&mut self.2)
+    }
+
     /// Wakes the writers owed a wake, once every other ready task has run.
     pub async fn release(&mut self) {
         if self.0.is_empty() {
