@@ -94,7 +94,7 @@ impl Outbox {
     pub fn push_corked_charged(self: &Arc<Self>, frame: &Frame, charge: usize, wakes: &mut Wakes) {
         let cost = |frame: &Frame| queued_cost(frame).max(charge);
         if self.push_all(std::slice::from_ref(frame), cost) {
-            wakes.0.push(self.clone());
+            wakes.owed.push(self.clone());
         }
     }
 
@@ -319,34 +319,38 @@ pub async fn drained_by(full: Vec<Arc<Outbox>>, deadline: tokio::time::Instant) 
 /// ([`drained_by`]) and relays it again. So a live fan-out pushes a frame only into
 /// outboxes with room for it, as batch deliveries do, whatever how many senders race.
 #[derive(Default)]
-pub struct Wakes(Vec<Arc<Outbox>>, Option<usize>, Vec<Arc<Outbox>>);
+pub struct Wakes {
+    owed: Vec<Arc<Outbox>>,
+    need: Option<usize>,
+    lacking: Vec<Arc<Outbox>>,
+}
 
 impl Wakes {
     /// Says that the message about to be relayed may need `bytes` in each outbox.
     pub fn expect(&mut self, bytes: usize) {
-        self.1 = Some(bytes);
+        self.need = Some(bytes);
     }
 
     /// What the message being relayed may need in each outbox, if it was said.
     pub fn need(&self) -> Option<usize> {
-        self.1
+        self.need
     }
 
     /// The room had no room for the message in these outboxes, and did not take it.
     pub fn lacked(&mut self, full: Vec<Arc<Outbox>>) {
-        self.2 = full;
+        self.lacking = full;
     }
 
     /// The outboxes the last relay lacked room in (empty if it was taken), and forgets
     /// what it needed.
     pub fn take_lacking(&mut self) -> Vec<Arc<Outbox>> {
-        self.1 = None;
-        std::mem::take(&mut self.2)
+        self.need = None;
+        std::mem::take(&mut self.lacking)
     }
 
     /// Wakes the writers owed a wake, once every other ready task has run.
     pub async fn release(&mut self) {
-        if self.0.is_empty() {
+        if self.owed.is_empty() {
             return;
         }
         tokio::task::yield_now().await;
@@ -365,7 +369,7 @@ impl Wakes {
     }
 
     fn wake_all(&mut self) {
-        for outbox in self.0.drain(..) {
+        for outbox in self.owed.drain(..) {
             outbox.ready.notify_one();
         }
     }
