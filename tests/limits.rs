@@ -523,3 +523,36 @@ async fn control_characters_from_a_plain_client_evict_no_json_reader() {
         0
     );
 }
+
+/// Issue 34, finding 4: a newcomer's welcome lists every member, and in a room of many
+/// with long ids and names it outgrows the queue bound (here a small one: a few hundred
+/// members at the defaults' 1 MiB take thousands). The newcomer is welcomed, not
+/// evicted by its own welcome, and hears what follows.
+#[tokio::test]
+async fn a_welcome_longer_than_the_queue_bound_does_not_evict_the_newcomer() {
+    const MEMBERS: usize = 150;
+    let server = TestServer::start_with(Config {
+        max_message_bytes: 1000,
+        // Raised to its floor: twice the largest frame of a 1000-byte message.
+        max_queue_bytes: 1,
+        handshake_rate_per_ip: None,
+        ..unlimited()
+    })
+    .await;
+    let name = "N".repeat(chat::v1::MAX_NAME_CHARS);
+    let mut members = Vec::new();
+    for n in 0..MEMBERS {
+        let id = format!("{}{n:03}", "9".repeat(chat::MAX_ID_DIGITS - 3));
+        members.push(server.connect(&format!("{id}?name={name}")).await);
+    }
+    let mut newcomer = testkit::v1::V1::connect(&server, "/ws/7?name=newcomer").await;
+    let welcome = newcomer.seated().await;
+    assert_eq!(welcome.members.len(), MEMBERS, "every member listed");
+    members[0].send("after the welcome").await;
+    let said = newcomer.event().await;
+    assert_eq!(
+        said.kind,
+        testkit::v1::said("after the welcome"),
+        "{said:?}"
+    );
+}

@@ -43,7 +43,15 @@ pub struct Config {
     /// [`MAX_ROOMS`], so that one address cannot take every room.
     pub max_rooms_per_ip: Option<usize>,
     /// Events kept per room for `chat.v1.json` clients' history and resume; 0 keeps none.
+    /// At most [`MAX_HISTORY`].
     pub history: usize,
+    /// The most bytes of one room's history kept on disk (with `data_dir`) or in Redis
+    /// (with `redis_url`): past it, as past `history`, the oldest events are forgotten,
+    /// so that a room of large messages cannot fill the disk or Redis.
+    pub history_bytes: usize,
+    /// In a cluster, how long Redis keeps a room that nobody is in after its last
+    /// event: then its keys expire, so that rooms used once do not stay for good.
+    pub room_expiry: Duration,
     /// Origins allowed besides the defaults (none, the server's own, and on a loopback
     /// listener `null` and `file://`); `*` allows every origin, `null` allows `null`
     /// everywhere.
@@ -92,6 +100,8 @@ impl Default for Config {
             max_pending_connections_per_ip: Some(128),
             max_rooms_per_ip: Some(100),
             history: 1000,
+            history_bytes: 8 * 1024 * 1024,
+            room_expiry: Duration::from_secs(7 * 24 * 60 * 60),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             echo: false,
@@ -144,6 +154,10 @@ pub enum InvalidConfig {
     RateTooLow { name: &'static str, min: f64 },
     #[error("{name} must be at least 1")]
     Zero { name: &'static str },
+    #[error("the history must be at most {MAX_HISTORY} events per room")]
+    HistoryTooLong,
+    #[error("a room's expiry in Redis must be between {min:?} and {max:?}")]
+    RoomExpiryOutOfRange { min: Duration, max: Duration },
     #[error("the longest token lifetime must be at least a second")]
     TokenTtlZero,
     #[error("a data folder cannot be combined with Redis yet: a cluster's history lives in Redis")]
@@ -158,6 +172,15 @@ pub const MAX_ROOMS: usize = 1000;
 /// [`MAX_ROOMS`] rooms, history never takes more than 1 GiB.
 pub const MAX_HISTORY_BYTES: usize = 1024 * 1024;
 
+/// The most events `history` may keep per room: more is a mistake (Redis refuses a
+/// stream length past its integers, and the byte budget keeps far fewer of any size
+/// that matters).
+pub const MAX_HISTORY: usize = 1_000_000;
+
+/// The shortest and longest a room may be kept in Redis after its last event.
+pub const ROOM_EXPIRY_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(366 * 24 * 60 * 60);
+
 /// Bytes of events that may wait for the journal's writer (with `--data-dir`) before
 /// sessions stop reading from their clients: a few seconds of a busy room, and a bound
 /// on memory when the disk stalls.
@@ -167,6 +190,13 @@ pub const JOURNAL_BACKLOG_BYTES: usize = 8 * 1024 * 1024;
 /// enough for a few milliseconds of a busy room, so that waiting on Redis costs no
 /// throughput, and little enough that what waits costs no noticeable latency.
 pub const CLUSTER_BACKLOG_BYTES: usize = 256 * 1024;
+
+/// How long a batch delivery (the journal's after a write, the broker's of what it read
+/// from Redis) waits, at most once per batch, for a member's outbox over its high-water
+/// mark to drain before pushing on: a client reading at full speed drains half its
+/// queue far sooner; one that does not is evicted when its queue overflows, and holds
+/// the delivery back only this once (see `room::outbox::drained_by`).
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(1);
 
 /// The longest any timer may be set to: longer is a mistake, and far longer would
 /// overflow the clock.
@@ -229,9 +259,17 @@ impl Config {
                 self.max_pending_connections_per_ip.unwrap_or(1),
             ),
             ("max rooms per IP", self.max_rooms_per_ip.unwrap_or(1)),
+            ("history bytes", self.history_bytes),
         ];
         if let Some((name, _)) = counts.into_iter().find(|(_, count)| *count == 0) {
             return Err(InvalidConfig::Zero { name });
+        }
+        if self.history > MAX_HISTORY {
+            return Err(InvalidConfig::HistoryTooLong);
+        }
+        if !ROOM_EXPIRY_RANGE.contains(&self.room_expiry) {
+            let (min, max) = (*ROOM_EXPIRY_RANGE.start(), *ROOM_EXPIRY_RANGE.end());
+            return Err(InvalidConfig::RoomExpiryOutOfRange { min, max });
         }
         if self.max_token_ttl < Duration::from_secs(1) {
             return Err(InvalidConfig::TokenTtlZero);
@@ -309,6 +347,16 @@ mod tests {
             Err(InvalidConfig::Zero {
                 name: "max connections"
             })
+        );
+        // Issue 34, finding 13: Redis refused every append, and the node flapped.
+        let endless = Config {
+            history: 9_223_372_036_854_775_807,
+            ..Config::default()
+        };
+        assert_eq!(endless.check(), Err(InvalidConfig::HistoryTooLong));
+        assert_eq!(
+            endless.check().unwrap_err().to_string(),
+            "the history must be at most 1000000 events per room"
         );
     }
 }

@@ -86,10 +86,15 @@ pub async fn run(
     let cluster_stop = CancellationToken::new();
     let (cluster, health, cluster_task) = match &config.redis_url {
         Some(url) => {
+            let keep = broker::append::Keep {
+                events: config.history,
+                bytes: config.history_bytes,
+                expiry: config.room_expiry,
+            };
             let (cluster, health, task) = broker::start(
                 url.clone(),
                 config.presence_ttl,
-                config.history,
+                keep,
                 config.max_message_bytes,
                 metrics.clone(),
                 cluster_stop.clone(),
@@ -100,7 +105,13 @@ pub async fn run(
     };
     let store = match &config.data_dir {
         Some(folder) => {
-            Some(journal::open(folder, config.history, metrics.clone()).map_err(io::Error::other)?)
+            let store = journal::open(
+                folder,
+                config.history,
+                config.history_bytes,
+                metrics.clone(),
+            );
+            Some(store.map_err(io::Error::other)?)
         }
         None => None,
     };

@@ -127,9 +127,20 @@ struct Args {
     #[arg(long, env = "CHAT_MAX_ROOMS_PER_IP", default_value_t = Config::default().max_rooms_per_ip.map_or(0, |most| most as u32))]
     max_rooms_per_ip: u32,
 
-    /// Events kept per room for chat.v1.json clients' history and resume (0: none).
+    /// Events kept per room for chat.v1.json clients' history and resume (0: none; at
+    /// most 1000000).
     #[arg(long, env = "CHAT_HISTORY", default_value_t = Config::default().history)]
     history: usize,
+
+    /// The most bytes of one room's history kept on disk (--data-dir) or in Redis
+    /// (--redis-url); past it, as past --history, the oldest events are forgotten.
+    #[arg(long, env = "CHAT_HISTORY_BYTES", default_value_t = Config::default().history_bytes as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    history_bytes: u64,
+
+    /// With --redis-url, how long Redis keeps a room nobody is in after its last event
+    /// (90s, 30m, 12h, 30d; up to 366d): then its keys expire.
+    #[arg(long, env = "CHAT_ROOM_EXPIRY", default_value = "7d", value_parser = identity::parse_ttl)]
+    room_expiry: Duration,
 
     /// An origin allowed to open WebSockets besides the server's own, e.g.
     /// https://app.example.org (repeatable; * allows every origin; null allows pages
@@ -305,6 +316,8 @@ fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
             .then_some(args.max_pending_connections_per_ip as usize),
         max_rooms_per_ip: (args.max_rooms_per_ip > 0).then_some(args.max_rooms_per_ip as usize),
         history: args.history,
+        history_bytes: usize::try_from(args.history_bytes).unwrap_or(usize::MAX),
+        room_expiry: args.room_expiry,
         allowed_origins: args.allowed_origins,
         allowed_hosts: args.allowed_hosts,
         echo: args.echo,

@@ -558,3 +558,31 @@ pub fn upgrade_request(path: &str) -> String {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     )
 }
+
+/// Reads `client`'s frames as fast as they come, in a task of its own, until `wanted`
+/// texts that `counts` accepts have arrived, and returns those texts; or, if the
+/// server closes the connection first, how it closed and how many had arrived. What a
+/// client reading at full speed sees, for the tests of who may be evicted.
+pub fn read_at_full_speed(
+    mut client: Client,
+    wanted: usize,
+    counts: impl Fn(&str) -> bool + Send + 'static,
+) -> JoinHandle<Result<Vec<String>, String>> {
+    tokio::spawn(async move {
+        let mut texts = Vec::new();
+        while texts.len() < wanted {
+            match within("a frame at full speed", client.socket.next()).await {
+                Some(Ok(Message::Text(text))) if counts(&text) => texts.push(text.to_string()),
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(format!("closed with {frame:?} after {}", texts.len()));
+                }
+                Some(Ok(_)) => {}
+                other => return Err(format!("{other:?} after {}", texts.len())),
+            }
+        }
+        Ok(texts)
+    })
+}
+
+/// The WebSocket of a test's client, as [`Client`] holds it.
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -3,8 +3,14 @@
 -- returns the last event's id in chat:events.
 -- KEYS: meta, history, present, the node's members, chat:events, reads, operations.
 -- ARGV: an epoch if the room needs one, room, node, history length, chat:events
--- length; then for each event: the member's key, join/leave/-, the member as present
--- lists it (for a join), the event's JSON after its offset.
+-- length, history bytes, the room's expiry in milliseconds; then for each event: the
+-- member's key, join/leave/-, the member as present lists it (for a join), the event's
+-- JSON after its offset.
+--
+-- The history keeps its last `history length` entries, and of those no more than
+-- `history bytes` (each entry counted as its event and what it purged, kept in meta's
+-- `bytes`), trimmed exactly: never its newest. Once nobody is in the room, its keys
+-- expire `expiry` after its last event; while anyone is, they do not.
 --
 -- Each history entry: n (node), k (member key), e (the event), c (its id in
 -- chat:events), and for a delete g (what it purged: see below).
@@ -27,7 +33,8 @@ if fresh then
 end
 local room, node = ARGV[2], ARGV[3]
 local history, kept = tonumber(ARGV[4]), ARGV[5]
-local count = (#ARGV - 5) / 4
+local budget, expiry = tonumber(ARGV[6]), ARGV[7]
+local count = (#ARGV - 7) / 4
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', count) - count
 
 -- A history entry's field.
@@ -57,10 +64,16 @@ local function author(event)
   return string.match(event, '"id":"([^"]*)"')
 end
 
+-- What a history entry counts against the room's bytes.
+local function size(fields)
+  return #field(fields, 'e') + #(field(fields, 'g') or '')
+end
+
 -- Takes an entry out of the history and out of chat:events; returns its head.
 local function purge(entry)
   local fields = entry[2]
   redis.call('XDEL', KEYS[2], entry[1])
+  redis.call('HINCRBY', KEYS[1], 'bytes', -size(fields))
   local live = field(fields, 'c')
   if live then
     redis.call('XDEL', KEYS[5], live)
@@ -90,7 +103,7 @@ local function delete(target, by)
 end
 
 local last
-for i = 6, #ARGV, 4 do
+for i = 8, #ARGV, 4 do
   local key, presence = ARGV[i], ARGV[i + 1]
   offset = offset + 1
   if presence == 'join' then
@@ -113,7 +126,8 @@ for i = 6, #ARGV, 4 do
         table.insert(entry, purged)
       end
     end
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', history, '0-' .. offset, unpack(entry))
+    redis.call('XADD', KEYS[2], '0-' .. offset, unpack(entry))
+    redis.call('HINCRBY', KEYS[1], 'bytes', size(entry))
     local operated = string.match(body(event), '^[a-z]+","target":(%d+)[,}]')
     if operated then
       redis.call('ZADD', KEYS[7], operated, offset)
@@ -121,6 +135,33 @@ for i = 6, #ARGV, 4 do
   end
 end
 if history > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. (offset - history))
+  -- Oldest first, as far as the bounds need; then one exact trim.
+  local length = redis.call('XLEN', KEYS[2])
+  local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+  local from, dropped = '-', nil
+  while length > 1 and (length > history or bytes > budget) do
+    local oldest = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', 1)[1]
+    bytes = bytes - size(oldest[2])
+    length = length - 1
+    dropped = oldest[1]
+    from = '(' .. dropped
+  end
+  if dropped then
+    local first = tonumber(string.sub(dropped, 3)) + 1
+    redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. first)
+    redis.call('HSET', KEYS[1], 'bytes', bytes)
+    redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. first)
+  end
+end
+-- A room nobody is in is forgotten `expiry` after its last event.
+local room_keys = {KEYS[1], KEYS[2], KEYS[6], KEYS[7]}
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  for _, key in ipairs(room_keys) do
+    redis.call('PEXPIRE', key, expiry)
+  end
+else
+  for _, key in ipairs(room_keys) do
+    redis.call('PERSIST', key)
+  end
 end
 return last

@@ -17,27 +17,36 @@ enum Script {
     Ephemeral,
 }
 
+/// What Redis keeps of each room: its last `events`, no more than `bytes` of them,
+/// and all of it only for `expiry` after its last event once nobody is in it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keep {
+    pub events: usize,
+    pub bytes: usize,
+    pub expiry: std::time::Duration,
+}
+
 /// A pipeline of `APPEND` and `EPHEMERAL` calls: one for each run of events (or of
 /// ephemeral frames) in the same room from the same node, so that their order is kept.
 pub(super) struct Appends {
     pipe: redis::Pipeline,
     /// The call being filled: for which script, node and room.
     run: Option<(Script, u64, RoomName, redis::Cmd)>,
-    history: usize,
+    keep: Keep,
 }
 
 impl Appends {
-    pub(super) fn new(history: usize) -> Self {
+    pub(super) fn new(keep: Keep) -> Self {
         Self {
             pipe: redis::pipe(),
             run: None,
-            history,
+            keep,
         }
     }
 
     /// Adds `event` from `member` in `room`.
     pub(super) fn push(&mut self, (node, key): MemberRef, room: &RoomName, event: &v1::Event) {
-        let history = self.history;
+        let keep = self.keep;
         let call = self.call(Script::Append, node, room, |name| {
             let mut call = redis::cmd("EVALSHA");
             call.arg(&*APPEND_HASH)
@@ -52,8 +61,10 @@ impl Appends {
                 .arg(new_epoch())
                 .arg(name)
                 .arg(node)
-                .arg(history)
-                .arg(EVENTS_KEPT);
+                .arg(keep.events)
+                .arg(EVENTS_KEPT)
+                .arg(keep.bytes)
+                .arg(keep.expiry.as_millis() as u64);
             call
         });
         let (presence, present) = match event.kind {
@@ -208,7 +219,11 @@ mod tests {
             id: "42".into(),
             offset: 3,
         };
-        let mut appends = Appends::new(10);
+        let mut appends = Appends::new(Keep {
+            events: 10,
+            bytes: 1000,
+            expiry: std::time::Duration::from_secs(60),
+        });
         appends.push((1, 2), &room, &events[4]);
         appends.push_ephemeral(1, &room, &typing);
         appends.push_ephemeral(1, &room, &read);
@@ -234,7 +249,11 @@ mod tests {
         let events = events();
         let room = RoomName::default();
         let other = RoomName::parse("ops").unwrap();
-        let mut appends = Appends::new(10);
+        let mut appends = Appends::new(Keep {
+            events: 10,
+            bytes: 1000,
+            expiry: std::time::Duration::from_secs(60),
+        });
         appends.push((1, 1), &room, &events[0]);
         // Join, leave, then messages: see `events`.
         appends.push((1, 2), &room, &events[2]);
@@ -262,19 +281,19 @@ mod tests {
                 operations_key("main"),
             ]
         );
-        // An epoch, the room, the node, the history, the stream's length, then four
-        // arguments per event.
+        // An epoch, the room, the node, the history, the stream's length, the history's
+        // bytes, the room's expiry, then four arguments per event.
         assert_eq!(
-            &first[11..15],
-            ["main", "1", "10", &EVENTS_KEPT.to_string()]
+            &first[11..17],
+            ["main", "1", "10", &EVENTS_KEPT.to_string(), "1000", "60000"]
         );
-        assert_eq!(first.len(), 15 + 2 * 4);
-        assert_eq!(&first[15..17], ["1", "join"]);
-        let present: v1::Present = serde_json::from_str(&first[17]).unwrap();
+        assert_eq!(first.len(), 17 + 2 * 4);
+        assert_eq!(&first[17..19], ["1", "join"]);
+        let present: v1::Present = serde_json::from_str(&first[19]).unwrap();
         assert_eq!(present.id, "42");
-        assert_eq!(&first[19..22], ["2", "leave", ""]);
+        assert_eq!(&first[21..24], ["2", "leave", ""]);
         let last = args(&commands[2]);
-        assert_eq!(last.len(), 15 + 2 * 4);
-        assert_eq!(&last[15..17], ["1", "-"]);
+        assert_eq!(last.len(), 17 + 2 * 4);
+        assert_eq!(&last[17..19], ["1", "-"]);
     }
 }

@@ -56,7 +56,7 @@
 //! and its [`Health`], made by [`start`]. May call: `room` (the seam it plugs into,
 //! and the rooms it delivers to), `metrics`.
 
-mod append;
+pub(crate) mod append;
 mod keys;
 mod presence;
 mod scripts;
@@ -77,7 +77,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
-use self::append::Appends;
+use self::append::{Appends, Keep};
 use self::keys::{
     EVENTS, NODES, alive_key, history_key, members_key, meta_key, new_epoch, operations_key,
     present_key, reads_key,
@@ -88,7 +88,7 @@ use self::stream::{
     Batch, Entry, StreamEntry, StreamPosition, events_per_read, position, read_events,
     read_history_entry, read_present,
 };
-use crate::config::CLUSTER_BACKLOG_BYTES;
+use crate::config::{CLUSTER_BACKLOG_BYTES, DELIVERY_GRACE};
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
 use crate::room::{
@@ -342,8 +342,8 @@ pub struct Broker {
     url: String,
     node: u64,
     presence_ttl: Duration,
-    /// Events kept per room in Redis.
-    history: usize,
+    /// What Redis keeps of each room.
+    keep: Keep,
     /// Events read from `chat:events` in the first read of a connection.
     read_count: usize,
     /// How many connections to Redis this node has made: the current one's link.
@@ -362,14 +362,14 @@ pub struct Broker {
     rooms: HashMap<RoomName, Weak<Room>>,
 }
 
-/// The cluster a new node joins through the Redis at `url`, keeping `history` events
-/// per room and taking messages up to `max_message_bytes`: what the rooms hand events
+/// The cluster a new node joins through the Redis at `url`, keeping what `keep` says
+/// of each room and taking messages up to `max_message_bytes`: what the rooms hand events
 /// to, the health that sessions and `/healthz` watch, and the task that keeps the node
 /// connected until `stop` (to be spawned once the node is ready).
-pub fn start(
+pub(crate) fn start(
     url: String,
     presence_ttl: Duration,
-    history: usize,
+    keep: Keep,
     max_message_bytes: usize,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -378,13 +378,8 @@ pub fn start(
     watch::Receiver<Health>,
     BoxFuture<'static, ()>,
 ) {
-    let (publisher, broker, health) = channel(
-        url,
-        presence_ttl,
-        history,
-        max_message_bytes,
-        metrics.clone(),
-    );
+    let (publisher, broker, health) =
+        channel(url, presence_ttl, keep, max_message_bytes, metrics.clone());
     (publisher, health, Box::pin(broker.run(metrics, stop)))
 }
 
@@ -393,7 +388,7 @@ pub fn start(
 fn channel(
     url: String,
     presence_ttl: Duration,
-    history: usize,
+    keep: Keep,
     max_message_bytes: usize,
     metrics: Arc<Metrics>,
 ) -> (Arc<Publisher>, Broker, watch::Receiver<Health>) {
@@ -419,7 +414,7 @@ fn channel(
         url,
         node,
         presence_ttl,
-        history,
+        keep,
         read_count: events_per_read(max_message_bytes),
         connection: 0,
         commands,
@@ -530,7 +525,7 @@ impl Broker {
     async fn register(&self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
         // Members of the last link were closed when it ended; what they still queue is
         // dropped by `send`.
-        reap(redis, self.node, self.node, self.history).await?;
+        reap(redis, self.node, self.node, self.keep).await?;
         redis::pipe()
             .sadd(NODES, self.node)
             .ignore()
@@ -593,6 +588,9 @@ impl Broker {
         batch: Batch,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
+        // A batch holds up to `READ_BYTES`, several outboxes' worth: each event waits
+        // until its room's members have room for it, as the journal's fan-out does.
+        let deadline = tokio::time::Instant::now() + DELIVERY_GRACE;
         for entry in batch.entries {
             match entry {
                 Entry::Event {
@@ -604,6 +602,7 @@ impl Broker {
                     let Some(room) = self.rooms.get(&room).and_then(Weak::upgrade) else {
                         continue;
                     };
+                    room.room_to_deliver(deadline).await;
                     let lag = Duration::from_millis(now_millis().saturating_sub(event.ts));
                     metrics.broker_received(lag);
                     if room.deliver(from, &epoch, event) == Delivered::Behind {
@@ -647,7 +646,7 @@ impl Broker {
             .key(present_key(name))
             .key(reads_key(name))
             .arg(new_epoch())
-            .arg(self.history)
+            .arg(self.keep.events)
             .invoke_async(redis)
             .await?;
         let (mut events, mut purged) = (Vec::new(), Vec::new());
@@ -704,7 +703,7 @@ impl Broker {
             return Err(BrokerError::PresenceExpired);
         }
         self.rooms.retain(|_, room| room.strong_count() > 0);
-        reap_dead_nodes(redis, self.node, self.history).await
+        reap_dead_nodes(redis, self.node, self.keep).await
     }
 
     /// Every session has ended: sends their leaves, then unregisters.
@@ -735,7 +734,7 @@ impl Broker {
         first: Command,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
-        let mut appends = Appends::new(self.history);
+        let mut appends = Appends::new(self.keep);
         let (mut count, mut calls, mut bytes, mut fresh) = (0, 0, 0, 0);
         let mut next = Some(first);
         let current = Link::Connection(self.connection);

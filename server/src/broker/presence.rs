@@ -9,7 +9,7 @@ use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
 use super::BrokerError;
-use super::append::Appends;
+use super::append::{Appends, Keep};
 use super::keys::{NODES, alive_key, members_key};
 use crate::room::now_millis;
 
@@ -19,7 +19,7 @@ pub(super) async fn reap(
     redis: &mut MultiplexedConnection,
     dead: u64,
     me: u64,
-    history: usize,
+    keep: Keep,
 ) -> Result<usize, BrokerError> {
     let claimed = format!("chat:reaping:{dead:016x}:{me:016x}");
     let renamed: redis::RedisResult<()> = redis.rename(members_key(dead), &claimed).await;
@@ -31,7 +31,7 @@ pub(super) async fn reap(
         Err(error) => return Err(error.into()),
     }
     let members: HashMap<String, String> = redis.hgetall(&claimed).await?;
-    let mut appends = Appends::new(history);
+    let mut appends = Appends::new(keep);
     for (seat, present) in &members {
         // `<room> <key>`, and the member as its room's `present` lists it.
         let parsed = seat.split_once(' ').and_then(|(room, key)| {
@@ -70,13 +70,13 @@ pub(super) async fn reap(
 pub(super) async fn reap_dead_nodes(
     redis: &mut MultiplexedConnection,
     me: u64,
-    history: usize,
+    keep: Keep,
 ) -> Result<(), BrokerError> {
     let nodes: Vec<u64> = redis.smembers(NODES).await?;
     for node in nodes.into_iter().filter(|node| *node != me) {
         let alive: bool = redis.exists(alive_key(node)).await?;
         if !alive {
-            reap(redis, node, me, history).await?;
+            reap(redis, node, me, keep).await?;
             let _: () = redis.srem(NODES, node).await?;
         }
     }

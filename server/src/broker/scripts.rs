@@ -6,10 +6,10 @@ use std::sync::LazyLock;
 
 /// Numbers a run of events in one room from one node, in order, and adds each to the
 /// room's history and to `chat:events`; returns the last one's id in `chat:events`.
-/// One call per run of events rather than per event, and histories trimmed with
-/// `MAXLEN ~` (whole nodes of entries, as `chat:events` is) rather than exactly: both
-/// cost Redis far less CPU per event. A history may so keep a few more events than
-/// `--history`; `SNAPSHOT` reads exactly that many.
+/// One call per run of events rather than per event, which costs Redis far less CPU
+/// per event. A room's history is trimmed exactly, to `--history` events and
+/// `--history-bytes`, so that no room takes more of Redis's memory than that; and a
+/// room nobody is in expires `--room-expiry` after its last event.
 pub(super) const APPEND: &str = concat!(include_str!("take_epoch.lua"), include_str!("append.lua"));
 
 /// `APPEND`'s hash, which pipelines call it by (each connection loads it first).
@@ -96,6 +96,17 @@ mod tests {
         history: usize,
         events: &[(u64, &str, &str, &str)],
     ) -> String {
+        append_keeping(redis, epoch, node, (history, 1 << 30, 60_000), events)
+    }
+
+    /// [`append`], keeping (events, bytes, expiry in ms) of the room.
+    fn append_keeping(
+        redis: &mut redis::Connection,
+        epoch: &str,
+        node: u64,
+        (history, bytes, expiry): (usize, usize, u64),
+        events: &[(u64, &str, &str, &str)],
+    ) -> String {
         let script = redis::Script::new(APPEND);
         let mut call = script.prepare_invoke();
         call.key(meta_key("main"))
@@ -109,7 +120,9 @@ mod tests {
             .arg("main")
             .arg(node)
             .arg(history)
-            .arg(100);
+            .arg(100)
+            .arg(bytes)
+            .arg(expiry);
         for (key, presence, present, rest) in events {
             call.arg(key).arg(presence).arg(present).arg(rest);
         }
@@ -369,6 +382,91 @@ mod tests {
         assert!(present.is_empty(), "a leave takes the member out");
         let members: HashMap<String, String> = redis.hgetall(members_key(3)).unwrap();
         assert!(members.is_empty());
+    }
+
+    /// Issue 34, finding 13: a room's history in Redis is bounded in bytes as well as
+    /// in events, trimmed exactly and never past its newest entry.
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn the_history_keeps_its_newest_entries_within_its_bytes() {
+        let mut server = Redis::start();
+        let redis = &mut server.connection;
+        let said = |n: usize| {
+            format!(
+                r#""ts":{n},"id":"7","type":"message","text":"{}"}}"#,
+                "x".repeat(1000)
+            )
+        };
+        for n in 0..20 {
+            let event = said(n);
+            append_keeping(redis, "e", 3, (100, 5000, 60_000), &[(4, "-", "", &event)]);
+        }
+        let history: StreamRangeReply = redis.xrange_all(history_key("main")).unwrap();
+        let ids: Vec<&str> = history.ids.iter().map(|entry| entry.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["0-17", "0-18", "0-19", "0-20"],
+            "about 1 KB each, 5 KB kept"
+        );
+        let bytes: usize = redis.hget(meta_key("main"), "bytes").unwrap();
+        let held: usize = history
+            .ids
+            .iter()
+            .map(|entry| entry.get::<String>("e").unwrap().len())
+            .sum();
+        assert_eq!(bytes, held, "what is counted is what is held");
+        let huge = format!(
+            r#""ts":1,"id":"7","type":"message","text":"{}"}}"#,
+            "y".repeat(9000)
+        );
+        append_keeping(redis, "e", 3, (100, 5000, 60_000), &[(4, "-", "", &huge)]);
+        let history: StreamRangeReply = redis.xrange_all(history_key("main")).unwrap();
+        assert_eq!(
+            history.ids.len(),
+            1,
+            "an entry past the budget alone is kept"
+        );
+    }
+
+    /// Issue 34, finding 13: a room nobody is in expires after its last event; one
+    /// with someone in it does not.
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn a_room_nobody_is_in_expires_and_one_with_members_does_not() {
+        let mut server = Redis::start();
+        let redis = &mut server.connection;
+        let keep = (100, 1 << 20, 60_000);
+        append_keeping(
+            redis,
+            "e",
+            3,
+            keep,
+            &[(4, "join", ADA, r#""ts":5,"id":"7","type":"join"}"#)],
+        );
+        for key in [meta_key("main"), history_key("main")] {
+            let ttl: i64 = redis.pttl(&key).unwrap();
+            assert_eq!(ttl, -1, "{key} stays while someone is in the room");
+        }
+        append_keeping(
+            redis,
+            "e",
+            3,
+            keep,
+            &[(4, "leave", "", r#""ts":6,"id":"7","type":"leave"}"#)],
+        );
+        for key in [meta_key("main"), history_key("main")] {
+            let ttl: i64 = redis.pttl(&key).unwrap();
+            assert!((1..=60_000).contains(&ttl), "{key} expires: {ttl}");
+        }
+        append_keeping(
+            redis,
+            "e",
+            3,
+            keep,
+            &[(5, "join", ADA, r#""ts":7,"id":"7","type":"join"}"#)],
+        );
+        let ttl: i64 = redis.pttl(meta_key("main")).unwrap();
+        assert_eq!(ttl, -1, "someone came back");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 -- KEYS[1..3]: meta, history, present; ARGV[1]: the epoch offered.
 local fresh = redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1
 if fresh then
-  redis.call('HDEL', KEYS[1], 'offset')
+  redis.call('HDEL', KEYS[1], 'offset', 'bytes')
   redis.call('DEL', KEYS[2], KEYS[3])
 end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')

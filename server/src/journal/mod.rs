@@ -42,9 +42,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::config::{JOURNAL_BACKLOG_BYTES, MAX_ROOMS};
+use crate::config::{DELIVERY_GRACE, JOURNAL_BACKLOG_BYTES, MAX_HISTORY_BYTES, MAX_ROOMS};
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
+use crate::room::outbox::drained_by;
 use crate::room::{Room, Start, Store, StoreError, StoredPage};
 
 /// The database's file name in the data folder.
@@ -217,15 +218,21 @@ const LOCK_FILE_NAME: &str = "chat-server.lock";
 pub fn open(
     folder: &Path,
     history: usize,
+    history_bytes: usize,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn Store>, OpenError> {
-    Ok(Journal::open(folder, history, metrics)?)
+    Ok(Journal::open(folder, history, history_bytes, metrics)?)
 }
 
 impl Journal {
     /// Opens (or makes) the database in `folder` and starts its writer, which keeps
-    /// `history` events per room.
-    fn open(folder: &Path, history: usize, metrics: Arc<Metrics>) -> Result<Arc<Self>, OpenError> {
+    /// `history` events per room, and at most `history_bytes` of them.
+    fn open(
+        folder: &Path,
+        history: usize,
+        history_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, OpenError> {
         std::fs::create_dir_all(folder).map_err(|error| OpenError::Folder {
             folder: folder.into(),
             error,
@@ -281,10 +288,13 @@ impl Journal {
             backlog: journal.backlog.clone(),
             trouble: journal.trouble.clone(),
             history,
+            history_bytes: history_bytes as u64,
+            stored: HashMap::new(),
             metrics,
             // A run killed before it could empty the log may have left a deleted text in
             // it: emptied after the first write, when nothing else reads yet.
             unpurged_log: true,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         };
         thread::Builder::new()
             .name("journal".into())
@@ -602,7 +612,10 @@ fn read_range(
     Ok(events)
 }
 
-/// Room `room`'s newest `count` events, oldest first.
+/// Room `room`'s newest `count` events, oldest first, as far back as the history in
+/// memory can hold ([`MAX_HISTORY_BYTES`]): a room's rows on disk can take far more,
+/// and a load read them all (63 MiB for a room of 64 KiB messages) only for the room
+/// to forget most of them at once.
 fn read_newest(
     reader: &Connection,
     room: &RoomName,
@@ -611,15 +624,33 @@ fn read_newest(
     let newest = |table: &str, columns: &str| {
         format!("SELECT {columns} FROM {table} WHERE room = ?1 ORDER BY offset DESC LIMIT ?2")
     };
-    let mut events: Vec<v1::Event> = reader
-        .prepare_cached(&newest("events", EVENT_COLUMNS))?
-        .query_map(params![room.as_str(), count as i64], read_event)?
-        .collect::<rusqlite::Result<_>>()?;
-    let operations: Vec<v1::Event> = reader
-        .prepare_cached(&newest("operations", OPERATION_COLUMNS))?
-        .query_map(params![room.as_str(), count as i64], read_operation)?
-        .collect::<rusqlite::Result<_>>()?;
+    // Newest first, until the texts read pass the budget: the oldest offset read, if
+    // that cut the read short, or 0.
+    fn within_budget(
+        rows: impl Iterator<Item = rusqlite::Result<v1::Event>>,
+    ) -> rusqlite::Result<(Vec<v1::Event>, u64)> {
+        let (mut events, mut bytes) = (Vec::new(), 0);
+        for event in rows {
+            let event = event?;
+            bytes += crate::room::backlog::cost(&event);
+            let oldest = event.offset;
+            events.push(event);
+            if bytes > MAX_HISTORY_BYTES {
+                return Ok((events, oldest));
+            }
+        }
+        Ok((events, 0))
+    }
+    let mut statement = reader.prepare_cached(&newest("events", EVENT_COLUMNS))?;
+    let (mut events, events_cut) =
+        within_budget(statement.query_map(params![room.as_str(), count as i64], read_event)?)?;
+    let mut statement = reader.prepare_cached(&newest("operations", OPERATION_COLUMNS))?;
+    let (operations, operations_cut) =
+        within_budget(statement.query_map(params![room.as_str(), count as i64], read_operation)?)?;
     events.extend(operations);
+    // Where either read stopped short, the other's older rows would leave a gap.
+    let cut = events_cut.max(operations_cut);
+    events.retain(|event| event.offset >= cut);
     events.sort_by_key(|event| std::cmp::Reverse(event.offset));
     events.truncate(count);
     events.reverse();
@@ -731,9 +762,19 @@ struct DatabaseWriter {
     backlog: Arc<Backlog>,
     trouble: Arc<Mutex<Option<String>>>,
     history: usize,
+    /// The most bytes of a room's rows kept, as [`ROW_BYTES`] counts them.
+    history_bytes: u64,
+    /// What each room's kept rows take, and the last offset counted, by the room's
+    /// rowid: summed when the room is first written in this run, then kept up to date
+    /// by each write. Forgotten when a write fails, since the transaction's changes are
+    /// rolled back, and when rooms are forgotten, since a rowid can be used again.
+    stored: HashMap<i64, (u64, u64)>,
     metrics: Arc<Metrics>,
     /// A delete took a text out, and the write-ahead log may still hold it.
     unpurged_log: bool,
+    /// The runtime the sessions run on, whose timers a fan-out waits with; `None`
+    /// when the journal was opened outside one (then nothing waits).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// One event on its way to the database.
@@ -785,14 +826,20 @@ impl DatabaseWriter {
     /// word to its clients, and are never dropped.
     fn write_until_done(&mut self, batch: &[Append], reads: &[Read]) {
         let mut failing = false;
-        let purged = loop {
+        let Written { purged, first_kept } = loop {
+            let kept = Kept {
+                events: self.history,
+                bytes: self.history_bytes,
+            };
+            let stored = &mut self.stored;
             let written = self
                 .database
                 .transaction()
-                .and_then(|transaction| write(transaction, batch, reads, self.history));
+                .and_then(|transaction| write(transaction, batch, reads, kept, stored));
             match written {
-                Ok(purged) => break purged,
+                Ok(written) => break written,
                 Err(write_error) => {
+                    self.stored.clear();
                     if !failing {
                         error!(
                             %write_error,
@@ -812,6 +859,12 @@ impl DatabaseWriter {
             info!("history written again; accepting sessions");
             *lock(&self.trouble) = None;
         }
+        // Before the fan-out: a welcome in it says how far back the store reaches.
+        for Append { room, .. } in batch {
+            if let Some(&first) = first_kept.get(room.name()) {
+                room.stored_from(first);
+            }
+        }
         self.unpurged_log |= purged;
         if self.unpurged_log {
             self.unpurged_log = !empty_the_log(&self.database);
@@ -819,26 +872,57 @@ impl DatabaseWriter {
         self.metrics.journal_written(batch.len());
     }
 
-    /// Has each room fan out what was just written, in order.
+    /// Has each room fan out what was just written, in order, each event only once
+    /// its room's members have room for it (see `room::outbox::drained_by`): a batch
+    /// can hold megabytes (the whole backlog, after a full disk recovers), which pushed
+    /// at once would overflow the outboxes of clients reading at full speed. Each
+    /// event is released from the backlog as it goes, so senders read on meanwhile.
     fn fan_out(&self, batch: &mut Vec<Append>) {
-        let mut bytes = 0;
+        let deadline = tokio::time::Instant::now() + DELIVERY_GRACE;
         for Append { room, key, event } in batch.drain(..) {
-            bytes += cost(&event);
+            let full = room.full_outboxes();
+            if !full.is_empty()
+                && let Some(runtime) = &self.runtime
+            {
+                // This thread is not the runtime's: it blocks here, as it does on the
+                // disk, and the sessions go on.
+                runtime.block_on(drained_by(full, deadline));
+            }
+            let bytes = cost(&event);
             room.fan_out(key, event);
+            self.backlog.release(bytes);
         }
-        self.backlog.release(bytes);
     }
+}
+
+/// What a room's history keeps on disk: its last `events`, and of those no more than
+/// `bytes` (as [`ROW_BYTES`] counts them).
+#[derive(Clone, Copy)]
+struct Kept {
+    events: usize,
+    bytes: u64,
+}
+
+/// What a write did beside writing.
+struct Written {
+    /// A delete took a text out.
+    purged: bool,
+    /// The oldest offset each room written to keeps now.
+    first_kept: HashMap<RoomName, u64>,
 }
 
 /// Writes one batch in one transaction: the events, who joined and left, the search
 /// index, what deletes take back, read positions, each room's last offset; and forgets
-/// what is past the history's bounds. Returns whether a delete took a text out.
+/// what is past the history's bounds, in events and in bytes.
 fn write(
     transaction: Transaction<'_>,
     batch: &[Append],
     reads: &[Read],
-    history: usize,
-) -> rusqlite::Result<bool> {
+    kept: Kept,
+    stored: &mut HashMap<i64, (u64, u64)>,
+) -> rusqlite::Result<Written> {
+    let history = kept.events;
+    let mut first_kept = HashMap::new();
     let mut purged = false;
     let mut last: HashMap<&RoomName, (&Room, &v1::Event)> = HashMap::new();
     let mut rowids: HashMap<&RoomName, i64> = HashMap::new();
@@ -889,16 +973,106 @@ fn write(
             .prepare_cached("UPDATE rooms SET last_offset = ?2, last_ts = ?3 WHERE name = ?1")?;
         for (name, (_, event)) in &last {
             update.execute(params![name.as_str(), event.offset, event.ts])?;
-            let oldest_kept = event.offset.saturating_sub(history as u64);
-            forget_before(&transaction, name, rowids[name], oldest_kept + 1)?;
+            let rowid = rowids[name];
+            let by_count = event.offset.saturating_sub(history as u64) + 1;
+            let first = first_within_bytes(
+                &transaction,
+                name,
+                (rowid, event.offset),
+                by_count,
+                kept.bytes,
+                stored,
+            )?;
+            forget_before(&transaction, name, rowid, first)?;
+            first_kept.insert((*name).clone(), first);
         }
     }
     if new_rooms {
         forget_rooms_past_the_bound(&transaction)?;
+        stored.clear();
     }
     transaction.commit()?;
-    Ok(purged)
+    Ok(Written { purged, first_kept })
 }
+
+/// What a row of `events` or `operations` is counted as against a room's byte budget:
+/// its texts, and about what SQLite and the search index spend on a row besides.
+const ROW_BYTES: &str =
+    "(64 + length(CAST(client AS BLOB)) + coalesce(length(CAST(name AS BLOB)), 0)
+     + coalesce(length(CAST(text AS BLOB)), 0) + coalesce(length(CAST(nonce AS BLOB)), 0))";
+
+/// The oldest offset room `name` (row `rowid`, last offset `last`) can keep: no older
+/// than `by_count` (what its budget in events keeps), within its budget in bytes, and
+/// never past its newest row. Updates `stored` to what is kept from there.
+///
+/// Only the rows the room gives up are read (oldest first, along the primary key), and
+/// those written since its last write are summed: a write costs no scan of the history,
+/// but for one sum of the room's rows the first time this run writes to it. A delete
+/// that takes a text out leaves the sum higher than the rows: the room then keeps a
+/// little less than its budget, never more.
+fn first_within_bytes(
+    transaction: &Transaction<'_>,
+    name: &RoomName,
+    (rowid, last): (i64, u64),
+    by_count: u64,
+    budget: u64,
+    stored: &mut HashMap<i64, (u64, u64)>,
+) -> rusqlite::Result<u64> {
+    let room = name.as_str();
+    let (before, counted_to) = match stored.get(&rowid) {
+        Some(&(bytes, counted_to)) => (bytes, counted_to as i64),
+        None => (0, -1),
+    };
+    let written: i64 = transaction
+        .prepare_cached(&format!(
+            "SELECT (SELECT coalesce(sum({ROW_BYTES}), 0) FROM events
+                     WHERE room = ?1 AND offset > ?2)
+                  + (SELECT coalesce(sum({ROW_BYTES} + {EMOJI_BYTES}), 0) FROM operations
+                     WHERE room = ?1 AND offset > ?2)"
+        ))?
+        .query_row(params![room, counted_to], |row| row.get(0))?;
+    let mut total = before + written as u64;
+    let oldest_first = |table: &str, extra: &str| {
+        format!("SELECT offset, {ROW_BYTES} + {extra} FROM {table} WHERE room = ?1 ORDER BY offset")
+    };
+    let mut events = transaction.prepare_cached(&oldest_first("events", "0"))?;
+    let mut operations = transaction.prepare_cached(&oldest_first("operations", EMOJI_BYTES))?;
+    let mut events = events.query_map([room], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let mut operations = operations.query_map([room], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    // Each table's next row, as (offset, bytes).
+    let mut event: Option<(u64, i64)> = events.next().transpose()?;
+    let mut operation: Option<(u64, i64)> = operations.next().transpose()?;
+    let mut first = last;
+    // The two tables share one offset space: merged, oldest first.
+    loop {
+        let take_event = match (event, operation) {
+            (Some((e, _)), Some((o, _))) => e < o,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let (offset, bytes) = if take_event {
+            event.expect("checked")
+        } else {
+            operation.expect("checked")
+        };
+        if offset >= last || (offset >= by_count && total <= budget) {
+            first = offset;
+            break;
+        }
+        total = total.saturating_sub(bytes as u64);
+        if take_event {
+            event = events.next().transpose()?;
+        } else {
+            operation = operations.next().transpose()?;
+        }
+    }
+    stored.insert(rowid, (total, last));
+    Ok(first.max(by_count))
+}
+
+/// What an operation's emoji adds to [`ROW_BYTES`].
+const EMOJI_BYTES: &str = "coalesce(length(CAST(emoji AS BLOB)), 0)";
 
 /// Moves every commit into the database file and empties the write-ahead log, whose
 /// older frames still hold the texts a delete just took out; returns whether it could.
@@ -1534,7 +1708,7 @@ mod tests {
         }
 
         fn journal(&self) -> Arc<Journal> {
-            Journal::open(&self.0, 100, Arc::default()).expect("open the journal")
+            Journal::open(&self.0, 100, 1 << 30, Arc::default()).expect("open the journal")
         }
 
         /// Which of the database's files holds `text`, if any.

@@ -340,6 +340,9 @@ struct State {
     history: History,
     /// Each id's read position, as v2 clients set them.
     reads: HashMap<String, u64>,
+    /// With a store, the oldest offset it keeps, as its last write told (see
+    /// [`Room::stored_from`]); 0 until then.
+    stored_from: u64,
 }
 
 struct Slot {
@@ -479,6 +482,7 @@ impl Room {
                     bytes: 0,
                 },
                 reads: start.reads,
+                stored_from: 0,
             }),
             next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
@@ -579,8 +583,11 @@ impl Room {
                         .front()
                         .is_some_and(|oldest| oldest.offset() <= resume.since + 1))
         });
-        // The store keeps the last `history` events of the room.
-        let oldest_stored = state.offset.saturating_sub(self.settings.history as u64) + 1;
+        // The store keeps the last `history` events of the room, and fewer when they
+        // are past its byte budget: its last write, which was this newcomer's join,
+        // said how many.
+        let oldest_stored =
+            (state.offset.saturating_sub(self.settings.history as u64) + 1).max(state.stored_from);
         let from_store = catch_up.and(resume).filter(|resume| {
             !recovered
                 && resume.epoch == state.epoch
@@ -616,10 +623,10 @@ impl Room {
                 welcome: welcome.tagged(),
                 read: state.reads.get(id).copied().unwrap_or(0),
             };
-            outbox.push(&wire::json(&with_read, welcome.size_hint() + 32));
+            outbox.push_welcome(&wire::json(&with_read, welcome.size_hint() + 32));
             outbox.push_resident(missed.map(|kept| &kept.v2));
         } else {
-            outbox.push(&wire::json(&welcome.tagged(), welcome.size_hint()));
+            outbox.push_welcome(&wire::json(&welcome.tagged(), welcome.size_hint()));
             outbox.push_resident(missed.filter_map(|kept| kept.v1.as_ref()));
         }
         let told = match from_store {
@@ -724,6 +731,25 @@ impl Room {
             name: who.name.clone(),
             kind,
         };
+        // Fanned out at once, here: only if every live member has room for it (see
+        // `Wakes`); else not numbered, and the sender's reader waits and tries again.
+        if let Some(need) = wakes.as_deref().and_then(Wakes::need)
+            && self.cluster.is_none()
+            && self.store.is_none()
+        {
+            let full: Vec<Arc<Outbox>> = state
+                .members
+                .values()
+                .filter(|slot| matches!(slot.stage, Stage::Live) && slot.outbox.lacks(need))
+                .map(|slot| slot.outbox.clone())
+                .collect();
+            if !full.is_empty() {
+                if let Some(wakes) = wakes {
+                    wakes.lacked(full);
+                }
+                return;
+            }
+        }
         if let Some(cluster) = &self.cluster {
             cluster.publish(Outgoing {
                 link,
@@ -742,6 +768,35 @@ impl Room {
             Some(store) => store.append(self, key, event),
             None => self.fan_out_numbered(state, (0, key), event, wakes),
         }
+    }
+
+    /// The outboxes of this room's live members that a batch delivery waits for
+    /// before its next event here: those over their high-water mark (see
+    /// [`outbox::drained_by`]). Empty, almost always, when every member reads.
+    pub fn full_outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.lock()
+            .members
+            .values()
+            .filter(|slot| matches!(slot.stage, Stage::Live) && slot.outbox.is_full())
+            .map(|slot| slot.outbox.clone())
+            .collect()
+    }
+
+    /// Waits, as a batch delivery does before each event, until every live member's
+    /// outbox here has room for the largest frame, or until `deadline` (see
+    /// [`outbox::drained_by`]).
+    pub async fn room_to_deliver(&self, deadline: tokio::time::Instant) {
+        let full = self.full_outboxes();
+        if !full.is_empty() {
+            outbox::drained_by(full, deadline).await;
+        }
+    }
+
+    /// The store keeps this room's events from offset `first` on: told after each of
+    /// its writes, before their events are fanned out, so that a welcome offers a
+    /// resume from the store only as far back as it reaches.
+    pub fn stored_from(&self, first: u64) {
+        self.lock().stored_from = first;
     }
 
     /// Fans out an event the store has written, from member `key`.
@@ -1530,5 +1585,87 @@ mod tests {
             clustered.is_idle(),
             "nobody is here and nothing waits to be written"
         );
+    }
+
+    /// Issue 34, finding 12: the queue bound holds twice the largest frame a message
+    /// can cause in any protocol, header and place in the queue included: the longest
+    /// id, a name and a nonce that JSON escapes at every character, and a text of
+    /// control characters, escaped six times over.
+    #[test]
+    fn the_queue_bound_holds_twice_the_largest_frame_of_any_protocol() {
+        for max_message_bytes in [1, 1000, 64 * 1024, 1024 * 1024] {
+            let config = Config {
+                max_message_bytes,
+                max_queue_bytes: 1,
+                ..Config::default()
+            };
+            let text = "\u{1}".repeat(max_message_bytes);
+            let nonce = Some("\u{1}".repeat(v1::MAX_NONCE_CHARS));
+            let kinds = [
+                EventKind::Message {
+                    text: text.clone(),
+                    nonce: nonce.clone(),
+                    reply_to: Some(u64::MAX),
+                    kind: Some(v1::MessageKind::Action),
+                    state: v1::MessageState::default(),
+                },
+                EventKind::Edit {
+                    target: u64::MAX,
+                    text,
+                    nonce,
+                    deleted: false,
+                },
+            ];
+            for kind in kinds {
+                let event = v1::Event {
+                    offset: u64::MAX,
+                    ts: u64::MAX,
+                    id: format!("-{}", "9".repeat(chat::MAX_ID_DIGITS)),
+                    name: Some(DisplayName::parse(&"\\".repeat(v1::MAX_NAME_CHARS)).unwrap()),
+                    kind,
+                };
+                let plain = event.plain().map(|line| wire::text(&line));
+                let kept = Kept::new(event);
+                let largest = [plain.as_ref(), kept.v1.as_ref(), Some(&kept.v2)]
+                    .into_iter()
+                    .flatten()
+                    .map(outbox::queued_cost)
+                    .max()
+                    .unwrap();
+                assert!(
+                    2 * largest <= config.queue_bytes(),
+                    "{max_message_bytes}: {largest} twice in {}",
+                    config.queue_bytes()
+                );
+            }
+        }
+    }
+
+    /// The rule in live fan-out: a message is numbered only once every live member
+    /// has room for the largest frame it may cause, so that senders racing one
+    /// another cannot overflow a reader between its writer's batches.
+    #[test]
+    fn a_message_waits_for_room_in_every_outbox_before_it_is_numbered() {
+        let room = room(1000, 10);
+        let reader = room.join(id("1"), Protocol::Plain, None);
+        let talker = room.join(id("2"), Protocol::Plain, None);
+        drain(reader.outbox());
+        drain(talker.outbox());
+        let line = "x".repeat(300);
+        let mut wakes = Wakes::default();
+        talker.say(&line, None, &mut wakes);
+        talker.say(&line, None, &mut wakes);
+        drain(talker.outbox());
+        wakes.expect(wire::most_for_text(&line));
+        talker.say(&line, None, &mut wakes);
+        let full = wakes.take_lacking();
+        assert_eq!(full.len(), 1, "only the reader lacks room");
+        assert!(Arc::ptr_eq(&full[0], reader.outbox()));
+        assert!(drain(talker.outbox()).is_empty(), "not numbered, not sent");
+        assert_eq!(drain(reader.outbox()).len(), 2);
+        wakes.expect(wire::most_for_text(&line));
+        talker.say(&line, None, &mut wakes);
+        assert!(wakes.take_lacking().is_empty());
+        assert_eq!(drain(reader.outbox()), [format!("Client #2: {line}")]);
     }
 }

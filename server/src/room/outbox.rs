@@ -35,6 +35,9 @@ struct Queue {
     /// Set with `Outbox::evicted`, here so that a push checks it under the lock it
     /// takes anyway instead of the token's own lock.
     evicted: bool,
+    /// A batch delivery waited for this queue to drain and it did not: it is not
+    /// waited for again until its writer takes it (see [`Outbox::is_full`]).
+    stalled: bool,
 }
 
 /// What one queued frame costs this connection: the pointer in its queue, and the
@@ -53,6 +56,7 @@ impl Outbox {
                 max_bytes,
                 pong: None,
                 evicted: false,
+                stalled: false,
             }),
             ready: Notify::new(),
             drained: Notify::new(),
@@ -90,7 +94,20 @@ impl Outbox {
     pub fn push_corked_charged(self: &Arc<Self>, frame: &Frame, charge: usize, wakes: &mut Wakes) {
         let cost = |frame: &Frame| queued_cost(frame).max(charge);
         if self.push_all(std::slice::from_ref(frame), cost) {
-            wakes.0.push(self.clone());
+            wakes.owed.push(self.clone());
+        }
+    }
+
+    /// Queues a newcomer's welcome, counting it as at most half the bound: the welcome
+    /// lists every member, and in a room of thousands with long ids and names it can
+    /// outgrow the whole queue, but a newcomer must never be evicted by its own
+    /// welcome. Its real size is bounded by the room's members; counted at half the
+    /// bound, it still leaves room for the largest frame that follows it.
+    pub fn push_welcome(&self, frame: &Frame) {
+        let max_bytes = self.lock().max_bytes;
+        let cost = |frame: &Frame| queued_cost(frame).min(max_bytes / 2);
+        if self.push_all(std::slice::from_ref(frame), cost) {
+            self.ready.notify_one();
         }
     }
 
@@ -190,6 +207,7 @@ impl Outbox {
         }
         let was_high = queue.bytes > queue.max_bytes / 2;
         queue.bytes = 0;
+        queue.stalled = false;
         drop(queue);
         if was_high {
             self.drained.notify_one();
@@ -223,6 +241,34 @@ impl Outbox {
             .await;
     }
 
+    /// Whether `bytes` more would overflow the queue of a member that has not been
+    /// found not to read (see [`Outbox::mark_stalled`]): a live fan-out waits instead.
+    /// (`bytes` is an estimate from above: past half the bound, which the largest frame
+    /// never is, it counts as half.)
+    pub fn lacks(&self, bytes: usize) -> bool {
+        let queue = self.lock();
+        let bytes = bytes.min(queue.max_bytes / 2);
+        !queue.evicted && !queue.stalled && queue.bytes + bytes > queue.max_bytes
+    }
+
+    /// Whether a batch delivery should wait before pushing here: the queue is over
+    /// its high-water mark, so a frame of the largest size might not fit, and it has
+    /// not already been waited for in vain since its writer last took it.
+    pub fn is_full(&self) -> bool {
+        let queue = self.lock();
+        !queue.evicted && !queue.stalled && queue.bytes > queue.max_bytes / 2
+    }
+
+    /// A batch delivery waited for this queue to drain for as long as a reading client
+    /// needs, and it did not: it is not waited for again until its writer takes what
+    /// is queued, and a push that overflows it evicts the member, as in live fan-out.
+    pub fn mark_stalled(&self) {
+        let mut queue = self.lock();
+        if queue.bytes > queue.max_bytes / 2 {
+            queue.stalled = true;
+        }
+    }
+
     /// Completes when this member overflowed its queue and must be disconnected.
     pub async fn evicted(&self) {
         self.evicted.cancelled().await;
@@ -232,6 +278,24 @@ impl Outbox {
 impl Queue {
     fn is_empty(&self) -> bool {
         self.frames.is_empty() && self.pong.is_none()
+    }
+}
+
+/// Waits until each of `full` is at most half full again, or until `deadline`: what a
+/// batch delivery (the journal's, the broker's) does before each event, so that it
+/// pushes no faster than its recipients read, as a sender in live fan-out reads its
+/// client no faster than its own outbox drains. Those still full at the deadline are
+/// marked stalled and are not waited for again (see [`Outbox::mark_stalled`]): a
+/// client that does not read holds the delivery back once, for the grace, and is then
+/// evicted when its queue overflows.
+pub async fn drained_by(full: Vec<Arc<Outbox>>, deadline: tokio::time::Instant) {
+    for outbox in full {
+        if tokio::time::timeout_at(deadline, outbox.below_high_water())
+            .await
+            .is_err()
+        {
+            outbox.mark_stalled();
+        }
     }
 }
 
@@ -248,13 +312,45 @@ impl Queue {
 /// Dropped, it wakes them at once: a reader that ends owes no one.
 ///
 /// [`release`]: Wakes::release
+///
+/// It also carries what a message being relayed may need in each outbox (`need`),
+/// and, if some live member's outbox could not take that now, those outboxes
+/// (`full`): then the room did not number the message, and the reader waits for them
+/// ([`drained_by`]) and relays it again. So a live fan-out pushes a frame only into
+/// outboxes with room for it, as batch deliveries do, whatever how many senders race.
 #[derive(Default)]
-pub struct Wakes(Vec<Arc<Outbox>>);
+pub struct Wakes {
+    owed: Vec<Arc<Outbox>>,
+    need: Option<usize>,
+    lacking: Vec<Arc<Outbox>>,
+}
 
 impl Wakes {
+    /// Says that the message about to be relayed may need `bytes` in each outbox.
+    pub fn expect(&mut self, bytes: usize) {
+        self.need = Some(bytes);
+    }
+
+    /// What the message being relayed may need in each outbox, if it was said.
+    pub fn need(&self) -> Option<usize> {
+        self.need
+    }
+
+    /// The room had no room for the message in these outboxes, and did not take it.
+    pub fn lacked(&mut self, full: Vec<Arc<Outbox>>) {
+        self.lacking = full;
+    }
+
+    /// The outboxes the last relay lacked room in (empty if it was taken), and forgets
+    /// what it needed.
+    pub fn take_lacking(&mut self) -> Vec<Arc<Outbox>> {
+        self.need = None;
+        std::mem::take(&mut self.lacking)
+    }
+
     /// Wakes the writers owed a wake, once every other ready task has run.
     pub async fn release(&mut self) {
-        if self.0.is_empty() {
+        if self.owed.is_empty() {
             return;
         }
         tokio::task::yield_now().await;
@@ -273,7 +369,7 @@ impl Wakes {
     }
 
     fn wake_all(&mut self) {
-        for outbox in self.0.drain(..) {
+        for outbox in self.owed.drain(..) {
             outbox.ready.notify_one();
         }
     }
@@ -368,5 +464,34 @@ mod tests {
         );
         outbox.take_queued(&mut Vec::new());
         waiting.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_delivery_waits_for_a_full_queue_once_and_not_again() {
+        let outbox = Arc::new(Outbox::new(1000));
+        let frame = wire::text(&"x".repeat(300));
+        outbox.push(&frame);
+        outbox.push(&frame);
+        assert!(outbox.is_full());
+        // Nobody takes the queue: the wait ends at the deadline, and marks it.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        drained_by(vec![outbox.clone()], deadline).await;
+        assert!(!outbox.is_full(), "not waited for again");
+        outbox.push(&frame);
+        outbox.push(&frame);
+        assert!(outbox.is_evicted(), "and evicted when it overflows");
+    }
+
+    #[tokio::test]
+    async fn a_batch_delivery_goes_on_as_soon_as_the_writer_takes_the_queue() {
+        let outbox = Arc::new(Outbox::new(1000));
+        let frame = wire::text(&"x".repeat(300));
+        outbox.push(&frame);
+        outbox.push(&frame);
+        let writer = waiting_writer(&outbox);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        drained_by(vec![outbox.clone()], deadline).await;
+        assert_eq!(writer.await.unwrap(), 2);
+        assert!(!outbox.is_full());
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::MAX_ROOMS;
 use crate::metrics::Metrics;
+use crate::room::backlog::Reserved;
 use crate::room::{Cluster, Room, RoomSettings, Start, Store, StoreError};
 
 /// Every room of the server, shared with the blocking threads that load them.
@@ -216,6 +217,22 @@ impl Rooms {
         if let Some(cluster) = &self.inner.cluster {
             cluster.backlog().has_room().await;
         }
+    }
+
+    /// Waits until the store and the cluster can take an event that costs at most
+    /// `bytes`, and counts it against their backlogs until what is returned is
+    /// dropped: a session holds it while it hands over what it has read (see
+    /// [`crate::room::backlog::Backlog::reserve`]).
+    pub async fn reserve(&self, bytes: usize) -> (Option<Reserved<'_>>, Option<Reserved<'_>>) {
+        let store = match &self.inner.store {
+            Some(store) => Some(store.backlog().reserve(bytes).await),
+            None => None,
+        };
+        let cluster = match &self.inner.cluster {
+            Some(cluster) => Some(cluster.backlog().reserve(bytes).await),
+            None => None,
+        };
+        (store, cluster)
     }
 
     /// The direct-message rooms of `id`: those this node has in memory, as they are

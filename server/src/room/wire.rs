@@ -139,6 +139,24 @@ pub fn payload(frame: &[u8]) -> &[u8] {
     }
 }
 
+/// The most a frame of a message whose client sent `text` can cost in a queue, in any
+/// protocol (see `outbox::queued_cost`): its JSON, each character that JSON escapes
+/// counted escaped (a control character as six bytes), the event's other fields at
+/// their bounds, the frame's header and its place in the queue. `text` is what the
+/// client sent: a plain line, or a v1 or v2 request, whose text is escaped already
+/// (counted again, it errs high, never low).
+pub fn most_for_text(text: &str) -> usize {
+    let escaped: usize = text
+        .bytes()
+        .map(|byte| match byte {
+            0..=0x1f => 6,
+            b'"' | b'\\' => 2,
+            _ => 1,
+        })
+        .sum();
+    escaped + chat::v1::longest_event(0) + 10 + std::mem::size_of::<Frame>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

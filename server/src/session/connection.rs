@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -16,8 +17,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info};
 
+use crate::config::DELIVERY_GRACE;
 use crate::metrics::Disconnect;
-use crate::room::outbox::{Outbox, Wakes};
+use crate::room::backlog;
+use crate::room::outbox::{Outbox, Wakes, drained_by};
 use crate::room::wire;
 use crate::room::{Member, Protocol};
 use crate::session::history::{self, Query};
@@ -184,7 +187,26 @@ async fn receive(
             Some(Ok(Message::Text(text))) => {
                 debug!(bytes = text.len(), "message");
                 shared.metrics.received(text.len());
-                if let Err(ending) = relay(&text, &mut wakes) {
+                // Counted against the store's or the cluster's backlog before it is
+                // handed on, so that sessions reading at once cannot overshoot it.
+                let reserved = wakes
+                    .wait_for(shared.rooms.reserve(backlog::most_for_frame(text.len())))
+                    .await;
+                // Relayed once every live member has room for what it may cost (see
+                // `Wakes`): a member still full after the grace is counted as not
+                // reading, and evicted if its queue overflows.
+                let relayed = loop {
+                    wakes.expect(wire::most_for_text(&text));
+                    let relayed = relay(&text, &mut wakes);
+                    let full = wakes.take_lacking();
+                    if full.is_empty() {
+                        break relayed;
+                    }
+                    wakes.release().await;
+                    drained_by(full, Instant::now() + DELIVERY_GRACE).await;
+                };
+                drop(reserved);
+                if let Err(ending) = relayed {
                     return ending;
                 }
                 if let Some(messages) = &mut messages {
