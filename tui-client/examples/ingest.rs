@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chat::v1::ServerFrame;
 use chat_tui::app::App;
-use chat_tui::event::{Event, NetEvent};
+use chat_tui::event::{Event, NetEvent, Protocol};
 use chat_tui::ui;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -35,7 +35,9 @@ fn main() -> anyhow::Result<()> {
     let mut offset = 1;
     if v1 {
         let welcome = r#"{"type":"welcome","id":"42","room":"main","epoch":"e","offset":0,"members":[],"recovered":false,"verified":false,"limits":{"max_message_bytes":65536,"max_nonce_chars":64,"history":1000}}"#;
-        app.update(Event::Net(NetEvent::Connected { v1: true }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::V1,
+        }));
         app.update(Event::Net(NetEvent::Frame(ServerFrame::parse(welcome)?)));
     }
     let mut received = |n: usize| {

@@ -3,8 +3,10 @@
 //! (history, resuming, names, who is here, messages on their way) is in `protocol`;
 //! the kept messages are a [`Scrollback`], and where the pane is in them a [`Viewport`].
 
+mod messages;
 mod protocol;
 
+pub use messages::{Composing, Conversation, PAGE_EVENTS, Typist, typing_line};
 pub use protocol::{Member, Session};
 
 use std::ops::Range;
@@ -13,7 +15,7 @@ use chat::Announcement;
 use chat::v1::RoomName;
 use crossterm::event::{Event as TerminalEvent, KeyCode, KeyEvent, KeyEventKind, MouseEvent};
 
-use crate::event::{Event, NetEvent};
+use crate::event::{Event, NetEvent, Protocol};
 use crate::input::InputLine;
 use crate::keys::{self, Action, Situation, SlashAction};
 pub use crate::scrollback::{Entry, Kind, Scrollback, TIME_WIDTH};
@@ -96,8 +98,8 @@ pub struct App {
     pub notify: bool,
     /// Whether the terminal has focus, as its focus reports say.
     focused: bool,
-    /// Whether the connection now speaks `chat.v1.json`.
-    pub v1: bool,
+    /// The protocol the connection now speaks.
+    pub protocol: Protocol,
     /// What the `chat.v1.json` connections so far have told, kept across reconnects.
     pub session: Option<Session>,
     /// Connections made so far: a message sent in an earlier one may have been lost.
@@ -121,6 +123,23 @@ pub struct App {
     /// The last notice, while it is out of sight below a pane scrolled up: the view
     /// shows it over the pane's last row until the next key.
     pub notice_below: Option<String>,
+    /// What `chat.v2.json` has told about this room: messages in their latest state,
+    /// who is typing, pages and searches on their way, the read position.
+    pub conversation: Conversation,
+    /// Frames for the server beside the messages, since the last
+    /// [`App::take_frames`].
+    frames: Vec<String>,
+    /// The time now, in Unix milliseconds; a parameter so that tests can fix it.
+    pub now: fn() -> u64,
+}
+
+/// The time now in Unix milliseconds, as the server counts it.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// A message received, as `--log` writes it.
@@ -167,7 +186,7 @@ impl App {
             id,
             room: RoomName::default(),
             link: Link::Connecting,
-            scrollback: Scrollback::new(scrollback),
+            scrollback: Scrollback::with_room_before(scrollback),
             viewport: Viewport::default(),
             input: InputLine::default(),
             clock,
@@ -176,7 +195,7 @@ impl App {
             colours: true,
             notify: true,
             focused: true,
-            v1: false,
+            protocol: Protocol::Plain,
             session: None,
             connections: 0,
             show_members: false,
@@ -186,7 +205,31 @@ impl App {
             join_after_echoes: None,
             quit_asked: false,
             notice_below: None,
+            conversation: Conversation::default(),
+            frames: Vec::new(),
+            now: unix_millis,
         }
+    }
+
+    /// The frames for the server beside the messages (typing, a read position, an
+    /// edit, a page asked for) since the last call, in order.
+    pub fn take_frames(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.frames)
+    }
+
+    /// The message pane's columns and the terminal's rows, as the viewport is given them.
+    fn viewport_size(&self) -> (u16, u16) {
+        let (columns, rows) = self.terminal_size;
+        if self.members_shown() {
+            (columns - MEMBERS_WIDTH, rows)
+        } else {
+            (columns, rows)
+        }
+    }
+
+    /// The most entries the scrollback keeps (`--scrollback`).
+    fn scrollback_cap(&self) -> usize {
+        self.scrollback.cap()
     }
 
     /// Keeps the messages received for [`App::take_received`] (`--log`).
@@ -223,7 +266,9 @@ impl App {
                 let text = text.replace("\r\n", "\n").replace('\r', "\n");
                 // A line copied whole comes with its newline, which is not part of it.
                 self.input.insert(text.strip_suffix('\n').unwrap_or(&text));
+                self.typed();
             }
+            Event::Tick => self.tick(),
             Event::Terminal(TerminalEvent::Mouse(mouse)) => self.mouse(mouse),
             Event::Terminal(TerminalEvent::FocusLost) => {
                 self.focused = false;
@@ -258,8 +303,15 @@ impl App {
         self.viewport.found(&self.scrollback, query, found);
     }
 
-    /// Puts the read marker after the newest message, unless it is there already.
+    /// Puts the read marker after the newest message, unless it is there already, and
+    /// tells a `chat.v2.json` server that this id has read all shown.
     fn mark_read(&mut self) {
+        self.tell_read();
+        self.mark_read_with("── new since you looked away ──");
+    }
+
+    /// Puts a read marker saying `text` after the newest message, unless one is there.
+    fn mark_read_with(&mut self, text: &str) {
         let newest = self.scrollback.next_number();
         if self.scrollback.is_empty() || self.viewport.marker() == Some(newest - 1) {
             return;
@@ -271,7 +323,7 @@ impl App {
         }
         self.push(Entry {
             time: String::new(),
-            text: "── new since you looked away ──".into(),
+            text: text.into(),
             kind: Kind::ReadMarker { latest: true },
         });
         self.viewport.set_marker(newest);
@@ -299,6 +351,12 @@ impl App {
             Action::Type => {
                 if let KeyCode::Char(c) = code {
                     self.input.insert(c.encode_utf8(&mut [0; 4]));
+                    self.typed();
+                }
+            }
+            Action::EditLast => {
+                if !self.start_edit() {
+                    self.input.history_back();
                 }
             }
             Action::CharLeft => self.input.left(),
@@ -341,7 +399,11 @@ impl App {
                         .notice("Ctrl-R searches for what is in the line, /search TEXT for TEXT"),
                 }
             }
-            Action::EndSearch => self.viewport.end_search(),
+            Action::EndSearch => {
+                if !self.cancel_edit() {
+                    self.viewport.end_search();
+                }
+            }
             Action::Redraw => return Some(Command::Redraw),
             Action::Reconnect => return Some(Command::Reconnect),
             Action::ToggleMembers => {
@@ -361,8 +423,13 @@ impl App {
         if text.starts_with('/') && !text.starts_with("//") {
             return self.slash_command();
         }
-        if self.session.is_some() && (self.v1 || self.link != Link::Connected) {
-            return self.say_v1();
+        if let Composing::Edit { target } = self.conversation.composing {
+            return self.submit_edit(target);
+        }
+        if self.session.is_some()
+            && (self.protocol > Protocol::Plain || self.link != Link::Connected)
+        {
+            return self.say_v1(None, false);
         }
         if self.link != Link::Connected {
             self.notice("not connected: your line is kept; press Enter again once connected");
@@ -402,11 +469,49 @@ impl App {
                 self.scroll_to_bottom();
                 None
             }
-            // Without its text, `/search` is not a command one could mean.
+            // Without its text, `/search` is not a command one could mean. A
+            // chat.v2.json server searches all it keeps; otherwise, what is loaded.
+            Some(SlashAction::Search) if !argument.is_empty() && self.speaks_v2() => {
+                self.viewport.end_search();
+                self.search_on_server(argument);
+                None
+            }
             Some(SlashAction::Search) if !argument.is_empty() => {
                 self.viewport.end_search();
                 self.search_older(argument);
                 None
+            }
+            Some(SlashAction::Edit) => {
+                self.edit_command(argument);
+                return None;
+            }
+            Some(SlashAction::Delete) => {
+                self.delete_command();
+                return None;
+            }
+            Some(SlashAction::React) => {
+                self.react_command(argument);
+                return None;
+            }
+            Some(SlashAction::Reply | SlashAction::Me) if argument.is_empty() => {
+                self.notice(&format!("/{name} needs the text to say: /{name} TEXT"));
+                return None;
+            }
+            Some(SlashAction::Reply) => {
+                if !self.needs_v2("/reply") {
+                    return None;
+                }
+                let Some(parent) = self.their_last_message() else {
+                    self.notice("there is no message of someone else's here to reply to");
+                    return None;
+                };
+                return self.say_text(argument.to_owned(), Some(parent), false);
+            }
+            Some(SlashAction::Me) => {
+                if !self.needs_v2("/me") {
+                    return None;
+                }
+                return self.say_text(argument.to_owned(), None, true);
             }
             Some(SlashAction::Help) => {
                 self.notice(&keys::help_notice());
@@ -545,13 +650,14 @@ impl App {
 
     fn net(&mut self, news: NetEvent) -> Option<Command> {
         match news {
+            NetEvent::Beside(beside) => return self.beside(beside),
             NetEvent::Connecting => {
                 self.link = Link::Connecting;
-                self.v1 = false;
+                self.protocol = Protocol::Plain;
                 return self.join_waiting();
             }
-            NetEvent::Connected { v1 } => {
-                self.v1 = v1;
+            NetEvent::Connected { protocol } => {
+                self.protocol = protocol;
                 self.connections += 1;
                 if self.connected_before {
                     self.notice("connected again");
@@ -702,13 +808,26 @@ impl App {
     fn scroll_up(&mut self, rows: usize) {
         if !self.viewport.is_scrolled_up() {
             if self.viewport.all_fits(&self.scrollback) {
-                // Everything is on the screen: nothing to scroll to.
+                // Everything is on the screen: nothing to scroll to, but perhaps older
+                // pages to fetch.
+                self.reached_the_top();
                 return;
             }
             // Scrolling away from the newest is looking away too.
             self.mark_read();
         }
         self.viewport.scroll_up(&self.scrollback, rows);
+        if self.at_the_top() {
+            self.reached_the_top();
+        }
+    }
+
+    /// Whether the pane shows the oldest entry's first row.
+    fn at_the_top(&self) -> bool {
+        match self.viewport.anchor() {
+            Anchor::At { entry, row } => entry <= self.scrollback.first_number() && row == 0,
+            Anchor::Bottom => self.viewport.all_fits(&self.scrollback),
+        }
     }
 
     fn scroll_down(&mut self, rows: usize) {
@@ -717,6 +836,9 @@ impl App {
 
     fn scroll_to_top(&mut self) {
         self.viewport.scroll_to_top(&self.scrollback);
+        if self.at_the_top() {
+            self.reached_the_top();
+        }
     }
 
     fn scroll_to_bottom(&mut self) {
@@ -759,7 +881,9 @@ mod tests {
     fn connected_app() -> App {
         let mut app = App::new("ws://localhost:8000".into(), "42".into(), 10_000, noon);
         app.update(Event::Terminal(TerminalEvent::Resize(40, 12)));
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         app
     }
 
@@ -1119,16 +1243,22 @@ mod tests {
             reason: "cannot connect: refused".into(),
         }));
         app.update(Event::Net(NetEvent::Retrying { seconds: 1 }));
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         assert_eq!(notices(&app), ["* cannot connect: refused", "* connected"]);
         app.update(Event::Net(NetEvent::Disconnected {
             reason: "connection lost".into(),
         }));
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         assert_eq!(notices(&app).last().unwrap(), "* connected again");
 
         let mut quiet = App::new("ws://x".into(), "1".into(), 100, noon);
-        quiet.update(Event::Net(NetEvent::Connected { v1: false }));
+        quiet.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         assert!(
             notices(&quiet).is_empty(),
             "nothing to say on a first success"
@@ -1156,7 +1286,9 @@ mod tests {
             "the same notice is not repeated"
         );
 
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         assert_eq!(
             app.update(key(KeyCode::Enter)),
             Some(Command::Send("typed offline".into()))
@@ -1356,7 +1488,9 @@ mod tests {
     fn the_connection_state_follows_the_network() {
         let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
         assert_eq!(app.link, Link::Connecting);
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         assert_eq!(app.link, Link::Connected);
         app.update(Event::Net(NetEvent::Retrying { seconds: 4 }));
         assert_eq!(app.link, Link::Retrying { seconds: 4 });

@@ -86,6 +86,9 @@ pub enum Action {
     DeleteToStart,
     DeleteToEnd,
     Yank,
+    /// Up on an empty line: our last message, to edit (`chat.v2.json`), or else
+    /// [`Action::HistoryBack`].
+    EditLast,
     HistoryBack,
     HistoryForward,
     PageUp,
@@ -268,7 +271,13 @@ pub const BINDINGS: &[Binding] = &[
     ),
     row(
         &[Key(KeyCode::Up)],
-        Always,
+        LineEmpty,
+        Action::EditLast,
+        "edit your last message (`chat.v2.json` servers; Enter saves, Esc gives up); elsewhere an earlier line you sent",
+    ),
+    row(
+        &[Key(KeyCode::Up)],
+        LineHasText,
         Action::HistoryBack,
         "an earlier line you sent",
     ),
@@ -336,7 +345,7 @@ pub const BINDINGS: &[Binding] = &[
         &[Key(KeyCode::Esc)],
         Always,
         Action::EndSearch,
-        "end the search",
+        "give up an edit, or end the search",
     ),
     row(
         &[Ctrl(KeyCode::Char('l'))],
@@ -449,6 +458,11 @@ pub fn action_for_wheel(kind: MouseEventKind) -> Option<Action> {
 /// What a `/command` does; `App` carries each out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlashAction {
+    Edit,
+    Delete,
+    React,
+    Reply,
+    Me,
     Join,
     Who,
     Reconnect,
@@ -485,6 +499,36 @@ pub const COMMANDS: &[SlashCommand] = &[
         action: SlashAction::Who,
     },
     SlashCommand {
+        name: "me",
+        argument: Some("TEXT"),
+        what: "say what you do: `* Ada waves` (`chat.v2.json` servers)",
+        action: SlashAction::Me,
+    },
+    SlashCommand {
+        name: "reply",
+        argument: Some("TEXT"),
+        what: "answer the newest message of someone else's; the reply shows it quoted above (`chat.v2.json` servers)",
+        action: SlashAction::Reply,
+    },
+    SlashCommand {
+        name: "edit",
+        argument: Some("[TEXT]"),
+        what: "your last message becomes TEXT; without TEXT, it is put in the line to edit, as Up on an empty line does (`chat.v2.json` servers)",
+        action: SlashAction::Edit,
+    },
+    SlashCommand {
+        name: "delete",
+        argument: None,
+        what: "take your last message back (`chat.v2.json` servers)",
+        action: SlashAction::Delete,
+    },
+    SlashCommand {
+        name: "react",
+        argument: Some("EMOJI"),
+        what: "react to the newest message of someone else's (again: take it back); reactions show under the message (`chat.v2.json` servers)",
+        action: SlashAction::React,
+    },
+    SlashCommand {
         name: "reconnect",
         argument: None,
         what: "drop the connection and make a new one",
@@ -493,7 +537,7 @@ pub const COMMANDS: &[SlashCommand] = &[
     SlashCommand {
         name: "search",
         argument: Some("TEXT"),
-        what: "scroll to the newest message containing TEXT (shown in reverse); Ctrl-R goes to older ones, Esc ends it",
+        what: "on a `chat.v2.json` server, ask it for the newest messages with words starting so, over all it keeps; elsewhere, scroll to the newest message containing TEXT (shown in reverse), Ctrl-R going to older ones and Esc ending it",
         action: SlashAction::Search,
     },
     SlashCommand {

@@ -268,7 +268,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     let steering = Steering::new(args.room.clone());
     app.room = args.room.clone();
     let target = Target {
-        offer_v1: true,
+        offer: chat_tui::event::Protocol::V2,
         ..target
     };
     let network = tokio::spawn(net::run(target, lines, events_in.clone(), steering.clone()));
@@ -285,7 +285,8 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         size.width,
         size.height,
     )));
-    tokio::spawn(forward_terminal_events(events_in));
+    tokio::spawn(forward_terminal_events(events_in.clone()));
+    tokio::spawn(tick_every_second(events_in));
 
     // Redraws are coalesced: everything already waiting is applied before one draw, so a
     // burst of messages costs one frame, and with nothing happening nothing is drawn.
@@ -307,6 +308,12 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         };
         for _ in 0..MOST_EVENTS_PER_FRAME {
             let command = app.update(event);
+            // Typing, read positions, edits and pages: each is said again or asked
+            // again if it cannot go now, so a full channel drops it.
+            for line in app.take_frames() {
+                let connection = app.connections();
+                let _ = lines_out.try_send(net::Outgoing { connection, line });
+            }
             if let Some(writing) = &mut log {
                 let written: io::Result<()> = app
                     .take_received()
@@ -446,6 +453,18 @@ impl Log {
             return Ok(());
         }
         std::io::Write::write_all(&mut self.file, format!("{line}\n").as_bytes())
+    }
+}
+
+/// A [`Event::Tick`] each second, for what shows only for a while (someone typing).
+async fn tick_every_second(events: mpsc::Sender<Event>) {
+    let mut second = tokio::time::interval(std::time::Duration::from_secs(1));
+    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        second.tick().await;
+        if events.send(Event::Tick).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -158,6 +158,7 @@ fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
         Kind::Said { .. } | Kind::Other => Style::new(),
         Kind::ReadMarker { .. } => Style::new().fg(Color::LightRed),
         Kind::Divider => Style::new().fg(Color::Cyan).add_modifier(Modifier::DIM),
+        Kind::Quote => Style::new().fg(Color::Gray).add_modifier(Modifier::ITALIC),
     };
     let prefix = match &entry.kind {
         Kind::Said {
@@ -219,6 +220,24 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
     };
     // Most important first, as a narrow terminal cuts the end.
     let mut left = vec![Span::raw(" "), state];
+    if app.editing() {
+        left.push(Span::raw(" · "));
+        left.push(Span::styled(
+            "editing your message: Enter saves, Esc gives up",
+            bar.add_modifier(Modifier::BOLD),
+        ));
+    }
+    if let Some(typing) = crate::app::typing_line(&app.conversation.typing) {
+        left.push(Span::raw(" · "));
+        left.push(Span::styled(
+            sanitize_line(&typing),
+            bar.add_modifier(Modifier::ITALIC),
+        ));
+    }
+    if app.loading_older() {
+        left.push(Span::raw(" · "));
+        left.push(Span::raw("loading older messages…"));
+    }
     if app.viewport.is_scrolled_up() {
         // irssi's `-- MORE --`: there is more below.
         left.push(Span::raw(" · "));
@@ -306,7 +325,7 @@ fn render_input(app: &App, area: Rect, frame: &mut Frame) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, NetEvent};
+    use crate::event::{Event, NetEvent, Protocol};
     use crossterm::event::Event as TerminalEvent;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
@@ -318,7 +337,9 @@ mod tests {
     fn app(columns: u16, rows: u16, messages: &[&str]) -> App {
         let mut app = App::new("ws://localhost:8000".into(), "42".into(), 10_000, noon);
         app.update(Event::Terminal(TerminalEvent::Resize(columns, rows)));
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         for text in messages {
             app.update(Event::Net(NetEvent::Received {
                 text: (*text).to_owned(),
@@ -574,7 +595,9 @@ mod tests {
         let mut app = App::new("ws://localhost:8000".into(), "42".into(), 100, noon);
         app.event_time = |_| "11:59:00".to_owned();
         app.update(Event::Terminal(TerminalEvent::Resize(80, 8)));
-        app.update(Event::Net(NetEvent::Connected { v1: true }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::V1,
+        }));
         let frames = [
             r#"{"type":"welcome","id":"42","room":"main","epoch":"e","offset":1,"members":[{"id":"7","name":"Grace","since":1}],"recovered":false,"verified":false,"limits":{"max_message_bytes":1000,"max_nonce_chars":64,"history":10}}"#,
             r#"{"offset":1,"ts":1,"id":"7","name":"Grace","type":"message","text":"before you came"}"#,

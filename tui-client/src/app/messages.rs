@@ -1,0 +1,688 @@
+//! What `chat.v2.json` adds to the client: messages their authors correct and take
+//! back, reactions under them, replies with the quoted parent, actions (`/me`), who is
+//! typing, the read marker where the server says this id stopped reading, older pages
+//! fetched when scrolling back past what is loaded, and search on the server.
+//!
+//! Each message shown is kept in its latest state as a [`RoomEvent`], and the
+//! operations on it are applied by the protocol's own rule ([`chat::v2::apply`]), so
+//! that the client and the server can never disagree on what an edit or a reaction
+//! does. Its entry's text is made again from that state.
+
+use std::collections::BTreeMap;
+
+use chat::v1::{Event as RoomEvent, EventKind, MessageKind};
+use chat::v2::{self, Request};
+
+use super::{App, Command, Entry, Kind, Link};
+use crate::event::{Beside, Protocol};
+use crate::text::sanitize;
+
+/// How many events one page of older history asks for.
+pub const PAGE_EVENTS: i64 = 100;
+
+/// How many found messages `/search` asks the server for.
+pub const SEARCH_RESULTS: i64 = 20;
+
+/// The most characters of a parent message quoted above its reply.
+const QUOTE_CHARS: usize = 60;
+
+/// What `chat.v2.json` has told about the room this client is in.
+#[derive(Debug, Default)]
+pub struct Conversation {
+    /// The messages shown, by offset, in their latest state.
+    said: BTreeMap<u64, Shown>,
+    /// Who is typing, in the order they started.
+    pub typing: Vec<Typist>,
+    /// When this client last said it was typing (Unix milliseconds).
+    typing_sent: Option<u64>,
+    /// What the input line is for, besides a new message.
+    pub composing: Composing,
+    /// The oldest offset shown, and whether the server has older events.
+    oldest: Option<u64>,
+    no_older: bool,
+    /// The nonce of the page of older history asked for, while it is on its way.
+    paging: Option<String>,
+    /// The nonce and text of the search asked for, while it is on its way.
+    searching: Option<(String, String)>,
+    /// Where this id has read up to here, as the server keeps it, and as last told.
+    read: u64,
+    read_told: u64,
+    /// After a welcome: the read marker goes before the first event after this offset.
+    marker_after: Option<u64>,
+    /// Requests sent so far, for their nonces.
+    asked: u64,
+}
+
+/// A message in view, in its latest state, and the number of its entry.
+#[derive(Debug, Clone)]
+struct Shown {
+    entry: u64,
+    label: String,
+    event: RoomEvent,
+}
+
+/// Someone typing, until a time (Unix milliseconds) unless they type on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Typist {
+    pub id: String,
+    /// As the view shows them.
+    pub label: String,
+    until: u64,
+}
+
+/// What Enter does with the line, besides saying it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Composing {
+    #[default]
+    Message,
+    /// The line is the new text of our message at this offset (Up, `/edit`).
+    Edit { target: u64 },
+}
+
+/// A message's entry: its text from its latest state, and the sender's length in it.
+pub(super) fn said_line(label: &str, kind: &EventKind) -> (String, usize) {
+    let EventKind::Message {
+        text, kind, state, ..
+    } = kind
+    else {
+        return (sanitize(label), 0);
+    };
+    let (head, body) = if state.deleted {
+        (format!("{label}:"), " (deleted)".to_owned())
+    } else if *kind == Some(MessageKind::Action) {
+        (format!("* {label}"), format!(" {text}"))
+    } else {
+        (format!("{label}:"), format!(" {text}"))
+    };
+    let head = sanitize(&head);
+    let mut line = format!("{head}{}", sanitize(&body));
+    if state.edited && !state.deleted {
+        line.push_str(" (edited)");
+    }
+    if !state.reactions.is_empty() {
+        let reactions: Vec<String> = state
+            .reactions
+            .iter()
+            .map(|reaction| format!("{} {}", sanitize(&reaction.emoji), reaction.ids.len()))
+            .collect();
+        line.push('\n');
+        line.push_str(&reactions.join("  "));
+    }
+    let prefix = head.len();
+    (line, prefix)
+}
+
+/// "Ada is typing…", "Ada and Bob are typing…", "3 people are typing…".
+pub fn typing_line(typing: &[Typist]) -> Option<String> {
+    Some(match typing {
+        [] => return None,
+        [one] => format!("{} is typing…", one.label),
+        [one, two] => format!("{} and {} are typing…", one.label, two.label),
+        more => format!("{} people are typing…", more.len()),
+    })
+}
+
+impl App {
+    /// Whether the connection speaks `chat.v2.json` now.
+    pub(super) fn speaks_v2(&self) -> bool {
+        self.protocol == Protocol::V2 && self.link == Link::Connected
+    }
+
+    /// A frame for the server beside the messages (an edit, a reaction, typing, a read
+    /// position, a page): dropped if it cannot go now, as each says so or is asked again.
+    pub(super) fn tell(&mut self, request: &Request) {
+        self.frames.push(request.to_json());
+    }
+
+    /// A nonce for a request of ours, to know its answer by.
+    fn next_nonce(&mut self) -> String {
+        self.conversation.asked += 1;
+        format!("{}-r{}", self.id, self.conversation.asked)
+    }
+
+    /// A new room (or history): nothing of the last one applies.
+    pub(super) fn forget_conversation(&mut self) {
+        self.conversation = Conversation::default();
+    }
+
+    /// Keeps a message just shown as entry `entry`, for the operations to come on it.
+    pub(super) fn keep_said(&mut self, event: &RoomEvent, label: &str, entry: u64) {
+        if self.protocol != Protocol::V2 {
+            return;
+        }
+        let conversation = &mut self.conversation;
+        conversation.said.insert(
+            event.offset,
+            Shown {
+                entry,
+                label: label.to_owned(),
+                event: event.clone(),
+            },
+        );
+        // The scrollback has dropped what is older than its oldest entry: so does this.
+        let first = self.scrollback.first_number();
+        if conversation.said.len() > self.scrollback.len()
+            && let Some((&offset, shown)) = conversation.said.first_key_value()
+            && shown.entry < first
+        {
+            conversation.said.remove(&offset);
+        }
+    }
+
+    /// Notes an event's offset as shown: the oldest one is where older pages start.
+    pub(super) fn saw_offset(&mut self, offset: u64) {
+        let oldest = self.conversation.oldest.get_or_insert(offset);
+        *oldest = (*oldest).min(offset);
+    }
+
+    /// Puts the read marker the welcome's `read` asked for before this event, if due.
+    pub(super) fn marker_before(&mut self, offset: u64) {
+        if self
+            .conversation
+            .marker_after
+            .is_some_and(|read| offset > read)
+        {
+            self.conversation.marker_after = None;
+            self.mark_read_with("── new since you last read ──");
+        }
+    }
+
+    /// The quote line above a reply: its parent's sender and the start of its text.
+    pub(super) fn quote_of(&self, parent: u64) -> Entry {
+        let text = match self.conversation.said.get(&parent) {
+            Some(shown) => {
+                let (line, _) = said_line(&shown.label, &shown.event.kind);
+                let first = line.lines().next().unwrap_or_default();
+                let mut quoted: String = first.chars().take(QUOTE_CHARS).collect();
+                if first.chars().count() > QUOTE_CHARS {
+                    quoted.push('…');
+                }
+                quoted
+            }
+            None => "an earlier message".to_owned(),
+        };
+        Entry {
+            time: String::new(),
+            text: format!("↳ {text}"),
+            kind: Kind::Quote,
+        }
+    }
+
+    /// An edit, a delete, a reaction or its undoing, on a message shown: applied by the
+    /// protocol's rule, and its entry made again.
+    pub(super) fn operation(&mut self, event: &RoomEvent) {
+        let Some(target) = v2::target_of(&event.kind) else {
+            return;
+        };
+        let Some(shown) = self.conversation.said.get_mut(&target) else {
+            return;
+        };
+        if !v2::apply(event, &mut shown.event) {
+            return;
+        }
+        let (text, prefix) = said_line(&shown.label, &shown.event.kind);
+        let number = shown.entry;
+        if let Some(entry) = self.scrollback.by_number_mut(number) {
+            entry.text = text;
+            if let Kind::Said { prefix: old, .. } = &mut entry.kind {
+                *old = prefix;
+            }
+        }
+        // The viewport measures rows as it draws: a message that grew a row of
+        // reactions is drawn whole, and one scrolled to keeps its place.
+        self.viewport.resize(
+            &self.scrollback,
+            self.viewport_size().0,
+            self.viewport_size().1,
+        );
+    }
+
+    /// Someone's news beside the log.
+    pub(super) fn beside(&mut self, beside: Beside) -> Option<Command> {
+        match beside {
+            Beside::Read { offset } => self.read_position(offset),
+            Beside::Typing { id, name } => {
+                if id != self.id {
+                    let label = self.session.as_ref().map_or_else(
+                        || format!("Client #{id}"),
+                        |session| session.label(&id, name.as_ref()),
+                    );
+                    let until = (self.now)() + v2::TYPING_EXPIRES_MS;
+                    let typing = &mut self.conversation.typing;
+                    match typing.iter_mut().find(|typist| typist.id == id) {
+                        Some(typist) => typist.until = until,
+                        None => typing.push(Typist { id, label, until }),
+                    }
+                }
+            }
+            Beside::Page {
+                search: false,
+                nonce,
+                events,
+                more,
+            } if nonce.is_some() && nonce == self.conversation.paging => {
+                self.conversation.paging = None;
+                self.older_page(events, more);
+            }
+            Beside::Page {
+                search: true,
+                nonce: Some(nonce),
+                events,
+                more,
+            } if self
+                .conversation
+                .searching
+                .as_ref()
+                .is_some_and(|(asked, _)| *asked == nonce) =>
+            {
+                let (_, query) = self.conversation.searching.take()?;
+                self.found(&query, &events, more);
+            }
+            Beside::Page { .. } => {}
+            Beside::Refused { nonce, message, .. } => {
+                if nonce.is_some() && nonce == self.conversation.paging {
+                    self.conversation.paging = None;
+                }
+                if let Some(nonce) = &nonce
+                    && self
+                        .conversation
+                        .searching
+                        .as_ref()
+                        .is_some_and(|(asked, _)| asked == nonce)
+                {
+                    self.conversation.searching = None;
+                }
+                self.notice_again(&format!("the server refused: {message}"));
+            }
+        }
+        None
+    }
+
+    /// The server's read position for this id here: after a welcome, where the read
+    /// marker goes; later, another connection of ours read on.
+    fn read_position(&mut self, offset: u64) {
+        let conversation = &mut self.conversation;
+        let fresh = conversation.oldest.is_none() && conversation.read == 0;
+        conversation.read = conversation.read.max(offset);
+        conversation.read_told = conversation.read_told.max(offset);
+        let live_from = self.session.as_ref().map_or(0, |session| session.live_from);
+        if fresh && offset > 0 && offset < live_from {
+            conversation.marker_after = Some(offset);
+        }
+    }
+
+    /// Tells the server this id has read everything shown, if that is news to it.
+    pub(super) fn tell_read(&mut self) {
+        if self.protocol != Protocol::V2 {
+            return;
+        }
+        let Some(last) = self.session.as_ref().map(|session| session.last_offset) else {
+            return;
+        };
+        if last > self.conversation.read_told {
+            self.conversation.read_told = last;
+            self.tell(&Request::Read {
+                offset: last,
+                nonce: None,
+            });
+        }
+    }
+
+    /// Typing into the line: says so to the room, at most every 3 s
+    /// ([`v2::TYPING_INTERVAL_MS`]), and never for a `/command`.
+    pub(super) fn typed(&mut self) {
+        if !self.speaks_v2() || self.input.text().starts_with('/') || self.input.is_empty() {
+            return;
+        }
+        let now = (self.now)();
+        let due = self
+            .conversation
+            .typing_sent
+            .is_none_or(|sent| now.saturating_sub(sent) >= v2::TYPING_INTERVAL_MS);
+        if due {
+            self.conversation.typing_sent = Some(now);
+            self.tell(&Request::Typing { nonce: None });
+        }
+    }
+
+    /// Sent: the next keystroke says "typing" again at once.
+    pub(super) fn stopped_typing(&mut self) {
+        self.conversation.typing_sent = None;
+    }
+
+    /// A second passed: who stopped typing 6 s ago is no longer shown as typing.
+    pub(super) fn tick(&mut self) {
+        let now = (self.now)();
+        self.conversation.typing.retain(|typist| typist.until > now);
+    }
+
+    /// `id` said something or left: no longer typing.
+    pub(super) fn not_typing(&mut self, id: &str) {
+        self.conversation.typing.retain(|typist| typist.id != id);
+    }
+
+    /// The pane reached the oldest entry: asks for the page before it, if there is one.
+    pub(super) fn reached_the_top(&mut self) {
+        let conversation = &self.conversation;
+        if !self.speaks_v2() || conversation.paging.is_some() || conversation.no_older {
+            return;
+        }
+        let Some(oldest) = conversation.oldest.filter(|oldest| *oldest > 1) else {
+            return;
+        };
+        if self.scrollback.len() >= self.scrollback_cap() {
+            self.notice("the scrollback is full (--scrollback): no older messages are loaded");
+            return;
+        }
+        let nonce = self.next_nonce();
+        self.conversation.paging = Some(nonce.clone());
+        self.tell(&Request::History {
+            before: i64::try_from(oldest).ok(),
+            after: None,
+            limit: PAGE_EVENTS,
+            nonce: Some(nonce),
+        });
+    }
+
+    /// Whether a page of older history is on its way.
+    pub fn loading_older(&self) -> bool {
+        self.conversation.paging.is_some()
+    }
+
+    /// A page of older events: put before the oldest entry, newest first, as far as the
+    /// scrollback has room.
+    fn older_page(&mut self, events: Vec<RoomEvent>, more: bool) {
+        self.conversation.no_older = !more || events.is_empty();
+        for event in events.iter().rev() {
+            if self
+                .conversation
+                .oldest
+                .is_some_and(|oldest| event.offset >= oldest)
+            {
+                continue;
+            }
+            let Some(session) = self.session.as_ref() else {
+                return;
+            };
+            let label = session.label(&event.id, event.name.as_ref());
+            let entry = match &event.kind {
+                EventKind::Join | EventKind::Leave => {
+                    let what = if event.kind == EventKind::Join {
+                        "has entered the chat"
+                    } else {
+                        "has left the chat"
+                    };
+                    let who = session.label_with_id(&event.id, event.name.as_ref());
+                    Entry {
+                        time: (self.event_time)(event.ts),
+                        text: sanitize(&format!("{who} {what}")),
+                        kind: Kind::Presence,
+                    }
+                }
+                EventKind::Message { .. } => {
+                    let (text, prefix) = said_line(&label, &event.kind);
+                    Entry {
+                        time: (self.event_time)(event.ts),
+                        text,
+                        kind: Kind::Said {
+                            id: event.id.clone(),
+                            mine: event.id == self.id,
+                            prefix,
+                            mentions_me: false,
+                            pending: false,
+                        },
+                    }
+                }
+                // In a page, messages come in their latest state: what was done to
+                // them is done.
+                _ => {
+                    self.saw_offset(event.offset);
+                    continue;
+                }
+            };
+            let Some(number) = self.scrollback.push_front(entry) else {
+                self.conversation.no_older = true;
+                self.notice("the scrollback is full (--scrollback): no older messages are loaded");
+                return;
+            };
+            self.saw_offset(event.offset);
+            if matches!(event.kind, EventKind::Message { .. }) {
+                self.keep_said(event, &label, number);
+            }
+        }
+    }
+
+    /// `/search TEXT` on a `chat.v2.json` server: asks it, over all it keeps.
+    pub(super) fn search_on_server(&mut self, query: &str) {
+        let nonce = self.next_nonce();
+        self.conversation.searching = Some((nonce.clone(), query.to_owned()));
+        self.tell(&Request::Search {
+            text: query.to_owned(),
+            before: None,
+            limit: SEARCH_RESULTS,
+            nonce: Some(nonce),
+        });
+    }
+
+    /// The server's answer to `/search`: the messages found, newest first, under a line.
+    fn found(&mut self, query: &str, events: &[RoomEvent], more: bool) {
+        if events.is_empty() {
+            self.notice_again(&format!("no message contains “{query}”"));
+            return;
+        }
+        let count = events.len();
+        let messages = if count == 1 { "message" } else { "messages" };
+        let more = if more { ", and older ones" } else { "" };
+        self.divider(&format!(
+            "search “{query}”: {count} {messages}, newest first{more}"
+        ));
+        for event in events {
+            let label = self.session.as_ref().map_or_else(
+                || format!("Client #{}", event.id),
+                |session| session.label(&event.id, event.name.as_ref()),
+            );
+            let (text, _) = said_line(&label, &event.kind);
+            let text = text.replace('\n', " ");
+            self.push(Entry {
+                time: String::new(),
+                text: format!("│ {} {text}", (self.event_time)(event.ts)),
+                kind: Kind::Quote,
+            });
+        }
+        self.scroll_to_bottom();
+    }
+
+    /// Our newest message still shown and not deleted, for Up and `/edit`/`/delete`.
+    fn my_last_message(&self) -> Option<(u64, String)> {
+        self.conversation
+            .said
+            .iter()
+            .rev()
+            .find_map(|(offset, shown)| match &shown.event.kind {
+                EventKind::Message { text, state, .. }
+                    if shown.event.id == self.id && !state.deleted =>
+                {
+                    Some((*offset, text.clone()))
+                }
+                _ => None,
+            })
+    }
+
+    /// The newest message of someone else's, for `/reply` and `/react`.
+    pub(super) fn their_last_message(&self) -> Option<u64> {
+        self.conversation
+            .said
+            .iter()
+            .rev()
+            .find_map(|(offset, shown)| match &shown.event.kind {
+                EventKind::Message { state, .. } if shown.event.id != self.id && !state.deleted => {
+                    Some(*offset)
+                }
+                _ => None,
+            })
+    }
+
+    /// Up on an empty line: our last message in the line, to edit; false when there is
+    /// none to edit (then Up goes back through the lines sent, as before).
+    pub(super) fn start_edit(&mut self) -> bool {
+        if !self.speaks_v2() {
+            return false;
+        }
+        let Some((target, text)) = self.my_last_message() else {
+            return false;
+        };
+        self.input.clear();
+        self.input.insert(&text);
+        self.conversation.composing = Composing::Edit { target };
+        true
+    }
+
+    /// Whether an edit is in the line.
+    pub fn editing(&self) -> bool {
+        matches!(self.conversation.composing, Composing::Edit { .. })
+    }
+
+    /// Esc while editing: the edit is given up, and the line emptied.
+    pub(super) fn cancel_edit(&mut self) -> bool {
+        if !self.editing() {
+            return false;
+        }
+        self.conversation.composing = Composing::Message;
+        self.input.clear();
+        true
+    }
+
+    /// Enter while editing: the line is the message's new text.
+    pub(super) fn submit_edit(&mut self, target: u64) -> Option<Command> {
+        let text = self.input.text().to_owned();
+        self.conversation.composing = Composing::Message;
+        self.input.clear();
+        self.edit(target, &text);
+        None
+    }
+
+    fn edit(&mut self, target: u64, text: &str) {
+        if text.trim().is_empty() {
+            self.notice("an edit cannot be empty: /delete takes a message back");
+            return;
+        }
+        self.tell(&Request::Edit {
+            target,
+            text: text.to_owned(),
+            nonce: None,
+        });
+        self.stopped_typing();
+    }
+
+    /// `/edit [TEXT]`: with text, our last message becomes it; without, it is put in
+    /// the line to edit.
+    pub(super) fn edit_command(&mut self, argument: &str) {
+        if !self.needs_v2("/edit") {
+            return;
+        }
+        if argument.is_empty() {
+            self.input.submit();
+            if !self.start_edit() {
+                self.notice("you have no message here to edit");
+            }
+            return;
+        }
+        match self.my_last_message() {
+            Some((target, _)) => self.edit(target, argument),
+            None => self.notice("you have no message here to edit"),
+        }
+        self.input.submit();
+    }
+
+    /// `/delete`: takes our last message back.
+    pub(super) fn delete_command(&mut self) {
+        if self.needs_v2("/delete") {
+            match self.my_last_message() {
+                Some((target, _)) => self.tell(&Request::Delete {
+                    target,
+                    nonce: None,
+                }),
+                None => self.notice("you have no message here to delete"),
+            }
+        }
+        self.input.submit();
+    }
+
+    /// `/react EMOJI`: reacts to the newest message of someone else's, or takes our
+    /// reaction back if it is there already.
+    pub(super) fn react_command(&mut self, emoji: &str) {
+        if self.needs_v2("/react") {
+            if emoji.is_empty() {
+                self.notice("/react needs an emoji: /react 👍");
+                return;
+            }
+            match self.their_last_message() {
+                Some(target) => {
+                    let mine = self.conversation.said.get(&target).is_some_and(|shown| {
+                        matches!(&shown.event.kind, EventKind::Message { state, .. }
+                        if state.reactions.iter().any(|reaction| {
+                            reaction.emoji == emoji && reaction.ids.contains(&self.id)
+                        }))
+                    });
+                    let (emoji, nonce) = (emoji.to_owned(), None);
+                    self.tell(&if mine {
+                        Request::Unreact {
+                            target,
+                            emoji,
+                            nonce,
+                        }
+                    } else {
+                        Request::React {
+                            target,
+                            emoji,
+                            nonce,
+                        }
+                    });
+                }
+                None => self.notice("there is no message of someone else's here to react to"),
+            }
+        }
+        self.input.submit();
+    }
+
+    /// Says whether the connection speaks `chat.v2.json`, which `command` needs; if it
+    /// does not, says so.
+    pub(super) fn needs_v2(&mut self, command: &str) -> bool {
+        if self.speaks_v2() {
+            return true;
+        }
+        let why = if self.link == Link::Connected {
+            "this server does not speak chat.v2.json"
+        } else {
+            "not connected"
+        };
+        self.notice(&format!("{command} needs a chat.v2.json server: {why}"));
+        false
+    }
+
+    /// Which frame a new message goes in: `chat.v2.json`'s, with a reply's parent or as
+    /// an action, or `chat.v1.json`'s.
+    pub(super) fn message_request(
+        &self,
+        text: String,
+        nonce: String,
+        reply_to: Option<u64>,
+        action: bool,
+    ) -> String {
+        if self.protocol == Protocol::V2 || reply_to.is_some() || action {
+            Request::Message {
+                text,
+                nonce: Some(nonce),
+                reply_to,
+                kind: action.then_some(MessageKind::Action),
+            }
+            .to_json()
+        } else {
+            chat::v1::Request::Message {
+                text,
+                nonce: Some(nonce),
+            }
+            .to_json()
+        }
+    }
+}
