@@ -840,6 +840,40 @@ mod tests {
     }
 
     #[test]
+    fn frames_beside_the_log_are_read_and_events_are_left_alone() {
+        let page = r#"{"type":"history","nonce":"c-1","events":[{"offset":5,"ts":1796367204348,"id":"7","name":"Ada","type":"message","text":"hello, typo fixed","nonce":"a-1","edited":true,"reactions":[{"emoji":"👍","ids":["8"]}]},{"offset":6,"ts":1796367204349,"id":"7","name":"Ada","type":"edit","target":5,"text":"hello, typo fixed","nonce":"a-2"}],"more":true}"#;
+        let Some(Beside::Page {
+            search: false,
+            nonce: Some(nonce),
+            events,
+            more: true,
+        }) = read_beside(page)
+        else {
+            panic!("{:?}", read_beside(page));
+        };
+        assert_eq!((nonce.as_str(), events.len()), ("c-1", 2));
+        assert_eq!(
+            read_beside(r#"{"type":"typing","id":"7","name":"Ada"}"#),
+            Some(Beside::Typing {
+                id: "7".into(),
+                name: chat::v1::DisplayName::parse("Ada").ok()
+            })
+        );
+        assert!(matches!(
+            read_beside(r#"{"type":"error","nonce":"b-2","code":"not_yours","message":"no"}"#),
+            Some(Beside::Refused { .. })
+        ));
+        assert_eq!(
+            read_beside(r#"{"offset":6,"ts":1,"id":"7","type":"message","text":"x"}"#),
+            None
+        );
+        assert_eq!(
+            welcome_read(r#"{"type":"welcome","id":"2","read":7}"#),
+            Some(7)
+        );
+    }
+
+    #[test]
     fn other_schemes_and_garbage_are_refused() {
         let id = ClientId::parse("1").unwrap();
         for bad in ["ftp://x", "localhost:8000", "not a url", "ws://", ""] {

@@ -686,3 +686,111 @@ impl App {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, NetEvent};
+    use chat::v1::{Limits, ServerFrame, Welcome, WelcomeFrame, WelcomeTag};
+    use crossterm::event::{Event as TerminalEvent, KeyCode, KeyEvent};
+
+    fn v2_app(welcome_offset: u64) -> App {
+        let mut app = App::new("ws://x".into(), "42".into(), 1000, || "12:00:00".into());
+        app.event_time = |ts| format!("t{ts}");
+        app.now = || 1_000_000;
+        app.update(Event::Terminal(TerminalEvent::Resize(80, 12)));
+        app.update(Event::Net(NetEvent::Connecting));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::V2,
+        }));
+        let welcome = Welcome {
+            id: "42".into(),
+            room: "main".into(),
+            epoch: "e1".into(),
+            offset: welcome_offset,
+            members: Vec::new(),
+            recovered: false,
+            verified: false,
+            limits: Limits {
+                max_message_bytes: 1000,
+                max_nonce_chars: 64,
+                history: 100,
+            },
+        };
+        app.update(Event::Net(NetEvent::Frame(ServerFrame::Welcome(
+            WelcomeFrame {
+                kind: WelcomeTag::Welcome,
+                welcome,
+            },
+        ))));
+        app
+    }
+
+    fn event(offset: u64, id: &str, kind: EventKind) -> RoomEvent {
+        RoomEvent {
+            offset,
+            ts: offset,
+            id: id.into(),
+            name: None,
+            kind,
+        }
+    }
+
+    fn frame(event: RoomEvent) -> Event {
+        Event::Net(NetEvent::Frame(ServerFrame::Event(event)))
+    }
+
+    fn key(code: KeyCode) -> Event {
+        Event::Terminal(TerminalEvent::Key(KeyEvent::from(code)))
+    }
+
+    fn texts(app: &App) -> Vec<String> {
+        app.scrollback
+            .iter()
+            .map(|entry| entry.text.clone())
+            .collect()
+    }
+
+    #[test]
+    fn reaching_the_top_asks_for_the_page_before_and_puts_it_in_front() {
+        let mut app = v2_app(40);
+        for offset in 21..=40 {
+            app.update(frame(event(
+                offset,
+                "7",
+                EventKind::said(format!("m{offset}"), None),
+            )));
+        }
+        app.take_frames();
+        app.update(key(KeyCode::Home));
+        let asked = app.take_frames();
+        let [request] = asked.as_slice() else {
+            panic!("one request: {asked:?}");
+        };
+        let Ok(Request::History {
+            before: Some(21),
+            nonce: Some(nonce),
+            ..
+        }) = Request::parse(request)
+        else {
+            panic!("{request}");
+        };
+        assert!(app.loading_older());
+        app.update(key(KeyCode::Home));
+        assert!(app.take_frames().is_empty(), "asked once");
+        let page = (11..21)
+            .map(|offset| event(offset, "7", EventKind::said(format!("m{offset}"), None)))
+            .collect();
+        app.update(Event::Net(NetEvent::Beside(Beside::Page {
+            search: false,
+            nonce: Some(nonce),
+            events: page,
+            more: false,
+        })));
+        assert!(!app.loading_older());
+        assert_eq!(texts(&app)[0], "Client #7: m11");
+        assert_eq!(texts(&app)[10], "── earlier messages ──");
+        app.update(key(KeyCode::Home));
+        assert!(app.take_frames().is_empty(), "no more before");
+    }
+}

@@ -1,0 +1,218 @@
+//! The real `chat-tui` binary in a pseudo-terminal against a real server speaking
+//! `chat.v2.json`, beside a v2 client written in the test: what a person sees of edits,
+//! deletes, reactions, replies, actions and typing, the read marker the server keeps,
+//! older pages fetched by scrolling back, and search on the server.
+
+use chat_server::Config;
+use serde_json::json;
+use testkit::TestServer;
+use testkit::process::Scratch;
+use testkit::terminal::Terminal;
+use testkit::v2::{Say, V2, offset};
+
+const UP: &str = "\u{1b}[A";
+const HOME: &str = "\u{1b}[H";
+const BACKSPACE: &str = "\u{7f}";
+const FOCUS_LOST: &str = "\u{1b}[O";
+
+fn chat_tui(server: &TestServer, id: &str) -> Terminal {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
+    let url = format!("ws://{}", server.address);
+    Terminal::start(binary, &["--server", &url, "--id", id], &[], (24, 100))
+}
+
+/// The row of the screen that holds `text`, and the row under it.
+fn row_and_next(tui: &Terminal, text: &str) -> (String, String) {
+    let contents = tui.contents();
+    let rows: Vec<&str> = contents.lines().collect();
+    let at = rows
+        .iter()
+        .position(|row| row.contains(text))
+        .unwrap_or_else(|| panic!("{text:?} is not on the screen:\n{contents}"));
+    (
+        rows[at].to_owned(),
+        rows.get(at + 1).copied().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_deletes_reactions_replies_actions_and_typing() {
+    let server = TestServer::start().await;
+    let mut ada = V2::connect(&server, "/ws/7?name=Ada").await;
+    ada.seated().await;
+    let mut tui = chat_tui(&server, "42");
+    tui.wait_for("Client #42 has entered the chat").await;
+    tui.wait_for("● connected").await;
+
+    // Typing says so (at once, then at most every 3 s), before anything is sent.
+    tui.type_keys("hello, tpyo");
+    let typing = ada.next_of("typing").await;
+    assert_eq!(typing["id"], "42", "{typing}");
+    tui.type_keys("\r");
+    let sent = ada.next_of("message").await;
+    assert_eq!(sent["text"], "hello, tpyo");
+    let mine = offset(&sent);
+    tui.wait_for("Client #42: hello, tpyo").await;
+
+    // Up on an empty line puts the last message in the line; Enter saves the edit.
+    tui.type_keys(UP);
+    tui.wait_for("editing your message").await;
+    tui.wait_for("› hello, tpyo").await;
+    tui.type_keys(&BACKSPACE.repeat(4));
+    tui.type_keys("typo fixed\r");
+    let edit = ada.next_of("edit").await;
+    assert_eq!(
+        (&edit["target"], &edit["text"]),
+        (&json!(mine), &json!("hello, typo fixed"))
+    );
+    tui.wait_for("Client #42: hello, typo fixed (edited)").await;
+
+    // A reaction shows under the message.
+    ada.react(mine, ":thumbsup:", None).await;
+    ada.next_of("react").await;
+    tui.wait_for(":thumbsup: 1").await;
+    let (message, under) = row_and_next(&tui, "hello, typo fixed (edited)");
+    assert!(under.contains(":thumbsup: 1"), "{message:?} then {under:?}");
+
+    // A reply shows its parent quoted above it; an action is what someone does.
+    ada.say_with(
+        "glad you fixed it",
+        Say {
+            reply_to: Some(mine),
+            ..Say::default()
+        },
+    )
+    .await;
+    ada.next_of("message").await;
+    tui.wait_for("~Ada: glad you fixed it").await;
+    let (quote, reply) = row_and_next(&tui, "↳ Client #42: hello, typo fixed");
+    assert!(
+        reply.contains("~Ada: glad you fixed it"),
+        "{quote:?} then {reply:?}"
+    );
+    ada.say_with(
+        "waves",
+        Say {
+            action: true,
+            ..Say::default()
+        },
+    )
+    .await;
+    let waved = ada.next_of("message").await;
+    tui.wait_for("* ~Ada waves").await;
+
+    // /react on the newest message of someone else's, /reply to it, /me.
+    tui.type_keys("/react :tada:\r");
+    let react = ada.next_of("react").await;
+    assert_eq!(
+        (&react["target"], &react["emoji"], &react["id"]),
+        (&waved["offset"], &json!(":tada:"), &json!("42"))
+    );
+    tui.wait_for(":tada: 1").await;
+    tui.type_keys("/reply hi Ada\r");
+    let reply = ada.next_of("message").await;
+    assert_eq!(
+        (&reply["text"], &reply["reply_to"]),
+        (&json!("hi Ada"), &waved["offset"])
+    );
+    tui.wait_for("↳ * ~Ada waves").await;
+    tui.type_keys("/me nods\r");
+    let action = ada.next_of("message").await;
+    assert_eq!(
+        (&action["text"], &action["kind"]),
+        (&json!("nods"), &json!("action"))
+    );
+    tui.wait_for("* Client #42 nods").await;
+
+    // /delete takes the last one back.
+    tui.type_keys("/delete\r");
+    let delete = ada.next_of("delete").await;
+    assert_eq!(delete["target"], action["offset"]);
+    tui.wait_for("Client #42: (deleted)").await;
+
+    // Someone typing is shown until they say something.
+    ada.typing().await;
+    tui.wait_for("~Ada is typing…").await;
+    ada.say("done", None).await;
+    tui.wait_for("~Ada: done").await;
+    assert!(!tui.contents().contains("is typing"), "{}", tui.contents());
+
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+/// A server keeping only `history` events in memory and all of them in `data`.
+async fn durable(data: &Scratch, history: usize) -> TestServer {
+    TestServer::start_with(Config {
+        data_dir: Some(data.path().to_owned()),
+        history,
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_marker_older_pages_and_search_come_from_the_server() {
+    let data = Scratch::new("tui-v2-pages");
+    let server = durable(&data, 1000).await;
+    let mut ada = V2::connect(&server, "/ws/7?name=Ada").await;
+    ada.seated().await;
+    // m0..m19, then 30 messages of 40 kB that push them out of the 1 MiB the server
+    // holds in memory (its store keeps them), then m20..m49.
+    let mut offsets = Vec::new();
+    for n in 0..20 {
+        ada.say(&format!("m{n} said"), None).await;
+        offsets.push(offset(&ada.next_of("message").await));
+    }
+    for n in 0..30 {
+        ada.say(&format!("big{n} {}", "x".repeat(40_000)), None)
+            .await;
+        ada.next_of("message").await;
+    }
+    for n in 20..50 {
+        ada.say(&format!("m{n} said"), None).await;
+        offsets.push(offset(&ada.next_of("message").await));
+    }
+    // Id 42 read up to m39 on another device (its other connection hears it).
+    let mut phone = V2::connect(&server, "/ws/42").await;
+    phone.seated().await;
+    let mut tablet = V2::connect(&server, "/ws/42").await;
+    tablet.seated().await;
+    phone.read(offsets[39]).await;
+    assert_eq!(tablet.next_of("read").await["offset"], json!(offsets[39]));
+    drop((phone, tablet));
+
+    let mut tui = chat_tui(&server, "42");
+    tui.wait_for("m49 said").await;
+    let (marker, next) = row_and_next(&tui, "── new since you last read ──");
+    assert!(next.contains("~Ada: m40 said"), "{marker:?} then {next:?}");
+
+    // Looking away tells the server how far this id has read: its other connection
+    // hears it.
+    let mut phone = V2::connect(&server, "/ws/42").await;
+    phone.seated().await;
+    tui.type_keys(FOCUS_LOST);
+    let read = phone.next_of("read").await;
+    assert!(
+        read["offset"].as_u64() > Some(offsets[49]),
+        "read up to the newest shown: {read}"
+    );
+
+    // The welcome replayed only what memory holds: scrolling back past the oldest
+    // fetches the pages before it from the server, down to the first.
+    assert!(!tui.contents().contains("m0 said"));
+    testkit::eventually("the first message, paged in", async || {
+        tui.type_keys(HOME);
+        tui.contents().contains("~Ada: m0 said").then_some(())
+    })
+    .await;
+    tui.wait_for("~Ada (#7) has entered the chat").await;
+
+    // /search asks the server, over all it keeps.
+    tui.type_keys("\u{1b}[F/search m1\r");
+    tui.wait_for("search “m1”: 11 messages, newest first").await;
+    tui.wait_for("│ ").await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
