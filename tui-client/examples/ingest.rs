@@ -1,8 +1,10 @@
 //! How fast `chat-tui` takes in a busy room: messages applied to a full scrollback and
 //! drawn as the event loop draws them (one frame per batch), on ratatui's `TestBackend`.
-//! With `v1`, each message is a `chat.v1.json` frame, read as the network task reads it.
+//! With `v1` or `v2`, each message is a `chat.v1.json` (`chat.v2.json`) frame, read as
+//! the network task reads it; over v2 each message is also kept in its latest state for
+//! the edits and reactions to come.
 //!
-//! `cargo run --release -p chat-tui --example ingest [SCROLLBACK] [MESSAGES] [plain|v1]`
+//! `cargo run --release -p chat-tui --example ingest [SCROLLBACK] [MESSAGES] [plain|v1|v2]`
 
 use std::time::Instant;
 
@@ -24,7 +26,12 @@ fn main() -> anyhow::Result<()> {
     };
     let scrollback = number(0, 10_000)?;
     let messages = number(1, 100_000)?;
-    let v1 = args.get(2).is_some_and(|protocol| protocol == "v1");
+    let protocol = match args.get(2).map(String::as_str) {
+        Some("v1") => Protocol::V1,
+        Some("v2") => Protocol::V2,
+        _ => Protocol::Plain,
+    };
+    let v1 = protocol > Protocol::Plain;
     // The event loop applies up to this many waiting events before one draw.
     const BATCH: usize = 64;
 
@@ -35,9 +42,7 @@ fn main() -> anyhow::Result<()> {
     let mut offset = 1;
     if v1 {
         let welcome = r#"{"type":"welcome","id":"42","room":"main","epoch":"e","offset":0,"members":[],"recovered":false,"verified":false,"limits":{"max_message_bytes":65536,"max_nonce_chars":64,"history":1000}}"#;
-        app.update(Event::Net(NetEvent::Connected {
-            protocol: Protocol::V1,
-        }));
+        app.update(Event::Net(NetEvent::Connected { protocol }));
         app.update(Event::Net(NetEvent::Frame(ServerFrame::parse(welcome)?)));
     }
     let mut received = |n: usize| {
@@ -75,7 +80,11 @@ fn main() -> anyhow::Result<()> {
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "{}, scrollback {scrollback} full, {}: {messages} messages in {seconds:.2} s, {:.0} messages/s",
-            if v1 { "chat.v1.json" } else { "plain" },
+            match protocol {
+                Protocol::Plain => "plain",
+                Protocol::V1 => "chat.v1.json",
+                Protocol::V2 => "chat.v2.json",
+            },
             if scrolled_up {
                 "scrolled up"
             } else {
