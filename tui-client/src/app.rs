@@ -400,10 +400,12 @@ impl App {
                 }
             }
             Action::EndSearch => {
-                if !self.cancel_edit() {
+                if !self.cancel_edit() && !self.unselect() {
                     self.viewport.end_search();
                 }
             }
+            Action::SelectOlder => self.select_older(),
+            Action::SelectNewer => self.select_newer(),
             Action::Redraw => return Some(Command::Redraw),
             Action::Reconnect => return Some(Command::Reconnect),
             Action::ToggleMembers => {
@@ -501,7 +503,7 @@ impl App {
                 if !self.needs_v2("/reply") {
                     return None;
                 }
-                let Some(parent) = self.their_last_message() else {
+                let Some(parent) = self.answered_message() else {
                     self.notice("there is no message of someone else's here to reply to");
                     return None;
                 };

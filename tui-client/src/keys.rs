@@ -89,6 +89,10 @@ pub enum Action {
     /// Up on an empty line: our last message, to edit (`chat.v2.json`), or else
     /// [`Action::HistoryBack`].
     EditLast,
+    /// Selects the message above the selected one (or the newest).
+    SelectOlder,
+    /// Selects the message below the selected one (past the newest: none).
+    SelectNewer,
     HistoryBack,
     HistoryForward,
     PageUp,
@@ -282,6 +286,18 @@ pub const BINDINGS: &[Binding] = &[
         "an earlier line you sent",
     ),
     row(
+        &[Alt(KeyCode::Up)],
+        Always,
+        Action::SelectOlder,
+        "select a message: the newest, then each above it (shown in reverse); `/reply`, `/react`, `/edit` and `/delete` act on it (`chat.v2.json` servers)",
+    ),
+    row(
+        &[Alt(KeyCode::Down)],
+        Always,
+        Action::SelectNewer,
+        "select the message below; past the newest, none",
+    ),
+    row(
         &[Key(KeyCode::Down)],
         Always,
         Action::HistoryForward,
@@ -345,7 +361,7 @@ pub const BINDINGS: &[Binding] = &[
         &[Key(KeyCode::Esc)],
         Always,
         Action::EndSearch,
-        "give up an edit, or end the search",
+        "give up an edit, or the selected message, or end the search",
     ),
     row(
         &[Ctrl(KeyCode::Char('l'))],
@@ -507,25 +523,25 @@ pub const COMMANDS: &[SlashCommand] = &[
     SlashCommand {
         name: "reply",
         argument: Some("TEXT"),
-        what: "answer the newest message of someone else's; the reply shows it quoted above (`chat.v2.json` servers)",
+        what: "answer the selected message (Alt-Up), or else the newest of someone else's; the reply shows it quoted above (`chat.v2.json` servers)",
         action: SlashAction::Reply,
     },
     SlashCommand {
         name: "edit",
         argument: Some("[TEXT]"),
-        what: "your last message becomes TEXT; without TEXT, it is put in the line to edit, as Up on an empty line does (`chat.v2.json` servers)",
+        what: "your selected or else last message becomes TEXT; without TEXT, it is put in the line to edit, as Up on an empty line does (`chat.v2.json` servers)",
         action: SlashAction::Edit,
     },
     SlashCommand {
         name: "delete",
         argument: None,
-        what: "take your last message back (`chat.v2.json` servers)",
+        what: "take your selected or else last message back (`chat.v2.json` servers)",
         action: SlashAction::Delete,
     },
     SlashCommand {
         name: "react",
         argument: Some("EMOJI"),
-        what: "react to the newest message of someone else's (again: take it back); reactions show under the message (`chat.v2.json` servers)",
+        what: "react to the selected message, or else the newest of someone else's (again: take it back); reactions show under the message (`chat.v2.json` servers)",
         action: SlashAction::React,
     },
     SlashCommand {

@@ -121,7 +121,8 @@ fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
             let found = app
                 .viewport
                 .search()
-                .is_some_and(|search| search.found == number);
+                .is_some_and(|search| search.found == number)
+                || app.selected_entry() == Some(number);
             let mut lines = entry_lines(entry, area.width);
             if found {
                 // The message a search found, in reverse.
@@ -224,6 +225,13 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
         left.push(Span::raw(" · "));
         left.push(Span::styled(
             "editing your message: Enter saves, Esc gives up",
+            bar.add_modifier(Modifier::BOLD),
+        ));
+    }
+    if app.selected_entry().is_some() {
+        left.push(Span::raw(" · "));
+        left.push(Span::styled(
+            "selected: /reply /react /edit /delete · Esc",
             bar.add_modifier(Modifier::BOLD),
         ));
     }

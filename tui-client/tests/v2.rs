@@ -11,6 +11,7 @@ use testkit::terminal::Terminal;
 use testkit::v2::{Say, V2, offset};
 
 const UP: &str = "\u{1b}[A";
+const ALT_UP: &str = "\u{1b}[1;3A";
 const HOME: &str = "\u{1b}[H";
 const BACKSPACE: &str = "\u{7f}";
 const FOCUS_LOST: &str = "\u{1b}[O";
@@ -124,11 +125,33 @@ async fn edits_deletes_reactions_replies_actions_and_typing() {
     );
     tui.wait_for("* Client #42 nods").await;
 
+    // Alt-Up selects a message (the newest, then each above it): /reply answers it.
+    testkit::eventually("our messages echoed", async || {
+        (!tui.contents().contains("sending…")).then_some(())
+    })
+    .await;
+    tui.type_keys(&ALT_UP.repeat(3));
+    tui.wait_for("selected: /reply").await;
+    tui.type_keys("/reply about that wave\r");
+    let answer = ada.next_of("message").await;
+    assert_eq!(
+        (&answer["text"], &answer["reply_to"]),
+        (&json!("about that wave"), &waved["offset"])
+    );
+    tui.wait_for("Client #42: about that wave").await;
+    // The selection was used: /delete takes back the last of ours.
+    let action = answer;
+
     // /delete takes the last one back.
     tui.type_keys("/delete\r");
     let delete = ada.next_of("delete").await;
     assert_eq!(delete["target"], action["offset"]);
     tui.wait_for("Client #42: (deleted)").await;
+    assert!(
+        tui.contents().contains("* Client #42 nods"),
+        "{}",
+        tui.contents()
+    );
 
     // Someone typing is shown until they say something.
     ada.typing().await;

@@ -51,6 +51,9 @@ pub struct Conversation {
     marker_after: Option<u64>,
     /// Requests sent so far, for their nonces.
     asked: u64,
+    /// The offset of the message selected (Alt-Up), which `/reply`, `/react`, `/edit`
+    /// and `/delete` act on.
+    selected: Option<u64>,
 }
 
 /// A message in view, in its latest state, and the number of its entry.
@@ -497,6 +500,81 @@ impl App {
         self.scroll_to_bottom();
     }
 
+    /// Alt-Up: selects the message above the selected one, or the newest.
+    pub(super) fn select_older(&mut self) {
+        if !self.needs_v2("selecting a message") {
+            return;
+        }
+        let said = &self.conversation.said;
+        let above = match self.conversation.selected {
+            None => said.keys().next_back(),
+            Some(at) => said.range(..at).map(|(offset, _)| offset).next_back(),
+        };
+        if let Some(&offset) = above {
+            self.conversation.selected = Some(offset);
+        }
+        self.show_selected();
+    }
+
+    /// Alt-Down: selects the message below the selected one; past the newest, none.
+    pub(super) fn select_newer(&mut self) {
+        let Some(at) = self.conversation.selected else {
+            return;
+        };
+        let below = self.conversation.said.range(at + 1..).next();
+        self.conversation.selected = below.map(|(offset, _)| *offset);
+        if self.conversation.selected.is_none() {
+            self.scroll_to_bottom();
+        }
+        self.show_selected();
+    }
+
+    fn show_selected(&mut self) {
+        if let Some(entry) = self.selected_entry() {
+            self.viewport.show(&self.scrollback, entry);
+        }
+    }
+
+    /// Esc: no message selected any more; false if none was.
+    pub(super) fn unselect(&mut self) -> bool {
+        self.conversation.selected.take().is_some()
+    }
+
+    /// The number of the selected message's entry, to draw it so.
+    pub fn selected_entry(&self) -> Option<u64> {
+        let offset = self.conversation.selected?;
+        Some(self.conversation.said.get(&offset)?.entry)
+    }
+
+    /// The selected message, taken (a command acts on it once), if it is still shown
+    /// and not deleted, and ours when `mine`.
+    fn take_selected(&mut self, mine: bool) -> Option<(u64, String)> {
+        let offset = self.conversation.selected?;
+        let shown = self.conversation.said.get(&offset)?;
+        let EventKind::Message { text, state, .. } = &shown.event.kind else {
+            return None;
+        };
+        if state.deleted || (mine && shown.event.id != self.id) {
+            return None;
+        }
+        let text = text.clone();
+        self.conversation.selected = None;
+        Some((offset, text))
+    }
+
+    /// The message `/edit` and `/delete` act on: our selected one, or our last.
+    fn my_message(&mut self) -> Option<(u64, String)> {
+        self.take_selected(true).or_else(|| self.my_last_message())
+    }
+
+    /// The message `/reply` and `/react` act on: the selected one, or the newest of
+    /// someone else's.
+    pub(super) fn answered_message(&mut self) -> Option<u64> {
+        self.take_selected(false)
+            .map(|(offset, _)| offset)
+            .or_else(|| self.their_last_message())
+    }
+
     /// Our newest message still shown and not deleted, for Up and `/edit`/`/delete`.
     fn my_last_message(&self) -> Option<(u64, String)> {
         self.conversation
@@ -587,28 +665,32 @@ impl App {
         }
         if argument.is_empty() {
             self.input.submit();
-            if !self.start_edit() {
+            let Some((target, text)) = self.my_message() else {
                 self.notice("you have no message here to edit");
-            }
+                return;
+            };
+            self.input.insert(&text);
+            self.conversation.composing = Composing::Edit { target };
             return;
         }
-        match self.my_last_message() {
+        match self.my_message() {
             Some((target, _)) => self.edit(target, argument),
             None => self.notice("you have no message here to edit"),
         }
         self.input.submit();
     }
 
-    /// `/delete`: takes our last message back.
+    /// `/delete`: takes our selected or last message back.
     pub(super) fn delete_command(&mut self) {
-        if self.needs_v2("/delete") {
-            match self.my_last_message() {
-                Some((target, _)) => self.tell(&Request::Delete {
-                    target,
-                    nonce: None,
-                }),
-                None => self.notice("you have no message here to delete"),
-            }
+        if !self.needs_v2("/delete") {
+            return;
+        }
+        match self.my_message() {
+            Some((target, _)) => self.tell(&Request::Delete {
+                target,
+                nonce: None,
+            }),
+            None => self.notice("you have no message here to delete"),
         }
         self.input.submit();
     }
@@ -616,42 +698,43 @@ impl App {
     /// `/react EMOJI`: reacts to the newest message of someone else's, or takes our
     /// reaction back if it is there already.
     pub(super) fn react_command(&mut self, emoji: &str) {
-        if self.needs_v2("/react") {
-            if emoji.is_empty() {
-                self.notice("/react needs an emoji: /react 👍");
-                return;
+        if !self.needs_v2("/react") {
+            return;
+        }
+        if emoji.is_empty() {
+            self.notice("/react needs an emoji: /react 👍");
+            return;
+        }
+        match self.answered_message() {
+            Some(target) => {
+                let mine = self.conversation.said.get(&target).is_some_and(|shown| {
+                    matches!(&shown.event.kind, EventKind::Message { state, .. }
+                    if state.reactions.iter().any(|reaction| {
+                        reaction.emoji == emoji && reaction.ids.contains(&self.id)
+                    }))
+                });
+                let (emoji, nonce) = (emoji.to_owned(), None);
+                self.tell(&if mine {
+                    Request::Unreact {
+                        target,
+                        emoji,
+                        nonce,
+                    }
+                } else {
+                    Request::React {
+                        target,
+                        emoji,
+                        nonce,
+                    }
+                });
             }
-            match self.their_last_message() {
-                Some(target) => {
-                    let mine = self.conversation.said.get(&target).is_some_and(|shown| {
-                        matches!(&shown.event.kind, EventKind::Message { state, .. }
-                        if state.reactions.iter().any(|reaction| {
-                            reaction.emoji == emoji && reaction.ids.contains(&self.id)
-                        }))
-                    });
-                    let (emoji, nonce) = (emoji.to_owned(), None);
-                    self.tell(&if mine {
-                        Request::Unreact {
-                            target,
-                            emoji,
-                            nonce,
-                        }
-                    } else {
-                        Request::React {
-                            target,
-                            emoji,
-                            nonce,
-                        }
-                    });
-                }
-                None => self.notice("there is no message of someone else's here to react to"),
-            }
+            None => self.notice("there is no message of someone else's here to react to"),
         }
         self.input.submit();
     }
 
     /// Says whether the connection speaks `chat.v2.json`, which `command` needs; if it
-    /// does not, says so.
+    /// does not, says so (and the line stays, to send once it does).
     pub(super) fn needs_v2(&mut self, command: &str) -> bool {
         if self.speaks_v2() {
             return true;
@@ -797,5 +880,68 @@ mod tests {
         assert_eq!(texts(&app)[10], "── earlier messages ──");
         app.update(key(KeyCode::Home));
         assert!(app.take_frames().is_empty(), "no more before");
+    }
+
+    #[test]
+    fn someone_typing_shows_for_six_seconds_unless_they_type_on_or_speak() {
+        static NOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut app = v2_app(0);
+        app.now = || NOW.load(std::sync::atomic::Ordering::Relaxed);
+        let at = |millis| NOW.store(millis, std::sync::atomic::Ordering::Relaxed);
+        let typing = |id: &str| {
+            Event::Net(NetEvent::Beside(Beside::Typing {
+                id: id.into(),
+                name: None,
+            }))
+        };
+        let line = |app: &App| typing_line(&app.conversation.typing);
+        at(1_000);
+        app.update(typing("7"));
+        app.update(typing("8"));
+        app.update(typing("42"));
+        assert_eq!(
+            line(&app).as_deref(),
+            Some("Client #7 and Client #8 are typing…"),
+            "not ourselves"
+        );
+        at(5_000);
+        app.update(typing("8"));
+        at(7_000);
+        app.update(Event::Tick);
+        assert_eq!(line(&app).as_deref(), Some("Client #8 is typing…"));
+        app.update(frame(event(1, "8", EventKind::said("there", None))));
+        assert_eq!(line(&app), None, "said something");
+
+        // Ours: on the first key, then not again within 3 s.
+        app.take_frames();
+        for (millis, key_char) in [(8_000, 'a'), (10_999, 'b'), (11_000, 'c')] {
+            at(millis);
+            app.update(key(KeyCode::Char(key_char)));
+        }
+        let told = app.take_frames();
+        assert_eq!(told, [r#"{"type":"typing"}"#, r#"{"type":"typing"}"#]);
+    }
+
+    #[test]
+    fn the_welcome_s_read_position_puts_the_marker_above_the_first_unread() {
+        let mut app = v2_app(5);
+        app.update(Event::Net(NetEvent::Beside(Beside::Read { offset: 3 })));
+        for offset in 1..=5 {
+            app.update(frame(event(
+                offset,
+                "7",
+                EventKind::said(format!("m{offset}"), None),
+            )));
+        }
+        let texts = texts(&app);
+        let marker = texts
+            .iter()
+            .position(|text| text == "── new since you last read ──")
+            .expect("a marker");
+        assert_eq!(texts[marker + 1], "Client #7: m4");
+        // Looking away tells the server how far the pane has been read.
+        app.take_frames();
+        app.update(Event::Terminal(TerminalEvent::FocusLost));
+        assert_eq!(app.take_frames(), [r#"{"type":"read","offset":5}"#]);
     }
 }
