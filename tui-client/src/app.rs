@@ -589,6 +589,9 @@ impl App {
     fn quit(&mut self) -> Option<Command> {
         let waiting = self.messages_on_their_way();
         if waiting == 0 || self.quit_asked {
+            // What was on the screen has been read: the other devices of this id
+            // should not show it as new.
+            self.tell_read();
             return Some(Command::Quit);
         }
         self.quit_asked = true;

@@ -943,5 +943,11 @@ mod tests {
         app.take_frames();
         app.update(Event::Terminal(TerminalEvent::FocusLost));
         assert_eq!(app.take_frames(), [r#"{"type":"read","offset":5}"#]);
+        // And so does quitting, for what came since.
+        app.update(frame(event(6, "7", EventKind::said("m6", None))));
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), crossterm::event::KeyModifiers::CONTROL);
+        let quit = app.update(Event::Terminal(TerminalEvent::Key(ctrl_c)));
+        assert_eq!(quit, Some(Command::Quit));
+        assert_eq!(app.take_frames(), [r#"{"type":"read","offset":6}"#]);
     }
 }
