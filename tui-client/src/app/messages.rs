@@ -950,4 +950,25 @@ mod tests {
         assert_eq!(quit, Some(Command::Quit));
         assert_eq!(app.take_frames(), [r#"{"type":"read","offset":6}"#]);
     }
+
+    #[test]
+    fn what_v2_adds_is_drawn_safe_too() {
+        let kind = EventKind::Message {
+            text: "hi\u{1b}[2J".into(),
+            nonce: None,
+            reply_to: Some(1),
+            kind: Some(MessageKind::Action),
+            state: chat::v1::MessageState {
+                edited: true,
+                deleted: false,
+                reactions: vec![chat::v1::Reaction {
+                    emoji: "\u{1b}]0;x\u{7}".into(),
+                    ids: vec!["7".into()],
+                }],
+            },
+        };
+        let (line, prefix) = said_line("~Ada\u{9b}", &kind);
+        assert_eq!(line, "* ~Ada� hi␛[2J (edited)\n␛]0;x␇ 1");
+        assert_eq!(&line[..prefix], "* ~Ada�");
+    }
 }
