@@ -372,8 +372,15 @@ impl App {
             Action::DeleteToStart => self.input.delete_to_start(),
             Action::DeleteToEnd => self.input.delete_to_end(),
             Action::Yank => self.input.yank(),
-            Action::HistoryBack => self.input.history_back(),
-            Action::HistoryForward => self.input.history_forward(),
+            // Another line in place of the edited text is a new message, not the edit.
+            Action::HistoryBack => {
+                self.conversation.composing = Composing::Message;
+                self.input.history_back();
+            }
+            Action::HistoryForward => {
+                self.conversation.composing = Composing::Message;
+                self.input.history_forward();
+            }
             Action::PageUp => self.scroll_up(self.viewport.page()),
             Action::PageDown => self.scroll_down(self.viewport.page()),
             Action::WheelUp => self.scroll_up(WHEEL_ROWS),

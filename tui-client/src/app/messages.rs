@@ -971,4 +971,46 @@ mod tests {
         assert_eq!(line, "* ~Ada� hi␛[2J (edited)\n␛]0;x␇ 1");
         assert_eq!(&line[..prefix], "* ~Ada�");
     }
+
+    #[test]
+    fn up_edits_our_last_message_and_esc_or_another_line_gives_it_up() {
+        let mut app = v2_app(0);
+        app.update(frame(event(1, "42", EventKind::said("tpyo", None))));
+        app.update(frame(event(2, "7", EventKind::said("theirs", None))));
+        app.take_frames();
+        app.update(key(KeyCode::Up));
+        assert_eq!((app.input.text(), app.editing()), ("tpyo", true));
+        app.update(key(KeyCode::Esc));
+        assert_eq!((app.input.text(), app.editing()), ("", false));
+        assert!(app.take_frames().is_empty(), "nothing sent");
+        // Up again, a changed text, Enter: the edit of message 1.
+        app.update(key(KeyCode::Up));
+        for _ in 0..3 {
+            app.update(key(KeyCode::Backspace));
+        }
+        app.update(Event::Terminal(TerminalEvent::Paste("ypo".into())));
+        app.take_frames();
+        assert_eq!(app.update(key(KeyCode::Enter)), None);
+        assert_eq!(
+            app.take_frames(),
+            [r#"{"type":"edit","target":1,"text":"typo"}"#]
+        );
+        // Up then Up again (the line has text): the history, and no longer an edit.
+        app.update(key(KeyCode::Up));
+        assert!(app.editing());
+        app.update(key(KeyCode::Up));
+        assert!(!app.editing());
+        // The server's edit shows in the message.
+        app.update(frame(event(
+            3,
+            "42",
+            EventKind::Edit {
+                target: 1,
+                text: "typo".into(),
+                nonce: None,
+                deleted: false,
+            },
+        )));
+        assert_eq!(texts(&app)[0], "Client #42: typo (edited)");
+    }
 }
