@@ -313,9 +313,20 @@ impl App {
         let fresh = conversation.oldest.is_none() && conversation.read == 0;
         conversation.read = conversation.read.max(offset);
         conversation.read_told = conversation.read_told.max(offset);
-        let live_from = self.session.as_ref().map_or(0, |session| session.live_from);
+        let (live_from, last) = self
+            .session
+            .as_ref()
+            .map_or((0, 0), |session| (session.live_from, session.last_offset));
         if fresh && offset > 0 && offset < live_from {
             conversation.marker_after = Some(offset);
+        } else if !fresh && offset >= last {
+            // Read to the end on another device: nothing here is new any more.
+            conversation.marker_after = None;
+            if let Some(number) = self.viewport.marker()
+                && let Some(entry) = self.scrollback.by_number_mut(number)
+            {
+                entry.kind = Kind::ReadMarker { latest: false };
+            }
         }
     }
 
@@ -949,6 +960,38 @@ mod tests {
         let quit = app.update(Event::Terminal(TerminalEvent::Key(ctrl_c)));
         assert_eq!(quit, Some(Command::Quit));
         assert_eq!(app.take_frames(), [r#"{"type":"read","offset":6}"#]);
+    }
+
+    #[test]
+    fn read_to_the_end_on_another_device_the_marker_goes() {
+        let mut app = v2_app(5);
+        app.update(Event::Net(NetEvent::Beside(Beside::Read { offset: 3 })));
+        for offset in 1..=6 {
+            app.update(frame(event(
+                offset,
+                "7",
+                EventKind::said(format!("m{offset}"), None),
+            )));
+        }
+        let markers = |app: &App| {
+            app.scrollback
+                .iter()
+                .filter(|entry| entry.kind == Kind::ReadMarker { latest: true })
+                .count()
+        };
+        assert_eq!(markers(&app), 1);
+        app.update(Event::Net(NetEvent::Beside(Beside::Read { offset: 5 })));
+        assert_eq!(markers(&app), 1, "not to the end yet");
+        app.update(Event::Net(NetEvent::Beside(Beside::Read { offset: 6 })));
+        assert_eq!(markers(&app), 0);
+        app.take_frames();
+        app.update(Event::Terminal(TerminalEvent::FocusLost));
+        assert!(
+            !app.take_frames()
+                .iter()
+                .any(|frame| frame.contains("\"read\"")),
+            "the server knows already"
+        );
     }
 
     #[test]
