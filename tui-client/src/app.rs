@@ -3,9 +3,11 @@
 //! (history, resuming, names, who is here, messages on their way) is in `protocol`;
 //! the kept messages are a [`Scrollback`], and where the pane is in them a [`Viewport`].
 
+mod buffers;
 mod messages;
 mod protocol;
 
+pub use buffers::{BufferId, Buffers, Parked, Tab};
 pub use messages::{Composing, Conversation, PAGE_EVENTS, Typist, typing_line};
 pub use protocol::{Member, Session};
 
@@ -34,8 +36,17 @@ pub enum Command {
     /// Ring the bell and ask the terminal for a desktop notification (OSC 9 and 777)
     /// with this text, already made safe.
     Notify(String),
-    /// Leave this room for another (`/join`): connect again, there.
-    Join(RoomName),
+    /// Open a buffer for this room (`/join`, `/query`): connect there too; the buffer's
+    /// connection sends its events as [`Event::Room`] with `buffer`.
+    Open {
+        buffer: BufferId,
+        room: RoomName,
+    },
+    /// Close this buffer's connection (`/part`), after sending `frames` on it.
+    Close {
+        buffer: BufferId,
+        frames: Vec<String>,
+    },
     /// Try to connect now (F5), without waiting for the countdown, or after a failure
     /// that is not retried by itself.
     Reconnect,
@@ -114,9 +125,12 @@ pub struct App {
     pub event_time: fn(u64) -> String,
     /// With `--log`: the messages received since the last [`App::take_received`].
     received: Option<Vec<Received>>,
-    /// A `/join` waiting for the echoes of the messages sent to this room: leaving
-    /// before them, the client could not tell whether they arrived.
-    join_after_echoes: Option<RoomName>,
+    /// The rooms open besides the one on screen.
+    buffers: Buffers,
+    /// The last event logged (`--log`) of each history, by room and epoch, in every
+    /// buffer: a history seen again (a reconnect, a room opened again) is not logged
+    /// again. (Across runs, `--log` reads the end of its file for that.)
+    logged: std::collections::BTreeMap<(String, String), u64>,
     /// Whether the user was told that quitting drops messages on their way: the next
     /// quit does.
     quit_asked: bool,
@@ -202,7 +216,8 @@ impl App {
             terminal_size: (80, 24),
             event_time: local_time_of,
             received: None,
-            join_after_echoes: None,
+            buffers: Buffers::new(),
+            logged: std::collections::BTreeMap::new(),
             quit_asked: false,
             notice_below: None,
             conversation: Conversation::default(),
@@ -260,7 +275,12 @@ impl App {
 
     /// Reacts to one event; returns what must be done outside, if anything.
     pub fn update(&mut self, event: Event) -> Option<Command> {
+        if let Event::Room(buffer, news) = event {
+            return self.buffer_news(buffer, news);
+        }
+        self.buffers_route_to_active();
         match event {
+            Event::Room(..) => {}
             Event::Terminal(TerminalEvent::Key(key)) => return self.key(key),
             Event::Terminal(TerminalEvent::Paste(text)) => {
                 let text = text.replace("\r\n", "\n").replace('\r', "\n");
@@ -411,6 +431,15 @@ impl App {
                     self.viewport.end_search();
                 }
             }
+            Action::SwitchBuffer => {
+                if let KeyCode::Char(digit) = code
+                    && let Some(number) = digit.to_digit(10)
+                {
+                    self.switch_to_number(number as usize);
+                }
+            }
+            Action::NextBuffer => self.switch_by(1),
+            Action::PreviousBuffer => self.switch_by(-1),
             Action::SelectOlder => self.select_older(),
             Action::SelectNewer => self.select_newer(),
             Action::Redraw => return Some(Command::Redraw),
@@ -526,6 +555,38 @@ impl App {
                 self.notice(&keys::help_notice());
                 None
             }
+            // Refused (the last buffer, messages on their way): the line stays.
+            Some(SlashAction::Part) => match self.part() {
+                None => return None,
+                closing => closing,
+            },
+            Some(SlashAction::Query | SlashAction::Msg)
+                if self.connected_before && self.session.is_none() =>
+            {
+                self.notice("this server has no direct messages (it does not speak chat.v1.json)");
+                return None;
+            }
+            Some(action @ (SlashAction::Query | SlashAction::Msg)) => {
+                let (who, text) = argument
+                    .split_once(char::is_whitespace)
+                    .map_or((argument, ""), |(who, text)| (who, text.trim()));
+                let room = chat::ClientId::parse(who)
+                    .ok()
+                    .zip(chat::ClientId::parse(&self.id).ok())
+                    .and_then(|(them, me)| chat::v2::direct_room(&me, &them));
+                let Some(room) = room else {
+                    self.notice(&format!("/{name} needs an id: /{name} 7"));
+                    return None;
+                };
+                self.input.submit();
+                let command = self.open(room);
+                if action == SlashAction::Msg && !text.is_empty() {
+                    // Sent with Enter, once this buffer is connected.
+                    self.input.insert(text);
+                    self.notice("press Enter to send it, once connected");
+                }
+                return command;
+            }
             Some(SlashAction::Who) => {
                 self.who();
                 None
@@ -540,19 +601,7 @@ impl App {
                 None
             }
             Some(SlashAction::Join) => match RoomName::parse(argument) {
-                // Asked again while waiting: now.
-                Ok(room) if self.join_after_echoes.is_some() => {
-                    self.join_after_echoes = None;
-                    Some(self.join(room))
-                }
-                Ok(room) if self.awaiting_echoes() => {
-                    self.notice(&format!(
-                        "joining #{room} once the server has echoed what you sent here (/join again: now)"
-                    ));
-                    self.join_after_echoes = Some(room);
-                    None
-                }
-                Ok(room) => Some(self.join(room)),
+                Ok(room) => self.open(room),
                 Err(invalid) => {
                     self.notice(&format!("/join needs a room name: {invalid}"));
                     return None;
@@ -594,7 +643,7 @@ impl App {
     /// Quits; but with messages waiting for a connection, first says how many would be
     /// dropped, and quits when asked again.
     fn quit(&mut self) -> Option<Command> {
-        let waiting = self.messages_on_their_way();
+        let waiting = self.messages_on_their_way() + self.parked_messages_on_their_way();
         if waiting == 0 || self.quit_asked {
             // What was on the screen has been read: the other devices of this id
             // should not show it as new.
@@ -613,27 +662,11 @@ impl App {
         None
     }
 
-    /// Leaves this room for `room`: what `/join` asks the network to do.
-    fn join(&mut self, room: RoomName) -> Command {
-        self.viewport.end_search();
-        self.notice(&format!("joining #{room}"));
-        self.room = room.clone();
-        Command::Join(room)
-    }
-
-    /// The `/join` that waited for the echoes of what was sent here, once they are all
-    /// back.
-    pub(crate) fn join_when_echoed(&mut self) -> Option<Command> {
-        if self.awaiting_echoes() {
-            return None;
-        }
-        self.join_waiting()
-    }
-
-    /// The `/join` that waited, now: the connection is gone, and the echoes with it.
-    fn join_waiting(&mut self) -> Option<Command> {
-        let room = self.join_after_echoes.take()?;
-        Some(self.join(room))
+    /// The commands of an event that is not a connection's are for the buffer on
+    /// screen.
+    fn buffers_route_to_active(&mut self) {
+        let active = self.active_buffer();
+        self.set_routed(active);
     }
 
     /// Connections made so far, counted as the network task counts them.
@@ -666,7 +699,6 @@ impl App {
             NetEvent::Connecting => {
                 self.link = Link::Connecting;
                 self.protocol = Protocol::Plain;
-                return self.join_waiting();
             }
             NetEvent::Connected { protocol } => {
                 self.protocol = protocol;
@@ -685,14 +717,10 @@ impl App {
                 self.link = Link::Connected;
             }
             NetEvent::Retrying { seconds } => self.link = Link::Retrying { seconds },
-            NetEvent::Disconnected { reason } => {
-                self.notice(&reason);
-                return self.join_waiting();
-            }
+            NetEvent::Disconnected { reason } => self.notice(&reason),
             NetEvent::GaveUp { reason } => {
                 self.notice_again(&format!("{reason}; press F5 to try again"));
                 self.link = Link::Stopped;
-                return self.join_waiting();
             }
             NetEvent::Frame(frame) => return self.server_frame(frame),
             NetEvent::Unreadable { text } => {
@@ -1039,7 +1067,10 @@ mod tests {
         let ops = RoomName::parse("ops").unwrap();
         assert_eq!(
             app.update(key(KeyCode::Enter)),
-            Some(Command::Join(ops.clone()))
+            Some(Command::Open {
+                buffer: 1,
+                room: ops.clone()
+            })
         );
         assert_eq!(app.room, ops);
 

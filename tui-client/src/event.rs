@@ -5,8 +5,10 @@
 pub enum Event {
     /// A key, a mouse action, a paste or a resize, as crossterm reports them.
     Terminal(crossterm::event::Event),
-    /// What the connection task saw.
+    /// What the connection task of the buffer on screen saw (tests send this).
     Net(NetEvent),
+    /// What the connection task of this buffer saw (see `app::BufferId`).
+    Room(u64, NetEvent),
     /// A second has passed: what shows for a while (someone typing) may end.
     Tick,
 }

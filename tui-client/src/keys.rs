@@ -89,6 +89,10 @@ pub enum Action {
     /// Up on an empty line: our last message, to edit (`chat.v2.json`), or else
     /// [`Action::HistoryBack`].
     EditLast,
+    /// Shows the buffer of the digit pressed (Alt-1 is the first).
+    SwitchBuffer,
+    NextBuffer,
+    PreviousBuffer,
     /// Selects the message above the selected one (or the newest).
     SelectOlder,
     /// Selects the message below the selected one (past the newest: none).
@@ -376,6 +380,34 @@ pub const BINDINGS: &[Binding] = &[
         "reconnect now, while waiting to retry or after a failure that is not retried",
     ),
     row(
+        &[
+            Alt(KeyCode::Char('1')),
+            Alt(KeyCode::Char('2')),
+            Alt(KeyCode::Char('3')),
+            Alt(KeyCode::Char('4')),
+            Alt(KeyCode::Char('5')),
+            Alt(KeyCode::Char('6')),
+            Alt(KeyCode::Char('7')),
+            Alt(KeyCode::Char('8')),
+            Alt(KeyCode::Char('9')),
+        ],
+        Always,
+        Action::SwitchBuffer,
+        "show that buffer (a room or a direct message open: `/join`, `/query`), as the status bar numbers them",
+    ),
+    row(
+        &[Ctrl(KeyCode::Char('n'))],
+        Always,
+        Action::NextBuffer,
+        "show the next buffer",
+    ),
+    row(
+        &[Ctrl(KeyCode::Char('p'))],
+        Always,
+        Action::PreviousBuffer,
+        "show the previous buffer",
+    ),
+    row(
         &[Key(KeyCode::F(2))],
         Always,
         Action::ToggleMembers,
@@ -474,6 +506,9 @@ pub fn action_for_wheel(kind: MouseEventKind) -> Option<Action> {
 /// What a `/command` does; `App` carries each out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlashAction {
+    Part,
+    Query,
+    Msg,
     Edit,
     Delete,
     React,
@@ -505,8 +540,26 @@ pub const COMMANDS: &[SlashCommand] = &[
     SlashCommand {
         name: "join",
         argument: Some("ROOM"),
-        what: "leave this room for another (reconnects there)",
+        what: "open ROOM beside the rooms open (a buffer, over a connection of its own), or show it if it is open",
         action: SlashAction::Join,
+    },
+    SlashCommand {
+        name: "part",
+        argument: None,
+        what: "leave this room and close its buffer (not the last one)",
+        action: SlashAction::Part,
+    },
+    SlashCommand {
+        name: "query",
+        argument: Some("ID"),
+        what: "open the direct messages with ID (the room dm.<id>.<id>, for the two of you only)",
+        action: SlashAction::Query,
+    },
+    SlashCommand {
+        name: "msg",
+        argument: Some("ID TEXT"),
+        what: "open the direct messages with ID, TEXT in the line to send",
+        action: SlashAction::Msg,
     },
     SlashCommand {
         name: "who",

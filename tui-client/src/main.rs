@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use chat::ClientId;
-use chat_tui::app::{App, Command};
+use chat_tui::app::{App, BufferId, Command};
 use chat_tui::event::Event;
 use chat_tui::net::{self, Credentials, Steering, Target, Trust};
 use chat_tui::sgr::BasicColours;
@@ -257,7 +257,6 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     crossterm::style::force_color_output(true);
 
     let (events_in, mut events) = mpsc::channel::<Event>(1024);
-    let (lines_out, lines) = mpsc::channel::<net::Outgoing>(64);
     let mut log = match &args.log {
         Some(path) => Some(Log::open(path)?),
         None => None,
@@ -265,13 +264,17 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     if log.is_some() {
         app.keep_received();
     }
-    let steering = Steering::new(args.room.clone());
     app.room = args.room.clone();
     let target = Target {
         offer: chat_tui::event::Protocol::V2,
         ..target
     };
-    let network = tokio::spawn(net::run(target, lines, events_in.clone(), steering.clone()));
+    let mut networks = Networks {
+        target,
+        events: events_in.clone(),
+        open: std::collections::HashMap::new(),
+    };
+    networks.open(app.active_buffer(), args.room.clone());
 
     // Listened for before the terminal is changed, so that none goes unheard.
     let mut signals = Signals::listen()?;
@@ -310,9 +313,8 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             let command = app.update(event);
             // Typing, read positions, edits and pages: each is said again or asked
             // again if it cannot go now, so a full channel drops it.
-            for line in app.take_frames() {
-                let connection = app.connections();
-                let _ = lines_out.try_send(net::Outgoing { connection, line });
+            for (buffer, line) in app.take_all_frames() {
+                let _ = networks.send(buffer, app.connections_of(buffer), line);
             }
             if let Some(writing) = &mut log {
                 let written: io::Result<()> = app
@@ -327,24 +329,30 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
                     log = None;
                 }
             }
+            let buffer = app.routed();
             match command {
                 Some(Command::Quit) => break 'running,
                 Some(Command::Redraw) => redraw_everything(&mut terminal)?,
-                Some(Command::Reconnect) => steering.reconnect(),
+                Some(Command::Reconnect) => networks.reconnect(buffer),
                 Some(Command::Notify(text)) => notify(&text),
-                Some(Command::Join(room)) => steering.join(room),
+                Some(Command::Open { buffer, room }) => networks.open(buffer, room),
+                Some(Command::Close { buffer, frames }) => {
+                    for line in frames {
+                        let _ = networks.send(buffer, app.connections_of(buffer), line);
+                    }
+                    networks.close(buffer);
+                }
                 Some(Command::Send(line)) => {
-                    let connection = app.connections();
-                    if let Err(refused) = lines_out.try_send(net::Outgoing { connection, line }) {
-                        app.unsent(refused.into_inner().line);
+                    if let Err(line) = networks.send(buffer, app.connections_of(buffer), line) {
+                        app.unsent(line);
                     }
                 }
                 Some(Command::Resend(frames)) => {
-                    let connection = app.connections();
+                    let connection = app.connections_of(buffer);
                     for line in frames {
                         // A full channel means a connection backed up far beyond these
                         // few; the next reconnect sends them again if it did not.
-                        let _ = lines_out.try_send(net::Outgoing { connection, line });
+                        let _ = networks.send(buffer, connection, line);
                     }
                 }
                 None => {}
@@ -355,10 +363,96 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             }
         }
     }
-    // Closing the line channel tells the network task to close the socket politely.
-    drop(lines_out);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), network).await;
+    // Closing the line channels tells the network tasks to close the sockets politely.
+    let tasks = networks.close_all();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        futures_util::future::join_all(tasks),
+    )
+    .await;
     Ok(exit)
+}
+
+/// The connections of the open buffers: one network task each, with what steers it and
+/// the channel of lines it sends.
+struct Networks {
+    target: Target,
+    /// Where every task's news goes, tagged with its buffer.
+    events: mpsc::Sender<Event>,
+    open: std::collections::HashMap<BufferId, Network>,
+}
+
+struct Network {
+    steering: std::sync::Arc<Steering>,
+    lines: mpsc::Sender<net::Outgoing>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Networks {
+    /// Connects buffer `buffer` to `room`.
+    fn open(&mut self, buffer: BufferId, room: chat::v1::RoomName) {
+        let (lines_out, lines) = mpsc::channel::<net::Outgoing>(64);
+        let (news_in, mut news) = mpsc::channel::<Event>(256);
+        let events = self.events.clone();
+        // Each task's news, tagged with its buffer for `App::update`.
+        tokio::spawn(async move {
+            while let Some(event) = news.recv().await {
+                let event = match event {
+                    Event::Net(news) => Event::Room(buffer, news),
+                    other => other,
+                };
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let steering = Steering::new(room);
+        let task = tokio::spawn(net::run(
+            self.target.clone(),
+            lines,
+            news_in,
+            steering.clone(),
+        ));
+        self.open.insert(
+            buffer,
+            Network {
+                steering,
+                lines: lines_out,
+                task,
+            },
+        );
+    }
+
+    /// Hands `line` to buffer `buffer`'s connection number `connection`; gives it back
+    /// if sending is backed up.
+    fn send(&self, buffer: BufferId, connection: u64, line: String) -> Result<(), String> {
+        let Some(network) = self.open.get(&buffer) else {
+            return Ok(());
+        };
+        network
+            .lines
+            .try_send(net::Outgoing { connection, line })
+            .map_err(|refused| refused.into_inner().line)
+    }
+
+    fn reconnect(&self, buffer: BufferId) {
+        if let Some(network) = self.open.get(&buffer) {
+            network.steering.reconnect();
+        }
+    }
+
+    /// Closes buffer `buffer`'s connection politely (its line channel ends).
+    fn close(&mut self, buffer: BufferId) {
+        self.open.remove(&buffer);
+    }
+
+    /// Closes every connection; the tasks, to wait for.
+    fn close_all(self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.open
+            .into_values()
+            .map(|network| network.task)
+            .collect()
+    }
 }
 
 type Screen = Terminal<CrosstermBackend<BasicColours<Stdout>>>;

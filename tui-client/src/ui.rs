@@ -269,6 +269,25 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
         ));
     }
     left.push(Span::raw(format!(" · id {} · #{}", app.id, app.room)));
+    // The hotlist: the other open buffers, numbered as Alt-1… shows them, with what
+    // came while they were not on screen (`!` when that mentions you).
+    for tab in app.tabs().iter().filter(|tab| !tab.active) {
+        let mut shown = format!(" {}:#{}", tab.number, sanitize_line(&tab.room));
+        if tab.unread > 0 {
+            shown.push_str(&format!("({})", tab.unread));
+        }
+        if tab.mentions > 0 {
+            shown.push('!');
+        }
+        let style = if tab.mentions > 0 {
+            bar.fg(Color::LightYellow).add_modifier(Modifier::BOLD)
+        } else if tab.unread > 0 {
+            bar.add_modifier(Modifier::BOLD)
+        } else {
+            bar
+        };
+        left.push(Span::styled(shown, style));
+    }
     // Who is here is known only while connected.
     if let Some(session) = &app.session
         && app.link == Link::Connected

@@ -34,9 +34,6 @@ pub struct Session {
     /// A divider to draw before the next history event, if one comes.
     divider: Option<String>,
     unconfirmed: Vec<Unconfirmed>,
-    /// The last event logged (`--log`) of each history, by room and epoch: a history
-    /// seen again (a restart of the client, a `/join` back) is not logged again.
-    logged: BTreeMap<(String, String), u64>,
     /// Sent so far, for nonces.
     sent: u64,
     nonce_seed: String,
@@ -199,7 +196,7 @@ impl App {
             return None;
         }
         session.last_offset = event.offset;
-        let logged = session
+        let logged = self
             .logged
             .entry((session.room.clone(), session.epoch.clone()))
             .or_insert(0);
@@ -274,7 +271,7 @@ impl App {
                     && let Some(entry) = self.confirm(nonce, event.ts)
                 {
                     self.keep_said(&event, &label, entry);
-                    return self.join_when_echoed();
+                    return None;
                 }
                 if let Some(parent) = reply_to {
                     let quote = self.quote_of(*parent);
@@ -322,18 +319,6 @@ impl App {
                 .filter(|waiting| !(connected && waiting.sent_on == self.connections))
                 .count()
         })
-    }
-
-    /// Whether messages sent on this connection have not come back yet.
-    pub(super) fn awaiting_echoes(&self) -> bool {
-        let connected = self.protocol > Protocol::Plain && self.link == Link::Connected;
-        connected
-            && self.session.as_ref().is_some_and(|session| {
-                session
-                    .unconfirmed
-                    .iter()
-                    .any(|waiting| waiting.sent_on == self.connections)
-            })
     }
 
     /// Marks the message sent with `nonce` as confirmed, if it is ours: the number of
@@ -723,7 +708,7 @@ mod tests {
     }
 
     #[test]
-    fn a_join_waits_for_the_echo_of_what_was_just_sent_and_nothing_is_marked_not_sent() {
+    fn a_message_sent_just_before_join_is_confirmed_in_its_own_buffer() {
         let mut app = app();
         connected(&mut app);
         app.update(welcome(0, &[], false));
@@ -734,26 +719,24 @@ mod tests {
         let Ok(Request::Message { nonce, .. }) = Request::parse(&frame) else {
             panic!("{frame}");
         };
+        // /join opens a buffer beside this one: nothing is left, nothing is lost.
         let other = chat::v1::RoomName::parse("other").unwrap();
         assert_eq!(
             type_and_send(&mut app, "/join other"),
-            None,
-            "leaving now would lose the echo"
-        );
-        assert_eq!(app.room.as_str(), "main");
-        assert_eq!(
-            app.update(event(2, "42", None, said("last words", nonce.as_deref()))),
-            Some(Command::Join(other.clone())),
-            "echoed: now"
+            Some(Command::Open {
+                buffer: 1,
+                room: other.clone()
+            })
         );
         assert_eq!(app.room, other);
-        connected(&mut app);
-        let Event::Net(NetEvent::Frame(ServerFrame::Welcome(mut moved))) = welcome(0, &[], false)
-        else {
+        // The echo comes on the first buffer's connection, while it is not on screen.
+        let Event::Net(echo) = event(2, "42", None, said("last words", nonce.as_deref())) else {
             unreachable!()
         };
-        moved.welcome.room = "other".into();
-        app.update(Event::Net(NetEvent::Frame(ServerFrame::Welcome(moved))));
+        assert_eq!(app.update(Event::Room(0, echo)), None);
+        assert_eq!(app.routed(), 0);
+        assert_eq!(type_and_send(&mut app, "/join main"), None, "shown again");
+        assert_eq!(app.room.as_str(), "main");
         let shown = lines(&app);
         assert!(
             shown.contains(&"t2000 Client #42: last words".to_owned()),
@@ -762,23 +745,6 @@ mod tests {
         assert!(
             !shown.iter().any(|line| line.contains("not sent")),
             "{shown:?}"
-        );
-
-        // With nothing waiting, or once the connection is gone, a join goes at once.
-        assert_eq!(
-            type_and_send(&mut app, "/join main"),
-            Some(Command::Join(chat::v1::RoomName::parse("main").unwrap()))
-        );
-        app.update(Event::Net(NetEvent::Connected {
-            protocol: Protocol::V1,
-        }));
-        type_and_send(&mut app, "lost");
-        assert_eq!(type_and_send(&mut app, "/join other"), None);
-        assert_eq!(
-            app.update(Event::Net(NetEvent::Disconnected {
-                reason: "connection reset".into()
-            })),
-            Some(Command::Join(other))
         );
     }
 
