@@ -239,3 +239,82 @@ async fn the_read_marker_older_pages_and_search_come_from_the_server() {
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_rooms_and_a_direct_message_open_at_once() {
+    let server = TestServer::start().await;
+    let mut ada = V2::connect(&server, "/ws/7?room=ops&name=Ada").await;
+    ada.seated().await;
+    let mut tui = chat_tui(&server, "42");
+    tui.wait_for("● connected · id 42 · #main").await;
+
+    // /join opens a buffer beside the others; /query the direct messages with an id.
+    tui.type_keys("/join ops\r");
+    tui.wait_for("● connected · id 42 · #ops 1:#main").await;
+    ada.next_of("join").await;
+    tui.type_keys("/join dev\r");
+    tui.wait_for("● connected · id 42 · #dev 1:#main 2:#ops")
+        .await;
+    tui.type_keys("/query 7\r");
+    tui.wait_for("● connected · id 42 · #dm.7.42 1:#main 2:#ops 3:#dev")
+        .await;
+
+    // What is said in a room not on screen is counted in the hotlist.
+    ada.say("anyone in ops?", None).await;
+    let asked = ada.next_of("message").await;
+    tui.wait_for("2:#ops(1)").await;
+    let mut dm = V2::connect(&server, "/ws/7?room=dm.7.42&name=Ada").await;
+    dm.seated().await;
+    dm.say("psst", None).await;
+    dm.next_of("message").await;
+    tui.wait_for("~Ada: psst").await;
+
+    // Alt-2: #ops, where the message is; react, reply and edit there.
+    tui.type_keys("\u{1b}2");
+    tui.wait_for("● connected · id 42 · #ops 1:#main 3:#dev 4:#dm.7.42")
+        .await;
+    tui.wait_for("~Ada: anyone in ops?").await;
+    tui.type_keys("/react :wave:\r");
+    let react = ada.next_of("react").await;
+    assert_eq!(react["target"], asked["offset"]);
+    tui.wait_for(":wave: 1").await;
+    tui.type_keys("/reply me\r");
+    let reply = ada.next_of("message").await;
+    assert_eq!(
+        (&reply["text"], &reply["reply_to"]),
+        (&json!("me"), &asked["offset"])
+    );
+    tui.wait_for("↳ ~Ada: anyone in ops?").await;
+    testkit::eventually("the reply echoed", async || {
+        (!tui.contents().contains("sending…")).then_some(())
+    })
+    .await;
+    tui.type_keys(UP);
+    tui.wait_for("› me").await;
+    tui.type_keys(" too\r");
+    let edit = ada.next_of("edit").await;
+    assert_eq!(
+        (&edit["target"], &edit["text"]),
+        (&reply["offset"], &json!("me too"))
+    );
+    tui.wait_for("Client #42: me too (edited)").await;
+
+    // Ctrl-N and Ctrl-P go round the buffers; Alt-4 is the direct messages.
+    tui.type_keys("\u{e}");
+    tui.wait_for("● connected · id 42 · #dev").await;
+    tui.type_keys("\u{10}");
+    tui.wait_for("● connected · id 42 · #ops").await;
+    tui.type_keys("\u{1b}4");
+    tui.wait_for("● connected · id 42 · #dm.7.42").await;
+    tui.type_keys("just us\r");
+    assert_eq!(dm.next_of("message").await["text"], "just us");
+
+    // /part closes the buffer on screen; the room sees us leave.
+    tui.type_keys("\u{1b}2/part\r");
+    tui.wait_for("● connected · id 42 · #main 2:#dev 3:#dm.7.42")
+        .await;
+    let left = ada.next_of("leave").await;
+    assert_eq!(left["id"], "42");
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
