@@ -246,7 +246,12 @@ impl Signals {
 async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Result<ExitCode> {
     let mouse = !args.no_mouse;
     let server = args.server.trim_end_matches('/').to_owned();
-    let mut app = App::new(server, id.to_string(), args.scrollback as usize, local_time);
+    let mut app = App::new(
+        server.clone(),
+        id.to_string(),
+        args.scrollback as usize,
+        local_time,
+    );
     app.max_message_bytes = args.max_message_bytes as usize;
     app.notify = !args.no_notify;
     // NO_COLOR (no-color.org) asks for no colours, and only that: the view leaves them
@@ -275,10 +280,22 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         open: std::collections::HashMap::new(),
     };
     networks.open(app.active_buffer(), args.room.clone());
+    // The rooms open when the client last quit, for this server and id, beside.
+    let rooms = RoomsFile::locate();
+    let key = format!("{server} {id}");
+    for room in rooms
+        .as_ref()
+        .map(|file| file.read(&key))
+        .unwrap_or_default()
+    {
+        if let Some(Command::Open { buffer, room }) = app.open_beside(room) {
+            networks.open(buffer, room);
+        }
+    }
 
     // Listened for before the terminal is changed, so that none goes unheard.
     let mut signals = Signals::listen()?;
-    let _restore_on_exit = TerminalGuard::enter(mouse)?;
+    let restore_on_exit = TerminalGuard::enter(mouse)?;
     chat_tui::text::set_quirks(measure_quirks());
     let mut terminal = Terminal::new(CrosstermBackend::new(BasicColours::new(io::stdout())))
         .context("opening the terminal")?;
@@ -363,6 +380,17 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             }
         }
     }
+    // The terminal back first, so that a word about the rooms file can be read.
+    drop(restore_on_exit);
+    if let Some(file) = &rooms
+        && let Err(error) = file.write(&key, &app.rooms())
+    {
+        // Not worth failing for: the rooms are opened by hand next time.
+        eprintln!(
+            "chat-tui: cannot keep the open rooms in {}: {error}",
+            file.0.display()
+        );
+    }
     // Closing the line channels tells the network tasks to close the sockets politely.
     let tasks = networks.close_all();
     let _ = tokio::time::timeout(
@@ -371,6 +399,62 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     )
     .await;
     Ok(exit)
+}
+
+/// Where the rooms open at quitting are kept for the next start, one line per server
+/// and id: `ws://host:8000 42 main,ops,dm.7.42`.
+struct RoomsFile(std::path::PathBuf);
+
+/// The most server-and-id lines kept; the oldest go.
+const MOST_ROOM_LINES: usize = 100;
+
+impl RoomsFile {
+    /// `$XDG_STATE_HOME/chat-tui/rooms`, or `~/.local/state/chat-tui/rooms`.
+    fn locate() -> Option<Self> {
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .filter(|dir| !dir.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|home| std::path::PathBuf::from(home).join(".local/state"))
+            })?;
+        Some(Self(state.join("chat-tui").join("rooms")))
+    }
+
+    /// The rooms kept for `key` (server and id), in order; none if unreadable.
+    fn read(&self, key: &str) -> Vec<chat::v1::RoomName> {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| line.strip_prefix(key)?.strip_prefix(' '))
+            .next()
+            .map(|rooms| {
+                rooms
+                    .split(',')
+                    .filter_map(|room| chat::v1::RoomName::parse(room).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keeps `rooms` for `key`, last, in place of what was kept for it.
+    fn write(&self, key: &str, rooms: &[chat::v1::RoomName]) -> io::Result<()> {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(key)
+                    .is_none_or(|rest| !rest.starts_with(' '))
+            })
+            .map(str::to_owned)
+            .collect();
+        let rooms: Vec<&str> = rooms.iter().map(chat::v1::RoomName::as_str).collect();
+        lines.push(format!("{key} {}", rooms.join(",")));
+        let from = lines.len().saturating_sub(MOST_ROOM_LINES);
+        if let Some(dir) = self.0.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&self.0, lines[from..].join("\n") + "\n")
+    }
 }
 
 /// The connections of the open buffers: one network task each, with what steers it and

@@ -77,7 +77,10 @@ impl PlainServer {
 
 fn chat_tui(args: &[&str]) -> Terminal {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
-    Terminal::start(binary, args, &[], (24, 100))
+    // The rooms open at quitting are kept in a scratch place, not the user's.
+    let state = std::env::temp_dir().join("chat-tui-tests-state");
+    let env = [("XDG_STATE_HOME", state.to_str().expect("a UTF-8 path"))];
+    Terminal::start(binary, args, &env, (24, 100))
 }
 
 /// `/join` against a server without rooms says so and stays put: the next line goes

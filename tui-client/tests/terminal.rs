@@ -15,7 +15,11 @@ impl Tui {
 
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Terminal {
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
-        Terminal::start(binary, args, env, (24, 100))
+        // The rooms open at quitting are kept in a scratch place, not the user's.
+        let state = state_dir();
+        let mut env = env.to_vec();
+        env.push(("XDG_STATE_HOME", &state));
+        Terminal::start(binary, args, &env, (24, 100))
     }
 }
 
@@ -732,4 +736,13 @@ async fn the_log_has_each_event_once_with_its_room() {
         "{logged}"
     );
     let _ = std::fs::remove_file(&log);
+}
+
+/// Where the binaries under test keep the rooms open at quitting: a scratch folder (each
+/// server's random port keeps the tests' lines apart).
+fn state_dir() -> String {
+    std::env::temp_dir()
+        .join("chat-tui-tests-state")
+        .to_string_lossy()
+        .into_owned()
 }

@@ -17,9 +17,16 @@ const BACKSPACE: &str = "\u{7f}";
 const FOCUS_LOST: &str = "\u{1b}[O";
 
 fn chat_tui(server: &TestServer, id: &str) -> Terminal {
+    let state = std::env::temp_dir().join("chat-tui-tests-state");
+    chat_tui_keeping(server, id, &state)
+}
+
+/// `chat-tui` keeping the rooms open at quitting in `state` (`XDG_STATE_HOME`).
+fn chat_tui_keeping(server: &TestServer, id: &str, state: &std::path::Path) -> Terminal {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
     let url = format!("ws://{}", server.address);
-    Terminal::start(binary, &["--server", &url, "--id", id], &[], (24, 100))
+    let env = [("XDG_STATE_HOME", state.to_str().expect("a UTF-8 path"))];
+    Terminal::start(binary, &["--server", &url, "--id", id], &env, (24, 100))
 }
 
 /// The row of the screen that holds `text`, and the row under it.
@@ -315,6 +322,32 @@ async fn three_rooms_and_a_direct_message_open_at_once() {
         .await;
     let left = ada.next_of("leave").await;
     assert_eq!(left["id"], "42");
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rooms_open_at_quitting_are_open_again_on_the_next_start() {
+    let server = TestServer::start().await;
+    let state = Scratch::new("tui-rooms");
+    let mut tui = chat_tui_keeping(&server, "42", state.path());
+    tui.wait_for("● connected · id 42 · #main").await;
+    tui.type_keys("/join ops\r");
+    tui.wait_for("● connected · id 42 · #ops 1:#main").await;
+    tui.type_keys("/query 7\r");
+    tui.wait_for("● connected · id 42 · #dm.7.42 1:#main 2:#ops")
+        .await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+
+    let mut ops = V2::connect(&server, "/ws/8?room=ops").await;
+    ops.seated().await;
+    let mut tui = chat_tui_keeping(&server, "42", state.path());
+    tui.wait_for("● connected · id 42 · #main 2:#ops 3:#dm.7.42")
+        .await;
+    // Connected there too: the room sees the join.
+    let joined = ops.next_of("join").await;
+    assert_eq!(joined["id"], "42");
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }

@@ -254,18 +254,39 @@ impl App {
             self.switch_to(id);
             return None;
         }
+        let id = self.add_buffer(room.clone());
+        self.switch_to(id);
+        self.viewport.end_search();
+        Some(Command::Open { buffer: id, room })
+    }
+
+    /// Opens a buffer for `room` after the others, not shown (the rooms open when the
+    /// client last quit); `None` if one is open already.
+    pub fn open_beside(&mut self, room: RoomName) -> Option<Command> {
+        let open = room == self.room
+            || self
+                .buffers
+                .parked
+                .values()
+                .any(|parked| parked.room == room);
+        if open {
+            return None;
+        }
+        let id = self.add_buffer(room.clone());
+        Some(Command::Open { buffer: id, room })
+    }
+
+    fn add_buffer(&mut self, room: RoomName) -> BufferId {
         let id = self.buffers.next;
         self.buffers.next += 1;
         self.buffers.order.push(id);
         let parked = Parked::new(
-            room.clone(),
+            room,
             self.scrollback.cap(),
             super::DEFAULT_MAX_MESSAGE_BYTES,
         );
         self.buffers.parked.insert(id, parked);
-        self.switch_to(id);
-        self.viewport.end_search();
-        Some(Command::Open { buffer: id, room })
+        id
     }
 
     /// `/part`: closes the buffer on screen and shows the one before it.
