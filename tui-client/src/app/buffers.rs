@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use chat::v1::RoomName;
 
-use super::{App, Command, Conversation, Kind, Link, Scrollback, Session, Viewport};
+use super::{App, Command, Conversation, Link, Scrollback, Session, Viewport};
 use crate::event::{NetEvent, Protocol};
 
 /// Names a buffer for as long as it is open: its connection's events carry it.
@@ -29,7 +29,8 @@ pub struct Parked {
     conversation: Conversation,
     frames: Vec<String>,
     max_message_bytes: usize,
-    /// Messages of others that came while parked, and how many of them mention us.
+    /// Messages of others new to this id (past the server's read position, or live)
+    /// that came while parked, and how many of them mention us.
     pub unread: usize,
     pub mentions: usize,
 }
@@ -178,21 +179,9 @@ impl App {
         // A buffer closed since: its connection's last words.
         let mut parked = self.buffers.parked.remove(&id)?;
         self.swap_buffer(&mut parked);
-        let before = self.scrollback.next_number();
+        self.fresh = (0, 0);
         let command = self.net(news);
-        let (mut unread, mut mentions) = (0, 0);
-        for number in before..self.scrollback.next_number() {
-            if let Some(entry) = self.scrollback.by_number_mut(number)
-                && let Kind::Said {
-                    mine: false,
-                    mentions_me,
-                    ..
-                } = entry.kind
-            {
-                unread += 1;
-                mentions += usize::from(mentions_me);
-            }
-        }
+        let (unread, mentions) = std::mem::take(&mut self.fresh);
         self.swap_buffer(&mut parked);
         parked.unread += unread;
         parked.mentions += mentions;
@@ -343,5 +332,78 @@ impl App {
             all.extend(parked.frames.drain(..).map(|frame| (*id, frame)));
         }
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Beside, Event};
+    use chat::v1::{Event as RoomEvent, EventKind, Limits, ServerFrame, Welcome, WelcomeFrame};
+
+    fn news(offset: u64, id: &str, text: &str) -> NetEvent {
+        NetEvent::Frame(ServerFrame::Event(RoomEvent {
+            offset,
+            ts: offset,
+            id: id.into(),
+            name: None,
+            kind: EventKind::said(text, None),
+        }))
+    }
+
+    #[test]
+    fn a_buffer_not_shown_counts_what_is_new_past_the_server_s_read_position() {
+        let mut app = App::new("ws://x".into(), "42".into(), 100, || "12:00:00".into());
+        let ops = RoomName::parse("ops").unwrap();
+        let Some(Command::Open { buffer, .. }) = app.open_beside(ops.clone()) else {
+            panic!("opened");
+        };
+        let welcome = Welcome {
+            id: "42".into(),
+            room: "ops".into(),
+            epoch: "e".into(),
+            offset: 5,
+            members: Vec::new(),
+            recovered: false,
+            verified: false,
+            limits: Limits {
+                max_message_bytes: 1000,
+                max_nonce_chars: 64,
+                history: 100,
+            },
+        };
+        let welcome = NetEvent::Frame(ServerFrame::Welcome(WelcomeFrame {
+            kind: chat::v1::WelcomeTag::Welcome,
+            welcome,
+        }));
+        for event in [
+            NetEvent::Connected {
+                protocol: Protocol::V2,
+            },
+            welcome,
+            NetEvent::Beside(Beside::Read { offset: 3 }),
+            news(1, "7", "old"),
+            news(2, "7", "old"),
+            news(3, "7", "read"),
+            news(4, "7", "new"),
+            news(5, "42", "mine"),
+            news(6, "7", "new to 42"),
+        ] {
+            app.update(Event::Room(buffer, event));
+        }
+        let tabs = app.tabs();
+        assert_eq!(
+            (tabs[1].room.as_str(), tabs[1].unread, tabs[1].mentions),
+            ("ops", 2, 1)
+        );
+        assert_eq!(app.room, RoomName::default(), "still on #main");
+        app.update(Event::Terminal(crossterm::event::Event::Key(
+            crossterm::event::KeyEvent::new(
+                crossterm::event::KeyCode::Char('n'),
+                crossterm::event::KeyModifiers::CONTROL,
+            ),
+        )));
+        assert_eq!(app.room, ops);
+        assert!(app.tabs().iter().all(|tab| tab.unread == 0), "seen");
     }
 }

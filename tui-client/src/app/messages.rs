@@ -45,7 +45,7 @@ pub struct Conversation {
     /// The nonce and text of the search asked for, while it is on its way.
     searching: Option<(String, String)>,
     /// Where this id has read up to here, as the server keeps it, and as last told.
-    read: u64,
+    pub(super) read: u64,
     read_told: u64,
     /// After a welcome: the read marker goes before the first event after this offset.
     marker_after: Option<u64>,

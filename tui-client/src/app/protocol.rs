@@ -279,6 +279,17 @@ impl App {
                 }
                 let mine = event.id == self.id;
                 let mentions_me = !mine && self.mentions_me(text);
+                // New to this id: past the read position the server keeps (chat.v2.json),
+                // or else said since the client came.
+                let unread = if self.protocol == Protocol::V2 {
+                    event.offset > self.conversation.read
+                } else {
+                    !history
+                };
+                if !mine && unread {
+                    self.fresh.0 += 1;
+                    self.fresh.1 += usize::from(mentions_me);
+                }
                 let (shown, prefix) = messages::said_line(&label, &event.kind);
                 let number = self.scrollback.next_number();
                 self.push(Entry {
