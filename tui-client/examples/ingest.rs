@@ -4,7 +4,11 @@
 //! the network task reads it; over v2 each message is also kept in its latest state for
 //! the edits and reactions to come.
 //!
-//! `cargo run --release -p chat-tui --example ingest [SCROLLBACK] [MESSAGES] [plain|v1|v2]`
+//! With a fourth argument BUFFERS (v1 or v2), that many rooms are open, each with a
+//! full scrollback; the resident memory they add is printed, and a third run spreads
+//! the messages over all of them (each applied to its buffer, parked or not).
+//!
+//! `cargo run --release -p chat-tui --example ingest [SCROLLBACK] [MESSAGES] [plain|v1|v2] [BUFFERS]`
 
 use std::time::Instant;
 
@@ -32,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         _ => Protocol::Plain,
     };
     let v1 = protocol > Protocol::Plain;
+    let buffers = number(3, 1)?.max(1);
     // The event loop applies up to this many waiting events before one draw.
     const BATCH: usize = 64;
 
@@ -60,8 +65,57 @@ fn main() -> anyhow::Result<()> {
             ServerFrame::parse(&frame).expect("a frame"),
         ))
     };
+    let before = resident_bytes();
     for n in 0..scrollback {
         app.update(received(n));
+    }
+    // The other rooms, each connected, welcomed and filled as the first.
+    let mut rooms = vec![app.active_buffer()];
+    for index in 1..buffers {
+        let room = chat::v1::RoomName::parse(&format!("r{index}"))?;
+        let Some(chat_tui::app::Command::Open { buffer, .. }) = app.open_beside(room) else {
+            anyhow::bail!("room r{index} opened twice");
+        };
+        rooms.push(buffer);
+        let welcome = format!(
+            r#"{{"type":"welcome","id":"42","room":"r{index}","epoch":"e","offset":0,"members":[],"recovered":false,"verified":false,"limits":{{"max_message_bytes":65536,"max_nonce_chars":64,"history":1000}}}}"#
+        );
+        app.update(Event::Room(buffer, NetEvent::Connected { protocol }));
+        app.update(Event::Room(
+            buffer,
+            NetEvent::Frame(ServerFrame::parse(&welcome)?),
+        ));
+        for n in 0..scrollback {
+            let Event::Net(news) = received(n) else {
+                unreachable!("a frame")
+            };
+            app.update(Event::Room(buffer, news));
+        }
+    }
+    if let (Some(before), Some(after)) = (before, resident_bytes()) {
+        let per_buffer = after.saturating_sub(before) / buffers as u64;
+        println!(
+            "{buffers} buffers of {scrollback} messages: {} MiB resident more, {} kiB a buffer",
+            after.saturating_sub(before) >> 20,
+            per_buffer >> 10
+        );
+    }
+    if buffers > 1 {
+        let started = Instant::now();
+        for n in 0..messages {
+            let Event::Net(news) = received(n) else {
+                unreachable!("a frame")
+            };
+            app.update(Event::Room(rooms[n % rooms.len()], news));
+            if n % BATCH == BATCH - 1 {
+                terminal.draw(|frame| ui::render(&app, frame))?;
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "spread over {buffers} buffers: {messages} messages in {seconds:.2} s, {:.0} messages/s",
+            messages as f64 / seconds
+        );
     }
     for scrolled_up in [false, true] {
         if scrolled_up {
@@ -94,4 +148,11 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The process's resident memory, from /proc (Linux); `None` elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
