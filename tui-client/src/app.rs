@@ -118,6 +118,9 @@ pub struct App {
     /// Whether the member list is asked for beside the messages (F2); see
     /// [`App::members_shown`].
     pub show_members: bool,
+    /// Whether the list of open buffers is asked for left of the messages (F3); see
+    /// [`App::buffer_list_shown`].
+    pub show_buffers: bool,
     /// The terminal's columns and rows.
     terminal_size: (u16, u16),
     /// A server time (Unix milliseconds) as the time column shows it; a parameter so
@@ -191,6 +194,9 @@ impl Received {
 /// Columns of the member list (F2), its border included.
 pub const MEMBERS_WIDTH: u16 = 26;
 
+/// Columns of the list of open buffers (F3), its border included.
+pub const BUFFERS_WIDTH: u16 = 22;
+
 /// The server's default limit on a message, which the plain protocol cannot tell.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -216,6 +222,7 @@ impl App {
             session: None,
             connections: 0,
             show_members: false,
+            show_buffers: true,
             terminal_size: (80, 24),
             event_time: local_time_of,
             received: None,
@@ -238,12 +245,14 @@ impl App {
 
     /// The message pane's columns and the terminal's rows, as the viewport is given them.
     fn viewport_size(&self) -> (u16, u16) {
-        let (columns, rows) = self.terminal_size;
+        let (mut columns, rows) = self.terminal_size;
         if self.members_shown() {
-            (columns - MEMBERS_WIDTH, rows)
-        } else {
-            (columns, rows)
+            columns -= MEMBERS_WIDTH;
         }
+        if self.buffer_list_shown() {
+            columns -= BUFFERS_WIDTH;
+        }
+        (columns, rows)
     }
 
     /// The most entries the scrollback keeps (`--scrollback`).
@@ -448,6 +457,10 @@ impl App {
             Action::SelectNewer => self.select_newer(),
             Action::Redraw => return Some(Command::Redraw),
             Action::Reconnect => return Some(Command::Reconnect),
+            Action::ToggleBuffers => {
+                self.show_buffers = !self.show_buffers;
+                self.fit_viewport();
+            }
             Action::ToggleMembers => {
                 self.show_members = !self.show_members;
                 self.fit_viewport();
@@ -635,13 +648,14 @@ impl App {
     /// Gives the viewport the message pane's size, so that messages are wrapped at the
     /// width they are drawn in: the terminal's, less the member list's when it is shown.
     pub(crate) fn fit_viewport(&mut self) {
-        let (columns, rows) = self.terminal_size;
-        let columns = if self.members_shown() {
-            columns - MEMBERS_WIDTH
-        } else {
-            columns
-        };
+        let (columns, rows) = self.viewport_size();
         self.viewport.resize(&self.scrollback, columns, rows);
+    }
+
+    /// Whether the list of open buffers is drawn left of the messages: asked for (F3),
+    /// more than one open, and room left for the messages.
+    pub fn buffer_list_shown(&self) -> bool {
+        self.show_buffers && self.buffer_count() > 1 && self.terminal_size.0 > BUFFERS_WIDTH * 3
     }
 
     /// Quits; but with messages waiting for a connection, first says how many would be

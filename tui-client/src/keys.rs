@@ -110,6 +110,7 @@ pub enum Action {
     Redraw,
     Reconnect,
     ToggleMembers,
+    ToggleBuffers,
     Quit,
 }
 
@@ -406,6 +407,12 @@ pub const BINDINGS: &[Binding] = &[
         Always,
         Action::PreviousBuffer,
         "show the previous buffer",
+    ),
+    row(
+        &[Key(KeyCode::F(3))],
+        Always,
+        Action::ToggleBuffers,
+        "hide or show the list of open buffers, left of the messages (shown while more than one is open)",
     ),
     row(
         &[Key(KeyCode::F(2))],

@@ -8,7 +8,7 @@ use ratatui::widgets::Paragraph;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{App, Entry, Kind, Link, MEMBERS_WIDTH, TIME_WIDTH};
+use crate::app::{App, BUFFERS_WIDTH, Entry, Kind, Link, MEMBERS_WIDTH, TIME_WIDTH};
 use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
@@ -44,6 +44,14 @@ pub fn render(app: &App, frame: &mut Frame) {
             messages
         }
         _ => pane,
+    };
+    let pane = if app.buffer_list_shown() {
+        let [list, messages] =
+            Layout::horizontal([Constraint::Length(BUFFERS_WIDTH), Constraint::Min(1)]).areas(pane);
+        render_buffers(app, list, frame);
+        messages
+    } else {
+        pane
     };
     render_messages(app, pane, frame);
     if let Some(notice) = &app.notice_below
@@ -108,6 +116,56 @@ fn render_members(app: &App, session: &crate::app::Session, area: Rect, frame: &
     }));
     while lines.len() < usize::from(area.height) {
         lines.push(Line::from(Span::styled("│", rule)));
+    }
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// The open buffers, left of the messages: one a row, numbered as Alt-1… shows them,
+/// with what came while each was not on screen; a rule on the right.
+fn render_buffers(app: &App, area: Rect, frame: &mut Frame) {
+    let rule = Style::new().fg(Color::DarkGray);
+    let room_width = usize::from(area.width.saturating_sub(2));
+    let mut lines: Vec<Line> = app
+        .tabs()
+        .into_iter()
+        .map(|tab| {
+            let mut counts = String::new();
+            if tab.unread > 0 {
+                counts = format!(" {}", tab.unread);
+            }
+            if tab.mentions > 0 {
+                counts.push('!');
+            }
+            let name = format!("{} #{}", tab.number, sanitize_line(&tab.room));
+            let name: String = name
+                .chars()
+                .take(room_width.saturating_sub(counts.chars().count()))
+                .collect();
+            let text = format!("{name}{counts}");
+            let style = if tab.active {
+                Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED)
+            } else if tab.mentions > 0 {
+                Style::new()
+                    .fg(Color::LightYellow)
+                    .add_modifier(Modifier::BOLD)
+            } else if tab.unread > 0 {
+                Style::new().add_modifier(Modifier::BOLD)
+            } else {
+                Style::new()
+            };
+            let pad = room_width.saturating_sub(width(&text));
+            Line::from(vec![
+                Span::styled(text, style),
+                Span::raw(" ".repeat(pad)),
+                Span::styled(" │", rule),
+            ])
+        })
+        .collect();
+    while lines.len() < usize::from(area.height) {
+        lines.push(Line::from(vec![
+            Span::raw(" ".repeat(room_width)),
+            Span::styled(" │", rule),
+        ]));
     }
     frame.render_widget(Paragraph::new(lines), area);
 }

@@ -266,10 +266,22 @@ async fn three_rooms_and_a_direct_message_open_at_once() {
     tui.wait_for("● connected · id 42 · #dm.7.42 1:#main 2:#ops 3:#dev")
         .await;
 
+    // The list of open buffers, left of the messages (F3 hides it).
+    tui.wait_for("4 #dm.7.42").await;
+    tui.wait_for("2 #ops").await;
+
     // What is said in a room not on screen is counted in the hotlist.
     ada.say("anyone in ops?", None).await;
     let asked = ada.next_of("message").await;
     tui.wait_for("2:#ops(1)").await;
+    tui.wait_for("2 #ops 1").await;
+    tui.type_keys("\u{1b}OR");
+    testkit::eventually("the list hidden", async || {
+        (!tui.contents().contains("2 #ops 1")).then_some(())
+    })
+    .await;
+    tui.type_keys("\u{1b}OR");
+    tui.wait_for("2 #ops 1").await;
     let mut dm = V2::connect(&server, "/ws/7?room=dm.7.42&name=Ada").await;
     dm.seated().await;
     dm.say("psst", None).await;

@@ -102,6 +102,11 @@ impl App {
         }
     }
 
+    /// How many buffers are open, the one on screen included.
+    pub fn buffer_count(&self) -> usize {
+        self.buffers.order.len()
+    }
+
     /// The buffer on screen.
     pub fn active_buffer(&self) -> BufferId {
         self.buffers.active
@@ -262,6 +267,7 @@ impl App {
             return None;
         }
         let id = self.add_buffer(room.clone());
+        self.fit_viewport();
         Some(Command::Open { buffer: id, room })
     }
 
@@ -297,6 +303,7 @@ impl App {
         self.switch_by(-1);
         self.buffers.order.retain(|id| *id != closing);
         self.buffers.parked.remove(&closing);
+        self.fit_viewport();
         self.buffers.routed = closing;
         Some(Command::Close {
             buffer: closing,
