@@ -3,8 +3,12 @@
 //! (history, resuming, names, who is here, messages on their way) is in `protocol`;
 //! the kept messages are a [`Scrollback`], and where the pane is in them a [`Viewport`].
 
+mod buffers;
+mod messages;
 mod protocol;
 
+pub use buffers::{BufferId, Buffers, Parked, Tab};
+pub use messages::{Composing, Conversation, PAGE_EVENTS, Typist, typing_line};
 pub use protocol::{Member, Session};
 
 use std::ops::Range;
@@ -13,7 +17,7 @@ use chat::Announcement;
 use chat::v1::RoomName;
 use crossterm::event::{Event as TerminalEvent, KeyCode, KeyEvent, KeyEventKind, MouseEvent};
 
-use crate::event::{Event, NetEvent};
+use crate::event::{Event, NetEvent, Protocol};
 use crate::input::InputLine;
 use crate::keys::{self, Action, Situation, SlashAction};
 pub use crate::scrollback::{Entry, Kind, Scrollback, TIME_WIDTH};
@@ -32,8 +36,17 @@ pub enum Command {
     /// Ring the bell and ask the terminal for a desktop notification (OSC 9 and 777)
     /// with this text, already made safe.
     Notify(String),
-    /// Leave this room for another (`/join`): connect again, there.
-    Join(RoomName),
+    /// Open a buffer for this room (`/join`, `/query`): connect there too; the buffer's
+    /// connection sends its events as [`Event::Room`] with `buffer`.
+    Open {
+        buffer: BufferId,
+        room: RoomName,
+    },
+    /// Close this buffer's connection (`/part`), after sending `frames` on it.
+    Close {
+        buffer: BufferId,
+        frames: Vec<String>,
+    },
     /// Try to connect now (F5), without waiting for the countdown, or after a failure
     /// that is not retried by itself.
     Reconnect,
@@ -96,8 +109,8 @@ pub struct App {
     pub notify: bool,
     /// Whether the terminal has focus, as its focus reports say.
     focused: bool,
-    /// Whether the connection now speaks `chat.v1.json`.
-    pub v1: bool,
+    /// The protocol the connection now speaks.
+    pub protocol: Protocol,
     /// What the `chat.v1.json` connections so far have told, kept across reconnects.
     pub session: Option<Session>,
     /// Connections made so far: a message sent in an earlier one may have been lost.
@@ -105,6 +118,9 @@ pub struct App {
     /// Whether the member list is asked for beside the messages (F2); see
     /// [`App::members_shown`].
     pub show_members: bool,
+    /// Whether the list of open buffers is asked for left of the messages (F3); see
+    /// [`App::buffer_list_shown`].
+    pub show_buffers: bool,
     /// The terminal's columns and rows.
     terminal_size: (u16, u16),
     /// A server time (Unix milliseconds) as the time column shows it; a parameter so
@@ -112,15 +128,38 @@ pub struct App {
     pub event_time: fn(u64) -> String,
     /// With `--log`: the messages received since the last [`App::take_received`].
     received: Option<Vec<Received>>,
-    /// A `/join` waiting for the echoes of the messages sent to this room: leaving
-    /// before them, the client could not tell whether they arrived.
-    join_after_echoes: Option<RoomName>,
+    /// The rooms open besides the one on screen.
+    buffers: Buffers,
+    /// Messages of others new to this id, and how many mention it, since the count was
+    /// last taken: what a buffer not on screen adds to its hotlist entry.
+    fresh: (usize, usize),
+    /// The last event logged (`--log`) of each history, by room and epoch, in every
+    /// buffer: a history seen again (a reconnect, a room opened again) is not logged
+    /// again. (Across runs, `--log` reads the end of its file for that.)
+    logged: std::collections::BTreeMap<(String, String), u64>,
     /// Whether the user was told that quitting drops messages on their way: the next
     /// quit does.
     quit_asked: bool,
     /// The last notice, while it is out of sight below a pane scrolled up: the view
     /// shows it over the pane's last row until the next key.
     pub notice_below: Option<String>,
+    /// What `chat.v2.json` has told about this room: messages in their latest state,
+    /// who is typing, pages and searches on their way, the read position.
+    pub conversation: Conversation,
+    /// Frames for the server beside the messages, since the last
+    /// [`App::take_frames`].
+    frames: Vec<String>,
+    /// The time now, in Unix milliseconds; a parameter so that tests can fix it.
+    pub now: fn() -> u64,
+}
+
+/// The time now in Unix milliseconds, as the server counts it.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// A message received, as `--log` writes it.
@@ -155,6 +194,9 @@ impl Received {
 /// Columns of the member list (F2), its border included.
 pub const MEMBERS_WIDTH: u16 = 26;
 
+/// Columns of the list of open buffers (F3), its border included.
+pub const BUFFERS_WIDTH: u16 = 22;
+
 /// The server's default limit on a message, which the plain protocol cannot tell.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -167,7 +209,7 @@ impl App {
             id,
             room: RoomName::default(),
             link: Link::Connecting,
-            scrollback: Scrollback::new(scrollback),
+            scrollback: Scrollback::with_room_before(scrollback),
             viewport: Viewport::default(),
             input: InputLine::default(),
             clock,
@@ -176,17 +218,46 @@ impl App {
             colours: true,
             notify: true,
             focused: true,
-            v1: false,
+            protocol: Protocol::Plain,
             session: None,
             connections: 0,
             show_members: false,
+            show_buffers: true,
             terminal_size: (80, 24),
             event_time: local_time_of,
             received: None,
-            join_after_echoes: None,
+            buffers: Buffers::new(),
+            fresh: (0, 0),
+            logged: std::collections::BTreeMap::new(),
             quit_asked: false,
             notice_below: None,
+            conversation: Conversation::default(),
+            frames: Vec::new(),
+            now: unix_millis,
         }
+    }
+
+    /// The frames for the server beside the messages (typing, a read position, an
+    /// edit, a page asked for) since the last call, in order.
+    pub fn take_frames(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.frames)
+    }
+
+    /// The message pane's columns and the terminal's rows, as the viewport is given them.
+    fn viewport_size(&self) -> (u16, u16) {
+        let (mut columns, rows) = self.terminal_size;
+        if self.members_shown() {
+            columns -= MEMBERS_WIDTH;
+        }
+        if self.buffer_list_shown() {
+            columns -= BUFFERS_WIDTH;
+        }
+        (columns, rows)
+    }
+
+    /// The most entries the scrollback keeps (`--scrollback`).
+    fn scrollback_cap(&self) -> usize {
+        self.scrollback.cap()
     }
 
     /// Keeps the messages received for [`App::take_received`] (`--log`).
@@ -217,13 +288,20 @@ impl App {
 
     /// Reacts to one event; returns what must be done outside, if anything.
     pub fn update(&mut self, event: Event) -> Option<Command> {
+        if let Event::Room(buffer, news) = event {
+            return self.buffer_news(buffer, news);
+        }
+        self.buffers_route_to_active();
         match event {
+            Event::Room(..) => {}
             Event::Terminal(TerminalEvent::Key(key)) => return self.key(key),
             Event::Terminal(TerminalEvent::Paste(text)) => {
                 let text = text.replace("\r\n", "\n").replace('\r', "\n");
                 // A line copied whole comes with its newline, which is not part of it.
                 self.input.insert(text.strip_suffix('\n').unwrap_or(&text));
+                self.typed();
             }
+            Event::Tick => self.tick(),
             Event::Terminal(TerminalEvent::Mouse(mouse)) => self.mouse(mouse),
             Event::Terminal(TerminalEvent::FocusLost) => {
                 self.focused = false;
@@ -258,8 +336,15 @@ impl App {
         self.viewport.found(&self.scrollback, query, found);
     }
 
-    /// Puts the read marker after the newest message, unless it is there already.
+    /// Puts the read marker after the newest message, unless it is there already, and
+    /// tells a `chat.v2.json` server that this id has read all shown.
     fn mark_read(&mut self) {
+        self.tell_read();
+        self.mark_read_with("── new since you looked away ──");
+    }
+
+    /// Puts a read marker saying `text` after the newest message, unless one is there.
+    fn mark_read_with(&mut self, text: &str) {
         let newest = self.scrollback.next_number();
         if self.scrollback.is_empty() || self.viewport.marker() == Some(newest - 1) {
             return;
@@ -271,7 +356,7 @@ impl App {
         }
         self.push(Entry {
             time: String::new(),
-            text: "── new since you looked away ──".into(),
+            text: text.into(),
             kind: Kind::ReadMarker { latest: true },
         });
         self.viewport.set_marker(newest);
@@ -299,6 +384,12 @@ impl App {
             Action::Type => {
                 if let KeyCode::Char(c) = code {
                     self.input.insert(c.encode_utf8(&mut [0; 4]));
+                    self.typed();
+                }
+            }
+            Action::EditLast => {
+                if !self.start_edit() {
+                    self.input.history_back();
                 }
             }
             Action::CharLeft => self.input.left(),
@@ -314,8 +405,15 @@ impl App {
             Action::DeleteToStart => self.input.delete_to_start(),
             Action::DeleteToEnd => self.input.delete_to_end(),
             Action::Yank => self.input.yank(),
-            Action::HistoryBack => self.input.history_back(),
-            Action::HistoryForward => self.input.history_forward(),
+            // Another line in place of the edited text is a new message, not the edit.
+            Action::HistoryBack => {
+                self.conversation.composing = Composing::Message;
+                self.input.history_back();
+            }
+            Action::HistoryForward => {
+                self.conversation.composing = Composing::Message;
+                self.input.history_forward();
+            }
             Action::PageUp => self.scroll_up(self.viewport.page()),
             Action::PageDown => self.scroll_down(self.viewport.page()),
             Action::WheelUp => self.scroll_up(WHEEL_ROWS),
@@ -341,9 +439,28 @@ impl App {
                         .notice("Ctrl-R searches for what is in the line, /search TEXT for TEXT"),
                 }
             }
-            Action::EndSearch => self.viewport.end_search(),
+            Action::EndSearch => {
+                if !self.cancel_edit() && !self.unselect() {
+                    self.viewport.end_search();
+                }
+            }
+            Action::SwitchBuffer => {
+                if let KeyCode::Char(digit) = code
+                    && let Some(number) = digit.to_digit(10)
+                {
+                    self.switch_to_number(number as usize);
+                }
+            }
+            Action::NextBuffer => self.switch_by(1),
+            Action::PreviousBuffer => self.switch_by(-1),
+            Action::SelectOlder => self.select_older(),
+            Action::SelectNewer => self.select_newer(),
             Action::Redraw => return Some(Command::Redraw),
             Action::Reconnect => return Some(Command::Reconnect),
+            Action::ToggleBuffers => {
+                self.show_buffers = !self.show_buffers;
+                self.fit_viewport();
+            }
             Action::ToggleMembers => {
                 self.show_members = !self.show_members;
                 self.fit_viewport();
@@ -361,8 +478,13 @@ impl App {
         if text.starts_with('/') && !text.starts_with("//") {
             return self.slash_command();
         }
-        if self.session.is_some() && (self.v1 || self.link != Link::Connected) {
-            return self.say_v1();
+        if let Composing::Edit { target } = self.conversation.composing {
+            return self.submit_edit(target);
+        }
+        if self.session.is_some()
+            && (self.protocol > Protocol::Plain || self.link != Link::Connected)
+        {
+            return self.say_v1(None, false);
         }
         if self.link != Link::Connected {
             self.notice("not connected: your line is kept; press Enter again once connected");
@@ -402,15 +524,85 @@ impl App {
                 self.scroll_to_bottom();
                 None
             }
-            // Without its text, `/search` is not a command one could mean.
+            // Without its text, `/search` is not a command one could mean. A
+            // chat.v2.json server searches all it keeps; otherwise, what is loaded.
+            Some(SlashAction::Search) if !argument.is_empty() && self.speaks_v2() => {
+                self.viewport.end_search();
+                self.search_on_server(argument);
+                None
+            }
             Some(SlashAction::Search) if !argument.is_empty() => {
                 self.viewport.end_search();
                 self.search_older(argument);
                 None
             }
+            Some(SlashAction::Edit) => {
+                self.edit_command(argument);
+                return None;
+            }
+            Some(SlashAction::Delete) => {
+                self.delete_command();
+                return None;
+            }
+            Some(SlashAction::React) => {
+                self.react_command(argument);
+                return None;
+            }
+            Some(SlashAction::Reply | SlashAction::Me) if argument.is_empty() => {
+                self.notice(&format!("/{name} needs the text to say: /{name} TEXT"));
+                return None;
+            }
+            Some(SlashAction::Reply) => {
+                if !self.needs_v2("/reply") {
+                    return None;
+                }
+                let Some(parent) = self.answered_message() else {
+                    self.notice("there is no message of someone else's here to reply to");
+                    return None;
+                };
+                return self.say_text(argument.to_owned(), Some(parent), false);
+            }
+            Some(SlashAction::Me) => {
+                if !self.needs_v2("/me") {
+                    return None;
+                }
+                return self.say_text(argument.to_owned(), None, true);
+            }
             Some(SlashAction::Help) => {
                 self.notice(&keys::help_notice());
                 None
+            }
+            // Refused (the last buffer, messages on their way): the line stays.
+            Some(SlashAction::Part) => match self.part() {
+                None => return None,
+                closing => closing,
+            },
+            Some(SlashAction::Query | SlashAction::Msg)
+                if self.connected_before && self.session.is_none() =>
+            {
+                self.notice("this server has no direct messages (it does not speak chat.v1.json)");
+                return None;
+            }
+            Some(action @ (SlashAction::Query | SlashAction::Msg)) => {
+                let (who, text) = argument
+                    .split_once(char::is_whitespace)
+                    .map_or((argument, ""), |(who, text)| (who, text.trim()));
+                let room = chat::ClientId::parse(who)
+                    .ok()
+                    .zip(chat::ClientId::parse(&self.id).ok())
+                    .and_then(|(them, me)| chat::v2::direct_room(&me, &them));
+                let Some(room) = room else {
+                    self.notice(&format!("/{name} needs an id: /{name} 7"));
+                    return None;
+                };
+                self.input.submit();
+                let command = self.open(room);
+                if action == SlashAction::Msg && !text.is_empty() {
+                    // Sent with Enter, once this buffer is connected.
+                    self.input.insert(text);
+                    self.notice("press Enter to send it, once connected");
+                }
+                return command;
             }
             Some(SlashAction::Who) => {
                 self.who();
@@ -426,19 +618,7 @@ impl App {
                 None
             }
             Some(SlashAction::Join) => match RoomName::parse(argument) {
-                // Asked again while waiting: now.
-                Ok(room) if self.join_after_echoes.is_some() => {
-                    self.join_after_echoes = None;
-                    Some(self.join(room))
-                }
-                Ok(room) if self.awaiting_echoes() => {
-                    self.notice(&format!(
-                        "joining #{room} once the server has echoed what you sent here (/join again: now)"
-                    ));
-                    self.join_after_echoes = Some(room);
-                    None
-                }
-                Ok(room) => Some(self.join(room)),
+                Ok(room) => self.open(room),
                 Err(invalid) => {
                     self.notice(&format!("/join needs a room name: {invalid}"));
                     return None;
@@ -468,20 +648,24 @@ impl App {
     /// Gives the viewport the message pane's size, so that messages are wrapped at the
     /// width they are drawn in: the terminal's, less the member list's when it is shown.
     pub(crate) fn fit_viewport(&mut self) {
-        let (columns, rows) = self.terminal_size;
-        let columns = if self.members_shown() {
-            columns - MEMBERS_WIDTH
-        } else {
-            columns
-        };
+        let (columns, rows) = self.viewport_size();
         self.viewport.resize(&self.scrollback, columns, rows);
+    }
+
+    /// Whether the list of open buffers is drawn left of the messages: asked for (F3),
+    /// more than one open, and room left for the messages.
+    pub fn buffer_list_shown(&self) -> bool {
+        self.show_buffers && self.buffer_count() > 1 && self.terminal_size.0 > BUFFERS_WIDTH * 3
     }
 
     /// Quits; but with messages waiting for a connection, first says how many would be
     /// dropped, and quits when asked again.
     fn quit(&mut self) -> Option<Command> {
-        let waiting = self.messages_on_their_way();
+        let waiting = self.messages_on_their_way() + self.parked_messages_on_their_way();
         if waiting == 0 || self.quit_asked {
+            // What was on the screen has been read: the other devices of this id
+            // should not show it as new.
+            self.tell_read();
             return Some(Command::Quit);
         }
         self.quit_asked = true;
@@ -496,27 +680,11 @@ impl App {
         None
     }
 
-    /// Leaves this room for `room`: what `/join` asks the network to do.
-    fn join(&mut self, room: RoomName) -> Command {
-        self.viewport.end_search();
-        self.notice(&format!("joining #{room}"));
-        self.room = room.clone();
-        Command::Join(room)
-    }
-
-    /// The `/join` that waited for the echoes of what was sent here, once they are all
-    /// back.
-    pub(crate) fn join_when_echoed(&mut self) -> Option<Command> {
-        if self.awaiting_echoes() {
-            return None;
-        }
-        self.join_waiting()
-    }
-
-    /// The `/join` that waited, now: the connection is gone, and the echoes with it.
-    fn join_waiting(&mut self) -> Option<Command> {
-        let room = self.join_after_echoes.take()?;
-        Some(self.join(room))
+    /// The commands of an event that is not a connection's are for the buffer on
+    /// screen.
+    fn buffers_route_to_active(&mut self) {
+        let active = self.active_buffer();
+        self.set_routed(active);
     }
 
     /// Connections made so far, counted as the network task counts them.
@@ -545,13 +713,13 @@ impl App {
 
     fn net(&mut self, news: NetEvent) -> Option<Command> {
         match news {
+            NetEvent::Beside(beside) => return self.beside(beside),
             NetEvent::Connecting => {
                 self.link = Link::Connecting;
-                self.v1 = false;
-                return self.join_waiting();
+                self.protocol = Protocol::Plain;
             }
-            NetEvent::Connected { v1 } => {
-                self.v1 = v1;
+            NetEvent::Connected { protocol } => {
+                self.protocol = protocol;
                 self.connections += 1;
                 if self.connected_before {
                     self.notice("connected again");
@@ -567,14 +735,10 @@ impl App {
                 self.link = Link::Connected;
             }
             NetEvent::Retrying { seconds } => self.link = Link::Retrying { seconds },
-            NetEvent::Disconnected { reason } => {
-                self.notice(&reason);
-                return self.join_waiting();
-            }
+            NetEvent::Disconnected { reason } => self.notice(&reason),
             NetEvent::GaveUp { reason } => {
                 self.notice_again(&format!("{reason}; press F5 to try again"));
                 self.link = Link::Stopped;
-                return self.join_waiting();
             }
             NetEvent::Frame(frame) => return self.server_frame(frame),
             NetEvent::Unreadable { text } => {
@@ -702,13 +866,26 @@ impl App {
     fn scroll_up(&mut self, rows: usize) {
         if !self.viewport.is_scrolled_up() {
             if self.viewport.all_fits(&self.scrollback) {
-                // Everything is on the screen: nothing to scroll to.
+                // Everything is on the screen: nothing to scroll to, but perhaps older
+                // pages to fetch.
+                self.reached_the_top();
                 return;
             }
             // Scrolling away from the newest is looking away too.
             self.mark_read();
         }
         self.viewport.scroll_up(&self.scrollback, rows);
+        if self.at_the_top() {
+            self.reached_the_top();
+        }
+    }
+
+    /// Whether the pane shows the oldest entry's first row.
+    fn at_the_top(&self) -> bool {
+        match self.viewport.anchor() {
+            Anchor::At { entry, row } => entry <= self.scrollback.first_number() && row == 0,
+            Anchor::Bottom => self.viewport.all_fits(&self.scrollback),
+        }
     }
 
     fn scroll_down(&mut self, rows: usize) {
@@ -717,6 +894,9 @@ impl App {
 
     fn scroll_to_top(&mut self) {
         self.viewport.scroll_to_top(&self.scrollback);
+        if self.at_the_top() {
+            self.reached_the_top();
+        }
     }
 
     fn scroll_to_bottom(&mut self) {
@@ -759,7 +939,9 @@ mod tests {
     fn connected_app() -> App {
         let mut app = App::new("ws://localhost:8000".into(), "42".into(), 10_000, noon);
         app.update(Event::Terminal(TerminalEvent::Resize(40, 12)));
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         app
     }
 
@@ -903,7 +1085,10 @@ mod tests {
         let ops = RoomName::parse("ops").unwrap();
         assert_eq!(
             app.update(key(KeyCode::Enter)),
-            Some(Command::Join(ops.clone()))
+            Some(Command::Open {
+                buffer: 1,
+                room: ops.clone()
+            })
         );
         assert_eq!(app.room, ops);
 
@@ -1119,16 +1304,22 @@ mod tests {
             reason: "cannot connect: refused".into(),
         }));
         app.update(Event::Net(NetEvent::Retrying { seconds: 1 }));
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         assert_eq!(notices(&app), ["* cannot connect: refused", "* connected"]);
         app.update(Event::Net(NetEvent::Disconnected {
             reason: "connection lost".into(),
         }));
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         assert_eq!(notices(&app).last().unwrap(), "* connected again");
 
         let mut quiet = App::new("ws://x".into(), "1".into(), 100, noon);
-        quiet.update(Event::Net(NetEvent::Connected { v1: false }));
+        quiet.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         assert!(
             notices(&quiet).is_empty(),
             "nothing to say on a first success"
@@ -1156,7 +1347,9 @@ mod tests {
             "the same notice is not repeated"
         );
 
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         assert_eq!(
             app.update(key(KeyCode::Enter)),
             Some(Command::Send("typed offline".into()))
@@ -1356,7 +1549,9 @@ mod tests {
     fn the_connection_state_follows_the_network() {
         let mut app = App::new("ws://x".into(), "1".into(), 100, noon);
         assert_eq!(app.link, Link::Connecting);
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         assert_eq!(app.link, Link::Connected);
         app.update(Event::Net(NetEvent::Retrying { seconds: 4 }));
         assert_eq!(app.link, Link::Retrying { seconds: 4 });

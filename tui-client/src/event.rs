@@ -5,8 +5,25 @@
 pub enum Event {
     /// A key, a mouse action, a paste or a resize, as crossterm reports them.
     Terminal(crossterm::event::Event),
-    /// What the connection task saw.
+    /// What the connection task of the buffer on screen saw (tests send this).
     Net(NetEvent),
+    /// What the connection task of this buffer saw (see `app::BufferId`).
+    Room(u64, NetEvent),
+    /// A second has passed: what shows for a while (someone typing) may end.
+    Tick,
+}
+
+/// Which protocol a connection speaks, poorest first: each speaks what the one before
+/// it does, and more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    /// The tutorial's plain lines: one room, no history, no names.
+    Plain,
+    /// `chat.v1.json`: rooms, history, resuming, names.
+    V1,
+    /// `chat.v2.json`: and edits, deletes, reactions, replies, actions, typing, read
+    /// positions, pages of older history and search on the server.
+    V2,
 }
 
 /// News from the connection task in `net`.
@@ -14,14 +31,15 @@ pub enum Event {
 pub enum NetEvent {
     /// A connection attempt has started.
     Connecting,
-    /// The WebSocket handshake succeeded; `v1` when the server selected
-    /// `chat.v1.json`, otherwise the tutorial's plain protocol is spoken.
-    Connected { v1: bool },
+    /// The WebSocket handshake succeeded, and the server selected this protocol.
+    Connected { protocol: Protocol },
     /// A text frame of the plain protocol arrived. The text is raw, unsanitized.
     Received { text: String },
     /// A `chat.v1.json` frame arrived, read. Its texts are raw, unsanitized.
     Frame(chat::v1::ServerFrame),
-    /// A `chat.v1.json` frame that is not the protocol's (raw).
+    /// A `chat.v2.json` frame beside the room's log (raw texts).
+    Beside(Beside),
+    /// A `chat.v1.json` (or v2) frame that is not the protocol's (raw).
     Unreadable { text: String },
     /// The connection failed or was lost; `reason` says so in words for people, raw.
     Disconnected { reason: String },
@@ -30,4 +48,31 @@ pub enum NetEvent {
     /// The connection failed in a way that will not fix itself (`reason`, raw): no
     /// more attempts until the user asks.
     GaveUp { reason: String },
+}
+
+/// What `chat.v2.json` sends beside the room's events: nothing here has an offset of its
+/// own. Its texts are raw, unsanitized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Beside {
+    /// This id has read up to `offset` (the welcome's `read`, or another connection's).
+    Read { offset: u64 },
+    /// Someone is typing.
+    Typing {
+        id: String,
+        name: Option<chat::v1::DisplayName>,
+    },
+    /// A page of older events (`history`, in offset order) or of found messages
+    /// (`search`, newest first), and whether there are more.
+    Page {
+        search: bool,
+        nonce: Option<String>,
+        events: Vec<chat::v1::Event>,
+        more: bool,
+    },
+    /// A request was refused; nothing was logged.
+    Refused {
+        nonce: Option<String>,
+        code: chat::v2::ErrorCode,
+        message: String,
+    },
 }

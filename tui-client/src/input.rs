@@ -179,6 +179,13 @@ impl InputLine {
         self.insert(&killed);
     }
 
+    /// Empties the line without remembering it (an edit given up with Esc).
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.cursor = 0;
+        self.browsing = None;
+    }
+
     /// Takes the line out for sending, remembering it for Up.
     pub fn submit(&mut self) -> String {
         let line = std::mem::take(&mut self.text);

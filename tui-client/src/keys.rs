@@ -86,6 +86,17 @@ pub enum Action {
     DeleteToStart,
     DeleteToEnd,
     Yank,
+    /// Up on an empty line: our last message, to edit (`chat.v2.json`), or else
+    /// [`Action::HistoryBack`].
+    EditLast,
+    /// Shows the buffer of the digit pressed (Alt-1 is the first).
+    SwitchBuffer,
+    NextBuffer,
+    PreviousBuffer,
+    /// Selects the message above the selected one (or the newest).
+    SelectOlder,
+    /// Selects the message below the selected one (past the newest: none).
+    SelectNewer,
     HistoryBack,
     HistoryForward,
     PageUp,
@@ -99,6 +110,7 @@ pub enum Action {
     Redraw,
     Reconnect,
     ToggleMembers,
+    ToggleBuffers,
     Quit,
 }
 
@@ -268,9 +280,27 @@ pub const BINDINGS: &[Binding] = &[
     ),
     row(
         &[Key(KeyCode::Up)],
-        Always,
+        LineEmpty,
+        Action::EditLast,
+        "edit your last message (`chat.v2.json` servers; Enter saves, Esc gives up); elsewhere an earlier line you sent",
+    ),
+    row(
+        &[Key(KeyCode::Up)],
+        LineHasText,
         Action::HistoryBack,
         "an earlier line you sent",
+    ),
+    row(
+        &[Alt(KeyCode::Up)],
+        Always,
+        Action::SelectOlder,
+        "select a message: the newest, then each above it (shown in reverse); `/reply`, `/react`, `/edit` and `/delete` act on it (`chat.v2.json` servers)",
+    ),
+    row(
+        &[Alt(KeyCode::Down)],
+        Always,
+        Action::SelectNewer,
+        "select the message below; past the newest, none",
     ),
     row(
         &[Key(KeyCode::Down)],
@@ -336,7 +366,7 @@ pub const BINDINGS: &[Binding] = &[
         &[Key(KeyCode::Esc)],
         Always,
         Action::EndSearch,
-        "end the search",
+        "give up an edit, or the selected message, or end the search",
     ),
     row(
         &[Ctrl(KeyCode::Char('l'))],
@@ -349,6 +379,40 @@ pub const BINDINGS: &[Binding] = &[
         NotConnected,
         Action::Reconnect,
         "reconnect now, while waiting to retry or after a failure that is not retried",
+    ),
+    row(
+        &[
+            Alt(KeyCode::Char('1')),
+            Alt(KeyCode::Char('2')),
+            Alt(KeyCode::Char('3')),
+            Alt(KeyCode::Char('4')),
+            Alt(KeyCode::Char('5')),
+            Alt(KeyCode::Char('6')),
+            Alt(KeyCode::Char('7')),
+            Alt(KeyCode::Char('8')),
+            Alt(KeyCode::Char('9')),
+        ],
+        Always,
+        Action::SwitchBuffer,
+        "show that buffer (a room or a direct message open: `/join`, `/query`), as the status bar numbers them",
+    ),
+    row(
+        &[Ctrl(KeyCode::Char('n'))],
+        Always,
+        Action::NextBuffer,
+        "show the next buffer",
+    ),
+    row(
+        &[Ctrl(KeyCode::Char('p'))],
+        Always,
+        Action::PreviousBuffer,
+        "show the previous buffer",
+    ),
+    row(
+        &[Key(KeyCode::F(3))],
+        Always,
+        Action::ToggleBuffers,
+        "hide or show the list of open buffers, left of the messages (shown while more than one is open)",
     ),
     row(
         &[Key(KeyCode::F(2))],
@@ -449,6 +513,14 @@ pub fn action_for_wheel(kind: MouseEventKind) -> Option<Action> {
 /// What a `/command` does; `App` carries each out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlashAction {
+    Part,
+    Query,
+    Msg,
+    Edit,
+    Delete,
+    React,
+    Reply,
+    Me,
     Join,
     Who,
     Reconnect,
@@ -475,14 +547,62 @@ pub const COMMANDS: &[SlashCommand] = &[
     SlashCommand {
         name: "join",
         argument: Some("ROOM"),
-        what: "leave this room for another (reconnects there)",
+        what: "open ROOM beside the rooms open (a buffer, over a connection of its own), or show it if it is open",
         action: SlashAction::Join,
+    },
+    SlashCommand {
+        name: "part",
+        argument: None,
+        what: "leave this room and close its buffer (not the last one)",
+        action: SlashAction::Part,
+    },
+    SlashCommand {
+        name: "query",
+        argument: Some("ID"),
+        what: "open the direct messages with ID (the room dm.<id>.<id>, for the two of you only)",
+        action: SlashAction::Query,
+    },
+    SlashCommand {
+        name: "msg",
+        argument: Some("ID TEXT"),
+        what: "open the direct messages with ID, TEXT in the line to send",
+        action: SlashAction::Msg,
     },
     SlashCommand {
         name: "who",
         argument: None,
         what: "who is here, as a line in the pane (`chat.v1.json` servers)",
         action: SlashAction::Who,
+    },
+    SlashCommand {
+        name: "me",
+        argument: Some("TEXT"),
+        what: "say what you do: `* Ada waves` (`chat.v2.json` servers)",
+        action: SlashAction::Me,
+    },
+    SlashCommand {
+        name: "reply",
+        argument: Some("TEXT"),
+        what: "answer the selected message (Alt-Up), or else the newest of someone else's; the reply shows it quoted above (`chat.v2.json` servers)",
+        action: SlashAction::Reply,
+    },
+    SlashCommand {
+        name: "edit",
+        argument: Some("[TEXT]"),
+        what: "your selected or else last message becomes TEXT; without TEXT, it is put in the line to edit, as Up on an empty line does (`chat.v2.json` servers)",
+        action: SlashAction::Edit,
+    },
+    SlashCommand {
+        name: "delete",
+        argument: None,
+        what: "take your selected or else last message back (`chat.v2.json` servers)",
+        action: SlashAction::Delete,
+    },
+    SlashCommand {
+        name: "react",
+        argument: Some("EMOJI"),
+        what: "react to the selected message, or else the newest of someone else's (again: take it back); reactions show under the message (`chat.v2.json` servers)",
+        action: SlashAction::React,
     },
     SlashCommand {
         name: "reconnect",
@@ -493,7 +613,7 @@ pub const COMMANDS: &[SlashCommand] = &[
     SlashCommand {
         name: "search",
         argument: Some("TEXT"),
-        what: "scroll to the newest message containing TEXT (shown in reverse); Ctrl-R goes to older ones, Esc ends it",
+        what: "on a `chat.v2.json` server, ask it for the newest messages with words starting so, over all it keeps; elsewhere, scroll to the newest message containing TEXT (shown in reverse), Ctrl-R going to older ones and Esc ending it",
         action: SlashAction::Search,
     },
     SlashCommand {

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use chat::ClientId;
-use chat_tui::app::{App, Command};
+use chat_tui::app::{App, BufferId, Command};
 use chat_tui::event::Event;
 use chat_tui::net::{self, Credentials, Steering, Target, Trust};
 use chat_tui::sgr::BasicColours;
@@ -246,7 +246,12 @@ impl Signals {
 async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Result<ExitCode> {
     let mouse = !args.no_mouse;
     let server = args.server.trim_end_matches('/').to_owned();
-    let mut app = App::new(server, id.to_string(), args.scrollback as usize, local_time);
+    let mut app = App::new(
+        server.clone(),
+        id.to_string(),
+        args.scrollback as usize,
+        local_time,
+    );
     app.max_message_bytes = args.max_message_bytes as usize;
     app.notify = !args.no_notify;
     // NO_COLOR (no-color.org) asks for no colours, and only that: the view leaves them
@@ -257,7 +262,6 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     crossterm::style::force_color_output(true);
 
     let (events_in, mut events) = mpsc::channel::<Event>(1024);
-    let (lines_out, lines) = mpsc::channel::<net::Outgoing>(64);
     let mut log = match &args.log {
         Some(path) => Some(Log::open(path)?),
         None => None,
@@ -265,17 +269,33 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     if log.is_some() {
         app.keep_received();
     }
-    let steering = Steering::new(args.room.clone());
     app.room = args.room.clone();
     let target = Target {
-        offer_v1: true,
+        offer: chat_tui::event::Protocol::V2,
         ..target
     };
-    let network = tokio::spawn(net::run(target, lines, events_in.clone(), steering.clone()));
+    let mut networks = Networks {
+        target,
+        events: events_in.clone(),
+        open: std::collections::HashMap::new(),
+    };
+    networks.open(app.active_buffer(), args.room.clone());
+    // The rooms open when the client last quit, for this server and id, beside.
+    let rooms = RoomsFile::locate();
+    let key = format!("{server} {id}");
+    for room in rooms
+        .as_ref()
+        .map(|file| file.read(&key))
+        .unwrap_or_default()
+    {
+        if let Some(Command::Open { buffer, room }) = app.open_beside(room) {
+            networks.open(buffer, room);
+        }
+    }
 
     // Listened for before the terminal is changed, so that none goes unheard.
     let mut signals = Signals::listen()?;
-    let _restore_on_exit = TerminalGuard::enter(mouse)?;
+    let restore_on_exit = TerminalGuard::enter(mouse)?;
     chat_tui::text::set_quirks(measure_quirks());
     let mut terminal = Terminal::new(CrosstermBackend::new(BasicColours::new(io::stdout())))
         .context("opening the terminal")?;
@@ -285,7 +305,8 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         size.width,
         size.height,
     )));
-    tokio::spawn(forward_terminal_events(events_in));
+    tokio::spawn(forward_terminal_events(events_in.clone()));
+    tokio::spawn(tick_every_second(events_in));
 
     // Redraws are coalesced: everything already waiting is applied before one draw, so a
     // burst of messages costs one frame, and with nothing happening nothing is drawn.
@@ -307,6 +328,11 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         };
         for _ in 0..MOST_EVENTS_PER_FRAME {
             let command = app.update(event);
+            // Typing, read positions, edits and pages: each is said again or asked
+            // again if it cannot go now, so a full channel drops it.
+            for (buffer, line) in app.take_all_frames() {
+                let _ = networks.send(buffer, app.connections_of(buffer), line);
+            }
             if let Some(writing) = &mut log {
                 let written: io::Result<()> = app
                     .take_received()
@@ -320,24 +346,30 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
                     log = None;
                 }
             }
+            let buffer = app.routed();
             match command {
                 Some(Command::Quit) => break 'running,
                 Some(Command::Redraw) => redraw_everything(&mut terminal)?,
-                Some(Command::Reconnect) => steering.reconnect(),
+                Some(Command::Reconnect) => networks.reconnect(buffer),
                 Some(Command::Notify(text)) => notify(&text),
-                Some(Command::Join(room)) => steering.join(room),
+                Some(Command::Open { buffer, room }) => networks.open(buffer, room),
+                Some(Command::Close { buffer, frames }) => {
+                    for line in frames {
+                        let _ = networks.send(buffer, app.connections_of(buffer), line);
+                    }
+                    networks.close(buffer);
+                }
                 Some(Command::Send(line)) => {
-                    let connection = app.connections();
-                    if let Err(refused) = lines_out.try_send(net::Outgoing { connection, line }) {
-                        app.unsent(refused.into_inner().line);
+                    if let Err(line) = networks.send(buffer, app.connections_of(buffer), line) {
+                        app.unsent(line);
                     }
                 }
                 Some(Command::Resend(frames)) => {
-                    let connection = app.connections();
+                    let connection = app.connections_of(buffer);
                     for line in frames {
                         // A full channel means a connection backed up far beyond these
                         // few; the next reconnect sends them again if it did not.
-                        let _ = lines_out.try_send(net::Outgoing { connection, line });
+                        let _ = networks.send(buffer, connection, line);
                     }
                 }
                 None => {}
@@ -348,10 +380,163 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             }
         }
     }
-    // Closing the line channel tells the network task to close the socket politely.
-    drop(lines_out);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), network).await;
+    // The terminal back first, so that a word about the rooms file can be read.
+    drop(restore_on_exit);
+    if let Some(file) = &rooms
+        && let Err(error) = file.write(&key, &app.rooms())
+    {
+        // Not worth failing for: the rooms are opened by hand next time.
+        eprintln!(
+            "chat-tui: cannot keep the open rooms in {}: {error}",
+            file.0.display()
+        );
+    }
+    // Closing the line channels tells the network tasks to close the sockets politely.
+    let tasks = networks.close_all();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        futures_util::future::join_all(tasks),
+    )
+    .await;
     Ok(exit)
+}
+
+/// Where the rooms open at quitting are kept for the next start, one line per server
+/// and id: `ws://host:8000 42 main,ops,dm.7.42`.
+struct RoomsFile(std::path::PathBuf);
+
+/// The most server-and-id lines kept; the oldest go.
+const MOST_ROOM_LINES: usize = 100;
+
+impl RoomsFile {
+    /// `$XDG_STATE_HOME/chat-tui/rooms`, or `~/.local/state/chat-tui/rooms`.
+    fn locate() -> Option<Self> {
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .filter(|dir| !dir.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|home| std::path::PathBuf::from(home).join(".local/state"))
+            })?;
+        Some(Self(state.join("chat-tui").join("rooms")))
+    }
+
+    /// The rooms kept for `key` (server and id), in order; none if unreadable.
+    fn read(&self, key: &str) -> Vec<chat::v1::RoomName> {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| line.strip_prefix(key)?.strip_prefix(' '))
+            .next()
+            .map(|rooms| {
+                rooms
+                    .split(',')
+                    .filter_map(|room| chat::v1::RoomName::parse(room).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keeps `rooms` for `key`, last, in place of what was kept for it.
+    fn write(&self, key: &str, rooms: &[chat::v1::RoomName]) -> io::Result<()> {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(key)
+                    .is_none_or(|rest| !rest.starts_with(' '))
+            })
+            .map(str::to_owned)
+            .collect();
+        let rooms: Vec<&str> = rooms.iter().map(chat::v1::RoomName::as_str).collect();
+        lines.push(format!("{key} {}", rooms.join(",")));
+        let from = lines.len().saturating_sub(MOST_ROOM_LINES);
+        if let Some(dir) = self.0.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&self.0, lines[from..].join("\n") + "\n")
+    }
+}
+
+/// The connections of the open buffers: one network task each, with what steers it and
+/// the channel of lines it sends.
+struct Networks {
+    target: Target,
+    /// Where every task's news goes, tagged with its buffer.
+    events: mpsc::Sender<Event>,
+    open: std::collections::HashMap<BufferId, Network>,
+}
+
+struct Network {
+    steering: std::sync::Arc<Steering>,
+    lines: mpsc::Sender<net::Outgoing>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Networks {
+    /// Connects buffer `buffer` to `room`.
+    fn open(&mut self, buffer: BufferId, room: chat::v1::RoomName) {
+        let (lines_out, lines) = mpsc::channel::<net::Outgoing>(64);
+        let (news_in, mut news) = mpsc::channel::<Event>(256);
+        let events = self.events.clone();
+        // Each task's news, tagged with its buffer for `App::update`.
+        tokio::spawn(async move {
+            while let Some(event) = news.recv().await {
+                let event = match event {
+                    Event::Net(news) => Event::Room(buffer, news),
+                    other => other,
+                };
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let steering = Steering::new(room);
+        let task = tokio::spawn(net::run(
+            self.target.clone(),
+            lines,
+            news_in,
+            steering.clone(),
+        ));
+        self.open.insert(
+            buffer,
+            Network {
+                steering,
+                lines: lines_out,
+                task,
+            },
+        );
+    }
+
+    /// Hands `line` to buffer `buffer`'s connection number `connection`; gives it back
+    /// if sending is backed up.
+    fn send(&self, buffer: BufferId, connection: u64, line: String) -> Result<(), String> {
+        let Some(network) = self.open.get(&buffer) else {
+            return Ok(());
+        };
+        network
+            .lines
+            .try_send(net::Outgoing { connection, line })
+            .map_err(|refused| refused.into_inner().line)
+    }
+
+    fn reconnect(&self, buffer: BufferId) {
+        if let Some(network) = self.open.get(&buffer) {
+            network.steering.reconnect();
+        }
+    }
+
+    /// Closes buffer `buffer`'s connection politely (its line channel ends).
+    fn close(&mut self, buffer: BufferId) {
+        self.open.remove(&buffer);
+    }
+
+    /// Closes every connection; the tasks, to wait for.
+    fn close_all(self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.open
+            .into_values()
+            .map(|network| network.task)
+            .collect()
+    }
 }
 
 type Screen = Terminal<CrosstermBackend<BasicColours<Stdout>>>;
@@ -446,6 +631,18 @@ impl Log {
             return Ok(());
         }
         std::io::Write::write_all(&mut self.file, format!("{line}\n").as_bytes())
+    }
+}
+
+/// A [`Event::Tick`] each second, for what shows only for a while (someone typing).
+async fn tick_every_second(events: mpsc::Sender<Event>) {
+    let mut second = tokio::time::interval(std::time::Duration::from_secs(1));
+    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        second.tick().await;
+        if events.send(Event::Tick).await.is_err() {
+            return;
+        }
     }
 }
 

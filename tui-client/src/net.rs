@@ -1,8 +1,8 @@
 //! The only part that touches the socket: the server address, connecting (ws or wss),
 //! and the reconnect loop with backoff that keeps the client going through outages.
-//! With a server that offers `chat.v1.json`, it speaks that, and reconnects where it
-//! left off (`?since=&epoch=`); with one that does not (the tutorial's), the plain
-//! protocol.
+//! It asks for `chat.v2.json` and `chat.v1.json` and speaks the richer the server
+//! selects, reconnecting where it left off (`?since=&epoch=`); with a server that
+//! offers neither (the tutorial's), the plain protocol.
 //! What cannot fix itself (a wrong path or host, TLS to a plain server) is said in
 //! words and not retried until the user asks.
 
@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use url::Url;
 
-use crate::event::{Event, NetEvent};
+use crate::event::{Beside, Event, NetEvent, Protocol};
 
 /// A connection attempt that has not finished by then has failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,8 +98,9 @@ pub struct Target {
     pub url: Url,
     pub trust: Trust,
     pub credentials: Credentials,
-    /// Ask for `chat.v1.json` (the full-screen client does; pipe mode speaks plain).
-    pub offer_v1: bool,
+    /// The richest protocol to ask for (the full-screen client asks for `chat.v2.json`,
+    /// and takes `chat.v1.json` too; pipe mode speaks plain).
+    pub offer: Protocol,
 }
 
 /// Where a `chat.v1.json` client left off: the last event it saw, in which history.
@@ -139,7 +140,7 @@ impl Target {
             url,
             trust,
             credentials,
-            offer_v1: false,
+            offer: Protocol::Plain,
         };
         Ok(target.in_room(&RoomName::default()))
     }
@@ -180,9 +181,9 @@ impl Target {
         }
     }
 
-    /// Opens the WebSocket, failing after 10 s (`CONNECT_TIMEOUT`); says whether the server
-    /// selected `chat.v1.json`.
-    pub async fn connect(&self) -> Result<(Socket, bool), Failure> {
+    /// Opens the WebSocket, failing after 10 s (`CONNECT_TIMEOUT`); says which protocol
+    /// the server selected.
+    pub async fn connect(&self) -> Result<(Socket, Protocol), Failure> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.attempt()).await {
             Err(_) => Err(Failure::Passing(format!(
                 "no answer within {} s",
@@ -192,7 +193,7 @@ impl Target {
         }
     }
 
-    async fn attempt(&self) -> Result<(Socket, bool), Failure> {
+    async fn attempt(&self) -> Result<(Socket, Protocol), Failure> {
         let port = self
             .url
             .port_or_known_default()
@@ -221,11 +222,17 @@ impl Target {
             .as_str()
             .into_client_request()
             .map_err(|error| Failure::Lasting(error.to_string()))?;
-        if self.offer_v1 {
-            request.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                HeaderValue::from_static(v1::SUBPROTOCOL),
-            );
+        // Both at once: the server selects the richest it speaks (an older one, v1),
+        // and one that speaks neither answers without any (plain).
+        let offered = match self.offer {
+            Protocol::Plain => None,
+            Protocol::V1 => Some(HeaderValue::from_static(v1::SUBPROTOCOL)),
+            Protocol::V2 => Some(HeaderValue::from_static(OFFER_V2)),
+        };
+        if let Some(offered) = offered {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", offered);
         }
         if let Some(token) = &self.credentials.token {
             let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
@@ -238,13 +245,20 @@ impl Target {
             tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector)
                 .await
                 .map_err(|error| Failure::of(error, &self.url))?;
-        let v1 = response
-            .headers()
-            .get("Sec-WebSocket-Protocol")
-            .is_some_and(|protocol| protocol == v1::SUBPROTOCOL);
-        Ok((socket, v1))
+        let selected = response.headers().get("Sec-WebSocket-Protocol");
+        let protocol = if selected.is_some_and(|protocol| protocol == chat::v2::SUBPROTOCOL) {
+            Protocol::V2
+        } else if selected.is_some_and(|protocol| protocol == v1::SUBPROTOCOL) {
+            Protocol::V1
+        } else {
+            Protocol::Plain
+        };
+        Ok((socket, protocol))
     }
 }
+
+/// The `Sec-WebSocket-Protocol` offer of a client that speaks both JSON protocols.
+const OFFER_V2: &str = "chat.v2.json, chat.v1.json";
 
 /// Why a connection attempt failed, in words for the person at the keyboard, and
 /// whether trying again can help.
@@ -387,7 +401,7 @@ pub async fn run(
     let reconnect = &steering.now;
     let mut failures: u32 = 0;
     let mut connections: u64 = 0;
-    let mut offer_v1 = target.offer_v1;
+    let mut offer = target.offer;
     let mut resume: Option<Resume> = None;
     loop {
         if news(NetEvent::Connecting).await.is_err() {
@@ -395,24 +409,25 @@ pub async fn run(
         }
         let room = steering.room();
         let mut attempt = target.in_room(&room);
-        attempt.offer_v1 = offer_v1;
+        attempt.offer = offer;
         if let Some(resume) = resume
             .as_ref()
-            .filter(|resume| resume.room == room && offer_v1)
+            .filter(|resume| resume.room == room && offer > Protocol::Plain)
         {
             attempt = attempt.resuming(resume);
         }
         let reason = match attempt.connect().await {
-            Ok((socket, v1)) => {
+            Ok((socket, protocol)) => {
                 failures = 0;
                 connections += 1;
-                if news(NetEvent::Connected { v1 }).await.is_err() {
+                if news(NetEvent::Connected { protocol }).await.is_err() {
                     return;
                 }
-                let resume = v1.then_some((&room, &mut resume));
+                let resume = (protocol > Protocol::Plain).then_some((&room, &mut resume));
                 let this = Connection {
                     number: connections,
                     resume,
+                    v2: protocol == Protocol::V2,
                 };
                 match relay(socket, &mut outgoing, &events, reconnect, this).await {
                     Ended::Lost(reason) => reason,
@@ -423,7 +438,7 @@ pub async fn run(
             Err(Failure::PlainOnly) => {
                 // Asked again at once, without the protocol the server ignored. (The
                 // server saw that first attempt come and go.)
-                offer_v1 = false;
+                offer = Protocol::Plain;
                 continue;
             }
             Err(Failure::Passing(reason)) => {
@@ -485,6 +500,8 @@ async fn count_down(
 struct Connection<'a> {
     number: u64,
     resume: Option<(&'a RoomName, &'a mut Option<Resume>)>,
+    /// Speaking `chat.v2.json`: frames beside the log come too.
+    v2: bool,
 }
 
 /// Relays until the connection ends, and says how. Over `chat.v1.json` (`resume` is
@@ -497,7 +514,11 @@ async fn relay(
     reconnect: &Notify,
     this: Connection<'_>,
 ) -> Ended {
-    let Connection { number, mut resume } = this;
+    let Connection {
+        number,
+        mut resume,
+        v2,
+    } = this;
     let polite_close = |mut socket: Socket| async move {
         let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
     };
@@ -506,11 +527,23 @@ async fn relay(
             frame = socket.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
                     let news = match &mut resume {
+                        Some(_) if v2 && let Some(beside) = read_beside(&text) => NetEvent::Beside(beside),
                         Some((room, resume)) => read_v1(&text, room, resume),
                         None => NetEvent::Received { text: text.to_string() },
                     };
+                    // A v2 welcome says, besides, how far this id has read here.
+                    let read = match &news {
+                        NetEvent::Frame(ServerFrame::Welcome(_)) if v2 => welcome_read(&text),
+                        _ => None,
+                    };
                     if events.send(Event::Net(news)).await.is_err() {
                         return Ended::Quit;
+                    }
+                    if let Some(offset) = read {
+                        let read = NetEvent::Beside(Beside::Read { offset });
+                        if events.send(Event::Net(read)).await.is_err() {
+                            return Ended::Quit;
+                        }
                     }
                 }
                 Some(Ok(Message::Close(Some(frame)))) => {
@@ -574,6 +607,90 @@ fn read_v1(text: &str, room: &RoomName, resume: &mut Option<Resume>) -> NetEvent
         }
     }
     NetEvent::Frame(frame)
+}
+
+/// A `chat.v2.json` frame beside the log, as the client reads it; field names are the
+/// protocol's (docs/PROTOCOL.md).
+#[derive(serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BesideFrame {
+    Read {
+        offset: u64,
+    },
+    Typing {
+        id: String,
+        #[serde(default)]
+        name: Option<chat::v1::DisplayName>,
+    },
+    History {
+        #[serde(default)]
+        nonce: Option<String>,
+        events: Vec<chat::v1::Event>,
+        more: bool,
+    },
+    Search {
+        #[serde(default)]
+        nonce: Option<String>,
+        events: Vec<chat::v1::Event>,
+        more: bool,
+    },
+    Error {
+        #[serde(default)]
+        nonce: Option<String>,
+        code: chat::v2::ErrorCode,
+        message: String,
+    },
+}
+
+/// A frame beside the log, if `text` is one (a welcome or an event is not).
+fn read_beside(text: &str) -> Option<Beside> {
+    // Events and welcomes are far the most frames: a look at the start of the text
+    // spares them a second parse.
+    if text.starts_with("{\"offset\"") || text.starts_with("{\"type\":\"welcome\"") {
+        return None;
+    }
+    Some(match serde_json::from_str(text).ok()? {
+        BesideFrame::Read { offset } => Beside::Read { offset },
+        BesideFrame::Typing { id, name } => Beside::Typing { id, name },
+        BesideFrame::History {
+            nonce,
+            events,
+            more,
+        } => Beside::Page {
+            search: false,
+            nonce,
+            events,
+            more,
+        },
+        BesideFrame::Search {
+            nonce,
+            events,
+            more,
+        } => Beside::Page {
+            search: true,
+            nonce,
+            events,
+            more,
+        },
+        BesideFrame::Error {
+            nonce,
+            code,
+            message,
+        } => Beside::Refused {
+            nonce,
+            code,
+            message,
+        },
+    })
+}
+
+/// The `read` of a v2 welcome: this id's read position in the room.
+fn welcome_read(text: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Read {
+        read: Option<u64>,
+    }
+    serde_json::from_str::<Read>(text).ok()?.read
 }
 
 /// A TLS connector that accepts any certificate, for `--insecure` only.
@@ -720,6 +837,40 @@ mod tests {
         let reconnect = Notify::new();
         let result = count_down(Duration::from_secs(5), &events_in, &reconnect).await;
         assert_eq!(result, Err(Quit));
+    }
+
+    #[test]
+    fn frames_beside_the_log_are_read_and_events_are_left_alone() {
+        let page = r#"{"type":"history","nonce":"c-1","events":[{"offset":5,"ts":1796367204348,"id":"7","name":"Ada","type":"message","text":"hello, typo fixed","nonce":"a-1","edited":true,"reactions":[{"emoji":"👍","ids":["8"]}]},{"offset":6,"ts":1796367204349,"id":"7","name":"Ada","type":"edit","target":5,"text":"hello, typo fixed","nonce":"a-2"}],"more":true}"#;
+        let Some(Beside::Page {
+            search: false,
+            nonce: Some(nonce),
+            events,
+            more: true,
+        }) = read_beside(page)
+        else {
+            panic!("{:?}", read_beside(page));
+        };
+        assert_eq!((nonce.as_str(), events.len()), ("c-1", 2));
+        assert_eq!(
+            read_beside(r#"{"type":"typing","id":"7","name":"Ada"}"#),
+            Some(Beside::Typing {
+                id: "7".into(),
+                name: chat::v1::DisplayName::parse("Ada").ok()
+            })
+        );
+        assert!(matches!(
+            read_beside(r#"{"type":"error","nonce":"b-2","code":"not_yours","message":"no"}"#),
+            Some(Beside::Refused { .. })
+        ));
+        assert_eq!(
+            read_beside(r#"{"offset":6,"ts":1,"id":"7","type":"message","text":"x"}"#),
+            None
+        );
+        assert_eq!(
+            welcome_read(r#"{"type":"welcome","id":"2","read":7}"#),
+            Some(7)
+        );
     }
 
     #[test]

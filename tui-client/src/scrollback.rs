@@ -34,6 +34,9 @@ pub enum Kind {
     /// A line between parts of the conversation: the history before you came, what
     /// was missed while away, a gap that could not be recovered.
     Divider,
+    /// A line quoted from another message: the parent above a reply, a message found
+    /// by a search on the server.
+    Quote,
 }
 
 /// One message in the scrollback.
@@ -69,13 +72,42 @@ pub struct Scrollback {
 }
 
 impl Scrollback {
-    /// An empty scrollback keeping at most `cap` entries (at least one).
+    /// An empty scrollback keeping at most `cap` entries (at least one), numbered from 0.
     pub fn new(cap: usize) -> Self {
         Self {
             entries: VecDeque::new(),
             first: 0,
             cap: cap.max(1),
         }
+    }
+
+    /// An empty scrollback whose first entry is numbered [`Scrollback::FIRST`], so that
+    /// older ones fetched later ([`Scrollback::push_front`]) can go before it.
+    pub fn with_room_before(cap: usize) -> Self {
+        Self {
+            first: Self::FIRST,
+            ..Self::new(cap)
+        }
+    }
+
+    /// Where [`Scrollback::with_room_before`] starts numbering: room below for more
+    /// older pages than any scrollback can hold.
+    pub const FIRST: u64 = 1 << 32;
+
+    /// The most entries kept.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Keeps `entry` as the oldest (a page of older history), if there is room: its
+    /// number, or `None` when the scrollback is full.
+    pub fn push_front(&mut self, entry: Entry) -> Option<u64> {
+        if self.entries.len() >= self.cap || self.first == 0 {
+            return None;
+        }
+        self.first -= 1;
+        self.entries.push_front(entry);
+        Some(self.first)
     }
 
     /// Keeps `entry` as the newest; true when that dropped the oldest.

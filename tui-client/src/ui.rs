@@ -8,7 +8,7 @@ use ratatui::widgets::Paragraph;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{App, Entry, Kind, Link, MEMBERS_WIDTH, TIME_WIDTH};
+use crate::app::{App, BUFFERS_WIDTH, Entry, Kind, Link, MEMBERS_WIDTH, TIME_WIDTH};
 use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
@@ -44,6 +44,14 @@ pub fn render(app: &App, frame: &mut Frame) {
             messages
         }
         _ => pane,
+    };
+    let pane = if app.buffer_list_shown() {
+        let [list, messages] =
+            Layout::horizontal([Constraint::Length(BUFFERS_WIDTH), Constraint::Min(1)]).areas(pane);
+        render_buffers(app, list, frame);
+        messages
+    } else {
+        pane
     };
     render_messages(app, pane, frame);
     if let Some(notice) = &app.notice_below
@@ -112,6 +120,56 @@ fn render_members(app: &App, session: &crate::app::Session, area: Rect, frame: &
     frame.render_widget(Paragraph::new(lines), area);
 }
 
+/// The open buffers, left of the messages: one a row, numbered as Alt-1… shows them,
+/// with what came while each was not on screen; a rule on the right.
+fn render_buffers(app: &App, area: Rect, frame: &mut Frame) {
+    let rule = Style::new().fg(Color::DarkGray);
+    let room_width = usize::from(area.width.saturating_sub(2));
+    let mut lines: Vec<Line> = app
+        .tabs()
+        .into_iter()
+        .map(|tab| {
+            let mut counts = String::new();
+            if tab.unread > 0 {
+                counts = format!(" {}", tab.unread);
+            }
+            if tab.mentions > 0 {
+                counts.push('!');
+            }
+            let name = format!("{} #{}", tab.number, sanitize_line(&tab.room));
+            let name: String = name
+                .chars()
+                .take(room_width.saturating_sub(counts.chars().count()))
+                .collect();
+            let text = format!("{name}{counts}");
+            let style = if tab.active {
+                Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED)
+            } else if tab.mentions > 0 {
+                Style::new()
+                    .fg(Color::LightYellow)
+                    .add_modifier(Modifier::BOLD)
+            } else if tab.unread > 0 {
+                Style::new().add_modifier(Modifier::BOLD)
+            } else {
+                Style::new()
+            };
+            let pad = room_width.saturating_sub(width(&text));
+            Line::from(vec![
+                Span::styled(text, style),
+                Span::raw(" ".repeat(pad)),
+                Span::styled(" │", rule),
+            ])
+        })
+        .collect();
+    while lines.len() < usize::from(area.height) {
+        lines.push(Line::from(vec![
+            Span::raw(" ".repeat(room_width)),
+            Span::styled(" │", rule),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
 fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
     // Only what is on the screen is wrapped and styled, however long the scrollback.
     let visible: Vec<Line> = app
@@ -121,7 +179,8 @@ fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
             let found = app
                 .viewport
                 .search()
-                .is_some_and(|search| search.found == number);
+                .is_some_and(|search| search.found == number)
+                || app.selected_entry() == Some(number);
             let mut lines = entry_lines(entry, area.width);
             if found {
                 // The message a search found, in reverse.
@@ -158,6 +217,7 @@ fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
         Kind::Said { .. } | Kind::Other => Style::new(),
         Kind::ReadMarker { .. } => Style::new().fg(Color::LightRed),
         Kind::Divider => Style::new().fg(Color::Cyan).add_modifier(Modifier::DIM),
+        Kind::Quote => Style::new().fg(Color::Gray).add_modifier(Modifier::ITALIC),
     };
     let prefix = match &entry.kind {
         Kind::Said {
@@ -219,6 +279,31 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
     };
     // Most important first, as a narrow terminal cuts the end.
     let mut left = vec![Span::raw(" "), state];
+    if app.editing() {
+        left.push(Span::raw(" · "));
+        left.push(Span::styled(
+            "editing your message: Enter saves, Esc gives up",
+            bar.add_modifier(Modifier::BOLD),
+        ));
+    }
+    if app.selected_entry().is_some() {
+        left.push(Span::raw(" · "));
+        left.push(Span::styled(
+            "selected: /reply /react /edit /delete · Esc",
+            bar.add_modifier(Modifier::BOLD),
+        ));
+    }
+    if let Some(typing) = crate::app::typing_line(&app.conversation.typing) {
+        left.push(Span::raw(" · "));
+        left.push(Span::styled(
+            sanitize_line(&typing),
+            bar.add_modifier(Modifier::ITALIC),
+        ));
+    }
+    if app.loading_older() {
+        left.push(Span::raw(" · "));
+        left.push(Span::raw("loading older messages…"));
+    }
     if app.viewport.is_scrolled_up() {
         // irssi's `-- MORE --`: there is more below.
         left.push(Span::raw(" · "));
@@ -242,6 +327,25 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
         ));
     }
     left.push(Span::raw(format!(" · id {} · #{}", app.id, app.room)));
+    // The hotlist: the other open buffers, numbered as Alt-1… shows them, with what
+    // came while they were not on screen (`!` when that mentions you).
+    for tab in app.tabs().iter().filter(|tab| !tab.active) {
+        let mut shown = format!(" {}:#{}", tab.number, sanitize_line(&tab.room));
+        if tab.unread > 0 {
+            shown.push_str(&format!("({})", tab.unread));
+        }
+        if tab.mentions > 0 {
+            shown.push('!');
+        }
+        let style = if tab.mentions > 0 {
+            bar.fg(Color::LightYellow).add_modifier(Modifier::BOLD)
+        } else if tab.unread > 0 {
+            bar.add_modifier(Modifier::BOLD)
+        } else {
+            bar
+        };
+        left.push(Span::styled(shown, style));
+    }
     // Who is here is known only while connected.
     if let Some(session) = &app.session
         && app.link == Link::Connected
@@ -306,7 +410,7 @@ fn render_input(app: &App, area: Rect, frame: &mut Frame) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, NetEvent};
+    use crate::event::{Event, NetEvent, Protocol};
     use crossterm::event::Event as TerminalEvent;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
@@ -318,7 +422,9 @@ mod tests {
     fn app(columns: u16, rows: u16, messages: &[&str]) -> App {
         let mut app = App::new("ws://localhost:8000".into(), "42".into(), 10_000, noon);
         app.update(Event::Terminal(TerminalEvent::Resize(columns, rows)));
-        app.update(Event::Net(NetEvent::Connected { v1: false }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::Plain,
+        }));
         for text in messages {
             app.update(Event::Net(NetEvent::Received {
                 text: (*text).to_owned(),
@@ -574,7 +680,9 @@ mod tests {
         let mut app = App::new("ws://localhost:8000".into(), "42".into(), 100, noon);
         app.event_time = |_| "11:59:00".to_owned();
         app.update(Event::Terminal(TerminalEvent::Resize(80, 8)));
-        app.update(Event::Net(NetEvent::Connected { v1: true }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::V1,
+        }));
         let frames = [
             r#"{"type":"welcome","id":"42","room":"main","epoch":"e","offset":1,"members":[{"id":"7","name":"Grace","since":1}],"recovered":false,"verified":false,"limits":{"max_message_bytes":1000,"max_nonce_chars":64,"history":10}}"#,
             r#"{"offset":1,"ts":1,"id":"7","name":"Grace","type":"message","text":"before you came"}"#,

@@ -248,6 +248,19 @@ impl Viewport {
         self.scroll_down(scrollback, 0);
     }
 
+    /// Brings entry `entry` into view, on top unless it is on the last screen.
+    pub fn show(&mut self, scrollback: &Scrollback, entry: u64) {
+        if self
+            .visible(scrollback)
+            .iter()
+            .any(|(number, ..)| *number == entry)
+        {
+            return;
+        }
+        self.anchor = Anchor::At { entry, row: 0 };
+        self.scroll_down(scrollback, 0);
+    }
+
     /// Follows the newest message again; nothing is unseen any more.
     pub fn scroll_to_bottom(&mut self) {
         self.anchor = Anchor::Bottom;

@@ -3,7 +3,7 @@
 
 use chat::ClientId;
 use chat::v1::{Request, RoomName};
-use chat_tui::event::Event;
+use chat_tui::event::{Event, Protocol};
 use chat_tui::net::{self, Outgoing, Steering, Target};
 use testkit::TestServer;
 use tokio::sync::mpsc;
@@ -26,7 +26,7 @@ fn start(server: &TestServer, id: &str, v1: bool, queued: Vec<Outgoing>) -> mpsc
         Default::default(),
     )
     .expect("a target");
-    target.offer_v1 = v1;
+    target.offer = if v1 { Protocol::V1 } else { Protocol::Plain };
     let (lines_out, lines) = mpsc::channel(8);
     for line in queued {
         lines_out.try_send(line).expect("room in the channel");

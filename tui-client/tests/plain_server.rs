@@ -77,7 +77,10 @@ impl PlainServer {
 
 fn chat_tui(args: &[&str]) -> Terminal {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
-    Terminal::start(binary, args, &[], (24, 100))
+    // The rooms open at quitting are kept in a scratch place, not the user's.
+    let state = std::env::temp_dir().join("chat-tui-tests-state");
+    let env = [("XDG_STATE_HOME", state.to_str().expect("a UTF-8 path"))];
+    Terminal::start(binary, args, &env, (24, 100))
 }
 
 /// `/join` against a server without rooms says so and stays put: the next line goes
@@ -95,6 +98,44 @@ async fn join_on_a_server_without_rooms_says_so_and_stays_put() {
     assert!(screen.contains("● connected · id 5 · #main"), "{screen}");
     assert!(!screen.contains("#secret"), "{screen}");
     assert_eq!(*server.said.lock().unwrap(), ["Client #5: still in main"]);
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+/// The tutorial's server still gets one room and the plain protocol; the commands of
+/// `chat.v2.json` say they need it and send nothing, and Up goes back through the lines
+/// sent, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_of_chat_v2_json_say_so_on_a_plain_server() {
+    let server = PlainServer::start().await;
+    let mut tui = chat_tui(&["--server", &server.url, "--id", "5"]);
+    tui.wait_for("● connected · id 5 · #main").await;
+    tui.type_keys("first line\r");
+    tui.wait_for("Client #5: first line").await;
+    for command in [
+        "/edit better",
+        "/delete",
+        "/react :tada:",
+        "/reply yes",
+        "/me waves",
+    ] {
+        // Refused, the command stays in the line, as an unknown one does.
+        tui.type_keys(&format!("\u{15}{command}\r"));
+        let name = command.split(' ').next().unwrap();
+        tui.wait_for(&format!(
+            "{name} needs a chat.v2.json server: this server does not speak chat.v2.json"
+        ))
+        .await;
+    }
+    // Up on an empty line: the last line sent (there is no message to edit).
+    tui.type_keys("\u{15}\u{1b}[A");
+    tui.wait_for("› first line").await;
+    tui.type_keys("\u{15}last line\r");
+    tui.wait_for("Client #5: last line").await;
+    assert_eq!(
+        *server.said.lock().unwrap(),
+        ["Client #5: first line", "Client #5: last line"]
+    );
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }

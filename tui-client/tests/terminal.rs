@@ -15,7 +15,11 @@ impl Tui {
 
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Terminal {
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
-        Terminal::start(binary, args, env, (24, 100))
+        // The rooms open at quitting are kept in a scratch place, not the user's.
+        let state = state_dir();
+        let mut env = env.to_vec();
+        env.push(("XDG_STATE_HOME", &state));
+        Terminal::start(binary, args, &env, (24, 100))
     }
 }
 
@@ -293,25 +297,17 @@ async fn rooms_slash_commands_and_the_log() {
     })
     .await;
 
+    // /join opens #main beside #ops, which stays open (listed as 1 in the status bar).
     let mut main = server.join("3", "3").await;
     tui.type_keys("/join main\r");
-    tui.wait_for("joining #main").await;
-    assert_eq!(ops.recv().await, "Client #1 has left the chat");
     assert_eq!(main.recv().await, "Client #1 has entered the chat");
-    tui.wait_for("● connected · id 1 · #main").await;
-    // #main's history, then our join there (the second on screen), before quitting.
+    tui.wait_for("● connected · id 1 · #main 1:#ops").await;
+    // #main's history, then our join there, before quitting.
     tui.wait_for("Client #3 has entered the chat").await;
-    testkit::within("the join in #main", async {
-        while tui
-            .contents()
-            .matches("Client #1 has entered the chat")
-            .count()
-            < 2
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-    })
-    .await;
+    tui.wait_for("Client #1 has entered the chat").await;
+    ops.send("still in ops").await;
+    assert_eq!(ops.recv().await, "Client #2: still in ops");
+    tui.wait_for("1:#ops(1)").await;
     tui.type_keys("/quit\r");
     assert!(tui.wait_for_exit().await.success());
 
@@ -328,6 +324,8 @@ async fn rooms_slash_commands_and_the_log() {
             // #main's history, received on joining it.
             "#main Client #3 has entered the chat",
             "#main Client #1 has entered the chat",
+            // #ops, open beside it.
+            "#ops Client #2: still in ops",
         ],
         "{logged}"
     );
@@ -623,7 +621,8 @@ async fn wait_for_count(tui: &Terminal, text: &str, count: usize) {
 }
 
 /// A message sent just before `/join` reaches the room it was typed in, and is shown as
-/// delivered, not "not sent": the join waits for its echo.
+/// delivered, not "not sent": that room stays open in its buffer, and the echo comes
+/// there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_just_before_join_is_delivered_and_not_marked_not_sent() {
     let server = TestServer::start().await;
@@ -634,10 +633,12 @@ async fn a_message_sent_just_before_join_is_delivered_and_not_marked_not_sent() 
     assert_eq!(main.recv().await, "Client #1 has entered the chat");
     tui.type_keys("last words\r/join other\r");
     assert_eq!(main.recv().await, "Client #1: last words");
-    assert_eq!(main.recv().await, "Client #1 has left the chat");
-    tui.wait_for("● connected · id 1 · #other").await;
+    tui.wait_for("● connected · id 1 · #other 1:#main").await;
     // Our join in #other, after its welcome.
-    wait_for_count(&tui, "Client #1 has entered the chat", 2).await;
+    wait_for_count(&tui, "Client #1 has entered the chat", 1).await;
+    // Back to #main (Alt-1): the message, delivered.
+    tui.type_keys("\u{1b}1");
+    tui.wait_for("● connected · id 1 · #main 2:#other").await;
     let screen = tui.contents();
     assert!(screen.contains("Client #1: last words"), "{screen}");
     assert!(!screen.contains("not sent"), "{screen}");
@@ -708,11 +709,15 @@ async fn the_log_has_each_event_once_with_its_room() {
     wait_for_count(&tui, entered, 2).await;
     tui.type_keys("/join main\r");
     tui.wait_for("● connected · id 1 · #main").await;
-    wait_for_count(&tui, entered, 3).await;
-    // Back: #ops's history again, three joins now.
+    wait_for_count(&tui, entered, 1).await;
+    // Back to #ops, closed (/part) and opened again: its history again, three joins.
     tui.type_keys("/join ops\r");
-    tui.wait_for("● connected · id 1 · #ops").await;
-    wait_for_count(&tui, entered, 6).await;
+    tui.wait_for("● connected · id 1 · #ops 2:#main").await;
+    tui.type_keys("/part\r");
+    tui.wait_for("● connected · id 1 · #main").await;
+    tui.type_keys("/join ops\r");
+    tui.wait_for("● connected · id 1 · #ops 1:#main").await;
+    wait_for_count(&tui, entered, 3).await;
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 
@@ -731,4 +736,13 @@ async fn the_log_has_each_event_once_with_its_room() {
         "{logged}"
     );
     let _ = std::fs::remove_file(&log);
+}
+
+/// Where the binaries under test keep the rooms open at quitting: a scratch folder (each
+/// server's random port keeps the tests' lines apart).
+fn state_dir() -> String {
+    std::env::temp_dir()
+        .join("chat-tui-tests-state")
+        .to_string_lossy()
+        .into_owned()
 }

@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use chat::v1::{DisplayName, Event as RoomEvent, EventKind, Request, ServerFrame, Welcome};
+use chat::v1::{DisplayName, Event as RoomEvent, EventKind, ServerFrame, Welcome};
+use chat::v2;
 
-use super::{App, Command, Entry, Kind, Link};
+use super::{App, Command, Entry, Kind, Link, messages};
+use crate::event::Protocol;
 use crate::text::sanitize;
 
 /// A message is sent at most this many times: once, and once more after a reconnect
@@ -26,15 +28,12 @@ pub struct Session {
     room: String,
     epoch: String,
     /// The last event shown.
-    last_offset: u64,
+    pub(super) last_offset: u64,
     /// The welcome's offset: events up to it are history.
-    live_from: u64,
+    pub(super) live_from: u64,
     /// A divider to draw before the next history event, if one comes.
     divider: Option<String>,
     unconfirmed: Vec<Unconfirmed>,
-    /// The last event logged (`--log`) of each history, by room and epoch: a history
-    /// seen again (a restart of the client, a `/join` back) is not logged again.
-    logged: BTreeMap<(String, String), u64>,
     /// Sent so far, for nonces.
     sent: u64,
     nonce_seed: String,
@@ -157,6 +156,7 @@ impl App {
         };
         session.room = welcome.room;
         let same_history = session.epoch == welcome.epoch && !room_changed;
+        let new_history = !same_history;
         let missed = welcome.offset.saturating_sub(session.last_offset);
         if !same_history {
             session.last_offset = 0;
@@ -182,6 +182,11 @@ impl App {
         for number in abandoned {
             self.mark_not_sent(number);
         }
+        if new_history {
+            // Offsets of another room or history name other messages.
+            self.forget_conversation();
+        }
+        self.conversation.typing.clear();
     }
 
     fn room_event(&mut self, event: RoomEvent) -> Option<Command> {
@@ -191,7 +196,7 @@ impl App {
             return None;
         }
         session.last_offset = event.offset;
-        let logged = session
+        let logged = self
             .logged
             .entry((session.room.clone(), session.epoch.clone()))
             .or_insert(0);
@@ -200,6 +205,10 @@ impl App {
         let history = event.offset <= session.live_from;
         if history && let Some(divider) = session.divider.take() {
             self.divider(&divider);
+        }
+        self.saw_offset(event.offset);
+        if v2::target_of(&event.kind).is_none() {
+            self.marker_before(event.offset);
         }
         let session = self.session.as_mut()?;
         let name = event.name.as_ref();
@@ -212,6 +221,10 @@ impl App {
                 // and go, not their connections.
                 let comes_or_goes =
                     history || session.arrived(&event.id, name, if joined { 1 } else { -1 });
+                if !joined {
+                    self.not_typing(&event.id);
+                }
+                let session = self.session.as_mut()?;
                 let mine = event.id == self.id;
                 if mine && joined {
                     session.my_name = event.name.clone();
@@ -238,23 +251,50 @@ impl App {
                 let live_join = mine && joined && !history;
                 return live_join.then(|| self.resend()).flatten();
             }
-            EventKind::Message { text, nonce, .. } => {
+            EventKind::Message {
+                text,
+                nonce,
+                reply_to,
+                kind,
+                ..
+            } => {
                 let label = session.label(&event.id, name);
-                let line = format!("{label}: {text}");
+                let line = match kind {
+                    Some(chat::v1::MessageKind::Action) => format!("* {label} {text}"),
+                    None => format!("{label}: {text}"),
+                };
                 if log {
                     self.log_received(&line, Some(event.ts));
                 }
+                self.not_typing(&event.id);
                 if let Some(nonce) = nonce
-                    && self.confirm(nonce, event.ts)
+                    && let Some(entry) = self.confirm(nonce, event.ts)
                 {
-                    return self.join_when_echoed();
+                    self.keep_said(&event, &label, entry);
+                    return None;
+                }
+                if let Some(parent) = reply_to {
+                    let quote = self.quote_of(*parent);
+                    self.push(quote);
                 }
                 let mine = event.id == self.id;
                 let mentions_me = !mine && self.mentions_me(text);
-                let prefix = sanitize(&label).len() + 1;
+                // New to this id: past the read position the server keeps (chat.v2.json),
+                // or else said since the client came.
+                let unread = if self.protocol == Protocol::V2 {
+                    event.offset > self.conversation.read
+                } else {
+                    !history
+                };
+                if !mine && unread {
+                    self.fresh.0 += 1;
+                    self.fresh.1 += usize::from(mentions_me);
+                }
+                let (shown, prefix) = messages::said_line(&label, &event.kind);
+                let number = self.scrollback.next_number();
                 self.push(Entry {
                     time: (self.event_time)(event.ts),
-                    text: sanitize(&line),
+                    text: shown,
                     kind: Kind::Said {
                         id: event.id.clone(),
                         mine,
@@ -263,17 +303,18 @@ impl App {
                         pending: false,
                     },
                 });
+                self.keep_said(&event, &label, number);
                 let ring = mentions_me && self.notify && !self.focused && !history;
                 if ring {
                     return Some(Command::Notify(sanitize(&line).replace('\n', " ")));
                 }
             }
-            // chat.v2.json's operations: a v1 server sends none of them (it shows an
-            // edit as a message); this client speaks v1.
+            // chat.v2.json's operations, on the messages shown (a v1 server sends none:
+            // it shows an edit as a message).
             EventKind::Edit { .. }
             | EventKind::Delete { .. }
             | EventKind::React { .. }
-            | EventKind::Unreact { .. } => {}
+            | EventKind::Unreact { .. } => self.operation(&event),
         }
         None
     }
@@ -281,7 +322,7 @@ impl App {
     /// Our messages waiting for a connection: those quitting would drop. (One sent on
     /// the connection there is now is sent; quitting closes that connection politely.)
     pub(super) fn messages_on_their_way(&self) -> usize {
-        let connected = self.v1 && self.link == Link::Connected;
+        let connected = self.protocol > Protocol::Plain && self.link == Link::Connected;
         self.session.as_ref().map_or(0, |session| {
             session
                 .unconfirmed
@@ -291,30 +332,14 @@ impl App {
         })
     }
 
-    /// Whether messages sent on this connection have not come back yet.
-    pub(super) fn awaiting_echoes(&self) -> bool {
-        let connected = self.v1 && self.link == Link::Connected;
-        connected
-            && self.session.as_ref().is_some_and(|session| {
-                session
-                    .unconfirmed
-                    .iter()
-                    .any(|waiting| waiting.sent_on == self.connections)
-            })
-    }
-
-    /// Marks the message sent with `nonce` as confirmed, if it is ours.
-    fn confirm(&mut self, nonce: &str, ts: u64) -> bool {
-        let Some(session) = self.session.as_mut() else {
-            return false;
-        };
-        let Some(index) = session
+    /// Marks the message sent with `nonce` as confirmed, if it is ours: the number of
+    /// its entry.
+    fn confirm(&mut self, nonce: &str, ts: u64) -> Option<u64> {
+        let session = self.session.as_mut()?;
+        let index = session
             .unconfirmed
             .iter()
-            .position(|waiting| waiting.nonce == nonce)
-        else {
-            return false;
-        };
+            .position(|waiting| waiting.nonce == nonce)?;
         let waiting = session.unconfirmed.remove(index);
         let time = (self.event_time)(ts);
         if let Some(entry) = self.entry_mut(waiting.entry) {
@@ -323,7 +348,7 @@ impl App {
                 *pending = false;
             }
         }
-        true
+        Some(waiting.entry)
     }
 
     /// Sends the messages a lost connection may have lost: those sent on an earlier
@@ -361,18 +386,26 @@ impl App {
 
     /// The line in the input, said over `chat.v1.json`: shown at once as on its way,
     /// sent now if connected, and otherwise as soon as the connection is back.
-    pub(super) fn say_v1(&mut self) -> Option<Command> {
+    pub(super) fn say_v1(&mut self, reply_to: Option<u64>, action: bool) -> Option<Command> {
         let escaped = usize::from(self.input.text().starts_with("//"));
         let text = self.input.text()[escaped..].to_owned();
+        self.say_text(text, reply_to, action)
+    }
+
+    /// Says `text` (the input line is taken as sent), answering message `reply_to`, or
+    /// as an action (`/me`).
+    pub(super) fn say_text(
+        &mut self,
+        text: String,
+        reply_to: Option<u64>,
+        action: bool,
+    ) -> Option<Command> {
         let id = self.id.clone();
         let session = self.session.as_mut()?;
         session.sent += 1;
         let nonce = format!("{id}-{}-{}", session.nonce_seed, session.sent);
-        let frame = Request::Message {
-            text: text.clone(),
-            nonce: Some(nonce.clone()),
-        }
-        .to_json();
+        let frame = self.message_request(text.clone(), nonce.clone(), reply_to, action);
+        let session = self.session.as_mut()?;
         if frame.len() > self.max_message_bytes {
             let limit = self.max_message_bytes;
             self.notice(&format!(
@@ -382,7 +415,7 @@ impl App {
             return None;
         }
         let label = session.label(&id, session.my_name.as_ref());
-        let connected = self.v1 && self.link == Link::Connected;
+        let connected = self.protocol > Protocol::Plain && self.link == Link::Connected;
         let number = self.scrollback.next_number();
         session.unconfirmed.push(Unconfirmed {
             nonce,
@@ -391,11 +424,30 @@ impl App {
             sends: u8::from(connected),
             sent_on: if connected { self.connections } else { 0 },
         });
-        let line = format!("{label}: {text}");
-        let prefix = sanitize(&label).len() + 1;
+        let shape = EventKind::Message {
+            text,
+            nonce: None,
+            reply_to,
+            kind: action.then_some(chat::v1::MessageKind::Action),
+            state: Default::default(),
+        };
+        let (line, prefix) = messages::said_line(&label, &shape);
+        if let Some(parent) = reply_to {
+            let quote = self.quote_of(parent);
+            self.push(quote);
+        }
+        let number = self.scrollback.next_number();
+        if let Some(waiting) = self
+            .session
+            .as_mut()
+            .and_then(|session| session.unconfirmed.last_mut())
+        {
+            waiting.entry = number;
+        }
+        self.stopped_typing();
         self.push(Entry {
             time: "sending…".to_owned(),
-            text: sanitize(&line),
+            text: line,
             kind: Kind::Said {
                 id,
                 mine: true,
@@ -460,8 +512,8 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, NetEvent};
-    use chat::v1::{Limits, Present, WelcomeFrame, WelcomeTag};
+    use crate::event::{Event, NetEvent, Protocol};
+    use chat::v1::{Limits, Present, Request, WelcomeFrame, WelcomeTag};
     use crossterm::event::{Event as TerminalEvent, KeyCode, KeyEvent};
 
     fn noon() -> String {
@@ -523,7 +575,9 @@ mod tests {
 
     fn connected(app: &mut App) {
         app.update(Event::Net(NetEvent::Connecting));
-        app.update(Event::Net(NetEvent::Connected { v1: true }));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::V1,
+        }));
     }
 
     fn lines(app: &App) -> Vec<String> {
@@ -665,7 +719,7 @@ mod tests {
     }
 
     #[test]
-    fn a_join_waits_for_the_echo_of_what_was_just_sent_and_nothing_is_marked_not_sent() {
+    fn a_message_sent_just_before_join_is_confirmed_in_its_own_buffer() {
         let mut app = app();
         connected(&mut app);
         app.update(welcome(0, &[], false));
@@ -676,26 +730,24 @@ mod tests {
         let Ok(Request::Message { nonce, .. }) = Request::parse(&frame) else {
             panic!("{frame}");
         };
+        // /join opens a buffer beside this one: nothing is left, nothing is lost.
         let other = chat::v1::RoomName::parse("other").unwrap();
         assert_eq!(
             type_and_send(&mut app, "/join other"),
-            None,
-            "leaving now would lose the echo"
-        );
-        assert_eq!(app.room.as_str(), "main");
-        assert_eq!(
-            app.update(event(2, "42", None, said("last words", nonce.as_deref()))),
-            Some(Command::Join(other.clone())),
-            "echoed: now"
+            Some(Command::Open {
+                buffer: 1,
+                room: other.clone()
+            })
         );
         assert_eq!(app.room, other);
-        connected(&mut app);
-        let Event::Net(NetEvent::Frame(ServerFrame::Welcome(mut moved))) = welcome(0, &[], false)
-        else {
+        // The echo comes on the first buffer's connection, while it is not on screen.
+        let Event::Net(echo) = event(2, "42", None, said("last words", nonce.as_deref())) else {
             unreachable!()
         };
-        moved.welcome.room = "other".into();
-        app.update(Event::Net(NetEvent::Frame(ServerFrame::Welcome(moved))));
+        assert_eq!(app.update(Event::Room(0, echo)), None);
+        assert_eq!(app.routed(), 0);
+        assert_eq!(type_and_send(&mut app, "/join main"), None, "shown again");
+        assert_eq!(app.room.as_str(), "main");
         let shown = lines(&app);
         assert!(
             shown.contains(&"t2000 Client #42: last words".to_owned()),
@@ -704,21 +756,6 @@ mod tests {
         assert!(
             !shown.iter().any(|line| line.contains("not sent")),
             "{shown:?}"
-        );
-
-        // With nothing waiting, or once the connection is gone, a join goes at once.
-        assert_eq!(
-            type_and_send(&mut app, "/join main"),
-            Some(Command::Join(chat::v1::RoomName::parse("main").unwrap()))
-        );
-        app.update(Event::Net(NetEvent::Connected { v1: true }));
-        type_and_send(&mut app, "lost");
-        assert_eq!(type_and_send(&mut app, "/join other"), None);
-        assert_eq!(
-            app.update(Event::Net(NetEvent::Disconnected {
-                reason: "connection reset".into()
-            })),
-            Some(Command::Join(other))
         );
     }
 

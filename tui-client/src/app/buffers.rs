@@ -1,0 +1,416 @@
+//! Buffers: several rooms (and direct messages) open at once, each over its own
+//! connection, with its own scrollback, place, history and messages on their way. The
+//! buffer on screen lives in `App`'s own fields, which every other part reads; the
+//! others are parked here, and swapped in for the moment an event of theirs is applied
+//! (so one `update` serves them all) or when the user switches to one.
+
+use std::collections::HashMap;
+
+use chat::v1::RoomName;
+
+use super::{App, Command, Conversation, Link, Scrollback, Session, Viewport};
+use crate::event::{NetEvent, Protocol};
+
+/// Names a buffer for as long as it is open: its connection's events carry it.
+pub type BufferId = u64;
+
+/// What a buffer holds while another is on screen.
+#[derive(Debug)]
+pub struct Parked {
+    pub room: RoomName,
+    link: Link,
+    scrollback: Scrollback,
+    viewport: Viewport,
+    connected_before: bool,
+    protocol: Protocol,
+    session: Option<Session>,
+    connections: u64,
+    notice_below: Option<String>,
+    conversation: Conversation,
+    frames: Vec<String>,
+    max_message_bytes: usize,
+    /// Messages of others new to this id (past the server's read position, or live)
+    /// that came while parked, and how many of them mention us.
+    pub unread: usize,
+    pub mentions: usize,
+}
+
+impl Parked {
+    fn new(room: RoomName, scrollback: usize, max_message_bytes: usize) -> Self {
+        Self {
+            room,
+            link: Link::Connecting,
+            scrollback: Scrollback::with_room_before(scrollback),
+            viewport: Viewport::default(),
+            connected_before: false,
+            protocol: Protocol::Plain,
+            session: None,
+            connections: 0,
+            notice_below: None,
+            conversation: Conversation::default(),
+            frames: Vec::new(),
+            max_message_bytes,
+            unread: 0,
+            mentions: 0,
+        }
+    }
+}
+
+/// The open buffers, in the order the status bar lists them (Alt-1 is the first).
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// Every open buffer, the one on screen included.
+    order: Vec<BufferId>,
+    active: BufferId,
+    parked: HashMap<BufferId, Parked>,
+    next: BufferId,
+    /// The buffer the last `update`'s command is for.
+    routed: BufferId,
+}
+
+/// One buffer as the status bar shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tab {
+    pub number: usize,
+    pub room: String,
+    pub active: bool,
+    pub unread: usize,
+    pub mentions: usize,
+}
+
+impl Buffers {
+    /// The first buffer (id 0) is the one `App` starts with.
+    pub fn new() -> Self {
+        Self {
+            order: vec![0],
+            next: 1,
+            ..Self::default()
+        }
+    }
+}
+
+impl App {
+    pub(super) fn set_routed(&mut self, id: BufferId) {
+        self.buffers.routed = id;
+    }
+
+    /// Connections buffer `id` has made so far, as its network task counts them.
+    pub fn connections_of(&self, id: BufferId) -> u64 {
+        match self.buffers.parked.get(&id) {
+            Some(parked) => parked.connections,
+            None => self.connections(),
+        }
+    }
+
+    /// How many buffers are open, the one on screen included.
+    pub fn buffer_count(&self) -> usize {
+        self.buffers.order.len()
+    }
+
+    /// The buffer on screen.
+    pub fn active_buffer(&self) -> BufferId {
+        self.buffers.active
+    }
+
+    /// The buffer the command `update` just returned is for: the one on screen, or the
+    /// one whose connection's event it applied.
+    pub fn routed(&self) -> BufferId {
+        self.buffers.routed
+    }
+
+    /// The open buffers in order, for the status bar's hotlist.
+    pub fn tabs(&self) -> Vec<Tab> {
+        let buffers = &self.buffers;
+        buffers
+            .order
+            .iter()
+            .enumerate()
+            .map(|(index, id)| match buffers.parked.get(id) {
+                Some(parked) => Tab {
+                    number: index + 1,
+                    room: parked.room.to_string(),
+                    active: false,
+                    unread: parked.unread,
+                    mentions: parked.mentions,
+                },
+                None => Tab {
+                    number: index + 1,
+                    room: self.room.to_string(),
+                    active: true,
+                    unread: 0,
+                    mentions: 0,
+                },
+            })
+            .collect()
+    }
+
+    /// The rooms open, in order, to open again on the next start.
+    pub fn rooms(&self) -> Vec<RoomName> {
+        let buffers = &self.buffers;
+        buffers
+            .order
+            .iter()
+            .map(|id| {
+                buffers
+                    .parked
+                    .get(id)
+                    .map_or_else(|| self.room.clone(), |parked| parked.room.clone())
+            })
+            .collect()
+    }
+
+    /// Swaps the buffer on screen with `parked`.
+    fn swap_buffer(&mut self, parked: &mut Parked) {
+        std::mem::swap(&mut self.room, &mut parked.room);
+        std::mem::swap(&mut self.link, &mut parked.link);
+        std::mem::swap(&mut self.scrollback, &mut parked.scrollback);
+        std::mem::swap(&mut self.viewport, &mut parked.viewport);
+        std::mem::swap(&mut self.connected_before, &mut parked.connected_before);
+        std::mem::swap(&mut self.protocol, &mut parked.protocol);
+        std::mem::swap(&mut self.session, &mut parked.session);
+        std::mem::swap(&mut self.connections, &mut parked.connections);
+        std::mem::swap(&mut self.notice_below, &mut parked.notice_below);
+        std::mem::swap(&mut self.conversation, &mut parked.conversation);
+        std::mem::swap(&mut self.frames, &mut parked.frames);
+        std::mem::swap(&mut self.max_message_bytes, &mut parked.max_message_bytes);
+    }
+
+    /// News from buffer `id`'s connection: applied to it, on screen or parked.
+    pub(super) fn buffer_news(&mut self, id: BufferId, news: NetEvent) -> Option<Command> {
+        self.buffers.routed = id;
+        if id == self.buffers.active {
+            return self.net(news);
+        }
+        // A buffer closed since: its connection's last words.
+        let mut parked = self.buffers.parked.remove(&id)?;
+        self.swap_buffer(&mut parked);
+        self.fresh = (0, 0);
+        let command = self.net(news);
+        let (unread, mentions) = std::mem::take(&mut self.fresh);
+        self.swap_buffer(&mut parked);
+        parked.unread += unread;
+        parked.mentions += mentions;
+        self.buffers.parked.insert(id, parked);
+        command
+    }
+
+    /// Shows buffer `id`.
+    pub(super) fn switch_to(&mut self, id: BufferId) {
+        let active = self.buffers.active;
+        if id == active {
+            return;
+        }
+        let Some(mut parked) = self.buffers.parked.remove(&id) else {
+            return;
+        };
+        self.swap_buffer(&mut parked);
+        parked.unread = 0;
+        parked.mentions = 0;
+        self.buffers.parked.insert(active, parked);
+        self.buffers.active = id;
+        self.buffers.routed = id;
+        // The terminal may have changed size while it was parked.
+        self.fit_viewport();
+    }
+
+    /// Shows the `number`th buffer (Alt-1 is the first).
+    pub(super) fn switch_to_number(&mut self, number: usize) {
+        if let Some(&id) = number
+            .checked_sub(1)
+            .and_then(|index| self.buffers.order.get(index))
+        {
+            self.switch_to(id);
+        }
+    }
+
+    /// Shows the next buffer (`step` 1) or the previous (-1), round.
+    pub(super) fn switch_by(&mut self, step: isize) {
+        let order = &self.buffers.order;
+        let Some(at) = order.iter().position(|id| *id == self.buffers.active) else {
+            return;
+        };
+        let next = (at as isize + step).rem_euclid(order.len() as isize) as usize;
+        self.switch_to(order[next]);
+    }
+
+    /// `/join ROOM`, `/query ID`: shows the buffer of `room`, opening it if none is.
+    pub(super) fn open(&mut self, room: RoomName) -> Option<Command> {
+        if room == self.room {
+            self.notice(&format!("you are in #{room}"));
+            return None;
+        }
+        if let Some((&id, _)) = self
+            .buffers
+            .parked
+            .iter()
+            .find(|(_, parked)| parked.room == room)
+        {
+            self.switch_to(id);
+            return None;
+        }
+        let id = self.add_buffer(room.clone());
+        self.switch_to(id);
+        self.viewport.end_search();
+        Some(Command::Open { buffer: id, room })
+    }
+
+    /// Opens a buffer for `room` after the others, not shown (the rooms open when the
+    /// client last quit); `None` if one is open already.
+    pub fn open_beside(&mut self, room: RoomName) -> Option<Command> {
+        let open = room == self.room
+            || self
+                .buffers
+                .parked
+                .values()
+                .any(|parked| parked.room == room);
+        if open {
+            return None;
+        }
+        let id = self.add_buffer(room.clone());
+        self.fit_viewport();
+        Some(Command::Open { buffer: id, room })
+    }
+
+    fn add_buffer(&mut self, room: RoomName) -> BufferId {
+        let id = self.buffers.next;
+        self.buffers.next += 1;
+        self.buffers.order.push(id);
+        let parked = Parked::new(
+            room,
+            self.scrollback.cap(),
+            super::DEFAULT_MAX_MESSAGE_BYTES,
+        );
+        self.buffers.parked.insert(id, parked);
+        id
+    }
+
+    /// `/part`: closes the buffer on screen and shows the one before it.
+    pub(super) fn part(&mut self) -> Option<Command> {
+        let closing = self.buffers.active;
+        if self.buffers.order.len() == 1 {
+            self.notice("this is the only buffer: /quit quits");
+            return None;
+        }
+        let waiting = self.messages_on_their_way();
+        if waiting > 0 {
+            self.notice(&format!(
+                "{waiting} of your messages here are not sent yet: /part again once they are, or /quit"
+            ));
+            return None;
+        }
+        self.tell_read();
+        let frames = std::mem::take(&mut self.frames);
+        self.switch_by(-1);
+        self.buffers.order.retain(|id| *id != closing);
+        self.buffers.parked.remove(&closing);
+        self.fit_viewport();
+        self.buffers.routed = closing;
+        Some(Command::Close {
+            buffer: closing,
+            frames,
+        })
+    }
+
+    /// Our messages waiting for a connection in the buffers not on screen.
+    pub(super) fn parked_messages_on_their_way(&mut self) -> usize {
+        let ids: Vec<BufferId> = self.buffers.parked.keys().copied().collect();
+        let mut waiting = 0;
+        for id in ids {
+            let Some(mut parked) = self.buffers.parked.remove(&id) else {
+                continue;
+            };
+            self.swap_buffer(&mut parked);
+            waiting += self.messages_on_their_way();
+            self.swap_buffer(&mut parked);
+            self.buffers.parked.insert(id, parked);
+        }
+        waiting
+    }
+
+    /// The frames for the server of every buffer, each with its buffer.
+    pub fn take_all_frames(&mut self) -> Vec<(BufferId, String)> {
+        let active = self.buffers.active;
+        let mut all: Vec<(BufferId, String)> = self
+            .take_frames()
+            .into_iter()
+            .map(|frame| (active, frame))
+            .collect();
+        for (id, parked) in &mut self.buffers.parked {
+            all.extend(parked.frames.drain(..).map(|frame| (*id, frame)));
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Beside, Event};
+    use chat::v1::{Event as RoomEvent, EventKind, Limits, ServerFrame, Welcome, WelcomeFrame};
+
+    fn news(offset: u64, id: &str, text: &str) -> NetEvent {
+        NetEvent::Frame(ServerFrame::Event(RoomEvent {
+            offset,
+            ts: offset,
+            id: id.into(),
+            name: None,
+            kind: EventKind::said(text, None),
+        }))
+    }
+
+    #[test]
+    fn a_buffer_not_shown_counts_what_is_new_past_the_server_s_read_position() {
+        let mut app = App::new("ws://x".into(), "42".into(), 100, || "12:00:00".into());
+        let ops = RoomName::parse("ops").unwrap();
+        let Some(Command::Open { buffer, .. }) = app.open_beside(ops.clone()) else {
+            panic!("opened");
+        };
+        let welcome = Welcome {
+            id: "42".into(),
+            room: "ops".into(),
+            epoch: "e".into(),
+            offset: 5,
+            members: Vec::new(),
+            recovered: false,
+            verified: false,
+            limits: Limits {
+                max_message_bytes: 1000,
+                max_nonce_chars: 64,
+                history: 100,
+            },
+        };
+        let welcome = NetEvent::Frame(ServerFrame::Welcome(WelcomeFrame {
+            kind: chat::v1::WelcomeTag::Welcome,
+            welcome,
+        }));
+        for event in [
+            NetEvent::Connected {
+                protocol: Protocol::V2,
+            },
+            welcome,
+            NetEvent::Beside(Beside::Read { offset: 3 }),
+            news(1, "7", "old"),
+            news(2, "7", "old"),
+            news(3, "7", "read"),
+            news(4, "7", "new"),
+            news(5, "42", "mine"),
+            news(6, "7", "new to 42"),
+        ] {
+            app.update(Event::Room(buffer, event));
+        }
+        let tabs = app.tabs();
+        assert_eq!(
+            (tabs[1].room.as_str(), tabs[1].unread, tabs[1].mentions),
+            ("ops", 2, 1)
+        );
+        assert_eq!(app.room, RoomName::default(), "still on #main");
+        app.update(Event::Terminal(crossterm::event::Event::Key(
+            crossterm::event::KeyEvent::new(
+                crossterm::event::KeyCode::Char('n'),
+                crossterm::event::KeyModifiers::CONTROL,
+            ),
+        )));
+        assert_eq!(app.room, ops);
+        assert!(app.tabs().iter().all(|tab| tab.unread == 0), "seen");
+    }
+}
