@@ -8,6 +8,7 @@ use chat_server::{Config, RateLimit};
 use serde_json::{Value, json};
 use testkit::chromium::*;
 use testkit::proxy::Proxy;
+use testkit::tokens::{SECRET, server_with_tokens, token};
 use testkit::v1::V1;
 use testkit::{TestServer, within};
 use tokio::time::{Duration, sleep};
@@ -526,11 +527,7 @@ async fn a_refused_name_is_forgotten_and_the_page_gets_in_without_it() {
         .send_keys("Dev 👩\u{200D}💻\u{E007}")
         .await
         .expect("type the name");
-    wait_for_message(
-        &page,
-        &format!("Client #{id} is now ~Dev 👩\u{200D}💻"),
-    )
-    .await;
+    wait_for_message(&page, &format!("Client #{id} is now ~Dev 👩\u{200D}💻")).await;
     let mut watcher = V1::connect(&server, "/ws/9").await;
     let welcome = watcher.seated().await;
     let named = welcome.members.iter().any(|member| {
@@ -663,5 +660,150 @@ async fn renaming_is_one_line_not_a_leave_and_a_join() {
     for page in [watcher, page, later] {
         page.close().await.expect("close");
     }
+    server.stop().await;
+}
+
+/// Records, in the page's `window.chatUrls`, every URL it opens a WebSocket or fetches
+/// with, from its first script on.
+async fn record_urls(page: &Page) {
+    let source = "window.chatUrls = []; \
+        const OpenSocket = window.WebSocket; \
+        window.WebSocket = function (url, protocols) { \
+          window.chatUrls.push(String(url)); return new OpenSocket(url, protocols); }; \
+        Object.assign(window.WebSocket, OpenSocket); \
+        window.WebSocket.prototype = OpenSocket.prototype; \
+        const fetchUrl = window.fetch; \
+        window.fetch = function (url, options) { \
+          window.chatUrls.push(String(url)); return fetchUrl.call(window, url, options); };";
+    devtools(
+        page,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": source }),
+    )
+    .await;
+}
+
+async fn recorded_urls(page: &Page) -> Vec<String> {
+    serde_json::from_value(eval(page, "return window.chatUrls;").await).expect("a list of URLs")
+}
+
+/// Issue 30, point 2 and bug 13: a token never goes into a URL (the page trades it for
+/// a one-use ticket over POST), so failed attempts do not print it in the console, and
+/// a reload stays signed in (the token is kept in sessionStorage).
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_token_stays_out_of_urls_and_the_console_and_survives_a_reload() {
+    let driver = ChromeDriver::start().await;
+    let server = server_with_tokens().await;
+    let address = server.address;
+    let page = driver.open(900, 600).await;
+    record_urls(&page).await;
+    let token = token("42", Some("Ada"));
+    page.goto(&format!("http://{address}/#token={token}"))
+        .await
+        .expect("load the page");
+    wait_for_message(&page, "Ada (#42) has entered the chat").await;
+    let address_bar = eval(&page, "return location.href;").await;
+    assert_eq!(address_bar, json!(format!("http://{address}/")));
+    let urls = recorded_urls(&page).await;
+    assert!(
+        urls.iter().any(|url| url.contains("/ws/42?ticket=")),
+        "{urls:?}"
+    );
+    assert!(!urls.iter().any(|url| url.contains(&token)), "{urls:?}");
+
+    page.refresh().await.expect("reload");
+    wait_until(&page, "the join after the reload", |shown| {
+        shown
+            .iter()
+            .filter(|text| *text == "Ada (#42) has entered the chat")
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(client_id(&page).await, "42");
+    let urls = recorded_urls(&page).await;
+    assert!(!urls.iter().any(|url| url.contains(&token)), "{urls:?}");
+
+    // Attempts that fail (the server is gone) say where they failed, without the token.
+    server.stop().await;
+    wait_for_status(&page, "reconnecting").await;
+    let attempts = "return window.chatUrls.length;";
+    let before = eval(&page, attempts).await.as_u64().expect("a count");
+    click(&page, "retry").await;
+    wait_for(&page, "a failed attempt", attempts, |count| {
+        count.as_u64() > Some(before)
+    })
+    .await;
+    wait_for_status(&page, "reconnecting").await;
+    let logged = console(&page).await;
+    assert!(
+        logged.iter().any(|line| line.contains("/api/v1/tickets")),
+        "the failed attempt is in the console: {logged:?}"
+    );
+    assert!(
+        !logged.iter().any(|line| line.contains(&token)),
+        "{logged:?}"
+    );
+    let urls = recorded_urls(&page).await;
+    assert!(!urls.iter().any(|url| url.contains(&token)), "{urls:?}");
+    page.close().await.expect("close");
+}
+
+/// Issue 30, point 2 and bug 13: an expired token, one that is not this server's, and
+/// no token at all where one is needed are each said in a user's words, not the
+/// operator's.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_refused_token_is_explained_in_a_users_words() {
+    let driver = ChromeDriver::start().await;
+    let server = server_with_tokens().await;
+    let address = server.address;
+    let page = driver.open(900, 600).await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let sign = |claims: Value, secret: &str| {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        encode(&Header::new(Algorithm::HS256), &claims, &key).expect("sign")
+    };
+    let operator_words = ["token", "JWT", "/ws/", "chat-server"];
+    let says = async |expected: &str| {
+        let notice = wait_for(
+            &page,
+            expected,
+            "return document.getElementById('notice').textContent;",
+            |notice| {
+                notice
+                    .as_str()
+                    .is_some_and(|notice| notice.contains(expected))
+            },
+        )
+        .await;
+        let notice = notice.as_str().expect("text").to_owned();
+        for word in operator_words {
+            assert!(!notice.contains(word), "{word:?} in {notice:?}");
+        }
+        wait_for_status(&page, "signed out").await;
+    };
+
+    let expired = sign(json!({"sub": "42", "exp": now - 3600}), SECRET);
+    page.goto(&format!("http://{address}/#token={expired}"))
+        .await
+        .expect("load the page");
+    says("Your sign-in has expired").await;
+
+    let forged = sign(
+        json!({"sub": "42", "exp": now + 600}),
+        "another secret, thirty-two bytes",
+    );
+    page.goto(&format!("http://{address}/?other#token={forged}"))
+        .await
+        .expect("load the page");
+    says("does not work here").await;
+
+    // Forgotten: a reload has no token, and the server needs one.
+    page.refresh().await.expect("reload");
+    says("for signed-in people").await;
+    page.close().await.expect("close");
     server.stop().await;
 }
