@@ -1170,3 +1170,81 @@ async fn over_v2_older_messages_load_at_the_top_and_a_quote_goes_to_its_parent()
     page.close().await.expect("close");
     server.stop().await;
 }
+
+/// Issue 30, point 6: at phone width, in both themes, with a reply, a reaction, the
+/// actions (emoji open), the typing line and the reply bar on screen, axe-core finds
+/// nothing and nothing scrolls sideways. Screenshots: target/browser/v2-phone-*.png.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn over_v2_every_new_element_passes_axe_core_at_phone_width_in_both_themes() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let mut bob = V2::connect(&server, "/ws/8?name=Bob").await;
+    bob.seated().await;
+    bob.say(
+        "a question from Bob that is long enough to wrap on a phone",
+        None,
+    )
+    .await;
+    let question = offset(&bob.next_of("message").await);
+    bob.react(question, "🎉", None).await;
+    bob.say_with(
+        "a reply",
+        Say {
+            reply_to: Some(question),
+            ..Say::default()
+        },
+    )
+    .await;
+    for (theme, name) in [(Theme::Light, "light"), (Theme::Dark, "dark")] {
+        let page = driver.open_themed(390, 740, true, theme).await;
+        load_the_chat(&page, &server).await;
+        wait_for_message(&page, "~Bob: a reply").await;
+        // A typist of its own each time: the server counts one typing frame per 2.5 s
+        // per connection.
+        let mut ada = V2::connect(&server, &format!("/ws/{}?name=Ada", 20 + theme as u8)).await;
+        ada.seated().await;
+        ada.typing().await;
+        wait_for(
+            &page,
+            "Ada typing",
+            "return document.getElementById('typing').textContent;",
+            |line| line == &json!("~Ada is typing…"),
+        )
+        .await;
+        // The actions on Bob's question, React open, and a reply under way.
+        click(&page, "messages").await;
+        press(&page, "\u{E013}").await;
+        press(&page, "\u{E013}").await;
+        press(&page, "\u{E007}").await;
+        press(&page, "\u{E004}").await;
+        press(&page, "\u{E007}").await;
+        let open = eval(
+            &page,
+            "return [document.getElementById('emoji').hidden, \
+                     document.querySelector('#messages li.current').entry.offset];",
+        )
+        .await;
+        assert_eq!(open, json!([false, question]));
+        eval(
+            &page,
+            "document.querySelector('#actions [data-action=reply]').click(); return null;",
+        )
+        .await;
+        assert!(is_shown(&page, "composing").await);
+        let overflow = eval(
+            &page,
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+        )
+        .await;
+        assert!(
+            overflow.as_i64().is_some_and(|overflow| overflow <= 0),
+            "{name}: sideways scrolling by {overflow}"
+        );
+        screenshot(&page, &format!("v2-phone-{name}.png")).await;
+        let violations = accessibility_violations(&page).await;
+        assert!(violations.is_empty(), "{name}: {violations:#?}");
+        page.close().await.expect("close");
+    }
+    server.stop().await;
+}
