@@ -1182,7 +1182,7 @@ async fn over_v2_every_new_element_passes_axe_core_at_phone_width_in_both_themes
     let mut bob = V2::connect(&server, "/ws/8?name=Bob").await;
     bob.seated().await;
     bob.say(
-        "a question from Bob that is long enough to wrap on a phone",
+        "a question from Bob about https://example.org/page that wraps on a phone",
         None,
     )
     .await;
@@ -1246,5 +1246,62 @@ async fn over_v2_every_new_element_passes_axe_core_at_phone_width_in_both_themes
         assert!(violations.is_empty(), "{name}: {violations:#?}");
         page.close().await.expect("close");
     }
+    server.stop().await;
+}
+
+/// Issue 30, point 5: web and mail addresses become links (made as elements, never
+/// HTML from text; `rel="noopener noreferrer"`; only http, https and mailto), and the
+/// message's text stays exactly what was sent.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn addresses_in_a_message_become_links_and_nothing_else_does() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let mut plain = server.join("7", "7").await;
+    let text = "see https://example.org/a?b=1&c=(2). or mailto:ada@example.org, \
+                not javascript:alert(1) nor <a href=\"https://evil.example\">this</a> \
+                (http://example.com/x)";
+    plain.send(text).await;
+    let shown = format!("Client #7: {text}");
+    wait_for_message(&page, &shown).await;
+    let links = eval(
+        &page,
+        "return Array.from(document.querySelectorAll('#messages li:last-child a'), \
+           a => [a.getAttribute('href'), a.textContent, a.rel, a.target]);",
+    )
+    .await;
+    assert_eq!(
+        links,
+        json!([
+            [
+                "https://example.org/a?b=1&c=(2)",
+                "https://example.org/a?b=1&c=(2)",
+                "noopener noreferrer",
+                "_blank"
+            ],
+            [
+                "mailto:ada@example.org",
+                "mailto:ada@example.org",
+                "noopener noreferrer",
+                "_blank"
+            ],
+            [
+                // Markup stays text: the address ends at its quote.
+                "https://evil.example/",
+                "https://evil.example",
+                "noopener noreferrer",
+                "_blank"
+            ],
+            [
+                "http://example.com/x",
+                "http://example.com/x",
+                "noopener noreferrer",
+                "_blank"
+            ]
+        ])
+    );
+    page.close().await.expect("close");
     server.stop().await;
 }
