@@ -1305,3 +1305,161 @@ async fn addresses_in_a_message_become_links_and_nothing_else_does() {
     page.close().await.expect("close");
     server.stop().await;
 }
+
+/// Issue 30, point 4: the read marker is synced across devices. Two pages of one id
+/// (a token each, as a laptop and a phone): what the page looked at reads clears the
+/// other's unread count, and a page opened later puts its divider where the id had
+/// read to.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn over_v2_the_read_marker_is_synced_across_devices() {
+    let driver = ChromeDriver::start().await;
+    let server = server_with_tokens().await;
+    let address = server.address;
+    let mut bob = V2::connect(&server, &format!("/ws/8?token={}", token("8", Some("Bob")))).await;
+    bob.seated().await;
+    let url = format!("http://{address}/#token={}", token("42", Some("Ada")));
+    let joined = "Ada (#42) has entered the chat";
+    let laptop = driver.open(900, 600).await;
+    laptop.goto(&url).await.expect("load the page");
+    wait_for_message(&laptop, joined).await;
+    let phone = driver.open(900, 600).await;
+    devtools(
+        &phone,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": "Object.defineProperty(document, 'hidden', { get: () => true }); \
+                           Object.defineProperty(document, 'visibilityState', { get: () => 'hidden' });" }),
+    )
+    .await;
+    phone.goto(&url).await.expect("load the page");
+    wait_for_message(&phone, joined).await;
+
+    bob.say("one", None).await;
+    wait_for_message(&phone, "Bob: one").await;
+    wait_for_message(&laptop, "Bob: one").await;
+    // The laptop, looked at and at its newest message, has read it: the phone's title
+    // stops counting it.
+    wait_for_value(
+        &phone,
+        "the phone's title",
+        "return document.title;",
+        json!("Chat"),
+    )
+    .await;
+
+    laptop.close().await.expect("close");
+    phone.close().await.expect("close");
+    bob.say("two", None).await;
+    bob.say("three", None).await;
+    let later = driver.open(900, 600).await;
+    later.goto(&url).await.expect("load the page");
+    wait_for_message(&later, "Bob: three").await;
+    let shown = messages(&later).await;
+    let divider = shown.iter().position(|text| text == "new messages");
+    let one = shown.iter().position(|text| text == "Bob: one");
+    assert_eq!(
+        divider.map(|at| shown[at + 1].as_str()),
+        Some("Bob: two"),
+        "{shown:?}"
+    );
+    assert!(one < divider, "what was read comes before it: {shown:?}");
+    later.close().await.expect("close");
+    server.stop().await;
+}
+
+/// Issue 30, point 4: a search box (chat.v2.json's search): the words in, the newest
+/// messages that have them out, and picking one goes to it, loading older pages if it
+/// is not shown; Escape closes it; axe-core finds nothing with it open.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn over_v2_search_finds_messages_and_goes_to_them() {
+    let data = testkit::process::Scratch::new("page-search");
+    let server = TestServer::start_with(Config {
+        data_dir: Some(data.path().to_owned()),
+        history: 100_000,
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
+    let mut bob = V2::connect(&server, "/ws/8?name=Bob").await;
+    bob.seated().await;
+    bob.say("Deployed the release to staging", None).await;
+    let staging = offset(&bob.next_of("message").await);
+    // More than the server keeps in memory after it: the first is on disk only.
+    let padding = "x".repeat(1000);
+    for n in 0..1100 {
+        bob.say(&format!("filler {n} {padding}"), None).await;
+    }
+    bob.say("deploy to production done", None).await;
+    bob.next_matching_within(1200, |frame| frame["text"] == "deploy to production done")
+        .await;
+
+    let driver = ChromeDriver::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    assert!(
+        !messages(&page)
+            .await
+            .contains(&"~Bob: Deployed the release to staging".to_owned()),
+        "the first message is older than the history sent on joining"
+    );
+    click(&page, "search-toggle").await;
+    assert_eq!(
+        eval(&page, "return document.activeElement.id;").await,
+        json!("search-text")
+    );
+    type_keys_into(&page, "search-text", "deploy\u{E007}").await;
+    let found = wait_for(
+        &page,
+        "two results",
+        "return Array.from(document.querySelectorAll('#search-results button[data-target]'), \
+           b => b.textContent.split(' · ')[0]);",
+        |found| found.as_array().is_some_and(|found| found.len() == 2),
+    )
+    .await;
+    assert_eq!(
+        found,
+        json!([
+            "~Bob: deploy to production done",
+            "~Bob: Deployed the release to staging"
+        ]),
+        "newest first"
+    );
+    let violations = accessibility_violations(&page).await;
+    assert!(violations.is_empty(), "{violations:#?}");
+    screenshot(&page, "search.png").await;
+    // The older one: the page loads what it needs and goes there.
+    eval(
+        &page,
+        "document.querySelectorAll('#search-results button[data-target]')[1].click(); return null;",
+    )
+    .await;
+    wait_for(
+        &page,
+        "the staging message, picked",
+        "const li = document.querySelector('#messages li.current'); return li && li.entry.offset;",
+        |at| at == &json!(staging),
+    )
+    .await;
+    assert!(!is_shown(&page, "search-panel").await, "closed on the way");
+    // Escape closes it, back to its button.
+    click(&page, "search-toggle").await;
+    type_keys_into(&page, "search-text", "\u{E00C}").await;
+    assert!(!is_shown(&page, "search-panel").await);
+    assert_eq!(
+        eval(&page, "return document.activeElement.id;").await,
+        json!("search-toggle")
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+/// Types `keys` into the element with this id.
+async fn type_keys_into(page: &Page, id: &str, keys: &str) {
+    page.find(fantoccini::Locator::Id(id))
+        .await
+        .unwrap_or_else(|error| panic!("#{id}: {error}"))
+        .send_keys(keys)
+        .await
+        .expect("type");
+}

@@ -1,7 +1,8 @@
 //! The page under a flood, in a test binary of its own: cargo runs test binaries one
-//! after another, so no other browser test shares the machine's two cores with it. The
-//! soak runs beside the whole suite in CI, though, so the bound is a generous one
-//! (`PATIENCE`, 10 s): a page that lays out each message on its own took 42–51 s.
+//! after another, so no other browser test shares the machine's two cores with it (and
+//! its two floods take turns). The soak runs beside the whole suite in CI, though, so
+//! the bound is a generous one (`PATIENCE`, 10 s): a page that lays out each message on
+//! its own took 42–51 s.
 //!
 //! Ignored by a bare `cargo test`, like the other browser tests; `.ci/run` runs it.
 
@@ -13,11 +14,16 @@ use testkit::chromium::*;
 use testkit::v2::{Say, V2, offset};
 use testkit::{PATIENCE, TestServer};
 
+/// One flood at a time: cargo runs the tests of a binary side by side, and two floods
+/// would share the two cores this binary exists to keep to itself.
+static ONE_FLOOD_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A flood is shown as fast as it arrives: every message of a burst within one frame or
 /// a few, not one forced layout per message (which took 42–51 s for this burst).
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
 async fn a_flood_is_shown_as_it_arrives_and_the_cap_is_kept() {
+    let _alone = ONE_FLOOD_AT_A_TIME.lock().await;
     let driver = ChromeDriver::start().await;
     let server = TestServer::start_with(Config {
         rate_limit: None,
@@ -67,6 +73,7 @@ async fn a_flood_is_shown_as_it_arrives_and_the_cap_is_kept() {
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
 async fn a_flood_with_replies_and_reactions_in_the_mix_is_shown_as_it_arrives() {
+    let _alone = ONE_FLOOD_AT_A_TIME.lock().await;
     let driver = ChromeDriver::start().await;
     let server = TestServer::start_with(Config {
         rate_limit: None,
