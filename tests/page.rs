@@ -1463,3 +1463,104 @@ async fn type_keys_into(page: &Page, id: &str, keys: &str) {
         .await
         .expect("type");
 }
+
+/// Issue 30, point 5: mentions. "@" and the name of someone here is marked, a message
+/// that mentions you is marked as such, an address is not a mention, and "@Bo" and Tab
+/// completes the name of someone here (Tab moves the focus on everywhere else).
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn mentions_are_marked_and_tab_completes_them() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let mut bob = V2::connect(&server, "/ws/8?name=Bob").await;
+    bob.seated().await;
+    let page = driver.open(900, 600).await;
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    eval(
+        &page,
+        "localStorage.setItem('chat-name', 'Ada'); return null;",
+    )
+    .await;
+    page.refresh().await.expect("reload");
+    let id = client_id(&page).await;
+    wait_for_message(&page, &format!("~Ada (#{id}) has entered the chat")).await;
+
+    bob.say("hey @ada, mail bob@example.org or @Bob", None)
+        .await;
+    wait_for_message(&page, "~Bob: hey @ada, mail bob@example.org or @Bob").await;
+    let marked = eval(
+        &page,
+        "const li = document.querySelector('#messages li:last-child'); \
+         return [li.classList.contains('mentions-me'), \
+                 Array.from(li.querySelectorAll('mark.mention'), m => m.textContent)];",
+    )
+    .await;
+    assert_eq!(marked, json!([true, ["@ada", "@Bob"]]));
+
+    type_keys(&page, "thanks @Bo\u{E004}for it\u{E007}").await;
+    let said = bob
+        .next_matching("the page's message", |frame| {
+            frame["type"] == "message" && frame["id"] == json!(id)
+        })
+        .await;
+    assert_eq!(said["text"], "thanks @Bob for it");
+    wait_for_message(&page, "~Ada: thanks @Bob for it").await;
+    let own = eval(
+        &page,
+        "const li = document.querySelector('#messages li:last-child'); \
+         return [li.classList.contains('mentions-me'), \
+                 Array.from(li.querySelectorAll('mark.mention'), m => m.textContent)];",
+    )
+    .await;
+    assert_eq!(own, json!([false, ["@Bob"]]));
+    // Nothing to complete: Tab leaves the input, as it always does.
+    type_keys(&page, "no mention\u{E004}").await;
+    assert_ne!(
+        eval(&page, "return document.activeElement.id;").await,
+        json!("messageText")
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+/// Issue 30, point 5: a small markdown subset, made as elements (never HTML from text):
+/// code blocks, inline code, bold and italics, not inside words; the markers stay in
+/// the text but not on screen, and inside code nothing else applies.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn code_bold_and_italics_are_shown_as_such_and_nothing_else_is() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let mut plain = server.join("7", "7").await;
+    let text = "run `cargo test --all` then **bold** and *it* or _it too_, \
+                not snake_case, 2*3*4 or <b>this</b>\n```rust\nfn main() { **no** }\n```\nend";
+    plain.send(text).await;
+    wait_for_message(&page, &format!("Client #7: {text}")).await;
+    let shown = eval(
+        &page,
+        "const li = document.querySelector('#messages li:last-child'); \
+         const all = s => Array.from(li.querySelectorAll(s), e => e.textContent); \
+         return [all(':scope > code'), all('pre code'), all('strong'), all('em'), all('b'), \
+                 Array.from(li.querySelectorAll('.md')).some(m => m.getClientRects().length > 0)];",
+    )
+    .await;
+    assert_eq!(
+        shown,
+        json!([
+            ["cargo test --all"],
+            ["fn main() { **no** }\n"],
+            ["bold"],
+            ["it", "it too"],
+            [],
+            false
+        ])
+    );
+    let violations = accessibility_violations(&page).await;
+    assert!(violations.is_empty(), "{violations:#?}");
+    page.close().await.expect("close");
+    server.stop().await;
+}
