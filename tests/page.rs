@@ -1564,3 +1564,58 @@ async fn code_bold_and_italics_are_shown_as_such_and_nothing_else_is() {
     page.close().await.expect("close");
     server.stop().await;
 }
+
+/// Issue 30, point 5: "Jump to unread" while the "new messages" divider is above what is
+/// on screen; it goes there and leaves the focus on the list, not on `<body>`.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn jump_to_unread_goes_to_the_divider() {
+    let driver = ChromeDriver::start().await;
+    let server = server_with_tokens().await;
+    let mut bob = V2::connect(&server, &format!("/ws/8?token={}", token("8", Some("Bob")))).await;
+    bob.seated().await;
+    let url = format!(
+        "http://{}/#token={}",
+        server.address,
+        token("42", Some("Ada"))
+    );
+    let first = driver.open(900, 600).await;
+    first.goto(&url).await.expect("load the page");
+    bob.say("read before", None).await;
+    wait_for_message(&first, "Bob: read before").await;
+    // Read by the page, which tells the server a second later.
+    wait_for_value(
+        &first,
+        "the read position sent",
+        "return readTo >= session.lastOffset;",
+        json!(true),
+    )
+    .await;
+    first.close().await.expect("close");
+    for n in 0..60 {
+        bob.say(&format!("unread {n}"), None).await;
+    }
+    let page = driver.open(900, 600).await;
+    page.goto(&url).await.expect("load the page");
+    wait_for_message(&page, "Bob: unread 59").await;
+    wait_for_value(
+        &page,
+        "the jump button",
+        "return !document.getElementById('jump-unread').hidden;",
+        json!(true),
+    )
+    .await;
+    click(&page, "jump-unread").await;
+    let after = eval(
+        &page,
+        "const d = Array.from(document.querySelectorAll('#messages li.divider')).pop(); \
+         const m = document.getElementById('messages').getBoundingClientRect(); \
+         const r = d.getBoundingClientRect(); \
+         return [r.top >= m.top - 1 && r.bottom <= m.bottom + 1, \
+                 document.getElementById('jump-unread').hidden, document.activeElement.id];",
+    )
+    .await;
+    assert_eq!(after, json!([true, true, "messages"]));
+    page.close().await.expect("close");
+    server.stop().await;
+}
