@@ -1619,3 +1619,73 @@ async fn jump_to_unread_goes_to_the_divider() {
     page.close().await.expect("close");
     server.stop().await;
 }
+
+/// Issue 30, point 5: notifications optionally only for mentions (and every direct
+/// message), chosen under "here" once notifications are allowed, kept for next time.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn notifications_can_be_only_for_mentions() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let mut bob = V2::connect(&server, "/ws/8?name=Bob").await;
+    bob.seated().await;
+    let page = driver.open(900, 600).await;
+    // Notifications allowed, and recorded instead of shown; the page hidden at will.
+    devtools(
+        &page,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": "window.notified = []; \
+            window.Notification = function (title, options) { \
+              window.notified.push([title, options.body]); }; \
+            window.Notification.permission = 'granted'; \
+            window.Notification.requestPermission = () => Promise.resolve('granted'); \
+            window.pageHidden = false; \
+            Object.defineProperty(document, 'hidden', { get: () => window.pageHidden });" }),
+    )
+    .await;
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    eval(
+        &page,
+        "localStorage.setItem('chat-name', 'Ada'); return null;",
+    )
+    .await;
+    page.refresh().await.expect("reload");
+    let id = client_id(&page).await;
+    wait_for_message(&page, &format!("~Ada (#{id}) has entered the chat")).await;
+    click(&page, "people-toggle").await;
+    assert!(is_shown(&page, "notify-choice").await);
+    click(&page, "notify-mentions").await;
+
+    eval(&page, "window.pageHidden = true; return null;").await;
+    bob.say("nothing for Ada here", None).await;
+    bob.say("hey @Ada, a question", None).await;
+    wait_for_message(&page, "~Bob: hey @Ada, a question").await;
+    assert_eq!(
+        eval(&page, "return window.notified;").await,
+        json!([["~Bob", "hey @Ada, a question"]])
+    );
+    // Kept for next time; unticked, every message notifies again.
+    page.refresh().await.expect("reload");
+    wait_for_message(&page, "~Bob: hey @Ada, a question").await;
+    assert_eq!(
+        eval(
+            &page,
+            "return document.getElementById('notify-mentions').checked;"
+        )
+        .await,
+        json!(true)
+    );
+    click(&page, "people-toggle").await;
+    click(&page, "notify-mentions").await;
+    eval(&page, "window.pageHidden = true; return null;").await;
+    bob.say("for everyone", None).await;
+    wait_for_message(&page, "~Bob: for everyone").await;
+    assert_eq!(
+        eval(&page, "return window.notified;").await,
+        json!([["~Bob", "for everyone"]])
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
