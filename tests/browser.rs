@@ -1019,7 +1019,7 @@ async fn a_name_typed_in_the_page_is_shown_marked_unverified_with_the_id_in_a_to
     let id = client_id(&page).await;
 
     // A name, typed in the "who is here" panel and confirmed with Enter, is used from
-    // a new connection at once.
+    // a new connection at once, shown as one line rather than a leave and a join.
     click(&page, "people-toggle").await;
     page.find(Locator::Id("name"))
         .await
@@ -1027,7 +1027,7 @@ async fn a_name_typed_in_the_page_is_shown_marked_unverified_with_the_id_in_a_to
         .send_keys("Ada\u{E007}")
         .await
         .expect("type a name");
-    wait_for_message(&page, &format!("~Ada (#{id}) has entered the chat")).await;
+    wait_for_message(&page, &format!("Client #{id} is now ~Ada")).await;
     let mut grace = testkit::v1::V1::connect(&server, "/ws/7?name=Grace").await;
     grace.seated().await;
     grace.say("hello Ada", None).await;
@@ -1157,7 +1157,7 @@ async fn over_https_a_token_in_the_address_proves_the_id_and_name_and_leaves_the
     wait_for_message(&page, "Ada: over https").await;
     page.close().await.expect("close");
 
-    // An expired token: the page says why, in the server's words, and stops retrying.
+    // An expired token: the page says so in a user's words, and stops retrying.
     let expired = {
         use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
         let now = jsonwebtoken::get_current_timestamp();
@@ -1172,12 +1172,9 @@ async fn over_https_a_token_in_the_address_proves_the_id_and_name_and_leaves_the
     page.goto(&format!("https://localhost:{port}/#token={expired}"))
         .await
         .expect("load the page");
-    wait_for_status(&page, "refused").await;
+    wait_for_status(&page, "signed out").await;
     let notice = text_of(&page, "notice").await;
-    assert!(
-        notice.contains("The server refused to let you in: the token has expired"),
-        "{notice}"
-    );
+    assert!(notice.contains("Your sign-in has expired"), "{notice}");
     // Nothing retries by itself now, but Retry does: the server refuses it once more.
     let expired = testkit::refused_total("token_expired");
     let expired_refusals = || testkit::tls::metric(server.address, &ca, &expired);
@@ -1194,6 +1191,6 @@ async fn over_https_a_token_in_the_address_proves_the_id_and_name_and_leaves_the
         }
     })
     .await;
-    wait_for_status(&page, "refused").await;
+    wait_for_status(&page, "signed out").await;
     page.close().await.expect("close");
 }

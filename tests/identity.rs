@@ -353,3 +353,98 @@ async fn chat_server_token_refuses_a_lifetime_past_the_longest_allowed() {
     let raised = mint(&["--id", "42", "--ttl", "60d", "--max-token-ttl", "90d"]).await;
     assert!(raised.status.success(), "{raised:?}");
 }
+
+/// `POST /api/v1/tickets` with `token` in the Authorization header (none if `None`).
+fn ticket_request(token: Option<&str>) -> String {
+    let authorization = token.map_or(String::new(), |token| {
+        format!("Authorization: Bearer {token}\r\n")
+    });
+    format!(
+        "POST /api/v1/tickets HTTP/1.1\r\nHost: localhost\r\n{authorization}\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// A browser keeps its token out of URLs: it trades it for a ticket over POST, and the
+/// ticket opens one WebSocket as the token's id and name, once.
+#[tokio::test]
+async fn a_ticket_for_a_token_opens_one_connection_as_its_id_and_name() {
+    let server = server_with_tokens().await;
+    let response = server
+        .http(&ticket_request(Some(&token("42", Some("Ada")))))
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    let answer: serde_json::Value = serde_json::from_str(&response.body).expect("JSON");
+    let ticket = answer["ticket"].as_str().expect("a ticket").to_owned();
+    let expires_in = answer["expires_in"].as_u64().expect("seconds");
+    assert!((1..=30).contains(&expires_in), "{answer}");
+    assert!(!ticket.contains(&token("42", Some("Ada"))));
+
+    // Not for another id, and not as a token.
+    server
+        .refuses(
+            &upgrade_request(&format!("/ws/43?ticket={ticket}")),
+            403,
+            "the token is for client 42, not 43",
+        )
+        .await;
+    server
+        .refuses(
+            &upgrade_request(&format!("/ws/42?token={ticket}")),
+            401,
+            "signature does not match",
+        )
+        .await;
+
+    let mut ada = V1::connect(&server, &format!("/ws/42?ticket={ticket}")).await;
+    let (welcome, _history, own) = ada.joined(0).await;
+    assert!(welcome.verified);
+    assert_eq!(own.name.as_ref().map(DisplayName::as_str), Some("Ada"));
+
+    // Used once, it is spent.
+    let again = upgrade_request(&format!("/ws/42?ticket={ticket}"));
+    assert_refused_as(
+        server.address,
+        &again,
+        (401, "used already"),
+        "token_invalid",
+    )
+    .await;
+}
+
+/// Each refusal of the ticket endpoint is JSON whose code says why, which a page can
+/// turn into its own words ("your sign-in has expired").
+#[tokio::test]
+async fn the_ticket_endpoint_refuses_each_bad_token_with_a_code() {
+    let server = server_with_tokens().await;
+    let now = unix_now();
+    let expired = signed(serde_json::json!({"sub": "2", "exp": now - 300}), SECRET);
+    let forged = signed(
+        serde_json::json!({"sub": "2", "exp": now + 600}),
+        "another secret, thirty-two bytes",
+    );
+    let cases = [
+        (None, 401, "token_missing"),
+        (Some(expired.as_str()), 401, "token_expired"),
+        (Some(forged.as_str()), 401, "token_invalid"),
+        (Some("garbage"), 401, "token_invalid"),
+    ];
+    for (token, status, code) in cases {
+        let response =
+            assert_refused_as(server.address, &ticket_request(token), (status, ""), code).await;
+        let answer: serde_json::Value = serde_json::from_str(&response.body).expect("JSON");
+        assert_eq!(answer["code"], code, "{answer}");
+        assert!(response.header("www-authenticate").is_some());
+    }
+    let get = server
+        .http("GET /api/v1/tickets HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    assert_eq!((get.status, get.header("allow")), (405, Some("POST")));
+
+    // A server without tokens has no tickets to give.
+    let open = TestServer::start().await;
+    let response = open.http(&ticket_request(Some(&token("2", None)))).await;
+    assert_eq!(response.status, 404);
+    assert!(response.body.contains("no_tokens"), "{}", response.body);
+}

@@ -2,8 +2,15 @@
 //! HS256 JSON Web Token whose `sub` is the id, minted by the operator's backend with the
 //! same secret, as Centrifugo's connection tokens are. Without a secret every client
 //! claims its own id, as in the tutorial.
+//!
+//! A browser should not put such a token in a URL (proxies and its console log those),
+//! so it trades one for a ticket (`POST /api/v1/tickets`): good for one connection of
+//! the same id and name, within [`TICKET_TTL`].
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat::ClientId;
@@ -23,6 +30,14 @@ pub const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 6
 
 /// Seconds of disagreement between clocks forgiven on `exp` and `nbf`.
 const CLOCK_LEEWAY_SECONDS: u64 = 30;
+
+/// How long a ticket is good for: long enough to open a WebSocket over a slow link,
+/// too short for one copied out of a log to be of use (and it is good only once).
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
+
+/// What a ticket's key is made from besides the secret, so that a ticket is never
+/// a token (nor a token a ticket) however the two are presented.
+const TICKET_KEY_SUFFIX: &[u8] = b"\0chat-server ticket";
 
 /// The shared secret tokens are signed with. Never shown, not even in debug output.
 #[derive(Clone)]
@@ -70,11 +85,41 @@ struct Claims {
     name: Option<String>,
 }
 
-/// Checks tokens, and mints them for `chat-server token`.
+/// What a ticket says: the token's id and name, until when, and which ticket it is.
+#[derive(Debug, Serialize, Deserialize)]
+struct TicketClaims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// Unique among the tickets this process issued: what marks one spent.
+    tkt: String,
+}
+
+/// Checks tokens, mints them for `chat-server token`, and trades them for tickets.
 pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    ticket_encoding: EncodingKey,
+    ticket_decoding: DecodingKey,
+    ticket_validation: Validation,
+    /// A random start for ticket serials, so that a ticket from before a restart
+    /// (whose spent list is gone) names no ticket issued after it.
+    ticket_boot: u64,
+    tickets_issued: AtomicU64,
+    /// Tickets used, by serial, with their expiry: kept until they would have expired
+    /// anyway. At most what [`TICKET_TTL`] of handshakes can use, which the handshake
+    /// rate per address bounds.
+    tickets_spent: Mutex<HashMap<String, u64>>,
+}
+
+/// A ticket for one connection, as `POST /api/v1/tickets` answers it.
+#[derive(Debug, Serialize)]
+pub struct Ticket {
+    pub ticket: String,
+    /// Seconds it is good for from now.
+    pub expires_in: u64,
 }
 
 /// Why a token does not let a client in, in words for the client.
@@ -103,6 +148,15 @@ pub enum TokenRefusal {
         "the token marks header parameters {0:?} as critical (crit), and this server understands none"
     )]
     Critical(Vec<String>),
+    #[error(
+        "the ticket has expired (a ticket is good for {} s); get another with POST /api/v1/tickets",
+        TICKET_TTL.as_secs()
+    )]
+    TicketExpired,
+    #[error("the ticket has been used already; get another with POST /api/v1/tickets")]
+    TicketSpent,
+    #[error("invalid ticket: {0}")]
+    TicketInvalid(String),
 }
 
 /// A lifetime longer than the longest allowed, for `chat-server token`.
@@ -142,11 +196,104 @@ impl Tokens {
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = CLOCK_LEEWAY_SECONDS;
+        let ticket_key = [secret.0.as_slice(), TICKET_KEY_SUFFIX].concat();
+        let mut ticket_validation = Validation::new(Algorithm::HS256);
+        ticket_validation.set_required_spec_claims(&["exp", "sub"]);
+        // Issued and checked by this clock.
+        ticket_validation.leeway = 0;
         Self {
             encoding: EncodingKey::from_secret(&secret.0),
             decoding: DecodingKey::from_secret(&secret.0),
             validation,
+            ticket_encoding: EncodingKey::from_secret(&ticket_key),
+            ticket_decoding: DecodingKey::from_secret(&ticket_key),
+            ticket_validation,
+            ticket_boot: fastrand::u64(..),
+            tickets_issued: AtomicU64::new(0),
+            tickets_spent: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A ticket for one connection as the holder of `token`, the token's id and name:
+    /// good for [`TICKET_TTL`], or until the token expires if that is sooner.
+    pub fn ticket(
+        &self,
+        token: &str,
+        id: &ClientId,
+        max_ttl: Duration,
+    ) -> Result<Ticket, TokenRefusal> {
+        let claims = self.verified(token, id, max_ttl)?;
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut exp = now.saturating_add(TICKET_TTL.as_secs());
+        if let Some(token_exp) = claims.exp {
+            exp = exp.min(token_exp);
+        }
+        let serial = self.tickets_issued.fetch_add(1, Ordering::Relaxed);
+        let claims = TicketClaims {
+            sub: id.to_string(),
+            exp,
+            name: claims.name,
+            tkt: format!("{:x}-{serial}", self.ticket_boot),
+        };
+        let ticket = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.ticket_encoding,
+        )
+        .expect("HS256 signing with a byte key cannot fail");
+        Ok(Ticket {
+            ticket,
+            expires_in: exp.saturating_sub(now),
+        })
+    }
+
+    /// The name a ticket gives client `id`, if it is this server's, for `id`, not
+    /// expired and not used before; it is used from now on.
+    pub fn redeem(&self, ticket: &str, id: &ClientId) -> Result<Option<DisplayName>, TokenRefusal> {
+        self.redeem_at(ticket, id, jsonwebtoken::get_current_timestamp())
+    }
+
+    fn redeem_at(
+        &self,
+        ticket: &str,
+        id: &ClientId,
+        now: u64,
+    ) -> Result<Option<DisplayName>, TokenRefusal> {
+        let mut validation = self.ticket_validation.clone();
+        // Expiry is checked below against `now`, so that tests can move the clock.
+        validation.validate_exp = false;
+        let claims =
+            jsonwebtoken::decode::<TicketClaims>(ticket, &self.ticket_decoding, &validation)
+                .map_err(|error| match refusal(error.kind()) {
+                    TokenRefusal::Invalid(why) => TokenRefusal::TicketInvalid(why),
+                    other => other,
+                })?
+                .claims;
+        if claims.exp <= now {
+            return Err(TokenRefusal::TicketExpired);
+        }
+        if ClientId::parse(&claims.sub).ok().as_ref() != Some(id) {
+            return Err(TokenRefusal::OtherId {
+                token: claims.sub,
+                asked: id.to_string(),
+            });
+        }
+        {
+            // Held only for a map lookup and insert, never across an await.
+            let mut spent = self
+                .tickets_spent
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            spent.retain(|_, exp| *exp > now);
+            if spent.insert(claims.tkt, claims.exp).is_some() {
+                return Err(TokenRefusal::TicketSpent);
+            }
+        }
+        claims
+            .name
+            .map(|name| DisplayName::parse(&name))
+            .transpose()
+            .map_err(TokenRefusal::BadName)
     }
 
     /// A token for `id`, valid from now for `ttl`, naming it `name`.
@@ -181,6 +328,20 @@ impl Tokens {
         id: &ClientId,
         max_ttl: Duration,
     ) -> Result<Option<DisplayName>, TokenRefusal> {
+        self.verified(token, id, max_ttl)?
+            .name
+            .map(|name| DisplayName::parse(&name))
+            .transpose()
+            .map_err(TokenRefusal::BadName)
+    }
+
+    /// The claims of `token`, if it is good for `id` as [`Tokens::check_within`] says.
+    fn verified(
+        &self,
+        token: &str,
+        id: &ClientId,
+        max_ttl: Duration,
+    ) -> Result<Claims, TokenRefusal> {
         let decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| refusal(error.kind()))?;
         if let Some(critical) = decoded.header.crit {
@@ -202,11 +363,11 @@ impl Tokens {
                 asked: id.to_string(),
             });
         }
-        claims
-            .name
-            .map(|name| DisplayName::parse(&name))
-            .transpose()
-            .map_err(TokenRefusal::BadName)
+        // A name the server would refuse is refused now, not at the ticket's use.
+        if let Some(name) = &claims.name {
+            DisplayName::parse(name).map_err(TokenRefusal::BadName)?;
+        }
+        Ok(claims)
     }
 }
 
@@ -357,6 +518,55 @@ mod tests {
             tokens.check(&critical, &id("1")),
             Err(TokenRefusal::Critical(vec!["exp".into()]))
         );
+    }
+
+    #[test]
+    fn a_ticket_is_good_once_for_its_id_until_it_expires() {
+        let tokens = tokens(SECRET);
+        let ada = DisplayName::parse("Ada").unwrap();
+        let token = tokens.mint(&id("42"), Duration::from_secs(600), Some(&ada));
+        let now = jsonwebtoken::get_current_timestamp();
+        let ticket = tokens
+            .ticket(&token, &id("42"), DEFAULT_MAX_TOKEN_TTL)
+            .unwrap();
+        assert_eq!(ticket.expires_in, TICKET_TTL.as_secs());
+        let late = now + TICKET_TTL.as_secs() + 1;
+        assert_eq!(
+            tokens.redeem_at(&ticket.ticket, &id("42"), late),
+            Err(TokenRefusal::TicketExpired)
+        );
+        assert!(matches!(
+            tokens.redeem(&ticket.ticket, &id("43")),
+            Err(TokenRefusal::OtherId { .. })
+        ));
+        assert_eq!(tokens.redeem(&ticket.ticket, &id("42")), Ok(Some(ada)));
+        assert_eq!(
+            tokens.redeem(&ticket.ticket, &id("42")),
+            Err(TokenRefusal::TicketSpent)
+        );
+        // A ticket is not a token, nor a token a ticket.
+        let other = tokens
+            .ticket(&token, &id("42"), DEFAULT_MAX_TOKEN_TTL)
+            .unwrap();
+        assert!(matches!(
+            tokens.check(&other.ticket, &id("42")),
+            Err(TokenRefusal::Invalid(_))
+        ));
+        assert!(matches!(
+            tokens.redeem(&token, &id("42")),
+            Err(TokenRefusal::TicketInvalid(_))
+        ));
+        // One for a token about to expire lasts no longer than the token.
+        let short = tokens.mint(&id("7"), Duration::from_secs(5), None);
+        let ticket = tokens
+            .ticket(&short, &id("7"), DEFAULT_MAX_TOKEN_TTL)
+            .unwrap();
+        assert!(ticket.expires_in <= 5, "{ticket:?}");
+        let expired = signed(serde_json::json!({"sub": "7", "exp": now - 120}), SECRET);
+        assert!(matches!(
+            tokens.ticket(&expired, &id("7"), DEFAULT_MAX_TOKEN_TTL),
+            Err(TokenRefusal::Expired)
+        ));
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! - `GET /api/v1/rooms/{room}/events?before=O|after=O&limit=L`
 //! - `GET /api/v1/rooms/{room}/search?q=WORDS[&before=O]&limit=L`
 //!
-//! Both answer `{"type":"history"|"search","events":[...],"more":bool}`, or an error
+//! - `POST /api/v1/tickets` with `Authorization: Bearer <token>`: a ticket that opens
+//!   one WebSocket (`/ws/<id>?ticket=`) as the token's id and name, within 30 s, so
+//!   that a browser never puts its token in a URL.
+//!
+//! The reads answer `{"type":"history"|"search","events":[...],"more":bool}`, or an error
 //! as `{"type":"error","code":C,"message":M}` with a matching status. The identity rules
 //! are the WebSocket's: with `--jwt-secret` a bearer token is required, and a
 //! direct-message room is readable only by its two ids. Each request counts against
@@ -18,13 +22,75 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{Body, Client, FrontDoor, Refused, bearer, refuse_address, refuse_token, refused};
+use super::{
+    Body, Client, FrontDoor, Refused, bearer, refuse_address, refuse_token, refused, token_answer,
+};
 use crate::identity::TokenRefusal;
 use crate::metrics::Refusal;
 use crate::session::history::{self, Query};
 
 /// Where the API's paths start.
 pub const PREFIX: &str = "/api/v1/rooms/";
+
+/// Where a token is traded for a ticket.
+pub const TICKETS: &str = "/api/v1/tickets";
+
+/// Answers `POST /api/v1/tickets`: `{"ticket":T,"expires_in":S}` for a good bearer
+/// token, else an error whose `code` says why (`token_expired`, `token_invalid`,
+/// `token_missing`, `token_other_id`, `invalid_name`), as the metrics count it.
+pub fn ticket(
+    request: &Request<Incoming>,
+    client: Client,
+    door: &FrontDoor,
+) -> Result<Response<Body>, Refused> {
+    if request.method() != Method::POST {
+        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "invalid", "use POST");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return Ok(response);
+    }
+    // Each ticket is a handshake to come: it counts against its address's rate now.
+    drop(
+        door.addresses
+            .admit(client.peer.ip().to_canonical())
+            .map_err(refuse_address)?,
+    );
+    let Some(tokens) = &door.tokens else {
+        let message = "this server does not check tokens: connect to /ws/<id> without one";
+        return Ok(error(StatusCode::NOT_FOUND, "no_tokens", message));
+    };
+    // The WebSocket's refusals, as JSON whose code is the metrics' name for them.
+    let refuse = |why: TokenRefusal| {
+        let (reason, status, challenge) = token_answer(&why);
+        let mut response = error(status, reason.label(), &why.to_string());
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        refused(reason, response)
+    };
+    let token = bearer(request.headers()).ok_or_else(|| refuse(TokenRefusal::Missing))?;
+    let holder = claimed_subject(token).ok_or_else(|| {
+        refuse(TokenRefusal::Invalid(
+            "not a JWT with a client id as its sub".to_owned(),
+        ))
+    })?;
+    let ticket = tokens
+        .ticket(token, &holder, door.shared.config.max_token_ttl)
+        .map_err(refuse)?;
+    let mut response = json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&ticket).expect("a ticket serializes"),
+    );
+    // A ticket is good once: nothing on the way should keep it.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
 
 /// Serves one API request whose path starts with [`PREFIX`].
 pub async fn serve(

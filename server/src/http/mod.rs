@@ -236,6 +236,7 @@ async fn route(
             upgrade(request, Endpoint::Echo, client, door).await?
         }
         "/ws" => return Err(refuse_id(chat::InvalidId::Empty)),
+        api::TICKETS => api::ticket(&request, client, door)?,
         _ if path.starts_with(api::PREFIX) => api::serve(&request, path, client, door).await?,
         _ => match path.strip_prefix("/ws/") {
             Some(raw_id) => {
@@ -411,11 +412,11 @@ struct Seat {
 }
 
 /// Reads `?room=`, `?since=`, `?epoch=`, the subprotocol the client asks for, and who
-/// it is: its token (`?token=` or `Authorization: Bearer`) with `--jwt-secret`, else
-/// the `?name=` it claims.
+/// it is: its token (`?token=` or `Authorization: Bearer`) or a ticket for it
+/// (`?ticket=`) with `--jwt-secret`, else the `?name=` it claims.
 fn seat(request: &Request<Incoming>, id: ClientId, door: &FrontDoor) -> Result<Seat, Refused> {
     let mut room = RoomName::default();
-    let (mut since, mut epoch, mut token, mut name) = (None, None, None, None);
+    let (mut since, mut epoch, mut token, mut ticket, mut name) = (None, None, None, None, None);
     let query = request.uri().query().unwrap_or("");
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*key {
@@ -423,6 +424,7 @@ fn seat(request: &Request<Incoming>, id: ClientId, door: &FrontDoor) -> Result<S
             "since" => since = Some(value.into_owned()),
             "epoch" => epoch = Some(value.into_owned()),
             "token" => token = Some(value.into_owned()),
+            "ticket" => ticket = Some(value.into_owned()),
             "name" => name = Some(value.into_owned()),
             // Anything else (a cache buster, a token for a proxy) is not ours to judge.
             _ => {}
@@ -447,13 +449,14 @@ fn seat(request: &Request<Incoming>, id: ClientId, door: &FrontDoor) -> Result<S
         Protocol::Plain
     };
     let name = match &door.tokens {
-        Some(tokens) => {
-            let token = bearer(request.headers()).or(token.as_deref());
-            let token = token.ok_or_else(|| refuse_token(TokenRefusal::Missing))?;
-            tokens
+        Some(tokens) => match (bearer(request.headers()).or(token.as_deref()), ticket) {
+            (Some(token), _) => tokens
                 .check_within(token, &id, door.shared.config.max_token_ttl)
-                .map_err(refuse_token)?
-        }
+                .map_err(refuse_token)?,
+            // A browser's: its token stays out of the URL (POST /api/v1/tickets).
+            (None, Some(ticket)) => tokens.redeem(&ticket, &id).map_err(refuse_token)?,
+            (None, None) => return Err(refuse_token(TokenRefusal::Missing)),
+        },
         None => name
             .map(|name| DisplayName::parse(&name))
             .transpose()
@@ -477,29 +480,39 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// 401 for a token that is missing or not good (with the challenge RFC 6750 asks for),
 /// 403 for a good token that is not for this id or names its holder badly.
 fn refuse_token(why: TokenRefusal) -> Refused {
-    let (reason, status) = match why {
-        TokenRefusal::Missing => (Refusal::TokenMissing, StatusCode::UNAUTHORIZED),
-        TokenRefusal::Expired | TokenRefusal::NotYet => {
-            (Refusal::TokenExpired, StatusCode::UNAUTHORIZED)
-        }
-        TokenRefusal::Invalid(_) | TokenRefusal::TooLong(_) | TokenRefusal::Critical(_) => {
-            (Refusal::TokenInvalid, StatusCode::UNAUTHORIZED)
-        }
-        TokenRefusal::OtherId { .. } => (Refusal::TokenOtherId, StatusCode::FORBIDDEN),
-        TokenRefusal::BadName(_) => (Refusal::InvalidName, StatusCode::FORBIDDEN),
-    };
+    let (reason, status, challenge) = token_answer(&why);
     let mut response = text(status, &format!("{why}\n"));
-    if status == StatusCode::UNAUTHORIZED {
-        let challenge = match reason {
-            Refusal::TokenMissing => "Bearer realm=\"chat\"",
-            _ => "Bearer realm=\"chat\", error=\"invalid_token\"",
-        };
+    if let Some(challenge) = challenge {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(challenge),
         );
     }
     refused(reason, response)
+}
+
+/// How a refused token (or ticket) is answered: the reason the metrics count, the
+/// status, and for a 401 its `WWW-Authenticate` challenge.
+fn token_answer(why: &TokenRefusal) -> (Refusal, StatusCode, Option<&'static str>) {
+    let (reason, status) = match why {
+        TokenRefusal::Missing => (Refusal::TokenMissing, StatusCode::UNAUTHORIZED),
+        TokenRefusal::Expired | TokenRefusal::NotYet | TokenRefusal::TicketExpired => {
+            (Refusal::TokenExpired, StatusCode::UNAUTHORIZED)
+        }
+        TokenRefusal::Invalid(_)
+        | TokenRefusal::TooLong(_)
+        | TokenRefusal::Critical(_)
+        | TokenRefusal::TicketSpent
+        | TokenRefusal::TicketInvalid(_) => (Refusal::TokenInvalid, StatusCode::UNAUTHORIZED),
+        TokenRefusal::OtherId { .. } => (Refusal::TokenOtherId, StatusCode::FORBIDDEN),
+        TokenRefusal::BadName(_) => (Refusal::InvalidName, StatusCode::FORBIDDEN),
+    };
+    let challenge = match reason {
+        _ if status != StatusCode::UNAUTHORIZED => None,
+        Refusal::TokenMissing => Some("Bearer realm=\"chat\""),
+        _ => Some("Bearer realm=\"chat\", error=\"invalid_token\""),
+    };
+    (reason, status, challenge)
 }
 
 fn refuse_name(error: v1::InvalidName) -> Refused {
