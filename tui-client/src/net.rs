@@ -526,10 +526,11 @@ async fn relay(
         tokio::select! {
             frame = socket.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    let news = match &mut resume {
-                        Some(_) if v2 && let Some(beside) = read_beside(&text) => NetEvent::Beside(beside),
-                        Some((room, resume)) => read_v1(&text, room, resume),
-                        None => NetEvent::Received { text: text.to_string() },
+                    let beside = if v2 && resume.is_some() { read_beside(&text) } else { None };
+                    let news = match (&mut resume, beside) {
+                        (Some(_), Some(beside)) => NetEvent::Beside(beside),
+                        (Some((room, resume)), None) => read_v1(&text, room, resume),
+                        (None, _) => NetEvent::Received { text: text.to_string() },
                     };
                     // A v2 welcome says, besides, how far this id has read here.
                     let read = match &news {
