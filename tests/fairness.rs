@@ -82,6 +82,118 @@ async fn a_node_that_fell_behind_delivers_what_it_missed_to_readers_at_full_spee
     drop(publisher);
 }
 
+/// The rule for a room that fell further behind than `chat:events` keeps: it loads
+/// the room's state again and catches up from the room's history (as far as a node
+/// keeps in memory, 1 MiB), and that catch-up is a batch delivery too. The readers'
+/// node, with small outboxes (a bound of 64 KiB, raised to fit two of the largest
+/// frames of 32 KiB messages: about 400 KB), is frozen while the other node takes 20
+/// messages of 30 KB in the readers' room, then enough messages elsewhere that
+/// `chat:events` no longer holds them, then one more in the readers' room. Woken, the
+/// node sees that one past a gap, loads the room, and must deliver the 630 KB it
+/// missed no faster than its readers read: pushed at once, they overflow the outboxes
+/// and every reader is closed as a slow consumer.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn a_room_that_fell_past_the_event_stream_catches_up_at_its_readers_pace() {
+    const MESSAGES: usize = 21;
+    // More than `chat:events` keeps (about 10 000).
+    const ELSEWHERE: usize = 12_000;
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let publisher = ServerProcess::start(&[
+        "--redis-url",
+        &url,
+        "--presence-ttl",
+        "60",
+        "--rate-limit",
+        "0",
+    ])
+    .await;
+    let readers_node: TestServer = redis
+        .node_with(Config {
+            presence_ttl: Duration::from_secs(60),
+            max_message_bytes: 32 * 1024,
+            max_queue_bytes: 64 * 1024,
+            ..redis.node_config()
+        })
+        .await;
+    let mut readers = Vec::new();
+    for id in 2..=4 {
+        readers.push(readers_node.join(&id.to_string(), &id.to_string()).await);
+    }
+    let text = |n: usize| format!("burst {n} {}", "z".repeat(30_000));
+    // From a thread of its own, while this runtime, where the readers' node runs, is
+    // held (as in the test above). The readers start reading once it is free again: a
+    // wait begun before would count the time it was held.
+    let room_url = publisher.url("/ws/1");
+    let elsewhere_url = publisher.url("/ws/9?room=elsewhere");
+    let sender = std::thread::spawn(move || {
+        let echoed = |socket: &mut tungstenite::WebSocket<_>, wanted: usize, mark: &str| {
+            let mut echoes = 0;
+            while echoes < wanted {
+                match socket.read().expect("read the echoes") {
+                    Message::Text(text) if text.contains(mark) => echoes += 1,
+                    _ => {}
+                }
+            }
+        };
+        let (mut room, _) = tungstenite::connect(room_url).expect("connect the sender");
+        for n in 0..MESSAGES - 1 {
+            room.send(Message::text(text(n))).expect("send");
+        }
+        echoed(&mut room, MESSAGES - 1, "burst ");
+        let (mut elsewhere, _) = tungstenite::connect(elsewhere_url).expect("connect");
+        for n in 0..ELSEWHERE {
+            elsewhere
+                .send(Message::text(format!("filler {n}")))
+                .expect("send");
+        }
+        echoed(&mut elsewhere, ELSEWHERE, "filler ");
+        room.send(Message::text(text(MESSAGES - 1))).expect("send");
+        echoed(&mut room, 1, "burst ");
+        let _ = room.close(None);
+        let _ = elsewhere.close(None);
+    });
+    sender.join().expect("the sender");
+    let last = format!("burst {} ", MESSAGES - 1);
+    let reading: Vec<_> = readers
+        .into_iter()
+        .map(|mut reader| {
+            let last = last.clone();
+            tokio::spawn(async move {
+                let mut numbers = Vec::new();
+                loop {
+                    match within("a frame at full speed", reader.socket.next()).await {
+                        Some(Ok(Message::Text(text))) if text.contains("burst ") => {
+                            let number = text.split("burst ").nth(1).and_then(|after| {
+                                after.split(' ').next().and_then(|n| n.parse().ok())
+                            });
+                            numbers.push(number.expect("a numbered burst"));
+                            if text.contains(&last) {
+                                return numbers;
+                            }
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            panic!("closed with {frame:?} after {}", numbers.len())
+                        }
+                        Some(Ok(_)) => {}
+                        other => panic!("{other:?} after {}", numbers.len()),
+                    }
+                }
+            })
+        })
+        .collect();
+    for reader in reading {
+        let numbers: Vec<usize> = reader.await.expect("not closed");
+        assert_eq!(
+            numbers,
+            (0..MESSAGES).collect::<Vec<_>>(),
+            "each once, in order"
+        );
+    }
+    drop(publisher);
+}
+
 /// Issue 34, finding 12: several clients flood one node while Redis takes no writes;
 /// what the node has handed to Redis stops at its bound (256 KiB) past it by one
 /// message at most, not by one per sender (it reached 508 KiB): each session counts

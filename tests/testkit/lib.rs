@@ -88,7 +88,14 @@ pub async fn connect_asking(url: &str, subprotocol: &'static str) -> Client {
         tokio_tungstenite::connect_async(request_asking(url, subprotocol)),
     )
     .await
-    .unwrap_or_else(|error| panic!("connecting to {url}: {error}"));
+    .unwrap_or_else(|error| match error {
+        tokio_tungstenite::tungstenite::Error::Http(response) => panic!(
+            "connecting to {url}: {}: {}",
+            response.status(),
+            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+        ),
+        error => panic!("connecting to {url}: {error}"),
+    });
     assert_eq!(
         response
             .headers()

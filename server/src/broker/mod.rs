@@ -647,6 +647,7 @@ impl Broker {
             .key(reads_key(name))
             .arg(new_epoch())
             .arg(self.keep.events)
+            .arg(room.memory_bytes())
             .invoke_async(redis)
             .await?;
         let (mut events, mut purged) = (Vec::new(), Vec::new());
@@ -681,6 +682,18 @@ impl Broker {
                 Ok((pair[0].clone(), offset?))
             })
             .collect::<Result<HashMap<_, _>, BrokerError>>()?;
+        // A room loaded here that fell behind catches up on what it missed the way a
+        // batch is delivered: each event once its members have room for it. (Install
+        // then finds nothing left to fan out.)
+        if let Some(had) = room.offset_in(&epoch) {
+            let deadline = tokio::time::Instant::now() + DELIVERY_GRACE;
+            for (from, event) in events.iter().filter(|(_, event)| event.offset > had) {
+                room.room_to_deliver(deadline).await;
+                if room.deliver(*from, &epoch, event.clone()) == Delivered::NotLoaded {
+                    break;
+                }
+            }
+        }
         room.install(Snapshot {
             epoch,
             offset,

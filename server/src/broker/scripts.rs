@@ -148,6 +148,7 @@ mod tests {
             .key(reads_key("main"))
             .arg("ignored")
             .arg(10)
+            .arg(1 << 20)
             .invoke(redis)
             .unwrap()
     }
@@ -488,6 +489,56 @@ mod tests {
         assert_eq!(history.ids.len(), 1, "the old epoch's history is gone");
     }
 
+    /// A long history is read only as far back as a node keeps in memory: the newest
+    /// events up to the bytes asked for, the one that passes them included.
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn snapshot_reads_the_newest_events_up_to_the_bytes_asked_for() {
+        let mut server = Redis::start();
+        let redis = &mut server.connection;
+        let texts: Vec<String> = (0..600)
+            .map(|n| format!(r#""ts":6,"id":"7","type":"message","text":"{n:0>100}"}}"#))
+            .collect();
+        let events: Vec<_> = texts
+            .iter()
+            .map(|text| (4, "-", "", text.as_str()))
+            .collect();
+        append(redis, "e1", 3, 1000, &events);
+        let read = |redis: &mut redis::Connection, count: usize, bytes: usize| {
+            let (_, _, events, _, _): Reply = redis::Script::new(SNAPSHOT)
+                .key(meta_key("main"))
+                .key(history_key("main"))
+                .key(present_key("main"))
+                .key(reads_key("main"))
+                .arg("ignored")
+                .arg(count)
+                .arg(bytes)
+                .invoke(redis)
+                .unwrap();
+            events
+        };
+        let ids = |events: &[(String, Vec<String>)]| -> Vec<String> {
+            events.iter().map(|(id, _)| id.clone()).collect()
+        };
+        // What the budget counts of an entry: its values.
+        let size = |(_, fields): &(String, Vec<String>)| -> usize {
+            fields.iter().skip(1).step_by(2).map(String::len).sum()
+        };
+        let all = read(redis, 1000, 1 << 20);
+        assert_eq!(
+            all.len(),
+            600,
+            "under the bytes, every event, across chunks"
+        );
+        assert_eq!((all[0].0.as_str(), all[599].0.as_str()), ("0-600", "0-1"));
+        let budget = 50_000;
+        let some = read(redis, 1000, budget);
+        let before_last: usize = some[..some.len() - 1].iter().map(size).sum();
+        assert!(before_last < budget && before_last + size(&some[some.len() - 1]) >= budget);
+        assert_eq!(ids(&some), ids(&all[..some.len()]), "the newest");
+        assert_eq!(ids(&read(redis, 5, 1 << 20)), ids(&all[..5]));
+    }
+
     #[test]
     #[ignore = "needs redis-server"]
     fn snapshot_answers_epoch_offset_the_last_events_newest_first_and_who_is_in() {
@@ -514,6 +565,7 @@ mod tests {
             .key(reads_key("main"))
             .arg("ignored")
             .arg(2)
+            .arg(1 << 20)
             .invoke(redis)
             .unwrap();
         assert_eq!((epoch.as_str(), offset), ("e1", 4));
@@ -530,6 +582,7 @@ mod tests {
             .key(reads_key("new"))
             .arg("fresh")
             .arg(2)
+            .arg(1 << 20)
             .invoke(redis)
             .unwrap();
         assert_eq!(

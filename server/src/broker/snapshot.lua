@@ -1,13 +1,32 @@
 -- SNAPSHOT: a room as Redis has it: {epoch, offset, the last events (newest first),
 -- who is in it (HGETALL of present), each id's read position (HGETALL of reads)}.
 -- KEYS: meta, history, present, reads. ARGV: an epoch if the room needs one, how many
--- events.
+-- events, how many bytes of them.
+--
+-- The events are the newest `how many`, and of those only as many as reach `bytes`
+-- (counting each entry's values, the one that passes it included): a node keeps no
+-- more than that in memory, and reading a long history in one reply can take longer
+-- than a node waits for Redis. Older events are read a page at a time.
 if fresh then
   redis.call('DEL', KEYS[4])
 end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
-local events = {}
-if tonumber(ARGV[2]) > 0 then
-  events = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
+local wanted, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+local events, bytes, from = {}, 0, '+'
+while #events < wanted and bytes < budget do
+  local chunk = redis.call('XREVRANGE', KEYS[2], from, '-', 'COUNT', math.min(256, wanted - #events))
+  if #chunk == 0 then
+    break
+  end
+  for _, entry in ipairs(chunk) do
+    table.insert(events, entry)
+    for i = 2, #entry[2], 2 do
+      bytes = bytes + #entry[2][i]
+    end
+    if bytes >= budget then
+      break
+    end
+  end
+  from = '(' .. chunk[#chunk][1]
 end
 return {epoch, offset, events, redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}

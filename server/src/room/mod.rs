@@ -699,6 +699,19 @@ impl Room {
         self.lock().epoch.clone()
     }
 
+    /// The offset of the room's newest event here, if the room is loaded and its
+    /// history is `epoch`: what a load from the cluster need not fan out again.
+    pub fn offset_in(&self, epoch: &str) -> Option<u64> {
+        let state = self.lock();
+        (state.loaded && state.epoch == epoch).then_some(state.offset)
+    }
+
+    /// The most bytes of events the room keeps in memory: a load from the cluster
+    /// need not read more of its history than that.
+    pub fn memory_bytes(&self) -> usize {
+        self.settings.max_history_bytes
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-updated (every
         // change is a single insert, remove, push or counter), so a poisoned lock is
