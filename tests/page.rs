@@ -1894,7 +1894,7 @@ async fn the_side_bar_is_a_drawer_on_a_phone_and_passes_axe_core() {
     for (theme, theme_name) in [(Theme::Light, "light"), (Theme::Dark, "dark")] {
         for phone in [false, true] {
             let what = format!("{theme_name}, {}", if phone { "phone" } else { "desktop" });
-            let (width, height) = if phone { (390, 740) } else { (1000, 700) };
+            let (width, height) = if phone { (375, 740) } else { (1000, 700) };
             let page = driver.open_themed(width, height, phone, theme).await;
             page.goto(&format!("http://{}/#room=ops", server.address))
                 .await
@@ -1925,6 +1925,18 @@ async fn the_side_bar_is_a_drawer_on_a_phone_and_passes_axe_core() {
                     .await,
                     json!("1 unread"),
                     "{what}: the drawer's button counts what is new elsewhere"
+                );
+                let rows = eval(
+                    &page,
+                    "const shown = Array.from(document.querySelectorAll('header > *')) \
+                       .filter(e => e.offsetParent !== null && e.getBoundingClientRect().width > 1); \
+                     return new Set(shown.map(e => Math.round(e.getBoundingClientRect().top / 8))).size;",
+                )
+                .await;
+                assert_eq!(
+                    rows,
+                    json!(1),
+                    "{what}: the header is one row, the drawer's button in it"
                 );
                 click(&page, "rooms-toggle").await;
                 assert!(is_shown(&page, "rooms").await, "{what}: the drawer opens");
