@@ -1848,6 +1848,7 @@ async fn rooms_in_a_side_bar_with_badges_from_the_servers_read_positions() {
     wait_for_side_bar(&page, "room-list", json!(["*# main", "# ops [1 unread]"])).await;
 
     // The direct message, picked in the side bar.
+    wait_for_side_bar(&page, "dm-list", json!(["@ Bob [@1 unread]"])).await;
     eval(
         &page,
         "document.querySelector('#dm-list .room').click(); return null;",
