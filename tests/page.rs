@@ -1843,9 +1843,23 @@ async fn rooms_in_a_side_bar_with_badges_from_the_servers_read_positions() {
     type_keys_into(&page, "messageText", "\u{E00A}\u{E013}\u{E000}").await;
     wait_for_room(&page, "main").await;
     cy.say("third", None).await;
+    let third = offset(
+        &cy.next_matching("the echo of \"third\"", |frame| frame["text"] == "third")
+            .await,
+    );
     page.refresh().await.expect("reload");
     wait_for_room(&page, "main").await;
     wait_for_side_bar(&page, "room-list", json!(["*# main", "# ops [1 unread]"])).await;
+    // Read on another device: not new here any more.
+    let mut phone = V2::connect(
+        &server,
+        &format!("/ws/42?room=ops&token={}", token("42", Some("Ada"))),
+    )
+    .await;
+    phone.seated().await;
+    phone.read(third).await;
+    wait_for_side_bar(&page, "room-list", json!(["*# main", "# ops"])).await;
+    phone.socket.close().await;
 
     // The direct message, picked in the side bar.
     wait_for_side_bar(&page, "dm-list", json!(["@ Bob [@1 unread]"])).await;
@@ -1939,7 +1953,13 @@ async fn the_side_bar_is_a_drawer_on_a_phone_and_passes_axe_core() {
                     json!(1),
                     "{what}: the header is one row, the drawer's button in it"
                 );
-                click(&page, "rooms-toggle").await;
+                // From the keyboard: Enter on the button.
+                eval(
+                    &page,
+                    "document.getElementById('rooms-toggle').focus(); return null;",
+                )
+                .await;
+                press(&page, "\u{E007}").await;
                 assert!(is_shown(&page, "rooms").await, "{what}: the drawer opens");
                 assert_eq!(
                     eval(&page, "return document.activeElement.dataset.room;").await,
