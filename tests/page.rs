@@ -2106,3 +2106,66 @@ async fn a_conversation(server: &TestServer) -> (V2, V2, V2) {
     cy.seated().await;
     (bob, grace, cy)
 }
+
+/// While the page is not looked at, a mention or a direct message in a room of the side
+/// bar that is not on screen notifies too, named by its room; other messages there
+/// only count in the side bar.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_mention_or_a_direct_message_in_another_room_notifies() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(1000, 700).await;
+    // Notifications allowed, and recorded instead of shown; the page hidden at will.
+    devtools(
+        &page,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": "window.notified = []; \
+            window.Notification = function (title, options) { \
+              window.notified.push([title, options.body]); }; \
+            window.Notification.permission = 'granted'; \
+            window.Notification.requestPermission = () => Promise.resolve('granted'); \
+            window.pageHidden = false; \
+            Object.defineProperty(document, 'hidden', { get: () => window.pageHidden });" }),
+    )
+    .await;
+    page.goto(&format!("http://{}/#room=ops", server.address))
+        .await
+        .expect("load the page");
+    wait_for_room(&page, "ops").await;
+    let id = client_id(&page).await;
+    let mut cy = V2::connect(&server, "/ws/9?room=ops&name=Cy").await;
+    cy.seated().await;
+    // A direct message with Bob (id 8), opened from the join box, then main on screen.
+    type_keys_into(&page, "join-name", "@8\u{E007}").await;
+    let direct = format!("dm.8.{id}");
+    wait_for_room(&page, &direct).await;
+    let mut bob = V2::connect(&server, &format!("/ws/8?room={direct}&name=Bob")).await;
+    bob.seated().await;
+    eval(&page, "location.hash = '#room=main'; return null;").await;
+    wait_for_room(&page, "main").await;
+
+    eval(&page, "window.pageHidden = true; return null;").await;
+    cy.say("nothing for you", None).await;
+    cy.say(&format!("@{id} ping"), None).await;
+    bob.say("psst", None).await;
+    wait_for_side_bar(
+        &page,
+        "room-list",
+        json!(["# ops [2 unread] [@1 mentioning you]", "*# main"]),
+    )
+    .await;
+    wait_for_side_bar(&page, "dm-list", json!(["@ ~Bob [@1 unread]"])).await;
+    // In the order the two rooms' connections brought them, which is not one order.
+    let notified = eval(
+        &page,
+        "return window.notified.map(n => n.join(': ')).sort();",
+    )
+    .await;
+    assert_eq!(
+        notified,
+        json!(["~Bob: psst", format!("~Cy in #ops: @{id} ping")])
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
