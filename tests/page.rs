@@ -1791,6 +1791,9 @@ async fn rooms_in_a_side_bar_with_badges_from_the_servers_read_positions() {
     .await;
     wait_for_room(&page, "main").await;
     wait_for_message(&page, "Bob: hello in main").await;
+    // The side bar is drawn again as the counts change while the join box has the
+    // focus: it keeps it.
+    click(&page, "join-name").await;
     cy.say("anyone here?", None).await;
     cy.say("@Ada look at this", None).await;
     wait_for_side_bar(
@@ -1799,6 +1802,15 @@ async fn rooms_in_a_side_bar_with_badges_from_the_servers_read_positions() {
         json!(["*# main", "# ops [2 unread] [@1 mentioning you]"]),
     )
     .await;
+    assert_eq!(
+        eval(
+            &page,
+            "return [document.activeElement.id, \
+                     document.getElementById('rooms-toggle-badge').textContent];"
+        )
+        .await,
+        json!(["join-name", "2 unread"])
+    );
     bob.say("still here?", None).await;
     let next = bob
         .next_matching("the page leaving or Bob's message", |frame| {
