@@ -1998,6 +1998,21 @@ async fn the_side_bar_is_a_drawer_on_a_phone_and_passes_axe_core() {
                     json!("rooms-toggle"),
                     "{what}: the focus is back on the drawer's button"
                 );
+                // Tab past its last control closes it: the focus is not left behind it.
+                press(&page, "\u{E007}").await;
+                assert!(is_shown(&page, "rooms").await, "{what}: open again");
+                eval(
+                    &page,
+                    "document.querySelector('#join-form button').focus(); return null;",
+                )
+                .await;
+                press(&page, "\u{E004}").await;
+                assert!(!is_shown(&page, "rooms").await, "{what}: closed by Tab");
+                assert_eq!(
+                    eval(&page, "return document.activeElement.id;").await,
+                    json!("messages"),
+                    "{what}: the focus went on to the messages"
+                );
                 // A room picked in the drawer closes it and goes there.
                 click(&page, "rooms-toggle").await;
                 eval(
