@@ -2196,3 +2196,50 @@ async fn a_mention_or_a_direct_message_in_another_room_notifies() {
     page.close().await.expect("close");
     server.stop().await;
 }
+
+/// A room in the side bar that cannot be joined (here a direct-message room of two
+/// other ids, kept from an earlier visit) says "not connected" beside its name, and
+/// opening it says why in the server's words.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_room_that_cannot_be_joined_says_so_in_the_side_bar() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(1000, 700).await;
+    load_the_chat(&page, &server).await;
+    eval(
+        &page,
+        "localStorage.setItem('chat-rooms', JSON.stringify(['main', 'dm.1.2'])); return null;",
+    )
+    .await;
+    page.refresh().await.expect("reload");
+    wait_for_status(&page, "connected").await;
+    wait_for(
+        &page,
+        "the refused room marked",
+        "const room = document.querySelector('#dm-list .room[data-room=\"dm.1.2\"]'); \
+         return room && room.textContent;",
+        |shown| shown == &json!("@ Client #1not connected"),
+    )
+    .await;
+    eval(
+        &page,
+        "document.querySelector('#dm-list .room').click(); return null;",
+    )
+    .await;
+    wait_for(
+        &page,
+        "the refusal explained",
+        "return [document.getElementById('status').textContent, \
+                 document.getElementById('notice').textContent];",
+        |shown| {
+            shown[0] == "refused"
+                && shown[1]
+                    .as_str()
+                    .is_some_and(|notice| notice.starts_with("The server refused to let you in: "))
+        },
+    )
+    .await;
+    page.close().await.expect("close");
+    server.stop().await;
+}
