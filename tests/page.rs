@@ -181,21 +181,7 @@ async fn another_room_in_the_address_bar_moves_the_page_there() {
     ops.seated().await;
 
     eval(&page, "location.hash = '#room=ops'; return null;").await;
-    wait_for(
-        &page,
-        "the status to name the room",
-        "return document.getElementById('status-detail').textContent;",
-        |detail| {
-            detail
-                .as_str()
-                .is_some_and(|detail| detail.contains("room ops"))
-        },
-    )
-    .await;
-    assert_eq!(
-        seven.recv().await,
-        format!("Client #{id} has left the chat")
-    );
+    wait_for_room(&page, "ops").await;
     let joined = ops.event().await;
     assert_eq!(joined.id, id, "the page joined ops");
     ops.say("in ops", None).await;
@@ -204,6 +190,18 @@ async fn another_room_in_the_address_bar_moves_the_page_there() {
     assert!(
         !shown.contains(&"Client #7: in main".to_owned()),
         "main's messages are gone: {shown:?}"
+    );
+    // Main stays in the side bar, joined: the page leaves it only when asked to.
+    seven.send("still in main").await;
+    assert_eq!(seven.recv().await, "Client #7: still in main");
+    eval(
+        &page,
+        "document.querySelector('#room-list .leave[data-room=main]').click(); return null;",
+    )
+    .await;
+    assert_eq!(
+        seven.recv().await,
+        format!("Client #{id} has left the chat")
     );
     page.close().await.expect("close");
     server.stop().await;
@@ -575,8 +573,18 @@ async fn a_message_sent_while_a_reconnection_replays_what_was_missed_is_delivere
     )
     .await;
     proxy.restore();
-    click(&page, "retry").await;
-    wait_for_status(&page, "connected").await;
+    // Retry now; on a busy machine the page's own countdown may have run out while the
+    // filler was sending, and an attempt be under way (Retry hidden) or have failed
+    // against the cut proxy (Retry shown again): press it whenever it is there.
+    wait_for(
+        &page,
+        "connected again",
+        "const retry = document.getElementById('retry'); \
+         if (!retry.hidden) retry.click(); \
+         return document.getElementById('status').textContent;",
+        |status| status == "connected",
+    )
+    .await;
     let joins = |shown: &[String]| shown.iter().filter(|text| **text == joined).count();
     assert_eq!(
         joins(&messages(&page).await),
@@ -1686,6 +1694,562 @@ async fn notifications_can_be_only_for_mentions() {
         eval(&page, "return window.notified;").await,
         json!([["~Bob", "for everyone"]])
     );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+/// Waits until the status says the page is connected to `room`.
+async fn wait_for_room(page: &Page, room: &str) {
+    let wanted = format!("room {room}");
+    wait_for(
+        page,
+        &format!("the status to name {room}"),
+        "return document.getElementById('status').textContent + ' ' + \
+                document.getElementById('status-detail').textContent;",
+        |status| {
+            status
+                .as_str()
+                .is_some_and(|status| status.starts_with("connected") && status.ends_with(&wanted))
+        },
+    )
+    .await;
+}
+
+/// The side bar's rooms (`list` is `room-list` or `dm-list`) as shown: the name, then
+/// each badge with what it says to a screen reader, and `*` on the room on screen.
+async fn side_bar(page: &Page, list: &str) -> Value {
+    eval(page, &side_bar_script(list)).await
+}
+
+fn side_bar_script(list: &str) -> String {
+    format!(
+        "return Array.from(document.querySelectorAll('#{list} .room'), room => \
+           (room.getAttribute('aria-current') === 'true' ? '*' : '') + \
+           room.querySelector('.room-name').textContent + \
+           Array.from(room.querySelectorAll('.badge'), badge => \
+             ' [' + badge.textContent + ']').join(''));"
+    )
+}
+
+/// Waits until the side bar's `list` shows `expected` (as [`side_bar`] reads it).
+async fn wait_for_side_bar(page: &Page, list: &str, expected: Value) {
+    let deadline = std::time::Instant::now() + testkit::PATIENCE;
+    loop {
+        let shown = side_bar(page, list).await;
+        if shown == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{list} never showed {expected}; it shows {shown}"
+        );
+        sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// Issue 30, deliver point 3: rooms in a side bar. Joining one by name from the
+/// keyboard, switching without a reload or a leave, unread and mention badges that
+/// come from the server's read positions (so they survive a reload, and reading on
+/// screen clears them), the open rooms remembered across reloads, direct messages
+/// listed from the server's `dms`, Alt+Up/Down between rooms, and leaving.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn rooms_in_a_side_bar_with_badges_from_the_servers_read_positions() {
+    let driver = ChromeDriver::start().await;
+    // Signed in with a token, so that the page is the same id after a reload.
+    let server = server_with_tokens().await;
+    let mut bob = V2::connect(&server, &format!("/ws/8?token={}", token("8", Some("Bob")))).await;
+    bob.seated().await;
+    bob.say("hello in main", None).await;
+    let cy_token = token("9", Some("Cy"));
+    let mut cy = V2::connect(&server, &format!("/ws/9?room=ops&token={cy_token}")).await;
+    cy.seated().await;
+    let page = driver.open(1000, 700).await;
+    let address = server.address;
+    page.goto(&format!(
+        "http://{address}/#token={}",
+        token("42", Some("Ada"))
+    ))
+    .await
+    .expect("load the page");
+    wait_for_message(&page, "Ada (#42) has entered the chat").await;
+    let id = "42";
+    wait_for_side_bar(&page, "room-list", json!(["*# main"])).await;
+
+    // Join ops by name, from the keyboard.
+    type_keys_into(&page, "join-name", "ops\u{E007}").await;
+    wait_for_room(&page, "ops").await;
+    cy.next_matching("the page's join", |frame| {
+        frame["type"] == "join" && frame["id"] == id
+    })
+    .await;
+    cy.say("before", None).await;
+    wait_for_message(&page, "Cy: before").await;
+    wait_for_side_bar(&page, "room-list", json!(["# main", "*# ops"])).await;
+    assert_eq!(
+        eval(&page, "return document.activeElement.id;").await,
+        json!("messageText"),
+        "joining leaves the focus in the input"
+    );
+
+    // Back to main with a click: its messages, without a reload; ops stays joined and
+    // counts what is new there, a mention apart.
+    eval(
+        &page,
+        "document.querySelector('#room-list .room[data-room=main]').click(); return null;",
+    )
+    .await;
+    wait_for_room(&page, "main").await;
+    wait_for_message(&page, "Bob: hello in main").await;
+    // The side bar is drawn again as the counts change while the join box has the
+    // focus: it keeps it.
+    click(&page, "join-name").await;
+    cy.say("anyone here?", None).await;
+    cy.say("@Ada look at this", None).await;
+    wait_for_side_bar(
+        &page,
+        "room-list",
+        json!(["*# main", "# ops [2 unread] [@1 mentioning you]"]),
+    )
+    .await;
+    assert_eq!(
+        eval(
+            &page,
+            "return [document.activeElement.id, \
+                     document.getElementById('rooms-toggle-badge').textContent];"
+        )
+        .await,
+        json!(["join-name", "2 unread"])
+    );
+    bob.say("still here?", None).await;
+    let next = bob
+        .next_matching("the page leaving or Bob's message", |frame| {
+            frame["type"] == "leave" || frame["text"] == "still here?"
+        })
+        .await;
+    assert_eq!(next["type"], "message", "the page never left main: {next}");
+
+    // A direct message from Bob: listed from the server's `dms` after a reload, with the
+    // open rooms remembered and the badges counted from the server's read positions.
+    let mut bob_dm = V2::connect(
+        &server,
+        &format!("/ws/8?room=dm.8.42&token={}", token("8", Some("Bob"))),
+    )
+    .await;
+    bob_dm.seated().await;
+    bob_dm.say("psst", None).await;
+    bob_dm.next_of("message").await;
+    page.refresh().await.expect("reload");
+    wait_for_room(&page, "main").await;
+    wait_for_side_bar(
+        &page,
+        "room-list",
+        json!(["*# main", "# ops [2 unread] [@1 mentioning you]"]),
+    )
+    .await;
+    wait_for_side_bar(&page, "dm-list", json!(["@ Bob [@1 unread]"])).await;
+
+    // Alt+Down from the input: ops, with the "new messages" divider after what was read.
+    type_keys_into(&page, "messageText", "\u{E00A}\u{E015}\u{E000}").await;
+    wait_for_room(&page, "ops").await;
+    wait_for_message(&page, "Cy: @Ada look at this").await;
+    let shown = messages(&page).await;
+    let divider = shown.iter().position(|text| text == "new messages");
+    assert_eq!(
+        divider.map(|at| shown[at + 1].as_str()),
+        Some("Cy: anyone here?"),
+        "{shown:?}"
+    );
+    wait_for_side_bar(&page, "room-list", json!(["# main", "*# ops"])).await;
+    // Alt+Up back to main: what was on screen in ops is read, on the server.
+    type_keys_into(&page, "messageText", "\u{E00A}\u{E013}\u{E000}").await;
+    wait_for_room(&page, "main").await;
+    cy.say("third", None).await;
+    let third = offset(
+        &cy.next_matching("the echo of \"third\"", |frame| frame["text"] == "third")
+            .await,
+    );
+    page.refresh().await.expect("reload");
+    wait_for_room(&page, "main").await;
+    wait_for_side_bar(&page, "room-list", json!(["*# main", "# ops [1 unread]"])).await;
+    // Read on another device: not new here any more.
+    let mut phone = V2::connect(
+        &server,
+        &format!("/ws/42?room=ops&token={}", token("42", Some("Ada"))),
+    )
+    .await;
+    phone.seated().await;
+    phone.read(third).await;
+    wait_for_side_bar(&page, "room-list", json!(["*# main", "# ops"])).await;
+    phone.socket.close().await;
+
+    // The direct message, picked in the side bar.
+    wait_for_side_bar(&page, "dm-list", json!(["@ Bob [@1 unread]"])).await;
+    eval(
+        &page,
+        "document.querySelector('#dm-list .room').click(); return null;",
+    )
+    .await;
+    wait_for_message(&page, "Bob: psst").await;
+    wait_for_side_bar(&page, "dm-list", json!(["*@ Bob"])).await;
+
+    // Leaving ops: the room sees the page go, and the next reload does not bring it back.
+    eval(
+        &page,
+        "document.querySelector('#room-list .leave[data-room=ops]').click(); return null;",
+    )
+    .await;
+    cy.next_matching("the page's leave", |frame| {
+        frame["type"] == "leave" && frame["id"] == id
+    })
+    .await;
+    let kept = eval(
+        &page,
+        "return JSON.parse(localStorage.getItem('chat-rooms'));",
+    )
+    .await;
+    assert_eq!(kept, json!(["main", "dm.8.42"]));
+    page.refresh().await.expect("reload");
+    wait_for_message(&page, "Bob: psst").await;
+    wait_for_side_bar(&page, "room-list", json!(["# main"])).await;
+    assert_eq!(side_bar(&page, "dm-list").await, json!(["*@ Bob"]));
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+/// Issue 30, deliver points 3 and 6: at phone width the side bar is a drawer, opened
+/// from the header with the focus on the room on screen, closed by Escape with the
+/// focus back on its button; axe-core finds nothing with the side bar (desktop) or the
+/// drawer (phone) open, badges shown, in both themes.
+#[tokio::test]
+#[ignore = "needs chromium, chromium-driver and axe-core; .ci/run runs it"]
+async fn the_side_bar_is_a_drawer_on_a_phone_and_passes_axe_core() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let mut cy = V2::connect(&server, "/ws/9?room=ops&name=Cy").await;
+    cy.seated().await;
+    for (theme, theme_name) in [(Theme::Light, "light"), (Theme::Dark, "dark")] {
+        for phone in [false, true] {
+            let what = format!("{theme_name}, {}", if phone { "phone" } else { "desktop" });
+            let (width, height) = if phone { (375, 740) } else { (1000, 700) };
+            let page = driver.open_themed(width, height, phone, theme).await;
+            page.goto(&format!("http://{}/#room=ops", server.address))
+                .await
+                .expect("load the page");
+            wait_for_room(&page, "ops").await;
+            let id = client_id(&page).await;
+            eval(&page, "location.hash = '#room=main'; return null;").await;
+            wait_for_room(&page, "main").await;
+            cy.say(&format!("@{id} hello"), None).await;
+            wait_for_side_bar(
+                &page,
+                "room-list",
+                json!(["# ops [1 unread] [@1 mentioning you]", "*# main"]),
+            )
+            .await;
+            assert_eq!(
+                is_shown(&page, "rooms").await,
+                !phone,
+                "{what}: the side bar"
+            );
+            assert_eq!(is_shown(&page, "rooms-toggle").await, phone, "{what}");
+            if phone {
+                assert_eq!(
+                    eval(
+                        &page,
+                        "return document.getElementById('rooms-toggle-badge').textContent;"
+                    )
+                    .await,
+                    json!("1 unread"),
+                    "{what}: the drawer's button counts what is new elsewhere"
+                );
+                let rows = eval(
+                    &page,
+                    "const shown = Array.from(document.querySelectorAll('header > *')) \
+                       .filter(e => e.offsetParent !== null && e.getBoundingClientRect().width > 1); \
+                     return new Set(shown.map(e => Math.round(e.getBoundingClientRect().top / 8))).size;",
+                )
+                .await;
+                assert_eq!(
+                    rows,
+                    json!(1),
+                    "{what}: the header is one row, the drawer's button in it"
+                );
+                // From the keyboard: Enter on the button.
+                eval(
+                    &page,
+                    "document.getElementById('rooms-toggle').focus(); return null;",
+                )
+                .await;
+                press(&page, "\u{E007}").await;
+                assert!(is_shown(&page, "rooms").await, "{what}: the drawer opens");
+                assert_eq!(
+                    eval(&page, "return document.activeElement.dataset.room;").await,
+                    json!("main"),
+                    "{what}: the focus goes to the room on screen"
+                );
+            }
+            let overflow = eval(
+                &page,
+                "return document.documentElement.scrollWidth - window.innerWidth;",
+            )
+            .await;
+            assert!(
+                overflow.as_i64().is_some_and(|overflow| overflow <= 0),
+                "{what}: sideways scrolling by {overflow}"
+            );
+            let violations = accessibility_violations(&page).await;
+            assert!(violations.is_empty(), "{what}: {violations:#?}");
+            if phone {
+                press(&page, "\u{E00C}").await;
+                assert!(!is_shown(&page, "rooms").await, "{what}: Escape closes it");
+                assert_eq!(
+                    eval(&page, "return document.activeElement.id;").await,
+                    json!("rooms-toggle"),
+                    "{what}: the focus is back on the drawer's button"
+                );
+                // Tab past its last control closes it: the focus is not left behind it.
+                press(&page, "\u{E007}").await;
+                assert!(is_shown(&page, "rooms").await, "{what}: open again");
+                eval(
+                    &page,
+                    "document.querySelector('#join-form button').focus(); return null;",
+                )
+                .await;
+                press(&page, "\u{E004}").await;
+                assert!(!is_shown(&page, "rooms").await, "{what}: closed by Tab");
+                assert_eq!(
+                    eval(&page, "return document.activeElement.id;").await,
+                    json!("messages"),
+                    "{what}: the focus went on to the messages"
+                );
+                // A room picked in the drawer closes it and goes there.
+                click(&page, "rooms-toggle").await;
+                eval(
+                    &page,
+                    "document.querySelector('#room-list .room[data-room=ops]').click(); \
+                     return null;",
+                )
+                .await;
+                wait_for_room(&page, "ops").await;
+                assert!(
+                    !is_shown(&page, "rooms").await,
+                    "{what}: closed after a pick"
+                );
+            }
+            page.close().await.expect("close");
+        }
+    }
+    server.stop().await;
+}
+
+/// Issue 30, "screenshots of both themes at both widths are saved by CI": the page with
+/// the side bar (a badge on a room not on screen), a reply, reactions and the typing
+/// line, at desktop and phone widths (on a phone, with the drawer closed and open), in
+/// both themes, written as PNG files into the directory `CHAT_SCREENSHOTS_DIR` names.
+/// Without it the same scene is checked and nothing is written.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn screenshots_of_both_themes_at_both_widths() {
+    let directory = std::env::var_os("CHAT_SCREENSHOTS_DIR").map(std::path::PathBuf::from);
+    if let Some(directory) = &directory {
+        std::fs::create_dir_all(directory).expect("CHAT_SCREENSHOTS_DIR");
+    }
+    let driver = ChromeDriver::start().await;
+    let mut shots = 0;
+    for (theme, theme_name) in [(Theme::Light, "light"), (Theme::Dark, "dark")] {
+        for phone in [false, true] {
+            let width = if phone { "phone" } else { "desktop" };
+            // A server of its own each time, so that the pictures show one visit.
+            let server = TestServer::start().await;
+            let (_bob, _grace, mut cy) = a_conversation(&server).await;
+            let page = if phone {
+                driver.open_themed(390, 740, true, theme).await
+            } else {
+                driver.open_themed(1100, 720, false, theme).await
+            };
+            page.goto(&format!("http://{}/#room=ops", server.address))
+                .await
+                .expect("load the page");
+            wait_for_room(&page, "ops").await;
+            eval(&page, "location.hash = '#room=main'; return null;").await;
+            wait_for_room(&page, "main").await;
+            wait_for_message(
+                &page,
+                "~Grace: Yes: it works, see https://example.org/notes and `cargo run`",
+            )
+            .await;
+            cy.say("the deploy is done", None).await;
+            wait_for_side_bar(&page, "room-list", json!(["# ops [1 unread]", "*# main"])).await;
+            let mut dana = V2::connect(&server, "/ws/21?name=Dana").await;
+            dana.seated().await;
+            dana.typing().await;
+            wait_for(
+                &page,
+                "Dana typing",
+                "return document.getElementById('typing').textContent;",
+                |line| line == &json!("~Dana is typing…"),
+            )
+            .await;
+            let mut save = async |name: String| {
+                if let Some(directory) = &directory {
+                    let png = page.screenshot().await.expect("a screenshot");
+                    std::fs::write(directory.join(&name), png).expect("write the screenshot");
+                    shots += 1;
+                }
+            };
+            save(format!("page-{width}-{theme_name}.png")).await;
+            if phone {
+                click(&page, "rooms-toggle").await;
+                assert!(is_shown(&page, "rooms").await);
+                save(format!("page-{width}-{theme_name}-rooms.png")).await;
+            }
+            page.close().await.expect("close");
+            server.stop().await;
+        }
+    }
+    if directory.is_some() {
+        assert_eq!(
+            shots, 6,
+            "two themes, desktop and phone, the phone's drawer open"
+        );
+    }
+}
+
+/// Bob asks in main, Grace answers him, both react; Cy is in ops.
+async fn a_conversation(server: &TestServer) -> (V2, V2, V2) {
+    let mut bob = V2::connect(server, "/ws/8?name=Bob").await;
+    bob.seated().await;
+    let mut grace = V2::connect(server, "/ws/12?name=Grace").await;
+    grace.seated().await;
+    bob.say(
+        "Has anyone tried the new **release** build on a phone?",
+        None,
+    )
+    .await;
+    let question = offset(&bob.next_of("message").await);
+    grace
+        .say_with(
+            "Yes: it works, see https://example.org/notes and `cargo run`",
+            Say {
+                reply_to: Some(question),
+                ..Say::default()
+            },
+        )
+        .await;
+    grace.react(question, "👍", None).await;
+    bob.react(question, "🎉", None).await;
+    let mut cy = V2::connect(server, "/ws/9?room=ops&name=Cy").await;
+    cy.seated().await;
+    (bob, grace, cy)
+}
+
+/// While the page is not looked at, a mention or a direct message in a room of the side
+/// bar that is not on screen notifies too, named by its room; other messages there
+/// only count in the side bar.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_mention_or_a_direct_message_in_another_room_notifies() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(1000, 700).await;
+    // Notifications allowed, and recorded instead of shown; the page hidden at will.
+    devtools(
+        &page,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": "window.notified = []; \
+            window.Notification = function (title, options) { \
+              window.notified.push([title, options.body]); }; \
+            window.Notification.permission = 'granted'; \
+            window.Notification.requestPermission = () => Promise.resolve('granted'); \
+            window.pageHidden = false; \
+            Object.defineProperty(document, 'hidden', { get: () => window.pageHidden });" }),
+    )
+    .await;
+    page.goto(&format!("http://{}/#room=ops", server.address))
+        .await
+        .expect("load the page");
+    wait_for_room(&page, "ops").await;
+    let id = client_id(&page).await;
+    let mut cy = V2::connect(&server, "/ws/9?room=ops&name=Cy").await;
+    cy.seated().await;
+    // A direct message with Bob (id 8), opened from the join box, then main on screen.
+    type_keys_into(&page, "join-name", "@8\u{E007}").await;
+    let direct = format!("dm.8.{id}");
+    wait_for_room(&page, &direct).await;
+    let mut bob = V2::connect(&server, &format!("/ws/8?room={direct}&name=Bob")).await;
+    bob.seated().await;
+    eval(&page, "location.hash = '#room=main'; return null;").await;
+    wait_for_room(&page, "main").await;
+
+    eval(&page, "window.pageHidden = true; return null;").await;
+    cy.say("nothing for you", None).await;
+    cy.say(&format!("@{id} ping"), None).await;
+    bob.say("psst", None).await;
+    wait_for_side_bar(
+        &page,
+        "room-list",
+        json!(["# ops [2 unread] [@1 mentioning you]", "*# main"]),
+    )
+    .await;
+    wait_for_side_bar(&page, "dm-list", json!(["@ ~Bob [@1 unread]"])).await;
+    // In the order the two rooms' connections brought them, which is not one order.
+    let notified = eval(
+        &page,
+        "return window.notified.map(n => n.join(': ')).sort();",
+    )
+    .await;
+    assert_eq!(
+        notified,
+        json!(["~Bob: psst", format!("~Cy in #ops: @{id} ping")])
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+/// A room in the side bar that cannot be joined (here a direct-message room of two
+/// other ids, kept from an earlier visit) says "not connected" beside its name, and
+/// opening it says why in the server's words.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_room_that_cannot_be_joined_says_so_in_the_side_bar() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(1000, 700).await;
+    load_the_chat(&page, &server).await;
+    eval(
+        &page,
+        "localStorage.setItem('chat-rooms', JSON.stringify(['main', 'dm.1.2'])); return null;",
+    )
+    .await;
+    page.refresh().await.expect("reload");
+    wait_for_status(&page, "connected").await;
+    wait_for(
+        &page,
+        "the refused room marked",
+        "const room = document.querySelector('#dm-list .room[data-room=\"dm.1.2\"]'); \
+         return room && room.textContent;",
+        |shown| shown == &json!("@ Client #1not connected"),
+    )
+    .await;
+    eval(
+        &page,
+        "document.querySelector('#dm-list .room').click(); return null;",
+    )
+    .await;
+    wait_for(
+        &page,
+        "the refusal explained",
+        "return [document.getElementById('status').textContent, \
+                 document.getElementById('notice').textContent];",
+        |shown| {
+            shown[0] == "refused"
+                && shown[1]
+                    .as_str()
+                    .is_some_and(|notice| notice.starts_with("The server refused to let you in: "))
+        },
+    )
+    .await;
     page.close().await.expect("close");
     server.stop().await;
 }
