@@ -210,7 +210,10 @@ impl Outbox {
         queue.stalled = false;
         drop(queue);
         if was_high {
-            self.drained.notify_one();
+            // Every waiter: the member's own reader, and any batch delivery or
+            // sender's relay waiting for room here. Woken one at a time, the others
+            // waited on while the client read everything.
+            self.drained.notify_waiters();
         }
         if took_pong {
             self.pong_taken.notify_one();
@@ -225,11 +228,17 @@ impl Outbox {
     }
 
     /// Completes once `done` holds, checking it again each time `notify` says the
-    /// queue changed. `take_queued` notifies after changing it, so a permit stored
-    /// between a check and the wait is not missed.
+    /// queue changed. The wait is registered before each check, so a notification
+    /// (one waiter's or all waiters') between the check and the wait is not missed.
     async fn wait_until(&self, notify: &Notify, done: impl Fn(&Queue) -> bool) {
-        while !done(&self.lock()) {
-            notify.notified().await;
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(&self.lock()) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -480,6 +489,35 @@ mod tests {
         outbox.push(&frame);
         outbox.push(&frame);
         assert!(outbox.is_evicted(), "and evicted when it overflows");
+    }
+
+    /// Issue 34's rerun: with `--data-dir`, a member's reader and the journal's
+    /// delivery both waited for the same queue to drain, and the writer's take woke
+    /// only one of them: the reader waited for good, and its client, reading at full
+    /// speed, was closed for not answering pings. Every waiter goes on.
+    #[tokio::test]
+    async fn every_waiter_goes_on_when_the_writer_takes_the_queue() {
+        let outbox = Arc::new(Outbox::new(1000));
+        let frame = wire::text(&"x".repeat(300));
+        outbox.push(&frame);
+        outbox.push(&frame);
+        let reader = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.below_high_water().await }
+        });
+        let delivery = tokio::spawn({
+            let outbox = outbox.clone();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+            async move { drained_by(vec![outbox], deadline).await }
+        });
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished() && !delivery.is_finished());
+        outbox.take_queued(&mut Vec::new());
+        let both = async { (reader.await.unwrap(), delivery.await.unwrap()) };
+        tokio::time::timeout(std::time::Duration::from_secs(10), both)
+            .await
+            .expect("both the reader and the delivery go on");
     }
 
     #[tokio::test]
