@@ -245,3 +245,92 @@ async fn a_store_that_cannot_be_read_is_answered_unavailable() {
         5
     );
 }
+
+/// Issue 34's rerun: in a room of large messages, a page of 100 (chat-tui's) or even
+/// 20 (the page's) was one frame larger than the asker's queue bound, and the client
+/// that asked was closed as a slow consumer; the HTTP API answered 47 MiB at once. An
+/// answer now carries at most half the queue bound of events, and says there is more:
+/// paging back through 30 messages of 60 KB (and 10 of control characters, six times
+/// longer as JSON) with limit 200 gets each once, in order, and nobody is closed.
+/// Search and the HTTP API are bounded the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_large_messages_fit_the_askers_queue_and_page_on() {
+    let data = Scratch::new("paging-large");
+    let server = TestServer::start_with(durable(data.path())).await;
+    let mut ada = V2::connect(&server, "/ws/7").await;
+    ada.seated().await;
+    for n in 0..40 {
+        let filler = if n % 4 == 3 {
+            "\u{1}".repeat(10_000)
+        } else {
+            "x".repeat(60_000)
+        };
+        ada.say(&format!("large {n} {filler}"), None).await;
+    }
+    let last = offset(
+        &ada.next_matching_within(50, |f| {
+            f["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("large 39 "))
+        })
+        .await,
+    );
+    let mut bob = V2::connect(&server, "/ws/8").await;
+    bob.seated().await;
+    let mut seen: Vec<u64> = Vec::new();
+    let mut before = last + 1;
+    let mut pages = 0;
+    loop {
+        bob.send(&json!({"type": "history", "before": before, "limit": 200}))
+            .await;
+        let page = bob.next_of("history").await;
+        pages += 1;
+        let offsets: Vec<u64> = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(offset)
+            .collect();
+        assert!(!offsets.is_empty(), "{page}");
+        assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+        assert_eq!(*offsets.last().unwrap(), before - 1, "no gap between pages");
+        before = offsets[0];
+        seen.splice(0..0, offsets);
+        if page["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        (1..=last).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert!(pages > 2, "the answers were cut to fit: {pages} pages");
+
+    bob.send(&json!({"type": "search", "text": "large", "limit": 200}))
+        .await;
+    let found = bob.next_of("search").await;
+    let count = found["events"].as_array().unwrap().len();
+    assert!(
+        count > 0 && count < 40 && found["more"] == true,
+        "{count} {}",
+        found["more"]
+    );
+    // Bob is still here: a message reaches him.
+    ada.say("still there?", None).await;
+    bob.next_matching("still there?", |f| f["text"] == "still there?")
+        .await;
+
+    let page = testkit::raw_http(
+        server.address,
+        &format!(
+            "GET /api/v1/rooms/main/events?before={}&limit=200 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            last + 1
+        ),
+    )
+    .await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.len() < 1 << 20, "{} bytes", page.body.len());
+    let page: Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(page["more"], true);
+}

@@ -712,6 +712,13 @@ impl Room {
         self.settings.max_history_bytes
     }
 
+    /// The most bytes of events a `history` or `search` answer carries: half the queue
+    /// bound, which holds two of the largest frames, so that an answer pushed once the
+    /// asker's queue is at most half full always fits.
+    pub fn answer_bytes(&self) -> usize {
+        self.settings.max_queue_bytes / 2
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-updated (every
         // change is a single insert, remove, push or counter), so a poisoned lock is

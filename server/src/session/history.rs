@@ -138,6 +138,9 @@ pub fn answer_member(member: &Member, query: Query, nonce: Option<String>) {
             Ok(json) => wire::text_bytes(&json),
             Err(error) => wire::json(&error, 128 + error.message.len()),
         };
+        // An answer is at most half the bound (see `Room::answer_bytes`): pushed once
+        // the queue is at most half full, it never overflows a client that reads.
+        outbox.below_high_water().await;
         outbox.push(&frame);
     };
     tokio::spawn(answering.in_current_span());
@@ -177,7 +180,7 @@ async fn page(
             PageRange::After(_) => more_after,
         };
         let payloads = memory.frames.iter().map(|frame| wire::payload(frame));
-        return Ok(wire::page_json("history", nonce, payloads, more));
+        return Ok(page_json("history", nonce, room, range, payloads, more));
     }
     let (first, last) = (memory.first, memory.last);
     let stored = match (room.store(), room.cluster()) {
@@ -192,7 +195,9 @@ async fn page(
         PageRange::Before(_) => stored.oldest != 0 && first > stored.oldest,
         PageRange::After(_) => more_after,
     };
-    Ok(page_of_events("history", nonce, &stored.events, more))
+    let events: Vec<String> = stored.events.iter().map(v1::Event::to_json).collect();
+    let payloads = events.iter().map(String::as_bytes);
+    Ok(page_json("history", nonce, room, range, payloads, more))
 }
 
 /// From the store's index with `--data-dir`, else from memory.
@@ -206,17 +211,70 @@ async fn search(
     let Some(store) = room.store().cloned() else {
         let (found, more) = room.search(&words, before, limit);
         let payloads = found.iter().map(|frame| wire::payload(frame));
-        return Ok(wire::page_json("search", nonce, payloads, more));
+        // Newest first, as a page after an offset is oldest first: what does not fit
+        // is the end, the older matches.
+        let range = PageRange::After(0);
+        return Ok(page_json("search", nonce, room, range, payloads, more));
     };
     let name = room.name().clone();
     let (found, more) = blocking(move || store.search(&name, &words, before, limit)).await?;
-    Ok(page_of_events("search", nonce, &found, more))
+    let events: Vec<String> = found.iter().map(v1::Event::to_json).collect();
+    let payloads = events.iter().map(String::as_bytes);
+    Ok(page_json(
+        "search",
+        nonce,
+        room,
+        PageRange::After(0),
+        payloads,
+        more,
+    ))
 }
 
-/// An answer's JSON around events read from storage, which have no frames yet.
-fn page_of_events(kind: &str, nonce: Option<&str>, events: &[v1::Event], more: bool) -> Vec<u8> {
-    let events: Vec<String> = events.iter().map(v1::Event::to_json).collect();
-    wire::page_json(kind, nonce, events.iter().map(String::as_bytes), more)
+/// An answer's JSON with as many of `events` (in the answer's order) as fit in the
+/// room's answer bytes (`Room::answer_bytes`), at least one: a page of a hundred
+/// 64 KiB messages would overflow the asking client's queue, and an HTTP reader's
+/// memory. A page before an offset keeps its newest events, a page after one (and a
+/// search, newest first) its first; either way the client asks on from the last one
+/// it got, and `more` says there is more.
+fn page_json<'a>(
+    kind: &str,
+    nonce: Option<&str>,
+    room: &Room,
+    range: PageRange,
+    events: impl Iterator<Item = &'a [u8]>,
+    more: bool,
+) -> Vec<u8> {
+    let mut events: Vec<&[u8]> = events.collect();
+    let (kept, cut) = within_bytes(&mut events, room.answer_bytes(), range);
+    let more = more || cut;
+    match range {
+        PageRange::Before(_) => wire::page_json(kind, nonce, kept.iter().rev().copied(), more),
+        PageRange::After(_) => wire::page_json(kind, nonce, kept.iter().copied(), more),
+    }
+}
+
+/// The events that fit in `budget` bytes (each counted with its comma), at least one:
+/// from the end of `events` for a page before an offset (returned newest first), from
+/// the start otherwise; and whether any were left out.
+fn within_bytes<'e, 'a>(
+    events: &'e mut [&'a [u8]],
+    budget: usize,
+    range: PageRange,
+) -> (&'e [&'a [u8]], bool) {
+    if matches!(range, PageRange::Before(_)) {
+        events.reverse();
+    }
+    let mut bytes = 0;
+    let fit = events
+        .iter()
+        .take_while(|event| {
+            bytes += event.len() + 1;
+            bytes <= budget
+        })
+        .count()
+        .max(1)
+        .min(events.len());
+    (&events[..fit], fit < events.len())
 }
 
 /// Does an edit, delete or reaction on a message older than memory holds, with
