@@ -187,21 +187,13 @@ pub const BINDINGS: &[Binding] = &[
         "a character forward",
     ),
     row(
-        &[
-            Alt(KeyCode::Char('b')),
-            Ctrl(KeyCode::Left),
-            Alt(KeyCode::Left),
-        ],
+        &[Alt(KeyCode::Char('b')), Ctrl(KeyCode::Left)],
         Always,
         Action::WordLeft,
         "a word back",
     ),
     row(
-        &[
-            Alt(KeyCode::Char('f')),
-            Ctrl(KeyCode::Right),
-            Alt(KeyCode::Right),
-        ],
+        &[Alt(KeyCode::Char('f')), Ctrl(KeyCode::Right)],
         Always,
         Action::WordRight,
         "a word forward",
@@ -397,13 +389,13 @@ pub const BINDINGS: &[Binding] = &[
         "show that buffer (a room or a direct message open: `/join`, `/query`), as the status bar numbers them",
     ),
     row(
-        &[Ctrl(KeyCode::Char('n'))],
+        &[Ctrl(KeyCode::Char('n')), Alt(KeyCode::Right)],
         Always,
         Action::NextBuffer,
         "show the next buffer",
     ),
     row(
-        &[Ctrl(KeyCode::Char('p'))],
+        &[Ctrl(KeyCode::Char('p')), Alt(KeyCode::Left)],
         Always,
         Action::PreviousBuffer,
         "show the previous buffer",
@@ -654,7 +646,7 @@ pub fn slash_command(name: &str) -> Option<&'static SlashCommand> {
     COMMANDS.iter().find(|command| command.name == name)
 }
 
-/// The keys of a binding as the help lists them: `Alt-B, Ctrl-Left, Alt-Left`.
+/// The keys of a binding as the help lists them: `Alt-B, Ctrl-Left`.
 fn keys_cell(binding: &Binding) -> String {
     let names: Vec<String> = binding.keys.iter().map(|input| input.name()).collect();
     names.join(", ")

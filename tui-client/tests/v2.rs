@@ -12,6 +12,8 @@ use testkit::v2::{Say, V2, offset};
 
 const UP: &str = "\u{1b}[A";
 const ALT_UP: &str = "\u{1b}[1;3A";
+const ALT_RIGHT: &str = "\u{1b}[1;3C";
+const ALT_LEFT: &str = "\u{1b}[1;3D";
 const HOME: &str = "\u{1b}[H";
 const BACKSPACE: &str = "\u{7f}";
 const FOCUS_LOST: &str = "\u{1b}[O";
@@ -322,6 +324,11 @@ async fn three_rooms_and_a_direct_message_open_at_once() {
     tui.type_keys("\u{e}");
     tui.wait_for("● connected · id 42 · #dev").await;
     tui.type_keys("\u{10}");
+    tui.wait_for("● connected · id 42 · #ops").await;
+    // Alt-Right and Alt-Left too, as in weechat.
+    tui.type_keys(ALT_RIGHT);
+    tui.wait_for("● connected · id 42 · #dev").await;
+    tui.type_keys(ALT_LEFT);
     tui.wait_for("● connected · id 42 · #ops").await;
     tui.type_keys("\u{1b}4");
     tui.wait_for("● connected · id 42 · #dm.7.42").await;

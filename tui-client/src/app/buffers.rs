@@ -413,4 +413,44 @@ mod tests {
         assert_eq!(app.room, ops);
         assert!(app.tabs().iter().all(|tab| tab.unread == 0), "seen");
     }
+
+    #[test]
+    fn alt_left_and_alt_right_go_round_the_buffers() {
+        use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+        let alt = |code| {
+            Event::Terminal(crossterm::event::Event::Key(KeyEvent::new(
+                code,
+                KeyModifiers::ALT,
+            )))
+        };
+        let mut app = App::new("ws://x".into(), "42".into(), 100, || "12:00:00".into());
+        for room in ["ops", "dev"] {
+            app.open_beside(RoomName::parse(room).unwrap());
+        }
+        let on = |app: &App| app.room.to_string();
+        app.update(alt(KeyCode::Right));
+        assert_eq!(on(&app), "ops");
+        app.update(alt(KeyCode::Right));
+        assert_eq!(on(&app), "dev");
+        app.update(alt(KeyCode::Right));
+        assert_eq!(on(&app), "main", "round");
+        app.update(alt(KeyCode::Left));
+        assert_eq!(on(&app), "dev");
+        type_into(&mut app, "ab");
+        app.update(alt(KeyCode::Left));
+        assert_eq!(
+            (on(&app).as_str(), app.input.text()),
+            ("ops", "ab"),
+            "not a word move, even with text in the line"
+        );
+    }
+
+    fn type_into(app: &mut App, text: &str) {
+        use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+        for c in text.chars() {
+            app.update(Event::Terminal(crossterm::event::Event::Key(
+                KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE),
+            )));
+        }
+    }
 }
