@@ -595,12 +595,14 @@ impl App {
                     self.notice(&format!("/{name} needs an id: /{name} 7"));
                     return None;
                 };
+                let text = text.to_owned();
                 self.input.submit();
                 let command = self.open(room);
                 if action == SlashAction::Msg && !text.is_empty() {
-                    // Sent with Enter, once this buffer is connected.
-                    self.input.insert(text);
-                    self.notice("press Enter to send it, once connected");
+                    // Said in the buffer now on screen: sent at once if it is
+                    // connected, else as soon as its connection has joined.
+                    let said = self.say_when_joined(text);
+                    return command.or(said);
                 }
                 return command;
             }

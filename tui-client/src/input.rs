@@ -191,7 +191,8 @@ impl InputLine {
         let line = std::mem::take(&mut self.text);
         self.cursor = 0;
         self.browsing = None;
-        if self.history.last() != Some(&line) {
+        // A line said for the user (`/msg ID TEXT`) takes an empty one: not worth recalling.
+        if !line.is_empty() && self.history.last() != Some(&line) {
             if self.history.len() == HISTORY_LIMIT {
                 self.history.remove(0);
             }

@@ -557,7 +557,7 @@ pub const COMMANDS: &[SlashCommand] = &[
     SlashCommand {
         name: "msg",
         argument: Some("ID TEXT"),
-        what: "open the direct messages with ID, TEXT in the line to send",
+        what: "open the direct messages with ID and say TEXT there (at once, or as soon as its connection has joined)",
         action: SlashAction::Msg,
     },
     SlashCommand {

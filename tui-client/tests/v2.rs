@@ -257,16 +257,22 @@ async fn three_rooms_and_a_direct_message_open_at_once() {
     let mut tui = chat_tui(&server, "42");
     tui.wait_for("● connected · id 42 · #main").await;
 
-    // /join opens a buffer beside the others; /query the direct messages with an id.
+    // /join opens a buffer beside the others.
     tui.type_keys("/join ops\r");
     tui.wait_for("● connected · id 42 · #ops 1:#main").await;
     ada.next_of("join").await;
     tui.type_keys("/join dev\r");
     tui.wait_for("● connected · id 42 · #dev 1:#main 2:#ops")
         .await;
-    tui.type_keys("/query 7\r");
+    // /msg ID TEXT opens them and says TEXT there, once the buffer has joined.
+    tui.type_keys("/msg 7 first words\r");
     tui.wait_for("● connected · id 42 · #dm.7.42 1:#main 2:#ops 3:#dev")
         .await;
+    tui.wait_for("Client #42: first words").await;
+    testkit::eventually("the first words echoed", async || {
+        (!tui.contents().contains("sending…")).then_some(())
+    })
+    .await;
 
     // The list of open buffers, left of the messages (F3 hides it).
     tui.wait_for("4 #dm.7.42").await;

@@ -466,6 +466,22 @@ impl App {
         }
     }
 
+    /// Says `text` in the buffer on screen, which may have just been opened (`/msg ID
+    /// TEXT`): shown at once as on its way, and sent now if connected, or else by the
+    /// resend at its connection's own join, as a message said while offline is.
+    pub(super) fn say_when_joined(&mut self, text: String) -> Option<Command> {
+        if self.session.is_none() {
+            // The session its welcome would make, for this room: the message waits in
+            // it, and the welcome keeps it (the same room).
+            self.session = Some(Session {
+                nonce_seed: format!("{:06x}", fastrand::u32(..0xff_ffff)),
+                room: self.room.to_string(),
+                ..Session::default()
+            });
+        }
+        self.say_text(text, None, false)
+    }
+
     /// Puts a `chat.v1.json` frame that could not be handed to the network back among
     /// those to send with the next connection; false if it is not one of ours.
     pub(super) fn requeue(&mut self, frame: &str) -> bool {
@@ -757,6 +773,65 @@ mod tests {
             !shown.iter().any(|line| line.contains("not sent")),
             "{shown:?}"
         );
+    }
+
+    #[test]
+    fn msg_opens_the_direct_messages_and_sends_the_text_once_joined() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "42", None, EventKind::Join));
+        let dm = chat::v1::RoomName::parse("dm.7.42").unwrap();
+        assert_eq!(
+            type_and_send(&mut app, "/msg 7 are you there?"),
+            Some(Command::Open {
+                buffer: 1,
+                room: dm.clone()
+            })
+        );
+        assert_eq!(app.room, dm);
+        assert!(app.input.is_empty(), "said, not left in the line");
+        assert!(
+            lines(&app).contains(&"sending… Client #42: are you there?".to_owned()),
+            "{:?}",
+            lines(&app)
+        );
+        // The buffer's connection joins: the message goes, once.
+        let news = |event: Event| match event {
+            Event::Net(news) => Event::Room(1, news),
+            other => other,
+        };
+        app.update(news(Event::Net(NetEvent::Connected {
+            protocol: Protocol::V1,
+        })));
+        let Event::Net(NetEvent::Frame(ServerFrame::Welcome(mut frame))) = welcome(0, &[], false)
+        else {
+            unreachable!()
+        };
+        frame.welcome.room = "dm.7.42".into();
+        app.update(Event::Room(1, NetEvent::Frame(ServerFrame::Welcome(frame))));
+        let Some(Command::Resend(frames)) = app.update(news(event(1, "42", None, EventKind::Join)))
+        else {
+            panic!("sent at the join");
+        };
+        assert_eq!(frames.len(), 1);
+        let Ok(Request::Message { text, nonce, .. }) = Request::parse(&frames[0]) else {
+            panic!("{frames:?}");
+        };
+        assert_eq!(text, "are you there?");
+        app.update(news(event(2, "42", None, said(&text, nonce.as_deref()))));
+        assert!(
+            lines(&app).contains(&"t2000 Client #42: are you there?".to_owned()),
+            "confirmed: {:?}",
+            lines(&app)
+        );
+        // Open already and connected: sent at once.
+        assert_eq!(type_and_send(&mut app, "/join main"), None);
+        let Some(Command::Send(frame)) = type_and_send(&mut app, "/msg 7 again") else {
+            panic!("sent at once");
+        };
+        assert!(frame.contains("again"), "{frame}");
+        assert_eq!((app.room.as_str(), app.routed()), ("dm.7.42", 1));
     }
 
     #[test]
