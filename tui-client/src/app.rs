@@ -130,9 +130,9 @@ pub struct App {
     received: Option<Vec<Received>>,
     /// The rooms open besides the one on screen.
     buffers: Buffers,
-    /// Messages of others new to this id, and how many mention it, since the count was
-    /// last taken: what a buffer not on screen adds to its hotlist entry.
-    fresh: (usize, usize),
+    /// Messages of others new to this id since they were last taken, by offset, and
+    /// whether each mentions it: what a buffer not on screen adds to its hotlist entry.
+    fresh: Vec<(u64, bool)>,
     /// The last event logged (`--log`) of each history, by room and epoch, in every
     /// buffer: a history seen again (a reconnect, a room opened again) is not logged
     /// again. (Across runs, `--log` reads the end of its file for that.)
@@ -227,7 +227,7 @@ impl App {
             event_time: local_time_of,
             received: None,
             buffers: Buffers::new(),
-            fresh: (0, 0),
+            fresh: Vec::new(),
             logged: std::collections::BTreeMap::new(),
             quit_asked: false,
             notice_below: None,

@@ -4,12 +4,12 @@
 //! others are parked here, and swapped in for the moment an event of theirs is applied
 //! (so one `update` serves them all) or when the user switches to one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chat::v1::RoomName;
 
 use super::{App, Command, Conversation, Link, Scrollback, Session, Viewport};
-use crate::event::{NetEvent, Protocol};
+use crate::event::{Beside, NetEvent, Protocol};
 
 /// Names a buffer for as long as it is open: its connection's events carry it.
 pub type BufferId = u64;
@@ -30,9 +30,11 @@ pub struct Parked {
     frames: Vec<String>,
     max_message_bytes: usize,
     /// Messages of others new to this id (past the server's read position, or live)
-    /// that came while parked, and how many of them mention us.
-    pub unread: usize,
-    pub mentions: usize,
+    /// that came while parked, by offset, and whether each mentions us: a read position
+    /// from another device takes back those it covers.
+    unread: BTreeMap<u64, bool>,
+    /// How many of `unread` mention us.
+    mentions: usize,
 }
 
 impl Parked {
@@ -50,9 +52,38 @@ impl Parked {
             conversation: Conversation::default(),
             frames: Vec::new(),
             max_message_bytes,
-            unread: 0,
+            unread: BTreeMap::new(),
             mentions: 0,
         }
+    }
+
+    /// Adds messages new to this id, each with whether it mentions us.
+    fn count(&mut self, fresh: Vec<(u64, bool)>) {
+        for (offset, mentions) in fresh {
+            if self.unread.insert(offset, mentions).is_none() {
+                self.mentions += usize::from(mentions);
+            }
+        }
+    }
+
+    /// Forgets what this id has read up to `read` (the server's read position: another
+    /// device of ours read on).
+    fn read_up_to(&mut self, read: u64) {
+        if self
+            .unread
+            .first_key_value()
+            .is_none_or(|(first, _)| *first > read)
+        {
+            return;
+        }
+        self.unread = self.unread.split_off(&(read + 1));
+        self.mentions = self.unread.values().filter(|mentions| **mentions).count();
+    }
+
+    /// Forgets them all: the buffer was shown.
+    fn seen(&mut self) {
+        self.unread.clear();
+        self.mentions = 0;
     }
 }
 
@@ -130,7 +161,7 @@ impl App {
                     number: index + 1,
                     room: parked.room.to_string(),
                     active: false,
-                    unread: parked.unread,
+                    unread: parked.unread.len(),
                     mentions: parked.mentions,
                 },
                 None => Tab {
@@ -183,13 +214,16 @@ impl App {
         }
         // A buffer closed since: its connection's last words.
         let mut parked = self.buffers.parked.remove(&id)?;
+        let read_position = matches!(news, NetEvent::Beside(Beside::Read { .. }));
         self.swap_buffer(&mut parked);
-        self.fresh = (0, 0);
+        self.fresh.clear();
         let command = self.net(news);
-        let (unread, mentions) = std::mem::take(&mut self.fresh);
+        let fresh = std::mem::take(&mut self.fresh);
         self.swap_buffer(&mut parked);
-        parked.unread += unread;
-        parked.mentions += mentions;
+        parked.count(fresh);
+        if read_position {
+            parked.read_up_to(parked.conversation.read);
+        }
         self.buffers.parked.insert(id, parked);
         command
     }
@@ -204,8 +238,7 @@ impl App {
             return;
         };
         self.swap_buffer(&mut parked);
-        parked.unread = 0;
-        parked.mentions = 0;
+        parked.seen();
         self.buffers.parked.insert(active, parked);
         self.buffers.active = id;
         self.buffers.routed = id;
@@ -345,7 +378,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Beside, Event};
+    use crate::event::Event;
     use chat::v1::{Event as RoomEvent, EventKind, Limits, ServerFrame, Welcome, WelcomeFrame};
 
     fn news(offset: u64, id: &str, text: &str) -> NetEvent {
@@ -356,6 +389,10 @@ mod tests {
             name: None,
             kind: EventKind::said(text, None),
         }))
+    }
+
+    fn news_in(buffer: BufferId, offset: u64, id: &str, text: &str) -> Event {
+        Event::Room(buffer, news(offset, id, text))
     }
 
     #[test]
@@ -403,6 +440,15 @@ mod tests {
             (tabs[1].room.as_str(), tabs[1].unread, tabs[1].mentions),
             ("ops", 2, 1)
         );
+        // Another device of ours read on: what it read is no longer counted.
+        let read = |offset| Event::Room(buffer, NetEvent::Beside(Beside::Read { offset }));
+        app.update(read(5));
+        let tabs = app.tabs();
+        assert_eq!((tabs[1].unread, tabs[1].mentions), (1, 1));
+        app.update(news_in(buffer, 7, "7", "and more"));
+        app.update(read(6));
+        let tabs = app.tabs();
+        assert_eq!((tabs[1].unread, tabs[1].mentions), (1, 0));
         assert_eq!(app.room, RoomName::default(), "still on #main");
         app.update(Event::Terminal(crossterm::event::Event::Key(
             crossterm::event::KeyEvent::new(

@@ -287,8 +287,7 @@ impl App {
                     !history
                 };
                 if !mine && unread {
-                    self.fresh.0 += 1;
-                    self.fresh.1 += usize::from(mentions_me);
+                    self.fresh.push((event.offset, mentions_me));
                 }
                 let (shown, prefix) = messages::said_line(&label, &event.kind);
                 let number = self.scrollback.next_number();
