@@ -151,6 +151,13 @@ pub struct App {
     frames: Vec<String>,
     /// The time now, in Unix milliseconds; a parameter so that tests can fix it.
     pub now: fn() -> u64,
+    /// Whether this id's direct-message rooms were asked for (`dms`, once a run).
+    dms_asked: bool,
+    /// Direct-message rooms the server listed, to open beside once the event that
+    /// brought them is applied.
+    listed_dms: Vec<chat::v2::DirectRoom>,
+    /// Buffers opened beside since the last [`App::take_opened`], to connect.
+    opened: Vec<(BufferId, RoomName)>,
 }
 
 /// The time now in Unix milliseconds, as the server counts it.
@@ -234,6 +241,9 @@ impl App {
             conversation: Conversation::default(),
             frames: Vec::new(),
             now: unix_millis,
+            dms_asked: false,
+            listed_dms: Vec::new(),
+            opened: Vec::new(),
         }
     }
 
@@ -286,8 +296,17 @@ impl App {
         }
     }
 
-    /// Reacts to one event; returns what must be done outside, if anything.
+    /// Reacts to one event; returns what must be done outside, if anything (and
+    /// [`App::take_opened`] the buffers it opened beside).
     pub fn update(&mut self, event: Event) -> Option<Command> {
+        let command = self.apply(event);
+        if !self.listed_dms.is_empty() {
+            self.open_listed_dms();
+        }
+        command
+    }
+
+    fn apply(&mut self, event: Event) -> Option<Command> {
         if let Event::Room(buffer, news) = event {
             return self.buffer_news(buffer, news);
         }

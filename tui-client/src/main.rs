@@ -328,6 +328,10 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         };
         for _ in 0..MOST_EVENTS_PER_FRAME {
             let command = app.update(event);
+            // The direct messages the server listed, opened beside.
+            for (buffer, room) in app.take_opened() {
+                networks.open(buffer, room);
+            }
             // Typing, read positions, edits and pages: each is said again or asked
             // again if it cannot go now, so a full channel drops it.
             for (buffer, line) in app.take_all_frames() {

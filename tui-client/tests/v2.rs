@@ -63,6 +63,10 @@ async fn edits_deletes_reactions_replies_actions_and_typing() {
     assert_eq!(sent["text"], "hello, tpyo");
     let mine = offset(&sent);
     tui.wait_for("Client #42: hello, tpyo").await;
+    testkit::eventually("the message echoed", async || {
+        (!tui.contents().contains("sending…")).then_some(())
+    })
+    .await;
 
     // Up on an empty line puts the last message in the line; Enter saves the edit.
     tui.type_keys(UP);
@@ -148,8 +152,13 @@ async fn edits_deletes_reactions_replies_actions_and_typing() {
         (&json!("about that wave"), &waved["offset"])
     );
     tui.wait_for("Client #42: about that wave").await;
-    // The selection was used: /delete takes back the last of ours.
+    // The selection was used: /delete takes back the last of ours, once its echo has
+    // made it one (before, it is on its way, and the last is the one before it).
     let action = answer;
+    testkit::eventually("the answer echoed", async || {
+        (!tui.contents().contains("sending…")).then_some(())
+    })
+    .await;
 
     // /delete takes the last one back.
     tui.type_keys("/delete\r");
@@ -373,6 +382,24 @@ async fn the_rooms_open_at_quitting_are_open_again_on_the_next_start() {
     // Connected there too: the room sees the join.
     let joined = ops.next_of("join").await;
     assert_eq!(joined["id"], "42");
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_waiting_at_the_start_are_in_the_hotlist() {
+    let server = TestServer::start().await;
+    let mut ada = V2::connect(&server, "/ws/7?room=dm.7.42&name=Ada").await;
+    ada.seated().await;
+    ada.say("are you there?", None).await;
+    ada.next_of("message").await;
+    let state = Scratch::new("tui-dms");
+    let mut tui = chat_tui_keeping(&server, "42", state.path());
+    // The server lists the direct messages of 42: opened beside, counted.
+    tui.wait_for("● connected · id 42 · #main 2:#dm.7.42(1)")
+        .await;
+    tui.type_keys("\u{1b}2");
+    tui.wait_for("~Ada: are you there?").await;
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }

@@ -11,6 +11,10 @@ use chat::v1::RoomName;
 use super::{App, Command, Conversation, Link, Scrollback, Session, Viewport};
 use crate::event::{Beside, NetEvent, Protocol};
 
+/// The most direct-message rooms the server lists that are opened at the start: each
+/// is a connection.
+pub const MOST_LISTED_DMS: usize = 20;
+
 /// Names a buffer for as long as it is open: its connection's events carry it.
 pub type BufferId = u64;
 
@@ -304,6 +308,33 @@ impl App {
         Some(Command::Open { buffer: id, room })
     }
 
+    /// The buffers opened beside since the last call (the direct messages the server
+    /// listed), each to connect.
+    pub fn take_opened(&mut self) -> Vec<(BufferId, RoomName)> {
+        std::mem::take(&mut self.opened)
+    }
+
+    /// Opens beside the direct-message rooms the server listed (`dms`) that are ours and
+    /// not open yet: those with unread messages first, then the latest, up to
+    /// [`MOST_LISTED_DMS`] of them.
+    pub(super) fn open_listed_dms(&mut self) {
+        let mut listed = std::mem::take(&mut self.listed_dms);
+        listed.sort_by(|a, b| b.unread.cmp(&a.unread).then(b.offset.cmp(&a.offset)));
+        let me = chat::ClientId::parse(&self.id).ok();
+        let ours = listed.into_iter().filter_map(|listed| {
+            let room = RoomName::parse(&listed.room).ok()?;
+            let (a, b) = chat::v2::direct_members(&room)?.ok()?;
+            me.as_ref()
+                .is_some_and(|me| *me == a || *me == b)
+                .then_some(room)
+        });
+        for room in ours.take(MOST_LISTED_DMS) {
+            if let Some(Command::Open { buffer, room }) = self.open_beside(room) {
+                self.opened.push((buffer, room));
+            }
+        }
+    }
+
     fn add_buffer(&mut self, room: RoomName) -> BufferId {
         let id = self.buffers.next;
         self.buffers.next += 1;
@@ -498,5 +529,77 @@ mod tests {
                 KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE),
             )));
         }
+    }
+
+    #[test]
+    fn the_direct_messages_the_server_lists_are_opened_beside() {
+        let mut app = App::new("ws://x".into(), "42".into(), 100, || "12:00:00".into());
+        let welcome = Welcome {
+            id: "42".into(),
+            room: "main".into(),
+            epoch: "e".into(),
+            offset: 0,
+            members: Vec::new(),
+            recovered: false,
+            verified: false,
+            limits: Limits {
+                max_message_bytes: 1000,
+                max_nonce_chars: 64,
+                history: 100,
+            },
+        };
+        app.update(Event::Room(
+            0,
+            NetEvent::Connected {
+                protocol: Protocol::V2,
+            },
+        ));
+        app.update(Event::Room(
+            0,
+            NetEvent::Frame(ServerFrame::Welcome(WelcomeFrame {
+                kind: chat::v1::WelcomeTag::Welcome,
+                welcome,
+            })),
+        ));
+        let frames: Vec<String> = app.take_all_frames().into_iter().map(|(_, f)| f).collect();
+        assert!(
+            frames.iter().any(|frame| frame.contains(r#""type":"dms""#)),
+            "{frames:?}"
+        );
+        let listed = |room: &str, unread, offset| chat::v2::DirectRoom {
+            room: room.into(),
+            with: String::new(),
+            offset,
+            read: 0,
+            unread,
+        };
+        let rooms = vec![
+            listed("dm.7.42", 0, 9),
+            listed("dm.8.42", 2, 3),
+            // Not ours, and not a direct-message room: left alone.
+            listed("dm.7.8", 1, 1),
+            listed("ops", 1, 1),
+        ];
+        app.update(Event::Room(
+            0,
+            NetEvent::Beside(Beside::DirectRooms { rooms }),
+        ));
+        let opened: Vec<String> = app
+            .take_opened()
+            .into_iter()
+            .map(|(_, room)| room.to_string())
+            .collect();
+        assert_eq!(opened, ["dm.8.42", "dm.7.42"], "unread first");
+        let rooms: Vec<String> = app.tabs().into_iter().map(|tab| tab.room).collect();
+        assert_eq!(rooms, ["main", "dm.8.42", "dm.7.42"]);
+        assert_eq!(app.room.as_str(), "main", "still on screen");
+        // Listed again (another connection asked): nothing opens twice.
+        app.update(Event::Room(
+            0,
+            NetEvent::Beside(Beside::DirectRooms {
+                rooms: vec![listed("dm.7.42", 0, 9)],
+            }),
+        ));
+        assert!(app.take_opened().is_empty());
     }
 }

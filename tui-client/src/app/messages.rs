@@ -287,6 +287,7 @@ impl App {
                 self.found(&query, &events, more);
             }
             Beside::Page { .. } => {}
+            Beside::DirectRooms { rooms } => self.listed_dms.extend(rooms),
             Beside::Refused { nonce, message, .. } => {
                 if nonce.is_some() && nonce == self.conversation.paging {
                     self.conversation.paging = None;

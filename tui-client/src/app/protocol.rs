@@ -187,6 +187,12 @@ impl App {
             self.forget_conversation();
         }
         self.conversation.typing.clear();
+        // This id's direct messages, to open beside (once a run: the list is asked of
+        // the first chat.v2.json connection to be welcomed).
+        if self.protocol == Protocol::V2 && !self.dms_asked {
+            self.dms_asked = true;
+            self.tell(&chat::v2::Request::Dms { nonce: None });
+        }
     }
 
     fn room_event(&mut self, event: RoomEvent) -> Option<Command> {
