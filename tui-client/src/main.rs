@@ -57,9 +57,10 @@ struct Args {
     #[arg(long, env = "CHAT_ROOM", default_value = chat::v1::RoomName::DEFAULT, value_parser = chat::v1::RoomName::parse)]
     room: chat::v1::RoomName,
 
-    /// Append every message received to this file, once, as plain text: one line each,
-    /// after the date and time it was said and its room.
-    #[arg(long, value_name = "FILE")]
+    /// Append every message received, and every edit and delete, to this file, once,
+    /// as plain text: one line each, after the date and time it was said and its room.
+    /// A directory: one file per room in it, ROOM.log.
+    #[arg(long, value_name = "FILE|DIR")]
     log: Option<std::path::PathBuf>,
 
     /// How many messages to keep for scrolling back.
@@ -587,12 +588,21 @@ fn notify(text: &str) {
     let _ = std::io::Write::flush(&mut stdout);
 }
 
-/// `--log FILE`: every message received, appended once as one plain line: the date and
-/// time it was said, its room, its text. A failed write (a full disk) stops the logging,
-/// with a notice, not the client.
+/// `--log PATH`: every message received, and every edit and delete, appended once as
+/// one plain line: the date and time it was said, its room, its text. PATH a directory:
+/// one file per room in it, `ROOM.log`; otherwise one file for all. A failed write (a
+/// full disk) stops the logging, with a notice, not the client.
 struct Log {
-    file: std::io::LineWriter<std::fs::File>,
+    /// The one file, or the directory of the rooms' files.
     path: std::path::PathBuf,
+    per_room: bool,
+    /// The files open, by path.
+    files: std::collections::HashMap<std::path::PathBuf, LogFile>,
+}
+
+/// One log file, and what it holds already.
+struct LogFile {
+    file: std::io::LineWriter<std::fs::File>,
     /// The lines at the end of the file already: the history a `chat.v1.json` server
     /// sends on every connection is logged by a previous run, and not again.
     /// Counted, as the same line may be there twice (two joins in one second).
@@ -604,6 +614,39 @@ struct Log {
 const LOG_TAIL_BYTES: u64 = 4 << 20;
 
 impl Log {
+    /// Logging to `path`, a file or a directory; the one file is opened now, so that a
+    /// path that cannot be written is said at the start.
+    fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        let mut log = Self {
+            path: path.to_owned(),
+            per_room: path.is_dir(),
+            files: std::collections::HashMap::new(),
+        };
+        if !log.per_room {
+            log.files.insert(path.to_owned(), LogFile::open(path)?);
+        }
+        Ok(log)
+    }
+
+    fn write(&mut self, received: &chat_tui::app::Received) -> io::Result<()> {
+        // A room name is 1-64 of A-Z a-z 0-9 . _ - (`RoomName`): a file name as it is.
+        let path = if self.per_room {
+            self.path.join(format!("{}.log", received.room))
+        } else {
+            self.path.clone()
+        };
+        let file = match self.files.entry(path) {
+            std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                let file = LogFile::open(new.key()).map_err(io::Error::other)?;
+                new.insert(file)
+            }
+        };
+        file.write(&received.line(chrono::Local::now()))
+    }
+}
+
+impl LogFile {
     fn open(path: &std::path::Path) -> anyhow::Result<Self> {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = std::fs::OpenOptions::new()
@@ -623,14 +666,12 @@ impl Log {
         }
         Ok(Self {
             file: std::io::LineWriter::new(file),
-            path: path.to_owned(),
             already,
         })
     }
 
-    fn write(&mut self, received: &chat_tui::app::Received) -> io::Result<()> {
-        let line = received.line(chrono::Local::now());
-        if let Some(times) = self.already.get_mut(&line).filter(|times| **times > 0) {
+    fn write(&mut self, line: &str) -> io::Result<()> {
+        if let Some(times) = self.already.get_mut(line).filter(|times| **times > 0) {
             *times -= 1;
             return Ok(());
         }

@@ -25,10 +25,24 @@ fn chat_tui(server: &TestServer, id: &str) -> Terminal {
 
 /// `chat-tui` keeping the rooms open at quitting in `state` (`XDG_STATE_HOME`).
 fn chat_tui_keeping(server: &TestServer, id: &str, state: &std::path::Path) -> Terminal {
+    chat_tui_with(server, id, state, &[])
+}
+
+/// `chat-tui` with more arguments, its state in `state` (`XDG_STATE_HOME`) and no
+/// settings file (`XDG_CONFIG_HOME` is `state` too).
+fn chat_tui_with(
+    server: &TestServer,
+    id: &str,
+    state: &std::path::Path,
+    more: &[&str],
+) -> Terminal {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
     let url = format!("ws://{}", server.address);
-    let env = [("XDG_STATE_HOME", state.to_str().expect("a UTF-8 path"))];
-    Terminal::start(binary, &["--server", &url, "--id", id], &env, (24, 100))
+    let state = state.to_str().expect("a UTF-8 path");
+    let env = [("XDG_STATE_HOME", state), ("XDG_CONFIG_HOME", state)];
+    let mut args = vec!["--server", &url, "--id", id];
+    args.extend_from_slice(more);
+    Terminal::start(binary, &args, &env, (24, 100))
 }
 
 /// The row of the screen that holds `text`, and the row under it.
@@ -400,6 +414,53 @@ async fn direct_messages_waiting_at_the_start_are_in_the_hotlist() {
         .await;
     tui.type_keys("\u{1b}2");
     tui.wait_for("~Ada: are you there?").await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_directory_has_a_file_per_room_with_edits_and_deletes() {
+    let server = TestServer::start().await;
+    let state = Scratch::new("tui-log-state");
+    let logs = Scratch::new("tui-logs");
+    let logs_path = logs.path().to_str().expect("a UTF-8 path");
+    let mut ada = V2::connect(&server, "/ws/7?room=ops&name=Ada").await;
+    ada.seated().await;
+    let mut tui = chat_tui_with(&server, "42", state.path(), &["--log", logs_path]);
+    tui.wait_for("● connected · id 42 · #main").await;
+    tui.type_keys("/join ops\r");
+    tui.wait_for("● connected · id 42 · #ops 1:#main").await;
+    ada.next_of("join").await;
+    ada.say("helo", None).await;
+    let said = offset(&ada.next_of("message").await);
+    ada.edit(said, "hello", None).await;
+    ada.next_of("edit").await;
+    ada.delete(said, None).await;
+    ada.next_of("delete").await;
+    tui.wait_for("~Ada: (deleted)").await;
+    let ops = logs.path().join("ops.log");
+    let logged = testkit::eventually("the delete in ops.log", async || {
+        let logged = std::fs::read_to_string(&ops).ok()?;
+        logged.contains("deleted their message").then_some(logged)
+    })
+    .await;
+    let lines: Vec<&str> = logged.lines().map(|line| &line[20..]).collect();
+    assert_eq!(
+        lines,
+        [
+            "#ops ~Ada (#7) has entered the chat",
+            "#ops Client #42 has entered the chat",
+            "#ops ~Ada: helo",
+            "#ops ~Ada edited their message “helo”: hello",
+            "#ops ~Ada deleted their message “hello”",
+        ],
+        "{logged}"
+    );
+    let main = std::fs::read_to_string(logs.path().join("main.log")).expect("main.log");
+    assert!(
+        main.contains("#main Client #42 has entered the chat") && !main.contains("#ops"),
+        "{main}"
+    );
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }

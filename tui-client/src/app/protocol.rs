@@ -319,7 +319,12 @@ impl App {
             EventKind::Edit { .. }
             | EventKind::Delete { .. }
             | EventKind::React { .. }
-            | EventKind::Unreact { .. } => self.operation(&event),
+            | EventKind::Unreact { .. } => {
+                if log && let Some(line) = self.operation_line(&event) {
+                    self.log_received(&line, Some(event.ts));
+                }
+                self.operation(&event);
+            }
         }
         None
     }
