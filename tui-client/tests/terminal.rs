@@ -15,10 +15,10 @@ impl Tui {
 
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Terminal {
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
-        // The rooms open at quitting are kept in a scratch place, not the user's.
-        let state = state_dir();
+        let home = scratch_home();
         let mut env = env.to_vec();
-        env.push(("XDG_STATE_HOME", &state));
+        env.push(("XDG_STATE_HOME", &home));
+        env.push(("XDG_CONFIG_HOME", &home));
         Terminal::start(binary, args, &env, (24, 100))
     }
 }
@@ -240,7 +240,14 @@ async fn what_cannot_fix_itself_is_said_and_not_retried_until_f5() {
     for (url, said) in cases {
         // Wide, so that the notices are not wrapped.
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
-        let mut tui = Terminal::start(binary, &["--server", &url, "--id", "1"], &[], (24, 250));
+        let home = scratch_home();
+        let scratch = [("XDG_STATE_HOME", &*home), ("XDG_CONFIG_HOME", &*home)];
+        let mut tui = Terminal::start(
+            binary,
+            &["--server", &url, "--id", "1"],
+            &scratch,
+            (24, 250),
+        );
         for piece in said {
             tui.wait_for(piece).await;
         }
@@ -343,10 +350,15 @@ async fn a_dumb_terminal_gets_the_line_mode() {
     let server = TestServer::start().await;
     let url = format!("ws://{}", server.address);
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
+    let home = scratch_home();
     let mut tui = Terminal::start(
         binary,
         &["--server", &url, "--id", "1"],
-        &[("TERM", "dumb")],
+        &[
+            ("TERM", "dumb"),
+            ("XDG_STATE_HOME", &home),
+            ("XDG_CONFIG_HOME", &home),
+        ],
         (24, 100),
     );
     tui.wait_for("Client #1 has entered the chat").await;
@@ -738,11 +750,12 @@ async fn the_log_has_each_event_once_with_its_room() {
     let _ = std::fs::remove_file(&log);
 }
 
-/// Where the binaries under test keep the rooms open at quitting: a scratch folder (each
-/// server's random port keeps the tests' lines apart).
-fn state_dir() -> String {
+/// A scratch `XDG_STATE_HOME` and `XDG_CONFIG_HOME` for the chat-tui this test starts:
+/// nothing is read from or written to the user's home (the rooms open at quitting, a
+/// settings file).
+fn scratch_home() -> String {
     std::env::temp_dir()
-        .join("chat-tui-tests-state")
+        .join(format!("chat-tui-home-{}", std::process::id()))
         .to_string_lossy()
         .into_owned()
 }
