@@ -158,6 +158,8 @@ pub struct App {
     listed_dms: Vec<chat::v2::DirectRoom>,
     /// Buffers opened beside since the last [`App::take_opened`], to connect.
     opened: Vec<(BufferId, RoomName)>,
+    /// The Tab completion in progress, until another key.
+    completion: Option<crate::complete::Completion>,
 }
 
 /// The time now in Unix milliseconds, as the server counts it.
@@ -244,6 +246,7 @@ impl App {
             dms_asked: false,
             listed_dms: Vec::new(),
             opened: Vec::new(),
+            completion: None,
         }
     }
 
@@ -391,6 +394,9 @@ impl App {
         };
         let action = keys::action_for_key(&key, situation)?;
         self.notice_below = None;
+        if action != Action::Complete {
+            self.completion = None;
+        }
         self.act(action, key.code)
     }
 
@@ -424,6 +430,7 @@ impl App {
             Action::DeleteToStart => self.input.delete_to_start(),
             Action::DeleteToEnd => self.input.delete_to_end(),
             Action::Yank => self.input.yank(),
+            Action::Complete => self.complete(),
             // Another line in place of the edited text is a new message, not the edit.
             Action::HistoryBack => {
                 self.conversation.composing = Composing::Message;
@@ -487,6 +494,54 @@ impl App {
             Action::Quit => return self.quit(),
         }
         None
+    }
+
+    /// Tab: the name or id before the cursor completed, or the next one if Tab was
+    /// the last key.
+    fn complete(&mut self) {
+        if let Some(mut completion) = self.completion.take()
+            && completion.is_current(self.input.text())
+        {
+            let (start, text) = completion.advance();
+            self.input.replace_before_cursor(start, &text);
+            completion.left(self.input.text());
+            self.completion = Some(completion);
+            return;
+        }
+        let known = self.known_people();
+        let started = crate::complete::Completion::start(
+            self.input.before_cursor(),
+            known.iter().map(String::as_str),
+        );
+        if let Some((mut completion, start, text)) = started {
+            self.input.replace_before_cursor(start, &text);
+            completion.left(self.input.text());
+            self.completion = Some(completion);
+        }
+    }
+
+    /// The names and ids Tab completes: who is here, and who spoke in what is shown;
+    /// not ours.
+    fn known_people(&self) -> Vec<String> {
+        let mut known = Vec::new();
+        if let Some(session) = &self.session {
+            for (id, member) in &session.members {
+                known.push(id.clone());
+                if let Some(name) = &member.name {
+                    known.push(name.as_str().to_owned());
+                }
+            }
+        }
+        for entry in self.scrollback.iter() {
+            if let Kind::Said {
+                id, mine: false, ..
+            } = &entry.kind
+            {
+                known.push(id.clone());
+            }
+        }
+        known.retain(|known| *known != self.id);
+        known
     }
 
     fn submit(&mut self) -> Option<Command> {

@@ -130,6 +130,14 @@ impl InputLine {
         self.cursor = self.text.len();
     }
 
+    /// Puts `text` in place of what is between byte `from` and the cursor (a word
+    /// completed), the cursor after it.
+    pub fn replace_before_cursor(&mut self, from: usize, text: &str) {
+        let from = from.min(self.cursor);
+        self.text.replace_range(from..self.cursor, text);
+        self.cursor = from + text.len();
+    }
+
     pub fn backspace(&mut self) {
         let from = self.previous();
         self.text.replace_range(from..self.cursor, "");

@@ -86,6 +86,8 @@ pub enum Action {
     DeleteToStart,
     DeleteToEnd,
     Yank,
+    /// Completes the name or id before the cursor; again, the next one.
+    Complete,
     /// Up on an empty line: our last message, to edit (`chat.v2.json`), or else
     /// [`Action::HistoryBack`].
     EditLast,
@@ -269,6 +271,12 @@ pub const BINDINGS: &[Binding] = &[
         Always,
         Action::Yank,
         "put back what the last of the four deletes above took",
+    ),
+    row(
+        &[Key(KeyCode::Tab)],
+        Always,
+        Action::Complete,
+        "complete the name or id before the cursor (after an `@` too) from who is here and who spoke; again, the next one (`: ` after it at the start of the line)",
     ),
     row(
         &[Key(KeyCode::Up)],

@@ -8,6 +8,7 @@
 //! - [`viewport`]: where the pane is in them and how it moves.
 //! - [`event`]: the events `update` takes.
 //! - [`input`]: the line editor behind the input line.
+//! - [`complete`]: Tab completion of names and ids.
 //! - [`keys`]: the key bindings and the `/commands`, as the tables everything else reads.
 //! - [`text`]: network text made safe to draw, and wrapping by display width.
 //! - [`net`]: the socket, reconnects and backoff; the only module that touches the network.
@@ -17,6 +18,7 @@
 //! `main.rs` holds the flags, the terminal's set-up and restoration, and the event loop.
 
 pub mod app;
+pub mod complete;
 pub mod event;
 pub mod input;
 pub mod keys;

@@ -464,3 +464,27 @@ async fn a_log_directory_has_a_file_per_room_with_edits_and_deletes() {
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tab_completes_the_names_and_ids_of_who_is_here() {
+    let server = TestServer::start().await;
+    let mut ada = V2::connect(&server, "/ws/7?name=Ada").await;
+    ada.seated().await;
+    let mut bob = V2::connect(&server, "/ws/700?name=Bob").await;
+    bob.seated().await;
+    let mut tui = chat_tui(&server, "42");
+    tui.wait_for("● connected").await;
+    // At the start of the line, a name and `: `.
+    tui.type_keys("ad\t");
+    tui.wait_for("› Ada:").await;
+    tui.type_keys("hi\r");
+    assert_eq!(ada.next_of("message").await["text"], "Ada: hi");
+    // An id after `@`; Tab again, the next that fits.
+    // (The screen does not show the space after 7: the second Tab is what tells.)
+    tui.type_keys("ping @7\t\t");
+    tui.wait_for("› ping @700").await;
+    tui.type_keys("\r");
+    assert_eq!(ada.next_of("message").await["text"], "ping @700 ");
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
