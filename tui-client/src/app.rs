@@ -81,6 +81,20 @@ pub fn local_time_of(millis: u64) -> String {
         .unwrap_or_default()
 }
 
+/// The local date of a server time (Unix milliseconds), as a day-change line says it:
+/// `Friday 4 December 2026`.
+pub fn local_day_of(millis: u64) -> String {
+    i64::try_from(millis)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|time| {
+            time.with_timezone(&chrono::Local)
+                .format("%A %-d %B %Y")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// The whole client state.
 #[derive(Debug)]
 pub struct App {
@@ -160,6 +174,11 @@ pub struct App {
     opened: Vec<(BufferId, RoomName)>,
     /// The Tab completion in progress, until another key.
     completion: Option<crate::complete::Completion>,
+    /// A server time (Unix milliseconds) as its local date; a parameter so that tests
+    /// can fix it.
+    pub event_day: fn(u64) -> String,
+    /// The date of the last message or presence line shown, for the day-change lines.
+    pub(crate) last_day: Option<String>,
 }
 
 /// The time now in Unix milliseconds, as the server counts it.
@@ -247,6 +266,8 @@ impl App {
             listed_dms: Vec::new(),
             opened: Vec::new(),
             completion: None,
+            event_day: local_day_of,
+            last_day: None,
         }
     }
 
@@ -835,6 +856,7 @@ impl App {
                 ) && self.notify
                     && !self.focused;
                 let text = sanitize(&text);
+                self.day_line((self.now)());
                 self.push(Entry {
                     time: (self.clock)(),
                     text: text.clone(),
@@ -883,6 +905,22 @@ impl App {
             })
         });
         by_id || by_name
+    }
+
+    /// A line across the pane when the date of what is shown next (said at `millis`)
+    /// is not the date of what was shown last; none before the first.
+    fn day_line(&mut self, millis: u64) {
+        let day = (self.event_day)(millis);
+        if self.last_day.as_ref() == Some(&day) {
+            return;
+        }
+        if self.last_day.replace(day.clone()).is_some() && !day.is_empty() {
+            self.push(Entry {
+                time: String::new(),
+                text: format!("── {day} ──"),
+                kind: Kind::Divider,
+            });
+        }
     }
 
     /// Says something about the client itself in the message pane, unless the last

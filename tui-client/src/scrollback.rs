@@ -32,7 +32,7 @@ pub enum Kind {
     /// scrolled up): what comes after it is new to you. Only the latest is drawn.
     ReadMarker { latest: bool },
     /// A line between parts of the conversation: the history before you came, what
-    /// was missed while away, a gap that could not be recovered.
+    /// was missed while away, a gap that could not be recovered, a new day.
     Divider,
     /// A line quoted from another message: the parent above a reply, a message found
     /// by a search on the server.

@@ -33,6 +33,7 @@ pub struct Parked {
     conversation: Conversation,
     frames: Vec<String>,
     max_message_bytes: usize,
+    last_day: Option<String>,
     /// Messages of others new to this id (past the server's read position, or live)
     /// that came while parked, by offset, and whether each mentions us: a read position
     /// from another device takes back those it covers.
@@ -56,6 +57,7 @@ impl Parked {
             conversation: Conversation::default(),
             frames: Vec::new(),
             max_message_bytes,
+            last_day: None,
             unread: BTreeMap::new(),
             mentions: 0,
         }
@@ -208,6 +210,7 @@ impl App {
         std::mem::swap(&mut self.conversation, &mut parked.conversation);
         std::mem::swap(&mut self.frames, &mut parked.frames);
         std::mem::swap(&mut self.max_message_bytes, &mut parked.max_message_bytes);
+        std::mem::swap(&mut self.last_day, &mut parked.last_day);
     }
 
     /// News from buffer `id`'s connection: applied to it, on screen or parked.

@@ -246,6 +246,7 @@ impl App {
                     self.log_received(&text, Some(event.ts));
                 }
                 if comes_or_goes {
+                    self.day_line(event.ts);
                     self.push(Entry {
                         time: (self.event_time)(event.ts),
                         text: sanitize(&text),
@@ -279,6 +280,7 @@ impl App {
                     self.keep_said(&event, &label, entry);
                     return None;
                 }
+                self.day_line(event.ts);
                 if let Some(parent) = reply_to {
                     let quote = self.quote_of(*parent);
                     self.push(quote);
@@ -782,6 +784,34 @@ mod tests {
         assert!(
             !shown.iter().any(|line| line.contains("not sent")),
             "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn a_line_says_when_the_day_changes_between_two_messages() {
+        let mut app = app();
+        // A day of 10 s, for the test.
+        app.event_day = |ts| format!("day {}", ts / 10_000);
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "7", None, EventKind::Join));
+        app.update(event(2, "7", None, said("late", None)));
+        app.update(event(9, "7", None, said("later", None)));
+        app.update(event(10, "7", None, said("next morning", None)));
+        app.update(event(11, "7", None, EventKind::Leave));
+        app.update(event(25, "7", None, EventKind::Join));
+        assert_eq!(
+            lines(&app),
+            [
+                "t1000 Client #7 has entered the chat",
+                "t2000 Client #7: late",
+                "t9000 Client #7: later",
+                " ── day 1 ──",
+                "t10000 Client #7: next morning",
+                "t11000 Client #7 has left the chat",
+                " ── day 2 ──",
+                "t25000 Client #7 has entered the chat",
+            ]
         );
     }
 
