@@ -68,17 +68,10 @@ pub enum Link {
     Stopped,
 }
 
-/// A server time (Unix milliseconds) as the local `HH:MM:SS`.
+/// A server time (Unix milliseconds) as the time column shows it: local, `HH:MM:SS`
+/// unless `--time-format` says otherwise.
 pub fn local_time_of(millis: u64) -> String {
-    i64::try_from(millis)
-        .ok()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|time| {
-            time.with_timezone(&chrono::Local)
-                .format("%H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_default()
+    crate::time_format::chosen().local(millis)
 }
 
 /// The local date of a server time (Unix milliseconds), as a day-change line says it:

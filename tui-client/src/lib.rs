@@ -10,6 +10,7 @@
 //! - [`input`]: the line editor behind the input line.
 //! - [`complete`]: Tab completion of names and ids.
 //! - [`keys`]: the key bindings and the `/commands`, as the tables everything else reads.
+//! - [`time_format`]: the time column's format (`--time-format`) and width.
 //! - [`text`]: network text made safe to draw, and wrapping by display width.
 //! - [`net`]: the socket, reconnects and backoff; the only module that touches the network.
 //! - [`pipe`]: the line mode for scripts.
@@ -27,6 +28,7 @@ pub mod pipe;
 pub mod scrollback;
 pub mod sgr;
 pub mod text;
+pub mod time_format;
 pub mod ui;
 pub mod viewport;
 

@@ -72,6 +72,11 @@ struct Args {
     #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = chat_tui::app::DEFAULT_MAX_MESSAGE_BYTES as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_message_bytes: u32,
 
+    /// How the time before each message is written: a strftime format, local time
+    /// (`%H:%M` for minutes, `%a %H:%M` with the day).
+    #[arg(long, value_name = "FORMAT", default_value = chat_tui::time_format::DEFAULT, value_parser = chat_tui::time_format::TimeFormat::new)]
+    time_format: chat_tui::time_format::TimeFormat,
+
     /// Leave the mouse to the terminal, so text can be selected; the wheel won't scroll.
     #[arg(long)]
     no_mouse: bool,
@@ -187,7 +192,7 @@ fn time_based_id() -> ClientId {
 }
 
 fn local_time() -> String {
-    chrono::Local::now().format("%H:%M:%S").to_string()
+    chat_tui::app::local_time_of(chat_tui::app::unix_millis())
 }
 
 /// The signals that end the full-screen client as Ctrl-C does, the terminal restored:
@@ -245,6 +250,7 @@ impl Signals {
 /// The full-screen client. Ends with success when the user quits, and with 128 + the
 /// signal's number, as a shell reports it, after a signal.
 async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Result<ExitCode> {
+    chat_tui::time_format::choose(args.time_format.clone());
     let mouse = !args.no_mouse;
     let server = args.server.trim_end_matches('/').to_owned();
     let mut app = App::new(

@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 
 use crate::text::wrap;
 
-/// Columns taken by the receive time (`HH:MM:SS `) before each message.
+/// Columns taken by the time (`HH:MM:SS `) before each message, by default and at
+/// least; `--time-format` may make it wider ([`crate::time_format::time_width`]).
 pub const TIME_WIDTH: usize = 9;
 
 /// What a line in the message pane is.
@@ -55,7 +56,10 @@ impl Entry {
         match self.kind {
             // An old marker takes no room, and keeps the entries' numbering.
             Kind::ReadMarker { latest: false } => Vec::new(),
-            _ => wrap(&self.text, usize::from(width).saturating_sub(TIME_WIDTH)),
+            _ => wrap(
+                &self.text,
+                usize::from(width).saturating_sub(crate::time_format::time_width()),
+            ),
         }
     }
 }

@@ -8,7 +8,7 @@ use ratatui::widgets::Paragraph;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{App, BUFFERS_WIDTH, Entry, Kind, Link, MEMBERS_WIDTH, TIME_WIDTH};
+use crate::app::{App, BUFFERS_WIDTH, Entry, Kind, Link, MEMBERS_WIDTH};
 use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
@@ -242,11 +242,15 @@ fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
             let mut spans = Vec::with_capacity(3);
             if index == 0 {
                 spans.push(Span::styled(
-                    format!("{:<TIME_WIDTH$}", entry.time),
+                    format!(
+                        "{:<width$}",
+                        entry.time,
+                        width = crate::time_format::time_width()
+                    ),
                     time_style,
                 ));
             } else {
-                spans.push(Span::raw(" ".repeat(TIME_WIDTH)));
+                spans.push(Span::raw(" ".repeat(crate::time_format::time_width())));
             }
             match prefix {
                 Some((length, style)) if index == 0 && row.len() >= length => {
@@ -410,6 +414,7 @@ fn render_input(app: &App, area: Rect, frame: &mut Frame) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::TIME_WIDTH;
     use crate::event::{Event, NetEvent, Protocol};
     use crossterm::event::Event as TerminalEvent;
     use ratatui::Terminal;

@@ -759,3 +759,47 @@ fn scratch_home() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// `--time-format` writes the time column in the format given; a wider one makes the
+/// column wider, and the messages start after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_column_takes_the_format_given() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start(&[
+        "--server",
+        &url,
+        "--id",
+        "42",
+        "--time-format",
+        "%Y/%m/%d %H.%M",
+    ]);
+    tui.wait_for("Client #42 has entered the chat").await;
+    let contents = tui.contents();
+    let row = contents
+        .lines()
+        .find(|row| row.contains("Client #42 has entered the chat"))
+        .expect("the join on screen");
+    let (time, rest) = row.split_at("2026/12/04 13.05 ".len());
+    let shape: String = time
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    assert_eq!(shape, "9999/99/99 99.99 ", "{row:?}");
+    assert_eq!(rest, "Client #42 has entered the chat", "{row:?}");
+    tui.type_keys("\u{3}");
+    tui.wait_for_exit().await;
+
+    // A format chrono cannot write is refused at the start, with the flag's name.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .env("XDG_STATE_HOME", scratch_home())
+        .env("XDG_CONFIG_HOME", scratch_home())
+        .args(["--time-format", "%Q", "--plain"])
+        .output()
+        .expect("run chat-tui");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("--time-format") && said.contains("not a strftime format"),
+        "{said}"
+    );
+}
