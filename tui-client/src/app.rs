@@ -172,6 +172,9 @@ pub struct App {
     pub event_day: fn(u64) -> String,
     /// The date of the last message or presence line shown, for the day-change lines.
     pub(crate) last_day: Option<String>,
+    /// Whether the smart filter hides the comings and goings of people who had not
+    /// spoken lately (Alt-J, `--smart-filter`).
+    pub smart_filter: bool,
 }
 
 /// The time now in Unix milliseconds, as the server counts it.
@@ -211,6 +214,10 @@ impl Received {
         )
     }
 }
+
+/// The smart filter hides the comings and goings of those who had not spoken in this
+/// many minutes before (as weechat's `irc.look.smart_filter_delay` does).
+pub const SMART_FILTER_MINUTES: u64 = 10;
 
 /// Columns of the member list (F2), its border included.
 pub const MEMBERS_WIDTH: u16 = 26;
@@ -261,6 +268,7 @@ impl App {
             completion: None,
             event_day: local_day_of,
             last_day: None,
+            smart_filter: false,
         }
     }
 
@@ -501,6 +509,13 @@ impl App {
                 self.show_buffers = !self.show_buffers;
                 self.fit_viewport();
             }
+            Action::ToggleSmartFilter => {
+                self.set_smart_filter(!self.smart_filter);
+                let now = if self.smart_filter { "hidden" } else { "shown" };
+                self.notice(&format!(
+                    "joins and leaves of people who had not spoken in {SMART_FILTER_MINUTES} minutes: {now} (Alt-J)"
+                ));
+            }
             Action::ToggleMembers => {
                 self.show_members = !self.show_members;
                 self.fit_viewport();
@@ -508,6 +523,14 @@ impl App {
             Action::Quit => return self.quit(),
         }
         None
+    }
+
+    /// Turns the smart filter on or off, in every buffer.
+    pub fn set_smart_filter(&mut self, on: bool) {
+        self.smart_filter = on;
+        self.scrollback.filter_quiet_presence(on);
+        self.filter_parked(on);
+        self.fit_viewport();
     }
 
     /// Tab: the name or id before the cursor completed, or the next one if Tab was

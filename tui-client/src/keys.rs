@@ -113,6 +113,7 @@ pub enum Action {
     Reconnect,
     ToggleMembers,
     ToggleBuffers,
+    ToggleSmartFilter,
     Quit,
 }
 
@@ -413,6 +414,12 @@ pub const BINDINGS: &[Binding] = &[
         Always,
         Action::ToggleBuffers,
         "hide or show the list of open buffers, left of the messages (shown while more than one is open)",
+    ),
+    row(
+        &[Alt(KeyCode::Char('j'))],
+        Always,
+        Action::ToggleSmartFilter,
+        "the smart filter: hide or show the joins and leaves of people who had not spoken in the 10 minutes before (`chat.v1.json` servers; `--smart-filter` starts with it on)",
     ),
     row(
         &[Key(KeyCode::F(2))],

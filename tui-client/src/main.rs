@@ -77,6 +77,11 @@ struct Args {
     #[arg(long, value_name = "FORMAT", default_value = chat_tui::time_format::DEFAULT, value_parser = chat_tui::time_format::TimeFormat::new)]
     time_format: chat_tui::time_format::TimeFormat,
 
+    /// Start with the smart filter on (Alt-J turns it off and on): the joins and leaves
+    /// of people who had not spoken in the 10 minutes before are hidden.
+    #[arg(long)]
+    smart_filter: bool,
+
     /// Leave the mouse to the terminal, so text can be selected; the wheel won't scroll.
     #[arg(long)]
     no_mouse: bool,
@@ -261,6 +266,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     );
     app.max_message_bytes = args.max_message_bytes as usize;
     app.notify = !args.no_notify;
+    app.set_smart_filter(args.smart_filter);
     // NO_COLOR (no-color.org) asks for no colours, and only that: the view leaves them
     // out and keeps bold, reverse and dim. crossterm honours it too, by writing a reset
     // in place of any colour, which would drop the attributes with it; so it is told to

@@ -201,7 +201,9 @@ fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
 fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
     let time_style = Style::new().fg(Color::DarkGray);
     let text_style = match &entry.kind {
-        Kind::Presence => Style::new().fg(Color::Gray).add_modifier(Modifier::DIM),
+        Kind::Presence | Kind::QuietPresence { .. } => {
+            Style::new().fg(Color::Gray).add_modifier(Modifier::DIM)
+        }
         Kind::Notice => Style::new()
             .fg(Color::Yellow)
             .add_modifier(Modifier::ITALIC),

@@ -394,6 +394,14 @@ impl App {
         waiting
     }
 
+    /// Has the smart filter hide (or show) the buffers not on screen too.
+    pub(super) fn filter_parked(&mut self, hide: bool) {
+        for parked in self.buffers.parked.values_mut() {
+            parked.scrollback.filter_quiet_presence(hide);
+            // Measured again when shown.
+        }
+    }
+
     /// The frames for the server of every buffer, each with its buffer.
     pub fn take_all_frames(&mut self) -> Vec<(BufferId, String)> {
         let active = self.buffers.active;

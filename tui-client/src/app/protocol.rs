@@ -36,6 +36,8 @@ pub struct Session {
     unconfirmed: Vec<Unconfirmed>,
     /// Sent so far, for nonces.
     sent: u64,
+    /// When each id last said something here (Unix milliseconds), for the smart filter.
+    last_said: BTreeMap<String, u64>,
     nonce_seed: String,
 }
 
@@ -245,12 +247,29 @@ impl App {
                 if log {
                     self.log_received(&text, Some(event.ts));
                 }
+                // The smart filter's noise: someone else who had not spoken lately.
+                let quiet = !mine
+                    && self
+                        .session
+                        .as_ref()?
+                        .last_said
+                        .get(&event.id)
+                        .is_none_or(|said| {
+                            event.ts.saturating_sub(*said) > super::SMART_FILTER_MINUTES * 60_000
+                        });
+                let kind = if quiet {
+                    Kind::QuietPresence {
+                        hidden: self.smart_filter,
+                    }
+                } else {
+                    Kind::Presence
+                };
                 if comes_or_goes {
                     self.day_line(event.ts);
                     self.push(Entry {
                         time: (self.event_time)(event.ts),
                         text: sanitize(&text),
-                        kind: Kind::Presence,
+                        kind,
                     });
                 }
                 // Our own join is the first live event: what did not come back by
@@ -274,6 +293,9 @@ impl App {
                     self.log_received(&line, Some(event.ts));
                 }
                 self.not_typing(&event.id);
+                if let Some(session) = self.session.as_mut() {
+                    session.last_said.insert(event.id.clone(), event.ts);
+                }
                 if let Some(nonce) = nonce
                     && let Some(entry) = self.confirm(nonce, event.ts)
                 {
@@ -813,6 +835,58 @@ mod tests {
                 "t25000 Client #7 has entered the chat",
             ]
         );
+    }
+
+    #[test]
+    fn the_smart_filter_hides_the_comings_and_goings_of_the_quiet() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        let minute = 60_000;
+        let at = |ts: u64, id: &str, kind: EventKind| {
+            Event::Net(NetEvent::Frame(ServerFrame::Event(RoomEvent {
+                offset: ts / 1000,
+                ts,
+                id: id.into(),
+                name: None,
+                kind,
+            })))
+        };
+        app.update(at(minute, "42", EventKind::Join));
+        app.update(at(2 * minute, "7", EventKind::Join));
+        app.update(at(3 * minute, "8", EventKind::Join));
+        app.update(at(4 * minute, "7", said("hi", None)));
+        app.update(at(5 * minute, "7", EventKind::Leave));
+        app.update(at(6 * minute, "8", EventKind::Leave));
+        app.update(at(20 * minute, "7", EventKind::Join));
+        let shown = |app: &App| -> Vec<String> {
+            app.scrollback
+                .iter()
+                .filter(|entry| !entry.rows(80).is_empty())
+                .map(|entry| entry.text.clone())
+                .collect()
+        };
+        let everything = shown(&app);
+        assert_eq!(everything.len(), 7, "{everything:?}");
+        app.update(Event::Terminal(TerminalEvent::Key(KeyEvent::new(
+            KeyCode::Char('j'),
+            crossterm::event::KeyModifiers::ALT,
+        ))));
+        assert!(app.smart_filter);
+        let filtered = shown(&app);
+        assert_eq!(
+            &filtered[..4],
+            [
+                "Client #42 has entered the chat",
+                "Client #7: hi",
+                "Client #7 has left the chat",
+                "* joins and leaves of people who had not spoken in 10 minutes: hidden (Alt-J)",
+            ],
+            "ours, and 7 leaving a minute after speaking; not 8, nor 7 back 15 minutes later"
+        );
+        assert_eq!(filtered.len(), 4, "{filtered:?}");
+        app.set_smart_filter(false);
+        assert_eq!(shown(&app).len(), 8);
     }
 
     #[test]
