@@ -47,6 +47,9 @@ pub enum Command {
         buffer: BufferId,
         frames: Vec<String>,
     },
+    /// Take the mouse's reports (true: the wheel scrolls) or leave the mouse to the
+    /// terminal (false: text can be selected) (Alt-M).
+    Mouse(bool),
     /// Try to connect now (F5), without waiting for the countdown, or after a failure
     /// that is not retried by itself.
     Reconnect,
@@ -172,6 +175,9 @@ pub struct App {
     pub event_day: fn(u64) -> String,
     /// The date of the last message or presence line shown, for the day-change lines.
     pub(crate) last_day: Option<String>,
+    /// Whether the mouse's reports are taken (the wheel scrolls); else the terminal
+    /// has it, for selecting text (`--no-mouse`, Alt-M).
+    pub mouse: bool,
     /// Whether the smart filter hides the comings and goings of people who had not
     /// spoken lately (Alt-J, `--smart-filter`).
     pub smart_filter: bool,
@@ -269,6 +275,7 @@ impl App {
             event_day: local_day_of,
             last_day: None,
             smart_filter: false,
+            mouse: true,
         }
     }
 
@@ -515,6 +522,15 @@ impl App {
                 self.notice(&format!(
                     "joins and leaves of people who had not spoken in {SMART_FILTER_MINUTES} minutes: {now} (Alt-J)"
                 ));
+            }
+            Action::ToggleMouse => {
+                self.mouse = !self.mouse;
+                self.notice(if self.mouse {
+                    "the mouse is chat-tui's: the wheel scrolls (Alt-M gives it to the terminal)"
+                } else {
+                    "the mouse is the terminal's: select text to copy it (Alt-M takes it back)"
+                });
+                return Some(Command::Mouse(self.mouse));
             }
             Action::ToggleMembers => {
                 self.show_members = !self.show_members;

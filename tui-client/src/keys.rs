@@ -114,6 +114,7 @@ pub enum Action {
     ToggleMembers,
     ToggleBuffers,
     ToggleSmartFilter,
+    ToggleMouse,
     Quit,
 }
 
@@ -420,6 +421,12 @@ pub const BINDINGS: &[Binding] = &[
         Always,
         Action::ToggleSmartFilter,
         "the smart filter: hide or show the joins and leaves of people who had not spoken in the 10 minutes before (`chat.v1.json` servers; `--smart-filter` starts with it on)",
+    ),
+    row(
+        &[Alt(KeyCode::Char('m'))],
+        Always,
+        Action::ToggleMouse,
+        "give the mouse to the terminal, so that text can be selected and copied (the wheel no longer scrolls), and take it back",
     ),
     row(
         &[Key(KeyCode::F(2))],

@@ -266,6 +266,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     );
     app.max_message_bytes = args.max_message_bytes as usize;
     app.notify = !args.no_notify;
+    app.mouse = mouse;
     app.set_smart_filter(args.smart_filter);
     // NO_COLOR (no-color.org) asks for no colours, and only that: the view leaves them
     // out and keeps bold, reverse and dim. crossterm honours it too, by writing a reset
@@ -367,6 +368,14 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             match command {
                 Some(Command::Quit) => break 'running,
                 Some(Command::Redraw) => redraw_everything(&mut terminal)?,
+                Some(Command::Mouse(take)) => {
+                    // Not worth failing for: the next Alt-M tries again.
+                    let _ = if take {
+                        execute!(io::stdout(), EnableMouseCapture)
+                    } else {
+                        execute!(io::stdout(), DisableMouseCapture)
+                    };
+                }
                 Some(Command::Reconnect) => networks.reconnect(buffer),
                 Some(Command::Notify(text)) => notify(&text),
                 Some(Command::Open { buffer, room }) => networks.open(buffer, room),

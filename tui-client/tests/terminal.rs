@@ -128,7 +128,7 @@ async fn a_burst_of_messages_does_not_freeze_the_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paste_waits_in_the_input_and_no_mouse_leaves_the_mouse_alone() {
+async fn a_paste_waits_in_the_input_and_no_mouse_or_alt_m_leaves_the_mouse_alone() {
     let server = TestServer::start().await;
     let url = format!("ws://{}", server.address);
     let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
@@ -152,12 +152,25 @@ async fn a_paste_waits_in_the_input_and_no_mouse_leaves_the_mouse_alone() {
     tui.type_keys("\u{3}");
     tui.wait_for_exit().await;
 
-    let no_mouse = Tui::start(&["--server", &url, "--id", "3", "--no-mouse"]);
+    let mut no_mouse = Tui::start(&["--server", &url, "--id", "3", "--no-mouse"]);
     no_mouse.wait_for("● connected").await;
     assert_eq!(
         no_mouse.screen().screen().mouse_protocol_mode(),
         vt100::MouseProtocolMode::None,
         "--no-mouse leaves selection to the terminal"
+    );
+    // Alt-M takes the mouse, and gives it back.
+    no_mouse.type_keys("\u{1b}m");
+    no_mouse.wait_for("the mouse is chat-tui's").await;
+    assert_ne!(
+        no_mouse.screen().screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None
+    );
+    no_mouse.type_keys("\u{1b}m");
+    no_mouse.wait_for("the mouse is the terminal's").await;
+    assert_eq!(
+        no_mouse.screen().screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None
     );
 }
 
