@@ -91,6 +91,17 @@ pub fn local_day_of(millis: u64) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `text` has `word` (both in lower case) as a word of its own: not inside a
+/// longer one ("deploy" is in "deploy done", not in "redeploying").
+fn has_word(text: &str, word: &str) -> bool {
+    !word.is_empty()
+        && text.match_indices(word).any(|(at, found)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + found.len()..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
+}
+
 /// The whole client state.
 #[derive(Debug)]
 pub struct App {
@@ -175,6 +186,9 @@ pub struct App {
     pub event_day: fn(u64) -> String,
     /// The date of the last message or presence line shown, for the day-change lines.
     pub(crate) last_day: Option<String>,
+    /// Extra words that highlight a message as a mention does (`--highlight`), in
+    /// lower case.
+    pub highlights: Vec<String>,
     /// Whether the mouse's reports are taken (the wheel scrolls); else the terminal
     /// has it, for selecting text (`--no-mouse`, Alt-M).
     pub mouse: bool,
@@ -276,6 +290,7 @@ impl App {
             last_day: None,
             smart_filter: false,
             mouse: true,
+            highlights: Vec::new(),
         }
     }
 
@@ -917,7 +932,8 @@ impl App {
     }
 
     /// Whether `text` mentions us: our id as a word of its own ("42", "@42", "#42:", not
-    /// "142"), or, over `chat.v1.json`, our name (any case).
+    /// "142"), or, over `chat.v1.json`, our name (any case), or one of the extra
+    /// highlight words (`--highlight`, any case, as words of their own).
     fn mentions_me(&self, text: &str) -> bool {
         let by_id = text
             .split(|c: char| !c.is_ascii_alphanumeric())
@@ -926,17 +942,15 @@ impl App {
             .session
             .as_ref()
             .and_then(|session| session.my_name.as_ref());
-        let by_name = name.is_some_and(|name| {
-            let name = name.as_str().to_lowercase();
-            let text = text.to_lowercase();
-            text.match_indices(&name).any(|(at, found)| {
-                let before = text[..at].chars().next_back();
-                let after = text[at + found.len()..].chars().next();
-                !before.is_some_and(char::is_alphanumeric)
-                    && !after.is_some_and(char::is_alphanumeric)
-            })
-        });
-        by_id || by_name
+        if by_id {
+            return true;
+        }
+        if name.is_none() && self.highlights.is_empty() {
+            return false;
+        }
+        let text = text.to_lowercase();
+        let by_name = name.is_some_and(|name| has_word(&text, &name.as_str().to_lowercase()));
+        by_name || self.highlights.iter().any(|word| has_word(&text, word))
     }
 
     /// A line across the pane when the date of what is shown next (said at `millis`)
@@ -1313,6 +1327,27 @@ mod tests {
         app.notify = true;
         app.update(focus(true));
         assert_eq!(app.update(received("Client #7: 42?")), None);
+    }
+
+    #[test]
+    fn extra_highlight_words_are_mentions_as_words_of_their_own() {
+        let mut app = connected_app();
+        app.highlights = vec!["deploy".into(), "ünïcode".into()];
+        let mentions = |app: &mut App, text: &str| {
+            app.update(received(text));
+            matches!(
+                app.scrollback.back().unwrap().kind,
+                Kind::Said {
+                    mentions_me: true,
+                    ..
+                }
+            )
+        };
+        assert!(mentions(&mut app, "Client #7: Deploy done"));
+        assert!(mentions(&mut app, "Client #7: who broke the deploy?"));
+        assert!(mentions(&mut app, "Client #7: ÜNÏCODE works"));
+        assert!(!mentions(&mut app, "Client #7: redeploying"));
+        assert!(!mentions(&mut app, "Client #42: deploy"), "not our own");
     }
 
     #[test]

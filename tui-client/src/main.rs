@@ -82,6 +82,11 @@ struct Args {
     #[arg(long)]
     smart_filter: bool,
 
+    /// A word that highlights a message as a mention of you does (any case, as a word of
+    /// its own); again for more.
+    #[arg(long, value_name = "WORD", action = clap::ArgAction::Append)]
+    highlight: Vec<String>,
+
     /// Leave the mouse to the terminal, so text can be selected; the wheel won't scroll.
     #[arg(long)]
     no_mouse: bool,
@@ -267,6 +272,12 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     app.max_message_bytes = args.max_message_bytes as usize;
     app.notify = !args.no_notify;
     app.mouse = mouse;
+    app.highlights = args
+        .highlight
+        .iter()
+        .map(|word| word.trim().to_lowercase())
+        .filter(|word| !word.is_empty())
+        .collect();
     app.set_smart_filter(args.smart_filter);
     // NO_COLOR (no-color.org) asks for no colours, and only that: the view leaves them
     // out and keeps bold, reverse and dim. crossterm honours it too, by writing a reset
