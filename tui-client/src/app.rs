@@ -186,6 +186,9 @@ pub struct App {
     pub event_day: fn(u64) -> String,
     /// The date of the last message or presence line shown, for the day-change lines.
     pub(crate) last_day: Option<String>,
+    /// The mention Alt-N showed last, while Alt-N is pressed again: the next goes on
+    /// from there.
+    mention_shown: Option<u64>,
     /// Extra words that highlight a message as a mention does (`--highlight`), in
     /// lower case.
     pub highlights: Vec<String>,
@@ -291,6 +294,7 @@ impl App {
             smart_filter: false,
             mouse: true,
             highlights: Vec::new(),
+            mention_shown: None,
         }
     }
 
@@ -441,6 +445,9 @@ impl App {
         if action != Action::Complete {
             self.completion = None;
         }
+        if action != Action::OlderMention {
+            self.mention_shown = None;
+        }
         self.act(action, key.code)
     }
 
@@ -538,6 +545,14 @@ impl App {
                     "joins and leaves of people who had not spoken in {SMART_FILTER_MINUTES} minutes: {now} (Alt-J)"
                 ));
             }
+            Action::OlderMention => self.older_mention(),
+            Action::ToReadMarker => match self.viewport.marker() {
+                // The marker stays where it is: going to it is not looking away.
+                Some(number) if number >= self.scrollback.first_number() => {
+                    self.viewport.show(&self.scrollback, number);
+                }
+                _ => self.notice("no read marker here: you have seen everything"),
+            },
             Action::ToggleMouse => {
                 self.mouse = !self.mouse;
                 self.notice(if self.mouse {
@@ -554,6 +569,39 @@ impl App {
             Action::Quit => return self.quit(),
         }
         None
+    }
+
+    /// Alt-N: shows the newest mention of us above the one shown last (or above the
+    /// top of the pane, or the newest of all at the bottom).
+    fn older_mention(&mut self) {
+        let from = match (self.mention_shown, self.visible().first()) {
+            (Some(shown), _) => shown,
+            (None, Some((top, ..))) if self.viewport.is_scrolled_up() => *top,
+            _ => self.scrollback.next_number(),
+        };
+        let first = self.scrollback.first_number();
+        let found = (first..from).rev().find(|number| {
+            let index = self.scrollback.index_of(*number);
+            matches!(
+                self.scrollback[index].kind,
+                Kind::Said {
+                    mentions_me: true,
+                    ..
+                }
+            )
+        });
+        let Some(found) = found else {
+            let older = if self.mention_shown.is_some() {
+                "older "
+            } else {
+                ""
+            };
+            self.notice(&format!("no {older}message mentions you here"));
+            return;
+        };
+        self.viewport.end_search();
+        self.viewport.show(&self.scrollback, found);
+        self.mention_shown = Some(found);
     }
 
     /// Turns the smart filter on or off, in every buffer.
@@ -1348,6 +1396,41 @@ mod tests {
         assert!(mentions(&mut app, "Client #7: ÜNÏCODE works"));
         assert!(!mentions(&mut app, "Client #7: redeploying"));
         assert!(!mentions(&mut app, "Client #42: deploy"), "not our own");
+    }
+
+    #[test]
+    fn alt_n_goes_back_through_the_mentions_and_alt_u_to_the_read_marker() {
+        let mut app = connected_app();
+        for n in 0..10 {
+            app.update(received(&said(n)));
+        }
+        app.update(focus(false));
+        app.update(focus(true));
+        for n in 10..40 {
+            let text = if n == 12 || n == 25 {
+                format!("Client #7: {n} @42")
+            } else {
+                said(n)
+            };
+            app.update(received(&text));
+        }
+        app.update(alt('n'));
+        assert_eq!(top(&app), ("Client #7: 25 @42".into(), 0));
+        app.update(alt('n'));
+        assert_eq!(top(&app), ("Client #7: 12 @42".into(), 0));
+        app.update(alt('n'));
+        assert_eq!(top(&app), ("Client #7: 12 @42".into(), 0), "no older one");
+        assert!(
+            app.notice_below
+                .as_deref()
+                .is_some_and(|notice| notice.contains("no older message mentions you")),
+            "{:?}",
+            app.notice_below
+        );
+        app.update(key(KeyCode::End));
+        app.update(alt('u'));
+        let (text, _) = top(&app);
+        assert!(text.contains("new since you looked away"), "{text}");
     }
 
     #[test]

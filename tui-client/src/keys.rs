@@ -115,6 +115,10 @@ pub enum Action {
     ToggleBuffers,
     ToggleSmartFilter,
     ToggleMouse,
+    /// Shows the next mention of us going back from what is shown.
+    OlderMention,
+    /// Shows the read marker.
+    ToReadMarker,
     Quit,
 }
 
@@ -357,6 +361,18 @@ pub const BINDINGS: &[Binding] = &[
         LineEmpty,
         Action::Newest,
         "the newest message",
+    ),
+    row(
+        &[Alt(KeyCode::Char('n'))],
+        Always,
+        Action::OlderMention,
+        "show the next message that mentions you (or a `--highlight` word), going back from what is shown; again, the one before it",
+    ),
+    row(
+        &[Alt(KeyCode::Char('u'))],
+        Always,
+        Action::ToReadMarker,
+        "show the read marker: where you stopped reading (End goes back to the newest)",
     ),
     row(
         &[Ctrl(KeyCode::Char('r'))],
