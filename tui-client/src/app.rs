@@ -186,6 +186,9 @@ pub struct App {
     pub event_day: fn(u64) -> String,
     /// The date of the last message or presence line shown, for the day-change lines.
     pub(crate) last_day: Option<String>,
+    /// Whether URLs are drawn as OSC 8 hyperlinks (`--hyperlinks`: where the terminal
+    /// is known to support them).
+    pub hyperlinks: bool,
     /// The mention Alt-N showed last, while Alt-N is pressed again: the next goes on
     /// from there.
     mention_shown: Option<u64>,
@@ -295,6 +298,7 @@ impl App {
             mouse: true,
             highlights: Vec::new(),
             mention_shown: None,
+            hyperlinks: false,
         }
     }
 

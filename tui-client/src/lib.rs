@@ -9,6 +9,7 @@
 //! - [`event`]: the events `update` takes.
 //! - [`input`]: the line editor behind the input line.
 //! - [`complete`]: Tab completion of names and ids.
+//! - [`link`]: URLs as OSC 8 hyperlinks, made safe.
 //! - [`keys`]: the key bindings and the `/commands`, as the tables everything else reads.
 //! - [`time_format`]: the time column's format (`--time-format`) and width.
 //! - [`text`]: network text made safe to draw, and wrapping by display width.
@@ -23,6 +24,7 @@ pub mod complete;
 pub mod event;
 pub mod input;
 pub mod keys;
+pub mod link;
 pub mod net;
 pub mod pipe;
 pub mod scrollback;

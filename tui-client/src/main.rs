@@ -87,6 +87,12 @@ struct Args {
     #[arg(long, value_name = "WORD", action = clap::ArgAction::Append)]
     highlight: Vec<String>,
 
+    /// URLs as clickable links (OSC 8): auto, where the terminal is known to support
+    /// them (kitty, iTerm2, WezTerm, foot, VTE terminals, Windows Terminal, VS Code,
+    /// Ghostty; not inside tmux or screen); always; never.
+    #[arg(long, value_enum, default_value_t = Hyperlinks::Auto, value_name = "WHEN")]
+    hyperlinks: Hyperlinks,
+
     /// Leave the mouse to the terminal, so text can be selected; the wheel won't scroll.
     #[arg(long)]
     no_mouse: bool,
@@ -123,6 +129,34 @@ struct Args {
     /// that checks tokens takes the name from the token instead.
     #[arg(long, env = "CHAT_NAME", value_parser = chat::v1::DisplayName::parse)]
     name: Option<chat::v1::DisplayName>,
+}
+
+/// When URLs are drawn as hyperlinks.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Hyperlinks {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether this terminal is known to make OSC 8 hyperlinks clickable, by what it says
+/// of itself in the environment; a multiplexer in between may not pass them on.
+fn terminal_links() -> bool {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    if !var("TMUX").is_empty() || var("TERM").starts_with("screen") {
+        return false;
+    }
+    let program = var("TERM_PROGRAM");
+    let term = var("TERM");
+    ["iTerm.app", "WezTerm", "vscode", "ghostty"].contains(&program.as_str())
+        || var("VTE_VERSION")
+            .parse::<u32>()
+            .is_ok_and(|version| version >= 5000)
+        || !var("KITTY_WINDOW_ID").is_empty()
+        || !var("WT_SESSION").is_empty()
+        || ["xterm-kitty", "foot", "wezterm", "xterm-ghostty"]
+            .iter()
+            .any(|known| term.starts_with(known))
 }
 
 fn main() -> ExitCode {
@@ -272,6 +306,11 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     app.max_message_bytes = args.max_message_bytes as usize;
     app.notify = !args.no_notify;
     app.mouse = mouse;
+    app.hyperlinks = match args.hyperlinks {
+        Hyperlinks::Always => true,
+        Hyperlinks::Never => false,
+        Hyperlinks::Auto => terminal_links(),
+    };
     app.highlights = args
         .highlight
         .iter()

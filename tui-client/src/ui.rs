@@ -194,6 +194,9 @@ fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
         })
         .collect();
     frame.render_widget(Paragraph::new(visible), area);
+    if app.hyperlinks {
+        crate::link::link_cells(frame.buffer_mut(), area);
+    }
 }
 
 /// An entry as styled rows: the time on the first, an indent on the rest, so that a

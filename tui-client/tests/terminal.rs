@@ -816,3 +816,39 @@ async fn the_time_column_takes_the_format_given() {
         "{said}"
     );
 }
+
+/// `--hyperlinks always`: a URL someone sends is an OSC 8 link to itself, made safe;
+/// another scheme stays text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_are_hyperlinks_where_asked_for() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let tui = Tui::start(&["--server", &url, "--id", "1", "--hyperlinks", "always"]);
+    tui.wait_for("● connected").await;
+    let mut other = server.join("2", "2").await;
+    other
+        .send("read https://example.com/a?b=c, or javascript:alert(1) or https://x.example/\u{1b}]8;;evil\u{7}")
+        .await;
+    tui.wait_for("Client #2: read https://example.com/a?b=c, or")
+        .await;
+    let links: Vec<String> = {
+        let screen = tui.screen();
+        screen
+            .callbacks()
+            .oscs
+            .iter()
+            .filter(|osc| osc.starts_with("8;;") && osc.len() > 3)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        links,
+        [
+            "8;;https://example.com/a?b=c",
+            "8;;https://x.example/%E2%90%9B]8;;evil%E2%90%87",
+        ],
+        "each link once, the second's escape made harmless"
+    );
+    // The text on the screen is as without links.
+    tui.wait_for("https://x.example/␛]8;;evil␇").await;
+}
