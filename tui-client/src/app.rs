@@ -186,6 +186,8 @@ pub struct App {
     pub event_day: fn(u64) -> String,
     /// The date of the last message or presence line shown, for the day-change lines.
     pub(crate) last_day: Option<String>,
+    /// Keys the user bound (`--key`), before the table's.
+    pub rebound: Vec<keys::Rebinding>,
     /// Whether URLs are drawn as OSC 8 hyperlinks (`--hyperlinks`: where the terminal
     /// is known to support them).
     pub hyperlinks: bool,
@@ -299,6 +301,7 @@ impl App {
             highlights: Vec::new(),
             mention_shown: None,
             hyperlinks: false,
+            rebound: Vec::new(),
         }
     }
 
@@ -444,7 +447,7 @@ impl App {
             line_empty: self.input.is_empty(),
             connected: self.link == Link::Connected,
         };
-        let action = keys::action_for_key(&key, situation)?;
+        let action = keys::action_for_key_in(&key, situation, &self.rebound)?;
         self.notice_below = None;
         if action != Action::Complete {
             self.completion = None;

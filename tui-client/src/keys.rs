@@ -527,6 +527,162 @@ pub fn action_for_key(key: &KeyEvent, situation: Situation) -> Option<Action> {
         .map(|(_, binding)| binding.action)
 }
 
+/// The names of the actions a key can be bound to with `--key NAME=KEY` (the settings
+/// file's `key`), as `docs/keys.md` lists them beside each binding.
+pub const ACTION_NAMES: &[(&str, Action)] = &[
+    ("send", Action::Send),
+    ("new-line", Action::NewLine),
+    ("char-left", Action::CharLeft),
+    ("char-right", Action::CharRight),
+    ("word-left", Action::WordLeft),
+    ("word-right", Action::WordRight),
+    ("line-start", Action::LineStart),
+    ("line-end", Action::LineEnd),
+    ("backspace", Action::Backspace),
+    ("delete", Action::Delete),
+    ("delete-word-before", Action::DeleteWordBefore),
+    ("delete-word-after", Action::DeleteWordAfter),
+    ("delete-to-start", Action::DeleteToStart),
+    ("delete-to-end", Action::DeleteToEnd),
+    ("yank", Action::Yank),
+    ("complete", Action::Complete),
+    ("edit-last", Action::EditLast),
+    ("next-buffer", Action::NextBuffer),
+    ("previous-buffer", Action::PreviousBuffer),
+    ("select-older", Action::SelectOlder),
+    ("select-newer", Action::SelectNewer),
+    ("history-back", Action::HistoryBack),
+    ("history-forward", Action::HistoryForward),
+    ("page-up", Action::PageUp),
+    ("page-down", Action::PageDown),
+    ("oldest", Action::Oldest),
+    ("newest", Action::Newest),
+    ("search", Action::Search),
+    ("end-search", Action::EndSearch),
+    ("redraw", Action::Redraw),
+    ("reconnect", Action::Reconnect),
+    ("toggle-members", Action::ToggleMembers),
+    ("toggle-buffers", Action::ToggleBuffers),
+    ("toggle-smart-filter", Action::ToggleSmartFilter),
+    ("toggle-mouse", Action::ToggleMouse),
+    ("older-mention", Action::OlderMention),
+    ("to-read-marker", Action::ToReadMarker),
+    ("quit", Action::Quit),
+];
+
+impl Action {
+    /// Its name for `--key`, if it can be bound there (typing, Alt-digit and the wheel
+    /// cannot).
+    pub fn name(self) -> Option<&'static str> {
+        ACTION_NAMES
+            .iter()
+            .find(|(_, action)| *action == self)
+            .map(|(name, _)| *name)
+    }
+}
+
+/// A key the user bound to an action (`--key NAME=KEY`): it comes before the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebinding {
+    pub press: Press,
+    pub action: Action,
+}
+
+impl Rebinding {
+    /// Reads `NAME=KEY`: `older-mention=Alt-P`, `quit=Ctrl-Q`, `toggle-buffers=F4`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, key) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not NAME=KEY (older-mention=Alt-P)"))?;
+        let action = ACTION_NAMES
+            .iter()
+            .find(|(known, _)| *known == name.trim())
+            .map(|(_, action)| *action)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ACTION_NAMES.iter().map(|(name, _)| *name).collect();
+                format!(
+                    "no action is called {name:?}; the names: {}",
+                    names.join(", ")
+                )
+            })?;
+        Ok(Self {
+            press: parse_press(key.trim())?,
+            action,
+        })
+    }
+}
+
+/// Reads a key as the help names it: `Ctrl-Q`, `Alt-P`, `F4`, `Tab`, `PageUp`, `x`.
+pub fn parse_press(text: &str) -> Result<Press, String> {
+    let (wrap, rest): (fn(KeyCode) -> Press, &str) = if let Some(rest) = text.strip_prefix("Ctrl-")
+    {
+        (Ctrl, rest)
+    } else if let Some(rest) = text.strip_prefix("Alt-") {
+        (Alt, rest)
+    } else {
+        (Key, text)
+    };
+    let named = [
+        ("Enter", KeyCode::Enter),
+        ("Tab", KeyCode::Tab),
+        ("Esc", KeyCode::Esc),
+        ("Backspace", KeyCode::Backspace),
+        ("Delete", KeyCode::Delete),
+        ("Home", KeyCode::Home),
+        ("End", KeyCode::End),
+        ("PageUp", KeyCode::PageUp),
+        ("PageDown", KeyCode::PageDown),
+        ("Up", KeyCode::Up),
+        ("Down", KeyCode::Down),
+        ("Left", KeyCode::Left),
+        ("Right", KeyCode::Right),
+    ];
+    let code = if let Some((_, code)) = named
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(rest))
+    {
+        *code
+    } else if let Some(number) = rest
+        .strip_prefix('F')
+        .and_then(|number| number.parse::<u8>().ok())
+        .filter(|number| (1..=12).contains(number))
+    {
+        KeyCode::F(number)
+    } else {
+        let mut chars = rest.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if !c.is_control() => KeyCode::Char(c.to_ascii_lowercase()),
+            _ => {
+                return Err(format!(
+                    "{text:?} is not a key (Ctrl-Q, Alt-P, F4, Tab, PageUp)"
+                ));
+            }
+        }
+    };
+    let press = wrap(code);
+    if matches!(press, Key(KeyCode::Char(_))) {
+        return Err(format!(
+            "{text:?} would take a letter from typing: Ctrl- or Alt- with it"
+        ));
+    }
+    Ok(press)
+}
+
+/// The action bound to `key` in `situation`: the user's `rebound` keys first, then the
+/// table's.
+pub fn action_for_key_in(
+    key: &KeyEvent,
+    situation: Situation,
+    rebound: &[Rebinding],
+) -> Option<Action> {
+    rebound
+        .iter()
+        .filter(|rebinding| rebinding.press.matches(key))
+        .min_by_key(|rebinding| precedence(rebinding.press))
+        .map(|rebinding| rebinding.action)
+        .or_else(|| action_for_key(key, situation))
+}
+
 /// The action bound to a turn of the mouse wheel, if any.
 pub fn action_for_wheel(kind: MouseEventKind) -> Option<Action> {
     let wanted = match kind {
@@ -774,13 +930,18 @@ fn cell(text: &str) -> String {
 
 /// The key table and the command table in Markdown, as `docs/keys.md` has them.
 pub fn keys_markdown() -> String {
-    let mut markdown = String::from("| key | what it does | when |\n|---|---|---|\n");
+    let mut markdown =
+        String::from("| key | what it does | when | `--key` name |\n|---|---|---|---|\n");
     for binding in BINDINGS {
         markdown.push_str(&format!(
-            "| {} | {} | {} |\n",
+            "| {} | {} | {} | {} |\n",
             cell(&keys_cell(binding)),
             cell(binding.what),
-            binding.when.phrase()
+            binding.when.phrase(),
+            binding
+                .action
+                .name()
+                .map_or_else(String::new, |name| format!("`{name}`"))
         ));
     }
     markdown.push_str("\n| command | argument | what it does |\n|---|---|---|\n");
@@ -909,6 +1070,49 @@ mod tests {
         let notice = help_notice();
         assert!(notice.starts_with("commands:\n  /join ROOM"), "{notice}");
         assert!(notice.contains("Ctrl-R"), "{notice}");
+    }
+
+    #[test]
+    fn keys_can_be_bound_by_name() {
+        let rebound = [
+            Rebinding::parse("older-mention=Alt-P").unwrap(),
+            Rebinding::parse("quit = Ctrl-Q").unwrap(),
+            Rebinding::parse("toggle-buffers=F4").unwrap(),
+        ];
+        let situation = Situation {
+            line_empty: true,
+            connected: true,
+        };
+        let key = |code, modifiers| KeyEvent::new(code, modifiers);
+        let of = |event| action_for_key_in(&event, situation, &rebound);
+        assert_eq!(
+            of(key(KeyCode::Char('p'), KeyModifiers::ALT)),
+            Some(Action::OlderMention)
+        );
+        assert_eq!(
+            of(key(KeyCode::Char('q'), KeyModifiers::CONTROL)),
+            Some(Action::Quit)
+        );
+        assert_eq!(
+            of(key(KeyCode::F(4), KeyModifiers::NONE)),
+            Some(Action::ToggleBuffers)
+        );
+        assert_eq!(
+            of(key(KeyCode::Char('n'), KeyModifiers::ALT)),
+            Some(Action::OlderMention),
+            "the table's still"
+        );
+        assert!(
+            Rebinding::parse("nosuch=Alt-P")
+                .unwrap_err()
+                .contains("older-mention")
+        );
+        assert!(Rebinding::parse("quit=q").unwrap_err().contains("typing"));
+        assert!(Rebinding::parse("quit=Ctrl-").is_err());
+        assert!(Rebinding::parse("quit").is_err());
+        for (name, action) in ACTION_NAMES {
+            assert_eq!(action.name(), Some(*name));
+        }
     }
 
     #[test]

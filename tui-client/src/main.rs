@@ -93,6 +93,27 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Hyperlinks::Auto, value_name = "WHEN")]
     hyperlinks: Hyperlinks,
 
+    /// More rooms to open at the start, beside --room (and those open when you last
+    /// quit): ops,dev, or the flag again.
+    #[arg(long, value_name = "ROOM,…", value_delimiter = ',', action = clap::ArgAction::Append, value_parser = chat::v1::RoomName::parse)]
+    rooms: Vec<chat::v1::RoomName>,
+
+    /// Colours: auto (none if NO_COLOR is set), always, never. Bold, reverse and dim
+    /// are drawn either way.
+    #[arg(long, value_enum, default_value_t = Colours::Auto, value_name = "WHEN")]
+    colours: Colours,
+
+    /// Bind a key to an action, before the key table: NAME=KEY, as older-mention=Alt-P
+    /// or quit=Ctrl-Q (the names are in docs/keys.md); again for more.
+    #[arg(long, value_name = "NAME=KEY", action = clap::ArgAction::Append, value_parser = chat_tui::keys::Rebinding::parse)]
+    key: Vec<chat_tui::keys::Rebinding>,
+
+    /// Read the settings from this file rather than $XDG_CONFIG_HOME/chat-tui/config.toml
+    /// (~/.config/chat-tui/config.toml): TOML, each key a flag's name (server = "ws://…",
+    /// rooms = ["ops"], no-mouse = true); the flags and variables come first.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
     /// Leave the mouse to the terminal, so text can be selected; the wheel won't scroll.
     #[arg(long)]
     no_mouse: bool,
@@ -125,10 +146,58 @@ struct Args {
     #[arg(long, env = "CHAT_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
+    /// Read the token proving your id from this file (its first line), so that it is in
+    /// no command line nor settings file.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+
     /// The name to go by, shown beside your id (1-32 printable characters). A server
     /// that checks tokens takes the name from the token instead.
     #[arg(long, env = "CHAT_NAME", value_parser = chat::v1::DisplayName::parse)]
     name: Option<chat::v1::DisplayName>,
+}
+
+/// When messages are drawn in colour.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Colours {
+    Auto,
+    Always,
+    Never,
+}
+
+/// `$XDG_CONFIG_HOME/chat-tui/config.toml`, or `~/.config/chat-tui/config.toml`.
+fn default_settings_file() -> Option<std::path::PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".config"))
+        })?;
+    Some(config.join("chat-tui").join("config.toml"))
+}
+
+/// The arguments, with the settings file under them (`chat::config_file`: each key a
+/// flag's name; flags, then variables, then the file, then the defaults). A file named
+/// with --config must be there; the default one may not be. A bad file is told as
+/// FILE:LINE: what is wrong.
+fn arguments() -> Result<Args, String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Args::command();
+    let words: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // clap says what is wrong with the arguments in its own words, with its "did you
+    // mean" tips, and exits with status 2.
+    let first = command.clone().get_matches_from(&words);
+    let (file, named) = match first.get_one::<std::path::PathBuf>("config") {
+        Some(file) => (Some(file.clone()), true),
+        None => (default_settings_file(), false),
+    };
+    let matches = match file {
+        Some(file) if named || file.exists() => chat::config_file::ConfigFile::read(&file)
+            .and_then(|settings| settings.apply(&command, &first, words))
+            .map_err(|error| error.to_string())?,
+        _ => first,
+    };
+    Args::from_arg_matches(&matches).map_err(|error| error.to_string())
 }
 
 /// When URLs are drawn as hyperlinks.
@@ -160,9 +229,26 @@ fn terminal_links() -> bool {
 }
 
 fn main() -> ExitCode {
-    // clap says what is wrong with the arguments in its own words, with its "did you
-    // mean" tips, and exits with status 2.
-    let args = Args::parse();
+    let args = match arguments() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("chat-tui: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = match &args.token_file {
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(text) => Some(text.lines().next().unwrap_or_default().trim().to_owned()),
+            Err(error) => {
+                eprintln!(
+                    "chat-tui: cannot read the token file {}: {error}",
+                    file.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => args.token.clone(),
+    };
     let id_was_given = args.id.is_some();
     let id = args.id.clone().unwrap_or_else(time_based_id);
     let trust = match (&args.ca_cert, args.insecure) {
@@ -177,7 +263,7 @@ fn main() -> ExitCode {
         (None, false) => Trust::WebPki,
     };
     let credentials = Credentials {
-        token: args.token.clone(),
+        token,
         name: args.name.clone(),
     };
     let target = match Target::new(&args.server, &id, trust, credentials) {
@@ -306,6 +392,7 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     app.max_message_bytes = args.max_message_bytes as usize;
     app.notify = !args.no_notify;
     app.mouse = mouse;
+    app.rebound = args.key.clone();
     app.hyperlinks = match args.hyperlinks {
         Hyperlinks::Always => true,
         Hyperlinks::Never => false,
@@ -322,7 +409,11 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     // out and keeps bold, reverse and dim. crossterm honours it too, by writing a reset
     // in place of any colour, which would drop the attributes with it; so it is told to
     // write what the view gives it.
-    app.colours = std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    app.colours = match args.colours {
+        Colours::Always => true,
+        Colours::Never => false,
+        Colours::Auto => std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+    };
     crossterm::style::force_color_output(true);
 
     let (events_in, mut events) = mpsc::channel::<Event>(1024);
@@ -352,6 +443,12 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         .map(|file| file.read(&key))
         .unwrap_or_default()
     {
+        if let Some(Command::Open { buffer, room }) = app.open_beside(room) {
+            networks.open(buffer, room);
+        }
+    }
+    // And those the flags or the settings file name.
+    for room in args.rooms.iter().cloned() {
         if let Some(Command::Open { buffer, room }) = app.open_beside(room) {
             networks.open(buffer, room);
         }

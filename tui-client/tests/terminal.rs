@@ -852,3 +852,78 @@ async fn urls_are_hyperlinks_where_asked_for() {
     // The text on the screen is as without links.
     tui.wait_for("https://x.example/␛]8;;evil␇").await;
 }
+
+/// `$XDG_CONFIG_HOME/chat-tui/config.toml` gives the settings the flags leave unset:
+/// server, id, name, rooms, keys, highlight words, the smart filter; a mistake in it is
+/// told with the file and the line, and nothing starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settings_file_gives_what_the_flags_do_not() {
+    let server = TestServer::start().await;
+    let home = testkit::process::Scratch::new("tui-config");
+    let home_path = home.path().to_str().expect("a UTF-8 path").to_owned();
+    let folder = home.path().join("chat-tui");
+    std::fs::create_dir_all(&folder).expect("the settings folder");
+    std::fs::write(
+        folder.join("config.toml"),
+        format!(
+            "server = \"ws://{}\"\nid = 42\nname = \"Grace\"\nrooms = [\"ops\", \"dev\"]\n\
+             key = [\"older-mention=Alt-P\"]\nhighlight = [\"deploy\"]\nsmart-filter = true\n\
+             time-format = \"%H.%M.%S\"\n",
+            server.address
+        ),
+    )
+    .expect("write the settings");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
+    let scratch = [
+        ("XDG_STATE_HOME", &*home_path),
+        ("XDG_CONFIG_HOME", &*home_path),
+    ];
+    // A flag comes before the file.
+    let mut tui = Terminal::start(binary, &["--room", "main"], &scratch, (24, 100));
+    tui.wait_for("● connected · id 42 · #main 2:#ops 3:#dev")
+        .await;
+    tui.wait_for("~Grace (#42) has entered the chat").await;
+    // Alt-P is Alt-N's now too.
+    tui.type_keys("\u{1b}p");
+    tui.wait_for("no message mentions you here").await;
+    let mut other = server.join("7", "7").await;
+    other.send("the deploy is done").await;
+    tui.wait_for("Client #7: the deploy is done").await;
+    tui.type_keys("\u{1b}p");
+    testkit::eventually("the mention shown again", async || {
+        (tui.contents().matches("no message mentions you").count() == 1).then_some(())
+    })
+    .await;
+    tui.type_keys("\u{3}");
+    tui.wait_for_exit().await;
+
+    // A mistake: the file and its line, and exit status 2.
+    std::fs::write(
+        folder.join("config.toml"),
+        "server = \"ws://localhost:1\"\n\nid = \"forty-two\"\n",
+    )
+    .expect("write the settings");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .env("XDG_STATE_HOME", &home_path)
+        .env("XDG_CONFIG_HOME", &home_path)
+        .arg("--plain")
+        .output()
+        .expect("run chat-tui");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    let expected = format!("chat-tui: {}:3: id: ", folder.join("config.toml").display());
+    assert!(said.starts_with(&expected), "{said}");
+    std::fs::write(folder.join("config.toml"), "\nroom = \"ops\"\nkeys = []\n")
+        .expect("write the settings");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .env("XDG_STATE_HOME", &home_path)
+        .env("XDG_CONFIG_HOME", &home_path)
+        .arg("--plain")
+        .output()
+        .expect("run chat-tui");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("config.toml:3: unknown setting \"keys\"; did you mean \"key\"?"),
+        "{said}"
+    );
+}
