@@ -322,6 +322,25 @@ async fn a_token_and_a_name_are_sent_and_a_refusal_is_said_in_the_servers_words(
     );
     drop(client);
 
+    // From a file (its first line), the same.
+    let file = std::env::temp_dir().join(format!("chat-tui-token-{}", std::process::id()));
+    std::fs::write(&file, format!("{token}\n")).expect("write the token file");
+    let mut client = chat_tui(&[
+        "--server",
+        &url,
+        "--id",
+        "5",
+        "--token-file",
+        file.to_str().expect("a UTF-8 path"),
+    ]);
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(
+        next_line(&mut lines).await,
+        "Client #5 has entered the chat"
+    );
+    drop(client);
+    let _ = std::fs::remove_file(&file);
+
     // Without one, the server's reason, and no retrying.
     let refused = Command::new(env!("CARGO_BIN_EXE_chat-tui"))
         .env("XDG_STATE_HOME", scratch_home())
