@@ -184,8 +184,9 @@ pub struct App {
     /// A server time (Unix milliseconds) as its local date; a parameter so that tests
     /// can fix it.
     pub event_day: fn(u64) -> String,
-    /// The date of the last message or presence line shown, for the day-change lines.
-    pub(crate) last_day: Option<String>,
+    /// The minute (Unix milliseconds / 60 000) and the date of the last message or
+    /// presence line shown, for the day-change lines.
+    pub(crate) last_day: Option<(u64, String)>,
     /// Keys the user bound (`--key`), before the table's.
     pub rebound: Vec<keys::Rebinding>,
     /// Whether URLs are drawn as OSC 8 hyperlinks (`--hyperlinks`: where the terminal
@@ -1011,11 +1012,19 @@ impl App {
     /// A line across the pane when the date of what is shown next (said at `millis`)
     /// is not the date of what was shown last; none before the first.
     fn day_line(&mut self, millis: u64) {
-        let day = (self.event_day)(millis);
-        if self.last_day.as_ref() == Some(&day) {
+        // A day starts on a minute, in every time zone: within the same minute as the
+        // last, the date is not made again (a burst of messages is one minute).
+        let minute = millis / 60_000;
+        if self
+            .last_day
+            .as_ref()
+            .is_some_and(|(last, _)| *last == minute)
+        {
             return;
         }
-        if self.last_day.replace(day.clone()).is_some() && !day.is_empty() {
+        let day = (self.event_day)(millis);
+        let before = self.last_day.replace((minute, day.clone()));
+        if before.as_ref().is_some_and(|(_, last)| *last != day) && !day.is_empty() {
             self.push(Entry {
                 time: String::new(),
                 text: format!("── {day} ──"),

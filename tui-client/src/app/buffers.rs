@@ -33,7 +33,7 @@ pub struct Parked {
     conversation: Conversation,
     frames: Vec<String>,
     max_message_bytes: usize,
-    last_day: Option<String>,
+    last_day: Option<(u64, String)>,
     /// Messages of others new to this id (past the server's read position, or live)
     /// that came while parked, by offset, and whether each mentions us: a read position
     /// from another device takes back those it covers.

@@ -294,7 +294,12 @@ impl App {
                 }
                 self.not_typing(&event.id);
                 if let Some(session) = self.session.as_mut() {
-                    session.last_said.insert(event.id.clone(), event.ts);
+                    match session.last_said.get_mut(&event.id) {
+                        Some(said) => *said = event.ts,
+                        None => {
+                            session.last_said.insert(event.id.clone(), event.ts);
+                        }
+                    }
                 }
                 if let Some(nonce) = nonce
                     && let Some(entry) = self.confirm(nonce, event.ts)
@@ -812,27 +817,38 @@ mod tests {
     #[test]
     fn a_line_says_when_the_day_changes_between_two_messages() {
         let mut app = app();
-        // A day of 10 s, for the test.
-        app.event_day = |ts| format!("day {}", ts / 10_000);
+        // A day of ten minutes, for the test.
+        let minute = 60_000;
+        app.event_day = |ts| format!("day {}", ts / 600_000);
+        app.event_time = |ts| format!("m{}", ts / 60_000);
         connected(&mut app);
         app.update(welcome(0, &[], false));
-        app.update(event(1, "7", None, EventKind::Join));
-        app.update(event(2, "7", None, said("late", None)));
-        app.update(event(9, "7", None, said("later", None)));
-        app.update(event(10, "7", None, said("next morning", None)));
-        app.update(event(11, "7", None, EventKind::Leave));
-        app.update(event(25, "7", None, EventKind::Join));
+        let at = |minutes: u64, id: &str, kind: EventKind| {
+            Event::Net(NetEvent::Frame(ServerFrame::Event(RoomEvent {
+                offset: minutes + 1,
+                ts: minutes * minute,
+                id: id.into(),
+                name: None,
+                kind,
+            })))
+        };
+        app.update(at(1, "7", EventKind::Join));
+        app.update(at(2, "7", said("late", None)));
+        app.update(at(9, "7", said("later", None)));
+        app.update(at(10, "7", said("next morning", None)));
+        app.update(at(11, "7", EventKind::Leave));
+        app.update(at(25, "7", EventKind::Join));
         assert_eq!(
             lines(&app),
             [
-                "t1000 Client #7 has entered the chat",
-                "t2000 Client #7: late",
-                "t9000 Client #7: later",
+                "m1 Client #7 has entered the chat",
+                "m2 Client #7: late",
+                "m9 Client #7: later",
                 " ── day 1 ──",
-                "t10000 Client #7: next morning",
-                "t11000 Client #7 has left the chat",
+                "m10 Client #7: next morning",
+                "m11 Client #7 has left the chat",
                 " ── day 2 ──",
-                "t25000 Client #7 has entered the chat",
+                "m25 Client #7 has entered the chat",
             ]
         );
     }
