@@ -359,6 +359,9 @@ impl App {
     /// [`App::take_opened`] the buffers it opened beside).
     pub fn update(&mut self, event: Event) -> Option<Command> {
         let command = self.apply(event);
+        // What the buffer on screen counted as new is seen already; a parked buffer's
+        // was taken into its hotlist entry.
+        self.fresh.clear();
         if !self.listed_dms.is_empty() {
             self.open_listed_dms();
         }

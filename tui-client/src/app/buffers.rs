@@ -482,6 +482,7 @@ mod tests {
             (tabs[1].room.as_str(), tabs[1].unread, tabs[1].mentions),
             ("ops", 2, 1)
         );
+        assert!(app.fresh.is_empty(), "taken into the hotlist entry");
         // Another device of ours read on: what it read is no longer counted.
         let read = |offset| Event::Room(buffer, NetEvent::Beside(Beside::Read { offset }));
         app.update(read(5));
@@ -500,6 +501,11 @@ mod tests {
         )));
         assert_eq!(app.room, ops);
         assert!(app.tabs().iter().all(|tab| tab.unread == 0), "seen");
+        // What comes to the buffer on screen is seen: nothing is kept for it.
+        for offset in 7..100 {
+            app.update(news_in(buffer, offset, "7", "on screen"));
+        }
+        assert!(app.fresh.is_empty(), "{} kept", app.fresh.len());
     }
 
     #[test]
