@@ -843,7 +843,11 @@ pub fn slash_command(name: &str) -> Option<&'static SlashCommand> {
 /// The keys of a binding as the help lists them: `Alt-B, Ctrl-Left`.
 fn keys_cell(binding: &Binding) -> String {
     let names: Vec<String> = binding.keys.iter().map(|input| input.name()).collect();
-    names.join(", ")
+    match names.as_slice() {
+        // A run (Alt-1 … Alt-9) as its ends, so that the key column stays narrow.
+        [first, .., last] if names.len() > 3 => format!("{first} … {last}"),
+        _ => names.join(", "),
+    }
 }
 
 /// The status bar's reminder of the most used keys: `Enter send · PgUp scroll · ^C quit `.
