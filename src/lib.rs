@@ -10,8 +10,11 @@
 //! - [`Announcement`]: the three frame formats the server sends, and parsing them back.
 //! - [`v1`]: `chat.v1.json`, the negotiated JSON protocol, and room names.
 //! - [`backoff`]: the retry policy of every reconnect loop.
+//! - `config_file` (feature `cli`): settings files under the binaries' flags.
 
 pub mod backoff;
+#[cfg(feature = "cli")]
+pub mod config_file;
 pub mod v1;
 pub mod v2;
 

@@ -44,7 +44,13 @@ async fn two_pages_a_websocket_client_and_chat_tui_chat_together() {
     wait_for_message(&first, &format!("Client #{second_id} has entered the chat")).await;
 
     let mut plain = server.join("900", "900").await;
+    // A scratch XDG_STATE_HOME and XDG_CONFIG_HOME: nothing read from or written to
+    // the user's home.
+    let home = std::env::temp_dir().join(format!("chat-tui-home-{}", std::process::id()));
+    let home = home.to_str().expect("a UTF-8 path");
     let mut tui = Command::new(chat_tui_binary())
+        .env("XDG_STATE_HOME", home)
+        .env("XDG_CONFIG_HOME", home)
         .args([
             "--plain",
             "--server",

@@ -538,10 +538,14 @@ async fn killing_a_node_behind_haproxy_moves_its_clients_and_loses_nothing() {
 
     let mut v1 = V1::connect_url(&through("/ws/41")).await;
     let welcome = v1.seated().await;
+    // A scratch XDG_STATE_HOME and XDG_CONFIG_HOME: nothing read from or written to
+    // the user's home.
+    let home = std::env::temp_dir().join(format!("chat-tui-home-{}", std::process::id()));
+    let home = home.to_str().expect("a UTF-8 path");
     let mut tui = Terminal::start(
         &chat_tui_binary(),
         &["--server", &through(""), "--id", "42"],
-        &[],
+        &[("XDG_STATE_HOME", home), ("XDG_CONFIG_HOME", home)],
         (100, 100),
     );
     tui.wait_for("● connected · id 42").await;

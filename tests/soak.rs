@@ -160,9 +160,16 @@ async fn soak_quiet_clients_of_every_kind_stay_connected_with_the_default_flags(
     wait_for_line(&heard, "the watcher", "Client #6 has entered the chat").await;
 
     // chat-tui in a terminal, and in pipe mode.
-    let mut terminal = Terminal::start(&chat_tui_binary(), &["--id", "2"], &[], (30, 100));
+    // A scratch XDG_STATE_HOME and XDG_CONFIG_HOME: nothing read from or written to
+    // the user's home.
+    let home = std::env::temp_dir().join(format!("chat-tui-home-{}", std::process::id()));
+    let home = home.to_str().expect("a UTF-8 path");
+    let scratch = [("XDG_STATE_HOME", home), ("XDG_CONFIG_HOME", home)];
+    let mut terminal = Terminal::start(&chat_tui_binary(), &["--id", "2"], &scratch, (30, 100));
     terminal.wait_for("● connected · id 2").await;
     let mut pipe = Command::new(chat_tui_binary())
+        .env("XDG_STATE_HOME", home)
+        .env("XDG_CONFIG_HOME", home)
         .args(["--plain", "--id", "3"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -417,6 +424,10 @@ async fn soak_tls_and_tokens_with_the_default_flags_outlive_the_timers() {
     wait_for_line(&heard, "the plain client", "Client #1 has entered the chat").await;
 
     // chat-tui in a terminal, verifying the server against the CA, proving its id.
+    // A scratch XDG_STATE_HOME and XDG_CONFIG_HOME: nothing read from or written to
+    // the user's home.
+    let home = std::env::temp_dir().join(format!("chat-tui-home-{}", std::process::id()));
+    let home = home.to_str().expect("a UTF-8 path");
     let mut terminal = Terminal::start(
         &chat_tui_binary(),
         &[
@@ -427,7 +438,11 @@ async fn soak_tls_and_tokens_with_the_default_flags_outlive_the_timers() {
             "--ca-cert",
             ca_file.to_str().expect("a UTF-8 path"),
         ],
-        &[("CHAT_TOKEN", &token("2", Some("Grace")))],
+        &[
+            ("CHAT_TOKEN", &token("2", Some("Grace"))),
+            ("XDG_STATE_HOME", home),
+            ("XDG_CONFIG_HOME", home),
+        ],
         (30, 100),
     );
     terminal.wait_for("● connected · id 2").await;

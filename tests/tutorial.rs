@@ -65,7 +65,13 @@ async fn chat_tui_in_a_pipe_delivers_every_line_to_the_tutorials_server() {
     let tutorial = Tutorial::start().await;
     let mut watcher = tutorial.watcher("7").await;
 
+    // A scratch XDG_STATE_HOME and XDG_CONFIG_HOME: nothing read from or written to
+    // the user's home.
+    let home = std::env::temp_dir().join(format!("chat-tui-home-{}", std::process::id()));
+    let home = home.to_str().expect("a UTF-8 path");
     let mut pipe = Command::new(chat_tui_binary())
+        .env("XDG_STATE_HOME", home)
+        .env("XDG_CONFIG_HOME", home)
         .args(["--server", &tutorial.url(), "--id", "5"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -103,10 +109,14 @@ async fn chat_tui_in_a_pipe_delivers_every_line_to_the_tutorials_server() {
 async fn chat_tui_in_a_terminal_speaks_plain_text_with_the_tutorials_server() {
     let tutorial = Tutorial::start().await;
     let mut watcher = tutorial.watcher("7").await;
+    // A scratch XDG_STATE_HOME and XDG_CONFIG_HOME: nothing read from or written to
+    // the user's home.
+    let home = std::env::temp_dir().join(format!("chat-tui-home-{}", std::process::id()));
+    let home = home.to_str().expect("a UTF-8 path");
     let mut tui = testkit::terminal::Terminal::start(
         &chat_tui_binary(),
         &["--server", &tutorial.url(), "--id", "5"],
-        &[],
+        &[("XDG_STATE_HOME", home), ("XDG_CONFIG_HOME", home)],
         (24, 100),
     );
     tui.wait_for("● connected · id 5").await;

@@ -1,16 +1,19 @@
 //! The `chat-server` binary: flags, logging, the listening socket and signals.
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use chat::ClientId;
+use chat::config_file::{self, ConfigFile};
 use chat::v1::DisplayName;
 use chat_server::identity::{self, JwtSecret, Tokens};
 use chat_server::{Config, RateLimit, config};
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -23,12 +26,26 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The version `--version` prints: the package's, and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHAT_BUILD_COMMIT"),
+    ")"
+);
+
 /// A WebSocket chat server: every client connects to /ws/<client_id>, the page is at /.
 #[derive(Parser, Debug, Clone)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
+
+    /// Read settings from this TOML file: each key is a flag's name without its dashes
+    /// (`port = 8000`). Flags and environment variables take precedence over it.
+    /// `chat-server config default` prints one with every setting.
+    #[arg(long, env = "CHAT_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
 
     /// Require every chat client to prove its id with a token signed with this secret
     /// (an HS256 JWT whose sub is the id, in ?token= or Authorization: Bearer); at
@@ -208,7 +225,37 @@ enum Command {
         #[arg(long, value_parser = DisplayName::parse)]
         name: Option<DisplayName>,
     },
+    /// Settings files: check one, print the defaults, or print what a run would use.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print a shell's completion script for chat-server.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print chat-server's manual page (roff; `chat-server man | man -l -`).
+    Man,
 }
+
+#[derive(Subcommand, Debug, Clone)]
+enum ConfigAction {
+    /// Check a settings file as the server would read it: unknown keys and bad values
+    /// are reported with their line; the exit status is 1 if any.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print a settings file with every setting at its default, each explained.
+    Default,
+    /// Print the settings a run with these flags, variables and --config would use
+    /// (secrets shown as set, not as what they are).
+    Show,
+}
+
+/// Settings whose values `config show` does not print.
+const SECRET_SETTINGS: &[&str] = &["jwt-secret"];
 
 /// A default duration as its flag takes it: a number of seconds.
 fn seconds(duration: Duration) -> String {
@@ -248,8 +295,84 @@ fn rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The flags, the variables and the --config file, in that order of precedence.
+fn parse_args() -> Result<(Args, ArgMatches), config_file::ConfigError> {
+    let command = Args::command();
+    let arguments: Vec<OsString> = std::env::args_os().collect();
+    let given = command
+        .clone()
+        .try_get_matches_from(&arguments)
+        .unwrap_or_else(|error| error.exit());
+    let matches = match given.get_one::<PathBuf>("config") {
+        Some(file) => ConfigFile::read(file)?.apply(&command, &given, arguments)?,
+        None => given,
+    };
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    Ok((args, matches))
+}
+
+/// Runs the subcommands that only print: settings files, completions, the manual.
+fn print_only(command: &Command, matches: &ArgMatches) -> Option<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Config { action } => match action {
+            ConfigAction::Check { file } => {
+                match ConfigFile::read(file).and_then(|read| read.check(&Args::command())) {
+                    Ok(()) => {
+                        println!("{}: good", file.display());
+                        Some(ExitCode::SUCCESS)
+                    }
+                    Err(error) => {
+                        eprintln!("chat-server: {error}");
+                        Some(ExitCode::FAILURE)
+                    }
+                }
+            }
+            ConfigAction::Default => {
+                // Defaults only: what the environment sets is a run's, not a default.
+                let matches = Args::command()
+                    .mut_args(|arg| arg.env(None))
+                    .get_matches_from(["chat-server"]);
+                let rendered = config_file::render(&Args::command(), &matches, &[]);
+                let _ = out.write_all(rendered.as_bytes());
+                Some(ExitCode::SUCCESS)
+            }
+            ConfigAction::Show => {
+                let rendered = config_file::render(&Args::command(), matches, SECRET_SETTINGS);
+                let _ = out.write_all(rendered.as_bytes());
+                Some(ExitCode::SUCCESS)
+            }
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Args::command(), "chat-server", &mut out);
+            Some(ExitCode::SUCCESS)
+        }
+        Command::Man => match clap_mangen::Man::new(Args::command()).render(&mut out) {
+            Ok(()) => Some(ExitCode::SUCCESS),
+            Err(error) => {
+                eprintln!("chat-server: cannot print the manual: {error}");
+                Some(ExitCode::FAILURE)
+            }
+        },
+        Command::Token { .. } => None,
+    }
+}
+
 fn main() -> ExitCode {
-    let mut args = Args::parse();
+    let (mut args, matches) = match parse_args() {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            eprintln!("chat-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(done) = args
+        .command
+        .as_ref()
+        .and_then(|command| print_only(command, &matches))
+    {
+        return done;
+    }
     let jwt_secret = match jwt_secret(&args) {
         Ok(secret) => secret,
         Err(error) => {

@@ -47,6 +47,9 @@ pub enum Command {
         buffer: BufferId,
         frames: Vec<String>,
     },
+    /// Take the mouse's reports (true: the wheel scrolls) or leave the mouse to the
+    /// terminal (false: text can be selected) (Alt-M).
+    Mouse(bool),
     /// Try to connect now (F5), without waiting for the countdown, or after a failure
     /// that is not retried by itself.
     Reconnect,
@@ -68,17 +71,35 @@ pub enum Link {
     Stopped,
 }
 
-/// A server time (Unix milliseconds) as the local `HH:MM:SS`.
+/// A server time (Unix milliseconds) as the time column shows it: local, `HH:MM:SS`
+/// unless `--time-format` says otherwise.
 pub fn local_time_of(millis: u64) -> String {
+    crate::time_format::chosen().local(millis)
+}
+
+/// The local date of a server time (Unix milliseconds), as a day-change line says it:
+/// `Friday 4 December 2026`.
+pub fn local_day_of(millis: u64) -> String {
     i64::try_from(millis)
         .ok()
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|time| {
             time.with_timezone(&chrono::Local)
-                .format("%H:%M:%S")
+                .format("%A %-d %B %Y")
                 .to_string()
         })
         .unwrap_or_default()
+}
+
+/// Whether `text` has `word` (both in lower case) as a word of its own: not inside a
+/// longer one ("deploy" is in "deploy done", not in "redeploying").
+fn has_word(text: &str, word: &str) -> bool {
+    !word.is_empty()
+        && text.match_indices(word).any(|(at, found)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + found.len()..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
 }
 
 /// The whole client state.
@@ -130,9 +151,9 @@ pub struct App {
     received: Option<Vec<Received>>,
     /// The rooms open besides the one on screen.
     buffers: Buffers,
-    /// Messages of others new to this id, and how many mention it, since the count was
-    /// last taken: what a buffer not on screen adds to its hotlist entry.
-    fresh: (usize, usize),
+    /// Messages of others new to this id since they were last taken, by offset, and
+    /// whether each mentions it: what a buffer not on screen adds to its hotlist entry.
+    fresh: Vec<(u64, bool)>,
     /// The last event logged (`--log`) of each history, by room and epoch, in every
     /// buffer: a history seen again (a reconnect, a room opened again) is not logged
     /// again. (Across runs, `--log` reads the end of its file for that.)
@@ -151,6 +172,38 @@ pub struct App {
     frames: Vec<String>,
     /// The time now, in Unix milliseconds; a parameter so that tests can fix it.
     pub now: fn() -> u64,
+    /// Whether this id's direct-message rooms were asked for (`dms`, once a run).
+    dms_asked: bool,
+    /// Direct-message rooms the server listed, to open beside once the event that
+    /// brought them is applied.
+    listed_dms: Vec<chat::v2::DirectRoom>,
+    /// Buffers opened beside since the last [`App::take_opened`], to connect.
+    opened: Vec<(BufferId, RoomName)>,
+    /// The Tab completion in progress, until another key.
+    completion: Option<crate::complete::Completion>,
+    /// A server time (Unix milliseconds) as its local date; a parameter so that tests
+    /// can fix it.
+    pub event_day: fn(u64) -> String,
+    /// The minute (Unix milliseconds / 60 000) and the date of the last message or
+    /// presence line shown, for the day-change lines.
+    pub(crate) last_day: Option<(u64, String)>,
+    /// Keys the user bound (`--key`), before the table's.
+    pub rebound: Vec<keys::Rebinding>,
+    /// Whether URLs are drawn as OSC 8 hyperlinks (`--hyperlinks`: where the terminal
+    /// is known to support them).
+    pub hyperlinks: bool,
+    /// The mention Alt-N showed last, while Alt-N is pressed again: the next goes on
+    /// from there.
+    mention_shown: Option<u64>,
+    /// Extra words that highlight a message as a mention does (`--highlight`), in
+    /// lower case.
+    pub highlights: Vec<String>,
+    /// Whether the mouse's reports are taken (the wheel scrolls); else the terminal
+    /// has it, for selecting text (`--no-mouse`, Alt-M).
+    pub mouse: bool,
+    /// Whether the smart filter hides the comings and goings of people who had not
+    /// spoken lately (Alt-J, `--smart-filter`).
+    pub smart_filter: bool,
 }
 
 /// The time now in Unix milliseconds, as the server counts it.
@@ -191,6 +244,10 @@ impl Received {
     }
 }
 
+/// The smart filter hides the comings and goings of those who had not spoken in this
+/// many minutes before (as weechat's `irc.look.smart_filter_delay` does).
+pub const SMART_FILTER_MINUTES: u64 = 10;
+
 /// Columns of the member list (F2), its border included.
 pub const MEMBERS_WIDTH: u16 = 26;
 
@@ -227,13 +284,25 @@ impl App {
             event_time: local_time_of,
             received: None,
             buffers: Buffers::new(),
-            fresh: (0, 0),
+            fresh: Vec::new(),
             logged: std::collections::BTreeMap::new(),
             quit_asked: false,
             notice_below: None,
             conversation: Conversation::default(),
             frames: Vec::new(),
             now: unix_millis,
+            dms_asked: false,
+            listed_dms: Vec::new(),
+            opened: Vec::new(),
+            completion: None,
+            event_day: local_day_of,
+            last_day: None,
+            smart_filter: false,
+            mouse: true,
+            highlights: Vec::new(),
+            mention_shown: None,
+            hyperlinks: false,
+            rebound: Vec::new(),
         }
     }
 
@@ -286,8 +355,20 @@ impl App {
         }
     }
 
-    /// Reacts to one event; returns what must be done outside, if anything.
+    /// Reacts to one event; returns what must be done outside, if anything (and
+    /// [`App::take_opened`] the buffers it opened beside).
     pub fn update(&mut self, event: Event) -> Option<Command> {
+        let command = self.apply(event);
+        // What the buffer on screen counted as new is seen already; a parked buffer's
+        // was taken into its hotlist entry.
+        self.fresh.clear();
+        if !self.listed_dms.is_empty() {
+            self.open_listed_dms();
+        }
+        command
+    }
+
+    fn apply(&mut self, event: Event) -> Option<Command> {
         if let Event::Room(buffer, news) = event {
             return self.buffer_news(buffer, news);
         }
@@ -370,8 +451,14 @@ impl App {
             line_empty: self.input.is_empty(),
             connected: self.link == Link::Connected,
         };
-        let action = keys::action_for_key(&key, situation)?;
+        let action = keys::action_for_key_in(&key, situation, &self.rebound)?;
         self.notice_below = None;
+        if action != Action::Complete {
+            self.completion = None;
+        }
+        if action != Action::OlderMention {
+            self.mention_shown = None;
+        }
         self.act(action, key.code)
     }
 
@@ -405,6 +492,7 @@ impl App {
             Action::DeleteToStart => self.input.delete_to_start(),
             Action::DeleteToEnd => self.input.delete_to_end(),
             Action::Yank => self.input.yank(),
+            Action::Complete => self.complete(),
             // Another line in place of the edited text is a new message, not the edit.
             Action::HistoryBack => {
                 self.conversation.composing = Composing::Message;
@@ -461,6 +549,30 @@ impl App {
                 self.show_buffers = !self.show_buffers;
                 self.fit_viewport();
             }
+            Action::ToggleSmartFilter => {
+                self.set_smart_filter(!self.smart_filter);
+                let now = if self.smart_filter { "hidden" } else { "shown" };
+                self.notice(&format!(
+                    "joins and leaves of people who had not spoken in {SMART_FILTER_MINUTES} minutes: {now} (Alt-J)"
+                ));
+            }
+            Action::OlderMention => self.older_mention(),
+            Action::ToReadMarker => match self.viewport.marker() {
+                // The marker stays where it is: going to it is not looking away.
+                Some(number) if number >= self.scrollback.first_number() => {
+                    self.viewport.show(&self.scrollback, number);
+                }
+                _ => self.notice("no read marker here: you have seen everything"),
+            },
+            Action::ToggleMouse => {
+                self.mouse = !self.mouse;
+                self.notice(if self.mouse {
+                    "the mouse is chat-tui's: the wheel scrolls (Alt-M gives it to the terminal)"
+                } else {
+                    "the mouse is the terminal's: select text to copy it (Alt-M takes it back)"
+                });
+                return Some(Command::Mouse(self.mouse));
+            }
             Action::ToggleMembers => {
                 self.show_members = !self.show_members;
                 self.fit_viewport();
@@ -468,6 +580,95 @@ impl App {
             Action::Quit => return self.quit(),
         }
         None
+    }
+
+    /// Alt-N: shows the newest mention of us above the one shown last (or above the
+    /// top of the pane, or the newest of all at the bottom).
+    fn older_mention(&mut self) {
+        let from = match (self.mention_shown, self.visible().first()) {
+            (Some(shown), _) => shown,
+            (None, Some((top, ..))) if self.viewport.is_scrolled_up() => *top,
+            _ => self.scrollback.next_number(),
+        };
+        let first = self.scrollback.first_number();
+        let found = (first..from).rev().find(|number| {
+            let index = self.scrollback.index_of(*number);
+            matches!(
+                self.scrollback[index].kind,
+                Kind::Said {
+                    mentions_me: true,
+                    ..
+                }
+            )
+        });
+        let Some(found) = found else {
+            let older = if self.mention_shown.is_some() {
+                "older "
+            } else {
+                ""
+            };
+            self.notice(&format!("no {older}message mentions you here"));
+            return;
+        };
+        self.viewport.end_search();
+        self.viewport.show(&self.scrollback, found);
+        self.mention_shown = Some(found);
+    }
+
+    /// Turns the smart filter on or off, in every buffer.
+    pub fn set_smart_filter(&mut self, on: bool) {
+        self.smart_filter = on;
+        self.scrollback.filter_quiet_presence(on);
+        self.filter_parked(on);
+        self.fit_viewport();
+    }
+
+    /// Tab: the name or id before the cursor completed, or the next one if Tab was
+    /// the last key.
+    fn complete(&mut self) {
+        if let Some(mut completion) = self.completion.take()
+            && completion.is_current(self.input.text())
+        {
+            let (start, text) = completion.advance();
+            self.input.replace_before_cursor(start, &text);
+            completion.left(self.input.text());
+            self.completion = Some(completion);
+            return;
+        }
+        let known = self.known_people();
+        let started = crate::complete::Completion::start(
+            self.input.before_cursor(),
+            known.iter().map(String::as_str),
+        );
+        if let Some((mut completion, start, text)) = started {
+            self.input.replace_before_cursor(start, &text);
+            completion.left(self.input.text());
+            self.completion = Some(completion);
+        }
+    }
+
+    /// The names and ids Tab completes: who is here, and who spoke in what is shown;
+    /// not ours.
+    fn known_people(&self) -> Vec<String> {
+        let mut known = Vec::new();
+        if let Some(session) = &self.session {
+            for (id, member) in &session.members {
+                known.push(id.clone());
+                if let Some(name) = &member.name {
+                    known.push(name.as_str().to_owned());
+                }
+            }
+        }
+        for entry in self.scrollback.iter() {
+            if let Kind::Said {
+                id, mine: false, ..
+            } = &entry.kind
+            {
+                known.push(id.clone());
+            }
+        }
+        known.retain(|known| *known != self.id);
+        known
     }
 
     fn submit(&mut self) -> Option<Command> {
@@ -595,12 +796,14 @@ impl App {
                     self.notice(&format!("/{name} needs an id: /{name} 7"));
                     return None;
                 };
+                let text = text.to_owned();
                 self.input.submit();
                 let command = self.open(room);
                 if action == SlashAction::Msg && !text.is_empty() {
-                    // Sent with Enter, once this buffer is connected.
-                    self.input.insert(text);
-                    self.notice("press Enter to send it, once connected");
+                    // Said in the buffer now on screen: sent at once if it is
+                    // connected, else as soon as its connection has joined.
+                    let said = self.say_when_joined(text);
+                    return command.or(said);
                 }
                 return command;
             }
@@ -759,6 +962,7 @@ impl App {
                 ) && self.notify
                     && !self.focused;
                 let text = sanitize(&text);
+                self.day_line((self.now)());
                 self.push(Entry {
                     time: (self.clock)(),
                     text: text.clone(),
@@ -787,7 +991,8 @@ impl App {
     }
 
     /// Whether `text` mentions us: our id as a word of its own ("42", "@42", "#42:", not
-    /// "142"), or, over `chat.v1.json`, our name (any case).
+    /// "142"), or, over `chat.v1.json`, our name (any case), or one of the extra
+    /// highlight words (`--highlight`, any case, as words of their own).
     fn mentions_me(&self, text: &str) -> bool {
         let by_id = text
             .split(|c: char| !c.is_ascii_alphanumeric())
@@ -796,17 +1001,39 @@ impl App {
             .session
             .as_ref()
             .and_then(|session| session.my_name.as_ref());
-        let by_name = name.is_some_and(|name| {
-            let name = name.as_str().to_lowercase();
-            let text = text.to_lowercase();
-            text.match_indices(&name).any(|(at, found)| {
-                let before = text[..at].chars().next_back();
-                let after = text[at + found.len()..].chars().next();
-                !before.is_some_and(char::is_alphanumeric)
-                    && !after.is_some_and(char::is_alphanumeric)
-            })
-        });
-        by_id || by_name
+        if by_id {
+            return true;
+        }
+        if name.is_none() && self.highlights.is_empty() {
+            return false;
+        }
+        let text = text.to_lowercase();
+        let by_name = name.is_some_and(|name| has_word(&text, &name.as_str().to_lowercase()));
+        by_name || self.highlights.iter().any(|word| has_word(&text, word))
+    }
+
+    /// A line across the pane when the date of what is shown next (said at `millis`)
+    /// is not the date of what was shown last; none before the first.
+    fn day_line(&mut self, millis: u64) {
+        // A day starts on a minute, in every time zone: within the same minute as the
+        // last, the date is not made again (a burst of messages is one minute).
+        let minute = millis / 60_000;
+        if self
+            .last_day
+            .as_ref()
+            .is_some_and(|(last, _)| *last == minute)
+        {
+            return;
+        }
+        let day = (self.event_day)(millis);
+        let before = self.last_day.replace((minute, day.clone()));
+        if before.as_ref().is_some_and(|(_, last)| *last != day) && !day.is_empty() {
+            self.push(Entry {
+                time: String::new(),
+                text: format!("── {day} ──"),
+                kind: Kind::Divider,
+            });
+        }
     }
 
     /// Says something about the client itself in the message pane, unless the last
@@ -1167,6 +1394,62 @@ mod tests {
         app.notify = true;
         app.update(focus(true));
         assert_eq!(app.update(received("Client #7: 42?")), None);
+    }
+
+    #[test]
+    fn extra_highlight_words_are_mentions_as_words_of_their_own() {
+        let mut app = connected_app();
+        app.highlights = vec!["deploy".into(), "ünïcode".into()];
+        let mentions = |app: &mut App, text: &str| {
+            app.update(received(text));
+            matches!(
+                app.scrollback.back().unwrap().kind,
+                Kind::Said {
+                    mentions_me: true,
+                    ..
+                }
+            )
+        };
+        assert!(mentions(&mut app, "Client #7: Deploy done"));
+        assert!(mentions(&mut app, "Client #7: who broke the deploy?"));
+        assert!(mentions(&mut app, "Client #7: ÜNÏCODE works"));
+        assert!(!mentions(&mut app, "Client #7: redeploying"));
+        assert!(!mentions(&mut app, "Client #42: deploy"), "not our own");
+    }
+
+    #[test]
+    fn alt_n_goes_back_through_the_mentions_and_alt_u_to_the_read_marker() {
+        let mut app = connected_app();
+        for n in 0..10 {
+            app.update(received(&said(n)));
+        }
+        app.update(focus(false));
+        app.update(focus(true));
+        for n in 10..40 {
+            let text = if n == 12 || n == 25 {
+                format!("Client #7: {n} @42")
+            } else {
+                said(n)
+            };
+            app.update(received(&text));
+        }
+        app.update(alt('n'));
+        assert_eq!(top(&app), ("Client #7: 25 @42".into(), 0));
+        app.update(alt('n'));
+        assert_eq!(top(&app), ("Client #7: 12 @42".into(), 0));
+        app.update(alt('n'));
+        assert_eq!(top(&app), ("Client #7: 12 @42".into(), 0), "no older one");
+        assert!(
+            app.notice_below
+                .as_deref()
+                .is_some_and(|notice| notice.contains("no older message mentions you")),
+            "{:?}",
+            app.notice_below
+        );
+        app.update(key(KeyCode::End));
+        app.update(alt('u'));
+        let (text, _) = top(&app);
+        assert!(text.contains("new since you looked away"), "{text}");
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub enum Beside {
         events: Vec<chat::v1::Event>,
         more: bool,
     },
+    /// This id's direct-message rooms (the answer to `dms`), raw as the server listed
+    /// them.
+    DirectRooms { rooms: Vec<chat::v2::DirectRoom> },
     /// A request was refused; nothing was logged.
     Refused {
         nonce: Option<String>,

@@ -130,6 +130,14 @@ impl InputLine {
         self.cursor = self.text.len();
     }
 
+    /// Puts `text` in place of what is between byte `from` and the cursor (a word
+    /// completed), the cursor after it.
+    pub fn replace_before_cursor(&mut self, from: usize, text: &str) {
+        let from = from.min(self.cursor);
+        self.text.replace_range(from..self.cursor, text);
+        self.cursor = from + text.len();
+    }
+
     pub fn backspace(&mut self) {
         let from = self.previous();
         self.text.replace_range(from..self.cursor, "");
@@ -191,7 +199,8 @@ impl InputLine {
         let line = std::mem::take(&mut self.text);
         self.cursor = 0;
         self.browsing = None;
-        if self.history.last() != Some(&line) {
+        // A line said for the user (`/msg ID TEXT`) takes an empty one: not worth recalling.
+        if !line.is_empty() && self.history.last() != Some(&line) {
             if self.history.len() == HISTORY_LIMIT {
                 self.history.remove(0);
             }

@@ -86,6 +86,8 @@ pub enum Action {
     DeleteToStart,
     DeleteToEnd,
     Yank,
+    /// Completes the name or id before the cursor; again, the next one.
+    Complete,
     /// Up on an empty line: our last message, to edit (`chat.v2.json`), or else
     /// [`Action::HistoryBack`].
     EditLast,
@@ -111,6 +113,12 @@ pub enum Action {
     Reconnect,
     ToggleMembers,
     ToggleBuffers,
+    ToggleSmartFilter,
+    ToggleMouse,
+    /// Shows the next mention of us going back from what is shown.
+    OlderMention,
+    /// Shows the read marker.
+    ToReadMarker,
     Quit,
 }
 
@@ -187,21 +195,13 @@ pub const BINDINGS: &[Binding] = &[
         "a character forward",
     ),
     row(
-        &[
-            Alt(KeyCode::Char('b')),
-            Ctrl(KeyCode::Left),
-            Alt(KeyCode::Left),
-        ],
+        &[Alt(KeyCode::Char('b')), Ctrl(KeyCode::Left)],
         Always,
         Action::WordLeft,
         "a word back",
     ),
     row(
-        &[
-            Alt(KeyCode::Char('f')),
-            Ctrl(KeyCode::Right),
-            Alt(KeyCode::Right),
-        ],
+        &[Alt(KeyCode::Char('f')), Ctrl(KeyCode::Right)],
         Always,
         Action::WordRight,
         "a word forward",
@@ -277,6 +277,12 @@ pub const BINDINGS: &[Binding] = &[
         Always,
         Action::Yank,
         "put back what the last of the four deletes above took",
+    ),
+    row(
+        &[Key(KeyCode::Tab)],
+        Always,
+        Action::Complete,
+        "complete the name or id before the cursor (after an `@` too) from who is here and who spoke; again, the next one (`: ` after it at the start of the line)",
     ),
     row(
         &[Key(KeyCode::Up)],
@@ -357,6 +363,18 @@ pub const BINDINGS: &[Binding] = &[
         "the newest message",
     ),
     row(
+        &[Alt(KeyCode::Char('n'))],
+        Always,
+        Action::OlderMention,
+        "show the next message that mentions you (or a `--highlight` word), going back from what is shown; again, the one before it",
+    ),
+    row(
+        &[Alt(KeyCode::Char('u'))],
+        Always,
+        Action::ToReadMarker,
+        "show the read marker: where you stopped reading (End goes back to the newest)",
+    ),
+    row(
         &[Ctrl(KeyCode::Char('r'))],
         Always,
         Action::Search,
@@ -397,13 +415,13 @@ pub const BINDINGS: &[Binding] = &[
         "show that buffer (a room or a direct message open: `/join`, `/query`), as the status bar numbers them",
     ),
     row(
-        &[Ctrl(KeyCode::Char('n'))],
+        &[Ctrl(KeyCode::Char('n')), Alt(KeyCode::Right)],
         Always,
         Action::NextBuffer,
         "show the next buffer",
     ),
     row(
-        &[Ctrl(KeyCode::Char('p'))],
+        &[Ctrl(KeyCode::Char('p')), Alt(KeyCode::Left)],
         Always,
         Action::PreviousBuffer,
         "show the previous buffer",
@@ -413,6 +431,18 @@ pub const BINDINGS: &[Binding] = &[
         Always,
         Action::ToggleBuffers,
         "hide or show the list of open buffers, left of the messages (shown while more than one is open)",
+    ),
+    row(
+        &[Alt(KeyCode::Char('j'))],
+        Always,
+        Action::ToggleSmartFilter,
+        "the smart filter: hide or show the joins and leaves of people who had not spoken in the 10 minutes before (`chat.v1.json` servers; `--smart-filter` starts with it on)",
+    ),
+    row(
+        &[Alt(KeyCode::Char('m'))],
+        Always,
+        Action::ToggleMouse,
+        "give the mouse to the terminal, so that text can be selected and copied (the wheel no longer scrolls), and take it back",
     ),
     row(
         &[Key(KeyCode::F(2))],
@@ -497,6 +527,162 @@ pub fn action_for_key(key: &KeyEvent, situation: Situation) -> Option<Action> {
         .map(|(_, binding)| binding.action)
 }
 
+/// The names of the actions a key can be bound to with `--key NAME=KEY` (the settings
+/// file's `key`), as `docs/keys.md` lists them beside each binding.
+pub const ACTION_NAMES: &[(&str, Action)] = &[
+    ("send", Action::Send),
+    ("new-line", Action::NewLine),
+    ("char-left", Action::CharLeft),
+    ("char-right", Action::CharRight),
+    ("word-left", Action::WordLeft),
+    ("word-right", Action::WordRight),
+    ("line-start", Action::LineStart),
+    ("line-end", Action::LineEnd),
+    ("backspace", Action::Backspace),
+    ("delete", Action::Delete),
+    ("delete-word-before", Action::DeleteWordBefore),
+    ("delete-word-after", Action::DeleteWordAfter),
+    ("delete-to-start", Action::DeleteToStart),
+    ("delete-to-end", Action::DeleteToEnd),
+    ("yank", Action::Yank),
+    ("complete", Action::Complete),
+    ("edit-last", Action::EditLast),
+    ("next-buffer", Action::NextBuffer),
+    ("previous-buffer", Action::PreviousBuffer),
+    ("select-older", Action::SelectOlder),
+    ("select-newer", Action::SelectNewer),
+    ("history-back", Action::HistoryBack),
+    ("history-forward", Action::HistoryForward),
+    ("page-up", Action::PageUp),
+    ("page-down", Action::PageDown),
+    ("oldest", Action::Oldest),
+    ("newest", Action::Newest),
+    ("search", Action::Search),
+    ("end-search", Action::EndSearch),
+    ("redraw", Action::Redraw),
+    ("reconnect", Action::Reconnect),
+    ("toggle-members", Action::ToggleMembers),
+    ("toggle-buffers", Action::ToggleBuffers),
+    ("toggle-smart-filter", Action::ToggleSmartFilter),
+    ("toggle-mouse", Action::ToggleMouse),
+    ("older-mention", Action::OlderMention),
+    ("to-read-marker", Action::ToReadMarker),
+    ("quit", Action::Quit),
+];
+
+impl Action {
+    /// Its name for `--key`, if it can be bound there (typing, Alt-digit and the wheel
+    /// cannot).
+    pub fn name(self) -> Option<&'static str> {
+        ACTION_NAMES
+            .iter()
+            .find(|(_, action)| *action == self)
+            .map(|(name, _)| *name)
+    }
+}
+
+/// A key the user bound to an action (`--key NAME=KEY`): it comes before the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebinding {
+    pub press: Press,
+    pub action: Action,
+}
+
+impl Rebinding {
+    /// Reads `NAME=KEY`: `older-mention=Alt-P`, `quit=Ctrl-Q`, `toggle-buffers=F4`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, key) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not NAME=KEY (older-mention=Alt-P)"))?;
+        let action = ACTION_NAMES
+            .iter()
+            .find(|(known, _)| *known == name.trim())
+            .map(|(_, action)| *action)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ACTION_NAMES.iter().map(|(name, _)| *name).collect();
+                format!(
+                    "no action is called {name:?}; the names: {}",
+                    names.join(", ")
+                )
+            })?;
+        Ok(Self {
+            press: parse_press(key.trim())?,
+            action,
+        })
+    }
+}
+
+/// Reads a key as the help names it: `Ctrl-Q`, `Alt-P`, `F4`, `Tab`, `PageUp`, `x`.
+pub fn parse_press(text: &str) -> Result<Press, String> {
+    let (wrap, rest): (fn(KeyCode) -> Press, &str) = if let Some(rest) = text.strip_prefix("Ctrl-")
+    {
+        (Ctrl, rest)
+    } else if let Some(rest) = text.strip_prefix("Alt-") {
+        (Alt, rest)
+    } else {
+        (Key, text)
+    };
+    let named = [
+        ("Enter", KeyCode::Enter),
+        ("Tab", KeyCode::Tab),
+        ("Esc", KeyCode::Esc),
+        ("Backspace", KeyCode::Backspace),
+        ("Delete", KeyCode::Delete),
+        ("Home", KeyCode::Home),
+        ("End", KeyCode::End),
+        ("PageUp", KeyCode::PageUp),
+        ("PageDown", KeyCode::PageDown),
+        ("Up", KeyCode::Up),
+        ("Down", KeyCode::Down),
+        ("Left", KeyCode::Left),
+        ("Right", KeyCode::Right),
+    ];
+    let code = if let Some((_, code)) = named
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(rest))
+    {
+        *code
+    } else if let Some(number) = rest
+        .strip_prefix('F')
+        .and_then(|number| number.parse::<u8>().ok())
+        .filter(|number| (1..=12).contains(number))
+    {
+        KeyCode::F(number)
+    } else {
+        let mut chars = rest.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if !c.is_control() => KeyCode::Char(c.to_ascii_lowercase()),
+            _ => {
+                return Err(format!(
+                    "{text:?} is not a key (Ctrl-Q, Alt-P, F4, Tab, PageUp)"
+                ));
+            }
+        }
+    };
+    let press = wrap(code);
+    if matches!(press, Key(KeyCode::Char(_))) {
+        return Err(format!(
+            "{text:?} would take a letter from typing: Ctrl- or Alt- with it"
+        ));
+    }
+    Ok(press)
+}
+
+/// The action bound to `key` in `situation`: the user's `rebound` keys first, then the
+/// table's.
+pub fn action_for_key_in(
+    key: &KeyEvent,
+    situation: Situation,
+    rebound: &[Rebinding],
+) -> Option<Action> {
+    rebound
+        .iter()
+        .filter(|rebinding| rebinding.press.matches(key))
+        .min_by_key(|rebinding| precedence(rebinding.press))
+        .map(|rebinding| rebinding.action)
+        .or_else(|| action_for_key(key, situation))
+}
+
 /// The action bound to a turn of the mouse wheel, if any.
 pub fn action_for_wheel(kind: MouseEventKind) -> Option<Action> {
     let wanted = match kind {
@@ -565,7 +751,7 @@ pub const COMMANDS: &[SlashCommand] = &[
     SlashCommand {
         name: "msg",
         argument: Some("ID TEXT"),
-        what: "open the direct messages with ID, TEXT in the line to send",
+        what: "open the direct messages with ID and say TEXT there (at once, or as soon as its connection has joined)",
         action: SlashAction::Msg,
     },
     SlashCommand {
@@ -654,10 +840,14 @@ pub fn slash_command(name: &str) -> Option<&'static SlashCommand> {
     COMMANDS.iter().find(|command| command.name == name)
 }
 
-/// The keys of a binding as the help lists them: `Alt-B, Ctrl-Left, Alt-Left`.
+/// The keys of a binding as the help lists them: `Alt-B, Ctrl-Left`.
 fn keys_cell(binding: &Binding) -> String {
     let names: Vec<String> = binding.keys.iter().map(|input| input.name()).collect();
-    names.join(", ")
+    match names.as_slice() {
+        // A run (Alt-1 … Alt-9) as its ends, so that the key column stays narrow.
+        [first, .., last] if names.len() > 3 => format!("{first} … {last}"),
+        _ => names.join(", "),
+    }
 }
 
 /// The status bar's reminder of the most used keys: `Enter send · PgUp scroll · ^C quit `.
@@ -744,13 +934,18 @@ fn cell(text: &str) -> String {
 
 /// The key table and the command table in Markdown, as `docs/keys.md` has them.
 pub fn keys_markdown() -> String {
-    let mut markdown = String::from("| key | what it does | when |\n|---|---|---|\n");
+    let mut markdown =
+        String::from("| key | what it does | when | `--key` name |\n|---|---|---|---|\n");
     for binding in BINDINGS {
         markdown.push_str(&format!(
-            "| {} | {} | {} |\n",
+            "| {} | {} | {} | {} |\n",
             cell(&keys_cell(binding)),
             cell(binding.what),
-            binding.when.phrase()
+            binding.when.phrase(),
+            binding
+                .action
+                .name()
+                .map_or_else(String::new, |name| format!("`{name}`"))
         ));
     }
     markdown.push_str("\n| command | argument | what it does |\n|---|---|---|\n");
@@ -879,6 +1074,49 @@ mod tests {
         let notice = help_notice();
         assert!(notice.starts_with("commands:\n  /join ROOM"), "{notice}");
         assert!(notice.contains("Ctrl-R"), "{notice}");
+    }
+
+    #[test]
+    fn keys_can_be_bound_by_name() {
+        let rebound = [
+            Rebinding::parse("older-mention=Alt-P").unwrap(),
+            Rebinding::parse("quit = Ctrl-Q").unwrap(),
+            Rebinding::parse("toggle-buffers=F4").unwrap(),
+        ];
+        let situation = Situation {
+            line_empty: true,
+            connected: true,
+        };
+        let key = |code, modifiers| KeyEvent::new(code, modifiers);
+        let of = |event| action_for_key_in(&event, situation, &rebound);
+        assert_eq!(
+            of(key(KeyCode::Char('p'), KeyModifiers::ALT)),
+            Some(Action::OlderMention)
+        );
+        assert_eq!(
+            of(key(KeyCode::Char('q'), KeyModifiers::CONTROL)),
+            Some(Action::Quit)
+        );
+        assert_eq!(
+            of(key(KeyCode::F(4), KeyModifiers::NONE)),
+            Some(Action::ToggleBuffers)
+        );
+        assert_eq!(
+            of(key(KeyCode::Char('n'), KeyModifiers::ALT)),
+            Some(Action::OlderMention),
+            "the table's still"
+        );
+        assert!(
+            Rebinding::parse("nosuch=Alt-P")
+                .unwrap_err()
+                .contains("older-mention")
+        );
+        assert!(Rebinding::parse("quit=q").unwrap_err().contains("typing"));
+        assert!(Rebinding::parse("quit=Ctrl-").is_err());
+        assert!(Rebinding::parse("quit").is_err());
+        for (name, action) in ACTION_NAMES {
+            assert_eq!(action.name(), Some(*name));
+        }
     }
 
     #[test]

@@ -57,9 +57,10 @@ struct Args {
     #[arg(long, env = "CHAT_ROOM", default_value = chat::v1::RoomName::DEFAULT, value_parser = chat::v1::RoomName::parse)]
     room: chat::v1::RoomName,
 
-    /// Append every message received to this file, once, as plain text: one line each,
-    /// after the date and time it was said and its room.
-    #[arg(long, value_name = "FILE")]
+    /// Append every message received, and every edit and delete, to this file, once,
+    /// as plain text: one line each, after the date and time it was said and its room.
+    /// A directory: one file per room in it, ROOM.log.
+    #[arg(long, value_name = "FILE|DIR")]
     log: Option<std::path::PathBuf>,
 
     /// How many messages to keep for scrolling back.
@@ -70,6 +71,48 @@ struct Args {
     /// a longer line is kept (or, in pipe mode, skipped with a warning), not sent.
     #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = chat_tui::app::DEFAULT_MAX_MESSAGE_BYTES as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_message_bytes: u32,
+
+    /// How the time before each message is written: a strftime format, local time
+    /// (`%H:%M` for minutes, `%a %H:%M` with the day).
+    #[arg(long, value_name = "FORMAT", default_value = chat_tui::time_format::DEFAULT, value_parser = chat_tui::time_format::TimeFormat::new)]
+    time_format: chat_tui::time_format::TimeFormat,
+
+    /// Start with the smart filter on (Alt-J turns it off and on): the joins and leaves
+    /// of people who had not spoken in the 10 minutes before are hidden.
+    #[arg(long)]
+    smart_filter: bool,
+
+    /// A word that highlights a message as a mention of you does (any case, as a word of
+    /// its own); again for more.
+    #[arg(long, value_name = "WORD", action = clap::ArgAction::Append)]
+    highlight: Vec<String>,
+
+    /// URLs as clickable links (OSC 8): auto, where the terminal is known to support
+    /// them (kitty, iTerm2, WezTerm, foot, VTE terminals, Windows Terminal, VS Code,
+    /// Ghostty; not inside tmux or screen); always; never.
+    #[arg(long, value_enum, default_value_t = Hyperlinks::Auto, value_name = "WHEN")]
+    hyperlinks: Hyperlinks,
+
+    /// More rooms to open at the start, beside --room (and those open when you last
+    /// quit): ops,dev, or the flag again.
+    #[arg(long, value_name = "ROOM,…", value_delimiter = ',', action = clap::ArgAction::Append, value_parser = chat::v1::RoomName::parse)]
+    rooms: Vec<chat::v1::RoomName>,
+
+    /// Colours: auto (none if NO_COLOR is set), always, never. Bold, reverse and dim
+    /// are drawn either way.
+    #[arg(long, value_enum, default_value_t = Colours::Auto, value_name = "WHEN")]
+    colours: Colours,
+
+    /// Bind a key to an action, before the key table: NAME=KEY, as older-mention=Alt-P
+    /// or quit=Ctrl-Q (the names are in docs/keys.md); again for more.
+    #[arg(long, value_name = "NAME=KEY", action = clap::ArgAction::Append, value_parser = chat_tui::keys::Rebinding::parse)]
+    key: Vec<chat_tui::keys::Rebinding>,
+
+    /// Read the settings from this file rather than $XDG_CONFIG_HOME/chat-tui/config.toml
+    /// (~/.config/chat-tui/config.toml): TOML, each key a flag's name (server = "ws://…",
+    /// rooms = ["ops"], no-mouse = true); the flags and variables come first.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 
     /// Leave the mouse to the terminal, so text can be selected; the wheel won't scroll.
     #[arg(long)]
@@ -103,16 +146,109 @@ struct Args {
     #[arg(long, env = "CHAT_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
+    /// Read the token proving your id from this file (its first line), so that it is in
+    /// no command line nor settings file.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+
     /// The name to go by, shown beside your id (1-32 printable characters). A server
     /// that checks tokens takes the name from the token instead.
     #[arg(long, env = "CHAT_NAME", value_parser = chat::v1::DisplayName::parse)]
     name: Option<chat::v1::DisplayName>,
 }
 
-fn main() -> ExitCode {
+/// When messages are drawn in colour.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Colours {
+    Auto,
+    Always,
+    Never,
+}
+
+/// `$XDG_CONFIG_HOME/chat-tui/config.toml`, or `~/.config/chat-tui/config.toml`.
+fn default_settings_file() -> Option<std::path::PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".config"))
+        })?;
+    Some(config.join("chat-tui").join("config.toml"))
+}
+
+/// The arguments, with the settings file under them (`chat::config_file`: each key a
+/// flag's name; flags, then variables, then the file, then the defaults). A file named
+/// with --config must be there; the default one may not be. A bad file is told as
+/// FILE:LINE: what is wrong.
+fn arguments() -> Result<Args, String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Args::command();
+    let words: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // clap says what is wrong with the arguments in its own words, with its "did you
     // mean" tips, and exits with status 2.
-    let args = Args::parse();
+    let first = command.clone().get_matches_from(&words);
+    let (file, named) = match first.get_one::<std::path::PathBuf>("config") {
+        Some(file) => (Some(file.clone()), true),
+        None => (default_settings_file(), false),
+    };
+    let matches = match file {
+        Some(file) if named || file.exists() => chat::config_file::ConfigFile::read(&file)
+            .and_then(|settings| settings.apply(&command, &first, words))
+            .map_err(|error| error.to_string())?,
+        _ => first,
+    };
+    Args::from_arg_matches(&matches).map_err(|error| error.to_string())
+}
+
+/// When URLs are drawn as hyperlinks.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Hyperlinks {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether this terminal is known to make OSC 8 hyperlinks clickable, by what it says
+/// of itself in the environment; a multiplexer in between may not pass them on.
+fn terminal_links() -> bool {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    if !var("TMUX").is_empty() || var("TERM").starts_with("screen") {
+        return false;
+    }
+    let program = var("TERM_PROGRAM");
+    let term = var("TERM");
+    ["iTerm.app", "WezTerm", "vscode", "ghostty"].contains(&program.as_str())
+        || var("VTE_VERSION")
+            .parse::<u32>()
+            .is_ok_and(|version| version >= 5000)
+        || !var("KITTY_WINDOW_ID").is_empty()
+        || !var("WT_SESSION").is_empty()
+        || ["xterm-kitty", "foot", "wezterm", "xterm-ghostty"]
+            .iter()
+            .any(|known| term.starts_with(known))
+}
+
+fn main() -> ExitCode {
+    let args = match arguments() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("chat-tui: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = match &args.token_file {
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(text) => Some(text.lines().next().unwrap_or_default().trim().to_owned()),
+            Err(error) => {
+                eprintln!(
+                    "chat-tui: cannot read the token file {}: {error}",
+                    file.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => args.token.clone(),
+    };
     let id_was_given = args.id.is_some();
     let id = args.id.clone().unwrap_or_else(time_based_id);
     let trust = match (&args.ca_cert, args.insecure) {
@@ -127,7 +263,7 @@ fn main() -> ExitCode {
         (None, false) => Trust::WebPki,
     };
     let credentials = Credentials {
-        token: args.token.clone(),
+        token,
         name: args.name.clone(),
     };
     let target = match Target::new(&args.server, &id, trust, credentials) {
@@ -186,7 +322,7 @@ fn time_based_id() -> ClientId {
 }
 
 fn local_time() -> String {
-    chrono::Local::now().format("%H:%M:%S").to_string()
+    chat_tui::app::local_time_of(chat_tui::app::unix_millis())
 }
 
 /// The signals that end the full-screen client as Ctrl-C does, the terminal restored:
@@ -244,6 +380,7 @@ impl Signals {
 /// The full-screen client. Ends with success when the user quits, and with 128 + the
 /// signal's number, as a shell reports it, after a signal.
 async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Result<ExitCode> {
+    chat_tui::time_format::choose(args.time_format.clone());
     let mouse = !args.no_mouse;
     let server = args.server.trim_end_matches('/').to_owned();
     let mut app = App::new(
@@ -254,11 +391,29 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
     );
     app.max_message_bytes = args.max_message_bytes as usize;
     app.notify = !args.no_notify;
+    app.mouse = mouse;
+    app.rebound = args.key.clone();
+    app.hyperlinks = match args.hyperlinks {
+        Hyperlinks::Always => true,
+        Hyperlinks::Never => false,
+        Hyperlinks::Auto => terminal_links(),
+    };
+    app.highlights = args
+        .highlight
+        .iter()
+        .map(|word| word.trim().to_lowercase())
+        .filter(|word| !word.is_empty())
+        .collect();
+    app.set_smart_filter(args.smart_filter);
     // NO_COLOR (no-color.org) asks for no colours, and only that: the view leaves them
     // out and keeps bold, reverse and dim. crossterm honours it too, by writing a reset
     // in place of any colour, which would drop the attributes with it; so it is told to
     // write what the view gives it.
-    app.colours = std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    app.colours = match args.colours {
+        Colours::Always => true,
+        Colours::Never => false,
+        Colours::Auto => std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+    };
     crossterm::style::force_color_output(true);
 
     let (events_in, mut events) = mpsc::channel::<Event>(1024);
@@ -288,6 +443,12 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         .map(|file| file.read(&key))
         .unwrap_or_default()
     {
+        if let Some(Command::Open { buffer, room }) = app.open_beside(room) {
+            networks.open(buffer, room);
+        }
+    }
+    // And those the flags or the settings file name.
+    for room in args.rooms.iter().cloned() {
         if let Some(Command::Open { buffer, room }) = app.open_beside(room) {
             networks.open(buffer, room);
         }
@@ -328,6 +489,10 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
         };
         for _ in 0..MOST_EVENTS_PER_FRAME {
             let command = app.update(event);
+            // The direct messages the server listed, opened beside.
+            for (buffer, room) in app.take_opened() {
+                networks.open(buffer, room);
+            }
             // Typing, read positions, edits and pages: each is said again or asked
             // again if it cannot go now, so a full channel drops it.
             for (buffer, line) in app.take_all_frames() {
@@ -350,6 +515,14 @@ async fn interactive(args: &Args, id: ClientId, target: Target) -> anyhow::Resul
             match command {
                 Some(Command::Quit) => break 'running,
                 Some(Command::Redraw) => redraw_everything(&mut terminal)?,
+                Some(Command::Mouse(take)) => {
+                    // Not worth failing for: the next Alt-M tries again.
+                    let _ = if take {
+                        execute!(io::stdout(), EnableMouseCapture)
+                    } else {
+                        execute!(io::stdout(), DisableMouseCapture)
+                    };
+                }
                 Some(Command::Reconnect) => networks.reconnect(buffer),
                 Some(Command::Notify(text)) => notify(&text),
                 Some(Command::Open { buffer, room }) => networks.open(buffer, room),
@@ -583,12 +756,21 @@ fn notify(text: &str) {
     let _ = std::io::Write::flush(&mut stdout);
 }
 
-/// `--log FILE`: every message received, appended once as one plain line: the date and
-/// time it was said, its room, its text. A failed write (a full disk) stops the logging,
-/// with a notice, not the client.
+/// `--log PATH`: every message received, and every edit and delete, appended once as
+/// one plain line: the date and time it was said, its room, its text. PATH a directory:
+/// one file per room in it, `ROOM.log`; otherwise one file for all. A failed write (a
+/// full disk) stops the logging, with a notice, not the client.
 struct Log {
-    file: std::io::LineWriter<std::fs::File>,
+    /// The one file, or the directory of the rooms' files.
     path: std::path::PathBuf,
+    per_room: bool,
+    /// The files open, by path.
+    files: std::collections::HashMap<std::path::PathBuf, LogFile>,
+}
+
+/// One log file, and what it holds already.
+struct LogFile {
+    file: std::io::LineWriter<std::fs::File>,
     /// The lines at the end of the file already: the history a `chat.v1.json` server
     /// sends on every connection is logged by a previous run, and not again.
     /// Counted, as the same line may be there twice (two joins in one second).
@@ -600,6 +782,39 @@ struct Log {
 const LOG_TAIL_BYTES: u64 = 4 << 20;
 
 impl Log {
+    /// Logging to `path`, a file or a directory; the one file is opened now, so that a
+    /// path that cannot be written is said at the start.
+    fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        let mut log = Self {
+            path: path.to_owned(),
+            per_room: path.is_dir(),
+            files: std::collections::HashMap::new(),
+        };
+        if !log.per_room {
+            log.files.insert(path.to_owned(), LogFile::open(path)?);
+        }
+        Ok(log)
+    }
+
+    fn write(&mut self, received: &chat_tui::app::Received) -> io::Result<()> {
+        // A room name is 1-64 of A-Z a-z 0-9 . _ - (`RoomName`): a file name as it is.
+        let path = if self.per_room {
+            self.path.join(format!("{}.log", received.room))
+        } else {
+            self.path.clone()
+        };
+        let file = match self.files.entry(path) {
+            std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                let file = LogFile::open(new.key()).map_err(io::Error::other)?;
+                new.insert(file)
+            }
+        };
+        file.write(&received.line(chrono::Local::now()))
+    }
+}
+
+impl LogFile {
     fn open(path: &std::path::Path) -> anyhow::Result<Self> {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = std::fs::OpenOptions::new()
@@ -619,14 +834,12 @@ impl Log {
         }
         Ok(Self {
             file: std::io::LineWriter::new(file),
-            path: path.to_owned(),
             already,
         })
     }
 
-    fn write(&mut self, received: &chat_tui::app::Received) -> io::Result<()> {
-        let line = received.line(chrono::Local::now());
-        if let Some(times) = self.already.get_mut(&line).filter(|times| **times > 0) {
+    fn write(&mut self, line: &str) -> io::Result<()> {
+        if let Some(times) = self.already.get_mut(line).filter(|times| **times > 0) {
             *times -= 1;
             return Ok(());
         }

@@ -641,6 +641,9 @@ enum BesideFrame {
         code: chat::v2::ErrorCode,
         message: String,
     },
+    Dms {
+        rooms: Vec<chat::v2::DirectRoom>,
+    },
 }
 
 /// A frame beside the log, if `text` is one (a welcome or an event is not).
@@ -673,6 +676,7 @@ fn read_beside(text: &str) -> Option<Beside> {
             events,
             more,
         },
+        BesideFrame::Dms { rooms } => Beside::DirectRooms { rooms },
         BesideFrame::Error {
             nonce,
             code,
@@ -863,6 +867,12 @@ mod tests {
         assert!(matches!(
             read_beside(r#"{"type":"error","nonce":"b-2","code":"not_yours","message":"no"}"#),
             Some(Beside::Refused { .. })
+        ));
+        assert!(matches!(
+            read_beside(
+                r#"{"type":"dms","rooms":[{"room":"dm.7.8","with":"7","offset":2,"read":0,"unread":1}]}"#
+            ),
+            Some(Beside::DirectRooms { rooms }) if rooms.len() == 1 && rooms[0].unread == 1
         ));
         assert_eq!(
             read_beside(r#"{"offset":6,"ts":1,"id":"7","type":"message","text":"x"}"#),

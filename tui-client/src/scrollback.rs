@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 
 use crate::text::wrap;
 
-/// Columns taken by the receive time (`HH:MM:SS `) before each message.
+/// Columns taken by the time (`HH:MM:SS `) before each message, by default and at
+/// least; `--time-format` may make it wider ([`crate::time_format::time_width`]).
 pub const TIME_WIDTH: usize = 9;
 
 /// What a line in the message pane is.
@@ -13,6 +14,10 @@ pub const TIME_WIDTH: usize = 9;
 pub enum Kind {
     /// `Client #<id> has entered the chat` or `... has left the chat`.
     Presence,
+    /// A coming or going of someone who had not spoken in the last
+    /// [`crate::app::SMART_FILTER_MINUTES`] minutes: noise, `hidden` (no rows) while the
+    /// smart filter is on.
+    QuietPresence { hidden: bool },
     /// `Client #<id>: <text>` (or, over `chat.v1.json`, `<name>: <text>`); `prefix` is
     /// the byte length of the sender and its colon.
     Said {
@@ -32,7 +37,7 @@ pub enum Kind {
     /// scrolled up): what comes after it is new to you. Only the latest is drawn.
     ReadMarker { latest: bool },
     /// A line between parts of the conversation: the history before you came, what
-    /// was missed while away, a gap that could not be recovered.
+    /// was missed while away, a gap that could not be recovered, a new day.
     Divider,
     /// A line quoted from another message: the parent above a reply, a message found
     /// by a search on the server.
@@ -54,8 +59,11 @@ impl Entry {
     pub fn rows(&self, width: u16) -> Vec<String> {
         match self.kind {
             // An old marker takes no room, and keeps the entries' numbering.
-            Kind::ReadMarker { latest: false } => Vec::new(),
-            _ => wrap(&self.text, usize::from(width).saturating_sub(TIME_WIDTH)),
+            Kind::ReadMarker { latest: false } | Kind::QuietPresence { hidden: true } => Vec::new(),
+            _ => wrap(
+                &self.text,
+                usize::from(width).saturating_sub(crate::time_format::time_width()),
+            ),
         }
     }
 }
@@ -181,14 +189,25 @@ impl Scrollback {
 
     /// The number of the newest message (not a notice, marker or divider) that
     /// contains `needle` in any case, among those numbered below `before` (all, without).
+    /// Hides (`hide`) or shows again the comings and goings the smart filter hides.
+    pub fn filter_quiet_presence(&mut self, hide: bool) {
+        for entry in &mut self.entries {
+            if let Kind::QuietPresence { hidden } = &mut entry.kind {
+                *hidden = hide;
+            }
+        }
+    }
+
     pub fn newest_containing(&self, needle: &str, before: Option<u64>) -> Option<u64> {
         let needle = needle.to_lowercase();
         let end = before.map_or(self.entries.len(), |number| {
             self.index_of(number).min(self.entries.len())
         });
         let found = self.entries.range(..end).rposition(|entry| {
-            matches!(entry.kind, Kind::Said { .. } | Kind::Presence | Kind::Other)
-                && entry.text.to_lowercase().contains(&needle)
+            matches!(
+                entry.kind,
+                Kind::Said { .. } | Kind::Presence | Kind::QuietPresence { .. } | Kind::Other
+            ) && entry.text.to_lowercase().contains(&needle)
         })?;
         Some(self.number_of(found))
     }

@@ -8,7 +8,7 @@ use ratatui::widgets::Paragraph;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{App, BUFFERS_WIDTH, Entry, Kind, Link, MEMBERS_WIDTH, TIME_WIDTH};
+use crate::app::{App, BUFFERS_WIDTH, Entry, Kind, Link, MEMBERS_WIDTH};
 use crate::text::{for_this_terminal, safe_char, sanitize_line, width};
 
 const PROMPT: &str = "› ";
@@ -194,6 +194,9 @@ fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
         })
         .collect();
     frame.render_widget(Paragraph::new(visible), area);
+    if app.hyperlinks {
+        crate::link::link_cells(frame.buffer_mut(), area);
+    }
 }
 
 /// An entry as styled rows: the time on the first, an indent on the rest, so that a
@@ -201,7 +204,9 @@ fn render_messages(app: &App, area: Rect, frame: &mut Frame) {
 fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
     let time_style = Style::new().fg(Color::DarkGray);
     let text_style = match &entry.kind {
-        Kind::Presence => Style::new().fg(Color::Gray).add_modifier(Modifier::DIM),
+        Kind::Presence | Kind::QuietPresence { .. } => {
+            Style::new().fg(Color::Gray).add_modifier(Modifier::DIM)
+        }
         Kind::Notice => Style::new()
             .fg(Color::Yellow)
             .add_modifier(Modifier::ITALIC),
@@ -242,11 +247,15 @@ fn entry_lines(entry: &Entry, width: u16) -> Vec<Line<'static>> {
             let mut spans = Vec::with_capacity(3);
             if index == 0 {
                 spans.push(Span::styled(
-                    format!("{:<TIME_WIDTH$}", entry.time),
+                    format!(
+                        "{:<width$}",
+                        entry.time,
+                        width = crate::time_format::time_width()
+                    ),
                     time_style,
                 ));
             } else {
-                spans.push(Span::raw(" ".repeat(TIME_WIDTH)));
+                spans.push(Span::raw(" ".repeat(crate::time_format::time_width())));
             }
             match prefix {
                 Some((length, style)) if index == 0 && row.len() >= length => {
@@ -410,6 +419,7 @@ fn render_input(app: &App, area: Rect, frame: &mut Frame) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::TIME_WIDTH;
     use crate::event::{Event, NetEvent, Protocol};
     use crossterm::event::Event as TerminalEvent;
     use ratatui::Terminal;

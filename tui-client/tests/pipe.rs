@@ -8,6 +8,8 @@ use tokio::process::{Child, ChildStdout, Command};
 
 fn chat_tui(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .env("XDG_STATE_HOME", scratch_home())
+        .env("XDG_CONFIG_HOME", scratch_home())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -228,6 +230,8 @@ async fn every_line_is_echoed_before_it_closes() {
 async fn the_environment_gives_the_server_and_the_id() {
     let server = TestServer::start().await;
     let mut client = Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .env("XDG_STATE_HOME", scratch_home())
+        .env("XDG_CONFIG_HOME", scratch_home())
         .env("CHAT_SERVER", format!("ws://{}", server.address))
         .env("CHAT_ID", "0042")
         .stdin(Stdio::piped())
@@ -318,8 +322,29 @@ async fn a_token_and_a_name_are_sent_and_a_refusal_is_said_in_the_servers_words(
     );
     drop(client);
 
+    // From a file (its first line), the same.
+    let file = std::env::temp_dir().join(format!("chat-tui-token-{}", std::process::id()));
+    std::fs::write(&file, format!("{token}\n")).expect("write the token file");
+    let mut client = chat_tui(&[
+        "--server",
+        &url,
+        "--id",
+        "5",
+        "--token-file",
+        file.to_str().expect("a UTF-8 path"),
+    ]);
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(
+        next_line(&mut lines).await,
+        "Client #5 has entered the chat"
+    );
+    drop(client);
+    let _ = std::fs::remove_file(&file);
+
     // Without one, the server's reason, and no retrying.
     let refused = Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .env("XDG_STATE_HOME", scratch_home())
+        .env("XDG_CONFIG_HOME", scratch_home())
         .args(["--server", &url, "--id", "5"])
         .stdin(Stdio::null())
         .output()
@@ -378,4 +403,14 @@ async fn a_slow_but_steady_server_gets_every_line_without_a_warning() {
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(printed.ends_with("Client #5: line 129\n"), "{printed}");
+}
+
+/// A scratch `XDG_STATE_HOME` and `XDG_CONFIG_HOME` for the chat-tui this test starts:
+/// nothing is read from or written to the user's home (the rooms open at quitting, a
+/// settings file).
+fn scratch_home() -> String {
+    std::env::temp_dir()
+        .join(format!("chat-tui-home-{}", std::process::id()))
+        .to_string_lossy()
+        .into_owned()
 }

@@ -77,9 +77,8 @@ impl PlainServer {
 
 fn chat_tui(args: &[&str]) -> Terminal {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
-    // The rooms open at quitting are kept in a scratch place, not the user's.
-    let state = std::env::temp_dir().join("chat-tui-tests-state");
-    let env = [("XDG_STATE_HOME", state.to_str().expect("a UTF-8 path"))];
+    let home = scratch_home();
+    let env = [("XDG_STATE_HOME", &*home), ("XDG_CONFIG_HOME", &*home)];
     Terminal::start(binary, args, &env, (24, 100))
 }
 
@@ -138,4 +137,14 @@ async fn the_commands_of_chat_v2_json_say_so_on_a_plain_server() {
     );
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
+}
+
+/// A scratch `XDG_STATE_HOME` and `XDG_CONFIG_HOME` for the chat-tui this test starts:
+/// nothing is read from or written to the user's home (the rooms open at quitting, a
+/// settings file).
+fn scratch_home() -> String {
+    std::env::temp_dir()
+        .join(format!("chat-tui-home-{}", std::process::id()))
+        .to_string_lossy()
+        .into_owned()
 }

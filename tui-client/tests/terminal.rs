@@ -15,10 +15,10 @@ impl Tui {
 
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Terminal {
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
-        // The rooms open at quitting are kept in a scratch place, not the user's.
-        let state = state_dir();
+        let home = scratch_home();
         let mut env = env.to_vec();
-        env.push(("XDG_STATE_HOME", &state));
+        env.push(("XDG_STATE_HOME", &home));
+        env.push(("XDG_CONFIG_HOME", &home));
         Terminal::start(binary, args, &env, (24, 100))
     }
 }
@@ -128,7 +128,7 @@ async fn a_burst_of_messages_does_not_freeze_the_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paste_waits_in_the_input_and_no_mouse_leaves_the_mouse_alone() {
+async fn a_paste_waits_in_the_input_and_no_mouse_or_alt_m_leaves_the_mouse_alone() {
     let server = TestServer::start().await;
     let url = format!("ws://{}", server.address);
     let mut tui = Tui::start(&["--server", &url, "--id", "1"]);
@@ -152,12 +152,25 @@ async fn a_paste_waits_in_the_input_and_no_mouse_leaves_the_mouse_alone() {
     tui.type_keys("\u{3}");
     tui.wait_for_exit().await;
 
-    let no_mouse = Tui::start(&["--server", &url, "--id", "3", "--no-mouse"]);
+    let mut no_mouse = Tui::start(&["--server", &url, "--id", "3", "--no-mouse"]);
     no_mouse.wait_for("● connected").await;
     assert_eq!(
         no_mouse.screen().screen().mouse_protocol_mode(),
         vt100::MouseProtocolMode::None,
         "--no-mouse leaves selection to the terminal"
+    );
+    // Alt-M takes the mouse, and gives it back.
+    no_mouse.type_keys("\u{1b}m");
+    no_mouse.wait_for("the mouse is chat-tui's").await;
+    assert_ne!(
+        no_mouse.screen().screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None
+    );
+    no_mouse.type_keys("\u{1b}m");
+    no_mouse.wait_for("the mouse is the terminal's").await;
+    assert_eq!(
+        no_mouse.screen().screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None
     );
 }
 
@@ -240,7 +253,14 @@ async fn what_cannot_fix_itself_is_said_and_not_retried_until_f5() {
     for (url, said) in cases {
         // Wide, so that the notices are not wrapped.
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
-        let mut tui = Terminal::start(binary, &["--server", &url, "--id", "1"], &[], (24, 250));
+        let home = scratch_home();
+        let scratch = [("XDG_STATE_HOME", &*home), ("XDG_CONFIG_HOME", &*home)];
+        let mut tui = Terminal::start(
+            binary,
+            &["--server", &url, "--id", "1"],
+            &scratch,
+            (24, 250),
+        );
         for piece in said {
             tui.wait_for(piece).await;
         }
@@ -343,10 +363,15 @@ async fn a_dumb_terminal_gets_the_line_mode() {
     let server = TestServer::start().await;
     let url = format!("ws://{}", server.address);
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
+    let home = scratch_home();
     let mut tui = Terminal::start(
         binary,
         &["--server", &url, "--id", "1"],
-        &[("TERM", "dumb")],
+        &[
+            ("TERM", "dumb"),
+            ("XDG_STATE_HOME", &home),
+            ("XDG_CONFIG_HOME", &home),
+        ],
         (24, 100),
     );
     tui.wait_for("Client #1 has entered the chat").await;
@@ -738,11 +763,174 @@ async fn the_log_has_each_event_once_with_its_room() {
     let _ = std::fs::remove_file(&log);
 }
 
-/// Where the binaries under test keep the rooms open at quitting: a scratch folder (each
-/// server's random port keeps the tests' lines apart).
-fn state_dir() -> String {
+/// A scratch `XDG_STATE_HOME` and `XDG_CONFIG_HOME` for the chat-tui this test starts:
+/// nothing is read from or written to the user's home (the rooms open at quitting, a
+/// settings file).
+fn scratch_home() -> String {
     std::env::temp_dir()
-        .join("chat-tui-tests-state")
+        .join(format!("chat-tui-home-{}", std::process::id()))
         .to_string_lossy()
         .into_owned()
+}
+
+/// `--time-format` writes the time column in the format given; a wider one makes the
+/// column wider, and the messages start after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_column_takes_the_format_given() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let mut tui = Tui::start(&[
+        "--server",
+        &url,
+        "--id",
+        "42",
+        "--time-format",
+        "%Y/%m/%d %H.%M",
+    ]);
+    tui.wait_for("Client #42 has entered the chat").await;
+    let contents = tui.contents();
+    let row = contents
+        .lines()
+        .find(|row| row.contains("Client #42 has entered the chat"))
+        .expect("the join on screen");
+    let (time, rest) = row.split_at("2026/12/04 13.05 ".len());
+    let shape: String = time
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    assert_eq!(shape, "9999/99/99 99.99 ", "{row:?}");
+    assert_eq!(rest, "Client #42 has entered the chat", "{row:?}");
+    tui.type_keys("\u{3}");
+    tui.wait_for_exit().await;
+
+    // A format chrono cannot write is refused at the start, with the flag's name.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .env("XDG_STATE_HOME", scratch_home())
+        .env("XDG_CONFIG_HOME", scratch_home())
+        .args(["--time-format", "%Q", "--plain"])
+        .output()
+        .expect("run chat-tui");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("--time-format") && said.contains("not a strftime format"),
+        "{said}"
+    );
+}
+
+/// `--hyperlinks always`: a URL someone sends is an OSC 8 link to itself, made safe;
+/// another scheme stays text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_are_hyperlinks_where_asked_for() {
+    let server = TestServer::start().await;
+    let url = format!("ws://{}", server.address);
+    let tui = Tui::start(&["--server", &url, "--id", "1", "--hyperlinks", "always"]);
+    tui.wait_for("● connected").await;
+    let mut other = server.join("2", "2").await;
+    other
+        .send("read https://example.com/a?b=c, or javascript:alert(1) or https://x.example/\u{1b}]8;;evil\u{7}")
+        .await;
+    tui.wait_for("Client #2: read https://example.com/a?b=c, or")
+        .await;
+    let links: Vec<String> = {
+        let screen = tui.screen();
+        screen
+            .callbacks()
+            .oscs
+            .iter()
+            .filter(|osc| osc.starts_with("8;;") && osc.len() > 3)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        links,
+        [
+            "8;;https://example.com/a?b=c",
+            "8;;https://x.example/%E2%90%9B]8;;evil%E2%90%87",
+        ],
+        "each link once, the second's escape made harmless"
+    );
+    // The text on the screen is as without links.
+    tui.wait_for("https://x.example/␛]8;;evil␇").await;
+}
+
+/// `$XDG_CONFIG_HOME/chat-tui/config.toml` gives the settings the flags leave unset:
+/// server, id, name, rooms, keys, highlight words, the smart filter; a mistake in it is
+/// told with the file and the line, and nothing starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settings_file_gives_what_the_flags_do_not() {
+    let server = TestServer::start().await;
+    let home = testkit::process::Scratch::new("tui-config");
+    let home_path = home.path().to_str().expect("a UTF-8 path").to_owned();
+    let folder = home.path().join("chat-tui");
+    std::fs::create_dir_all(&folder).expect("the settings folder");
+    std::fs::write(
+        folder.join("config.toml"),
+        format!(
+            "server = \"ws://{}\"\nid = 42\nname = \"Grace\"\nrooms = [\"ops\", \"dev\"]\n\
+             key = [\"older-mention=Alt-P\"]\nhighlight = [\"deploy\"]\nsmart-filter = true\n\
+             time-format = \"%H.%M.%S\"\n",
+            server.address
+        ),
+    )
+    .expect("write the settings");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
+    let scratch = [
+        ("XDG_STATE_HOME", &*home_path),
+        ("XDG_CONFIG_HOME", &*home_path),
+    ];
+    // A flag comes before the file.
+    let mut tui = Terminal::start(binary, &["--room", "main"], &scratch, (24, 100));
+    tui.wait_for("● connected · id 42 · #main 2:#ops 3:#dev")
+        .await;
+    tui.wait_for("~Grace (#42) has entered the chat").await;
+    // Alt-P is Alt-N's now too.
+    tui.type_keys("\u{1b}p");
+    tui.wait_for("no message mentions you here").await;
+    let mut other = server.join("7", "7").await;
+    other.send("the deploy is done").await;
+    tui.wait_for("Client #7: the deploy is done").await;
+    // The smart filter is on: 7 had not spoken before coming in.
+    assert!(
+        !tui.contents().contains("Client #7 has entered the chat"),
+        "{}",
+        tui.contents()
+    );
+    tui.type_keys("\u{1b}j");
+    tui.wait_for("Client #7 has entered the chat").await;
+    // The highlight word made it a mention: Alt-P shows it, and again says there is
+    // none older.
+    tui.type_keys("\u{1b}p\u{1b}p");
+    tui.wait_for("no older message mentions you here").await;
+    tui.type_keys("\u{3}");
+    tui.wait_for_exit().await;
+
+    // A mistake: the file and its line, and exit status 2.
+    std::fs::write(
+        folder.join("config.toml"),
+        "server = \"ws://localhost:1\"\n\nid = \"forty-two\"\n",
+    )
+    .expect("write the settings");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .env("XDG_STATE_HOME", &home_path)
+        .env("XDG_CONFIG_HOME", &home_path)
+        .arg("--plain")
+        .output()
+        .expect("run chat-tui");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    let expected = format!("chat-tui: {}:3: id: ", folder.join("config.toml").display());
+    assert!(said.starts_with(&expected), "{said}");
+    std::fs::write(folder.join("config.toml"), "\nroom = \"ops\"\nkeys = []\n")
+        .expect("write the settings");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .env("XDG_STATE_HOME", &home_path)
+        .env("XDG_CONFIG_HOME", &home_path)
+        .arg("--plain")
+        .output()
+        .expect("run chat-tui");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("config.toml:3: unknown setting \"keys\"; did you mean \"key\"?"),
+        "{said}"
+    );
 }

@@ -49,7 +49,10 @@ async fn tls_front_end(backend: SocketAddr) -> SocketAddr {
 }
 
 async fn run_chat_tui(args: &[&str]) -> std::process::Output {
+    let home = scratch_home();
     let child = Command::new(env!("CARGO_BIN_EXE_chat-tui"))
+        .env("XDG_STATE_HOME", &home)
+        .env("XDG_CONFIG_HOME", &home)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -132,10 +135,11 @@ async fn against_our_own_tls_server_ca_cert_is_trusted_and_a_wrong_host_is_refus
 
     // And in a terminal, the chat over wss.
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
+    let home = scratch_home();
     let mut tui = Terminal::start(
         binary,
         &["--server", &url, "--id", "42", "--ca-cert", ca_path],
-        &[],
+        &[("XDG_STATE_HOME", &home), ("XDG_CONFIG_HOME", &home)],
         (24, 100),
     );
     tui.wait_for("Client #42 has entered the chat").await;
@@ -143,4 +147,14 @@ async fn against_our_own_tls_server_ca_cert_is_trusted_and_a_wrong_host_is_refus
     tui.wait_for("Client #42: over wss").await;
     tui.type_keys("\u{3}");
     tui.wait_for_exit().await;
+}
+
+/// A scratch `XDG_STATE_HOME` and `XDG_CONFIG_HOME` for the chat-tui this test starts:
+/// nothing is read from or written to the user's home (the rooms open at quitting, a
+/// settings file).
+fn scratch_home() -> String {
+    std::env::temp_dir()
+        .join(format!("chat-tui-home-{}", std::process::id()))
+        .to_string_lossy()
+        .into_owned()
 }

@@ -12,6 +12,8 @@ use testkit::v2::{Say, V2, offset};
 
 const UP: &str = "\u{1b}[A";
 const ALT_UP: &str = "\u{1b}[1;3A";
+const ALT_RIGHT: &str = "\u{1b}[1;3C";
+const ALT_LEFT: &str = "\u{1b}[1;3D";
 const HOME: &str = "\u{1b}[H";
 const BACKSPACE: &str = "\u{7f}";
 const FOCUS_LOST: &str = "\u{1b}[O";
@@ -23,10 +25,24 @@ fn chat_tui(server: &TestServer, id: &str) -> Terminal {
 
 /// `chat-tui` keeping the rooms open at quitting in `state` (`XDG_STATE_HOME`).
 fn chat_tui_keeping(server: &TestServer, id: &str, state: &std::path::Path) -> Terminal {
+    chat_tui_with(server, id, state, &[])
+}
+
+/// `chat-tui` with more arguments, its state in `state` (`XDG_STATE_HOME`) and no
+/// settings file (`XDG_CONFIG_HOME` is `state` too).
+fn chat_tui_with(
+    server: &TestServer,
+    id: &str,
+    state: &std::path::Path,
+    more: &[&str],
+) -> Terminal {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chat-tui"));
     let url = format!("ws://{}", server.address);
-    let env = [("XDG_STATE_HOME", state.to_str().expect("a UTF-8 path"))];
-    Terminal::start(binary, &["--server", &url, "--id", id], &env, (24, 100))
+    let state = state.to_str().expect("a UTF-8 path");
+    let env = [("XDG_STATE_HOME", state), ("XDG_CONFIG_HOME", state)];
+    let mut args = vec!["--server", &url, "--id", id];
+    args.extend_from_slice(more);
+    Terminal::start(binary, &args, &env, (24, 100))
 }
 
 /// The row of the screen that holds `text`, and the row under it.
@@ -61,6 +77,10 @@ async fn edits_deletes_reactions_replies_actions_and_typing() {
     assert_eq!(sent["text"], "hello, tpyo");
     let mine = offset(&sent);
     tui.wait_for("Client #42: hello, tpyo").await;
+    testkit::eventually("the message echoed", async || {
+        (!tui.contents().contains("sending…")).then_some(())
+    })
+    .await;
 
     // Up on an empty line puts the last message in the line; Enter saves the edit.
     tui.type_keys(UP);
@@ -146,8 +166,13 @@ async fn edits_deletes_reactions_replies_actions_and_typing() {
         (&json!("about that wave"), &waved["offset"])
     );
     tui.wait_for("Client #42: about that wave").await;
-    // The selection was used: /delete takes back the last of ours.
+    // The selection was used: /delete takes back the last of ours, once its echo has
+    // made it one (before, it is on its way, and the last is the one before it).
     let action = answer;
+    testkit::eventually("the answer echoed", async || {
+        (!tui.contents().contains("sending…")).then_some(())
+    })
+    .await;
 
     // /delete takes the last one back.
     tui.type_keys("/delete\r");
@@ -255,16 +280,22 @@ async fn three_rooms_and_a_direct_message_open_at_once() {
     let mut tui = chat_tui(&server, "42");
     tui.wait_for("● connected · id 42 · #main").await;
 
-    // /join opens a buffer beside the others; /query the direct messages with an id.
+    // /join opens a buffer beside the others.
     tui.type_keys("/join ops\r");
     tui.wait_for("● connected · id 42 · #ops 1:#main").await;
     ada.next_of("join").await;
     tui.type_keys("/join dev\r");
     tui.wait_for("● connected · id 42 · #dev 1:#main 2:#ops")
         .await;
-    tui.type_keys("/query 7\r");
+    // /msg ID TEXT opens them and says TEXT there, once the buffer has joined.
+    tui.type_keys("/msg 7 first words\r");
     tui.wait_for("● connected · id 42 · #dm.7.42 1:#main 2:#ops 3:#dev")
         .await;
+    tui.wait_for("Client #42: first words").await;
+    testkit::eventually("the first words echoed", async || {
+        (!tui.contents().contains("sending…")).then_some(())
+    })
+    .await;
 
     // The list of open buffers, left of the messages (F3 hides it).
     tui.wait_for("4 #dm.7.42").await;
@@ -323,6 +354,11 @@ async fn three_rooms_and_a_direct_message_open_at_once() {
     tui.wait_for("● connected · id 42 · #dev").await;
     tui.type_keys("\u{10}");
     tui.wait_for("● connected · id 42 · #ops").await;
+    // Alt-Right and Alt-Left too, as in weechat.
+    tui.type_keys(ALT_RIGHT);
+    tui.wait_for("● connected · id 42 · #dev").await;
+    tui.type_keys(ALT_LEFT);
+    tui.wait_for("● connected · id 42 · #ops").await;
     tui.type_keys("\u{1b}4");
     tui.wait_for("● connected · id 42 · #dm.7.42").await;
     tui.type_keys("just us\r");
@@ -360,6 +396,95 @@ async fn the_rooms_open_at_quitting_are_open_again_on_the_next_start() {
     // Connected there too: the room sees the join.
     let joined = ops.next_of("join").await;
     assert_eq!(joined["id"], "42");
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_waiting_at_the_start_are_in_the_hotlist() {
+    let server = TestServer::start().await;
+    let mut ada = V2::connect(&server, "/ws/7?room=dm.7.42&name=Ada").await;
+    ada.seated().await;
+    ada.say("are you there?", None).await;
+    ada.next_of("message").await;
+    let state = Scratch::new("tui-dms");
+    let mut tui = chat_tui_keeping(&server, "42", state.path());
+    // The server lists the direct messages of 42: opened beside, counted.
+    tui.wait_for("● connected · id 42 · #main 2:#dm.7.42(1)")
+        .await;
+    tui.type_keys("\u{1b}2");
+    tui.wait_for("~Ada: are you there?").await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_directory_has_a_file_per_room_with_edits_and_deletes() {
+    let server = TestServer::start().await;
+    let state = Scratch::new("tui-log-state");
+    let logs = Scratch::new("tui-logs");
+    let logs_path = logs.path().to_str().expect("a UTF-8 path");
+    let mut ada = V2::connect(&server, "/ws/7?room=ops&name=Ada").await;
+    ada.seated().await;
+    let mut tui = chat_tui_with(&server, "42", state.path(), &["--log", logs_path]);
+    tui.wait_for("● connected · id 42 · #main").await;
+    tui.type_keys("/join ops\r");
+    tui.wait_for("● connected · id 42 · #ops 1:#main").await;
+    ada.next_of("join").await;
+    ada.say("helo", None).await;
+    let said = offset(&ada.next_of("message").await);
+    ada.edit(said, "hello", None).await;
+    ada.next_of("edit").await;
+    ada.delete(said, None).await;
+    ada.next_of("delete").await;
+    tui.wait_for("~Ada: (deleted)").await;
+    let ops = logs.path().join("ops.log");
+    let logged = testkit::eventually("the delete in ops.log", async || {
+        let logged = std::fs::read_to_string(&ops).ok()?;
+        logged.contains("deleted their message").then_some(logged)
+    })
+    .await;
+    let lines: Vec<&str> = logged.lines().map(|line| &line[20..]).collect();
+    assert_eq!(
+        lines,
+        [
+            "#ops ~Ada (#7) has entered the chat",
+            "#ops Client #42 has entered the chat",
+            "#ops ~Ada: helo",
+            "#ops ~Ada edited their message “helo”: hello",
+            "#ops ~Ada deleted their message “hello”",
+        ],
+        "{logged}"
+    );
+    let main = std::fs::read_to_string(logs.path().join("main.log")).expect("main.log");
+    assert!(
+        main.contains("#main Client #42 has entered the chat") && !main.contains("#ops"),
+        "{main}"
+    );
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tab_completes_the_names_and_ids_of_who_is_here() {
+    let server = TestServer::start().await;
+    let mut ada = V2::connect(&server, "/ws/7?name=Ada").await;
+    ada.seated().await;
+    let mut bob = V2::connect(&server, "/ws/700?name=Bob").await;
+    bob.seated().await;
+    let mut tui = chat_tui(&server, "42");
+    tui.wait_for("● connected").await;
+    // At the start of the line, a name and `: `.
+    tui.type_keys("ad\t");
+    tui.wait_for("› Ada:").await;
+    tui.type_keys("hi\r");
+    assert_eq!(ada.next_of("message").await["text"], "Ada: hi");
+    // An id after `@`; Tab again, the next that fits.
+    // (The screen does not show the space after 7: the second Tab is what tells.)
+    tui.type_keys("ping @7\t\t");
+    tui.wait_for("› ping @700").await;
+    tui.type_keys("\r");
+    assert_eq!(ada.next_of("message").await["text"], "ping @700 ");
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }

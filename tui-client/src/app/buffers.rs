@@ -4,12 +4,16 @@
 //! others are parked here, and swapped in for the moment an event of theirs is applied
 //! (so one `update` serves them all) or when the user switches to one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chat::v1::RoomName;
 
 use super::{App, Command, Conversation, Link, Scrollback, Session, Viewport};
-use crate::event::{NetEvent, Protocol};
+use crate::event::{Beside, NetEvent, Protocol};
+
+/// The most direct-message rooms the server lists that are opened at the start: each
+/// is a connection.
+pub const MOST_LISTED_DMS: usize = 20;
 
 /// Names a buffer for as long as it is open: its connection's events carry it.
 pub type BufferId = u64;
@@ -29,10 +33,13 @@ pub struct Parked {
     conversation: Conversation,
     frames: Vec<String>,
     max_message_bytes: usize,
+    last_day: Option<(u64, String)>,
     /// Messages of others new to this id (past the server's read position, or live)
-    /// that came while parked, and how many of them mention us.
-    pub unread: usize,
-    pub mentions: usize,
+    /// that came while parked, by offset, and whether each mentions us: a read position
+    /// from another device takes back those it covers.
+    unread: BTreeMap<u64, bool>,
+    /// How many of `unread` mention us.
+    mentions: usize,
 }
 
 impl Parked {
@@ -50,9 +57,39 @@ impl Parked {
             conversation: Conversation::default(),
             frames: Vec::new(),
             max_message_bytes,
-            unread: 0,
+            last_day: None,
+            unread: BTreeMap::new(),
             mentions: 0,
         }
+    }
+
+    /// Adds messages new to this id, each with whether it mentions us.
+    fn count(&mut self, fresh: Vec<(u64, bool)>) {
+        for (offset, mentions) in fresh {
+            if self.unread.insert(offset, mentions).is_none() {
+                self.mentions += usize::from(mentions);
+            }
+        }
+    }
+
+    /// Forgets what this id has read up to `read` (the server's read position: another
+    /// device of ours read on).
+    fn read_up_to(&mut self, read: u64) {
+        if self
+            .unread
+            .first_key_value()
+            .is_none_or(|(first, _)| *first > read)
+        {
+            return;
+        }
+        self.unread = self.unread.split_off(&(read + 1));
+        self.mentions = self.unread.values().filter(|mentions| **mentions).count();
+    }
+
+    /// Forgets them all: the buffer was shown.
+    fn seen(&mut self) {
+        self.unread.clear();
+        self.mentions = 0;
     }
 }
 
@@ -130,7 +167,7 @@ impl App {
                     number: index + 1,
                     room: parked.room.to_string(),
                     active: false,
-                    unread: parked.unread,
+                    unread: parked.unread.len(),
                     mentions: parked.mentions,
                 },
                 None => Tab {
@@ -173,6 +210,7 @@ impl App {
         std::mem::swap(&mut self.conversation, &mut parked.conversation);
         std::mem::swap(&mut self.frames, &mut parked.frames);
         std::mem::swap(&mut self.max_message_bytes, &mut parked.max_message_bytes);
+        std::mem::swap(&mut self.last_day, &mut parked.last_day);
     }
 
     /// News from buffer `id`'s connection: applied to it, on screen or parked.
@@ -183,13 +221,16 @@ impl App {
         }
         // A buffer closed since: its connection's last words.
         let mut parked = self.buffers.parked.remove(&id)?;
+        let read_position = matches!(news, NetEvent::Beside(Beside::Read { .. }));
         self.swap_buffer(&mut parked);
-        self.fresh = (0, 0);
+        self.fresh.clear();
         let command = self.net(news);
-        let (unread, mentions) = std::mem::take(&mut self.fresh);
+        let fresh = std::mem::take(&mut self.fresh);
         self.swap_buffer(&mut parked);
-        parked.unread += unread;
-        parked.mentions += mentions;
+        parked.count(fresh);
+        if read_position {
+            parked.read_up_to(parked.conversation.read);
+        }
         self.buffers.parked.insert(id, parked);
         command
     }
@@ -204,8 +245,7 @@ impl App {
             return;
         };
         self.swap_buffer(&mut parked);
-        parked.unread = 0;
-        parked.mentions = 0;
+        parked.seen();
         self.buffers.parked.insert(active, parked);
         self.buffers.active = id;
         self.buffers.routed = id;
@@ -271,6 +311,33 @@ impl App {
         Some(Command::Open { buffer: id, room })
     }
 
+    /// The buffers opened beside since the last call (the direct messages the server
+    /// listed), each to connect.
+    pub fn take_opened(&mut self) -> Vec<(BufferId, RoomName)> {
+        std::mem::take(&mut self.opened)
+    }
+
+    /// Opens beside the direct-message rooms the server listed (`dms`) that are ours and
+    /// not open yet: those with unread messages first, then the latest, up to
+    /// [`MOST_LISTED_DMS`] of them.
+    pub(super) fn open_listed_dms(&mut self) {
+        let mut listed = std::mem::take(&mut self.listed_dms);
+        listed.sort_by(|a, b| b.unread.cmp(&a.unread).then(b.offset.cmp(&a.offset)));
+        let me = chat::ClientId::parse(&self.id).ok();
+        let ours = listed.into_iter().filter_map(|listed| {
+            let room = RoomName::parse(&listed.room).ok()?;
+            let (a, b) = chat::v2::direct_members(&room)?.ok()?;
+            me.as_ref()
+                .is_some_and(|me| *me == a || *me == b)
+                .then_some(room)
+        });
+        for room in ours.take(MOST_LISTED_DMS) {
+            if let Some(Command::Open { buffer, room }) = self.open_beside(room) {
+                self.opened.push((buffer, room));
+            }
+        }
+    }
+
     fn add_buffer(&mut self, room: RoomName) -> BufferId {
         let id = self.buffers.next;
         self.buffers.next += 1;
@@ -327,6 +394,14 @@ impl App {
         waiting
     }
 
+    /// Has the smart filter hide (or show) the buffers not on screen too.
+    pub(super) fn filter_parked(&mut self, hide: bool) {
+        for parked in self.buffers.parked.values_mut() {
+            parked.scrollback.filter_quiet_presence(hide);
+            // Measured again when shown.
+        }
+    }
+
     /// The frames for the server of every buffer, each with its buffer.
     pub fn take_all_frames(&mut self) -> Vec<(BufferId, String)> {
         let active = self.buffers.active;
@@ -345,7 +420,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Beside, Event};
+    use crate::event::Event;
     use chat::v1::{Event as RoomEvent, EventKind, Limits, ServerFrame, Welcome, WelcomeFrame};
 
     fn news(offset: u64, id: &str, text: &str) -> NetEvent {
@@ -356,6 +431,10 @@ mod tests {
             name: None,
             kind: EventKind::said(text, None),
         }))
+    }
+
+    fn news_in(buffer: BufferId, offset: u64, id: &str, text: &str) -> Event {
+        Event::Room(buffer, news(offset, id, text))
     }
 
     #[test]
@@ -403,6 +482,16 @@ mod tests {
             (tabs[1].room.as_str(), tabs[1].unread, tabs[1].mentions),
             ("ops", 2, 1)
         );
+        assert!(app.fresh.is_empty(), "taken into the hotlist entry");
+        // Another device of ours read on: what it read is no longer counted.
+        let read = |offset| Event::Room(buffer, NetEvent::Beside(Beside::Read { offset }));
+        app.update(read(5));
+        let tabs = app.tabs();
+        assert_eq!((tabs[1].unread, tabs[1].mentions), (1, 1));
+        app.update(news_in(buffer, 7, "7", "and more"));
+        app.update(read(6));
+        let tabs = app.tabs();
+        assert_eq!((tabs[1].unread, tabs[1].mentions), (1, 0));
         assert_eq!(app.room, RoomName::default(), "still on #main");
         app.update(Event::Terminal(crossterm::event::Event::Key(
             crossterm::event::KeyEvent::new(
@@ -412,5 +501,122 @@ mod tests {
         )));
         assert_eq!(app.room, ops);
         assert!(app.tabs().iter().all(|tab| tab.unread == 0), "seen");
+        // What comes to the buffer on screen is seen: nothing is kept for it.
+        for offset in 7..100 {
+            app.update(news_in(buffer, offset, "7", "on screen"));
+        }
+        assert!(app.fresh.is_empty(), "{} kept", app.fresh.len());
+    }
+
+    #[test]
+    fn alt_left_and_alt_right_go_round_the_buffers() {
+        use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+        let alt = |code| {
+            Event::Terminal(crossterm::event::Event::Key(KeyEvent::new(
+                code,
+                KeyModifiers::ALT,
+            )))
+        };
+        let mut app = App::new("ws://x".into(), "42".into(), 100, || "12:00:00".into());
+        for room in ["ops", "dev"] {
+            app.open_beside(RoomName::parse(room).unwrap());
+        }
+        let on = |app: &App| app.room.to_string();
+        app.update(alt(KeyCode::Right));
+        assert_eq!(on(&app), "ops");
+        app.update(alt(KeyCode::Right));
+        assert_eq!(on(&app), "dev");
+        app.update(alt(KeyCode::Right));
+        assert_eq!(on(&app), "main", "round");
+        app.update(alt(KeyCode::Left));
+        assert_eq!(on(&app), "dev");
+        type_into(&mut app, "ab");
+        app.update(alt(KeyCode::Left));
+        assert_eq!(
+            (on(&app).as_str(), app.input.text()),
+            ("ops", "ab"),
+            "not a word move, even with text in the line"
+        );
+    }
+
+    fn type_into(app: &mut App, text: &str) {
+        use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+        for c in text.chars() {
+            app.update(Event::Terminal(crossterm::event::Event::Key(
+                KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE),
+            )));
+        }
+    }
+
+    #[test]
+    fn the_direct_messages_the_server_lists_are_opened_beside() {
+        let mut app = App::new("ws://x".into(), "42".into(), 100, || "12:00:00".into());
+        let welcome = Welcome {
+            id: "42".into(),
+            room: "main".into(),
+            epoch: "e".into(),
+            offset: 0,
+            members: Vec::new(),
+            recovered: false,
+            verified: false,
+            limits: Limits {
+                max_message_bytes: 1000,
+                max_nonce_chars: 64,
+                history: 100,
+            },
+        };
+        app.update(Event::Room(
+            0,
+            NetEvent::Connected {
+                protocol: Protocol::V2,
+            },
+        ));
+        app.update(Event::Room(
+            0,
+            NetEvent::Frame(ServerFrame::Welcome(WelcomeFrame {
+                kind: chat::v1::WelcomeTag::Welcome,
+                welcome,
+            })),
+        ));
+        let frames: Vec<String> = app.take_all_frames().into_iter().map(|(_, f)| f).collect();
+        assert!(
+            frames.iter().any(|frame| frame.contains(r#""type":"dms""#)),
+            "{frames:?}"
+        );
+        let listed = |room: &str, unread, offset| chat::v2::DirectRoom {
+            room: room.into(),
+            with: String::new(),
+            offset,
+            read: 0,
+            unread,
+        };
+        let rooms = vec![
+            listed("dm.7.42", 0, 9),
+            listed("dm.8.42", 2, 3),
+            // Not ours, and not a direct-message room: left alone.
+            listed("dm.7.8", 1, 1),
+            listed("ops", 1, 1),
+        ];
+        app.update(Event::Room(
+            0,
+            NetEvent::Beside(Beside::DirectRooms { rooms }),
+        ));
+        let opened: Vec<String> = app
+            .take_opened()
+            .into_iter()
+            .map(|(_, room)| room.to_string())
+            .collect();
+        assert_eq!(opened, ["dm.8.42", "dm.7.42"], "unread first");
+        let rooms: Vec<String> = app.tabs().into_iter().map(|tab| tab.room).collect();
+        assert_eq!(rooms, ["main", "dm.8.42", "dm.7.42"]);
+        assert_eq!(app.room.as_str(), "main", "still on screen");
+        // Listed again (another connection asked): nothing opens twice.
+        app.update(Event::Room(
+            0,
+            NetEvent::Beside(Beside::DirectRooms {
+                rooms: vec![listed("dm.7.42", 0, 9)],
+            }),
+        ));
+        assert!(app.take_opened().is_empty());
     }
 }

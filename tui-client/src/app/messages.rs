@@ -245,6 +245,39 @@ impl App {
         );
     }
 
+    /// An edit or a delete as the log says it, with the start of the message it
+    /// changes if that is shown (before the change); reactions are not logged.
+    pub(super) fn operation_line(&self, event: &RoomEvent) -> Option<String> {
+        let session = self.session.as_ref()?;
+        let who = session.label(&event.id, event.name.as_ref());
+        let was = |target: &u64| {
+            self.conversation
+                .said
+                .get(target)
+                .and_then(|shown| match &shown.event.kind {
+                    EventKind::Message { text, .. } => {
+                        let start: String = text.chars().take(40).collect();
+                        let more = if text.chars().count() > 40 { "…" } else { "" };
+                        Some(format!(" “{start}{more}”"))
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
+        match &event.kind {
+            // In history, an edit of a message deleted since has lost its text; the
+            // delete is logged.
+            EventKind::Edit { deleted: true, .. } => None,
+            EventKind::Edit { target, text, .. } => {
+                Some(format!("{who} edited their message{}: {text}", was(target)))
+            }
+            EventKind::Delete { target, .. } => {
+                Some(format!("{who} deleted their message{}", was(target)))
+            }
+            _ => None,
+        }
+    }
+
     /// Someone's news beside the log.
     pub(super) fn beside(&mut self, beside: Beside) -> Option<Command> {
         match beside {
@@ -287,6 +320,7 @@ impl App {
                 self.found(&query, &events, more);
             }
             Beside::Page { .. } => {}
+            Beside::DirectRooms { rooms } => self.listed_dms.extend(rooms),
             Beside::Refused { nonce, message, .. } => {
                 if nonce.is_some() && nonce == self.conversation.paging {
                     self.conversation.paging = None;
@@ -848,6 +882,59 @@ mod tests {
             .iter()
             .map(|entry| entry.text.clone())
             .collect()
+    }
+
+    #[test]
+    fn the_log_gets_edits_and_deletes_at_their_own_times() {
+        let mut app = v2_app(0);
+        app.keep_received();
+        app.update(frame(event(1, "7", EventKind::said("helo", None))));
+        app.update(frame(event(
+            2,
+            "7",
+            EventKind::Edit {
+                target: 1,
+                text: "hello".into(),
+                nonce: None,
+                deleted: false,
+            },
+        )));
+        app.update(frame(event(
+            3,
+            "7",
+            EventKind::Delete {
+                target: 1,
+                nonce: None,
+            },
+        )));
+        app.update(frame(event(
+            4,
+            "7",
+            EventKind::React {
+                target: 1,
+                emoji: ":x:".into(),
+                nonce: None,
+            },
+        )));
+        let logged: Vec<(Option<u64>, String)> = app
+            .take_received()
+            .into_iter()
+            .map(|received| (received.millis, received.text))
+            .collect();
+        assert_eq!(
+            logged,
+            [
+                (Some(1), "Client #7: helo".to_owned()),
+                (
+                    Some(2),
+                    "Client #7 edited their message “helo”: hello".to_owned()
+                ),
+                (
+                    Some(3),
+                    "Client #7 deleted their message “hello”".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]

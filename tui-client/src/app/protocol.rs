@@ -36,6 +36,8 @@ pub struct Session {
     unconfirmed: Vec<Unconfirmed>,
     /// Sent so far, for nonces.
     sent: u64,
+    /// When each id last said something here (Unix milliseconds), for the smart filter.
+    last_said: BTreeMap<String, u64>,
     nonce_seed: String,
 }
 
@@ -187,6 +189,12 @@ impl App {
             self.forget_conversation();
         }
         self.conversation.typing.clear();
+        // This id's direct messages, to open beside (once a run: the list is asked of
+        // the first chat.v2.json connection to be welcomed).
+        if self.protocol == Protocol::V2 && !self.dms_asked {
+            self.dms_asked = true;
+            self.tell(&chat::v2::Request::Dms { nonce: None });
+        }
     }
 
     fn room_event(&mut self, event: RoomEvent) -> Option<Command> {
@@ -239,11 +247,29 @@ impl App {
                 if log {
                     self.log_received(&text, Some(event.ts));
                 }
+                // The smart filter's noise: someone else who had not spoken lately.
+                let quiet = !mine
+                    && self
+                        .session
+                        .as_ref()?
+                        .last_said
+                        .get(&event.id)
+                        .is_none_or(|said| {
+                            event.ts.saturating_sub(*said) > super::SMART_FILTER_MINUTES * 60_000
+                        });
+                let kind = if quiet {
+                    Kind::QuietPresence {
+                        hidden: self.smart_filter,
+                    }
+                } else {
+                    Kind::Presence
+                };
                 if comes_or_goes {
+                    self.day_line(event.ts);
                     self.push(Entry {
                         time: (self.event_time)(event.ts),
                         text: sanitize(&text),
-                        kind: Kind::Presence,
+                        kind,
                     });
                 }
                 // Our own join is the first live event: what did not come back by
@@ -267,12 +293,21 @@ impl App {
                     self.log_received(&line, Some(event.ts));
                 }
                 self.not_typing(&event.id);
+                if let Some(session) = self.session.as_mut() {
+                    match session.last_said.get_mut(&event.id) {
+                        Some(said) => *said = event.ts,
+                        None => {
+                            session.last_said.insert(event.id.clone(), event.ts);
+                        }
+                    }
+                }
                 if let Some(nonce) = nonce
                     && let Some(entry) = self.confirm(nonce, event.ts)
                 {
                     self.keep_said(&event, &label, entry);
                     return None;
                 }
+                self.day_line(event.ts);
                 if let Some(parent) = reply_to {
                     let quote = self.quote_of(*parent);
                     self.push(quote);
@@ -287,8 +322,7 @@ impl App {
                     !history
                 };
                 if !mine && unread {
-                    self.fresh.0 += 1;
-                    self.fresh.1 += usize::from(mentions_me);
+                    self.fresh.push((event.offset, mentions_me));
                 }
                 let (shown, prefix) = messages::said_line(&label, &event.kind);
                 let number = self.scrollback.next_number();
@@ -314,7 +348,12 @@ impl App {
             EventKind::Edit { .. }
             | EventKind::Delete { .. }
             | EventKind::React { .. }
-            | EventKind::Unreact { .. } => self.operation(&event),
+            | EventKind::Unreact { .. } => {
+                if log && let Some(line) = self.operation_line(&event) {
+                    self.log_received(&line, Some(event.ts));
+                }
+                self.operation(&event);
+            }
         }
         None
     }
@@ -464,6 +503,22 @@ impl App {
             self.notice("not connected: your message goes as soon as the connection is back");
             None
         }
+    }
+
+    /// Says `text` in the buffer on screen, which may have just been opened (`/msg ID
+    /// TEXT`): shown at once as on its way, and sent now if connected, or else by the
+    /// resend at its connection's own join, as a message said while offline is.
+    pub(super) fn say_when_joined(&mut self, text: String) -> Option<Command> {
+        if self.session.is_none() {
+            // The session its welcome would make, for this room: the message waits in
+            // it, and the welcome keeps it (the same room).
+            self.session = Some(Session {
+                nonce_seed: format!("{:06x}", fastrand::u32(..0xff_ffff)),
+                room: self.room.to_string(),
+                ..Session::default()
+            });
+        }
+        self.say_text(text, None, false)
     }
 
     /// Puts a `chat.v1.json` frame that could not be handed to the network back among
@@ -757,6 +812,156 @@ mod tests {
             !shown.iter().any(|line| line.contains("not sent")),
             "{shown:?}"
         );
+    }
+
+    #[test]
+    fn a_line_says_when_the_day_changes_between_two_messages() {
+        let mut app = app();
+        // A day of ten minutes, for the test.
+        let minute = 60_000;
+        app.event_day = |ts| format!("day {}", ts / 600_000);
+        app.event_time = |ts| format!("m{}", ts / 60_000);
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        let at = |minutes: u64, id: &str, kind: EventKind| {
+            Event::Net(NetEvent::Frame(ServerFrame::Event(RoomEvent {
+                offset: minutes + 1,
+                ts: minutes * minute,
+                id: id.into(),
+                name: None,
+                kind,
+            })))
+        };
+        app.update(at(1, "7", EventKind::Join));
+        app.update(at(2, "7", said("late", None)));
+        app.update(at(9, "7", said("later", None)));
+        app.update(at(10, "7", said("next morning", None)));
+        app.update(at(11, "7", EventKind::Leave));
+        app.update(at(25, "7", EventKind::Join));
+        assert_eq!(
+            lines(&app),
+            [
+                "m1 Client #7 has entered the chat",
+                "m2 Client #7: late",
+                "m9 Client #7: later",
+                " ── day 1 ──",
+                "m10 Client #7: next morning",
+                "m11 Client #7 has left the chat",
+                " ── day 2 ──",
+                "m25 Client #7 has entered the chat",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_smart_filter_hides_the_comings_and_goings_of_the_quiet() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        let minute = 60_000;
+        let at = |ts: u64, id: &str, kind: EventKind| {
+            Event::Net(NetEvent::Frame(ServerFrame::Event(RoomEvent {
+                offset: ts / 1000,
+                ts,
+                id: id.into(),
+                name: None,
+                kind,
+            })))
+        };
+        app.update(at(minute, "42", EventKind::Join));
+        app.update(at(2 * minute, "7", EventKind::Join));
+        app.update(at(3 * minute, "8", EventKind::Join));
+        app.update(at(4 * minute, "7", said("hi", None)));
+        app.update(at(5 * minute, "7", EventKind::Leave));
+        app.update(at(6 * minute, "8", EventKind::Leave));
+        app.update(at(20 * minute, "7", EventKind::Join));
+        let shown = |app: &App| -> Vec<String> {
+            app.scrollback
+                .iter()
+                .filter(|entry| !entry.rows(80).is_empty())
+                .map(|entry| entry.text.clone())
+                .collect()
+        };
+        let everything = shown(&app);
+        assert_eq!(everything.len(), 7, "{everything:?}");
+        app.update(Event::Terminal(TerminalEvent::Key(KeyEvent::new(
+            KeyCode::Char('j'),
+            crossterm::event::KeyModifiers::ALT,
+        ))));
+        assert!(app.smart_filter);
+        let filtered = shown(&app);
+        assert_eq!(
+            &filtered[..4],
+            [
+                "Client #42 has entered the chat",
+                "Client #7: hi",
+                "Client #7 has left the chat",
+                "* joins and leaves of people who had not spoken in 10 minutes: hidden (Alt-J)",
+            ],
+            "ours, and 7 leaving a minute after speaking; not 8, nor 7 back 15 minutes later"
+        );
+        assert_eq!(filtered.len(), 4, "{filtered:?}");
+        app.set_smart_filter(false);
+        assert_eq!(shown(&app).len(), 8);
+    }
+
+    #[test]
+    fn msg_opens_the_direct_messages_and_sends_the_text_once_joined() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "42", None, EventKind::Join));
+        let dm = chat::v1::RoomName::parse("dm.7.42").unwrap();
+        assert_eq!(
+            type_and_send(&mut app, "/msg 7 are you there?"),
+            Some(Command::Open {
+                buffer: 1,
+                room: dm.clone()
+            })
+        );
+        assert_eq!(app.room, dm);
+        assert!(app.input.is_empty(), "said, not left in the line");
+        assert!(
+            lines(&app).contains(&"sending… Client #42: are you there?".to_owned()),
+            "{:?}",
+            lines(&app)
+        );
+        // The buffer's connection joins: the message goes, once.
+        let news = |event: Event| match event {
+            Event::Net(news) => Event::Room(1, news),
+            other => other,
+        };
+        app.update(news(Event::Net(NetEvent::Connected {
+            protocol: Protocol::V1,
+        })));
+        let Event::Net(NetEvent::Frame(ServerFrame::Welcome(mut frame))) = welcome(0, &[], false)
+        else {
+            unreachable!()
+        };
+        frame.welcome.room = "dm.7.42".into();
+        app.update(Event::Room(1, NetEvent::Frame(ServerFrame::Welcome(frame))));
+        let Some(Command::Resend(frames)) = app.update(news(event(1, "42", None, EventKind::Join)))
+        else {
+            panic!("sent at the join");
+        };
+        assert_eq!(frames.len(), 1);
+        let Ok(Request::Message { text, nonce, .. }) = Request::parse(&frames[0]) else {
+            panic!("{frames:?}");
+        };
+        assert_eq!(text, "are you there?");
+        app.update(news(event(2, "42", None, said(&text, nonce.as_deref()))));
+        assert!(
+            lines(&app).contains(&"t2000 Client #42: are you there?".to_owned()),
+            "confirmed: {:?}",
+            lines(&app)
+        );
+        // Open already and connected: sent at once.
+        assert_eq!(type_and_send(&mut app, "/join main"), None);
+        let Some(Command::Send(frame)) = type_and_send(&mut app, "/msg 7 again") else {
+            panic!("sent at once");
+        };
+        assert!(frame.contains("again"), "{frame}");
+        assert_eq!((app.room.as_str(), app.routed()), ("dm.7.42", 1));
     }
 
     #[test]

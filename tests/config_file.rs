@@ -1,0 +1,218 @@
+//! chat-server's settings file, completions, manual and version, through the binary as
+//! an operator runs it: `--config FILE`, `config check|default|show`, `completions`,
+//! `man`, `--version`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use futures_util::{SinkExt, StreamExt};
+use testkit::chromium::chat_server_binary;
+use testkit::process::{Scratch, ServerProcess};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Runs chat-server with `args` and none of the CHAT_ variables CI sets for other tests.
+fn chat_server(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(chat_server_binary());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CHAT_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run chat-server")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("UTF-8")
+}
+
+fn write(folder: &Path, name: &str, text: &str) -> String {
+    let path = folder.join(name);
+    std::fs::write(&path, text).expect("write the settings file");
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_default_file_round_trips_and_checks_good() {
+    let scratch = Scratch::new("config-default");
+    let default = stdout(&chat_server(&["config", "default"], &[]));
+    // Every flag of `--help` is a key of the file.
+    let help = stdout(&chat_server(&["--help"], &[]));
+    for flag in help
+        .split_whitespace()
+        .filter(|word| word.starts_with("--"))
+    {
+        let key = flag.trim_start_matches("--").trim_end_matches([',', '.']);
+        if ["help", "version", "config"].contains(&key) || key.contains('=') {
+            continue;
+        }
+        assert!(
+            default.contains(&format!("\n{key} = ")) || default.contains(&format!("\n# {key} = ")),
+            "--{key} has no key in the default file"
+        );
+    }
+    let file = write(scratch.path(), "default.toml", &default);
+    let shown = stdout(&chat_server(&["--config", &file, "config", "show"], &[]));
+    assert_eq!(
+        shown, default,
+        "read back, the default file prints the same"
+    );
+    let checked = stdout(&chat_server(&["config", "check", &file], &[]));
+    assert!(checked.ends_with(": good\n"), "{checked}");
+}
+
+#[test]
+fn flags_beat_variables_beat_the_file_beats_the_defaults() {
+    let scratch = Scratch::new("config-precedence");
+    let file = write(scratch.path(), "chat.toml", "port = 9000\nhistory = 7\n");
+    let port_of = |output: &Output| -> String {
+        stdout(output)
+            .lines()
+            .find(|line| line.starts_with("port = "))
+            .expect("a port line")
+            .to_owned()
+    };
+    let show = ["--config", file.as_str(), "config", "show"];
+    assert_eq!(port_of(&chat_server(&show, &[])), "port = 9000");
+    assert_eq!(
+        port_of(&chat_server(&show, &[("CHAT_PORT", "9100")])),
+        "port = 9100"
+    );
+    let mut flagged = vec!["--port", "9200"];
+    flagged.extend(show);
+    assert_eq!(
+        port_of(&chat_server(&flagged, &[("CHAT_PORT", "9100")])),
+        "port = 9200"
+    );
+    // The file named by the variable, too.
+    let shown = stdout(&chat_server(&["config", "show"], &[("CHAT_CONFIG", &file)]));
+    assert!(shown.contains("\nhistory = 7\n"), "{shown}");
+    // And what no source sets is the default.
+    assert!(shown.contains("\nmax-queue-bytes = 1048576\n"), "{shown}");
+}
+
+#[test]
+fn bad_files_are_refused_with_their_line() {
+    let scratch = Scratch::new("config-bad");
+    let cases = [
+        (
+            "port = 8000\n\nmax-mesage-bytes = 5\n",
+            "bad.toml:3: unknown setting \"max-mesage-bytes\"; did you mean \"max-message-bytes\"?",
+        ),
+        (
+            "# comment\nport = 90000\n",
+            "bad.toml:2: port: invalid value '90000' for '--port <PORT>'",
+        ),
+        (
+            "echo = \"yes\"\n",
+            "bad.toml:1: echo: expected true or false",
+        ),
+        (
+            "ping-interval = 0.01\n",
+            "bad.toml:1: ping-interval: invalid value",
+        ),
+        (
+            "[server]\nport = 1\n",
+            "bad.toml:1: unknown setting \"server\"",
+        ),
+        ("port = \n", "line 1"),
+    ];
+    for (text, expected) in cases {
+        let file = write(scratch.path(), "bad.toml", text);
+        let checked = chat_server(&["config", "check", &file], &[]);
+        let said = String::from_utf8_lossy(&checked.stderr);
+        assert_eq!(checked.status.code(), Some(1), "{text:?}: {said}");
+        assert!(said.contains(expected), "{text:?}: {said}");
+        // A server given it does not start, and says the same.
+        let run = chat_server(&["--config", &file, "--port", "0"], &[]);
+        let said = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{text:?}: {said}");
+        assert!(said.contains(expected), "{text:?}: {said}");
+    }
+    let missing = chat_server(&["--config", "/nonexistent/chat.toml"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/chat.toml")
+    );
+}
+
+#[tokio::test]
+async fn a_running_server_uses_the_file() {
+    let scratch = Scratch::new("config-run");
+    let file = write(scratch.path(), "chat.toml", "max-message-bytes = 100\n");
+    let server = ServerProcess::start(&["--config", &file]).await;
+    let (mut client, _) = tokio_tungstenite::connect_async(server.url("/ws/1"))
+        .await
+        .expect("connect");
+    client.next().await.expect("the join").expect("a frame");
+    client
+        .send(Message::text("x".repeat(200)))
+        .await
+        .expect("send");
+    let close = loop {
+        match client.next().await {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        close.map(|frame| frame.code),
+        Some(CloseCode::Size),
+        "200 bytes are over the file's 100"
+    );
+}
+
+#[test]
+fn completions_load_in_their_shells_and_the_manual_renders() {
+    for (shell, check) in [("bash", "-n"), ("zsh", "-n"), ("fish", "--no-execute")] {
+        let script = stdout(&chat_server(&["completions", shell], &[]));
+        assert!(script.contains("chat-server"), "{shell}");
+        let Ok(mut child) = Command::new(shell)
+            .arg(check)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("{shell} is not installed here: its script is not checked");
+            continue;
+        };
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write the script");
+        assert!(
+            child.wait().expect("the shell ends").success(),
+            "{shell} refuses its script"
+        );
+    }
+    let manual = stdout(&chat_server(&["man"], &[]));
+    assert!(manual.contains(".TH chat-server 1"), "{manual}");
+    assert!(
+        manual.contains("max\\-message\\-bytes"),
+        "every flag is in the manual"
+    );
+    let version = stdout(&chat_server(&["--version"], &[]));
+    let commit = version
+        .split("(commit ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(")\n"))
+        .unwrap_or_else(|| panic!("no commit in {version:?}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{version}"
+    );
+}
