@@ -304,7 +304,13 @@ fn parse_args() -> Result<(Args, ArgMatches), config_file::ConfigError> {
         .try_get_matches_from(&arguments)
         .unwrap_or_else(|error| error.exit());
     let matches = match given.get_one::<PathBuf>("config") {
-        Some(file) => ConfigFile::read(file)?.apply(&command, &given, arguments)?,
+        Some(file) => {
+            let file = ConfigFile::read(file)?;
+            // The whole file, also what a flag or variable overrides: a mistake in it
+            // is not hidden until the day the flag goes.
+            file.check(&command)?;
+            file.apply(&command, &given, arguments)?
+        }
         None => given,
     };
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
