@@ -2366,3 +2366,47 @@ async fn a_stalled_server_is_noticed_and_the_waiting_message_arrives_once() {
     );
     page.close().await.expect("close");
 }
+
+/// Issue 30 (page review), point 3: a reply's quote of its parent follows the parent's
+/// edit and delete on a page already open, rather than keeping the words first quoted
+/// (a deleted message's among them).
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_reply_quote_follows_its_parents_edit_and_delete() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let mut bob = V2::connect(&server, "/ws/8?name=Bob").await;
+    bob.seated().await;
+    bob.say("a secret", None).await;
+    let parent = offset(&bob.next_of("message").await);
+    bob.say_with(
+        "an answer",
+        Say {
+            reply_to: Some(parent),
+            ..Say::default()
+        },
+    )
+    .await;
+    wait_for_message(&page, "~Bob: an answer").await;
+    assert_eq!(
+        shown_parts(&page, "an answer").await,
+        json!(["~Bob: an answer", false, [], "↪ ~Bob: a secret"])
+    );
+
+    bob.edit(parent, "nothing to see", None).await;
+    wait_for_message(&page, "~Bob: nothing to see").await;
+    assert_eq!(
+        shown_parts(&page, "an answer").await,
+        json!(["~Bob: an answer", false, [], "↪ ~Bob: nothing to see"])
+    );
+    bob.delete(parent, None).await;
+    wait_for_message(&page, "~Bob: message deleted").await;
+    assert_eq!(
+        shown_parts(&page, "an answer").await,
+        json!(["~Bob: an answer", false, [], "↪ ~Bob: message deleted"])
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
