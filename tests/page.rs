@@ -2410,3 +2410,41 @@ async fn a_reply_quote_follows_its_parents_edit_and_delete() {
     page.close().await.expect("close");
     server.stop().await;
 }
+
+/// Issue 30 (page review), point 4: the notice for a refused name shows a direction
+/// control in it as "U+202E", as messages do, rather than applying it to (and turning
+/// around) the rest of the notice.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_refused_names_direction_control_is_shown_not_applied() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    eval(
+        &page,
+        "localStorage.setItem('chat-name', 'Ada\\u202Exyz'); return null;",
+    )
+    .await;
+    page.refresh().await.expect("reload");
+    let id = client_id(&page).await;
+    wait_for_message(&page, &format!("Client #{id} has entered the chat")).await;
+    let notice = wait_for(
+        &page,
+        "the notice about the name",
+        "return document.getElementById('notice').textContent;",
+        |notice| {
+            notice
+                .as_str()
+                .is_some_and(|text| text.contains("refused the name"))
+        },
+    )
+    .await;
+    let notice = notice.as_str().expect("a string");
+    assert!(notice.contains("“AdaU+202Exyz”"), "{notice}");
+    assert!(!notice.contains('\u{202E}'), "{notice:?}");
+    page.close().await.expect("close");
+    server.stop().await;
+}
