@@ -2448,3 +2448,30 @@ async fn a_refused_names_direction_control_is_shown_not_applied() {
     page.close().await.expect("close");
     server.stop().await;
 }
+
+/// Issue 30 (page review), point 5: Enter on an edit emptied of its text did nothing
+/// and said nothing. It now says why, and the edit stays open with the message as it
+/// was.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn an_edit_to_nothing_says_why_it_is_not_saved() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let id = client_id(&page).await;
+    say(&page, "to be emptied").await;
+    wait_for_message(&page, &format!("Client #{id}: to be emptied")).await;
+    type_keys(&page, "\u{E013}").await;
+    assert_eq!(input_value(&page).await, "to be emptied");
+    say(&page, "   ").await;
+    let notice = text_of(&page, "notice").await;
+    assert!(
+        is_shown(&page, "notice").await && notice.contains("cannot be edited to nothing"),
+        "{notice:?}"
+    );
+    assert!(is_shown(&page, "composing").await, "still editing");
+    wait_for_message(&page, &format!("Client #{id}: to be emptied")).await;
+    page.close().await.expect("close");
+    server.stop().await;
+}
