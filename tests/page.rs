@@ -2445,6 +2445,8 @@ async fn a_refused_names_direction_control_is_shown_not_applied() {
     let notice = notice.as_str().expect("a string");
     assert!(notice.contains("“AdaU+202Exyz”"), "{notice}");
     assert!(!notice.contains('\u{202E}'), "{notice:?}");
+    let violations = accessibility_violations(&page).await;
+    assert!(violations.is_empty(), "{violations:#?}");
     page.close().await.expect("close");
     server.stop().await;
 }
