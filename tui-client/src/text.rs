@@ -131,9 +131,18 @@ pub fn safe_char(c: char) -> char {
         '\u{0}'..='\u{1f}' => control_picture(c),
         '\u{7f}' => '␡',
         '\u{80}'..='\u{9f}' => '�',
-        c if is_bidi_control(c) => '�',
+        c if is_bidi_control(c) || is_noncharacter(c) => '�',
         c => c,
     }
+}
+
+/// The 66 code points Unicode promises never to assign (U+FDD0..U+FDEF, and the last
+/// two of every plane): terminals disagree on their width (tmux gives U+10FFFF none,
+/// after an emoji), and a cell counted but not drawn leaves the rest of the line in the
+/// wrong columns, with stray characters from earlier frames.
+fn is_noncharacter(c: char) -> bool {
+    let code = u32::from(c);
+    (0xfdd0..=0xfdef).contains(&code) || code & 0xfffe == 0xfffe
 }
 
 /// [`sanitize`], with newlines shown as `↵` too: for places that must stay on one line.
@@ -215,6 +224,19 @@ mod tests {
     fn bidi_overrides_cannot_reorder_text() {
         assert_eq!(sanitize("abc\u{202e}fed\u{202c}"), "abc�fed�");
         assert_eq!(sanitize("\u{2066}x\u{2069}\u{200f}"), "�x��");
+    }
+
+    /// A user review: an emoji then U+10FFFF, which tmux draws in no column, left
+    /// stray characters on screen in every buffer until Ctrl-L.
+    #[test]
+    fn noncharacters_become_the_replacement_character() {
+        assert_eq!(sanitize("E \u{1f600}\u{10ffff} P"), "E \u{1f600}� P");
+        assert_eq!(sanitize("\u{fdd0}\u{fffe}\u{1ffff}"), "���");
+        assert_eq!(
+            sanitize("\u{e000}\u{fffd}"),
+            "\u{e000}\u{fffd}",
+            "assigned, kept"
+        );
     }
 
     #[test]
