@@ -146,8 +146,8 @@ struct Args {
 
     /// Events kept per room for chat.v1.json clients' history and resume (0: none; at
     /// most 1000000).
-    #[arg(long, env = "CHAT_HISTORY", default_value_t = Config::default().history)]
-    history: usize,
+    #[arg(long, env = "CHAT_HISTORY", default_value_t = Config::default().history as u64, value_parser = clap::value_parser!(u64).range(..=config::MAX_HISTORY as u64))]
+    history: u64,
 
     /// The most bytes of one room's history kept on disk (--data-dir) or in Redis
     /// (--redis-url); past it, as past --history, the oldest events are forgotten.
@@ -444,7 +444,7 @@ fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
         max_pending_connections_per_ip: (args.max_pending_connections_per_ip > 0)
             .then_some(args.max_pending_connections_per_ip as usize),
         max_rooms_per_ip: (args.max_rooms_per_ip > 0).then_some(args.max_rooms_per_ip as usize),
-        history: args.history,
+        history: usize::try_from(args.history).unwrap_or(usize::MAX),
         history_bytes: usize::try_from(args.history_bytes).unwrap_or(usize::MAX),
         room_expiry: args.room_expiry,
         allowed_origins: args.allowed_origins,

@@ -70,6 +70,8 @@ fn settings_that_cannot_work_are_refused_at_start() {
         ("--message-timeout", "0"),
         ("--max-connections", "0"),
         ("--handshake-rate-per-ip", "inf"),
+        // Issue 34's rerun: past the cap this exited 1, from the check at start.
+        ("--history", "1000001"),
     ] {
         let output = chat_server()
             .args([&format!("{flag}={value}"), "--port", "0"])
