@@ -132,8 +132,9 @@ const ZERO_WIDTH_JOINER: char = '\u{200D}';
 /// Whether `c` shows as itself: not a control character, not a line or paragraph
 /// separator, and not one of the invisible characters that reorder, hide or fake
 /// text around them (bidi controls, zero-width joiners and spaces, the BOM, tag
-/// characters, the Hangul fillers that draw as blanks, the Arabic marks that prefix
-/// a number).
+/// characters, the Hangul fillers and the braille blank that draw as blanks, the
+/// Arabic marks that prefix a number, the Khmer inherent vowels, and the Egyptian,
+/// shorthand and musical format controls).
 pub(crate) fn is_printable(c: char) -> bool {
     !(c.is_control()
         || matches!(
@@ -146,16 +147,21 @@ pub(crate) fn is_printable(c: char) -> bool {
                 | '\u{070F}'
                 | '\u{08E2}'
                 | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
                 | '\u{180E}'
                 | '\u{200B}'..='\u{200F}'
                 | '\u{2028}'..='\u{202E}'
                 | '\u{2060}'..='\u{206F}'
+                | '\u{2800}'
                 | '\u{3164}'
                 | '\u{FEFF}'
                 | '\u{FFA0}'
                 | '\u{FFF9}'..='\u{FFFB}'
                 | '\u{110BD}'
                 | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
                 | '\u{E0000}'..='\u{E007F}'
         ))
 }
@@ -583,6 +589,13 @@ mod tests {
             ("\u{3164}", 0x3164),
             ("Ada\u{3164}", 0x3164),
             ("\u{0600}12", 0x0600),
+            // Found by issue 34's adversarial rerun: format characters and blanks.
+            ("A\u{1D173}da", 0x1d173),
+            ("A\u{13430}da", 0x13430),
+            ("A\u{1BCA0}da", 0x1bca0),
+            ("A\u{17B4}da", 0x17b4),
+            ("\u{2800}", 0x2800),
+            ("Ada\u{2028}Bob", 0x2028),
             ("Ad\u{200D}a", 0x200d),
             ("\u{200D}🦀", 0x200d),
             ("🦀\u{200D}", 0x200d),
