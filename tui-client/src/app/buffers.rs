@@ -127,6 +127,17 @@ impl Buffers {
 }
 
 impl App {
+    /// How this id is known in another open buffer's room (its name, and whether the
+    /// server proved it): what a buffer still joining shows its first message under.
+    pub(super) fn known_elsewhere(&self) -> Option<(Option<chat::v1::DisplayName>, bool)> {
+        self.buffers
+            .parked
+            .values()
+            .filter_map(|parked| parked.session.as_ref())
+            .map(|session| (session.my_name.clone(), session.verified))
+            .find(|(name, _)| name.is_some())
+    }
+
     pub(super) fn set_routed(&mut self, id: BufferId) {
         self.buffers.routed = id;
     }

@@ -499,8 +499,12 @@ impl App {
         self.scroll_to_bottom();
         if connected {
             Some(Command::Send(frame))
-        } else {
+        } else if self.connected_before {
             self.notice("not connected: your message goes as soon as the connection is back");
+            None
+        } else {
+            // A buffer just opened (`/msg ID TEXT`, or at start): not cut off, joining.
+            self.notice("joining: your message goes once the room is joined");
             None
         }
     }
@@ -511,10 +515,14 @@ impl App {
     pub(super) fn say_when_joined(&mut self, text: String) -> Option<Command> {
         if self.session.is_none() {
             // The session its welcome would make, for this room: the message waits in
-            // it, and the welcome keeps it (the same room).
+            // it, and the welcome keeps it (the same room). It is shown under the name
+            // this id has in the other rooms, as the welcome will say it.
+            let (my_name, verified) = self.known_elsewhere().unwrap_or_default();
             self.session = Some(Session {
                 nonce_seed: format!("{:06x}", fastrand::u32(..0xff_ffff)),
                 room: self.room.to_string(),
+                my_name,
+                verified,
                 ..Session::default()
             });
         }
@@ -903,6 +911,26 @@ mod tests {
         assert_eq!(filtered.len(), 4, "{filtered:?}");
         app.set_smart_filter(false);
         assert_eq!(shown(&app).len(), 8);
+    }
+
+    /// A user review: the first `/msg` to a new DM showed as `Client #2: …` with "not
+    /// connected", although the buffer was only joining and the id had a name.
+    #[test]
+    fn msg_to_a_new_dm_shows_the_text_under_this_ids_name_while_joining() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "42", Some("Ada"), EventKind::Join));
+        type_and_send(&mut app, "/msg 7 are you there?");
+        let shown = lines(&app);
+        assert!(
+            shown.contains(&"sending… ~Ada: are you there?".to_owned()),
+            "{shown:?}"
+        );
+        assert!(
+            !shown.iter().any(|line| line.contains("not connected")),
+            "{shown:?}"
+        );
     }
 
     #[test]
