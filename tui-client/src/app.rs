@@ -172,8 +172,13 @@ pub struct App {
     frames: Vec<String>,
     /// The time now, in Unix milliseconds; a parameter so that tests can fix it.
     pub now: fn() -> u64,
-    /// Whether this id's direct-message rooms were asked for (`dms`, once a run).
-    dms_asked: bool,
+    /// When this id's direct-message rooms were last asked for (`dms`: at the first
+    /// chat.v2.json welcome, then every [`DMS_EVERY_MS`]), in Unix milliseconds.
+    dms_asked: Option<u64>,
+    /// Whether a list of them came already: later ones open only the rooms with
+    /// unread messages, so that a direct message started while this runs shows up,
+    /// and one closed with /part stays closed until there is news in it.
+    dms_listed: bool,
     /// Direct-message rooms the server listed, to open beside once the event that
     /// brought them is applied.
     listed_dms: Vec<chat::v2::DirectRoom>,
@@ -257,6 +262,11 @@ pub const BUFFERS_WIDTH: u16 = 22;
 /// The server's default limit on a message, which the plain protocol cannot tell.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// How often this id's direct-message rooms are asked for again, in milliseconds: a
+/// direct message started while chat-tui runs shows up within this (the page asks as
+/// often).
+pub const DMS_EVERY_MS: u64 = 30_000;
+
 impl App {
     /// A client for `id` on `server`, keeping at most `scrollback` messages, stamping
     /// each with the time `clock` tells.
@@ -291,7 +301,8 @@ impl App {
             conversation: Conversation::default(),
             frames: Vec::new(),
             now: unix_millis,
-            dms_asked: false,
+            dms_asked: None,
+            dms_listed: false,
             listed_dms: Vec::new(),
             opened: Vec::new(),
             completion: None,

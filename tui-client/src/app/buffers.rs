@@ -630,4 +630,76 @@ mod tests {
         ));
         assert!(app.take_opened().is_empty());
     }
+
+    /// A user review: a direct message sent to a running chat-tui never showed up.
+    /// The list is asked again every 30 s; of a later list, the rooms with unread
+    /// messages open (a new one, or one closed with /part that has news), the others
+    /// stay closed.
+    #[test]
+    fn the_direct_messages_are_asked_again_and_new_ones_open() {
+        let mut app = App::new("ws://x".into(), "42".into(), 100, || "12:00:00".into());
+        app.now = || 1_000_000;
+        app.update(Event::Room(
+            0,
+            NetEvent::Connected {
+                protocol: Protocol::V2,
+            },
+        ));
+        let welcome = Welcome {
+            id: "42".into(),
+            room: "main".into(),
+            epoch: "e".into(),
+            offset: 0,
+            members: Vec::new(),
+            recovered: false,
+            verified: false,
+            limits: Limits {
+                max_message_bytes: 1000,
+                max_nonce_chars: 64,
+                history: 100,
+            },
+        };
+        app.update(Event::Room(
+            0,
+            NetEvent::Frame(ServerFrame::Welcome(WelcomeFrame {
+                kind: chat::v1::WelcomeTag::Welcome,
+                welcome,
+            })),
+        ));
+        let asked = |app: &mut App| {
+            app.take_all_frames()
+                .iter()
+                .filter(|(_, frame)| frame.contains(r#""type":"dms""#))
+                .count()
+        };
+        assert_eq!(asked(&mut app), 1, "at the welcome");
+        let listed = |room: &str, unread| chat::v2::DirectRoom {
+            room: room.into(),
+            with: String::new(),
+            offset: 5,
+            read: 0,
+            unread,
+        };
+        app.update(Event::Room(
+            0,
+            NetEvent::Beside(Beside::DirectRooms { rooms: Vec::new() }),
+        ));
+        app.update(Event::Tick);
+        assert_eq!(asked(&mut app), 0, "not again within 30 s");
+        app.now = || 1_031_000;
+        app.update(Event::Tick);
+        assert_eq!(asked(&mut app), 1, "again after 30 s");
+        app.update(Event::Room(
+            0,
+            NetEvent::Beside(Beside::DirectRooms {
+                rooms: vec![listed("dm.7.42", 1), listed("dm.8.42", 0)],
+            }),
+        ));
+        let opened: Vec<String> = app
+            .take_opened()
+            .into_iter()
+            .map(|(_, room)| room.to_string())
+            .collect();
+        assert_eq!(opened, ["dm.7.42"], "the one with news");
+    }
 }

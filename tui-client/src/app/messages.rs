@@ -320,7 +320,12 @@ impl App {
                 self.found(&query, &events, more);
             }
             Beside::Page { .. } => {}
-            Beside::DirectRooms { rooms } => self.listed_dms.extend(rooms),
+            Beside::DirectRooms { rooms } => {
+                // Of the lists after the first, only the rooms with news are opened.
+                let later = std::mem::replace(&mut self.dms_listed, true);
+                let news = rooms.into_iter().filter(|room| !later || room.unread > 0);
+                self.listed_dms.extend(news);
+            }
             Beside::Refused { nonce, message, .. } => {
                 if nonce.is_some() && nonce == self.conversation.paging {
                     self.conversation.paging = None;
@@ -407,6 +412,15 @@ impl App {
     pub(super) fn tick(&mut self) {
         let now = (self.now)();
         self.conversation.typing.retain(|typist| typist.until > now);
+        // A direct message someone starts while this runs has no room open here to
+        // arrive in: the list is asked again now and then, as the page does.
+        let due = self
+            .dms_asked
+            .is_some_and(|asked| now.saturating_sub(asked) >= super::DMS_EVERY_MS);
+        if due && self.protocol == Protocol::V2 && self.link == Link::Connected {
+            self.dms_asked = Some(now);
+            self.tell(&Request::Dms { nonce: None });
+        }
     }
 
     /// `id` said something or left: no longer typing.

@@ -189,10 +189,10 @@ impl App {
             self.forget_conversation();
         }
         self.conversation.typing.clear();
-        // This id's direct messages, to open beside (once a run: the list is asked of
-        // the first chat.v2.json connection to be welcomed).
-        if self.protocol == Protocol::V2 && !self.dms_asked {
-            self.dms_asked = true;
+        // This id's direct messages, to open beside (the list is asked of the first
+        // chat.v2.json connection to be welcomed, then now and then: see `tick`).
+        if self.protocol == Protocol::V2 && self.dms_asked.is_none() {
+            self.dms_asked = Some((self.now)());
             self.tell(&chat::v2::Request::Dms { nonce: None });
         }
     }
