@@ -455,20 +455,7 @@ mod tests {
         let Some(Command::Open { buffer, .. }) = app.open_beside(ops.clone()) else {
             panic!("opened");
         };
-        let welcome = Welcome {
-            id: "42".into(),
-            room: "ops".into(),
-            epoch: "e".into(),
-            offset: 5,
-            members: Vec::new(),
-            recovered: false,
-            verified: false,
-            limits: Limits {
-                max_message_bytes: 1000,
-                max_nonce_chars: 64,
-                history: 100,
-            },
-        };
+        let welcome = welcome_of_42("ops", 5);
         let welcome = NetEvent::Frame(ServerFrame::Welcome(WelcomeFrame {
             kind: chat::v1::WelcomeTag::Welcome,
             welcome,
@@ -550,6 +537,24 @@ mod tests {
         );
     }
 
+    /// The welcome of id 42 to `room`, whose newest event is `offset`.
+    fn welcome_of_42(room: &str, offset: u64) -> Welcome {
+        Welcome {
+            id: "42".into(),
+            room: room.into(),
+            epoch: "e".into(),
+            offset,
+            members: Vec::new(),
+            recovered: false,
+            verified: false,
+            limits: Limits {
+                max_message_bytes: 1000,
+                max_nonce_chars: 64,
+                history: 100,
+            },
+        }
+    }
+
     fn type_into(app: &mut App, text: &str) {
         use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
         for c in text.chars() {
@@ -562,20 +567,7 @@ mod tests {
     #[test]
     fn the_direct_messages_the_server_lists_are_opened_beside() {
         let mut app = App::new("ws://x".into(), "42".into(), 100, || "12:00:00".into());
-        let welcome = Welcome {
-            id: "42".into(),
-            room: "main".into(),
-            epoch: "e".into(),
-            offset: 0,
-            members: Vec::new(),
-            recovered: false,
-            verified: false,
-            limits: Limits {
-                max_message_bytes: 1000,
-                max_nonce_chars: 64,
-                history: 100,
-            },
-        };
+        let welcome = welcome_of_42("main", 0);
         app.update(Event::Room(
             0,
             NetEvent::Connected {
@@ -645,20 +637,7 @@ mod tests {
                 protocol: Protocol::V2,
             },
         ));
-        let welcome = Welcome {
-            id: "42".into(),
-            room: "main".into(),
-            epoch: "e".into(),
-            offset: 0,
-            members: Vec::new(),
-            recovered: false,
-            verified: false,
-            limits: Limits {
-                max_message_bytes: 1000,
-                max_nonce_chars: 64,
-                history: 100,
-            },
-        };
+        let welcome = welcome_of_42("main", 0);
         app.update(Event::Room(
             0,
             NetEvent::Frame(ServerFrame::Welcome(WelcomeFrame {
