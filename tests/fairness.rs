@@ -15,6 +15,38 @@ use testkit::redis::Redis;
 use testkit::{TestServer, read_at_full_speed, within};
 use tokio_tungstenite::tungstenite::{self, Message};
 
+/// A node in another process to publish from, and a node in this test's runtime
+/// (`readers_config`) with three readers joined (ids 2 to 4), both on `redis`, with
+/// presence lasting `presence`: longer than the test holds this runtime, so that
+/// neither node counts the other as gone.
+async fn publisher_and_three_readers(
+    redis: &Redis,
+    presence: Duration,
+    readers_config: Config,
+) -> (ServerProcess, TestServer, Vec<testkit::Client>) {
+    let seconds = presence.as_secs().to_string();
+    let publisher = ServerProcess::start(&[
+        "--redis-url",
+        &redis.url(),
+        "--presence-ttl",
+        &seconds,
+        "--rate-limit",
+        "0",
+    ])
+    .await;
+    let readers_node = redis
+        .node_with(Config {
+            presence_ttl: presence,
+            ..readers_config
+        })
+        .await;
+    let mut readers = Vec::new();
+    for id in 2..=4 {
+        readers.push(readers_node.join(&id.to_string(), &id.to_string()).await);
+    }
+    (publisher, readers_node, readers)
+}
+
 /// Issue 34, finding 2, clustered: a node that fell behind `chat:events` reads what it
 /// missed in batches of up to 4 MiB, and delivers each event only once its room's
 /// members have room for it. Here the node with the readers is frozen (its runtime,
@@ -27,27 +59,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 async fn a_node_that_fell_behind_delivers_what_it_missed_to_readers_at_full_speed() {
     const MESSAGES: usize = 40;
     let redis = Redis::start().await;
-    let url = redis.url();
-    // Presence outlives the freeze, so that neither node counts the other as gone.
-    let publisher = ServerProcess::start(&[
-        "--redis-url",
-        &url,
-        "--presence-ttl",
-        "30",
-        "--rate-limit",
-        "0",
-    ])
-    .await;
-    let readers_node: TestServer = redis
-        .node_with(Config {
-            presence_ttl: Duration::from_secs(30),
-            ..redis.node_config()
-        })
-        .await;
-    let mut readers = Vec::new();
-    for id in 2..=4 {
-        readers.push(readers_node.join(&id.to_string(), &id.to_string()).await);
-    }
+    let (publisher, _readers_node, readers) =
+        publisher_and_three_readers(&redis, Duration::from_secs(30), redis.node_config()).await;
     let text = |n: usize| format!("burst {n} {}", "z".repeat(60_000));
     let said = |text: &str| text.contains("burst ");
     let reading: Vec<_> = readers
@@ -99,28 +112,13 @@ async fn a_room_that_fell_past_the_event_stream_catches_up_at_its_readers_pace()
     // More than `chat:events` keeps (about 10 000).
     const ELSEWHERE: usize = 12_000;
     let redis = Redis::start().await;
-    let url = redis.url();
-    let publisher = ServerProcess::start(&[
-        "--redis-url",
-        &url,
-        "--presence-ttl",
-        "60",
-        "--rate-limit",
-        "0",
-    ])
-    .await;
-    let readers_node: TestServer = redis
-        .node_with(Config {
-            presence_ttl: Duration::from_secs(60),
-            max_message_bytes: 32 * 1024,
-            max_queue_bytes: 64 * 1024,
-            ..redis.node_config()
-        })
-        .await;
-    let mut readers = Vec::new();
-    for id in 2..=4 {
-        readers.push(readers_node.join(&id.to_string(), &id.to_string()).await);
-    }
+    let small_outboxes = Config {
+        max_message_bytes: 32 * 1024,
+        max_queue_bytes: 64 * 1024,
+        ..redis.node_config()
+    };
+    let (publisher, _readers_node, readers) =
+        publisher_and_three_readers(&redis, Duration::from_secs(60), small_outboxes).await;
     let text = |n: usize| format!("burst {n} {}", "z".repeat(30_000));
     // From a thread of its own, while this runtime, where the readers' node runs, is
     // held (as in the test above). The readers start reading once it is free again: a
