@@ -180,7 +180,14 @@ async fn page(
             PageRange::After(_) => more_after,
         };
         let payloads = memory.frames.iter().map(|frame| wire::payload(frame));
-        return Ok(page_json("history", nonce, room, range, payloads, more));
+        return Ok(page_json(
+            "history",
+            nonce,
+            room,
+            Keep::of(range),
+            payloads,
+            more,
+        ));
     }
     let (first, last) = (memory.first, memory.last);
     let stored = match (room.store(), room.cluster()) {
@@ -195,9 +202,15 @@ async fn page(
         PageRange::Before(_) => stored.oldest != 0 && first > stored.oldest,
         PageRange::After(_) => more_after,
     };
-    let events: Vec<String> = stored.events.iter().map(v1::Event::to_json).collect();
-    let payloads = events.iter().map(String::as_bytes);
-    Ok(page_json("history", nonce, room, range, payloads, more))
+    let keep = Keep::of(range);
+    Ok(page_of_events(
+        "history",
+        nonce,
+        room,
+        keep,
+        &stored.events,
+        more,
+    ))
 }
 
 /// From the store's index with `--data-dir`, else from memory.
@@ -211,70 +224,95 @@ async fn search(
     let Some(store) = room.store().cloned() else {
         let (found, more) = room.search(&words, before, limit);
         let payloads = found.iter().map(|frame| wire::payload(frame));
-        // Newest first, as a page after an offset is oldest first: what does not fit
-        // is the end, the older matches.
-        let range = PageRange::After(0);
-        return Ok(page_json("search", nonce, room, range, payloads, more));
+        return Ok(page_json(
+            "search",
+            nonce,
+            room,
+            Keep::First,
+            payloads,
+            more,
+        ));
     };
     let name = room.name().clone();
     let (found, more) = blocking(move || store.search(&name, &words, before, limit)).await?;
-    let events: Vec<String> = found.iter().map(v1::Event::to_json).collect();
-    let payloads = events.iter().map(String::as_bytes);
-    Ok(page_json(
+    Ok(page_of_events(
         "search",
         nonce,
         room,
-        PageRange::After(0),
-        payloads,
+        Keep::First,
+        &found,
         more,
     ))
+}
+
+/// Which events an answer keeps when not all fit in its bytes: either way the client
+/// asks on from the last one it got, and `more` says there is more.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// A page before an offset: its newest.
+    Newest,
+    /// A page after an offset, oldest first, and a search, newest first: its first.
+    First,
+}
+
+impl Keep {
+    fn of(range: PageRange) -> Self {
+        match range {
+            PageRange::Before(_) => Self::Newest,
+            PageRange::After(_) => Self::First,
+        }
+    }
+}
+
+/// [`page_json`] around events read from storage, which have no frames yet.
+fn page_of_events(
+    kind: &str,
+    nonce: Option<&str>,
+    room: &Room,
+    keep: Keep,
+    events: &[v1::Event],
+    more: bool,
+) -> Vec<u8> {
+    let events: Vec<String> = events.iter().map(v1::Event::to_json).collect();
+    let payloads = events.iter().map(String::as_bytes);
+    page_json(kind, nonce, room, keep, payloads, more)
 }
 
 /// An answer's JSON with as many of `events` (in the answer's order) as fit in the
 /// room's answer bytes (`Room::answer_bytes`), at least one: a page of a hundred
 /// 64 KiB messages would overflow the asking client's queue, and an HTTP reader's
-/// memory. A page before an offset keeps its newest events, a page after one (and a
-/// search, newest first) its first; either way the client asks on from the last one
-/// it got, and `more` says there is more.
+/// memory.
 fn page_json<'a>(
     kind: &str,
     nonce: Option<&str>,
     room: &Room,
-    range: PageRange,
+    keep: Keep,
     events: impl Iterator<Item = &'a [u8]>,
     more: bool,
 ) -> Vec<u8> {
-    let mut events: Vec<&[u8]> = events.collect();
-    let (kept, cut) = within_bytes(&mut events, room.answer_bytes(), range);
-    let more = more || cut;
-    match range {
-        PageRange::Before(_) => wire::page_json(kind, nonce, kept.iter().rev().copied(), more),
-        PageRange::After(_) => wire::page_json(kind, nonce, kept.iter().copied(), more),
-    }
+    let events: Vec<&[u8]> = events.collect();
+    let budget = room.answer_bytes();
+    let kept = match keep {
+        Keep::Newest => &events[events.len() - fitting(events.iter().rev(), budget)..],
+        Keep::First => &events[..fitting(events.iter(), budget)],
+    };
+    let more = more || kept.len() < events.len();
+    wire::page_json(kind, nonce, kept.iter().copied(), more)
 }
 
-/// The events that fit in `budget` bytes (each counted with its comma), at least one:
-/// from the end of `events` for a page before an offset (returned newest first), from
-/// the start otherwise; and whether any were left out.
-fn within_bytes<'e, 'a>(
-    events: &'e mut [&'a [u8]],
-    budget: usize,
-    range: PageRange,
-) -> (&'e [&'a [u8]], bool) {
-    if matches!(range, PageRange::Before(_)) {
-        events.reverse();
-    }
+/// How many of `events`, taken in order, fit in `budget` bytes (each counted with its
+/// comma): at least one, if there is one.
+fn fitting<'a>(events: impl ExactSizeIterator<Item = &'a &'a [u8]>, budget: usize) -> usize {
+    let total = events.len();
     let mut bytes = 0;
-    let fit = events
-        .iter()
+    events
         .take_while(|event| {
             bytes += event.len() + 1;
             bytes <= budget
         })
         .count()
         .max(1)
-        .min(events.len());
-    (&events[..fit], fit < events.len())
+        .min(total)
 }
 
 /// Does an edit, delete or reaction on a message older than memory holds, with
