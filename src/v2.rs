@@ -400,6 +400,21 @@ pub struct DirectRoom {
     pub unread: u64,
 }
 
+/// A new message in one of the id's direct-message rooms, told to its connections in
+/// other rooms (and its other connections', if it wrote it): a badge's news, with
+/// `dms` the full account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "dm")]
+pub struct DirectNotice {
+    pub room: String,
+    /// The other id of the room, from the told id's side.
+    pub with: String,
+    /// Who wrote the message.
+    pub id: String,
+    pub offset: u64,
+    pub ts: u64,
+}
+
 /// The answer to `dms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "dms")]

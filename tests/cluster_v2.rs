@@ -309,6 +309,43 @@ async fn typing_and_read_positions_reach_the_other_nodes() {
     assert_eq!(bobs["read"], 0, "read positions are per id");
 }
 
+/// A direct message said on node one is told as a `dm` notice to the recipient on
+/// node two, where nobody is in the room, and on node one, where it is loaded: once
+/// each.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn a_direct_message_is_told_to_the_recipient_on_every_node() {
+    let redis = Redis::start().await;
+    let (one, two) = redis.two_nodes().await;
+    let mut bob_there = V2::connect(&two, "/ws/8").await;
+    bob_there.seated().await;
+    let mut bob_here = V2::connect(&one, "/ws/8").await;
+    bob_here.seated().await;
+    let mut ada = V2::connect(&one, "/ws/7?room=dm.7.8").await;
+    ada.seated().await;
+    ada.say("psst", None).await;
+    let psst = offset(&up_to(&mut ada, message("psst")).await.pop().unwrap());
+    ada.say("end", None).await;
+    // Back from Redis: what anyone says from now on comes after it, on every node.
+    up_to(&mut ada, message("end")).await;
+    for bob in [&mut bob_there, &mut bob_here] {
+        bob.say("end", None).await;
+        let seen = up_to(bob, message("end")).await;
+        let notices: Vec<&Value> = seen.iter().filter(|f| f["type"] == "dm").collect();
+        assert_eq!(notices.len(), 2, "{seen:?}");
+        assert_eq!(
+            (
+                &notices[0]["room"],
+                &notices[0]["with"],
+                &notices[0]["offset"]
+            ),
+            (&json!("dm.7.8"), &json!("7"), &json!(psst)),
+            "{seen:?}"
+        );
+        assert_eq!(notices[1]["offset"], psst + 1, "{seen:?}");
+    }
+}
+
 /// Pages back from `client`'s newest event to the first, 200 at a time; the offsets.
 async fn page_back_to_the_start(client: &mut V2, newest: u64) -> Vec<u64> {
     let mut seen: Vec<u64> = Vec::new();

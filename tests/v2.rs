@@ -477,6 +477,74 @@ async fn a_direct_room_is_for_its_two_ids_and_listed_with_unread_counts() {
     assert_eq!(carol.next_of("dms").await["rooms"], json!([]));
 }
 
+/// A message in a direct-message room is told, as a `dm` notice, to both ids' v2
+/// connections in other rooms: the recipient's, so that a new conversation shows at
+/// once, and the author's other devices'. Connections in the room itself hear the
+/// message, not a notice; v1 and plain clients, and other ids, hear nothing of it.
+#[tokio::test]
+async fn a_direct_message_is_told_to_both_ids_connections_in_other_rooms() {
+    let server = TestServer::start().await;
+    let mut bob = V2::connect(&server, "/ws/8").await;
+    bob.seated().await;
+    let mut bob_v1 = V1::connect(&server, "/ws/8").await;
+    bob_v1.seated().await;
+    let mut ada_laptop = V2::connect(&server, "/ws/7").await;
+    ada_laptop.seated().await;
+    let mut carol = V2::connect(&server, "/ws/9").await;
+    carol.seated().await;
+    let mut ada = V2::connect(&server, "/ws/7?room=dm.7.8").await;
+    ada.seated().await;
+
+    ada.say("psst", None).await;
+    let psst = offset(
+        &ada.next_matching("own message", |f| f["text"] == "psst")
+            .await,
+    );
+    let notice = bob.next_of("dm").await;
+    assert_eq!(notice["room"], "dm.7.8", "{notice}");
+    assert_eq!(notice["with"], "7", "{notice}");
+    assert_eq!(notice["id"], "7", "{notice}");
+    assert_eq!(notice["offset"], psst, "{notice}");
+    assert!(notice["ts"].as_u64().unwrap() > 0, "{notice}");
+    let own = ada_laptop.next_of("dm").await;
+    assert_eq!(
+        (&own["with"], &own["id"]),
+        (&json!("8"), &json!("7")),
+        "{own}"
+    );
+
+    // The room's own members, the other protocols and other ids: nothing.
+    ada.say("end", None).await;
+    bob_v1
+        .socket
+        .send(r#"{"type":"message","text":"end"}"#)
+        .await;
+    let seen = v1_until(&mut bob_v1, "end").await;
+    assert!(seen.iter().all(|f| f["type"] != "dm"), "{seen:?}");
+    carol.say("end", None).await;
+    let seen = v2_until(&mut carol, "end").await;
+    assert!(seen.iter().all(|f| f["type"] != "dm"), "{seen:?}");
+    let seen = v2_until(&mut ada, "end").await;
+    assert!(seen.iter().all(|f| f["type"] != "dm"), "{seen:?}");
+    // A second message, a second notice, once per connection.
+    let seen = v2_until(&mut bob, "end").await;
+    let notices: Vec<&Value> = seen.iter().filter(|f| f["type"] == "dm").collect();
+    assert_eq!(notices.len(), 1, "{seen:?}");
+    assert_eq!(notices[0]["offset"], psst + 1, "{seen:?}");
+
+    // A connection that has gone is forgotten; the others still hear.
+    drop(bob);
+    ada.say("anyone?", None).await;
+    let notices = [
+        ada_laptop.next_of("dm").await,
+        ada_laptop.next_of("dm").await,
+    ];
+    assert_eq!(
+        notices.map(|notice| notice["offset"].clone()),
+        [json!(psst + 1), json!(psst + 2)]
+    );
+}
+
 /// A session's frames in the order a test met them, as docs/PROTOCOL.md shows them.
 #[derive(Default)]
 struct Transcript {
@@ -675,7 +743,7 @@ async fn the_protocol_guide_shows_this_recorded_transcript() {
         t.recv("bob(v2)", &mut bob, "error").await;
     }
 
-    t.say("**Direct messages.** `dm.7.8` is for ids 7 and 8 only (anyone else is refused with 403 at the handshake); `dms` lists one's own, with unread counts.");
+    t.say("**Direct messages.** `dm.7.8` is for ids 7 and 8 only (anyone else is refused with 403 at the handshake); each message there is told to both ids' connections in other rooms as a `dm` notice, and `dms` lists one's own, with unread counts.");
     let mut ada_dm = V2::connect(&server, "/ws/7?room=dm.7.8").await;
     ada_dm.seated().await;
     t.send(
@@ -685,6 +753,7 @@ async fn the_protocol_guide_shows_this_recorded_transcript() {
     )
     .await;
     t.recv("ada(dm)", &mut ada_dm, "message").await;
+    t.recv("bob(v2)", &mut bob, "dm").await;
     t.send("bob(v2)", &mut bob, r#"{"type":"dms","nonce":"b-6"}"#)
         .await;
     t.recv("bob(v2)", &mut bob, "dms").await;

@@ -83,6 +83,7 @@ pub async fn run(
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
+    let settings = RoomSettings::new(&config);
     let cluster_stop = CancellationToken::new();
     let (cluster, health, cluster_task) = match &config.redis_url {
         Some(url) => {
@@ -96,6 +97,7 @@ pub async fn run(
                 config.presence_ttl,
                 keep,
                 config.max_message_bytes,
+                settings.directory.clone(),
                 metrics.clone(),
                 cluster_stop.clone(),
             );
@@ -115,13 +117,8 @@ pub async fn run(
         }
         None => None,
     };
-    let rooms = Rooms::new(
-        RoomSettings::new(&config),
-        metrics.clone(),
-        cluster,
-        store.clone(),
-    )
-    .map_err(io::Error::other)?;
+    let rooms =
+        Rooms::new(settings, metrics.clone(), cluster, store.clone()).map_err(io::Error::other)?;
     let cluster_task = cluster_task.map(tokio::spawn);
     let page = Page::new(config.max_message_bytes);
     let shared = Arc::new(Shared {

@@ -91,6 +91,7 @@ use self::stream::{
 use crate::config::{CLUSTER_BACKLOG_BYTES, DELIVERY_GRACE};
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
+use crate::room::directory::Directory;
 use crate::room::{
     Cluster, Delivered, Ephemeral, Health, Link, Outgoing, Room, Snapshot, StoreError, StoredPage,
     now_millis,
@@ -360,6 +361,9 @@ pub struct Broker {
     health: watch::Sender<Health>,
     /// The rooms loaded since the last connection to Redis, which events go to.
     rooms: HashMap<RoomName, Weak<Room>>,
+    /// The node's v2 connections by id: told of direct messages in rooms not loaded
+    /// here.
+    directory: Arc<Directory>,
 }
 
 /// The cluster a new node joins through the Redis at `url`, keeping what `keep` says
@@ -371,6 +375,7 @@ pub(crate) fn start(
     presence_ttl: Duration,
     keep: Keep,
     max_message_bytes: usize,
+    directory: Arc<Directory>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> (
@@ -378,8 +383,14 @@ pub(crate) fn start(
     watch::Receiver<Health>,
     BoxFuture<'static, ()>,
 ) {
-    let (publisher, broker, health) =
-        channel(url, presence_ttl, keep, max_message_bytes, metrics.clone());
+    let (publisher, broker, health) = channel(
+        url,
+        presence_ttl,
+        keep,
+        max_message_bytes,
+        directory,
+        metrics.clone(),
+    );
     (publisher, health, Box::pin(broker.run(metrics, stop)))
 }
 
@@ -390,6 +401,7 @@ fn channel(
     presence_ttl: Duration,
     keep: Keep,
     max_message_bytes: usize,
+    directory: Arc<Directory>,
     metrics: Arc<Metrics>,
 ) -> (Arc<Publisher>, Broker, watch::Receiver<Health>) {
     let node = fastrand::u64(1..);
@@ -424,6 +436,7 @@ fn channel(
         in_redis: VecDeque::new(),
         health,
         rooms: HashMap::new(),
+        directory,
     };
     (Arc::new(publisher), broker, watch)
 }
@@ -599,7 +612,10 @@ impl Broker {
                     epoch,
                     event,
                 } => {
-                    let Some(room) = self.rooms.get(&room).and_then(Weak::upgrade) else {
+                    let loaded = self.rooms.get(&room).and_then(Weak::upgrade);
+                    let Some(room) = loaded.filter(|room| room.is_loaded()) else {
+                        // Nobody is in the room here, but its two ids may be elsewhere.
+                        self.directory.tell(&room, &event);
                         continue;
                     };
                     room.room_to_deliver(deadline).await;

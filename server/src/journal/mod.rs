@@ -1742,6 +1742,7 @@ mod tests {
                 history: 100,
             },
             verified: false,
+            directory: Default::default(),
         };
         Room::new(
             RoomName::parse(name).expect("a room name"),

@@ -16,6 +16,7 @@
 //! `broker`, which call it.
 
 pub mod backlog;
+pub mod directory;
 pub mod outbox;
 pub mod rooms;
 pub mod wire;
@@ -38,6 +39,7 @@ use tokio::sync::watch;
 use crate::config::{Config, MAX_HISTORY_BYTES};
 use crate::metrics::Metrics;
 use crate::room::backlog::Backlog;
+use crate::room::directory::Directory;
 use crate::room::outbox::{Outbox, Wakes};
 use crate::room::wire::Frame;
 
@@ -290,6 +292,8 @@ pub struct RoomSettings {
     pub limits: v1::Limits,
     /// Whether ids and names are proven by signed tokens (told in the welcome).
     pub verified: bool,
+    /// The node's v2 connections by id, told of direct messages in other rooms.
+    pub directory: Arc<Directory>,
 }
 
 impl RoomSettings {
@@ -305,6 +309,7 @@ impl RoomSettings {
                 history: config.history,
             },
             verified: config.jwt_secret.is_some(),
+            directory: Arc::default(),
         }
     }
 }
@@ -546,6 +551,11 @@ impl Room {
         }
         self.announce(&mut state, (link, key), &who, EventKind::Join, None);
         drop(state);
+        if protocol == Protocol::V2 {
+            self.settings
+                .directory
+                .add(&who.id, &self.name, key, &outbox);
+        }
         Member {
             room: self.clone(),
             protocol,
@@ -889,6 +899,7 @@ impl Room {
         // In a cluster, events are numbered in Redis and only delivered here: what this
         // node numbered is what it was delivered, or a room could never be idle.
         state.numbered = state.numbered.max(event.offset);
+        self.settings.directory.tell(&self.name, &event);
         let plain = event.plain().map(|line| wire::text(&line));
         let kept = self.remember(&mut state.history, event);
         let (v1, v2) = (kept.v1, kept.v2);
@@ -1438,6 +1449,10 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
+        if self.protocol == Protocol::V2 {
+            let directory = &self.room.settings.directory;
+            directory.remove(&self.who.id, &self.room.name, self.key);
+        }
         let mut state = self.room.lock();
         state.members.remove(&self.key);
         self.room.announce(
@@ -1472,6 +1487,7 @@ mod tests {
                 history,
             },
             verified: false,
+            directory: Default::default(),
         };
         Room::new(
             RoomName::default(),

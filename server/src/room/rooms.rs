@@ -402,6 +402,7 @@ mod tests {
                 history: 10,
             },
             verified: false,
+            directory: Default::default(),
         }
     }
 
