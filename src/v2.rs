@@ -409,9 +409,13 @@ pub struct DirectNotice {
     pub room: String,
     /// The other id of the room, from the told id's side.
     pub with: String,
-    /// Who wrote the message.
+    /// Who wrote the message, and the name they go by, if any.
     pub id: String,
-    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<DisplayName>,
+    /// The message's offset in `room`: not named `offset`, which beside the log only
+    /// `read` carries, so that no client takes the notice for an event of its room.
+    pub at: u64,
     pub ts: u64,
 }
 

@@ -337,12 +337,12 @@ async fn a_direct_message_is_told_to_the_recipient_on_every_node() {
             (
                 &notices[0]["room"],
                 &notices[0]["with"],
-                &notices[0]["offset"]
+                &notices[0]["at"]
             ),
             (&json!("dm.7.8"), &json!("7"), &json!(psst)),
             "{seen:?}"
         );
-        assert_eq!(notices[1]["offset"], psst + 1, "{seen:?}");
+        assert_eq!(notices[1]["at"], psst + 1, "{seen:?}");
     }
 }
 

@@ -2207,6 +2207,61 @@ async fn a_mention_or_a_direct_message_in_another_room_notifies() {
     server.stop().await;
 }
 
+/// A direct message someone starts while the page is open shows in the side bar at
+/// once, from the server's `dm` notice, not at the next `dms` list (every 30 s), and
+/// each further message counts; with the page hidden, it notifies by the sender's name.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_direct_message_started_while_the_page_is_open_shows_at_once() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(1000, 700).await;
+    devtools(
+        &page,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": "window.notified = []; \
+            window.Notification = function (title, options) { \
+              window.notified.push([title, options.body]); }; \
+            window.Notification.permission = 'granted'; \
+            window.Notification.requestPermission = () => Promise.resolve('granted'); \
+            window.pageHidden = false; \
+            Object.defineProperty(document, 'hidden', { get: () => window.pageHidden });" }),
+    )
+    .await;
+    page.goto(&format!("http://{}/#room=main", server.address))
+        .await
+        .expect("load the page");
+    wait_for_room(&page, "main").await;
+    let id = client_id(&page).await;
+    eval(&page, "window.pageHidden = true; return null;").await;
+    // Bob has never been in a room with the page: his name comes with the notice.
+    let mut bob = V2::connect(&server, &format!("/ws/8?room=dm.8.{id}&name=Bob")).await;
+    bob.seated().await;
+    bob.say("psst", None).await;
+    wait_for_side_bar(&page, "dm-list", json!(["@ ~Bob [@1 unread]"])).await;
+    // Whichever brought the first (a notice, or the list asked 3 s after connecting),
+    // only a notice brings the second within PATIENCE (10 s): the next list is 30 s on.
+    bob.say("got a minute?", None).await;
+    wait_for_side_bar(&page, "dm-list", json!(["@ ~Bob [@2 unread]"])).await;
+    let notified = eval(&page, "return window.notified.map(n => n.join(': '));").await;
+    assert!(
+        notified
+            .as_array()
+            .is_some_and(|all| all.contains(&json!("~Bob: sent you a direct message"))),
+        "{notified}"
+    );
+    // Picked: the conversation, with both messages.
+    eval(
+        &page,
+        "document.querySelector('#dm-list .room').click(); return null;",
+    )
+    .await;
+    wait_for_message(&page, "~Bob: got a minute?").await;
+    wait_for_side_bar(&page, "dm-list", json!(["*@ ~Bob"])).await;
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
 /// A room in the side bar that cannot be joined (here a direct-message room of two
 /// other ids, kept from an earlier visit) says "not connected" beside its name, and
 /// opening it says why in the server's words.

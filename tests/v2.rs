@@ -504,7 +504,7 @@ async fn a_direct_message_is_told_to_both_ids_connections_in_other_rooms() {
     assert_eq!(notice["room"], "dm.7.8", "{notice}");
     assert_eq!(notice["with"], "7", "{notice}");
     assert_eq!(notice["id"], "7", "{notice}");
-    assert_eq!(notice["offset"], psst, "{notice}");
+    assert_eq!(notice["at"], psst, "{notice}");
     assert!(notice["ts"].as_u64().unwrap() > 0, "{notice}");
     let own = ada_laptop.next_of("dm").await;
     assert_eq!(
@@ -530,7 +530,7 @@ async fn a_direct_message_is_told_to_both_ids_connections_in_other_rooms() {
     let seen = v2_until(&mut bob, "end").await;
     let notices: Vec<&Value> = seen.iter().filter(|f| f["type"] == "dm").collect();
     assert_eq!(notices.len(), 1, "{seen:?}");
-    assert_eq!(notices[0]["offset"], psst + 1, "{seen:?}");
+    assert_eq!(notices[0]["at"], psst + 1, "{seen:?}");
 
     // A connection that has gone is forgotten; the others still hear.
     drop(bob);
@@ -540,7 +540,7 @@ async fn a_direct_message_is_told_to_both_ids_connections_in_other_rooms() {
         ada_laptop.next_of("dm").await,
     ];
     assert_eq!(
-        notices.map(|notice| notice["offset"].clone()),
+        notices.map(|notice| notice["at"].clone()),
         [json!(psst + 1), json!(psst + 2)]
     );
 }

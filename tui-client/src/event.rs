@@ -72,6 +72,9 @@ pub enum Beside {
     /// This id's direct-message rooms (the answer to `dms`), raw as the server listed
     /// them.
     DirectRooms { rooms: Vec<chat::v2::DirectRoom> },
+    /// A message in this id's direct-message room with `with`, told because this
+    /// connection is in another room: the room's buffer opens if it is not open.
+    DirectMessage { room: String, with: String },
     /// A request was refused; nothing was logged.
     Refused {
         nonce: Option<String>,

@@ -644,6 +644,10 @@ enum BesideFrame {
     Dms {
         rooms: Vec<chat::v2::DirectRoom>,
     },
+    Dm {
+        room: String,
+        with: String,
+    },
 }
 
 /// A frame beside the log, if `text` is one (a welcome or an event is not).
@@ -677,6 +681,7 @@ fn read_beside(text: &str) -> Option<Beside> {
             more,
         },
         BesideFrame::Dms { rooms } => Beside::DirectRooms { rooms },
+        BesideFrame::Dm { room, with } => Beside::DirectMessage { room, with },
         BesideFrame::Error {
             nonce,
             code,
@@ -874,6 +879,13 @@ mod tests {
             ),
             Some(Beside::DirectRooms { rooms }) if rooms.len() == 1 && rooms[0].unread == 1
         ));
+        assert_eq!(
+            read_beside(r#"{"type":"dm","room":"dm.7.8","with":"7","id":"7","at":3,"ts":1}"#),
+            Some(Beside::DirectMessage {
+                room: "dm.7.8".into(),
+                with: "7".into()
+            })
+        );
         assert_eq!(
             read_beside(r#"{"offset":6,"ts":1,"id":"7","type":"message","text":"x"}"#),
             None

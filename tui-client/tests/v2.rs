@@ -419,6 +419,34 @@ async fn direct_messages_waiting_at_the_start_are_in_the_hotlist() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_started_while_running_opens_its_buffer_at_once() {
+    let server = TestServer::start().await;
+    let state = Scratch::new("tui-dm-notice");
+    let mut tui = chat_tui_keeping(&server, "42", state.path());
+    tui.wait_for("● connected · id 42 · #main").await;
+    // Nobody has written to 42 yet: the first `dms` list is empty.
+    let mut ada = V2::connect(&server, "/ws/7?room=dm.7.42&name=Ada").await;
+    ada.seated().await;
+    ada.say("got a minute?", None).await;
+    ada.next_of("message").await;
+    // The server's `dm` notice, long before the next `dms` (30 s): opened, counted.
+    tui.wait_for("● connected · id 42 · #main 2:#dm.7.42(1)")
+        .await;
+    let joined = ada.next_of("join").await;
+    assert_eq!(joined["id"], "42");
+    // Its welcome has the message; a second one is counted, and not opened twice.
+    ada.say("it's about the release", None).await;
+    tui.wait_for("● connected · id 42 · #main 2:#dm.7.42(2)")
+        .await;
+    assert!(!tui.contents().contains("3:#dm"), "{}", tui.contents());
+    tui.type_keys("\u{1b}2");
+    tui.wait_for("~Ada: got a minute?").await;
+    tui.wait_for("~Ada: it's about the release").await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_directory_has_a_file_per_room_with_edits_and_deletes() {
     let server = TestServer::start().await;
     let state = Scratch::new("tui-log-state");

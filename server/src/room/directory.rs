@@ -85,7 +85,8 @@ impl Directory {
                 room: room.to_string(),
                 with: with.to_string(),
                 id: event.id.clone(),
-                offset: event.offset,
+                name: event.name.clone(),
+                at: event.offset,
                 ts: event.ts,
             };
             let frame = wire::json(&notice, 96 + room.as_str().len() + event.id.len());

@@ -326,6 +326,17 @@ impl App {
                 let news = rooms.into_iter().filter(|room| !later || room.unread > 0);
                 self.listed_dms.extend(news);
             }
+            Beside::DirectMessage { room, with } => {
+                // Opened like a listed room with news: it joins, and its welcome
+                // brings the message and where this id has read to.
+                self.listed_dms.push(v2::DirectRoom {
+                    room,
+                    with,
+                    offset: 0,
+                    read: 0,
+                    unread: 1,
+                });
+            }
             Beside::Refused { nonce, message, .. } => {
                 if nonce.is_some() && nonce == self.conversation.paging {
                     self.conversation.paging = None;
