@@ -334,11 +334,7 @@ async fn a_direct_message_is_told_to_the_recipient_on_every_node() {
         let notices: Vec<&Value> = seen.iter().filter(|f| f["type"] == "dm").collect();
         assert_eq!(notices.len(), 2, "{seen:?}");
         assert_eq!(
-            (
-                &notices[0]["room"],
-                &notices[0]["with"],
-                &notices[0]["at"]
-            ),
+            (&notices[0]["room"], &notices[0]["with"], &notices[0]["at"]),
             (&json!("dm.7.8"), &json!("7"), &json!(psst)),
             "{seen:?}"
         );

@@ -547,7 +547,9 @@ impl App {
                 if let KeyCode::Char(digit) = code
                     && let Some(number) = digit.to_digit(10)
                 {
-                    self.switch_to_number(number as usize);
+                    // Alt-0 is the tenth, as in weechat and irssi.
+                    let number = if number == 0 { 10 } else { number as usize };
+                    self.switch_to_number(number);
                 }
             }
             Action::NextBuffer => self.switch_by(1),
@@ -588,7 +590,7 @@ impl App {
                 self.show_members = !self.show_members;
                 self.fit_viewport();
             }
-            Action::Quit => return self.quit(),
+            Action::Quit => return self.quit(!self.input.is_empty()),
         }
         None
     }
@@ -728,7 +730,7 @@ impl App {
             });
         let known = keys::slash_command(name).map(|command| command.action);
         let command = match known {
-            Some(SlashAction::Quit) => self.quit(),
+            Some(SlashAction::Quit) => self.quit(false),
             Some(SlashAction::Reconnect) => Some(Command::Reconnect),
             Some(SlashAction::Clear) => {
                 self.viewport.end_search();
@@ -785,6 +787,14 @@ impl App {
                 None
             }
             // Refused (the last buffer, messages on their way): the line stays.
+            Some(SlashAction::Buffer) => {
+                if !self.show_buffer(argument) {
+                    self.notice(&format!(
+                        "no buffer {argument}: /buffer N shows buffer N, /buffer ROOM the one of an open room"
+                    ));
+                }
+                None
+            }
             Some(SlashAction::Part) => match self.part() {
                 None => return None,
                 closing => closing,
@@ -872,25 +882,33 @@ impl App {
         self.show_buffers && self.buffer_count() > 1 && self.terminal_size.0 > BUFFERS_WIDTH * 3
     }
 
-    /// Quits; but with messages waiting for a connection, first says how many would be
-    /// dropped, and quits when asked again.
-    fn quit(&mut self) -> Option<Command> {
+    /// Quits; but with messages waiting for a connection, or a line `typed` and not
+    /// sent (the quit key pressed over it; `/quit` is no such line), first says what
+    /// would be lost, and quits when asked again.
+    fn quit(&mut self, typed: bool) -> Option<Command> {
         let waiting = self.messages_on_their_way() + self.parked_messages_on_their_way();
-        if waiting == 0 || self.quit_asked {
+        if (waiting == 0 && !typed) || self.quit_asked {
             // What was on the screen has been read: the other devices of this id
             // should not show it as new.
             self.tell_read();
             return Some(Command::Quit);
         }
         self.quit_asked = true;
-        let (messages, them) = if waiting == 1 {
-            ("message", "it")
-        } else {
-            ("messages", "them")
+        let lost = match (waiting, typed) {
+            (0, _) => "the line typed is not sent: Ctrl-C again to quit and drop it".to_owned(),
+            (1, false) => "1 message not sent yet: Ctrl-C again to quit and drop it".to_owned(),
+            (1, true) => "1 message not sent yet, and the line typed: Ctrl-C again to quit \
+                          and drop them"
+                .to_owned(),
+            (_, false) => {
+                format!("{waiting} messages not sent yet: Ctrl-C again to quit and drop them")
+            }
+            (_, true) => format!(
+                "{waiting} messages not sent yet, and the line typed: Ctrl-C again to quit \
+                 and drop them"
+            ),
         };
-        self.notice_again(&format!(
-            "{waiting} {messages} not sent yet: Ctrl-C again to quit and drop {them}"
-        ));
+        self.notice_again(&lost);
         None
     }
 
@@ -1198,6 +1216,26 @@ mod tests {
     #[test]
     fn ctrl_c_quits() {
         let mut app = connected_app();
+        assert_eq!(app.update(ctrl('c')), Some(Command::Quit));
+    }
+
+    #[test]
+    fn ctrl_c_with_a_line_typed_says_it_would_be_dropped_and_quits_when_pressed_again() {
+        let mut app = connected_app();
+        type_text(&mut app, "half a thought");
+        assert_eq!(app.update(ctrl('c')), None);
+        assert_eq!(app.input.text(), "half a thought", "kept until the second");
+        let shown: Vec<String> = app
+            .scrollback
+            .iter()
+            .map(|entry| entry.text.clone())
+            .collect();
+        assert!(
+            shown
+                .iter()
+                .any(|text| text.contains("the line typed is not sent: Ctrl-C again")),
+            "{shown:?}"
+        );
         assert_eq!(app.update(ctrl('c')), Some(Command::Quit));
     }
 

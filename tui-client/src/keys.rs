@@ -91,7 +91,7 @@ pub enum Action {
     /// Up on an empty line: our last message, to edit (`chat.v2.json`), or else
     /// [`Action::HistoryBack`].
     EditLast,
-    /// Shows the buffer of the digit pressed (Alt-1 is the first).
+    /// Shows the buffer of the digit pressed (Alt-1 is the first, Alt-0 the tenth).
     SwitchBuffer,
     NextBuffer,
     PreviousBuffer,
@@ -409,10 +409,11 @@ pub const BINDINGS: &[Binding] = &[
             Alt(KeyCode::Char('7')),
             Alt(KeyCode::Char('8')),
             Alt(KeyCode::Char('9')),
+            Alt(KeyCode::Char('0')),
         ],
         Always,
         Action::SwitchBuffer,
-        "show that buffer (a room or a direct message open: `/join`, `/query`), as the status bar numbers them",
+        "show that buffer (a room or a direct message open: `/join`, `/query`), as the status bar numbers them; Alt-0 is the tenth, `/buffer N` any",
     ),
     row(
         &[Ctrl(KeyCode::Char('n')), Alt(KeyCode::Right)],
@@ -454,7 +455,7 @@ pub const BINDINGS: &[Binding] = &[
         &[Ctrl(KeyCode::Char('c'))],
         Action::Quit,
         "quit",
-        "quit (with messages not sent yet, says so first: again to drop them); the terminal is restored, also on an error or a panic",
+        "quit (with messages not sent yet, or a line typed, says so first: again to drop them); the terminal is restored, also on an error or a panic",
     ),
     row(&[Ctrl(KeyCode::Char('d'))], LineEmpty, Action::Quit, "quit"),
 ];
@@ -699,6 +700,7 @@ pub fn action_for_wheel(kind: MouseEventKind) -> Option<Action> {
 /// What a `/command` does; `App` carries each out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlashAction {
+    Buffer,
     Part,
     Query,
     Msg,
@@ -735,6 +737,12 @@ pub const COMMANDS: &[SlashCommand] = &[
         argument: Some("ROOM"),
         what: "open ROOM beside the rooms open (a buffer, over a connection of its own), or show it if it is open",
         action: SlashAction::Join,
+    },
+    SlashCommand {
+        name: "buffer",
+        argument: Some("N|ROOM"),
+        what: "show buffer N, as the status bar numbers them (past Alt-0, the tenth), or the buffer of ROOM",
+        action: SlashAction::Buffer,
     },
     SlashCommand {
         name: "part",

@@ -430,7 +430,8 @@ async fn a_mention_while_unfocused_rings_and_notifies() {
         } else {
             assert_eq!((bells, oscs.len()), (0, 0), "{oscs:?}");
         }
-        tui.type_keys("\u{3}");
+        // Ctrl-U empties the line first: Ctrl-C over a typed line asks before dropping it.
+        tui.type_keys("\u{15}\u{3}");
         tui.wait_for_exit().await;
         other.recv().await;
     }
@@ -555,6 +556,10 @@ async fn emoji_this_terminal_draws_at_another_width_are_drawn_simply_and_rows_st
         }
     })
     .await;
+    // Ctrl-C over a typed line asks first; the second quits.
+    tui.type_keys("\u{3}");
+    tui.wait_for("the line typed is not sent: Ctrl-C again")
+        .await;
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }

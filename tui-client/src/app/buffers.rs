@@ -274,6 +274,24 @@ impl App {
         }
     }
 
+    /// `/buffer N|ROOM`: shows buffer `N` (counted from 1) or the open buffer of room
+    /// `ROOM` (`#` optional); `false` if there is none.
+    pub(super) fn show_buffer(&mut self, which: &str) -> bool {
+        let which = which.trim();
+        let found = match which.parse::<usize>() {
+            Ok(number) => number
+                .checked_sub(1)
+                .and_then(|index| self.buffers.order.get(index))
+                .copied(),
+            Err(_) => {
+                let name = which.strip_prefix('#').unwrap_or(which);
+                let at = self.rooms().iter().position(|room| room.as_str() == name);
+                at.map(|index| self.buffers.order[index])
+            }
+        };
+        found.inspect(|id| self.switch_to(*id)).is_some()
+    }
+
     /// Shows the next buffer (`step` 1) or the previous (-1), round.
     pub(super) fn switch_by(&mut self, step: isize) {
         let order = &self.buffers.order;
@@ -535,6 +553,36 @@ mod tests {
             ("ops", "ab"),
             "not a word move, even with text in the line"
         );
+    }
+
+    #[test]
+    fn alt_0_is_the_tenth_buffer_and_slash_buffer_reaches_any() {
+        use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+        let key = |code, modifiers| {
+            Event::Terminal(crossterm::event::Event::Key(KeyEvent::new(code, modifiers)))
+        };
+        let mut app = App::new("ws://x".into(), "42".into(), 100, || "12:00:00".into());
+        for number in 2..=12 {
+            app.open_beside(RoomName::parse(&format!("r{number}")).unwrap());
+        }
+        let on = |app: &App| app.room.to_string();
+        app.update(key(KeyCode::Char('0'), KeyModifiers::ALT));
+        assert_eq!(on(&app), "r10");
+        for (typed, shown) in [
+            ("/buffer 12", "r12"),
+            ("/buffer #r11", "r11"),
+            ("/buffer main", "main"),
+        ] {
+            type_into(&mut app, typed);
+            app.update(key(KeyCode::Enter, KeyModifiers::NONE));
+            let last = app.scrollback.iter().last().map(|entry| entry.text.clone());
+            assert_eq!(on(&app), shown, "{typed} {last:?} {:?}", app.input.text());
+        }
+        type_into(&mut app, "/buffer 13");
+        app.update(key(KeyCode::Enter, KeyModifiers::NONE));
+        assert_eq!(on(&app), "main", "no 13th");
+        let last = app.scrollback.iter().last().map(|entry| entry.text.clone());
+        assert!(last.is_some_and(|text| text.contains("no buffer 13: /buffer N shows")));
     }
 
     /// The welcome of id 42 to `room`, whose newest event is `offset`.
