@@ -153,6 +153,13 @@ async fn two_pages_a_websocket_client_and_chat_tui_chat_together() {
     })
     .await;
     wait_for_status(&first, "connected").await;
+    // Without --data-dir the new server has none of the old one's history: said so.
+    wait_until(&first, "the restart said", |shown| {
+        shown.iter().any(|text| {
+            *text == "The server started again without its history: what was said before is gone."
+        })
+    })
+    .await;
     let mut plain = server.join("902", "902").await;
     press_enter(&first).await;
     assert_eq!(

@@ -179,7 +179,12 @@ impl App {
             None
         };
         if !first && !welcome.recovered {
-            self.divider("a gap: what was said while you were away could not all be recovered");
+            self.divider(if new_history {
+                // A new epoch: the server restarted without its history (or lost it).
+                "a gap: the server started again without its history; what was said before is gone"
+            } else {
+                "a gap: what was said while you were away could not all be recovered"
+            });
         }
         for number in abandoned {
             self.mark_not_sent(number);
@@ -1070,6 +1075,29 @@ mod tests {
                 .last()
                 .unwrap()
                 .contains("a gap: what was said while you were away could not all be recovered")
+        );
+    }
+
+    #[test]
+    fn a_server_that_started_again_without_its_history_is_said_as_such() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "42", None, EventKind::Join));
+        connected(&mut app);
+        let Event::Net(NetEvent::Frame(ServerFrame::Welcome(mut restarted))) =
+            welcome(1, &[], false)
+        else {
+            unreachable!("a welcome")
+        };
+        restarted.welcome.epoch = "e2".into();
+        app.update(Event::Net(NetEvent::Frame(ServerFrame::Welcome(restarted))));
+        let shown = lines(&app);
+        assert!(
+            shown.iter().any(|line| line.contains(
+                "a gap: the server started again without its history; what was said before is gone"
+            )),
+            "{shown:?}"
         );
     }
 
