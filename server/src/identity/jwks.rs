@@ -235,8 +235,10 @@ fn signing_algorithm(alg: KeyAlgorithm) -> Result<Algorithm, String> {
 pub struct Jwks {
     source: JwksSource,
     current: RwLock<Arc<KeySet>>,
-    /// For a URL: the client, and when the set was last fetched (held across the fetch,
-    /// so that tokens naming the same new key wait for one fetch, not one each).
+    /// For a URL: the client, and when a token naming a key not known last had the set
+    /// fetched (held across that fetch, so that tokens naming the same new key wait for
+    /// one fetch, not one each). Fetches at start, on SIGHUP and every `--jwks-refresh`
+    /// do not count: a key rotated just after one of those is still fetched at once.
     fetching: Option<(Fetcher, tokio::sync::Mutex<Option<Instant>>)>,
     min_refetch: Duration,
 }
@@ -284,9 +286,7 @@ impl Jwks {
                     error,
                 })?
                 .into(),
-            (JwksSource::Url(url), Some((fetcher, last))) => {
-                let mut last = last.lock().await;
-                *last = Some(Instant::now());
+            (JwksSource::Url(url), Some((fetcher, _))) => {
                 fetcher.get(url).await.map_err(|error| JwksError::Fetch {
                     url: url.clone(),
                     error,
