@@ -394,6 +394,26 @@ mod tests {
             history: 9_223_372_036_854_775_807,
             ..Config::default()
         };
+        let ftp = Config {
+            jwks: Some(JwksSource::Url(
+                "ftp://id.example.org/certs".parse().unwrap(),
+            )),
+            ..Config::default()
+        };
+        assert!(matches!(ftp.check(), Err(InvalidConfig::JwksUrl(_))));
+        let eager = Config {
+            jwks_refresh: Duration::from_secs(5),
+            ..Config::default()
+        };
+        assert_eq!(eager.check(), Err(InvalidConfig::JwksRefreshTooShort));
+        let nameless = Config {
+            token_rules: TokenRules {
+                id_claim: String::new(),
+                ..TokenRules::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(nameless.check(), Err(InvalidConfig::NoIdClaim));
         assert_eq!(endless.check(), Err(InvalidConfig::HistoryTooLong));
         assert_eq!(
             endless.check().unwrap_err().to_string(),

@@ -844,6 +844,106 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "JwtSecret(32 bytes)");
     }
 
+    #[tokio::test]
+    async fn the_rules_are_checked_and_minted_by_and_every_claim_is_handed_on() {
+        let rules = TokenRules {
+            issuer: Some("https://id.example.org".into()),
+            audience: Some("chat".into()),
+            id_claim: "chat_id".into(),
+        };
+        let tokens = tokens(SECRET).with_rules(rules.clone());
+        let minted = tokens.mint(&id("42"), Duration::from_secs(60), None);
+        let verified = tokens
+            .verify_for(&minted, &id("42"), DEFAULT_MAX_TOKEN_TTL)
+            .await
+            .unwrap();
+        assert_eq!(verified.id, id("42"));
+        assert_eq!(verified.claims["iss"], "https://id.example.org");
+        // What the rules do not know is handed on as it came (roles, say).
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = serde_json::json!({
+            "sub": "a-uuid", "chat_id": 7, "iss": "https://id.example.org",
+            "aud": ["account", "chat"], "exp": now + 60, "roles": {"lobby": "owner"},
+        });
+        let verified = tokens
+            .verify(&signed(claims.clone(), SECRET), DEFAULT_MAX_TOKEN_TTL)
+            .await
+            .unwrap();
+        assert_eq!(verified.id, id("7"), "an integer claim is an id too");
+        assert_eq!(verified.claims["roles"]["lobby"], "owner");
+        assert_eq!(verified.expires, now + 60);
+
+        let refused = async |change: serde_json::Value| {
+            let mut claims = claims.clone();
+            for (key, value) in change.as_object().unwrap() {
+                claims[key] = value.clone();
+            }
+            let token = signed(claims, SECRET);
+            match tokens.verify(&token, DEFAULT_MAX_TOKEN_TTL).await {
+                Err(TokenRefusal::Invalid(why)) => why,
+                other => panic!("{change}: {other:?}"),
+            }
+        };
+        let aud = refused(serde_json::json!({"aud": "another"})).await;
+        assert_eq!(aud, "its aud does not name this server");
+        let iss = refused(serde_json::json!({"iss": "https://evil.example.org"})).await;
+        assert_eq!(iss, "its iss is not the issuer this server trusts");
+        let uuid = refused(serde_json::json!({"chat_id": "a-uuid"})).await;
+        assert!(
+            uuid.starts_with("its chat_id claim is not a client id"),
+            "{uuid}"
+        );
+        // A token minted without the rules does not pass a server with them.
+        let plain = self::tokens(SECRET).mint(&id("42"), Duration::from_secs(60), None);
+        assert!(tokens.check(&plain, &id("42")).is_err());
+    }
+
+    #[tokio::test]
+    async fn unsigned_tokens_and_hs256_without_a_secret_are_refused_by_name() {
+        use base64::Engine;
+        let part = |json: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        let body = part(serde_json::json!({"sub": "1", "exp": now + 60}));
+        let tokens = tokens(SECRET);
+        for alg in ["none", "None", "NONE"] {
+            let unsigned = format!("{}.{body}.", part(serde_json::json!({"alg": alg})));
+            assert_eq!(
+                tokens.check(&unsigned, &id("1")),
+                Err(TokenRefusal::Invalid(
+                    "it is not signed (alg none); only signed tokens are taken".into()
+                ))
+            );
+        }
+        let es256 = format!("{}.{body}.c2ln", part(serde_json::json!({"alg": "ES256"})));
+        assert_eq!(
+            tokens.verify(&es256, DEFAULT_MAX_TOKEN_TTL).await,
+            Err(TokenRefusal::Invalid(
+                "only HS256 tokens are accepted".into()
+            ))
+        );
+
+        let dir = std::env::temp_dir().join(format!("chat-jwks-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("jwks.json");
+        let ed_x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        let set = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ed_x}]});
+        std::fs::write(&file, set.to_string()).unwrap();
+        let jwks = Jwks::load(JwksSource::File(file), Duration::from_secs(30))
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let provider_only = Tokens::checking(None, Some(Arc::new(jwks)), TokenRules::default())
+            .expect("keys to check with");
+        let hs256 = signed(serde_json::json!({"sub": "1", "exp": now + 60}), SECRET);
+        assert!(matches!(
+            provider_only.verify(&hs256, DEFAULT_MAX_TOKEN_TTL).await,
+            Err(TokenRefusal::Invalid(why)) if why.starts_with("HS256 tokens are not taken here")
+        ));
+        assert!(Tokens::checking(None, None, TokenRules::default()).is_none());
+    }
+
     #[test]
     fn ttls_read_as_operators_write_them() {
         assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
