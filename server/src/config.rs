@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::identity::{DEFAULT_MAX_TOKEN_TTL, JwtSecret};
+use crate::identity::{DEFAULT_MAX_TOKEN_TTL, JwksSource, JwtSecret, TokenRules};
 use crate::tls::TlsFiles;
 
 /// The server's settings. [`Config::default`] is what `chat-server` runs with when given
@@ -76,6 +76,20 @@ pub struct Config {
     /// The longest a token may be good for: `chat-server token` mints none longer, and
     /// the server refuses a token whose `exp` is further than this from now.
     pub max_token_ttl: Duration,
+    /// Require every chat client to prove its id with a token signed by a key of this
+    /// set (an identity provider's, RS256, ES256 or EdDSA), besides or instead of
+    /// `jwt_secret`.
+    pub jwks: Option<JwksSource>,
+    /// With a JWKS URL: how often it is fetched again, so that withdrawn keys stop
+    /// being trusted.
+    pub jwks_refresh: Duration,
+    /// With a JWKS URL: the shortest time between two fetches for tokens naming a key
+    /// not in the set. Not a flag: tests lengthen it, so that what they count does not
+    /// depend on how fast they run.
+    pub jwks_min_refetch: Duration,
+    /// What a token must hold besides a good signature: `iss`, `aud`, and which claim
+    /// holds the id.
+    pub token_rules: TokenRules,
     /// Serve TLS (https and wss) with this certificate and key instead of plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -111,6 +125,10 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             jwt_secret: None,
             max_token_ttl: DEFAULT_MAX_TOKEN_TTL,
+            jwks: None,
+            jwks_refresh: Duration::from_secs(10 * 60),
+            jwks_min_refetch: Duration::from_secs(30),
+            token_rules: TokenRules::default(),
             tls: None,
         }
     }
@@ -162,6 +180,12 @@ pub enum InvalidConfig {
     TokenTtlZero,
     #[error("a data folder cannot be combined with Redis yet: a cluster's history lives in Redis")]
     DataDirInCluster,
+    #[error("a JWKS URL must be http:// or https:// with a host, not {0}")]
+    JwksUrl(String),
+    #[error("the JWKS refresh interval must be at least a minute")]
+    JwksRefreshTooShort,
+    #[error("the claim that holds the client id needs a name")]
+    NoIdClaim,
 }
 
 /// The most rooms at once. Past it, empty rooms are forgotten (with their history) to
@@ -277,7 +301,24 @@ impl Config {
         if self.data_dir.is_some() && self.redis_url.is_some() {
             return Err(InvalidConfig::DataDirInCluster);
         }
+        if let Some(JwksSource::Url(url)) = &self.jwks
+            && !(matches!(url.scheme(), "http" | "https") && url.host().is_some())
+        {
+            return Err(InvalidConfig::JwksUrl(url.to_string()));
+        }
+        // More often would be asking the provider for what it does not change that fast.
+        if self.jwks_refresh < Duration::from_secs(60) {
+            return Err(InvalidConfig::JwksRefreshTooShort);
+        }
+        if self.token_rules.id_claim.is_empty() {
+            return Err(InvalidConfig::NoIdClaim);
+        }
         Ok(())
+    }
+
+    /// Whether chat clients prove their ids with tokens (`--jwt-secret` or a JWKS).
+    pub fn checks_tokens(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwks.is_some()
     }
 
     /// The outbox bound in force: `max_queue_bytes`, but never less than twice the
@@ -353,6 +394,26 @@ mod tests {
             history: 9_223_372_036_854_775_807,
             ..Config::default()
         };
+        let ftp = Config {
+            jwks: Some(JwksSource::Url(
+                "ftp://id.example.org/certs".parse().unwrap(),
+            )),
+            ..Config::default()
+        };
+        assert!(matches!(ftp.check(), Err(InvalidConfig::JwksUrl(_))));
+        let eager = Config {
+            jwks_refresh: Duration::from_secs(5),
+            ..Config::default()
+        };
+        assert_eq!(eager.check(), Err(InvalidConfig::JwksRefreshTooShort));
+        let nameless = Config {
+            token_rules: TokenRules {
+                id_claim: String::new(),
+                ..TokenRules::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(nameless.check(), Err(InvalidConfig::NoIdClaim));
         assert_eq!(endless.check(), Err(InvalidConfig::HistoryTooLong));
         assert_eq!(
             endless.check().unwrap_err().to_string(),

@@ -1,16 +1,25 @@
-//! Signed identity, with `--jwt-secret`: a client proves its id (and its name) with an
-//! HS256 JSON Web Token whose `sub` is the id, minted by the operator's backend with the
-//! same secret, as Centrifugo's connection tokens are. Without a secret every client
-//! claims its own id, as in the tutorial.
+//! Signed identity: a client proves its id (and its name) with a JSON Web Token, either
+//! HS256 with `--jwt-secret` (minted by the operator's backend with the same secret, as
+//! Centrifugo's connection tokens are) or signed by an identity provider whose public
+//! keys are given with `--jwks-file` or `--jwks-url` ([`jwks`]); `--jwt-issuer`,
+//! `--jwt-audience` and `--jwt-id-claim` ([`TokenRules`]) say what else a token must
+//! hold. Without either every client claims its own id, as in the tutorial.
 //!
 //! A browser should not put such a token in a URL (proxies and its console log those),
 //! so it trades one for a ticket (`POST /api/v1/tickets`): good for one connection of
 //! the same id and name, within [`TICKET_TTL`].
+//!
+//! What the handshake and the API call: [`Tokens::verify`] and [`Tokens::verify_for`],
+//! which answer the [`Verified`] claims (the id, the name, and every claim as sent, for
+//! what reads more of them), or a [`TokenRefusal`].
+
+mod fetch;
+pub mod jwks;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat::ClientId;
@@ -18,6 +27,9 @@ use chat::v1::DisplayName;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+pub use fetch::FetchError;
+pub use jwks::{Jwks, JwksError, JwksSource};
 
 /// The shortest secret accepted: HS256's own key size. A shorter one could be found by
 /// trying, from any token a client holds.
@@ -68,21 +80,44 @@ impl JwtSecret {
     }
 }
 
-/// What a token says. `sub` is required (the id), and so is `exp`: a token that never
-/// expires cannot be taken back short of changing the secret. (Both are checked by the
-/// validation, which says which is missing; here `exp` is optional only so that serde
-/// does not fail first with a vaguer error.)
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    exp: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    iat: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    nbf: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
+/// What else a token must hold besides a good signature and an `exp`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRules {
+    /// `--jwt-issuer`: the `iss` every token must carry, if any.
+    pub issuer: Option<String>,
+    /// `--jwt-audience`: a value the token's `aud` must hold, if any.
+    pub audience: Option<String>,
+    /// `--jwt-id-claim`: the claim that holds the client id (a string or an integer).
+    pub id_claim: String,
+}
+
+impl Default for TokenRules {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            audience: None,
+            id_claim: DEFAULT_ID_CLAIM.to_owned(),
+        }
+    }
+}
+
+/// The claim that holds the client id unless `--jwt-id-claim` says otherwise.
+pub const DEFAULT_ID_CLAIM: &str = "sub";
+
+/// A token's claims once its signature and every rule have been checked.
+///
+/// `claims` holds them all as the token has them, so that what reads more of a token
+/// (roles, say) reads them here rather than decoding it again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verified {
+    /// The client id, from the claim `--jwt-id-claim` names (`sub` by default).
+    pub id: ClientId,
+    /// The `name` claim, if any, as the chat shows it.
+    pub name: Option<DisplayName>,
+    /// The `exp` claim: when the token stops being good, in seconds since 1970.
+    pub expires: u64,
+    /// Every claim of the token.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a ticket says: the token's id and name, until when, and which ticket it is.
@@ -96,11 +131,19 @@ struct TicketClaims {
     tkt: String,
 }
 
-/// Checks tokens, mints them for `chat-server token`, and trades them for tickets.
-pub struct Tokens {
+/// The HS256 keys of `--jwt-secret`.
+struct SecretKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
-    validation: Validation,
+}
+
+/// Checks tokens, mints them for `chat-server token`, and trades them for tickets.
+pub struct Tokens {
+    /// With `--jwt-secret`: HS256 tokens.
+    secret: Option<SecretKeys>,
+    /// With `--jwks-file` or `--jwks-url`: tokens signed by an identity provider.
+    jwks: Option<Arc<Jwks>>,
+    rules: TokenRules,
     ticket_encoding: EncodingKey,
     ticket_decoding: DecodingKey,
     ticket_validation: Validation,
@@ -191,48 +234,72 @@ fn days(duration: Duration) -> String {
 }
 
 impl Tokens {
+    /// HS256 tokens signed with `secret`, whose `sub` is the id.
     pub fn new(secret: &JwtSecret) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = CLOCK_LEEWAY_SECONDS;
-        let ticket_key = [secret.0.as_slice(), TICKET_KEY_SUFFIX].concat();
+        Self::checking(Some(secret), None, TokenRules::default())
+            .expect("a secret is something to check tokens with")
+    }
+
+    /// Tokens signed with `secret` (HS256), by a key of `jwks`, or either if both are
+    /// given, and holding what `rules` ask; `None` if neither is given.
+    pub fn checking(
+        secret: Option<&JwtSecret>,
+        jwks: Option<Arc<Jwks>>,
+        rules: TokenRules,
+    ) -> Option<Self> {
+        if secret.is_none() && jwks.is_none() {
+            return None;
+        }
+        // Tickets are signed with a key made from the secret, so that any node with it
+        // takes them; without one, with a random key of this process's own.
+        let ticket_key = match secret {
+            Some(secret) => [secret.0.as_slice(), TICKET_KEY_SUFFIX].concat(),
+            None => random_key(),
+        };
         let mut ticket_validation = Validation::new(Algorithm::HS256);
         ticket_validation.set_required_spec_claims(&["exp", "sub"]);
         // Issued and checked by this clock.
         ticket_validation.leeway = 0;
-        Self {
-            encoding: EncodingKey::from_secret(&secret.0),
-            decoding: DecodingKey::from_secret(&secret.0),
-            validation,
+        Some(Self {
+            secret: secret.map(|secret| SecretKeys {
+                encoding: EncodingKey::from_secret(&secret.0),
+                decoding: DecodingKey::from_secret(&secret.0),
+            }),
+            jwks,
+            rules,
             ticket_encoding: EncodingKey::from_secret(&ticket_key),
             ticket_decoding: DecodingKey::from_secret(&ticket_key),
             ticket_validation,
             ticket_boot: fastrand::u64(..),
             tickets_issued: AtomicU64::new(0),
             tickets_spent: Mutex::new(HashMap::new()),
-        }
+        })
+    }
+
+    /// The rules tokens are checked by, for `chat-server token` to mint by.
+    pub fn with_rules(mut self, rules: TokenRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// A ticket for one connection as the holder of `token`, the token's id and name:
     /// good for [`TICKET_TTL`], or until the token expires if that is sooner.
-    pub fn ticket(
+    pub async fn ticket(
         &self,
         token: &str,
         id: &ClientId,
         max_ttl: Duration,
     ) -> Result<Ticket, TokenRefusal> {
-        let claims = self.verified(token, id, max_ttl)?;
+        let verified = self.verify_for(token, id, max_ttl).await?;
         let now = jsonwebtoken::get_current_timestamp();
-        let mut exp = now.saturating_add(TICKET_TTL.as_secs());
-        if let Some(token_exp) = claims.exp {
-            exp = exp.min(token_exp);
-        }
+        let exp = now
+            .saturating_add(TICKET_TTL.as_secs())
+            .min(verified.expires);
         let serial = self.tickets_issued.fetch_add(1, Ordering::Relaxed);
         let claims = TicketClaims {
             sub: id.to_string(),
             exp,
-            name: claims.name,
+            name: verified.name.map(|name| name.to_string()),
             tkt: format!("{:x}-{serial}", self.ticket_boot),
         };
         let ticket = jsonwebtoken::encode(
@@ -264,7 +331,7 @@ impl Tokens {
         validation.validate_exp = false;
         let claims =
             jsonwebtoken::decode::<TicketClaims>(ticket, &self.ticket_decoding, &validation)
-                .map_err(|error| match refusal(error.kind()) {
+                .map_err(|error| match refusal(error.kind(), Signer::Ticket) {
                     TokenRefusal::Invalid(why) => TokenRefusal::TicketInvalid(why),
                     other => other,
                 })?
@@ -296,17 +363,33 @@ impl Tokens {
             .map_err(TokenRefusal::BadName)
     }
 
-    /// A token for `id`, valid from now for `ttl`, naming it `name`.
+    /// A token for `id`, valid from now for `ttl`, naming it `name`, signed with the
+    /// secret and holding what the rules ask (the id in their claim, `iss`, `aud`).
+    ///
+    /// # Panics
+    ///
+    /// Without a secret: [`Tokens::new`] always has one.
     pub fn mint(&self, id: &ClientId, ttl: Duration, name: Option<&DisplayName>) -> String {
+        let secret = self
+            .secret
+            .as_ref()
+            .expect("tokens are minted only with a secret");
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = Claims {
-            sub: id.to_string(),
-            exp: Some(now.saturating_add(ttl.as_secs())),
-            iat: Some(now),
-            nbf: None,
-            name: name.map(|name| name.to_string()),
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let mut claims = serde_json::Map::new();
+        claims.insert("sub".into(), id.to_string().into());
+        claims.insert(self.rules.id_claim.clone(), id.to_string().into());
+        claims.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
+        claims.insert("iat".into(), now.into());
+        if let Some(name) = name {
+            claims.insert("name".into(), name.to_string().into());
+        }
+        if let Some(issuer) = &self.rules.issuer {
+            claims.insert("iss".into(), issuer.clone().into());
+        }
+        if let Some(audience) = &self.rules.audience {
+            claims.insert("aud".into(), audience.clone().into());
+        }
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &secret.encoding)
             .expect("HS256 signing with a byte key cannot fail")
     }
 
@@ -316,67 +399,235 @@ impl Tokens {
         self.check_within(token, id, DEFAULT_MAX_TOKEN_TTL)
     }
 
-    /// The name `token` gives client `id`, if the token is good for `id`, expires
-    /// within `max_ttl` of now, and has no `crit` header.
-    ///
-    /// A token whose `exp` is far off (2^64-1, say) could never be taken back short of
-    /// changing the secret; one that marks header parameters critical must be refused
-    /// when they are not understood (RFC 7515 §4.1.11), and none are here.
+    /// The name `token` gives client `id`, as [`Tokens::verify_for`] checks it but
+    /// with the key set as it is: a key not in it is not fetched.
     pub fn check_within(
         &self,
         token: &str,
         id: &ClientId,
         max_ttl: Duration,
     ) -> Result<Option<DisplayName>, TokenRefusal> {
-        self.verified(token, id, max_ttl)?
-            .name
-            .map(|name| DisplayName::parse(&name))
-            .transpose()
-            .map_err(TokenRefusal::BadName)
+        let (header, key) = self.key_now(token)?;
+        let verified = self.verified(token, header, &key, max_ttl)?;
+        same_id(verified, id).map(|verified| verified.name)
     }
 
-    /// The claims of `token`, if it is good for `id` as [`Tokens::check_within`] says.
-    fn verified(
+    /// The claims of `token` if it is good for client `id` (see [`Tokens::verify`]).
+    pub async fn verify_for(
         &self,
         token: &str,
         id: &ClientId,
         max_ttl: Duration,
-    ) -> Result<Claims, TokenRefusal> {
-        let decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|error| refusal(error.kind()))?;
-        if let Some(critical) = decoded.header.crit {
+    ) -> Result<Verified, TokenRefusal> {
+        same_id(self.verify(token, max_ttl).await?, id)
+    }
+
+    /// The claims of `token`, if its signature is good (by the secret for HS256, by the
+    /// identity provider's key its `kid` names otherwise, the set fetched again first
+    /// if that key is new), it holds what the rules ask, it expires within `max_ttl`
+    /// of now, and it has no `crit` header.
+    ///
+    /// A token whose `exp` is far off (2^64-1, say) could never be taken back short of
+    /// changing the key; one that marks header parameters critical must be refused
+    /// when they are not understood (RFC 7515 §4.1.11), and none are here.
+    pub async fn verify(&self, token: &str, max_ttl: Duration) -> Result<Verified, TokenRefusal> {
+        let header = read_header(token)?;
+        let key = match (header.alg, &self.jwks) {
+            (Algorithm::HS256, _) => self.secret_key()?,
+            (alg, Some(jwks)) => jwks
+                .find_or_refetch(header.kid.as_deref(), alg)
+                .await
+                .map_err(no_key)?,
+            (_, None) => return Err(only_hs256()),
+        };
+        self.verified(token, header, &key, max_ttl)
+    }
+
+    /// The key for `token` as the set is now.
+    fn key_now(&self, token: &str) -> Result<(Header, DecodingKey), TokenRefusal> {
+        let header = read_header(token)?;
+        let key = match (header.alg, &self.jwks) {
+            (Algorithm::HS256, _) => self.secret_key()?,
+            (alg, Some(jwks)) => jwks.find(header.kid.as_deref(), alg).map_err(no_key)?,
+            (_, None) => return Err(only_hs256()),
+        };
+        Ok((header, key))
+    }
+
+    fn secret_key(&self) -> Result<DecodingKey, TokenRefusal> {
+        match &self.secret {
+            Some(secret) => Ok(secret.decoding.clone()),
+            None => Err(TokenRefusal::Invalid(
+                "HS256 tokens are not taken here: a token must be signed by the identity \
+                 provider (RS256, ES256 or EdDSA)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The claims of `token`, checked with `key` for the algorithm its header names.
+    fn verified(
+        &self,
+        token: &str,
+        header: Header,
+        key: &DecodingKey,
+        max_ttl: Duration,
+    ) -> Result<Verified, TokenRefusal> {
+        if let Some(critical) = header.crit {
             return Err(TokenRefusal::Critical(critical));
         }
-        let claims = decoded.claims;
+        let mut validation = Validation::new(header.alg);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
+        validation.leeway = CLOCK_LEEWAY_SECONDS;
+        if let Some(issuer) = &self.rules.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        match &self.rules.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            // A provider's tokens name their audience; with none asked for, any will do.
+            None => validation.validate_aud = false,
+        }
+        let signer = match header.alg {
+            Algorithm::HS256 => Signer::Secret,
+            _ => Signer::Provider,
+        };
+        let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            key,
+            &validation,
+        )
+        .map_err(|error| refusal(error.kind(), signer))?
+        .claims;
+        let expires = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| TokenRefusal::Invalid("its exp claim has the wrong type".into()))?;
         let now = jsonwebtoken::get_current_timestamp();
         let latest = now
             .saturating_add(max_ttl.as_secs())
             .saturating_add(CLOCK_LEEWAY_SECONDS);
-        if claims.exp.is_some_and(|exp| exp > latest) {
+        if expires > latest {
             return Err(TokenRefusal::TooLong(max_ttl));
         }
-        // The id as a client would write it: `+7` and `007` are 7.
-        let same = ClientId::parse(&claims.sub).is_ok_and(|sub| sub == *id);
-        if !same {
-            return Err(TokenRefusal::OtherId {
-                token: claims.sub,
-                asked: id.to_string(),
-            });
-        }
+        let id_claim = &self.rules.id_claim;
+        // The id as a client would write it (`+7` and `007` are 7), as text or a number.
+        let id = match claims.get(id_claim) {
+            None => return Err(TokenRefusal::Invalid(format!("it has no {id_claim} claim"))),
+            Some(serde_json::Value::String(text)) => ClientId::parse(text).ok(),
+            Some(serde_json::Value::Number(number)) => ClientId::parse(&number.to_string()).ok(),
+            Some(_) => None,
+        };
+        let id = id.ok_or_else(|| {
+            TokenRefusal::Invalid(format!(
+                "its {id_claim} claim is not a client id ({})",
+                chat::ID_RULES
+            ))
+        })?;
         // A name the server would refuse is refused now, not at the ticket's use.
-        if let Some(name) = &claims.name {
-            DisplayName::parse(name).map_err(TokenRefusal::BadName)?;
-        }
-        Ok(claims)
+        let name = match claims.get("name") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(name)) => {
+                Some(DisplayName::parse(name).map_err(TokenRefusal::BadName)?)
+            }
+            Some(_) => {
+                return Err(TokenRefusal::Invalid(
+                    "its name claim has the wrong type".into(),
+                ));
+            }
+        };
+        Ok(Verified {
+            id,
+            name,
+            expires,
+            claims,
+        })
     }
 }
 
-fn refusal(kind: &ErrorKind) -> TokenRefusal {
+/// `verified` if it is for client `id`.
+fn same_id(verified: Verified, id: &ClientId) -> Result<Verified, TokenRefusal> {
+    if verified.id != *id {
+        return Err(TokenRefusal::OtherId {
+            token: verified.id.to_string(),
+            asked: id.to_string(),
+        });
+    }
+    Ok(verified)
+}
+
+/// The header of `token`, read before anything else is believed. `alg: none` (and any
+/// algorithm this server does not know) is refused here, by name.
+fn read_header(token: &str) -> Result<Header, TokenRefusal> {
+    jsonwebtoken::decode_header(token).map_err(|error| {
+        if unsigned(token) {
+            return TokenRefusal::Invalid(
+                "it is not signed (alg none); only signed tokens are taken".into(),
+            );
+        }
+        refusal(error.kind(), Signer::Secret)
+    })
+}
+
+/// Whether `token`'s header says `"alg": "none"` (in any case).
+fn unsigned(token: &str) -> bool {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&json).is_ok_and(|header| {
+        header
+            .get("alg")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|alg| alg.eq_ignore_ascii_case("none"))
+    })
+}
+
+fn only_hs256() -> TokenRefusal {
+    TokenRefusal::Invalid("only HS256 tokens are accepted".into())
+}
+
+fn no_key(why: jwks::NoKey) -> TokenRefusal {
+    match why {
+        jwks::NoKey::Unknown(why) | jwks::NoKey::Unusable(why) => TokenRefusal::Invalid(why),
+    }
+}
+
+/// A key of 32 random bytes, for tickets when there is no secret to make one from.
+fn random_key() -> Vec<u8> {
+    let mut key = vec![0; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut key)
+        .expect("the system has a source of random bytes");
+    key
+}
+
+/// Who signed what a signature was checked against, for the words of a refusal.
+#[derive(Clone, Copy)]
+enum Signer {
+    Secret,
+    Provider,
+    Ticket,
+}
+
+fn refusal(kind: &ErrorKind, signer: Signer) -> TokenRefusal {
     let why = match kind {
         ErrorKind::ExpiredSignature => return TokenRefusal::Expired,
         ErrorKind::ImmatureSignature => return TokenRefusal::NotYet,
-        ErrorKind::InvalidSignature => "its signature does not match this server's secret",
-        ErrorKind::InvalidAlgorithm => "only HS256 tokens are accepted",
+        ErrorKind::InvalidSignature => match signer {
+            Signer::Secret | Signer::Ticket => "its signature does not match this server's secret",
+            Signer::Provider => "its signature does not match the identity provider's key",
+        },
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "its alg is not one this server takes (HS256 with a secret; RS256, ES256 or \
+             EdDSA with an identity provider's keys)"
+        }
+        ErrorKind::InvalidIssuer => "its iss is not the issuer this server trusts",
+        ErrorKind::InvalidAudience => "its aud does not name this server",
         ErrorKind::MissingRequiredClaim(claim) => {
             return TokenRefusal::Invalid(format!("it has no {claim} claim"));
         }
@@ -520,14 +771,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_ticket_is_good_once_for_its_id_until_it_expires() {
+    #[tokio::test]
+    async fn a_ticket_is_good_once_for_its_id_until_it_expires() {
         let tokens = tokens(SECRET);
         let ada = DisplayName::parse("Ada").unwrap();
         let token = tokens.mint(&id("42"), Duration::from_secs(600), Some(&ada));
         let now = jsonwebtoken::get_current_timestamp();
         let ticket = tokens
             .ticket(&token, &id("42"), DEFAULT_MAX_TOKEN_TTL)
+            .await
             .unwrap();
         assert_eq!(ticket.expires_in, TICKET_TTL.as_secs());
         let late = now + TICKET_TTL.as_secs() + 1;
@@ -547,6 +799,7 @@ mod tests {
         // A ticket is not a token, nor a token a ticket.
         let other = tokens
             .ticket(&token, &id("42"), DEFAULT_MAX_TOKEN_TTL)
+            .await
             .unwrap();
         assert!(matches!(
             tokens.check(&other.ticket, &id("42")),
@@ -560,11 +813,14 @@ mod tests {
         let short = tokens.mint(&id("7"), Duration::from_secs(5), None);
         let ticket = tokens
             .ticket(&short, &id("7"), DEFAULT_MAX_TOKEN_TTL)
+            .await
             .unwrap();
         assert!(ticket.expires_in <= 5, "{ticket:?}");
         let expired = signed(serde_json::json!({"sub": "7", "exp": now - 120}), SECRET);
         assert!(matches!(
-            tokens.ticket(&expired, &id("7"), DEFAULT_MAX_TOKEN_TTL),
+            tokens
+                .ticket(&expired, &id("7"), DEFAULT_MAX_TOKEN_TTL)
+                .await,
             Err(TokenRefusal::Expired)
         ));
     }
@@ -586,6 +842,106 @@ mod tests {
         assert_eq!(JwtSecret::new("short\n").unwrap_err(), WeakSecret(5));
         let secret = JwtSecret::new(&format!("{SECRET}\n")).unwrap();
         assert_eq!(format!("{secret:?}"), "JwtSecret(32 bytes)");
+    }
+
+    #[tokio::test]
+    async fn the_rules_are_checked_and_minted_by_and_every_claim_is_handed_on() {
+        let rules = TokenRules {
+            issuer: Some("https://id.example.org".into()),
+            audience: Some("chat".into()),
+            id_claim: "chat_id".into(),
+        };
+        let tokens = tokens(SECRET).with_rules(rules.clone());
+        let minted = tokens.mint(&id("42"), Duration::from_secs(60), None);
+        let verified = tokens
+            .verify_for(&minted, &id("42"), DEFAULT_MAX_TOKEN_TTL)
+            .await
+            .unwrap();
+        assert_eq!(verified.id, id("42"));
+        assert_eq!(verified.claims["iss"], "https://id.example.org");
+        // What the rules do not know is handed on as it came (roles, say).
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = serde_json::json!({
+            "sub": "a-uuid", "chat_id": 7, "iss": "https://id.example.org",
+            "aud": ["account", "chat"], "exp": now + 60, "roles": {"lobby": "owner"},
+        });
+        let verified = tokens
+            .verify(&signed(claims.clone(), SECRET), DEFAULT_MAX_TOKEN_TTL)
+            .await
+            .unwrap();
+        assert_eq!(verified.id, id("7"), "an integer claim is an id too");
+        assert_eq!(verified.claims["roles"]["lobby"], "owner");
+        assert_eq!(verified.expires, now + 60);
+
+        let refused = async |change: serde_json::Value| {
+            let mut claims = claims.clone();
+            for (key, value) in change.as_object().unwrap() {
+                claims[key] = value.clone();
+            }
+            let token = signed(claims, SECRET);
+            match tokens.verify(&token, DEFAULT_MAX_TOKEN_TTL).await {
+                Err(TokenRefusal::Invalid(why)) => why,
+                other => panic!("{change}: {other:?}"),
+            }
+        };
+        let aud = refused(serde_json::json!({"aud": "another"})).await;
+        assert_eq!(aud, "its aud does not name this server");
+        let iss = refused(serde_json::json!({"iss": "https://evil.example.org"})).await;
+        assert_eq!(iss, "its iss is not the issuer this server trusts");
+        let uuid = refused(serde_json::json!({"chat_id": "a-uuid"})).await;
+        assert!(
+            uuid.starts_with("its chat_id claim is not a client id"),
+            "{uuid}"
+        );
+        // A token minted without the rules does not pass a server with them.
+        let plain = self::tokens(SECRET).mint(&id("42"), Duration::from_secs(60), None);
+        assert!(tokens.check(&plain, &id("42")).is_err());
+    }
+
+    #[tokio::test]
+    async fn unsigned_tokens_and_hs256_without_a_secret_are_refused_by_name() {
+        use base64::Engine;
+        let part = |json: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        let body = part(serde_json::json!({"sub": "1", "exp": now + 60}));
+        let tokens = tokens(SECRET);
+        for alg in ["none", "None", "NONE"] {
+            let unsigned = format!("{}.{body}.", part(serde_json::json!({"alg": alg})));
+            assert_eq!(
+                tokens.check(&unsigned, &id("1")),
+                Err(TokenRefusal::Invalid(
+                    "it is not signed (alg none); only signed tokens are taken".into()
+                ))
+            );
+        }
+        let es256 = format!("{}.{body}.c2ln", part(serde_json::json!({"alg": "ES256"})));
+        assert_eq!(
+            tokens.verify(&es256, DEFAULT_MAX_TOKEN_TTL).await,
+            Err(TokenRefusal::Invalid(
+                "only HS256 tokens are accepted".into()
+            ))
+        );
+
+        let dir = std::env::temp_dir().join(format!("chat-jwks-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("jwks.json");
+        let ed_x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        let set = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ed_x}]});
+        std::fs::write(&file, set.to_string()).unwrap();
+        let jwks = Jwks::load(JwksSource::File(file), Duration::from_secs(30))
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let provider_only = Tokens::checking(None, Some(Arc::new(jwks)), TokenRules::default())
+            .expect("keys to check with");
+        let hs256 = signed(serde_json::json!({"sub": "1", "exp": now + 60}), SECRET);
+        assert!(matches!(
+            provider_only.verify(&hs256, DEFAULT_MAX_TOKEN_TTL).await,
+            Err(TokenRefusal::Invalid(why)) if why.starts_with("HS256 tokens are not taken here")
+        ));
+        assert!(Tokens::checking(None, None, TokenRules::default()).is_none());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! (`server/module-graph.py` prints who uses whom, and fails on a cycle):
 //! - [`run`]: the accept loop and graceful shutdown; the binary and the tests both call it.
 //! - [`config`]: the settings, their defaults and their bounds.
-//! - [`identity`]: signed tokens that prove a client's id and name, with `--jwt-secret`.
+//! - [`identity`]: signed tokens that prove a client's id and name, with `--jwt-secret`
+//!   or an identity provider's keys (`--jwks-file`, reloaded on SIGHUP, or `--jwks-url`).
 //! - [`tls`]: the certificate for `https://` and `wss://`, reloaded on SIGHUP.
 //! - `metrics`: the counters behind `/metrics`.
 //! - `shared`: what every session shares: settings, rooms, cluster health, lifecycle.
@@ -61,6 +62,7 @@ use tracing::{error, info, warn};
 use crate::http::FrontDoor;
 use crate::http::addresses::Addresses;
 use crate::http::page::Page;
+use crate::identity::Jwks;
 use crate::metrics::Metrics;
 use crate::room::RoomSettings;
 use crate::room::rooms::Rooms;
@@ -80,6 +82,15 @@ pub async fn run(
         .map_err(|invalid| io::Error::new(io::ErrorKind::InvalidInput, invalid))?;
     let tls = match &config.tls {
         Some(files) => Some(Arc::new(Tls::load(files.clone())?)),
+        None => None,
+    };
+    let jwks = match &config.jwks {
+        Some(source) => {
+            let jwks = Jwks::load(source.clone(), config.jwks_min_refetch)
+                .await
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+            Some(Arc::new(jwks))
+        }
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
@@ -131,7 +142,11 @@ pub async fn run(
     });
     let door = Arc::new(FrontDoor {
         page,
-        tokens: shared.config.jwt_secret.as_ref().map(identity::Tokens::new),
+        tokens: identity::Tokens::checking(
+            shared.config.jwt_secret.as_ref(),
+            jwks.clone(),
+            shared.config.token_rules.clone(),
+        ),
         tls: tls.clone(),
         sessions: Arc::new(Semaphore::new(
             shared.config.max_connections.min(Semaphore::MAX_PERMITS),
@@ -143,12 +158,16 @@ pub async fn run(
         shared: shared.clone(),
     });
     announce(listener.local_addr()?, tls.is_some());
-    let reloader = tokio::spawn(reload_on_hangup(tls));
+    let reloader = tokio::spawn(reload_on_hangup(tls, jwks.clone()));
+    let refresher = jwks.map(|jwks| tokio::spawn(jwks.refresh_every(shared.config.jwks_refresh)));
 
     accept_until(&listener, &door, shutdown).await;
     drop(listener);
     drop(door);
     reloader.abort();
+    if let Some(refresher) = refresher {
+        refresher.abort();
+    }
 
     info!(
         clients = shared.rooms.members(),
@@ -206,11 +225,12 @@ fn announce(address: SocketAddr, tls: bool) {
     info!("terminal client: chat-tui --server {ws}://{reachable} --id 42");
 }
 
-/// Reads the certificate again on every SIGHUP; a bad one is logged and the one in
-/// use kept. Connections already open are not touched. Without TLS there is nothing to
-/// reload, but SIGHUP is still caught: its default would end the server, and systemd's
-/// `ExecReload` sends it (and counts that exit as clean, so nothing restarts it).
-async fn reload_on_hangup(tls: Option<Arc<Tls>>) {
+/// Reads the certificate and the identity provider's keys again on every SIGHUP; a bad
+/// one is logged and the one in use kept. Connections already open are not touched.
+/// With neither there is nothing to reload, but SIGHUP is still caught: its default
+/// would end the server, and systemd's `ExecReload` sends it (and counts that exit as
+/// clean, so nothing restarts it).
+async fn reload_on_hangup(tls: Option<Arc<Tls>>, jwks: Option<Arc<Jwks>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -222,20 +242,33 @@ async fn reload_on_hangup(tls: Option<Arc<Tls>>) {
             }
         };
         while hangups.recv().await.is_some() {
-            let Some(tls) = &tls else {
-                info!("SIGHUP: nothing to reload without --tls-cert; still running");
-                continue;
-            };
-            match tls.reload() {
-                Ok(()) => info!(cert = %tls.cert_path().display(), "reloaded the TLS certificate"),
-                Err(error) => {
-                    error!(%error, "kept the TLS certificate in use: the new one cannot be used")
+            if tls.is_none() && jwks.is_none() {
+                info!("SIGHUP: nothing to reload without --tls-cert or a JWKS; still running");
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => {
+                        info!(cert = %tls.cert_path().display(), "reloaded the TLS certificate")
+                    }
+                    Err(error) => {
+                        error!(%error, "kept the TLS certificate in use: the new one cannot be used")
+                    }
+                }
+            }
+            if let Some(jwks) = &jwks {
+                match jwks.reload().await {
+                    Ok(keys) => {
+                        info!(source = %jwks.source(), keys, "reloaded the identity provider's keys")
+                    }
+                    Err(error) => {
+                        error!(%error, "kept the identity provider's keys in use: the new set cannot be used")
+                    }
                 }
             }
         }
     }
     #[cfg(not(unix))]
-    drop(tls);
+    drop((tls, jwks));
 }
 
 async fn accept_until(listener: &TcpListener, door: &Arc<FrontDoor>, shutdown: impl Future) {

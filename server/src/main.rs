@@ -70,6 +70,40 @@ struct Args {
     #[arg(long, env = "CHAT_MAX_TOKEN_TTL", global = true, default_value = "30d", value_parser = identity::parse_ttl)]
     max_token_ttl: Duration,
 
+    /// Require every chat client to prove its id with a token signed by a key of this
+    /// JWKS file (an identity provider's public keys: RS256, ES256, EdDSA), besides or
+    /// instead of --jwt-secret. Read again on SIGHUP.
+    #[arg(
+        long,
+        env = "CHAT_JWKS_FILE",
+        value_name = "FILE",
+        conflicts_with = "jwks_url"
+    )]
+    jwks_file: Option<PathBuf>,
+
+    /// As --jwks-file, from the identity provider's URL (its jwks_uri): fetched at
+    /// start, every --jwks-refresh, and when a token names a key not in the set (at
+    /// most once per 30 s).
+    #[arg(long, env = "CHAT_JWKS_URL", value_name = "URL")]
+    jwks_url: Option<url::Url>,
+
+    /// How often the --jwks-url is fetched again: 90s, 30m, 12h (at least 1m).
+    #[arg(long, env = "CHAT_JWKS_REFRESH", default_value = "10m", value_parser = identity::parse_ttl)]
+    jwks_refresh: Duration,
+
+    /// The issuer every token must name in its iss claim, such as
+    /// https://id.example.org/realms/chat (none: not checked).
+    #[arg(long, env = "CHAT_JWT_ISSUER", global = true)]
+    jwt_issuer: Option<String>,
+
+    /// A value every token's aud claim must hold, such as chat (none: not checked).
+    #[arg(long, env = "CHAT_JWT_AUDIENCE", global = true)]
+    jwt_audience: Option<String>,
+
+    /// The claim that holds the client id (a decimal integer, as text or a number).
+    #[arg(long, env = "CHAT_JWT_ID_CLAIM", global = true, default_value = identity::DEFAULT_ID_CLAIM)]
+    jwt_id_claim: String,
+
     /// Address to listen on.
     #[arg(long, env = "CHAT_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
@@ -401,7 +435,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        println!("{}", Tokens::new(&secret).mint(&id, ttl, name.as_ref()));
+        let tokens = Tokens::new(&secret).with_rules(token_rules(&args));
+        println!("{}", tokens.mint(&id, ttl, name.as_ref()));
         return ExitCode::SUCCESS;
     }
     tracing_subscriber::fmt()
@@ -423,6 +458,7 @@ fn main() -> ExitCode {
 
 /// The settings the flags (and their variables) give, with the secret already read.
 fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
+    let token_rules = token_rules(args);
     let args = args.clone();
     Config {
         max_message_bytes: args.max_message_bytes as usize,
@@ -456,10 +492,28 @@ fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
         shutdown_timeout: args.shutdown_timeout,
         jwt_secret,
         max_token_ttl: args.max_token_ttl,
+        jwks: match (&args.jwks_file, &args.jwks_url) {
+            (Some(file), _) => Some(identity::JwksSource::File(file.clone())),
+            (None, Some(url)) => Some(identity::JwksSource::Url(url.clone())),
+            (None, None) => None,
+        },
+        jwks_refresh: args.jwks_refresh,
+        jwks_min_refetch: Config::default().jwks_min_refetch,
+        token_rules,
         tls: args
             .tls_cert
             .zip(args.tls_key)
             .map(|(cert, key)| chat_server::tls::TlsFiles { cert, key }),
+    }
+}
+
+/// What tokens must hold, as the flags say: for the server, and for the tokens
+/// `chat-server token` mints, so that they pass it.
+fn token_rules(args: &Args) -> identity::TokenRules {
+    identity::TokenRules {
+        issuer: args.jwt_issuer.clone(),
+        audience: args.jwt_audience.clone(),
+        id_claim: args.jwt_id_claim.clone(),
     }
 }
 

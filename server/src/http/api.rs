@@ -14,8 +14,6 @@
 //! direct-message room is readable only by its two ids. Each request counts against
 //! its address's handshake rate (`--handshake-rate-per-ip`).
 
-use base64::Engine;
-use chat::ClientId;
 use chat::v1::RoomName;
 use chat::v2;
 use hyper::body::Incoming;
@@ -38,7 +36,7 @@ pub const TICKETS: &str = "/api/v1/tickets";
 /// Answers `POST /api/v1/tickets`: `{"ticket":T,"expires_in":S}` for a good bearer
 /// token, else an error whose `code` says why (`token_expired`, `token_invalid`,
 /// `token_missing`, `token_other_id`, `invalid_name`), as the metrics count it.
-pub fn ticket(
+pub async fn ticket(
     request: &Request<Incoming>,
     client: Client,
     door: &FrontDoor,
@@ -73,13 +71,11 @@ pub fn ticket(
         refused(reason, response)
     };
     let token = bearer(request.headers()).ok_or_else(|| refuse(TokenRefusal::Missing))?;
-    let holder = claimed_subject(token).ok_or_else(|| {
-        refuse(TokenRefusal::Invalid(
-            "not a JWT with a client id as its sub".to_owned(),
-        ))
-    })?;
+    let max_ttl = door.shared.config.max_token_ttl;
+    let holder = tokens.verify(token, max_ttl).await.map_err(refuse)?.id;
     let ticket = tokens
-        .ticket(token, &holder, door.shared.config.max_token_ttl)
+        .ticket(token, &holder, max_ttl)
+        .await
         .map_err(refuse)?;
     let mut response = json_response(
         StatusCode::OK,
@@ -126,7 +122,7 @@ pub async fn serve(
             ));
         }
     };
-    check_reader(request, &room, door)?;
+    check_reader(request, &room, door).await?;
     let nonce: Option<&str> = None;
     let params = Params::read(request.uri().query().unwrap_or(""));
     let query = match what {
@@ -166,9 +162,9 @@ pub async fn serve(
     })
 }
 
-/// With `--jwt-secret`, the reader must show a good token; a direct-message room is
-/// for its two ids only.
-fn check_reader(
+/// With `--jwt-secret` or a JWKS, the reader must show a good token; a direct-message
+/// room is for its two ids only.
+async fn check_reader(
     request: &Request<Incoming>,
     room: &RoomName,
     door: &FrontDoor,
@@ -187,14 +183,11 @@ fn check_reader(
         return Ok(());
     };
     let token = bearer(request.headers()).ok_or_else(|| refuse_token(TokenRefusal::Missing))?;
-    let holder = claimed_subject(token).ok_or_else(|| {
-        refuse_token(TokenRefusal::Invalid(
-            "not a JWT with a client id as its sub".to_owned(),
-        ))
-    })?;
-    tokens
-        .check_within(token, &holder, door.shared.config.max_token_ttl)
-        .map_err(refuse_token)?;
+    let holder = tokens
+        .verify(token, door.shared.config.max_token_ttl)
+        .await
+        .map_err(refuse_token)?
+        .id;
     match v2::direct_members(room) {
         Some(Ok((first, second))) if holder != first && holder != second => {
             let message = format!("this direct-message room is for #{first} and #{second} only");
@@ -205,17 +198,6 @@ fn check_reader(
         }
         _ => Ok(()),
     }
-}
-
-/// The `sub` a JWT claims, before its signature is checked (which `Tokens::check`
-/// then does against that very id).
-fn claimed_subject(token: &str) -> Option<ClientId> {
-    let payload = token.split('.').nth(1)?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
-    ClientId::parse(claims.get("sub")?.as_str()?).ok()
 }
 
 /// The query string's parameters, as text.

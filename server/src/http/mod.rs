@@ -48,7 +48,7 @@ pub struct FrontDoor {
     pub shared: Arc<Shared>,
     /// The browser page, made for this server's limits.
     pub page: Page,
-    /// With `--jwt-secret`: what checks each chat client's token.
+    /// With `--jwt-secret` or a JWKS: what checks each chat client's token.
     pub tokens: Option<Tokens>,
     /// With `--tls-cert`: the certificate every connection is accepted with.
     pub tls: Option<Arc<tls::Tls>>,
@@ -236,12 +236,12 @@ async fn route(
             upgrade(request, Endpoint::Echo, client, door).await?
         }
         "/ws" => return Err(refuse_id(chat::InvalidId::Empty)),
-        api::TICKETS => api::ticket(&request, client, door)?,
+        api::TICKETS => api::ticket(&request, client, door).await?,
         _ if path.starts_with(api::PREFIX) => api::serve(&request, path, client, door).await?,
         _ => match path.strip_prefix("/ws/") {
             Some(raw_id) => {
                 let id = ClientId::parse(raw_id).map_err(refuse_id)?;
-                let seat = seat(&request, id, door)?;
+                let seat = seat(&request, id, door).await?;
                 upgrade(request, Endpoint::Chat(seat), client, door).await?
             }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -413,8 +413,12 @@ struct Seat {
 
 /// Reads `?room=`, `?since=`, `?epoch=`, the subprotocol the client asks for, and who
 /// it is: its token (`?token=` or `Authorization: Bearer`) or a ticket for it
-/// (`?ticket=`) with `--jwt-secret`, else the `?name=` it claims.
-fn seat(request: &Request<Incoming>, id: ClientId, door: &FrontDoor) -> Result<Seat, Refused> {
+/// (`?ticket=`) with `--jwt-secret` or a JWKS, else the `?name=` it claims.
+async fn seat(
+    request: &Request<Incoming>,
+    id: ClientId,
+    door: &FrontDoor,
+) -> Result<Seat, Refused> {
     let mut room = RoomName::default();
     let (mut since, mut epoch, mut token, mut ticket, mut name) = (None, None, None, None, None);
     let query = request.uri().query().unwrap_or("");
@@ -450,9 +454,13 @@ fn seat(request: &Request<Incoming>, id: ClientId, door: &FrontDoor) -> Result<S
     };
     let name = match &door.tokens {
         Some(tokens) => match (bearer(request.headers()).or(token.as_deref()), ticket) {
-            (Some(token), _) => tokens
-                .check_within(token, &id, door.shared.config.max_token_ttl)
-                .map_err(refuse_token)?,
+            (Some(token), _) => {
+                tokens
+                    .verify_for(token, &id, door.shared.config.max_token_ttl)
+                    .await
+                    .map_err(refuse_token)?
+                    .name
+            }
             // A browser's: its token stays out of the URL (POST /api/v1/tickets).
             (None, Some(ticket)) => tokens.redeem(&ticket, &id).map_err(refuse_token)?,
             (None, None) => return Err(refuse_token(TokenRefusal::Missing)),

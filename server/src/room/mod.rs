@@ -308,7 +308,7 @@ impl RoomSettings {
                 max_nonce_chars: v1::MAX_NONCE_CHARS,
                 history: config.history,
             },
-            verified: config.jwt_secret.is_some(),
+            verified: config.checks_tokens(),
             directory: Arc::default(),
         }
     }
