@@ -175,10 +175,6 @@ pub struct App {
     /// When this id's direct-message rooms were last asked for (`dms`: at the first
     /// chat.v2.json welcome, then every [`DMS_EVERY_MS`]), in Unix milliseconds.
     dms_asked: Option<u64>,
-    /// Whether a list of them came already: later ones open only the rooms with
-    /// unread messages, so that a direct message started while this runs shows up,
-    /// and one closed with /part stays closed until there is news in it.
-    dms_listed: bool,
     /// Direct-message rooms the server listed, to open beside once the event that
     /// brought them is applied.
     listed_dms: Vec<chat::v2::DirectRoom>,
@@ -302,7 +298,6 @@ impl App {
             frames: Vec::new(),
             now: unix_millis,
             dms_asked: None,
-            dms_listed: false,
             listed_dms: Vec::new(),
             opened: Vec::new(),
             completion: None,
@@ -469,6 +464,10 @@ impl App {
         }
         if action != Action::OlderMention {
             self.mention_shown = None;
+        }
+        // "Ctrl-C again" means at once: any other key asks again next time.
+        if action != Action::Quit {
+            self.quit_asked = false;
         }
         self.act(action, key.code)
     }
@@ -1236,6 +1235,14 @@ mod tests {
                 .any(|text| text.contains("the line typed is not sent: Ctrl-C again")),
             "{shown:?}"
         );
+        assert_eq!(app.update(ctrl('c')), Some(Command::Quit));
+
+        // Any other key in between: asked again.
+        let mut app = connected_app();
+        type_text(&mut app, "half");
+        assert_eq!(app.update(ctrl('c')), None);
+        type_text(&mut app, " more");
+        assert_eq!(app.update(ctrl('c')), None, "asked again");
         assert_eq!(app.update(ctrl('c')), Some(Command::Quit));
     }
 

@@ -337,7 +337,8 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
     }
     left.push(Span::raw(format!(" · id {} · #{}", app.id, app.room)));
     // The hotlist: the other open buffers, numbered as Alt-1… shows them, with what
-    // came while they were not on screen (`!` when that mentions you).
+    // came while they were not on screen (`!` when that calls for you).
+    let mut hotlist: Vec<(Span, bool)> = Vec::new();
     for tab in app.tabs().iter().filter(|tab| !tab.active) {
         let mut shown = format!(" {}:#{}", tab.number, sanitize_line(&tab.room));
         if tab.unread > 0 {
@@ -353,18 +354,33 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
         } else {
             bar
         };
-        left.push(Span::styled(shown, style));
+        hotlist.push((Span::styled(shown, style), tab.unread > 0));
     }
     // Who is here is known only while connected.
+    let mut tail = Vec::new();
     if let Some(session) = &app.session
         && app.link == Link::Connected
     {
-        left.push(Span::raw(format!(
+        tail.push(Span::raw(format!(
             " · {} here (F2)",
             session.roster(&app.id).len()
         )));
     }
-    left.push(Span::raw(format!(" · {}", sanitize_line(&app.server))));
+    tail.push(Span::raw(format!(" · {}", sanitize_line(&app.server))));
+    // Too many buffers for the bar: the quiet ones give way, so that what has news is
+    // never cut off at the right (the buffer list, F3, still shows them all). What
+    // comes after the hotlist is cut first.
+    let before = Line::from(left.clone()).width();
+    let all: usize = hotlist.iter().map(|(span, _)| span.width()).sum();
+    if before + all > usize::from(area.width) {
+        let quiet = hotlist.iter().filter(|(_, news)| !news).count();
+        hotlist.retain(|(_, news)| *news);
+        if quiet > 0 {
+            hotlist.push((Span::styled(format!(" +{quiet}"), bar), false));
+        }
+    }
+    left.extend(hotlist.into_iter().map(|(span, _)| span));
+    left.extend(tail);
     let left = Line::from(left);
     let used = left.width();
     frame.render_widget(Paragraph::new(left).style(bar), area);

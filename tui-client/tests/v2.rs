@@ -429,19 +429,33 @@ async fn a_direct_message_started_while_running_opens_its_buffer_at_once() {
     ada.seated().await;
     ada.say("got a minute?", None).await;
     ada.next_of("message").await;
-    // The server's `dm` notice, long before the next `dms` (30 s): opened, counted.
-    tui.wait_for("● connected · id 42 · #main 2:#dm.7.42(1)")
+    // The server's `dm` notice, long before the next `dms` (30 s): opened, and counted
+    // as calling for us (`!`), as everything said to us in a direct message is.
+    tui.wait_for("● connected · id 42 · #main 2:#dm.7.42(1)!")
         .await;
     let joined = ada.next_of("join").await;
     assert_eq!(joined["id"], "42");
     // Its welcome has the message; a second one is counted, and not opened twice.
     ada.say("it's about the release", None).await;
-    tui.wait_for("● connected · id 42 · #main 2:#dm.7.42(2)")
+    tui.wait_for("● connected · id 42 · #main 2:#dm.7.42(2)!")
         .await;
     assert!(!tui.contents().contains("3:#dm"), "{}", tui.contents());
+    let mut phone = V2::connect(&server, "/ws/42?room=dm.7.42").await;
+    phone.seated().await;
     tui.type_keys("\u{1b}2");
     tui.wait_for("~Ada: got a minute?").await;
     tui.wait_for("~Ada: it's about the release").await;
+    // Back to main: what the buffer showed is read, and 42's other devices are told.
+    tui.type_keys("\u{1b}1");
+    tui.wait_for("● connected · id 42 · #main 2:#dm.7.42 ")
+        .await;
+    let read = phone.next_of("read").await;
+    let newest = ada.next_of("message").await;
+    // Up to the newest event shown, the phone's own join after the message.
+    assert!(
+        read["offset"].as_u64() > newest["offset"].as_u64(),
+        "{read} {newest}"
+    );
     tui.type_keys("\u{3}");
     assert!(tui.wait_for_exit().await.success());
 }

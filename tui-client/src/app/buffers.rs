@@ -255,6 +255,13 @@ impl App {
         let Some(mut parked) = self.buffers.parked.remove(&id) else {
             return;
         };
+        // Looking at another buffer is looking away from this one: what it showed is
+        // read (told to the server, for the other devices), and what comes next is
+        // under a marker, as weechat's read marker does. Scrolled up, it was not all
+        // seen.
+        if !self.viewport.is_scrolled_up() {
+            self.mark_read();
+        }
         self.swap_buffer(&mut parked);
         parked.seen();
         self.buffers.parked.insert(active, parked);
@@ -525,6 +532,45 @@ mod tests {
     }
 
     #[test]
+    fn too_many_buffers_for_the_status_bar_leave_out_the_quiet_ones_not_the_news() {
+        let mut app = App::new("ws://x".into(), "42".into(), 100, || "12:00:00".into());
+        app.update(Event::Terminal(crossterm::event::Event::Resize(100, 10)));
+        let mut last = None;
+        for number in 2..=11 {
+            let room = RoomName::parse(&format!("room-number-{number}")).unwrap();
+            if let Some(Command::Open { buffer, .. }) = app.open_beside(room) {
+                last = Some(buffer);
+            }
+        }
+        let buffer = last.expect("opened");
+        let welcome = NetEvent::Frame(ServerFrame::Welcome(WelcomeFrame {
+            kind: chat::v1::WelcomeTag::Welcome,
+            welcome: welcome_of_42("room-number-11", 0),
+        }));
+        let connected = NetEvent::Connected {
+            protocol: Protocol::V2,
+        };
+        for event in [connected, welcome, news(1, "7", "42: the build is red")] {
+            app.update(Event::Room(buffer, event));
+        }
+        let status = |app: &App| {
+            let backend = ratatui::backend::TestBackend::new(100, 10);
+            let mut terminal = ratatui::Terminal::new(backend).unwrap();
+            terminal
+                .draw(|frame| crate::ui::render(app, frame))
+                .unwrap();
+            let buffer = terminal.backend().buffer().clone();
+            let row = buffer.area.height - 2;
+            (0..buffer.area.width)
+                .map(|x| buffer[(x, row)].symbol().to_owned())
+                .collect::<String>()
+        };
+        let shown = status(&app);
+        assert!(shown.contains(" 11:#room-number-11(1)! +9"), "{shown}");
+        assert!(!shown.contains("2:#room-number-2"), "{shown}");
+    }
+
+    #[test]
     fn alt_left_and_alt_right_go_round_the_buffers() {
         use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
         let alt = |code| {
@@ -642,8 +688,11 @@ mod tests {
             unread,
         };
         let rooms = vec![
+            // Read already: it stays closed (the rooms open at quitting come back on
+            // their own), as weechat opens a private buffer only for news.
             listed("dm.7.42", 0, 9),
             listed("dm.8.42", 2, 3),
+            listed("dm.9.42", 5, 1),
             // Not ours, and not a direct-message room: left alone.
             listed("dm.7.8", 1, 1),
             listed("ops", 1, 1),
@@ -657,9 +706,9 @@ mod tests {
             .into_iter()
             .map(|(_, room)| room.to_string())
             .collect();
-        assert_eq!(opened, ["dm.8.42", "dm.7.42"], "unread first");
+        assert_eq!(opened, ["dm.9.42", "dm.8.42"], "most unread first");
         let rooms: Vec<String> = app.tabs().into_iter().map(|tab| tab.room).collect();
-        assert_eq!(rooms, ["main", "dm.8.42", "dm.7.42"]);
+        assert_eq!(rooms, ["main", "dm.9.42", "dm.8.42"]);
         assert_eq!(app.room.as_str(), "main", "still on screen");
         // Listed again (another connection asked): nothing opens twice.
         app.update(Event::Room(

@@ -321,9 +321,9 @@ impl App {
             }
             Beside::Page { .. } => {}
             Beside::DirectRooms { rooms } => {
-                // Of the lists after the first, only the rooms with news are opened.
-                let later = std::mem::replace(&mut self.dms_listed, true);
-                let news = rooms.into_iter().filter(|room| !later || room.unread > 0);
+                // Only the rooms with news are opened: one read, or closed with /part,
+                // stays closed until someone writes there again.
+                let news = rooms.into_iter().filter(|room| room.unread > 0);
                 self.listed_dms.extend(news);
             }
             Beside::DirectMessage { room, with } => {

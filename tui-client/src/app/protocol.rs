@@ -319,6 +319,10 @@ impl App {
                 }
                 let mine = event.id == self.id;
                 let mentions_me = !mine && self.mentions_me(text);
+                // Everything said to us in a direct-message room calls for us, as a
+                // mention does (weechat's private buffers): counted with `!`, and rung.
+                let calls_us =
+                    mentions_me || (!mine && chat::v2::direct_members(&self.room).is_some());
                 // New to this id: past the read position the server keeps (chat.v2.json),
                 // or else said since the client came.
                 let unread = if self.protocol == Protocol::V2 {
@@ -327,7 +331,7 @@ impl App {
                     !history
                 };
                 if !mine && unread {
-                    self.fresh.push((event.offset, mentions_me));
+                    self.fresh.push((event.offset, calls_us));
                 }
                 let (shown, prefix) = messages::said_line(&label, &event.kind);
                 let number = self.scrollback.next_number();
@@ -343,7 +347,7 @@ impl App {
                     },
                 });
                 self.keep_said(&event, &label, number);
-                let ring = mentions_me && self.notify && !self.focused && !history;
+                let ring = calls_us && self.notify && !self.focused && !history;
                 if ring {
                     return Some(Command::Notify(sanitize(&line).replace('\n', " ")));
                 }
