@@ -2386,6 +2386,81 @@ async fn a_new_ids_page_drops_the_direct_messages_of_the_id_before() {
     )
     .await;
     assert_eq!(kept, json!(["main", "ops"]));
+
+    // A reload on such a conversation: in main, told why, not at a refusal.
+    let now = client_id(&page).await;
+    eval(
+        &page,
+        &format!("location.hash = '#room=dm.1.{now}'; return null;"),
+    )
+    .await;
+    wait_for_room(&page, &format!("dm.1.{now}")).await;
+    page.refresh().await.expect("reload");
+    wait_for_status(&page, "connected").await;
+    let notice = eval(
+        &page,
+        "return document.getElementById('notice').textContent;",
+    )
+    .await;
+    assert!(
+        notice
+            .as_str()
+            .is_some_and(|notice| notice.starts_with(&format!(
+                "#dm.1.{now} was the conversation of an earlier visit's id"
+            ))),
+        "{notice}"
+    );
+    assert!(
+        !eval(&page, "return location.hash;")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("dm.")
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+/// A room open in the side bar but not on screen counts again from a server that
+/// started again without its history (whose offsets start at 1 again): the read
+/// position of the old history does not hide the new messages.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_room_off_screen_counts_again_after_an_in_memory_server_restarts() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let address = server.address;
+    let page = driver.open(1000, 700).await;
+    page.goto(&format!("http://{address}/#room=main"))
+        .await
+        .expect("load the page");
+    wait_for_room(&page, "main").await;
+    let mut cy = V2::connect(&server, "/ws/9?room=ops&name=Cy").await;
+    cy.seated().await;
+    for n in 0..5 {
+        cy.say(&format!("before {n}"), None).await;
+    }
+    // Ops read on screen, up to offset 6 or so; then main again.
+    type_keys_into(&page, "join-name", "ops\u{E007}").await;
+    wait_for_room(&page, "ops").await;
+    wait_for_message(&page, "~Cy: before 4").await;
+    eval(&page, "location.hash = '#room=main'; return null;").await;
+    wait_for_room(&page, "main").await;
+    wait_for_side_bar(&page, "room-list", json!(["*# main", "# ops"])).await;
+    drop(cy);
+
+    server.stop().await;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .expect("rebind the port");
+    let server = TestServer::start_on(listener, Config::default());
+    wait_for_room(&page, "main").await;
+    let mut cy = V2::connect(&server, "/ws/9?room=ops&name=Cy").await;
+    cy.seated().await;
+    for n in 0..3 {
+        cy.say(&format!("after {n}"), None).await;
+    }
+    wait_for_side_bar(&page, "room-list", json!(["*# main", "# ops [3 unread]"])).await;
     page.close().await.expect("close");
     server.stop().await;
 }
