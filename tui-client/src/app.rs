@@ -813,7 +813,17 @@ impl App {
                     .zip(chat::ClientId::parse(&self.id).ok())
                     .and_then(|(them, me)| chat::v2::direct_room(&me, &them));
                 let Some(room) = room else {
-                    self.notice(&format!("/{name} needs an id: /{name} 7"));
+                    let example = if action == SlashAction::Msg {
+                        " hello"
+                    } else {
+                        ""
+                    };
+                    let why = match chat::ClientId::parse(who) {
+                        _ if who.is_empty() => format!("/{name} needs an id"),
+                        Err(invalid) => format!("{} is not an id ({invalid})", sanitize(who)),
+                        Ok(_) => format!("/{name} needs an id of your own too"),
+                    };
+                    self.notice(&format!("{why}: /{name} 7{example}"));
                     return None;
                 };
                 let text = text.to_owned();
@@ -1244,6 +1254,28 @@ mod tests {
         type_text(&mut app, " more");
         assert_eq!(app.update(ctrl('c')), None, "asked again");
         assert_eq!(app.update(ctrl('c')), Some(Command::Quit));
+    }
+
+    #[test]
+    fn a_dm_to_something_that_is_not_an_id_says_what_an_id_is() {
+        // Not connected yet: a chat-server, for all it knows.
+        let mut app = App::new("ws://x".into(), "42".into(), 100, noon);
+        for (typed, said) in [
+            (
+                "/msg abc hi",
+                "abc is not an id (the id is not a decimal integer): /msg 7 hello",
+            ),
+            ("/query", "/query needs an id: /query 7"),
+        ] {
+            type_text(&mut app, typed);
+            assert_eq!(app.update(key(KeyCode::Enter)), None, "{typed}");
+            let last = app.scrollback.iter().last().map(|entry| entry.text.clone());
+            assert!(
+                last.as_deref().is_some_and(|text| text.contains(said)),
+                "{last:?}"
+            );
+            app.input.submit();
+        }
     }
 
     #[test]
