@@ -1,4 +1,5 @@
-//! Names the commit the binary is built from, for `chat-server --version`.
+//! Names the commit the binary is built from, for `--version` (`chat::version_and_commit!`):
+//! chat-server's, and chat-tui's, whose manifest names this file too.
 
 use std::process::Command;
 

@@ -181,8 +181,13 @@ fn unknown_key(command: &Command, key: &str) -> String {
         .max_by(|a, b| a.0.total_cmp(&b.0));
     match closest {
         Some((_, long)) => format!("unknown setting {key:?}; did you mean {long:?}?"),
-        None => format!(
+        // Only chat-server prints a whole file; every program has its --help.
+        None if command.find_subcommand("config").is_some() => format!(
             "unknown setting {key:?}; `{} config default` lists them all",
+            command.get_name()
+        ),
+        None => format!(
+            "unknown setting {key:?}; `{} --help` lists them all",
             command.get_name()
         ),
     }

@@ -11,7 +11,10 @@
 //! - [`v1`]: `chat.v1.json`, the negotiated JSON protocol, and room names.
 //! - [`backoff`]: the retry policy of every reconnect loop.
 //! - `config_file` (feature `cli`): settings files under the binaries' flags.
+//! - `about` (feature `cli`): completions, the manual page and `--version`, from clap.
 
+#[cfg(feature = "cli")]
+pub mod about;
 pub mod backoff;
 #[cfg(feature = "cli")]
 pub mod config_file;

@@ -1,19 +1,34 @@
 //! chat-server's settings file, completions, manual and version, through the binary as
 //! an operator runs it: `--config FILE`, `config check|default|show`, `completions`,
-//! `man`, `--version`.
+//! `man`, `--version`; and chat-tui's completions, manual and version, made alike.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use futures_util::{SinkExt, StreamExt};
-use testkit::chromium::chat_server_binary;
+use testkit::chromium::{chat_server_binary, chat_tui_binary};
 use testkit::process::{Scratch, ServerProcess};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Runs chat-server with `args` and none of the CHAT_ variables CI sets for other tests.
 fn chat_server(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(chat_server_binary());
+    run(Command::new(chat_server_binary()), args, env)
+}
+
+/// Runs chat-tui with `args`, its homes in a scratch folder (no user's settings file is
+/// read) and none of the CHAT_ variables.
+fn chat_tui(args: &[&str]) -> Output {
+    let home = Scratch::new("chat-tui-home");
+    let mut command = Command::new(chat_tui_binary());
+    command
+        .env("XDG_STATE_HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path());
+    run(command, args, &[])
+}
+
+/// Runs `command` with `args`, `env` and none of the other CHAT_ variables.
+fn run(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (name, _) in std::env::vars() {
         if name.starts_with("CHAT_") {
             command.env_remove(name);
@@ -181,11 +196,13 @@ async fn a_running_server_uses_the_file() {
     );
 }
 
-#[test]
-fn completions_load_in_their_shells_and_the_manual_renders() {
+/// Checks what `program` prints about itself: each completion script loads in its shell
+/// (where the shell is installed), the manual names every flag (`flag`, one of them), and
+/// `--version` names the commit.
+fn check_about(program: &str, flag: &str, run: impl Fn(&[&str]) -> Output) {
     for (shell, check) in [("bash", "-n"), ("zsh", "-n"), ("fish", "--no-execute")] {
-        let script = stdout(&chat_server(&["completions", shell], &[]));
-        assert!(script.contains("chat-server"), "{shell}");
+        let script = stdout(&run(&["completions", shell]));
+        assert!(script.contains(program), "{shell}");
         let Ok(mut child) = Command::new(shell)
             .arg(check)
             .stdin(std::process::Stdio::piped())
@@ -203,24 +220,49 @@ fn completions_load_in_their_shells_and_the_manual_renders() {
             .expect("write the script");
         assert!(
             child.wait().expect("the shell ends").success(),
-            "{shell} refuses its script"
+            "{shell} refuses {program}'s script"
         );
     }
-    let manual = stdout(&chat_server(&["man"], &[]));
-    assert!(manual.contains(".TH chat-server 1"), "{manual}");
+    let manual = stdout(&run(&["man"]));
+    assert!(manual.contains(&format!(".TH {program} 1")), "{manual}");
     assert!(
-        manual.contains("max\\-message\\-bytes"),
-        "every flag is in the manual"
+        manual.contains(&flag.replace('-', "\\-")),
+        "every flag is in the manual: {flag}"
     );
-    let version = stdout(&chat_server(&["--version"], &[]));
+    let version = stdout(&run(&["--version"]));
     let commit = version
-        .split("(commit ")
-        .nth(1)
+        .strip_prefix(&format!("{program} "))
+        .and_then(|rest| rest.split("(commit ").nth(1))
         .and_then(|rest| rest.strip_suffix(")\n"))
         .unwrap_or_else(|| panic!("no commit in {version:?}"));
     assert!(
         commit == "unknown"
             || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
         "{version}"
+    );
+}
+
+#[test]
+fn completions_load_in_their_shells_and_the_manual_renders() {
+    check_about("chat-server", "--max-message-bytes", |args| {
+        chat_server(args, &[])
+    });
+}
+
+#[test]
+fn chat_tui_prints_its_completions_and_manual_whatever_its_settings_file() {
+    check_about("chat-tui", "--time-format", chat_tui);
+    // A settings file has no say in what is printed about the flags, even a broken one.
+    let scratch = Scratch::new("chat-tui-broken");
+    let broken = write(scratch.path(), "config.toml", "no-such-setting = 1\n");
+    let manual = chat_tui(&["--config", &broken, "man"]);
+    assert!(manual.status.success(), "{manual:?}");
+    let refused = chat_tui(&["--config", &broken, "--plain"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains(
+            "config.toml:1: unknown setting \"no-such-setting\"; `chat-tui --help` lists them all"
+        ),
+        "{refused:?}"
     );
 }

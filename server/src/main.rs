@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chat::ClientId;
+use chat::about::About;
 use chat::config_file::{self, ConfigFile};
 use chat::v1::DisplayName;
 use chat_server::identity::{self, JwtSecret, Tokens};
@@ -26,17 +27,9 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// The version `--version` prints: the package's, and the commit it was built from.
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("CHAT_BUILD_COMMIT"),
-    ")"
-);
-
 /// A WebSocket chat server: every client connects to /ws/<client_id>, the page is at /.
 #[derive(Parser, Debug, Clone)]
-#[command(version = VERSION, about)]
+#[command(version = chat::version_and_commit!(), about)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
@@ -264,13 +257,8 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Print a shell's completion script for chat-server.
-    Completions {
-        /// bash, zsh, fish, elvish or powershell.
-        shell: clap_complete::Shell,
-    },
-    /// Print chat-server's manual page (roff; `chat-server man | man -l -`).
-    Man,
+    #[command(flatten)]
+    About(About),
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -383,14 +371,10 @@ fn print_only(command: &Command, matches: &ArgMatches) -> Option<ExitCode> {
                 Some(ExitCode::SUCCESS)
             }
         },
-        Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Args::command(), "chat-server", &mut out);
-            Some(ExitCode::SUCCESS)
-        }
-        Command::Man => match clap_mangen::Man::new(Args::command()).render(&mut out) {
+        Command::About(about) => match about.print(Args::command(), &mut out) {
             Ok(()) => Some(ExitCode::SUCCESS),
             Err(error) => {
-                eprintln!("chat-server: cannot print the manual: {error}");
+                eprintln!("chat-server: cannot write to standard output: {error}");
                 Some(ExitCode::FAILURE)
             }
         },

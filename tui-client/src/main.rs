@@ -42,8 +42,12 @@ stdin line is sent and each message is printed as one line.",
 
 /// A terminal client for the chat.
 #[derive(Parser, Debug)]
-#[command(version, about, after_help = after_help())]
+#[command(version = chat::version_and_commit!(), about, after_help = after_help())]
 struct Args {
+    /// What to print instead of joining a room.
+    #[command(subcommand)]
+    about: Option<chat::about::About>,
+
     /// Your client id, a decimal integer. Without it, a time-based id is made, as the
     /// browser page does.
     #[arg(long, env = "CHAT_ID", value_parser = ClientId::parse)]
@@ -187,6 +191,11 @@ fn arguments() -> Result<Args, String> {
     // clap says what is wrong with the arguments in its own words, with its "did you
     // mean" tips, and exits with status 2.
     let first = command.clone().get_matches_from(&words);
+    // `completions` and `man` print from the flags' definitions alone: a settings file,
+    // even a broken one, has no say in them.
+    if first.subcommand().is_some() {
+        return Args::from_arg_matches(&first).map_err(|error| error.to_string());
+    }
     let (file, named) = match first.get_one::<std::path::PathBuf>("config") {
         Some(file) => (Some(file.clone()), true),
         None => (default_settings_file(), false),
@@ -236,6 +245,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(about) = &args.about {
+        use clap::CommandFactory;
+        return match about.print(Args::command(), &mut io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("chat-tui: cannot write to standard output: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let token = match &args.token_file {
         Some(file) => match std::fs::read_to_string(file) {
             Ok(text) => Some(text.lines().next().unwrap_or_default().trim().to_owned()),
