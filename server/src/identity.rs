@@ -371,6 +371,47 @@ impl Tokens {
     }
 }
 
+/// What a token's claims grant besides its id (issue 31): `"roles":{"<room>":"owner"|
+/// "moderator"}`, `"admin":true`, `"bot":true`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Grants {
+    #[serde(default)]
+    pub roles: HashMap<String, chat::v1::Role>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub bot: bool,
+}
+
+impl Grants {
+    /// The role these grants give in `room`: an admin's everywhere, else the room's
+    /// (at most owner: admin is not a room's to give).
+    pub fn role_in(&self, room: &str) -> chat::v1::Role {
+        use chat::v1::Role;
+        if self.admin {
+            return Role::Admin;
+        }
+        self.roles
+            .get(room)
+            .map_or(Role::Member, |role| (*role).min(Role::Owner))
+    }
+}
+
+/// The grants in `token`'s payload. Its signature is not checked here: call this only
+/// for a token [`Tokens::check_within`] accepted. Claims of the wrong shape grant
+/// nothing.
+pub fn grants(token: &str) -> Grants {
+    use base64::Engine;
+    let Some(payload) = token.split('.').nth(1) else {
+        return Grants::default();
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .unwrap_or_default()
+}
+
 fn refusal(kind: &ErrorKind) -> TokenRefusal {
     let why = match kind {
         ErrorKind::ExpiredSignature => return TokenRefusal::Expired,

@@ -44,7 +44,7 @@ mod session;
 mod shared;
 pub mod tls;
 
-pub use config::{Config, InvalidConfig, RateLimit};
+pub use config::{ApiKeys, Config, InvalidConfig, RateLimit};
 
 use std::future::Future;
 use std::io;

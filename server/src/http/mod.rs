@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chat::ClientId;
-use chat::v1::{self, DisplayName, RoomName};
+use chat::v1::{self, DisplayName, Role, RoomName};
 use chat::v2;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -33,10 +33,10 @@ use tracing::{debug, warn};
 
 use crate::http::addresses::{Addresses, Crowded, PendingCaps};
 use crate::http::page::Page;
-use crate::identity::TokenRefusal;
-use crate::identity::Tokens;
+use crate::identity::{self, TokenRefusal, Tokens};
 use crate::metrics::Refusal;
 use crate::room::rooms::Unavailable;
+use crate::room::rules::Sanction;
 use crate::room::{Health, Protocol, Resume, Who};
 use crate::session::connection;
 use crate::session::socket::Transport;
@@ -448,22 +448,40 @@ fn seat(request: &Request<Incoming>, id: ClientId, door: &FrontDoor) -> Result<S
     } else {
         Protocol::Plain
     };
-    let name = match &door.tokens {
+    let (name, token_role) = match &door.tokens {
         Some(tokens) => match (bearer(request.headers()).or(token.as_deref()), ticket) {
-            (Some(token), _) => tokens
-                .check_within(token, &id, door.shared.config.max_token_ttl)
-                .map_err(refuse_token)?,
-            // A browser's: its token stays out of the URL (POST /api/v1/tickets).
-            (None, Some(ticket)) => tokens.redeem(&ticket, &id).map_err(refuse_token)?,
+            (Some(token), _) => {
+                let name = tokens
+                    .check_within(token, &id, door.shared.config.max_token_ttl)
+                    .map_err(refuse_token)?;
+                (name, identity::grants(token).role_in(room.as_str()))
+            }
+            // A browser's: its token stays out of the URL (POST /api/v1/tickets). A
+            // ticket carries the token's id and name, not its roles.
+            (None, Some(ticket)) => (
+                tokens.redeem(&ticket, &id).map_err(refuse_token)?,
+                Role::Member,
+            ),
             (None, None) => return Err(refuse_token(TokenRefusal::Missing)),
         },
-        None => name
-            .map(|name| DisplayName::parse(&name))
-            .transpose()
-            .map_err(refuse_name)?,
+        None => {
+            let name = name
+                .map(|name| DisplayName::parse(&name))
+                .transpose()
+                .map_err(refuse_name)?;
+            (name, Role::Member)
+        }
+    };
+    let operator_role = match door.shared.config.admins.contains(&id) {
+        true => Role::Admin,
+        false => Role::Member,
     };
     Ok(Seat {
-        who: Who { id, name },
+        who: Who {
+            id,
+            name,
+            role: token_role.max(operator_role),
+        },
         room,
         protocol,
         resume,
@@ -629,7 +647,7 @@ async fn upgrade(
         },
         Endpoint::Echo => None,
     };
-    if let Some((_, room)) = &seated {
+    if let Some((seat, room)) = &seated {
         // A newcomer's welcome and history come from the room as Redis has it.
         if !door.shared.rooms.load_from_cluster(room).await {
             return Err(refused(
@@ -639,6 +657,10 @@ async fn upgrade(
                     "cannot load the room from Redis; try again later\n",
                 ),
             ));
+        }
+        // The room's bans, as its log and the store (or Redis) have them.
+        if let Some(ban) = room.ban_of(&seat.who.id) {
+            return Err(refuse_banned(&seat.who.id, room.name(), &ban));
         }
     }
     let protocol = seated.as_ref().map(|(seat, _)| seat.protocol);
@@ -689,6 +711,19 @@ async fn upgrade(
     Ok(response
         .body(Body::default())
         .expect("handshake response parts are valid"))
+}
+
+/// 403 for a banned id: that it is banned, until when, and why.
+fn refuse_banned(id: &ClientId, room: &RoomName, ban: &Sanction) -> Refused {
+    let reason = ban
+        .reason
+        .as_deref()
+        .map_or(String::new(), |reason| format!(": {reason}"));
+    let body = format!(
+        "#{id} is banned from room {room} {}{reason}\n",
+        ban.until_text()
+    );
+    refused(Refusal::Banned, text(StatusCode::FORBIDDEN, &body))
 }
 
 fn refuse_address(why: addresses::Refused) -> Refused {

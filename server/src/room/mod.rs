@@ -18,6 +18,7 @@
 pub mod backlog;
 pub mod outbox;
 pub mod rooms;
+pub mod rules;
 pub mod wire;
 
 use std::borrow::Cow;
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chat::ClientId;
-use chat::v1::{self, DisplayName, EventKind, RoomName};
+use chat::v1::{self, DisplayName, EventKind, Role, RoomName};
 use chat::v2;
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +39,8 @@ use tokio::sync::watch;
 use crate::config::{Config, MAX_HISTORY_BYTES};
 use crate::metrics::Metrics;
 use crate::room::backlog::Backlog;
-use crate::room::outbox::{Outbox, Wakes};
+use crate::room::outbox::{Outbox, Removal, Wakes};
+use crate::room::rules::{Rules, Sanction};
 use crate::room::wire::Frame;
 
 /// Which connection to the cluster (which link) a member joined in: not the history
@@ -124,6 +126,8 @@ pub struct Snapshot {
     pub present: Vec<(MemberRef, v1::Present)>,
     /// Each id's read position in the room.
     pub reads: HashMap<String, u64>,
+    /// The room's moderation fields (see [`rules`]).
+    pub rules: Vec<(String, String)>,
 }
 
 /// What a room tells its members beside its log: not numbered, not replayed.
@@ -229,6 +233,8 @@ pub struct Start {
     pub present: Vec<(u64, v1::Present)>,
     /// Each id's read position in the room.
     pub reads: HashMap<String, u64>,
+    /// The room's moderation fields (see [`rules`]).
+    pub rules: Vec<(String, String)>,
 }
 
 impl Start {
@@ -270,11 +276,13 @@ pub struct Resume {
     pub epoch: String,
 }
 
-/// Who a member is: its id, and the name it goes by, if it gave one.
+/// Who a member is: its id, the name it goes by, if it gave one, and the role its
+/// token (or the operator, with `--admin`) gives it in the room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Who {
     pub id: ClientId,
     pub name: Option<DisplayName>,
+    pub role: Role,
 }
 
 /// What every room of a server has in common.
@@ -343,10 +351,16 @@ struct State {
     /// With a store, the oldest offset it keeps, as its last write told (see
     /// [`Room::stored_from`]); 0 until then.
     stored_from: u64,
+    /// Roles granted, bans, mutes, topic, slow mode, as of `offset`.
+    rules: Rules,
+    /// In slow mode: when each id last spoke, in Unix milliseconds.
+    spoke: HashMap<String, u64>,
 }
 
 struct Slot {
     id: ClientId,
+    /// The role its token gives it.
+    role: Role,
     protocol: Protocol,
     outbox: Arc<Outbox>,
     stage: Stage,
@@ -483,6 +497,8 @@ impl Room {
                 },
                 reads: start.reads,
                 stored_from: 0,
+                rules: Rules::from_fields(start.rules),
+                spoke: HashMap::new(),
             }),
             next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
@@ -500,6 +516,7 @@ impl Room {
                     let who = Who {
                         id,
                         name: present.name,
+                        role: Role::Member,
                     };
                     room.announce(&mut state, (Link::Local, key), &who, EventKind::Leave, None);
                 }
@@ -535,6 +552,7 @@ impl Room {
             key,
             Slot {
                 id: who.id.clone(),
+                role: who.role,
                 protocol,
                 outbox: outbox.clone(),
                 stage: Stage::Joining(resume.cloned()),
@@ -619,9 +637,22 @@ impl Room {
         };
         let missed = history.range(first_missed..);
         if protocol == Protocol::V2 {
+            let mut roles = state.rules.roles();
+            for slot in state
+                .members
+                .values()
+                .filter(|slot| slot.role > Role::Member)
+            {
+                let role = roles.entry(slot.id.as_str()).or_default();
+                *role = (*role).max(slot.role);
+            }
             let with_read = v2::WelcomeOut {
                 welcome: welcome.tagged(),
                 read: state.reads.get(id).copied().unwrap_or(0),
+                roles,
+                topic: state.rules.topic(),
+                slow: state.rules.slow(),
+                read_only: state.rules.read_only(),
             };
             outbox.push_welcome(&wire::json(&with_read, welcome.size_hint() + 32));
             outbox.push_resident(missed.map(|kept| &kept.v2));
@@ -719,6 +750,11 @@ impl Room {
         self.settings.max_queue_bytes / 2
     }
 
+    /// `id`'s ban from this room, if it is banned now.
+    pub fn ban_of(&self, id: &ClientId) -> Option<Sanction> {
+        self.lock().rules.ban(id.as_str(), now_millis())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-updated (every
         // change is a single insert, remove, push or counter), so a poisoned lock is
@@ -736,6 +772,8 @@ impl Room {
     /// client one total order and dense offsets. The store and the cluster receive
     /// events in that order. The lock is a std `Mutex` because it is never held across
     /// an `.await`, only for a loop of non-blocking pushes.
+    /// Returns `false` when the event was not numbered for want of room (see
+    /// [`Wakes`]).
     fn announce(
         self: &Arc<Self>,
         state: &mut State,
@@ -743,7 +781,7 @@ impl Room {
         who: &Who,
         kind: EventKind,
         wakes: Option<&mut Wakes>,
-    ) {
+    ) -> bool {
         let event = v1::Event {
             offset: 0,
             ts: now_millis(),
@@ -767,7 +805,7 @@ impl Room {
                 if let Some(wakes) = wakes {
                     wakes.lacked(full);
                 }
-                return;
+                return false;
             }
         }
         if let Some(cluster) = &self.cluster {
@@ -777,7 +815,7 @@ impl Room {
                 key,
                 event,
             });
-            return;
+            return true;
         }
         state.numbered += 1;
         let event = v1::Event {
@@ -788,6 +826,7 @@ impl Room {
             Some(store) => store.append(self, key, event),
             None => self.fan_out_numbered(state, (0, key), event, wakes),
         }
+        true
     }
 
     /// The outboxes of this room's live members that a batch delivery waits for
@@ -883,8 +922,24 @@ impl Room {
             EventKind::Leave => {
                 state.present.remove(&(node, key));
             }
-            _ => {}
+            kind => {
+                if let Some(change) = rules::change(&event) {
+                    state.rules.apply(change);
+                }
+                if let EventKind::Slow { .. } = kind {
+                    state.spoke.clear();
+                }
+            }
         }
+        let removal = match &event.kind {
+            EventKind::Kick { member, reason, .. } => {
+                Some((member.clone(), removal(KICKED, "kicked", reason)))
+            }
+            EventKind::Ban { member, reason, .. } => {
+                Some((member.clone(), removal(BANNED, "banned", reason)))
+            }
+            _ => None,
+        };
         state.offset = event.offset;
         // In a cluster, events are numbered in Redis and only delivered here: what this
         // node numbered is what it was delivered, or a room could never be idle.
@@ -918,6 +973,14 @@ impl Room {
                 }
                 Some(wakes) => slot.outbox.push_corked(frame, wakes),
                 None => slot.outbox.push(frame),
+            }
+        }
+        // After the event itself, which the removed member's outbox has queued.
+        if let Some((member, removal)) = removal {
+            for slot in state.members.values() {
+                if slot.id.as_str() == member {
+                    slot.outbox.remove(removal.clone());
+                }
             }
         }
         let length = |frame: &Option<Frame>| frame.as_ref().map_or(0, |frame| frame.len());
@@ -1198,6 +1261,7 @@ impl Room {
         state.numbered = snapshot.offset;
         state.present = snapshot.present.into_iter().collect();
         state.reads = snapshot.reads;
+        state.rules = Rules::from_fields(snapshot.rules);
         let history = std::mem::take(&mut state.history.events);
         let forgotten: usize = history.iter().map(Kept::bytes).sum();
         state.history.bytes -= forgotten;
@@ -1228,6 +1292,26 @@ impl Room {
         }
     }
 }
+
+/// A kick's or ban's close code and reason: the moderator's, or `default`, within
+/// what a close frame holds.
+fn removal(code: u16, default: &str, reason: &Option<String>) -> Removal {
+    let mut reason = reason.clone().unwrap_or_else(|| default.to_owned());
+    if reason.len() > v2::MAX_REASON_BYTES {
+        let mut end = v2::MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    Removal { code, reason }
+}
+
+/// A kicked member's close code: it may come back (docs/PROTOCOL.md).
+pub const KICKED: u16 = 4001;
+
+/// A banned member's close code: it may not come back until the ban ends or is lifted.
+pub const BANNED: u16 = 4003;
 
 impl Drop for Room {
     fn drop(&mut self) {
@@ -1290,20 +1374,128 @@ impl Member {
     /// clients, a message event with the sender's `nonce` to v1 clients. Where it is
     /// fanned out at once (a single node without a store), the recipients' writers are
     /// left to `wakes`.
+    ///
+    /// A member the room's rules keep from speaking (muted, slow mode, a read-only
+    /// room) is not heard: these protocols have no error to answer with.
     pub fn say(&self, text: &str, nonce: Option<String>, wakes: &mut Wakes) {
-        self.log(EventKind::said(text, nonce), wakes);
-    }
-
-    /// Adds an event from this member to the room's log.
-    fn log(&self, kind: EventKind, wakes: &mut Wakes) {
         let mut state = self.room.lock();
-        self.room.announce(
+        let now = now_millis();
+        let role = self.role_in(&state);
+        if let Err(error) = self.may_speak(&state, role, now, None) {
+            tracing::debug!(code = ?error.code, "not heard");
+            return;
+        }
+        let numbered = self.room.announce(
             &mut state,
             (self.link, self.key),
             &self.who,
-            kind,
+            EventKind::said(text, nonce),
             Some(wakes),
         );
+        self.spoke(&mut state, role, now, numbered);
+    }
+
+    /// This member's role in the room: the one granted there or its token's, whichever
+    /// is higher.
+    fn role_in(&self, state: &State) -> Role {
+        state.rules.role(self.who.id.as_str()).max(self.who.role)
+    }
+
+    /// Whether the member, of `role`, may add something said to the room now: not
+    /// while muted, in a read-only room, or sooner than slow mode allows.
+    fn may_speak(
+        &self,
+        state: &State,
+        role: Role,
+        now: u64,
+        nonce: Option<&str>,
+    ) -> Result<(), v2::Error> {
+        if role >= Role::Moderator {
+            return Ok(());
+        }
+        let id = self.who.id.as_str();
+        let refuse = |code, message: String| Err(v2::Error::new(nonce, code, message));
+        if state.rules.muted(id, now) {
+            return refuse(
+                v2::ErrorCode::Muted,
+                "you are muted in this room: you can read, not send".to_owned(),
+            );
+        }
+        if state.rules.read_only() {
+            return refuse(
+                v2::ErrorCode::Forbidden,
+                "this room is read-only: only moderators speak".to_owned(),
+            );
+        }
+        let slow = state.rules.slow().saturating_mul(1000);
+        if let Some(last) = state.spoke.get(id)
+            && now.saturating_sub(*last) < slow
+        {
+            let wait = (slow - now.saturating_sub(*last)).div_ceil(1000);
+            return refuse(
+                v2::ErrorCode::Slow,
+                format!(
+                    "slow mode: one message per {} s; wait {wait} s",
+                    state.rules.slow()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Notes, in slow mode, that the member spoke (if what it said was numbered).
+    fn spoke(&self, state: &mut State, role: Role, now: u64, numbered: bool) {
+        if numbered && role < Role::Moderator && state.rules.slow() > 0 {
+            state.spoke.insert(self.who.id.to_string(), now);
+        }
+    }
+
+    /// Whether the member, of `role`, may make a moderation request: its values in
+    /// bounds, its role high enough, and its target's role lower than its own (an
+    /// admin's aside).
+    fn may_moderate(
+        &self,
+        state: &State,
+        request: &v2::Request,
+        role: Role,
+    ) -> Result<(), v2::Error> {
+        let needs = request.needs();
+        if needs == Role::Member {
+            return Ok(());
+        }
+        let nonce = request.nonce();
+        let forbidden =
+            |message: String| Err(v2::Error::new(nonce, v2::ErrorCode::Forbidden, message));
+        if role < needs {
+            return forbidden(format!(
+                "only a {} of this room may do that; you are a {}",
+                needs.as_str(),
+                role.as_str()
+            ));
+        }
+        v2::check_moderation(request)?;
+        let member = match request {
+            v2::Request::Kick { member, .. }
+            | v2::Request::Ban { member, .. }
+            | v2::Request::Mute { member, .. }
+            | v2::Request::Role { member, .. } => member,
+            _ => return Ok(()),
+        };
+        let token = state
+            .members
+            .values()
+            .filter(|slot| slot.id.as_str() == member)
+            .map(|slot| slot.role)
+            .max()
+            .unwrap_or_default();
+        let theirs = state.rules.role(member).max(token);
+        if theirs >= role && role < Role::Admin {
+            return forbidden(format!(
+                "#{member} is a {} here: only a higher role may do that",
+                theirs.as_str()
+            ));
+        }
+        Ok(())
     }
 
     /// Does what a v2 client asked, if the room's rules allow it; otherwise says why.
@@ -1324,6 +1516,13 @@ impl Member {
             v2::Request::Dms { .. } => Ok(()),
             request => {
                 let mut state = self.room.lock();
+                let now = now_millis();
+                let role = self.role_in(&state);
+                self.may_moderate(&state, &request, role)?;
+                let speaks = request.speaks();
+                if speaks {
+                    self.may_speak(&state, role, now, request.nonce())?;
+                }
                 let history = &state.history;
                 let window = (
                     history
@@ -1333,15 +1532,23 @@ impl Member {
                     state.offset,
                 );
                 let kept = request.target().and_then(|offset| history.get(offset));
-                v2::check(self.who.id.as_str(), &request, kept, window)?;
-                let kind = request.into_event_kind().expect("a log request");
-                self.room.announce(
+                let moderator = role >= Role::Moderator;
+                v2::check_as(self.who.id.as_str(), moderator, &request, kept, window)?;
+                let others = kept.is_some_and(|kept| kept.id != self.who.id.as_str());
+                let mut kind = request.into_event_kind().expect("a log request");
+                if let EventKind::Delete { moderated, .. } = &mut kind {
+                    *moderated = others;
+                }
+                let numbered = self.room.announce(
                     &mut state,
                     (self.link, self.key),
                     &self.who,
                     kind,
                     Some(wakes),
                 );
+                if speaks {
+                    self.spoke(&mut state, role, now, numbered);
+                }
                 Ok(())
             }
         }
@@ -1458,6 +1665,7 @@ mod tests {
         Who {
             id: ClientId::parse(text).unwrap(),
             name: None,
+            role: Role::Member,
         }
     }
 

@@ -917,6 +917,7 @@ mod tests {
             3,
             "7",
             EventKind::Delete {
+                moderated: false,
                 target: 1,
                 nonce: None,
             },

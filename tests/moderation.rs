@@ -1,0 +1,364 @@
+//! Moderation over real sockets (issue 31): roles from the operator (`--admin`) and
+//! from tokens, and a moderator who kicks (close 4001), bans (close 4003, then 403 at
+//! the handshake, also after a restart with `--data-dir` and on another clustered
+//! node), mutes, deletes another's message and sets slow mode, a topic and roles; a
+//! member who tries any of it is answered with an error; v1 and plain clients see
+//! none of these events.
+
+use std::path::Path;
+
+use chat::ClientId;
+use chat_server::Config;
+use serde_json::{Value, json};
+use testkit::process::Scratch;
+use testkit::redis::Redis;
+use testkit::v2::{V2, offset};
+use testkit::{TestServer, assert_refused_as, tokens};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// A server whose admin is `#1`, without tokens and without a rate limit.
+fn admin_one() -> Config {
+    Config {
+        admins: vec![ClientId::parse("1").unwrap()],
+        rate_limit: None,
+        ..Config::default()
+    }
+}
+
+/// A WebSocket handshake for `/ws/<id>`, as raw HTTP.
+fn handshake(id: &str) -> String {
+    format!(
+        "GET /ws/{id} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Joins `/ws/<id>` as a v2 client and reads up to its own join.
+async fn join(server: &TestServer, id: &str) -> (V2, Value) {
+    let mut client = V2::connect(server, &format!("/ws/{id}")).await;
+    let (welcome, _) = client.seated().await;
+    (client, welcome)
+}
+
+/// The next event of `kind` about `member`.
+async fn event_about(client: &mut V2, kind: &str, member: &str) -> Value {
+    client
+        .next_matching(&format!("a {kind} of #{member}"), |frame| {
+            frame["type"] == kind && frame["member"] == member && frame["offset"].is_u64()
+        })
+        .await
+}
+
+/// Reads until the close frame; returns its code and reason.
+async fn closed(client: V2) -> (CloseCode, String) {
+    let mut socket = client.socket;
+    let (frame, _) = socket.recv_until_close().await;
+    let frame = frame.expect("a close frame");
+    (frame.code, frame.reason.to_string())
+}
+
+/// `client`'s error answering `nonce`, whose code must be `code`.
+async fn refused(client: &mut V2, nonce: &str, code: &str) -> Value {
+    let error = client.error_for(nonce).await;
+    assert_eq!(error["code"], code, "{error}");
+    error
+}
+
+#[tokio::test]
+async fn a_moderator_moderates_and_a_member_cannot() {
+    let server = TestServer::start_with(admin_one()).await;
+    let mut plain = server.join("9", "9").await;
+    let (mut admin, _) = join(&server, "1").await;
+    let (mut moderator, _) = join(&server, "2").await;
+    let (mut member, _) = join(&server, "3").await;
+
+    // A member may not moderate, nor name moderators.
+    for (nonce, request) in [
+        ("k", json!({"type":"kick","member":"2","nonce":"k"})),
+        ("b", json!({"type":"ban","member":"2","nonce":"b"})),
+        ("m", json!({"type":"mute","member":"2","nonce":"m"})),
+        ("t", json!({"type":"topic","text":"mine","nonce":"t"})),
+        ("s", json!({"type":"slow","seconds":5,"nonce":"s"})),
+        (
+            "r",
+            json!({"type":"role","member":"3","role":"moderator","nonce":"r"}),
+        ),
+    ] {
+        member.send(&request).await;
+        refused(&mut member, nonce, "forbidden").await;
+    }
+    let said = {
+        moderator.say("mine", Some("own")).await;
+        offset(
+            &member
+                .next_matching("the message", |f| f["text"] == "mine")
+                .await,
+        )
+    };
+    member.delete(said, Some("not-mine")).await;
+    refused(&mut member, "not-mine", "not_yours").await;
+
+    // The admin names a moderator: every v2 client sees it.
+    admin
+        .send(&json!({"type":"role","member":"2","role":"moderator","nonce":"op"}))
+        .await;
+    let role = event_about(&mut member, "role", "2").await;
+    assert_eq!(
+        (&role["id"], &role["role"]),
+        (&json!("1"), &json!("moderator"))
+    );
+    event_about(&mut moderator, "role", "2").await;
+
+    // A moderator may not moderate the admin.
+    moderator
+        .send(&json!({"type":"kick","member":"1","nonce":"up"}))
+        .await;
+    refused(&mut moderator, "up", "forbidden").await;
+
+    // Deletes another's message.
+    member.say("spam spam", Some("spam")).await;
+    let spam = offset(
+        &member
+            .next_matching("the spam", |f| f["nonce"] == "spam")
+            .await,
+    );
+    moderator.delete(spam, Some("gone")).await;
+    let delete = member.next_of("delete").await;
+    assert_eq!(
+        (&delete["target"], &delete["moderated"], &delete["id"]),
+        (&json!(spam), &json!(true), &json!("2"))
+    );
+
+    // Mutes: the member reads but cannot send; unmuted, it can.
+    moderator
+        .send(&json!({"type":"mute","member":"3","nonce":"mute"}))
+        .await;
+    event_about(&mut member, "mute", "3").await;
+    member.say("let me speak", Some("muted")).await;
+    refused(&mut member, "muted", "muted").await;
+    moderator.send(&json!({"type":"unmute","member":"3"})).await;
+    event_about(&mut member, "unmute", "3").await;
+    member.say("thanks", Some("thanks")).await;
+    member.error_or("message", "thanks").await;
+
+    // Slow mode: one message an hour, the moderator excepted.
+    moderator
+        .send(&json!({"type":"slow","seconds":3600,"nonce":"slow"}))
+        .await;
+    member.next_of("slow").await;
+    member.say("once", Some("once")).await;
+    member.error_or("message", "once").await;
+    member.say("twice", Some("twice")).await;
+    let slow = refused(&mut member, "twice", "slow").await;
+    assert!(slow["message"].as_str().unwrap().contains("3600"), "{slow}");
+    moderator.say("I may", Some("may")).await;
+    moderator.error_or("message", "may").await;
+
+    // A topic, and the roles, in a newcomer's welcome.
+    moderator
+        .send(&json!({"type":"topic","text":"Launch day","nonce":"topic"}))
+        .await;
+    member.next_of("topic").await;
+    let (newcomer, welcome) = join(&server, "4").await;
+    assert_eq!(welcome["topic"], "Launch day", "{welcome}");
+    assert_eq!(welcome["slow"], 3600, "{welcome}");
+    assert_eq!(welcome["roles"]["1"], "admin", "{welcome}");
+    assert_eq!(welcome["roles"]["2"], "moderator", "{welcome}");
+    drop(newcomer);
+
+    // Kicked: the event, then close 4001 with the reason; it may come back.
+    moderator
+        .send(&json!({"type":"kick","member":"3","reason":"calm down","nonce":"kick"}))
+        .await;
+    event_about(&mut member, "kick", "3").await;
+    assert_eq!(
+        closed(member).await,
+        (CloseCode::Library(4001), "calm down".to_owned())
+    );
+    let (member, _) = join(&server, "3").await;
+
+    // Banned: close 4003, and the next handshake is refused with 403.
+    moderator
+        .send(&json!({"type":"ban","member":"3","seconds":600,"reason":"spam","nonce":"ban"}))
+        .await;
+    assert_eq!(
+        closed(member).await,
+        (CloseCode::Library(4003), "spam".to_owned())
+    );
+    let refusal = assert_refused_as(
+        server.address,
+        &handshake("3"),
+        (403, "#3 is banned from room main until 2"),
+        "banned_id",
+    )
+    .await;
+    assert!(refusal.body.contains(": spam"), "{refusal:?}");
+    moderator
+        .send(&json!({"type":"unban","member":"3","nonce":"unban"}))
+        .await;
+    event_about(&mut moderator, "unban", "3").await;
+    join(&server, "3").await;
+
+    // The plain client saw only joins, leaves and messages.
+    admin.say("the end", None).await;
+    loop {
+        let line = plain.recv().await;
+        assert!(line.starts_with("Client #"), "{line}");
+        assert!(
+            !line.contains("kick") && !line.contains("\"type\""),
+            "{line}"
+        );
+        if line == "Client #1: the end" {
+            break;
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn roles_come_from_the_token_and_are_never_claimed_without_one() {
+    let server = tokens::server_with_tokens().await;
+    let minted = |id: &str, claims: Value| {
+        // The test's own token, with the grants the issue fixes, signed as the
+        // server's are.
+        let mut payload = json!({"sub": id, "exp": jsonwebtoken_exp()});
+        for (key, value) in claims.as_object().unwrap() {
+            payload[key] = value.clone();
+        }
+        sign(&payload)
+    };
+    let owner = minted("5", json!({"roles": {"main": "owner"}}));
+    let mut boss = V2::connect(&server, &format!("/ws/5?token={owner}")).await;
+    let (welcome, _) = boss.seated().await;
+    assert_eq!(welcome["roles"]["5"], "owner", "{welcome}");
+    let plain = tokens::token("6", None);
+    let mut six = V2::connect(&server, &format!("/ws/6?token={plain}")).await;
+    six.seated().await;
+    six.send(&json!({"type":"kick","member":"5","nonce":"k"}))
+        .await;
+    refused(&mut six, "k", "forbidden").await;
+    boss.send(&json!({"type":"kick","member":"6","nonce":"k"}))
+        .await;
+    assert_eq!(
+        closed(six).await,
+        (CloseCode::Library(4001), "kicked".to_owned())
+    );
+    server.stop().await;
+
+    // Without tokens, a claim is only a claim: `#1` is no admin here.
+    let open = TestServer::start().await;
+    let (mut one, _) = join(&open, "1").await;
+    one.send(&json!({"type":"topic","text":"mine","nonce":"t"}))
+        .await;
+    refused(&mut one, "t", "forbidden").await;
+    open.stop().await;
+}
+
+/// An `exp` ten minutes from now.
+fn jsonwebtoken_exp() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600
+}
+
+/// `claims` signed with the test secret, as HS256.
+fn sign(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(tokens::SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn durable(folder: &Path) -> Config {
+    Config {
+        data_dir: Some(folder.to_owned()),
+        ..admin_one()
+    }
+}
+
+#[tokio::test]
+async fn a_ban_outlives_a_restart_with_a_data_dir() {
+    let data = Scratch::new("moderation");
+    let server = TestServer::start_with(durable(data.path())).await;
+    let (mut admin, _) = join(&server, "1").await;
+    let (member, _) = join(&server, "3").await;
+    admin
+        .send(&json!({"type":"ban","member":"3","reason":"for good"}))
+        .await;
+    assert_eq!(
+        closed(member).await,
+        (CloseCode::Library(4003), "for good".to_owned())
+    );
+    admin.send(&json!({"type":"topic","text":"kept"})).await;
+    admin.next_of("topic").await;
+    drop(admin);
+    server.stop().await;
+
+    let server = TestServer::start_with(durable(data.path())).await;
+    assert_refused_as(
+        server.address,
+        &handshake("3"),
+        (403, "#3 is banned from room main until lifted: for good"),
+        "banned_id",
+    )
+    .await;
+    let (mut admin, welcome) = join(&server, "1").await;
+    assert_eq!(welcome["topic"], "kept", "{welcome}");
+    // The ban is in the log too, for v2 clients' history.
+    admin
+        .send(&json!({"type":"history","before":offset(&welcome) + 1,"limit":50,"nonce":"h"}))
+        .await;
+    let page = admin.error_or("history", "h").await;
+    let bans: Vec<&Value> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "ban")
+        .collect();
+    assert_eq!(bans.len(), 1, "{page}");
+    assert_eq!(
+        (&bans[0]["member"], &bans[0]["id"]),
+        (&json!("3"), &json!("1"))
+    );
+    server.stop().await;
+}
+
+/// Needs `redis-server`: `.ci/run` runs it with `--include-ignored`.
+#[tokio::test]
+#[ignore = "needs redis-server"]
+async fn a_ban_on_one_node_is_refused_on_the_other_and_after_a_reload() {
+    let redis = Redis::start().await;
+    let config = || Config {
+        admins: vec![ClientId::parse("1").unwrap()],
+        rate_limit: None,
+        ..redis.node_config()
+    };
+    let first = redis.node_with(config()).await;
+    let second = redis.node_with(config()).await;
+    let (mut admin, _) = join(&first, "1").await;
+    let (member, _) = join(&second, "3").await;
+    admin
+        .send(&json!({"type":"ban","member":"3","seconds":3600,"reason":"flood"}))
+        .await;
+    assert_eq!(
+        closed(member).await,
+        (CloseCode::Library(4003), "flood".to_owned())
+    );
+    assert_refused_as(second.address, &handshake("3"), (403, "flood"), "banned_id").await;
+    // A node that loads the room from Redis anew has the ban too.
+    let third = redis.node_with(config()).await;
+    assert_refused_as(third.address, &handshake("3"), (403, "flood"), "banned_id").await;
+    admin.send(&json!({"type":"mute","member":"4"})).await;
+    event_about(&mut admin, "mute", "4").await;
+    let (mut four, _) = join(&third, "4").await;
+    four.say("hello?", Some("q")).await;
+    refused(&mut four, "q", "muted").await;
+    first.stop().await;
+    second.stop().await;
+    third.stop().await;
+}
