@@ -362,3 +362,150 @@ async fn a_ban_on_one_node_is_refused_on_the_other_and_after_a_reload() {
     second.stop().await;
     third.stop().await;
 }
+
+/// An API key for the tests' operator.
+const API_KEY: &str = "an operator key of at least thirty-two bytes";
+
+/// An HTTP request to the API, with the operator's key unless `key` is `None`.
+fn api(method: &str, path: &str, key: Option<&str>, body: &str) -> String {
+    let auth = key.map_or(String::new(), |key| {
+        format!("Authorization: Bearer {key}\r\n")
+    });
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn operators_list_kick_and_ban_through_the_api() {
+    let server = TestServer::start_with(Config {
+        api_keys: chat_server::ApiKeys::parse(&format!("# ops\n{API_KEY}\n")).unwrap(),
+        ..admin_one()
+    })
+    .await;
+    let (mut watcher, _) = join(&server, "2").await;
+    let (member, _) = join(&server, "3").await;
+
+    let missing = server.http(&api("GET", "/api/v1/rooms", None, "")).await;
+    assert_eq!(missing.status, 401, "{missing:?}");
+    let wrong = server
+        .http(&api("GET", "/api/v1/rooms", Some("not a key"), ""))
+        .await;
+    assert_eq!(wrong.status, 401, "{wrong:?}");
+
+    let rooms = server
+        .http(&api("GET", "/api/v1/rooms", Some(API_KEY), ""))
+        .await;
+    assert_eq!(rooms.status, 200, "{rooms:?}");
+    let rooms: Value = serde_json::from_str(&rooms.body).unwrap();
+    assert_eq!(rooms, json!([{"room":"main","members":2}]));
+    let members = server
+        .http(&api("GET", "/api/v1/rooms/main/members", Some(API_KEY), ""))
+        .await;
+    let members: Value = serde_json::from_str(&members.body).unwrap();
+    let ids: Vec<&Value> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(ids, [&json!("2"), &json!("3")], "{members}");
+
+    let kicked = server
+        .http(&api(
+            "DELETE",
+            "/api/v1/rooms/main/members/3",
+            Some(API_KEY),
+            "",
+        ))
+        .await;
+    assert_eq!(kicked.status, 204, "{kicked:?}");
+    let kick = event_about(&mut watcher, "kick", "3").await;
+    assert_eq!(kick["id"], "0", "an API key acts as client id 0");
+    assert_eq!(closed(member).await.0, CloseCode::Library(4001));
+
+    let banned = server
+        .http(&api(
+            "PUT",
+            "/api/v1/rooms/main/bans/3",
+            Some(API_KEY),
+            r#"{"seconds":60,"reason":"bot spam"}"#,
+        ))
+        .await;
+    assert_eq!(banned.status, 204, "{banned:?}");
+    assert_refused_as(
+        server.address,
+        &handshake("3"),
+        (403, "bot spam"),
+        "banned_id",
+    )
+    .await;
+    let lifted = server
+        .http(&api(
+            "DELETE",
+            "/api/v1/rooms/main/bans/3",
+            Some(API_KEY),
+            "",
+        ))
+        .await;
+    assert_eq!(lifted.status, 204, "{lifted:?}");
+    join(&server, "3").await;
+    server.stop().await;
+}
+
+/// Every operation of the OpenAPI document the server serves is answered (not 404),
+/// and every route the server answers is in the document.
+#[tokio::test]
+async fn the_openapi_document_and_the_routes_agree() {
+    let server = TestServer::start_with(Config {
+        api_keys: chat_server::ApiKeys::parse(API_KEY).unwrap(),
+        ..admin_one()
+    })
+    .await;
+    join(&server, "2").await;
+    let served = server
+        .http(&api("GET", "/api/v1/openapi.json", None, ""))
+        .await;
+    assert_eq!(served.status, 200, "{served:?}");
+    let document: Value = serde_json::from_str(&served.body).unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in ["get", "put", "post", "delete"] {
+            if item.get(method).is_some() {
+                documented.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    documented.sort();
+    // The routes the server answers: server/src/http/api.rs and operators.rs.
+    let mut routes = [
+        "GET /api/v1/openapi.json",
+        "POST /api/v1/tickets",
+        "GET /api/v1/rooms",
+        "GET /api/v1/rooms/{room}/events",
+        "GET /api/v1/rooms/{room}/search",
+        "GET /api/v1/rooms/{room}/members",
+        "DELETE /api/v1/rooms/{room}/members/{id}",
+        "PUT /api/v1/rooms/{room}/bans/{id}",
+        "DELETE /api/v1/rooms/{room}/bans/{id}",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    routes.sort();
+    assert_eq!(documented, routes);
+    for route in &routes {
+        let (method, path) = route.split_once(' ').unwrap();
+        let path = path
+            .replace("{room}", "main")
+            .replace("{id}", "9")
+            .replace("/search", "/search?q=x");
+        let answer = server.http(&api(method, &path, Some(API_KEY), "")).await;
+        // Tickets need --jwt-secret: without, their 404 says so, not "not found".
+        let found = answer.status != 404 || answer.body.contains("no_tokens");
+        assert!(found, "{route}: {answer:?}");
+        assert_ne!(answer.status, 405, "{route}: {answer:?}");
+    }
+    server.stop().await;
+}

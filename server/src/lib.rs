@@ -144,6 +144,7 @@ pub async fn run(
             shared.config.handshake_rate_per_ip,
         ),
         shared: shared.clone(),
+        api_rates: Default::default(),
     });
     announce(listener.local_addr()?, tls.is_some());
     let reloader = tokio::spawn(reload_on_hangup(tls));

@@ -209,7 +209,7 @@ fn check_reader(
 
 /// The `sub` a JWT claims, before its signature is checked (which `Tokens::check`
 /// then does against that very id).
-fn claimed_subject(token: &str) -> Option<ClientId> {
+pub(super) fn claimed_subject(token: &str) -> Option<ClientId> {
     let payload = token.split('.').nth(1)?;
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
@@ -263,7 +263,7 @@ impl Params {
     }
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -275,7 +275,7 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
 
 /// An error answer: `{"type":"error","code":..,"message":..}`, in that order, as the
 /// WebSocket's error frames have it.
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let quoted = |text: &str| serde_json::Value::from(text).to_string();
     let body = format!(
         r#"{{"type":"error","code":{},"message":{}}}"#,

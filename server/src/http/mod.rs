@@ -8,6 +8,7 @@
 
 pub mod addresses;
 mod api;
+mod operators;
 pub mod page;
 
 use std::convert::Infallible;
@@ -55,6 +56,8 @@ pub struct FrontDoor {
     /// One permit per WebSocket session, `config.max_connections` in all.
     pub sessions: Arc<Semaphore>,
     pub addresses: Arc<Addresses>,
+    /// Each HTTP API credential's rate.
+    pub api_rates: operators::ApiRates,
 }
 
 /// The most bytes of request line and headers we buffer (hyper's minimum is 8 KiB).
@@ -237,6 +240,7 @@ async fn route(
         }
         "/ws" => return Err(refuse_id(chat::InvalidId::Empty)),
         api::TICKETS => api::ticket(&request, client, door)?,
+        _ if operators::handles(path) => operators::serve(request, path, door).await?,
         _ if path.starts_with(api::PREFIX) => api::serve(&request, path, client, door).await?,
         _ => match path.strip_prefix("/ws/") {
             Some(raw_id) => {

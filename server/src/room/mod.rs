@@ -755,6 +755,42 @@ impl Room {
         self.lock().rules.ban(id.as_str(), now_millis())
     }
 
+    /// Who is in the room as of its last event (on every node, in a cluster), in the
+    /// order they joined, each with the role granted in the room or given by its token
+    /// here.
+    pub fn present(&self) -> Vec<(v1::Present, Role)> {
+        let state = self.lock();
+        let node = self.node();
+        state
+            .present
+            .iter()
+            .map(|((on, key), present)| {
+                let token = (*on == node)
+                    .then(|| state.members.get(key))
+                    .flatten()
+                    .map_or(Role::Member, |slot| slot.role);
+                let role = state.rules.role(&present.id).max(token);
+                (present.clone(), role)
+            })
+            .collect()
+    }
+
+    /// Does a moderation request of `who`, which is in no room (the HTTP API's
+    /// caller), if its role allows: recorded in the log as `who`'s, as a member's is.
+    pub fn moderate(self: &Arc<Self>, who: &Who, request: v2::Request) -> Result<(), v2::Error> {
+        let mut state = self.lock();
+        let role = state.rules.role(who.id.as_str()).max(who.role);
+        may_moderate(&state, &request, role)?;
+        let kind = request.into_event_kind().expect("a log request");
+        let link = self
+            .cluster
+            .as_ref()
+            .map_or(Link::Local, |cluster| cluster.link());
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        self.announce(&mut state, (link, key), who, kind, None);
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-updated (every
         // change is a single insert, remove, push or counter), so a poisoned lock is
@@ -1293,6 +1329,48 @@ impl Room {
     }
 }
 
+/// Whether one of `role` may make a moderation request: its values in
+/// bounds, its role high enough, and its target's role lower than its own (an
+/// admin's aside).
+fn may_moderate(state: &State, request: &v2::Request, role: Role) -> Result<(), v2::Error> {
+    let needs = request.needs();
+    if needs == Role::Member {
+        return Ok(());
+    }
+    let nonce = request.nonce();
+    let forbidden = |message: String| Err(v2::Error::new(nonce, v2::ErrorCode::Forbidden, message));
+    if role < needs {
+        return forbidden(format!(
+            "only a {} of this room may do that; you are a {}",
+            needs.as_str(),
+            role.as_str()
+        ));
+    }
+    v2::check_moderation(request)?;
+    let member = match request {
+        v2::Request::Kick { member, .. }
+        | v2::Request::Ban { member, .. }
+        | v2::Request::Mute { member, .. }
+        | v2::Request::Role { member, .. } => member,
+        _ => return Ok(()),
+    };
+    let token = state
+        .members
+        .values()
+        .filter(|slot| slot.id.as_str() == member)
+        .map(|slot| slot.role)
+        .max()
+        .unwrap_or_default();
+    let theirs = state.rules.role(member).max(token);
+    if theirs >= role && role < Role::Admin {
+        return forbidden(format!(
+            "#{member} is a {} here: only a higher role may do that",
+            theirs.as_str()
+        ));
+    }
+    Ok(())
+}
+
 /// A kick's or ban's close code and reason: the moderator's, or `default`, within
 /// what a close frame holds.
 fn removal(code: u16, default: &str, reason: &Option<String>) -> Removal {
@@ -1450,54 +1528,6 @@ impl Member {
         }
     }
 
-    /// Whether the member, of `role`, may make a moderation request: its values in
-    /// bounds, its role high enough, and its target's role lower than its own (an
-    /// admin's aside).
-    fn may_moderate(
-        &self,
-        state: &State,
-        request: &v2::Request,
-        role: Role,
-    ) -> Result<(), v2::Error> {
-        let needs = request.needs();
-        if needs == Role::Member {
-            return Ok(());
-        }
-        let nonce = request.nonce();
-        let forbidden =
-            |message: String| Err(v2::Error::new(nonce, v2::ErrorCode::Forbidden, message));
-        if role < needs {
-            return forbidden(format!(
-                "only a {} of this room may do that; you are a {}",
-                needs.as_str(),
-                role.as_str()
-            ));
-        }
-        v2::check_moderation(request)?;
-        let member = match request {
-            v2::Request::Kick { member, .. }
-            | v2::Request::Ban { member, .. }
-            | v2::Request::Mute { member, .. }
-            | v2::Request::Role { member, .. } => member,
-            _ => return Ok(()),
-        };
-        let token = state
-            .members
-            .values()
-            .filter(|slot| slot.id.as_str() == member)
-            .map(|slot| slot.role)
-            .max()
-            .unwrap_or_default();
-        let theirs = state.rules.role(member).max(token);
-        if theirs >= role && role < Role::Admin {
-            return forbidden(format!(
-                "#{member} is a {} here: only a higher role may do that",
-                theirs.as_str()
-            ));
-        }
-        Ok(())
-    }
-
     /// Does what a v2 client asked, if the room's rules allow it; otherwise says why.
     /// A `dms` request is the session's to answer (it needs every room); here it does
     /// nothing.
@@ -1518,7 +1548,7 @@ impl Member {
                 let mut state = self.room.lock();
                 let now = now_millis();
                 let role = self.role_in(&state);
-                self.may_moderate(&state, &request, role)?;
+                may_moderate(&state, &request, role)?;
                 let speaks = request.speaks();
                 if speaks {
                     self.may_speak(&state, role, now, request.nonce())?;

@@ -270,6 +270,18 @@ impl Rooms {
         found.into_values().collect()
     }
 
+    /// The rooms loaded on this node.
+    pub fn loaded(&self) -> Vec<Arc<Room>> {
+        self.inner
+            .lock()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Ready(room) => Some(room.clone()),
+                Slot::Loading(_) => None,
+            })
+            .collect()
+    }
+
     /// Why the store cannot write now, if it cannot.
     pub fn trouble(&self) -> Option<String> {
         self.inner.store.as_ref().and_then(|store| store.trouble())

@@ -1,0 +1,330 @@
+//! The HTTP API's writes and lists, for bots and operators (issue 31): the rooms with
+//! their member counts, a room's members, kicks and bans. Each request carries
+//! `Authorization: Bearer` with an operator's API key (`--api-key-file`, an admin's
+//! rights, acting as client id 0) or a token (`--jwt-secret`) whose claims make it a
+//! bot, an admin or a moderator of the room; each credential has its own rate
+//! (`--api-rate`). Missing or bad credentials: 401; not allowed: 403; too fast: 429.
+//!
+//! - `GET /api/v1/rooms` -> `[{"room":R,"members":K}, ...]`
+//! - `GET /api/v1/rooms/{room}/members` -> `[{"id":I,"name":N?,"role":R}, ...]`
+//! - `DELETE /api/v1/rooms/{room}/members/{id}` (kick) -> 204
+//! - `PUT /api/v1/rooms/{room}/bans/{id}` `{"seconds":S?,"reason":R?}` -> 204
+//! - `DELETE /api/v1/rooms/{room}/bans/{id}` -> 204
+//! - `GET /api/v1/openapi.json`: the OpenAPI document of the whole API.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chat::ClientId;
+use chat::v1::{Role, RoomName};
+use chat::v2;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::{claimed_subject, error, json_response};
+use super::{Body, FrontDoor, Refused, bearer, refuse_token, refused};
+use crate::config::RateLimit;
+use crate::identity::{self, TokenRefusal};
+use crate::metrics::Refusal;
+use crate::room::Who;
+
+/// The OpenAPI 3 document of `/api/v1/`, served as it is in the repository.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Where it is served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// Where the rooms are listed.
+pub const ROOMS: &str = "/api/v1/rooms";
+
+/// The most bytes of a request body read.
+const MAX_BODY_BYTES: usize = 4096;
+
+/// The most credentials whose rate is remembered: past it, those idle longest go.
+const MAX_METERED: usize = 10_000;
+
+/// Each credential's token bucket: tokens left, and when last filled.
+#[derive(Default)]
+pub struct ApiRates {
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl ApiRates {
+    /// Takes one request from `credential`'s bucket; `false` when it is empty.
+    fn take(&self, credential: &str, rate: RateLimit) -> bool {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        if buckets.len() >= MAX_METERED && !buckets.contains_key(credential) {
+            let full = f64::from(rate.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate.per_second < full
+            });
+        }
+        let (tokens, at) = buckets
+            .entry(credential.to_owned())
+            .or_insert((f64::from(rate.burst), now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_second)
+            .min(f64::from(rate.burst));
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+}
+
+/// Whether `path` (with `method`) is one of this module's routes.
+pub fn handles(path: &str) -> bool {
+    path == ROOMS
+        || path == OPENAPI_PATH
+        || matches!(
+            route_of(path),
+            Some((_, "members", _) | (_, "bans", Some(_)))
+        )
+}
+
+/// `/api/v1/rooms/{room}/{what}[/{id}]` in parts.
+fn route_of(path: &str) -> Option<(&str, &str, Option<&str>)> {
+    let rest = path.strip_prefix("/api/v1/rooms/")?;
+    let mut parts = rest.splitn(3, '/');
+    let room = parts.next()?;
+    let what = parts.next()?;
+    let id = parts.next();
+    Some((room, what, id))
+}
+
+/// Serves one request of this module's routes.
+pub async fn serve(
+    request: Request<Incoming>,
+    path: &str,
+    door: &FrontDoor,
+) -> Result<Response<Body>, Refused> {
+    let method = request.method().clone();
+    if path == OPENAPI_PATH {
+        if !matches!(method, Method::GET | Method::HEAD) {
+            return Ok(super::method_not_allowed());
+        }
+        return Ok(json_response(StatusCode::OK, OPENAPI.as_bytes().to_vec()));
+    }
+    let (room, what, id) = match route_of(path) {
+        Some((room, what, id)) => (Some(room), what, id),
+        None => (None, "rooms", None),
+    };
+    let room = match room.map(RoomName::parse).transpose() {
+        Ok(room) => room,
+        Err(why) => {
+            let message = format!("invalid room name: {why}; {}", chat::v1::ROOM_RULES);
+            return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message));
+        }
+    };
+    let who = caller(&request, room.as_ref(), door)?;
+    let allowed = match (what, id) {
+        ("rooms", None) | ("members", None) => [Method::GET, Method::HEAD].as_slice(),
+        ("members", Some(_)) => &[Method::DELETE],
+        _ => &[Method::PUT, Method::DELETE],
+    };
+    if !allowed.contains(&method) {
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid",
+            "method not allowed",
+        );
+        let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+        if let Ok(allow) = HeaderValue::from_str(&names.join(", ")) {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
+        return Ok(response);
+    }
+    let Some(room) = room else {
+        return Ok(list_rooms(door).await);
+    };
+    let Some(id) = id else {
+        return Ok(list_members(&room, door).await);
+    };
+    let member = match ClientId::parse(id) {
+        Ok(member) => member.to_string(),
+        Err(why) => {
+            let message = format!("invalid client id: {why}");
+            return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message));
+        }
+    };
+    let moderation = match (what, method) {
+        ("members", _) => v2::Request::Kick {
+            member,
+            reason: None,
+            nonce: None,
+        },
+        (_, Method::DELETE) => v2::Request::Unban {
+            member,
+            nonce: None,
+        },
+        _ => {
+            let ban = match read_ban(request).await {
+                Ok(ban) => ban,
+                Err(message) => return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message)),
+            };
+            v2::Request::Ban {
+                member,
+                seconds: ban.seconds,
+                reason: ban.reason,
+                nonce: None,
+            }
+        }
+    };
+    let room = match door.shared.rooms.get(&room).await {
+        Ok(room) => room,
+        Err(unavailable) => {
+            let message = unavailable.to_string();
+            return Ok(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                &message,
+            ));
+        }
+    };
+    if !door.shared.rooms.load_from_cluster(&room).await {
+        let message = "cannot load the room from Redis; try again later";
+        return Ok(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            message,
+        ));
+    }
+    Ok(match room.moderate(&who, moderation) {
+        Ok(()) => {
+            let mut response = Response::new(Body::default());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+        }
+        Err(refused) => {
+            let status = match refused.code {
+                v2::ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let code = serde_json::to_value(refused.code).unwrap_or_default();
+            error(status, code.as_str().unwrap_or("invalid"), &refused.message)
+        }
+    })
+}
+
+/// A ban's body: `{"seconds":S?,"reason":R?}`; an empty body bans until lifted.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanBody {
+    seconds: Option<u64>,
+    reason: Option<String>,
+}
+
+async fn read_ban(request: Request<Incoming>) -> Result<BanBody, String> {
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES);
+    let bytes = limited
+        .collect()
+        .await
+        .map_err(|_| format!("a body is at most {MAX_BODY_BYTES} bytes"))?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(BanBody::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|why| format!("not a ban's JSON body: {why}"))
+}
+
+/// Who calls, from its credential: an API key is an admin acting as client id 0; a
+/// token is its id, with the role its claims give in `room`, and must make it a bot,
+/// an admin, or (for a room's calls) one of the room's moderators.
+fn caller(
+    request: &Request<Incoming>,
+    room: Option<&RoomName>,
+    door: &FrontDoor,
+) -> Result<Who, Refused> {
+    let credential =
+        bearer(request.headers()).ok_or_else(|| refuse_token(TokenRefusal::Missing))?;
+    let config = &door.shared.config;
+    let who = if config.api_keys.holds(credential) {
+        Who {
+            id: ClientId::parse("0").expect("0 is an id"),
+            name: None,
+            role: Role::Admin,
+        }
+    } else {
+        let Some(tokens) = &door.tokens else {
+            return Err(refuse_token(TokenRefusal::Invalid(
+                "not an API key of this server (--api-key-file)".to_owned(),
+            )));
+        };
+        let id = claimed_subject(credential).ok_or_else(|| {
+            refuse_token(TokenRefusal::Invalid(
+                "neither an API key nor a JWT with a client id as its sub".to_owned(),
+            ))
+        })?;
+        let name = tokens
+            .check_within(credential, &id, config.max_token_ttl)
+            .map_err(refuse_token)?;
+        let grants = identity::grants(credential);
+        let role = room.map_or(Role::Member, |room| grants.role_in(room.as_str()));
+        let operator = config.admins.contains(&id);
+        if !(grants.bot || grants.admin || operator || role >= Role::Moderator) {
+            return Err(refused(
+                Refusal::NotYourRoom,
+                error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the API is for tokens with a bot or admin claim, or a room's moderators",
+                ),
+            ));
+        }
+        let role = if operator { Role::Admin } else { role };
+        Who { id, name, role }
+    };
+    if !door.api_rates.take(credential, config.api_rate) {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_fast",
+            "too many API requests with this credential; slow down",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(refused(Refusal::PerIpRate, response));
+    }
+    Ok(who)
+}
+
+async fn list_rooms(door: &FrontDoor) -> Response<Body> {
+    let rooms: Vec<_> = door
+        .shared
+        .rooms
+        .loaded()
+        .into_iter()
+        .map(|room| json!({"room": room.name().as_str(), "members": room.present().len()}))
+        .collect();
+    json_response(StatusCode::OK, json!(rooms).to_string().into_bytes())
+}
+
+async fn list_members(room: &RoomName, door: &FrontDoor) -> Response<Body> {
+    let Some(room) = door.shared.rooms.existing(room).await else {
+        let message = format!("there is no room {room} here");
+        return error(StatusCode::NOT_FOUND, "no_such_room", &message);
+    };
+    let members: Vec<_> = room
+        .present()
+        .into_iter()
+        .map(|(present, role)| {
+            let mut member =
+                json!({"id": present.id, "role": role.as_str(), "since": present.since});
+            if let Some(name) = present.name {
+                member["name"] = json!(name.as_str());
+            }
+            member
+        })
+        .collect();
+    json_response(StatusCode::OK, json!(members).to_string().into_bytes())
+}
