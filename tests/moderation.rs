@@ -487,6 +487,7 @@ async fn the_openapi_document_and_the_routes_agree() {
         "GET /api/v1/rooms/{room}/events",
         "GET /api/v1/rooms/{room}/search",
         "GET /api/v1/rooms/{room}/members",
+        "POST /api/v1/rooms/{room}/messages",
         "DELETE /api/v1/rooms/{room}/members/{id}",
         "PUT /api/v1/rooms/{room}/bans/{id}",
         "DELETE /api/v1/rooms/{room}/bans/{id}",
@@ -501,11 +502,138 @@ async fn the_openapi_document_and_the_routes_agree() {
             .replace("{room}", "main")
             .replace("{id}", "9")
             .replace("/search", "/search?q=x");
-        let answer = server.http(&api(method, &path, Some(API_KEY), "")).await;
+        let body = if method == "POST" {
+            r#"{"text":"hi","nonce":"n"}"#
+        } else {
+            ""
+        };
+        let answer = server.http(&api(method, &path, Some(API_KEY), body)).await;
         // Tickets need --jwt-secret: without, their 404 says so, not "not found".
         let found = answer.status != 404 || answer.body.contains("no_tokens");
         assert!(found, "{route}: {answer:?}");
         assert_ne!(answer.status, 405, "{route}: {answer:?}");
     }
     server.stop().await;
+}
+
+/// A token for `id` with `claims` besides its `sub` and `exp`, signed with the test
+/// secret.
+fn token_with(id: &str, claims: Value) -> String {
+    let mut payload = json!({"sub": id, "exp": jsonwebtoken_exp()});
+    for (key, value) in claims.as_object().unwrap() {
+        payload[key] = value.clone();
+    }
+    sign(&payload)
+}
+
+#[tokio::test]
+async fn a_bot_posts_once_however_often_it_retries() {
+    let server = TestServer::start_with(Config {
+        jwt_secret: Some(tokens::secret()),
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
+    let reader = tokens::token("2", None);
+    let mut watcher = V2::connect(&server, &format!("/ws/2?token={reader}")).await;
+    watcher.seated().await;
+    let bot = token_with("500", json!({"bot": true}));
+    let body = r#"{"text":"deploy finished","nonce":"deploy-1"}"#;
+    let first = server
+        .http(&api(
+            "POST",
+            "/api/v1/rooms/main/messages",
+            Some(&bot),
+            body,
+        ))
+        .await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let again = server
+        .http(&api(
+            "POST",
+            "/api/v1/rooms/main/messages",
+            Some(&bot),
+            body,
+        ))
+        .await;
+    assert_eq!(again.body, first.body, "the same offset");
+    let posted: Value = serde_json::from_str(&first.body).unwrap();
+    let seen = watcher.next_of("message").await;
+    assert_eq!(
+        (&seen["offset"], &seen["id"], &seen["text"]),
+        (&posted["offset"], &json!("500"), &json!("deploy finished"))
+    );
+    // Once: the next message the watcher sees is the next one posted.
+    let next = server
+        .http(&api(
+            "POST",
+            "/api/v1/rooms/main/messages",
+            Some(&bot),
+            r#"{"text":"and done","nonce":"deploy-2"}"#,
+        ))
+        .await;
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_eq!(watcher.next_of("message").await["text"], "and done");
+
+    // A token that is neither a bot's nor an admin's may not post; no token: 401.
+    let plain = tokens::token("3", None);
+    let denied = server
+        .http(&api(
+            "POST",
+            "/api/v1/rooms/main/messages",
+            Some(&plain),
+            body,
+        ))
+        .await;
+    assert_eq!(denied.status, 403, "{denied:?}");
+    let missing = server
+        .http(&api("POST", "/api/v1/rooms/main/messages", None, body))
+        .await;
+    assert_eq!(missing.status, 401, "{missing:?}");
+    server.stop().await;
+}
+
+/// Needs `redis-server`: `.ci/run` runs it with `--include-ignored`.
+#[tokio::test]
+#[ignore = "needs redis-server"]
+async fn a_bot_posts_on_any_clustered_node() {
+    let redis = Redis::start().await;
+    let config = || Config {
+        api_keys: chat_server::ApiKeys::parse(API_KEY).unwrap(),
+        rate_limit: None,
+        ..redis.node_config()
+    };
+    let first = redis.node_with(config()).await;
+    let second = redis.node_with(config()).await;
+    let (mut watcher, _) = join(&first, "2").await;
+    let body = r#"{"text":"from the other node","nonce":"x"}"#;
+    let posted = second
+        .http(&api(
+            "POST",
+            "/api/v1/rooms/main/messages",
+            Some(API_KEY),
+            body,
+        ))
+        .await;
+    assert_eq!(posted.status, 200, "{posted:?}");
+    let again = second
+        .http(&api(
+            "POST",
+            "/api/v1/rooms/main/messages",
+            Some(API_KEY),
+            body,
+        ))
+        .await;
+    assert_eq!(again.body, posted.body);
+    let posted: Value = serde_json::from_str(&posted.body).unwrap();
+    let seen = watcher.next_of("message").await;
+    assert_eq!(
+        (&seen["offset"], &seen["text"]),
+        (&posted["offset"], &json!("from the other node"))
+    );
+    watcher.say("after", Some("after")).await;
+    let after = watcher.error_or("message", "after").await;
+    assert_eq!(offset(&after), offset(&seen) + 1, "posted once");
+    first.stop().await;
+    second.stop().await;
 }

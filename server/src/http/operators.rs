@@ -5,6 +5,9 @@
 //! bot, an admin or a moderator of the room; each credential has its own rate
 //! (`--api-rate`). Missing or bad credentials: 401; not allowed: 403; too fast: 429.
 //!
+//! - `POST /api/v1/rooms/{room}/messages` `{"text":T,"nonce":N}` -> `{"offset":O}`:
+//!   the same nonce from the same sender again answers the same offset, posting
+//!   nothing (as long as the room's history in memory holds the message).
 //! - `GET /api/v1/rooms` -> `[{"room":R,"members":K}, ...]`
 //! - `GET /api/v1/rooms/{room}/members` -> `[{"id":I,"name":N?,"role":R}, ...]`
 //! - `DELETE /api/v1/rooms/{room}/members/{id}` (kick) -> 204
@@ -31,7 +34,7 @@ use super::{Body, FrontDoor, Refused, bearer, refuse_token, refused};
 use crate::config::RateLimit;
 use crate::identity::{self, TokenRefusal};
 use crate::metrics::Refusal;
-use crate::room::Who;
+use crate::room::{Posting, Who};
 
 /// The OpenAPI 3 document of `/api/v1/`, served as it is in the repository.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -88,7 +91,7 @@ pub fn handles(path: &str) -> bool {
         || path == OPENAPI_PATH
         || matches!(
             route_of(path),
-            Some((_, "members", _) | (_, "bans", Some(_)))
+            Some((_, "members", _) | (_, "bans", Some(_)) | (_, "messages", None))
         )
 }
 
@@ -130,6 +133,7 @@ pub async fn serve(
     let allowed = match (what, id) {
         ("rooms", None) | ("members", None) => [Method::GET, Method::HEAD].as_slice(),
         ("members", Some(_)) => &[Method::DELETE],
+        ("messages", None) => &[Method::POST],
         _ => &[Method::PUT, Method::DELETE],
     };
     if !allowed.contains(&method) {
@@ -147,6 +151,9 @@ pub async fn serve(
     let Some(room) = room else {
         return Ok(list_rooms(door).await);
     };
+    if what == "messages" {
+        return Ok(post(request, &room, &who, door).await);
+    }
     let Some(id) = id else {
         return Ok(list_members(&room, door).await);
     };
@@ -168,8 +175,8 @@ pub async fn serve(
             nonce: None,
         },
         _ => {
-            let ban = match read_ban(request).await {
-                Ok(ban) => ban,
+            let ban: BanBody = match read_json(request).await {
+                Ok(ban) => ban.unwrap_or_default(),
                 Err(message) => return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message)),
             };
             v2::Request::Ban {
@@ -180,40 +187,106 @@ pub async fn serve(
             }
         }
     };
-    let room = match door.shared.rooms.get(&room).await {
+    let room = match loaded(&room, door).await {
         Ok(room) => room,
-        Err(unavailable) => {
-            let message = unavailable.to_string();
-            return Ok(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                &message,
-            ));
-        }
+        Err(response) => return Ok(*response),
     };
-    if !door.shared.rooms.load_from_cluster(&room).await {
-        let message = "cannot load the room from Redis; try again later";
-        return Ok(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            message,
-        ));
-    }
     Ok(match room.moderate(&who, moderation) {
         Ok(()) => {
             let mut response = Response::new(Body::default());
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
         }
-        Err(refused) => {
-            let status = match refused.code {
-                v2::ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            let code = serde_json::to_value(refused.code).unwrap_or_default();
-            error(status, code.as_str().unwrap_or("invalid"), &refused.message)
-        }
+        Err(refused) => refusal(&refused),
     })
+}
+
+/// A message's body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    text: String,
+    nonce: String,
+}
+
+/// How long a post waits for its message to be written (or back from Redis).
+const POST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Posts a message as `who`, once per nonce, and answers its offset.
+async fn post(
+    request: Request<Incoming>,
+    room: &RoomName,
+    who: &Who,
+    door: &FrontDoor,
+) -> Response<Body> {
+    let body: MessageBody = match read_json(request).await {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            let message = r#"send {"text":T,"nonce":N}"#;
+            return error(StatusCode::BAD_REQUEST, "invalid", message);
+        }
+        Err(message) => return error(StatusCode::BAD_REQUEST, "invalid", &message),
+    };
+    let room = match loaded(room, door).await {
+        Ok(room) => room,
+        Err(response) => return *response,
+    };
+    let posting = match room.post(who, body.text, body.nonce) {
+        Ok(posting) => posting,
+        Err(refused) => return refusal(&refused),
+    };
+    let offset = match posting {
+        Posting::Done(offset) => Some(offset),
+        Posting::Waiting(told) => tokio::time::timeout(POST_TIMEOUT, told)
+            .await
+            .ok()
+            .and_then(Result::ok),
+    };
+    match offset {
+        Some(offset) => json_response(
+            StatusCode::OK,
+            json!({ "offset": offset }).to_string().into_bytes(),
+        ),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the message could not be confirmed in time; post it again with the same nonce",
+        ),
+    }
+}
+
+/// The room, made or loaded here, and as the cluster has it.
+async fn loaded(
+    room: &RoomName,
+    door: &FrontDoor,
+) -> Result<std::sync::Arc<crate::room::Room>, Box<Response<Body>>> {
+    let room = match door.shared.rooms.get(room).await {
+        Ok(room) => room,
+        Err(unavailable) => {
+            let message = unavailable.to_string();
+            let response = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &message);
+            return Err(Box::new(response));
+        }
+    };
+    if !door.shared.rooms.load_from_cluster(&room).await {
+        let message = "cannot load the room from Redis; try again later";
+        let response = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        return Err(Box::new(response));
+    }
+    Ok(room)
+}
+
+/// A refused request's answer: 403 for what the caller's role (or a mute) does not
+/// allow, 429 in slow mode, 503 when the room cannot take it now, else 400.
+fn refusal(refused: &v2::Error) -> Response<Body> {
+    let status = match refused.code {
+        v2::ErrorCode::Forbidden | v2::ErrorCode::Muted => StatusCode::FORBIDDEN,
+        v2::ErrorCode::Slow => StatusCode::TOO_MANY_REQUESTS,
+        v2::ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let code = serde_json::to_value(refused.code).unwrap_or_default();
+    error(status, code.as_str().unwrap_or("invalid"), &refused.message)
 }
 
 /// A ban's body: `{"seconds":S?,"reason":R?}`; an empty body bans until lifted.
@@ -224,7 +297,10 @@ struct BanBody {
     reason: Option<String>,
 }
 
-async fn read_ban(request: Request<Incoming>) -> Result<BanBody, String> {
+/// A request's JSON body; `None` when it is empty.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<Option<T>, String> {
     let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES);
     let bytes = limited
         .collect()
@@ -232,9 +308,9 @@ async fn read_ban(request: Request<Incoming>) -> Result<BanBody, String> {
         .map_err(|_| format!("a body is at most {MAX_BODY_BYTES} bytes"))?
         .to_bytes();
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(BanBody::default());
+        return Ok(None);
     }
-    serde_json::from_slice(&bytes).map_err(|why| format!("not a ban's JSON body: {why}"))
+    serde_json::from_slice(&bytes).map_err(|why| format!("not the JSON body expected: {why}"))
 }
 
 /// Who calls, from its credential: an API key is an admin acting as client id 0; a

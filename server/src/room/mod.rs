@@ -34,7 +34,7 @@ use chat::v2;
 use serde::{Deserialize, Serialize};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, MAX_HISTORY_BYTES};
 use crate::metrics::Metrics;
@@ -355,6 +355,59 @@ struct State {
     rules: Rules,
     /// In slow mode: when each id last spoke, in Unix milliseconds.
     spoke: HashMap<String, u64>,
+    /// Messages posted over HTTP and not yet fanned out, by sender and nonce: who
+    /// waits for each one's offset.
+    posting: HashMap<(String, String), Vec<oneshot::Sender<u64>>>,
+}
+
+impl State {
+    /// Whether `id`, of `role`, may add something said to the room now: not
+    /// while muted, in a read-only room, or sooner than slow mode allows.
+    fn may_speak(
+        &self,
+        id: &str,
+        role: Role,
+        now: u64,
+        nonce: Option<&str>,
+    ) -> Result<(), v2::Error> {
+        if role >= Role::Moderator {
+            return Ok(());
+        }
+        let refuse = |code, message: String| Err(v2::Error::new(nonce, code, message));
+        if self.rules.muted(id, now) {
+            return refuse(
+                v2::ErrorCode::Muted,
+                "you are muted in this room: you can read, not send".to_owned(),
+            );
+        }
+        if self.rules.read_only() {
+            return refuse(
+                v2::ErrorCode::Forbidden,
+                "this room is read-only: only moderators speak".to_owned(),
+            );
+        }
+        let slow = self.rules.slow().saturating_mul(1000);
+        if let Some(last) = self.spoke.get(id)
+            && now.saturating_sub(*last) < slow
+        {
+            let wait = (slow - now.saturating_sub(*last)).div_ceil(1000);
+            return refuse(
+                v2::ErrorCode::Slow,
+                format!(
+                    "slow mode: one message per {} s; wait {wait} s",
+                    self.rules.slow()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Notes, in slow mode, that `id` spoke (if what it said was numbered).
+    fn spoke(&mut self, id: &str, role: Role, now: u64, numbered: bool) {
+        if numbered && role < Role::Moderator && self.rules.slow() > 0 {
+            self.spoke.insert(id.to_owned(), now);
+        }
+    }
 }
 
 struct Slot {
@@ -499,6 +552,7 @@ impl Room {
                 stored_from: 0,
                 rules: Rules::from_fields(start.rules),
                 spoke: HashMap::new(),
+                posting: HashMap::new(),
             }),
             next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
@@ -775,6 +829,74 @@ impl Room {
             .collect()
     }
 
+    /// Posts `text` from `who`, which is in no room (a bot over HTTP), unless a
+    /// message from `who` with this `nonce` is in the history already (then its
+    /// offset is the answer) or on its way (then the answer waits for it): the same
+    /// nonce from the same sender posts once.
+    pub fn post(
+        self: &Arc<Self>,
+        who: &Who,
+        text: String,
+        nonce: String,
+    ) -> Result<Posting, v2::Error> {
+        let mut state = self.lock();
+        let refuse = |code, message: String| Err(v2::Error::new(Some(&nonce), code, message));
+        let id = who.id.as_str();
+        let posted = state
+            .history
+            .events
+            .iter()
+            .rev()
+            .find_map(|kept| match &kept.event.kind {
+                EventKind::Message {
+                    nonce: Some(said), ..
+                } if kept.event.id == id && *said == nonce => Some(kept.offset()),
+                _ => None,
+            });
+        if let Some(offset) = posted {
+            return Ok(Posting::Done(offset));
+        }
+        let (tell, told) = oneshot::channel();
+        let key = (id.to_owned(), nonce.clone());
+        if let Some(waiting) = state.posting.get_mut(&key) {
+            waiting.push(tell);
+            return Ok(Posting::Waiting(told));
+        }
+        if text.len() > self.settings.limits.max_message_bytes {
+            let most = self.settings.limits.max_message_bytes;
+            return refuse(
+                v2::ErrorCode::Invalid,
+                format!("a message is at most {most} bytes"),
+            );
+        }
+        if nonce.is_empty() || nonce.chars().count() > v1::MAX_NONCE_CHARS {
+            let most = v1::MAX_NONCE_CHARS;
+            return refuse(
+                v2::ErrorCode::Invalid,
+                format!("a nonce is 1 to {most} characters"),
+            );
+        }
+        if state.posting.len() >= MAX_POSTING {
+            return refuse(
+                v2::ErrorCode::Unavailable,
+                "too many messages on their way; try again later".to_owned(),
+            );
+        }
+        let now = now_millis();
+        let role = state.rules.role(id).max(who.role);
+        state.may_speak(id, role, now, Some(&nonce))?;
+        state.posting.insert(key, vec![tell]);
+        let link = self
+            .cluster
+            .as_ref()
+            .map_or(Link::Local, |cluster| cluster.link());
+        let number = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let kind = EventKind::said(text, Some(nonce));
+        self.announce(&mut state, (link, number), who, kind, None);
+        state.spoke(id, role, now, true);
+        Ok(Posting::Waiting(told))
+    }
+
     /// Does a moderation request of `who`, which is in no room (the HTTP API's
     /// caller), if its role allows: recorded in the log as `who`'s, as a member's is.
     pub fn moderate(self: &Arc<Self>, who: &Who, request: v2::Request) -> Result<(), v2::Error> {
@@ -965,6 +1087,15 @@ impl Room {
                 if let EventKind::Slow { .. } = kind {
                     state.spoke.clear();
                 }
+            }
+        }
+        if let EventKind::Message {
+            nonce: Some(nonce), ..
+        } = &event.kind
+            && let Some(waiting) = state.posting.remove(&(event.id.clone(), nonce.clone()))
+        {
+            for waiter in waiting {
+                let _ = waiter.send(event.offset);
             }
         }
         let removal = match &event.kind {
@@ -1371,6 +1502,17 @@ fn may_moderate(state: &State, request: &v2::Request, role: Role) -> Result<(), 
     Ok(())
 }
 
+/// The most messages posted over HTTP that may be on their way at once in a room.
+const MAX_POSTING: usize = 1000;
+
+/// Where a message posted over HTTP is: in the log at this offset, or on its way.
+pub enum Posting {
+    Done(u64),
+    /// Answered with its offset once it is fanned out; dropped if it never is (its
+    /// node lost Redis, say).
+    Waiting(oneshot::Receiver<u64>),
+}
+
 /// A kick's or ban's close code and reason: the moderator's, or `default`, within
 /// what a close frame holds.
 fn removal(code: u16, default: &str, reason: &Option<String>) -> Removal {
@@ -1459,7 +1601,7 @@ impl Member {
         let mut state = self.room.lock();
         let now = now_millis();
         let role = self.role_in(&state);
-        if let Err(error) = self.may_speak(&state, role, now, None) {
+        if let Err(error) = state.may_speak(self.who.id.as_str(), role, now, None) {
             tracing::debug!(code = ?error.code, "not heard");
             return;
         }
@@ -1470,62 +1612,13 @@ impl Member {
             EventKind::said(text, nonce),
             Some(wakes),
         );
-        self.spoke(&mut state, role, now, numbered);
+        state.spoke(self.who.id.as_str(), role, now, numbered);
     }
 
     /// This member's role in the room: the one granted there or its token's, whichever
     /// is higher.
     fn role_in(&self, state: &State) -> Role {
         state.rules.role(self.who.id.as_str()).max(self.who.role)
-    }
-
-    /// Whether the member, of `role`, may add something said to the room now: not
-    /// while muted, in a read-only room, or sooner than slow mode allows.
-    fn may_speak(
-        &self,
-        state: &State,
-        role: Role,
-        now: u64,
-        nonce: Option<&str>,
-    ) -> Result<(), v2::Error> {
-        if role >= Role::Moderator {
-            return Ok(());
-        }
-        let id = self.who.id.as_str();
-        let refuse = |code, message: String| Err(v2::Error::new(nonce, code, message));
-        if state.rules.muted(id, now) {
-            return refuse(
-                v2::ErrorCode::Muted,
-                "you are muted in this room: you can read, not send".to_owned(),
-            );
-        }
-        if state.rules.read_only() {
-            return refuse(
-                v2::ErrorCode::Forbidden,
-                "this room is read-only: only moderators speak".to_owned(),
-            );
-        }
-        let slow = state.rules.slow().saturating_mul(1000);
-        if let Some(last) = state.spoke.get(id)
-            && now.saturating_sub(*last) < slow
-        {
-            let wait = (slow - now.saturating_sub(*last)).div_ceil(1000);
-            return refuse(
-                v2::ErrorCode::Slow,
-                format!(
-                    "slow mode: one message per {} s; wait {wait} s",
-                    state.rules.slow()
-                ),
-            );
-        }
-        Ok(())
-    }
-
-    /// Notes, in slow mode, that the member spoke (if what it said was numbered).
-    fn spoke(&self, state: &mut State, role: Role, now: u64, numbered: bool) {
-        if numbered && role < Role::Moderator && state.rules.slow() > 0 {
-            state.spoke.insert(self.who.id.to_string(), now);
-        }
     }
 
     /// Does what a v2 client asked, if the room's rules allow it; otherwise says why.
@@ -1551,7 +1644,7 @@ impl Member {
                 may_moderate(&state, &request, role)?;
                 let speaks = request.speaks();
                 if speaks {
-                    self.may_speak(&state, role, now, request.nonce())?;
+                    state.may_speak(self.who.id.as_str(), role, now, request.nonce())?;
                 }
                 let history = &state.history;
                 let window = (
@@ -1577,7 +1670,7 @@ impl Member {
                     Some(wakes),
                 );
                 if speaks {
-                    self.spoke(&mut state, role, now, numbered);
+                    state.spoke(self.who.id.as_str(), role, now, numbered);
                 }
                 Ok(())
             }
