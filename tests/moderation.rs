@@ -110,11 +110,17 @@ async fn a_moderator_moderates_and_a_member_cannot() {
     );
     event_about(&mut moderator, "role", "2").await;
 
-    // A moderator may not moderate the admin.
+    // A moderator may not moderate the admin, here or not.
     moderator
         .send(&json!({"type":"kick","member":"1","nonce":"up"}))
         .await;
     refused(&mut moderator, "up", "forbidden").await;
+    drop(admin);
+    moderator
+        .send(&json!({"type":"ban","member":"1","nonce":"gone"}))
+        .await;
+    refused(&mut moderator, "gone", "forbidden").await;
+    let (mut admin, _) = join(&server, "1").await;
 
     // Deletes another's message.
     member.say("spam spam", Some("spam")).await;

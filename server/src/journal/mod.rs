@@ -1873,6 +1873,7 @@ mod tests {
                 history: 100,
             },
             verified: false,
+            admins: Vec::new(),
         };
         Room::new(
             RoomName::parse(name).expect("a room name"),

@@ -298,6 +298,8 @@ pub struct RoomSettings {
     pub limits: v1::Limits,
     /// Whether ids and names are proven by signed tokens (told in the welcome).
     pub verified: bool,
+    /// The operator's admins (`--admin`): admins wherever they are.
+    pub admins: Vec<ClientId>,
 }
 
 impl RoomSettings {
@@ -313,6 +315,7 @@ impl RoomSettings {
                 history: config.history,
             },
             verified: config.jwt_secret.is_some(),
+            admins: config.admins.clone(),
         }
     }
 }
@@ -902,7 +905,7 @@ impl Room {
     pub fn moderate(self: &Arc<Self>, who: &Who, request: v2::Request) -> Result<(), v2::Error> {
         let mut state = self.lock();
         let role = state.rules.role(who.id.as_str()).max(who.role);
-        may_moderate(&state, &request, role)?;
+        may_moderate(&state, &self.settings.admins, &request, role)?;
         let kind = request.into_event_kind().expect("a log request");
         let link = self
             .cluster
@@ -1463,7 +1466,12 @@ impl Room {
 /// Whether one of `role` may make a moderation request: its values in
 /// bounds, its role high enough, and its target's role lower than its own (an
 /// admin's aside).
-fn may_moderate(state: &State, request: &v2::Request, role: Role) -> Result<(), v2::Error> {
+fn may_moderate(
+    state: &State,
+    admins: &[ClientId],
+    request: &v2::Request,
+    role: Role,
+) -> Result<(), v2::Error> {
     let needs = request.needs();
     if needs == Role::Member {
         return Ok(());
@@ -1492,7 +1500,11 @@ fn may_moderate(state: &State, request: &v2::Request, role: Role) -> Result<(), 
         .map(|slot| slot.role)
         .max()
         .unwrap_or_default();
-    let theirs = state.rules.role(member).max(token);
+    let operator = match admins.iter().any(|admin| admin.as_str() == member) {
+        true => Role::Admin,
+        false => Role::Member,
+    };
+    let theirs = state.rules.role(member).max(token).max(operator);
     if theirs >= role && role < Role::Admin {
         return forbidden(format!(
             "#{member} is a {} here: only a higher role may do that",
@@ -1641,7 +1653,7 @@ impl Member {
                 let mut state = self.room.lock();
                 let now = now_millis();
                 let role = self.role_in(&state);
-                may_moderate(&state, &request, role)?;
+                may_moderate(&state, &self.room.settings.admins, &request, role)?;
                 let speaks = request.speaks();
                 if speaks {
                     state.may_speak(self.who.id.as_str(), role, now, request.nonce())?;
@@ -1803,6 +1815,7 @@ mod tests {
                 history,
             },
             verified: false,
+            admins: Vec::new(),
         };
         Room::new(
             RoomName::default(),

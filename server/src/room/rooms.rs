@@ -414,6 +414,7 @@ mod tests {
                 history: 10,
             },
             verified: false,
+            admins: Vec::new(),
         }
     }
 
