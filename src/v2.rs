@@ -1338,6 +1338,102 @@ mod tests {
     }
 
     #[test]
+    fn moderation_requests_read_as_the_issue_writes_them_and_are_bounded() {
+        let cases = [
+            r#"{"type":"kick","member":"7","reason":"calm down","nonce":"k"}"#,
+            r#"{"type":"ban","member":"7","seconds":600,"reason":"spam","nonce":"b"}"#,
+            r#"{"type":"ban","member":"7","nonce":"b"}"#,
+            r#"{"type":"unban","member":"7","nonce":"u"}"#,
+            r#"{"type":"mute","member":"7","seconds":60,"nonce":"m"}"#,
+            r#"{"type":"unmute","member":"7","nonce":"u"}"#,
+            r#"{"type":"topic","text":"Launch day","nonce":"t"}"#,
+            r#"{"type":"slow","seconds":5,"nonce":"s"}"#,
+            r#"{"type":"read_only","on":true,"nonce":"r"}"#,
+            r#"{"type":"role","member":"7","role":"moderator","nonce":"r"}"#,
+        ];
+        for text in cases {
+            let request = Request::parse(text).unwrap_or_else(|error| panic!("{text}: {error}"));
+            assert_eq!(request.to_json(), text);
+            assert!(request.needs() >= Role::Moderator, "{text}");
+            assert_eq!(check_moderation(&request), Ok(()), "{text}");
+            let kind = request.into_event_kind().unwrap();
+            assert!(kind.is_moderation(), "{text}");
+            let event = Event {
+                offset: 3,
+                ts: 30,
+                id: "1".into(),
+                name: None,
+                kind,
+            };
+            assert!(
+                event.for_v1().is_none() && event.plain().is_none(),
+                "{text}"
+            );
+            assert_eq!(
+                serde_json::from_str::<Event>(&event.to_json()).unwrap(),
+                event
+            );
+        }
+        for bad in [
+            r#"{"type":"kick","member":"07"}"#,
+            r#"{"type":"kick","member":"x"}"#,
+            r#"{"type":"ban","member":"7","seconds":0}"#,
+            r#"{"type":"ban","member":"7","seconds":999999999}"#,
+            r#"{"type":"role","member":"7","role":"owner"}"#,
+            r#"{"type":"topic","text":"a\u0007b"}"#,
+        ] {
+            let request = Request::parse(bad).unwrap();
+            assert_eq!(
+                check_moderation(&request).map_err(|error| error.code),
+                Err(ErrorCode::Invalid),
+                "{bad}"
+            );
+        }
+        let reason = format!(
+            r#"{{"type":"kick","member":"7","reason":"{}"}}"#,
+            "r".repeat(121)
+        );
+        assert!(check_moderation(&Request::parse(&reason).unwrap()).is_err());
+        assert!(Request::parse(r#"{"type":"role","member":"7","role":"boss"}"#).is_err());
+    }
+
+    #[test]
+    fn a_moderators_delete_takes_anyones_message_back() {
+        let mut message = said(9, "7", "spam");
+        let delete = |moderated| {
+            event(
+                10,
+                "8",
+                EventKind::Delete {
+                    target: 9,
+                    nonce: None,
+                    moderated,
+                },
+            )
+        };
+        assert!(!apply(&delete(false), &mut message), "not 8's");
+        assert!(apply(&delete(true), &mut message));
+        assert!(matches!(&message.kind, EventKind::Message { state, .. } if state.deleted));
+        let refused = |moderator| {
+            let request = Request::Delete {
+                target: 9,
+                nonce: None,
+            };
+            check_as(
+                "8",
+                moderator,
+                &request,
+                Some(&said(9, "7", "spam")),
+                (1, 9),
+            )
+            .err()
+            .map(|error| error.code)
+        };
+        assert_eq!(refused(false), Some(ErrorCode::NotYours));
+        assert_eq!(refused(true), None);
+    }
+
+    #[test]
     fn reactions_are_one_emoji_or_a_shortcode() {
         for good in [
             "👍",
