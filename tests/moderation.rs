@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use testkit::process::Scratch;
 use testkit::redis::Redis;
 use testkit::v2::{V2, offset};
-use testkit::{TestServer, assert_refused_as, tokens};
+use testkit::{TestServer, assert_refused_as, eventually, tokens};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// A server whose admin is `#1`, without tokens and without a rate limit.
@@ -341,6 +341,7 @@ async fn a_ban_on_one_node_is_refused_on_the_other_and_after_a_reload() {
     let redis = Redis::start().await;
     let config = || Config {
         admins: vec![ClientId::parse("1").unwrap()],
+        api_keys: chat_server::ApiKeys::parse(API_KEY).unwrap(),
         rate_limit: None,
         ..redis.node_config()
     };
@@ -364,6 +365,26 @@ async fn a_ban_on_one_node_is_refused_on_the_other_and_after_a_reload() {
     let (mut four, _) = join(&third, "4").await;
     four.say("hello?", Some("q")).await;
     refused(&mut four, "q", "muted").await;
+    // A server-wide ban on one node: refused on the others, which had the server's
+    // bans loaded already (by the handshakes above) or load them now.
+    let banned = first
+        .http(&api("PUT", "/api/v1/bans/5", Some(API_KEY), ""))
+        .await;
+    assert_eq!(banned.status, 204, "{banned:?}");
+    for node in [&first, &second, &third] {
+        // Another node hears of it when Redis delivers it there.
+        eventually("the ban to reach the node", async || {
+            (node.http(&handshake("5")).await.status == 403).then_some(())
+        })
+        .await;
+        assert_refused_as(
+            node.address,
+            &handshake("5"),
+            (403, "this server"),
+            "banned_id",
+        )
+        .await;
+    }
     first.stop().await;
     second.stop().await;
     third.stop().await;
@@ -496,6 +517,8 @@ async fn the_openapi_document_and_the_routes_agree() {
         "POST /api/v1/rooms/{room}/messages",
         "DELETE /api/v1/rooms/{room}/members/{id}",
         "PUT /api/v1/rooms/{room}/bans/{id}",
+        "PUT /api/v1/bans/{id}",
+        "DELETE /api/v1/bans/{id}",
         "DELETE /api/v1/rooms/{room}/bans/{id}",
     ]
     .map(str::to_owned)
@@ -642,4 +665,57 @@ async fn a_bot_posts_on_any_clustered_node() {
     assert_eq!(offset(&after), offset(&seen) + 1, "posted once");
     first.stop().await;
     second.stop().await;
+}
+
+#[tokio::test]
+async fn an_admin_bans_from_the_whole_server_and_it_outlives_a_restart() {
+    let data = Scratch::new("server-ban");
+    let config = || Config {
+        api_keys: chat_server::ApiKeys::parse(API_KEY).unwrap(),
+        ..durable(data.path())
+    };
+    let server = TestServer::start_with(config()).await;
+    let mut elsewhere = V2::connect(&server, "/ws/3?room=ops").await;
+    elsewhere.seated().await;
+    let banned = server
+        .http(&api(
+            "PUT",
+            "/api/v1/bans/3",
+            Some(API_KEY),
+            r#"{"reason":"abuse"}"#,
+        ))
+        .await;
+    assert_eq!(banned.status, 204, "{banned:?}");
+    assert_eq!(closed(elsewhere).await.0, CloseCode::Library(4001));
+    assert_refused_as(
+        server.address,
+        &handshake("3?room=any"),
+        (403, "#3 is banned from this server until lifted: abuse"),
+        "banned_id",
+    )
+    .await;
+    // Nobody joins or reads the server's own room.
+    assert_refused_as(
+        server.address,
+        &handshake("4?room=_server"),
+        (403, "_server"),
+        "invalid_room",
+    )
+    .await;
+    server.stop().await;
+
+    let server = TestServer::start_with(config()).await;
+    assert_refused_as(
+        server.address,
+        &handshake("3"),
+        (403, "this server"),
+        "banned_id",
+    )
+    .await;
+    let lifted = server
+        .http(&api("DELETE", "/api/v1/bans/3", Some(API_KEY), ""))
+        .await;
+    assert_eq!(lifted.status, 204, "{lifted:?}");
+    join(&server, "3").await;
+    server.stop().await;
 }

@@ -126,6 +126,13 @@ pub async fn serve(
             ));
         }
     };
+    if room.as_str() == crate::room::SERVER_ROOM {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "no_such_room",
+            "_server is the server's own room: its bans are not read here",
+        ));
+    }
     check_reader(request, &room, door)?;
     let nonce: Option<&str> = None;
     let params = Params::read(request.uri().query().unwrap_or(""));

@@ -38,7 +38,7 @@ use crate::identity::{self, TokenRefusal, Tokens};
 use crate::metrics::Refusal;
 use crate::room::rooms::Unavailable;
 use crate::room::rules::Sanction;
-use crate::room::{Health, Protocol, Resume, Who};
+use crate::room::{Health, Protocol, Resume, SERVER_ROOM, Who};
 use crate::session::connection;
 use crate::session::socket::Transport;
 use crate::shared::Shared;
@@ -443,6 +443,13 @@ fn seat(request: &Request<Incoming>, id: ClientId, door: &FrontDoor) -> Result<S
         _ => return Err(refuse_resume("since and epoch go together")),
     };
     check_direct(&room, &id)?;
+    if room.as_str() == SERVER_ROOM {
+        let body = "invalid room name: _server is the server's own; choose another\n";
+        return Err(refused(
+            Refusal::InvalidRoom,
+            text(StatusCode::FORBIDDEN, body),
+        ));
+    }
     // The richest protocol the client asks for.
     let asks_for = |name| has_token(request.headers(), header::SEC_WEBSOCKET_PROTOCOL, name);
     let protocol = if asks_for(v2::SUBPROTOCOL) {
@@ -662,9 +669,21 @@ async fn upgrade(
                 ),
             ));
         }
-        // The room's bans, as its log and the store (or Redis) have them.
+        // The room's bans, as its log and the store (or Redis) have them, and the
+        // server's.
         if let Some(ban) = room.ban_of(&seat.who.id) {
             return Err(refuse_banned(&seat.who.id, room.name(), &ban));
+        }
+        if let Some(ban) = server_ban(&seat.who.id, door).await? {
+            let body = format!(
+                "#{} is banned from this server {}{}\n",
+                seat.who.id,
+                ban.until_text(),
+                ban.reason
+                    .as_deref()
+                    .map_or(String::new(), |reason| format!(": {reason}"))
+            );
+            return Err(refused(Refusal::Banned, text(StatusCode::FORBIDDEN, &body)));
         }
     }
     let protocol = seated.as_ref().map(|(seat, _)| seat.protocol);
@@ -715,6 +734,31 @@ async fn upgrade(
     Ok(response
         .body(Body::default())
         .expect("handshake response parts are valid"))
+}
+
+/// `id`'s server-wide ban, if it has one: from the server's own room, loaded (from the
+/// store, or Redis) on first use.
+async fn server_ban(id: &ClientId, door: &FrontDoor) -> Result<Option<Sanction>, Refused> {
+    let name = RoomName::parse(SERVER_ROOM).expect("a room name");
+    let unavailable = || {
+        refused(
+            Refusal::Unavailable,
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot read the server's bans; try again later\n",
+            ),
+        )
+    };
+    let room = door
+        .shared
+        .rooms
+        .get(&name)
+        .await
+        .map_err(|_| unavailable())?;
+    if !door.shared.rooms.load_from_cluster(&room).await {
+        return Err(unavailable());
+    }
+    Ok(room.ban_of(id))
 }
 
 /// 403 for a banned id: that it is banned, until when, and why.

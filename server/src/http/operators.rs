@@ -13,6 +13,9 @@
 //! - `DELETE /api/v1/rooms/{room}/members/{id}` (kick) -> 204
 //! - `PUT /api/v1/rooms/{room}/bans/{id}` `{"seconds":S?,"reason":R?}` -> 204
 //! - `DELETE /api/v1/rooms/{room}/bans/{id}` -> 204
+//! - `PUT` and `DELETE /api/v1/bans/{id}` (admins only): a server-wide ban, kept as the
+//!   bans of the server's own room (`SERVER_ROOM`), checked at every handshake; its
+//!   member is kicked from the rooms it is in on this node.
 //! - `GET /api/v1/openapi.json`: the OpenAPI document of the whole API.
 
 use std::collections::HashMap;
@@ -34,7 +37,7 @@ use super::{Body, FrontDoor, Refused, bearer, refuse_token, refused};
 use crate::config::RateLimit;
 use crate::identity::{self, TokenRefusal};
 use crate::metrics::Refusal;
-use crate::room::{Posting, Who};
+use crate::room::{Posting, SERVER_ROOM, Who};
 
 /// The OpenAPI 3 document of `/api/v1/`, served as it is in the repository.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -85,18 +88,28 @@ impl ApiRates {
     }
 }
 
+/// Where the server-wide bans are.
+const SERVER_BANS: &str = "/api/v1/bans/";
+
 /// Whether `path` (with `method`) is one of this module's routes.
 pub fn handles(path: &str) -> bool {
     path == ROOMS
         || path == OPENAPI_PATH
+        || path
+            .strip_prefix(SERVER_BANS)
+            .is_some_and(|id| !id.contains('/'))
         || matches!(
             route_of(path),
             Some((_, "members", _) | (_, "bans", Some(_)) | (_, "messages", None))
         )
 }
 
-/// `/api/v1/rooms/{room}/{what}[/{id}]` in parts.
+/// `/api/v1/rooms/{room}/{what}[/{id}]` in parts; a server-wide ban is the server's
+/// room's.
 fn route_of(path: &str) -> Option<(&str, &str, Option<&str>)> {
+    if let Some(id) = path.strip_prefix(SERVER_BANS) {
+        return Some((SERVER_ROOM, "bans", Some(id)));
+    }
     let rest = path.strip_prefix("/api/v1/rooms/")?;
     let mut parts = rest.splitn(3, '/');
     let room = parts.next()?;
@@ -122,6 +135,11 @@ pub async fn serve(
         Some((room, what, id)) => (Some(room), what, id),
         None => (None, "rooms", None),
     };
+    let server_wide = path.starts_with(SERVER_BANS);
+    if room == Some(SERVER_ROOM) && !server_wide {
+        let message = "_server is the server's own room: use /api/v1/bans/{id}";
+        return Ok(error(StatusCode::NOT_FOUND, "no_such_room", message));
+    }
     let room = match room.map(RoomName::parse).transpose() {
         Ok(room) => room,
         Err(why) => {
@@ -130,6 +148,10 @@ pub async fn serve(
         }
     };
     let who = caller(&request, room.as_ref(), door)?;
+    if server_wide && who.role < Role::Admin {
+        let message = "only an admin bans from the whole server";
+        return Ok(error(StatusCode::FORBIDDEN, "forbidden", message));
+    }
     let allowed = match (what, id) {
         ("rooms", None) | ("members", None) => [Method::GET, Method::HEAD].as_slice(),
         ("members", Some(_)) => &[Method::DELETE],
@@ -168,11 +190,11 @@ pub async fn serve(
         ("members", _) => v2::Request::Kick {
             member,
             reason: None,
-            nonce: None,
+            nonce: Some(api_nonce()),
         },
         (_, Method::DELETE) => v2::Request::Unban {
             member,
-            nonce: None,
+            nonce: Some(api_nonce()),
         },
         _ => {
             let ban: BanBody = match read_json(request).await {
@@ -183,7 +205,7 @@ pub async fn serve(
                 member,
                 seconds: ban.seconds,
                 reason: ban.reason,
-                nonce: None,
+                nonce: Some(api_nonce()),
             }
         }
     };
@@ -191,14 +213,60 @@ pub async fn serve(
         Ok(room) => room,
         Err(response) => return Ok(*response),
     };
+    let kicked = match (&moderation, server_wide) {
+        (v2::Request::Ban { member, reason, .. }, true) => Some((member.clone(), reason.clone())),
+        _ => None,
+    };
     Ok(match room.moderate(&who, moderation) {
-        Ok(()) => {
+        Ok(told) => {
+            // Answered once in the log, so that what follows the answer sees it.
+            let logged = match told {
+                Some(told) => tokio::time::timeout(POST_TIMEOUT, told).await.is_ok(),
+                None => true,
+            };
+            if !logged {
+                let message = "the change could not be confirmed in time; ask again";
+                return Ok(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    message,
+                ));
+            }
+            if let Some((member, reason)) = kicked {
+                kick_everywhere(&member, reason, &who, door);
+            }
             let mut response = Response::new(Body::default());
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
         }
         Err(refused) => refusal(&refused),
     })
+}
+
+/// A nonce for a moderation request made over HTTP, by which its answer waits for
+/// its event.
+fn api_nonce() -> String {
+    format!("api-{:016x}", fastrand::u64(..))
+}
+
+/// Kicks `member` from every room of this node it is in (other nodes' rooms keep it
+/// until it reconnects, when the server-wide ban refuses it).
+fn kick_everywhere(member: &str, reason: Option<String>, who: &Who, door: &FrontDoor) {
+    for room in door.shared.rooms.loaded() {
+        if room
+            .present()
+            .iter()
+            .any(|(present, _)| present.id == member)
+        {
+            let kick = v2::Request::Kick {
+                member: member.to_owned(),
+                reason: reason.clone(),
+                nonce: None,
+            };
+            // An admin may kick anyone; nothing else can refuse it.
+            let _ = room.moderate(who, kick);
+        }
+    }
 }
 
 /// A message's body.
@@ -380,6 +448,7 @@ async fn list_rooms(door: &FrontDoor) -> Response<Body> {
         .rooms
         .loaded()
         .into_iter()
+        .filter(|room| room.name().as_str() != SERVER_ROOM)
         .map(|room| json!({"room": room.name().as_str(), "members": room.present().len()}))
         .collect();
     json_response(StatusCode::OK, json!(rooms).to_string().into_bytes())

@@ -902,10 +902,23 @@ impl Room {
 
     /// Does a moderation request of `who`, which is in no room (the HTTP API's
     /// caller), if its role allows: recorded in the log as `who`'s, as a member's is.
-    pub fn moderate(self: &Arc<Self>, who: &Who, request: v2::Request) -> Result<(), v2::Error> {
+    ///
+    /// With a nonce, the answer is told its offset once the event is fanned out (in
+    /// the log: written, or back from Redis).
+    pub fn moderate(
+        self: &Arc<Self>,
+        who: &Who,
+        request: v2::Request,
+    ) -> Result<Option<oneshot::Receiver<u64>>, v2::Error> {
         let mut state = self.lock();
         let role = state.rules.role(who.id.as_str()).max(who.role);
         may_moderate(&state, &self.settings.admins, &request, role)?;
+        let told = request.nonce().map(|nonce| {
+            let (tell, told) = oneshot::channel();
+            let key = (who.id.to_string(), nonce.to_owned());
+            state.posting.entry(key).or_default().push(tell);
+            told
+        });
         let kind = request.into_event_kind().expect("a log request");
         let link = self
             .cluster
@@ -913,7 +926,7 @@ impl Room {
             .map_or(Link::Local, |cluster| cluster.link());
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         self.announce(&mut state, (link, key), who, kind, None);
-        Ok(())
+        Ok(told)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -1092,9 +1105,8 @@ impl Room {
                 }
             }
         }
-        if let EventKind::Message {
-            nonce: Some(nonce), ..
-        } = &event.kind
+        if !state.posting.is_empty()
+            && let Some(nonce) = logged_nonce(&event.kind)
             && let Some(waiting) = state.posting.remove(&(event.id.clone(), nonce.clone()))
         {
             for waiter in waiting {
@@ -1514,6 +1526,23 @@ fn may_moderate(
     Ok(())
 }
 
+/// The nonce of a message or a moderation event: what a poster over HTTP waits for.
+fn logged_nonce(kind: &EventKind) -> Option<&String> {
+    match kind {
+        EventKind::Message { nonce, .. }
+        | EventKind::Kick { nonce, .. }
+        | EventKind::Ban { nonce, .. }
+        | EventKind::Unban { nonce, .. }
+        | EventKind::Mute { nonce, .. }
+        | EventKind::Unmute { nonce, .. }
+        | EventKind::Topic { nonce, .. }
+        | EventKind::Slow { nonce, .. }
+        | EventKind::ReadOnly { nonce, .. }
+        | EventKind::Role { nonce, .. } => nonce.as_ref(),
+        _ => None,
+    }
+}
+
 /// The most messages posted over HTTP that may be on their way at once in a room.
 const MAX_POSTING: usize = 1000;
 
@@ -1538,6 +1567,11 @@ fn removal(code: u16, default: &str, reason: &Option<String>) -> Removal {
     }
     Removal { code, reason }
 }
+
+/// The room whose bans are the server's (an admin's, `PUT /api/v1/bans/{id}`): kept,
+/// logged and shared as any room's are, and checked at every handshake. Nobody may
+/// join it or read it.
+pub const SERVER_ROOM: &str = "_server";
 
 /// A kicked member's close code: it may come back (docs/PROTOCOL.md).
 pub const KICKED: u16 = 4001;
