@@ -364,6 +364,16 @@ struct State {
 }
 
 impl State {
+    /// Forgets the posts nobody waits for any more (their answers timed out), once
+    /// there are many: an event that never came back (a node that lost Redis) would
+    /// otherwise be waited for until the room is forgotten.
+    fn forget_abandoned_posts(&mut self) {
+        if self.posting.len() >= MAX_POSTING / 2 {
+            self.posting
+                .retain(|_, waiting| waiting.iter().any(|waiter| !waiter.is_closed()));
+        }
+    }
+
     /// Whether `id`, of `role`, may add something said to the room now: not
     /// while muted, in a read-only room, or sooner than slow mode allows.
     fn may_speak(
@@ -879,6 +889,7 @@ impl Room {
                 format!("a nonce is 1 to {most} characters"),
             );
         }
+        state.forget_abandoned_posts();
         if state.posting.len() >= MAX_POSTING {
             return refuse(
                 v2::ErrorCode::Unavailable,
@@ -913,6 +924,7 @@ impl Room {
         let mut state = self.lock();
         let role = state.rules.role(who.id.as_str()).max(who.role);
         may_moderate(&state, &self.settings.admins, &request, role)?;
+        state.forget_abandoned_posts();
         let told = request.nonce().map(|nonce| {
             let (tell, told) = oneshot::channel();
             let key = (who.id.to_string(), nonce.to_owned());
