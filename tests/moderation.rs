@@ -719,3 +719,33 @@ async fn an_admin_bans_from_the_whole_server_and_it_outlives_a_restart() {
     join(&server, "3").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn each_credential_has_its_own_rate() {
+    let other = "another operator key, thirty-two bytes or more";
+    let server = TestServer::start_with(Config {
+        api_keys: chat_server::ApiKeys::parse(&format!("{API_KEY}\n{other}")).unwrap(),
+        api_rate: chat_server::RateLimit {
+            per_second: chat_server::RateLimit::MIN_PER_SECOND,
+            burst: 2,
+        },
+        ..admin_one()
+    })
+    .await;
+    for _ in 0..2 {
+        let listed = server
+            .http(&api("GET", "/api/v1/rooms", Some(API_KEY), ""))
+            .await;
+        assert_eq!(listed.status, 200, "{listed:?}");
+    }
+    let third = server
+        .http(&api("GET", "/api/v1/rooms", Some(API_KEY), ""))
+        .await;
+    assert_eq!(third.status, 429, "{third:?}");
+    assert_eq!(third.header("retry-after"), Some("60"), "one a minute");
+    let theirs = server
+        .http(&api("GET", "/api/v1/rooms", Some(other), ""))
+        .await;
+    assert_eq!(theirs.status, 200, "another key is not slowed: {theirs:?}");
+    server.stop().await;
+}

@@ -61,8 +61,9 @@ pub struct ApiRates {
 }
 
 impl ApiRates {
-    /// Takes one request from `credential`'s bucket; `false` when it is empty.
-    fn take(&self, credential: &str, rate: RateLimit) -> bool {
+    /// Takes one request from `credential`'s bucket; when it is empty, how many
+    /// seconds until it holds one.
+    fn take(&self, credential: &str, rate: RateLimit) -> Result<(), u64> {
         let mut buckets = self
             .buckets
             .lock()
@@ -81,10 +82,10 @@ impl ApiRates {
             .min(f64::from(rate.burst));
         *at = now;
         if *tokens < 1.0 {
-            return false;
+            return Err(((1.0 - *tokens) / rate.per_second).ceil().max(1.0) as u64);
         }
         *tokens -= 1.0;
-        true
+        Ok(())
     }
 }
 
@@ -428,15 +429,13 @@ fn caller(
         let role = if operator { Role::Admin } else { role };
         Who { id, name, role }
     };
-    if !door.api_rates.take(credential, config.api_rate) {
-        let mut response = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_fast",
-            "too many API requests with this credential; slow down",
-        );
+    if let Err(seconds) = door.api_rates.take(credential, config.api_rate) {
+        let message =
+            format!("too many API requests with this credential; try again in {seconds} s");
+        let mut response = error(StatusCode::TOO_MANY_REQUESTS, "too_fast", &message);
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         return Err(refused(Refusal::PerIpRate, response));
     }
     Ok(who)
