@@ -141,8 +141,12 @@ impl Rooms {
         }
         if rooms.len() >= MAX_ROOMS {
             let default = RoomName::default();
+            // The server's own room, which every handshake reads for its bans, stays
+            // too: made again each time, it would take the place of another.
             rooms.retain(|name, slot| match slot {
-                Slot::Ready(room) => *name == default || !room.is_idle(),
+                Slot::Ready(room) => {
+                    *name == default || name.as_str() == super::SERVER_ROOM || !room.is_idle()
+                }
                 Slot::Loading(_) => true,
             });
             if rooms.len() >= MAX_ROOMS {
