@@ -469,6 +469,13 @@ async fn operators_list_kick_and_ban_through_the_api() {
         "banned_id",
     )
     .await;
+    let bans = server
+        .http(&api("GET", "/api/v1/rooms/main/bans", Some(API_KEY), ""))
+        .await;
+    let bans: Value = serde_json::from_str(&bans.body).unwrap();
+    assert_eq!(bans[0]["id"], "3", "{bans}");
+    assert_eq!(bans[0]["reason"], "bot spam", "{bans}");
+    assert!(bans[0]["until"].is_u64(), "{bans}");
     let lifted = server
         .http(&api(
             "DELETE",
@@ -518,6 +525,7 @@ async fn the_openapi_document_and_the_routes_agree() {
         "DELETE /api/v1/rooms/{room}/members/{id}",
         "PUT /api/v1/rooms/{room}/bans/{id}",
         "PUT /api/v1/bans/{id}",
+        "GET /api/v1/rooms/{room}/bans",
         "DELETE /api/v1/bans/{id}",
         "DELETE /api/v1/rooms/{room}/bans/{id}",
     ]

@@ -13,6 +13,7 @@
 //! - `DELETE /api/v1/rooms/{room}/members/{id}` (kick) -> 204
 //! - `PUT /api/v1/rooms/{room}/bans/{id}` `{"seconds":S?,"reason":R?}` -> 204
 //! - `DELETE /api/v1/rooms/{room}/bans/{id}` -> 204
+//! - `GET /api/v1/rooms/{room}/bans` -> `[{"id":I,"until":MS?,"reason":R?}, ...]`
 //! - `PUT` and `DELETE /api/v1/bans/{id}` (admins only): a server-wide ban, kept as the
 //!   bans of the server's own room (`SERVER_ROOM`), checked at every handshake; its
 //!   member is kicked from the rooms it is in on this node.
@@ -101,7 +102,7 @@ pub fn handles(path: &str) -> bool {
             .is_some_and(|id| !id.contains('/'))
         || matches!(
             route_of(path),
-            Some((_, "members", _) | (_, "bans", Some(_)) | (_, "messages", None))
+            Some((_, "members" | "bans", _) | (_, "messages", None))
         )
 }
 
@@ -154,7 +155,9 @@ pub async fn serve(
         return Ok(error(StatusCode::FORBIDDEN, "forbidden", message));
     }
     let allowed = match (what, id) {
-        ("rooms", None) | ("members", None) => [Method::GET, Method::HEAD].as_slice(),
+        ("rooms", None) | ("members", None) | ("bans", None) => {
+            [Method::GET, Method::HEAD].as_slice()
+        }
         ("members", Some(_)) => &[Method::DELETE],
         ("messages", None) => &[Method::POST],
         _ => &[Method::PUT, Method::DELETE],
@@ -178,6 +181,9 @@ pub async fn serve(
         return Ok(post(request, &room, &who, door).await);
     }
     let Some(id) = id else {
+        if what == "bans" {
+            return Ok(list_bans(&room, door).await);
+        }
         return Ok(list_members(&room, door).await);
     };
     let member = match ClientId::parse(id) {
@@ -451,6 +457,14 @@ async fn list_rooms(door: &FrontDoor) -> Response<Body> {
         .map(|room| json!({"room": room.name().as_str(), "members": room.present().len()}))
         .collect();
     json_response(StatusCode::OK, json!(rooms).to_string().into_bytes())
+}
+
+async fn list_bans(room: &RoomName, door: &FrontDoor) -> Response<Body> {
+    let room = match loaded(room, door).await {
+        Ok(room) => room,
+        Err(response) => return *response,
+    };
+    json_response(StatusCode::OK, json!(room.bans()).to_string().into_bytes())
 }
 
 async fn list_members(room: &RoomName, door: &FrontDoor) -> Response<Body> {

@@ -817,6 +817,21 @@ impl Room {
         self.settings.max_queue_bytes / 2
     }
 
+    /// The room's bans that hold now, by id: `[{"id":I,"until":MS?,"reason":R?}]`.
+    pub fn bans(&self) -> Vec<serde_json::Value> {
+        let state = self.lock();
+        state
+            .rules
+            .bans(now_millis())
+            .into_iter()
+            .map(|(id, ban)| {
+                let mut listed = serde_json::to_value(&ban).expect("a ban serializes");
+                listed["id"] = id.into();
+                listed
+            })
+            .collect()
+    }
+
     /// `id`'s ban from this room, if it is banned now.
     pub fn ban_of(&self, id: &ClientId) -> Option<Sanction> {
         self.lock().rules.ban(id.as_str(), now_millis())

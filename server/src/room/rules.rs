@@ -147,6 +147,18 @@ impl Rules {
         self.sanction("ban", id, now)
     }
 
+    /// The bans that hold at `now`, by id.
+    pub fn bans(&self, now: u64) -> Vec<(&str, Sanction)> {
+        self.fields
+            .iter()
+            .filter_map(|(field, value)| {
+                let id = field.strip_prefix("ban:")?;
+                let ban: Sanction = serde_json::from_str(value).ok()?;
+                ban.holds(now).then_some((id, ban))
+            })
+            .collect()
+    }
+
     /// Whether `id` is muted at `now`.
     pub fn muted(&self, id: &str, now: u64) -> bool {
         self.sanction("mute", id, now).is_some()
