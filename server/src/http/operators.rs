@@ -14,6 +14,10 @@
 //! - `PUT /api/v1/rooms/{room}/bans/{id}` `{"seconds":S?,"reason":R?}` -> 204
 //! - `DELETE /api/v1/rooms/{room}/bans/{id}` -> 204
 //! - `GET /api/v1/rooms/{room}/bans` -> `[{"id":I,"until":MS?,"reason":R?}, ...]`
+//! - `PUT` and `DELETE /api/v1/rooms/{room}/mutes/{id}` `{"seconds":S?}` -> 204
+//! - `PUT /api/v1/rooms/{room}/roles/{id}` `{"role":"moderator"|"member"}` -> 204
+//! - `PUT /api/v1/rooms/{room}/topic` `{"text":T}` -> 204
+//! - `DELETE /api/v1/rooms/{room}/messages/{offset}` -> 204
 //! - `PUT` and `DELETE /api/v1/bans/{id}` (admins only): a server-wide ban, kept as the
 //!   bans of the server's own room (`SERVER_ROOM`), checked at every handshake; its
 //!   member is kicked from the rooms it is in on this node.
@@ -102,7 +106,11 @@ pub fn handles(path: &str) -> bool {
             .is_some_and(|id| !id.contains('/'))
         || matches!(
             route_of(path),
-            Some((_, "members" | "bans", _) | (_, "messages", None))
+            Some(
+                (_, "members" | "bans" | "messages", _)
+                    | (_, "mutes" | "roles", Some(_))
+                    | (_, "topic", None)
+            )
         )
 }
 
@@ -158,8 +166,9 @@ pub async fn serve(
         ("rooms", None) | ("members", None) | ("bans", None) => {
             [Method::GET, Method::HEAD].as_slice()
         }
-        ("members", Some(_)) => &[Method::DELETE],
+        ("members" | "messages", Some(_)) => &[Method::DELETE],
         ("messages", None) => &[Method::POST],
+        ("topic", None) | ("roles", Some(_)) => &[Method::PUT],
         _ => &[Method::PUT, Method::DELETE],
     };
     if !allowed.contains(&method) {
@@ -177,46 +186,102 @@ pub async fn serve(
     let Some(room) = room else {
         return Ok(list_rooms(door).await);
     };
-    if what == "messages" {
-        return Ok(post(request, &room, &who, door).await);
-    }
-    let Some(id) = id else {
-        if what == "bans" {
-            return Ok(list_bans(&room, door).await);
-        }
-        return Ok(list_members(&room, door).await);
+    let moderation = match (what, id) {
+        ("messages", None) => return Ok(post(request, &room, &who, door).await),
+        ("bans", None) => return Ok(list_bans(&room, door).await),
+        ("members", None) => return Ok(list_members(&room, door).await),
+        ("topic", _) => match read_json::<TopicBody>(request).await {
+            Ok(Some(topic)) => v2::Request::Topic {
+                text: topic.text,
+                nonce: Some(api_nonce()),
+            },
+            Ok(None) => {
+                return Ok(error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    r#"send {"text":T}"#,
+                ));
+            }
+            Err(message) => return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message)),
+        },
+        ("messages", Some(offset)) => match offset.parse() {
+            Ok(target) => v2::Request::Delete {
+                target,
+                nonce: Some(api_nonce()),
+            },
+            Err(_) => {
+                let message = format!("a message is named by its offset, not {offset:?}");
+                return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message));
+            }
+        },
+        (_, Some(id)) => match member_request(what, &method, id, request).await {
+            Ok(moderation) => moderation,
+            Err(message) => return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message)),
+        },
+        (_, None) => return Ok(error(StatusCode::NOT_FOUND, "invalid", "no such call")),
     };
-    let member = match ClientId::parse(id) {
-        Ok(member) => member.to_string(),
-        Err(why) => {
-            let message = format!("invalid client id: {why}");
-            return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message));
-        }
-    };
-    let moderation = match (what, method) {
+    moderate(&room, &who, moderation, server_wide, door).await
+}
+
+/// What a call on member `id` asks: a kick, a ban or its lifting, a mute or its
+/// lifting, a role.
+async fn member_request(
+    what: &str,
+    method: &Method,
+    id: &str,
+    request: Request<Incoming>,
+) -> Result<v2::Request, String> {
+    let member = ClientId::parse(id)
+        .map_err(|why| format!("invalid client id: {why}"))?
+        .to_string();
+    let nonce = Some(api_nonce());
+    Ok(match (what, method) {
         ("members", _) => v2::Request::Kick {
             member,
             reason: None,
-            nonce: Some(api_nonce()),
+            nonce,
         },
-        (_, Method::DELETE) => v2::Request::Unban {
-            member,
-            nonce: Some(api_nonce()),
-        },
-        _ => {
-            let ban: BanBody = match read_json(request).await {
-                Ok(ban) => ban.unwrap_or_default(),
-                Err(message) => return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message)),
-            };
+        ("bans", &Method::DELETE) => v2::Request::Unban { member, nonce },
+        ("mutes", &Method::DELETE) => v2::Request::Unmute { member, nonce },
+        ("bans", _) => {
+            let ban: BanBody = read_json(request).await?.unwrap_or_default();
             v2::Request::Ban {
                 member,
                 seconds: ban.seconds,
                 reason: ban.reason,
-                nonce: Some(api_nonce()),
+                nonce,
             }
         }
-    };
-    let room = match loaded(&room, door).await {
+        ("mutes", _) => {
+            let mute: MuteBody = read_json(request).await?.unwrap_or_default();
+            v2::Request::Mute {
+                member,
+                seconds: mute.seconds,
+                nonce,
+            }
+        }
+        _ => {
+            let role: RoleBody = read_json(request)
+                .await?
+                .ok_or(r#"send {"role":"moderator"|"member"}"#)?;
+            v2::Request::Role {
+                member,
+                role: role.role,
+                nonce,
+            }
+        }
+    })
+}
+
+/// Does `moderation` in `room` as `who`, answered once it is in the log.
+async fn moderate(
+    room: &RoomName,
+    who: &Who,
+    moderation: v2::Request,
+    server_wide: bool,
+    door: &FrontDoor,
+) -> Result<Response<Body>, Refused> {
+    let room = match loaded(room, door).await {
         Ok(room) => room,
         Err(response) => return Ok(*response),
     };
@@ -224,7 +289,7 @@ pub async fn serve(
         (v2::Request::Ban { member, reason, .. }, true) => Some((member.clone(), reason.clone())),
         _ => None,
     };
-    Ok(match room.moderate(&who, moderation) {
+    Ok(match room.moderate(who, moderation) {
         Ok(told) => {
             // Answered once in the log, so that what follows the answer sees it.
             let logged = match told {
@@ -240,7 +305,7 @@ pub async fn serve(
                 ));
             }
             if let Some((member, reason)) = kicked {
-                kick_everywhere(&member, reason, &who, door);
+                kick_everywhere(&member, reason, who, door);
             }
             let mut response = Response::new(Body::default());
             *response.status_mut() = StatusCode::NO_CONTENT;
@@ -352,16 +417,42 @@ async fn loaded(
 }
 
 /// A refused request's answer: 403 for what the caller's role (or a mute) does not
-/// allow, 429 in slow mode, 503 when the room cannot take it now, else 400.
+/// allow, 404 for no such message, 409 for one too old to change, 429 in slow mode,
+/// 503 when the room cannot take it now, else 400.
 fn refusal(refused: &v2::Error) -> Response<Body> {
     let status = match refused.code {
-        v2::ErrorCode::Forbidden | v2::ErrorCode::Muted => StatusCode::FORBIDDEN,
+        v2::ErrorCode::Forbidden | v2::ErrorCode::Muted | v2::ErrorCode::NotYours => {
+            StatusCode::FORBIDDEN
+        }
+        v2::ErrorCode::NoSuchMessage => StatusCode::NOT_FOUND,
+        v2::ErrorCode::TooOld => StatusCode::CONFLICT,
         v2::ErrorCode::Slow => StatusCode::TOO_MANY_REQUESTS,
         v2::ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
     let code = serde_json::to_value(refused.code).unwrap_or_default();
     error(status, code.as_str().unwrap_or("invalid"), &refused.message)
+}
+
+/// A mute's body.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MuteBody {
+    seconds: Option<u64>,
+}
+
+/// A role's body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    role: Role,
+}
+
+/// A topic's body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicBody {
+    text: String,
 }
 
 /// A ban's body: `{"seconds":S?,"reason":R?}`; an empty body bans until lifted.

@@ -939,6 +939,30 @@ impl Room {
         let mut state = self.lock();
         let role = state.rules.role(who.id.as_str()).max(who.role);
         may_moderate(&state, &self.settings.admins, &request, role)?;
+        // A delete, as a member's: the caller's own message, or (a moderator's)
+        // anyone's, that the history in memory holds.
+        let mut moderated = false;
+        if let v2::Request::Delete { target, .. } = &request {
+            let history = &state.history;
+            let oldest = history
+                .events
+                .front()
+                .map_or(state.offset + 1, Kept::offset);
+            let kept = history.get(*target);
+            let moderator = role >= Role::Moderator;
+            v2::check_as(
+                who.id.as_str(),
+                moderator,
+                &request,
+                kept,
+                (oldest, state.offset),
+            )?;
+            moderated = kept.is_some_and(|kept| kept.id != who.id.as_str());
+        } else if request.needs() == Role::Member {
+            let nonce = request.nonce();
+            let message = "not a moderation request";
+            return Err(v2::Error::new(nonce, v2::ErrorCode::Invalid, message));
+        }
         state.forget_abandoned_posts();
         let told = request.nonce().map(|nonce| {
             let (tell, told) = oneshot::channel();
@@ -946,7 +970,10 @@ impl Room {
             state.posting.entry(key).or_default().push(tell);
             told
         });
-        let kind = request.into_event_kind().expect("a log request");
+        let mut kind = request.into_event_kind().expect("a log request");
+        if let EventKind::Delete { moderated: by, .. } = &mut kind {
+            *by = moderated;
+        }
         let link = self
             .cluster
             .as_ref()
@@ -1557,6 +1584,7 @@ fn may_moderate(
 fn logged_nonce(kind: &EventKind) -> Option<&String> {
     match kind {
         EventKind::Message { nonce, .. }
+        | EventKind::Delete { nonce, .. }
         | EventKind::Kick { nonce, .. }
         | EventKind::Ban { nonce, .. }
         | EventKind::Unban { nonce, .. }
