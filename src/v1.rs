@@ -252,11 +252,15 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         deleted: bool,
     },
-    /// chat.v2.json: the author takes message `target` back.
+    /// chat.v2.json: the author (or, with `moderated`, a moderator) takes message
+    /// `target` back.
     Delete {
         target: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
+        /// Set when a moderator deleted the message, which may be another's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        moderated: bool,
     },
     /// chat.v2.json: `id` reacts to message `target` with `emoji`.
     React {
@@ -272,6 +276,120 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
     },
+    /// chat.v2.json: `id`, a moderator, closed `member`'s connections to the room.
+    Kick {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// chat.v2.json: `member` may not join the room for `seconds` (none: until
+    /// unbanned); its connections are closed.
+    Ban {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// chat.v2.json: `member`'s ban is lifted.
+    Unban {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// chat.v2.json: `member` may read but not send for `seconds` (none: until
+    /// unmuted).
+    Mute {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// chat.v2.json: `member` may send again.
+    Unmute {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// chat.v2.json: the room's topic is now `text` (empty: none).
+    Topic {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// chat.v2.json: members may send one message per `seconds` (0: no limit).
+    Slow {
+        seconds: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// chat.v2.json: only moderators may speak (`on`), or everyone again.
+    ReadOnly {
+        on: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// chat.v2.json: `member`'s role in the room is now `role`.
+    Role {
+        member: String,
+        role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+}
+
+/// What a client may do in a room, lowest first: each role may do what the roles
+/// below it may. `admin` is server-wide; the others are per room.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads and speaks.
+    #[default]
+    Member,
+    /// Kicks, bans, mutes, deletes any message, sets the topic and slow mode.
+    Moderator,
+    /// What a moderator does, and names moderators.
+    Owner,
+    /// An owner of every room.
+    Admin,
+}
+
+impl Role {
+    /// The role's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Moderator => "moderator",
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl EventKind {
+    /// Whether the event is a moderation event: a v2 client's only, never shown to a
+    /// v1 or plain one.
+    pub fn is_moderation(&self) -> bool {
+        matches!(
+            self,
+            Self::Kick { .. }
+                | Self::Ban { .. }
+                | Self::Unban { .. }
+                | Self::Mute { .. }
+                | Self::Unmute { .. }
+                | Self::Topic { .. }
+                | Self::Slow { .. }
+                | Self::ReadOnly { .. }
+                | Self::Role { .. }
+        )
+    }
 }
 
 /// What kind of message: said, or (with `kind: "action"`) done, as IRC's `/me`.
@@ -363,9 +481,8 @@ impl Event {
             EventKind::Message { text, .. } => text.clone(),
             EventKind::Edit { deleted: true, .. } => return None,
             EventKind::Edit { text, .. } => format!("(edited) {text}"),
-            EventKind::Delete { .. } | EventKind::React { .. } | EventKind::Unreact { .. } => {
-                return None;
-            }
+            // Moderation events are for v2 clients: older ones' bytes do not change.
+            _ => return None,
         };
         let nonce = match &self.kind {
             EventKind::Message { nonce, .. } | EventKind::Edit { nonce, .. } => nonce.clone(),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use unicode_segmentation::UnicodeSegmentation;
 
 use crate::ClientId;
+pub use crate::v1::Role;
 use crate::v1::{
     self, BadRequest, DisplayName, Event, EventKind, MAX_NONCE_CHARS, MessageKind, Reaction,
     RoomName,
@@ -109,7 +110,80 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
     },
+    /// A moderator closes `member`'s connections to the room (close code 4001).
+    Kick {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// A moderator bans `member` from the room for `seconds`, or until unbanned
+    /// (close code 4003; its handshakes get 403).
+    Ban {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    Unban {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// A moderator keeps `member` from sending for `seconds`, or until unmuted.
+    Mute {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    Unmute {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// A moderator sets the room's topic (empty: none).
+    Topic {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// A moderator lets each member send one message per `seconds` (0: no limit).
+    Slow {
+        seconds: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// A moderator lets only moderators speak (`on`), or everyone again.
+    ReadOnly {
+        on: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// An owner (or admin) makes `member` a moderator of the room, or a member again.
+    Role {
+        member: String,
+        role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
 }
+
+/// The longest reason a kick or ban may give, in bytes: it travels in a close frame,
+/// whose reason holds at most 123 bytes.
+pub const MAX_REASON_BYTES: usize = 120;
+
+/// The longest topic, in bytes.
+pub const MAX_TOPIC_BYTES: usize = 1024;
+
+/// The longest slow mode, ban or mute in seconds: a year (longer: ban without
+/// `seconds`).
+pub const MAX_MODERATION_SECONDS: u64 = 366 * 24 * 60 * 60;
 
 /// The most events one `history` or `search` page holds.
 pub const MAX_PAGE: usize = 200;
@@ -255,7 +329,16 @@ impl Request {
             | Self::Read { nonce, .. }
             | Self::Dms { nonce }
             | Self::History { nonce, .. }
-            | Self::Search { nonce, .. } => nonce.as_deref(),
+            | Self::Search { nonce, .. }
+            | Self::Kick { nonce, .. }
+            | Self::Ban { nonce, .. }
+            | Self::Unban { nonce, .. }
+            | Self::Mute { nonce, .. }
+            | Self::Unmute { nonce, .. }
+            | Self::Topic { nonce, .. }
+            | Self::Slow { nonce, .. }
+            | Self::ReadOnly { nonce, .. }
+            | Self::Role { nonce, .. } => nonce.as_deref(),
             Self::Typing { nonce } => nonce.as_deref(),
         }
     }
@@ -299,7 +382,11 @@ impl Request {
                 nonce,
                 deleted: false,
             },
-            Self::Delete { target, nonce } => EventKind::Delete { target, nonce },
+            Self::Delete { target, nonce } => EventKind::Delete {
+                target,
+                nonce,
+                moderated: false,
+            },
             Self::React {
                 target,
                 emoji,
@@ -318,6 +405,49 @@ impl Request {
                 emoji,
                 nonce,
             },
+            Self::Kick {
+                member,
+                reason,
+                nonce,
+            } => EventKind::Kick {
+                member,
+                reason,
+                nonce,
+            },
+            Self::Ban {
+                member,
+                seconds,
+                reason,
+                nonce,
+            } => EventKind::Ban {
+                member,
+                seconds,
+                reason,
+                nonce,
+            },
+            Self::Unban { member, nonce } => EventKind::Unban { member, nonce },
+            Self::Mute {
+                member,
+                seconds,
+                nonce,
+            } => EventKind::Mute {
+                member,
+                seconds,
+                nonce,
+            },
+            Self::Unmute { member, nonce } => EventKind::Unmute { member, nonce },
+            Self::Topic { text, nonce } => EventKind::Topic { text, nonce },
+            Self::Slow { seconds, nonce } => EventKind::Slow { seconds, nonce },
+            Self::ReadOnly { on, nonce } => EventKind::ReadOnly { on, nonce },
+            Self::Role {
+                member,
+                role,
+                nonce,
+            } => EventKind::Role {
+                member,
+                role,
+                nonce,
+            },
             Self::Typing { .. }
             | Self::Read { .. }
             | Self::Dms { .. }
@@ -325,6 +455,100 @@ impl Request {
             | Self::Search { .. } => return None,
         })
     }
+
+    /// The role a request needs in the room, above a member's: moderator for the
+    /// moderation requests, owner to name moderators.
+    pub fn needs(&self) -> Role {
+        match self {
+            Self::Kick { .. }
+            | Self::Ban { .. }
+            | Self::Unban { .. }
+            | Self::Mute { .. }
+            | Self::Unmute { .. }
+            | Self::Topic { .. }
+            | Self::Slow { .. }
+            | Self::ReadOnly { .. } => Role::Moderator,
+            Self::Role { .. } => Role::Owner,
+            _ => Role::Member,
+        }
+    }
+
+    /// Whether the request adds something said to the room (a message or an edit),
+    /// which a mute, slow mode or a read-only room holds back.
+    pub fn speaks(&self) -> bool {
+        matches!(self, Self::Message { .. } | Self::Edit { .. })
+    }
+}
+
+/// Whether a moderation request's values are in bounds: a member that is a client
+/// id, a reason and a topic not too long, durations within a year, a role that can be
+/// given (moderator or member).
+pub fn check_moderation(request: &Request) -> Result<(), Error> {
+    let nonce = request.nonce();
+    let invalid = |message: String| Err(Error::new(nonce, ErrorCode::Invalid, message));
+    let (member, reason, seconds) = match request {
+        Request::Kick { member, reason, .. } => (Some(member), reason.as_deref(), None),
+        Request::Ban {
+            member,
+            seconds,
+            reason,
+            ..
+        } => (Some(member), reason.as_deref(), *seconds),
+        Request::Mute {
+            member, seconds, ..
+        } => (Some(member), None, *seconds),
+        Request::Unban { member, .. } | Request::Unmute { member, .. } => {
+            (Some(member), None, None)
+        }
+        Request::Role { member, role, .. } => {
+            if !matches!(role, Role::Moderator | Role::Member) {
+                return invalid("a role given is moderator or member".to_owned());
+            }
+            (Some(member), None, None)
+        }
+        Request::Topic { text, .. } => {
+            if text.len() > MAX_TOPIC_BYTES || text.chars().any(char::is_control) {
+                return invalid(format!(
+                    "a topic is at most {MAX_TOPIC_BYTES} bytes, without control characters"
+                ));
+            }
+            (None, None, None)
+        }
+        Request::Slow { seconds, .. } => (None, None, Some(*seconds)),
+        _ => (None, None, None),
+    };
+    if let Some(member) = member
+        && crate::ClientId::parse(member).map(|id| id.as_str() == member) != Ok(true)
+    {
+        return invalid(format!(
+            "member is a client id in canonical form, not {member:?}"
+        ));
+    }
+    if reason.is_some_and(|reason| {
+        reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control)
+    }) {
+        return invalid(format!(
+            "a reason is at most {MAX_REASON_BYTES} bytes, without control characters"
+        ));
+    }
+    if seconds.is_some_and(|seconds| seconds > MAX_MODERATION_SECONDS) {
+        return invalid(format!(
+            "at most {MAX_MODERATION_SECONDS} seconds; leave seconds out for good"
+        ));
+    }
+    if matches!(
+        request,
+        Request::Ban {
+            seconds: Some(0),
+            ..
+        } | Request::Mute {
+            seconds: Some(0),
+            ..
+        }
+    ) {
+        return invalid("seconds is 1 or more; leave it out for good".to_owned());
+    }
+    Ok(())
 }
 
 /// Why a well-formed request was not done: the `code` of an error frame.
@@ -344,6 +568,13 @@ pub enum ErrorCode {
     /// A value is out of bounds: an emoji, an empty edit, a read position beyond the
     /// room's last event, a reply to something that is not a message.
     Invalid,
+    /// The asker's role in the room does not allow it: a member's moderation request,
+    /// a moderator's naming of moderators, a member speaking in a read-only room.
+    Forbidden,
+    /// The asker is muted in this room.
+    Muted,
+    /// Slow mode: the asker spoke less than the room's `seconds` ago.
+    Slow,
 }
 
 /// The answer to a request that was not done.
@@ -442,12 +673,25 @@ pub struct Page {
     pub more: bool,
 }
 
-/// A v2 welcome: the v1 welcome, and the newcomer's read position.
+/// A v2 welcome: the v1 welcome, the newcomer's read position, and the room's
+/// moderation: who has a role above member's, the topic, slow mode and read-only.
 #[derive(Serialize)]
 pub struct WelcomeOut<'a, 'b> {
     #[serde(flatten)]
     pub welcome: v1::TaggedWelcome<'a, 'b>,
     pub read: u64,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub roles: std::collections::BTreeMap<&'a str, Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub slow: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Why a reaction's emoji is refused.
@@ -513,6 +757,17 @@ pub fn check(
     id: &str,
     request: &Request,
     target: Option<&Event>,
+    window: (u64, u64),
+) -> Result<(), Error> {
+    check_as(id, false, request, target, window)
+}
+
+/// [`check`], for a moderator (`moderator`) who may also delete others' messages.
+pub fn check_as(
+    id: &str,
+    moderator: bool,
+    request: &Request,
+    target: Option<&Event>,
     (oldest, last): (u64, u64),
 ) -> Result<(), Error> {
     let nonce = request.nonce();
@@ -528,7 +783,7 @@ pub fn check(
             }
             (*target, true)
         }
-        Request::Delete { target, .. } => (*target, true),
+        Request::Delete { target, .. } => (*target, !moderator),
         Request::React { target, emoji, .. } | Request::Unreact { target, emoji, .. } => {
             if !is_reaction(emoji) {
                 return refuse(ErrorCode::Invalid, EMOJI_RULES);
@@ -547,7 +802,16 @@ pub fn check(
         Request::Typing { .. }
         | Request::Dms { .. }
         | Request::History { .. }
-        | Request::Search { .. } => return Ok(()),
+        | Request::Search { .. }
+        | Request::Kick { .. }
+        | Request::Ban { .. }
+        | Request::Unban { .. }
+        | Request::Mute { .. }
+        | Request::Unmute { .. }
+        | Request::Topic { .. }
+        | Request::Slow { .. }
+        | Request::ReadOnly { .. }
+        | Request::Role { .. } => return Ok(()),
     };
     let is_reply = matches!(request, Request::Message { .. });
     if offset == 0 || offset > last {
@@ -655,7 +919,7 @@ pub fn apply(op: &Event, target: &mut Event) -> bool {
             new.clone_into(text);
             state.edited = true;
         }
-        EventKind::Delete { .. } if own => {
+        EventKind::Delete { moderated, .. } if own || *moderated => {
             *text = String::new();
             *nonce = None;
             *reply_to = None;
@@ -914,6 +1178,7 @@ mod tests {
         );
         for hidden in [
             EventKind::Delete {
+                moderated: false,
                 target: 9,
                 nonce: None,
             },
@@ -992,6 +1257,7 @@ mod tests {
             13,
             "7",
             EventKind::Delete {
+                moderated: false,
                 target: 9,
                 nonce: None,
             },
@@ -1088,6 +1354,102 @@ mod tests {
         };
         assert_eq!(code(&read(8), None, "8"), None);
         assert_eq!(code(&read(9), None, "8"), Some(ErrorCode::Invalid));
+    }
+
+    #[test]
+    fn moderation_requests_read_as_the_issue_writes_them_and_are_bounded() {
+        let cases = [
+            r#"{"type":"kick","member":"7","reason":"calm down","nonce":"k"}"#,
+            r#"{"type":"ban","member":"7","seconds":600,"reason":"spam","nonce":"b"}"#,
+            r#"{"type":"ban","member":"7","nonce":"b"}"#,
+            r#"{"type":"unban","member":"7","nonce":"u"}"#,
+            r#"{"type":"mute","member":"7","seconds":60,"nonce":"m"}"#,
+            r#"{"type":"unmute","member":"7","nonce":"u"}"#,
+            r#"{"type":"topic","text":"Launch day","nonce":"t"}"#,
+            r#"{"type":"slow","seconds":5,"nonce":"s"}"#,
+            r#"{"type":"read_only","on":true,"nonce":"r"}"#,
+            r#"{"type":"role","member":"7","role":"moderator","nonce":"r"}"#,
+        ];
+        for text in cases {
+            let request = Request::parse(text).unwrap_or_else(|error| panic!("{text}: {error}"));
+            assert_eq!(request.to_json(), text);
+            assert!(request.needs() >= Role::Moderator, "{text}");
+            assert_eq!(check_moderation(&request), Ok(()), "{text}");
+            let kind = request.into_event_kind().unwrap();
+            assert!(kind.is_moderation(), "{text}");
+            let event = Event {
+                offset: 3,
+                ts: 30,
+                id: "1".into(),
+                name: None,
+                kind,
+            };
+            assert!(
+                event.for_v1().is_none() && event.plain().is_none(),
+                "{text}"
+            );
+            assert_eq!(
+                serde_json::from_str::<Event>(&event.to_json()).unwrap(),
+                event
+            );
+        }
+        for bad in [
+            r#"{"type":"kick","member":"07"}"#,
+            r#"{"type":"kick","member":"x"}"#,
+            r#"{"type":"ban","member":"7","seconds":0}"#,
+            r#"{"type":"ban","member":"7","seconds":999999999}"#,
+            r#"{"type":"role","member":"7","role":"owner"}"#,
+            r#"{"type":"topic","text":"a\u0007b"}"#,
+        ] {
+            let request = Request::parse(bad).unwrap();
+            assert_eq!(
+                check_moderation(&request).map_err(|error| error.code),
+                Err(ErrorCode::Invalid),
+                "{bad}"
+            );
+        }
+        let reason = format!(
+            r#"{{"type":"kick","member":"7","reason":"{}"}}"#,
+            "r".repeat(121)
+        );
+        assert!(check_moderation(&Request::parse(&reason).unwrap()).is_err());
+        assert!(Request::parse(r#"{"type":"role","member":"7","role":"boss"}"#).is_err());
+    }
+
+    #[test]
+    fn a_moderators_delete_takes_anyones_message_back() {
+        let mut message = said(9, "7", "spam");
+        let delete = |moderated| {
+            event(
+                10,
+                "8",
+                EventKind::Delete {
+                    target: 9,
+                    nonce: None,
+                    moderated,
+                },
+            )
+        };
+        assert!(!apply(&delete(false), &mut message), "not 8's");
+        assert!(apply(&delete(true), &mut message));
+        assert!(matches!(&message.kind, EventKind::Message { state, .. } if state.deleted));
+        let refused = |moderator| {
+            let request = Request::Delete {
+                target: 9,
+                nonce: None,
+            };
+            check_as(
+                "8",
+                moderator,
+                &request,
+                Some(&said(9, "7", "spam")),
+                (1, 9),
+            )
+            .err()
+            .map(|error| error.code)
+        };
+        assert_eq!(refused(false), Some(ErrorCode::NotYours));
+        assert_eq!(refused(true), None);
     }
 
     #[test]

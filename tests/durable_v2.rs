@@ -375,7 +375,7 @@ async fn a_chat_v1_database_keeps_its_rows_and_takes_v2_operations() {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .expect("the schema");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     assert!(
         events.contains("CHECK (type IN ('join', 'leave', 'message'))")
             && events.contains("reply_to INTEGER"),

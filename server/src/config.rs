@@ -92,6 +92,72 @@ pub struct Config {
     pub token_rules: TokenRules,
     /// Serve TLS (https and wss) with this certificate and key instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Client ids the operator makes admins (`--admin`): owners of every room.
+    /// Without `jwt_secret` ids are claimed, not proven: only on a trusted network.
+    pub admins: Vec<chat::ClientId>,
+    /// The operators' keys for the HTTP API (`--api-key-file`), each with an admin's
+    /// rights there.
+    pub api_keys: ApiKeys,
+    /// Requests per second each API credential (token or key) may make on average.
+    pub api_rate: RateLimit,
+}
+
+/// The operators' API keys. Never shown, not even in debug output.
+#[derive(Clone, Default)]
+pub struct ApiKeys(Vec<String>);
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} keys)", self.0.len())
+    }
+}
+
+/// Why an API key file cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error(
+    "API key {line} has {bytes} bytes; each needs at least {MIN_API_KEY_BYTES} (make one with: openssl rand -hex 32)"
+)]
+pub struct WeakApiKey {
+    line: usize,
+    bytes: usize,
+}
+
+/// The shortest API key accepted, as for a JWT secret.
+pub const MIN_API_KEY_BYTES: usize = 32;
+
+impl ApiKeys {
+    /// The keys of a file: one a line; blank lines and `#` comments are skipped.
+    pub fn parse(text: &str) -> Result<Self, WeakApiKey> {
+        let mut keys = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let key = line.trim();
+            if key.is_empty() || key.starts_with('#') {
+                continue;
+            }
+            if key.len() < MIN_API_KEY_BYTES {
+                return Err(WeakApiKey {
+                    line: number + 1,
+                    bytes: key.len(),
+                });
+            }
+            keys.push(key.to_owned());
+        }
+        Ok(Self(keys))
+    }
+
+    /// Whether `given` is one of the keys, compared in time that does not depend on
+    /// where it differs.
+    pub fn holds(&self, given: &str) -> bool {
+        self.0.iter().fold(false, |found, key| {
+            let same = key.len() == given.len()
+                && key
+                    .bytes()
+                    .zip(given.bytes())
+                    .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                    == 0;
+            found | same
+        })
+    }
 }
 
 impl Default for Config {
@@ -130,6 +196,12 @@ impl Default for Config {
             jwks_min_refetch: Duration::from_secs(30),
             token_rules: TokenRules::default(),
             tls: None,
+            admins: Vec::new(),
+            api_keys: ApiKeys::default(),
+            api_rate: RateLimit {
+                per_second: 10.0,
+                burst: 50,
+            },
         }
     }
 }

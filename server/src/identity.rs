@@ -614,6 +614,41 @@ enum Signer {
     Ticket,
 }
 
+/// What a token's claims grant besides its id (issue 31): `"roles":{"<room>":"owner"|
+/// "moderator"}`, `"admin":true`, `"bot":true`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Grants {
+    #[serde(default)]
+    pub roles: HashMap<String, chat::v1::Role>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub bot: bool,
+}
+
+impl Grants {
+    /// The role these grants give in `room`: an admin's everywhere, else the room's
+    /// (at most owner: admin is not a room's to give).
+    pub fn role_in(&self, room: &str) -> chat::v1::Role {
+        use chat::v1::Role;
+        if self.admin {
+            return Role::Admin;
+        }
+        self.roles
+            .get(room)
+            .map_or(Role::Member, |role| (*role).min(Role::Owner))
+    }
+}
+
+impl Grants {
+    /// The grants in a verified token's claims. Claims of the wrong shape grant
+    /// nothing.
+    pub fn of(verified: &Verified) -> Self {
+        serde_json::from_value(serde_json::Value::Object(verified.claims.clone()))
+            .unwrap_or_default()
+    }
+}
+
 fn refusal(kind: &ErrorKind, signer: Signer) -> TokenRefusal {
     let why = match kind {
         ErrorKind::ExpiredSignature => return TokenRefusal::Expired,

@@ -45,7 +45,7 @@ mod session;
 mod shared;
 pub mod tls;
 
-pub use config::{Config, InvalidConfig, RateLimit};
+pub use config::{ApiKeys, Config, InvalidConfig, RateLimit};
 
 use std::future::Future;
 use std::io;
@@ -156,6 +156,7 @@ pub async fn run(
             shared.config.handshake_rate_per_ip,
         ),
         shared: shared.clone(),
+        api_rates: Default::default(),
     });
     announce(listener.local_addr()?, tls.is_some());
     let reloader = tokio::spawn(reload_on_hangup(tls, jwks.clone()));

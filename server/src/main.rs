@@ -13,7 +13,7 @@ use chat::about::About;
 use chat::config_file::{self, ConfigFile};
 use chat::v1::DisplayName;
 use chat_server::identity::{self, JwtSecret, Tokens};
-use chat_server::{Config, RateLimit, config};
+use chat_server::{ApiKeys, Config, RateLimit, config};
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -231,6 +231,23 @@ struct Args {
     /// Serve /echo, a WebSocket echo endpoint for conformance testing.
     #[arg(long)]
     echo: bool,
+
+    /// A client id that is an admin: an owner of every room, who may moderate and name
+    /// moderators (repeatable). Without --jwt-secret ids are claimed, not proven, so
+    /// anyone may claim this one: use it only on a trusted network.
+    #[arg(long = "admin", env = "CHAT_ADMINS", value_delimiter = ',', value_parser = ClientId::parse)]
+    admins: Vec<ClientId>,
+
+    /// Read the operators' HTTP API keys from this file, one a line (at least 32
+    /// bytes each; blank lines and # comments skipped): each, sent as Authorization:
+    /// Bearer <key>, has an admin's rights over /api/v1/.
+    #[arg(long, env = "CHAT_API_KEY_FILE", value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
+
+    /// HTTP API requests per second each token or API key may make on average, in
+    /// bursts of five seconds' worth; more are answered 429.
+    #[arg(long, env = "CHAT_API_RATE", default_value_t = Config::default().api_rate.per_second, value_parser = rate_at_least)]
+    api_rate: f64,
 
     /// Seconds that shutdown may take to close every client.
     #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value = seconds(Config::default().shutdown_timeout), value_parser = seconds_from(Duration::ZERO))]
@@ -488,6 +505,12 @@ fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
             .tls_cert
             .zip(args.tls_key)
             .map(|(cert, key)| chat_server::tls::TlsFiles { cert, key }),
+        admins: args.admins,
+        api_keys: ApiKeys::default(),
+        api_rate: RateLimit {
+            per_second: args.api_rate,
+            burst: (args.api_rate * 5.0).ceil() as u32,
+        },
     }
 }
 
@@ -501,9 +524,28 @@ fn token_rules(args: &Args) -> identity::TokenRules {
     }
 }
 
+/// A rate per second of at least one a minute: an API without any rate is a mistake.
+fn rate_at_least(text: &str) -> Result<f64, String> {
+    match rate(text)? {
+        0.0 => Err("must be at least one a minute".to_owned()),
+        rate => Ok(rate),
+    }
+}
+
+/// The keys in the file `--api-key-file` names, if it is given.
+fn api_keys(args: &Args) -> anyhow::Result<ApiKeys> {
+    let Some(file) = &args.api_key_file else {
+        return Ok(ApiKeys::default());
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the API keys from {}", file.display()))?;
+    Ok(ApiKeys::parse(&text)?)
+}
+
 #[tokio::main]
 async fn serve(args: Args, jwt_secret: Option<JwtSecret>) -> anyhow::Result<()> {
-    let config = config(&args, jwt_secret);
+    let mut config = config(&args, jwt_secret);
+    config.api_keys = api_keys(&args)?;
     raise_open_file_limit();
     let address = SocketAddr::new(args.host, args.port);
     let listener = TcpListener::bind(address)

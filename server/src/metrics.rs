@@ -46,6 +46,8 @@ reasons! {
         ShuttingDown => "shutdown",
         BrokerLost => "broker_lost",
         HistoryUnavailable => "history_unavailable",
+        Kicked => "kicked",
+        Banned => "banned",
     }
 }
 
@@ -79,6 +81,7 @@ reasons! {
         InvalidName => "invalid_name",
         NotTls => "not_tls",
         TlsHandshake => "tls_handshake",
+        Banned => "banned_id",
     }
 }
 

@@ -1,11 +1,14 @@
 -- APPEND: numbers a run of events in one room from one node, in order, adds each to
 -- the room's history and to chat:events, and keeps the room's and the node's presence;
 -- returns the last event's id in chat:events.
--- KEYS: meta, history, present, the node's members, chat:events, reads, operations.
+-- KEYS: meta, history, present, the node's members, chat:events, reads, operations,
+-- rules.
 -- ARGV: an epoch if the room needs one, room, node, history length, chat:events
 -- length, history bytes, the room's expiry in milliseconds; then for each event: the
--- member's key, join/leave/-, the member as present lists it (for a join), the event's
--- JSON after its offset.
+-- member's key, join/leave/rule/-, the member as present lists it (for a join) or the
+-- change to the room's rules (for a rule: `field`, cleared, or `field\nvalue`, set),
+-- the event's JSON after its offset. The rules hash never expires: bans outlast the
+-- room's quiet weeks.
 --
 -- The history keeps its last `history length` entries, and of those no more than
 -- `history bytes` (each entry counted as its event and what it purged, kept in meta's
@@ -81,15 +84,15 @@ local function purge(entry)
   return head(field(fields, 'e'))
 end
 
--- Purges the message at `target` if `by` wrote it, and its edits; returns what
--- stood there, or nil.
+-- Purges the message at `target` if `by` wrote it (any author's, for a moderator's
+-- delete, whose `by` is nil), and its edits; returns what stood there, or nil.
 local function delete(target, by)
   local found = redis.call('XRANGE', KEYS[2], '0-' .. target, '0-' .. target)
   if #found == 0 then
     return nil
   end
   local message = field(found[1][2], 'e')
-  if author(message) ~= by or string.sub(body(message), 1, 9) ~= 'message",' then
+  if (by and author(message) ~= by) or string.sub(body(message), 1, 9) ~= 'message",' then
     return nil
   end
   local heads = {purge(found[1])}
@@ -112,6 +115,14 @@ for i = 8, #ARGV, 4 do
   elseif presence == 'leave' then
     redis.call('HDEL', KEYS[3], node .. ' ' .. key)
     redis.call('HDEL', KEYS[4], room .. ' ' .. key)
+  elseif presence == 'rule' then
+    local change = ARGV[i + 2]
+    local at = string.find(change, '\n', 1, true)
+    if at then
+      redis.call('HSET', KEYS[8], string.sub(change, 1, at - 1), string.sub(change, at + 1))
+    else
+      redis.call('HDEL', KEYS[8], change)
+    end
   end
   local event = '{"offset":' .. offset .. ',' .. ARGV[i + 3]
   last = redis.call('XADD', KEYS[5], 'MAXLEN', '~', kept, '*',
@@ -120,7 +131,12 @@ for i = 8, #ARGV, 4 do
     local entry = {'n', node, 'k', key, 'e', event, 'c', last}
     local target = string.match(body(event), '^delete","target":(%d+)[,}]')
     if target then
-      local purged = delete(tonumber(target), author(event))
+      -- A nonce or text quoting this is escaped: only the event's own field matches.
+      local by = author(event)
+      if string.find(body(event), ',"moderated":true', 1, true) then
+        by = nil
+      end
+      local purged = delete(tonumber(target), by)
       if purged then
         table.insert(entry, 'g')
         table.insert(entry, purged)

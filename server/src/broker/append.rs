@@ -5,9 +5,10 @@ use chat::v1::{self, EventKind, RoomName};
 
 use super::keys::{
     EVENTS, EVENTS_KEPT, history_key, members_key, meta_key, new_epoch, operations_key,
-    present_key, reads_key,
+    present_key, reads_key, rules_key,
 };
 use super::scripts::{APPEND_HASH, EPHEMERAL_HASH};
+use crate::room::rules::{self, Change};
 use crate::room::{Ephemeral, MemberRef};
 
 /// Which script a run of calls goes to.
@@ -50,7 +51,7 @@ impl Appends {
         let call = self.call(Script::Append, node, room, |name| {
             let mut call = redis::cmd("EVALSHA");
             call.arg(&*APPEND_HASH)
-                .arg(7)
+                .arg(8)
                 .arg(meta_key(name))
                 .arg(history_key(name))
                 .arg(present_key(name))
@@ -58,6 +59,7 @@ impl Appends {
                 .arg(EVENTS)
                 .arg(reads_key(name))
                 .arg(operations_key(name))
+                .arg(rules_key(name))
                 .arg(new_epoch())
                 .arg(name)
                 .arg(node)
@@ -78,7 +80,16 @@ impl Appends {
                 ("join", present)
             }
             EventKind::Leave => ("leave", String::new()),
-            _ => ("-", String::new()),
+            // A moderation event's change to the room's rules: `field`, or
+            // `field\nvalue`, which the script keeps in the room's rules hash.
+            _ => match rules::change(event) {
+                Some(Change {
+                    field,
+                    value: Some(value),
+                }) => ("rule", format!("{field}\n{value}")),
+                Some(Change { field, value: None }) => ("rule", field),
+                None => ("-", String::new()),
+            },
         };
         call.arg(key)
             .arg(presence)
@@ -268,9 +279,9 @@ mod tests {
         );
         let first = args(&commands[0]);
         assert_eq!(first[0], "EVALSHA");
-        assert_eq!(first[2], "7", "seven keys");
+        assert_eq!(first[2], "8", "eight keys");
         assert_eq!(
-            &first[3..10],
+            &first[3..11],
             [
                 meta_key("main"),
                 history_key("main"),
@@ -279,21 +290,22 @@ mod tests {
                 EVENTS.to_owned(),
                 reads_key("main"),
                 operations_key("main"),
+                rules_key("main"),
             ]
         );
         // An epoch, the room, the node, the history, the stream's length, the history's
         // bytes, the room's expiry, then four arguments per event.
         assert_eq!(
-            &first[11..17],
+            &first[12..18],
             ["main", "1", "10", &EVENTS_KEPT.to_string(), "1000", "60000"]
         );
-        assert_eq!(first.len(), 17 + 2 * 4);
-        assert_eq!(&first[17..19], ["1", "join"]);
-        let present: v1::Present = serde_json::from_str(&first[19]).unwrap();
+        assert_eq!(first.len(), 18 + 2 * 4);
+        assert_eq!(&first[18..20], ["1", "join"]);
+        let present: v1::Present = serde_json::from_str(&first[20]).unwrap();
         assert_eq!(present.id, "42");
-        assert_eq!(&first[21..24], ["2", "leave", ""]);
+        assert_eq!(&first[22..25], ["2", "leave", ""]);
         let last = args(&commands[2]);
-        assert_eq!(last.len(), 17 + 2 * 4);
-        assert_eq!(&last[17..19], ["1", "-"]);
+        assert_eq!(last.len(), 18 + 2 * 4);
+        assert_eq!(&last[18..20], ["1", "-"]);
     }
 }

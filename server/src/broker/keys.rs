@@ -34,6 +34,12 @@ pub(super) fn operations_key(room: &str) -> String {
     format!("chat:room:{room}:operations")
 }
 
+/// The room's moderation state (see `room::rules`): field -> value. It does not expire
+/// with the room: a ban outlasts a quiet week.
+pub(super) fn rules_key(room: &str) -> String {
+    format!("chat:room:{room}:rules")
+}
+
 pub(super) fn members_key(node: u64) -> String {
     format!("chat:node:{node:016x}:members")
 }

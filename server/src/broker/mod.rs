@@ -80,7 +80,7 @@ use tracing::{info, warn};
 use self::append::{Appends, Keep};
 use self::keys::{
     EVENTS, NODES, alive_key, history_key, members_key, meta_key, new_epoch, operations_key,
-    present_key, reads_key,
+    present_key, reads_key, rules_key,
 };
 use self::presence::{reap, reap_dead_nodes};
 use self::scripts::{APPEND, EPHEMERAL, SNAPSHOT};
@@ -666,6 +666,12 @@ impl Broker {
             .arg(room.memory_bytes())
             .invoke_async(redis)
             .await?;
+        // Read after the snapshot: a change newer than it is applied again, in order,
+        // as its event is delivered, and comes to the same.
+        let rules: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(rules_key(name))
+            .query_async(redis)
+            .await?;
         let (mut events, mut purged) = (Vec::new(), Vec::new());
         for (_, fields) in newest_first.iter().rev() {
             let (event, stood) = read_history_entry(fields)?;
@@ -716,6 +722,7 @@ impl Broker {
             events,
             present,
             reads,
+            rules,
         });
         self.rooms.insert(room.name().clone(), Arc::downgrade(room));
         Ok(())

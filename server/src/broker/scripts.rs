@@ -43,6 +43,7 @@ mod tests {
     use super::*;
     use crate::broker::keys::{
         EVENTS, history_key, members_key, meta_key, operations_key, present_key, reads_key,
+        rules_key,
     };
 
     /// A `redis-server` of the test's own, on a free port, without persistence; killed
@@ -116,6 +117,7 @@ mod tests {
             .key(EVENTS)
             .key(reads_key("main"))
             .key(operations_key("main"))
+            .key(rules_key("main"))
             .arg(epoch)
             .arg("main")
             .arg(node)
@@ -285,6 +287,85 @@ mod tests {
         );
         let (_, offset, events, _, _) = snapshot(redis);
         assert_eq!((offset, events.len()), (8, 6));
+    }
+
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn rules_are_set_and_cleared_and_a_moderators_delete_purges_anyones_message() {
+        let mut server = Redis::start();
+        let redis = &mut server.connection;
+        append(
+            redis,
+            "e1",
+            3,
+            10,
+            &[
+                (4, "join", ADA, r#""ts":5,"id":"7","type":"join"}"#),
+                (
+                    4,
+                    "-",
+                    "",
+                    r#""ts":6,"id":"7","type":"message","text":"spam","nonce":",\"moderated\":true"}"#,
+                ),
+                (
+                    5,
+                    "rule",
+                    "ban:7\n{\"reason\":\"spam\"}",
+                    r#""ts":7,"id":"8","type":"ban","member":"7","reason":"spam"}"#,
+                ),
+                (
+                    5,
+                    "rule",
+                    "topic\nLaunch\nday",
+                    r#""ts":8,"id":"8","type":"topic","text":"Launch\nday"}"#,
+                ),
+            ],
+        );
+        let rules: HashMap<String, String> = redis.hgetall(rules_key("main")).unwrap();
+        assert_eq!(rules["ban:7"], r#"{"reason":"spam"}"#);
+        assert_eq!(
+            rules["topic"], "Launch\nday",
+            "the value is all after the first line break"
+        );
+        // A nonce that quotes the marker is not a moderator's delete.
+        append(
+            redis,
+            "e1",
+            3,
+            10,
+            &[
+                (
+                    6,
+                    "-",
+                    "",
+                    r#""ts":9,"id":"9","type":"delete","target":2,"nonce":",\"moderated\":true"}"#,
+                ),
+                (
+                    5,
+                    "rule",
+                    "ban:7",
+                    r#""ts":10,"id":"8","type":"unban","member":"7"}"#,
+                ),
+            ],
+        );
+        assert!(everything_in(redis, &history_key("main")).contains(r#""text":"spam""#));
+        let rules: HashMap<String, String> = redis.hgetall(rules_key("main")).unwrap();
+        assert!(!rules.contains_key("ban:7"), "{rules:?}");
+        append(
+            redis,
+            "e1",
+            3,
+            10,
+            &[(
+                5,
+                "-",
+                "",
+                r#""ts":11,"id":"8","type":"delete","target":2,"moderated":true}"#,
+            )],
+        );
+        assert!(!everything_in(redis, &history_key("main")).contains(r#""text":"spam""#));
+        let ttl: i64 = redis.pttl(rules_key("main")).unwrap();
+        assert_eq!(ttl, -1, "the rules do not expire with the room");
     }
 
     #[test]

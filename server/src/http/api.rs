@@ -122,6 +122,13 @@ pub async fn serve(
             ));
         }
     };
+    if room.as_str() == crate::room::SERVER_ROOM {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "no_such_room",
+            "_server is the server's own room: its bans are not read here",
+        ));
+    }
     check_reader(request, &room, door).await?;
     let nonce: Option<&str> = None;
     let params = Params::read(request.uri().query().unwrap_or(""));
@@ -245,7 +252,7 @@ impl Params {
     }
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -257,7 +264,7 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
 
 /// An error answer: `{"type":"error","code":..,"message":..}`, in that order, as the
 /// WebSocket's error frames have it.
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let quoted = |text: &str| serde_json::Value::from(text).to_string();
     let body = format!(
         r#"{{"type":"error","code":{},"message":{}}}"#,

@@ -8,6 +8,7 @@
 
 pub mod addresses;
 mod api;
+mod operators;
 pub mod page;
 
 use std::convert::Infallible;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chat::ClientId;
-use chat::v1::{self, DisplayName, RoomName};
+use chat::v1::{self, DisplayName, Role, RoomName};
 use chat::v2;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -33,11 +34,11 @@ use tracing::{debug, warn};
 
 use crate::http::addresses::{Addresses, Crowded, PendingCaps};
 use crate::http::page::Page;
-use crate::identity::TokenRefusal;
-use crate::identity::Tokens;
+use crate::identity::{self, TokenRefusal, Tokens};
 use crate::metrics::Refusal;
 use crate::room::rooms::Unavailable;
-use crate::room::{Health, Protocol, Resume, Who};
+use crate::room::rules::Sanction;
+use crate::room::{Health, Protocol, Resume, SERVER_ROOM, Who};
 use crate::session::connection;
 use crate::session::socket::Transport;
 use crate::shared::Shared;
@@ -55,6 +56,8 @@ pub struct FrontDoor {
     /// One permit per WebSocket session, `config.max_connections` in all.
     pub sessions: Arc<Semaphore>,
     pub addresses: Arc<Addresses>,
+    /// Each HTTP API credential's rate.
+    pub api_rates: operators::ApiRates,
 }
 
 /// The most bytes of request line and headers we buffer (hyper's minimum is 8 KiB).
@@ -237,6 +240,7 @@ async fn route(
         }
         "/ws" => return Err(refuse_id(chat::InvalidId::Empty)),
         api::TICKETS => api::ticket(&request, client, door).await?,
+        _ if operators::handles(path) => operators::serve(request, path, door).await?,
         _ if path.starts_with(api::PREFIX) => api::serve(&request, path, client, door).await?,
         _ => match path.strip_prefix("/ws/") {
             Some(raw_id) => {
@@ -443,6 +447,13 @@ async fn seat(
         _ => return Err(refuse_resume("since and epoch go together")),
     };
     check_direct(&room, &id)?;
+    if room.as_str() == SERVER_ROOM {
+        let body = "invalid room name: _server is the server's own; choose another\n";
+        return Err(refused(
+            Refusal::InvalidRoom,
+            text(StatusCode::FORBIDDEN, body),
+        ));
+    }
     // The richest protocol the client asks for.
     let asks_for = |name| has_token(request.headers(), header::SEC_WEBSOCKET_PROTOCOL, name);
     let protocol = if asks_for(v2::SUBPROTOCOL) {
@@ -452,26 +463,42 @@ async fn seat(
     } else {
         Protocol::Plain
     };
-    let name = match &door.tokens {
+    let (name, token_role) = match &door.tokens {
         Some(tokens) => match (bearer(request.headers()).or(token.as_deref()), ticket) {
             (Some(token), _) => {
-                tokens
+                let verified = tokens
                     .verify_for(token, &id, door.shared.config.max_token_ttl)
                     .await
-                    .map_err(refuse_token)?
-                    .name
+                    .map_err(refuse_token)?;
+                let role = identity::Grants::of(&verified).role_in(room.as_str());
+                (verified.name, role)
             }
-            // A browser's: its token stays out of the URL (POST /api/v1/tickets).
-            (None, Some(ticket)) => tokens.redeem(&ticket, &id).map_err(refuse_token)?,
+            // A browser's: its token stays out of the URL (POST /api/v1/tickets). A
+            // ticket carries the token's id and name, not its roles.
+            (None, Some(ticket)) => (
+                tokens.redeem(&ticket, &id).map_err(refuse_token)?,
+                Role::Member,
+            ),
             (None, None) => return Err(refuse_token(TokenRefusal::Missing)),
         },
-        None => name
-            .map(|name| DisplayName::parse(&name))
-            .transpose()
-            .map_err(refuse_name)?,
+        None => {
+            let name = name
+                .map(|name| DisplayName::parse(&name))
+                .transpose()
+                .map_err(refuse_name)?;
+            (name, Role::Member)
+        }
+    };
+    let operator_role = match door.shared.config.admins.contains(&id) {
+        true => Role::Admin,
+        false => Role::Member,
     };
     Ok(Seat {
-        who: Who { id, name },
+        who: Who {
+            id,
+            name,
+            role: token_role.max(operator_role),
+        },
         room,
         protocol,
         resume,
@@ -637,7 +664,7 @@ async fn upgrade(
         },
         Endpoint::Echo => None,
     };
-    if let Some((_, room)) = &seated {
+    if let Some((seat, room)) = &seated {
         // A newcomer's welcome and history come from the room as Redis has it.
         if !door.shared.rooms.load_from_cluster(room).await {
             return Err(refused(
@@ -647,6 +674,22 @@ async fn upgrade(
                     "cannot load the room from Redis; try again later\n",
                 ),
             ));
+        }
+        // The room's bans, as its log and the store (or Redis) have them, and the
+        // server's.
+        if let Some(ban) = room.ban_of(&seat.who.id) {
+            return Err(refuse_banned(&seat.who.id, room.name(), &ban));
+        }
+        if let Some(ban) = server_ban(&seat.who.id, door).await? {
+            let body = format!(
+                "#{} is banned from this server {}{}\n",
+                seat.who.id,
+                ban.until_text(),
+                ban.reason
+                    .as_deref()
+                    .map_or(String::new(), |reason| format!(": {reason}"))
+            );
+            return Err(refused(Refusal::Banned, text(StatusCode::FORBIDDEN, &body)));
         }
     }
     let protocol = seated.as_ref().map(|(seat, _)| seat.protocol);
@@ -697,6 +740,44 @@ async fn upgrade(
     Ok(response
         .body(Body::default())
         .expect("handshake response parts are valid"))
+}
+
+/// `id`'s server-wide ban, if it has one: from the server's own room, loaded (from the
+/// store, or Redis) on first use.
+async fn server_ban(id: &ClientId, door: &FrontDoor) -> Result<Option<Sanction>, Refused> {
+    let name = RoomName::parse(SERVER_ROOM).expect("a room name");
+    let unavailable = || {
+        refused(
+            Refusal::Unavailable,
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot read the server's bans; try again later\n",
+            ),
+        )
+    };
+    let room = door
+        .shared
+        .rooms
+        .get(&name)
+        .await
+        .map_err(|_| unavailable())?;
+    if !door.shared.rooms.load_from_cluster(&room).await {
+        return Err(unavailable());
+    }
+    Ok(room.ban_of(id))
+}
+
+/// 403 for a banned id: that it is banned, until when, and why.
+fn refuse_banned(id: &ClientId, room: &RoomName, ban: &Sanction) -> Refused {
+    let reason = ban
+        .reason
+        .as_deref()
+        .map_or(String::new(), |reason| format!(": {reason}"));
+    let body = format!(
+        "#{id} is banned from room {room} {}{reason}\n",
+        ban.until_text()
+    );
+    refused(Refusal::Banned, text(StatusCode::FORBIDDEN, &body))
 }
 
 fn refuse_address(why: addresses::Refused) -> Refused {

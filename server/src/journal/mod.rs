@@ -15,7 +15,10 @@
 //! `events` (one row per join, leave and message), `operations` (one row per
 //! chat.v2.json edit, delete, react and unreact, by the offset it applies to),
 //! `members` (who is connected, so that after a crash their leaves can be announced),
-//! `reads` (each id's read position per room), and `message_index`, a contentless FTS5
+//! `reads` (each id's read position per room), `moderation` (one row per moderation
+//! event: kick, ban, mute, topic, slow mode, role; its JSON whole), `rules` (each room's
+//! moderation state, field by field, as `room::rules` names them),
+//! and `message_index`, a contentless FTS5
 //! index of the messages' latest text for search. A delete removes its message's text,
 //! and its edits' texts, from all of them in the transaction that writes it, and from
 //! the files: freed space is zeroed (`secure_delete`, and FTS5's own `secure-delete`),
@@ -46,6 +49,7 @@ use crate::config::{DELIVERY_GRACE, JOURNAL_BACKLOG_BYTES, MAX_HISTORY_BYTES, MA
 use crate::metrics::Metrics;
 use crate::room::backlog::{Backlog, cost};
 use crate::room::outbox::drained_by;
+use crate::room::rules::{self, Change};
 use crate::room::{Room, Start, Store, StoreError, StoredPage};
 
 /// The database's file name in the data folder.
@@ -53,7 +57,7 @@ pub const FILE_NAME: &str = "chat.sqlite3";
 
 /// The schema this server writes, kept in `PRAGMA user_version`: a database from a
 /// newer server is refused rather than misread.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS rooms (
@@ -87,7 +91,22 @@ const SCHEMA: &str = "
         text TEXT,
         emoji TEXT,
         nonce TEXT,
+        moderated INTEGER,
         PRIMARY KEY (room, offset)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS moderation (
+        room TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        member TEXT,
+        event TEXT NOT NULL,
+        PRIMARY KEY (room, offset)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS rules (
+        room TEXT NOT NULL,
+        field TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (room, field)
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS operations_by_target ON operations (room, target);
     CREATE TABLE IF NOT EXISTS reads (
@@ -122,6 +141,12 @@ const NAMES_MIGRATION: &str = "
 const V2_MIGRATION: &str = "
     ALTER TABLE events ADD COLUMN reply_to INTEGER;
     ALTER TABLE events ADD COLUMN kind TEXT;
+";
+
+/// What turns a database of schema 3 into schema 4 (moderation): a moderator's
+/// delete is marked; the new tables are made by [`SCHEMA`].
+const MODERATION_MIGRATION: &str = "
+    ALTER TABLE operations ADD COLUMN moderated INTEGER;
 ";
 
 /// Has FTS5 take a deleted row's entries out of the index at once, rather than mark
@@ -336,12 +361,14 @@ impl Journal {
                 Ok((row.get(0)?, present))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        let rules = read_rules(&reader, name.as_str())?;
         Ok(Some(Start {
             epoch,
             offset,
             events,
             present,
             reads,
+            rules,
         }))
     }
 }
@@ -387,7 +414,8 @@ impl Store for Journal {
         v2::apply_all(&mut events, &ops);
         let oldest = reader.query_row(
             "SELECT min(offset) FROM (SELECT min(offset) AS offset FROM events WHERE room = ?1
-             UNION ALL SELECT min(offset) FROM operations WHERE room = ?1)",
+             UNION ALL SELECT min(offset) FROM operations WHERE room = ?1
+             UNION ALL SELECT min(offset) FROM moderation WHERE room = ?1)",
             [room.as_str()],
             |row| row.get::<_, Option<u64>>(0),
         )?;
@@ -583,7 +611,24 @@ const DIRECT_ROOMS: &str = "
 const EVENT_COLUMNS: &str = "offset, ts, client, type, text, nonce, name, reply_to, kind";
 
 /// The columns [`read_operation`] reads, in its order.
-const OPERATION_COLUMNS: &str = "offset, ts, client, type, text, nonce, name, target, emoji";
+const OPERATION_COLUMNS: &str =
+    "offset, ts, client, type, text, nonce, name, target, emoji, moderated";
+
+/// The moderation fields of `room`.
+fn read_rules(reader: &Connection, room: &str) -> rusqlite::Result<Vec<(String, String)>> {
+    reader
+        .prepare_cached("SELECT field, value FROM rules WHERE room = ?1")?
+        .query_map([room], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}
+
+/// A moderation event's row, as the event it was (its JSON whole).
+fn read_moderation(row: &rusqlite::Row<'_>) -> rusqlite::Result<v1::Event> {
+    let json: String = row.get(1)?;
+    serde_json::from_str(&json).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(error))
+    })
+}
 
 /// Room `room`'s events from `first` to `last`, joins, leaves and messages with
 /// operations, in offset order, as they were written (deleted texts aside).
@@ -607,7 +652,12 @@ fn read_range(
         .prepare_cached(&range("operations", OPERATION_COLUMNS))?
         .query_map(params![room.as_str(), first, last], read_operation)?
         .collect::<rusqlite::Result<_>>()?;
+    let moderation: Vec<v1::Event> = reader
+        .prepare_cached(&range("moderation", "offset, event"))?
+        .query_map(params![room.as_str(), first, last], read_moderation)?
+        .collect::<rusqlite::Result<_>>()?;
     events.extend(operations);
+    events.extend(moderation);
     events.sort_by_key(|event| event.offset);
     Ok(events)
 }
@@ -648,6 +698,12 @@ fn read_newest(
     let (operations, operations_cut) =
         within_budget(statement.query_map(params![room.as_str(), count as i64], read_operation)?)?;
     events.extend(operations);
+    // Few and small: never what passes the budget.
+    let moderation: Vec<v1::Event> = reader
+        .prepare_cached(&newest("moderation", "offset, event"))?
+        .query_map(params![room.as_str(), count as i64], read_moderation)?
+        .collect::<rusqlite::Result<_>>()?;
+    events.extend(moderation);
     // Where either read stopped short, the other's older rows would leave a gap.
     let cut = events_cut.max(operations_cut);
     events.retain(|event| event.offset >= cut);
@@ -703,7 +759,11 @@ fn read_operation(row: &rusqlite::Row<'_>) -> rusqlite::Result<v1::Event> {
                 nonce,
             }
         }
-        "delete" => EventKind::Delete { target, nonce },
+        "delete" => EventKind::Delete {
+            target,
+            nonce,
+            moderated: row.get::<_, Option<bool>>(9)?.unwrap_or(false),
+        },
         "react" => EventKind::React {
             target,
             emoji: emoji()?,
@@ -1140,6 +1200,11 @@ fn write_event(
 ) -> rusqlite::Result<bool> {
     let room = name.as_str();
     let who = event.name.as_ref().map(DisplayName::as_str);
+    if event.kind.is_moderation() {
+        write_moderation(transaction, room, event)?;
+        return Ok(false);
+    }
+    let mut moderated = None;
     let (kind, target, text, emoji, nonce) = match &event.kind {
         EventKind::Join | EventKind::Leave | EventKind::Message { .. } => {
             let (kind, text, nonce, reply_to, action) = match &event.kind {
@@ -1190,7 +1255,14 @@ fn write_event(
             nonce,
             ..
         } => ("edit", target, Some(text), None, nonce.as_ref()),
-        EventKind::Delete { target, nonce } => ("delete", target, None, None, nonce.as_ref()),
+        EventKind::Delete {
+            target,
+            nonce,
+            moderated: by_moderator,
+        } => {
+            moderated = by_moderator.then_some(true);
+            ("delete", target, None, None, nonce.as_ref())
+        }
         EventKind::React {
             target,
             emoji,
@@ -1201,11 +1273,12 @@ fn write_event(
             emoji,
             nonce,
         } => ("unreact", target, None, Some(emoji), nonce.as_ref()),
+        _ => unreachable!("moderation events are written above"),
     };
     transaction
         .prepare_cached(
             "INSERT INTO operations (room, offset, ts, client, name, type, target, text,
-             emoji, nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             emoji, nonce, moderated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             room,
@@ -1217,17 +1290,18 @@ fn write_event(
             target,
             text,
             emoji,
-            nonce
+            nonce,
+            moderated
         ])?;
-    // The rules of `chat::v2::apply`: only the author's edit or delete of a message
-    // that is not deleted changes it.
+    // The rules of `chat::v2::apply`: only the author's edit or delete (or a
+    // moderator's delete) of a message that is not deleted changes it.
     let own_message = |transaction: &Transaction<'_>| {
         transaction
             .prepare_cached(
                 "SELECT 1 FROM events WHERE room = ?1 AND offset = ?2 AND type = 'message'
-                 AND client = ?3 AND text IS NOT NULL",
+                 AND (client = ?3 OR ?4) AND text IS NOT NULL",
             )?
-            .exists(params![room, target, event.id])
+            .exists(params![room, target, event.id, moderated.is_some()])
     };
     match &event.kind {
         EventKind::Edit { text, .. } if own_message(transaction)? => {
@@ -1260,6 +1334,53 @@ fn write_event(
     Ok(false)
 }
 
+/// Writes a moderation event of `room`, and what it changes in the room's rules.
+fn write_moderation(
+    transaction: &Transaction<'_>,
+    room: &str,
+    event: &v1::Event,
+) -> rusqlite::Result<()> {
+    let json = event.to_json();
+    let kind = serde_json::from_str::<serde_json::Value>(&json)
+        .ok()
+        .and_then(|value| Some(value.get("type")?.as_str()?.to_owned()))
+        .unwrap_or_default();
+    let member = match &event.kind {
+        EventKind::Kick { member, .. }
+        | EventKind::Ban { member, .. }
+        | EventKind::Unban { member, .. }
+        | EventKind::Mute { member, .. }
+        | EventKind::Unmute { member, .. }
+        | EventKind::Role { member, .. } => Some(member.as_str()),
+        _ => None,
+    };
+    transaction
+        .prepare_cached(
+            "INSERT INTO moderation (room, offset, type, member, event)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![room, event.offset, kind, member, json])?;
+    if let Some(change) = rules::change(event) {
+        write_rule(transaction, room, &change)?;
+    }
+    Ok(())
+}
+
+/// Keeps one change of `room`'s rules.
+fn write_rule(transaction: &Transaction<'_>, room: &str, change: &Change) -> rusqlite::Result<()> {
+    match &change.value {
+        Some(value) => transaction
+            .prepare_cached(
+                "INSERT OR REPLACE INTO rules (room, field, value) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![room, change.field, value])?,
+        None => transaction
+            .prepare_cached("DELETE FROM rules WHERE room = ?1 AND field = ?2")?
+            .execute(params![room, change.field])?,
+    };
+    Ok(())
+}
+
 /// Forgets room `name`'s events (and their index entries) before offset `first_kept`.
 fn forget_before(
     transaction: &Transaction<'_>,
@@ -1273,6 +1394,9 @@ fn forget_before(
         .execute(params![room, first_kept])?;
     transaction
         .prepare_cached("DELETE FROM operations WHERE room = ?1 AND offset < ?2")?
+        .execute(params![room, first_kept])?;
+    transaction
+        .prepare_cached("DELETE FROM moderation WHERE room = ?1 AND offset < ?2")?
         .execute(params![room, first_kept])?;
     if forgotten > 0 {
         transaction
@@ -1292,6 +1416,9 @@ fn migrate(database: &Connection, version: i64) -> rusqlite::Result<()> {
     }
     if (1..=2).contains(&version) {
         transaction.execute_batch(V2_MIGRATION)?;
+    }
+    if version == 3 {
+        transaction.execute_batch(MODERATION_MIGRATION)?;
     }
     transaction.execute_batch(SCHEMA)?;
     transaction.execute_batch(FTS_SECURE_DELETE)?;
@@ -1325,6 +1452,7 @@ fn forget_rooms_past_the_bound(transaction: &Transaction<'_>) -> rusqlite::Resul
         for table in [
             "DELETE FROM events WHERE room = ?1",
             "DELETE FROM operations WHERE room = ?1",
+            "DELETE FROM moderation WHERE room = ?1",
             "DELETE FROM reads WHERE room = ?1",
             "DELETE FROM members WHERE room = ?1",
             "DELETE FROM rooms WHERE name = ?1",
@@ -1509,6 +1637,7 @@ mod tests {
                 7,
                 "9",
                 EventKind::Delete {
+                    moderated: false,
                     target: 6,
                     nonce: None,
                 },
@@ -1570,6 +1699,7 @@ mod tests {
                     4,
                     "8",
                     EventKind::Delete {
+                        moderated: false,
                         target: 1,
                         nonce: None,
                     },
@@ -1587,6 +1717,7 @@ mod tests {
                 5,
                 "7",
                 EventKind::Delete {
+                    moderated: false,
                     target: 1,
                     nonce: None,
                 },
@@ -1743,6 +1874,7 @@ mod tests {
             },
             verified: false,
             directory: Default::default(),
+            admins: Vec::new(),
         };
         Room::new(
             RoomName::parse(name).expect("a room name"),
@@ -1795,6 +1927,7 @@ mod tests {
         let journal = folder.journal();
         assert!(folder.holding(SAID).is_some(), "written before the delete");
         let delete = EventKind::Delete {
+            moderated: false,
             target: 2,
             nonce: None,
         };
@@ -1837,6 +1970,7 @@ mod tests {
         let id = |id: &str| ClientId::parse(id).unwrap();
         let with_9 = room("dm.7.9");
         let delete = |target| EventKind::Delete {
+            moderated: false,
             target,
             nonce: None,
         };

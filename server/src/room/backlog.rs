@@ -121,7 +121,19 @@ pub fn cost(event: &v1::Event) -> usize {
             text.len() + nonce.as_ref().map_or(0, String::len)
         }
         EventKind::React { emoji, .. } | EventKind::Unreact { emoji, .. } => emoji.len(),
-        EventKind::Join | EventKind::Leave | EventKind::Delete { .. } => 0,
+        EventKind::Topic { text, .. } => text.len(),
+        EventKind::Kick { member, reason, .. } | EventKind::Ban { member, reason, .. } => {
+            member.len() + reason.as_ref().map_or(0, String::len)
+        }
+        EventKind::Unban { member, .. }
+        | EventKind::Mute { member, .. }
+        | EventKind::Unmute { member, .. }
+        | EventKind::Role { member, .. } => member.len(),
+        EventKind::Join
+        | EventKind::Leave
+        | EventKind::Delete { .. }
+        | EventKind::Slow { .. }
+        | EventKind::ReadOnly { .. } => 0,
     };
     BOOKKEEPING + event.id.len() + text
 }

@@ -19,6 +19,7 @@ pub mod backlog;
 pub mod directory;
 pub mod outbox;
 pub mod rooms;
+pub mod rules;
 pub mod wire;
 
 use std::borrow::Cow;
@@ -29,18 +30,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chat::ClientId;
-use chat::v1::{self, DisplayName, EventKind, RoomName};
+use chat::v1::{self, DisplayName, EventKind, Role, RoomName};
 use chat::v2;
 use serde::{Deserialize, Serialize};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, MAX_HISTORY_BYTES};
 use crate::metrics::Metrics;
 use crate::room::backlog::Backlog;
 use crate::room::directory::Directory;
-use crate::room::outbox::{Outbox, Wakes};
+use crate::room::outbox::{Outbox, Removal, Wakes};
+use crate::room::rules::{Rules, Sanction};
 use crate::room::wire::Frame;
 
 /// Which connection to the cluster (which link) a member joined in: not the history
@@ -126,6 +128,8 @@ pub struct Snapshot {
     pub present: Vec<(MemberRef, v1::Present)>,
     /// Each id's read position in the room.
     pub reads: HashMap<String, u64>,
+    /// The room's moderation fields (see [`rules`]).
+    pub rules: Vec<(String, String)>,
 }
 
 /// What a room tells its members beside its log: not numbered, not replayed.
@@ -231,6 +235,8 @@ pub struct Start {
     pub present: Vec<(u64, v1::Present)>,
     /// Each id's read position in the room.
     pub reads: HashMap<String, u64>,
+    /// The room's moderation fields (see [`rules`]).
+    pub rules: Vec<(String, String)>,
 }
 
 impl Start {
@@ -272,11 +278,13 @@ pub struct Resume {
     pub epoch: String,
 }
 
-/// Who a member is: its id, and the name it goes by, if it gave one.
+/// Who a member is: its id, the name it goes by, if it gave one, and the role its
+/// token (or the operator, with `--admin`) gives it in the room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Who {
     pub id: ClientId,
     pub name: Option<DisplayName>,
+    pub role: Role,
 }
 
 /// What every room of a server has in common.
@@ -294,6 +302,8 @@ pub struct RoomSettings {
     pub verified: bool,
     /// The node's v2 connections by id, told of direct messages in other rooms.
     pub directory: Arc<Directory>,
+    /// The operator's admins (`--admin`): admins wherever they are.
+    pub admins: Vec<ClientId>,
 }
 
 impl RoomSettings {
@@ -310,6 +320,7 @@ impl RoomSettings {
             },
             verified: config.checks_tokens(),
             directory: Arc::default(),
+            admins: config.admins.clone(),
         }
     }
 }
@@ -348,10 +359,79 @@ struct State {
     /// With a store, the oldest offset it keeps, as its last write told (see
     /// [`Room::stored_from`]); 0 until then.
     stored_from: u64,
+    /// Roles granted, bans, mutes, topic, slow mode, as of `offset`.
+    rules: Rules,
+    /// In slow mode: when each id last spoke, in Unix milliseconds.
+    spoke: HashMap<String, u64>,
+    /// Messages posted over HTTP and not yet fanned out, by sender and nonce: who
+    /// waits for each one's offset.
+    posting: HashMap<(String, String), Vec<oneshot::Sender<u64>>>,
+}
+
+impl State {
+    /// Forgets the posts nobody waits for any more (their answers timed out), once
+    /// there are many: an event that never came back (a node that lost Redis) would
+    /// otherwise be waited for until the room is forgotten.
+    fn forget_abandoned_posts(&mut self) {
+        if self.posting.len() >= MAX_POSTING / 2 {
+            self.posting
+                .retain(|_, waiting| waiting.iter().any(|waiter| !waiter.is_closed()));
+        }
+    }
+
+    /// Whether `id`, of `role`, may add something said to the room now: not
+    /// while muted, in a read-only room, or sooner than slow mode allows.
+    fn may_speak(
+        &self,
+        id: &str,
+        role: Role,
+        now: u64,
+        nonce: Option<&str>,
+    ) -> Result<(), v2::Error> {
+        if role >= Role::Moderator {
+            return Ok(());
+        }
+        let refuse = |code, message: String| Err(v2::Error::new(nonce, code, message));
+        if self.rules.muted(id, now) {
+            return refuse(
+                v2::ErrorCode::Muted,
+                "you are muted in this room: you can read, not send".to_owned(),
+            );
+        }
+        if self.rules.read_only() {
+            return refuse(
+                v2::ErrorCode::Forbidden,
+                "this room is read-only: only moderators speak".to_owned(),
+            );
+        }
+        let slow = self.rules.slow().saturating_mul(1000);
+        if let Some(last) = self.spoke.get(id)
+            && now.saturating_sub(*last) < slow
+        {
+            let wait = (slow - now.saturating_sub(*last)).div_ceil(1000);
+            return refuse(
+                v2::ErrorCode::Slow,
+                format!(
+                    "slow mode: one message per {} s; wait {wait} s",
+                    self.rules.slow()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Notes, in slow mode, that `id` spoke (if what it said was numbered).
+    fn spoke(&mut self, id: &str, role: Role, now: u64, numbered: bool) {
+        if numbered && role < Role::Moderator && self.rules.slow() > 0 {
+            self.spoke.insert(id.to_owned(), now);
+        }
+    }
 }
 
 struct Slot {
     id: ClientId,
+    /// The role its token gives it.
+    role: Role,
     protocol: Protocol,
     outbox: Arc<Outbox>,
     stage: Stage,
@@ -488,6 +568,9 @@ impl Room {
                 },
                 reads: start.reads,
                 stored_from: 0,
+                rules: Rules::from_fields(start.rules),
+                spoke: HashMap::new(),
+                posting: HashMap::new(),
             }),
             next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
@@ -505,6 +588,7 @@ impl Room {
                     let who = Who {
                         id,
                         name: present.name,
+                        role: Role::Member,
                     };
                     room.announce(&mut state, (Link::Local, key), &who, EventKind::Leave, None);
                 }
@@ -540,6 +624,7 @@ impl Room {
             key,
             Slot {
                 id: who.id.clone(),
+                role: who.role,
                 protocol,
                 outbox: outbox.clone(),
                 stage: Stage::Joining(resume.cloned()),
@@ -629,9 +714,22 @@ impl Room {
         };
         let missed = history.range(first_missed..);
         if protocol == Protocol::V2 {
+            let mut roles = state.rules.roles();
+            for slot in state
+                .members
+                .values()
+                .filter(|slot| slot.role > Role::Member)
+            {
+                let role = roles.entry(slot.id.as_str()).or_default();
+                *role = (*role).max(slot.role);
+            }
             let with_read = v2::WelcomeOut {
                 welcome: welcome.tagged(),
                 read: state.reads.get(id).copied().unwrap_or(0),
+                roles,
+                topic: state.rules.topic(),
+                slow: state.rules.slow(),
+                read_only: state.rules.read_only(),
             };
             outbox.push_welcome(&wire::json(&with_read, welcome.size_hint() + 32));
             outbox.push_resident(missed.map(|kept| &kept.v2));
@@ -729,6 +827,172 @@ impl Room {
         self.settings.max_queue_bytes / 2
     }
 
+    /// The room's bans that hold now, by id: `[{"id":I,"until":MS?,"reason":R?}]`.
+    pub fn bans(&self) -> Vec<serde_json::Value> {
+        let state = self.lock();
+        state
+            .rules
+            .bans(now_millis())
+            .into_iter()
+            .map(|(id, ban)| {
+                let mut listed = serde_json::to_value(&ban).expect("a ban serializes");
+                listed["id"] = id.into();
+                listed
+            })
+            .collect()
+    }
+
+    /// `id`'s ban from this room, if it is banned now.
+    pub fn ban_of(&self, id: &ClientId) -> Option<Sanction> {
+        self.lock().rules.ban(id.as_str(), now_millis())
+    }
+
+    /// Who is in the room as of its last event (on every node, in a cluster), in the
+    /// order they joined, each with the role granted in the room or given by its token
+    /// here.
+    pub fn present(&self) -> Vec<(v1::Present, Role)> {
+        let state = self.lock();
+        let node = self.node();
+        state
+            .present
+            .iter()
+            .map(|((on, key), present)| {
+                let token = (*on == node)
+                    .then(|| state.members.get(key))
+                    .flatten()
+                    .map_or(Role::Member, |slot| slot.role);
+                let role = state.rules.role(&present.id).max(token);
+                (present.clone(), role)
+            })
+            .collect()
+    }
+
+    /// Posts `text` from `who`, which is in no room (a bot over HTTP), unless a
+    /// message from `who` with this `nonce` is in the history already (then its
+    /// offset is the answer) or on its way (then the answer waits for it): the same
+    /// nonce from the same sender posts once.
+    pub fn post(
+        self: &Arc<Self>,
+        who: &Who,
+        text: String,
+        nonce: String,
+    ) -> Result<Posting, v2::Error> {
+        let mut state = self.lock();
+        let refuse = |code, message: String| Err(v2::Error::new(Some(&nonce), code, message));
+        let id = who.id.as_str();
+        let posted = state
+            .history
+            .events
+            .iter()
+            .rev()
+            .find_map(|kept| match &kept.event.kind {
+                EventKind::Message {
+                    nonce: Some(said), ..
+                } if kept.event.id == id && *said == nonce => Some(kept.offset()),
+                _ => None,
+            });
+        if let Some(offset) = posted {
+            return Ok(Posting::Done(offset));
+        }
+        let (tell, told) = oneshot::channel();
+        let key = (id.to_owned(), nonce.clone());
+        if let Some(waiting) = state.posting.get_mut(&key) {
+            waiting.push(tell);
+            return Ok(Posting::Waiting(told));
+        }
+        if text.len() > self.settings.limits.max_message_bytes {
+            let most = self.settings.limits.max_message_bytes;
+            return refuse(
+                v2::ErrorCode::Invalid,
+                format!("a message is at most {most} bytes"),
+            );
+        }
+        if nonce.is_empty() || nonce.chars().count() > v1::MAX_NONCE_CHARS {
+            let most = v1::MAX_NONCE_CHARS;
+            return refuse(
+                v2::ErrorCode::Invalid,
+                format!("a nonce is 1 to {most} characters"),
+            );
+        }
+        state.forget_abandoned_posts();
+        if state.posting.len() >= MAX_POSTING {
+            return refuse(
+                v2::ErrorCode::Unavailable,
+                "too many messages on their way; try again later".to_owned(),
+            );
+        }
+        let now = now_millis();
+        let role = state.rules.role(id).max(who.role);
+        state.may_speak(id, role, now, Some(&nonce))?;
+        state.posting.insert(key, vec![tell]);
+        let link = self
+            .cluster
+            .as_ref()
+            .map_or(Link::Local, |cluster| cluster.link());
+        let number = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let kind = EventKind::said(text, Some(nonce));
+        self.announce(&mut state, (link, number), who, kind, None);
+        state.spoke(id, role, now, true);
+        Ok(Posting::Waiting(told))
+    }
+
+    /// Does a moderation request of `who`, which is in no room (the HTTP API's
+    /// caller), if its role allows: recorded in the log as `who`'s, as a member's is.
+    ///
+    /// With a nonce, the answer is told its offset once the event is fanned out (in
+    /// the log: written, or back from Redis).
+    pub fn moderate(
+        self: &Arc<Self>,
+        who: &Who,
+        request: v2::Request,
+    ) -> Result<Option<oneshot::Receiver<u64>>, v2::Error> {
+        let mut state = self.lock();
+        let role = state.rules.role(who.id.as_str()).max(who.role);
+        may_moderate(&state, &self.settings.admins, &request, role)?;
+        // A delete, as a member's: the caller's own message, or (a moderator's)
+        // anyone's, that the history in memory holds.
+        let mut moderated = false;
+        if let v2::Request::Delete { target, .. } = &request {
+            let history = &state.history;
+            let oldest = history
+                .events
+                .front()
+                .map_or(state.offset + 1, Kept::offset);
+            let kept = history.get(*target);
+            let moderator = role >= Role::Moderator;
+            v2::check_as(
+                who.id.as_str(),
+                moderator,
+                &request,
+                kept,
+                (oldest, state.offset),
+            )?;
+            moderated = kept.is_some_and(|kept| kept.id != who.id.as_str());
+        } else if request.needs() == Role::Member {
+            let nonce = request.nonce();
+            let message = "not a moderation request";
+            return Err(v2::Error::new(nonce, v2::ErrorCode::Invalid, message));
+        }
+        state.forget_abandoned_posts();
+        let told = request.nonce().map(|nonce| {
+            let (tell, told) = oneshot::channel();
+            let key = (who.id.to_string(), nonce.to_owned());
+            state.posting.entry(key).or_default().push(tell);
+            told
+        });
+        let mut kind = request.into_event_kind().expect("a log request");
+        if let EventKind::Delete { moderated: by, .. } = &mut kind {
+            *by = moderated;
+        }
+        let link = self
+            .cluster
+            .as_ref()
+            .map_or(Link::Local, |cluster| cluster.link());
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        self.announce(&mut state, (link, key), who, kind, None);
+        Ok(told)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-updated (every
         // change is a single insert, remove, push or counter), so a poisoned lock is
@@ -746,6 +1010,8 @@ impl Room {
     /// client one total order and dense offsets. The store and the cluster receive
     /// events in that order. The lock is a std `Mutex` because it is never held across
     /// an `.await`, only for a loop of non-blocking pushes.
+    /// Returns `false` when the event was not numbered for want of room (see
+    /// [`Wakes`]).
     fn announce(
         self: &Arc<Self>,
         state: &mut State,
@@ -753,7 +1019,7 @@ impl Room {
         who: &Who,
         kind: EventKind,
         wakes: Option<&mut Wakes>,
-    ) {
+    ) -> bool {
         let event = v1::Event {
             offset: 0,
             ts: now_millis(),
@@ -777,7 +1043,7 @@ impl Room {
                 if let Some(wakes) = wakes {
                     wakes.lacked(full);
                 }
-                return;
+                return false;
             }
         }
         if let Some(cluster) = &self.cluster {
@@ -787,7 +1053,7 @@ impl Room {
                 key,
                 event,
             });
-            return;
+            return true;
         }
         state.numbered += 1;
         let event = v1::Event {
@@ -798,6 +1064,7 @@ impl Room {
             Some(store) => store.append(self, key, event),
             None => self.fan_out_numbered(state, (0, key), event, wakes),
         }
+        true
     }
 
     /// The outboxes of this room's live members that a batch delivery waits for
@@ -893,8 +1160,32 @@ impl Room {
             EventKind::Leave => {
                 state.present.remove(&(node, key));
             }
-            _ => {}
+            kind => {
+                if let Some(change) = rules::change(&event) {
+                    state.rules.apply(change);
+                }
+                if let EventKind::Slow { .. } = kind {
+                    state.spoke.clear();
+                }
+            }
         }
+        if !state.posting.is_empty()
+            && let Some(nonce) = logged_nonce(&event.kind)
+            && let Some(waiting) = state.posting.remove(&(event.id.clone(), nonce.clone()))
+        {
+            for waiter in waiting {
+                let _ = waiter.send(event.offset);
+            }
+        }
+        let removal = match &event.kind {
+            EventKind::Kick { member, reason, .. } => {
+                Some((member.clone(), removal(KICKED, "kicked", reason)))
+            }
+            EventKind::Ban { member, reason, .. } => {
+                Some((member.clone(), removal(BANNED, "banned", reason)))
+            }
+            _ => None,
+        };
         state.offset = event.offset;
         // In a cluster, events are numbered in Redis and only delivered here: what this
         // node numbered is what it was delivered, or a room could never be idle.
@@ -929,6 +1220,14 @@ impl Room {
                 }
                 Some(wakes) => slot.outbox.push_corked(frame, wakes),
                 None => slot.outbox.push(frame),
+            }
+        }
+        // After the event itself, which the removed member's outbox has queued.
+        if let Some((member, removal)) = removal {
+            for slot in state.members.values() {
+                if slot.id.as_str() == member {
+                    slot.outbox.remove(removal.clone());
+                }
             }
         }
         let length = |frame: &Option<Frame>| frame.as_ref().map_or(0, |frame| frame.len());
@@ -1209,6 +1508,7 @@ impl Room {
         state.numbered = snapshot.offset;
         state.present = snapshot.present.into_iter().collect();
         state.reads = snapshot.reads;
+        state.rules = Rules::from_fields(snapshot.rules);
         let history = std::mem::take(&mut state.history.events);
         let forgotten: usize = history.iter().map(Kept::bytes).sum();
         state.history.bytes -= forgotten;
@@ -1239,6 +1539,111 @@ impl Room {
         }
     }
 }
+
+/// Whether one of `role` may make a moderation request: its values in
+/// bounds, its role high enough, and its target's role lower than its own (an
+/// admin's aside).
+fn may_moderate(
+    state: &State,
+    admins: &[ClientId],
+    request: &v2::Request,
+    role: Role,
+) -> Result<(), v2::Error> {
+    let needs = request.needs();
+    if needs == Role::Member {
+        return Ok(());
+    }
+    let nonce = request.nonce();
+    let forbidden = |message: String| Err(v2::Error::new(nonce, v2::ErrorCode::Forbidden, message));
+    if role < needs {
+        return forbidden(format!(
+            "only a {} of this room may do that; you are a {}",
+            needs.as_str(),
+            role.as_str()
+        ));
+    }
+    v2::check_moderation(request)?;
+    let member = match request {
+        v2::Request::Kick { member, .. }
+        | v2::Request::Ban { member, .. }
+        | v2::Request::Mute { member, .. }
+        | v2::Request::Role { member, .. } => member,
+        _ => return Ok(()),
+    };
+    let token = state
+        .members
+        .values()
+        .filter(|slot| slot.id.as_str() == member)
+        .map(|slot| slot.role)
+        .max()
+        .unwrap_or_default();
+    let operator = match admins.iter().any(|admin| admin.as_str() == member) {
+        true => Role::Admin,
+        false => Role::Member,
+    };
+    let theirs = state.rules.role(member).max(token).max(operator);
+    if theirs >= role && role < Role::Admin {
+        return forbidden(format!(
+            "#{member} is a {} here: only a higher role may do that",
+            theirs.as_str()
+        ));
+    }
+    Ok(())
+}
+
+/// The nonce of a message or a moderation event: what a poster over HTTP waits for.
+fn logged_nonce(kind: &EventKind) -> Option<&String> {
+    match kind {
+        EventKind::Message { nonce, .. }
+        | EventKind::Delete { nonce, .. }
+        | EventKind::Kick { nonce, .. }
+        | EventKind::Ban { nonce, .. }
+        | EventKind::Unban { nonce, .. }
+        | EventKind::Mute { nonce, .. }
+        | EventKind::Unmute { nonce, .. }
+        | EventKind::Topic { nonce, .. }
+        | EventKind::Slow { nonce, .. }
+        | EventKind::ReadOnly { nonce, .. }
+        | EventKind::Role { nonce, .. } => nonce.as_ref(),
+        _ => None,
+    }
+}
+
+/// The most messages posted over HTTP that may be on their way at once in a room.
+const MAX_POSTING: usize = 1000;
+
+/// Where a message posted over HTTP is: in the log at this offset, or on its way.
+pub enum Posting {
+    Done(u64),
+    /// Answered with its offset once it is fanned out; dropped if it never is (its
+    /// node lost Redis, say).
+    Waiting(oneshot::Receiver<u64>),
+}
+
+/// A kick's or ban's close code and reason: the moderator's, or `default`, within
+/// what a close frame holds.
+fn removal(code: u16, default: &str, reason: &Option<String>) -> Removal {
+    let mut reason = reason.clone().unwrap_or_else(|| default.to_owned());
+    if reason.len() > v2::MAX_REASON_BYTES {
+        let mut end = v2::MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    Removal { code, reason }
+}
+
+/// The room whose bans are the server's (an admin's, `PUT /api/v1/bans/{id}`): kept,
+/// logged and shared as any room's are, and checked at every handshake. Nobody may
+/// join it or read it.
+pub const SERVER_ROOM: &str = "_server";
+
+/// A kicked member's close code: it may come back (docs/PROTOCOL.md).
+pub const KICKED: u16 = 4001;
+
+/// A banned member's close code: it may not come back until the ban ends or is lifted.
+pub const BANNED: u16 = 4003;
 
 impl Drop for Room {
     fn drop(&mut self) {
@@ -1301,20 +1706,31 @@ impl Member {
     /// clients, a message event with the sender's `nonce` to v1 clients. Where it is
     /// fanned out at once (a single node without a store), the recipients' writers are
     /// left to `wakes`.
+    ///
+    /// A member the room's rules keep from speaking (muted, slow mode, a read-only
+    /// room) is not heard: these protocols have no error to answer with.
     pub fn say(&self, text: &str, nonce: Option<String>, wakes: &mut Wakes) {
-        self.log(EventKind::said(text, nonce), wakes);
-    }
-
-    /// Adds an event from this member to the room's log.
-    fn log(&self, kind: EventKind, wakes: &mut Wakes) {
         let mut state = self.room.lock();
-        self.room.announce(
+        let now = now_millis();
+        let role = self.role_in(&state);
+        if let Err(error) = state.may_speak(self.who.id.as_str(), role, now, None) {
+            tracing::debug!(code = ?error.code, "not heard");
+            return;
+        }
+        let numbered = self.room.announce(
             &mut state,
             (self.link, self.key),
             &self.who,
-            kind,
+            EventKind::said(text, nonce),
             Some(wakes),
         );
+        state.spoke(self.who.id.as_str(), role, now, numbered);
+    }
+
+    /// This member's role in the room: the one granted there or its token's, whichever
+    /// is higher.
+    fn role_in(&self, state: &State) -> Role {
+        state.rules.role(self.who.id.as_str()).max(self.who.role)
     }
 
     /// Does what a v2 client asked, if the room's rules allow it; otherwise says why.
@@ -1335,6 +1751,13 @@ impl Member {
             v2::Request::Dms { .. } => Ok(()),
             request => {
                 let mut state = self.room.lock();
+                let now = now_millis();
+                let role = self.role_in(&state);
+                may_moderate(&state, &self.room.settings.admins, &request, role)?;
+                let speaks = request.speaks();
+                if speaks {
+                    state.may_speak(self.who.id.as_str(), role, now, request.nonce())?;
+                }
                 let history = &state.history;
                 let window = (
                     history
@@ -1344,15 +1767,23 @@ impl Member {
                     state.offset,
                 );
                 let kept = request.target().and_then(|offset| history.get(offset));
-                v2::check(self.who.id.as_str(), &request, kept, window)?;
-                let kind = request.into_event_kind().expect("a log request");
-                self.room.announce(
+                let moderator = role >= Role::Moderator;
+                v2::check_as(self.who.id.as_str(), moderator, &request, kept, window)?;
+                let others = kept.is_some_and(|kept| kept.id != self.who.id.as_str());
+                let mut kind = request.into_event_kind().expect("a log request");
+                if let EventKind::Delete { moderated, .. } = &mut kind {
+                    *moderated = others;
+                }
+                let numbered = self.room.announce(
                     &mut state,
                     (self.link, self.key),
                     &self.who,
                     kind,
                     Some(wakes),
                 );
+                if speaks {
+                    state.spoke(self.who.id.as_str(), role, now, numbered);
+                }
                 Ok(())
             }
         }
@@ -1473,6 +1904,7 @@ mod tests {
         Who {
             id: ClientId::parse(text).unwrap(),
             name: None,
+            role: Role::Member,
         }
     }
 
@@ -1488,6 +1920,7 @@ mod tests {
             },
             verified: false,
             directory: Default::default(),
+            admins: Vec::new(),
         };
         Room::new(
             RoomName::default(),

@@ -24,6 +24,8 @@ pub struct Outbox {
     /// Notified when the writer takes a pong.
     pong_taken: Notify,
     evicted: CancellationToken,
+    /// Cancelled when a moderator removes the member: see [`Outbox::remove`].
+    removed: CancellationToken,
 }
 
 struct Queue {
@@ -38,6 +40,16 @@ struct Queue {
     /// A batch delivery waited for this queue to drain and it did not: it is not
     /// waited for again until its writer takes it (see [`Outbox::is_full`]).
     stalled: bool,
+    /// Why a moderator removed the member: the close frame's code and reason.
+    removal: Option<Removal>,
+}
+
+/// Why a moderator removed a member: kicked (close code 4001) or banned (4003), and
+/// the reason given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removal {
+    pub code: u16,
+    pub reason: String,
 }
 
 /// What one queued frame costs this connection: the pointer in its queue, and the
@@ -57,11 +69,13 @@ impl Outbox {
                 pong: None,
                 evicted: false,
                 stalled: false,
+                removal: None,
             }),
             ready: Notify::new(),
             drained: Notify::new(),
             pong_taken: Notify::new(),
             evicted: CancellationToken::new(),
+            removed: CancellationToken::new(),
         }
     }
 
@@ -281,6 +295,27 @@ impl Outbox {
     /// Completes when this member overflowed its queue and must be disconnected.
     pub async fn evicted(&self) {
         self.evicted.cancelled().await;
+    }
+
+    /// Ends the member's session, what is queued sent first, with `removal`'s close
+    /// code and reason; the first removal is the one told.
+    pub fn remove(&self, removal: Removal) {
+        self.lock().removal.get_or_insert(removal);
+        self.removed.cancel();
+    }
+
+    /// Completes when a moderator removed the member: with why.
+    pub async fn removed(&self) -> Removal {
+        self.removed.cancelled().await;
+        self.lock()
+            .removal
+            .clone()
+            .expect("set before the token is cancelled")
+    }
+
+    /// Why a moderator removed the member, if one did.
+    pub fn removal(&self) -> Option<Removal> {
+        self.lock().removal.clone()
     }
 }
 

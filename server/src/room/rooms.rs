@@ -141,8 +141,12 @@ impl Rooms {
         }
         if rooms.len() >= MAX_ROOMS {
             let default = RoomName::default();
+            // The server's own room, which every handshake reads for its bans, stays
+            // too: made again each time, it would take the place of another.
             rooms.retain(|name, slot| match slot {
-                Slot::Ready(room) => *name == default || !room.is_idle(),
+                Slot::Ready(room) => {
+                    *name == default || name.as_str() == super::SERVER_ROOM || !room.is_idle()
+                }
                 Slot::Loading(_) => true,
             });
             if rooms.len() >= MAX_ROOMS {
@@ -268,6 +272,18 @@ impl Rooms {
             }
         }
         found.into_values().collect()
+    }
+
+    /// The rooms loaded on this node.
+    pub fn loaded(&self) -> Vec<Arc<Room>> {
+        self.inner
+            .lock()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Ready(room) => Some(room.clone()),
+                Slot::Loading(_) => None,
+            })
+            .collect()
     }
 
     /// Why the store cannot write now, if it cannot.
@@ -403,6 +419,7 @@ mod tests {
             },
             verified: false,
             directory: Default::default(),
+            admins: Vec::new(),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::metrics::Disconnect;
 use crate::room::backlog;
 use crate::room::outbox::{Outbox, Wakes, drained_by};
 use crate::room::wire;
-use crate::room::{Member, Protocol};
+use crate::room::{BANNED, KICKED, Member, Protocol};
 use crate::session::history::{self, Query};
 use crate::session::keepalive::Keepalive;
 use crate::session::meter::{TokenBucket, UnfinishedMessage, WireLimits, WireMeter};
@@ -82,6 +82,9 @@ impl Disconnect {
             Self::HistoryUnavailable => {
                 Some((CloseCode::Again, "history unavailable, try again later"))
             }
+            // The moderator's reason, when given, replaces these (see `close`).
+            Self::Kicked => Some((CloseCode::Library(KICKED), "kicked")),
+            Self::Banned => Some((CloseCode::Library(BANNED), "banned")),
         }
     }
 }
@@ -142,6 +145,10 @@ pub async fn serve(
             Disconnect::PingTimeout
         }
         () = outbox.evicted() => Disconnect::SlowConsumer,
+        removal = outbox.removed() => match removal.code {
+            BANNED => Disconnect::Banned,
+            _ => Disconnect::Kicked,
+        },
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
         () = shared.cluster_lost(link) => Disconnect::BrokerLost,
         ending = history::catch_up(&member) => ending,
@@ -396,6 +403,10 @@ async fn close(mut socket: Socket, mut writer: FrameWriter, outbox: &Outbox, end
         // frame, if we owe one.
         writer.take_queued(outbox);
         if let Some((code, reason)) = ending.close_frame() {
+            let removal = outbox
+                .removal()
+                .filter(|_| matches!(ending, Disconnect::Kicked | Disconnect::Banned));
+            let reason = removal.as_ref().map_or(reason, |removal| &removal.reason);
             writer.push(wire::close(code.into(), reason));
         }
         writer.flush().await

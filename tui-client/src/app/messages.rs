@@ -928,6 +928,7 @@ mod tests {
             3,
             "7",
             EventKind::Delete {
+                moderated: false,
                 target: 1,
                 nonce: None,
             },

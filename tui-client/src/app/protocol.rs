@@ -363,6 +363,9 @@ impl App {
                 }
                 self.operation(&event);
             }
+            // Moderation events (issue 31): shown by the client's own work on them,
+            // not yet; until then they pass unseen, as they do for a v1 client.
+            _ => {}
         }
         None
     }
