@@ -516,6 +516,7 @@ async fn the_openapi_document_and_the_routes_agree() {
     // The routes the server answers: server/src/http/api.rs and operators.rs.
     let mut routes = [
         "GET /api/v1/openapi.json",
+        "GET /api/v1/admin/stats",
         "POST /api/v1/tickets",
         "GET /api/v1/rooms",
         "GET /api/v1/rooms/{room}/events",

@@ -142,6 +142,8 @@ pub async fn run(
     });
     let door = Arc::new(FrontDoor {
         page,
+        admin_page: Page::admin(),
+        started: std::time::Instant::now(),
         tokens: identity::Tokens::checking(
             shared.config.jwt_secret.as_ref(),
             jwks.clone(),

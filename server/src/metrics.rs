@@ -132,7 +132,54 @@ fn adjust(gauge: &AtomicU64, change: i64) {
     }
 }
 
+/// The figures the operator's dashboard shows, as they are now.
+#[derive(Debug, serde::Serialize)]
+pub struct Snapshot {
+    pub connections: u64,
+    pub connections_total: u64,
+    pub messages_received: u64,
+    pub deliveries: u64,
+    /// By reason label, as `/metrics` names them.
+    pub disconnects: std::collections::BTreeMap<&'static str, u64>,
+    pub refusals: std::collections::BTreeMap<&'static str, u64>,
+    pub history_bytes: u64,
+    pub journal_backlog_bytes: u64,
+    pub journal_backlog_limit: usize,
+    pub broker_backlog_bytes: u64,
+    pub broker_backlog_limit: usize,
+}
+
 impl Metrics {
+    /// The dashboard's figures (`/metrics` has them all, for Prometheus).
+    pub fn snapshot(&self) -> Snapshot {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let by_label = |labels: Vec<&'static str>, counters: &[AtomicU64]| {
+            labels.into_iter().zip(counters.iter().map(read)).collect()
+        };
+        Snapshot {
+            connections: read(&self.connections),
+            connections_total: read(&self.connections_total),
+            messages_received: read(&self.messages_received),
+            deliveries: read(&self.deliveries),
+            disconnects: by_label(
+                Disconnect::ALL
+                    .iter()
+                    .map(|reason| reason.label())
+                    .collect(),
+                &self.disconnects,
+            ),
+            refusals: by_label(
+                Refusal::ALL.iter().map(|reason| reason.label()).collect(),
+                &self.refusals,
+            ),
+            history_bytes: read(&self.history_bytes),
+            journal_backlog_bytes: read(&self.history_backlog_bytes),
+            journal_backlog_limit: JOURNAL_BACKLOG_BYTES,
+            broker_backlog_bytes: read(&self.broker_backlog_bytes),
+            broker_backlog_limit: CLUSTER_BACKLOG_BYTES,
+        }
+    }
+
     pub fn connected(&self) {
         add(&self.connections, 1);
         add(&self.connections_total, 1);

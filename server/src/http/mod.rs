@@ -1,12 +1,14 @@
 //! The HTTP side: the page at `/`, `/healthz`, `/metrics`, plain answers to every other
 //! request, and the WebSocket handshake on `/ws/<client_id>` (and `/echo`, when enabled)
 //! with its checks: id, headers, origin policy and capacity; the page and its headers
-//! (`page`) and the limits per client IP address (`addresses`).
+//! (`page`), the operator's dashboard at `/admin` and its figures (`admin`), the HTTP
+//! API (`api`, `operators`) and the limits per client IP address (`addresses`).
 //!
 //! May call: `session` (to hand an upgraded connection over), `room` (to find the
 //! room a client joins), `shared`, `identity`, `tls`, `config`, `metrics`.
 
 pub mod addresses;
+mod admin;
 mod api;
 mod operators;
 pub mod page;
@@ -49,6 +51,9 @@ pub struct FrontDoor {
     pub shared: Arc<Shared>,
     /// The browser page, made for this server's limits.
     pub page: Page,
+    /// The operator's dashboard, and when the server started, which it says.
+    pub admin_page: Page,
+    pub started: std::time::Instant,
     /// With `--jwt-secret` or a JWKS: what checks each chat client's token.
     pub tokens: Option<Tokens>,
     /// With `--tls-cert`: the certificate every connection is accepted with.
@@ -229,7 +234,8 @@ async fn route(
     door: &Arc<FrontDoor>,
 ) -> Result<Response<Body>, Refused> {
     Ok(match path {
-        "/" => page(request.method(), request.headers(), door),
+        "/" => page(request.method(), request.headers(), &door.page),
+        "/admin" => page(request.method(), request.headers(), &door.admin_page),
         "/healthz" => health(request.method(), door),
         "/metrics" => {
             let metrics = door.shared.metrics.render();
@@ -328,11 +334,10 @@ fn unavailable(shared: &Shared) -> Option<&'static str> {
 
 /// The page, with the headers that keep it to itself (see `page`); 304 when the
 /// browser's copy is current.
-fn page(method: &Method, request: &HeaderMap, door: &FrontDoor) -> Response<Body> {
+fn page(method: &Method, request: &HeaderMap, page: &Page) -> Response<Body> {
     if !matches!(*method, Method::GET | Method::HEAD) {
         return method_not_allowed();
     }
-    let page = &door.page;
     let current = request
         .get(header::IF_NONE_MATCH)
         .and_then(|tags| tags.to_str().ok())

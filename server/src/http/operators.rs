@@ -101,6 +101,7 @@ const SERVER_BANS: &str = "/api/v1/bans/";
 pub fn handles(path: &str) -> bool {
     path == ROOMS
         || path == OPENAPI_PATH
+        || path == super::admin::STATS
         || path
             .strip_prefix(SERVER_BANS)
             .is_some_and(|id| !id.contains('/'))
@@ -140,6 +141,17 @@ pub async fn serve(
             return Ok(super::method_not_allowed());
         }
         return Ok(json_response(StatusCode::OK, OPENAPI.as_bytes().to_vec()));
+    }
+    if path == super::admin::STATS {
+        if !matches!(method, Method::GET | Method::HEAD) {
+            return Ok(super::method_not_allowed());
+        }
+        let who = caller(&request, None, door).await?;
+        if who.role != Role::Admin {
+            let message = "the dashboard is for the operator's API key or an admin's token";
+            return Ok(error(StatusCode::FORBIDDEN, "forbidden", message));
+        }
+        return Ok(super::admin::stats(door));
     }
     let (room, what, id) = match route_of(path) {
         Some((room, what, id)) => (Some(room), what, id),

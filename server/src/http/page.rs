@@ -11,6 +11,10 @@ use sha2::{Digest, Sha256};
 /// The page, embedded so that an installed binary needs no files beside it.
 pub const PAGE: &str = include_str!("../../../client/index.html");
 
+/// The operator's dashboard (`/admin`), embedded likewise. It holds nothing secret: what
+/// it shows comes from `/api/v1/admin/stats`, for the API key or an admin's token.
+pub const ADMIN_PAGE: &str = include_str!("../../../client/admin.html");
+
 /// The tag through which the page learns the largest message the server takes, so that
 /// it can say so before sending one; opened from disk, the page has the default.
 const LIMIT_TAG: &str = r#"<meta name="chat-max-message-bytes" content="65536">"#;
@@ -39,11 +43,22 @@ impl Page {
                 PROTOCOLS_TAG,
                 r#"<meta name="chat-protocols" content="chat.v1.json">"#,
             );
+        Self::served(body)
+    }
+
+    /// The operator's dashboard, under the same policy as the page.
+    pub fn admin() -> Self {
+        Self::served(ADMIN_PAGE.to_owned())
+    }
+
+    /// `body`, a page with one inline script and one inline style, with the headers
+    /// that allow exactly those.
+    fn served(body: String) -> Self {
         let script = source_hash(inline(&body, "script"));
         let style = source_hash(inline(&body, "style"));
-        // `connect-src 'self'` covers ws:// and wss:// to this host and port (CSP 3);
-        // `data:` images are the inline icon; `form-action 'none'` since the form only
-        // ever sends through the WebSocket.
+        // `connect-src 'self'` covers ws:// and wss:// to this host and port (CSP 3),
+        // and the dashboard's requests; `data:` images are the inline icon;
+        // `form-action 'none'` since no form is ever submitted to a URL.
         let content_security_policy = format!(
             "default-src 'none'; script-src {script}; style-src {style}; connect-src 'self'; \
              img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

@@ -291,6 +291,28 @@ impl Rooms {
         self.inner.store.as_ref().and_then(|store| store.trouble())
     }
 
+    /// The rooms with the most members on this node, most first (then by name), at
+    /// most `limit`, and how many rooms have anyone.
+    pub fn busiest(&self, limit: usize) -> (Vec<(RoomName, usize)>, usize) {
+        let mut rooms: Vec<(RoomName, usize)> = self
+            .inner
+            .lock()
+            .iter()
+            .filter_map(|(name, slot)| match slot {
+                Slot::Ready(room) if room.len() > 0 => Some((name.clone(), room.len())),
+                _ => None,
+            })
+            .collect();
+        let occupied = rooms.len();
+        rooms.sort_by(|(a, a_members), (b, b_members)| {
+            b_members
+                .cmp(a_members)
+                .then_with(|| a.as_str().cmp(b.as_str()))
+        });
+        rooms.truncate(limit);
+        (rooms, occupied)
+    }
+
     /// How many members are connected to this node, in every room.
     pub fn members(&self) -> usize {
         self.inner
