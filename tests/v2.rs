@@ -545,6 +545,41 @@ async fn a_direct_message_is_told_to_both_ids_connections_in_other_rooms() {
     );
 }
 
+/// A message resent with its nonce on another connection of the same id (the page's
+/// resend after a stalled link, whose first copy still got through) is said once; the
+/// same nonce from another id, or without one, is another message.
+#[tokio::test]
+async fn a_message_said_again_with_its_nonce_is_said_once() {
+    let server = TestServer::start().await;
+    let mut watcher = V2::connect(&server, "/ws/9").await;
+    watcher.seated().await;
+    let mut stalled = V2::connect(&server, "/ws/7").await;
+    stalled.seated().await;
+    let mut resent = V1::connect(&server, "/ws/7").await;
+    resent.seated().await;
+    let mut other = V2::connect(&server, "/ws/8").await;
+    other.seated().await;
+
+    stalled.say("once", Some("n-1")).await;
+    resent
+        .socket
+        .send(r#"{"type":"message","text":"once","nonce":"n-1"}"#)
+        .await;
+    other.say("once", Some("n-1")).await;
+    stalled.say("end", None).await;
+    let seen = v2_until(&mut watcher, "end").await;
+    let said: Vec<(&Value, &Value)> = seen
+        .iter()
+        .filter(|frame| frame["text"] == "once")
+        .map(|frame| (&frame["id"], &frame["nonce"]))
+        .collect();
+    assert_eq!(
+        said,
+        [(&json!("7"), &json!("n-1")), (&json!("8"), &json!("n-1"))],
+        "{seen:?}"
+    );
+}
+
 /// A session's frames in the order a test met them, as docs/PROTOCOL.md shows them.
 #[derive(Default)]
 struct Transcript {

@@ -472,6 +472,44 @@ enum Stage {
 struct History {
     events: VecDeque<Kept>,
     bytes: usize,
+    /// The ids and nonces of the newest messages said with one.
+    said: SaidNonces,
+}
+
+/// The `(id, nonce)` of the newest messages said with a nonce, at most `most`: a
+/// message that comes again with the same (a client that resent it on a new connection
+/// while its old one, stalled, still delivered the first) is said once.
+#[derive(Default)]
+struct SaidNonces {
+    seen: std::collections::HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+}
+
+impl SaidNonces {
+    /// At least a screenful of messages, at most what a history holds by default ten
+    /// times over.
+    fn most(history: usize) -> usize {
+        history.clamp(256, 10_000)
+    }
+
+    fn holds(&self, id: &str, nonce: &str) -> bool {
+        // Keyed by owned strings; the probe allocates only for a nonced message.
+        self.seen.contains(&(id.to_owned(), nonce.to_owned()))
+    }
+
+    fn note(&mut self, id: &str, nonce: &str, most: usize) {
+        let key = (id.to_owned(), nonce.to_owned());
+        if self.seen.contains(&key) {
+            return;
+        }
+        self.seen.insert(key.clone());
+        self.order.push_back(key);
+        while self.order.len() > most {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// One event of the history.
@@ -565,6 +603,7 @@ impl Room {
                 history: History {
                     events: VecDeque::new(),
                     bytes: 0,
+                    said: SaidNonces::default(),
                 },
                 reads: start.reads,
                 stored_from: 0,
@@ -1243,6 +1282,13 @@ impl Room {
         if let Some(target) = v2::target_of(&event.kind) {
             self.apply(history, &event, target);
         }
+        if let EventKind::Message {
+            nonce: Some(nonce), ..
+        } = &event.kind
+        {
+            let most = SaidNonces::most(self.settings.history);
+            history.said.note(&event.id, nonce, most);
+        }
         let kept = Kept::new(event);
         let frames = Frames {
             v1: kept.v1.clone(),
@@ -1711,12 +1757,16 @@ impl Member {
     /// room) is not heard: these protocols have no error to answer with.
     pub fn say(&self, text: &str, nonce: Option<String>, wakes: &mut Wakes) {
         let mut state = self.room.lock();
+        if self.said_before(&mut state, nonce.as_deref()) {
+            return;
+        }
         let now = now_millis();
         let role = self.role_in(&state);
         if let Err(error) = state.may_speak(self.who.id.as_str(), role, now, None) {
             tracing::debug!(code = ?error.code, "not heard");
             return;
         }
+        let said = nonce.clone();
         let numbered = self.room.announce(
             &mut state,
             (self.link, self.key),
@@ -1724,7 +1774,30 @@ impl Member {
             EventKind::said(text, nonce),
             Some(wakes),
         );
+        if numbered {
+            self.note_said(&mut state, said.as_deref());
+        }
         state.spoke(self.who.id.as_str(), role, now, numbered);
+    }
+
+    /// Whether this id said a message with `nonce` already (on any connection): then
+    /// this one is a resend whose first copy got through, and is dropped.
+    fn said_before(&self, state: &mut State, nonce: Option<&str>) -> bool {
+        let repeated =
+            nonce.is_some_and(|nonce| state.history.said.holds(self.who.id.as_str(), nonce));
+        if repeated {
+            tracing::debug!(id = %self.who.id.as_str(), "a message said again with its nonce: dropped");
+        }
+        repeated
+    }
+
+    /// Notes a message numbered now, before it is fanned out (written, or back from
+    /// Redis), so that a resend in between is caught too.
+    fn note_said(&self, state: &mut State, nonce: Option<&str>) {
+        if let Some(nonce) = nonce {
+            let most = SaidNonces::most(self.room.settings.history);
+            state.history.said.note(self.who.id.as_str(), nonce, most);
+        }
     }
 
     /// This member's role in the room: the one granted there or its token's, whichever
@@ -1751,6 +1824,13 @@ impl Member {
             v2::Request::Dms { .. } => Ok(()),
             request => {
                 let mut state = self.room.lock();
+                let message = matches!(request, v2::Request::Message { .. });
+                if message && self.said_before(&mut state, request.nonce()) {
+                    return Ok(());
+                }
+                let said = message
+                    .then(|| request.nonce().map(str::to_owned))
+                    .flatten();
                 let now = now_millis();
                 let role = self.role_in(&state);
                 may_moderate(&state, &self.room.settings.admins, &request, role)?;
@@ -1781,6 +1861,9 @@ impl Member {
                     kind,
                     Some(wakes),
                 );
+                if numbered {
+                    self.note_said(&mut state, said.as_deref());
+                }
                 if speaks {
                     state.spoke(self.who.id.as_str(), role, now, numbered);
                 }
