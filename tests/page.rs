@@ -2308,6 +2308,95 @@ async fn a_long_room_name_keeps_the_header_one_row_and_rtl_times_stand_apart() {
     server.stop().await;
 }
 
+/// Issue 31, point 5: a moderator's events are lines in the room (a history holding
+/// one used to leave the page blank), and a kick or a ban is said to whom it happened
+/// in plain words, without reconnecting into it; "Retry now" joins again, and a ban's
+/// refusal says what the server says.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_kick_or_a_ban_is_said_and_moderation_shows_as_lines() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        admins: vec![chat::ClientId::parse("1").unwrap()],
+        ..Config::default()
+    })
+    .await;
+    let mut admin = V2::connect(&server, "/ws/1").await;
+    admin.seated().await;
+    admin
+        .send(&json!({"type": "topic", "text": "Release day", "nonce": "t"}))
+        .await;
+    admin.say("before", None).await;
+    admin
+        .next_matching("before", |f| f["text"] == "before")
+        .await;
+    let page = driver.open(1000, 700).await;
+    page.goto(&format!("http://{}/#room=main", server.address))
+        .await
+        .expect("load the page");
+    wait_for_room(&page, "main").await;
+    wait_for_message(&page, "Client #1: before").await;
+    let shown = messages(&page).await;
+    assert!(
+        shown.contains(&"Client #1 set the topic: Release day".to_owned()),
+        "{shown:?}"
+    );
+    let id = client_id(&page).await;
+
+    // Kicked: said, and not back on its own.
+    admin
+        .send(&json!({"type": "kick", "member": id, "reason": "calm down", "nonce": "k"}))
+        .await;
+    wait_for_status(&page, "removed").await;
+    let notice = eval(
+        &page,
+        "return document.getElementById('notice').textContent;",
+    )
+    .await;
+    assert!(
+        notice.as_str().is_some_and(
+            |notice| notice.starts_with("A moderator removed you from this room (“calm down”)")
+        ),
+        "{notice}"
+    );
+    assert!(
+        is_shown(&page, "retry").await,
+        "Retry now, rather than a reconnect"
+    );
+    click(&page, "retry").await;
+    admin
+        .next_matching("the page back", |f| f["type"] == "join" && f["id"] == id)
+        .await;
+    wait_for_status(&page, "connected").await;
+    let shown = messages(&page).await;
+    assert!(
+        shown
+            .iter()
+            .any(|line| line == &format!("Client #1 removed #{id} from the room (calm down)")),
+        "{shown:?}"
+    );
+
+    // Banned: said, and its refusal, asked again, is the server's.
+    admin
+        .send(&json!({"type": "ban", "member": id, "reason": "spam", "nonce": "b"}))
+        .await;
+    wait_for_status(&page, "banned").await;
+    click(&page, "retry").await;
+    wait_for(
+        &page,
+        "the ban's refusal",
+        "return document.getElementById('notice').textContent;",
+        |notice| {
+            notice
+                .as_str()
+                .is_some_and(|notice| notice.contains("banned"))
+        },
+    )
+    .await;
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
 /// A room in the side bar that cannot be joined (here one kept from an earlier visit
 /// that the server refuses) says "not connected" beside its name, and opening it says
 /// why in the server's words.

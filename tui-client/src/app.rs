@@ -786,6 +786,10 @@ impl App {
                 None
             }
             // Refused (the last buffer, messages on their way): the line stays.
+            Some(SlashAction::Moderate) => {
+                self.moderate(name, argument);
+                return None;
+            }
             Some(SlashAction::Buffer) => {
                 if !self.show_buffer(argument) {
                     self.notice(&format!(

@@ -701,6 +701,8 @@ pub fn action_for_wheel(kind: MouseEventKind) -> Option<Action> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlashAction {
     Buffer,
+    /// A moderator's request, by the command's name.
+    Moderate,
     Part,
     Query,
     Msg,
@@ -737,6 +739,60 @@ pub const COMMANDS: &[SlashCommand] = &[
         argument: Some("ROOM"),
         what: "open ROOM beside the rooms open (a buffer, over a connection of its own), or show it if it is open",
         action: SlashAction::Join,
+    },
+    SlashCommand {
+        name: "kick",
+        argument: Some("ID [REASON]"),
+        what: "remove ID from the room (moderators; they may come back)",
+        action: SlashAction::Moderate,
+    },
+    SlashCommand {
+        name: "ban",
+        argument: Some("ID [DURATION] [REASON]"),
+        what: "remove ID and keep them out, for DURATION (30m, 2h, 7d) or until /unban",
+        action: SlashAction::Moderate,
+    },
+    SlashCommand {
+        name: "unban",
+        argument: Some("ID"),
+        what: "lift ID's ban",
+        action: SlashAction::Moderate,
+    },
+    SlashCommand {
+        name: "mute",
+        argument: Some("ID [DURATION]"),
+        what: "ID reads but cannot send, for DURATION or until /unmute",
+        action: SlashAction::Moderate,
+    },
+    SlashCommand {
+        name: "unmute",
+        argument: Some("ID"),
+        what: "let ID send again",
+        action: SlashAction::Moderate,
+    },
+    SlashCommand {
+        name: "topic",
+        argument: Some("TEXT"),
+        what: "set the room's topic (nothing: clear it)",
+        action: SlashAction::Moderate,
+    },
+    SlashCommand {
+        name: "slow",
+        argument: Some("DURATION|off"),
+        what: "one message per DURATION for each member (moderators excepted)",
+        action: SlashAction::Moderate,
+    },
+    SlashCommand {
+        name: "op",
+        argument: Some("ID"),
+        what: "make ID a moderator of the room (owners)",
+        action: SlashAction::Moderate,
+    },
+    SlashCommand {
+        name: "deop",
+        argument: Some("ID"),
+        what: "make ID a member again (owners)",
+        action: SlashAction::Moderate,
     },
     SlashCommand {
         name: "buffer",

@@ -381,10 +381,36 @@ impl Steering {
 /// How relaying one connection ended.
 enum Ended {
     Lost(String),
+    /// A moderator closed it (kicked, 4001, or banned, 4003; `reason` in words): not
+    /// tried again until the user asks, so that a kick is not undone by a reconnect.
+    Removed(String),
     /// The user asked for a new connection (`/reconnect`, `/join`).
     Asked,
     /// The client is quitting.
     Quit,
+}
+
+/// The close code a moderator's kick ends a connection with (chat.v2.json).
+pub const KICKED: u16 = 4001;
+/// The close code of a ban.
+pub const BANNED: u16 = 4003;
+
+/// What a kick or a ban (close `code`, with the moderator's `reason`, raw) says to the
+/// person it happened to; `None` for any other close.
+fn removed(code: u16, reason: &str) -> Option<String> {
+    let why = match reason.trim() {
+        "" | "kicked" | "banned" => String::new(),
+        said => format!(" (“{said}”)"),
+    };
+    match code {
+        KICKED => Some(format!(
+            "a moderator removed you from this room{why}; you may come back"
+        )),
+        BANNED => Some(format!(
+            "a moderator banned you from this room{why}; joining again is refused while the ban lasts"
+        )),
+        _ => None,
+    }
 }
 
 /// Connects, relays frames both ways, and reconnects with backoff whenever the
@@ -431,6 +457,14 @@ pub async fn run(
                 };
                 match relay(socket, &mut outgoing, &events, reconnect, this).await {
                     Ended::Lost(reason) => reason,
+                    Ended::Removed(reason) => {
+                        if news(NetEvent::GaveUp { reason }).await.is_err() {
+                            return;
+                        }
+                        reconnect.notified().await;
+                        failures = 0;
+                        continue;
+                    }
                     Ended::Asked => continue,
                     Ended::Quit => return,
                 }
@@ -548,7 +582,11 @@ async fn relay(
                     }
                 }
                 Some(Ok(Message::Close(Some(frame)))) => {
-                    return Ended::Lost(format!("the server closed the connection: {} {}", u16::from(frame.code), frame.reason));
+                    let code = u16::from(frame.code);
+                    return match removed(code, &frame.reason) {
+                        Some(words) => Ended::Removed(words),
+                        None => Ended::Lost(format!("the server closed the connection: {code} {}", frame.reason)),
+                    };
                 }
                 Some(Ok(Message::Close(None))) | None => {
                     return Ended::Lost("the server closed the connection".to_owned());
@@ -894,6 +932,21 @@ mod tests {
             welcome_read(r#"{"type":"welcome","id":"2","read":7}"#),
             Some(7)
         );
+    }
+
+    #[test]
+    fn a_kick_or_a_ban_is_said_in_words_and_other_closes_are_not() {
+        assert_eq!(
+            removed(KICKED, "calm down").as_deref(),
+            Some("a moderator removed you from this room (“calm down”); you may come back")
+        );
+        assert_eq!(
+            removed(BANNED, "banned").as_deref(),
+            Some(
+                "a moderator banned you from this room; joining again is refused while the ban lasts"
+            )
+        );
+        assert_eq!(removed(1001, "going away"), None);
     }
 
     #[test]

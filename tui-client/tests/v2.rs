@@ -460,6 +460,46 @@ async fn a_direct_message_started_while_running_opens_its_buffer_at_once() {
     assert!(tui.wait_for_exit().await.success());
 }
 
+/// Issue 31, point 5: a kick is said to the one kicked, in plain words, and chat-tui
+/// does not reconnect into it on its own; F5 joins again. A moderator's command is a
+/// request, and its event a line everyone sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_is_said_and_not_undone_by_a_reconnect() {
+    let server = TestServer::start_with(Config {
+        admins: vec![chat::ClientId::parse("42").unwrap()],
+        ..Config::default()
+    })
+    .await;
+    let mut bob = V2::connect(&server, "/ws/9?name=Bob").await;
+    bob.seated().await;
+    let mut tui = chat_tui(&server, "42");
+    tui.wait_for("● connected · id 42 · #main").await;
+    bob.next_of("join").await;
+    // 42 is the operator's admin (--admin): its /kick goes.
+    tui.type_keys("/kick 9 calm down\r");
+    let kick = bob.next_of("kick").await;
+    assert_eq!(
+        (&kick["member"], &kick["reason"]),
+        (&json!("9"), &json!("calm down"))
+    );
+    tui.wait_for("Client #42 removed #9 from the room (calm down)")
+        .await;
+
+    // And 42 is kicked in turn, by another admin's request over the API's sibling.
+    let mut admin = V2::connect(&server, "/ws/42?room=main").await;
+    admin.seated().await;
+    admin
+        .send(&json!({"type": "kick", "member": "42", "reason": "your turn", "nonce": "k"}))
+        .await;
+    tui.wait_for("a moderator removed you from this room (“your turn”); you may come back")
+        .await;
+    tui.wait_for("✕ not connected (F5: try again)").await;
+    tui.type_keys("\u{1b}[15~");
+    tui.wait_for("● connected · id 42 · #main").await;
+    tui.type_keys("\u{3}");
+    assert!(tui.wait_for_exit().await.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_directory_has_a_file_per_room_with_edits_and_deletes() {
     let server = TestServer::start().await;

@@ -765,6 +765,98 @@ impl App {
         self.input.submit();
     }
 
+    /// `/kick`, `/ban`, `/unban`, `/mute`, `/unmute`, `/topic`, `/slow`, `/op`, `/deop`:
+    /// a moderator's request (chat.v2.json), which the room logs for all to see, or
+    /// refuses with an error that is shown. A word that is not right stays in the line.
+    pub(super) fn moderate(&mut self, name: &str, argument: &str) {
+        if !self.needs_v2(&format!("/{name}")) {
+            return;
+        }
+        let mut words = argument.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let member = chat::ClientId::parse(first).map(|id| id.to_string());
+        let rest = |words: std::str::SplitWhitespace<'_>| {
+            let said = words.collect::<Vec<_>>().join(" ");
+            (!said.is_empty()).then_some(said)
+        };
+        let needs_id = |command: &str, example: &str| {
+            format!("/{command} needs the id of whom it is for: /{command} 9{example}")
+        };
+        let request = match (name, member) {
+            ("topic", _) => Ok(Request::Topic {
+                text: argument.trim().to_owned(),
+                nonce: None,
+            }),
+            ("slow", _) => match first {
+                "off" | "0" => Ok(0),
+                word => typed_duration(word).ok_or_else(|| {
+                    "/slow needs how long between two messages of one member: /slow 30s, /slow off"
+                        .to_owned()
+                }),
+            }
+            .map(|seconds| Request::Slow {
+                seconds,
+                nonce: None,
+            }),
+            ("kick", Ok(member)) => Ok(Request::Kick {
+                member,
+                reason: rest(words),
+                nonce: None,
+            }),
+            ("ban" | "mute", Ok(member)) => {
+                let mut words = words.peekable();
+                let seconds = words.peek().and_then(|word| typed_duration(word));
+                if seconds.is_some() {
+                    words.next();
+                }
+                let reason = words.collect::<Vec<_>>().join(" ");
+                Ok(if name == "ban" {
+                    Request::Ban {
+                        member,
+                        seconds,
+                        reason: (!reason.is_empty()).then_some(reason),
+                        nonce: None,
+                    }
+                } else {
+                    Request::Mute {
+                        member,
+                        seconds,
+                        nonce: None,
+                    }
+                })
+            }
+            ("unban", Ok(member)) => Ok(Request::Unban {
+                member,
+                nonce: None,
+            }),
+            ("unmute", Ok(member)) => Ok(Request::Unmute {
+                member,
+                nonce: None,
+            }),
+            ("op" | "deop", Ok(member)) => Ok(Request::Role {
+                member,
+                role: if name == "op" {
+                    chat::v1::Role::Moderator
+                } else {
+                    chat::v1::Role::Member
+                },
+                nonce: None,
+            }),
+            ("kick", Err(_)) => Err(needs_id("kick", " spamming")),
+            ("ban", Err(_)) => Err(needs_id("ban", " 1h spamming")),
+            ("mute", Err(_)) => Err(needs_id("mute", " 10m")),
+            (command, Err(_)) => Err(needs_id(command, "")),
+            (command, Ok(_)) => Err(format!("/{command} is not a moderator's command")),
+        };
+        match request {
+            Ok(request) => {
+                self.tell(&request);
+                self.input.submit();
+            }
+            Err(why) => self.notice(&why),
+        }
+    }
+
     /// `/react EMOJI`: reacts to the newest message of someone else's, or takes our
     /// reaction back if it is there already.
     pub(super) fn react_command(&mut self, emoji: &str) {
@@ -843,6 +935,32 @@ impl App {
             .to_json()
         }
     }
+}
+
+/// A number of seconds as people say it: "90 s", "10 min", "2 h", "3 days".
+pub(crate) fn duration_words(seconds: u64) -> String {
+    match seconds {
+        0..120 => format!("{seconds} s"),
+        120..7200 => format!("{} min", seconds / 60),
+        7200..172_800 => format!("{} h", seconds / 3600),
+        _ => format!("{} days", seconds / 86_400),
+    }
+}
+
+/// A duration as typed after a command: `90`, `90s`, `10m`, `2h`, `3d`; seconds.
+pub(crate) fn typed_duration(word: &str) -> Option<u64> {
+    let (digits, unit) = match word.char_indices().last()? {
+        (at, 's' | 'm' | 'h' | 'd') => (&word[..at], &word[at..]),
+        _ => (word, "s"),
+    };
+    let number: u64 = digits.parse().ok()?;
+    let per = match unit {
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 1,
+    };
+    number.checked_mul(per).filter(|seconds| *seconds > 0)
 }
 
 #[cfg(test)]

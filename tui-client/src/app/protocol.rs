@@ -363,9 +363,21 @@ impl App {
                 }
                 self.operation(&event);
             }
-            // Moderation events (issue 31): shown by the client's own work on them,
-            // not yet; until then they pass unseen, as they do for a v1 client.
-            _ => {}
+            // Moderation (chat.v2.json): a line each, in the moderator's name.
+            kind => {
+                let what = moderation_words(kind)?;
+                let session = self.session.as_ref()?;
+                let text = format!("{} {what}", session.label_with_id(&event.id, name));
+                if log {
+                    self.log_received(&text, Some(event.ts));
+                }
+                self.day_line(event.ts);
+                self.push(Entry {
+                    time: (self.event_time)(event.ts),
+                    text: sanitize(&text),
+                    kind: Kind::Other,
+                });
+            }
         }
         None
     }
@@ -581,6 +593,60 @@ impl App {
 
     fn entry_mut(&mut self, number: u64) -> Option<&mut Entry> {
         self.scrollback.by_number_mut(number)
+    }
+}
+
+/// What a moderation event says, after the moderator's name: "kicked #9 (spam)".
+fn moderation_words(kind: &EventKind) -> Option<String> {
+    let because = |reason: &Option<String>| {
+        reason
+            .as_deref()
+            .filter(|reason| !reason.is_empty())
+            .map_or(String::new(), |reason| format!(" ({reason})"))
+    };
+    let lasting = |seconds: &Option<u64>| match seconds {
+        Some(seconds) => format!(" for {}", super::messages::duration_words(*seconds)),
+        None => String::new(),
+    };
+    Some(match kind {
+        EventKind::Kick { member, reason, .. } => {
+            format!("removed #{member} from the room{}", because(reason))
+        }
+        EventKind::Ban {
+            member,
+            seconds,
+            reason,
+            ..
+        } => format!("banned #{member}{}{}", lasting(seconds), because(reason)),
+        EventKind::Unban { member, .. } => format!("lifted the ban of #{member}"),
+        EventKind::Mute {
+            member, seconds, ..
+        } => format!("muted #{member}{}", lasting(seconds)),
+        EventKind::Unmute { member, .. } => format!("let #{member} speak again"),
+        EventKind::Topic { text, .. } if text.is_empty() => "cleared the topic".to_owned(),
+        EventKind::Topic { text, .. } => format!("set the topic: {text}"),
+        EventKind::Slow { seconds: 0, .. } => "ended slow mode".to_owned(),
+        EventKind::Slow { seconds, .. } => format!(
+            "set slow mode: one message per {} each",
+            super::messages::duration_words(*seconds)
+        ),
+        EventKind::ReadOnly { on: true, .. } => {
+            "made the room read-only: only moderators speak".to_owned()
+        }
+        EventKind::ReadOnly { on: false, .. } => "let everyone speak again".to_owned(),
+        EventKind::Role { member, role, .. } => {
+            format!("made #{member} {}", role_words(*role))
+        }
+        _ => return None,
+    })
+}
+
+fn role_words(role: chat::v1::Role) -> &'static str {
+    match role {
+        chat::v1::Role::Member => "a member",
+        chat::v1::Role::Moderator => "a moderator",
+        chat::v1::Role::Owner => "an owner",
+        chat::v1::Role::Admin => "an admin",
     }
 }
 
@@ -1082,6 +1148,104 @@ mod tests {
                 .last()
                 .unwrap()
                 .contains("a gap: what was said while you were away could not all be recovered")
+        );
+    }
+
+    #[test]
+    fn moderators_commands_are_requests_and_their_events_are_lines() {
+        let mut app = app();
+        app.update(Event::Net(NetEvent::Connecting));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::V2,
+        }));
+        app.update(welcome(0, &[], false));
+        app.take_frames();
+        let send = |app: &mut App, typed: &str| {
+            app.update(Event::Terminal(crossterm::event::Event::Paste(
+                typed.to_owned(),
+            )));
+            app.update(Event::Terminal(crossterm::event::Event::Key(
+                KeyEvent::from(KeyCode::Enter),
+            )));
+            app.take_frames()
+        };
+        for (typed, sent) in [
+            (
+                "/kick 9 calm down",
+                r#"{"type":"kick","member":"9","reason":"calm down"}"#,
+            ),
+            (
+                "/ban 9 2h spam links",
+                r#"{"type":"ban","member":"9","seconds":7200,"reason":"spam links"}"#,
+            ),
+            ("/ban 09", r#"{"type":"ban","member":"9"}"#),
+            (
+                "/mute 9 10m",
+                r#"{"type":"mute","member":"9","seconds":600}"#,
+            ),
+            ("/unmute 9", r#"{"type":"unmute","member":"9"}"#),
+            ("/unban 9", r#"{"type":"unban","member":"9"}"#),
+            (
+                "/topic Release day",
+                r#"{"type":"topic","text":"Release day"}"#,
+            ),
+            ("/slow 30s", r#"{"type":"slow","seconds":30}"#),
+            ("/slow off", r#"{"type":"slow","seconds":0}"#),
+            (
+                "/op 9",
+                r#"{"type":"role","member":"9","role":"moderator"}"#,
+            ),
+            ("/deop 9", r#"{"type":"role","member":"9","role":"member"}"#),
+        ] {
+            assert_eq!(send(&mut app, typed), [sent.to_owned()], "{typed}");
+            assert!(app.input.is_empty(), "{typed}");
+        }
+        assert!(send(&mut app, "/kick somebody").is_empty());
+        assert!(
+            lines(&app)
+                .last()
+                .unwrap()
+                .contains("/kick needs the id of whom it is for: /kick 9 spamming")
+        );
+        assert_eq!(app.input.text(), "/kick somebody", "kept, to fix");
+
+        let moderated = |offset, kind| {
+            Event::Net(NetEvent::Frame(ServerFrame::Event(RoomEvent {
+                offset,
+                ts: 1,
+                id: "1".into(),
+                name: None,
+                kind,
+            })))
+        };
+        app.update(moderated(
+            1,
+            EventKind::Ban {
+                member: "9".into(),
+                seconds: Some(7200),
+                reason: Some("spam".into()),
+                nonce: None,
+            },
+        ));
+        app.update(moderated(
+            2,
+            EventKind::Topic {
+                text: "Release day".into(),
+                nonce: None,
+            },
+        ));
+        let shown = lines(&app);
+        assert!(
+            shown
+                .iter()
+                .any(|line| line.ends_with("Client #1 banned #9 for 2 h (spam)")),
+            "{shown:?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|line| line.ends_with("Client #1 set the topic: Release day")),
+            "{shown:?}"
         );
     }
 
