@@ -405,6 +405,57 @@ fn api(method: &str, path: &str, key: Option<&str>, body: &str) -> String {
     )
 }
 
+/// From an operator's review: refusals of a credential are the API's JSON errors (not
+/// the WebSocket's plain words about tokens), the dashboard's once-a-second read does
+/// not use up the key's rate (a bot sharing the key could lock the operator out), and
+/// a bot may post a message as long as the WebSocket takes.
+#[tokio::test]
+async fn refusals_are_json_the_dashboard_is_not_rated_and_long_posts_go() {
+    let server = TestServer::start_with(Config {
+        api_keys: chat_server::ApiKeys::parse(API_KEY).unwrap(),
+        api_rate: chat_server::RateLimit {
+            per_second: 1.0 / 60.0,
+            burst: 2,
+        },
+        ..admin_one()
+    })
+    .await;
+    for key in [None, Some("not the key at all")] {
+        let refused = server.http(&api("GET", "/api/v1/rooms", key, "")).await;
+        assert_eq!(refused.status, 401, "{refused:?}");
+        assert_eq!(refused.header("content-type"), Some("application/json"));
+        let error: Value = serde_json::from_str(&refused.body).unwrap();
+        assert_eq!(error["type"], "error", "{error}");
+    }
+    let long = "x".repeat(20_000);
+    let body = json!({"text": long, "nonce": "long-1"}).to_string();
+    let posted = server
+        .http(&api(
+            "POST",
+            "/api/v1/rooms/main/messages",
+            Some(API_KEY),
+            &body,
+        ))
+        .await;
+    assert_eq!(posted.status, 200, "{posted:?}");
+    // The burst (2) is spent by the post and this list; the next call waits...
+    server
+        .http(&api("GET", "/api/v1/rooms", Some(API_KEY), ""))
+        .await;
+    let waited = server
+        .http(&api("GET", "/api/v1/rooms", Some(API_KEY), ""))
+        .await;
+    assert_eq!(waited.status, 429, "{waited:?}");
+    // ...but the dashboard still reads.
+    for _ in 0..3 {
+        let stats = server
+            .http(&api("GET", "/api/v1/admin/stats", Some(API_KEY), ""))
+            .await;
+        assert_eq!(stats.status, 200, "{stats:?}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn operators_list_kick_and_ban_through_the_api() {
     let server = TestServer::start_with(Config {

@@ -546,6 +546,13 @@ fn api_keys(args: &Args) -> anyhow::Result<ApiKeys> {
 async fn serve(args: Args, jwt_secret: Option<JwtSecret>) -> anyhow::Result<()> {
     let mut config = config(&args, jwt_secret);
     config.api_keys = api_keys(&args)?;
+    if !config.admins.is_empty() && !config.checks_tokens() {
+        // Ids are only claimed without tokens: anyone may connect as an admin's.
+        warn!(
+            "--admin without --jwt-secret or a JWKS: anyone may connect as an admin's id \
+             and moderate; use it on a trusted network only"
+        );
+    }
     raise_open_file_limit();
     let address = SocketAddr::new(args.host, args.port);
     let listener = TcpListener::bind(address)

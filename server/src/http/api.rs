@@ -27,6 +27,20 @@ use crate::identity::TokenRefusal;
 use crate::metrics::Refusal;
 use crate::session::history::{self, Query};
 
+/// The WebSocket's refusal of a token, as the API's JSON error whose code is the
+/// metrics' name for it.
+pub(super) fn refuse_token_as_json(why: TokenRefusal) -> Refused {
+    let (reason, status, challenge) = token_answer(&why);
+    let mut response = error(status, reason.label(), &why.to_string());
+    if let Some(challenge) = challenge {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    refused(reason, response)
+}
+
 /// Where the API's paths start.
 pub const PREFIX: &str = "/api/v1/rooms/";
 
@@ -58,18 +72,7 @@ pub async fn ticket(
         let message = "this server does not check tokens: connect to /ws/<id> without one";
         return Ok(error(StatusCode::NOT_FOUND, "no_tokens", message));
     };
-    // The WebSocket's refusals, as JSON whose code is the metrics' name for them.
-    let refuse = |why: TokenRefusal| {
-        let (reason, status, challenge) = token_answer(&why);
-        let mut response = error(status, reason.label(), &why.to_string());
-        if let Some(challenge) = challenge {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
-        }
-        refused(reason, response)
-    };
+    let refuse = refuse_token_as_json;
     let token = bearer(request.headers()).ok_or_else(|| refuse(TokenRefusal::Missing))?;
     let max_ttl = door.shared.config.max_token_ttl;
     let holder = tokens.verify(token, max_ttl).await.map_err(refuse)?.id;

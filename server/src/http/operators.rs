@@ -37,8 +37,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::{error, json_response};
-use super::{Body, FrontDoor, Refused, bearer, refuse_token, refused};
+use super::api::{error, json_response, refuse_token_as_json};
+use super::{Body, FrontDoor, Refused, bearer, refused};
 use crate::config::RateLimit;
 use crate::identity::{self, TokenRefusal};
 use crate::metrics::Refusal;
@@ -53,7 +53,8 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 /// Where the rooms are listed.
 pub const ROOMS: &str = "/api/v1/rooms";
 
-/// The most bytes of a request body read.
+/// The most bytes of a request body read, but a message's: a moderator's reason or a
+/// duration is short.
 const MAX_BODY_BYTES: usize = 4096;
 
 /// The most credentials whose rate is remembered: past it, those idle longest go.
@@ -96,6 +97,15 @@ impl ApiRates {
 
 /// Where the server-wide bans are.
 const SERVER_BANS: &str = "/api/v1/bans/";
+
+/// Whether a call counts against its credential's rate (`--api-rate`): the
+/// dashboard's once-a-second read does not, so that a busy bot sharing the operator's
+/// key cannot lock the operator out of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rated {
+    Yes,
+    No,
+}
 
 /// Whether `path` (with `method`) is one of this module's routes.
 pub fn handles(path: &str) -> bool {
@@ -146,7 +156,7 @@ pub async fn serve(
         if !matches!(method, Method::GET | Method::HEAD) {
             return Ok(super::method_not_allowed());
         }
-        let who = caller(&request, None, door).await?;
+        let who = caller(&request, None, door, Rated::No).await?;
         if who.role != Role::Admin {
             let message = "the dashboard is for the operator's API key or an admin's token";
             return Ok(error(StatusCode::FORBIDDEN, "forbidden", message));
@@ -169,7 +179,7 @@ pub async fn serve(
             return Ok(error(StatusCode::BAD_REQUEST, "invalid", &message));
         }
     };
-    let who = caller(&request, room.as_ref(), door).await?;
+    let who = caller(&request, room.as_ref(), door, Rated::Yes).await?;
     if server_wide && who.role < Role::Admin {
         let message = "only an admin bans from the whole server";
         return Ok(error(StatusCode::FORBIDDEN, "forbidden", message));
@@ -202,7 +212,7 @@ pub async fn serve(
         ("messages", None) => return Ok(post(request, &room, &who, door).await),
         ("bans", None) => return Ok(list_bans(&room, door).await),
         ("members", None) => return Ok(list_members(&room, door).await),
-        ("topic", _) => match read_json::<TopicBody>(request).await {
+        ("topic", _) => match read_json::<TopicBody>(request, MAX_BODY_BYTES).await {
             Ok(Some(topic)) => v2::Request::Topic {
                 text: topic.text,
                 nonce: Some(api_nonce()),
@@ -256,7 +266,9 @@ async fn member_request(
         ("bans", &Method::DELETE) => v2::Request::Unban { member, nonce },
         ("mutes", &Method::DELETE) => v2::Request::Unmute { member, nonce },
         ("bans", _) => {
-            let ban: BanBody = read_json(request).await?.unwrap_or_default();
+            let ban: BanBody = read_json(request, MAX_BODY_BYTES)
+                .await?
+                .unwrap_or_default();
             v2::Request::Ban {
                 member,
                 seconds: ban.seconds,
@@ -265,7 +277,9 @@ async fn member_request(
             }
         }
         ("mutes", _) => {
-            let mute: MuteBody = read_json(request).await?.unwrap_or_default();
+            let mute: MuteBody = read_json(request, MAX_BODY_BYTES)
+                .await?
+                .unwrap_or_default();
             v2::Request::Mute {
                 member,
                 seconds: mute.seconds,
@@ -273,7 +287,7 @@ async fn member_request(
             }
         }
         _ => {
-            let role: RoleBody = read_json(request)
+            let role: RoleBody = read_json(request, MAX_BODY_BYTES)
                 .await?
                 .ok_or(r#"send {"role":"moderator"|"member"}"#)?;
             v2::Request::Role {
@@ -371,7 +385,9 @@ async fn post(
     who: &Who,
     door: &FrontDoor,
 ) -> Response<Body> {
-    let body: MessageBody = match read_json(request).await {
+    // A message as long as the WebSocket takes, each character escaped at worst.
+    let most = door.shared.config.max_message_bytes.saturating_mul(6) + MAX_BODY_BYTES;
+    let body: MessageBody = match read_json(request, most).await {
         Ok(Some(body)) => body,
         Ok(None) => {
             let message = r#"send {"text":T,"nonce":N}"#;
@@ -478,12 +494,13 @@ struct BanBody {
 /// A request's JSON body; `None` when it is empty.
 async fn read_json<T: serde::de::DeserializeOwned>(
     request: Request<Incoming>,
+    most: usize,
 ) -> Result<Option<T>, String> {
-    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES);
+    let limited = http_body_util::Limited::new(request.into_body(), most);
     let bytes = limited
         .collect()
         .await
-        .map_err(|_| format!("a body is at most {MAX_BODY_BYTES} bytes"))?
+        .map_err(|_| format!("a body is at most {most} bytes"))?
         .to_bytes();
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -498,9 +515,10 @@ async fn caller(
     request: &Request<Incoming>,
     room: Option<&RoomName>,
     door: &FrontDoor,
+    rated: Rated,
 ) -> Result<Who, Refused> {
     let credential =
-        bearer(request.headers()).ok_or_else(|| refuse_token(TokenRefusal::Missing))?;
+        bearer(request.headers()).ok_or_else(|| refuse_token_as_json(TokenRefusal::Missing))?;
     let config = &door.shared.config;
     let who = if config.api_keys.holds(credential) {
         Who {
@@ -510,14 +528,14 @@ async fn caller(
         }
     } else {
         let Some(tokens) = &door.tokens else {
-            return Err(refuse_token(TokenRefusal::Invalid(
-                "not an API key of this server (--api-key-file)".to_owned(),
+            return Err(refuse_token_as_json(TokenRefusal::Invalid(
+                "not an API key of this server (--api-key-file), and it takes no tokens".to_owned(),
             )));
         };
         let verified = tokens
             .verify(credential, config.max_token_ttl)
             .await
-            .map_err(refuse_token)?;
+            .map_err(refuse_token_as_json)?;
         let grants = identity::Grants::of(&verified);
         let (id, name) = (verified.id, verified.name);
         let role = room.map_or(Role::Member, |room| grants.role_in(room.as_str()));
@@ -535,7 +553,11 @@ async fn caller(
         let role = if operator { Role::Admin } else { role };
         Who { id, name, role }
     };
-    if let Err(seconds) = door.api_rates.take(credential, config.api_rate) {
+    let took = match rated {
+        Rated::Yes => door.api_rates.take(credential, config.api_rate),
+        Rated::No => Ok(()),
+    };
+    if let Err(seconds) = took {
         let message =
             format!("too many API requests with this credential; try again in {seconds} s");
         let mut response = error(StatusCode::TOO_MANY_REQUESTS, "too_fast", &message);

@@ -1629,8 +1629,13 @@ fn may_moderate(
     };
     let theirs = state.rules.role(member).max(token).max(operator);
     if theirs >= role && role < Role::Admin {
+        let article = if matches!(theirs, Role::Admin | Role::Owner) {
+            "an"
+        } else {
+            "a"
+        };
         return forbidden(format!(
-            "#{member} is a {} here: only a higher role may do that",
+            "#{member} is {article} {} here: only a higher role may do that",
             theirs.as_str()
         ));
     }
