@@ -842,15 +842,17 @@ async fn urls_are_hyperlinks_where_asked_for() {
             .callbacks()
             .oscs
             .iter()
-            .filter(|osc| osc.starts_with("8;;") && osc.len() > 3)
-            .cloned()
+            // `8;id=…;URL` opens a link (the id ties a wrapped URL's rows together);
+            // `8;;` closes it.
+            .filter(|osc| osc.starts_with("8;id="))
+            .filter_map(|osc| osc.splitn(3, ';').nth(2).map(str::to_owned))
             .collect()
     };
     assert_eq!(
         links,
         [
-            "8;;https://example.com/a?b=c",
-            "8;;https://x.example/%E2%90%9B]8;;evil%E2%90%87",
+            "https://example.com/a?b=c",
+            "https://x.example/%E2%90%9B]8;;evil%E2%90%87",
         ],
         "each link once, the second's escape made harmless"
     );
