@@ -257,16 +257,7 @@ impl Rooms {
                 }
             }
         }
-        let loaded: Vec<Arc<Room>> = self
-            .inner
-            .lock()
-            .values()
-            .filter_map(|slot| match slot {
-                Slot::Ready(room) => Some(room.clone()),
-                Slot::Loading(_) => None,
-            })
-            .collect();
-        for room in loaded {
+        for room in self.loaded() {
             if let Some(summary) = room.direct_summary(id) {
                 found.insert(summary.room.clone(), summary);
             }
@@ -294,14 +285,12 @@ impl Rooms {
     /// The rooms with the most members on this node, most first (then by name), at
     /// most `limit`, and how many rooms have anyone.
     pub fn busiest(&self, limit: usize) -> (Vec<(RoomName, usize)>, usize) {
+        // Counted outside the map's lock, each room's own lock taken once.
         let mut rooms: Vec<(RoomName, usize)> = self
-            .inner
-            .lock()
-            .iter()
-            .filter_map(|(name, slot)| match slot {
-                Slot::Ready(room) if room.len() > 0 => Some((name.clone(), room.len())),
-                _ => None,
-            })
+            .loaded()
+            .into_iter()
+            .map(|room| (room.name().clone(), room.len()))
+            .filter(|(_, members)| *members > 0)
             .collect();
         let occupied = rooms.len();
         rooms.sort_by(|(a, a_members), (b, b_members)| {
