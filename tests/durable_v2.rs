@@ -385,3 +385,48 @@ async fn a_chat_v1_database_keeps_its_rows_and_takes_v2_operations() {
         "altered in place, not rebuilt: {events}"
     );
 }
+
+/// With `--data-dir`, a request is checked against what the room has numbered, not only
+/// what the store has written: an unreact right behind its react, an edit behind an
+/// edit, an unban behind its ban, each sent without waiting, is done, never refused.
+#[tokio::test]
+async fn requests_sent_right_behind_those_they_follow_are_done_while_written() {
+    let data = Scratch::new("durable-v2-behind");
+    let server = TestServer::start_with(Config {
+        admins: vec![chat::ClientId::parse("1").unwrap()],
+        ..durable(data.path())
+    })
+    .await;
+    let mut ada = V2::connect(&server, "/ws/1").await;
+    ada.seated().await;
+    ada.say("target", Some("t")).await;
+    let target = offset(&ada.error_or("message", "t").await);
+    for round in 0..20 {
+        ada.react(target, "👍", Some(&format!("r{round}"))).await;
+        ada.unreact(target, "👍", Some(&format!("u{round}"))).await;
+    }
+    ada.edit(target, "once", Some("e1")).await;
+    ada.edit(target, "twice", Some("e2")).await;
+    ada.delete(target, Some("d")).await;
+    for request in [
+        json!({"type":"ban","member":"5","nonce":"b"}),
+        json!({"type":"unban","member":"5","nonce":"ub"}),
+        json!({"type":"topic","text":"Launch","nonce":"tp"}),
+        json!({"type":"topic","text":"","nonce":"tc"}),
+    ] {
+        ada.send(&request).await;
+    }
+    let mut done = Vec::new();
+    loop {
+        let frame = ada.frame().await;
+        assert_ne!(frame["type"], "error", "after {done:?}: {frame}");
+        if let Some(nonce) = frame["nonce"].as_str() {
+            done.push(nonce.to_owned());
+        }
+        if frame["nonce"] == "tc" {
+            break;
+        }
+    }
+    assert_eq!(done.len(), 2 * 20 + 3 + 4, "{done:?}");
+    server.stop().await;
+}

@@ -250,6 +250,24 @@ async fn roles_come_from_the_token_and_are_never_claimed_without_one() {
         closed(six).await,
         (CloseCode::Library(4001), "kicked".to_owned())
     );
+    // A browser trades its token for a ticket: the ticket carries the token's roles.
+    let moderator = minted("7", json!({"roles": {"main": "moderator"}}));
+    let answer = server
+        .http(&format!(
+            "POST /api/v1/tickets HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Bearer {moderator}\r\nContent-Length: 0\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let ticket: Value = serde_json::from_str(&answer.body).unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap();
+    let mut seven = V2::connect(&server, &format!("/ws/7?ticket={ticket}")).await;
+    let (welcome, _) = seven.seated().await;
+    assert_eq!(welcome["roles"]["7"], "moderator", "{welcome}");
+    seven
+        .send(&json!({"type":"topic","text":"from a ticket","nonce":"t"}))
+        .await;
+    seven.error_or("topic", "t").await;
     server.stop().await;
 
     // Without tokens, a claim is only a claim: `#1` is no admin here.
@@ -366,11 +384,30 @@ async fn a_ban_on_one_node_is_refused_on_the_other_and_after_a_reload() {
     four.say("hello?", Some("q")).await;
     refused(&mut four, "q", "muted").await;
     // A server-wide ban on one node: refused on the others, which had the server's
-    // bans loaded already (by the handshakes above) or load them now.
+    // bans loaded already (by the handshakes above) or load them now; and the id's
+    // connections on other nodes, in rooms the asked node never loaded, closed.
+    let (five, _) = join(&third, "5").await;
+    let mut plain_five = second.connect("5?room=elsewhere").await;
+    assert_eq!(plain_five.recv().await, "Client #5 has entered the chat");
     let banned = first
-        .http(&api("PUT", "/api/v1/bans/5", Some(API_KEY), ""))
+        .http(&api(
+            "PUT",
+            "/api/v1/bans/5",
+            Some(API_KEY),
+            r#"{"reason":"spam everywhere"}"#,
+        ))
         .await;
     assert_eq!(banned.status, 204, "{banned:?}");
+    assert_eq!(
+        closed(five).await,
+        (CloseCode::Library(4003), "spam everywhere".to_owned())
+    );
+    let (frame, _) = plain_five.recv_until_close().await;
+    let frame = frame.expect("a close frame");
+    assert_eq!(
+        (frame.code, frame.reason.as_str()),
+        (CloseCode::Library(4003), "spam everywhere")
+    );
     for node in [&first, &second, &third] {
         // Another node hears of it when Redis delivers it there.
         eventually("the ban to reach the node", async || {
@@ -753,7 +790,10 @@ async fn an_admin_bans_from_the_whole_server_and_it_outlives_a_restart() {
         ))
         .await;
     assert_eq!(banned.status, 204, "{banned:?}");
-    assert_eq!(closed(elsewhere).await.0, CloseCode::Library(4001));
+    assert_eq!(
+        closed(elsewhere).await,
+        (CloseCode::Library(4003), "abuse".to_owned())
+    );
     assert_refused_as(
         server.address,
         &handshake("3?room=any"),
@@ -898,4 +938,92 @@ async fn operators_mute_name_moderators_set_the_topic_and_delete_through_the_api
         .await;
     assert_eq!(again.status, 404, "deleted already: {again:?}");
     server.stop().await;
+}
+
+/// A request that would change nothing (lifting a ban that does not hold, the topic it
+/// already is, kicking someone who is not here) is answered with why, and not logged:
+/// the audit trail records changes only.
+#[tokio::test]
+async fn moderation_that_changes_nothing_is_answered_and_not_logged() {
+    let server = TestServer::start_with(Config {
+        api_keys: chat_server::ApiKeys::parse(API_KEY).unwrap(),
+        ..admin_one()
+    })
+    .await;
+    let (mut admin, _) = join(&server, "1").await;
+    admin.say("before", Some("before")).await;
+    let before = offset(&admin.error_or("message", "before").await);
+    for (request, says) in [
+        (
+            json!({"type":"unban","member":"5","nonce":"n"}),
+            "#5 is not banned here",
+        ),
+        (
+            json!({"type":"unmute","member":"5","nonce":"n"}),
+            "#5 is not muted here",
+        ),
+        (
+            json!({"type":"role","member":"5","role":"member","nonce":"n"}),
+            "#5 is a member here already",
+        ),
+        (
+            json!({"type":"topic","text":"","nonce":"n"}),
+            "the room has no topic already",
+        ),
+        (
+            json!({"type":"slow","seconds":0,"nonce":"n"}),
+            "slow mode is off already",
+        ),
+        (
+            json!({"type":"read_only","on":false,"nonce":"n"}),
+            "the room is not read-only",
+        ),
+        (
+            json!({"type":"kick","member":"5","nonce":"n"}),
+            "#5 is not in this room",
+        ),
+    ] {
+        admin.send(&request).await;
+        let error = refused(&mut admin, "n", "invalid").await;
+        assert_eq!(error["message"], says, "{request}");
+    }
+    admin.say("after", Some("after")).await;
+    let after = offset(&admin.error_or("message", "after").await);
+    assert_eq!(after, before + 1, "nothing logged in between");
+    // Over HTTP the same: lifting a ban that does not hold is a clear 400.
+    let lifted = server
+        .http(&api(
+            "DELETE",
+            "/api/v1/rooms/main/bans/5",
+            Some(API_KEY),
+            "",
+        ))
+        .await;
+    assert_eq!(lifted.status, 400, "{lifted:?}");
+    assert!(lifted.body.contains("#5 is not banned here"), "{lifted:?}");
+    server.stop().await;
+}
+
+/// The HTTP API speaks as #0: with an operator's key configured and no tokens, nobody
+/// may claim id 0 over a WebSocket; without a key, 0 is an id like any other.
+#[tokio::test]
+async fn id_0_is_the_operators_when_there_is_one() {
+    let server = TestServer::start_with(Config {
+        api_keys: chat_server::ApiKeys::parse(API_KEY).unwrap(),
+        ..admin_one()
+    })
+    .await;
+    assert_refused_as(
+        server.address,
+        &handshake("0"),
+        (403, "0 is the operator's"),
+        "invalid_id",
+    )
+    .await;
+    server.stop().await;
+    let open = TestServer::start().await;
+    let mut zero = open.join("0", "0").await;
+    zero.send("hello").await;
+    assert_eq!(zero.recv().await, "Client #0: hello");
+    open.stop().await;
 }

@@ -334,3 +334,39 @@ async fn pages_of_large_messages_fit_the_askers_queue_and_page_on() {
     let page: Value = serde_json::from_str(&page.body).unwrap();
     assert_eq!(page["more"], true);
 }
+
+/// A moderator deletes another's message older than memory holds, read from the store,
+/// as it would one in memory; a member still may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_deletes_anothers_message_older_than_memory() {
+    let data = Scratch::new("moderated-old");
+    let server = TestServer::start_with(Config {
+        admins: vec![chat::ClientId::parse("1").unwrap()],
+        ..durable(data.path())
+    })
+    .await;
+    let mut bob = V2::connect(&server, "/ws/8").await;
+    bob.seated().await;
+    bob.say("spam from long ago", Some("old")).await;
+    let old = offset(&bob.error_or("message", "old").await);
+    // A mebibyte and more of long messages pushes it out of memory.
+    let long = "x".repeat(60_000);
+    for n in 0..24 {
+        bob.say(&long, Some(&format!("long{n}"))).await;
+        bob.error_or("message", &format!("long{n}")).await;
+    }
+    let mut carol = V2::connect(&server, "/ws/9").await;
+    carol.seated().await;
+    carol.delete(old, Some("not-mine")).await;
+    let error = carol.error_for("not-mine").await;
+    assert_eq!(error["code"], "not_yours", "{error}");
+    let mut admin = V2::connect(&server, "/ws/1").await;
+    admin.seated().await;
+    admin.delete(old, Some("gone")).await;
+    let delete = admin.error_or("delete", "gone").await;
+    assert_eq!(
+        (&delete["target"], &delete["moderated"], &delete["id"]),
+        (&json!(old), &json!(true), &json!("1"))
+    );
+    server.stop().await;
+}

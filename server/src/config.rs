@@ -145,6 +145,11 @@ impl ApiKeys {
         Ok(Self(keys))
     }
 
+    /// Whether there are none: no operator speaks through the API.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether `given` is one of the keys, compared in time that does not depend on
     /// where it differs.
     pub fn holds(&self, given: &str) -> bool {

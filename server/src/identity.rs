@@ -120,7 +120,8 @@ pub struct Verified {
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
-/// What a ticket says: the token's id and name, until when, and which ticket it is.
+/// What a ticket says: the token's id, name and grants, until when, and which ticket it
+/// is.
 #[derive(Debug, Serialize, Deserialize)]
 struct TicketClaims {
     sub: String,
@@ -129,6 +130,10 @@ struct TicketClaims {
     name: Option<String>,
     /// Unique among the tickets this process issued: what marks one spent.
     tkt: String,
+    /// The token's roles, as its claims name them, so that a browser's connection
+    /// has the role its token gives.
+    #[serde(flatten)]
+    grants: Grants,
 }
 
 /// The HS256 keys of `--jwt-secret`.
@@ -163,6 +168,13 @@ pub struct Ticket {
     pub ticket: String,
     /// Seconds it is good for from now.
     pub expires_in: u64,
+}
+
+/// What a ticket gives its connection: its token's name and grants.
+#[derive(Debug, PartialEq)]
+pub struct Redeemed {
+    pub name: Option<DisplayName>,
+    pub grants: Grants,
 }
 
 /// Why a token does not let a client in, in words for the client.
@@ -282,7 +294,8 @@ impl Tokens {
         self
     }
 
-    /// A ticket for one connection as the holder of `token`, the token's id and name:
+    /// A ticket for one connection as the holder of `token`, the token's id, name and
+    /// grants:
     /// good for [`TICKET_TTL`], or until the token expires if that is sooner.
     pub async fn ticket(
         &self,
@@ -291,6 +304,7 @@ impl Tokens {
         max_ttl: Duration,
     ) -> Result<Ticket, TokenRefusal> {
         let verified = self.verify_for(token, id, max_ttl).await?;
+        let grants = Grants::of(&verified);
         let now = jsonwebtoken::get_current_timestamp();
         let exp = now
             .saturating_add(TICKET_TTL.as_secs())
@@ -301,6 +315,7 @@ impl Tokens {
             exp,
             name: verified.name.map(|name| name.to_string()),
             tkt: format!("{:x}-{serial}", self.ticket_boot),
+            grants,
         };
         let ticket = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -314,18 +329,13 @@ impl Tokens {
         })
     }
 
-    /// The name a ticket gives client `id`, if it is this server's, for `id`, not
-    /// expired and not used before; it is used from now on.
-    pub fn redeem(&self, ticket: &str, id: &ClientId) -> Result<Option<DisplayName>, TokenRefusal> {
+    /// The name and grants a ticket gives client `id`, if it is this server's, for
+    /// `id`, not expired and not used before; it is used from now on.
+    pub fn redeem(&self, ticket: &str, id: &ClientId) -> Result<Redeemed, TokenRefusal> {
         self.redeem_at(ticket, id, jsonwebtoken::get_current_timestamp())
     }
 
-    fn redeem_at(
-        &self,
-        ticket: &str,
-        id: &ClientId,
-        now: u64,
-    ) -> Result<Option<DisplayName>, TokenRefusal> {
+    fn redeem_at(&self, ticket: &str, id: &ClientId, now: u64) -> Result<Redeemed, TokenRefusal> {
         let mut validation = self.ticket_validation.clone();
         // Expiry is checked below against `now`, so that tests can move the clock.
         validation.validate_exp = false;
@@ -356,11 +366,15 @@ impl Tokens {
                 return Err(TokenRefusal::TicketSpent);
             }
         }
-        claims
+        let name = claims
             .name
             .map(|name| DisplayName::parse(&name))
             .transpose()
-            .map_err(TokenRefusal::BadName)
+            .map_err(TokenRefusal::BadName)?;
+        Ok(Redeemed {
+            name,
+            grants: claims.grants,
+        })
     }
 
     /// A token for `id`, valid from now for `ttl`, naming it `name`, signed with the
@@ -616,13 +630,13 @@ enum Signer {
 
 /// What a token's claims grant besides its id (issue 31): `"roles":{"<room>":"owner"|
 /// "moderator"}`, `"admin":true`, `"bot":true`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub roles: HashMap<String, chat::v1::Role>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub admin: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bot: bool,
 }
 
@@ -826,7 +840,9 @@ mod tests {
             tokens.redeem(&ticket.ticket, &id("43")),
             Err(TokenRefusal::OtherId { .. })
         ));
-        assert_eq!(tokens.redeem(&ticket.ticket, &id("42")), Ok(Some(ada)));
+        let redeemed = tokens.redeem(&ticket.ticket, &id("42")).unwrap();
+        assert_eq!(redeemed.name, Some(ada));
+        assert_eq!(redeemed.grants, Grants::default());
         assert_eq!(
             tokens.redeem(&ticket.ticket, &id("42")),
             Err(TokenRefusal::TicketSpent)
@@ -858,6 +874,23 @@ mod tests {
                 .await,
             Err(TokenRefusal::Expired)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_ticket_carries_its_tokens_roles() {
+        let tokens = tokens(SECRET);
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = serde_json::json!({
+            "sub": "42", "exp": now + 600, "roles": {"lobby": "moderator"}, "bot": true,
+        });
+        let ticket = tokens
+            .ticket(&signed(claims, SECRET), &id("42"), DEFAULT_MAX_TOKEN_TTL)
+            .await
+            .unwrap();
+        let grants = tokens.redeem(&ticket.ticket, &id("42")).unwrap().grants;
+        assert_eq!(grants.role_in("lobby"), chat::v1::Role::Moderator);
+        assert_eq!(grants.role_in("main"), chat::v1::Role::Member);
+        assert!(grants.bot && !grants.admin);
     }
 
     #[test]

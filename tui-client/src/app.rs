@@ -320,7 +320,10 @@ impl App {
 
     /// The message pane's columns and the terminal's rows, as the viewport is given them.
     fn viewport_size(&self) -> (u16, u16) {
-        let (mut columns, rows) = self.terminal_size;
+        let (mut columns, mut rows) = self.terminal_size;
+        if self.title().is_some() {
+            rows = rows.saturating_sub(1);
+        }
         if self.members_shown() {
             columns -= MEMBERS_WIDTH;
         }
@@ -884,6 +887,27 @@ impl App {
 
     /// Gives the viewport the message pane's size, so that messages are wrapped at the
     /// width they are drawn in: the terminal's, less the member list's when it is shown.
+    /// What the row above the messages says, when there is something to say: the
+    /// room's topic, slow mode and whether it is read-only (weechat's title bar).
+    pub fn title(&self) -> Option<String> {
+        let rules = &self.session.as_ref()?.rules;
+        if !rules.worth_a_title() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if let Some(topic) = &rules.topic {
+            parts.push(topic.clone());
+        }
+        if rules.slow > 0 {
+            let every = crate::app::messages::duration_words(rules.slow);
+            parts.push(format!("slow mode: one message per {every}"));
+        }
+        if rules.read_only {
+            parts.push("read-only: only moderators speak".to_owned());
+        }
+        Some(parts.join(" · "))
+    }
+
     pub(crate) fn fit_viewport(&mut self) {
         let (columns, rows) = self.viewport_size();
         self.viewport.resize(&self.scrollback, columns, rows);

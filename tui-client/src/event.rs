@@ -75,10 +75,55 @@ pub enum Beside {
     /// A message in this id's direct-message room with `with`, told because this
     /// connection is in another room: the room's buffer opens if it is not open.
     DirectMessage { room: String, with: String },
+    /// The room's moderation as the v2 welcome tells it: roles above member's, the
+    /// topic, slow mode and read-only. Moderation events change it from there.
+    Rules(RoomRules),
     /// A request was refused; nothing was logged.
     Refused {
         nonce: Option<String>,
         code: chat::v2::ErrorCode,
         message: String,
     },
+}
+
+/// A room's moderation, as chat-tui shows it: who has a role above member's (in the
+/// member list), the topic, slow mode and whether the room is read-only (above the
+/// messages).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct RoomRules {
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, chat::v1::Role>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub slow: u64,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl RoomRules {
+    /// Follows a moderation event: a role given, the topic, slow mode or read-only
+    /// set. Anything else changes nothing.
+    pub fn follow(&mut self, kind: &chat::v1::EventKind) {
+        use chat::v1::{EventKind, Role};
+        match kind {
+            EventKind::Role { member, role, .. } if *role == Role::Member => {
+                self.roles.remove(member);
+            }
+            EventKind::Role { member, role, .. } => {
+                self.roles.insert(member.clone(), *role);
+            }
+            EventKind::Topic { text, .. } => {
+                self.topic = Some(text.clone()).filter(|text| !text.is_empty());
+            }
+            EventKind::Slow { seconds, .. } => self.slow = *seconds,
+            EventKind::ReadOnly { on, .. } => self.read_only = *on,
+            _ => {}
+        }
+    }
+
+    /// Whether there is anything to say above the messages.
+    pub fn worth_a_title(&self) -> bool {
+        self.topic.is_some() || self.slow > 0 || self.read_only
+    }
 }

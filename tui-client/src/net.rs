@@ -566,13 +566,22 @@ async fn relay(
                         (Some((room, resume)), None) => read_v1(&text, room, resume),
                         (None, _) => NetEvent::Received { text: text.to_string() },
                     };
-                    // A v2 welcome says, besides, how far this id has read here.
-                    let read = match &news {
-                        NetEvent::Frame(ServerFrame::Welcome(_)) if v2 => welcome_read(&text),
-                        _ => None,
+                    // A v2 welcome says, besides, how far this id has read here, and
+                    // the room's moderation.
+                    let (read, rules) = match &news {
+                        NetEvent::Frame(ServerFrame::Welcome(_)) if v2 => {
+                            (welcome_read(&text), welcome_rules(&text))
+                        }
+                        _ => (None, None),
                     };
                     if events.send(Event::Net(news)).await.is_err() {
                         return Ended::Quit;
+                    }
+                    if let Some(rules) = rules {
+                        let rules = NetEvent::Beside(Beside::Rules(rules));
+                        if events.send(Event::Net(rules)).await.is_err() {
+                            return Ended::Quit;
+                        }
                     }
                     if let Some(offset) = read {
                         let read = NetEvent::Beside(Beside::Read { offset });
@@ -739,6 +748,11 @@ fn welcome_read(text: &str) -> Option<u64> {
         read: Option<u64>,
     }
     serde_json::from_str::<Read>(text).ok()?.read
+}
+
+/// The room's moderation in a v2 welcome.
+fn welcome_rules(text: &str) -> Option<crate::event::RoomRules> {
+    serde_json::from_str(text).ok()
 }
 
 /// A TLS connector that accepts any certificate, for `--insecure` only.

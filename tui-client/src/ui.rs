@@ -29,12 +29,17 @@ const ID_COLOURS: [Color; 10] = [
 
 /// Draws the whole screen.
 pub fn render(app: &App, frame: &mut Frame) {
-    let [pane, status, input] = Layout::vertical([
+    let title = app.title();
+    let [title_row, pane, status, input] = Layout::vertical([
+        Constraint::Length(u16::from(title.is_some())),
         Constraint::Min(1),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
     .areas(frame.area());
+    if let Some(title) = title {
+        render_title(app, &title, title_row, frame);
+    }
     let pane = match &app.session {
         Some(session) if app.members_shown() => {
             let [messages, members] =
@@ -81,6 +86,42 @@ pub fn render(app: &App, frame: &mut Frame) {
             cell.set_fg(Color::Reset).set_bg(Color::Reset);
         }
     }
+}
+
+/// The room's topic, slow mode and read-only, above the messages, in the status bar's
+/// colours; cut at the terminal's edge with `…`.
+fn render_title(app: &App, title: &str, area: Rect, frame: &mut Frame) {
+    let bar = if app.colours {
+        Style::new().bg(Color::DarkGray).fg(Color::White)
+    } else {
+        Style::new().add_modifier(Modifier::REVERSED)
+    };
+    let room = format!(" #{} ", sanitize_line(app.room.as_str()));
+    let text = sanitize_line(title);
+    let room_width = width(&room);
+    let room_style = bar.add_modifier(Modifier::BOLD);
+    let room_span = Span::styled(room, room_style);
+    let space = usize::from(area.width).saturating_sub(room_width + 1);
+    let text = if width(&text) > space {
+        let mut cut = String::new();
+        for grapheme in text.graphemes(true) {
+            if width(&cut) + width(grapheme) + 1 > space {
+                break;
+            }
+            cut.push_str(grapheme);
+        }
+        cut.push('…');
+        cut
+    } else {
+        text
+    };
+    let pad = space.saturating_sub(width(&text));
+    let line = Line::from(vec![
+        room_span,
+        Span::styled(text, bar),
+        Span::styled(" ".repeat(pad + 1), bar),
+    ]);
+    frame.render_widget(Paragraph::new(line), area);
 }
 
 /// The colour for an id: an FNV-1a hash of its canonical text, so it is the same in every

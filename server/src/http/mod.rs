@@ -479,14 +479,24 @@ async fn seat(
                 (verified.name, role)
             }
             // A browser's: its token stays out of the URL (POST /api/v1/tickets). A
-            // ticket carries the token's id and name, not its roles.
-            (None, Some(ticket)) => (
-                tokens.redeem(&ticket, &id).map_err(refuse_token)?,
-                Role::Member,
-            ),
+            // ticket carries the token's id, name and roles.
+            (None, Some(ticket)) => {
+                let redeemed = tokens.redeem(&ticket, &id).map_err(refuse_token)?;
+                (redeemed.name, redeemed.grants.role_in(room.as_str()))
+            }
             (None, None) => return Err(refuse_token(TokenRefusal::Missing)),
         },
         None => {
+            // The HTTP API's operator speaks as #0: without tokens, nobody else may
+            // claim it (with tokens, only a token for id 0 does).
+            if id.as_str() == OPERATOR_ID && !door.shared.config.api_keys.is_empty() {
+                let body = "invalid client id: 0 is the operator's (the HTTP API speaks as \
+                            #0); connect as another id, for example /ws/42\n";
+                return Err(refused(
+                    Refusal::InvalidId,
+                    text(StatusCode::FORBIDDEN, body),
+                ));
+            }
             let name = name
                 .map(|name| DisplayName::parse(&name))
                 .transpose()
@@ -509,6 +519,9 @@ async fn seat(
         resume,
     })
 }
+
+/// The id an operator's API key acts as.
+pub const OPERATOR_ID: &str = "0";
 
 /// The token in an `Authorization: Bearer` header, if there is one.
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -19,8 +19,8 @@
 //! - `PUT /api/v1/rooms/{room}/topic` `{"text":T}` -> 204
 //! - `DELETE /api/v1/rooms/{room}/messages/{offset}` -> 204
 //! - `PUT` and `DELETE /api/v1/bans/{id}` (admins only): a server-wide ban, kept as the
-//!   bans of the server's own room (`SERVER_ROOM`), checked at every handshake; its
-//!   member is kicked from the rooms it is in on this node.
+//!   bans of the server's own room (`SERVER_ROOM`), checked at every handshake; every
+//!   node that hears of it closes the member's connections in every room (4003).
 //! - `GET /api/v1/openapi.json`: the OpenAPI document of the whole API.
 
 use std::collections::HashMap;
@@ -242,7 +242,7 @@ pub async fn serve(
         },
         (_, None) => return Ok(error(StatusCode::NOT_FOUND, "invalid", "no such call")),
     };
-    moderate(&room, &who, moderation, server_wide, door).await
+    moderate(&room, &who, moderation, door).await
 }
 
 /// What a call on member `id` asks: a kick, a ban or its lifting, a mute or its
@@ -304,16 +304,11 @@ async fn moderate(
     room: &RoomName,
     who: &Who,
     moderation: v2::Request,
-    server_wide: bool,
     door: &FrontDoor,
 ) -> Result<Response<Body>, Refused> {
     let room = match loaded(room, door).await {
         Ok(room) => room,
         Err(response) => return Ok(*response),
-    };
-    let kicked = match (&moderation, server_wide) {
-        (v2::Request::Ban { member, reason, .. }, true) => Some((member.clone(), reason.clone())),
-        _ => None,
     };
     Ok(match room.moderate(who, moderation) {
         Ok(told) => {
@@ -330,9 +325,6 @@ async fn moderate(
                     message,
                 ));
             }
-            if let Some((member, reason)) = kicked {
-                kick_everywhere(&member, reason, who, door);
-            }
             let mut response = Response::new(Body::default());
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
@@ -345,26 +337,6 @@ async fn moderate(
 /// its event.
 fn api_nonce() -> String {
     format!("api-{:016x}", fastrand::u64(..))
-}
-
-/// Kicks `member` from every room of this node it is in (other nodes' rooms keep it
-/// until it reconnects, when the server-wide ban refuses it).
-fn kick_everywhere(member: &str, reason: Option<String>, who: &Who, door: &FrontDoor) {
-    for room in door.shared.rooms.loaded() {
-        if room
-            .present()
-            .iter()
-            .any(|(present, _)| present.id == member)
-        {
-            let kick = v2::Request::Kick {
-                member: member.to_owned(),
-                reason: reason.clone(),
-                nonce: None,
-            };
-            // An admin may kick anyone; nothing else can refuse it.
-            let _ = room.moderate(who, kick);
-        }
-    }
 }
 
 /// A message's body.
@@ -522,7 +494,7 @@ async fn caller(
     let config = &door.shared.config;
     let who = if config.api_keys.holds(credential) {
         Who {
-            id: ClientId::parse("0").expect("0 is an id"),
+            id: ClientId::parse(super::OPERATOR_ID).expect("0 is an id"),
             name: None,
             role: Role::Admin,
         }

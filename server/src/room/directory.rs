@@ -1,6 +1,7 @@
-//! Which chat.v2.json connections each id has on this node, and in which room: so that
-//! a message in a direct-message room reaches its two ids' connections elsewhere as a
-//! `dm` notice, and a new conversation shows up at once rather than at the next `dms`.
+//! Which connections each id has on this node, and in which room: so that a message in
+//! a direct-message room reaches its two ids' chat.v2.json connections elsewhere as a
+//! `dm` notice, and a new conversation shows up at once rather than at the next `dms`;
+//! and so that a server-wide ban closes every connection of its id, in every room.
 //!
 //! The notice is a hint, like a badge: a connection that misses one (its node was
 //! catching up with the cluster, say) still learns of the room from `dms`.
@@ -11,19 +12,22 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use chat::v1::{self, EventKind, RoomName};
 use chat::{ClientId, v2};
 
-use crate::room::outbox::Outbox;
+use crate::room::Protocol;
+use crate::room::outbox::{Outbox, Removal};
 use crate::room::wire;
 
-/// The v2 connections of every id on this node.
+/// The connections of every id on this node.
 #[derive(Default)]
 pub struct Directory {
     ids: Mutex<HashMap<ClientId, Vec<Listed>>>,
 }
 
-/// One connection of an id: the room it is in, its key there, and its outbox.
+/// One connection of an id: the room it is in, its key there, what it speaks, and its
+/// outbox.
 struct Listed {
     room: RoomName,
     key: u64,
+    protocol: Protocol,
     outbox: Weak<Outbox>,
 }
 
@@ -37,13 +41,37 @@ impl std::fmt::Debug for Directory {
 }
 
 impl Directory {
-    /// Lists member `key` of `room`, connected as `id` with `outbox`.
-    pub fn add(&self, id: &ClientId, room: &RoomName, key: u64, outbox: &Arc<Outbox>) {
+    /// Lists member `key` of `room`, connected as `id` with `outbox`, speaking
+    /// `protocol`.
+    pub fn add(
+        &self,
+        id: &ClientId,
+        room: &RoomName,
+        key: u64,
+        protocol: Protocol,
+        outbox: &Arc<Outbox>,
+    ) {
         self.lock().entry(id.clone()).or_default().push(Listed {
             room: room.clone(),
             key,
+            protocol,
             outbox: Arc::downgrade(outbox),
         });
+    }
+
+    /// Ends every connection of `id` on this node, in any room, with `removal`: a
+    /// server-wide ban, as each node hears of it.
+    pub fn remove_everywhere(&self, id: &ClientId, removal: &Removal) {
+        let outboxes: Vec<Arc<Outbox>> = match self.lock().get(id) {
+            Some(listed) => listed
+                .iter()
+                .filter_map(|listed| listed.outbox.upgrade())
+                .collect(),
+            None => return,
+        };
+        for outbox in outboxes {
+            outbox.remove(removal.clone());
+        }
     }
 
     /// Forgets member `key` of `room`, once it has left.
@@ -75,7 +103,7 @@ impl Directory {
             };
             let elsewhere: Vec<Arc<Outbox>> = listed
                 .iter()
-                .filter(|listed| listed.room != *room)
+                .filter(|listed| listed.room != *room && listed.protocol == Protocol::V2)
                 .filter_map(|listed| listed.outbox.upgrade())
                 .collect();
             if elsewhere.is_empty() {
@@ -151,10 +179,10 @@ mod tests {
             Arc::new(Outbox::new(1 << 16)),
             Arc::new(Outbox::new(1 << 16)),
         );
-        directory.add(&id("8"), &room("main"), 0, &elsewhere);
-        directory.add(&id("8"), &room("dm.7.8"), 0, &in_the_room);
-        directory.add(&id("7"), &room("main"), 1, &sender_elsewhere);
-        directory.add(&id("9"), &room("main"), 2, &stranger);
+        directory.add(&id("8"), &room("main"), 0, Protocol::V2, &elsewhere);
+        directory.add(&id("8"), &room("dm.7.8"), 0, Protocol::V2, &in_the_room);
+        directory.add(&id("7"), &room("main"), 1, Protocol::V2, &sender_elsewhere);
+        directory.add(&id("9"), &room("main"), 2, Protocol::V2, &stranger);
 
         directory.tell(&room("dm.7.8"), &message("7", 3));
 
@@ -168,7 +196,7 @@ mod tests {
     fn only_messages_in_direct_rooms_are_told_and_a_removed_connection_hears_nothing() {
         let directory = Directory::default();
         let outbox = Arc::new(Outbox::new(1 << 16));
-        directory.add(&id("8"), &room("main"), 0, &outbox);
+        directory.add(&id("8"), &room("main"), 0, Protocol::V2, &outbox);
         directory.tell(&room("lobby"), &message("7", 1));
         let mut join = message("7", 2);
         join.kind = EventKind::Join;

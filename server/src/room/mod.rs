@@ -366,9 +366,44 @@ struct State {
     /// Messages posted over HTTP and not yet fanned out, by sender and nonce: who
     /// waits for each one's offset.
     posting: HashMap<(String, String), Vec<oneshot::Sender<u64>>>,
+    /// With a store: the operations and moderation events numbered but not yet
+    /// written, in order. A request is checked against them too (see
+    /// [`State::message_ahead`]), or an unreact sent right behind its react would be
+    /// refused while the store writes the react.
+    unwritten: VecDeque<v1::Event>,
 }
 
 impl State {
+    /// The rules as they will be once every event numbered is written.
+    fn rules_ahead(&self) -> Cow<'_, Rules> {
+        let mut changes = self.unwritten.iter().filter_map(rules::change).peekable();
+        if changes.peek().is_none() {
+            return Cow::Borrowed(&self.rules);
+        }
+        let mut rules = self.rules.clone();
+        changes.for_each(|change| rules.apply(change));
+        Cow::Owned(rules)
+    }
+
+    /// Event `offset`, if the history in memory keeps it, as it will be once every
+    /// event numbered is written: with the unwritten operations on it applied.
+    fn message_ahead(&self, offset: u64) -> Option<Cow<'_, v1::Event>> {
+        let kept = self.history.get(offset)?;
+        let mut ops = self
+            .unwritten
+            .iter()
+            .filter(|op| v2::target_of(&op.kind) == Some(offset))
+            .peekable();
+        if ops.peek().is_none() {
+            return Some(Cow::Borrowed(kept));
+        }
+        let mut event = kept.clone();
+        for op in ops {
+            v2::apply(op, &mut event);
+        }
+        Some(Cow::Owned(event))
+    }
+
     /// Forgets the posts nobody waits for any more (their answers timed out), once
     /// there are many: an event that never came back (a node that lost Redis) would
     /// otherwise be waited for until the room is forgotten.
@@ -610,6 +645,7 @@ impl Room {
                 rules: Rules::from_fields(start.rules),
                 spoke: HashMap::new(),
                 posting: HashMap::new(),
+                unwritten: VecDeque::new(),
             }),
             next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
@@ -675,11 +711,9 @@ impl Room {
         }
         self.announce(&mut state, (link, key), &who, EventKind::Join, None);
         drop(state);
-        if protocol == Protocol::V2 {
-            self.settings
-                .directory
-                .add(&who.id, &self.name, key, &outbox);
-        }
+        self.settings
+            .directory
+            .add(&who.id, &self.name, key, protocol, &outbox);
         Member {
             room: self.clone(),
             protocol,
@@ -997,13 +1031,13 @@ impl Room {
                 .events
                 .front()
                 .map_or(state.offset + 1, Kept::offset);
-            let kept = history.get(*target);
+            let kept = state.message_ahead(*target);
             let moderator = role >= Role::Moderator;
             v2::check_as(
                 who.id.as_str(),
                 moderator,
                 &request,
-                kept,
+                kept.as_deref(),
                 (oldest, state.offset),
             )?;
             moderated = kept.is_some_and(|kept| kept.id != who.id.as_str());
@@ -1100,7 +1134,12 @@ impl Room {
             ..event
         };
         match &self.store {
-            Some(store) => store.append(self, key, event),
+            Some(store) => {
+                if v2::target_of(&event.kind).is_some() || rules::change(&event).is_some() {
+                    state.unwritten.push_back(event.clone());
+                }
+                store.append(self, key, event);
+            }
             None => self.fan_out_numbered(state, (0, key), event, wakes),
         }
         true
@@ -1226,6 +1265,13 @@ impl Room {
             _ => None,
         };
         state.offset = event.offset;
+        while state
+            .unwritten
+            .front()
+            .is_some_and(|unwritten| unwritten.offset <= event.offset)
+        {
+            state.unwritten.pop_front();
+        }
         // In a cluster, events are numbered in Redis and only delivered here: what this
         // node numbered is what it was delivered, or a room could never be idle.
         state.numbered = state.numbered.max(event.offset);
@@ -1267,6 +1313,14 @@ impl Room {
                 if slot.id.as_str() == member {
                     slot.outbox.remove(removal.clone());
                 }
+            }
+            // A server-wide ban: every node that hears it closes the id's connections
+            // in every room.
+            if self.name.as_str() == SERVER_ROOM
+                && removal.code == BANNED
+                && let Ok(member) = ClientId::parse(&member)
+            {
+                self.settings.directory.remove_everywhere(&member, &removal);
             }
         }
         let length = |frame: &Option<Frame>| frame.as_ref().map_or(0, |frame| frame.len());
@@ -1609,6 +1663,15 @@ fn may_moderate(
         ));
     }
     v2::check_moderation(request)?;
+    let invalid = |message: String| Err(v2::Error::new(nonce, v2::ErrorCode::Invalid, message));
+    if let Some(why) = state.rules_ahead().unchanged(request, now_millis()) {
+        return invalid(why);
+    }
+    if let v2::Request::Kick { member, .. } = request
+        && !state.present.values().any(|present| present.id == *member)
+    {
+        return invalid(format!("#{member} is not in this room"));
+    }
     let member = match request {
         v2::Request::Kick { member, .. }
         | v2::Request::Ban { member, .. }
@@ -1627,7 +1690,7 @@ fn may_moderate(
         true => Role::Admin,
         false => Role::Member,
     };
-    let theirs = state.rules.role(member).max(token).max(operator);
+    let theirs = state.rules_ahead().role(member).max(token).max(operator);
     if theirs >= role && role < Role::Admin {
         let article = if matches!(theirs, Role::Admin | Role::Owner) {
             "an"
@@ -1712,26 +1775,39 @@ pub struct Speaker {
 }
 
 impl Speaker {
-    /// Who speaks.
-    pub fn id(&self) -> &ClientId {
-        &self.who.id
-    }
-
     /// The room spoken in.
     pub fn room(&self) -> &Arc<Room> {
         &self.room
     }
 
-    /// Adds `kind` from this member to the room's log, if `check` allows it against the
-    /// room's state now (its last offset): the check happens under the room's lock, as
-    /// for any request.
-    pub fn log_if(
+    /// Does `request`, an operation on a message older than memory holds, read from
+    /// the store as `stored` (its oldest offset `oldest`), if the room's rules allow
+    /// it: checked under the room's lock against the room now, as any request is, a
+    /// moderator's delete of another's message included.
+    pub fn change_old_message(
         &self,
-        kind: EventKind,
-        check: impl FnOnce(u64) -> Result<(), v2::Error>,
+        request: v2::Request,
+        stored: Option<v1::Event>,
+        oldest: u64,
     ) -> Result<(), v2::Error> {
         let mut state = self.room.lock();
-        check(state.offset)?;
+        let id = self.who.id.as_str();
+        let role = state.rules_ahead().role(id).max(self.who.role);
+        let stored = stored.map(|mut event| {
+            let target = Some(event.offset);
+            let ops = state.unwritten.iter();
+            for op in ops.filter(|op| v2::target_of(&op.kind) == target) {
+                v2::apply(op, &mut event);
+            }
+            event
+        });
+        let window = (oldest.min(state.offset + 1), state.offset);
+        let moderator = role >= Role::Moderator;
+        v2::check_as(id, moderator, &request, stored.as_ref(), window)?;
+        let mut kind = request.into_event_kind().expect("an operation");
+        if let EventKind::Delete { moderated, .. } = &mut kind {
+            *moderated = stored.is_some_and(|stored| stored.id != id);
+        }
         self.room
             .announce(&mut state, (self.link, self.key), &self.who, kind, None);
         Ok(())
@@ -1851,9 +1927,17 @@ impl Member {
                         .map_or(state.offset + 1, Kept::offset),
                     state.offset,
                 );
-                let kept = request.target().and_then(|offset| history.get(offset));
+                let kept = request
+                    .target()
+                    .and_then(|offset| state.message_ahead(offset));
                 let moderator = role >= Role::Moderator;
-                v2::check_as(self.who.id.as_str(), moderator, &request, kept, window)?;
+                v2::check_as(
+                    self.who.id.as_str(),
+                    moderator,
+                    &request,
+                    kept.as_deref(),
+                    window,
+                )?;
                 let others = kept.is_some_and(|kept| kept.id != self.who.id.as_str());
                 let mut kind = request.into_event_kind().expect("a log request");
                 if let EventKind::Delete { moderated, .. } = &mut kind {
@@ -1968,10 +2052,8 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        if self.protocol == Protocol::V2 {
-            let directory = &self.room.settings.directory;
-            directory.remove(&self.who.id, &self.room.name, self.key);
-        }
+        let directory = &self.room.settings.directory;
+        directory.remove(&self.who.id, &self.room.name, self.key);
         let mut state = self.room.lock();
         state.members.remove(&self.key);
         self.room.announce(

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use chat::v1::{self, EventKind, Role};
+use chat::v2;
 use serde::{Deserialize, Serialize};
 
 /// What one moderation event does to the rules: `field` takes `value`, or is cleared.
@@ -200,6 +201,39 @@ impl Rules {
     pub fn read_only(&self) -> bool {
         self.fields.contains_key("read_only")
     }
+
+    /// Why `request` would change nothing in these rules at `now`, if it would not:
+    /// lifting a ban or mute that does not hold, granting a role already held, setting
+    /// the topic, slow mode or read-only to what it is. Such a request is answered
+    /// with this, not logged: the audit trail records changes only.
+    pub fn unchanged(&self, request: &v2::Request, now: u64) -> Option<String> {
+        match request {
+            v2::Request::Unban { member, .. } if self.ban(member, now).is_none() => {
+                Some(format!("#{member} is not banned here"))
+            }
+            v2::Request::Unmute { member, .. } if !self.muted(member, now) => {
+                Some(format!("#{member} is not muted here"))
+            }
+            v2::Request::Role { member, role, .. } if self.role(member) == *role => {
+                Some(format!("#{member} is a {} here already", role.as_str()))
+            }
+            v2::Request::Topic { text, .. } if self.topic().unwrap_or("") == text => {
+                Some(match text.is_empty() {
+                    true => "the room has no topic already".to_owned(),
+                    false => "that is the topic already".to_owned(),
+                })
+            }
+            v2::Request::Slow { seconds, .. } if self.slow() == *seconds => Some(match seconds {
+                0 => "slow mode is off already".to_owned(),
+                _ => format!("slow mode is {seconds} s already"),
+            }),
+            v2::Request::ReadOnly { on, .. } if self.read_only() == *on => Some(match on {
+                true => "the room is read-only already".to_owned(),
+                false => "the room is not read-only".to_owned(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +293,62 @@ mod tests {
             nonce: None,
         };
         assert_eq!(change(&event(0, kick)), None);
+    }
+
+    #[test]
+    fn a_request_that_changes_nothing_is_said_to() {
+        let mut rules = Rules::default();
+        let unban = v2::Request::Unban {
+            member: "7".into(),
+            nonce: None,
+        };
+        assert_eq!(
+            rules.unchanged(&unban, 0).as_deref(),
+            Some("#7 is not banned here")
+        );
+        let ban = EventKind::Ban {
+            member: "7".into(),
+            seconds: Some(60),
+            reason: None,
+            nonce: None,
+        };
+        rules.apply(change(&event(1_000, ban)).unwrap());
+        assert_eq!(
+            rules.unchanged(&unban, 2_000),
+            None,
+            "banned: lifting changes it"
+        );
+        assert!(rules.unchanged(&unban, 61_000).is_some(), "expired");
+        let topic = |text: &str| v2::Request::Topic {
+            text: text.into(),
+            nonce: None,
+        };
+        assert!(rules.unchanged(&topic(""), 0).is_some());
+        assert_eq!(rules.unchanged(&topic("Launch"), 0), None);
+        let member = v2::Request::Role {
+            member: "8".into(),
+            role: Role::Member,
+            nonce: None,
+        };
+        assert!(rules.unchanged(&member, 0).is_some());
+        let slow = v2::Request::Slow {
+            seconds: 0,
+            nonce: None,
+        };
+        assert_eq!(
+            rules.unchanged(&slow, 0).as_deref(),
+            Some("slow mode is off already")
+        );
+        let kick = v2::Request::Kick {
+            member: "7".into(),
+            reason: None,
+            nonce: None,
+        };
+        assert_eq!(
+            rules.unchanged(&kick, 0),
+            None,
+            "a kick always does something"
+        );
     }
 
     #[test]

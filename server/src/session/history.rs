@@ -335,17 +335,13 @@ pub fn change_old_message(member: &Member, request: v2::Request) {
         let done = match read {
             Ok(page) => {
                 let stored = page.events.into_iter().find(|event| event.offset == target);
-                let id = speaker.id().to_string();
-                let kind = request.clone().into_event_kind().expect("an operation");
                 // What the store no longer keeps is too old, as for memory.
                 let oldest = if page.oldest == 0 {
                     u64::MAX
                 } else {
                     page.oldest
                 };
-                speaker.log_if(kind, |last| {
-                    v2::check(&id, &request, stored.as_ref(), (oldest.min(last + 1), last))
-                })
+                speaker.change_old_message(request, stored, oldest)
             }
             Err(error) => Err(unavailable(
                 &room,

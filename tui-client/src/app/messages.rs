@@ -282,6 +282,13 @@ impl App {
     pub(super) fn beside(&mut self, beside: Beside) -> Option<Command> {
         match beside {
             Beside::Read { offset } => self.read_position(offset),
+            Beside::Rules(rules) => {
+                if let Some(session) = self.session.as_mut() {
+                    session.rules = rules;
+                    // The title row above the messages may come or go.
+                    self.fit_viewport();
+                }
+            }
             Beside::Typing { id, name } => {
                 if id != self.id {
                     let label = self.session.as_ref().map_or_else(

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use chat::v1::{DisplayName, Event as RoomEvent, EventKind, ServerFrame, Welcome};
+use chat::v1::{DisplayName, Event as RoomEvent, EventKind, Role, ServerFrame, Welcome};
 use chat::v2;
 
 use super::{App, Command, Entry, Kind, Link, messages};
-use crate::event::Protocol;
+use crate::event::{Protocol, RoomRules};
 use crate::text::sanitize;
 
 /// A message is sent at most this many times: once, and once more after a reconnect
@@ -39,6 +39,8 @@ pub struct Session {
     /// When each id last said something here (Unix milliseconds), for the smart filter.
     last_said: BTreeMap<String, u64>,
     nonce_seed: String,
+    /// Roles, topic, slow mode and read-only: from the v2 welcome, then its events.
+    pub rules: RoomRules,
 }
 
 /// One person in the room.
@@ -80,22 +82,33 @@ impl Session {
         }
     }
 
-    /// Who is here, one line each, sorted as shown: `~Ada (#42)`, `Client #7`.
+    /// Who is here, one line each, sorted as shown: owners and admins first, marked
+    /// `&`, then moderators, `@` (weechat's marks for Matrix power levels), then
+    /// everyone else: `&Ada (#42)`, `@~Bo (#7)`, `Client #9`.
     pub fn roster(&self, my_id: &str) -> Vec<String> {
-        let mut lines: Vec<String> = self
+        let mut lines: Vec<(Role, String)> = self
             .members
             .iter()
             .map(|(id, member)| {
+                let role = self.rules.roles.get(id).copied().unwrap_or_default();
+                let mark = match role {
+                    Role::Admin | Role::Owner => "&",
+                    Role::Moderator => "@",
+                    Role::Member => "",
+                };
                 let label = self.label_with_id(id, member.name.as_ref());
-                if id == my_id {
-                    format!("{label} (you)")
-                } else {
-                    label
-                }
+                let you = if id == my_id { " (you)" } else { "" };
+                (role, format!("{mark}{label}{you}"))
             })
             .collect();
-        lines.sort_by_key(|line| line.trim_start_matches('~').to_lowercase());
-        lines
+        lines.sort_by_key(|(role, line)| {
+            let rank = std::cmp::Reverse(*role).max(std::cmp::Reverse(Role::Owner));
+            (
+                rank,
+                line.trim_start_matches(['&', '@', '~']).to_lowercase(),
+            )
+        });
+        lines.into_iter().map(|(_, line)| line).collect()
     }
 
     /// Counts a connection of `id` in (`change` 1) or out (-1); true when that brings
@@ -366,6 +379,12 @@ impl App {
             // Moderation (chat.v2.json): a line each, in the moderator's name.
             kind => {
                 let what = moderation_words(kind)?;
+                // The welcome's rules are the room's as of its offset: only what
+                // follows changes them.
+                if !history {
+                    session.rules.follow(kind);
+                    self.fit_viewport();
+                }
                 let session = self.session.as_ref()?;
                 let text = format!("{} {what}", session.label_with_id(&event.id, name));
                 if log {
@@ -670,6 +689,104 @@ mod tests {
         app.event_time = at;
         app.update(Event::Terminal(TerminalEvent::Resize(80, 24)));
         app
+    }
+
+    #[test]
+    fn roles_mark_the_member_list_and_the_topic_is_a_title_above_the_messages() {
+        use crate::event::{Beside, RoomRules};
+        let mut app = app();
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::V2,
+        }));
+        app.update(welcome(
+            3,
+            &[("1", Some("Ada")), ("9", None), ("42", None)],
+            false,
+        ));
+        let rules = RoomRules {
+            roles: [("1".to_owned(), Role::Owner)].into(),
+            topic: Some("Launch \u{1b}[31mday".into()),
+            ..RoomRules::default()
+        };
+        app.update(Event::Net(NetEvent::Beside(Beside::Rules(rules))));
+        let roster = |app: &App| app.session.as_ref().unwrap().roster("42");
+        assert_eq!(
+            roster(&app),
+            ["&~Ada (#1)", "Client #42 (you)", "Client #9"]
+        );
+        for offset in 4..=6 {
+            app.update(event(offset, "9", None, EventKind::said("hi", None)));
+        }
+        app.update(event(
+            7,
+            "1",
+            Some("Ada"),
+            EventKind::Role {
+                member: "9".into(),
+                role: Role::Moderator,
+                nonce: None,
+            },
+        ));
+        app.update(event(
+            8,
+            "1",
+            Some("Ada"),
+            EventKind::Slow {
+                seconds: 30,
+                nonce: None,
+            },
+        ));
+        assert_eq!(
+            roster(&app),
+            ["&~Ada (#1)", "@Client #9", "Client #42 (you)"]
+        );
+        let rows = |app: &App| {
+            let backend = ratatui::backend::TestBackend::new(100, 6);
+            let mut terminal = ratatui::Terminal::new(backend).unwrap();
+            terminal
+                .draw(|frame| crate::ui::render(app, frame))
+                .unwrap();
+            let buffer = terminal.backend().buffer().clone();
+            (0..buffer.area.height)
+                .map(|y| {
+                    (0..buffer.area.width)
+                        .map(|x| buffer[(x, y)].symbol().to_owned())
+                        .collect::<String>()
+                })
+                .collect::<Vec<_>>()
+        };
+        app.update(Event::Terminal(TerminalEvent::Resize(100, 6)));
+        let shown = rows(&app);
+        assert!(
+            shown[0].starts_with(" #main Launch ␛[31mday · slow mode: one message per 30 s"),
+            "{shown:?}"
+        );
+        // The last event is on screen below the title, not under it.
+        assert!(shown[3].contains("set slow mode"), "{shown:?}");
+        for kind in [
+            EventKind::Topic {
+                text: String::new(),
+                nonce: None,
+            },
+            EventKind::Slow {
+                seconds: 0,
+                nonce: None,
+            },
+            EventKind::Role {
+                member: "9".into(),
+                role: Role::Member,
+                nonce: None,
+            },
+        ] {
+            let offset = app.session.as_ref().unwrap().last_offset + 1;
+            app.update(event(offset, "1", Some("Ada"), kind));
+        }
+        assert_eq!(app.title(), None);
+        assert!(!rows(&app)[0].starts_with(" #main"), "no title row now");
+        assert_eq!(
+            roster(&app),
+            ["&~Ada (#1)", "Client #42 (you)", "Client #9"]
+        );
     }
 
     fn welcome(offset: u64, members: &[(&str, Option<&str>)], recovered: bool) -> Event {
