@@ -225,7 +225,12 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    Join,
+    Join {
+        /// The role the member's token (or the operator's `--admin`) gives it in the
+        /// room, when above member's: so that every node and every client knows it.
+        #[serde(default, skip_serializing_if = "Role::is_member")]
+        role: Role,
+    },
     Leave,
     Message {
         text: String,
@@ -362,6 +367,11 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether it is a member's, the least.
+    pub fn is_member(&self) -> bool {
+        *self == Self::Member
+    }
+
     /// The role's name on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -432,11 +442,16 @@ impl EventKind {
         }
     }
 
+    /// A join of a member with no role above member's.
+    pub fn join() -> Self {
+        Self::Join { role: Role::Member }
+    }
+
     /// What happened to `id`, in the tutorial's protocol, if it can say it (see
     /// [`Event::for_v1`]).
     pub fn plain(&self, id: &str) -> Option<String> {
         let line = match self {
-            Self::Join => crate::Announcement::Joined(id),
+            Self::Join { .. } => crate::Announcement::Joined(id),
             Self::Leave => crate::Announcement::Left(id),
             Self::Message { text, .. } => crate::Announcement::Said { id, text },
             _ => return None,
@@ -465,7 +480,7 @@ impl Event {
     pub fn for_v1(&self) -> Option<std::borrow::Cow<'_, Event>> {
         use std::borrow::Cow;
         let text = match &self.kind {
-            EventKind::Join | EventKind::Leave => return Some(Cow::Borrowed(self)),
+            EventKind::Join { .. } | EventKind::Leave => return Some(Cow::Borrowed(self)),
             EventKind::Message {
                 reply_to: None,
                 kind: None,
@@ -503,6 +518,9 @@ pub struct Present {
     pub name: Option<DisplayName>,
     /// When this connection joined, in Unix milliseconds.
     pub since: u64,
+    /// The role its join gave it (see [`EventKind::Join`]), when above member's.
+    #[serde(default, skip_serializing_if = "Role::is_member")]
+    pub role: Role,
 }
 
 /// The limits a v1 client should know before sending.
@@ -769,7 +787,7 @@ mod tests {
             ts: 5,
             id: "-3".into(),
             name: None,
-            kind: EventKind::Join,
+            kind: EventKind::join(),
         };
         assert_eq!(
             joined.to_json(),
@@ -795,6 +813,7 @@ mod tests {
                 id: "2".into(),
                 name: Some(DisplayName::parse("Grace").unwrap()),
                 since: 9,
+                role: Default::default(),
             }],
             recovered: false,
             verified: true,

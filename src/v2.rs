@@ -1286,7 +1286,7 @@ mod tests {
     #[test]
     fn requests_are_checked_against_their_target() {
         let mine = said(5, "7", "hello");
-        let join = event(4, "7", EventKind::Join);
+        let join = event(4, "7", EventKind::join());
         let mut gone = said(6, "7", "bye");
         gone.kind = EventKind::Message {
             text: String::new(),

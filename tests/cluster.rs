@@ -346,7 +346,7 @@ async fn a_client_resumes_on_the_other_node_with_exactly_what_it_missed() {
     let mut alice = V1::connect(&one, "/ws/1").await;
     let (welcome, _, _) = alice.joined(1).await;
     let (epoch, seen) = (welcome.epoch.clone(), welcome.offset + 1);
-    assert_eq!(bob.event().await.kind, EventKind::Join);
+    assert_eq!(bob.event().await.kind, EventKind::join());
 
     // Alice's connection dies right after she sends: she never sees her echo.
     alice.say("did this go through?", Some("n-7")).await;
@@ -444,7 +444,7 @@ async fn replay_until_own_join(client: &mut V1, welcome: &Welcome) -> Vec<Event>
         if event.offset == welcome.offset + 1 {
             assert_eq!(
                 (event.id.as_str(), &event.kind),
-                (welcome.id.as_str(), &EventKind::Join)
+                (welcome.id.as_str(), &EventKind::join())
             );
             return replayed;
         }

@@ -63,7 +63,7 @@ async fn a_restarted_server_continues_each_rooms_epoch_and_offsets_and_clients_r
         "the leave written as the server stopped"
     );
     let own = back.event().await;
-    assert_eq!((own.offset, &own.kind), (4, &EventKind::Join));
+    assert_eq!((own.offset, &own.kind), (4, &EventKind::join()));
 
     // A newcomer gets the history from before the restart, nonce and all.
     let mut carol = V1::connect(&server, "/ws/3").await;
@@ -88,7 +88,7 @@ async fn a_restarted_server_continues_each_rooms_epoch_and_offsets_and_clients_r
     assert_eq!(
         kinds(&history),
         [
-            ("2".into(), EventKind::Join),
+            ("2".into(), EventKind::join()),
             ("2".into(), said("in ops")),
             ("2".into(), EventKind::Leave)
         ]
@@ -398,7 +398,7 @@ async fn a_full_disk_refuses_sessions_bounds_the_backlog_and_loses_nothing() {
     let (bob, _) = tokio_tungstenite::connect_async(server.url("/ws/2"))
         .await
         .expect("bob connects");
-    assert_eq!(alice.event().await.kind, EventKind::Join, "bob's join");
+    assert_eq!(alice.event().await.kind, EventKind::join(), "bob's join");
 
     let filler = disk.0.path().join("filler");
     let mut file = std::fs::File::create(&filler).expect("make the filler");

@@ -1027,3 +1027,48 @@ async fn id_0_is_the_operators_when_there_is_one() {
     assert_eq!(zero.recv().await, "Client #0: hello");
     open.stop().await;
 }
+
+/// A token's role travels with its holder's join: a node where the holder is not
+/// connected knows it too, lists it, and a moderator there cannot act on an owner.
+#[tokio::test]
+#[ignore = "needs redis-server"]
+async fn a_tokens_role_is_known_on_every_node() {
+    let redis = Redis::start().await;
+    let config = || Config {
+        jwt_secret: Some(tokens::secret()),
+        rate_limit: None,
+        ..redis.node_config()
+    };
+    let first = redis.node_with(config()).await;
+    let second = redis.node_with(config()).await;
+    let owner = token_with("3", json!({"roles": {"main": "owner"}}));
+    let mut olly = V2::connect(&second, &format!("/ws/3?token={owner}")).await;
+    olly.seated().await;
+    let moderator = token_with("2", json!({"roles": {"main": "moderator"}}));
+    let mut mo = V2::connect(&first, &format!("/ws/2?token={moderator}")).await;
+    let (welcome, _) = mo.seated().await;
+    assert_eq!(welcome["roles"]["3"], "owner", "{welcome}");
+    for (nonce, request) in [
+        ("k", json!({"type":"kick","member":"3","nonce":"k"})),
+        ("m", json!({"type":"mute","member":"3","nonce":"m"})),
+    ] {
+        mo.send(&request).await;
+        refused(&mut mo, nonce, "forbidden").await;
+    }
+    // Its join, to those already there, says it too.
+    let other = token_with("4", json!({"roles": {"main": "moderator"}}));
+    let _four = V2::connect(&second, &format!("/ws/4?token={other}")).await;
+    let join = event_about_join(&mut mo, "4").await;
+    assert_eq!(join["role"], "moderator", "{join}");
+    first.stop().await;
+    second.stop().await;
+}
+
+/// The join of `id` that `client` sees next.
+async fn event_about_join(client: &mut V2, id: &str) -> Value {
+    client
+        .next_matching(&format!("the join of #{id}"), |frame| {
+            frame["type"] == "join" && frame["id"] == id
+        })
+        .await
+}

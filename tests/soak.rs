@@ -290,7 +290,7 @@ async fn soak_durable_history_with_the_default_flags_outlives_the_timers_and_sig
         .expect("connect the talker");
     let (mut talker_out, mut talker_in) = talker.split();
     tokio::spawn(async move { while let Some(Ok(_)) = talker_in.next().await {} });
-    assert_eq!(reader.event().await.kind, chat::v1::EventKind::Join);
+    assert_eq!(reader.event().await.kind, chat::v1::EventKind::join());
 
     // One message a second, through two ping intervals and a ping timeout.
     let started = Instant::now();

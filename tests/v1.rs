@@ -32,7 +32,7 @@ async fn a_newcomer_gets_the_welcome_the_history_and_then_its_own_join() {
     assert_eq!(
         kinds(&history),
         [
-            ("1".to_owned(), EventKind::Join),
+            ("1".to_owned(), EventKind::join()),
             ("1".to_owned(), said("a")),
             ("1".to_owned(), said("b")),
         ]
@@ -55,7 +55,7 @@ async fn every_client_sees_the_same_dense_offsets_and_plain_clients_the_same_ord
     one.joined(1).await;
     let mut two = V1::connect(&server, "/ws/3").await;
     two.joined(2).await;
-    assert_eq!(one.event().await.kind, EventKind::Join);
+    assert_eq!(one.event().await.kind, EventKind::join());
 
     plain.send("from plain").await;
     one.say("from one", Some("nonce-1")).await;
@@ -97,7 +97,7 @@ async fn a_dropped_client_resumes_exactly_what_it_missed_its_own_message_include
     dave.joined(0).await;
     let mut carol = V1::connect(&server, "/ws/3").await;
     let (welcome, _, own_join) = carol.joined(1).await;
-    assert_eq!(dave.event().await.kind, EventKind::Join);
+    assert_eq!(dave.event().await.kind, EventKind::join());
 
     // Carol sends, and her connection drops before she reads the echo.
     carol.say("did this go through?", Some("carol-17")).await;
@@ -134,7 +134,7 @@ async fn a_dropped_client_resumes_exactly_what_it_missed_its_own_message_include
     assert_eq!(missed[1].kind, EventKind::Leave);
     assert_eq!(missed[2], meanwhile);
     let rejoined = back.event().await;
-    assert_eq!(rejoined.kind, EventKind::Join);
+    assert_eq!(rejoined.kind, EventKind::join());
     assert_eq!(rejoined.offset, meanwhile.offset + 1);
 }
 
@@ -259,7 +259,7 @@ async fn a_frame_that_is_not_a_request_closes_with_1008() {
     ] {
         let mut culprit = V1::connect(&server, "/ws/2").await;
         culprit.seated().await;
-        assert_eq!(watcher.event().await.kind, EventKind::Join);
+        assert_eq!(watcher.event().await.kind, EventKind::join());
         culprit.socket.send(&bad).await;
         let (frame, texts) = culprit.socket.recv_until_close().await;
         let frame = frame.expect("a close frame");

@@ -368,7 +368,7 @@ mod tests {
         );
         assert_eq!(quick_message(&event("say \"hi\"").to_json()), None);
         let join = Event {
-            kind: EventKind::Join,
+            kind: EventKind::join(),
             ..event("")
         };
         assert_eq!(quick_message(&join.to_json()), None);

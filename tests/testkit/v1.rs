@@ -49,7 +49,7 @@ impl V1 {
             history.push(self.event().await);
         }
         let own = self.event().await;
-        assert_eq!(own.kind, EventKind::Join, "{own:?}");
+        assert_eq!(own.kind, EventKind::join(), "{own:?}");
         assert_eq!(own.id, welcome.id);
         assert_eq!(own.offset, welcome.offset + 1, "the first live event");
         (welcome, history, own)
@@ -63,7 +63,7 @@ impl V1 {
             if event.offset == welcome.offset + 1 {
                 assert_eq!(
                     (event.id.as_str(), &event.kind),
-                    (welcome.id.as_str(), &EventKind::Join)
+                    (welcome.id.as_str(), &EventKind::join())
                 );
                 return welcome;
             }

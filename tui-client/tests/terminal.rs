@@ -484,7 +484,7 @@ async fn over_v1_history_names_and_a_lost_connection_lose_and_repeat_nothing() {
     tui.wait_for("~Grace: while you were away").await;
     // Back: the lost message goes again, once, and comes back confirmed.
     let rejoined = grace.event().await;
-    assert_eq!(rejoined.kind, EventKind::Join);
+    assert_eq!(rejoined.kind, EventKind::join());
     let resent = grace.event().await;
     assert!(
         matches!(&resent.kind, EventKind::Message { text, .. } if text == "lost in transit"),

@@ -70,11 +70,12 @@ impl Appends {
             call
         });
         let (presence, present) = match event.kind {
-            EventKind::Join => {
+            EventKind::Join { role } => {
                 let present = v1::Present {
                     id: event.id.clone(),
                     name: event.name.clone(),
                     since: event.ts,
+                    role,
                 };
                 let present = serde_json::to_string(&present).expect("presence always serializes");
                 ("join", present)
@@ -177,7 +178,7 @@ mod tests {
 
     fn events() -> Vec<v1::Event> {
         let kinds = [
-            EventKind::Join,
+            EventKind::join(),
             EventKind::Leave,
             EventKind::said("hi \"there\"", None),
             EventKind::said("with a nonce", Some("n-1".into())),

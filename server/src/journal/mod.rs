@@ -357,6 +357,7 @@ impl Journal {
                     id: row.get(1)?,
                     name: read_name(row, 3)?,
                     since: row.get(2)?,
+                    role: v1::Role::Member,
                 };
                 Ok((row.get(0)?, present))
             })?
@@ -787,7 +788,7 @@ fn read_operation(row: &rusqlite::Row<'_>) -> rusqlite::Result<v1::Event> {
 fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<v1::Event> {
     let kind: String = row.get(3)?;
     let kind = match kind.as_str() {
-        "join" => EventKind::Join,
+        "join" => EventKind::join(),
         "leave" => EventKind::Leave,
         _ => EventKind::Message {
             text: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
@@ -1003,7 +1004,7 @@ fn write(
         let name = room.name().as_str();
         let who = event.name.as_ref().map(DisplayName::as_str);
         match event.kind {
-            EventKind::Join => {
+            EventKind::Join { .. } => {
                 transaction
                     .prepare_cached(
                         "INSERT OR REPLACE INTO members (room, key, client, since, name)
@@ -1206,9 +1207,9 @@ fn write_event(
     }
     let mut moderated = None;
     let (kind, target, text, emoji, nonce) = match &event.kind {
-        EventKind::Join | EventKind::Leave | EventKind::Message { .. } => {
+        EventKind::Join { .. } | EventKind::Leave | EventKind::Message { .. } => {
             let (kind, text, nonce, reply_to, action) = match &event.kind {
-                EventKind::Join => ("join", None, None, None, None),
+                EventKind::Join { .. } => ("join", None, None, None, None),
                 EventKind::Leave => ("leave", None, None, None, None),
                 EventKind::Message {
                     text,
@@ -1602,7 +1603,7 @@ mod tests {
             state: v1::MessageState::default(),
         };
         let events = [
-            event(1, "7", EventKind::Join),
+            event(1, "7", EventKind::join()),
             event(2, "7", message),
             event(
                 3,
@@ -1907,7 +1908,7 @@ mod tests {
             &journal,
             &main,
             &[
-                event(1, "7", EventKind::Join),
+                event(1, "7", EventKind::join()),
                 event(2, "7", EventKind::said(SAID, Some(NONCE.into()))),
                 event(3, "7", EventKind::said("stays", None)),
                 event(
@@ -1978,8 +1979,8 @@ mod tests {
             &journal,
             &with_9,
             &[
-                event(1, "7", EventKind::Join),
-                event(2, "9", EventKind::Join),
+                event(1, "7", EventKind::join()),
+                event(2, "9", EventKind::join()),
                 event(3, "9", EventKind::said("one", None)),
                 event(4, "7", EventKind::said("mine", None)),
                 event(5, "9", EventKind::said("two", None)),
@@ -2004,7 +2005,7 @@ mod tests {
                 &journal,
                 &room(name),
                 &[
-                    event(1, from, EventKind::Join),
+                    event(1, from, EventKind::join()),
                     event(2, from, EventKind::said("hi", None)),
                 ],
             );

@@ -129,7 +129,7 @@ pub fn cost(event: &v1::Event) -> usize {
         | EventKind::Mute { member, .. }
         | EventKind::Unmute { member, .. }
         | EventKind::Role { member, .. } => member.len(),
-        EventKind::Join
+        EventKind::Join { .. }
         | EventKind::Leave
         | EventKind::Delete { .. }
         | EventKind::Slow { .. }

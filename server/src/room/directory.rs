@@ -199,7 +199,7 @@ mod tests {
         directory.add(&id("8"), &room("main"), 0, Protocol::V2, &outbox);
         directory.tell(&room("lobby"), &message("7", 1));
         let mut join = message("7", 2);
-        join.kind = EventKind::Join;
+        join.kind = EventKind::join();
         directory.tell(&room("dm.7.8"), &join);
         assert_eq!(queued(&outbox), 0);
 

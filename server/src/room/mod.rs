@@ -465,7 +465,7 @@ impl State {
 
 struct Slot {
     id: ClientId,
-    /// The role its token gives it.
+    /// The role its token gives it (a newcomer's, before its join is in `present`).
     role: Role,
     protocol: Protocol,
     outbox: Arc<Outbox>,
@@ -709,7 +709,8 @@ impl Room {
         if let Some(cluster) = self.cluster.as_ref().filter(|_| !state.loaded) {
             cluster.sync(self);
         }
-        self.announce(&mut state, (link, key), &who, EventKind::Join, None);
+        let join = EventKind::Join { role: who.role };
+        self.announce(&mut state, (link, key), &who, join, None);
         drop(state);
         self.settings
             .directory
@@ -787,14 +788,22 @@ impl Room {
         };
         let missed = history.range(first_missed..);
         if protocol == Protocol::V2 {
+            // Granted in the room, or given by the tokens of those here, on any node,
+            // and of the newcomers here, whose joins are not in `present` yet.
             let mut roles = state.rules.roles();
-            for slot in state
+            let present = state
+                .present
+                .values()
+                .map(|present| (&present.id, present.role));
+            let here = state
                 .members
                 .values()
-                .filter(|slot| slot.role > Role::Member)
-            {
-                let role = roles.entry(slot.id.as_str()).or_default();
-                *role = (*role).max(slot.role);
+                .map(|slot| (slot.id.as_str(), slot.role));
+            for (id, token) in present.map(|(id, role)| (id.as_str(), role)).chain(here) {
+                if !token.is_member() {
+                    let role = roles.entry(id).or_default();
+                    *role = (*role).max(token);
+                }
             }
             let with_read = v2::WelcomeOut {
                 welcome: welcome.tagged(),
@@ -922,19 +931,14 @@ impl Room {
 
     /// Who is in the room as of its last event (on every node, in a cluster), in the
     /// order they joined, each with the role granted in the room or given by its token
-    /// here.
+    /// (as its join told every node).
     pub fn present(&self) -> Vec<(v1::Present, Role)> {
         let state = self.lock();
-        let node = self.node();
         state
             .present
-            .iter()
-            .map(|((on, key), present)| {
-                let token = (*on == node)
-                    .then(|| state.members.get(key))
-                    .flatten()
-                    .map_or(Role::Member, |slot| slot.role);
-                let role = state.rules.role(&present.id).max(token);
+            .values()
+            .map(|present| {
+                let role = state.rules.role(&present.id).max(present.role);
                 (present.clone(), role)
             })
             .collect()
@@ -1193,7 +1197,7 @@ impl Room {
         mut wakes: Option<&mut Wakes>,
     ) {
         match &event.kind {
-            EventKind::Join => {
+            EventKind::Join { role } => {
                 let here = (node == self.node())
                     .then_some(())
                     .and(state.members.get_mut(&key));
@@ -1232,6 +1236,7 @@ impl Room {
                     id: event.id.clone(),
                     name: event.name.clone(),
                     since: event.ts,
+                    role: *role,
                 };
                 state.present.insert((node, key), present);
             }
@@ -1679,11 +1684,12 @@ fn may_moderate(
         | v2::Request::Role { member, .. } => member,
         _ => return Ok(()),
     };
+    // Its token's role, on whichever node it is connected.
     let token = state
-        .members
+        .present
         .values()
-        .filter(|slot| slot.id.as_str() == member)
-        .map(|slot| slot.role)
+        .filter(|present| present.id == *member)
+        .map(|present| present.role)
         .max()
         .unwrap_or_default();
     let operator = match admins.iter().any(|admin| admin.as_str() == member) {
@@ -2213,7 +2219,7 @@ mod tests {
         };
         let from = (2, 0);
         assert_eq!(
-            clustered.deliver(from, "e", event(1, EventKind::Join)),
+            clustered.deliver(from, "e", event(1, EventKind::join())),
             Delivered::Done
         );
         assert_eq!(

@@ -491,8 +491,8 @@ impl App {
             };
             let label = session.label(&event.id, event.name.as_ref());
             let entry = match &event.kind {
-                EventKind::Join | EventKind::Leave => {
-                    let what = if event.kind == EventKind::Join {
+                EventKind::Join { .. } | EventKind::Leave => {
+                    let what = if matches!(event.kind, EventKind::Join { .. }) {
                         "has entered the chat"
                     } else {
                         "has left the chat"

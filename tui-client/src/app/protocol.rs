@@ -239,8 +239,15 @@ impl App {
         let session = self.session.as_mut()?;
         let name = event.name.as_ref();
         match &event.kind {
-            EventKind::Join | EventKind::Leave => {
-                let joined = event.kind == EventKind::Join;
+            EventKind::Join { .. } | EventKind::Leave => {
+                let joined = matches!(event.kind, EventKind::Join { .. });
+                // A token's role comes with its holder's join.
+                if let EventKind::Join { role } = event.kind
+                    && !role.is_member()
+                {
+                    let known = session.rules.roles.entry(event.id.clone()).or_default();
+                    *known = (*known).max(role);
+                }
                 // A second connection of someone who is here (another window, or
                 // a seat on a node that died and is reaped after its client came back
                 // through another) neither enters nor leaves: as on IRC, people come
@@ -714,11 +721,21 @@ mod tests {
             roster(&app),
             ["&~Ada (#1)", "Client #42 (you)", "Client #9"]
         );
-        for offset in 4..=6 {
+        // A moderator by its token: its join says so.
+        let token_join = EventKind::Join {
+            role: Role::Moderator,
+        };
+        app.update(event(4, "5", None, token_join));
+        assert_eq!(
+            roster(&app),
+            ["&~Ada (#1)", "@Client #5", "Client #42 (you)", "Client #9"]
+        );
+        app.update(event(5, "5", None, EventKind::Leave));
+        for offset in 6..=8 {
             app.update(event(offset, "9", None, EventKind::said("hi", None)));
         }
         app.update(event(
-            7,
+            9,
             "1",
             Some("Ada"),
             EventKind::Role {
@@ -728,7 +745,7 @@ mod tests {
             },
         ));
         app.update(event(
-            8,
+            10,
             "1",
             Some("Ada"),
             EventKind::Slow {
@@ -801,6 +818,7 @@ mod tests {
                     id: (*id).into(),
                     name: name.map(|name| DisplayName::parse(name).unwrap()),
                     since: 1,
+                    role: Default::default(),
                 })
                 .collect(),
             recovered,
@@ -857,9 +875,9 @@ mod tests {
         let mut app = app();
         connected(&mut app);
         app.update(welcome(2, &[("7", Some("Grace"))], false));
-        app.update(event(1, "7", Some("Grace"), EventKind::Join));
+        app.update(event(1, "7", Some("Grace"), EventKind::join()));
         app.update(event(2, "7", Some("Grace"), said("before you came", None)));
-        app.update(event(3, "42", None, EventKind::Join));
+        app.update(event(3, "42", None, EventKind::join()));
         assert_eq!(
             lines(&app),
             [
@@ -897,7 +915,7 @@ mod tests {
         let mut app = app();
         connected(&mut app);
         app.update(welcome(0, &[], false));
-        app.update(event(1, "42", None, EventKind::Join));
+        app.update(event(1, "42", None, EventKind::join()));
         let Some(Command::Send(frame)) = type_and_send(&mut app, "hello") else {
             panic!("sent");
         };
@@ -924,7 +942,7 @@ mod tests {
         let mut app = app();
         connected(&mut app);
         app.update(welcome(0, &[], false));
-        app.update(event(1, "42", None, EventKind::Join));
+        app.update(event(1, "42", None, EventKind::join()));
         let Some(Command::Send(lost)) = type_and_send(&mut app, "lost with the connection") else {
             panic!("sent");
         };
@@ -945,7 +963,7 @@ mod tests {
         app.update(welcome(3, &[("7", None)], true));
         app.update(event(2, "42", None, EventKind::Leave));
         app.update(event(3, "7", None, said("while you were away", None)));
-        let resent = app.update(event(4, "42", None, EventKind::Join));
+        let resent = app.update(event(4, "42", None, EventKind::join()));
         let Some(Command::Resend(frames)) = resent else {
             panic!("{resent:?}");
         };
@@ -965,14 +983,14 @@ mod tests {
         // Another reconnect before the echoes: each goes once more at most.
         connected(&mut app);
         app.update(welcome(4, &[("7", None)], true));
-        let again = app.update(event(5, "42", None, EventKind::Join));
+        let again = app.update(event(5, "42", None, EventKind::join()));
         let Some(Command::Resend(frames)) = again else {
             panic!("{again:?}");
         };
         assert_eq!(frames.len(), 1, "only the one sent once so far");
         connected(&mut app);
         app.update(welcome(5, &[("7", None)], true));
-        assert_eq!(app.update(event(6, "42", None, EventKind::Join)), None);
+        assert_eq!(app.update(event(6, "42", None, EventKind::join())), None);
         assert!(lines(&app).iter().any(|line| line.starts_with("not sent")));
     }
 
@@ -981,7 +999,7 @@ mod tests {
         let mut app = app();
         connected(&mut app);
         app.update(welcome(0, &[], false));
-        app.update(event(1, "42", None, EventKind::Join));
+        app.update(event(1, "42", None, EventKind::join()));
         let Some(Command::Send(frame)) = type_and_send(&mut app, "last words") else {
             panic!("sent");
         };
@@ -1035,12 +1053,12 @@ mod tests {
                 kind,
             })))
         };
-        app.update(at(1, "7", EventKind::Join));
+        app.update(at(1, "7", EventKind::join()));
         app.update(at(2, "7", said("late", None)));
         app.update(at(9, "7", said("later", None)));
         app.update(at(10, "7", said("next morning", None)));
         app.update(at(11, "7", EventKind::Leave));
-        app.update(at(25, "7", EventKind::Join));
+        app.update(at(25, "7", EventKind::join()));
         assert_eq!(
             lines(&app),
             [
@@ -1071,13 +1089,13 @@ mod tests {
                 kind,
             })))
         };
-        app.update(at(minute, "42", EventKind::Join));
-        app.update(at(2 * minute, "7", EventKind::Join));
-        app.update(at(3 * minute, "8", EventKind::Join));
+        app.update(at(minute, "42", EventKind::join()));
+        app.update(at(2 * minute, "7", EventKind::join()));
+        app.update(at(3 * minute, "8", EventKind::join()));
         app.update(at(4 * minute, "7", said("hi", None)));
         app.update(at(5 * minute, "7", EventKind::Leave));
         app.update(at(6 * minute, "8", EventKind::Leave));
-        app.update(at(20 * minute, "7", EventKind::Join));
+        app.update(at(20 * minute, "7", EventKind::join()));
         let shown = |app: &App| -> Vec<String> {
             app.scrollback
                 .iter()
@@ -1115,7 +1133,7 @@ mod tests {
         let mut app = app();
         connected(&mut app);
         app.update(welcome(0, &[], false));
-        app.update(event(1, "42", Some("Ada"), EventKind::Join));
+        app.update(event(1, "42", Some("Ada"), EventKind::join()));
         type_and_send(&mut app, "/msg 7 are you there?");
         let shown = lines(&app);
         assert!(
@@ -1133,7 +1151,7 @@ mod tests {
         let mut app = app();
         connected(&mut app);
         app.update(welcome(0, &[], false));
-        app.update(event(1, "42", None, EventKind::Join));
+        app.update(event(1, "42", None, EventKind::join()));
         let dm = chat::v1::RoomName::parse("dm.7.42").unwrap();
         assert_eq!(
             type_and_send(&mut app, "/msg 7 are you there?"),
@@ -1163,7 +1181,8 @@ mod tests {
         };
         frame.welcome.room = "dm.7.42".into();
         app.update(Event::Room(1, NetEvent::Frame(ServerFrame::Welcome(frame))));
-        let Some(Command::Resend(frames)) = app.update(news(event(1, "42", None, EventKind::Join)))
+        let Some(Command::Resend(frames)) =
+            app.update(news(event(1, "42", None, EventKind::join())))
         else {
             panic!("sent at the join");
         };
@@ -1195,7 +1214,7 @@ mod tests {
             // The same history on each connection, as after a reconnect or a /join back.
             connected(&mut app);
             app.update(welcome(2, &[], false));
-            app.update(event(1, "7", None, EventKind::Join));
+            app.update(event(1, "7", None, EventKind::join()));
             app.update(event(2, "7", None, said("hi", None)));
         }
         let received = app.take_received();
@@ -1257,7 +1276,7 @@ mod tests {
         let mut app = app();
         connected(&mut app);
         app.update(welcome(0, &[], false));
-        app.update(event(1, "42", None, EventKind::Join));
+        app.update(event(1, "42", None, EventKind::join()));
         connected(&mut app);
         app.update(welcome(10, &[], false));
         assert!(
@@ -1371,7 +1390,7 @@ mod tests {
         let mut app = app();
         connected(&mut app);
         app.update(welcome(0, &[], false));
-        app.update(event(1, "42", None, EventKind::Join));
+        app.update(event(1, "42", None, EventKind::join()));
         connected(&mut app);
         let Event::Net(NetEvent::Frame(ServerFrame::Welcome(mut restarted))) =
             welcome(1, &[], false)
@@ -1396,13 +1415,13 @@ mod tests {
         // Back through another node while the dead one's seat is still listed.
         app.update(welcome(5, &[("42", None), ("7", None)], false));
         let before = app.scrollback.len();
-        app.update(event(6, "42", None, EventKind::Join));
-        app.update(event(7, "7", None, EventKind::Join));
+        app.update(event(6, "42", None, EventKind::join()));
+        app.update(event(7, "7", None, EventKind::join()));
         app.update(event(8, "42", None, EventKind::Leave));
         app.update(event(9, "7", None, EventKind::Leave));
         assert_eq!(app.scrollback.len(), before, "{:?}", lines(&app));
         app.update(event(10, "7", None, EventKind::Leave));
-        app.update(event(11, "9", None, EventKind::Join));
+        app.update(event(11, "9", None, EventKind::join()));
         assert_eq!(
             lines(&app)[before..],
             [
@@ -1421,7 +1440,7 @@ mod tests {
             &[("7", Some("Grace")), ("7", Some("Grace")), ("9", None)],
             false,
         ));
-        app.update(event(3, "42", Some("Ada"), EventKind::Join));
+        app.update(event(3, "42", Some("Ada"), EventKind::join()));
         app.update(event(4, "9", None, EventKind::Leave));
         app.update(event(5, "7", Some("Grace"), EventKind::Leave));
         app.update(Event::Terminal(TerminalEvent::Paste("/who".into())));
