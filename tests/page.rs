@@ -3122,6 +3122,10 @@ async fn roles_and_the_topic_are_shown_and_follow_their_events() {
                 json!(true),
             )
             .await;
+            assert!(
+                !is_shown(&page, "notice").await,
+                "the refusal goes once it no longer holds"
+            );
             assert_eq!(
                 member_list(&page)
                     .await
