@@ -3030,6 +3030,12 @@ async fn a_moderator_kicks_bans_and_mutes_from_the_member_menu() {
     .await;
     let violations = accessibility_violations(&moderator).await;
     assert!(violations.is_empty(), "{violations:#?}");
+
+    // Message opens the direct-message room with them.
+    open_member_menu(&moderator, "1").await;
+    assert_eq!(menu_offers(&moderator).await, json!(["message"]));
+    menu_click(&moderator, "message").await;
+    wait_for_room(&moderator, &format!("dm.1.{moderator_id}")).await;
     for page in [moderator, member] {
         page.close().await.expect("close");
     }
@@ -3254,5 +3260,80 @@ async fn roles_and_the_topic_are_shown_and_follow_their_events() {
         }
         page.close().await.expect("close");
     }
+    server.stop().await;
+}
+
+/// Issue 31, item 5: an admin (here by `--admin`, signed in with a token) names a
+/// moderator from the member menu and makes it a member again; the badge follows.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn an_admin_names_a_moderator_from_the_member_menu() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        jwt_secret: Some(testkit::tokens::secret()),
+        admins: vec![chat::ClientId::parse("1").unwrap()],
+        ..Config::default()
+    })
+    .await;
+    let mut grace = V2::connect(
+        &server,
+        &format!("/ws/3?token={}", token("3", Some("Grace"))),
+    )
+    .await;
+    grace.seated().await;
+    let page = driver.open(1000, 700).await;
+    page.goto(&format!(
+        "http://{}/#room=main&token={}",
+        server.address,
+        token("1", Some("Root"))
+    ))
+    .await
+    .expect("load the page");
+    wait_for_room(&page, "main").await;
+    wait_for(
+        &page,
+        "the admin's own badge and Grace",
+        "return document.querySelectorAll('#people-list li').length;",
+        |n| n == &json!(2),
+    )
+    .await;
+    assert_eq!(
+        member_list(&page).await,
+        json!([["1", "admin", ", admin", false], ["3", "", "", true]])
+    );
+    open_member_menu(&page, "3").await;
+    assert_eq!(
+        menu_offers(&page).await,
+        json!(["message", "kick", "ban", "mute", "moderator"])
+    );
+    menu_click(&page, "moderator").await;
+    let role = grace
+        .next_matching("the role", |f| f["type"] == "role")
+        .await;
+    assert_eq!(
+        (&role["member"], &role["role"]),
+        (&json!("3"), &json!("moderator"))
+    );
+    wait_for(
+        &page,
+        "Grace's badge",
+        "return (document.querySelector('#people-list [data-id=\"3\"] .role-badge') || {}).textContent || null;",
+        |badge| badge == &json!("mod"),
+    )
+    .await;
+    open_member_menu(&page, "3").await;
+    assert_eq!(
+        menu_offers(&page).await,
+        json!(["message", "kick", "ban", "mute", "member"])
+    );
+    menu_click(&page, "member").await;
+    wait_for(
+        &page,
+        "Grace's badge gone",
+        "return document.querySelector('#people-list [data-id=\"3\"] .role-badge') === null;",
+        |gone| gone == &json!(true),
+    )
+    .await;
+    page.close().await.expect("close");
     server.stop().await;
 }
