@@ -263,6 +263,7 @@ async fn kicks_and_bans_are_confirmed_with_a_reason_listed_and_lifted_at_phone_w
         !shown(&page, "confirm-ban-line").await,
         "a kick has no duration"
     );
+    screenshot(&page, "admin-confirm-phone.png").await;
     assert_eq!(
         eval(&page, "return document.activeElement.id;").await,
         json!("confirm-reason")
