@@ -533,13 +533,17 @@ async fn operators_list_kick_and_ban_through_the_api() {
             "DELETE",
             "/api/v1/rooms/main/members/3",
             Some(API_KEY),
-            "",
+            r#"{"reason":"take a break"}"#,
         ))
         .await;
     assert_eq!(kicked.status, 204, "{kicked:?}");
     let kick = event_about(&mut watcher, "kick", "3").await;
     assert_eq!(kick["id"], "0", "an API key acts as client id 0");
-    assert_eq!(closed(member).await.0, CloseCode::Library(4001));
+    assert_eq!(kick["reason"], "take a break", "{kick}");
+    assert_eq!(
+        closed(member).await,
+        (CloseCode::Library(4001), "take a break".to_owned())
+    );
 
     let banned = server
         .http(&api(
@@ -614,6 +618,7 @@ async fn the_openapi_document_and_the_routes_agree() {
         "DELETE /api/v1/rooms/{room}/members/{id}",
         "PUT /api/v1/rooms/{room}/bans/{id}",
         "PUT /api/v1/bans/{id}",
+        "GET /api/v1/bans",
         "GET /api/v1/rooms/{room}/bans",
         "DELETE /api/v1/rooms/{room}/messages/{offset}",
         "PUT /api/v1/rooms/{room}/mutes/{id}",
@@ -794,6 +799,12 @@ async fn an_admin_bans_from_the_whole_server_and_it_outlives_a_restart() {
         closed(elsewhere).await,
         (CloseCode::Library(4003), "abuse".to_owned())
     );
+    let listed = server
+        .http(&api("GET", "/api/v1/bans", Some(API_KEY), ""))
+        .await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let listed: Value = serde_json::from_str(&listed.body).unwrap();
+    assert_eq!(listed, json!([{"id": "3", "reason": "abuse"}]));
     assert_refused_as(
         server.address,
         &handshake("3?room=any"),

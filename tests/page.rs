@@ -1462,16 +1462,6 @@ async fn over_v2_search_finds_messages_and_goes_to_them() {
     server.stop().await;
 }
 
-/// Types `keys` into the element with this id.
-async fn type_keys_into(page: &Page, id: &str, keys: &str) {
-    page.find(fantoccini::Locator::Id(id))
-        .await
-        .unwrap_or_else(|error| panic!("#{id}: {error}"))
-        .send_keys(keys)
-        .await
-        .expect("type");
-}
-
 /// Issue 30, point 5: mentions. "@" and the name of someone here is marked, a message
 /// that mentions you is marked as such, an address is not a mention, and "@Bo" and Tab
 /// completes the name of someone here (Tab moves the focus on everywhere else).
@@ -2774,6 +2764,576 @@ async fn an_edit_to_nothing_says_why_it_is_not_saved() {
     );
     assert!(is_shown(&page, "composing").await, "still editing");
     wait_for_message(&page, &format!("Client #{id}: to be emptied")).await;
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+/// The member list as shown: each member's id, its role's badge, what a screen reader
+/// hears of the role, and whether it is a button (that opens the member's menu).
+async fn member_list(page: &Page) -> Value {
+    eval(
+        page,
+        "return Array.from(document.querySelectorAll('#people-list li > :first-child'), e => \
+           [e.dataset.id, (e.querySelector('.role-badge') || {}).textContent || '', \
+            (e.querySelector('.sr') || {}).textContent || '', e.tagName === 'BUTTON']);",
+    )
+    .await
+}
+
+/// What the open member menu offers (`null` while it is closed).
+async fn menu_offers(page: &Page) -> Value {
+    eval(
+        page,
+        "const menu = document.getElementById('member-menu'); \
+         return menu.hidden ? null : Array.from(menu.querySelectorAll('.menu-actions [data-act]')) \
+           .filter(b => !b.hidden).map(b => b.dataset.act);",
+    )
+    .await
+}
+
+/// Opens who is here, if it is closed, and then `id`'s menu with a click.
+async fn open_member_menu(page: &Page, id: &str) {
+    eval(
+        page,
+        &format!(
+            "if (document.getElementById('people-panel').hidden) \
+               document.getElementById('people-toggle').click(); \
+             document.querySelector('#people-list .member[data-id=\"{id}\"]').click(); \
+             return null;"
+        ),
+    )
+    .await;
+}
+
+/// Clicks the open member menu's button for `act` (kick, ban, mute...).
+async fn menu_click(page: &Page, act: &str) {
+    eval(
+        page,
+        &format!(
+            "document.querySelector('#member-menu [data-act=\"{act}\"]').click(); return null;"
+        ),
+    )
+    .await;
+}
+
+/// Issue 31, item 5: a moderator kicks, bans and mutes from the member list's menu,
+/// opened and closed from the keyboard, and deletes another's message; the member's
+/// page says each in words; a member is offered only what it may do (a message), and
+/// a refusal (an admin the page could not know of) is said.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_moderator_kicks_bans_and_mutes_from_the_member_menu() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        admins: ["1", "5"]
+            .map(|id| chat::ClientId::parse(id).unwrap())
+            .to_vec(),
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
+    let mut admin = V2::connect(&server, "/ws/1?name=Root").await;
+    admin.seated().await;
+    let url = format!("http://{}/#room=main", server.address);
+    let moderator = driver.open(1000, 700).await;
+    moderator.goto(&url).await.expect("load the page");
+    wait_for_room(&moderator, "main").await;
+    let moderator_id = client_id(&moderator).await;
+    let member = driver.open(1000, 700).await;
+    member.goto(&url).await.expect("load the page");
+    wait_for_room(&member, "main").await;
+    let member_id = client_id(&member).await;
+    admin
+        .send(&json!({"type": "role", "member": moderator_id, "role": "moderator", "nonce": "r"}))
+        .await;
+    wait_for_value(
+        &moderator,
+        "the moderator's own badge",
+        &format!(
+            "return (document.querySelector('#people-list [data-id=\"{moderator_id}\"] .role-badge') \
+               || {{}}).textContent || null;"
+        ),
+        json!("mod"),
+    )
+    .await;
+
+    // A member may only message the others: no kick, ban or mute.
+    wait_for(
+        &member,
+        "the moderator in the list",
+        "return document.querySelectorAll('#people-list .member').length;",
+        |n| n == &json!(2),
+    )
+    .await;
+    open_member_menu(&member, &moderator_id).await;
+    assert_eq!(menu_offers(&member).await, json!(["message"]));
+    open_member_menu(&member, "1").await;
+    assert_eq!(menu_offers(&member).await, json!(["message"]));
+
+    // The moderator's menu, from the keyboard: Enter opens it on its first item,
+    // Escape closes it back to the member, Space opens it again.
+    eval(
+        &moderator,
+        &format!(
+            "document.getElementById('people-toggle').click(); \
+             document.querySelector('#people-list .member[data-id=\"{member_id}\"]').focus(); return null;"
+        ),
+    )
+    .await;
+    press(&moderator, "\u{E007}").await;
+    assert_eq!(
+        menu_offers(&moderator).await,
+        json!(["message", "kick", "ban", "mute"])
+    );
+    assert_eq!(
+        eval(&moderator, "return document.activeElement.dataset.act;").await,
+        json!("message")
+    );
+    press(&moderator, "\u{E00C}").await;
+    assert_eq!(menu_offers(&moderator).await, Value::Null);
+    assert_eq!(
+        eval(&moderator, "return document.activeElement.dataset.id;").await,
+        json!(member_id)
+    );
+    assert!(
+        is_shown(&moderator, "people-panel").await,
+        "Escape closed only the menu"
+    );
+    press(&moderator, " ").await;
+    assert_eq!(
+        menu_offers(&moderator).await,
+        json!(["message", "kick", "ban", "mute"])
+    );
+
+    // Mute: the member's composer says so, and a message is kept rather than lost.
+    menu_click(&moderator, "mute").await;
+    wait_for(
+        &member,
+        "the member's composer to say it is muted",
+        "return document.getElementById('speak-state').hidden ? '' : document.getElementById('speak-state').textContent;",
+        |said| said.as_str().is_some_and(|said| said.starts_with("You are muted")),
+    )
+    .await;
+    say(&member, "let me speak").await;
+    let notice = text_of(&member, "notice").await;
+    assert!(notice.starts_with("You are muted"), "{notice}");
+    assert_eq!(input_value(&member).await, "let me speak");
+    open_member_menu(&moderator, &member_id).await;
+    assert_eq!(
+        menu_offers(&moderator).await,
+        json!(["message", "kick", "ban", "unmute"])
+    );
+    menu_click(&moderator, "unmute").await;
+    wait_for_value(
+        &member,
+        "the mute lifted",
+        "return document.getElementById('speak-state').hidden;",
+        json!(true),
+    )
+    .await;
+    press_enter(&member).await;
+    wait_for_message(&moderator, &format!("Client #{member_id}: let me speak")).await;
+
+    // A moderator deletes another's message from its actions.
+    eval(
+        &moderator,
+        "document.getElementById('messages').focus(); return null;",
+    )
+    .await;
+    press(&moderator, "\u{E013}").await;
+    wait_for_value(
+        &moderator,
+        "Delete offered on another's message",
+        "return !document.querySelector('#actions [data-action=\"delete\"]').hidden;",
+        json!(true),
+    )
+    .await;
+    for _ in 0..2 {
+        eval(
+            &moderator,
+            "document.querySelector('#actions [data-action=\"delete\"]').click(); return null;",
+        )
+        .await;
+    }
+    wait_until(&member, "the message deleted", |shown| {
+        !shown.iter().any(|line| line.contains("let me speak"))
+            && shown.iter().any(|line| line.contains("message deleted"))
+    })
+    .await;
+
+    // Kick, with a reason typed in the menu: the member's page says it in words.
+    open_member_menu(&moderator, &member_id).await;
+    menu_click(&moderator, "kick").await;
+    assert!(is_shown(&moderator, "member-confirm").await);
+    assert!(
+        !is_shown(&moderator, "member-ban-line").await,
+        "a kick has no duration"
+    );
+    screenshot(&moderator, "moderation-kick.png").await;
+    type_keys_into(&moderator, "member-reason", "calm down\u{E007}").await;
+    wait_for_status(&member, "removed").await;
+    let notice = text_of(&member, "notice").await;
+    assert!(
+        notice.starts_with("A moderator removed you from this room (“calm down”)"),
+        "{notice}"
+    );
+    click(&member, "retry").await;
+    wait_for_room(&member, "main").await;
+
+    // Ban for a day, with a reason.
+    wait_for(&moderator, "the member back", &format!("return Boolean(document.querySelector('#people-list .member[data-id=\"{member_id}\"]'));"), |back| back == &json!(true)).await;
+    open_member_menu(&moderator, &member_id).await;
+    menu_click(&moderator, "ban").await;
+    eval(
+        &moderator,
+        "document.getElementById('member-ban-for').value = '86400'; return null;",
+    )
+    .await;
+    type_keys_into(&moderator, "member-reason", "spam").await;
+    click(&moderator, "member-go").await;
+    let ban = admin
+        .next_matching("the ban", |f| {
+            f["type"] == "ban" && f["member"] == member_id
+        })
+        .await;
+    assert_eq!(
+        (&ban["seconds"], &ban["reason"]),
+        (&json!(86400), &json!("spam")),
+        "{ban}"
+    );
+    wait_for_status(&member, "banned").await;
+
+    // Another admin, come after the moderator's welcome, is not known to be one:
+    // the page offers a kick, and says the server's refusal.
+    let mut other_admin = V2::connect(&server, "/ws/5").await;
+    other_admin.seated().await;
+    wait_for(
+        &moderator,
+        "#5 in the list",
+        "return Boolean(document.querySelector('#people-list .member[data-id=\"5\"]'));",
+        |here| here == &json!(true),
+    )
+    .await;
+    open_member_menu(&moderator, "5").await;
+    menu_click(&moderator, "kick").await;
+    click(&moderator, "member-go").await;
+    wait_for(
+        &moderator,
+        "the refusal in words",
+        "return document.getElementById('notice').textContent;",
+        |notice| {
+            notice
+                .as_str()
+                .is_some_and(|notice| notice.contains("#5 is an admin here"))
+        },
+    )
+    .await;
+    let violations = accessibility_violations(&moderator).await;
+    assert!(violations.is_empty(), "{violations:#?}");
+
+    // Message opens the direct-message room with them.
+    open_member_menu(&moderator, "1").await;
+    assert_eq!(menu_offers(&moderator).await, json!(["message"]));
+    menu_click(&moderator, "message").await;
+    wait_for_room(&moderator, &format!("dm.1.{moderator_id}")).await;
+    for page in [moderator, member] {
+        page.close().await.expect("close");
+    }
+    server.stop().await;
+}
+
+/// Issue 31, item 5: roles are badges in the member list and the topic, slow mode and
+/// read-only are in the header, each following its live events; a read-only room's
+/// composer says so rather than failing; a long topic is cut, whole in its tooltip.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn roles_and_the_topic_are_shown_and_follow_their_events() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        admins: vec![chat::ClientId::parse("1").unwrap()],
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
+    let mut admin = V2::connect(&server, "/ws/1?name=Root").await;
+    admin.seated().await;
+    let mut grace = V2::connect(&server, "/ws/3?name=Grace").await;
+    grace.seated().await;
+    admin
+        .send(&json!({"type": "topic", "text": "Release day", "nonce": "t"}))
+        .await;
+    admin
+        .send(&json!({"type": "role", "member": "3", "role": "moderator", "nonce": "r"}))
+        .await;
+    admin
+        .next_matching("the role", |f| f["type"] == "role")
+        .await;
+    // The phone (dark) first: the desktop pass changes the roles and the topic.
+    for (phone, name) in [(true, "phone"), (false, "desktop")] {
+        let page = if phone {
+            driver.open_themed(390, 740, true, Theme::Dark).await
+        } else {
+            driver.open(1100, 700).await
+        };
+        page.goto(&format!("http://{}/#room=main", server.address))
+            .await
+            .expect("load the page");
+        wait_for_room(&page, "main").await;
+        let id = client_id(&page).await;
+        assert_eq!(text_of(&page, "topic").await, "Release day");
+        wait_for(
+            &page,
+            "the list",
+            "return document.querySelectorAll('#people-list li').length;",
+            |n| n == &json!(3),
+        )
+        .await;
+        let mut expected = vec![
+            json!(["1", "admin", ", admin", true]),
+            json!(["3", "mod", ", moderator", true]),
+            json!([id, "", "", false]),
+        ];
+        expected.sort_by_key(|row| row[0].as_str().unwrap().to_owned());
+        assert_eq!(member_list(&page).await, json!(expected));
+
+        if !phone {
+            // Slow mode: said above the input; a second message within it is refused by
+            // the server, and comes back into the input rather than "sending…" for ever.
+            admin
+                .send(&json!({"type": "slow", "seconds": 30, "nonce": "s1"}))
+                .await;
+            wait_for_value(
+                &page,
+                "slow mode above the input",
+                "return document.getElementById('speak-state').textContent;",
+                json!("Slow mode: one message per 30 s."),
+            )
+            .await;
+            say(&page, "first").await;
+            wait_for_message(&page, &format!("Client #{id}: first")).await;
+            say(&page, "second").await;
+            wait_for(
+                &page,
+                "the refusal",
+                "return document.getElementById('notice').textContent;",
+                |notice| {
+                    notice
+                        .as_str()
+                        .is_some_and(|notice| notice.starts_with("Not sent: "))
+                },
+            )
+            .await;
+            assert_eq!(input_value(&page).await, "second");
+            let shown = messages(&page).await;
+            assert!(
+                !shown.iter().any(|line| line.contains("second")),
+                "{shown:?}"
+            );
+            eval(
+                &page,
+                "document.getElementById('messageText').value = ''; return null;",
+            )
+            .await;
+            admin
+                .send(&json!({"type": "slow", "seconds": 0, "nonce": "s2"}))
+                .await;
+
+            // Read-only: the header and the composer say it, and a message is kept.
+            admin
+                .send(&json!({"type": "read_only", "on": true, "nonce": "ro"}))
+                .await;
+            wait_for_value(
+                &page,
+                "read-only in the header",
+                "return document.getElementById('room-rules').textContent;",
+                json!("read-only"),
+            )
+            .await;
+            assert_eq!(
+                text_of(&page, "speak-state").await,
+                "This room is read-only: only moderators speak."
+            );
+            say(&page, "anyone there?").await;
+            let notice = text_of(&page, "notice").await;
+            assert!(notice.starts_with("This room is read-only"), "{notice}");
+            assert_eq!(input_value(&page).await, "anyone there?");
+
+            // Made a moderator: its own badge, and read-only no longer holds it back.
+            admin
+                .send(&json!({"type": "role", "member": id, "role": "moderator", "nonce": "m"}))
+                .await;
+            wait_for_value(
+                &page,
+                "the speak state gone",
+                "return document.getElementById('speak-state').hidden;",
+                json!(true),
+            )
+            .await;
+            assert!(
+                !is_shown(&page, "notice").await,
+                "the refusal goes once it no longer holds"
+            );
+            assert_eq!(
+                member_list(&page)
+                    .await
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|row| row[0] == json!(id))
+                    .cloned(),
+                Some(json!([id, "mod", ", moderator", false]))
+            );
+            // A moderator has no menu on a moderator (as high as itself), nor owners' items.
+            admin
+                .send(&json!({"type": "role", "member": "3", "role": "member", "nonce": "m3"}))
+                .await;
+            wait_for(&page, "Grace's badge gone", "return (document.querySelector('#people-list [data-id=\"3\"] .role-badge') || null) === null;", |gone| gone == &json!(true)).await;
+            open_member_menu(&page, "3").await;
+            assert_eq!(
+                menu_offers(&page).await,
+                json!(["message", "kick", "ban", "mute"])
+            );
+            press(&page, "\u{E00C}").await;
+
+            // A long topic is cut with an ellipsis, and whole in its tooltip; slow mode.
+            let long = "A very long topic that goes on and on about the release ".repeat(6);
+            admin
+                .send(&json!({"type": "topic", "text": long, "nonce": "t2"}))
+                .await;
+            admin
+                .send(&json!({"type": "slow", "seconds": 30, "nonce": "s"}))
+                .await;
+            wait_for_value(
+                &page,
+                "slow mode",
+                "return document.getElementById('room-rules').textContent;",
+                json!("read-only · slow mode: one message per 30 s"),
+            )
+            .await;
+            let topic = eval(
+                &page,
+                "const t = document.getElementById('topic'); \
+                return [t.title, t.scrollWidth > t.clientWidth, getComputedStyle(t).textOverflow, \
+                        document.documentElement.scrollWidth <= innerWidth];",
+            )
+            .await;
+            assert_eq!(topic, json!([long, true, "ellipsis", true]));
+        }
+        screenshot(&page, &format!("moderation-{name}.png")).await;
+        // The menu open passes axe-core: a member's (Message only) on the dark phone,
+        // a moderator's on the desktop, with a ban's confirmation.
+        if phone {
+            open_member_menu(&page, "1").await;
+        } else {
+            open_member_menu(&page, "3").await;
+            menu_click(&page, "ban").await;
+        }
+        let violations = accessibility_violations(&page).await;
+        assert!(violations.is_empty(), "{name}: {violations:#?}");
+        screenshot(&page, &format!("moderation-menu-{name}.png")).await;
+        assert!(
+            eval(
+                &page,
+                "return document.documentElement.scrollWidth <= innerWidth;"
+            )
+            .await
+                == json!(true),
+            "{name}: no sideways scroll"
+        );
+
+        if !phone {
+            // Cleared: the header's line goes once nothing is left to say.
+            for request in [
+                json!({"type": "topic", "text": "", "nonce": "t3"}),
+                json!({"type": "slow", "seconds": 0, "nonce": "s0"}),
+                json!({"type": "read_only", "on": false, "nonce": "r0"}),
+            ] {
+                admin.send(&request).await;
+            }
+            wait_for_value(
+                &page,
+                "the header's line gone",
+                "return document.getElementById('room-about').hidden;",
+                json!(true),
+            )
+            .await;
+        }
+        page.close().await.expect("close");
+    }
+    server.stop().await;
+}
+
+/// Issue 31, item 5: an admin (here by `--admin`, signed in with a token) names a
+/// moderator from the member menu and makes it a member again; the badge follows.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn an_admin_names_a_moderator_from_the_member_menu() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        jwt_secret: Some(testkit::tokens::secret()),
+        admins: vec![chat::ClientId::parse("1").unwrap()],
+        ..Config::default()
+    })
+    .await;
+    let mut grace = V2::connect(
+        &server,
+        &format!("/ws/3?token={}", token("3", Some("Grace"))),
+    )
+    .await;
+    grace.seated().await;
+    let page = driver.open(1000, 700).await;
+    page.goto(&format!(
+        "http://{}/#room=main&token={}",
+        server.address,
+        token("1", Some("Root"))
+    ))
+    .await
+    .expect("load the page");
+    wait_for_room(&page, "main").await;
+    wait_for(
+        &page,
+        "the admin's own badge and Grace",
+        "return document.querySelectorAll('#people-list li').length;",
+        |n| n == &json!(2),
+    )
+    .await;
+    assert_eq!(
+        member_list(&page).await,
+        json!([["1", "admin", ", admin", false], ["3", "", "", true]])
+    );
+    open_member_menu(&page, "3").await;
+    assert_eq!(
+        menu_offers(&page).await,
+        json!(["message", "kick", "ban", "mute", "moderator"])
+    );
+    menu_click(&page, "moderator").await;
+    let role = grace
+        .next_matching("the role", |f| f["type"] == "role")
+        .await;
+    assert_eq!(
+        (&role["member"], &role["role"]),
+        (&json!("3"), &json!("moderator"))
+    );
+    wait_for(
+        &page,
+        "Grace's badge",
+        "return (document.querySelector('#people-list [data-id=\"3\"] .role-badge') || {}).textContent || null;",
+        |badge| badge == &json!("mod"),
+    )
+    .await;
+    open_member_menu(&page, "3").await;
+    assert_eq!(
+        menu_offers(&page).await,
+        json!(["message", "kick", "ban", "mute", "member"])
+    );
+    menu_click(&page, "member").await;
+    wait_for(
+        &page,
+        "Grace's badge gone",
+        "return document.querySelector('#people-list [data-id=\"3\"] .role-badge') === null;",
+        |gone| gone == &json!(true),
+    )
+    .await;
     page.close().await.expect("close");
     server.stop().await;
 }

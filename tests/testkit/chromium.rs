@@ -462,12 +462,17 @@ pub async fn press_enter(page: &Page) {
 
 /// Types `keys` into the input, as key presses (WebDriver's codes for Enter, Shift...).
 pub async fn type_keys(page: &Page, keys: &str) {
-    page.find(Locator::Id("messageText"))
+    type_keys_into(page, "messageText", keys).await;
+}
+
+/// Types `keys` into the element with this `id`, as key presses (WebDriver's codes
+/// for Enter, Escape...).
+pub async fn type_keys_into(page: &Page, id: &str, keys: &str) {
+    element(page, id)
         .await
-        .expect("#messageText")
         .send_keys(keys)
         .await
-        .expect("type");
+        .unwrap_or_else(|error| panic!("typing into #{id}: {error}"));
 }
 
 pub async fn input_value(page: &Page) -> String {

@@ -10,7 +10,7 @@
 //!   nothing (as long as the room's history in memory holds the message).
 //! - `GET /api/v1/rooms` -> `[{"room":R,"members":K}, ...]`
 //! - `GET /api/v1/rooms/{room}/members` -> `[{"id":I,"name":N?,"role":R}, ...]`
-//! - `DELETE /api/v1/rooms/{room}/members/{id}` (kick) -> 204
+//! - `DELETE /api/v1/rooms/{room}/members/{id}` `{"reason":R?}` (kick) -> 204
 //! - `PUT /api/v1/rooms/{room}/bans/{id}` `{"seconds":S?,"reason":R?}` -> 204
 //! - `DELETE /api/v1/rooms/{room}/bans/{id}` -> 204
 //! - `GET /api/v1/rooms/{room}/bans` -> `[{"id":I,"until":MS?,"reason":R?}, ...]`
@@ -21,6 +21,7 @@
 //! - `PUT` and `DELETE /api/v1/bans/{id}` (admins only): a server-wide ban, kept as the
 //!   bans of the server's own room (`SERVER_ROOM`), checked at every handshake; every
 //!   node that hears of it closes the member's connections in every room (4003).
+//! - `GET /api/v1/bans` (admins only) -> the server-wide bans, as a room's are listed.
 //! - `GET /api/v1/openapi.json`: the OpenAPI document of the whole API.
 
 use std::collections::HashMap;
@@ -98,6 +99,9 @@ impl ApiRates {
 /// Where the server-wide bans are.
 const SERVER_BANS: &str = "/api/v1/bans/";
 
+/// Where they are listed.
+const SERVER_BAN_LIST: &str = "/api/v1/bans";
+
 /// Whether a call counts against its credential's rate (`--api-rate`): the
 /// dashboard's once-a-second read does not, so that a busy bot sharing the operator's
 /// key cannot lock the operator out of it.
@@ -112,6 +116,7 @@ pub fn handles(path: &str) -> bool {
     path == ROOMS
         || path == OPENAPI_PATH
         || path == super::admin::STATS
+        || path == SERVER_BAN_LIST
         || path
             .strip_prefix(SERVER_BANS)
             .is_some_and(|id| !id.contains('/'))
@@ -128,6 +133,9 @@ pub fn handles(path: &str) -> bool {
 /// `/api/v1/rooms/{room}/{what}[/{id}]` in parts; a server-wide ban is the server's
 /// room's.
 fn route_of(path: &str) -> Option<(&str, &str, Option<&str>)> {
+    if path == SERVER_BAN_LIST {
+        return Some((SERVER_ROOM, "bans", None));
+    }
     if let Some(id) = path.strip_prefix(SERVER_BANS) {
         return Some((SERVER_ROOM, "bans", Some(id)));
     }
@@ -167,7 +175,7 @@ pub async fn serve(
         Some((room, what, id)) => (Some(room), what, id),
         None => (None, "rooms", None),
     };
-    let server_wide = path.starts_with(SERVER_BANS);
+    let server_wide = path.starts_with(SERVER_BANS) || path == SERVER_BAN_LIST;
     if room == Some(SERVER_ROOM) && !server_wide {
         let message = "_server is the server's own room: use /api/v1/bans/{id}";
         return Ok(error(StatusCode::NOT_FOUND, "no_such_room", message));
@@ -258,11 +266,16 @@ async fn member_request(
         .to_string();
     let nonce = Some(api_nonce());
     Ok(match (what, method) {
-        ("members", _) => v2::Request::Kick {
-            member,
-            reason: None,
-            nonce,
-        },
+        ("members", _) => {
+            let kick: KickBody = read_json(request, MAX_BODY_BYTES)
+                .await?
+                .unwrap_or_default();
+            v2::Request::Kick {
+                member,
+                reason: kick.reason,
+                nonce,
+            }
+        }
         ("bans", &Method::DELETE) => v2::Request::Unban { member, nonce },
         ("mutes", &Method::DELETE) => v2::Request::Unmute { member, nonce },
         ("bans", _) => {
@@ -453,6 +466,13 @@ struct RoleBody {
 #[serde(deny_unknown_fields)]
 struct TopicBody {
     text: String,
+}
+
+/// A kick's body: `{"reason":R?}`, which may be empty.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickBody {
+    reason: Option<String>,
 }
 
 /// A ban's body: `{"seconds":S?,"reason":R?}`; an empty body bans until lifted.
