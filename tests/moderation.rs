@@ -1083,3 +1083,124 @@ async fn event_about_join(client: &mut V2, id: &str) -> Value {
         })
         .await
 }
+
+/// From a review as users: a banned token's holder used the HTTP API as if it were
+/// not (posted, set the topic, lifted its own ban, read the room); a muted member
+/// still reacted and was shown typing; an owner's "deop" of a moderator by token was
+/// logged as done; a bot posted into, and listed, others' direct messages.
+#[tokio::test]
+async fn bans_mutes_and_tokens_hold_over_the_api_and_in_reactions() {
+    let server = TestServer::start_with(Config {
+        jwt_secret: Some(tokens::secret()),
+        api_keys: chat_server::ApiKeys::parse(API_KEY).unwrap(),
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
+    let owner = token_with("3", json!({"roles": {"main": "owner"}}));
+    let mut olly = V2::connect(&server, &format!("/ws/3?token={owner}")).await;
+    olly.seated().await;
+    let moderator = token_with("2", json!({"roles": {"main": "moderator"}}));
+    let mut mo = V2::connect(&server, &format!("/ws/2?token={moderator}")).await;
+    mo.seated().await;
+
+    // The owner cannot take a token's role away, and is told so, not logged.
+    olly.send(&json!({"type":"role","member":"2","role":"member","nonce":"deop"}))
+        .await;
+    let error = refused(&mut olly, "deop", "invalid").await;
+    assert_eq!(
+        error["message"],
+        "#2 is a moderator by their token; a role given here cannot take that away"
+    );
+
+    // Banned from the room, the moderator's token does nothing there over HTTP.
+    olly.send(&json!({"type":"ban","member":"2","nonce":"ban"}))
+        .await;
+    olly.error_or("ban", "ban").await;
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/v1/rooms/main/messages",
+            r#"{"text":"still here","nonce":"n"}"#,
+        ),
+        ("PUT", "/api/v1/rooms/main/topic", r#"{"text":"mine now"}"#),
+        ("DELETE", "/api/v1/rooms/main/bans/2", ""),
+        ("GET", "/api/v1/rooms/main/events?before=99&limit=5", ""),
+    ] {
+        let answer = server
+            .http(&api(method, path, Some(&moderator), body))
+            .await;
+        assert_eq!(answer.status, 403, "{method} {path}: {answer:?}");
+        assert!(
+            answer.body.contains("#2 is banned from room main"),
+            "{answer:?}"
+        );
+    }
+
+    // Banned from the server, a bot's token does nothing anywhere.
+    let bot = token_with("9", json!({"bot": true}));
+    let banned = server
+        .http(&api("PUT", "/api/v1/bans/9", Some(API_KEY), ""))
+        .await;
+    assert_eq!(banned.status, 204, "{banned:?}");
+    let answer = server
+        .http(&api(
+            "POST",
+            "/api/v1/rooms/other/messages",
+            Some(&bot),
+            r#"{"text":"hi","nonce":"n"}"#,
+        ))
+        .await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert!(
+        answer.body.contains("#9 is banned from this server"),
+        "{answer:?}"
+    );
+
+    // A bot does not post into, nor list, others' direct messages.
+    let mut five = V2::connect(
+        &server,
+        &format!("/ws/5?room=dm.5.6&token={}", tokens::token("5", None)),
+    )
+    .await;
+    five.seated().await;
+    let other_bot = token_with("8", json!({"bot": true}));
+    let answer = server
+        .http(&api(
+            "POST",
+            "/api/v1/rooms/dm.5.6/messages",
+            Some(&other_bot),
+            r#"{"text":"psst","nonce":"n"}"#,
+        ))
+        .await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    let listed = server
+        .http(&api("GET", "/api/v1/rooms", Some(&other_bot), ""))
+        .await;
+    assert!(!listed.body.contains("dm.5.6"), "{listed:?}");
+    let listed = server
+        .http(&api("GET", "/api/v1/rooms", Some(API_KEY), ""))
+        .await;
+    assert!(listed.body.contains("dm.5.6"), "the operator's: {listed:?}");
+
+    // Muted: no reactions, no typing.
+    let member = tokens::token("4", None);
+    let mut four = V2::connect(&server, &format!("/ws/4?token={member}")).await;
+    four.seated().await;
+    olly.say("an announcement", Some("a")).await;
+    let announcement = offset(&olly.error_or("message", "a").await);
+    olly.send(&json!({"type":"mute","member":"4","nonce":"mute"}))
+        .await;
+    olly.error_or("mute", "mute").await;
+    four.react(announcement, ":still_talking:", Some("r")).await;
+    refused(&mut four, "r", "muted").await;
+    four.typing().await;
+    olly.say("after", Some("after")).await;
+    let next = olly
+        .next_matching("the next message or typing", |frame| {
+            frame["type"] == "typing" || frame["nonce"] == "after"
+        })
+        .await;
+    assert_eq!(next["nonce"], "after", "no typing from the muted: {next}");
+    server.stop().await;
+}

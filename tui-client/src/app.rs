@@ -894,16 +894,17 @@ impl App {
         if !rules.worth_a_title() {
             return None;
         }
+        // The rules first: a long topic is cut at the edge, and they must not be.
         let mut parts = Vec::new();
-        if let Some(topic) = &rules.topic {
-            parts.push(topic.clone());
-        }
         if rules.slow > 0 {
             let every = crate::app::messages::duration_words(rules.slow);
             parts.push(format!("slow mode: one message per {every}"));
         }
         if rules.read_only {
             parts.push("read-only: only moderators speak".to_owned());
+        }
+        if let Some(topic) = &rules.topic {
+            parts.push(topic.clone());
         }
         Some(parts.join(" · "))
     }

@@ -407,7 +407,7 @@ fn removed(code: u16, reason: &str) -> Option<String> {
             "a moderator removed you from this room{why}; you may come back"
         )),
         BANNED => Some(format!(
-            "a moderator banned you from this room{why}; joining again is refused while the ban lasts"
+            "you were banned{why}, from this room or the whole server; joining again is refused while the ban lasts (F5 says until when)"
         )),
         _ => None,
     }
@@ -957,7 +957,7 @@ mod tests {
         assert_eq!(
             removed(BANNED, "banned").as_deref(),
             Some(
-                "a moderator banned you from this room; joining again is refused while the ban lasts"
+                "you were banned, from this room or the whole server; joining again is refused while the ban lasts (F5 says until when)"
             )
         );
         assert_eq!(removed(1001, "going away"), None);

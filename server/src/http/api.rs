@@ -14,6 +14,7 @@
 //! direct-message room is readable only by its two ids. Each request counts against
 //! its address's handshake rate (`--handshake-rate-per-ip`).
 
+use chat::ClientId;
 use chat::v1::RoomName;
 use chat::v2;
 use hyper::body::Incoming;
@@ -132,7 +133,7 @@ pub async fn serve(
             "_server is the server's own room: its bans are not read here",
         ));
     }
-    check_reader(request, &room, door).await?;
+    let reader = check_reader(request, &room, door).await?;
     let nonce: Option<&str> = None;
     let params = Params::read(request.uri().query().unwrap_or(""));
     let query = match what {
@@ -162,6 +163,19 @@ pub async fn serve(
         let message = format!("there is no room {room} here");
         return Ok(error(StatusCode::NOT_FOUND, "no_such_room", &message));
     };
+    // A banned reader reads no more than it could over a WebSocket.
+    if let Some(reader) = &reader {
+        let ban = match room.ban_of(reader) {
+            Some(ban) => Some(("room ".to_owned() + room.name().as_str(), ban)),
+            None => super::server_ban(reader, door)
+                .await?
+                .map(|ban| ("this server".to_owned(), ban)),
+        };
+        if let Some((from, ban)) = ban {
+            let message = format!("#{reader} is banned from {from} {}", ban.until_text());
+            return Ok(error(StatusCode::FORBIDDEN, "banned", &message));
+        }
+    }
     Ok(match history::answer(&room, query, nonce).await {
         Ok(json) => json_response(StatusCode::OK, json),
         Err(failed) => error(
@@ -172,13 +186,13 @@ pub async fn serve(
     })
 }
 
-/// With `--jwt-secret` or a JWKS, the reader must show a good token; a direct-message
-/// room is for its two ids only.
+/// With `--jwt-secret` or a JWKS, the reader must show a good token, whose id is
+/// returned; a direct-message room is for its two ids only.
 async fn check_reader(
     request: &Request<Incoming>,
     room: &RoomName,
     door: &FrontDoor,
-) -> Result<(), Refused> {
+) -> Result<Option<ClientId>, Refused> {
     let Some(tokens) = &door.tokens else {
         // Over HTTP nobody even claims an id: without tokens, a direct-message room is
         // not for reading here at all.
@@ -190,7 +204,7 @@ async fn check_reader(
                 error(StatusCode::FORBIDDEN, "forbidden", message),
             ));
         }
-        return Ok(());
+        return Ok(None);
     };
     let token = bearer(request.headers()).ok_or_else(|| refuse_token(TokenRefusal::Missing))?;
     let holder = tokens
@@ -206,7 +220,7 @@ async fn check_reader(
                 error(StatusCode::FORBIDDEN, "forbidden", &message),
             ))
         }
-        _ => Ok(()),
+        _ => Ok(Some(holder)),
     }
 }
 

@@ -188,6 +188,27 @@ pub async fn serve(
         }
     };
     let who = caller(&request, room.as_ref(), door, Rated::Yes).await?;
+    // A token's holder banned from the server uses none of it (the operator's key
+    // speaks as #0, whom nobody bans).
+    if who.id.as_str() != super::OPERATOR_ID
+        && let Some(ban) = super::server_ban(&who.id, door).await?
+    {
+        let message = format!(
+            "#{} is banned from this server {}",
+            who.id,
+            ban.until_text()
+        );
+        return Ok(error(StatusCode::FORBIDDEN, "banned", &message));
+    }
+    // A direct-message room is its two ids' (and the operator's, who moderates it).
+    if let Some(Ok((first, second))) = room.as_ref().and_then(v2::direct_members)
+        && who.role < Role::Admin
+        && who.id != first
+        && who.id != second
+    {
+        let message = format!("this direct-message room is for #{first} and #{second} only");
+        return Ok(error(StatusCode::FORBIDDEN, "forbidden", &message));
+    }
     if server_wide && who.role < Role::Admin {
         let message = "only an admin bans from the whole server";
         return Ok(error(StatusCode::FORBIDDEN, "forbidden", message));
@@ -214,7 +235,7 @@ pub async fn serve(
         return Ok(response);
     }
     let Some(room) = room else {
-        return Ok(list_rooms(door).await);
+        return Ok(list_rooms(&who, door).await);
     };
     let moderation = match (what, id) {
         ("messages", None) => return Ok(post(request, &room, &who, door).await),
@@ -319,7 +340,7 @@ async fn moderate(
     moderation: v2::Request,
     door: &FrontDoor,
 ) -> Result<Response<Body>, Refused> {
-    let room = match loaded(room, door).await {
+    let room = match loaded_for(room, who, door).await {
         Ok(room) => room,
         Err(response) => return Ok(*response),
     };
@@ -380,7 +401,7 @@ async fn post(
         }
         Err(message) => return error(StatusCode::BAD_REQUEST, "invalid", &message),
     };
-    let room = match loaded(room, door).await {
+    let room = match loaded_for(room, who, door).await {
         Ok(room) => room,
         Err(response) => return *response,
     };
@@ -409,6 +430,26 @@ async fn post(
 }
 
 /// The room, made or loaded here, and as the cluster has it.
+/// [`loaded`], for `who` to post or moderate in: refused (403) if `who` is banned
+/// from it.
+async fn loaded_for(
+    room: &RoomName,
+    who: &Who,
+    door: &FrontDoor,
+) -> Result<std::sync::Arc<crate::room::Room>, Box<Response<Body>>> {
+    let room = loaded(room, door).await?;
+    if let Some(ban) = room.ban_of(&who.id) {
+        let message = format!(
+            "#{} is banned from room {} {}",
+            who.id,
+            room.name(),
+            ban.until_text()
+        );
+        return Err(Box::new(error(StatusCode::FORBIDDEN, "banned", &message)));
+    }
+    Ok(room)
+}
+
 async fn loaded(
     room: &RoomName,
     door: &FrontDoor,
@@ -561,13 +602,15 @@ async fn caller(
     Ok(who)
 }
 
-async fn list_rooms(door: &FrontDoor) -> Response<Body> {
+async fn list_rooms(who: &Who, door: &FrontDoor) -> Response<Body> {
+    // Who talks to whom is theirs: direct-message rooms are listed to admins only.
+    let private = |room: &RoomName| v2::direct_members(room).is_some() && who.role < Role::Admin;
     let rooms: Vec<_> = door
         .shared
         .rooms
         .loaded()
         .into_iter()
-        .filter(|room| room.name().as_str() != SERVER_ROOM)
+        .filter(|room| room.name().as_str() != SERVER_ROOM && !private(room.name()))
         .map(|room| json!({"room": room.name().as_str(), "members": room.present().len()}))
         .collect();
     json_response(StatusCode::OK, json!(rooms).to_string().into_bytes())

@@ -423,22 +423,11 @@ impl State {
         now: u64,
         nonce: Option<&str>,
     ) -> Result<(), v2::Error> {
+        self.may_be_heard(id, role, now, nonce)?;
         if role >= Role::Moderator {
             return Ok(());
         }
         let refuse = |code, message: String| Err(v2::Error::new(nonce, code, message));
-        if self.rules.muted(id, now) {
-            return refuse(
-                v2::ErrorCode::Muted,
-                "you are muted in this room: you can read, not send".to_owned(),
-            );
-        }
-        if self.rules.read_only() {
-            return refuse(
-                v2::ErrorCode::Forbidden,
-                "this room is read-only: only moderators speak".to_owned(),
-            );
-        }
         let slow = self.rules.slow().saturating_mul(1000);
         if let Some(last) = self.spoke.get(id)
             && now.saturating_sub(*last) < slow
@@ -450,6 +439,35 @@ impl State {
                     "slow mode: one message per {} s; wait {wait} s",
                     self.rules.slow()
                 ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `id` may be heard at all, in a message, a reaction or its typing: not
+    /// if muted, nor in a read-only room, unless a moderator. (Slow mode counts
+    /// messages only.)
+    fn may_be_heard(
+        &self,
+        id: &str,
+        role: Role,
+        now: u64,
+        nonce: Option<&str>,
+    ) -> Result<(), v2::Error> {
+        if role >= Role::Moderator {
+            return Ok(());
+        }
+        let refuse = |code, message: &str| Err(v2::Error::new(nonce, code, message));
+        if self.rules.muted(id, now) {
+            return refuse(
+                v2::ErrorCode::Muted,
+                "you are muted in this room: you can read, not send",
+            );
+        }
+        if self.rules.read_only() {
+            return refuse(
+                v2::ErrorCode::Forbidden,
+                "this room is read-only: only moderators speak",
             );
         }
         Ok(())
@@ -1662,13 +1680,35 @@ fn may_moderate(
     let forbidden = |message: String| Err(v2::Error::new(nonce, v2::ErrorCode::Forbidden, message));
     if role < needs {
         return forbidden(format!(
-            "only a {} of this room may do that; you are a {}",
-            needs.as_str(),
-            role.as_str()
+            "only {} of this room may do that; you are {}",
+            with_article(needs),
+            with_article(role)
         ));
     }
     v2::check_moderation(request)?;
     let invalid = |message: String| Err(v2::Error::new(nonce, v2::ErrorCode::Invalid, message));
+    // A token's role is the identity provider's: a role given here adds to it, never
+    // takes it away.
+    if let v2::Request::Role {
+        member,
+        role: wanted,
+        ..
+    } = request
+    {
+        let token = state
+            .present
+            .values()
+            .filter(|present| present.id == *member)
+            .map(|present| present.role)
+            .max()
+            .unwrap_or_default();
+        if token > *wanted {
+            return invalid(format!(
+                "#{member} is {} by their token; a role given here cannot take that away",
+                with_article(token)
+            ));
+        }
+    }
     if let Some(why) = state.rules_ahead().unchanged(request, now_millis()) {
         return invalid(why);
     }
@@ -1698,17 +1738,20 @@ fn may_moderate(
     };
     let theirs = state.rules_ahead().role(member).max(token).max(operator);
     if theirs >= role && role < Role::Admin {
-        let article = if matches!(theirs, Role::Admin | Role::Owner) {
-            "an"
-        } else {
-            "a"
-        };
         return forbidden(format!(
-            "#{member} is {article} {} here: only a higher role may do that",
-            theirs.as_str()
+            "#{member} is {} here: only a higher role may do that",
+            with_article(theirs)
         ));
     }
     Ok(())
+}
+
+/// A role with its article: "a moderator", "an owner".
+fn with_article(role: Role) -> String {
+    match role {
+        Role::Admin | Role::Owner => format!("an {}", role.as_str()),
+        Role::Member | Role::Moderator => format!("a {}", role.as_str()),
+    }
 }
 
 /// The nonce of a message or a moderation event: what a poster over HTTP waits for.
@@ -1924,6 +1967,11 @@ impl Member {
                 let speaks = request.speaks();
                 if speaks {
                     state.may_speak(self.who.id.as_str(), role, now, request.nonce())?;
+                } else if matches!(
+                    request,
+                    v2::Request::React { .. } | v2::Request::Unreact { .. }
+                ) {
+                    state.may_be_heard(self.who.id.as_str(), role, now, request.nonce())?;
                 }
                 let history = &state.history;
                 let window = (
@@ -1987,6 +2035,17 @@ impl Member {
             return;
         }
         self.typed_at.store(now, Ordering::Relaxed);
+        {
+            // Someone who may not speak is not shown typing either.
+            let state = self.room.lock();
+            let role = self.role_in(&state);
+            if state
+                .may_be_heard(self.who.id.as_str(), role, now, None)
+                .is_err()
+            {
+                return;
+            }
+        }
         let typing = Ephemeral::Typing {
             id: self.who.id.to_string(),
             name: self.who.name.clone(),

@@ -357,6 +357,9 @@ impl App {
                 {
                     self.conversation.searching = None;
                 }
+                if let Some(nonce) = &nonce {
+                    self.refused_message(nonce);
+                }
                 self.notice_again(&format!("the server refused: {message}"));
             }
         }
@@ -781,7 +784,9 @@ impl App {
         }
         let mut words = argument.split_whitespace();
         let first = words.next().unwrap_or("");
-        let member = chat::ClientId::parse(first).map(|id| id.to_string());
+        // `#9`, as the screen shows an id, or `9`.
+        let member = chat::ClientId::parse(first.strip_prefix('#').unwrap_or(first))
+            .map(|id| id.to_string());
         let rest = |words: std::str::SplitWhitespace<'_>| {
             let said = words.collect::<Vec<_>>().join(" ");
             (!said.is_empty()).then_some(said)
@@ -811,26 +816,44 @@ impl App {
                 nonce: None,
             }),
             ("ban" | "mute", Ok(member)) => {
-                let mut words = words.peekable();
-                let seconds = words.peek().and_then(|word| typed_duration(word));
-                if seconds.is_some() {
-                    words.next();
-                }
-                let reason = words.collect::<Vec<_>>().join(" ");
-                Ok(if name == "ban" {
-                    Request::Ban {
+                let words: Vec<&str> = words.collect();
+                // A word that begins with a digit is a duration, or a mistake: never a
+                // reason, nor a ban until lifted by accident.
+                let (seconds, reason) = match words.as_slice() {
+                    [number, unit, rest @ ..] if spelled_duration(number, unit).is_some() => {
+                        (spelled_duration(number, unit), rest)
+                    }
+                    [word, rest @ ..] if word.starts_with(|c: char| c.is_ascii_digit()) => {
+                        match typed_duration(word) {
+                            Some(seconds) => (Some(seconds), rest),
+                            None => {
+                                self.notice(&format!(
+                                    "{word} is not a duration: give 90s, 10m, 2h, 7d or 2w \
+                                     (none: until lifted)"
+                                ));
+                                return;
+                            }
+                        }
+                    }
+                    rest => (None, rest),
+                };
+                let reason = reason.join(" ");
+                match name {
+                    "ban" => Ok(Request::Ban {
                         member,
                         seconds,
                         reason: (!reason.is_empty()).then_some(reason),
                         nonce: None,
-                    }
-                } else {
-                    Request::Mute {
+                    }),
+                    _ if !reason.is_empty() => Err(
+                        "/mute takes no reason: /mute 9 10m, or /mute 9 (until /unmute)".to_owned(),
+                    ),
+                    _ => Ok(Request::Mute {
                         member,
                         seconds,
                         nonce: None,
-                    }
-                })
+                    }),
+                }
             }
             ("unban", Ok(member)) => Ok(Request::Unban {
                 member,
@@ -954,20 +977,43 @@ pub(crate) fn duration_words(seconds: u64) -> String {
     }
 }
 
-/// A duration as typed after a command: `90`, `90s`, `10m`, `2h`, `3d`; seconds.
+/// A duration as typed after a command: `90`, `90s`, `10m`, `2h`, `3d`, `2w`; seconds.
 pub(crate) fn typed_duration(word: &str) -> Option<u64> {
     let (digits, unit) = match word.char_indices().last()? {
-        (at, 's' | 'm' | 'h' | 'd') => (&word[..at], &word[at..]),
+        (at, 's' | 'm' | 'h' | 'd' | 'w') => (&word[..at], &word[at..]),
         _ => (word, "s"),
     };
     let number: u64 = digits.parse().ok()?;
-    let per = match unit {
+    number
+        .checked_mul(unit_seconds(unit)?)
+        .filter(|seconds| *seconds > 0)
+}
+
+/// A duration spelled in two words: `10 minutes`, `2 h`, `1 day`; seconds.
+fn spelled_duration(number: &str, unit: &str) -> Option<u64> {
+    let number: u64 = number.parse().ok()?;
+    let unit = match unit.to_lowercase().trim_end_matches('s') {
+        "" | "sec" | "second" => "s",
+        "min" | "minute" => "m",
+        "h" | "hr" | "hour" => "h",
+        "d" | "day" => "d",
+        "w" | "wk" | "week" => "w",
+        _ => return None,
+    };
+    number
+        .checked_mul(unit_seconds(unit)?)
+        .filter(|seconds| *seconds > 0)
+}
+
+fn unit_seconds(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => 1,
-    };
-    number.checked_mul(per).filter(|seconds| *seconds > 0)
+        "w" => 604_800,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -611,6 +611,25 @@ impl App {
     }
 
     /// Marks one of our messages as given up on: in its time column, "not sent".
+    /// A message of ours the server refused (muted, slow mode, a read-only room): it
+    /// is not sent, and not sent again after a reconnect. Returns whether `nonce` was
+    /// one.
+    pub(super) fn refused_message(&mut self, nonce: &str) -> bool {
+        let Some(session) = self.session.as_mut() else {
+            return false;
+        };
+        let Some(at) = session
+            .unconfirmed
+            .iter()
+            .position(|waiting| waiting.nonce == nonce)
+        else {
+            return false;
+        };
+        let refused = session.unconfirmed.remove(at);
+        self.mark_not_sent(refused.entry);
+        true
+    }
+
     fn mark_not_sent(&mut self, number: u64) {
         if let Some(entry) = self.entry_mut(number) {
             entry.time = "not sent".to_owned();
@@ -775,7 +794,7 @@ mod tests {
         app.update(Event::Terminal(TerminalEvent::Resize(100, 6)));
         let shown = rows(&app);
         assert!(
-            shown[0].starts_with(" #main Launch ␛[31mday · slow mode: one message per 30 s"),
+            shown[0].starts_with(" #main slow mode: one message per 30 s · Launch ␛[31mday"),
             "{shown:?}"
         );
         // The last event is on screen below the title, not under it.
@@ -935,6 +954,41 @@ mod tests {
             Kind::Said { pending: false, .. }
         ));
         assert_eq!(app.scrollback.len(), 2, "shown once");
+    }
+
+    #[test]
+    fn a_message_the_server_refused_is_not_sent_and_not_sent_again() {
+        use crate::event::Beside;
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(0, &[], false));
+        app.update(event(1, "42", None, EventKind::join()));
+        let Some(Command::Send(frame)) = type_and_send(&mut app, "let me speak") else {
+            panic!("sent");
+        };
+        let Ok(Request::Message { nonce, .. }) = Request::parse(&frame) else {
+            panic!("{frame}");
+        };
+        app.update(Event::Net(NetEvent::Beside(Beside::Refused {
+            nonce,
+            code: chat::v2::ErrorCode::Muted,
+            message: "you are muted in this room: you can read, not send".into(),
+        })));
+        let shown = lines(&app);
+        assert!(
+            shown
+                .iter()
+                .any(|line| line == "not sent Client #42: let me speak"),
+            "{shown:?}"
+        );
+        assert!(shown.last().unwrap().contains("you are muted"), "{shown:?}");
+        // The next connection does not send it again.
+        app.update(Event::Net(NetEvent::Disconnected {
+            reason: "connection reset".into(),
+        }));
+        connected(&mut app);
+        app.update(welcome(1, &[], true));
+        assert_eq!(app.update(event(2, "42", None, EventKind::join())), None);
     }
 
     #[test]
@@ -1332,6 +1386,15 @@ mod tests {
                 r#"{"type":"role","member":"9","role":"moderator"}"#,
             ),
             ("/deop 9", r#"{"type":"role","member":"9","role":"member"}"#),
+            (
+                "/ban #9 10 minutes flooding",
+                r#"{"type":"ban","member":"9","seconds":600,"reason":"flooding"}"#,
+            ),
+            (
+                "/mute 9 2w",
+                r#"{"type":"mute","member":"9","seconds":1209600}"#,
+            ),
+            ("/kick #9", r#"{"type":"kick","member":"9"}"#),
         ] {
             assert_eq!(send(&mut app, typed), [sent.to_owned()], "{typed}");
             assert!(app.input.is_empty(), "{typed}");
@@ -1344,6 +1407,20 @@ mod tests {
                 .contains("/kick needs the id of whom it is for: /kick 9 spamming")
         );
         assert_eq!(app.input.text(), "/kick somebody", "kept, to fix");
+        // A duration that is not one is said, not taken for a reason or for "forever".
+        for (typed, says) in [
+            ("/ban 9 1y spam", "1y is not a duration"),
+            ("/ban 9 1h30m", "1h30m is not a duration"),
+            ("/mute 9 0s", "0s is not a duration"),
+            ("/mute 9 10m extra words", "/mute takes no reason"),
+        ] {
+            app.input.clear();
+            assert!(send(&mut app, typed).is_empty(), "{typed}");
+            let shown = lines(&app);
+            assert!(shown.last().unwrap().contains(says), "{typed}: {shown:?}");
+            assert_eq!(app.input.text(), typed, "kept, to fix");
+        }
+        app.input.clear();
 
         let moderated = |offset, kind| {
             Event::Net(NetEvent::Frame(ServerFrame::Event(RoomEvent {
