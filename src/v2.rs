@@ -480,6 +480,13 @@ impl Request {
     }
 }
 
+/// Whether every character of `text` shows as itself, as a name's must (emoji joined by
+/// a zero-width joiner aside): a topic or a reason reaches every screen.
+fn shows_as_itself(text: &str) -> bool {
+    text.chars()
+        .all(|c| c == '\u{200D}' || crate::v1::is_printable(c))
+}
+
 /// Whether a moderation request's values are in bounds: a member that is a client
 /// id, a reason and a topic not too long, durations within a year, a role that can be
 /// given (moderator or member).
@@ -507,9 +514,11 @@ pub fn check_moderation(request: &Request) -> Result<(), Error> {
             (Some(member), None, None)
         }
         Request::Topic { text, .. } => {
-            if text.len() > MAX_TOPIC_BYTES || text.chars().any(char::is_control) {
+            let blank = !text.is_empty() && text.trim().is_empty();
+            if text.len() > MAX_TOPIC_BYTES || !shows_as_itself(text) || blank {
                 return invalid(format!(
-                    "a topic is at most {MAX_TOPIC_BYTES} bytes, without control characters"
+                    "a topic is at most {MAX_TOPIC_BYTES} bytes of printable text (no control \
+                     characters, line breaks or invisible direction marks), or empty to clear it"
                 ));
             }
             (None, None, None)
@@ -524,11 +533,10 @@ pub fn check_moderation(request: &Request) -> Result<(), Error> {
             "member is a client id in canonical form, not {member:?}"
         ));
     }
-    if reason.is_some_and(|reason| {
-        reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control)
-    }) {
+    if reason.is_some_and(|reason| reason.len() > MAX_REASON_BYTES || !shows_as_itself(reason)) {
         return invalid(format!(
-            "a reason is at most {MAX_REASON_BYTES} bytes, without control characters"
+            "a reason is at most {MAX_REASON_BYTES} bytes of printable text (no control \
+             characters, line breaks or invisible direction marks)"
         ));
     }
     if seconds.is_some_and(|seconds| seconds > MAX_MODERATION_SECONDS) {
@@ -1400,6 +1408,9 @@ mod tests {
             r#"{"type":"ban","member":"7","seconds":999999999}"#,
             r#"{"type":"role","member":"7","role":"owner"}"#,
             r#"{"type":"topic","text":"a\u0007b"}"#,
+            r#"{"type":"topic","text":"evil \u202etxt.exe"}"#,
+            r#"{"type":"topic","text":"   "}"#,
+            r#"{"type":"kick","member":"7","reason":"zero\u200bwidth"}"#,
         ] {
             let request = Request::parse(bad).unwrap();
             assert_eq!(
@@ -1414,6 +1425,8 @@ mod tests {
         );
         assert!(check_moderation(&Request::parse(&reason).unwrap()).is_err());
         assert!(Request::parse(r#"{"type":"role","member":"7","role":"boss"}"#).is_err());
+        let family = Request::parse(r#"{"type":"topic","text":"Family day 👨‍👩‍👧"}"#).unwrap();
+        assert_eq!(check_moderation(&family), Ok(()), "emoji joined by a ZWJ");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::http::addresses::{Addresses, Crowded, PendingCaps};
 use crate::http::page::Page;
@@ -707,6 +707,7 @@ async fn upgrade(
                     .as_deref()
                     .map_or(String::new(), |reason| format!(": {reason}"))
             );
+            info!(id = %seat.who.id, "refused an id banned from the server");
             return Err(refused(Refusal::Banned, text(StatusCode::FORBIDDEN, &body)));
         }
     }
@@ -795,6 +796,7 @@ fn refuse_banned(id: &ClientId, room: &RoomName, ban: &Sanction) -> Refused {
         "#{id} is banned from room {room} {}{reason}\n",
         ban.until_text()
     );
+    info!(%id, %room, "refused a banned id");
     refused(Refusal::Banned, text(StatusCode::FORBIDDEN, &body))
 }
 

@@ -565,6 +565,12 @@ async fn caller(
                 "not an API key of this server (--api-key-file), and it takes no tokens".to_owned(),
             )));
         };
+        // Three dot-separated parts make a JWT; anything else was meant as a key.
+        if credential.split('.').count() != 3 {
+            return Err(refuse_token_as_json(TokenRefusal::Invalid(
+                "it is neither one of this server's API keys (--api-key-file) nor a JWT".to_owned(),
+            )));
+        }
         let verified = tokens
             .verify(credential, config.max_token_ttl)
             .await

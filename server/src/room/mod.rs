@@ -1265,6 +1265,10 @@ impl Room {
                 if let Some(change) = rules::change(&event) {
                     state.rules.apply(change);
                 }
+                if is_moderation(kind) {
+                    // The operator's audit trail, besides the room's log.
+                    tracing::info!(room = %self.name, offset = event.offset, event = %event.to_json(), "moderation");
+                }
                 if let EventKind::Slow { .. } = kind {
                     state.spoke.clear();
                 }
@@ -1752,6 +1756,22 @@ fn with_article(role: Role) -> String {
         Role::Admin | Role::Owner => format!("an {}", role.as_str()),
         Role::Member | Role::Moderator => format!("a {}", role.as_str()),
     }
+}
+
+/// Whether `kind` is a moderator's (or an owner's) doing.
+fn is_moderation(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Kick { .. }
+            | EventKind::Ban { .. }
+            | EventKind::Unban { .. }
+            | EventKind::Mute { .. }
+            | EventKind::Unmute { .. }
+            | EventKind::Topic { .. }
+            | EventKind::Slow { .. }
+            | EventKind::ReadOnly { .. }
+            | EventKind::Role { .. }
+    ) || matches!(kind, EventKind::Delete { moderated: true, .. })
 }
 
 /// The nonce of a message or a moderation event: what a poster over HTTP waits for.
