@@ -78,7 +78,8 @@ pub const MAX_NAME_CHARS: usize = 32;
 
 /// What a valid display name looks like, for error messages shown to people.
 pub const NAME_RULES: &str = "a name is 1 to 32 printable characters (spaces inside are fine; \
-     no control characters, no line breaks, no invisible direction marks)";
+     no control characters, no line breaks, no invisible direction marks), not beginning \
+     with \"Client #\", which is how an id without a name is shown";
 
 /// The name a client goes by, shown beside its id: from `?name=`, or from a signed
 /// token's `name` claim. Spaces at either end are trimmed; anything that could not be
@@ -97,6 +98,8 @@ pub enum InvalidName {
     TooLong,
     #[error("the name has an unprintable character, U+{0:04X}")]
     Unprintable(u32),
+    #[error("the name reads as another client's id (\"Client #...\" is how an id is shown)")]
+    LooksLikeAnId,
 }
 
 impl DisplayName {
@@ -107,6 +110,13 @@ impl DisplayName {
         }
         if text.chars().count() > MAX_NAME_CHARS {
             return Err(InvalidName::TooLong);
+        }
+        // `Client #0: ...` under a name would pass for the operator's own words.
+        if text
+            .get(..8)
+            .is_some_and(|start| start.eq_ignore_ascii_case("client #"))
+        {
+            return Err(InvalidName::LooksLikeAnId);
         }
         let chars: Vec<char> = text.chars().collect();
         for (at, &c) in chars.iter().enumerate() {
@@ -714,6 +724,10 @@ mod tests {
             DisplayName::parse(&"n".repeat(33)),
             Err(InvalidName::TooLong)
         );
+        for fake in ["Client #0", "client #12", "CLIENT #"] {
+            assert_eq!(DisplayName::parse(fake), Err(InvalidName::LooksLikeAnId));
+        }
+        assert!(DisplayName::parse("Client Services").is_ok());
         for (bad, code) in [
             ("a\u{1b}[31mb", 0x1b),
             ("two\nlines", 0x0a),

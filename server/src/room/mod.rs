@@ -1771,7 +1771,13 @@ fn is_moderation(kind: &EventKind) -> bool {
             | EventKind::Slow { .. }
             | EventKind::ReadOnly { .. }
             | EventKind::Role { .. }
-    ) || matches!(kind, EventKind::Delete { moderated: true, .. })
+    ) || matches!(
+        kind,
+        EventKind::Delete {
+            moderated: true,
+            ..
+        }
+    )
 }
 
 /// The nonce of a message or a moderation event: what a poster over HTTP waits for.
