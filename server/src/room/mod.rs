@@ -353,6 +353,9 @@ struct State {
     numbered: u64,
     /// Who is in the room as of `offset`, by member: what a welcome lists.
     present: BTreeMap<MemberRef, v1::Present>,
+    /// Those of `present` whose token gives them a role above member's: few, so that
+    /// a welcome (thousands of them in a mass reconnect) looks through these only.
+    token_roles: BTreeMap<MemberRef, (String, Role)>,
     history: History,
     /// Each id's read position, as v2 clients set them.
     reads: HashMap<String, u64>,
@@ -374,6 +377,16 @@ struct State {
 }
 
 impl State {
+    /// The highest role `id`'s tokens give it here, on any node; member's if none.
+    fn token_role(&self, id: &str) -> Role {
+        self.token_roles
+            .values()
+            .filter(|(holder, _)| holder == id)
+            .map(|(_, role)| *role)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// The rules as they will be once every event numbered is written.
     fn rules_ahead(&self) -> Cow<'_, Rules> {
         let mut changes = self.unwritten.iter().filter_map(rules::change).peekable();
@@ -483,8 +496,6 @@ impl State {
 
 struct Slot {
     id: ClientId,
-    /// The role its token gives it (a newcomer's, before its join is in `present`).
-    role: Role,
     protocol: Protocol,
     outbox: Arc<Outbox>,
     stage: Stage,
@@ -664,6 +675,7 @@ impl Room {
                 spoke: HashMap::new(),
                 posting: HashMap::new(),
                 unwritten: VecDeque::new(),
+                token_roles: BTreeMap::new(),
             }),
             next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
@@ -717,7 +729,6 @@ impl Room {
             key,
             Slot {
                 id: who.id.clone(),
-                role: who.role,
                 protocol,
                 outbox: outbox.clone(),
                 stage: Stage::Joining(resume.cloned()),
@@ -806,22 +817,12 @@ impl Room {
         };
         let missed = history.range(first_missed..);
         if protocol == Protocol::V2 {
-            // Granted in the room, or given by the tokens of those here, on any node,
-            // and of the newcomers here, whose joins are not in `present` yet.
+            // Granted in the room, or given by the tokens of those here, on any node
+            // (the newcomer's own among them).
             let mut roles = state.rules.roles();
-            let present = state
-                .present
-                .values()
-                .map(|present| (&present.id, present.role));
-            let here = state
-                .members
-                .values()
-                .map(|slot| (slot.id.as_str(), slot.role));
-            for (id, token) in present.map(|(id, role)| (id.as_str(), role)).chain(here) {
-                if !token.is_member() {
-                    let role = roles.entry(id).or_default();
-                    *role = (*role).max(token);
-                }
+            for (id, token) in state.token_roles.values() {
+                let role = roles.entry(id.as_str()).or_default();
+                *role = (*role).max(*token);
             }
             let with_read = v2::WelcomeOut {
                 welcome: welcome.tagged(),
@@ -1216,6 +1217,10 @@ impl Room {
     ) {
         match &event.kind {
             EventKind::Join { role } => {
+                if !role.is_member() {
+                    let token = (event.id.clone(), *role);
+                    state.token_roles.insert((node, key), token);
+                }
                 let here = (node == self.node())
                     .then_some(())
                     .and(state.members.get_mut(&key));
@@ -1260,6 +1265,7 @@ impl Room {
             }
             EventKind::Leave => {
                 state.present.remove(&(node, key));
+                state.token_roles.remove(&(node, key));
             }
             kind => {
                 if let Some(change) = rules::change(&event) {
@@ -1634,6 +1640,12 @@ impl Room {
         state.offset = snapshot.offset;
         state.numbered = snapshot.offset;
         state.present = snapshot.present.into_iter().collect();
+        state.token_roles = state
+            .present
+            .iter()
+            .filter(|(_, present)| !present.role.is_member())
+            .map(|(member, present)| (*member, (present.id.clone(), present.role)))
+            .collect();
         state.reads = snapshot.reads;
         state.rules = Rules::from_fields(snapshot.rules);
         let history = std::mem::take(&mut state.history.events);
@@ -1699,13 +1711,7 @@ fn may_moderate(
         ..
     } = request
     {
-        let token = state
-            .present
-            .values()
-            .filter(|present| present.id == *member)
-            .map(|present| present.role)
-            .max()
-            .unwrap_or_default();
+        let token = state.token_role(member);
         if token > *wanted {
             return invalid(format!(
                 "#{member} is {} by their token; a role given here cannot take that away",
@@ -1729,13 +1735,7 @@ fn may_moderate(
         _ => return Ok(()),
     };
     // Its token's role, on whichever node it is connected.
-    let token = state
-        .present
-        .values()
-        .filter(|present| present.id == *member)
-        .map(|present| present.role)
-        .max()
-        .unwrap_or_default();
+    let token = state.token_role(member);
     let operator = match admins.iter().any(|admin| admin.as_str() == member) {
         true => Role::Admin,
         false => Role::Member,
