@@ -712,6 +712,21 @@ async fn a_bot_posts_once_however_often_it_retries() {
         .await;
     assert_eq!(next.status, 200, "{next:?}");
     assert_eq!(watcher.next_of("message").await["text"], "and done");
+    // The same nonce for another text is a bot's bug, said, not hidden by the first
+    // message's offset.
+    let reused = server
+        .http(&api(
+            "POST",
+            "/api/v1/rooms/main/messages",
+            Some(&bot),
+            r#"{"text":"something else","nonce":"deploy-2"}"#,
+        ))
+        .await;
+    assert_eq!(reused.status, 400, "{reused:?}");
+    assert!(
+        reused.body.contains("was used for another message"),
+        "{reused:?}"
+    );
 
     // A token that is neither a bot's nor an admin's may not post; no token: 401.
     let plain = tokens::token("3", None);

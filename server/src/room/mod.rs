@@ -983,12 +983,30 @@ impl Room {
             .rev()
             .find_map(|kept| match &kept.event.kind {
                 EventKind::Message {
-                    nonce: Some(said), ..
-                } if kept.event.id == id && *said == nonce => Some(kept.offset()),
+                    nonce: Some(said),
+                    text: first,
+                    state,
+                    ..
+                } if kept.event.id == id && *said == nonce => {
+                    // Changed since (deleted, say), it cannot be compared: a retry.
+                    let same = state.edited || state.deleted || *first == text;
+                    Some((kept.offset(), same))
+                }
                 _ => None,
             });
-        if let Some(offset) = posted {
-            return Ok(Posting::Done(offset));
+        match posted {
+            // A retry: the same message, posted once.
+            Some((offset, true)) => return Ok(Posting::Done(offset)),
+            // Not a retry but a bot's bug, which the same answer would hide.
+            Some((offset, _)) => {
+                return refuse(
+                    v2::ErrorCode::Invalid,
+                    format!(
+                        "nonce {nonce:?} was used for another message ({offset}); use a new one"
+                    ),
+                );
+            }
+            None => {}
         }
         let (tell, told) = oneshot::channel();
         let key = (id.to_owned(), nonce.clone());

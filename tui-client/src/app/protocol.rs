@@ -82,6 +82,15 @@ impl Session {
         }
     }
 
+    /// A member named in a moderation event: `Bo (#9)` while its name is known here,
+    /// else `#9`.
+    pub fn member_label(&self, id: &str) -> String {
+        match self.members.get(id).and_then(|member| member.name.as_ref()) {
+            Some(name) => self.label_with_id(id, Some(name)),
+            None => format!("#{id}"),
+        }
+    }
+
     /// Who is here, one line each, sorted as shown: owners and admins first, marked
     /// `&`, then moderators, `@` (weechat's marks for Matrix power levels), then
     /// everyone else: `&Ada (#42)`, `@~Bo (#7)`, `Client #9`.
@@ -385,7 +394,7 @@ impl App {
             }
             // Moderation (chat.v2.json): a line each, in the moderator's name.
             kind => {
-                let what = moderation_words(kind)?;
+                let what = moderation_words(kind, &|member| session.member_label(member))?;
                 // The welcome's rules are the room's as of its offset: only what
                 // follows changes them.
                 if !history {
@@ -641,8 +650,9 @@ impl App {
     }
 }
 
-/// What a moderation event says, after the moderator's name: "kicked #9 (spam)".
-fn moderation_words(kind: &EventKind) -> Option<String> {
+/// What a moderation event says, after the moderator's name: "kicked Bo (#9) (spam)",
+/// each member as `label` shows it.
+fn moderation_words(kind: &EventKind, label: &dyn Fn(&str) -> String) -> Option<String> {
     let because = |reason: &Option<String>| {
         reason
             .as_deref()
@@ -655,19 +665,24 @@ fn moderation_words(kind: &EventKind) -> Option<String> {
     };
     Some(match kind {
         EventKind::Kick { member, reason, .. } => {
-            format!("removed #{member} from the room{}", because(reason))
+            format!("removed {} from the room{}", label(member), because(reason))
         }
         EventKind::Ban {
             member,
             seconds,
             reason,
             ..
-        } => format!("banned #{member}{}{}", lasting(seconds), because(reason)),
-        EventKind::Unban { member, .. } => format!("lifted the ban of #{member}"),
+        } => format!(
+            "banned {}{}{}",
+            label(member),
+            lasting(seconds),
+            because(reason)
+        ),
+        EventKind::Unban { member, .. } => format!("lifted the ban of {}", label(member)),
         EventKind::Mute {
             member, seconds, ..
-        } => format!("muted #{member}{}", lasting(seconds)),
-        EventKind::Unmute { member, .. } => format!("let #{member} speak again"),
+        } => format!("muted {}{}", label(member), lasting(seconds)),
+        EventKind::Unmute { member, .. } => format!("let {} speak again", label(member)),
         EventKind::Topic { text, .. } if text.is_empty() => "cleared the topic".to_owned(),
         EventKind::Topic { text, .. } => format!("set the topic: {text}"),
         EventKind::Slow { seconds: 0, .. } => "ended slow mode".to_owned(),
@@ -680,7 +695,7 @@ fn moderation_words(kind: &EventKind) -> Option<String> {
         }
         EventKind::ReadOnly { on: false, .. } => "let everyone speak again".to_owned(),
         EventKind::Role { member, role, .. } => {
-            format!("made #{member} {}", role_words(*role))
+            format!("made {} {}", label(member), role_words(*role))
         }
         _ => return None,
     })
@@ -740,6 +755,10 @@ mod tests {
             roster(&app),
             ["&~Ada (#1)", "Client #42 (you)", "Client #9"]
         );
+        // Named in moderation lines as the member list names them.
+        let session = app.session.as_ref().unwrap();
+        assert_eq!(session.member_label("1"), "~Ada (#1)");
+        assert_eq!(session.member_label("77"), "#77");
         // A moderator by its token: its join says so.
         let token_join = EventKind::Join {
             role: Role::Moderator,
