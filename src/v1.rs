@@ -78,8 +78,8 @@ pub const MAX_NAME_CHARS: usize = 32;
 
 /// What a valid display name looks like, for error messages shown to people.
 pub const NAME_RULES: &str = "a name is 1 to 32 printable characters (spaces inside are fine; \
-     no control characters, no line breaks, no invisible direction marks), not beginning \
-     with \"Client #\", which is how an id without a name is shown";
+     no control characters, no line breaks, no invisible direction marks) and no '#', \
+     which marks ids";
 
 /// The name a client goes by, shown beside its id: from `?name=`, or from a signed
 /// token's `name` claim. Spaces at either end are trimmed; anything that could not be
@@ -98,7 +98,7 @@ pub enum InvalidName {
     TooLong,
     #[error("the name has an unprintable character, U+{0:04X}")]
     Unprintable(u32),
-    #[error("the name reads as another client's id (\"Client #...\" is how an id is shown)")]
+    #[error("the name has a '#' (or one like it), which marks ids: \"Client #7\", \"Ada (#7)\"")]
     LooksLikeAnId,
 }
 
@@ -111,11 +111,9 @@ impl DisplayName {
         if text.chars().count() > MAX_NAME_CHARS {
             return Err(InvalidName::TooLong);
         }
-        // `Client #0: ...` under a name would pass for the operator's own words.
-        if text
-            .get(..8)
-            .is_some_and(|start| start.eq_ignore_ascii_case("client #"))
-        {
+        // An id is shown as `Client #7` or `Ada (#7)`: a name with a `#` (or a
+        // look-alike) could pass for another client's id, the operator's `Client #0`.
+        if text.contains(['#', '\u{FF03}', '\u{FE5F}']) {
             return Err(InvalidName::LooksLikeAnId);
         }
         let chars: Vec<char> = text.chars().collect();
@@ -724,7 +722,13 @@ mod tests {
             DisplayName::parse(&"n".repeat(33)),
             Err(InvalidName::TooLong)
         );
-        for fake in ["Client #0", "client #12", "CLIENT #"] {
+        for fake in [
+            "Client #0",
+            "client #12",
+            "Client  #1",
+            "Client ＃1",
+            "Owen (#1)",
+        ] {
             assert_eq!(DisplayName::parse(fake), Err(InvalidName::LooksLikeAnId));
         }
         assert!(DisplayName::parse("Client Services").is_ok());

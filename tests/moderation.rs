@@ -1141,6 +1141,8 @@ async fn bans_mutes_and_tokens_hold_over_the_api_and_in_reactions() {
         ("PUT", "/api/v1/rooms/main/topic", r#"{"text":"mine now"}"#),
         ("DELETE", "/api/v1/rooms/main/bans/2", ""),
         ("GET", "/api/v1/rooms/main/events?before=99&limit=5", ""),
+        ("GET", "/api/v1/rooms/main/members", ""),
+        ("GET", "/api/v1/rooms/main/bans", ""),
     ] {
         let answer = server
             .http(&api(method, path, Some(&moderator), body))
@@ -1151,6 +1153,13 @@ async fn bans_mutes_and_tokens_hold_over_the_api_and_in_reactions() {
             "{answer:?}"
         );
     }
+
+    // An admin's token opens the operator's dashboard, as the API key does.
+    let admin = token_with("7", json!({"admin": true}));
+    let stats = server
+        .http(&api("GET", "/api/v1/admin/stats", Some(&admin), ""))
+        .await;
+    assert_eq!(stats.status, 200, "{stats:?}");
 
     // Banned from the server, a bot's token does nothing anywhere.
     let bot = token_with("9", json!({"bot": true}));

@@ -239,8 +239,8 @@ pub async fn serve(
     };
     let moderation = match (what, id) {
         ("messages", None) => return Ok(post(request, &room, &who, door).await),
-        ("bans", None) => return Ok(list_bans(&room, door).await),
-        ("members", None) => return Ok(list_members(&room, door).await),
+        ("bans", None) => return Ok(list_bans(&room, &who, door).await),
+        ("members", None) => return Ok(list_members(&room, &who, door).await),
         ("topic", _) => match read_json::<TopicBody>(request, MAX_BODY_BYTES).await {
             Ok(Some(topic)) => v2::Request::Topic {
                 text: topic.text,
@@ -438,16 +438,25 @@ async fn loaded_for(
     door: &FrontDoor,
 ) -> Result<std::sync::Arc<crate::room::Room>, Box<Response<Body>>> {
     let room = loaded(room, door).await?;
-    if let Some(ban) = room.ban_of(&who.id) {
-        let message = format!(
-            "#{} is banned from room {} {}",
-            who.id,
-            room.name(),
-            ban.until_text()
-        );
-        return Err(Box::new(error(StatusCode::FORBIDDEN, "banned", &message)));
+    match banned_from(&room, who) {
+        Some(refusal) => Err(Box::new(refusal)),
+        None => Ok(room),
     }
-    Ok(room)
+}
+
+/// 403 for `who` if it is banned from `room` (the operator's key never is).
+fn banned_from(room: &crate::room::Room, who: &Who) -> Option<Response<Body>> {
+    if who.id.as_str() == super::OPERATOR_ID {
+        return None;
+    }
+    let ban = room.ban_of(&who.id)?;
+    let message = format!(
+        "#{} is banned from room {} {}",
+        who.id,
+        room.name(),
+        ban.until_text()
+    );
+    Some(error(StatusCode::FORBIDDEN, "banned", &message))
 }
 
 async fn loaded(
@@ -577,7 +586,12 @@ async fn caller(
             .map_err(refuse_token_as_json)?;
         let grants = identity::Grants::of(&verified);
         let (id, name) = (verified.id, verified.name);
-        let role = room.map_or(Role::Member, |room| grants.role_in(room.as_str()));
+        // An admin's claim holds everywhere, for calls on no room too (the dashboard).
+        let role = match room {
+            _ if grants.admin => Role::Admin,
+            Some(room) => grants.role_in(room.as_str()),
+            None => Role::Member,
+        };
         let operator = config.admins.contains(&id);
         if !(grants.bot || grants.admin || operator || role >= Role::Moderator) {
             return Err(refused(
@@ -585,7 +599,8 @@ async fn caller(
                 error(
                     StatusCode::FORBIDDEN,
                     "forbidden",
-                    "the API is for tokens with a bot or admin claim, or a room's moderators",
+                    "the API is for tokens with a bot or admin claim, or (for a room's calls) \
+                     that room's moderators and owners",
                 ),
             ));
         }
@@ -622,19 +637,22 @@ async fn list_rooms(who: &Who, door: &FrontDoor) -> Response<Body> {
     json_response(StatusCode::OK, json!(rooms).to_string().into_bytes())
 }
 
-async fn list_bans(room: &RoomName, door: &FrontDoor) -> Response<Body> {
-    let room = match loaded(room, door).await {
+async fn list_bans(room: &RoomName, who: &Who, door: &FrontDoor) -> Response<Body> {
+    let room = match loaded_for(room, who, door).await {
         Ok(room) => room,
         Err(response) => return *response,
     };
     json_response(StatusCode::OK, json!(room.bans()).to_string().into_bytes())
 }
 
-async fn list_members(room: &RoomName, door: &FrontDoor) -> Response<Body> {
+async fn list_members(room: &RoomName, who: &Who, door: &FrontDoor) -> Response<Body> {
     let Some(room) = door.shared.rooms.existing(room).await else {
         let message = format!("there is no room {room} here");
         return error(StatusCode::NOT_FOUND, "no_such_room", &message);
     };
+    if let Some(refusal) = banned_from(&room, who) {
+        return refusal;
+    }
     let members: Vec<_> = room
         .present()
         .into_iter()
