@@ -75,6 +75,7 @@ impl Appends {
                     id: event.id.clone(),
                     name: event.name.clone(),
                     since: event.ts,
+                    key: None,
                 };
                 let present = serde_json::to_string(&present).expect("presence always serializes");
                 ("join", present)

@@ -357,6 +357,7 @@ impl Journal {
                     id: row.get(1)?,
                     name: read_name(row, 3)?,
                     since: row.get(2)?,
+                    key: None,
                 };
                 Ok((row.get(0)?, present))
             })?
@@ -1875,6 +1876,7 @@ mod tests {
             verified: false,
             directory: Default::default(),
             admins: Vec::new(),
+            presence_batch_above: 0,
         };
         Room::new(
             RoomName::parse(name).expect("a room name"),

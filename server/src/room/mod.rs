@@ -18,6 +18,7 @@
 pub mod backlog;
 pub mod directory;
 pub mod outbox;
+mod presence;
 pub mod rooms;
 pub mod rules;
 pub mod wire;
@@ -304,6 +305,9 @@ pub struct RoomSettings {
     pub directory: Arc<Directory>,
     /// The operator's admins (`--admin`): admins wherever they are.
     pub admins: Vec<ClientId>,
+    /// Above this many connections, a single node's room batches presence (see
+    /// `presence.rs`); 0 never does.
+    pub presence_batch_above: usize,
 }
 
 impl RoomSettings {
@@ -321,6 +325,7 @@ impl RoomSettings {
             verified: config.checks_tokens(),
             directory: Arc::default(),
             admins: config.admins.clone(),
+            presence_batch_above: config.presence_batch_above,
         }
     }
 }
@@ -366,6 +371,8 @@ struct State {
     /// Messages posted over HTTP and not yet fanned out, by sender and nonce: who
     /// waits for each one's offset.
     posting: HashMap<(String, String), Vec<oneshot::Sender<u64>>>,
+    /// Above the presence threshold: the joins and leaves not told yet.
+    batch: presence::Batch,
 }
 
 impl State {
@@ -610,6 +617,7 @@ impl Room {
                 rules: Rules::from_fields(start.rules),
                 spoke: HashMap::new(),
                 posting: HashMap::new(),
+                batch: presence::Batch::default(),
             }),
             next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
@@ -673,7 +681,11 @@ impl Room {
         if let Some(cluster) = self.cluster.as_ref().filter(|_| !state.loaded) {
             cluster.sync(self);
         }
-        self.announce(&mut state, (link, key), &who, EventKind::Join, None);
+        if self.batches(&state) {
+            self.gather_join(&mut state, key, &who);
+        } else {
+            self.announce(&mut state, (link, key), &who, EventKind::Join, None);
+        }
         drop(state);
         if protocol == Protocol::V2 {
             self.settings
@@ -697,6 +709,9 @@ impl Room {
     /// With `catch_up`, a resume older than memory holds is told to stream from the
     /// store instead: then the welcome says `recovered` and nothing is replayed here;
     /// returns whether that is so.
+    /// With `paged` (a room above the presence threshold), the welcome lists only
+    /// the first page of members, with their count.
+    #[allow(clippy::too_many_arguments)]
     fn welcome(
         &self,
         state: &State,
@@ -705,6 +720,7 @@ impl Room {
         resume: Option<&Resume>,
         outbox: &Outbox,
         catch_up: Option<&watch::Sender<CatchUp>>,
+        paged: bool,
     ) -> bool {
         let history = &state.history.events;
         // Everything after `since` is still here when the oldest kept event is no later
@@ -735,12 +751,28 @@ impl Room {
         };
         // By key, which is the order they joined in: no member is copied, as a mass
         // reconnect writes thousands of welcomes listing thousands of members each.
+        // Paged, the first page is copied, each with its handle.
+        let first_page: Vec<v1::Present> = match paged {
+            true => presence::listed(
+                state
+                    .present
+                    .iter()
+                    .take(v2::MAX_MEMBERS_PAGE)
+                    .map(|((_, key), present)| (*key, present)),
+            ),
+            false => Vec::new(),
+        };
         let welcome = v1::WelcomeOut {
             id,
             room: self.name.as_str(),
             epoch: &state.epoch,
             offset: state.offset,
-            members: state.present.values().collect(),
+            members: match paged {
+                true => first_page.iter().collect(),
+                false => state.present.values().collect(),
+            },
+            count: paged.then_some(state.present.len()),
+            more: paged.then_some(state.present.len() > v2::MAX_MEMBERS_PAGE),
             recovered,
             verified: self.settings.verified,
             limits: &self.settings.limits,
@@ -1059,6 +1091,8 @@ impl Room {
         kind: EventKind,
         wakes: Option<&mut Wakes>,
     ) -> bool {
+        // Joins and leaves gathered so far come before anything numbered after them.
+        self.flush_presence(state);
         let event = v1::Event {
             offset: 0,
             ts: now_millis(),
@@ -1184,6 +1218,7 @@ impl Room {
                         resume.as_ref(),
                         &outbox,
                         catch_up.as_ref(),
+                        false,
                     );
                     if streaming && let Some(slot) = state.members.get_mut(&key) {
                         slot.stage = Stage::CatchingUp;
@@ -1193,6 +1228,7 @@ impl Room {
                     id: event.id.clone(),
                     name: event.name.clone(),
                     since: event.ts,
+                    key: None,
                 };
                 state.present.insert((node, key), present);
             }
@@ -1580,7 +1616,7 @@ impl Room {
             };
             if slot.protocol != Protocol::Plain {
                 let (protocol, outbox) = (slot.protocol, slot.outbox.clone());
-                self.welcome(&state, &id, protocol, resume.as_ref(), &outbox, None);
+                self.welcome(&state, &id, protocol, resume.as_ref(), &outbox, None, false);
             }
         }
     }
@@ -1974,13 +2010,15 @@ impl Drop for Member {
         }
         let mut state = self.room.lock();
         state.members.remove(&self.key);
-        self.room.announce(
-            &mut state,
-            (self.link, self.key),
-            &self.who,
-            EventKind::Leave,
-            None,
-        );
+        if !self.room.gather_leave(&mut state, self.key, &self.who) {
+            self.room.announce(
+                &mut state,
+                (self.link, self.key),
+                &self.who,
+                EventKind::Leave,
+                None,
+            );
+        }
     }
 }
 
@@ -2009,6 +2047,7 @@ mod tests {
             verified: false,
             directory: Default::default(),
             admins: Vec::new(),
+            presence_batch_above: 0,
         };
         Room::new(
             RoomName::default(),

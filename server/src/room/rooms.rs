@@ -431,6 +431,7 @@ mod tests {
             verified: false,
             directory: Default::default(),
             admins: Vec::new(),
+            presence_batch_above: 0,
         }
     }
 

@@ -985,6 +985,8 @@ mod tests {
             epoch: "e1".into(),
             offset: welcome_offset,
             members: Vec::new(),
+            count: None,
+            more: None,
             recovered: false,
             verified: false,
             limits: Limits {

@@ -684,8 +684,11 @@ mod tests {
                     id: (*id).into(),
                     name: name.map(|name| DisplayName::parse(name).unwrap()),
                     since: 1,
+                    key: None,
                 })
                 .collect(),
+            count: None,
+            more: None,
             recovered,
             verified: false,
             limits: Limits {
