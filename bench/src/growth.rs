@@ -437,13 +437,15 @@ impl Reader {
             }
             text.split_once(": ").map(|(_, said)| said)
         } else if let Some(rest) = text.strip_prefix(r#"{"offset":"#) {
-            let (offset, rest) = rest.split_once(',').unwrap_or_default();
-            if let Ok(offset) = offset.parse() {
+            if let Some(offset) = rest
+                .split_once(',')
+                .and_then(|(offset, _)| offset.parse().ok())
+            {
                 self.seen.offset.fetch_max(offset, Ordering::AcqRel);
             }
-            rest.split_once(r#""type":"message","text":""#)
-                .and_then(|(_, said)| said.split_once('"'))
-                .map(|(said, _)| said)
+            // Fixed prefixes only: a presence batch of thousands of members is not
+            // searched through for a message.
+            crate::quick_message(text).map(|(_, _, said)| said)
         } else {
             if text.starts_with(r#"{"type":"welcome""#) {
                 self.welcome(text);

@@ -1,6 +1,6 @@
 //! Presence in a big room: above `--presence-batch-above` connections (on a single
 //! node without a store), joins and leaves are gathered for
-//! [`PRESENCE_BATCH_INTERVAL`] and told as one `presence` event in the room's log,
+//! [`PRESENCE_BATCH_INTERVAL`] (longer in bigger rooms) and told as one `presence` event in the room's log,
 //! encoded once for every chat.v2.json member; welcomes list a first page of members
 //! and their count, and v2 clients ask for the rest a page at a time (`members`).
 //! v1 and plain members hear no one's join or leave but their own.
@@ -22,7 +22,7 @@ use chat::v1::{self, Present};
 use chat::v2;
 
 use super::{Member, Protocol, Room, Stage, State, Who, now_millis, wire};
-use crate::config::PRESENCE_BATCH_INTERVAL;
+use crate::config::{PRESENCE_BATCH_INTERVAL, PRESENCE_BATCH_MOST, PRESENCE_BATCH_PER_MEMBER};
 
 /// The joins and leaves of a big room not told yet.
 #[derive(Default)]
@@ -94,8 +94,11 @@ impl Room {
             return;
         };
         let room = Arc::downgrade(self);
+        let members = u32::try_from(state.members.len()).unwrap_or(u32::MAX);
+        let interval = (PRESENCE_BATCH_PER_MEMBER * members)
+            .clamp(PRESENCE_BATCH_INTERVAL, PRESENCE_BATCH_MOST);
         runtime.spawn(async move {
-            tokio::time::sleep(PRESENCE_BATCH_INTERVAL).await;
+            tokio::time::sleep(interval).await;
             if let Some(room) = room.upgrade() {
                 room.flush_presence(&mut room.lock());
             }
