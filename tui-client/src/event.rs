@@ -75,6 +75,14 @@ pub enum Beside {
     /// A message in this id's direct-message room with `with`, told because this
     /// connection is in another room: the room's buffer opens if it is not open.
     DirectMessage { room: String, with: String },
+    /// Above the server's presence threshold: who joined and who left in one
+    /// interval, as one event of the log at `offset` (each joiner's id and name; each
+    /// leaver's id). Applied to the member list without a line for each.
+    Presence {
+        offset: u64,
+        joined: Vec<(String, Option<chat::v1::DisplayName>)>,
+        left: Vec<String>,
+    },
     /// A request was refused; nothing was logged.
     Refused {
         nonce: Option<String>,
