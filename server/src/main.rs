@@ -182,7 +182,7 @@ struct Args {
     history_bytes: u64,
 
     /// Above this many connections in one room, joins and leaves reach chat.v2.json
-    /// clients as presence batches (one event per room per 100 ms), welcomes list a
+    /// clients as presence batches (one event per room per 100 ms to 1 s), welcomes list a
     /// first page of members (v2 pages the rest), and v1 and plain clients hear of no
     /// join or leave but their own (0: never).
     #[arg(long, env = "CHAT_PRESENCE_BATCH_ABOVE", default_value_t = Config::default().presence_batch_above)]
