@@ -700,6 +700,10 @@ pub struct PresenceOut<'a> {
     pub count: usize,
     pub joined: &'a [crate::v1::Present],
     pub left: &'a [Gone],
+    /// Set when there were more joins and leaves than a batch lists: then it lists
+    /// none, and a client that keeps the member list pages it again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// The answer to `dms`.

@@ -54,6 +54,9 @@ pub struct Config {
     /// members, and v1 and plain clients hear no one's join or leave but their own
     /// (docs/PROTOCOL.md, "Big rooms"); 0 never batches.
     pub presence_batch_above: usize,
+    /// The most joins and leaves one presence batch lists; past it, the batch says
+    /// only the count, and clients that keep the list page it again.
+    pub presence_batch_entries: usize,
     /// In a cluster, how long Redis keeps a room that nobody is in after its last
     /// event: then its keys expire, so that rooms used once do not stay for good.
     pub room_expiry: Duration,
@@ -187,6 +190,7 @@ impl Default for Config {
             history: 1000,
             history_bytes: 8 * 1024 * 1024,
             presence_batch_above: PRESENCE_BATCH_ABOVE,
+            presence_batch_entries: PRESENCE_BATCH_ENTRIES,
             room_expiry: Duration::from_secs(7 * 24 * 60 * 60),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
@@ -292,6 +296,14 @@ pub const PRESENCE_BATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// to about 40 000 deliveries a second (some 0.2 s of CPU a second at 5 µs each),
 /// whatever the room's size: 100 ms up to 4 000 members, 400 ms at 16 000.
 pub const PRESENCE_BATCH_PER_MEMBER: Duration = Duration::from_micros(25);
+
+/// The most joins and leaves a presence batch lists. Every member receives every
+/// batch, so listing each join to everyone is N²/2 entries over a storm of N joins
+/// (7.7 GB at 16 000, measured as the wall in bench/README.md); bounded, a batch is at
+/// most about 15 KB, and a storm costs each member a bounded amount per interval.
+/// A client that keeps the whole list pages it again after an unlisted batch, at its
+/// own pace.
+pub const PRESENCE_BATCH_ENTRIES: usize = 256;
 
 /// The longest a batch is gathered, and a newcomer's welcome waits.
 pub const PRESENCE_BATCH_MOST: Duration = Duration::from_secs(1);

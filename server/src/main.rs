@@ -491,6 +491,7 @@ fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
         history: usize::try_from(args.history).unwrap_or(usize::MAX),
         history_bytes: usize::try_from(args.history_bytes).unwrap_or(usize::MAX),
         presence_batch_above: args.presence_batch_above,
+        presence_batch_entries: Config::default().presence_batch_entries,
         room_expiry: args.room_expiry,
         allowed_origins: args.allowed_origins,
         allowed_hosts: args.allowed_hosts,

@@ -1877,6 +1877,7 @@ mod tests {
             directory: Default::default(),
             admins: Vec::new(),
             presence_batch_above: 0,
+            presence_batch_entries: 0,
         };
         Room::new(
             RoomName::parse(name).expect("a room name"),

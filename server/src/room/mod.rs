@@ -308,6 +308,8 @@ pub struct RoomSettings {
     /// Above this many connections, a single node's room batches presence (see
     /// `presence.rs`); 0 never does.
     pub presence_batch_above: usize,
+    /// The most joins and leaves a presence batch lists.
+    pub presence_batch_entries: usize,
 }
 
 impl RoomSettings {
@@ -326,6 +328,7 @@ impl RoomSettings {
             directory: Arc::default(),
             admins: config.admins.clone(),
             presence_batch_above: config.presence_batch_above,
+            presence_batch_entries: config.presence_batch_entries,
         }
     }
 }
@@ -2058,6 +2061,7 @@ mod tests {
             directory: Default::default(),
             admins: Vec::new(),
             presence_batch_above: 0,
+            presence_batch_entries: 0,
         };
         Room::new(
             RoomName::default(),

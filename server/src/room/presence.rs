@@ -148,13 +148,15 @@ impl Room {
         }
         state.offset = offset;
         let joined_listed = listed(joined.iter().map(|(key, present)| (*key, present)));
+        let listed = joined.len() + left.len() <= self.settings.presence_batch_entries;
         let batch = v2::PresenceOut {
             offset,
             ts,
             kind: "presence",
             count: state.present.len(),
-            joined: &joined_listed,
-            left: &left,
+            joined: if listed { &joined_listed } else { &[] },
+            left: if listed { &left } else { &[] },
+            truncated: !listed,
         };
         let hint = 96 + 80 * joined_listed.len() + 40 * left.len();
         let v2_frame = wire::json(&batch, hint);

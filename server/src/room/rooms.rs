@@ -432,6 +432,7 @@ mod tests {
             directory: Default::default(),
             admins: Vec::new(),
             presence_batch_above: 0,
+            presence_batch_entries: 0,
         }
     }
 
