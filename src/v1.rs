@@ -529,6 +529,11 @@ pub struct Present {
     /// The role its join gave it (see [`EventKind::Join`]), when above member's.
     #[serde(default, skip_serializing_if = "Role::is_member")]
     pub role: Role,
+    /// In a room above the server's presence threshold (chat.v2.json), this
+    /// connection's handle: what a `presence` batch's `left` names, and what a
+    /// `members` page goes on `after`. Never written below the threshold.
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u64>,
 }
 
 /// The limits a v1 client should know before sending.
@@ -549,8 +554,15 @@ pub struct Welcome {
     pub epoch: String,
     /// The offset of the room's last event before the newcomer's own join.
     pub offset: u64,
-    /// Who is in the room as of `offset`, one entry per connection.
+    /// Who is in the room as of `offset`, one entry per connection; above the
+    /// server's presence threshold, only the first page of them.
     pub members: Vec<Present>,
+    /// Above the presence threshold: how many members there are, and whether
+    /// `members` is only the first page of them.
+    #[serde(default)]
+    pub count: Option<usize>,
+    #[serde(default)]
+    pub more: Option<bool>,
     /// Whether the history that follows is exactly what the client asked to resume.
     pub recovered: bool,
     /// Whether ids and names are proven by signed tokens; otherwise each client
@@ -568,6 +580,8 @@ impl Welcome {
             epoch: &self.epoch,
             offset: self.offset,
             members: self.members.iter().collect(),
+            count: self.count,
+            more: self.more,
             recovered: self.recovered,
             verified: self.verified,
             limits: &self.limits,
@@ -585,6 +599,11 @@ pub struct WelcomeOut<'a> {
     pub epoch: &'a str,
     pub offset: u64,
     pub members: Vec<&'a Present>,
+    /// Set only above the presence threshold (see [`Welcome::count`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub more: Option<bool>,
     pub recovered: bool,
     pub verified: bool,
     pub limits: &'a Limits,
@@ -832,7 +851,10 @@ mod tests {
                 name: Some(DisplayName::parse("Grace").unwrap()),
                 since: 9,
                 role: Default::default(),
+                key: None,
             }],
+            count: None,
+            more: None,
             recovered: false,
             verified: true,
             limits: Limits {

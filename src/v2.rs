@@ -101,6 +101,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
     },
+    /// A page of the room's members (above the server's presence threshold, where
+    /// the welcome lists only the first), in join order after the member `after`.
+    Members {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        limit: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
     /// The room's messages containing some words, newest first.
     Search {
         text: String,
@@ -329,6 +338,7 @@ impl Request {
             | Self::Read { nonce, .. }
             | Self::Dms { nonce }
             | Self::History { nonce, .. }
+            | Self::Members { nonce, .. }
             | Self::Search { nonce, .. }
             | Self::Kick { nonce, .. }
             | Self::Ban { nonce, .. }
@@ -452,6 +462,7 @@ impl Request {
             | Self::Read { .. }
             | Self::Dms { .. }
             | Self::History { .. }
+            | Self::Members { .. }
             | Self::Search { .. } => return None,
         })
     }
@@ -658,6 +669,51 @@ pub struct DirectNotice {
     pub ts: u64,
 }
 
+/// The most members a `members` page, or a welcome's first page, lists.
+pub const MAX_MEMBERS_PAGE: usize = 100;
+
+/// The answer to `members`: the room's members after `after` in join order, as of
+/// `offset` (every event up to it was sent to the client before this answer).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename = "members")]
+pub struct MembersOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<&'a str>,
+    pub offset: u64,
+    pub count: usize,
+    pub members: Vec<&'a crate::v1::Present>,
+    /// Whether more members follow the last one listed.
+    pub more: bool,
+}
+
+/// A member gone, in a presence batch: its handle, and its id for a client that
+/// listed it without one (from a welcome below the threshold).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gone {
+    #[serde(rename = "ref")]
+    pub key: u64,
+    pub id: String,
+}
+
+/// Above the presence threshold, the joins and leaves of one interval as one event
+/// in the room's log: applied in order after a welcome and its pages, they keep a
+/// client's member list exact.
+#[derive(Debug, Serialize)]
+pub struct PresenceOut<'a> {
+    pub offset: u64,
+    pub ts: u64,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Members in the room after this event.
+    pub count: usize,
+    pub joined: &'a [crate::v1::Present],
+    pub left: &'a [Gone],
+    /// Set when there were more joins and leaves than a batch lists: then it lists
+    /// none, and a client that keeps the member list pages it again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
 /// The answer to `dms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "dms")]
@@ -810,6 +866,7 @@ pub fn check_as(
         Request::Typing { .. }
         | Request::Dms { .. }
         | Request::History { .. }
+        | Request::Members { .. }
         | Request::Search { .. }
         | Request::Kick { .. }
         | Request::Ban { .. }

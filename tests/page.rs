@@ -3325,3 +3325,48 @@ async fn an_admin_names_a_moderator_from_the_member_menu() {
     page.close().await.expect("close");
     server.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn in_a_big_room_presence_batches_keep_who_is_here_without_a_line_each() {
+    let driver = ChromeDriver::start().await;
+    // Above two connections, joins and leaves come in batches (PROTOCOL.md, "Big rooms").
+    let server = TestServer::start_with(Config {
+        presence_batch_above: 2,
+        ..Config::default()
+    })
+    .await;
+    let mut ann = V2::connect(&server, "/ws/7").await;
+    ann.welcome().await;
+    let mut bob = V2::connect(&server, "/ws/8").await;
+    bob.welcome().await;
+    let page = driver.open(900, 600).await;
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    let here = "return document.getElementById('people-toggle').textContent;";
+    wait_for(&page, "the page and two others", here, |text| {
+        text == "3 here"
+    })
+    .await;
+    let mut cy = V2::connect(&server, "/ws/9").await;
+    cy.welcome().await;
+    wait_for(&page, "a fourth", here, |text| text == "4 here").await;
+    drop(cy);
+    wait_for(&page, "the fourth gone", here, |text| text == "3 here").await;
+    ann.say("after", None).await;
+    wait_for_message(&page, "Client #7: after").await;
+    // The two joins below the threshold are history; nothing for 9, or the page.
+    assert_eq!(
+        messages(&page).await,
+        [
+            "Client #7 has entered the chat",
+            "Client #8 has entered the chat",
+            "Client #7: after"
+        ],
+        "no line for each join or leave above the threshold"
+    );
+    drop(bob);
+    page.close().await.expect("close");
+    server.stop().await;
+}

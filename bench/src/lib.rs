@@ -7,6 +7,8 @@
 //! - `idle`: N idle clients held open, for the server's memory per connection, and
 //!   churn rounds that open and drop them.
 //! - `resume`: N `chat.v1.json` clients drop at once and come back asking to resume.
+//! - `growth`: for each size N, a fresh server, N clients joining one room at once,
+//!   one message to all, and all N reconnecting with resume: how a room's costs grow.
 //! - `history`: a room filled with N messages, written to at a fixed rate while
 //!   `chat.v2.json` readers page back through it and search it.
 //! - here: where clients connect, in which protocol (plain, `chat.v1.json` or
@@ -17,12 +19,14 @@
 //! the server's total order means every earlier join has been delivered by then.
 
 mod fanout;
+mod growth;
 mod history;
 mod idle;
 mod probe;
 mod resume;
 
 pub use fanout::{FanoutPlan, FanoutReport, Latency, MixReport, Pace, TYPING_PERIOD, fanout};
+pub use growth::{GrowthPlan, GrowthReport, growth};
 pub use history::{FILL_WINDOW, HistoryPlan, HistoryReport, RequestReport, history};
 pub use idle::{IdlePlan, IdleReport, idle};
 pub use probe::{ServerProbe, Usage};

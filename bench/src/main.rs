@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chat_bench::{
-    FanoutPlan, HistoryPlan, IdlePlan, Pace, Protocol, ResumePlan, ServerProbe, Servers,
+    FanoutPlan, GrowthPlan, HistoryPlan, IdlePlan, Pace, Protocol, ResumePlan, ServerProbe, Servers,
 };
 use clap::{Parser, Subcommand};
 use url::Url;
@@ -107,6 +107,27 @@ enum Scenario {
         /// Messages said while they are away (their leaves are missed events too).
         #[arg(long, default_value_t = 100)]
         missed: usize,
+    },
+    /// For each size, a fresh chat-server (started here, on a port the kernel gives):
+    /// N clients join one room at once, one message goes to all of them --messages
+    /// times, and all N drop and come back at once asking to resume. One JSON report
+    /// per size (--url is not used).
+    Growth {
+        /// Room sizes, one fresh server each (e.g. 2000 4000 8000 16000).
+        #[arg(required = true)]
+        sizes: Vec<usize>,
+        /// The chat-server binary; by default the one beside chat-bench.
+        #[arg(long)]
+        server: Option<std::path::PathBuf>,
+        /// An argument for each server (repeat it), e.g. --server-arg=--history=40000.
+        #[arg(long = "server-arg", allow_hyphen_values = true)]
+        server_args: Vec<String>,
+        /// Messages to the whole room, one after another.
+        #[arg(long, default_value_t = 20)]
+        messages: usize,
+        /// Seconds each phase may take before the run fails.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
     /// With --v2: optionally fill the room with N messages, then W writers keep writing
     /// at a total rate while R readers ask for random pages (`before` uniform over the
@@ -240,6 +261,29 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             let report = chat_bench::resume(&servers, &plan, probe).await?;
             let not_recovered = (report.clients - report.recovered) as u64;
             (serde_json::to_string_pretty(&report)?, not_recovered)
+        }
+        Scenario::Growth {
+            sizes,
+            server,
+            server_args,
+            messages,
+            timeout,
+        } => {
+            let server = match server {
+                Some(server) => server,
+                None => std::env::current_exe()?.with_file_name("chat-server"),
+            };
+            let plan = GrowthPlan {
+                sizes,
+                server,
+                server_args,
+                messages,
+                connect_concurrency: args.connect_concurrency,
+                timeout: Duration::from_secs(timeout),
+            };
+            let reports = chat_bench::growth(servers.protocol, &plan).await?;
+            let lost = reports.iter().map(|report| report.fanout_lost).sum();
+            (serde_json::to_string_pretty(&reports)?, lost)
         }
         Scenario::History {
             fill,

@@ -181,6 +181,13 @@ struct Args {
     #[arg(long, env = "CHAT_HISTORY_BYTES", default_value_t = Config::default().history_bytes as u64, value_parser = clap::value_parser!(u64).range(1..))]
     history_bytes: u64,
 
+    /// Above this many connections in one room, joins and leaves reach chat.v2.json
+    /// clients as presence batches (one event per room per 100 ms to 1 s), welcomes list a
+    /// first page of members (v2 pages the rest), and v1 and plain clients hear of no
+    /// join or leave but their own (0: never).
+    #[arg(long, env = "CHAT_PRESENCE_BATCH_ABOVE", default_value_t = Config::default().presence_batch_above)]
+    presence_batch_above: usize,
+
     /// With --redis-url, how long Redis keeps a room nobody is in after its last event
     /// (90s, 30m, 12h, 30d; up to 366d): then its keys expire.
     #[arg(long, env = "CHAT_ROOM_EXPIRY", default_value = "7d", value_parser = identity::parse_ttl)]
@@ -483,6 +490,8 @@ fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
         max_rooms_per_ip: (args.max_rooms_per_ip > 0).then_some(args.max_rooms_per_ip as usize),
         history: usize::try_from(args.history).unwrap_or(usize::MAX),
         history_bytes: usize::try_from(args.history_bytes).unwrap_or(usize::MAX),
+        presence_batch_above: args.presence_batch_above,
+        presence_batch_entries: Config::default().presence_batch_entries,
         room_expiry: args.room_expiry,
         allowed_origins: args.allowed_origins,
         allowed_hosts: args.allowed_hosts,

@@ -78,6 +78,14 @@ pub enum Beside {
     /// The room's moderation as the v2 welcome tells it: roles above member's, the
     /// topic, slow mode and read-only. Moderation events change it from there.
     Rules(RoomRules),
+    /// Above the server's presence threshold: who joined and who left in one
+    /// interval, as one event of the log at `offset` (each joiner's id and name; each
+    /// leaver's id). Applied to the member list without a line for each.
+    Presence {
+        offset: u64,
+        joined: Vec<(String, Option<chat::v1::DisplayName>)>,
+        left: Vec<String>,
+    },
     /// A request was refused; nothing was logged.
     Refused {
         nonce: Option<String>,

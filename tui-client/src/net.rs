@@ -630,6 +630,13 @@ async fn relay(
 /// A `chat.v1.json` frame as news, noting where the client now is in `room`'s history.
 fn read_v1(text: &str, room: &RoomName, resume: &mut Option<Resume>) -> NetEvent {
     let Ok(frame) = ServerFrame::parse(text) else {
+        // Read only when the frame is not a v1 one: events stay one parse each.
+        if let Some(batch) = read_presence(text) {
+            if let (Some(resume), Beside::Presence { offset, .. }) = (resume, &batch) {
+                resume.offset = resume.offset.max(*offset);
+            }
+            return NetEvent::Beside(batch);
+        }
         return NetEvent::Unreadable {
             text: text.to_owned(),
         };
@@ -695,6 +702,30 @@ enum BesideFrame {
         room: String,
         with: String,
     },
+}
+
+/// A `presence` event of a big room (docs/PROTOCOL.md, "Big rooms").
+#[derive(serde::Deserialize)]
+struct PresenceFrame {
+    offset: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    joined: Vec<chat::v1::Present>,
+    left: Vec<chat::v2::Gone>,
+}
+
+/// A big room's presence batch, if `text` is one.
+fn read_presence(text: &str) -> Option<Beside> {
+    let frame: PresenceFrame = serde_json::from_str(text).ok()?;
+    (frame.kind == "presence").then(|| Beside::Presence {
+        offset: frame.offset,
+        joined: frame
+            .joined
+            .into_iter()
+            .map(|member| (member.id, member.name))
+            .collect(),
+        left: frame.left.into_iter().map(|gone| gone.id).collect(),
+    })
 }
 
 /// A frame beside the log, if `text` is one (a welcome or an event is not).
@@ -819,6 +850,34 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_presence_batch_is_read_and_moves_the_resume_offset() {
+        let room = RoomName::parse("main").unwrap();
+        let mut resume = Some(Resume {
+            room: room.clone(),
+            epoch: "e".into(),
+            offset: 3,
+        });
+        let text = r#"{"offset":53,"ts":1,"type":"presence","count":2,"joined":[{"id":"1304","name":"Ada","ref":148,"since":1}],"left":[{"ref":85,"id":"1139"}]}"#;
+        let NetEvent::Beside(Beside::Presence {
+            offset,
+            joined,
+            left,
+        }) = read_v1(text, &room, &mut resume)
+        else {
+            panic!("not read as a presence batch");
+        };
+        assert_eq!(offset, 53);
+        assert_eq!(joined.len(), 1);
+        assert_eq!(joined[0].0, "1304");
+        assert_eq!(
+            joined[0].1.as_ref().map(ToString::to_string).as_deref(),
+            Some("Ada")
+        );
+        assert_eq!(left, ["1139"]);
+        assert_eq!(resume.map(|resume| resume.offset), Some(53));
+    }
 
     fn endpoint(base: &str) -> String {
         let id = ClientId::parse("42").unwrap();

@@ -76,6 +76,7 @@ impl Appends {
                     name: event.name.clone(),
                     since: event.ts,
                     role,
+                    key: None,
                 };
                 let present = serde_json::to_string(&present).expect("presence always serializes");
                 ("join", present)

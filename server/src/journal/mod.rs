@@ -358,6 +358,7 @@ impl Journal {
                     name: read_name(row, 3)?,
                     since: row.get(2)?,
                     role: v1::Role::Member,
+                    key: None,
                 };
                 Ok((row.get(0)?, present))
             })?
@@ -1876,6 +1877,8 @@ mod tests {
             verified: false,
             directory: Default::default(),
             admins: Vec::new(),
+            presence_batch_above: 0,
+            presence_batch_entries: 0,
         };
         Room::new(
             RoomName::parse(name).expect("a room name"),

@@ -18,6 +18,7 @@
 pub mod backlog;
 pub mod directory;
 pub mod outbox;
+mod presence;
 pub mod rooms;
 pub mod rules;
 pub mod wire;
@@ -304,6 +305,11 @@ pub struct RoomSettings {
     pub directory: Arc<Directory>,
     /// The operator's admins (`--admin`): admins wherever they are.
     pub admins: Vec<ClientId>,
+    /// Above this many connections, a single node's room batches presence (see
+    /// `presence.rs`); 0 never does.
+    pub presence_batch_above: usize,
+    /// The most joins and leaves a presence batch lists.
+    pub presence_batch_entries: usize,
 }
 
 impl RoomSettings {
@@ -321,6 +327,8 @@ impl RoomSettings {
             verified: config.checks_tokens(),
             directory: Arc::default(),
             admins: config.admins.clone(),
+            presence_batch_above: config.presence_batch_above,
+            presence_batch_entries: config.presence_batch_entries,
         }
     }
 }
@@ -374,6 +382,8 @@ struct State {
     /// [`State::message_ahead`]), or an unreact sent right behind its react would be
     /// refused while the store writes the react.
     unwritten: VecDeque<v1::Event>,
+    /// Above the presence threshold: the joins and leaves not told yet.
+    batch: presence::Batch,
 }
 
 impl State {
@@ -676,6 +686,7 @@ impl Room {
                 posting: HashMap::new(),
                 unwritten: VecDeque::new(),
                 token_roles: BTreeMap::new(),
+                batch: presence::Batch::default(),
             }),
             next_key: AtomicU64::new(stale.iter().map(|(key, _)| key + 1).max().unwrap_or(0)),
             settings,
@@ -738,8 +749,12 @@ impl Room {
         if let Some(cluster) = self.cluster.as_ref().filter(|_| !state.loaded) {
             cluster.sync(self);
         }
-        let join = EventKind::Join { role: who.role };
-        self.announce(&mut state, (link, key), &who, join, None);
+        if self.batches(&state) {
+            self.gather_join(&mut state, key, &who);
+        } else {
+            let join = EventKind::Join { role: who.role };
+            self.announce(&mut state, (link, key), &who, join, None);
+        }
         drop(state);
         self.settings
             .directory
@@ -761,6 +776,9 @@ impl Room {
     /// With `catch_up`, a resume older than memory holds is told to stream from the
     /// store instead: then the welcome says `recovered` and nothing is replayed here;
     /// returns whether that is so.
+    /// With `paged` (a room above the presence threshold), the welcome lists only
+    /// the first page of members, with their count.
+    #[allow(clippy::too_many_arguments)]
     fn welcome(
         &self,
         state: &State,
@@ -769,6 +787,7 @@ impl Room {
         resume: Option<&Resume>,
         outbox: &Outbox,
         catch_up: Option<&watch::Sender<CatchUp>>,
+        paged: bool,
     ) -> bool {
         let history = &state.history.events;
         // Everything after `since` is still here when the oldest kept event is no later
@@ -799,12 +818,28 @@ impl Room {
         };
         // By key, which is the order they joined in: no member is copied, as a mass
         // reconnect writes thousands of welcomes listing thousands of members each.
+        // Paged, the first page is copied, each with its handle.
+        let first_page: Vec<v1::Present> = match paged {
+            true => presence::listed(
+                state
+                    .present
+                    .iter()
+                    .take(v2::MAX_MEMBERS_PAGE)
+                    .map(|((_, key), present)| (*key, present)),
+            ),
+            false => Vec::new(),
+        };
         let welcome = v1::WelcomeOut {
             id,
             room: self.name.as_str(),
             epoch: &state.epoch,
             offset: state.offset,
-            members: state.present.values().collect(),
+            members: match paged {
+                true => first_page.iter().collect(),
+                false => state.present.values().collect(),
+            },
+            count: paged.then_some(state.present.len()),
+            more: paged.then_some(state.present.len() > v2::MAX_MEMBERS_PAGE),
             recovered,
             verified: self.settings.verified,
             limits: &self.settings.limits,
@@ -1134,6 +1169,8 @@ impl Room {
         kind: EventKind,
         wakes: Option<&mut Wakes>,
     ) -> bool {
+        // Joins and leaves gathered so far come before anything numbered after them.
+        self.flush_presence(state);
         let event = v1::Event {
             offset: 0,
             ts: now_millis(),
@@ -1268,6 +1305,7 @@ impl Room {
                         resume.as_ref(),
                         &outbox,
                         catch_up.as_ref(),
+                        false,
                     );
                     if streaming && let Some(slot) = state.members.get_mut(&key) {
                         slot.stage = Stage::CatchingUp;
@@ -1278,6 +1316,7 @@ impl Room {
                     name: event.name.clone(),
                     since: event.ts,
                     role: *role,
+                    key: None,
                 };
                 state.present.insert((node, key), present);
             }
@@ -1691,7 +1730,7 @@ impl Room {
             };
             if slot.protocol != Protocol::Plain {
                 let (protocol, outbox) = (slot.protocol, slot.outbox.clone());
-                self.welcome(&state, &id, protocol, resume.as_ref(), &outbox, None);
+                self.welcome(&state, &id, protocol, resume.as_ref(), &outbox, None, false);
             }
         }
     }
@@ -2165,13 +2204,15 @@ impl Drop for Member {
         directory.remove(&self.who.id, &self.room.name, self.key);
         let mut state = self.room.lock();
         state.members.remove(&self.key);
-        self.room.announce(
-            &mut state,
-            (self.link, self.key),
-            &self.who,
-            EventKind::Leave,
-            None,
-        );
+        if !self.room.gather_leave(&mut state, self.key, &self.who) {
+            self.room.announce(
+                &mut state,
+                (self.link, self.key),
+                &self.who,
+                EventKind::Leave,
+                None,
+            );
+        }
     }
 }
 
@@ -2200,6 +2241,8 @@ mod tests {
             verified: false,
             directory: Default::default(),
             admins: Vec::new(),
+            presence_batch_above: 0,
+            presence_batch_entries: 0,
         };
         Room::new(
             RoomName::default(),

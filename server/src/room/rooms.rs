@@ -431,6 +431,8 @@ mod tests {
             verified: false,
             directory: Default::default(),
             admins: Vec::new(),
+            presence_batch_above: 0,
+            presence_batch_entries: 0,
         }
     }
 

@@ -265,6 +265,15 @@ fn relay(
                 Ok(query) => history::answer_member(member, query, nonce),
                 Err(error) => refuse(member, &error),
             },
+            Ok(v2::Request::Members {
+                after,
+                limit,
+                nonce,
+            }) => {
+                if let Err(error) = member.members(after, limit, nonce.as_deref()) {
+                    refuse(member, &error);
+                }
+            }
             Ok(v2::Request::Search {
                 text,
                 before,

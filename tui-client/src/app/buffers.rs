@@ -639,6 +639,8 @@ mod tests {
             epoch: "e".into(),
             offset,
             members: Vec::new(),
+            count: None,
+            more: None,
             recovered: false,
             verified: false,
             limits: Limits {

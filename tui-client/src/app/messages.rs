@@ -289,6 +289,21 @@ impl App {
                     self.fit_viewport();
                 }
             }
+            Beside::Presence {
+                offset,
+                joined,
+                left,
+            } => {
+                if let Some(session) = self.session.as_mut() {
+                    session.last_offset = session.last_offset.max(offset);
+                    for id in &left {
+                        session.arrived(id, None, -1);
+                    }
+                    for (id, name) in &joined {
+                        session.arrived(id, name.as_ref(), 1);
+                    }
+                }
+            }
             Beside::Typing { id, name } => {
                 if id != self.id {
                     let label = self.session.as_ref().map_or_else(
@@ -1038,6 +1053,8 @@ mod tests {
             epoch: "e1".into(),
             offset: welcome_offset,
             members: Vec::new(),
+            count: None,
+            more: None,
             recovered: false,
             verified: false,
             limits: Limits {
@@ -1175,6 +1192,30 @@ mod tests {
         assert_eq!(texts(&app)[10], "── earlier messages ──");
         app.update(key(KeyCode::Home));
         assert!(app.take_frames().is_empty(), "no more before");
+    }
+
+    #[test]
+    fn a_big_rooms_presence_batch_changes_the_member_list_without_a_line_each() {
+        let mut app = v2_app(3);
+        let lines = texts(&app).len();
+        let batch = |offset, joined: &[&str], left: &[&str]| {
+            Event::Net(NetEvent::Beside(Beside::Presence {
+                offset,
+                joined: joined.iter().map(|id| ((*id).to_owned(), None)).collect(),
+                left: left.iter().map(|id| (*id).to_owned()).collect(),
+            }))
+        };
+        app.update(batch(4, &["42", "7", "8", "8"], &[]));
+        app.update(batch(5, &["9"], &["8", "7"]));
+        let session = app.session.as_ref().unwrap();
+        let here: Vec<(&str, usize)> = session
+            .members
+            .iter()
+            .map(|(id, member)| (id.as_str(), member.connections))
+            .collect();
+        assert_eq!(here, [("42", 1), ("8", 1), ("9", 1)]);
+        assert_eq!(session.last_offset, 5);
+        assert_eq!(texts(&app).len(), lines, "no line for each join or leave");
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl Session {
     /// Counts a connection of `id` in (`change` 1) or out (-1); true when that brings
     /// the id into the room or takes it out, false for another connection of an id
     /// that stays.
-    fn arrived(&mut self, id: &str, name: Option<&DisplayName>, change: isize) -> bool {
+    pub(super) fn arrived(&mut self, id: &str, name: Option<&DisplayName>, change: isize) -> bool {
         let member = self.members.entry(id.to_owned()).or_insert(Member {
             connections: 0,
             name: None,
@@ -857,8 +857,11 @@ mod tests {
                     name: name.map(|name| DisplayName::parse(name).unwrap()),
                     since: 1,
                     role: Default::default(),
+                    key: None,
                 })
                 .collect(),
+            count: None,
+            more: None,
             recovered,
             verified: false,
             limits: Limits {

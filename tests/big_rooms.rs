@@ -1,0 +1,302 @@
+//! Rooms above the presence threshold (`--presence-batch-above`), at a small
+//! threshold: a chat.v2.json client's member list, built from its welcome, `members`
+//! pages and `presence` batches by the rule in docs/PROTOCOL.md, stays exact through
+//! a storm of joins and leaves; v1 and plain clients hear only their own join.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chat_server::Config;
+use serde_json::{Value, json};
+use testkit::v1::V1;
+use testkit::v2::V2;
+use testkit::{TestServer, eventually, within};
+
+/// A server whose rooms batch presence above `threshold` connections, listing at most
+/// `entries` joins and leaves a batch.
+async fn server(threshold: usize, entries: usize) -> TestServer {
+    TestServer::start_with(Config {
+        presence_batch_above: threshold,
+        presence_batch_entries: entries,
+        handshake_rate_per_ip: None,
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await
+}
+
+/// A v2 client's member list, by handle (`ref`), kept by the documented rule: a
+/// welcome or a page replaces what it covers (the handles after its `after`, up to its
+/// last one, or to the end when nothing more follows); a batch removes what left and
+/// adds what joined; a batch that lists nothing (`truncated`) makes the list stale until
+/// the pages have been read again, from the start, after it.
+#[derive(Debug, Default)]
+struct Roster {
+    members: BTreeMap<u64, String>,
+    /// Whether every page has been read since the last fresh start: only then is the
+    /// list whole, and each batch's `count` must match it.
+    whole: bool,
+    /// Rounds of paging begun (a page without `after`, the welcome included), and the
+    /// round during which the last unlisted batch came.
+    round: u64,
+    stale_in: u64,
+    /// Batches checked against their `count` while whole, and batches unlisted.
+    checked: usize,
+    truncated: usize,
+}
+
+impl Roster {
+    fn page(&mut self, after: Option<u64>, page: &Value) {
+        let listed: Vec<(u64, String)> = page["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|member| {
+                let key = member["ref"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no ref: {page}"));
+                (key, member["id"].as_str().expect("an id").to_owned())
+            })
+            .collect();
+        let more = page["more"].as_bool().expect("more");
+        if after.is_none() {
+            self.round += 1;
+        }
+        let from = after.map_or(0, |after| after + 1);
+        let to = match (more, listed.last()) {
+            (true, Some((last, _))) => *last,
+            _ => u64::MAX,
+        };
+        self.members.retain(|key, _| !(from..=to).contains(key));
+        self.members.extend(listed);
+        if !more && self.round > self.stale_in {
+            self.whole = true;
+        }
+    }
+
+    fn batch(&mut self, batch: &Value) {
+        if batch["truncated"] == true {
+            self.whole = false;
+            self.stale_in = self.round;
+            self.truncated += 1;
+            return;
+        }
+        for gone in batch["left"].as_array().expect("left") {
+            self.members.remove(&gone["ref"].as_u64().expect("a ref"));
+        }
+        for joined in batch["joined"].as_array().expect("joined") {
+            let key = joined["ref"].as_u64().expect("a ref");
+            self.members
+                .insert(key, joined["id"].as_str().expect("an id").to_owned());
+        }
+        if self.whole {
+            assert_eq!(
+                self.members.len() as u64,
+                batch["count"].as_u64().expect("a count"),
+                "after {batch}: {:?}",
+                self.members
+            );
+            self.checked += 1;
+        }
+    }
+
+    fn ids(&self) -> BTreeSet<String> {
+        self.members.values().cloned().collect()
+    }
+}
+
+/// Joins a v2 client and reads up to its first live event, the batch with its own join.
+async fn join_v2(server: &TestServer, id: u64) -> V2 {
+    let mut client = V2::connect(server, &format!("/ws/{id}")).await;
+    client.welcome().await;
+    let own = client.next_of("presence").await;
+    assert!(
+        own["joined"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|member| member["id"].as_str().and_then(|text| text.parse().ok()) == Some(id)),
+        "the first batch a newcomer gets holds its own join: {own}"
+    );
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_v2_joiner_keeps_the_exact_membership_through_a_storm() {
+    let (checked, truncated) = storm(256).await;
+    assert!(checked >= 8, "batches checked: {checked}");
+    assert_eq!(truncated, 0, "forty joins a round fit in a batch of 256");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_a_batchs_bound_the_late_joiner_pages_again_and_is_exact() {
+    let (checked, truncated) = storm(3).await;
+    assert!(truncated >= 1, "some batches had more than three changes");
+    assert!(checked >= 1, "batches checked: {checked}");
+}
+
+/// A room above a threshold of 5, batches of at most `entries`, and a storm of joins
+/// and leaves from four tasks while an observer pages through the room again and
+/// again; after each round its list must come to the connections held. Returns the
+/// batches the observer checked against their count, and those it could not apply.
+async fn storm(entries: usize) -> (usize, usize) {
+    let server = server(5, entries).await;
+    // The truth: who the test holds connected. Ids are unique, one connection each.
+    let truth: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let mut seeds = Vec::new();
+    for id in 1..=8 {
+        // The first five join below the threshold, each with a join event of its own.
+        let mut seed = V2::connect(&server, &format!("/ws/{id}")).await;
+        let welcome = seed.welcome().await;
+        let own = seed
+            .next_matching("its own join", |frame| {
+                frame["offset"] == welcome["offset"].as_u64().unwrap() + 1
+            })
+            .await;
+        let kind = if id <= 5 { "join" } else { "presence" };
+        assert_eq!(own["type"], kind, "{own}");
+        seeds.push(seed);
+        truth.lock().unwrap().insert(id.to_string());
+    }
+
+    // The observer: its welcome is the first page, then it pages through the whole
+    // room three at a time, again and again, while batches keep coming.
+    let mut observer = V2::connect(&server, "/ws/999").await;
+    let welcome = observer.welcome().await;
+    assert_eq!(welcome["count"], 8, "{welcome}");
+    let roster: Arc<Mutex<Roster>> = Arc::default();
+    roster.lock().unwrap().page(None, &welcome);
+    truth.lock().unwrap().insert("999".to_owned());
+    let reader_roster = roster.clone();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        let mut after: Option<u64> = None;
+        let mut asked = 0;
+        let ask = async |client: &mut V2, after: Option<u64>, asked: &mut usize| {
+            *asked += 1;
+            let mut request = json!({"type": "members", "limit": 3, "nonce": format!("p{asked}")});
+            if let Some(after) = after {
+                request["after"] = json!(after);
+            }
+            client.send(&request).await;
+        };
+        ask(&mut observer, after, &mut asked).await;
+        loop {
+            let frame = tokio::select! {
+                _ = &mut stopped => break,
+                frame = observer.frame() => frame,
+            };
+            match frame["type"].as_str() {
+                Some("presence") => reader_roster.lock().unwrap().batch(&frame),
+                Some("members") => {
+                    reader_roster.lock().unwrap().page(after, &frame);
+                    after = match frame["more"].as_bool() {
+                        Some(true) => {
+                            frame["members"].as_array().unwrap().last().unwrap()["ref"].as_u64()
+                        }
+                        _ => None,
+                    };
+                    ask(&mut observer, after, &mut asked).await;
+                }
+                Some("error") => panic!("a refused page: {frame}"),
+                _ => {}
+            }
+        }
+        asked
+    });
+
+    // The storm: four tasks, each joining ten and dropping most of what it joined, in
+    // rounds; after each round everyone stops and the observer's list must come to the
+    // truth.
+    let mut held: Vec<Vec<(String, V2)>> = (0..4).map(|_| Vec::new()).collect();
+    for round in 0..4u64 {
+        let mut tasks = Vec::new();
+        for (task, mut mine) in held.drain(..).enumerate() {
+            let (server_url, truth) = (server.url(""), truth.clone());
+            tasks.push(tokio::spawn(async move {
+                for n in 0..10u64 {
+                    let id = 1000 + round * 100 + task as u64 * 10 + n;
+                    let mut client = V2::connect_url(&format!("{server_url}/ws/{id}")).await;
+                    client.welcome().await;
+                    truth.lock().unwrap().insert(id.to_string());
+                    mine.push((id.to_string(), client));
+                    // Every other join, drop one held (the oldest), without a close.
+                    if n % 2 == 1 {
+                        let (gone, client) = mine.remove(0);
+                        truth.lock().unwrap().remove(&gone);
+                        drop(client);
+                    }
+                }
+                mine
+            }));
+        }
+        for task in tasks {
+            held.push(task.await.unwrap());
+        }
+        // A seed goes too, each round.
+        let seed = seeds.pop().unwrap();
+        drop(seed);
+        truth.lock().unwrap().remove(&(8 - round).to_string());
+        let wanted = truth.lock().unwrap().clone();
+        eventually("the observer's list to be the room's", async || {
+            let roster = roster.lock().unwrap();
+            (roster.whole && roster.ids() == wanted).then_some(())
+        })
+        .await;
+    }
+    let _ = stop.send(());
+    let asked = within("the observer", reader).await.unwrap();
+    let roster = roster.lock().unwrap();
+    assert!(
+        asked > 3,
+        "the observer paged during the storm ({asked} pages)"
+    );
+    drop(held);
+    (roster.checked, roster.truncated)
+}
+
+#[tokio::test]
+async fn above_the_threshold_v1_and_plain_clients_hear_only_their_own_join() {
+    let server = server(2, 256).await;
+    // Below the threshold: today's bytes, each hears the other's join.
+    let mut ann = server.join("1", "1").await;
+    let mut bea = V1::connect(&server, "/ws/2").await;
+    let welcome = bea.seated().await;
+    assert_eq!(welcome.count, None);
+    assert_eq!(ann.recv().await, "Client #2 has entered the chat");
+
+    // A third is above 2: its own join comes first, nobody else hears of it.
+    let mut cy = server.join("3", "3").await;
+    let mut dee = V1::connect(&server, "/ws/4").await;
+    // Its own join right after the history (seated checks it), at the offset after
+    // the welcome's: the batch that holds it.
+    let welcome = dee.seated().await;
+    assert_eq!((welcome.count, welcome.more), (Some(3), Some(false)));
+    let listed: Vec<(&str, Option<u64>)> = welcome
+        .members
+        .iter()
+        .map(|member| (member.id.as_str(), member.key))
+        .collect();
+    assert!(
+        listed.iter().all(|(_, key)| key.is_some()),
+        "each member has its handle: {listed:?}"
+    );
+    let ids: Vec<&str> = listed.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, ["1", "2", "3"]);
+    // A v2 client too: its welcome pages, and its first live event is a batch.
+    let eve = join_v2(&server, 5).await;
+    drop(eve);
+    drop(cy.socket.close(None).await);
+
+    // What everyone hears next is the message, not the joins or leaves between.
+    ann.send("hello").await;
+    assert_eq!(ann.recv().await, "Client #1: hello");
+    let heard = bea.event().await;
+    assert_eq!(heard.kind, testkit::v1::said("hello"), "{heard:?}");
+    let heard = dee.event().await;
+    assert_eq!(heard.kind, testkit::v1::said("hello"), "{heard:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ann.expect_silence().await;
+    drop(cy);
+}
