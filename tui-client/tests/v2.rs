@@ -482,7 +482,7 @@ async fn a_kick_is_said_and_not_undone_by_a_reconnect() {
         (&kick["member"], &kick["reason"]),
         (&json!("9"), &json!("calm down"))
     );
-    tui.wait_for("Client #42 removed #9 from the room (calm down)")
+    tui.wait_for("Client #42 removed ~Bob (#9) from the room (calm down)")
         .await;
 
     // And 42 is kicked in turn, by another admin's request over the API's sibling.
