@@ -4,7 +4,7 @@
 //! Ignored by a bare `cargo test`; `.ci/run` installs chromium and chromium-driver and
 //! runs these with `cargo test -- --include-ignored`.
 
-use chat_server::{Config, RateLimit};
+use chat_server::{ApiKeys, Config, RateLimit};
 use serde_json::{Value, json};
 use testkit::chromium::*;
 use testkit::proxy::Proxy;
@@ -2333,6 +2333,17 @@ async fn a_kick_or_a_ban_is_said_and_moderation_shows_as_lines() {
     );
     let id = client_id(&page).await;
 
+    // Someone else's message taken down by a moderator says so (review point 6).
+    let mut other = V2::connect(&server, "/ws/2?room=main").await;
+    other.seated().await;
+    other.say("buy now", None).await;
+    let said = admin
+        .next_matching("the message to take down", |f| f["text"] == "buy now")
+        .await;
+    wait_for_message(&page, "Client #2: buy now").await;
+    admin.delete(offset(&said), None).await;
+    wait_for_message(&page, "Client #2: message deleted by a moderator").await;
+
     // Kicked: said, and not back on its own.
     admin
         .send(&json!({"type": "kick", "member": id, "reason": "calm down", "nonce": "k"}))
@@ -2345,7 +2356,7 @@ async fn a_kick_or_a_ban_is_said_and_moderation_shows_as_lines() {
     .await;
     assert!(
         notice.as_str().is_some_and(
-            |notice| notice.starts_with("A moderator removed you from this room (“calm down”)")
+            |notice| notice.starts_with("You were removed from this room (“calm down”)")
         ),
         "{notice}"
     );
@@ -2381,6 +2392,139 @@ async fn a_kick_or_a_ban_is_said_and_moderation_shows_as_lines() {
                 .as_str()
                 .is_some_and(|notice| notice.contains("banned"))
         },
+    )
+    .await;
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
+const API_KEY: &str = "an-operators-key-of-at-least-32-bytes-0123456789";
+
+/// How many WebSocket handshakes the page has begun (recorded by `record_urls`).
+async fn handshakes(page: &Page) -> usize {
+    recorded_urls(page)
+        .await
+        .iter()
+        .filter(|url| url.starts_with("ws"))
+        .count()
+}
+
+async fn server_wide_ban(page: &Page, id: &str, method: &str) {
+    let status = eval(
+        page,
+        &format!(
+            "return fetch('/api/v1/bans/{id}', {{ method: '{method}', \
+               headers: {{ Authorization: 'Bearer {API_KEY}' }} }}).then(r => r.status);"
+        ),
+    )
+    .await;
+    assert_eq!(status, json!(204), "{method} the ban");
+}
+
+async fn side_bar_room(page: &Page, room: &str) -> Value {
+    eval(
+        page,
+        &format!(
+            "const room = document.querySelector('#room-list .room[data-room=\"{room}\"]'); \
+             return room && room.textContent;"
+        ),
+    )
+    .await
+}
+
+/// Review of the moderation, points 1 and 2: after a server-wide ban (4003 on every
+/// room the page has open) nothing reconnects on its own, neither the room on screen
+/// nor one in the side bar; "Retry now" makes one attempt, whose refusal is said in
+/// words, and once the ban is lifted it joins, the ban's notice goes, and the side
+/// bar's room joins again too.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn after_a_ban_nothing_reconnects_until_asked_and_a_refusal_is_said() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        api_keys: ApiKeys::parse(API_KEY).expect("a good key"),
+        ..Config::default()
+    })
+    .await;
+    let page = driver.open(1000, 700).await;
+    record_urls(&page).await;
+    page.goto(&format!("http://{}/#room=main", server.address))
+        .await
+        .expect("load the page");
+    wait_for_room(&page, "main").await;
+    wait_for_status(&page, "connected").await;
+    type_keys_into(&page, "join-name", "ops\u{E007}").await;
+    wait_for_room(&page, "ops").await;
+    wait_for_status(&page, "connected").await;
+    eval(
+        &page,
+        "document.querySelector('#room-list .room[data-room=main]').click(); return null;",
+    )
+    .await;
+    wait_for_room(&page, "main").await;
+    wait_for_status(&page, "connected").await;
+    within("ops counted in the side bar", async {
+        while side_bar_room(&page, "ops").await != json!("# ops") {
+            sleep(Duration::from_millis(30)).await;
+        }
+    })
+    .await;
+    let id = client_id(&page).await;
+
+    server_wide_ban(&page, &id, "PUT").await;
+    wait_for_status(&page, "banned").await;
+    wait_for(
+        &page,
+        "ops marked as not connected",
+        "const room = document.querySelector('#room-list .room[data-room=ops]'); \
+         return room && room.textContent;",
+        |shown| shown == &json!("# opsnot connected"),
+    )
+    .await;
+    let before = handshakes(&page).await;
+    // The backoff's first waits are 0.5-1 s and 1-2 s: a loop would have tried by now.
+    sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        handshakes(&page).await,
+        before,
+        "no room reconnects on its own"
+    );
+
+    // Still banned: one attempt, refused, said, and no more.
+    click(&page, "retry").await;
+    wait_for(
+        &page,
+        "the ban's refusal in words",
+        "return document.getElementById('notice').textContent;",
+        |notice| {
+            notice.as_str().is_some_and(|notice| {
+                notice.starts_with("Still banned: joining this room is refused while the ban lasts")
+            })
+        },
+    )
+    .await;
+    assert_eq!(text_of(&page, "status").await, "banned");
+    sleep(Duration::from_secs(4)).await;
+    assert_eq!(handshakes(&page).await, before + 1, "one attempt per click");
+    assert!(is_shown(&page, "retry").await);
+
+    // Lifted: the next "Retry now" joins, the notice goes, and ops joins again.
+    server_wide_ban(&page, &id, "DELETE").await;
+    click(&page, "retry").await;
+    wait_for_status(&page, "connected").await;
+    wait_for_value(
+        &page,
+        "the ban's notice gone",
+        "return document.getElementById('notice').hidden;",
+        json!(true),
+    )
+    .await;
+    wait_for(
+        &page,
+        "ops joined again",
+        "const room = document.querySelector('#room-list .room[data-room=ops]'); \
+         return room && room.textContent;",
+        |shown| shown == &json!("# ops"),
     )
     .await;
     page.close().await.expect("close");
@@ -2816,6 +2960,131 @@ async fn menu_click(page: &Page, act: &str) {
     .await;
 }
 
+/// What the member menu shows: open, asking a reason for (kick or ban), the reason
+/// typed, and its status line.
+async fn member_menu_state(page: &Page) -> Value {
+    eval(
+        page,
+        "return [!document.getElementById('member-menu').hidden, \
+                 !document.getElementById('member-confirm').hidden, \
+                 document.getElementById('member-reason').value, \
+                 document.getElementById('member-menu-status').textContent];",
+    )
+    .await
+}
+
+/// Review of the moderation, point 4: a reason is counted in bytes, as the server
+/// counts it (100 × "é" is 200 bytes), said in the menu before anything is sent; and
+/// a reason the server refuses keeps the menu open on it with the text and the
+/// server's words in the menu's status.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_reason_is_counted_in_bytes_and_a_refused_one_is_kept() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start_with(Config {
+        admins: vec![chat::ClientId::parse("1").unwrap()],
+        ..Config::default()
+    })
+    .await;
+    let mut admin = V2::connect(&server, "/ws/1").await;
+    admin.seated().await;
+    let page = driver.open(1000, 700).await;
+    page.goto(&format!("http://{}/#room=main", server.address))
+        .await
+        .expect("load the page");
+    wait_for_room(&page, "main").await;
+    let id = client_id(&page).await;
+    admin
+        .send(&json!({"type": "role", "member": id, "role": "moderator", "nonce": "r"}))
+        .await;
+    let mut member = V2::connect(&server, "/ws/2?room=main").await;
+    member.seated().await;
+    wait_for(
+        &page,
+        "the member to act on",
+        "return document.querySelectorAll('#people-list .member[data-id=\"2\"]').length;",
+        |n| n == &json!(1),
+    )
+    .await;
+    wait_for_value(
+        &page,
+        "the page a moderator",
+        &format!(
+            "return (document.querySelector('#people-list [data-id=\"{id}\"] .role-badge') \
+               || {{}}).textContent || null;"
+        ),
+        json!("mod"),
+    )
+    .await;
+    open_member_menu(&page, "2").await;
+    menu_click(&page, "kick").await;
+
+    // 100 letters, 200 bytes: said in the menu, nothing sent, the text kept.
+    let long = "é".repeat(100);
+    eval(
+        &page,
+        &format!(
+            "document.getElementById('member-reason').value = '{long}'; \
+             document.getElementById('member-go').click(); return null;"
+        ),
+    )
+    .await;
+    let state = member_menu_state(&page).await;
+    assert_eq!(state[0], json!(true), "the menu stays open: {state}");
+    assert_eq!(state[1], json!(true), "still asking the reason: {state}");
+    assert_eq!(state[2], json!(long));
+    assert!(
+        state[3]
+            .as_str()
+            .is_some_and(|status| status.starts_with("The reason is 200 bytes")),
+        "{state}"
+    );
+
+    // Refused by the server (a control character): the menu is back on the member,
+    // with the reason and the server's words.
+    eval(
+        &page,
+        "document.getElementById('member-reason').value = 'calm\\u0007down'; \
+         document.getElementById('member-go').click(); return null;",
+    )
+    .await;
+    let state = wait_for(
+        &page,
+        "the refusal in the menu",
+        "return [!document.getElementById('member-menu').hidden, \
+                 !document.getElementById('member-confirm').hidden, \
+                 document.getElementById('member-reason').value, \
+                 document.getElementById('member-menu-status').textContent];",
+        |state| {
+            state[3]
+                .as_str()
+                .is_some_and(|status| status.contains("printable"))
+        },
+    )
+    .await;
+    assert_eq!(
+        state,
+        json!([true, true, "calm\u{7}down", state[3].clone()]),
+        "{state}"
+    );
+    assert!(
+        text_of(&page, "notice")
+            .await
+            .starts_with("The server refused that: "),
+        "said at the foot too"
+    );
+
+    // A refusal's notice goes after ~10 s (review point 5).
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        eval(&page, "return document.getElementById('notice').hidden;").await,
+        json!(true),
+        "the refusal's notice went"
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
 /// Issue 31, item 5: a moderator kicks, bans and mutes from the member list's menu,
 /// opened and closed from the keyboard, and deletes another's message; the member's
 /// page says each in words; a member is offered only what it may do (a message), and
@@ -2970,11 +3239,39 @@ async fn a_moderator_kicks_bans_and_mutes_from_the_member_menu() {
         "a kick has no duration"
     );
     screenshot(&moderator, "moderation-kick.png").await;
+    // Escape in the reason goes back one step: to the menu, on Kick.
+    eval(
+        &moderator,
+        "document.getElementById('member-reason').focus(); return null;",
+    )
+    .await;
+    press(&moderator, "\u{E00C}").await;
+    assert_eq!(
+        menu_offers(&moderator).await,
+        json!(["message", "kick", "ban", "mute"])
+    );
+    assert!(!is_shown(&moderator, "member-confirm").await);
+    assert_eq!(
+        eval(&moderator, "return document.activeElement.dataset.act;").await,
+        json!("kick")
+    );
+    menu_click(&moderator, "kick").await;
     type_keys_into(&moderator, "member-reason", "calm down\u{E007}").await;
     wait_for_status(&member, "removed").await;
+    // The kicked member's button goes from the list; the focus stays in it.
+    wait_for(
+        &moderator,
+        "the kicked member gone, the focus kept",
+        &format!(
+            "return [Boolean(document.querySelector('#people-list .member[data-id=\"{member_id}\"]')), \
+                     document.activeElement === document.body];"
+        ),
+        |shown| shown == &json!([false, false]),
+    )
+    .await;
     let notice = text_of(&member, "notice").await;
     assert!(
-        notice.starts_with("A moderator removed you from this room (“calm down”)"),
+        notice.starts_with("You were removed from this room (“calm down”)"),
         "{notice}"
     );
     click(&member, "retry").await;
