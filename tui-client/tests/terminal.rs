@@ -398,6 +398,9 @@ async fn a_mention_while_unfocused_rings_and_notifies() {
         let mut tui = Tui::start(&[&["--server", &url][..], args].concat());
         tui.wait_for("● connected").await;
         other.recv().await;
+        // The welcome taken (its history shown), or a focus report that came first
+        // would be forgotten with the welcome's new conversation.
+        tui.wait_for("Client #1 has entered the chat").await;
         // Focus reports, as a terminal sends them once asked (CSI ? 1004 h).
         tui.type_keys("\u{1b}[O");
         // The report went through the client's event queue once the marker shows; the
