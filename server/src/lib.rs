@@ -160,8 +160,10 @@ pub async fn run(
         shared: shared.clone(),
         api_rates: Default::default(),
     });
-    announce(listener.local_addr()?, tls.is_some());
-    let reloader = tokio::spawn(reload_on_hangup(tls, jwks.clone()));
+    // Caught before the server says it is ready: SIGHUP's default would end it.
+    let serves_tls = tls.is_some();
+    let reloader = tokio::spawn(reload_on_hangup(catch_hangups(), tls, jwks.clone()));
+    announce(listener.local_addr()?, serves_tls);
     let refresher = jwks.map(|jwks| tokio::spawn(jwks.refresh_every(shared.config.jwks_refresh)));
 
     accept_until(&listener, &door, shutdown).await;
@@ -233,11 +235,10 @@ fn announce(address: SocketAddr, tls: bool) {
 /// With neither there is nothing to reload, but SIGHUP is still caught: its default
 /// would end the server, and systemd's `ExecReload` sends it (and counts that exit as
 /// clean, so nothing restarts it).
-async fn reload_on_hangup(tls: Option<Arc<Tls>>, jwks: Option<Arc<Jwks>>) {
+async fn reload_on_hangup(hangups: Hangups, tls: Option<Arc<Tls>>, jwks: Option<Arc<Jwks>>) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
+        let mut hangups = match hangups {
             Ok(hangups) => hangups,
             Err(error) => {
                 warn!(%error, "cannot watch for SIGHUP: nothing will be reloaded");
@@ -271,7 +272,18 @@ async fn reload_on_hangup(tls: Option<Arc<Tls>>, jwks: Option<Arc<Jwks>>) {
         }
     }
     #[cfg(not(unix))]
-    drop((tls, jwks));
+    drop((hangups, tls, jwks));
+}
+
+/// SIGHUPs, caught from now on.
+#[cfg(unix)]
+type Hangups = std::io::Result<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+fn catch_hangups() -> Hangups {
+    #[cfg(unix)]
+    return tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
 }
 
 async fn accept_until(listener: &TcpListener, door: &Arc<FrontDoor>, shutdown: impl Future) {

@@ -165,14 +165,13 @@ pub async fn serve(
     };
     // A banned reader reads no more than it could over a WebSocket.
     if let Some(reader) = &reader {
-        let ban = match room.ban_of(reader) {
-            Some(ban) => Some(("room ".to_owned() + room.name().as_str(), ban)),
+        let banned = match room.ban_of(reader) {
+            Some(ban) => Some(ban.banned_words(reader, Some(room.name()))),
             None => super::server_ban(reader, door)
                 .await?
-                .map(|ban| ("this server".to_owned(), ban)),
+                .map(|ban| ban.banned_words(reader, None)),
         };
-        if let Some((from, ban)) = ban {
-            let message = format!("#{reader} is banned from {from} {}", ban.until_text());
+        if let Some(message) = banned {
             return Ok(error(StatusCode::FORBIDDEN, "banned", &message));
         }
     }

@@ -699,14 +699,7 @@ async fn upgrade(
             return Err(refuse_banned(&seat.who.id, room.name(), &ban));
         }
         if let Some(ban) = server_ban(&seat.who.id, door).await? {
-            let body = format!(
-                "#{} is banned from this server {}{}\n",
-                seat.who.id,
-                ban.until_text(),
-                ban.reason
-                    .as_deref()
-                    .map_or(String::new(), |reason| format!(": {reason}"))
-            );
+            let body = ban.banned_words(&seat.who.id, None) + "\n";
             info!(id = %seat.who.id, "refused an id banned from the server");
             return Err(refused(Refusal::Banned, text(StatusCode::FORBIDDEN, &body)));
         }
@@ -788,14 +781,7 @@ async fn server_ban(id: &ClientId, door: &FrontDoor) -> Result<Option<Sanction>,
 
 /// 403 for a banned id: that it is banned, until when, and why.
 fn refuse_banned(id: &ClientId, room: &RoomName, ban: &Sanction) -> Refused {
-    let reason = ban
-        .reason
-        .as_deref()
-        .map_or(String::new(), |reason| format!(": {reason}"));
-    let body = format!(
-        "#{id} is banned from room {room} {}{reason}\n",
-        ban.until_text()
-    );
+    let body = ban.banned_words(id, Some(room)) + "\n";
     info!(%id, %room, "refused a banned id");
     refused(Refusal::Banned, text(StatusCode::FORBIDDEN, &body))
 }

@@ -193,11 +193,7 @@ pub async fn serve(
     if who.id.as_str() != super::OPERATOR_ID
         && let Some(ban) = super::server_ban(&who.id, door).await?
     {
-        let message = format!(
-            "#{} is banned from this server {}",
-            who.id,
-            ban.until_text()
-        );
+        let message = ban.banned_words(&who.id, None);
         return Ok(error(StatusCode::FORBIDDEN, "banned", &message));
     }
     // A direct-message room is its two ids' (and the operator's, who moderates it).
@@ -450,12 +446,7 @@ fn banned_from(room: &crate::room::Room, who: &Who) -> Option<Response<Body>> {
         return None;
     }
     let ban = room.ban_of(&who.id)?;
-    let message = format!(
-        "#{} is banned from room {} {}",
-        who.id,
-        room.name(),
-        ban.until_text()
-    );
+    let message = ban.banned_words(&who.id, Some(room.name()));
     Some(error(StatusCode::FORBIDDEN, "banned", &message))
 }
 

@@ -387,6 +387,21 @@ struct State {
 }
 
 impl State {
+    /// Notes the role `member`'s token gives `id`, if above member's: before its
+    /// welcome, which lists it, and before it is in `present`, which the welcome
+    /// lists as the room was before the join.
+    fn seat_token_role(&mut self, member: MemberRef, id: &str, role: Role) {
+        if !role.is_member() {
+            self.token_roles.insert(member, (id.to_owned(), role));
+        }
+    }
+
+    /// Forgets `member`, gone: from who is here and from the token roles.
+    fn unseat(&mut self, member: MemberRef) {
+        self.present.remove(&member);
+        self.token_roles.remove(&member);
+    }
+
     /// The highest role `id`'s tokens give it here, on any node; member's if none.
     fn token_role(&self, id: &str) -> Role {
         self.token_roles
@@ -709,7 +724,7 @@ impl Room {
                     room.announce(&mut state, (Link::Local, key), &who, EventKind::Leave, None);
                 }
                 // Only a hand-edited store holds an id no client could have had.
-                Err(_) => drop(state.present.remove(&(0, key))),
+                Err(_) => state.unseat((0, key)),
             }
         }
         drop(state);
@@ -1272,10 +1287,7 @@ impl Room {
     ) {
         match &event.kind {
             EventKind::Join { role } => {
-                if !role.is_member() {
-                    let token = (event.id.clone(), *role);
-                    state.token_roles.insert((node, key), token);
-                }
+                state.seat_token_role((node, key), &event.id, *role);
                 let here = (node == self.node())
                     .then_some(())
                     .and(state.members.get_mut(&key));
@@ -1320,10 +1332,7 @@ impl Room {
                 };
                 state.present.insert((node, key), present);
             }
-            EventKind::Leave => {
-                state.present.remove(&(node, key));
-                state.token_roles.remove(&(node, key));
-            }
+            EventKind::Leave => state.unseat((node, key)),
             kind => {
                 if let Some(change) = rules::change(&event) {
                     state.rules.apply(change);
@@ -1760,6 +1769,15 @@ fn may_moderate(
     }
     v2::check_moderation(request)?;
     let invalid = |message: String| Err(v2::Error::new(nonce, v2::ErrorCode::Invalid, message));
+    let member = match request {
+        v2::Request::Kick { member, .. }
+        | v2::Request::Ban { member, .. }
+        | v2::Request::Mute { member, .. }
+        | v2::Request::Role { member, .. } => Some(member),
+        _ => None,
+    };
+    // Its token's role, on whichever node it is connected.
+    let token = member.map_or(Role::Member, |member| state.token_role(member));
     // A token's role is the identity provider's: a role given here adds to it, never
     // takes it away.
     if let v2::Request::Role {
@@ -1767,37 +1785,30 @@ fn may_moderate(
         role: wanted,
         ..
     } = request
+        && token > *wanted
     {
-        let token = state.token_role(member);
-        if token > *wanted {
-            return invalid(format!(
-                "#{member} is {} by their token; a role given here cannot take that away",
-                with_article(token)
-            ));
-        }
+        return invalid(format!(
+            "#{member} is {} by their token; a role given here cannot take that away",
+            with_article(token)
+        ));
     }
-    if let Some(why) = state.rules_ahead().unchanged(request, now_millis()) {
+    let rules = state.rules_ahead();
+    if let Some(why) = rules.unchanged(request, now_millis()) {
         return invalid(why);
     }
-    if let v2::Request::Kick { member, .. } = request
+    let Some(member) = member else {
+        return Ok(());
+    };
+    if matches!(request, v2::Request::Kick { .. })
         && !state.present.values().any(|present| present.id == *member)
     {
         return invalid(format!("#{member} is not in this room"));
     }
-    let member = match request {
-        v2::Request::Kick { member, .. }
-        | v2::Request::Ban { member, .. }
-        | v2::Request::Mute { member, .. }
-        | v2::Request::Role { member, .. } => member,
-        _ => return Ok(()),
-    };
-    // Its token's role, on whichever node it is connected.
-    let token = state.token_role(member);
     let operator = match admins.iter().any(|admin| admin.as_str() == member) {
         true => Role::Admin,
         false => Role::Member,
     };
-    let theirs = state.rules_ahead().role(member).max(token).max(operator);
+    let theirs = rules.role(member).max(token).max(operator);
     if theirs >= role && role < Role::Admin {
         return forbidden(format!(
             "#{member} is {} here: only a higher role may do that",

@@ -119,10 +119,7 @@ impl Room {
         let left = std::mem::take(&mut state.batch.left);
         // Token roles first, so that each newcomer's welcome has its own.
         for (key, present) in &joined {
-            if !present.role.is_member() {
-                let token = (present.id.clone(), present.role);
-                state.token_roles.insert((0, *key), token);
-            }
+            state.seat_token_role((0, *key), &present.id, present.role);
         }
         for (key, present) in &joined {
             let Some(slot) = state.members.get(key) else {
@@ -149,8 +146,7 @@ impl Room {
         let offset = state.numbered;
         let ts = now_millis();
         for gone in &left {
-            state.present.remove(&(0, gone.key));
-            state.token_roles.remove(&(0, gone.key));
+            state.unseat((0, gone.key));
         }
         for (key, present) in &joined {
             state.present.insert((0, *key), present.clone());

@@ -47,6 +47,20 @@ impl Sanction {
             Some(until) => format!("until {}", utc(until)),
         }
     }
+
+    /// What a refusal says of this ban of `id`: from `room`, or (`None`) from the
+    /// server, until when and why — `#3 is banned from room main until lifted: spam`.
+    pub fn banned_words(&self, id: &chat::ClientId, room: Option<&v1::RoomName>) -> String {
+        let from = match room {
+            Some(room) => format!("room {room}"),
+            None => "this server".to_owned(),
+        };
+        let reason = self
+            .reason
+            .as_deref()
+            .map_or(String::new(), |reason| format!(": {reason}"));
+        format!("#{id} is banned from {from} {}{reason}", self.until_text())
+    }
 }
 
 /// A Unix time in milliseconds as an RFC 3339 UTC time, to the second.
