@@ -3667,3 +3667,117 @@ async fn in_a_big_room_presence_batches_keep_who_is_here_without_a_line_each() {
     page.close().await.expect("close");
     server.stop().await;
 }
+
+/// Who the member list shows while its filter box holds `filter`: the ids of its rows,
+/// and its last line when that says how many more there are.
+async fn people_matching(page: &Page, filter: &str) -> (Vec<String>, Option<String>) {
+    let shown = eval(
+        page,
+        &format!(
+            "const box = document.getElementById('people-filter'); \
+             box.value = {filter:?}; box.dispatchEvent(new Event('input')); \
+             return [Array.from(document.querySelectorAll('#people-list [data-id]'), e => e.dataset.id), \
+                     (document.querySelector('#people-list li.more') || {{}}).textContent || null];"
+        ),
+    )
+    .await;
+    let ids = shown[0]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|id| id.as_str().expect("an id").to_owned())
+        .collect();
+    (ids, shown[1].as_str().map(str::to_owned))
+}
+
+/// Every member the list holds, read through the filter box a hundred at a time: the
+/// ids that start `#10`, `#11`, … (the labels are `Client #1003`), and the others.
+async fn people_listed(page: &Page, prefixes: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut listed = std::collections::BTreeSet::new();
+    for prefix in prefixes {
+        let (ids, more) = people_matching(page, &format!("#{prefix}")).await;
+        assert_eq!(more, None, "#{prefix}: at most a hundred match");
+        listed.extend(ids);
+    }
+    listed
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn in_a_big_room_who_is_here_is_paged_whole_and_again_after_a_truncated_batch() {
+    let driver = ChromeDriver::start().await;
+    // Above five connections presence is batched, a batch listing at most three
+    // changes: twenty leaving at once is a truncated batch.
+    let server = TestServer::start_with(Config {
+        presence_batch_above: 5,
+        presence_batch_entries: 3,
+        handshake_rate_per_ip: None,
+        rate_limit: None,
+        ..Config::default()
+    })
+    .await;
+    // 230 others: the welcome lists 100, two pages the rest.
+    let mut joining = tokio::task::JoinSet::new();
+    for id in 1000..1230u64 {
+        let url = server.url(&format!("/ws/{id}"));
+        joining.spawn(async move {
+            let mut client = V2::connect_url(&url).await;
+            client.welcome().await;
+            (id, client)
+        });
+    }
+    let mut others: Vec<(u64, V2)> = joining.join_all().await;
+    others.sort_by_key(|(id, _)| *id);
+    let mut watcher = V2::connect(&server, "/ws/999").await;
+    watcher.welcome().await;
+
+    let page = driver.open(900, 700).await;
+    // Above the threshold the page's own join has no line: its count says it is in.
+    page.goto(&format!("http://{}/", server.address))
+        .await
+        .expect("load the page");
+    let here = "return document.getElementById('people-toggle').textContent;";
+    wait_for(&page, "the page in", here, |text| text == "232 here").await;
+    let me = client_id(&page).await;
+    click(&page, "people-toggle").await;
+    let mut connected: std::collections::BTreeSet<String> =
+        others.iter().map(|(id, _)| id.to_string()).collect();
+    connected.extend(["999".to_owned(), me.clone()]);
+    let prefixes = ["10", "11", "12", "999", me.as_str()];
+    within("the list paged whole", async {
+        while people_listed(&page, &prefixes).await != connected {
+            sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // Unfiltered, a hundred rows are drawn and the last line says how many more.
+    let (shown, more) = people_matching(&page, "").await;
+    assert_eq!(shown.len(), 100);
+    assert_eq!(more, Some(format!("and {} more", connected.len() - 100)));
+    let violations = accessibility_violations(&page).await;
+    assert!(violations.is_empty(), "{violations:#?}");
+
+    // Twenty go at once: the batch that says so lists nobody, only the count.
+    for (id, client) in others.drain(..20) {
+        connected.remove(&id.to_string());
+        drop(client);
+    }
+    watcher
+        .next_matching("a truncated batch", |frame| {
+            frame["type"] == "presence" && frame["truncated"] == true
+        })
+        .await;
+    wait_for(&page, "the count after", here, |text| {
+        text == &json!(format!("{} here", connected.len()))
+    })
+    .await;
+    within("the list paged again", async {
+        while people_listed(&page, &prefixes).await != connected {
+            sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    drop(others);
+    page.close().await.expect("close");
+    server.stop().await;
+}

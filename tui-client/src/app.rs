@@ -4,6 +4,7 @@
 //! the kept messages are a [`Scrollback`], and where the pane is in them a [`Viewport`].
 
 mod buffers;
+mod members;
 mod messages;
 mod protocol;
 

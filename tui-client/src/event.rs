@@ -79,12 +79,23 @@ pub enum Beside {
     /// topic, slow mode and read-only. Moderation events change it from there.
     Rules(RoomRules),
     /// Above the server's presence threshold: who joined and who left in one
-    /// interval, as one event of the log at `offset` (each joiner's id and name; each
-    /// leaver's id). Applied to the member list without a line for each.
+    /// interval, as one event of the log at `offset`, and how many members the room
+    /// has after it. Applied to the member list without a line for each; `truncated`:
+    /// more came and went than a batch lists, and the list must be paged again.
     Presence {
         offset: u64,
-        joined: Vec<(String, Option<chat::v1::DisplayName>)>,
-        left: Vec<String>,
+        count: usize,
+        truncated: bool,
+        joined: Vec<chat::v1::Present>,
+        left: Vec<chat::v2::Gone>,
+    },
+    /// A page of the room's members (the answer to `members`), in join order, as of
+    /// the last event before it; `more`: members follow the last one listed.
+    Members {
+        nonce: Option<String>,
+        count: usize,
+        members: Vec<chat::v1::Present>,
+        more: bool,
     },
     /// A request was refused; nothing was logged.
     Refused {

@@ -702,6 +702,13 @@ enum BesideFrame {
         room: String,
         with: String,
     },
+    Members {
+        #[serde(default)]
+        nonce: Option<String>,
+        count: usize,
+        members: Vec<chat::v1::Present>,
+        more: bool,
+    },
 }
 
 /// A `presence` event of a big room (docs/PROTOCOL.md, "Big rooms").
@@ -710,6 +717,9 @@ struct PresenceFrame {
     offset: u64,
     #[serde(rename = "type")]
     kind: String,
+    count: usize,
+    #[serde(default)]
+    truncated: bool,
     joined: Vec<chat::v1::Present>,
     left: Vec<chat::v2::Gone>,
 }
@@ -717,14 +727,12 @@ struct PresenceFrame {
 /// A big room's presence batch, if `text` is one.
 fn read_presence(text: &str) -> Option<Beside> {
     let frame: PresenceFrame = serde_json::from_str(text).ok()?;
-    (frame.kind == "presence").then(|| Beside::Presence {
+    (frame.kind == "presence").then_some(Beside::Presence {
         offset: frame.offset,
-        joined: frame
-            .joined
-            .into_iter()
-            .map(|member| (member.id, member.name))
-            .collect(),
-        left: frame.left.into_iter().map(|gone| gone.id).collect(),
+        count: frame.count,
+        truncated: frame.truncated,
+        joined: frame.joined,
+        left: frame.left,
     })
 }
 
@@ -760,6 +768,17 @@ fn read_beside(text: &str) -> Option<Beside> {
         },
         BesideFrame::Dms { rooms } => Beside::DirectRooms { rooms },
         BesideFrame::Dm { room, with } => Beside::DirectMessage { room, with },
+        BesideFrame::Members {
+            nonce,
+            count,
+            members,
+            more,
+        } => Beside::Members {
+            nonce,
+            count,
+            members,
+            more,
+        },
         BesideFrame::Error {
             nonce,
             code,
@@ -862,21 +881,56 @@ mod tests {
         let text = r#"{"offset":53,"ts":1,"type":"presence","count":2,"joined":[{"id":"1304","name":"Ada","ref":148,"since":1}],"left":[{"ref":85,"id":"1139"}]}"#;
         let NetEvent::Beside(Beside::Presence {
             offset,
+            count,
+            truncated,
             joined,
             left,
         }) = read_v1(text, &room, &mut resume)
         else {
             panic!("not read as a presence batch");
         };
-        assert_eq!(offset, 53);
+        assert_eq!((offset, count, truncated), (53, 2, false));
         assert_eq!(joined.len(), 1);
-        assert_eq!(joined[0].0, "1304");
+        assert_eq!((joined[0].id.as_str(), joined[0].key), ("1304", Some(148)));
         assert_eq!(
-            joined[0].1.as_ref().map(ToString::to_string).as_deref(),
+            joined[0].name.as_ref().map(ToString::to_string).as_deref(),
             Some("Ada")
         );
-        assert_eq!(left, ["1139"]);
+        assert_eq!(
+            left,
+            [chat::v2::Gone {
+                key: 85,
+                id: "1139".into()
+            }]
+        );
         assert_eq!(resume.map(|resume| resume.offset), Some(53));
+        let truncated = r#"{"offset":54,"ts":2,"type":"presence","count":900,"joined":[],"left":[],"truncated":true}"#;
+        let NetEvent::Beside(Beside::Presence {
+            count, truncated, ..
+        }) = read_v1(truncated, &room, &mut None)
+        else {
+            panic!("not read as a presence batch");
+        };
+        assert_eq!((count, truncated), (900, true));
+    }
+
+    #[test]
+    fn a_members_page_is_read_beside_the_log() {
+        let text = r#"{"type":"members","nonce":"42-m1","offset":9,"count":3,"members":[{"id":"7","since":1,"ref":4}],"more":true}"#;
+        let Some(Beside::Members {
+            nonce,
+            count,
+            members,
+            more,
+        }) = read_beside(text)
+        else {
+            panic!("not read as a page of members");
+        };
+        assert_eq!(
+            (nonce.as_deref(), count, members.len(), more),
+            (Some("42-m1"), 3, 1, true)
+        );
+        assert_eq!(members[0].key, Some(4));
     }
 
     fn endpoint(base: &str) -> String {

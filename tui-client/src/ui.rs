@@ -136,15 +136,25 @@ pub fn id_colour(id: &str) -> Color {
 /// Who is here, beside the messages: a rule on the left, then one member a row.
 fn render_members(app: &App, session: &crate::app::Session, area: Rect, frame: &mut Frame) {
     let rule = Style::new().fg(Color::DarkGray);
-    let roster = session.roster(&app.id);
+    let roster = session.sorted_roster(&app.id);
     let mut lines = vec![Line::from(vec![
         Span::styled("│ ", rule),
         Span::styled(
-            format!("{} here", roster.len()),
+            format!("{} here", session.here()),
             Style::new().add_modifier(Modifier::BOLD),
         ),
     ])];
-    lines.extend(roster.into_iter().map(|member| {
+    // Only the rows that fit are made (a big room holds thousands); the last says how
+    // many are not shown, whether they did not fit or are not fetched.
+    let rows = usize::from(area.height).saturating_sub(1);
+    let unlisted = session.unlisted();
+    let fits = roster.len() <= rows && unlisted == 0;
+    let shown = if fits {
+        roster.len()
+    } else {
+        rows.saturating_sub(1).min(roster.len())
+    };
+    lines.extend(roster[..shown].iter().map(|member| {
         let style = if member.ends_with("(you)") {
             Style::new().add_modifier(Modifier::BOLD)
         } else {
@@ -152,9 +162,16 @@ fn render_members(app: &App, session: &crate::app::Session, area: Rect, frame: &
         };
         Line::from(vec![
             Span::styled("│ ", rule),
-            Span::styled(sanitize_line(&member), style),
+            Span::styled(sanitize_line(member), style),
         ])
     }));
+    if !fits && rows > 0 {
+        let more = roster.len() - shown + unlisted;
+        lines.push(Line::from(vec![
+            Span::styled("│ ", rule),
+            Span::styled(format!("and {more} more"), rule),
+        ]));
+    }
     while lines.len() < usize::from(area.height) {
         lines.push(Line::from(Span::styled("│", rule)));
     }
@@ -402,10 +419,7 @@ fn render_status(app: &App, area: Rect, frame: &mut Frame) {
     if let Some(session) = &app.session
         && app.link == Link::Connected
     {
-        tail.push(Span::raw(format!(
-            " · {} here (F2)",
-            session.roster(&app.id).len()
-        )));
+        tail.push(Span::raw(format!(" · {} here (F2)", session.here())));
     }
     tail.push(Span::raw(format!(" · {}", sanitize_line(&app.server))));
     // Too many buffers for the bar: the quiet ones give way, so that what has news is

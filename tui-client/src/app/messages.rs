@@ -291,19 +291,22 @@ impl App {
             }
             Beside::Presence {
                 offset,
+                count,
+                truncated,
                 joined,
                 left,
             } => {
                 if let Some(session) = self.session.as_mut() {
                     session.last_offset = session.last_offset.max(offset);
-                    for id in &left {
-                        session.arrived(id, None, -1);
-                    }
-                    for (id, name) in &joined {
-                        session.arrived(id, name.as_ref(), 1);
-                    }
+                    self.presence(count, truncated, &joined, &left);
                 }
             }
+            Beside::Members {
+                nonce,
+                count,
+                members,
+                more,
+            } => self.members_answer(nonce.as_deref(), count, &members, more),
             Beside::Typing { id, name } => {
                 if id != self.id {
                     let label = self.session.as_ref().map_or_else(
@@ -362,6 +365,9 @@ impl App {
             Beside::Refused { nonce, message, .. } => {
                 if nonce.is_some() && nonce == self.conversation.paging {
                     self.conversation.paging = None;
+                }
+                if let Some(nonce) = &nonce {
+                    self.members_refused(nonce);
                 }
                 if let Some(nonce) = &nonce
                     && self
@@ -1198,15 +1204,32 @@ mod tests {
     fn a_big_rooms_presence_batch_changes_the_member_list_without_a_line_each() {
         let mut app = v2_app(3);
         let lines = texts(&app).len();
-        let batch = |offset, joined: &[&str], left: &[&str]| {
+        let batch = |offset, joined: &[(&str, u64)], left: &[(&str, u64)]| {
             Event::Net(NetEvent::Beside(Beside::Presence {
                 offset,
-                joined: joined.iter().map(|id| ((*id).to_owned(), None)).collect(),
-                left: left.iter().map(|id| (*id).to_owned()).collect(),
+                count: 0,
+                truncated: false,
+                joined: joined
+                    .iter()
+                    .map(|(id, key)| chat::v1::Present {
+                        id: (*id).to_owned(),
+                        name: None,
+                        since: 1,
+                        role: chat::v1::Role::Member,
+                        key: Some(*key),
+                    })
+                    .collect(),
+                left: left
+                    .iter()
+                    .map(|(id, key)| v2::Gone {
+                        key: *key,
+                        id: (*id).to_owned(),
+                    })
+                    .collect(),
             }))
         };
-        app.update(batch(4, &["42", "7", "8", "8"], &[]));
-        app.update(batch(5, &["9"], &["8", "7"]));
+        app.update(batch(4, &[("42", 1), ("7", 2), ("8", 3), ("8", 4)], &[]));
+        app.update(batch(5, &[("9", 5)], &[("8", 3), ("7", 2)]));
         let session = app.session.as_ref().unwrap();
         let here: Vec<(&str, usize)> = session
             .members

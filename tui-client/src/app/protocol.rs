@@ -3,6 +3,7 @@
 //! and the messages you send, shown at once as on their way, confirmed by their
 //! nonce, and sent again once if a lost connection may have lost them.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use chat::v1::{DisplayName, Event as RoomEvent, EventKind, Role, ServerFrame, Welcome};
@@ -41,6 +42,28 @@ pub struct Session {
     nonce_seed: String,
     /// Roles, topic, slow mode and read-only: from the v2 welcome, then its events.
     pub rules: RoomRules,
+    /// Above the server's presence threshold: the room's count and the paging of its
+    /// members (see [`super::members`]).
+    pub(super) big: Option<super::members::BigRoom>,
+    /// The member list by handle, to apply pages and batches by.
+    pub(super) handles: super::members::Handles,
+    /// `members` requests sent so far, for their nonces.
+    pub(super) members_asked: u64,
+    /// Bumped at each change of `members`, for `roster`'s cache.
+    generation: u64,
+    /// The roster as last sorted: drawn every frame, sorted again only after a change
+    /// (with 16 000 members a sort is milliseconds).
+    roster_cache: RefCell<Option<RosterCache>>,
+}
+
+/// [`Session::roster`] as of a `generation`, roles, proof of names and viewer.
+#[derive(Debug, Clone)]
+struct RosterCache {
+    generation: u64,
+    roles: BTreeMap<String, Role>,
+    verified: bool,
+    my_id: String,
+    lines: std::sync::Arc<[String]>,
 }
 
 /// One person in the room.
@@ -95,6 +118,33 @@ impl Session {
     /// `&`, then moderators, `@` (weechat's marks for Matrix power levels), then
     /// everyone else: `&Ada (#42)`, `@~Bo (#7)`, `Client #9`.
     pub fn roster(&self, my_id: &str) -> Vec<String> {
+        self.sorted_roster(my_id).to_vec()
+    }
+
+    /// [`Session::roster`], sorted once per change of the members, the roles or the
+    /// proof of names.
+    pub fn sorted_roster(&self, my_id: &str) -> std::sync::Arc<[String]> {
+        let mut cache = self.roster_cache.borrow_mut();
+        if let Some(cached) = cache.as_ref()
+            && cached.generation == self.generation
+            && cached.verified == self.verified
+            && cached.my_id == my_id
+            && cached.roles == self.rules.roles
+        {
+            return cached.lines.clone();
+        }
+        let lines: std::sync::Arc<[String]> = self.sort_roster(my_id).into();
+        *cache = Some(RosterCache {
+            generation: self.generation,
+            roles: self.rules.roles.clone(),
+            verified: self.verified,
+            my_id: my_id.to_owned(),
+            lines: lines.clone(),
+        });
+        lines
+    }
+
+    fn sort_roster(&self, my_id: &str) -> Vec<String> {
         let mut lines: Vec<(Role, String)> = self
             .members
             .iter()
@@ -129,15 +179,22 @@ impl Session {
             name: None,
         });
         let was_here = member.connections > 0;
+        let before = member.connections;
         member.connections = member.connections.saturating_add_signed(change);
         if name.is_some() {
             member.name = name.cloned();
         }
         let is_here = member.connections > 0;
+        self.handles.connections = (self.handles.connections + member.connections) - before;
         if !is_here {
             self.members.remove(id);
         }
+        self.members_changed();
         was_here != is_here
+    }
+
+    pub(super) fn members_changed(&mut self) {
+        self.generation += 1;
     }
 }
 
@@ -188,10 +245,6 @@ impl App {
         session.epoch = welcome.epoch;
         session.live_from = welcome.offset;
         session.verified = welcome.verified;
-        session.members.clear();
-        for present in &welcome.members {
-            let _ = session.arrived(&present.id, present.name.as_ref(), 1);
-        }
         session.divider = if first {
             Some("earlier messages".to_owned())
         } else if welcome.recovered && missed > 0 {
@@ -200,6 +253,11 @@ impl App {
         } else {
             None
         };
+        self.welcome_members(
+            &welcome.members,
+            welcome.count,
+            welcome.more.unwrap_or(false),
+        );
         if !first && !welcome.recovered {
             self.divider(if new_history {
                 // A new epoch: the server restarted without its history (or lost it).
@@ -261,8 +319,7 @@ impl App {
                 // a seat on a node that died and is reaped after its client came back
                 // through another) neither enters nor leaves: as on IRC, people come
                 // and go, not their connections.
-                let comes_or_goes =
-                    history || session.arrived(&event.id, name, if joined { 1 } else { -1 });
+                let comes_or_goes = history || session.one_presence(&event.id, name, joined);
                 if !joined {
                     self.not_typing(&event.id);
                 }
@@ -614,9 +671,13 @@ impl App {
             );
             return;
         };
-        let roster = session.roster(&self.id);
-        let count = roster.len();
-        self.notice(&format!("{count} here: {}", roster.join(", ")));
+        let roster = session.sorted_roster(&self.id);
+        let count = session.here();
+        let unlisted = match session.unlisted() {
+            0 => String::new(),
+            more => format!(" and {more} more"),
+        };
+        self.notice(&format!("{count} here: {}{unlisted}", roster.join(", ")));
     }
 
     /// Marks one of our messages as given up on: in its time column, "not sent".
