@@ -140,6 +140,9 @@ pub struct App {
     /// Whether the member list is asked for beside the messages (F2); see
     /// [`App::members_shown`].
     pub show_members: bool,
+    /// How many of who is here the member list scrolls past (F11, F12): kept within
+    /// the list when it is drawn, as the list changes under it.
+    pub members_scroll: usize,
     /// Whether the list of open buffers is asked for left of the messages (F3); see
     /// [`App::buffer_list_shown`].
     pub show_buffers: bool,
@@ -286,6 +289,7 @@ impl App {
             session: None,
             connections: 0,
             show_members: false,
+            members_scroll: 0,
             show_buffers: true,
             terminal_size: (80, 24),
             event_time: local_time_of,
@@ -592,6 +596,18 @@ impl App {
             Action::ToggleMembers => {
                 self.show_members = !self.show_members;
                 self.fit_viewport();
+            }
+            Action::MembersUp => {
+                self.members_scroll = self.members_scroll.saturating_sub(self.member_rows());
+            }
+            Action::MembersDown => {
+                let listed = self
+                    .session
+                    .as_ref()
+                    .map_or(0, |session| session.sorted_roster(&self.id).len());
+                // Not past the last page, so that it is full.
+                let page = self.member_rows();
+                self.members_scroll = (self.members_scroll + page).min(listed.saturating_sub(page));
             }
             Action::Quit => return self.quit(!self.input.is_empty()),
         }
@@ -908,6 +924,13 @@ impl App {
             parts.push(topic.clone());
         }
         Some(parts.join(" · "))
+    }
+
+    /// How many members a page of the member list holds: the terminal's rows less the
+    /// title's, the status bar and the input line, then less the count above the list
+    /// and the two rows that say how many are above and below.
+    fn member_rows(&self) -> usize {
+        usize::from(self.viewport_size().1).saturating_sub(5).max(1)
     }
 
     pub(crate) fn fit_viewport(&mut self) {

@@ -112,6 +112,10 @@ pub enum Action {
     Redraw,
     Reconnect,
     ToggleMembers,
+    /// Scrolls who is here (F2) up a page.
+    MembersUp,
+    /// Scrolls who is here (F2) down a page.
+    MembersDown,
     ToggleBuffers,
     ToggleSmartFilter,
     ToggleMouse,
@@ -451,6 +455,18 @@ pub const BINDINGS: &[Binding] = &[
         Action::ToggleMembers,
         "show or hide who is here, beside the messages (`chat.v1.json` servers)",
     ),
+    row(
+        &[Key(KeyCode::F(11))],
+        Always,
+        Action::MembersUp,
+        "scroll who is here (F2) up a page",
+    ),
+    row(
+        &[Key(KeyCode::F(12))],
+        Always,
+        Action::MembersDown,
+        "scroll who is here (F2) down a page, in a room of thousands",
+    ),
     hinted(
         &[Ctrl(KeyCode::Char('c'))],
         Action::Quit,
@@ -563,6 +579,8 @@ pub const ACTION_NAMES: &[(&str, Action)] = &[
     ("redraw", Action::Redraw),
     ("reconnect", Action::Reconnect),
     ("toggle-members", Action::ToggleMembers),
+    ("members-up", Action::MembersUp),
+    ("members-down", Action::MembersDown),
     ("toggle-buffers", Action::ToggleBuffers),
     ("toggle-smart-filter", Action::ToggleSmartFilter),
     ("toggle-mouse", Action::ToggleMouse),

@@ -144,17 +144,27 @@ fn render_members(app: &App, session: &crate::app::Session, area: Rect, frame: &
             Style::new().add_modifier(Modifier::BOLD),
         ),
     ])];
-    // Only the rows that fit are made (a big room holds thousands); the last says how
-    // many are not shown, whether they did not fit or are not fetched.
+    // Only the rows that fit are made (a big room holds thousands), from where F11 and
+    // F12 scrolled to; a row above says how many are scrolled past, the last how many
+    // are below, whether they did not fit or are not fetched.
     let rows = usize::from(area.height).saturating_sub(1);
     let unlisted = session.unlisted();
-    let fits = roster.len() <= rows && unlisted == 0;
+    let first = app.members_scroll.min(roster.len().saturating_sub(1));
+    if first > 0 && rows > 1 {
+        lines.push(Line::from(vec![
+            Span::styled("│ ", rule),
+            Span::styled(format!("↑ {first} more (F11)"), rule),
+        ]));
+    }
+    let rows = rows.saturating_sub(lines.len() - 1);
+    let rest = &roster[first..];
+    let fits = rest.len() <= rows && unlisted == 0;
     let shown = if fits {
-        roster.len()
+        rest.len()
     } else {
-        rows.saturating_sub(1).min(roster.len())
+        rows.saturating_sub(1).min(rest.len())
     };
-    lines.extend(roster[..shown].iter().map(|member| {
+    lines.extend(rest[..shown].iter().map(|member| {
         let style = if member.ends_with("(you)") {
             Style::new().add_modifier(Modifier::BOLD)
         } else {
@@ -166,10 +176,11 @@ fn render_members(app: &App, session: &crate::app::Session, area: Rect, frame: &
         ])
     }));
     if !fits && rows > 0 {
-        let more = roster.len() - shown + unlisted;
+        let more = rest.len() - shown + unlisted;
+        let scroll = if rest.len() > shown { " (F12)" } else { "" };
         lines.push(Line::from(vec![
             Span::styled("│ ", rule),
-            Span::styled(format!("and {more} more"), rule),
+            Span::styled(format!("and {more} more{scroll}"), rule),
         ]));
     }
     while lines.len() < usize::from(area.height) {
@@ -785,6 +796,85 @@ mod tests {
         insta::assert_snapshot!(terminal.backend());
         let pending = &terminal.backend().buffer()[(TIME_WIDTH as u16 + 6, 4)];
         assert!(pending.modifier.contains(Modifier::DIM), "{pending:?}");
+    }
+
+    #[test]
+    fn f11_and_f12_scroll_who_is_here_a_page_at_a_time() {
+        let mut app = App::new("ws://localhost:8000".into(), "42".into(), 100, noon);
+        app.update(Event::Terminal(TerminalEvent::Resize(80, 12)));
+        app.update(Event::Net(NetEvent::Connected {
+            protocol: Protocol::V1,
+        }));
+        // 40 others (ids 100 to 139, which sort as their names do).
+        let members: Vec<String> = (100..140)
+            .map(|id| format!(r#"{{"id":"{id}","since":1}}"#))
+            .collect();
+        let welcome = format!(
+            r#"{{"type":"welcome","id":"42","room":"main","epoch":"e","offset":1,"members":[{}],"recovered":false,"verified":false,"limits":{{"max_message_bytes":1000,"max_nonce_chars":64,"history":10}}}}"#,
+            members.join(",")
+        );
+        let frame = chat::v1::ServerFrame::parse(&welcome).expect("a welcome");
+        app.update(Event::Net(NetEvent::Frame(frame)));
+        let key = |app: &mut App, code| {
+            app.update(Event::Terminal(TerminalEvent::Key(
+                crossterm::event::KeyEvent::from(code),
+            )));
+        };
+        key(&mut app, crossterm::event::KeyCode::F(2));
+        // The member list's column, one string a row.
+        let list = |app: &App| -> Vec<String> {
+            let terminal = draw(app, 80, 12);
+            let buffer = terminal.backend().buffer();
+            (0..10)
+                .map(|y| {
+                    let row: String = (80 - MEMBERS_WIDTH..80)
+                        .map(|x| buffer[(x, y)].symbol().to_owned())
+                        .collect();
+                    row.trim_start_matches('│').trim().to_owned()
+                })
+                .collect()
+        };
+        let ids = |rows: &[String]| -> Vec<String> {
+            rows.iter()
+                .filter_map(|row| row.strip_prefix("Client #"))
+                .map(|id| id.trim_end_matches(" (you)").to_owned())
+                .collect()
+        };
+        let top = list(&app);
+        assert_eq!(top[0], "40 here", "{top:?}");
+        assert_eq!(top[9], "and 32 more (F12)", "{top:?}");
+        let first_page = ids(&top);
+        assert_eq!(first_page.len(), 8, "{top:?}");
+
+        // Ten rows: the count, one above, seven members (the page F12 moves by), one below.
+        key(&mut app, crossterm::event::KeyCode::F(12));
+        let second = list(&app);
+        assert_eq!(second[1], "↑ 7 more (F11)", "{second:?}");
+        let second_page = ids(&second);
+        assert_eq!(second_page.len(), 7, "{second:?}");
+        assert_eq!(second_page[0], first_page[7], "{second:?}");
+        assert_eq!(second[9], "and 26 more (F12)", "{second:?}");
+
+        // To the end: every member seen, the last page full, nothing below.
+        let mut seen: Vec<String> = first_page[..7].to_vec();
+        seen.extend(second_page);
+        for _ in 0..10 {
+            key(&mut app, crossterm::event::KeyCode::F(12));
+            seen.extend(ids(&list(&app)));
+        }
+        let last = list(&app);
+        assert!(!last.iter().any(|row| row.starts_with("and ")), "{last:?}");
+        assert_eq!(ids(&last).len(), 7, "{last:?}");
+        assert_eq!(last[1], "↑ 33 more (F11)", "{last:?}");
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 40, "{seen:?}");
+
+        // F11 goes back a page at a time, to the top.
+        for _ in 0..10 {
+            key(&mut app, crossterm::event::KeyCode::F(11));
+        }
+        assert_eq!(list(&app), top);
     }
 
     #[test]

@@ -552,7 +552,7 @@ mod tests {
         let shown = pane.len() - 2;
         assert_eq!(
             *last,
-            format!("│ and {} more", 16_000 - shown),
+            format!("│ and {} more (F12)", 16_000 - shown),
             "the rows that fit, then how many more: {rows:#?}"
         );
     }
