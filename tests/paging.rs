@@ -370,3 +370,67 @@ async fn a_moderator_deletes_anothers_message_older_than_memory() {
     );
     server.stop().await;
 }
+
+/// A client that asks for pages faster than they come is told to wait past four on
+/// their way at once, rather than having the server read and hold every page it asked
+/// for (each up to half its queue): before, 24 such clients grew a server to 1.2 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_asked_for_back_to_back_past_four_on_their_way_are_refused_not_held() {
+    let data = Scratch::new("paging-at-once");
+    let server = TestServer::start_with(durable(data.path())).await;
+    let mut ada = V2::connect(&server, "/ws/7").await;
+    ada.seated().await;
+    // About 3 MB: the older pages are read from the store.
+    let padding = "p".repeat(1000);
+    for n in 0..3000 {
+        ada.say(&format!("m {n} {padding}"), None).await;
+    }
+    ada.next_matching_within(3100, |frame| {
+        frame["text"]
+            .as_str()
+            .is_some_and(|text| text.starts_with("m 2999 "))
+    })
+    .await;
+
+    let mut bob = V2::connect(&server, "/ws/8").await;
+    bob.seated().await;
+    const ASKED: usize = 60;
+    for n in 0..ASKED {
+        bob.send(
+            &json!({"type": "history", "before": 100 + n, "limit": 200, "nonce": n.to_string()}),
+        )
+        .await;
+    }
+    let (mut pages, mut refused) = (0, 0);
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < ASKED {
+        let frame = bob
+            .next_matching("an answer", |frame| {
+                frame["type"] == "history" || frame["type"] == "error"
+            })
+            .await;
+        let nonce: usize = frame["nonce"].as_str().unwrap().parse().unwrap();
+        assert!(answered.insert(nonce), "one answer each: {frame}");
+        if frame["type"] == "history" {
+            pages += 1;
+        } else {
+            assert_eq!(frame["code"], "unavailable", "{frame}");
+            let message = frame["message"].as_str().unwrap();
+            assert!(message.contains("already on their way"), "{message}");
+            refused += 1;
+        }
+    }
+    assert!(
+        pages >= 4,
+        "the first four are read: {pages} pages, {refused} refused"
+    );
+    assert!(refused > 0, "{pages} pages, none refused");
+
+    // Asked one at a time, every page comes.
+    for n in 0..10 {
+        bob.send(&json!({"type": "history", "before": 200 + n, "limit": 200, "nonce": "again"}))
+            .await;
+        let page = bob.error_or("history", "again").await;
+        assert_eq!(page["type"], "history", "{page}");
+    }
+}

@@ -42,6 +42,8 @@ struct Queue {
     stalled: bool,
     /// Why a moderator removed the member: the close frame's code and reason.
     removal: Option<Removal>,
+    /// History and search answers on their way: see [`Outbox::begin_answer`].
+    answers: usize,
 }
 
 /// Why a moderator removed a member: kicked (close code 4001) or banned (4003), and
@@ -50,6 +52,21 @@ struct Queue {
 pub struct Removal {
     pub code: u16,
     pub reason: String,
+}
+
+/// The most history and search answers one connection may have on their way at once.
+/// Each is read (from the store, on a blocking thread) and then waits, whole, for room
+/// in the queue: unbounded, a client asking faster than the store answers or than it
+/// reads would hold the server's memory, up to half the queue's bound an answer.
+pub const ANSWERS_AT_ONCE: usize = 4;
+
+/// One answer counted on its way, until dropped.
+pub struct AnswerOnItsWay(Arc<Outbox>);
+
+impl Drop for AnswerOnItsWay {
+    fn drop(&mut self) {
+        self.0.lock().answers -= 1;
+    }
 }
 
 /// What one queued frame costs this connection: the pointer in its queue, and the
@@ -70,6 +87,7 @@ impl Outbox {
                 evicted: false,
                 stalled: false,
                 removal: None,
+                answers: 0,
             }),
             ready: Notify::new(),
             drained: Notify::new(),
@@ -311,6 +329,16 @@ impl Outbox {
             .removal
             .clone()
             .expect("set before the token is cancelled")
+    }
+
+    /// Counts one more answer on its way, unless [`ANSWERS_AT_ONCE`] are.
+    pub fn begin_answer(self: &Arc<Self>) -> Option<AnswerOnItsWay> {
+        let mut queue = self.lock();
+        if queue.answers >= ANSWERS_AT_ONCE {
+            return None;
+        }
+        queue.answers += 1;
+        Some(AnswerOnItsWay(self.clone()))
     }
 
     /// Why a moderator removed the member, if one did.

@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use chat::v1;
 use chat::v2::{self, PageRange};
+use tokio::sync::Semaphore;
 use tracing::{Instrument, warn};
 
 use crate::metrics::Disconnect;
+use crate::room::outbox::ANSWERS_AT_ONCE;
 use crate::room::wire;
 use crate::room::{CatchUp, Member, Protocol, Room, StoreError};
 
@@ -133,6 +135,17 @@ impl Query {
 pub fn answer_member(member: &Member, query: Query, nonce: Option<String>) {
     let room = member.room_handle().clone();
     let outbox = member.outbox().clone();
+    let Some(on_its_way) = outbox.begin_answer() else {
+        let error = v2::Error::new(
+            nonce.as_deref(),
+            v2::ErrorCode::Unavailable,
+            format!(
+                "{ANSWERS_AT_ONCE} history or search answers are already on their way to you; ask again once one has come"
+            ),
+        );
+        outbox.push(&wire::json(&error, 128 + error.message.len()));
+        return;
+    };
     let answering = async move {
         let frame = match answer(&room, query, nonce.as_deref()).await {
             Ok(json) => wire::text_bytes(&json),
@@ -142,6 +155,7 @@ pub fn answer_member(member: &Member, query: Query, nonce: Option<String>) {
         // the queue is at most half full, it never overflows a client that reads.
         outbox.below_high_water().await;
         outbox.push(&frame);
+        drop(on_its_way);
     };
     tokio::spawn(answering.in_current_span());
 }
@@ -357,10 +371,20 @@ pub fn change_old_message(member: &Member, request: v2::Request) {
     tokio::spawn(changing.in_current_span());
 }
 
-/// Runs a read of the store on a blocking thread.
+/// Reads of the store running at once, across every session of the process: the
+/// store has four reading connections, and a read waiting for one would hold a
+/// blocking thread (and, with glibc's allocator, grow an arena of its own) while it
+/// waits. Past these, reads wait here, as tasks, in turn.
+static READS_AT_ONCE: Semaphore = Semaphore::const_new(8);
+
+/// Runs a read of the store on a blocking thread, in turn with the others.
 async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
+    let _turn = READS_AT_ONCE
+        .acquire()
+        .await
+        .map_err(|closed| -> StoreError { Box::new(closed) })?;
     tokio::task::spawn_blocking(read)
         .await
         .map_err(|failed| -> StoreError { Box::new(failed) })?
