@@ -434,3 +434,67 @@ async fn pages_asked_for_back_to_back_past_four_on_their_way_are_refused_not_hel
         assert_eq!(page["type"], "history", "{page}");
     }
 }
+
+/// Paging forward from before the oldest event kept starts at the oldest kept: cut at
+/// the offset asked for, the page was short, or empty with `more` true, and a client
+/// paging forward from 0 never got on. In memory, and from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_after_an_offset_older_than_what_is_kept_starts_at_the_oldest_kept() {
+    let data = Scratch::new("paging-after-forgotten");
+    for config in [
+        Config {
+            history: 100,
+            rate_limit: None,
+            ..Config::default()
+        },
+        Config {
+            history: 1000,
+            ..durable(data.path())
+        },
+    ] {
+        let kept = config.history as u64;
+        let server = TestServer::start_with(config).await;
+        let mut ada = V2::connect(&server, "/ws/7").await;
+        ada.seated().await;
+        let last = fill(&mut ada, "m", 3 * kept + 50).await;
+        let oldest = last - kept + 1;
+        for after in [0, oldest - 3, oldest - 2] {
+            ada.send(&json!({"type": "history", "after": after, "limit": 5, "nonce": "f"}))
+                .await;
+            let page = ada.error_or("history", "f").await;
+            let offsets: Vec<u64> = page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(offset)
+                .collect();
+            assert_eq!(
+                offsets,
+                (oldest..oldest + 5).collect::<Vec<_>>(),
+                "after {after}, {kept} kept: {page}"
+            );
+            assert_eq!(page["more"], true);
+        }
+        // From there on, forward to the newest: every kept event once.
+        let mut after = oldest - 1;
+        let mut seen = Vec::new();
+        loop {
+            ada.send(&json!({"type": "history", "after": after, "limit": 200, "nonce": "on"}))
+                .await;
+            let page = ada.error_or("history", "on").await;
+            let offsets: Vec<u64> = page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(offset)
+                .collect();
+            after = *offsets.last().expect("a page with more has events");
+            seen.extend(offsets);
+            if page["more"] == false {
+                break;
+            }
+        }
+        assert_eq!(seen, (oldest..=last).collect::<Vec<_>>(), "{kept} kept");
+        server.stop().await;
+    }
+}

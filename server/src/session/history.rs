@@ -14,7 +14,7 @@ use tracing::{Instrument, warn};
 use crate::metrics::Disconnect;
 use crate::room::outbox::ANSWERS_AT_ONCE;
 use crate::room::wire;
-use crate::room::{CatchUp, Member, Protocol, Room, StoreError};
+use crate::room::{CatchUp, Member, Protocol, Room, StoreError, StoredPage};
 
 /// How many events a resume streamed from the store reads at a time: what it holds
 /// beside the outbox's bound, so few (64 of the largest messages are about 4 MiB; 64
@@ -184,9 +184,19 @@ async fn page(
     limit: usize,
     nonce: Option<&str>,
 ) -> Result<Vec<u8>, StoreError> {
-    let memory = room.page(range, limit);
-    let more_after = memory.last < memory.room_last;
+    let mut memory = room.page(range, limit);
     let kept_elsewhere = room.store().is_some() || room.cluster().is_some();
+    // A page after an offset older than anything kept starts at the oldest kept, as
+    // the oldest `limit` after it: cut from the offset asked for, it would be short,
+    // or empty with more to come, and a client paging forward would not get on.
+    if let PageRange::After(after) = range
+        && !kept_elsewhere
+        && after + 1 < memory.oldest_kept
+        && memory.oldest_kept <= memory.room_last
+    {
+        memory = room.page(PageRange::After(memory.oldest_kept - 1), limit);
+    }
+    let more_after = memory.last < memory.room_last;
     if memory.complete || !kept_elsewhere {
         let more = match range {
             PageRange::Before(_) if kept_elsewhere => memory.first > 1,
@@ -203,18 +213,20 @@ async fn page(
             more,
         ));
     }
-    let (first, last) = (memory.first, memory.last);
-    let stored = match (room.store(), room.cluster()) {
-        (Some(store), _) => {
-            let (store, name) = (store.clone(), room.name().clone());
-            blocking(move || store.page(&name, first..=last)).await?
-        }
-        (None, Some(cluster)) => cluster.page(room.name(), first..=last).await?,
-        (None, None) => unreachable!("kept elsewhere"),
-    };
+    let (mut first, mut last) = (memory.first, memory.last);
+    let mut stored = read_kept(room, first, last).await?;
+    if let PageRange::After(_) = range
+        && first < stored.oldest
+        && stored.oldest <= memory.room_last
+    {
+        // As for memory above: from the oldest the store keeps.
+        first = stored.oldest;
+        last = first.saturating_add(limit as u64 - 1).min(memory.room_last);
+        stored = read_kept(room, first, last).await?;
+    }
     let more = match range {
         PageRange::Before(_) => stored.oldest != 0 && first > stored.oldest,
-        PageRange::After(_) => more_after,
+        PageRange::After(_) => last < memory.room_last,
     };
     let keep = Keep::of(range);
     Ok(page_of_events(
@@ -225,6 +237,19 @@ async fn page(
         &stored.events,
         more,
     ))
+}
+
+/// Offsets `first` to `last` of `room`, from the store with `--data-dir`, else from
+/// the cluster.
+async fn read_kept(room: &Arc<Room>, first: u64, last: u64) -> Result<StoredPage, StoreError> {
+    match (room.store(), room.cluster()) {
+        (Some(store), _) => {
+            let (store, name) = (store.clone(), room.name().clone());
+            blocking(move || store.page(&name, first..=last)).await
+        }
+        (None, Some(cluster)) => cluster.page(room.name(), first..=last).await,
+        (None, None) => unreachable!("kept elsewhere"),
+    }
 }
 
 /// From the store's index with `--data-dir`, else from memory.
