@@ -93,10 +93,19 @@ pub enum Request {
     /// A page of the room's events before (or after) an offset. Offsets and the limit
     /// are read as any integer, so that a negative one is answered, not closed on.
     History {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            deserialize_with = "saturating::option",
+            skip_serializing_if = "Option::is_none"
+        )]
         before: Option<i64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            deserialize_with = "saturating::option",
+            skip_serializing_if = "Option::is_none"
+        )]
         after: Option<i64>,
+        #[serde(deserialize_with = "saturating::integer")]
         limit: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
@@ -106,6 +115,7 @@ pub enum Request {
     Members {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<u64>,
+        #[serde(deserialize_with = "saturating::integer")]
         limit: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
@@ -113,8 +123,13 @@ pub enum Request {
     /// The room's messages containing some words, newest first.
     Search {
         text: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            deserialize_with = "saturating::option",
+            skip_serializing_if = "Option::is_none"
+        )]
         before: Option<i64>,
+        #[serde(deserialize_with = "saturating::integer")]
         limit: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
@@ -207,6 +222,51 @@ pub enum PageRange {
     Before(u64),
     /// The oldest `limit` events after this offset.
     After(u64),
+}
+
+/// Pages' and searches' bounds read as any integer, however large, saturated to an
+/// `i64`: one past it would otherwise fail the whole request as not a request (and
+/// close the connection), where the protocol answers a bound out of range `invalid`.
+mod saturating {
+    use serde::Deserialize;
+    use serde::de::{self, Deserializer, Visitor};
+
+    struct Saturating;
+
+    impl Visitor<'_> for Saturating {
+        type Value = i64;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("an integer")
+        }
+
+        fn visit_i64<E>(self, value: i64) -> Result<i64, E> {
+            Ok(value)
+        }
+
+        fn visit_u64<E>(self, value: u64) -> Result<i64, E> {
+            Ok(i64::try_from(value).unwrap_or(i64::MAX))
+        }
+
+        /// An integer past 64 bits is read by serde_json as a float.
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<i64, E> {
+            if value.fract() != 0.0 || value.is_nan() {
+                return Err(E::invalid_value(de::Unexpected::Float(value), &self));
+            }
+            // `as` saturates.
+            Ok(value as i64)
+        }
+    }
+
+    pub fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        deserializer.deserialize_any(Saturating)
+    }
+
+    pub fn option<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+        #[derive(Deserialize)]
+        struct Integer(#[serde(deserialize_with = "integer")] i64);
+        Ok(Option::<Integer>::deserialize(deserializer)?.map(|Integer(value)| value))
+    }
 }
 
 /// Reads a `history` request's bounds: one of `before` and `after`, an offset of 0 or

@@ -101,6 +101,22 @@ async fn events_and_search_page_through_a_room_and_bad_requests_are_answered() {
             400,
             "before is an integer",
         ),
+        (
+            "/api/v1/rooms/main/events?before=-",
+            400,
+            "before is an integer",
+        ),
+        // Past 64 bits: out of range, not "not an integer".
+        (
+            "/api/v1/rooms/main/events?before=-9223372036854775809",
+            400,
+            "0 or more",
+        ),
+        (
+            "/api/v1/rooms/main/events?before=5&limit=99999999999999999999999999999999999999999",
+            400,
+            "a limit is 1 to 200",
+        ),
         ("/api/v1/rooms/main/events", 400, "one of before and after"),
         ("/api/v1/rooms/main/search?q=&limit=5", 400, "a search is"),
         (
@@ -135,6 +151,8 @@ async fn events_and_search_page_through_a_room_and_bad_requests_are_answered() {
     )
     .await;
     assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    assert_eq!(json_of(&post)["type"], "error", "JSON, as the other errors");
 }
 
 #[tokio::test]

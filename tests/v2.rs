@@ -1075,6 +1075,26 @@ async fn history_pages_back_and_forth_through_memory_and_search_finds_messages()
             json!({"type": "search", "text": "x", "before": -5, "limit": 10}),
             "0 or more",
         ),
+        // Past 64 bits (a float to serde_json), and past i64: out of range, not
+        // malformed.
+        (
+            json!({"type": "history", "before": 5, "limit": u64::MAX}),
+            "a limit is 1 to 200",
+        ),
+        (
+            serde_json::from_str(
+                r#"{"type": "history", "before": 5, "limit": 100000000000000000000}"#,
+            )
+            .unwrap(),
+            "a limit is 1 to 200",
+        ),
+        (
+            serde_json::from_str(
+                r#"{"type": "search", "text": "x", "before": -100000000000000000000, "limit": 10}"#,
+            )
+            .unwrap(),
+            "0 or more",
+        ),
     ] {
         let mut request = request;
         request["nonce"] = json!("bad");

@@ -100,7 +100,16 @@ pub async fn serve(
     door: &FrontDoor,
 ) -> Result<Response<Body>, Refused> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return Ok(super::method_not_allowed());
+        // In JSON, as the API's other errors are.
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid",
+            "the read API takes GET (or HEAD)",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(response);
     }
     // A read counts as a handshake against its address's rate; it holds no place.
     drop(
@@ -258,8 +267,17 @@ impl Params {
             value
                 .as_deref()
                 .map(|text| {
-                    text.parse::<i64>()
-                        .map_err(|_| format!("{name} is an integer, not {text:?}"))
+                    // However large, saturated: one past 64 bits is out of range
+                    // (answered as such below), not "not an integer".
+                    let digits = text.strip_prefix('-').unwrap_or(text);
+                    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+                        return Err(format!("{name} is an integer, not {text:?}"));
+                    }
+                    Ok(text.parse::<i64>().unwrap_or(if text.starts_with('-') {
+                        i64::MIN
+                    } else {
+                        i64::MAX
+                    }))
                 })
                 .transpose()
         };
