@@ -54,6 +54,9 @@ pub struct Conversation {
     /// The offset of the message selected (Alt-Up), which `/reply`, `/react`, `/edit`
     /// and `/delete` act on.
     selected: Option<u64>,
+    /// The messages `/search` listed, by offset: an edit or a delete after the search
+    /// changes their lines too (a deleted text must not stay on the screen).
+    found: BTreeMap<u64, Vec<Shown>>,
 }
 
 /// A message in view, in its latest state, and the number of its entry.
@@ -222,6 +225,7 @@ impl App {
         let Some(target) = v2::target_of(&event.kind) else {
             return;
         };
+        self.relist_found(event, target);
         let Some(shown) = self.conversation.said.get_mut(&target) else {
             return;
         };
@@ -590,15 +594,53 @@ impl App {
                 || format!("Client #{}", event.id),
                 |session| session.label(&event.id, event.name.as_ref()),
             );
-            let (text, _) = said_line(&label, &event.kind);
-            let text = text.replace('\n', " ");
+            let entry = self.scrollback.next_number();
             self.push(Entry {
                 time: String::new(),
-                text: format!("│ {} {text}", (self.event_time)(event.ts)),
+                text: self.found_line(&label, event),
                 kind: Kind::Quote,
             });
+            let listings = self.conversation.found.entry(event.offset).or_default();
+            listings.push(Shown {
+                entry,
+                label,
+                event: event.clone(),
+            });
         }
+        // What the scrollback has dropped is no longer listed.
+        let first = self.scrollback.first_number();
+        self.conversation.found.retain(|_, listings| {
+            listings.retain(|listed| listed.entry >= first);
+            !listings.is_empty()
+        });
         self.scroll_to_bottom();
+    }
+
+    /// A found message's line under `/search`'s divider.
+    fn found_line(&self, label: &str, event: &RoomEvent) -> String {
+        let (text, _) = said_line(label, &event.kind);
+        let text = text.replace('\n', " ");
+        format!("│ {} {text}", (self.event_time)(event.ts))
+    }
+
+    /// An edit or a delete on a message `/search` listed: its lines made again.
+    fn relist_found(&mut self, event: &RoomEvent, target: u64) {
+        let Some(mut listings) = self.conversation.found.remove(&target) else {
+            return;
+        };
+        for listed in &mut listings {
+            if !v2::apply(event, &mut listed.event) {
+                continue;
+            }
+            let line = self.found_line(&listed.label, &listed.event);
+            if let Some(entry) = self.scrollback.by_number_mut(listed.entry) {
+                entry.text = line;
+            }
+        }
+        self.conversation.found.insert(target, listings);
+        // Its rows measured again (see `operation`).
+        let (columns, rows) = self.viewport_size();
+        self.viewport.resize(&self.scrollback, columns, rows);
     }
 
     /// Alt-Up: selects the message above the selected one, or the newest.
@@ -1198,6 +1240,78 @@ mod tests {
         assert_eq!(texts(&app)[10], "── earlier messages ──");
         app.update(key(KeyCode::Home));
         assert!(app.take_frames().is_empty(), "no more before");
+    }
+
+    #[test]
+    fn a_message_found_by_search_and_deleted_since_leaves_the_listing_too() {
+        let mut app = v2_app(0);
+        app.take_frames();
+        app.update(Event::Terminal(TerminalEvent::Paste(
+            "/search secret".into(),
+        )));
+        app.update(key(KeyCode::Enter));
+        let asked = app.take_frames();
+        let [request] = asked.as_slice() else {
+            panic!("one request: {asked:?}");
+        };
+        let Ok(Request::Search {
+            nonce: Some(nonce), ..
+        }) = Request::parse(request)
+        else {
+            panic!("{request}");
+        };
+        // Older than the history shown: only the listing has them.
+        let found = vec![
+            event(6, "7", EventKind::said("the secret plan", None)),
+            event(5, "8", EventKind::said("a secret too", None)),
+        ];
+        app.update(Event::Net(NetEvent::Beside(Beside::Page {
+            search: true,
+            nonce: Some(nonce),
+            events: found,
+            more: false,
+        })));
+        let listed = |app: &App| -> Vec<String> {
+            texts(app)
+                .into_iter()
+                .filter(|text| text.starts_with("│ "))
+                .collect()
+        };
+        assert_eq!(
+            listed(&app),
+            [
+                "│ t6 Client #7: the secret plan",
+                "│ t5 Client #8: a secret too"
+            ]
+        );
+        app.update(frame(event(
+            9,
+            "7",
+            EventKind::Delete {
+                moderated: false,
+                target: 6,
+                nonce: None,
+            },
+        )));
+        app.update(frame(event(
+            10,
+            "8",
+            EventKind::Edit {
+                target: 5,
+                text: "nothing to see".into(),
+                nonce: None,
+                deleted: false,
+            },
+        )));
+        let after = listed(&app);
+        assert!(
+            !after.iter().any(|line| line.contains("secret plan")),
+            "{after:?}"
+        );
+        assert_eq!(
+            after[1], "│ t5 Client #8: nothing to see (edited)",
+            "{after:?}"
+        );
     }
 
     #[test]
