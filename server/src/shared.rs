@@ -51,7 +51,8 @@ impl Shared {
             (Link::Offline, _) => {}
             (Link::Connection(connection), Some(mut health)) => {
                 let joined_in = Health::Up { connection };
-                let _ = health.wait_for(|health| *health != joined_in).await;
+                // Boxed: every session waits on this future, most of them unclustered.
+                let _ = Box::pin(health.wait_for(|health| *health != joined_in)).await;
             }
             (Link::Local, _) | (Link::Connection(_), None) => std::future::pending().await,
         }

@@ -708,8 +708,9 @@ async fn upgrade(
 
     let on_upgrade = hyper::upgrade::on(&mut request);
     let shared = door.shared.clone();
+    let tasks = door.shared.tasks.clone();
     door.shared.tasks.spawn(async move {
-        let _slots = (slot, address_slot);
+        let slots = (slot, address_slot);
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {
@@ -732,12 +733,31 @@ async fn upgrade(
         let already_read = read_buf.to_vec();
         drop(read_buf);
         let transport = io.into_inner();
+        // The session runs in a task of its own, and this one ends: a future keeps
+        // room for every variable it ever held, so what the upgrade needed (the seat,
+        // hyper's parts) would otherwise stay beside the session's future for as long
+        // as the connection lasts, about 600 bytes of each.
         match seated {
             Some((seat, room)) => {
                 let member = room.join(seat.who, seat.protocol, seat.resume.as_ref());
-                connection::serve(transport, already_read, member, peer, shared).await;
+                tasks.spawn(connection::serve(
+                    transport,
+                    already_read,
+                    member,
+                    peer,
+                    shared,
+                    slots,
+                ));
             }
-            None => connection::echo(transport, already_read, peer, shared).await,
+            None => {
+                tasks.spawn(connection::echo(
+                    transport,
+                    already_read,
+                    peer,
+                    shared,
+                    slots,
+                ));
+            }
         }
     });
 

@@ -4,7 +4,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::FutureExt;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::room::wire::Frame;
 
@@ -18,14 +17,16 @@ use crate::room::wire::Frame;
 /// making the server keep its answers.
 pub struct Outbox {
     queue: Mutex<Queue>,
+    /// Wakes the writer: frames were queued.
     ready: Notify,
-    /// Notified when the writer takes the queue while it was over the high-water mark.
-    drained: Notify,
-    /// Notified when the writer takes a pong.
-    pong_taken: Notify,
-    evicted: CancellationToken,
-    /// Cancelled when a moderator removes the member: see [`Outbox::remove`].
-    removed: CancellationToken,
+    /// Wakes everyone else who waits on the queue, to look again: the writer took it
+    /// while it was over the high-water mark, or took a pong; or the member was
+    /// evicted or removed. One for all of these, and flags under the lock rather than
+    /// cancellation tokens, because every idle connection carries an outbox (two
+    /// tokens and two more `Notify`s were about 350 bytes of it); each of these is
+    /// rare for a member that reads, so a waiter woken for another's reason costs
+    /// little.
+    changed: Notify,
 }
 
 struct Queue {
@@ -34,8 +35,8 @@ struct Queue {
     bytes: usize,
     max_bytes: usize,
     pong: Option<Frame>,
-    /// Set with `Outbox::evicted`, here so that a push checks it under the lock it
-    /// takes anyway instead of the token's own lock.
+    /// Set when a push overflowed the queue: the session is to end (see
+    /// [`Outbox::ended`]), and nothing more is queued.
     evicted: bool,
     /// A batch delivery waited for this queue to drain and it did not: it is not
     /// waited for again until its writer takes it (see [`Outbox::is_full`]).
@@ -90,10 +91,7 @@ impl Outbox {
                 answers: 0,
             }),
             ready: Notify::new(),
-            drained: Notify::new(),
-            pong_taken: Notify::new(),
-            evicted: CancellationToken::new(),
-            removed: CancellationToken::new(),
+            changed: Notify::new(),
         }
     }
 
@@ -178,7 +176,7 @@ impl Outbox {
                 queue.pong = None;
                 queue.evicted = true;
                 drop(queue);
-                self.evicted.cancel();
+                self.changed.notify_waiters();
                 return false;
             }
             queue.frames.push(frame.clone());
@@ -241,30 +239,27 @@ impl Outbox {
         queue.bytes = 0;
         queue.stalled = false;
         drop(queue);
-        if was_high {
-            // Every waiter: the member's own reader, and any batch delivery or
-            // sender's relay waiting for room here. Woken one at a time, the others
-            // waited on while the client read everything.
-            self.drained.notify_waiters();
-        }
-        if took_pong {
-            self.pong_taken.notify_one();
+        if was_high || took_pong {
+            // Every waiter: the member's own reader (for room, or for its pong to be
+            // taken), and any batch delivery or sender's relay waiting for room here.
+            // Woken one at a time, the others waited on while the client read
+            // everything.
+            self.changed.notify_waiters();
         }
         true
     }
 
     /// Completes once no pong waits for the writer.
     pub async fn pong_taken(&self) {
-        self.wait_until(&self.pong_taken, |queue| queue.pong.is_none())
-            .await;
+        self.wait_until(|queue| queue.pong.is_none()).await;
     }
 
-    /// Completes once `done` holds, checking it again each time `notify` says the
-    /// queue changed. The wait is registered before each check, so a notification
-    /// (one waiter's or all waiters') between the check and the wait is not missed.
-    async fn wait_until(&self, notify: &Notify, done: impl Fn(&Queue) -> bool) {
+    /// Completes once `done` holds, checking it again each time the queue changed.
+    /// The wait is registered before each check, so a notification between the check
+    /// and the wait is not missed.
+    async fn wait_until(&self, done: impl Fn(&Queue) -> bool) {
         loop {
-            let notified = notify.notified();
+            let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if done(&self.lock()) {
@@ -278,7 +273,7 @@ impl Outbox {
     /// waits for this before reading on, so that a client that sends faster than it
     /// reads the room back is slowed down instead of evicted for its own echoes.
     pub async fn below_high_water(&self) {
-        self.wait_until(&self.drained, |queue| queue.bytes <= queue.max_bytes / 2)
+        self.wait_until(|queue| queue.bytes <= queue.max_bytes / 2)
             .await;
     }
 
@@ -310,25 +305,24 @@ impl Outbox {
         }
     }
 
-    /// Completes when this member overflowed its queue and must be disconnected.
-    pub async fn evicted(&self) {
-        self.evicted.cancelled().await;
+    /// Completes when the session must end for its outbox's sake: `None` when the
+    /// member overflowed its queue (a slow consumer), else why a moderator removed it.
+    /// One future for both, since every idle session waits on it.
+    pub async fn ended(&self) -> Option<Removal> {
+        self.wait_until(|queue| queue.evicted || queue.removal.is_some())
+            .await;
+        let queue = self.lock();
+        match queue.evicted {
+            true => None,
+            false => queue.removal.clone(),
+        }
     }
 
     /// Ends the member's session, what is queued sent first, with `removal`'s close
     /// code and reason; the first removal is the one told.
     pub fn remove(&self, removal: Removal) {
         self.lock().removal.get_or_insert(removal);
-        self.removed.cancel();
-    }
-
-    /// Completes when a moderator removed the member: with why.
-    pub async fn removed(&self) -> Removal {
-        self.removed.cancelled().await;
-        self.lock()
-            .removal
-            .clone()
-            .expect("set before the token is cancelled")
+        self.changed.notify_waiters();
     }
 
     /// Counts one more answer on its way, unless [`ANSWERS_AT_ONCE`] are.
@@ -581,6 +575,69 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(10), both)
             .await
             .expect("both the reader and the delivery go on");
+    }
+
+    /// Completes `waiting` within ten seconds, or fails saying `what` did not go on.
+    async fn goes_on<T>(what: &str, waiting: tokio::task::JoinHandle<T>) -> T {
+        let done = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await;
+        done.unwrap_or_else(|_| panic!("{what} did not go on"))
+            .unwrap()
+    }
+
+    /// The reader's waits and the session's end all wait on one `Notify`: each wakes
+    /// for its own reason, and none is lost to the others.
+    #[tokio::test]
+    async fn every_wait_on_the_outbox_wakes_for_its_own_reason() {
+        let outbox = Arc::new(Outbox::new(1000));
+        let ended = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.ended().await }
+        });
+        // A pong alone, the queue far below its high-water mark.
+        outbox.push_pong(wire::raw(&[0x8a, 0]));
+        let pong = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.pong_taken().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!pong.is_finished());
+        outbox.take_queued(&mut Vec::new());
+        goes_on("the wait for the pong", pong).await;
+        // Over the high-water mark, no pong.
+        let frame = wire::text(&"x".repeat(300));
+        outbox.push(&frame);
+        outbox.push(&frame);
+        let room = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.below_high_water().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!room.is_finished());
+        outbox.take_queued(&mut Vec::new());
+        goes_on("the wait for room", room).await;
+        tokio::task::yield_now().await;
+        assert!(!ended.is_finished(), "the session goes on");
+        let kick = Removal {
+            code: 4001,
+            reason: "spam".into(),
+        };
+        outbox.remove(kick.clone());
+        assert_eq!(goes_on("the session's end", ended).await, Some(kick));
+    }
+
+    #[tokio::test]
+    async fn an_eviction_ends_the_session_as_a_slow_consumer() {
+        let outbox = Arc::new(Outbox::new(1000));
+        let ended = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.ended().await }
+        });
+        tokio::task::yield_now().await;
+        let frame = wire::text(&"x".repeat(300));
+        for _ in 0..4 {
+            outbox.push(&frame);
+        }
+        assert_eq!(goes_on("the session's end", ended).await, None);
     }
 
     #[tokio::test]

@@ -118,23 +118,64 @@ async fn open(
 /// server shuts down.
 ///
 /// The span is at debug level so that, at the default info level, a connection pays no
-/// span's memory; info events carry the client id and peer address themselves.
-#[tracing::instrument(
-    name = "session", level = "debug", skip_all, fields(client = %member.id(), peer = %peer)
-)]
-pub async fn serve(
+/// span's memory; info events carry the client id and peer address themselves. It is
+/// attached here rather than with `#[tracing::instrument]`, whose `async fn` keeps the
+/// session's future twice over (once as is, once instrumented) besides the arguments:
+/// about 2 KiB more for every connection.
+pub fn serve(
     transport: Transport,
     already_read: Vec<u8>,
     member: Member,
     peer: SocketAddr,
     shared: Arc<Shared>,
-) {
+    held: impl Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let span = tracing::debug_span!("session", client = %member.id(), peer = %peer);
+    let opening = Opening {
+        transport,
+        already_read,
+        member,
+        peer,
+        shared,
+        held,
+    };
+    session(Box::new(opening)).instrument(span)
+}
+
+/// What a session starts with, handed over in one box: an `async fn` keeps its
+/// arguments for as long as it runs, beside the variables they are moved into, and a
+/// session's are about 300 bytes.
+struct Opening<Held> {
+    transport: Transport,
+    already_read: Vec<u8>,
+    member: Member,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    /// The server's connection slots, kept until the session ends.
+    held: Held,
+}
+
+/// [`serve`]'s session. (Spawned as it is: a future that awaits another keeps it
+/// twice, once where it was given and once where it is polled.)
+async fn session<Held: Send + 'static>(opening: Box<Opening<Held>>) {
+    let Opening {
+        transport,
+        already_read,
+        member,
+        peer,
+        shared,
+        held: _held,
+    } = *opening;
     let client = member.id().clone();
     info!(%client, room = %member.room(), %peer, "joined");
     shared.metrics.connected();
     let outbox = member.outbox().clone();
     let link = member.link();
-    let (mut socket, writer) = open(transport, already_read, outbox.clone(), &shared).await;
+    // Here and below, what runs only at the start or the end of a session is boxed:
+    // a future is as large as its largest state, and every idle connection carries
+    // this one for as long as it lasts.
+    let (mut socket, writer) =
+        Box::pin(open(transport, already_read, outbox.clone(), &shared)).await;
     let mut transmitter = Transmitter::spawn(writer, outbox.clone());
     let keepalive = Keepalive::new();
     let config = &shared.config;
@@ -144,10 +185,10 @@ pub async fn serve(
         () = keepalive.watch(&outbox, config.ping_interval, config.ping_timeout) => {
             Disconnect::PingTimeout
         }
-        () = outbox.evicted() => Disconnect::SlowConsumer,
-        removal = outbox.removed() => match removal.code {
-            BANNED => Disconnect::Banned,
-            _ => Disconnect::Kicked,
+        removal = outbox.ended() => match removal.map(|removal| removal.code) {
+            None => Disconnect::SlowConsumer,
+            Some(BANNED) => Disconnect::Banned,
+            Some(_) => Disconnect::Kicked,
         },
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
         () = shared.cluster_lost(link) => Disconnect::BrokerLost,
@@ -157,8 +198,13 @@ pub async fn serve(
     drop(member);
     shared.metrics.disconnected(ending);
     info!(%client, %peer, reason = ending.label(), "left");
+    Box::pin(goodbye(socket, transmitter, &outbox, ending)).await;
+}
+
+/// Stops the writer, and closes as `ending` calls for unless writing had failed.
+async fn goodbye(socket: Socket, transmitter: Transmitter, outbox: &Outbox, ending: Disconnect) {
     if let Some(writer) = transmitter.stop().await {
-        close(socket, writer, &outbox, ending).await;
+        close(socket, writer, outbox, ending).await;
     }
 }
 
@@ -184,7 +230,7 @@ async fn receive(
     loop {
         if let Some(wait) = messages.as_mut().and_then(TokenBucket::wait) {
             wakes.release().await;
-            tokio::time::sleep(wait).await;
+            Box::pin(tokio::time::sleep(wait)).await;
         }
         wakes.wait_for(outbox.below_high_water()).await;
         wakes.wait_for(shared.rooms.has_room()).await;
@@ -197,7 +243,9 @@ async fn receive(
                 // Counted against the store's or the cluster's backlog before it is
                 // handed on, so that sessions reading at once cannot overshoot it.
                 let reserved = wakes
-                    .wait_for(shared.rooms.reserve(backlog::most_for_frame(text.len())))
+                    .wait_for(Box::pin(
+                        shared.rooms.reserve(backlog::most_for_frame(text.len())),
+                    ))
                     .await;
                 // Relayed once every live member has room for what it may cost (see
                 // `Wakes`): a member still full after the grace is counted as not
@@ -210,7 +258,7 @@ async fn receive(
                         break relayed;
                     }
                     wakes.release().await;
-                    drained_by(full, Instant::now() + DELIVERY_GRACE).await;
+                    Box::pin(drained_by(full, Instant::now() + DELIVERY_GRACE)).await;
                 };
                 drop(reserved);
                 if let Err(ending) = relayed {
@@ -222,7 +270,7 @@ async fn receive(
             }
             Some(Ok(Message::Ping(_))) => {
                 wakes.release().await;
-                answer_ping(socket, outbox).await;
+                Box::pin(answer_ping(socket, outbox)).await;
             }
             Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Binary(_))) => return Disconnect::Binary,
@@ -454,12 +502,23 @@ pub async fn linger(mut connection: impl AsyncRead + AsyncWrite + Unpin) {
 
 /// `/echo`, for the Autobahn conformance cases: every message comes back as it was
 /// sent, through the same reading, writing, configuration and limits as a chat session.
-#[tracing::instrument(name = "echo", level = "debug", skip_all, fields(peer = %peer))]
-pub async fn echo(
+/// (Its span attached as [`serve`]'s is.)
+pub fn echo(
     transport: Transport,
     already_read: Vec<u8>,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    held: impl Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let span = tracing::debug_span!("echo", peer = %peer);
+    echo_session(transport, already_read, shared, held).instrument(span)
+}
+
+async fn echo_session(
+    transport: Transport,
+    already_read: Vec<u8>,
+    shared: Arc<Shared>,
+    _held: impl Send + 'static,
 ) {
     let outbox = Arc::new(Outbox::new(shared.config.queue_bytes()));
     let (mut socket, writer) = open(transport, already_read, outbox.clone(), &shared).await;
@@ -472,13 +531,11 @@ pub async fn echo(
         () = keepalive.watch(&outbox, config.ping_interval, config.ping_timeout) => {
             Disconnect::PingTimeout
         }
-        () = outbox.evicted() => Disconnect::SlowConsumer,
+        _ = outbox.ended() => Disconnect::SlowConsumer,
         () = shared.shutdown.cancelled() => Disconnect::ShuttingDown,
     };
     debug!(reason = ending.label(), "echo ended");
-    if let Some(writer) = transmitter.stop().await {
-        close(socket, writer, &outbox, ending).await;
-    }
+    Box::pin(goodbye(socket, transmitter, &outbox, ending)).await;
 }
 
 async fn echo_messages(socket: &mut Socket, keepalive: &Keepalive, outbox: &Outbox) -> Disconnect {

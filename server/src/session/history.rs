@@ -41,6 +41,12 @@ pub async fn catch_up(member: &Member) -> Disconnect {
             return std::future::pending().await;
         }
     };
+    // Boxed: only a resuming member streams, and every session waits on this future.
+    Box::pin(stream_from_store(member, since)).await
+}
+
+/// Streams the replay after `since` from the store, as [`catch_up`] says.
+async fn stream_from_store(member: &Member, since: u64) -> Disconnect {
     let room = member.room_handle().clone();
     let Some(store) = room.store().cloned() else {
         return std::future::pending().await;
