@@ -221,6 +221,12 @@ struct Args {
     #[arg(long, env = "CHAT_REDIS_URL")]
     redis_url: Option<String>,
 
+    /// With --redis-url, how many partitions rooms are spread over: a node reads only
+    /// the partitions of the rooms it has members in (1 to 1024; every node of a
+    /// cluster must have the same).
+    #[arg(long, env = "CHAT_REDIS_PARTITIONS", default_value_t = Config::default().redis_partitions, value_parser = clap::value_parser!(u16).range(1..=config::MAX_REDIS_PARTITIONS as i64))]
+    redis_partitions: u16,
+
     /// Seconds a clustered node may go unheard in Redis before the other nodes announce
     /// its members' leaves (at least 1).
     #[arg(long, env = "CHAT_PRESENCE_TTL", default_value = seconds(Config::default().presence_ttl), value_parser = seconds_from(config::MIN_PRESENCE_TTL))]
@@ -498,6 +504,7 @@ fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
         echo: args.echo,
         data_dir: args.data_dir,
         redis_url: args.redis_url,
+        redis_partitions: args.redis_partitions,
         presence_ttl: args.presence_ttl,
         shutdown_timeout: args.shutdown_timeout,
         jwt_secret,

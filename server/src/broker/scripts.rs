@@ -41,10 +41,38 @@ mod tests {
     use redis::streams::StreamRangeReply;
 
     use super::*;
-    use crate::broker::keys::{
-        EVENTS, history_key, members_key, meta_key, operations_key, present_key, reads_key,
-        rules_key,
-    };
+    use crate::broker::keys::RoomKeys;
+
+    /// The tests' rooms' keys, in a cluster of 16 partitions.
+    fn keys(room: &str) -> RoomKeys {
+        RoomKeys::new(room, 16)
+    }
+    fn meta_key(room: &str) -> String {
+        keys(room).meta
+    }
+    fn history_key(room: &str) -> String {
+        keys(room).history
+    }
+    fn present_key(room: &str) -> String {
+        keys(room).present
+    }
+    fn reads_key(room: &str) -> String {
+        keys(room).reads
+    }
+    fn operations_key(room: &str) -> String {
+        keys(room).operations
+    }
+    fn rules_key(room: &str) -> String {
+        keys(room).rules
+    }
+    /// Room `main`'s partition stream.
+    fn stream_key() -> String {
+        keys("main").events
+    }
+    /// Node `node`'s members in room `main`'s partition.
+    fn members_key(node: u64) -> String {
+        crate::broker::keys::members_key(keys("main").partition, node)
+    }
 
     /// A `redis-server` of the test's own, on a free port, without persistence; killed
     /// when dropped.
@@ -114,7 +142,7 @@ mod tests {
             .key(history_key("main"))
             .key(present_key("main"))
             .key(members_key(node))
-            .key(EVENTS)
+            .key(stream_key())
             .key(reads_key("main"))
             .key(operations_key("main"))
             .key(rules_key("main"))
@@ -140,6 +168,7 @@ mod tests {
         Vec<(String, Vec<String>)>,
         Vec<String>,
         Vec<String>,
+        String,
     );
 
     fn snapshot(redis: &mut redis::Connection) -> Reply {
@@ -148,6 +177,7 @@ mod tests {
             .key(history_key("main"))
             .key(present_key("main"))
             .key(reads_key("main"))
+            .key(keys("main").events)
             .arg("ignored")
             .arg(10)
             .arg(1 << 20)
@@ -162,7 +192,7 @@ mod tests {
         let mut call = script.prepare_invoke();
         call.key(meta_key("main"))
             .key(reads_key("main"))
-            .key(EVENTS)
+            .key(stream_key())
             .arg("main")
             .arg(node)
             .arg(100);
@@ -268,7 +298,7 @@ mod tests {
                 r#""ts":12,"id":"7","type":"delete","target":2}"#,
             )],
         );
-        for stream in [history_key("main"), EVENTS.to_owned()] {
+        for stream in [history_key("main"), stream_key()] {
             let text = everything_in(redis, &stream);
             assert!(
                 !text.contains("secret"),
@@ -285,7 +315,7 @@ mod tests {
             purged,
             "{\"offset\":2,\"ts\":6,\"id\":\"7\",\"name\":\"Ada\"\n{\"offset\":4,\"ts\":8,\"id\":\"7\""
         );
-        let (_, offset, events, _, _) = snapshot(redis);
+        let (_, offset, events, _, _, _) = snapshot(redis);
         assert_eq!((offset, events.len()), (8, 6));
     }
 
@@ -389,7 +419,7 @@ mod tests {
         );
         let typing = r#"{"type":"typing","id":"7"}"#;
         let told = ephemeral(redis, 3, &[("", 0, typing), ("7", 2, &two), ("7", 1, &one)]);
-        let shared: StreamRangeReply = redis.xrange_all(EVENTS).unwrap();
+        let shared: StreamRangeReply = redis.xrange_all(stream_key()).unwrap();
         let frames: Vec<String> = shared.ids[1..]
             .iter()
             .map(|entry| entry.get("x").unwrap())
@@ -397,11 +427,11 @@ mod tests {
         assert_eq!(frames, [typing, two.as_str()], "the step back is not told");
         assert_eq!(shared.ids.last().unwrap().id, told);
         assert_eq!(shared.ids[1].get::<String>("n").unwrap(), "3");
-        let (_, _, _, _, reads) = snapshot(redis);
+        let (_, _, _, _, reads, _) = snapshot(redis);
         assert_eq!(reads, ["7", "2"]);
         // A Redis that lost the room's epoch forgets its positions with its history.
         let _: () = redis.del(meta_key("main")).unwrap();
-        let (_, _, _, _, reads) = snapshot(redis);
+        let (_, _, _, _, reads, _) = snapshot(redis);
         assert!(reads.is_empty());
     }
 
@@ -443,7 +473,7 @@ mod tests {
             members,
             HashMap::from([("main 4".to_owned(), ADA.to_owned())])
         );
-        let shared: StreamRangeReply = redis.xrange_all(EVENTS).unwrap();
+        let shared: StreamRangeReply = redis.xrange_all(stream_key()).unwrap();
         assert_eq!(shared.ids.len(), 2);
         assert_eq!(shared.ids[1].id, last, "the reply is the last event's id");
         for (name, value) in [("r", "main"), ("n", "3"), ("k", "4"), ("p", "e1")] {
@@ -586,11 +616,12 @@ mod tests {
             .collect();
         append(redis, "e1", 3, 1000, &events);
         let read = |redis: &mut redis::Connection, count: usize, bytes: usize| {
-            let (_, _, events, _, _): Reply = redis::Script::new(SNAPSHOT)
+            let (_, _, events, _, _, _): Reply = redis::Script::new(SNAPSHOT)
                 .key(meta_key("main"))
                 .key(history_key("main"))
                 .key(present_key("main"))
                 .key(reads_key("main"))
+                .key(keys("main").events)
                 .arg("ignored")
                 .arg(count)
                 .arg(bytes)
@@ -639,28 +670,36 @@ mod tests {
                 (4, "-", "", &three),
             ],
         );
-        let (epoch, offset, events, present, reads): Reply = redis::Script::new(SNAPSHOT)
-            .key(meta_key("main"))
-            .key(history_key("main"))
-            .key(present_key("main"))
-            .key(reads_key("main"))
-            .arg("ignored")
-            .arg(2)
-            .arg(1 << 20)
-            .invoke(redis)
-            .unwrap();
+        let (epoch, offset, events, present, reads, read_from): Reply =
+            redis::Script::new(SNAPSHOT)
+                .key(meta_key("main"))
+                .key(history_key("main"))
+                .key(present_key("main"))
+                .key(reads_key("main"))
+                .key(keys("main").events)
+                .arg("ignored")
+                .arg(2)
+                .arg(1 << 20)
+                .invoke(redis)
+                .unwrap();
         assert_eq!((epoch.as_str(), offset), ("e1", 4));
         let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["0-4", "0-3"], "the last two, newest first");
         assert_eq!(events[0].1[..4], ["n", "3", "k", "4"]);
         assert_eq!(present, ["3 4", ADA]);
         assert!(reads.is_empty());
+        let newest: StreamRangeReply = redis.xrevrange_count(stream_key(), "+", "-", 1).unwrap();
+        assert_eq!(
+            read_from, newest.ids[0].id,
+            "where reading the partition begins"
+        );
 
-        let (epoch, offset, events, present, _): Reply = redis::Script::new(SNAPSHOT)
+        let (epoch, offset, events, present, _, read_from): Reply = redis::Script::new(SNAPSHOT)
             .key(meta_key("new"))
             .key(history_key("new"))
             .key(present_key("new"))
             .key(reads_key("new"))
+            .key(keys("new").events)
             .arg("fresh")
             .arg(2)
             .arg(1 << 20)
@@ -672,5 +711,11 @@ mod tests {
             "a new room takes the epoch offered"
         );
         assert!(events.is_empty() && present.is_empty());
+        if keys("new").partition != keys("main").partition {
+            assert_eq!(
+                read_from, "0-0",
+                "an empty partition is read from its start"
+            );
+        }
     }
 }

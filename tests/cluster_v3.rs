@@ -1,0 +1,202 @@
+//! Interest-based delivery (issue 33): rooms spread over partition streams in Redis, and
+//! each node reading only the partitions of the rooms it has members in, while a room's
+//! members on several nodes still see one order, and resume on any node.
+//!
+//! Ignored by a bare `cargo test`, which needs no Redis; `.ci/run` installs Debian's
+//! `redis-server` and runs these with `--include-ignored`. Each test starts its own Redis
+//! on a free port.
+
+use std::time::Duration;
+
+use chat::v1::{EventKind, Welcome};
+use chat_server::Config;
+use testkit::redis::Redis;
+use testkit::v1::{V1, said};
+use testkit::{TestServer, metric_until, wait_for_health};
+
+/// The partition the server puts `room` in, of `partitions` (FNV-1a of its name, as
+/// `broker::keys::partition_of`; direct-message rooms all go to partition 0).
+fn partition_of(room: &str, partitions: u64) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in room.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash % partitions
+}
+
+/// Two room names in two different partitions of 16, neither the direct-message one.
+fn rooms_apart() -> (String, String) {
+    let names: Vec<String> = (0..64).map(|n| format!("room{n}")).collect();
+    let busy = names
+        .iter()
+        .find(|name| partition_of(name, 16) != 0)
+        .unwrap()
+        .clone();
+    let quiet = names
+        .iter()
+        .find(|name| ![0, partition_of(&busy, 16)].contains(&partition_of(name, 16)))
+        .unwrap()
+        .clone();
+    (busy, quiet)
+}
+
+const READ: &str = "chat_broker_read_total";
+const PARTITIONS: &str = "chat_broker_partitions";
+
+/// `client` says `count` messages `<prefix> n` and reads each back.
+async fn say_and_see(client: &mut V1, prefix: &str, count: usize) {
+    for n in 0..count {
+        client.say(&format!("{prefix} {n}"), None).await;
+        let event = client.event().await;
+        assert_eq!(event.kind, said(&format!("{prefix} {n}")));
+    }
+}
+
+async fn read_total(node: &TestServer) -> u64 {
+    node.metric(READ).await
+}
+
+/// A node with nobody in a busy room reads nothing of its partition: none while it has
+/// no members at all, only its own room's few events once it has a member in a room of
+/// another partition, and nothing again once its last member has left. Counted by
+/// `chat_broker_read_total`, every entry a node reads from Redis whatever its room: a
+/// node reading every partition (the design before) counts the busy room's hundreds.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn a_node_reads_only_the_partitions_of_rooms_it_has_members_in() {
+    let redis = Redis::start().await;
+    let (one, two) = redis.two_nodes().await;
+    let (busy, quiet) = rooms_apart();
+    let mut alice = V1::connect(&one, &format!("/ws/1?room={busy}")).await;
+    alice.joined(0).await;
+    assert_eq!(
+        one.metric(PARTITIONS).await,
+        2,
+        "busy's, and direct messages'"
+    );
+    say_and_see(&mut alice, "busy", 100).await;
+    assert_eq!(two.metric(PARTITIONS).await, 0);
+    assert_eq!(read_total(&two).await, 0, "no member: nothing read");
+
+    let mut carol = V1::connect(&two, &format!("/ws/3?room={quiet}")).await;
+    carol.joined(0).await;
+    assert_eq!(
+        two.metric(PARTITIONS).await,
+        2,
+        "quiet's, and direct messages'"
+    );
+    let before = read_total(&two).await;
+    say_and_see(&mut alice, "busy again", 100).await;
+    // Once carol's own message is back, node two has read everything before it in
+    // quiet's partition.
+    say_and_see(&mut carol, "quiet", 1).await;
+    let read = read_total(&two).await - before;
+    assert!(read <= 3, "node two read {read} entries, busy's among them");
+
+    // Carol leaves: at its next heartbeat node two stops reading.
+    carol.socket.close().await;
+    metric_until(two.address, PARTITIONS, |partitions| partitions == 0).await;
+    let before = read_total(&two).await;
+    say_and_see(&mut alice, "busy, alone", 50).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        read_total(&two).await,
+        before,
+        "nothing read once nobody is left"
+    );
+}
+
+/// A member who joins a busy room on a node that does not read its partition yet gets
+/// the room's history up to its welcome, then every event after it, once, in the order
+/// the room's node one sees: the snapshot and the start of the partition's reading are
+/// taken together. Its welcome is followed by a dense run of offsets while another node
+/// keeps talking, and a client dropped there resumes on the first node with exactly
+/// what it missed.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn a_member_joining_mid_traffic_on_another_node_sees_one_order_and_resumes() {
+    const MESSAGES: usize = 300;
+    let redis = Redis::start().await;
+    let (one, two) = redis.two_nodes().await;
+    let (busy, _) = rooms_apart();
+    let mut alice = V1::connect(&one, &format!("/ws/1?room={busy}")).await;
+    alice.joined(0).await;
+    // Alice talks while Dave joins on node two, which does not read busy's partition.
+    let talking = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for n in 0..MESSAGES {
+            alice.say(&format!("m {n}"), None).await;
+            loop {
+                let event = alice.event().await;
+                let done = event.kind == said(&format!("m {n}"));
+                seen.push(event);
+                if done {
+                    break;
+                }
+            }
+        }
+        (alice, seen)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut dave = V1::connect(&two, &format!("/ws/4?room={busy}")).await;
+    let welcome: Welcome = dave.seated().await;
+    let joined_at = welcome.offset + 1;
+    let mut daves = Vec::new();
+    loop {
+        let event = dave.event().await;
+        let last = event.kind == said(&format!("m {}", MESSAGES - 1));
+        daves.push(event);
+        if last {
+            break;
+        }
+    }
+    let (mut alice, alices) = talking.await.expect("alice talked");
+    // Offsets after dave's join, dense, and the same events alice saw.
+    let offsets: Vec<u64> = daves.iter().map(|event| event.offset).collect();
+    let dense: Vec<u64> = (joined_at + 1..joined_at + 1 + daves.len() as u64).collect();
+    assert_eq!(
+        offsets, dense,
+        "after the join at {joined_at}: every event once"
+    );
+    let alices_after: Vec<_> = alices
+        .into_iter()
+        .filter(|event| event.offset > joined_at)
+        .collect();
+    assert_eq!(daves, alices_after, "one order on both nodes");
+
+    // Dave's connection drops; he resumes on node one with what he missed.
+    let seen = daves.last().unwrap().offset;
+    drop(dave);
+    assert_eq!(alice.event().await.kind, EventKind::Leave);
+    say_and_see(&mut alice, "while away", 2).await;
+    let path = format!("/ws/4?room={busy}&since={seen}&epoch={}", welcome.epoch);
+    let mut back = V1::connect(&one, &path).await;
+    let (resumed, missed, _) = back.joined(3).await;
+    assert!(resumed.recovered, "{resumed:?}");
+    let kinds: Vec<_> = missed.iter().map(|event| event.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Leave, said("while away 0"), said("while away 1")]
+    );
+}
+
+/// Nodes must agree on the partitions, or a room would have two sets of keys: a node
+/// started with another `--redis-partitions` stays unhealthy.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn a_node_with_another_partition_count_stays_down() {
+    let redis = Redis::start().await;
+    let _first = redis.node().await;
+    let other = TestServer::start_with(Config {
+        redis_partitions: 4,
+        ..redis.node_config()
+    })
+    .await;
+    // Long enough for several attempts to connect (the first after about 100 ms): a
+    // node that did not check would be healthy by then.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for_health(other.address, 503).await;
+    let agreeing = redis.node().await;
+    wait_for_health(agreeing.address, 200).await;
+}
