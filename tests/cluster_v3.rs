@@ -1,6 +1,7 @@
 //! Interest-based delivery (issue 33): rooms spread over partition streams in Redis, and
 //! each node reading only the partitions of the rooms it has members in, while a room's
-//! members on several nodes still see one order, and resume on any node.
+//! members on several nodes still see one order, and resume on any node; and the same
+//! on a real Redis Cluster of three primaries and three replicas.
 //!
 //! Ignored by a bare `cargo test`, which needs no Redis; `.ci/run` installs Debian's
 //! `redis-server` and runs these with `--include-ignored`. Each test starts its own Redis
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use chat::v1::{EventKind, Welcome};
 use chat_server::Config;
-use testkit::redis::Redis;
+use testkit::redis::{Redis, RedisCluster};
 use testkit::v1::{V1, said};
 use testkit::{TestServer, metric_until, wait_for_health};
 
@@ -199,4 +200,108 @@ async fn a_node_with_another_partition_count_stays_down() {
     wait_for_health(other.address, 503).await;
     let agreeing = redis.node().await;
     wait_for_health(agreeing.address, 200).await;
+}
+
+/// One room of each of the 16 partitions.
+fn a_room_per_partition() -> Vec<String> {
+    (0..16)
+        .map(|partition| {
+            (0..)
+                .map(|n| format!("spread{n}"))
+                .find(|name| partition_of(name, 16) == partition)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `redis+cluster://`: two nodes on a Redis Cluster of three primaries (and three
+/// replicas), rooms in every partition, hence on every primary (counted by their keys
+/// on each), each room's members on both nodes in one order, and a client resuming on
+/// the other node with exactly what it missed.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn rooms_spread_over_every_primary_of_a_redis_cluster_and_resume_on_another_node() {
+    let cluster = RedisCluster::start().await;
+    let (one, two) = (cluster.node().await, cluster.node().await);
+    let rooms = a_room_per_partition();
+    let (mut speakers, mut listeners) = (Vec::new(), Vec::new());
+    for (n, room) in rooms.iter().enumerate() {
+        let mut ada = V1::connect(&one, &format!("/ws/{}?room={room}", 100 + n)).await;
+        ada.joined(0).await;
+        let mut bob = V1::connect(&two, &format!("/ws/{}?room={room}", 200 + n)).await;
+        bob.joined(1).await;
+        assert_eq!(ada.event().await.kind, EventKind::join());
+        ada.say(&format!("in {room}"), None).await;
+        bob.say(&format!("back in {room}"), None).await;
+        let adas = [ada.event().await, ada.event().await];
+        let bobs = [bob.event().await, bob.event().await];
+        assert_eq!(adas, bobs, "one order in {room} on both nodes");
+        speakers.push(ada);
+        listeners.push(bob);
+    }
+    // Every room at once from node one: its pipelines mix partitions, which a Redis
+    // Cluster takes only split by slot.
+    let talking: Vec<_> = speakers
+        .into_iter()
+        .map(|mut ada| {
+            tokio::spawn(async move {
+                for n in 0..30 {
+                    ada.say(&format!("burst {n}"), None).await;
+                }
+                for n in 0..30 {
+                    assert_eq!(ada.event().await.kind, said(&format!("burst {n}")));
+                }
+            })
+        })
+        .collect();
+    for speaker in talking {
+        speaker.await.expect("every burst came back, in order");
+    }
+    let primaries = cluster.primaries().await;
+    assert_eq!(primaries.len(), 3, "{primaries:?}");
+    for port in primaries {
+        let keys = RedisCluster::cli(port, &["keys", "chat:*:room:*:history"]).await;
+        assert!(
+            keys.lines().count() >= 1,
+            "the primary on {port} holds no room: {keys:?}"
+        );
+    }
+
+    // A client on node one drops and resumes on node two.
+    let room = &rooms[5];
+    let mut carol = V1::connect(&one, &format!("/ws/7?room={room}")).await;
+    let welcome = carol.seated().await;
+    carol.say("before the drop", None).await;
+    let seen = carol.event().await.offset;
+    drop(carol);
+    let mut dave = V1::connect(&two, &format!("/ws/8?room={room}")).await;
+    dave.seated().await;
+    dave.say("while carol is away", None).await;
+    let path = format!("/ws/7?room={room}&since={seen}&epoch={}", welcome.epoch);
+    let mut back = V1::connect(&two, &path).await;
+    let resumed = back.welcome().await;
+    assert!(resumed.recovered, "{resumed:?}");
+    let mut missed = Vec::new();
+    loop {
+        let event = back.event().await;
+        let own_join = event.id == "7" && event.kind == EventKind::join();
+        missed.push((event.id.clone(), event.kind.clone()));
+        if own_join {
+            break;
+        }
+    }
+    let offsets_dense = missed.len() as u64 == resumed.offset - seen + 1;
+    assert!(
+        offsets_dense,
+        "{missed:?} after {seen} up to {}",
+        resumed.offset
+    );
+    assert!(
+        missed.contains(&("8".into(), said("while carol is away"))),
+        "{missed:?}"
+    );
+    assert!(
+        missed.contains(&("7".into(), EventKind::Leave)),
+        "{missed:?}"
+    );
 }

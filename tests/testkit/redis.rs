@@ -119,3 +119,137 @@ pub async fn cluster_of_two() -> (Redis, TestServer, TestServer) {
     let (one, two) = redis.two_nodes().await;
     (redis, one, two)
 }
+
+/// A Redis Cluster of three primaries, each with a replica, from Debian's
+/// `redis-server` (`redis-cli --cluster create`), on free ports (and free cluster bus
+/// ports), without persistence; every process killed when dropped.
+pub struct RedisCluster {
+    /// Every node's port, the primaries' first as `redis-cli` assigned them.
+    pub ports: Vec<u16>,
+    processes: Vec<Child>,
+    _data: Scratch,
+}
+
+impl RedisCluster {
+    /// Six nodes, joined into a cluster whose every slot is served (`cluster_state:ok`
+    /// on each node). A primary gone silent for 2 s is failed over to its replica.
+    pub async fn start() -> Self {
+        let data = Scratch::new("redis-cluster");
+        let mut ports = Vec::new();
+        let mut processes = Vec::new();
+        for _ in 0..6 {
+            let (port, bus) = (free_port(), free_port());
+            let process = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-port", &bus.to_string()])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--cluster-node-timeout", "2000"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(data.path())
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server is installed (apt-get install redis-server)");
+            processes.push(process);
+            wait_until_listening(port, "redis-server").await;
+            ports.push(port);
+        }
+        let nodes: Vec<String> = ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli is installed with redis-server");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let cluster = Self {
+            ports,
+            processes,
+            _data: data,
+        };
+        for &port in &cluster.ports {
+            crate::eventually("the cluster to serve every slot", async || {
+                let info = Self::cli(port, &["cluster", "info"]).await;
+                info.contains("cluster_state:ok").then_some(())
+            })
+            .await;
+        }
+        crate::eventually("every replica to follow its primary", async || {
+            let nodes = Self::cli(cluster.ports[0], &["cluster", "nodes"]).await;
+            (nodes.matches("slave").count() == 3).then_some(())
+        })
+        .await;
+        cluster
+    }
+
+    /// What `redis-cli -p port args…` prints (`--raw`).
+    pub async fn cli(port: u16, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .await
+            .expect("redis-cli is installed with redis-server");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The ports of the nodes that are primaries now.
+    pub async fn primaries(&self) -> Vec<u16> {
+        let nodes = Self::cli(self.ports[0], &["cluster", "nodes"]).await;
+        nodes
+            .lines()
+            // `<id> <address> <flags> <primary> <ping> <pong> <epoch> <link> <slots…>`:
+            // a primary serving slots.
+            .filter(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                fields.len() > 8 && fields[2].contains("master") && !fields[2].contains("fail")
+            })
+            .filter_map(|line| {
+                let address = line.split(' ').nth(1)?;
+                let port = address.split('@').next()?.rsplit(':').next()?;
+                port.parse().ok()
+            })
+            .collect()
+    }
+
+    /// `redis+cluster://` with the first node as the seed.
+    pub fn url(&self) -> String {
+        format!("redis+cluster://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// A clustered node's settings on this cluster, as [`Redis::node_config`].
+    pub fn node_config(&self) -> Config {
+        Config {
+            redis_url: Some(self.url()),
+            presence_ttl: Duration::from_secs(1),
+            rate_limit: None,
+            ..Config::default()
+        }
+    }
+
+    /// A node in this process with [`RedisCluster::node_config`], once it is healthy.
+    pub async fn node(&self) -> TestServer {
+        let node = TestServer::start_with(self.node_config()).await;
+        crate::wait_for_health(node.address, 200).await;
+        node
+    }
+
+    /// SIGKILL to the node on `port`, as a crash.
+    pub async fn kill(&mut self, port: u16) {
+        let at = self.ports.iter().position(|&each| each == port);
+        if let Some(at) = at {
+            self.processes[at].kill().await.expect("stop redis-server");
+        }
+    }
+}

@@ -71,13 +71,16 @@
 //! heartbeat and unregistering) and the rooms' [`Publisher`]; `append` (publishing:
 //! pipelines of `APPEND` calls), `stream` (reading partitions, parsing stream entries
 //! into events), `presence` (reaping the members of nodes gone silent), `keys` (every
-//! key's name and the partitions), `scripts` (the Lua scripts, in `.lua` files).
+//! key's name and the partitions), `connection` (one Redis, `redis://`, or a Redis
+//! Cluster, `redis+cluster://`, behind one connection type; on a cluster each pipeline
+//! stays in one partition's slot), `scripts` (the Lua scripts, in `.lua` files).
 //!
 //! Owns the connection to Redis; the rest of the server sees it only as a [`Cluster`]
 //! and its [`Health`], made by [`start`]. May call: `room` (the seam it plugs into,
 //! and the rooms it delivers to), `metrics`.
 
 pub(crate) mod append;
+mod connection;
 pub(crate) mod keys;
 mod presence;
 mod scripts;
@@ -91,7 +94,6 @@ use std::time::Duration;
 use chat::backoff::Backoff;
 use chat::v1::RoomName;
 use futures_util::future::BoxFuture;
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -99,6 +101,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use self::append::{Appends, Keep};
+use self::connection::{Connection, Redis};
 use self::keys::{
     DIRECT_PARTITION, NODES, PARTITIONS, RoomKeys, alive_key, events_key, members_key, new_epoch,
 };
@@ -283,7 +286,7 @@ impl Publisher {
 /// room's operations set names; purged entries come back as the tombstones and
 /// text-less edits their delete kept the headers of.
 async fn read_page(
-    redis: &mut MultiplexedConnection,
+    redis: &mut Connection,
     room: &RoomName,
     first: u64,
     last: u64,
@@ -363,6 +366,8 @@ async fn read_page(
 /// Where the broker task gets its work and reports its health.
 pub struct Broker {
     url: String,
+    /// The Redis `url` names, once a connection has parsed it.
+    target: Option<Redis>,
     node: u64,
     /// How many partitions the cluster's rooms are spread over.
     partitions: u16,
@@ -457,6 +462,7 @@ fn channel(
     };
     let broker = Broker {
         url,
+        target: None,
         node,
         partitions,
         presence_ttl,
@@ -545,27 +551,57 @@ impl Broker {
 
     /// The connection for commands (each partition read has its own: see
     /// [`Broker::read_partition`]).
-    async fn connect(&self) -> Result<MultiplexedConnection, BrokerError> {
-        let client = redis::Client::open(self.url.as_str())?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(REDIS_TIMEOUT)
-            .set_response_timeout(REDIS_TIMEOUT);
-        let mut redis = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+    async fn connect(&mut self) -> Result<Connection, BrokerError> {
+        let target = Redis::parse(&self.url)?;
+        let mut redis = target.connect(REDIS_TIMEOUT, REDIS_TIMEOUT).await?;
+        self.target = Some(target);
+        // On a Redis Cluster, loaded on every node of it (the crate routes SCRIPT LOAD
+        // to all), so that pipelines can call them by hash on any primary.
         for script in [APPEND, SNAPSHOT, EPHEMERAL] {
             redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(script)
-                .query_async::<String>(&mut redis)
+                .query_async::<redis::Value>(&mut redis)
                 .await?;
         }
         Ok(redis)
     }
 
+    /// Runs the pipeline of `Appends` whose calls are in `partitions`: at once on one
+    /// Redis; on a Redis Cluster, where a pipeline must stay in one slot, as one
+    /// pipeline per partition (each partition's calls in their order, which is all that
+    /// order means: a room is in one partition). Answers each call's reply in order.
+    async fn query_appends(
+        &self,
+        redis: &mut Connection,
+        pipe: redis::Pipeline,
+        partitions: &[u16],
+    ) -> redis::RedisResult<Vec<String>> {
+        if !self.target.as_ref().is_some_and(Redis::is_cluster) {
+            return pipe.query_async(redis).await;
+        }
+        let calls: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+        let mut replies = vec![String::new(); calls.len()];
+        let mut by_partition: HashMap<u16, Vec<usize>> = HashMap::new();
+        for (at, partition) in partitions.iter().enumerate() {
+            by_partition.entry(*partition).or_default().push(at);
+        }
+        for places in by_partition.into_values() {
+            let mut one = redis::pipe();
+            for &at in &places {
+                one.add_command(calls[at].clone());
+            }
+            let answered: Vec<String> = one.query_async(redis).await?;
+            for (at, reply) in places.into_iter().zip(answered) {
+                replies[at] = reply;
+            }
+        }
+        Ok(replies)
+    }
+
     /// Records this node's partition count in Redis if none is, and refuses to go on
     /// with another: nodes that disagree would keep one room under two names.
-    async fn check_partitions(&self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
+    async fn check_partitions(&self, redis: &mut Connection) -> Result<(), BrokerError> {
         let only_if_new = SetOptions::default().conditional_set(ExistenceCheck::NX);
         let _: Option<String> = redis
             .set_options(PARTITIONS, self.partitions, only_if_new)
@@ -589,12 +625,12 @@ impl Broker {
         if self.readers.contains_key(&partition) {
             return;
         }
-        // Checked when the connection was made.
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+        // Parsed when the connection was made.
+        let Some(target) = self.target.clone() else {
             return;
         };
         let reader = tokio::spawn(read_events(
-            client,
+            target,
             partition,
             after,
             self.read_count,
@@ -664,16 +700,14 @@ impl Broker {
 
     /// Announces the leaves of the last connection's members (unless a survivor already
     /// did), and says this node is alive.
-    async fn register(&self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
+    async fn register(&self, redis: &mut Connection) -> Result<(), BrokerError> {
         // Members of the last link were closed when it ended; what they still queue is
         // dropped by `send`.
         reap(redis, self.node, self.node, self.keep, self.partitions).await?;
-        redis::pipe()
-            .sadd(NODES, self.node)
-            .ignore()
+        // Two commands, not a pipeline: on a Redis Cluster the keys are in two slots.
+        let _: () = redis.sadd(NODES, self.node).await?;
+        let _: () = redis
             .set_options(alive_key(self.node), 1, self.alive_options())
-            .ignore()
-            .query_async::<()>(redis)
             .await?;
         Ok(())
     }
@@ -687,7 +721,7 @@ impl Broker {
     /// until the connection is lost or `stop`.
     async fn relay(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         mut batches: mpsc::Receiver<Result<Batch, BrokerError>>,
         metrics: &Metrics,
         stop: &CancellationToken,
@@ -727,7 +761,7 @@ impl Broker {
     /// loaded here; a room that missed events is loaded again, which fans them out.
     async fn deliver(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         batch: Batch,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
@@ -784,7 +818,7 @@ impl Broker {
     /// its partition from the snapshot on if this node does not yet.
     async fn load(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         room: &Arc<Room>,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
@@ -887,7 +921,7 @@ impl Broker {
     /// forgets the rooms this node no longer has members in, and their partitions.
     async fn heartbeat(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
         let only_if_alive = self.alive_options().conditional_set(ExistenceCheck::XX);
@@ -904,28 +938,26 @@ impl Broker {
     /// Every session has ended: sends their leaves, then unregisters.
     async fn unregister(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
         while let Ok(command) = self.commands.try_recv() {
             self.send(redis, command, metrics).await?;
         }
-        let mut pipe = redis::pipe();
-        pipe.del(alive_key(self.node)).ignore();
+        // One command each, not a pipeline: on a Redis Cluster the keys are in many
+        // slots.
+        let _: () = redis.del(alive_key(self.node)).await?;
         for partition in 0..self.partitions {
-            pipe.del(members_key(partition, self.node)).ignore();
+            let _: () = redis.del(members_key(partition, self.node)).await?;
         }
-        pipe.srem(NODES, self.node)
-            .ignore()
-            .query_async::<()>(redis)
-            .await?;
+        let _: () = redis.srem(NODES, self.node).await?;
         Ok(())
     }
 
     /// Sends `first` and whatever else is queued, in order, in one pipeline.
     async fn send(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         first: Command,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
@@ -967,7 +999,7 @@ impl Broker {
             return Ok(());
         }
         let (pipe, partitions) = appends.into_pipeline();
-        let sent: Result<Vec<String>, _> = pipe.query_async(redis).await;
+        let sent = self.query_appends(redis, pipe, &partitions).await;
         // The last id added to each partition's stream: a run of ephemeral frames may
         // add none, but a run of events always adds some.
         let last = sent.map_err(BrokerError::from).and_then(|ids| {

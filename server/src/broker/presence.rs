@@ -5,18 +5,18 @@ use std::collections::HashMap;
 
 use chat::v1::{self, EventKind, RoomName};
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
 use super::BrokerError;
 use super::append::{Appends, Keep};
+use super::connection::Connection;
 use super::keys::{NODES, alive_key, members_key, reaping_key};
 use crate::room::now_millis;
 
 /// Announces the leaves of `dead`'s members in every one of the `partitions`, where
 /// this node (`me`) is the one to claim them; returns how many.
 pub(super) async fn reap(
-    redis: &mut MultiplexedConnection,
+    redis: &mut Connection,
     dead: u64,
     me: u64,
     keep: Keep,
@@ -40,7 +40,7 @@ pub(super) async fn reap(
 /// (`me`) is the one to claim them; returns how many. The claim and the leaves stay in
 /// the partition's slot.
 async fn reap_partition(
-    redis: &mut MultiplexedConnection,
+    redis: &mut Connection,
     dead: u64,
     me: u64,
     keep: Keep,
@@ -88,7 +88,7 @@ async fn reap_partition(
 
 /// Finds registered nodes whose `alive` key has expired and reaps them.
 pub(super) async fn reap_dead_nodes(
-    redis: &mut MultiplexedConnection,
+    redis: &mut Connection,
     me: u64,
     keep: Keep,
     partitions: u16,

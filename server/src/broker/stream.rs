@@ -3,10 +3,10 @@
 
 use chat::v1::{self, RoomName};
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::connection::{Connection, Redis};
 use super::keys::events_key;
 use super::{BrokerError, READ_WAIT};
 use crate::room::{Ephemeral, MemberRef};
@@ -58,7 +58,7 @@ pub(super) fn events_per_read(bytes: usize) -> usize {
 }
 
 /// Reads partition `partition`'s stream from after `start`, on a connection of its own
-/// made from `client` (a blocking read holds its connection), a batch at a time, handing
+/// to `redis` (a blocking read holds its connection), a batch at a time, handing
 /// each over before reading the next: what Redis has and this node has not fanned out
 /// stays in Redis.
 ///
@@ -68,19 +68,16 @@ pub(super) fn events_per_read(bytes: usize) -> usize {
 /// keep up with; a burst of large events after small ones makes one batch of at most
 /// [`MOST_PER_READ`] large events before the size adjusts.)
 pub(super) async fn read_events(
-    client: redis::Client,
+    redis: Redis,
     partition: u16,
     mut start: String,
     mut count: usize,
     batches: mpsc::Sender<Result<Batch, BrokerError>>,
 ) {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(super::REDIS_TIMEOUT)
-        .set_response_timeout(READ_WAIT + super::REDIS_TIMEOUT);
-    let mut reader: MultiplexedConnection = match client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-    {
+    let connected = redis
+        .connect(super::REDIS_TIMEOUT, READ_WAIT + super::REDIS_TIMEOUT)
+        .await;
+    let mut reader: Connection = match connected {
         Ok(reader) => reader,
         Err(error) => {
             let _ = batches.send(Err(BrokerError::Redis(error))).await;
