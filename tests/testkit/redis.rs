@@ -145,6 +145,9 @@ impl RedisCluster {
                 .args(["--cluster-port", &bus.to_string()])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                 .args(["--cluster-node-timeout", "2000"])
+                // A replica that never synced cannot be promoted: no 5 s wait before
+                // the first sync (Redis's default, for more replicas to join it).
+                .args(["--repl-diskless-sync-delay", "0"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(data.path())
@@ -190,6 +193,14 @@ impl RedisCluster {
             (nodes.matches("slave").count() == 3).then_some(())
         })
         .await;
+        for &port in &cluster.ports {
+            crate::eventually("every replica to have synced", async || {
+                let info = Self::cli(port, &["info", "replication"]).await;
+                (info.contains("role:master") || info.contains("master_link_status:up"))
+                    .then_some(())
+            })
+            .await;
+        }
         cluster
     }
 
@@ -221,6 +232,37 @@ impl RedisCluster {
                 port.parse().ok()
             })
             .collect()
+    }
+
+    /// The port of the primary that serves `key`'s slot now.
+    pub async fn primary_of(&self, key: &str) -> u16 {
+        let slot = Self::cli(self.ports[0], &["cluster", "keyslot", key]).await;
+        let slot: u16 = slot.trim().parse().expect("a slot");
+        let nodes = Self::cli(self.ports[0], &["cluster", "nodes"]).await;
+        // `<id> <address> <flags> <primary> <ping> <pong> <epoch> <link> <slots…>`,
+        // each slot range `first-last`, or one slot alone.
+        let serving = nodes.lines().find(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            fields.len() > 8
+                && fields[2].contains("master")
+                && !fields[2].contains("fail")
+                && fields[8..].iter().any(|range| {
+                    let (first, last) = range.split_once('-').unwrap_or((range, range));
+                    match (first.parse::<u16>(), last.parse::<u16>()) {
+                        (Ok(first), Ok(last)) => (first..=last).contains(&slot),
+                        _ => false,
+                    }
+                })
+        });
+        let address = serving
+            .and_then(|line| line.split(' ').nth(1))
+            .unwrap_or_else(|| panic!("no primary serves slot {slot}: {nodes}"));
+        let port = address
+            .split('@')
+            .next()
+            .and_then(|at| at.rsplit(':').next());
+        port.and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("an address: {address}"))
     }
 
     /// `redis+cluster://` with the first node as the seed.

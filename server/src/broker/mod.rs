@@ -67,6 +67,18 @@
 //! the node announces the leaves of the members it closed, unless another node already
 //! has, and loads each room again when someone joins it.
 //!
+//! Failover: a primary killed is replaced by its replica (promoted by the Redis Cluster,
+//! or by Sentinel), which may lack what the primary numbered last, since replication is
+//! asynchronous, and which clients may have seen. So the first script to touch a room
+//! on a promoted replica gives the room a new epoch, keeping its history and offset
+//! (`take_epoch.lua`): clients resuming with the old epoch get `recovered: false` and
+//! the history as the new primary has it, never another event under an offset they
+//! saw. The nodes lose the dead primary's partitions' readers meanwhile, so they close
+//! their clients (1013) as in any outage, and load each room again; a room loaded here
+//! that finds a new epoch under its members ends the connection the same way.
+//! (`WAIT` after each append would not close this window: the partitions' readers see
+//! an event on the primary before any replica has it.)
+//!
 //! Files: this one, the broker task (connection, relay, the partitions read, liveness:
 //! heartbeat and unregistering) and the rooms' [`Publisher`]; `append` (publishing:
 //! pipelines of `APPEND` calls), `stream` (reading partitions, parsing stream entries
@@ -138,6 +150,8 @@ enum BrokerError {
     PresenceExpired,
     #[error("Redis answered what this node does not understand: {0}")]
     Unreadable(String),
+    #[error("room {0} has a new epoch in Redis under its members here (a failover)")]
+    EpochChanged(String),
 }
 
 /// What sessions hand the broker task, in the order they happened.
@@ -893,6 +907,13 @@ impl Broker {
                     break;
                 }
             }
+        }
+        // A new epoch under members who are here: Redis failed over (see
+        // `take_epoch.lua`) while this node's connections carried on. Its members have
+        // seen offsets that now name other events; closing them all, as for any loss of
+        // Redis, makes them resume and learn of the new epoch.
+        if room.is_loaded() && room.len() > 0 && room.offset_in(&epoch).is_none() {
+            return Err(BrokerError::EpochChanged(name.to_owned()));
         }
         room.install(Snapshot {
             epoch,

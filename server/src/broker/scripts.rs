@@ -79,6 +79,7 @@ mod tests {
     struct Redis {
         child: Child,
         connection: redis::Connection,
+        port: u16,
     }
 
     impl Redis {
@@ -105,7 +106,11 @@ mod tests {
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
             };
-            Self { child, connection }
+            Self {
+                child,
+                connection,
+                port,
+            }
         }
     }
 
@@ -213,6 +218,86 @@ mod tests {
             }
         }
         text
+    }
+
+    /// `SNAPSHOT` of room `main`, offering `epoch`: its epoch, offset and events.
+    fn snapshot_offering(redis: &mut redis::Connection, epoch: &str) -> (String, u64, usize) {
+        let (epoch, offset, events, _, _, _): Reply = redis::Script::new(SNAPSHOT)
+            .key(meta_key("main"))
+            .key(history_key("main"))
+            .key(present_key("main"))
+            .key(reads_key("main"))
+            .key(keys("main").events)
+            .arg(epoch)
+            .arg(10)
+            .arg(1 << 20)
+            .invoke(redis)
+            .unwrap();
+        (epoch, offset, events.len())
+    }
+
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn a_replica_promoted_in_a_failover_gives_each_room_a_new_epoch_keeping_its_history() {
+        let mut primary = Redis::start();
+        let said = r#""ts":6,"id":"7","type":"message","text":"hi"}"#;
+        append(&mut primary.connection, "e1", 3, 10, &[(4, "-", "", said)]);
+        assert_eq!(
+            snapshot_offering(&mut primary.connection, "e2"),
+            ("e1".into(), 1, 1)
+        );
+
+        let mut replica = Redis::start();
+        // Loaded from the socket: a `dump.rdb` left in the working folder would be
+        // loaded by every later test's Redis.
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("repl-diskless-load")
+            .arg("on-empty-db")
+            .query(&mut replica.connection)
+            .unwrap();
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(primary.port)
+            .query(&mut replica.connection)
+            .unwrap();
+        // Polled: a replica's first sync is not an event a client can wait for.
+        let started = Instant::now();
+        loop {
+            let copied: Option<String> =
+                replica.connection.hget(meta_key("main"), "epoch").unwrap();
+            if copied.is_some() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the replica synced"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The same Redis answering again keeps the epoch.
+        assert_eq!(
+            snapshot_offering(&mut primary.connection, "e3"),
+            ("e1".into(), 1, 1)
+        );
+
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query(&mut replica.connection)
+            .unwrap();
+        let promoted = &mut replica.connection;
+        assert_eq!(
+            snapshot_offering(promoted, "e4"),
+            ("e4".into(), 1, 1),
+            "a new epoch, the same history"
+        );
+        append(promoted, "e5", 3, 10, &[(4, "-", "", said)]);
+        assert_eq!(
+            snapshot_offering(promoted, "e6"),
+            ("e4".into(), 2, 2),
+            "once per failover"
+        );
     }
 
     #[test]
