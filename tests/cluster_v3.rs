@@ -14,7 +14,7 @@ use chat::v1::{Event, EventKind, Request, ServerFrame, Welcome};
 use chat_server::Config;
 use futures_util::{SinkExt, StreamExt};
 use testkit::process::ServerProcess;
-use testkit::redis::{Redis, RedisCluster};
+use testkit::redis::{Redis, RedisCluster, RedisSentinel};
 use testkit::v1::{V1, said};
 use testkit::{TestServer, metric_until, wait_for_health};
 use tokio::task::JoinHandle;
@@ -604,4 +604,71 @@ async fn after_a_failover_a_killed_nodes_members_are_announced_gone() {
     let left = watcher.event().await;
     assert_eq!((left.id.as_str(), left.kind), ("2", EventKind::Leave));
     assert_eq!(left.offset, joined.offset + 1);
+}
+
+/// `redis+sentinel://`: one Redis with a replica and three sentinels. The primary
+/// killed while a room is busy: Sentinel promotes the replica (after 1 s without an
+/// answer here), the nodes, which closed their clients with 1013, find it through the
+/// sentinels, and clients resuming on the other node get a new epoch, with the history
+/// the replica holds.
+#[tokio::test]
+#[ignore = "needs redis-server and redis-sentinel; .ci/run runs it"]
+async fn a_primary_behind_sentinel_fails_over_and_clients_learn_the_new_epoch() {
+    let mut redis = RedisSentinel::start().await;
+    let (one, two) = (redis.node().await, redis.node().await);
+    let mut ada = V1::connect(&one, "/ws/1").await;
+    let welcome = ada.seated().await;
+    let mut bob = V1::connect(&two, "/ws/2").await;
+    bob.seated().await;
+    assert_eq!(ada.event().await.kind, EventKind::join());
+    let mut settled = Vec::new();
+    for n in 0..10 {
+        ada.say(&format!("before {n}"), None).await;
+        let event = ada.event().await;
+        assert_eq!(bob.event().await, event);
+        settled.push(event);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let talker = talk_until_closed(ada);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let [primary, replica] = redis.ports;
+    redis.kill_primary().await;
+    let (bobs, code) = events_until_closed(&mut bob).await;
+    assert_eq!(code, Some(CloseCode::Again), "1013: try again later");
+    let (adas, code) = talker.await.expect("ada talked");
+    assert_eq!(code, Some(CloseCode::Again), "1013: try again later");
+    let (adas, bobs) = (
+        [settled.clone(), adas].concat(),
+        [settled.clone(), bobs].concat(),
+    );
+    assert_dense(&adas);
+    assert_dense(&bobs);
+    let common = adas.len().min(bobs.len());
+    assert_eq!(adas[..common], bobs[..common], "one order on both nodes");
+
+    patiently("Sentinel to promote the replica", async || {
+        redis.primary().await == Some(replica)
+    })
+    .await;
+    assert_ne!(primary, replica);
+    for node in [&one, &two] {
+        healthy_again(node.address).await;
+    }
+    let (mut ada, _) =
+        resumes_in_a_new_epoch(&two, "1", "main", &welcome.epoch, &adas, &settled).await;
+    let (mut bob, _) =
+        resumes_in_a_new_epoch(&one, "2", "main", &welcome.epoch, &bobs, &settled).await;
+    ada.say("after the failover", None).await;
+    let mut heard = Vec::new();
+    for client in [&mut ada, &mut bob] {
+        loop {
+            let event = client.event().await;
+            if event.kind == said("after the failover") {
+                heard.push(event);
+                break;
+            }
+        }
+    }
+    assert_eq!(heard[0], heard[1], "one order after the failover");
 }

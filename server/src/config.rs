@@ -81,7 +81,8 @@ pub struct Config {
     /// Keep every room's history in a database in this folder, so that it survives a
     /// restart or a crash; `None` keeps it in memory only.
     pub data_dir: Option<PathBuf>,
-    /// Share the room with other nodes through this Redis (`redis://host:port[/db]`), or
+    /// Share the room with other nodes through this Redis (`redis://host:port[/db]`), the
+    /// primary Sentinel names (`redis+sentinel://host:port[,host:port...]/<name>`), or
     /// this Redis Cluster (`redis+cluster://host:port[,host:port...]`, its seeds).
     pub redis_url: Option<String>,
     /// How many partitions the cluster spreads its rooms over (each node reads only

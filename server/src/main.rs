@@ -217,8 +217,10 @@ struct Args {
     #[arg(long, env = "CHAT_DATA_DIR", value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
 
-    /// Share the room with other nodes through Redis: redis://host:port[/db], or a Redis
-    /// Cluster: redis+cluster://host:port[,host:port...] (any of its nodes as seeds).
+    /// Share the room with other nodes through Redis: redis://host:port[/db], the primary
+    /// Sentinel names: redis+sentinel://host:port[,host:port...]/NAME (the sentinels, and
+    /// the name they watch it by), or a Redis Cluster: redis+cluster://host:port[,...]
+    /// (any of its nodes as seeds).
     #[arg(long, env = "CHAT_REDIS_URL")]
     redis_url: Option<String>,
 

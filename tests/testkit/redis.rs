@@ -295,3 +295,137 @@ impl RedisCluster {
         }
     }
 }
+
+/// A Redis primary with one replica, watched by three sentinels (Debian's
+/// `redis-server` and `redis-sentinel`), on free ports, without persistence: a primary
+/// unreachable for 1 s is failed over to its replica. Every process killed when
+/// dropped.
+pub struct RedisSentinel {
+    /// The primary's port when it started, then the replica's.
+    pub ports: [u16; 2],
+    sentinels: Vec<u16>,
+    processes: Vec<Child>,
+    _data: Scratch,
+}
+
+impl RedisSentinel {
+    /// The name the sentinels know the primary by.
+    pub const PRIMARY: &str = "chat";
+
+    pub async fn start() -> Self {
+        let data = Scratch::new("redis-sentinel");
+        let (primary, replica) = (free_port(), free_port());
+        let mut processes = Vec::new();
+        for (port, follows) in [(primary, None), (replica, Some(primary))] {
+            let mut command = Command::new("redis-server");
+            command
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                // A replica writes what it syncs to `dump.rdb` there: not in the
+                // working folder, where every later test's Redis would load it.
+                .arg("--dir")
+                .arg(data.path());
+            if let Some(primary) = follows {
+                command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+            }
+            let process = command
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server is installed (apt-get install redis-server)");
+            processes.push(process);
+            wait_until_listening(port, "redis-server").await;
+        }
+        crate::eventually("the replica to follow its primary", async || {
+            let info = RedisCluster::cli(replica, &["info", "replication"]).await;
+            info.contains("master_link_status:up").then_some(())
+        })
+        .await;
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            // Sentinel rewrites its file: one each, in the scratch folder.
+            let file = data.path().join(format!("sentinel-{port}.conf"));
+            let settings = format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n",
+                data.path().display(),
+                name = Self::PRIMARY,
+            );
+            std::fs::write(&file, settings).expect("write sentinel.conf");
+            let process = Command::new("redis-sentinel")
+                .arg(&file)
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-sentinel is installed (apt-get install redis-sentinel)");
+            processes.push(process);
+            wait_until_listening(port, "redis-sentinel").await;
+            sentinels.push(port);
+        }
+        // Each sentinel must know the replica and the two others, or none may fail over.
+        for &port in &sentinels {
+            crate::eventually("the sentinels to know each other", async || {
+                let known = RedisCluster::cli(port, &["sentinel", "master", Self::PRIMARY]).await;
+                let fields: Vec<&str> = known.lines().collect();
+                let value = |name: &str| {
+                    let at = fields.iter().position(|field| *field == name)?;
+                    fields.get(at + 1).copied()
+                };
+                (value("num-other-sentinels") == Some("2") && value("num-slaves") == Some("1"))
+                    .then_some(())
+            })
+            .await;
+        }
+        Self {
+            ports: [primary, replica],
+            sentinels,
+            processes,
+            _data: data,
+        }
+    }
+
+    /// `redis+sentinel://` with the three sentinels.
+    pub fn url(&self) -> String {
+        let sentinels: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis+sentinel://{}/{}", sentinels.join(","), Self::PRIMARY)
+    }
+
+    /// The port of the primary the first sentinel names now.
+    pub async fn primary(&self) -> Option<u16> {
+        let named = RedisCluster::cli(
+            self.sentinels[0],
+            &["sentinel", "get-master-addr-by-name", Self::PRIMARY],
+        )
+        .await;
+        named.lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// SIGKILL to the primary it started with, as a crash.
+    pub async fn kill_primary(&mut self) {
+        self.processes[0].kill().await.expect("stop redis-server");
+    }
+
+    /// A clustered node's settings on this Redis, as [`Redis::node_config`].
+    pub fn node_config(&self) -> Config {
+        Config {
+            redis_url: Some(self.url()),
+            presence_ttl: Duration::from_secs(1),
+            rate_limit: None,
+            ..Config::default()
+        }
+    }
+
+    /// A node in this process on this Redis, once it is healthy.
+    pub async fn node(&self) -> TestServer {
+        let node = TestServer::start_with(self.node_config()).await;
+        crate::wait_for_health(node.address, 200).await;
+        node
+    }
+}
