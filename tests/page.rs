@@ -1399,8 +1399,10 @@ async fn over_v2_search_finds_messages_and_goes_to_them() {
         bob.say(&format!("filler {n} {padding}"), None).await;
     }
     bob.say("deploy to production done", None).await;
-    bob.next_matching_within(1200, |frame| frame["text"] == "deploy to production done")
-        .await;
+    let production = offset(
+        &bob.next_matching_within(1200, |frame| frame["text"] == "deploy to production done")
+            .await,
+    );
 
     let driver = ChromeDriver::start().await;
     let page = driver.open(900, 600).await;
@@ -1436,6 +1438,18 @@ async fn over_v2_search_finds_messages_and_goes_to_them() {
     let violations = accessibility_violations(&page).await;
     assert!(violations.is_empty(), "{violations:#?}");
     screenshot(&page, "search.png").await;
+    // Deleted since the search: its result says so, its words gone from the screen.
+    bob.delete(production, None).await;
+    wait_for(
+        &page,
+        "the deleted message's result",
+        "return document.querySelector('#search-results button[data-target]').textContent;",
+        |text| {
+            text.as_str()
+                .is_some_and(|text| text.starts_with("~Bob: (deleted)"))
+        },
+    )
+    .await;
     // The older one: the page loads what it needs and goes there.
     eval(
         &page,
