@@ -57,7 +57,7 @@ impl Session {
     }
 
     /// Connections the server counts that the list does not hold (past
-    /// [`MEMBERS_HELD_MOST`], or while pages are on their way).
+    /// `MEMBERS_HELD_MOST`, or while pages are on their way).
     pub fn unlisted(&self) -> usize {
         self.big
             .as_ref()
