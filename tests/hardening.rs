@@ -856,7 +856,7 @@ async fn redis_forgets_a_room_nobody_is_in_after_its_expiry() {
                 &redis.port.to_string(),
                 "--raw",
                 "keys",
-                "chat:room:brief:*",
+                "chat:*:room:brief:*",
             ])
             .output()
             .expect("redis-cli is installed with redis-server");
@@ -869,7 +869,7 @@ async fn redis_forgets_a_room_nobody_is_in_after_its_expiry() {
     member.recv().await;
     member.send("said once").await;
     assert_eq!(member.recv().await, "Client #2: said once");
-    assert!(keys().contains("chat:room:brief:history"), "{}", keys());
+    assert!(keys().contains(":room:brief:history"), "{}", keys());
     member.close().await;
     eventually("the room's keys to expire", async || {
         keys().is_empty().then_some(())
@@ -878,7 +878,10 @@ async fn redis_forgets_a_room_nobody_is_in_after_its_expiry() {
     // The default room, with someone in it, stays.
     visitor.recv().await;
     let main = std::process::Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "pttl", "chat:room:main:meta"])
+        .args(["-p", &redis.port.to_string(), "eval"])
+        // The room's keys are in its partition (`chat:{p7}:room:main:meta`).
+        .arg("return redis.call('pttl', redis.call('keys', 'chat:*:room:main:meta')[1])")
+        .arg("0")
         .output()
         .expect("redis-cli");
     assert_eq!(String::from_utf8_lossy(&main.stdout).trim(), "-1");

@@ -6,6 +6,16 @@ use std::time::Duration;
 use crate::identity::{DEFAULT_MAX_TOKEN_TTL, JwksSource, JwtSecret, TokenRules};
 use crate::tls::TlsFiles;
 
+/// How many partitions a cluster has unless `--redis-partitions` says otherwise: enough
+/// that a node serving a few busy rooms reads a small share of the traffic, and that
+/// they spread over the primaries of a Redis Cluster; few enough that a node in every
+/// partition keeps one reading connection to each without strain.
+pub const DEFAULT_REDIS_PARTITIONS: u16 = 16;
+
+/// The most partitions `--redis-partitions` allows: each read partition costs a node
+/// a connection to Redis.
+pub const MAX_REDIS_PARTITIONS: u16 = 1024;
+
 /// The server's settings. [`Config::default`] is what `chat-server` runs with when given
 /// no flags; [`Config::check`] says whether a setting cannot work.
 #[derive(Clone, Debug)]
@@ -71,8 +81,13 @@ pub struct Config {
     /// Keep every room's history in a database in this folder, so that it survives a
     /// restart or a crash; `None` keeps it in memory only.
     pub data_dir: Option<PathBuf>,
-    /// Share the room with other nodes through this Redis (`redis://host:port[/db]`).
+    /// Share the room with other nodes through this Redis (`redis://host:port[/db]`), the
+    /// primary Sentinel names (`redis+sentinel://host:port[,host:port...]/<name>`), or
+    /// this Redis Cluster (`redis+cluster://host:port[,host:port...]`, its seeds).
     pub redis_url: Option<String>,
+    /// How many partitions the cluster spreads its rooms over (each node reads only
+    /// those of its rooms); every node of a cluster must have the same.
+    pub redis_partitions: u16,
     /// In a cluster, how long a node may go unheard before the others announce its
     /// members' leaves.
     pub presence_ttl: Duration,
@@ -202,6 +217,7 @@ impl Default for Config {
             echo: false,
             data_dir: None,
             redis_url: None,
+            redis_partitions: DEFAULT_REDIS_PARTITIONS,
             presence_ttl: Duration::from_secs(6),
             shutdown_timeout: Duration::from_secs(5),
             jwt_secret: None,

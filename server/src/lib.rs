@@ -105,6 +105,7 @@ pub async fn run(
             };
             let (cluster, health, task) = broker::start(
                 url.clone(),
+                config.redis_partitions,
                 config.presence_ttl,
                 keep,
                 config.max_message_bytes,

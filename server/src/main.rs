@@ -217,9 +217,18 @@ struct Args {
     #[arg(long, env = "CHAT_DATA_DIR", value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
 
-    /// Share the room with other nodes through Redis: redis://host:port[/db].
+    /// Share the room with other nodes through Redis: redis://host:port[/db], the primary
+    /// Sentinel names: redis+sentinel://host:port[,host:port...]/NAME (the sentinels, and
+    /// the name they watch it by), or a Redis Cluster: redis+cluster://host:port[,...]
+    /// (any of its nodes as seeds).
     #[arg(long, env = "CHAT_REDIS_URL")]
     redis_url: Option<String>,
+
+    /// With --redis-url, how many partitions rooms are spread over: a node reads only
+    /// the partitions of the rooms it has members in (1 to 1024; every node of a
+    /// cluster must have the same).
+    #[arg(long, env = "CHAT_REDIS_PARTITIONS", default_value_t = Config::default().redis_partitions, value_parser = clap::value_parser!(u16).range(1..=config::MAX_REDIS_PARTITIONS as i64))]
+    redis_partitions: u16,
 
     /// Seconds a clustered node may go unheard in Redis before the other nodes announce
     /// its members' leaves (at least 1).
@@ -498,6 +507,7 @@ fn config(args: &Args, jwt_secret: Option<JwtSecret>) -> Config {
         echo: args.echo,
         data_dir: args.data_dir,
         redis_url: args.redis_url,
+        redis_partitions: args.redis_partitions,
         presence_ttl: args.presence_ttl,
         shutdown_timeout: args.shutdown_timeout,
         jwt_secret,

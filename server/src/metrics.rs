@@ -100,6 +100,8 @@ pub struct Metrics {
     broker_up: AtomicU64,
     broker_published: AtomicU64,
     broker_received: AtomicU64,
+    broker_read: AtomicU64,
+    broker_partitions: AtomicU64,
     broker_reconnects: AtomicU64,
     broker_lag_micros: AtomicU64,
     broker_backlog_bytes: AtomicU64,
@@ -238,6 +240,17 @@ impl Metrics {
         adjust(&self.broker_backlog_bytes, bytes);
     }
 
+    /// Entries read from the partitions' streams, for rooms loaded here or not.
+    pub fn broker_read(&self, entries: usize) {
+        add(&self.broker_read, entries as u64);
+    }
+
+    /// How many partitions this node reads now.
+    pub fn broker_partitions(&self, partitions: usize) {
+        self.broker_partitions
+            .store(partitions as u64, Ordering::Relaxed);
+    }
+
     pub fn broker_reconnect(&self) {
         add(&self.broker_reconnects, 1);
     }
@@ -262,7 +275,7 @@ impl Metrics {
              only); sessions stop reading their clients while it is over {}.",
             binary_bytes(CLUSTER_BACKLOG_BYTES)
         );
-        let unlabelled: [(&str, &str, &str, &AtomicU64); 16] = [
+        let unlabelled: [(&str, &str, &str, &AtomicU64); 18] = [
             (
                 "chat_connections",
                 "gauge",
@@ -340,6 +353,20 @@ impl Metrics {
                 "counter",
                 "Events received from Redis for a room loaded on this node.",
                 &self.broker_received,
+            ),
+            (
+                "chat_broker_read_total",
+                "counter",
+                "Entries read from the partitions' streams (events, typing, read positions), \
+                 for rooms with members on this node or not: what interest-based reading \
+                 keeps down.",
+                &self.broker_read,
+            ),
+            (
+                "chat_broker_partitions",
+                "gauge",
+                "Partitions whose stream this node reads now (--redis-partitions).",
+                &self.broker_partitions,
             ),
             (
                 "chat_broker_reconnects_total",

@@ -1,9 +1,10 @@
 -- APPEND: numbers a run of events in one room from one node, in order, adds each to
--- the room's history and to chat:events, and keeps the room's and the node's presence;
--- returns the last event's id in chat:events.
--- KEYS: meta, history, present, the node's members, chat:events, reads, operations,
+-- the room's history and to its partition's stream, and keeps the room's and the
+-- node's presence; returns the last event's id in the partition's stream.
+-- KEYS (all in the room's partition, one Redis Cluster slot): meta, history, present,
+-- the node's members in the partition, the partition's stream, reads, operations,
 -- rules.
--- ARGV: an epoch if the room needs one, room, node, history length, chat:events
+-- ARGV: an epoch if the room needs one, room, node, history length, the stream's
 -- length, history bytes, the room's expiry in milliseconds; then for each event: the
 -- member's key, join/leave/rule/-, the member as present lists it (for a join) or the
 -- change to the room's rules (for a rule: `field`, cleared, or `field\nvalue`, set),
@@ -16,11 +17,11 @@
 -- expire `expiry` after its last event; while anyone is, they do not.
 --
 -- Each history entry: n (node), k (member key), e (the event), c (its id in
--- chat:events), and for a delete g (what it purged: see below).
+-- the partition's stream), and for a delete g (what it purged: see below).
 --
 -- A delete purges its target's text from Redis, as `chat::v2::apply` deletes: when the
 -- target is a message in the history by the delete's own id, that message and every
--- edit of it leave both streams (XDEL; `c` finds them in chat:events). What stood
+-- edit of it leave both streams (XDEL; `c` finds them in the partition's stream). What stood
 -- there stays in g, without text: each one's JSON up to its type (offset, ts, id,
 -- name), one per line, the message first, so that a snapshot can put a tombstone and
 -- text-less edits in their places. Scanning the history after the target costs at most
@@ -72,7 +73,7 @@ local function size(fields)
   return #field(fields, 'e') + #(field(fields, 'g') or '')
 end
 
--- Takes an entry out of the history and out of chat:events; returns its head.
+-- Takes an entry out of the history and out of the partition's stream; returns its head.
 local function purge(entry)
   local fields = entry[2]
   redis.call('XDEL', KEYS[2], entry[1])

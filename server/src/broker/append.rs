@@ -3,10 +3,7 @@
 
 use chat::v1::{self, EventKind, RoomName};
 
-use super::keys::{
-    EVENTS, EVENTS_KEPT, history_key, members_key, meta_key, new_epoch, operations_key,
-    present_key, reads_key, rules_key,
-};
+use super::keys::{EVENTS_KEPT, RoomKeys, members_key, new_epoch};
 use super::scripts::{APPEND_HASH, EPHEMERAL_HASH};
 use crate::room::rules::{self, Change};
 use crate::room::{Ephemeral, MemberRef};
@@ -33,33 +30,39 @@ pub(super) struct Appends {
     pipe: redis::Pipeline,
     /// The call being filled: for which script, node and room.
     run: Option<(Script, u64, RoomName, redis::Cmd)>,
+    /// The partition of each call in the pipeline, in order.
+    partitions: Vec<u16>,
     keep: Keep,
+    /// How many partitions the cluster has.
+    partition_count: u16,
 }
 
 impl Appends {
-    pub(super) fn new(keep: Keep) -> Self {
+    pub(super) fn new(keep: Keep, partition_count: u16) -> Self {
         Self {
             pipe: redis::pipe(),
             run: None,
+            partitions: Vec::new(),
             keep,
+            partition_count,
         }
     }
 
     /// Adds `event` from `member` in `room`.
     pub(super) fn push(&mut self, (node, key): MemberRef, room: &RoomName, event: &v1::Event) {
         let keep = self.keep;
-        let call = self.call(Script::Append, node, room, |name| {
+        let call = self.call(Script::Append, node, room, |name, keys| {
             let mut call = redis::cmd("EVALSHA");
             call.arg(&*APPEND_HASH)
                 .arg(8)
-                .arg(meta_key(name))
-                .arg(history_key(name))
-                .arg(present_key(name))
-                .arg(members_key(node))
-                .arg(EVENTS)
-                .arg(reads_key(name))
-                .arg(operations_key(name))
-                .arg(rules_key(name))
+                .arg(&keys.meta)
+                .arg(&keys.history)
+                .arg(&keys.present)
+                .arg(members_key(keys.partition, node))
+                .arg(&keys.events)
+                .arg(&keys.reads)
+                .arg(&keys.operations)
+                .arg(&keys.rules)
                 .arg(new_epoch())
                 .arg(name)
                 .arg(node)
@@ -101,13 +104,13 @@ impl Appends {
 
     /// Adds `what`, which a member of `node` told `room`.
     pub(super) fn push_ephemeral(&mut self, node: u64, room: &RoomName, what: &Ephemeral) {
-        let call = self.call(Script::Ephemeral, node, room, |name| {
+        let call = self.call(Script::Ephemeral, node, room, |name, keys| {
             let mut call = redis::cmd("EVALSHA");
             call.arg(&*EPHEMERAL_HASH)
                 .arg(3)
-                .arg(meta_key(name))
-                .arg(reads_key(name))
-                .arg(EVENTS)
+                .arg(&keys.meta)
+                .arg(&keys.reads)
+                .arg(&keys.events)
                 .arg(name)
                 .arg(node)
                 .arg(EVENTS_KEPT);
@@ -122,19 +125,21 @@ impl Appends {
     }
 
     /// The call a run of `script` in `room` from `node` goes to: the current one if it
-    /// is that run, else a new one that `start` makes for the room's name.
+    /// is that run, else a new one that `start` makes for the room's name and keys.
     fn call(
         &mut self,
         script: Script,
         node: u64,
         room: &RoomName,
-        start: impl FnOnce(&str) -> redis::Cmd,
+        start: impl FnOnce(&str, &RoomKeys) -> redis::Cmd,
     ) -> &mut redis::Cmd {
         let same_run = matches!(&self.run, Some((run_script, run_node, run_room, _))
             if *run_script == script && *run_node == node && run_room == room);
         if !same_run {
             self.finish_run();
-            self.run = Some((script, node, room.clone(), start(room.as_str())));
+            let keys = RoomKeys::new(room.as_str(), self.partition_count);
+            self.partitions.push(keys.partition);
+            self.run = Some((script, node, room.clone(), start(room.as_str(), &keys)));
         }
         let Some((_, _, _, call)) = &mut self.run else {
             unreachable!("a run was just started");
@@ -148,11 +153,12 @@ impl Appends {
         }
     }
 
-    /// The pipeline; it answers with each run's last id in `chat:events` (`""` for a
-    /// run of ephemeral frames that added none).
-    pub(super) fn into_pipeline(mut self) -> redis::Pipeline {
+    /// The pipeline, and each of its calls' partition; it answers with each run's
+    /// last id in its partition's stream (`""` for a run of ephemeral frames that added
+    /// none).
+    pub(super) fn into_pipeline(mut self) -> (redis::Pipeline, Vec<u16>) {
         self.finish_run();
-        self.pipe
+        (self.pipe, self.partitions)
     }
 }
 
@@ -232,22 +238,28 @@ mod tests {
             id: "42".into(),
             offset: 3,
         };
-        let mut appends = Appends::new(Keep {
-            events: 10,
-            bytes: 1000,
-            expiry: std::time::Duration::from_secs(60),
-        });
+        let mut appends = Appends::new(
+            Keep {
+                events: 10,
+                bytes: 1000,
+                expiry: std::time::Duration::from_secs(60),
+            },
+            16,
+        );
         appends.push((1, 2), &room, &events[4]);
         appends.push_ephemeral(1, &room, &typing);
         appends.push_ephemeral(1, &room, &read);
         appends.push((1, 2), &room, &events[4]);
-        let commands: Vec<_> = appends.into_pipeline().cmd_iter().cloned().collect();
+        let (pipe, partitions) = appends.into_pipeline();
+        let commands: Vec<_> = pipe.cmd_iter().cloned().collect();
         assert_eq!(commands.len(), 3, "event, two ephemeral frames, event");
+        let main = RoomKeys::new("main", 16);
+        assert_eq!(partitions, [main.partition; 3]);
         let ephemeral = args(&commands[1]);
         assert_eq!(ephemeral[1], *EPHEMERAL_HASH);
         assert_eq!(
             &ephemeral[2..6],
-            ["3", &meta_key("main"), &reads_key("main"), EVENTS]
+            ["3", &main.meta, &main.reads, &main.events]
         );
         assert_eq!(&ephemeral[6..9], ["main", "1", &EVENTS_KEPT.to_string()]);
         assert_eq!(&ephemeral[9..11], ["", "0"], "typing keeps no position");
@@ -262,18 +274,24 @@ mod tests {
         let events = events();
         let room = RoomName::default();
         let other = RoomName::parse("ops").unwrap();
-        let mut appends = Appends::new(Keep {
-            events: 10,
-            bytes: 1000,
-            expiry: std::time::Duration::from_secs(60),
-        });
+        let mut appends = Appends::new(
+            Keep {
+                events: 10,
+                bytes: 1000,
+                expiry: std::time::Duration::from_secs(60),
+            },
+            16,
+        );
         appends.push((1, 1), &room, &events[0]);
         // Join, leave, then messages: see `events`.
         appends.push((1, 2), &room, &events[2]);
         appends.push((1, 2), &other, &events[4]);
         appends.push((2, 1), &other, &events[6]);
         appends.push((2, 1), &other, &events[5]);
-        let commands: Vec<_> = appends.into_pipeline().cmd_iter().cloned().collect();
+        let (pipe, partitions) = appends.into_pipeline();
+        let commands: Vec<_> = pipe.cmd_iter().cloned().collect();
+        let (main, ops) = (RoomKeys::new("main", 16), RoomKeys::new("ops", 16));
+        assert_eq!(partitions, [main.partition, ops.partition, ops.partition]);
         assert_eq!(
             commands.len(),
             3,
@@ -285,14 +303,14 @@ mod tests {
         assert_eq!(
             &first[3..11],
             [
-                meta_key("main"),
-                history_key("main"),
-                present_key("main"),
-                members_key(1),
-                EVENTS.to_owned(),
-                reads_key("main"),
-                operations_key("main"),
-                rules_key("main"),
+                main.meta.clone(),
+                main.history.clone(),
+                main.present.clone(),
+                members_key(main.partition, 1),
+                main.events.clone(),
+                main.reads.clone(),
+                main.operations.clone(),
+                main.rules.clone(),
             ]
         );
         // An epoch, the room, the node, the history, the stream's length, the history's

@@ -1,11 +1,11 @@
 -- EPHEMERAL: a run of frames outside the log (typing, read positions) in one room from
--- one node, in order, added to chat:events without an offset (field x instead of e),
+-- one node, in order, added to the room's partition stream without an offset (field x instead of e),
 -- where every node reads them in order with the room's events; a read position is
 -- also kept in the room's reads hash, only ever moving forward, and is not told when
 -- it did not move (another connection of the same id got further first). Returns the
--- last id added to chat:events, or '' if none.
--- KEYS: meta, reads, chat:events.
--- ARGV: room, node, chat:events length; then for each frame: the id whose read
+-- last id added to the partition's stream, or '' if none.
+-- KEYS: meta, reads, the partition's stream.
+-- ARGV: room, node, the partition's stream length; then for each frame: the id whose read
 -- position it is ('' for typing), that position, the frame's JSON.
 local room, node, kept = ARGV[1], ARGV[2], ARGV[3]
 -- A room Redis has no epoch for has no offsets yet for a position to be in.

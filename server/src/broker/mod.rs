@@ -3,42 +3,63 @@
 //!
 //! Numbering: every event goes through one Lua script (`APPEND`), which takes the room's
 //! next offset from its `meta` hash, adds the event to the room's `history` stream
-//! (entry id `0-<offset>`, capped at `--history` events) and to `chat:events`, the one
-//! stream every node reads, all atomically. So every node sees each room's events in
-//! offset order, with the same offsets, and can serve welcomes, history and resume from
-//! what it has read, whichever node the client was on before. The room's epoch lives in
-//! `meta` too: a Redis that lost its data makes a new one, so resuming clients learn
-//! that their history is gone. (After Centrifugo's Redis engine, which keeps a stream
-//! and an offset per channel; one shared stream instead of pub/sub lets a node read
-//! only as fast as it fans out.)
+//! (entry id `0-<offset>`, capped at `--history` events) and to its partition's stream,
+//! all atomically. So every node that reads the partition sees each of its rooms'
+//! events in offset order, with the same offsets, and can serve welcomes, history and
+//! resume from what it has read, whichever node the client was on before. The room's
+//! epoch lives in `meta` too: a Redis that lost its data makes a new one, so resuming
+//! clients learn that their history is gone. (After Centrifugo's Redis engine, which
+//! keeps a stream and an offset per channel; a stream instead of pub/sub lets a node
+//! read only as fast as it fans out.)
+//!
+//! Partitions: rooms are spread by a stable hash of their name over
+//! `--redis-partitions` partitions (16 unless set; every node of a cluster must agree,
+//! which `chat:partitions` checks), each with its own stream, `chat:{p7}:events`. Every
+//! key of a room, its partition's stream and each node's members there share the hash
+//! tag `{p7}`, so that one `APPEND` touches one Redis Cluster slot. A node reads only
+//! the partitions of the rooms it has members in (interest-based delivery, as
+//! Centrifugo subscribes a node only to the channels its clients use): it starts
+//! reading one when it loads its first room there, and stops, forgetting the state of
+//! the partition's rooms, at the first heartbeat after its last member there left. Each
+//! read partition has a connection of its own, since a blocking read holds its
+//! connection (and on a Redis Cluster, a read of several streams must be in one slot).
+//! Direct-message rooms all go to one partition, which every node with members reads,
+//! so that a message there is told to its two ids wherever they are.
 //!
 //! Loading: a node loads a room (`SNAPSHOT`: its epoch, offset, history and who is in
-//! it) when its first client there joins, in the same task that reads `chat:events`,
-//! so that what it reads afterwards either is in the snapshot (and is skipped by its
-//! offset) or comes after it.
+//! it) when its first client there joins, in the same task that fans out what the
+//! partitions' readers read. `SNAPSHOT` also answers the id of the newest entry of the
+//! room's partition stream, taken atomically with the rest. If the node does not read
+//! the partition yet, it starts reading it after that id: what the room gains after the
+//! snapshot comes after it in the stream. If it does, its reader is already at or before
+//! that id (it started before, at an earlier snapshot), so what it reads either is in
+//! the snapshot (and is skipped by its offset) or comes after it. Either way, per
+//! partition, as with one stream before: nothing missed, nothing twice.
 //!
-//! Bounds: what sessions hand over is counted in bytes until it comes back through
-//! `chat:events` and is fanned out, and sessions stop reading from their clients past
-//! [`CLUSTER_BACKLOG_BYTES`], so that a node whose fan-out falls behind slows its senders
-//! (as a single node does, where a sender fans out its own messages) instead of letting
-//! Redis queue what it cannot deliver; `chat:events` is read a batch at a time, the next
-//! one only once the last is fanned out, so nothing piles up inside the node either.
+//! Bounds: what sessions hand over is counted in bytes until it comes back through its
+//! partition's stream and is fanned out (or at once, for a partition this node does not
+//! read), and sessions stop reading from their clients past [`CLUSTER_BACKLOG_BYTES`],
+//! so that a node whose fan-out falls behind slows its senders (as a single node does,
+//! where a sender fans out its own messages) instead of letting Redis queue what it
+//! cannot deliver; each stream is read a batch at a time, the next one only once the
+//! last is fanned out, so nothing piles up inside the node either.
 //!
-//! Outside the log: typing and read positions (`Cluster::ephemeral`) go into
-//! `chat:events` too, without an offset, so that other nodes hear them in order with
+//! Outside the log: typing and read positions (`Cluster::ephemeral`) go into the room's
+//! partition stream too, without an offset, so that other nodes hear them in order with
 //! the events; read positions are also kept in the room's `reads` hash, only moving
 //! forward, and loaded with the room.
 //!
 //! Deletes: `APPEND` purges a deleted message and its edits from the room's history and
-//! from `chat:events`, keeping only who and when; loading puts a tombstone and text-less
-//! edits in their places.
+//! from its partition's stream, keeping only who and when; loading puts a tombstone and
+//! text-less edits in their places.
 //!
 //! Presence: each member is in its room's `present` hash (what a welcome lists) and in
-//! its node's `members` hash, both kept by `APPEND`. Each node also refreshes an `alive`
-//! key with a TTL. When a node's `alive` key expires (the node was killed or lost its
-//! machine), a surviving node claims its `members` hash (an atomic `RENAME`, so only
-//! one does) and announces those members' leaves. A node that shuts down gracefully
-//! announces its members' leaves itself.
+//! its node's `members` hash of the room's partition, both kept by `APPEND` (no key
+//! outside the room's slot). Each node also refreshes an `alive` key with a TTL. When a
+//! node's `alive` key expires (the node was killed or lost its machine), a surviving
+//! node claims its `members` hash in each partition (an atomic `RENAME` in the
+//! partition's slot, so only one does) and announces those members' leaves. A node that
+//! shuts down gracefully announces its members' leaves itself.
 //!
 //! Outage: while a node cannot reach Redis it closes its clients with 1013 ("try again
 //! later"), refuses new ones with 503, and reports 503 on `/healthz`. Nothing is
@@ -46,23 +67,38 @@
 //! the node announces the leaves of the members it closed, unless another node already
 //! has, and loads each room again when someone joins it.
 //!
-//! Files: this one, the broker task (connection, relay, liveness: heartbeat and
-//! unregistering) and the rooms' [`Publisher`]; `append` (publishing: pipelines of
-//! `APPEND` calls), `stream` (parsing stream entries into events), `presence` (reaping
-//! the members of nodes gone silent), `keys` (every key's name), `scripts` (the Lua
-//! scripts, in `.lua` files).
+//! Failover: a primary killed is replaced by its replica (promoted by the Redis Cluster,
+//! or by Sentinel), which may lack what the primary numbered last, since replication is
+//! asynchronous, and which clients may have seen. So the first script to touch a room
+//! on a promoted replica gives the room a new epoch, keeping its history and offset
+//! (`take_epoch.lua`): clients resuming with the old epoch get `recovered: false` and
+//! the history as the new primary has it, never another event under an offset they
+//! saw. The nodes lose the dead primary's partitions' readers meanwhile, so they close
+//! their clients (1013) as in any outage, and load each room again; a room loaded here
+//! that finds a new epoch under its members ends the connection the same way.
+//! (`WAIT` after each append would not close this window: the partitions' readers see
+//! an event on the primary before any replica has it.)
+//!
+//! Files: this one, the broker task (connection, relay, the partitions read, liveness:
+//! heartbeat and unregistering) and the rooms' [`Publisher`]; `append` (publishing:
+//! pipelines of `APPEND` calls), `stream` (reading partitions, parsing stream entries
+//! into events), `presence` (reaping the members of nodes gone silent), `keys` (every
+//! key's name and the partitions), `connection` (one Redis, `redis://`, or a Redis
+//! Cluster, `redis+cluster://`, behind one connection type; on a cluster each pipeline
+//! stays in one partition's slot), `scripts` (the Lua scripts, in `.lua` files).
 //!
 //! Owns the connection to Redis; the rest of the server sees it only as a [`Cluster`]
 //! and its [`Health`], made by [`start`]. May call: `room` (the seam it plugs into,
 //! and the rooms it delivers to), `metrics`.
 
 pub(crate) mod append;
-mod keys;
+mod connection;
+pub(crate) mod keys;
 mod presence;
 mod scripts;
 mod stream;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -70,7 +106,6 @@ use std::time::Duration;
 use chat::backoff::Backoff;
 use chat::v1::RoomName;
 use futures_util::future::BoxFuture;
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -78,9 +113,9 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use self::append::{Appends, Keep};
+use self::connection::{Connection, Redis};
 use self::keys::{
-    EVENTS, NODES, alive_key, history_key, members_key, meta_key, new_epoch, operations_key,
-    present_key, reads_key, rules_key,
+    DIRECT_PARTITION, NODES, PARTITIONS, RoomKeys, alive_key, events_key, members_key, new_epoch,
 };
 use self::presence::{reap, reap_dead_nodes};
 use self::scripts::{APPEND, EPHEMERAL, SNAPSHOT};
@@ -101,7 +136,7 @@ use crate::room::{
 const MOST_PER_PIPELINE: usize = 1024;
 /// How long a connection attempt or a command may take before Redis counts as lost.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one read of `chat:events` waits for news.
+/// How long one read of a partition's stream waits for news.
 const READ_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a connection to Redis ended.
@@ -115,6 +150,8 @@ enum BrokerError {
     PresenceExpired,
     #[error("Redis answered what this node does not understand: {0}")]
     Unreadable(String),
+    #[error("room {0} has a new epoch in Redis under its members here (a failover)")]
+    EpochChanged(String),
 }
 
 /// What sessions hand the broker task, in the order they happened.
@@ -175,7 +212,7 @@ impl Cluster for Publisher {
         let _ = self.commands.send(Command::Event(outgoing));
     }
 
-    /// Goes through `chat:events` with the events, in the same pipelines (see
+    /// Goes through the room's partition stream with the events, in the same pipelines (see
     /// `ephemeral.lua`), rather than through PUBLISH: other nodes then hear it in order
     /// with the room's events (a typing before the message that ends it, a read
     /// position after the event it reaches), on the connection that already reads the
@@ -263,12 +300,14 @@ impl Publisher {
 /// room's operations set names; purged entries come back as the tombstones and
 /// text-less edits their delete kept the headers of.
 async fn read_page(
-    redis: &mut MultiplexedConnection,
+    redis: &mut Connection,
     room: &RoomName,
     first: u64,
     last: u64,
+    partitions: u16,
 ) -> Result<StoredPage, BrokerError> {
-    let key = history_key(room.as_str());
+    let keys = RoomKeys::new(room.as_str(), partitions);
+    let key = keys.history;
     let range = |from: u64, to: u64| {
         let mut call = redis::cmd("XRANGE");
         call.arg(&key)
@@ -278,7 +317,7 @@ async fn read_page(
     };
     let entries: Vec<StreamEntry> = range(first, last).query_async(redis).await?;
     let later: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-        .arg(operations_key(room.as_str()))
+        .arg(&keys.operations)
         .arg(first)
         .arg(last)
         .query_async(redis)
@@ -341,11 +380,15 @@ async fn read_page(
 /// Where the broker task gets its work and reports its health.
 pub struct Broker {
     url: String,
+    /// The Redis `url` names, once a connection has parsed it.
+    target: Option<Redis>,
     node: u64,
+    /// How many partitions the cluster's rooms are spread over.
+    partitions: u16,
     presence_ttl: Duration,
     /// What Redis keeps of each room.
     keep: Keep,
-    /// Events read from `chat:events` in the first read of a connection.
+    /// Events read from a partition's stream in the first read of its reader.
     read_count: usize,
     /// How many connections to Redis this node has made: the current one's link.
     connection: u64,
@@ -353,11 +396,16 @@ pub struct Broker {
     loads: mpsc::UnboundedReceiver<Load>,
     pages: mpsc::UnboundedReceiver<PageRead>,
     backlog: Arc<Backlog>,
-    /// The part of the backlog that Redis has taken, as pipelines: the id of each one's
-    /// last event in `chat:events`, and its bytes. Released once this node has read
-    /// that far (or, if Redis trimmed them unread, past them); what was sent on a lost
-    /// connection is released when the next one begins.
-    in_redis: VecDeque<(StreamPosition, usize)>,
+    /// The part of the backlog that Redis has taken, by partition, as pipelines: the
+    /// id of each one's last event in the partition's stream, and its bytes. Released
+    /// once this node has read that far (or, if Redis trimmed them unread, past them),
+    /// or when it stops reading the partition; what was sent on a lost connection is
+    /// released when the next one begins.
+    in_redis: HashMap<u16, VecDeque<(StreamPosition, usize)>>,
+    /// The partitions this connection reads, each by a task of its own.
+    readers: HashMap<u16, AbortOnDropHandle<()>>,
+    /// Where the readers hand their batches (this connection's).
+    batches: Option<mpsc::Sender<Result<Batch, BrokerError>>>,
     health: watch::Sender<Health>,
     /// The rooms loaded since the last connection to Redis, which events go to.
     rooms: HashMap<RoomName, Weak<Room>>,
@@ -370,8 +418,10 @@ pub struct Broker {
 /// of each room and taking messages up to `max_message_bytes`: what the rooms hand events
 /// to, the health that sessions and `/healthz` watch, and the task that keeps the node
 /// connected until `stop` (to be spawned once the node is ready).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
     url: String,
+    partitions: u16,
     presence_ttl: Duration,
     keep: Keep,
     max_message_bytes: usize,
@@ -385,6 +435,7 @@ pub(crate) fn start(
 ) {
     let (publisher, broker, health) = channel(
         url,
+        partitions,
         presence_ttl,
         keep,
         max_message_bytes,
@@ -398,6 +449,7 @@ pub(crate) fn start(
 /// health that sessions and `/healthz` watch.
 fn channel(
     url: String,
+    partitions: u16,
     presence_ttl: Duration,
     keep: Keep,
     max_message_bytes: usize,
@@ -424,7 +476,9 @@ fn channel(
     };
     let broker = Broker {
         url,
+        target: None,
         node,
+        partitions,
         presence_ttl,
         keep,
         read_count: events_per_read(max_message_bytes),
@@ -433,7 +487,9 @@ fn channel(
         loads,
         pages,
         backlog,
-        in_redis: VecDeque::new(),
+        in_redis: HashMap::new(),
+        readers: HashMap::new(),
+        batches: None,
         health,
         rooms: HashMap::new(),
         directory,
@@ -476,29 +532,27 @@ impl Broker {
         failures: &mut u32,
     ) -> Result<(), BrokerError> {
         // What the last connection sent and did not read back is not coming.
-        let lost: usize = self.in_redis.drain(..).map(|(_, bytes)| bytes).sum();
+        let lost: usize = self
+            .in_redis
+            .drain()
+            .flat_map(|(_, sent)| sent)
+            .map(|(_, bytes)| bytes)
+            .sum();
         self.backlog.release(lost);
-        let (mut redis, reader) = self.connect().await?;
+        // The last connection's readers; each partition is read again from the snapshot
+        // of the first room loaded there.
+        self.readers.clear();
+        metrics.broker_partitions(0);
+        let mut redis = self.connect().await?;
+        self.check_partitions(&mut redis).await?;
         self.register(&mut redis).await?;
-        // Where this connection starts reading: every room loaded from here on is
-        // loaded after it, so what comes after it either is in the room's snapshot or
-        // follows it.
-        let newest: Vec<(String, Vec<String>)> = redis.xrevrange_count(EVENTS, "+", "-", 1).await?;
-        let start = newest
-            .first()
-            .map_or("0-0".to_owned(), |(id, _)| id.clone());
         // While this node was away, its rooms may have missed events: each is loaded
         // again when someone joins it.
         for room in self.rooms.drain().filter_map(|(_, room)| room.upgrade()) {
             room.unload();
         }
         let (batches, received) = mpsc::channel(1);
-        let _reading = AbortOnDropHandle::new(tokio::spawn(read_events(
-            reader,
-            start,
-            self.read_count,
-            batches,
-        )));
+        self.batches = Some(batches);
         *failures = 0;
         self.connection += 1;
         metrics.broker_health(true);
@@ -509,42 +563,165 @@ impl Broker {
         self.relay(&mut redis, received, metrics, stop).await
     }
 
-    /// Two connections: one for commands, one that waits on `chat:events`.
-    async fn connect(&self) -> Result<(MultiplexedConnection, MultiplexedConnection), BrokerError> {
-        let client = redis::Client::open(self.url.as_str())?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(REDIS_TIMEOUT)
-            .set_response_timeout(REDIS_TIMEOUT);
-        let mut redis = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let reader = client
-            .get_multiplexed_async_connection_with_config(
-                &config.set_response_timeout(READ_WAIT + REDIS_TIMEOUT),
-            )
-            .await?;
+    /// The connection for commands (each partition read has its own: see
+    /// [`Broker::read_partition`]).
+    async fn connect(&mut self) -> Result<Connection, BrokerError> {
+        let target = Redis::parse(&self.url)?;
+        let mut redis = target.connect(REDIS_TIMEOUT, REDIS_TIMEOUT).await?;
+        self.target = Some(target);
+        // On a Redis Cluster, loaded on every node of it (the crate routes SCRIPT LOAD
+        // to all), so that pipelines can call them by hash on any primary.
         for script in [APPEND, SNAPSHOT, EPHEMERAL] {
             redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(script)
-                .query_async::<String>(&mut redis)
+                .query_async::<redis::Value>(&mut redis)
                 .await?;
         }
-        Ok((redis, reader))
+        Ok(redis)
+    }
+
+    /// Runs the pipeline of `Appends` whose calls are in `partitions`: at once on one
+    /// Redis; on a Redis Cluster, where a pipeline must stay in one slot, as one
+    /// pipeline per partition (each partition's calls in their order, which is all that
+    /// order means: a room is in one partition). Answers each call's reply in order.
+    async fn query_appends(
+        &self,
+        redis: &mut Connection,
+        pipe: redis::Pipeline,
+        partitions: &[u16],
+    ) -> redis::RedisResult<Vec<String>> {
+        if !self.target.as_ref().is_some_and(Redis::is_cluster) {
+            return pipe.query_async(redis).await;
+        }
+        let calls: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+        let mut replies = vec![String::new(); calls.len()];
+        let mut by_partition: HashMap<u16, Vec<usize>> = HashMap::new();
+        for (at, partition) in partitions.iter().enumerate() {
+            by_partition.entry(*partition).or_default().push(at);
+        }
+        for places in by_partition.into_values() {
+            let mut one = redis::pipe();
+            for &at in &places {
+                one.add_command(calls[at].clone());
+            }
+            let answered: Vec<String> = one.query_async(redis).await?;
+            for (at, reply) in places.into_iter().zip(answered) {
+                replies[at] = reply;
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Records this node's partition count in Redis if none is, and refuses to go on
+    /// with another: nodes that disagree would keep one room under two names.
+    async fn check_partitions(&self, redis: &mut Connection) -> Result<(), BrokerError> {
+        let only_if_new = SetOptions::default().conditional_set(ExistenceCheck::NX);
+        let _: Option<String> = redis
+            .set_options(PARTITIONS, self.partitions, only_if_new)
+            .await?;
+        let recorded: Option<u16> = redis.get(PARTITIONS).await?;
+        match recorded {
+            Some(recorded) if recorded == self.partitions => Ok(()),
+            recorded => Err(BrokerError::Unreadable(format!(
+                "{PARTITIONS} is {recorded:?}, and this node has --redis-partitions {}",
+                self.partitions
+            ))),
+        }
+    }
+
+    /// Starts reading `partition` after stream id `after`, unless this connection
+    /// already reads it.
+    fn read_partition(&mut self, partition: u16, after: String, metrics: &Metrics) {
+        let Some(batches) = self.batches.clone() else {
+            return;
+        };
+        if self.readers.contains_key(&partition) {
+            return;
+        }
+        // Parsed when the connection was made.
+        let Some(target) = self.target.clone() else {
+            return;
+        };
+        let reader = tokio::spawn(read_events(
+            target,
+            partition,
+            after,
+            self.read_count,
+            batches,
+        ));
+        self.readers
+            .insert(partition, AbortOnDropHandle::new(reader));
+        metrics.broker_partitions(self.readers.len());
+    }
+
+    /// Stops reading the partitions where this node has nobody left (but the
+    /// direct-message partition while it reads any other), forgetting the state of
+    /// their rooms, which a join loads again. Rooms nobody is in stay loaded in a
+    /// partition still read.
+    fn drop_partitions(&mut self, metrics: &Metrics) {
+        let partitions = self.partitions;
+        self.rooms
+            .retain(|_, room| room.upgrade().is_some_and(|room| room.is_loaded()));
+        let rooms: Vec<(u16, Arc<Room>)> = self
+            .rooms
+            .iter()
+            .filter_map(|(name, room)| {
+                let room = room.upgrade()?;
+                Some((keys::partition_of(name.as_str(), partitions), room))
+            })
+            .collect();
+        let mut wanted: BTreeSet<u16> = rooms
+            .iter()
+            .filter(|(_, room)| room.len() > 0)
+            .map(|(partition, _)| *partition)
+            .collect();
+        if !wanted.is_empty() {
+            wanted.insert(DIRECT_PARTITION);
+        }
+        for (partition, room) in &rooms {
+            if wanted.contains(partition) {
+                continue;
+            }
+            if room.unload_if_empty() {
+                self.rooms.remove(room.name());
+            } else {
+                // Someone joined since: the partition stays read, and with it the
+                // direct-message one.
+                wanted.insert(*partition);
+                wanted.insert(DIRECT_PARTITION);
+            }
+        }
+        let before = self.readers.len();
+        self.readers
+            .retain(|partition, _| wanted.contains(partition));
+        let dropped: Vec<u16> = self
+            .in_redis
+            .keys()
+            .filter(|partition| !self.readers.contains_key(partition))
+            .copied()
+            .collect();
+        for partition in dropped {
+            if let Some(sent) = self.in_redis.remove(&partition) {
+                self.backlog
+                    .release(sent.into_iter().map(|(_, bytes)| bytes).sum());
+            }
+        }
+        if self.readers.len() != before {
+            metrics.broker_partitions(self.readers.len());
+        }
     }
 
     /// Announces the leaves of the last connection's members (unless a survivor already
     /// did), and says this node is alive.
-    async fn register(&self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
+    async fn register(&self, redis: &mut Connection) -> Result<(), BrokerError> {
         // Members of the last link were closed when it ended; what they still queue is
         // dropped by `send`.
-        reap(redis, self.node, self.node, self.keep).await?;
-        redis::pipe()
-            .sadd(NODES, self.node)
-            .ignore()
+        reap(redis, self.node, self.node, self.keep, self.partitions).await?;
+        // Two commands, not a pipeline: on a Redis Cluster the keys are in two slots.
+        let _: () = redis.sadd(NODES, self.node).await?;
+        let _: () = redis
             .set_options(alive_key(self.node), 1, self.alive_options())
-            .ignore()
-            .query_async::<()>(redis)
             .await?;
         Ok(())
     }
@@ -558,7 +735,7 @@ impl Broker {
     /// until the connection is lost or `stop`.
     async fn relay(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         mut batches: mpsc::Receiver<Result<Batch, BrokerError>>,
         metrics: &Metrics,
         stop: &CancellationToken,
@@ -577,33 +754,35 @@ impl Broker {
                 }
                 Some(load) = self.loads.recv() => {
                     if !load.room.is_loaded() {
-                        self.load(redis, &load.room).await?;
+                        self.load(redis, &load.room, metrics).await?;
                     }
                     if let Some(done) = load.done {
                         let _ = done.send(());
                     }
                 }
                 Some(page) = self.pages.recv() => {
-                    let read = read_page(redis, &page.room, page.first, page.last).await;
+                    let read =
+                        read_page(redis, &page.room, page.first, page.last, self.partitions).await;
                     let _ = page.done.send(read);
                 }
-                _ = heartbeat.tick() => self.heartbeat(redis).await?,
+                _ = heartbeat.tick() => self.heartbeat(redis, metrics).await?,
                 () = stop.cancelled() => return self.unregister(redis, metrics).await,
             }
         }
     }
 
-    /// Fans out a batch read from `chat:events`, each event in its room if the room is
+    /// Fans out a batch read from a partition's stream, each event in its room if the room is
     /// loaded here; a room that missed events is loaded again, which fans them out.
     async fn deliver(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         batch: Batch,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
         // A batch holds up to `READ_BYTES`, several outboxes' worth: each event waits
         // until its room's members have room for it, as the journal's fan-out does.
         let deadline = tokio::time::Instant::now() + DELIVERY_GRACE;
+        metrics.broker_read(batch.entries.len());
         for entry in batch.entries {
             match entry {
                 Entry::Event {
@@ -623,7 +802,7 @@ impl Broker {
                     metrics.broker_received(lag);
                     if room.deliver(from, &epoch, event) == Delivered::Behind {
                         info!(room = %room.name().as_str(), "missed events; loading the room again");
-                        self.load(redis, &room).await?;
+                        self.load(redis, &room, metrics).await?;
                     }
                 }
                 // This node's own members were told when it was said.
@@ -636,40 +815,53 @@ impl Broker {
                 Entry::Ephemeral { .. } => {}
             }
         }
-        if let Some(read_to) = batch.read_to {
-            while let Some(&(last, bytes)) = self.in_redis.front() {
+        let sent = self.in_redis.get_mut(&batch.partition);
+        if let (Some(read_to), Some(sent)) = (batch.read_to, sent) {
+            while let Some(&(last, bytes)) = sent.front() {
                 if last > read_to {
                     break;
                 }
-                self.in_redis.pop_front();
+                sent.pop_front();
                 self.backlog.release(bytes);
             }
         }
         Ok(())
     }
 
-    /// Takes a room's state from Redis, and delivers its events from now on.
+    /// Takes a room's state from Redis, and delivers its events from now on, reading
+    /// its partition from the snapshot on if this node does not yet.
     async fn load(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         room: &Arc<Room>,
+        metrics: &Metrics,
     ) -> Result<(), BrokerError> {
         let name = room.name().as_str();
-        type Reply = (String, u64, Vec<StreamEntry>, Vec<String>, Vec<String>);
-        let (epoch, offset, newest_first, present, reads): Reply = redis::Script::new(SNAPSHOT)
-            .key(meta_key(name))
-            .key(history_key(name))
-            .key(present_key(name))
-            .key(reads_key(name))
-            .arg(new_epoch())
-            .arg(self.keep.events)
-            .arg(room.memory_bytes())
-            .invoke_async(redis)
-            .await?;
+        let keys = RoomKeys::new(name, self.partitions);
+        type Reply = (
+            String,
+            u64,
+            Vec<StreamEntry>,
+            Vec<String>,
+            Vec<String>,
+            String,
+        );
+        let (epoch, offset, newest_first, present, reads, read_from): Reply =
+            redis::Script::new(SNAPSHOT)
+                .key(&keys.meta)
+                .key(&keys.history)
+                .key(&keys.present)
+                .key(&keys.reads)
+                .key(&keys.events)
+                .arg(new_epoch())
+                .arg(self.keep.events)
+                .arg(room.memory_bytes())
+                .invoke_async(redis)
+                .await?;
         // Read after the snapshot: a change newer than it is applied again, in order,
         // as its event is delivered, and comes to the same.
         let rules: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(rules_key(name))
+            .arg(&keys.rules)
             .query_async(redis)
             .await?;
         let (mut events, mut purged) = (Vec::new(), Vec::new());
@@ -716,6 +908,13 @@ impl Broker {
                 }
             }
         }
+        // A new epoch under members who are here: Redis failed over (see
+        // `take_epoch.lua`) while this node's connections carried on. Its members have
+        // seen offsets that now name other events; closing them all, as for any loss of
+        // Redis, makes them resume and learn of the new epoch.
+        if room.is_loaded() && room.len() > 0 && room.offset_in(&epoch).is_none() {
+            return Err(BrokerError::EpochChanged(name.to_owned()));
+        }
         room.install(Snapshot {
             epoch,
             offset,
@@ -725,12 +924,27 @@ impl Broker {
             rules,
         });
         self.rooms.insert(room.name().clone(), Arc::downgrade(room));
+        self.read_partition(keys.partition, read_from, metrics);
+        if !self.readers.contains_key(&DIRECT_PARTITION) {
+            // Only to tell of direct messages, which are hints: read from now on.
+            let newest: Vec<(String, Vec<String>)> = redis
+                .xrevrange_count(events_key(DIRECT_PARTITION), "+", "-", 1)
+                .await?;
+            let after = newest
+                .first()
+                .map_or("0-0".to_owned(), |(id, _)| id.clone());
+            self.read_partition(DIRECT_PARTITION, after, metrics);
+        }
         Ok(())
     }
 
     /// Refreshes this node's `alive` key, reaps the nodes whose key has expired, and
-    /// forgets the rooms this node no longer has.
-    async fn heartbeat(&mut self, redis: &mut MultiplexedConnection) -> Result<(), BrokerError> {
+    /// forgets the rooms this node no longer has members in, and their partitions.
+    async fn heartbeat(
+        &mut self,
+        redis: &mut Connection,
+        metrics: &Metrics,
+    ) -> Result<(), BrokerError> {
         let only_if_alive = self.alive_options().conditional_set(ExistenceCheck::XX);
         let refreshed: Option<String> = redis
             .set_options(alive_key(self.node), 1, only_if_alive)
@@ -738,40 +952,40 @@ impl Broker {
         if refreshed.is_none() {
             return Err(BrokerError::PresenceExpired);
         }
-        self.rooms.retain(|_, room| room.strong_count() > 0);
-        reap_dead_nodes(redis, self.node, self.keep).await
+        self.drop_partitions(metrics);
+        reap_dead_nodes(redis, self.node, self.keep, self.partitions).await
     }
 
     /// Every session has ended: sends their leaves, then unregisters.
     async fn unregister(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
         while let Ok(command) = self.commands.try_recv() {
             self.send(redis, command, metrics).await?;
         }
-        redis::pipe()
-            .del(alive_key(self.node))
-            .ignore()
-            .del(members_key(self.node))
-            .ignore()
-            .srem(NODES, self.node)
-            .ignore()
-            .query_async::<()>(redis)
-            .await?;
+        // One command each, not a pipeline: on a Redis Cluster the keys are in many
+        // slots.
+        let _: () = redis.del(alive_key(self.node)).await?;
+        for partition in 0..self.partitions {
+            let _: () = redis.del(members_key(partition, self.node)).await?;
+        }
+        let _: () = redis.srem(NODES, self.node).await?;
         Ok(())
     }
 
     /// Sends `first` and whatever else is queued, in order, in one pipeline.
     async fn send(
         &mut self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut Connection,
         first: Command,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
-        let mut appends = Appends::new(self.keep);
+        let mut appends = Appends::new(self.keep, self.partitions);
         let (mut count, mut calls, mut bytes, mut fresh) = (0, 0, 0, 0);
+        // What the events of each partition weigh in the backlog.
+        let mut fresh_by_partition: HashMap<u16, usize> = HashMap::new();
         let mut next = Some(first);
         let current = Link::Connection(self.connection);
         while let Some(command) = next.take() {
@@ -781,6 +995,8 @@ impl Broker {
                     bytes += cost;
                     if outgoing.link == current {
                         fresh += cost;
+                        let partition = keys::partition_of(outgoing.room.as_str(), self.partitions);
+                        *fresh_by_partition.entry(partition).or_default() += cost;
                         appends.push((self.node, outgoing.key), &outgoing.room, &outgoing.event);
                         count += 1;
                         calls += 1;
@@ -803,24 +1019,48 @@ impl Broker {
         if calls == 0 {
             return Ok(());
         }
-        let sent: Result<Vec<String>, _> = appends.into_pipeline().query_async(redis).await;
-        // The last id added to chat:events: a run of ephemeral frames may add none.
+        let (pipe, partitions) = appends.into_pipeline();
+        let sent = self.query_appends(redis, pipe, &partitions).await;
+        // The last id added to each partition's stream: a run of ephemeral frames may
+        // add none, but a run of events always adds some.
         let last = sent.map_err(BrokerError::from).and_then(|ids| {
-            let last = ids.iter().rev().find(|id| !id.is_empty());
-            match last.map(|id| position(id)) {
-                Some(Some(last)) => Ok(Some(last)),
-                None if count == 0 => Ok(None),
-                _ => Err(BrokerError::Unreadable(format!("event ids {ids:?}"))),
+            let mut last: HashMap<u16, StreamPosition> = HashMap::new();
+            for (id, partition) in ids.iter().zip(&partitions) {
+                if id.is_empty() {
+                    continue;
+                }
+                let position = position(id)
+                    .ok_or_else(|| BrokerError::Unreadable(format!("event id {id:?}")))?;
+                last.insert(*partition, position);
+            }
+            if fresh_by_partition
+                .keys()
+                .all(|partition| last.contains_key(partition))
+            {
+                Ok(last)
+            } else {
+                Err(BrokerError::Unreadable(format!("event ids {ids:?}")))
             }
         });
-        match last {
-            Ok(Some(last)) => self.in_redis.push_back((last, fresh)),
-            Ok(None) => {}
+        let last = match last {
+            Ok(last) => last,
             Err(error) => {
                 // Lost with the connection, along with the sessions that sent them
                 // (closed with it): counted on, they would hold the bound down for good.
                 self.backlog.release(fresh);
                 return Err(error);
+            }
+        };
+        for (partition, bytes) in fresh_by_partition {
+            if self.readers.contains_key(&partition) {
+                self.in_redis
+                    .entry(partition)
+                    .or_default()
+                    .push_back((last[&partition], bytes));
+            } else {
+                // Not coming back to this node, which does not read the partition (a
+                // leave after the last member there, say).
+                self.backlog.release(bytes);
             }
         }
         metrics.broker_published(count);

@@ -1,28 +1,55 @@
 //! Reaping: when a node's `alive` key has expired, a surviving node claims its
-//! `members` hash and announces those members' leaves.
+//! `members` hash in each partition and announces those members' leaves.
 
 use std::collections::HashMap;
 
 use chat::v1::{self, EventKind, RoomName};
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
 use super::BrokerError;
 use super::append::{Appends, Keep};
-use super::keys::{NODES, alive_key, members_key};
+use super::connection::Connection;
+use super::keys::{NODES, alive_key, members_key, reaping_key};
 use crate::room::now_millis;
 
-/// Announces the leaves of `dead`'s members, if this node (`me`) is the one to claim
-/// them; returns how many.
+/// Announces the leaves of `dead`'s members in every one of the `partitions`, where
+/// this node (`me`) is the one to claim them; returns how many.
 pub(super) async fn reap(
-    redis: &mut MultiplexedConnection,
+    redis: &mut Connection,
     dead: u64,
     me: u64,
     keep: Keep,
+    partitions: u16,
 ) -> Result<usize, BrokerError> {
-    let claimed = format!("chat:reaping:{dead:016x}:{me:016x}");
-    let renamed: redis::RedisResult<()> = redis.rename(members_key(dead), &claimed).await;
+    let mut reaped = 0;
+    for partition in 0..partitions {
+        reaped += reap_partition(redis, dead, me, keep, partitions, partition).await?;
+    }
+    if reaped > 0 {
+        info!(
+            node = %format!("{dead:016x}"),
+            members = reaped,
+            "announced the leaves of a node's members"
+        );
+    }
+    Ok(reaped)
+}
+
+/// Announces the leaves of `dead`'s members in the rooms of `partition`, if this node
+/// (`me`) is the one to claim them; returns how many. The claim and the leaves stay in
+/// the partition's slot.
+async fn reap_partition(
+    redis: &mut Connection,
+    dead: u64,
+    me: u64,
+    keep: Keep,
+    partitions: u16,
+    partition: u16,
+) -> Result<usize, BrokerError> {
+    let claimed = reaping_key(partition, dead, me);
+    let renamed: redis::RedisResult<()> =
+        redis.rename(members_key(partition, dead), &claimed).await;
     match renamed {
         Ok(()) => {}
         // The one error reply RENAME has is "no such key": nobody is left to announce,
@@ -31,7 +58,7 @@ pub(super) async fn reap(
         Err(error) => return Err(error.into()),
     }
     let members: HashMap<String, String> = redis.hgetall(&claimed).await?;
-    let mut appends = Appends::new(keep);
+    let mut appends = Appends::new(keep, partitions);
     for (seat, present) in &members {
         // `<room> <key>`, and the member as its room's `present` lists it.
         let parsed = seat.split_once(' ').and_then(|(room, key)| {
@@ -53,30 +80,24 @@ pub(super) async fn reap(
         };
         appends.push((dead, key), &room, &leave);
     }
-    let mut pipe = appends.into_pipeline();
+    let (mut pipe, _) = appends.into_pipeline();
     pipe.del(&claimed).ignore();
     pipe.query_async::<()>(redis).await?;
-    if !members.is_empty() {
-        info!(
-            node = %format!("{dead:016x}"),
-            members = members.len(),
-            "announced the leaves of a node's members"
-        );
-    }
     Ok(members.len())
 }
 
 /// Finds registered nodes whose `alive` key has expired and reaps them.
 pub(super) async fn reap_dead_nodes(
-    redis: &mut MultiplexedConnection,
+    redis: &mut Connection,
     me: u64,
     keep: Keep,
+    partitions: u16,
 ) -> Result<(), BrokerError> {
     let nodes: Vec<u64> = redis.smembers(NODES).await?;
     for node in nodes.into_iter().filter(|node| *node != me) {
         let alive: bool = redis.exists(alive_key(node)).await?;
         if !alive {
-            reap(redis, node, me, keep).await?;
+            reap(redis, node, me, keep, partitions).await?;
             let _: () = redis.srem(NODES, node).await?;
         }
     }

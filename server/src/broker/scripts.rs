@@ -41,16 +41,45 @@ mod tests {
     use redis::streams::StreamRangeReply;
 
     use super::*;
-    use crate::broker::keys::{
-        EVENTS, history_key, members_key, meta_key, operations_key, present_key, reads_key,
-        rules_key,
-    };
+    use crate::broker::keys::RoomKeys;
+
+    /// The tests' rooms' keys, in a cluster of 16 partitions.
+    fn keys(room: &str) -> RoomKeys {
+        RoomKeys::new(room, 16)
+    }
+    fn meta_key(room: &str) -> String {
+        keys(room).meta
+    }
+    fn history_key(room: &str) -> String {
+        keys(room).history
+    }
+    fn present_key(room: &str) -> String {
+        keys(room).present
+    }
+    fn reads_key(room: &str) -> String {
+        keys(room).reads
+    }
+    fn operations_key(room: &str) -> String {
+        keys(room).operations
+    }
+    fn rules_key(room: &str) -> String {
+        keys(room).rules
+    }
+    /// Room `main`'s partition stream.
+    fn stream_key() -> String {
+        keys("main").events
+    }
+    /// Node `node`'s members in room `main`'s partition.
+    fn members_key(node: u64) -> String {
+        crate::broker::keys::members_key(keys("main").partition, node)
+    }
 
     /// A `redis-server` of the test's own, on a free port, without persistence; killed
     /// when dropped.
     struct Redis {
         child: Child,
         connection: redis::Connection,
+        port: u16,
     }
 
     impl Redis {
@@ -77,7 +106,11 @@ mod tests {
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
             };
-            Self { child, connection }
+            Self {
+                child,
+                connection,
+                port,
+            }
         }
     }
 
@@ -114,7 +147,7 @@ mod tests {
             .key(history_key("main"))
             .key(present_key("main"))
             .key(members_key(node))
-            .key(EVENTS)
+            .key(stream_key())
             .key(reads_key("main"))
             .key(operations_key("main"))
             .key(rules_key("main"))
@@ -140,6 +173,7 @@ mod tests {
         Vec<(String, Vec<String>)>,
         Vec<String>,
         Vec<String>,
+        String,
     );
 
     fn snapshot(redis: &mut redis::Connection) -> Reply {
@@ -148,6 +182,7 @@ mod tests {
             .key(history_key("main"))
             .key(present_key("main"))
             .key(reads_key("main"))
+            .key(keys("main").events)
             .arg("ignored")
             .arg(10)
             .arg(1 << 20)
@@ -162,7 +197,7 @@ mod tests {
         let mut call = script.prepare_invoke();
         call.key(meta_key("main"))
             .key(reads_key("main"))
-            .key(EVENTS)
+            .key(stream_key())
             .arg("main")
             .arg(node)
             .arg(100);
@@ -183,6 +218,86 @@ mod tests {
             }
         }
         text
+    }
+
+    /// `SNAPSHOT` of room `main`, offering `epoch`: its epoch, offset and events.
+    fn snapshot_offering(redis: &mut redis::Connection, epoch: &str) -> (String, u64, usize) {
+        let (epoch, offset, events, _, _, _): Reply = redis::Script::new(SNAPSHOT)
+            .key(meta_key("main"))
+            .key(history_key("main"))
+            .key(present_key("main"))
+            .key(reads_key("main"))
+            .key(keys("main").events)
+            .arg(epoch)
+            .arg(10)
+            .arg(1 << 20)
+            .invoke(redis)
+            .unwrap();
+        (epoch, offset, events.len())
+    }
+
+    #[test]
+    #[ignore = "needs redis-server"]
+    fn a_replica_promoted_in_a_failover_gives_each_room_a_new_epoch_keeping_its_history() {
+        let mut primary = Redis::start();
+        let said = r#""ts":6,"id":"7","type":"message","text":"hi"}"#;
+        append(&mut primary.connection, "e1", 3, 10, &[(4, "-", "", said)]);
+        assert_eq!(
+            snapshot_offering(&mut primary.connection, "e2"),
+            ("e1".into(), 1, 1)
+        );
+
+        let mut replica = Redis::start();
+        // Loaded from the socket: a `dump.rdb` left in the working folder would be
+        // loaded by every later test's Redis.
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("repl-diskless-load")
+            .arg("on-empty-db")
+            .query(&mut replica.connection)
+            .unwrap();
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(primary.port)
+            .query(&mut replica.connection)
+            .unwrap();
+        // Polled: a replica's first sync is not an event a client can wait for.
+        let started = Instant::now();
+        loop {
+            let copied: Option<String> =
+                replica.connection.hget(meta_key("main"), "epoch").unwrap();
+            if copied.is_some() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the replica synced"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The same Redis answering again keeps the epoch.
+        assert_eq!(
+            snapshot_offering(&mut primary.connection, "e3"),
+            ("e1".into(), 1, 1)
+        );
+
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query(&mut replica.connection)
+            .unwrap();
+        let promoted = &mut replica.connection;
+        assert_eq!(
+            snapshot_offering(promoted, "e4"),
+            ("e4".into(), 1, 1),
+            "a new epoch, the same history"
+        );
+        append(promoted, "e5", 3, 10, &[(4, "-", "", said)]);
+        assert_eq!(
+            snapshot_offering(promoted, "e6"),
+            ("e4".into(), 2, 2),
+            "once per failover"
+        );
     }
 
     #[test]
@@ -268,7 +383,7 @@ mod tests {
                 r#""ts":12,"id":"7","type":"delete","target":2}"#,
             )],
         );
-        for stream in [history_key("main"), EVENTS.to_owned()] {
+        for stream in [history_key("main"), stream_key()] {
             let text = everything_in(redis, &stream);
             assert!(
                 !text.contains("secret"),
@@ -285,7 +400,7 @@ mod tests {
             purged,
             "{\"offset\":2,\"ts\":6,\"id\":\"7\",\"name\":\"Ada\"\n{\"offset\":4,\"ts\":8,\"id\":\"7\""
         );
-        let (_, offset, events, _, _) = snapshot(redis);
+        let (_, offset, events, _, _, _) = snapshot(redis);
         assert_eq!((offset, events.len()), (8, 6));
     }
 
@@ -389,7 +504,7 @@ mod tests {
         );
         let typing = r#"{"type":"typing","id":"7"}"#;
         let told = ephemeral(redis, 3, &[("", 0, typing), ("7", 2, &two), ("7", 1, &one)]);
-        let shared: StreamRangeReply = redis.xrange_all(EVENTS).unwrap();
+        let shared: StreamRangeReply = redis.xrange_all(stream_key()).unwrap();
         let frames: Vec<String> = shared.ids[1..]
             .iter()
             .map(|entry| entry.get("x").unwrap())
@@ -397,11 +512,11 @@ mod tests {
         assert_eq!(frames, [typing, two.as_str()], "the step back is not told");
         assert_eq!(shared.ids.last().unwrap().id, told);
         assert_eq!(shared.ids[1].get::<String>("n").unwrap(), "3");
-        let (_, _, _, _, reads) = snapshot(redis);
+        let (_, _, _, _, reads, _) = snapshot(redis);
         assert_eq!(reads, ["7", "2"]);
         // A Redis that lost the room's epoch forgets its positions with its history.
         let _: () = redis.del(meta_key("main")).unwrap();
-        let (_, _, _, _, reads) = snapshot(redis);
+        let (_, _, _, _, reads, _) = snapshot(redis);
         assert!(reads.is_empty());
     }
 
@@ -443,7 +558,7 @@ mod tests {
             members,
             HashMap::from([("main 4".to_owned(), ADA.to_owned())])
         );
-        let shared: StreamRangeReply = redis.xrange_all(EVENTS).unwrap();
+        let shared: StreamRangeReply = redis.xrange_all(stream_key()).unwrap();
         assert_eq!(shared.ids.len(), 2);
         assert_eq!(shared.ids[1].id, last, "the reply is the last event's id");
         for (name, value) in [("r", "main"), ("n", "3"), ("k", "4"), ("p", "e1")] {
@@ -586,11 +701,12 @@ mod tests {
             .collect();
         append(redis, "e1", 3, 1000, &events);
         let read = |redis: &mut redis::Connection, count: usize, bytes: usize| {
-            let (_, _, events, _, _): Reply = redis::Script::new(SNAPSHOT)
+            let (_, _, events, _, _, _): Reply = redis::Script::new(SNAPSHOT)
                 .key(meta_key("main"))
                 .key(history_key("main"))
                 .key(present_key("main"))
                 .key(reads_key("main"))
+                .key(keys("main").events)
                 .arg("ignored")
                 .arg(count)
                 .arg(bytes)
@@ -639,28 +755,36 @@ mod tests {
                 (4, "-", "", &three),
             ],
         );
-        let (epoch, offset, events, present, reads): Reply = redis::Script::new(SNAPSHOT)
-            .key(meta_key("main"))
-            .key(history_key("main"))
-            .key(present_key("main"))
-            .key(reads_key("main"))
-            .arg("ignored")
-            .arg(2)
-            .arg(1 << 20)
-            .invoke(redis)
-            .unwrap();
+        let (epoch, offset, events, present, reads, read_from): Reply =
+            redis::Script::new(SNAPSHOT)
+                .key(meta_key("main"))
+                .key(history_key("main"))
+                .key(present_key("main"))
+                .key(reads_key("main"))
+                .key(keys("main").events)
+                .arg("ignored")
+                .arg(2)
+                .arg(1 << 20)
+                .invoke(redis)
+                .unwrap();
         assert_eq!((epoch.as_str(), offset), ("e1", 4));
         let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["0-4", "0-3"], "the last two, newest first");
         assert_eq!(events[0].1[..4], ["n", "3", "k", "4"]);
         assert_eq!(present, ["3 4", ADA]);
         assert!(reads.is_empty());
+        let newest: StreamRangeReply = redis.xrevrange_count(stream_key(), "+", "-", 1).unwrap();
+        assert_eq!(
+            read_from, newest.ids[0].id,
+            "where reading the partition begins"
+        );
 
-        let (epoch, offset, events, present, _): Reply = redis::Script::new(SNAPSHOT)
+        let (epoch, offset, events, present, _, read_from): Reply = redis::Script::new(SNAPSHOT)
             .key(meta_key("new"))
             .key(history_key("new"))
             .key(present_key("new"))
             .key(reads_key("new"))
+            .key(keys("new").events)
             .arg("fresh")
             .arg(2)
             .arg(1 << 20)
@@ -672,5 +796,11 @@ mod tests {
             "a new room takes the epoch offered"
         );
         assert!(events.is_empty() && present.is_empty());
+        if keys("new").partition != keys("main").partition {
+            assert_eq!(
+                read_from, "0-0",
+                "an empty partition is read from its start"
+            );
+        }
     }
 }

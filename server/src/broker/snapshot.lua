@@ -1,7 +1,11 @@
 -- SNAPSHOT: a room as Redis has it: {epoch, offset, the last events (newest first),
--- who is in it (HGETALL of present), each id's read position (HGETALL of reads)}.
--- KEYS: meta, history, present, reads. ARGV: an epoch if the room needs one, how many
--- events, how many bytes of them.
+-- who is in it (HGETALL of present), each id's read position (HGETALL of reads), the
+-- id of the newest entry of the room's partition stream ('0-0' if none)}.
+-- KEYS: meta, history, present, reads, the partition's stream. ARGV: an epoch if the
+-- room needs one, how many events, how many bytes of them.
+--
+-- The stream's newest id is taken in the same script as the rest, so that a node that
+-- starts reading the partition after it reads exactly what came after the snapshot.
 --
 -- The events are the newest `how many`, and of those only as many as reach `bytes`
 -- (counting each entry's values, the one that passes it included): a node keeps no
@@ -29,4 +33,10 @@ while #events < wanted and bytes < budget do
   end
   from = '(' .. chunk[#chunk][1]
 end
-return {epoch, offset, events, redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}
+local newest = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)[1]
+local read_from = '0-0'
+if newest then
+  read_from = newest[1]
+end
+return {epoch, offset, events, redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]),
+  read_from}

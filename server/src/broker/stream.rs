@@ -1,23 +1,23 @@
-//! Reading `chat:events` and the rooms' history: stream entries parsed into events,
-//! a batch at a time.
+//! Reading the partitions' streams and the rooms' history: stream entries parsed into
+//! events, a batch at a time.
 
 use chat::v1::{self, RoomName};
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::keys::EVENTS;
+use super::connection::{Connection, Redis};
+use super::keys::events_key;
 use super::{BrokerError, READ_WAIT};
 use crate::room::{Ephemeral, MemberRef};
 
-/// About the most bytes of events read from `chat:events` at once.
+/// About the most bytes of events read from a partition's stream at once.
 pub(super) const READ_BYTES: usize = 4 * 1024 * 1024;
 
-/// The most events read from `chat:events` at once.
+/// The most events read from a partition's stream at once.
 pub(super) const MOST_PER_READ: usize = 1024;
 
-/// An entry read from `chat:events`.
+/// An entry read from a partition's stream.
 pub(super) enum Entry {
     /// An event of the room's log, numbered in its history `epoch`.
     Event {
@@ -42,8 +42,9 @@ pub(super) fn position(id: &str) -> Option<StreamPosition> {
     Some((millis.parse().ok()?, sequence.parse().ok()?))
 }
 
-/// Events read from `chat:events`, and the position of the last one.
+/// Events read from a partition's stream, and the position of the last one.
 pub(super) struct Batch {
+    pub(super) partition: u16,
     pub(super) entries: Vec<Entry>,
     pub(super) read_to: Option<StreamPosition>,
 }
@@ -56,8 +57,10 @@ pub(super) fn events_per_read(bytes: usize) -> usize {
     (READ_BYTES / bytes.max(64)).clamp(16, MOST_PER_READ)
 }
 
-/// Reads `chat:events` from after `start`, a batch at a time, handing each over before
-/// reading the next: what Redis has and this node has not fanned out stays in Redis.
+/// Reads partition `partition`'s stream from after `start`, on a connection of its own
+/// to `redis` (a blocking read holds its connection), a batch at a time, handing
+/// each over before reading the next: what Redis has and this node has not fanned out
+/// stays in Redis.
 ///
 /// A batch holds about [`READ_BYTES`]: the first read takes as many events as fit if
 /// each were as large as a message can be, and each next read as many as fit if they
@@ -65,17 +68,29 @@ pub(super) fn events_per_read(bytes: usize) -> usize {
 /// keep up with; a burst of large events after small ones makes one batch of at most
 /// [`MOST_PER_READ`] large events before the size adjusts.)
 pub(super) async fn read_events(
-    mut reader: MultiplexedConnection,
+    redis: Redis,
+    partition: u16,
     mut start: String,
     mut count: usize,
     batches: mpsc::Sender<Result<Batch, BrokerError>>,
 ) {
+    let connected = redis
+        .connect(super::REDIS_TIMEOUT, READ_WAIT + super::REDIS_TIMEOUT)
+        .await;
+    let mut reader: Connection = match connected {
+        Ok(reader) => reader,
+        Err(error) => {
+            let _ = batches.send(Err(BrokerError::Redis(error))).await;
+            return;
+        }
+    };
+    let stream = events_key(partition);
     loop {
         let options = redis::streams::StreamReadOptions::default()
             .count(count)
             .block(READ_WAIT.as_millis() as usize);
         let read: Result<Option<redis::streams::StreamReadReply>, _> =
-            reader.xread_options(&[EVENTS], &[&start], &options).await;
+            reader.xread_options(&[&stream], &[&start], &options).await;
         let batch = match read {
             Ok(reply) => {
                 let ids = reply
@@ -97,6 +112,7 @@ pub(super) async fn read_events(
                     count = events_per_read(bytes / entries.len());
                 }
                 Ok(Batch {
+                    partition,
                     entries,
                     read_to: position(&start),
                 })
@@ -119,7 +135,7 @@ pub(super) fn field<T: redis::FromRedisValue>(
         .ok_or_else(|| BrokerError::Unreadable(format!("an event without {name:?}")))
 }
 
-/// An entry of `chat:events`, and the size of its event: an event has `e`, a frame
+/// An entry of a partition's stream, and the size of its event: an event has `e`, a frame
 /// outside the log `x` (see `ephemeral.lua`).
 pub(super) fn read_live_entry(
     entry: &redis::streams::StreamId,

@@ -1684,6 +1684,18 @@ impl Room {
         self.lock().loaded = false;
     }
 
+    /// Forgets that the room's state is the cluster's if nobody is in it on this node,
+    /// whose broker is about to stop reading the room's partition (the state would go
+    /// stale); someone who joins later loads it again. `false` if someone is in it.
+    pub fn unload_if_empty(&self) -> bool {
+        let mut state = self.lock();
+        if !state.members.is_empty() {
+            return false;
+        }
+        state.loaded = false;
+        true
+    }
+
     /// Takes the room's state from the cluster. A room that was loaded and fell behind
     /// fans out what it missed, as far as the snapshot's history reaches; a room loaded
     /// anew takes it as it is. A member of this node whose join the snapshot already
