@@ -549,10 +549,23 @@ enum Stage {
     /// or back from Redis), so that its welcome and join come first and it hears of
     /// nothing twice. A v1 newcomer's welcome resumes from here.
     Joining(Option<Resume>),
+    /// Came into a room this node has not loaded from the cluster (it had nobody
+    /// there, or lost Redis): its join is said once the room is loaded (see
+    /// [`Room::install`]), so that Redis numbers it after the snapshot and it comes back
+    /// through the room's partition like anyone's, the welcome just before it. Said
+    /// at once, it could land in the snapshot, and a welcome from there would hold it.
+    Waiting(Box<Arrival>),
     /// Welcomed, its replay streaming from the store: it gets nothing live until that
     /// reaches the history in memory.
     CatchingUp,
     Live,
+}
+
+/// A newcomer waiting for its room to be loaded: what its join needs.
+struct Arrival {
+    who: Who,
+    link: Link,
+    resume: Option<Resume>,
 }
 
 /// The room's last events in their latest state (edits applied, deletes turned into
@@ -762,9 +775,15 @@ impl Room {
             },
         );
         if let Some(cluster) = self.cluster.as_ref().filter(|_| !state.loaded) {
+            let arrival = Arrival {
+                who: who.clone(),
+                link,
+                resume: resume.cloned(),
+            };
+            state.members.get_mut(&key).expect("just added").stage =
+                Stage::Waiting(Box::new(arrival));
             cluster.sync(self);
-        }
-        if self.batches(&state) {
+        } else if self.batches(&state) {
             self.gather_join(&mut state, key, &who);
         } else {
             let join = EventKind::Join { role: who.role };
@@ -1700,7 +1719,7 @@ impl Room {
     /// fans out what it missed, as far as the snapshot's history reaches; a room loaded
     /// anew takes it as it is. A member of this node whose join the snapshot already
     /// holds (it joined while the room was not loaded) is welcomed now.
-    pub fn install(&self, snapshot: Snapshot) {
+    pub fn install(self: &Arc<Self>, snapshot: Snapshot) {
         let mut state = self.lock();
         let caught_up = state.loaded && state.epoch == snapshot.epoch;
         if caught_up {
@@ -1753,6 +1772,23 @@ impl Room {
                 let (protocol, outbox) = (slot.protocol, slot.outbox.clone());
                 self.welcome(&state, &id, protocol, resume.as_ref(), &outbox, None, false);
             }
+        }
+        let waiting: Vec<u64> = state
+            .members
+            .iter()
+            .filter(|(_, slot)| matches!(slot.stage, Stage::Waiting(_)))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in waiting {
+            let slot = state.members.get_mut(&key).expect("just found");
+            let Stage::Waiting(arrival) = std::mem::replace(&mut slot.stage, Stage::Live) else {
+                continue;
+            };
+            slot.stage = Stage::Joining(arrival.resume);
+            let join = EventKind::Join {
+                role: arrival.who.role,
+            };
+            self.announce(&mut state, (arrival.link, key), &arrival.who, join, None);
         }
     }
 }
@@ -2226,7 +2262,11 @@ impl Drop for Member {
         let directory = &self.room.settings.directory;
         directory.remove(&self.who.id, &self.room.name, self.key);
         let mut state = self.room.lock();
-        state.members.remove(&self.key);
+        let slot = state.members.remove(&self.key);
+        // Nobody heard of its join: nobody is to hear of its leave.
+        if slot.is_some_and(|slot| matches!(slot.stage, Stage::Waiting(_))) {
+            return;
+        }
         if !self.room.gather_leave(&mut state, self.key, &self.who) {
             self.room.announce(
                 &mut state,
@@ -2357,6 +2397,128 @@ mod tests {
         ) -> BoxFuture<'a, Result<StoredPage, StoreError>> {
             Box::pin(async { Ok(StoredPage::default()) })
         }
+    }
+
+    /// A cluster that keeps what this node publishes, for a test to deliver back.
+    struct Recorded {
+        backlog: Backlog,
+        published: Mutex<Vec<Outgoing>>,
+        syncs: AtomicU64,
+    }
+
+    impl Cluster for Recorded {
+        fn node(&self) -> u64 {
+            1
+        }
+        fn link(&self) -> Link {
+            Link::Connection(1)
+        }
+        fn publish(&self, outgoing: Outgoing) {
+            self.published.lock().unwrap().push(outgoing);
+        }
+        fn ephemeral(&self, _: &RoomName, _: Ephemeral) {}
+        fn sync(&self, _: &Arc<Room>) {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        fn load<'a>(&'a self, _: &'a Arc<Room>) -> BoxFuture<'a, bool> {
+            Box::pin(async { true })
+        }
+        fn backlog(&self) -> &Backlog {
+            &self.backlog
+        }
+        fn page<'a>(
+            &'a self,
+            _: &'a RoomName,
+            _: RangeInclusive<u64>,
+        ) -> BoxFuture<'a, Result<StoredPage, StoreError>> {
+            Box::pin(async { Ok(StoredPage::default()) })
+        }
+    }
+
+    /// A node that stopped reading a room (nobody was left here) and has a newcomer
+    /// join before it loads it again: the join is said only once the room is loaded,
+    /// so that it is numbered after the snapshot, and the welcome is the room just
+    /// before it. (Said at once, it could be in the snapshot, and the welcome would
+    /// hold the newcomer's own join, which then never came live.)
+    #[test]
+    fn a_join_into_a_room_not_loaded_is_said_once_the_room_is_loaded() {
+        let settings = room(1 << 20, 10).settings.clone();
+        let recorded = Arc::new(Recorded {
+            backlog: Backlog::new(1 << 20, Arc::default(), Metrics::history_bytes),
+            published: Mutex::default(),
+            syncs: AtomicU64::new(0),
+        });
+        let cluster: Arc<dyn Cluster> = recorded.clone();
+        let clustered = Room::new(
+            RoomName::default(),
+            Start::new("e".into()),
+            settings,
+            Arc::default(),
+            Some(cluster),
+            None,
+        );
+        let newcomer = clustered.join(id("8"), Protocol::V2, None);
+        let gone_before = clustered.join(id("9"), Protocol::V2, None);
+        assert_eq!(
+            recorded.syncs.load(Ordering::Relaxed),
+            2,
+            "a load is asked for"
+        );
+        drop(gone_before);
+        assert!(
+            recorded.published.lock().unwrap().is_empty(),
+            "nothing said before the room is loaded, and no leave of a join never said"
+        );
+        let elsewhere = v1::Event {
+            offset: 5,
+            ts: 0,
+            id: "7".into(),
+            name: None,
+            kind: EventKind::join(),
+        };
+        let present = v1::Present {
+            id: "7".into(),
+            name: None,
+            since: 0,
+            role: Role::Member,
+            key: None,
+        };
+        clustered.install(Snapshot {
+            epoch: "e".into(),
+            offset: 5,
+            events: vec![((2, 0), elsewhere)],
+            present: vec![((2, 0), present)],
+            ..Snapshot::default()
+        });
+        let published = std::mem::take(&mut *recorded.published.lock().unwrap());
+        assert_eq!(published.len(), 1, "the newcomer's join, said now");
+        let Outgoing { key, mut event, .. } = published.into_iter().next().unwrap();
+        assert_eq!(
+            (key, &event.id, &event.kind),
+            (newcomer.key(), &"8".to_owned(), &EventKind::join())
+        );
+        assert!(
+            drain(newcomer.outbox()).is_empty(),
+            "nothing before its join is back"
+        );
+        event.offset = 6;
+        assert_eq!(clustered.deliver((1, key), "e", event), Delivered::Done);
+        let frames = drain(newcomer.outbox());
+        let welcome: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
+        assert_eq!(
+            (&welcome["type"], &welcome["offset"]),
+            (&serde_json::json!("welcome"), &serde_json::json!(5))
+        );
+        let own: serde_json::Value = serde_json::from_str(frames.last().unwrap()).unwrap();
+        assert_eq!(
+            (&own["type"], &own["id"], &own["offset"]),
+            (
+                &serde_json::json!("join"),
+                &serde_json::json!("8"),
+                &serde_json::json!(6)
+            ),
+            "{frames:?}"
+        );
     }
 
     #[test]
