@@ -676,3 +676,78 @@ async fn a_primary_behind_sentinel_fails_over_and_clients_learn_the_new_epoch() 
     }
     assert_eq!(heard[0], heard[1], "one order after the failover");
 }
+
+/// Reaping works per partition: the nodes that read a partition are listed in a
+/// registry of its own, in its slot (no key names every node), and only they look
+/// there for dead ones. A node killed with a member in a room nobody else reads is
+/// not reaped by a node busy elsewhere; the first node to read that room's partition
+/// reaps it before its snapshot, so that the newcomer's welcome does not list the
+/// dead node's member and the history holds its leave.
+#[tokio::test]
+#[ignore = "needs redis-server; .ci/run runs it"]
+async fn a_dead_nodes_members_are_reaped_by_the_first_node_to_read_their_partition() {
+    let redis = Redis::start().await;
+    let survivor = redis.node().await;
+    let mut doomed = ServerProcess::start(&Redis::process_args(&redis.url())).await;
+    let (elsewhere, room) = rooms_apart();
+    let mut busy = V1::connect(&survivor, &format!("/ws/1?room={elsewhere}")).await;
+    busy.seated().await;
+    let mut victim = V1::connect_url(&doomed.url(&format!("/ws/2?room={room}"))).await;
+    victim.seated().await;
+    let partition = partition_of(&room, 16).to_string();
+    let registry = format!("chat:{{p{partition}}}:nodes");
+    let registered = RedisCluster::cli(redis.port, &["SCARD", &registry]).await;
+    assert_eq!(
+        registered.trim(),
+        "1",
+        "the doomed node, in its room's partition"
+    );
+    let global = RedisCluster::cli(redis.port, &["EXISTS", "chat:nodes"]).await;
+    assert_eq!(global.trim(), "0", "no registry of every node");
+
+    // SIGKILL: no leave is sent by the node itself. The survivor heartbeats every
+    // third of the 1 s TTL; 3 s is several of its rounds past the doomed node's expiry.
+    doomed.kill().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let present = format!("chat:{{p{partition}}}:room:{room}:present");
+    let still = RedisCluster::cli(redis.port, &["HLEN", &present]).await;
+    assert_eq!(
+        still.trim(),
+        "1",
+        "not reaped by a node that does not read it"
+    );
+
+    let mut newcomer = V1::connect(&survivor, &format!("/ws/3?room={room}")).await;
+    let welcome = newcomer.welcome().await;
+    let members: Vec<&str> = welcome.members.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        members,
+        Vec::<&str>::new(),
+        "the dead node's member is gone"
+    );
+    let replayed = replay_until_own_join(&mut newcomer, &welcome).await;
+    let last = replayed.last().expect("the victim's join and leave");
+    assert_eq!((last.id.as_str(), &last.kind), ("2", &EventKind::Leave));
+    let registered = RedisCluster::cli(redis.port, &["SMEMBERS", &registry]).await;
+    assert_eq!(
+        registered.lines().count(),
+        1,
+        "only the survivor now: {registered}"
+    );
+}
+
+/// The events replayed after `welcome` up to the client's own join.
+async fn replay_until_own_join(client: &mut V1, welcome: &Welcome) -> Vec<Event> {
+    let mut replayed = Vec::new();
+    loop {
+        let event = client.event().await;
+        if event.offset == welcome.offset + 1 {
+            assert_eq!(
+                (event.id.as_str(), event.kind),
+                (welcome.id.as_str(), EventKind::join())
+            );
+            return replayed;
+        }
+        replayed.push(event);
+    }
+}

@@ -3,15 +3,14 @@
 //! Every key of a room, its partition's event stream and each node's members in that
 //! partition carry the partition's hash tag (`chat:{p7}:...`): Redis Cluster puts keys
 //! with one tag in one slot, so that `APPEND`, which touches all of them, runs on one
-//! primary. Only the nodes' `alive` keys and the set of nodes are outside any partition,
-//! and no script touches them.
+//! primary. So does the registry of the nodes that read each partition, which its
+//! readers look through for dead nodes to reap: no key is shared by every node but
+//! [`PARTITIONS`], read once per connection. Only the nodes' `alive` keys are outside
+//! any partition, one per node, and no script touches them.
 
 /// About how many events each partition's stream keeps: enough for a node that falls
 /// behind for a moment; one that falls further catches up from the rooms' own history.
 pub(super) const EVENTS_KEPT: usize = 10_000;
-
-/// The set of node ids that have registered.
-pub(super) const NODES: &str = "chat:nodes";
 
 /// How many partitions the cluster was started with: every node must agree, since it
 /// decides where each room's keys are.
@@ -99,6 +98,12 @@ pub(super) fn reaping_key(partition: u16, dead: u64, me: u64) -> String {
     format!("chat:{{p{partition}}}:reaping:{dead:016x}:{me:016x}")
 }
 
+/// The nodes that have read `partition` since they registered, and so may have
+/// members in its rooms: where the nodes that read it look for dead ones to reap.
+pub(super) fn nodes_key(partition: u16) -> String {
+    format!("chat:{{p{partition}}}:nodes")
+}
+
 pub(super) fn alive_key(node: u64) -> String {
     format!("chat:node:{node:016x}:alive")
 }
@@ -131,6 +136,7 @@ mod tests {
             members_key(3, 255),
             "chat:{p3}:node:00000000000000ff:members"
         );
+        assert_eq!(nodes_key(3), "chat:{p3}:nodes");
         assert_eq!(alive_key(255), "chat:node:00000000000000ff:alive");
         assert_eq!(new_epoch().len(), 16);
     }

@@ -115,7 +115,8 @@ use tracing::{info, warn};
 use self::append::{Appends, Keep};
 use self::connection::{Connection, Redis};
 use self::keys::{
-    DIRECT_PARTITION, NODES, PARTITIONS, RoomKeys, alive_key, events_key, members_key, new_epoch,
+    DIRECT_PARTITION, PARTITIONS, RoomKeys, alive_key, events_key, members_key, new_epoch,
+    nodes_key,
 };
 use self::presence::{reap, reap_dead_nodes};
 use self::scripts::{APPEND, EPHEMERAL, SNAPSHOT};
@@ -718,8 +719,6 @@ impl Broker {
         // Members of the last link were closed when it ended; what they still queue is
         // dropped by `send`.
         reap(redis, self.node, self.node, self.keep, self.partitions).await?;
-        // Two commands, not a pipeline: on a Redis Cluster the keys are in two slots.
-        let _: () = redis.sadd(NODES, self.node).await?;
         let _: () = redis
             .set_options(alive_key(self.node), 1, self.alive_options())
             .await?;
@@ -838,6 +837,9 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let name = room.name().as_str();
         let keys = RoomKeys::new(name, self.partitions);
+        if !self.readers.contains_key(&keys.partition) {
+            self.enter_partition(redis, keys.partition).await?;
+        }
         type Reply = (
             String,
             u64,
@@ -926,6 +928,7 @@ impl Broker {
         self.rooms.insert(room.name().clone(), Arc::downgrade(room));
         self.read_partition(keys.partition, read_from, metrics);
         if !self.readers.contains_key(&DIRECT_PARTITION) {
+            self.enter_partition(redis, DIRECT_PARTITION).await?;
             // Only to tell of direct messages, which are hints: read from now on.
             let newest: Vec<(String, Vec<String>)> = redis
                 .xrevrange_count(events_key(DIRECT_PARTITION), "+", "-", 1)
@@ -936,6 +939,19 @@ impl Broker {
             self.read_partition(DIRECT_PARTITION, after, metrics);
         }
         Ok(())
+    }
+
+    /// Registers this node in `partition`, which it is about to read, and reaps the dead
+    /// nodes registered there: nobody may have read it since they died, and a snapshot
+    /// taken now would list their members as present.
+    async fn enter_partition(
+        &mut self,
+        redis: &mut Connection,
+        partition: u16,
+    ) -> Result<(), BrokerError> {
+        let _: () = redis.sadd(nodes_key(partition), self.node).await?;
+        let (me, keep, partitions) = (self.node, self.keep, self.partitions);
+        reap_dead_nodes(redis, me, keep, partitions, [partition]).await
     }
 
     /// Refreshes this node's `alive` key, reaps the nodes whose key has expired, and
@@ -953,7 +969,8 @@ impl Broker {
             return Err(BrokerError::PresenceExpired);
         }
         self.drop_partitions(metrics);
-        reap_dead_nodes(redis, self.node, self.keep, self.partitions).await
+        let reading: Vec<u16> = self.readers.keys().copied().collect();
+        reap_dead_nodes(redis, self.node, self.keep, self.partitions, reading).await
     }
 
     /// Every session has ended: sends their leaves, then unregisters.
@@ -970,8 +987,8 @@ impl Broker {
         let _: () = redis.del(alive_key(self.node)).await?;
         for partition in 0..self.partitions {
             let _: () = redis.del(members_key(partition, self.node)).await?;
+            let _: () = redis.srem(nodes_key(partition), self.node).await?;
         }
-        let _: () = redis.srem(NODES, self.node).await?;
         Ok(())
     }
 

@@ -1,5 +1,7 @@
-//! Reaping: when a node's `alive` key has expired, a surviving node claims its
-//! `members` hash in each partition and announces those members' leaves.
+//! Reaping: when a node's `alive` key has expired, a surviving node that reads one of
+//! the partitions it was registered in claims its `members` hash there and announces
+//! those members' leaves. Partitions nobody reads are reaped by the first node to read
+//! one again, before it takes its first room's snapshot.
 
 use std::collections::HashMap;
 
@@ -10,7 +12,7 @@ use tracing::{info, warn};
 use super::BrokerError;
 use super::append::{Appends, Keep};
 use super::connection::Connection;
-use super::keys::{NODES, alive_key, members_key, reaping_key};
+use super::keys::{alive_key, members_key, nodes_key, reaping_key};
 use crate::room::now_millis;
 
 /// Announces the leaves of `dead`'s members in every one of the `partitions`, where
@@ -86,19 +88,41 @@ async fn reap_partition(
     Ok(members.len())
 }
 
-/// Finds registered nodes whose `alive` key has expired and reaps them.
+/// Reaps, in each of the partitions `reading`, the nodes registered there whose `alive`
+/// key has expired, and takes them off the partition's registry.
 pub(super) async fn reap_dead_nodes(
     redis: &mut Connection,
     me: u64,
     keep: Keep,
     partitions: u16,
+    reading: impl IntoIterator<Item = u16>,
 ) -> Result<(), BrokerError> {
-    let nodes: Vec<u64> = redis.smembers(NODES).await?;
-    for node in nodes.into_iter().filter(|node| *node != me) {
-        let alive: bool = redis.exists(alive_key(node)).await?;
-        if !alive {
-            reap(redis, node, me, keep, partitions).await?;
-            let _: () = redis.srem(NODES, node).await?;
+    // Each node's key is asked about once, however many partitions list it.
+    let mut alive: HashMap<u64, bool> = HashMap::new();
+    for partition in reading {
+        let registry = nodes_key(partition);
+        let nodes: Vec<u64> = redis.smembers(&registry).await?;
+        for node in nodes.into_iter().filter(|node| *node != me) {
+            let is_alive = match alive.get(&node) {
+                Some(&known) => known,
+                None => {
+                    let known: bool = redis.exists(alive_key(node)).await?;
+                    *alive.entry(node).or_insert(known)
+                }
+            };
+            if is_alive {
+                continue;
+            }
+            let members = reap_partition(redis, node, me, keep, partitions, partition).await?;
+            let _: () = redis.srem(&registry, node).await?;
+            if members > 0 {
+                info!(
+                    node = %format!("{node:016x}"),
+                    partition,
+                    members,
+                    "announced the leaves of a gone node's members"
+                );
+            }
         }
     }
     Ok(())
