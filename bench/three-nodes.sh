@@ -14,10 +14,12 @@
 # and third primary (the script prints where each landed). Every fan-out is the one of
 # bench/README.md (500 clients, 10 senders × MESSAGES, window 64), one chat-bench each.
 #   alone:  A's fan-out alone (B and C up, with nobody in their rooms).
-#   three:  the three fan-outs at once, one per node.
+#   three:  the three fan-outs at once, one per node, each node holding one more idle
+#           member in its room from here on (as a node in service would: it reads its
+#           partitions from before the fan-outs start until after they end).
 #   four:   (16 partitions only) a fourth node D, serving room `north` (partition 4),
-#           joins: 50 clients, 1 sender at 200 messages/s for about as long as `three`
-#           took, while the three fan-outs run again.
+#           joins (one idle member, then 50 clients and 1 sender at 200 messages/s
+#           for about as long as `three` took) while the three fan-outs run again.
 # Prints, per phase: deliveries/s (each fan-out's own, their sum, and all deliveries
 # over the wall-clock time of the phase, connecting included), lost deliveries, the
 # primaries' CPU seconds and bytes sent (`total_net_output_bytes`; Redis 7.0's
@@ -25,8 +27,10 @@
 # (`chat_broker_read_total`) against the events published in its own room and in all
 # rooms (`chat_broker_published_total`: each room's members are on one node), the most
 # partitions it read at once (`chat_broker_partitions`), and its CPU seconds (from
-# /proc/PID/stat) and µs per delivery. Warnings and errors in the nodes' logs are counted
-# at the end of each run.
+# /proc/PID/stat) and µs per delivery; a node holding a member that did not read exactly
+# every event of its room's partition gets the difference printed. Warnings and errors in
+# the nodes' logs are counted at the end of each run. With one partition every room is
+# in `{p0}`, one slot: one primary serves them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
@@ -107,6 +111,17 @@ print(h % int(sys.argv[2]))' "$room" "$partitions")
   echo "p$partition slot $slot primary :$primary"
 }
 
+# One idle member in each listed node's room, held until the run ends.
+hold() {
+  for i in "$@"; do
+    ./target/release/chat-bench --url "ws://127.0.0.1:${node_ports[$i]}" \
+      --room "${node_rooms[$i]}" idle --clients 1 --hold 3600 > /dev/null 2>&1 &
+    holders+=($!)
+    started+=($!)
+  done
+  sleep 2
+}
+
 start_node() {
   local port=$1 partitions=$2 log=$3
   RUST_LOG=warn ./target/release/chat-server --port "$port" \
@@ -137,8 +152,9 @@ phase() {
     read_before[$i]=$(metric "${node_ports[$i]}" chat_broker_read_total)
     published_before[$i]=$(metric "${node_ports[$i]}" chat_broker_published_total)
   done
-  local redis_cpu_before=0 redis_out_before=0
+  local redis_cpu_before=0 redis_out_before=0 primary_cpu_before=()
   for i in 0 1 2; do
+    primary_cpu_before+=("$(ticks "${cluster_pids[$i]}")")
     redis_cpu_before=$((redis_cpu_before + $(ticks "${cluster_pids[$i]}")))
     redis_out_before=$((redis_out_before + $(net_out "${cluster_ports[$i]}")))
   done
@@ -174,17 +190,19 @@ phase() {
     max_partitions=$(awk -v port="${node_ports[$i]}" '$1 == port && $2 > m {m = $2} END {print m + 0}' "$scratch/partitions")
     records+=("${names[$i]} ${node_rooms[$i]} $(placement "${node_rooms[$i]}" "$partitions" | tr ' ' _) $(($(ticks "${node_pids[$i]}") - cpu_before[$i])) $(($(metric "${node_ports[$i]}" chat_broker_read_total) - read_before[$i])) $(($(metric "${node_ports[$i]}" chat_broker_published_total) - published_before[$i])) $max_partitions")
   done
-  local redis_cpu=0 redis_out=0
+  local redis_cpu=0 redis_out=0 primaries_cpu=()
   for i in 0 1 2; do
+    primaries_cpu+=("$(($(ticks "${cluster_pids[$i]}") - primary_cpu_before[i]))")
     redis_cpu=$((redis_cpu + $(ticks "${cluster_pids[$i]}")))
     redis_out=$((redis_out + $(net_out "${cluster_ports[$i]}")))
   done
   python3 - "$label" "$round" "$partitions" "$wall" "$((redis_cpu - redis_cpu_before))" \
     "$((redis_out - redis_out_before))" "$(getconf CLK_TCK)" "${busy[*]}" "$scratch" \
+    "${primaries_cpu[*]}" "${#holders[@]}" \
     "${records[@]}" << 'EOF'
 import json, os, sys
-label, round_, partitions, wall, redis_cpu, redis_out, tck, busy, scratch = sys.argv[1:10]
-records = [r.split() for r in sys.argv[10:]]
+label, round_, partitions, wall, redis_cpu, redis_out, tck, busy, scratch, primaries, held = sys.argv[1:12]
+records = [r.split() for r in sys.argv[12:]]
 tck, wall = int(tck), float(wall)
 busy = [int(i) for i in busy.split()]
 reports = {i: json.load(open(f"{scratch}/fanout-{i}.json")) for i in busy}
@@ -196,15 +214,22 @@ each = ", ".join(f"{records[i][0]} {rates[n]:.2f}" for n, i in enumerate(busy))
 print(f"round {round_}, {partitions} partitions, {label}: {sum(rates):.2f} M deliveries/s summed "
       f"({each}); {delivered / 1e6:.1f} M in {wall:.1f} s wall (connecting included) = "
       f"{delivered / wall / 1e6:.2f} M/s; "
-      f"lost {lost}; Redis {int(redis_cpu) / tck:.2f} CPU-s, sent {int(redis_out) / 1e6:.0f} MB")
+      f"lost {lost}; Redis {int(redis_cpu) / tck:.2f} CPU-s "
+      f"({' + '.join(f'{int(t) / tck:.2f}' for t in primaries.split())} by primary), "
+      f"sent {int(redis_out) / 1e6:.0f} MB")
 if talker:
     print(f"  talker on D: {talker['received_deliveries']} deliveries, lost {talker['lost_deliveries']}")
 all_published = sum(int(r[5]) for r in records)
+partition_of = {r[0]: r[2].split("_")[0] for r in records}
 for n, (name, room, place, cpu, read, published, most) in enumerate(records):
     cpu = int(cpu) / tck
     mine = reports[n]["received_deliveries"] if n in reports else 0
     per = f", {cpu * 1e6 / mine:.3f} µs/delivery" if mine else ""
-    print(f"  node {name} ({room}, {place.replace('_', ' ')}): read {read} entries; "
+    # What a node holding a member in its room must read: every event of the rooms in
+    # its room's partition (each room's events are published by its own node).
+    due = sum(int(r[5]) for r in records if partition_of[r[0]] == partition_of[name])
+    check = "" if int(read) == due or (n >= int(held) and n not in reports) else f" (its partition had {due}: {int(read) - due:+d})"
+    print(f"  node {name} ({room}, {place.replace('_', ' ')}): read {read} entries{check}; "
           f"published in its room {published}, in all rooms {all_published}; "
           f"read at most {most} partitions; {cpu:.2f} CPU-s{per}")
 EOF
@@ -217,6 +242,7 @@ for round in $(seq "$rounds"); do
     node_ports=()
     node_pids=()
     node_rooms=("${rooms[@]}")
+    holders=()
     for i in 0 1 2; do
       node_ports+=("$(free_port)")
       node_pids+=("$(start_node "${node_ports[$i]}" "$partitions" "$scratch/node-$i.log")")
@@ -225,6 +251,9 @@ for round in $(seq "$rounds"); do
     for port in "${node_ports[@]}"; do healthy "$port"; done
     talker_seconds=
     phase alone 0
+    # From here on every node holds a member in its room, as a node in service would:
+    # it reads its partitions from before the fan-outs start until after they end.
+    hold 0 1 2
     three_started=$(now)
     phase three 0 1 2
     three_seconds=$(python3 -c 'import sys; print(max(1, round(float(sys.argv[2]) - float(sys.argv[1]) - 1.5)))' "$three_started" "$(now)")
@@ -234,6 +263,7 @@ for round in $(seq "$rounds"); do
       node_rooms+=("$fourth_room")
       started+=("${node_pids[3]}")
       healthy "${node_ports[3]}"
+      hold 3
       talker_seconds=$three_seconds
       phase "four (D joins, talker ${three_seconds} s)" 0 1 2
       talker_seconds=
@@ -245,7 +275,7 @@ for round in $(seq "$rounds"); do
         grep -iE 'warn|error' "$scratch/node-$i.log" | head -3 | sed 's/^/    /'
       fi
     done
-    kill "${node_pids[@]}" "${cluster_pids[@]}" 2> /dev/null || true
-    wait "${node_pids[@]}" "${cluster_pids[@]}" 2> /dev/null || true
+    kill "${holders[@]}" "${node_pids[@]}" "${cluster_pids[@]}" 2> /dev/null || true
+    wait "${holders[@]}" "${node_pids[@]}" "${cluster_pids[@]}" 2> /dev/null || true
   done
 done
