@@ -23,7 +23,8 @@
 # Prints, per phase: deliveries/s (each fan-out's own, their sum, and all deliveries
 # over the wall-clock time of the phase, connecting included), lost deliveries, the
 # primaries' CPU seconds and bytes sent (`total_net_output_bytes`; Redis 7.0's
-# CLIENT LIST has no per-client byte count); per node: the entries it read from Redis
+# CLIENT LIST has no per-client byte count), the fan-outs' chat-bench CPU seconds (the
+# talker's not included); per node: the entries it read from Redis
 # (`chat_broker_read_total`) against the events published in its own room and in all
 # rooms (`chat_broker_published_total`: each room's members are on one node), the most
 # partitions it read at once (`chat_broker_partitions`), and its CPU seconds (from
@@ -163,9 +164,13 @@ phase() {
   local started_at loads=()
   started_at=$(now)
   for i in "${busy[@]}"; do
-    ./target/release/chat-bench --url "ws://127.0.0.1:${node_ports[$i]}" \
-      --room "${node_rooms[$i]}" fanout --clients 500 --senders 10 \
-      --messages "$messages" --window 64 > "$scratch/fanout-$i.json" 2> /dev/null &
+    # In a subshell whose `times` is then the load generator's CPU time.
+    (
+      ./target/release/chat-bench --url "ws://127.0.0.1:${node_ports[$i]}" \
+        --room "${node_rooms[$i]}" fanout --clients 500 --senders 10 \
+        --messages "$messages" --window 64 > "$scratch/fanout-$i.json" 2> /dev/null || true
+      times > "$scratch/bench-cpu-$i"
+    ) &
     loads+=($!)
   done
   local talker=
@@ -176,7 +181,7 @@ phase() {
     talker=$!
   fi
   # A fan-out that loses deliveries exits 1; its report says how many.
-  for load in "${loads[@]}"; do wait "$load" || true; done
+  wait "${loads[@]}"
   local wall
   wall=$(python3 -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$started_at" "$(now)")
   if [[ -n $talker ]]; then wait "$talker" || true; fi
@@ -211,12 +216,17 @@ delivered = sum(r["received_deliveries"] for r in reports.values())
 lost = sum(r["lost_deliveries"] for r in reports.values())
 rates = [reports[i]["deliveries_per_second"] / 1e6 for i in busy]
 each = ", ".join(f"{records[i][0]} {rates[n]:.2f}" for n, i in enumerate(busy))
+def bench_cpu(i):
+    # `times`: the subshell's own user and system time, then its children's (chat-bench).
+    children = open(f"{scratch}/bench-cpu-{i}").read().split("\n")[1].split()
+    return sum(int(t.split("m")[0]) * 60 + float(t.split("m")[1].rstrip("s")) for t in children)
+generators = sum(bench_cpu(i) for i in busy)
 print(f"round {round_}, {partitions} partitions, {label}: {sum(rates):.2f} M deliveries/s summed "
       f"({each}); {delivered / 1e6:.1f} M in {wall:.1f} s wall (connecting included) = "
       f"{delivered / wall / 1e6:.2f} M/s; "
       f"lost {lost}; Redis {int(redis_cpu) / tck:.2f} CPU-s "
       f"({' + '.join(f'{int(t) / tck:.2f}' for t in primaries.split())} by primary), "
-      f"sent {int(redis_out) / 1e6:.0f} MB")
+      f"sent {int(redis_out) / 1e6:.0f} MB; the fan-outs' chat-bench {generators:.2f} CPU-s")
 if talker:
     print(f"  talker on D: {talker['received_deliveries']} deliveries, lost {talker['lost_deliveries']}")
 all_published = sum(int(r[5]) for r in records)
@@ -233,7 +243,7 @@ for n, (name, room, place, cpu, read, published, most) in enumerate(records):
           f"published in its room {published}, in all rooms {all_published}; "
           f"read at most {most} partitions; {cpu:.2f} CPU-s{per}")
 EOF
-  rm -f "$scratch"/fanout-*.json "$scratch/talker.json"
+  rm -f "$scratch"/fanout-*.json "$scratch"/bench-cpu-* "$scratch/talker.json"
 }
 
 for round in $(seq "$rounds"); do
