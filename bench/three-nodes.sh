@@ -285,7 +285,14 @@ for round in $(seq "$rounds"); do
         grep -iE 'warn|error' "$scratch/node-$i.log" | head -3 | sed 's/^/    /'
       fi
     done
-    kill "${holders[@]}" "${node_pids[@]}" "${cluster_pids[@]}" 2> /dev/null || true
-    wait "${holders[@]}" "${node_pids[@]}" "${cluster_pids[@]}" 2> /dev/null || true
+    kill "${holders[@]}" "${node_pids[@]}" 2> /dev/null || true
+    # The nodes were started in command substitutions, so they are not this shell's
+    # children to wait for; Redis stays up while they shut down (they announce their
+    # members' leaves there), and the next run starts once they are gone.
+    for pid in "${node_pids[@]}"; do
+      for _ in $(seq 100); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
+    done
+    kill "${cluster_pids[@]}" 2> /dev/null || true
+    wait "${holders[@]}" "${cluster_pids[@]}" 2> /dev/null || true
   done
 done
