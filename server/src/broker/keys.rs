@@ -4,9 +4,10 @@
 //! partition carry the partition's hash tag (`chat:{p7}:...`): Redis Cluster puts keys
 //! with one tag in one slot, so that `APPEND`, which touches all of them, runs on one
 //! primary. So does the registry of the nodes that read each partition, which its
-//! readers look through for dead nodes to reap: no key is shared by every node but
-//! [`PARTITIONS`], read once per connection. Only the nodes' `alive` keys are outside
-//! any partition, one per node, and no script touches them.
+//! readers look through for dead nodes to reap, and each node's `alive` key in each
+//! partition it reads: no key is shared by every node but [`PARTITIONS`], read once per
+//! connection, and a primary that fails over concerns only the nodes that read its
+//! partitions.
 
 /// About how many events each partition's stream keeps: enough for a node that falls
 /// behind for a moment; one that falls further catches up from the rooms' own history.
@@ -104,8 +105,11 @@ pub(super) fn nodes_key(partition: u16) -> String {
     format!("chat:{{p{partition}}}:nodes")
 }
 
-pub(super) fn alive_key(node: u64) -> String {
-    format!("chat:node:{node:016x}:alive")
+/// Says that `node` is alive to the other readers of `partition`, who reap its members
+/// there once it expires. It is refreshed for each partition the node reads, in that
+/// partition's slot.
+pub(super) fn alive_key(partition: u16, node: u64) -> String {
+    format!("chat:{{p{partition}}}:node:{node:016x}:alive")
 }
 
 /// A new epoch, for a room Redis has nothing of.
@@ -137,7 +141,7 @@ mod tests {
             "chat:{p3}:node:00000000000000ff:members"
         );
         assert_eq!(nodes_key(3), "chat:{p3}:nodes");
-        assert_eq!(alive_key(255), "chat:node:00000000000000ff:alive");
+        assert_eq!(alive_key(3, 255), "chat:{p3}:node:00000000000000ff:alive");
         assert_eq!(new_epoch().len(), 16);
     }
 

@@ -55,11 +55,12 @@
 //!
 //! Presence: each member is in its room's `present` hash (what a welcome lists) and in
 //! its node's `members` hash of the room's partition, both kept by `APPEND` (no key
-//! outside the room's slot). Each node also refreshes an `alive` key with a TTL. When a
-//! node's `alive` key expires (the node was killed or lost its machine), a surviving
-//! node claims its `members` hash in each partition (an atomic `RENAME` in the
-//! partition's slot, so only one does) and announces those members' leaves. A node that
-//! shuts down gracefully announces its members' leaves itself.
+//! outside the room's slot). Each node also refreshes an `alive` key with a TTL in each
+//! partition it reads, in that partition's slot. When a node's `alive` key in a
+//! partition expires (the node was killed or lost its machine), a surviving reader of
+//! the partition claims its `members` hash there (`claim.lua`, atomic in the
+//! partition's slot, so only one does) and announces those members' leaves. A node
+//! that shuts down gracefully announces its members' leaves itself.
 //!
 //! Outage: while a node cannot reach Redis it closes its clients with 1013 ("try again
 //! later"), refuses new ones with 503, and reports 503 on `/healthz`. Nothing is
@@ -714,14 +715,11 @@ impl Broker {
     }
 
     /// Announces the leaves of the last connection's members (unless a survivor already
-    /// did), and says this node is alive.
+    /// did). The node says it is alive in each partition as it starts to read it.
     async fn register(&self, redis: &mut Connection) -> Result<(), BrokerError> {
         // Members of the last link were closed when it ended; what they still queue is
         // dropped by `send`.
         reap(redis, self.node, self.node, self.keep, self.partitions).await?;
-        let _: () = redis
-            .set_options(alive_key(self.node), 1, self.alive_options())
-            .await?;
         Ok(())
     }
 
@@ -941,35 +939,45 @@ impl Broker {
         Ok(())
     }
 
-    /// Registers this node in `partition`, which it is about to read, and reaps the dead
-    /// nodes registered there: nobody may have read it since they died, and a snapshot
-    /// taken now would list their members as present.
+    /// Says this node is alive in `partition`, which it is about to read, registers it
+    /// there, and reaps the dead nodes registered there: nobody may have read it since
+    /// they died, and a snapshot taken now would list their members as present. Alive
+    /// first: a node is claimed only when its key is gone (`claim.lua`).
     async fn enter_partition(
         &mut self,
         redis: &mut Connection,
         partition: u16,
     ) -> Result<(), BrokerError> {
+        let _: () = redis
+            .set_options(alive_key(partition, self.node), 1, self.alive_options())
+            .await?;
         let _: () = redis.sadd(nodes_key(partition), self.node).await?;
         let (me, keep, partitions) = (self.node, self.keep, self.partitions);
         reap_dead_nodes(redis, me, keep, partitions, [partition]).await
     }
 
-    /// Refreshes this node's `alive` key, reaps the nodes whose key has expired, and
-    /// forgets the rooms this node no longer has members in, and their partitions.
+    /// Forgets the rooms this node no longer has members in, and their partitions;
+    /// refreshes its `alive` key in each partition it still reads, and reaps the nodes
+    /// whose key there has expired. Only those partitions' primaries are asked: a
+    /// primary failing over holds up only the nodes that read it. A partition no longer
+    /// read keeps its key until it expires, and its readers then take this node off
+    /// its registry; it had no members there.
     async fn heartbeat(
         &mut self,
         redis: &mut Connection,
         metrics: &Metrics,
     ) -> Result<(), BrokerError> {
-        let only_if_alive = self.alive_options().conditional_set(ExistenceCheck::XX);
-        let refreshed: Option<String> = redis
-            .set_options(alive_key(self.node), 1, only_if_alive)
-            .await?;
-        if refreshed.is_none() {
-            return Err(BrokerError::PresenceExpired);
-        }
         self.drop_partitions(metrics);
         let reading: Vec<u16> = self.readers.keys().copied().collect();
+        let only_if_alive = self.alive_options().conditional_set(ExistenceCheck::XX);
+        for &partition in &reading {
+            let refreshed: Option<String> = redis
+                .set_options(alive_key(partition, self.node), 1, only_if_alive)
+                .await?;
+            if refreshed.is_none() {
+                return Err(BrokerError::PresenceExpired);
+            }
+        }
         reap_dead_nodes(redis, self.node, self.keep, self.partitions, reading).await
     }
 
@@ -984,8 +992,8 @@ impl Broker {
         }
         // One command each, not a pipeline: on a Redis Cluster the keys are in many
         // slots.
-        let _: () = redis.del(alive_key(self.node)).await?;
         for partition in 0..self.partitions {
+            let _: () = redis.del(alive_key(partition, self.node)).await?;
             let _: () = redis.del(members_key(partition, self.node)).await?;
             let _: () = redis.srem(nodes_key(partition), self.node).await?;
         }

@@ -1,7 +1,8 @@
-//! Reaping: when a node's `alive` key has expired, a surviving node that reads one of
-//! the partitions it was registered in claims its `members` hash there and announces
-//! those members' leaves. Partitions nobody reads are reaped by the first node to read
-//! one again, before it takes its first room's snapshot.
+//! Reaping: each node keeps an `alive` key in each partition it reads. When one has
+//! expired (the node was killed, lost its machine, or stopped reading there), a
+//! surviving node that reads the partition claims the node's `members` hash there and
+//! announces those members' leaves. Partitions nobody reads are reaped by the first
+//! node to read one again, before it takes its first room's snapshot.
 
 use std::collections::HashMap;
 
@@ -13,6 +14,7 @@ use super::BrokerError;
 use super::append::{Appends, Keep};
 use super::connection::Connection;
 use super::keys::{alive_key, members_key, nodes_key, reaping_key};
+use super::scripts::CLAIM;
 use crate::room::now_millis;
 
 /// Announces the leaves of `dead`'s members in every one of the `partitions`, where
@@ -59,7 +61,19 @@ async fn reap_partition(
         Err(error) if error.kind() == redis::ErrorKind::ResponseError => return Ok(0),
         Err(error) => return Err(error.into()),
     }
-    let members: HashMap<String, String> = redis.hgetall(&claimed).await?;
+    announce_leaves(redis, dead, &claimed, keep, partitions).await
+}
+
+/// Announces the leaves of `dead`'s members claimed into `claimed`, then forgets them;
+/// returns how many.
+async fn announce_leaves(
+    redis: &mut Connection,
+    dead: u64,
+    claimed: &str,
+    keep: Keep,
+    partitions: u16,
+) -> Result<usize, BrokerError> {
+    let members: HashMap<String, String> = redis.hgetall(claimed).await?;
     let mut appends = Appends::new(keep, partitions);
     for (seat, present) in &members {
         // `<room> <key>`, and the member as its room's `present` lists it.
@@ -83,13 +97,13 @@ async fn reap_partition(
         appends.push((dead, key), &room, &leave);
     }
     let (mut pipe, _) = appends.into_pipeline();
-    pipe.del(&claimed).ignore();
+    pipe.del(claimed).ignore();
     pipe.query_async::<()>(redis).await?;
     Ok(members.len())
 }
 
 /// Reaps, in each of the partitions `reading`, the nodes registered there whose `alive`
-/// key has expired, and takes them off the partition's registry.
+/// key there has expired, and takes them off the partition's registry.
 pub(super) async fn reap_dead_nodes(
     redis: &mut Connection,
     me: u64,
@@ -97,24 +111,23 @@ pub(super) async fn reap_dead_nodes(
     partitions: u16,
     reading: impl IntoIterator<Item = u16>,
 ) -> Result<(), BrokerError> {
-    // Each node's key is asked about once, however many partitions list it.
-    let mut alive: HashMap<u64, bool> = HashMap::new();
     for partition in reading {
         let registry = nodes_key(partition);
         let nodes: Vec<u64> = redis.smembers(&registry).await?;
         for node in nodes.into_iter().filter(|node| *node != me) {
-            let is_alive = match alive.get(&node) {
-                Some(&known) => known,
-                None => {
-                    let known: bool = redis.exists(alive_key(node)).await?;
-                    *alive.entry(node).or_insert(known)
-                }
-            };
-            if is_alive {
+            let claimed = reaping_key(partition, node, me);
+            let claim: i64 = redis::Script::new(CLAIM)
+                .key(alive_key(partition, node))
+                .key(members_key(partition, node))
+                .key(&claimed)
+                .key(&registry)
+                .arg(node)
+                .invoke_async(redis)
+                .await?;
+            if claim != 1 {
                 continue;
             }
-            let members = reap_partition(redis, node, me, keep, partitions, partition).await?;
-            let _: () = redis.srem(&registry, node).await?;
+            let members = announce_leaves(redis, node, &claimed, keep, partitions).await?;
             if members > 0 {
                 info!(
                     node = %format!("{node:016x}"),

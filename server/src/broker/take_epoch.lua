@@ -11,8 +11,15 @@
 -- resuming clients start over (`recovered: false`) instead of one offset naming two
 -- events. Told apart by the replication ids in INFO: `primary` in meta is the
 -- `master_replid` the room was last written under; a promoted replica starts a new one
--- and keeps the one it followed as `master_replid2`. A restarted Redis (replid2 all
--- zeros) keeps the room's epoch: what it loaded from disk is all it ever answered for.
+-- and keeps the one it followed as `master_replid2`.
+--
+-- A restarted Redis starts a new `master_replid` too, with replid2 all zeros (as does
+-- a primary whose first replica attaches, which loses nothing), and a new `run_id`,
+-- which the room's `server` field records. From an RDB snapshot it lost what it
+-- numbered since the snapshot, which clients may have seen: a new epoch as well. From
+-- an append-only file it keeps the room's epoch: with `appendfsync always` what it
+-- loaded is all it ever answered for (with `everysec`, up to the last second may be
+-- missing, which Redis cannot tell us).
 local fresh = redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1
 if fresh then
   redis.call('HDEL', KEYS[1], 'offset', 'bytes')
@@ -23,9 +30,14 @@ local primary = string.match(replication, 'master_replid:(%w+)')
 local wrote = redis.call('HGET', KEYS[1], 'primary')
 if wrote ~= primary then
   local followed = string.match(replication, 'master_replid2:(%w+)')
-  if wrote and followed and not string.match(followed, '^0+$') then
+  local promoted = followed and not string.match(followed, '^0+$')
+  local server = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+  local ran = redis.call('HGET', KEYS[1], 'server')
+  local from_log = string.match(redis.call('INFO', 'persistence'), 'aof_enabled:1')
+  local restarted = ran and ran ~= server and not from_log
+  if wrote and (promoted or restarted) then
     redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
   end
-  redis.call('HSET', KEYS[1], 'primary', primary)
+  redis.call('HSET', KEYS[1], 'primary', primary, 'server', server)
 end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
