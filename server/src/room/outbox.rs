@@ -1,10 +1,8 @@
 //! A connection's outbox: the bounded queue of encoded frames its writer drains.
 
-use std::io::IoSlice;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::FutureExt;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::room::wire::Frame;
@@ -47,14 +45,6 @@ struct Queue {
     removal: Option<Removal>,
     /// History and search answers on their way: see [`Outbox::begin_answer`].
     answers: usize,
-    /// The connection's TCP stream, while the session lasts (none over TLS), and
-    /// whether its writer waits with nothing of its own to write: then a fan-out may
-    /// write the queue to the socket itself (see [`Outbox::write_directly`]).
-    socket: Option<Arc<TcpStream>>,
-    writer_idle: bool,
-    /// Bytes of the first queued frame already written that way, when the socket took
-    /// only part of it.
-    first_written: usize,
 }
 
 /// Why a moderator removed a member: kicked (close code 4001) or banned (4003), and
@@ -70,13 +60,6 @@ pub struct Removal {
 /// in the queue: unbounded, a client asking faster than the store answers or than it
 /// reads would hold the server's memory, up to half the queue's bound an answer.
 pub const ANSWERS_AT_ONCE: usize = 4;
-
-/// Frames a queue or a writer keeps room for once written; a burst's larger buffer is
-/// freed.
-pub const FRAMES_KEPT: usize = 4;
-
-/// The most frames in one `writev`.
-pub const MOST_SLICES: usize = 64;
 
 /// One answer counted on its way, until dropped.
 pub struct AnswerOnItsWay(Arc<Outbox>);
@@ -106,9 +89,6 @@ impl Outbox {
                 stalled: false,
                 removal: None,
                 answers: 0,
-                socket: None,
-                writer_idle: false,
-                first_written: 0,
             }),
             ready: Notify::new(),
             changed: Notify::new(),
@@ -224,43 +204,29 @@ impl Outbox {
     }
 
     /// Waits until frames are queued, then moves all of them into `batch`, which must
-    /// be empty. Swapping buffers keeps both allocations alive across batches. Returns
-    /// the bytes of the batch's first frame already written (see
-    /// [`Outbox::write_directly`]).
-    pub async fn next_batch(&self, batch: &mut Vec<Frame>) -> usize {
+    /// be empty. Swapping buffers keeps both allocations alive across batches.
+    pub async fn next_batch(&self, batch: &mut Vec<Frame>) {
         debug_assert!(batch.is_empty());
-        if let Some(written) = self.take_for_writer(batch) {
-            return written;
+        if self.take_queued(batch) {
+            return;
         }
         loop {
-            // A push between take_for_writer and here stores a permit, so none is
-            // missed.
+            // A push between take_queued and here stores a permit, so none is missed.
             self.ready.notified().await;
-            if let Some(written) = self.take_for_writer(batch) {
-                return written;
+            if !self.lock().is_empty() {
+                break;
             }
         }
+        self.take_queued(batch);
     }
 
     /// Moves whatever is queued into `batch` without waiting, a pending pong first;
     /// false if there was nothing.
-    #[cfg(test)]
     pub fn take_queued(&self, batch: &mut Vec<Frame>) -> bool {
-        self.take_for_writer(batch).is_some()
-    }
-
-    /// Moves whatever is queued into the writer's `batch`, after what it holds, and
-    /// returns the bytes of the first frame taken already written; none if nothing was
-    /// queued. The writer is idle from then on if `batch` is still empty.
-    pub fn take_for_writer(&self, batch: &mut Vec<Frame>) -> Option<usize> {
         let mut queue = self.lock();
         if queue.is_empty() {
-            queue.writer_idle = batch.is_empty();
-            return None;
+            return false;
         }
-        queue.writer_idle = false;
-        let written = std::mem::take(&mut queue.first_written);
-        debug_assert!(written == 0 || batch.is_empty());
         let pong = queue.pong.take();
         let took_pong = pong.is_some();
         batch.extend(pong);
@@ -269,13 +235,6 @@ impl Outbox {
         } else {
             batch.append(&mut queue.frames);
         }
-        self.taken(queue, took_pong);
-        Some(written)
-    }
-
-    /// What taking the whole queue leaves to do: it counts as empty, and whoever
-    /// waited for it to drain goes on.
-    fn taken(&self, mut queue: MutexGuard<'_, Queue>, took_pong: bool) {
         let was_high = queue.bytes > queue.max_bytes / 2;
         queue.bytes = 0;
         queue.stalled = false;
@@ -287,67 +246,6 @@ impl Outbox {
             // everything.
             self.changed.notify_waiters();
         }
-    }
-
-    /// Lets fan-outs write to the connection's TCP stream while its writer is idle
-    /// (none: no longer, before the session writes its goodbye).
-    pub fn write_through(&self, socket: Option<Arc<TcpStream>>) {
-        self.lock().socket = socket;
-    }
-
-    /// Writes what is queued straight to the socket, if its writer is idle and the
-    /// socket takes it all now; true if it did, else the writer is to be woken for the
-    /// rest. A wake costs a delivery about as much again as its write (the task's
-    /// schedule and poll, the `Notify`, the queue's lock twice): in a room of 16 000,
-    /// one message is 16 000 of them. The writer is not writing while idle, and the
-    /// lock held here keeps it from taking the queue meanwhile, so writes never
-    /// interleave.
-    pub fn write_directly(&self) -> bool {
-        let mut queue = self.lock();
-        let Some(socket) = queue.socket.as_ref() else {
-            return false;
-        };
-        if !queue.writer_idle || queue.pong.is_some() || queue.frames.is_empty() {
-            return false;
-        }
-        let mut slices = [IoSlice::new(&[]); MOST_SLICES];
-        let mut count = 0;
-        for (slice, frame) in slices.iter_mut().zip(&queue.frames) {
-            let start = if count == 0 { queue.first_written } else { 0 };
-            *slice = IoSlice::new(&frame[start..]);
-            count += 1;
-        }
-        // On an error other than a full socket buffer, the writer meets it too, and
-        // ends the session.
-        let Ok(mut written) = socket.try_write_vectored(&slices[..count]) else {
-            return false;
-        };
-        let mut done = 0;
-        for slice in &slices[..count] {
-            if written < slice.len() {
-                break;
-            }
-            written -= slice.len();
-            done += 1;
-        }
-        if done < queue.frames.len() {
-            // The writer writes the rest. Until it takes the queue, the queue still
-            // counts what was written: a bound from above.
-            queue.frames.drain(..done);
-            queue.first_written = if done == 0 {
-                queue.first_written + written
-            } else {
-                written
-            };
-            return false;
-        }
-        queue.first_written = 0;
-        if queue.frames.capacity() > FRAMES_KEPT {
-            queue.frames = Vec::new();
-        } else {
-            queue.frames.clear();
-        }
-        self.taken(queue, false);
         true
     }
 
@@ -536,13 +434,9 @@ impl Wakes {
         future.await
     }
 
-    /// Writes each queue straight to its socket where it can (see
-    /// [`Outbox::write_directly`]), and wakes the other writers.
     fn wake_all(&mut self) {
         for outbox in self.owed.drain(..) {
-            if !outbox.write_directly() {
-                outbox.ready.notify_one();
-            }
+            outbox.ready.notify_one();
         }
     }
 }
@@ -605,95 +499,6 @@ mod tests {
         });
         wakes.release().await;
         assert_eq!(writer.await.unwrap(), 2, "one batch for the burst");
-    }
-
-    /// A loopback TCP connection: the server's end, and the client's.
-    async fn connection() -> (Arc<TcpStream>, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        (Arc::new(accepted.unwrap().0), client.unwrap())
-    }
-
-    /// Reads from `client` until `length` bytes have come.
-    async fn read_exactly(client: &mut TcpStream, length: usize) -> Vec<u8> {
-        use tokio::io::AsyncReadExt;
-        let mut bytes = vec![0; length];
-        client.read_exact(&mut bytes).await.unwrap();
-        bytes
-    }
-
-    #[tokio::test]
-    async fn a_fan_out_writes_to_an_idle_writers_socket_without_waking_it() {
-        let (socket, mut client) = connection().await;
-        socket.writable().await.unwrap();
-        let outbox = Arc::new(Outbox::new(1 << 20));
-        outbox.write_through(Some(socket));
-        let writer = waiting_writer(&outbox);
-        tokio::task::yield_now().await;
-        let mut wakes = Wakes::default();
-        outbox.push_corked(&wire::text("one"), &mut wakes);
-        outbox.push_corked(&wire::text("two"), &mut wakes);
-        wakes.release().await;
-        let expected = [wire::text("one"), wire::text("two")]
-            .map(|frame| frame.to_vec())
-            .concat();
-        assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
-        tokio::task::yield_now().await;
-        assert!(!writer.is_finished(), "the writer was not given the frames");
-        // A pong is the writer's: its reader waits for the writer to take it.
-        outbox.push_pong(wire::raw(&[0x8a, 0]));
-        assert_eq!(writer.await.unwrap(), 1);
-        // Without the socket (the session's goodbye), the writer is woken.
-        outbox.write_through(None);
-        let writer = waiting_writer(&outbox);
-        tokio::task::yield_now().await;
-        let mut wakes = Wakes::default();
-        outbox.push_corked(&wire::text("three"), &mut wakes);
-        drop(wakes);
-        assert_eq!(writer.await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn what_the_socket_does_not_take_is_the_writers_from_where_it_stopped() {
-        use crate::session::socket::{FrameWriter, WriteHalf};
-        let (socket, mut client) = connection().await;
-        socket.writable().await.unwrap();
-        let outbox = Arc::new(Outbox::new(64 << 20));
-        outbox.write_through(Some(socket.clone()));
-        // The writer found nothing to take: it is idle.
-        assert!(!outbox.take_queued(&mut Vec::new()));
-        // More than the loopback's socket buffers hold while nobody reads, in frames
-        // of an odd length, so the socket stops inside one.
-        let frames: Vec<Frame> = (0..40u8)
-            .map(|index| wire::text(&char::from(b'a' + index % 26).to_string().repeat(99_999)))
-            .collect();
-        let mut wakes = Wakes::default();
-        for frame in &frames {
-            outbox.push_corked(frame, &mut wakes);
-        }
-        drop(wakes);
-        {
-            let queue = outbox.lock();
-            assert!(
-                queue.frames.len() < frames.len() || queue.first_written > 0,
-                "the socket took part"
-            );
-            assert!(!queue.frames.is_empty(), "and left the writer the rest");
-        }
-        let mut writer = FrameWriter::new(WriteHalf::Tcp(socket));
-        writer.take_batch(&outbox).await;
-        let expected: Vec<u8> = frames
-            .iter()
-            .flat_map(|frame| frame.iter().copied())
-            .collect();
-        let (read, flushed) =
-            tokio::join!(read_exactly(&mut client, expected.len()), writer.flush());
-        flushed.unwrap();
-        assert!(
-            read == expected,
-            "the stream is every frame, in order, once"
-        );
     }
 
     #[tokio::test]

@@ -98,7 +98,6 @@ async fn open(
     shared: &Shared,
 ) -> (Socket, FrameWriter) {
     let (read, write) = transport.split();
-    outbox.write_through(write.tcp());
     let meter = WireMeter::new(
         WireLimits::of(&shared.config),
         shared.config.message_timeout,
@@ -204,8 +203,6 @@ async fn session<Held: Send + 'static>(opening: Box<Opening<Held>>) {
 
 /// Stops the writer, and closes as `ending` calls for unless writing had failed.
 async fn goodbye(socket: Socket, transmitter: Transmitter, outbox: &Outbox, ending: Disconnect) {
-    // From here on only the writer writes, and the halves can be reunited.
-    outbox.write_through(None);
     if let Some(writer) = transmitter.stop().await {
         close(socket, writer, outbox, ending).await;
     }

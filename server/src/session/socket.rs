@@ -8,10 +8,6 @@
 //!
 //! The connection is TCP, or TLS over TCP with `--tls-cert` ([`Transport`]); over TLS
 //! the frames pass through rustls's record buffer on their way.
-//!
-//! A TCP connection's halves share the stream (`Arc<TcpStream>`, as tokio's own owned
-//! halves do), and the outbox holds it too: a fan-out writes a frame straight to an idle
-//! member's socket, without waking its writer (see `Outbox::write_directly`).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -20,9 +16,10 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_rustls::server::TlsStream;
 
-use crate::room::outbox::{FRAMES_KEPT, MOST_SLICES, Outbox};
+use crate::room::outbox::Outbox;
 use crate::room::wire::{self, Frame};
 use crate::session::meter::WireMeter;
 
@@ -34,13 +31,13 @@ pub enum Transport {
 
 /// The read half of a [`Transport`].
 pub enum ReadHalf {
-    Tcp(Arc<TcpStream>),
+    Tcp(OwnedReadHalf),
     Tls(tokio::io::ReadHalf<Box<TlsStream<TcpStream>>>),
 }
 
 /// The write half of a [`Transport`].
 pub enum WriteHalf {
-    Tcp(Arc<TcpStream>),
+    Tcp(OwnedWriteHalf),
     Tls(tokio::io::WriteHalf<Box<TlsStream<TcpStream>>>),
 }
 
@@ -51,8 +48,8 @@ impl Transport {
     pub fn split(self) -> (ReadHalf, WriteHalf) {
         match self {
             Self::Tcp(tcp) => {
-                let tcp = Arc::new(tcp);
-                (ReadHalf::Tcp(tcp.clone()), WriteHalf::Tcp(tcp))
+                let (read, write) = tcp.into_split();
+                (ReadHalf::Tcp(read), WriteHalf::Tcp(write))
             }
             Self::Tls(tls) => {
                 let (read, write) = tokio::io::split(tls);
@@ -63,13 +60,11 @@ impl Transport {
 }
 
 impl ReadHalf {
-    /// The connection again, from the halves [`Transport::split`] gave; none if
-    /// anything else still holds the TCP stream (the outbox must have let go of it).
+    /// The connection again, from the halves [`Transport::split`] gave.
     pub fn reunite(self, write: WriteHalf) -> Option<Transport> {
         match (self, write) {
-            (Self::Tcp(read), WriteHalf::Tcp(write)) if Arc::ptr_eq(&read, &write) => {
-                drop(write);
-                Arc::into_inner(read).map(Transport::Tcp)
+            (Self::Tcp(read), WriteHalf::Tcp(write)) => {
+                read.reunite(write).ok().map(Transport::Tcp)
             }
             (Self::Tls(read), WriteHalf::Tls(write)) => read
                 .is_pair_of(&write)
@@ -88,13 +83,20 @@ impl Transport {
     }
 }
 
+impl ReadHalf {
+    fn stream(self: Pin<&mut Self>) -> Pin<&mut (dyn AsyncRead + Send + Unpin)> {
+        match self.get_mut() {
+            Self::Tcp(read) => Pin::new(read),
+            Self::Tls(read) => Pin::new(read),
+        }
+    }
+}
+
 impl WriteHalf {
-    /// The TCP stream, for the outbox to write to while the writer is idle; none over
-    /// TLS, whose records only the writer may make.
-    pub fn tcp(&self) -> Option<Arc<TcpStream>> {
-        match self {
-            Self::Tcp(tcp) => Some(tcp.clone()),
-            Self::Tls(_) => None,
+    fn stream(self: Pin<&mut Self>) -> Pin<&mut (dyn AsyncWrite + Send + Unpin)> {
+        match self.get_mut() {
+            Self::Tcp(write) => Pin::new(write),
+            Self::Tls(write) => Pin::new(write),
         }
     }
 }
@@ -120,102 +122,50 @@ impl AsyncRead for ReadHalf {
         context: &mut Context<'_>,
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => loop {
-                ready!(tcp.poll_read_ready(context))?;
-                // A read that would block clears the readiness, so the next poll waits.
-                match tcp.try_read(buffer.initialize_unfilled()) {
-                    Ok(read) => {
-                        buffer.advance(read);
-                        return Poll::Ready(Ok(()));
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Poll::Ready(Err(error)),
-                }
-            },
-            Self::Tls(read) => Pin::new(read).poll_read(context, buffer),
-        }
+        self.stream().poll_read(context, buffer)
     }
 }
 
-impl AsyncWrite for Transport {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.stream().poll_write(context, bytes)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        slices: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.stream().poll_write_vectored(context, slices)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream().poll_flush(context)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream().poll_shutdown(context)
-    }
-}
-
-/// Writes vectored (rustls takes the slices whole). Over TCP, through the shared stream:
-/// a write that would block clears its readiness, so the next poll waits.
-impl AsyncWrite for WriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_write_vectored(context, &[IoSlice::new(bytes)])
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        slices: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => loop {
-                ready!(tcp.poll_write_ready(context))?;
-                match tcp.try_write_vectored(slices) {
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    written => return Poll::Ready(written),
-                }
-            },
-            Self::Tls(write) => Pin::new(write).poll_write_vectored(context, slices),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(_) => Poll::Ready(Ok(())),
-            Self::Tls(write) => Pin::new(write).poll_flush(context),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => {
-                Poll::Ready(socket2::SockRef::from(&**tcp).shutdown(std::net::Shutdown::Write))
+/// Writes through `stream()`, vectored writes included (rustls takes them whole).
+macro_rules! write_through_stream {
+    ($type:ty) => {
+        impl AsyncWrite for $type {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                context: &mut Context<'_>,
+                bytes: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.stream().poll_write(context, bytes)
             }
-            Self::Tls(write) => Pin::new(write).poll_shutdown(context),
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                context: &mut Context<'_>,
+                slices: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                self.stream().poll_write_vectored(context, slices)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.stream().poll_flush(context)
+            }
+
+            fn poll_shutdown(
+                self: Pin<&mut Self>,
+                context: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                self.stream().poll_shutdown(context)
+            }
         }
-    }
+    };
 }
+
+write_through_stream!(Transport);
+write_through_stream!(WriteHalf);
 
 /// The half tungstenite sees: reads from the socket through the meter, and "writes"
 /// into the outbox.
@@ -267,6 +217,12 @@ impl AsyncWrite for Inbound {
     }
 }
 
+/// Frames a writer keeps room for between batches; a burst's larger buffer is freed.
+const FRAMES_KEPT: usize = 4;
+
+/// The most frames in one `writev`.
+const MOST_SLICES: usize = 64;
+
 /// The socket's write half, and the frames on their way out.
 pub struct FrameWriter {
     socket: WriteHalf,
@@ -291,18 +247,15 @@ impl FrameWriter {
     /// Waits for the outbox's next batch, when every frame taken before is written.
     pub async fn take_batch(&mut self, outbox: &Outbox) {
         if self.frames.is_empty() {
-            self.offset = outbox.next_batch(&mut self.frames).await;
+            outbox.next_batch(&mut self.frames).await;
         }
     }
 
     /// Takes whatever the outbox holds now, after the frames taken before.
     pub fn take_queued(&mut self, outbox: &Outbox) {
-        let was_empty = self.frames.is_empty();
-        if let Some(written) = outbox.take_for_writer(&mut self.frames)
-            && was_empty
-        {
-            self.offset = written;
-        }
+        let mut queued = Vec::new();
+        outbox.take_queued(&mut queued);
+        self.frames.append(&mut queued);
     }
 
     /// Adds a frame after the ones taken.
