@@ -124,6 +124,35 @@ fn flags_beat_variables_beat_the_file_beats_the_defaults() {
     assert!(shown.contains("\nmax-queue-bytes = 1048576\n"), "{shown}");
 }
 
+/// A `--redis-url` that names no Redis stops the server at once with what was expected,
+/// rather than leaving it unhealthy, retrying what can never work. (`timeout`: a server
+/// that did not check would run on.)
+#[test]
+fn a_redis_url_that_names_no_redis_stops_the_server_with_the_forms_expected() {
+    for url in [
+        "http://127.0.0.1:6379",
+        "redis-cluster://127.0.0.1:7000",
+        "redis+cluster://",
+        "redis+sentinel://127.0.0.1:26379",
+    ] {
+        let binary = chat_server_binary();
+        let binary = binary.to_str().expect("a UTF-8 path");
+        let args = ["10", binary, "--port", "0", "--redis-url", url];
+        let output = run(Command::new("timeout"), &args, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && output.status.code() != Some(124),
+            "{url}: exit {:?}: {stderr}",
+            output.status
+        );
+        assert!(
+            stderr.contains(&format!("--redis-url {url}"))
+                && stderr.contains("expected redis://host:port[/db], redis+cluster://"),
+            "{url}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn bad_files_are_refused_with_their_line() {
     let scratch = Scratch::new("config-bad");

@@ -80,6 +80,10 @@ pub async fn run(
     config
         .check()
         .map_err(|invalid| io::Error::new(io::ErrorKind::InvalidInput, invalid))?;
+    if let Some(url) = &config.redis_url {
+        broker::check_url(url)
+            .map_err(|invalid| io::Error::new(io::ErrorKind::InvalidInput, invalid))?;
+    }
     let tls = match &config.tls {
         Some(files) => Some(Arc::new(Tls::load(files.clone())?)),
         None => None,

@@ -416,6 +416,19 @@ pub struct Broker {
     directory: Arc<Directory>,
 }
 
+/// Checks that `url` names a Redis, a Redis Cluster or the sentinels of a primary, so
+/// that a mistyped `--redis-url` stops the server at once instead of leaving it
+/// unhealthy, retrying what can never work.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    Redis::parse(url).map(drop).map_err(|error| {
+        format!(
+            "--redis-url {url}: {error}; expected redis://host:port[/db], \
+             redis+cluster://host:port[,host:port...] or \
+             redis+sentinel://host:port[,host:port...]/<primary's name>"
+        )
+    })
+}
+
 /// The cluster a new node joins through the Redis at `url`, keeping what `keep` says
 /// of each room and taking messages up to `max_message_bytes`: what the rooms hand events
 /// to, the health that sessions and `/healthz` watch, and the task that keeps the node
@@ -504,6 +517,9 @@ impl Broker {
     /// publishes what is left (the leaves of a graceful shutdown) and unregisters.
     async fn run(mut self, metrics: Arc<Metrics>, stop: CancellationToken) {
         let mut failures = 0u32;
+        // Each new reason is logged once: a wrong partition count found once Redis is
+        // reachable again is not hidden behind the refused connections before it.
+        let mut last_logged = String::new();
         loop {
             match self.connected(&metrics, &stop, &mut failures).await {
                 Ok(()) => return,
@@ -511,7 +527,10 @@ impl Broker {
                     let reason = error.to_string();
                     if failures == 0 {
                         warn!(%reason, "lost Redis; closing this node's clients and reconnecting");
+                    } else if reason != last_logged {
+                        warn!(%reason, "still cannot use Redis; retrying");
                     }
+                    last_logged.clone_from(&reason);
                     metrics.broker_health(false);
                     self.health.send_replace(Health::Down(reason));
                     failures += 1;
@@ -625,9 +644,13 @@ impl Broker {
         let recorded: Option<u16> = redis.get(PARTITIONS).await?;
         match recorded {
             Some(recorded) if recorded == self.partitions => Ok(()),
-            recorded => Err(BrokerError::Unreadable(format!(
-                "{PARTITIONS} is {recorded:?}, and this node has --redis-partitions {}",
+            Some(recorded) => Err(BrokerError::Unreadable(format!(
+                "the cluster's rooms are spread over {recorded} partitions ({PARTITIONS}), \
+                 and this node has --redis-partitions {}: every node must have the same",
                 self.partitions
+            ))),
+            None => Err(BrokerError::Unreadable(format!(
+                "{PARTITIONS} is not kept in Redis"
             ))),
         }
     }
