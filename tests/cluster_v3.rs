@@ -447,6 +447,16 @@ async fn rooms_to_fail_over(cluster: &RedisCluster) -> ((String, u16), String) {
     ((room, victim), calm)
 }
 
+/// The first event that says `text`, skipping those before it.
+async fn until_said(client: &mut V1, text: &str) -> Event {
+    loop {
+        let event = client.event().await;
+        if event.kind == said(text) {
+            return event;
+        }
+    }
+}
+
 /// Until the replica of the primary killed on port `killed` serves its slots.
 async fn promoted(cluster: &RedisCluster, killed: u16) {
     patiently("the replica promoted", async || {
@@ -573,16 +583,10 @@ async fn a_primary_killed_under_load_fails_over_and_clients_learn_the_new_epoch(
     let (mut bob, _) =
         resumes_in_a_new_epoch(&one, "2", &room, &welcome.epoch, &bobs, &settled).await;
     ada.say("after the failover", None).await;
-    let mut heard = Vec::new();
-    for client in [&mut ada, &mut bob] {
-        loop {
-            let event = client.event().await;
-            if event.kind == said("after the failover") {
-                heard.push(event);
-                break;
-            }
-        }
-    }
+    let heard = [
+        until_said(&mut ada, "after the failover").await,
+        until_said(&mut bob, "after the failover").await,
+    ];
     assert_eq!(heard[0], heard[1], "one order after the failover");
     assert!(heard[0].offset > new_epoch.offset);
 
@@ -693,16 +697,10 @@ async fn a_primary_behind_sentinel_fails_over_and_clients_learn_the_new_epoch() 
     let (mut bob, _) =
         resumes_in_a_new_epoch(&one, "2", "main", &welcome.epoch, &bobs, &settled).await;
     ada.say("after the failover", None).await;
-    let mut heard = Vec::new();
-    for client in [&mut ada, &mut bob] {
-        loop {
-            let event = client.event().await;
-            if event.kind == said("after the failover") {
-                heard.push(event);
-                break;
-            }
-        }
-    }
+    let heard = [
+        until_said(&mut ada, "after the failover").await,
+        until_said(&mut bob, "after the failover").await,
+    ];
     assert_eq!(heard[0], heard[1], "one order after the failover");
 }
 
