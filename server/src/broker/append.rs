@@ -238,14 +238,7 @@ mod tests {
             id: "42".into(),
             offset: 3,
         };
-        let mut appends = Appends::new(
-            Keep {
-                events: 10,
-                bytes: 1000,
-                expiry: std::time::Duration::from_secs(60),
-            },
-            16,
-        );
+        let mut appends = appends();
         appends.push((1, 2), &room, &events[4]);
         appends.push_ephemeral(1, &room, &typing);
         appends.push_ephemeral(1, &room, &read);
@@ -269,19 +262,22 @@ mod tests {
         assert_eq!(ephemeral.len(), 15);
     }
 
+    /// Appends keeping 10 events of 1 000 bytes for a minute, over 16 partitions.
+    fn appends() -> Appends {
+        let keep = Keep {
+            events: 10,
+            bytes: 1000,
+            expiry: std::time::Duration::from_secs(60),
+        };
+        Appends::new(keep, 16)
+    }
+
     #[test]
     fn a_run_of_one_room_from_one_node_is_one_call() {
         let events = events();
         let room = RoomName::default();
         let other = RoomName::parse("ops").unwrap();
-        let mut appends = Appends::new(
-            Keep {
-                events: 10,
-                bytes: 1000,
-                expiry: std::time::Duration::from_secs(60),
-            },
-            16,
-        );
+        let mut appends = appends();
         appends.push((1, 1), &room, &events[0]);
         // Join, leave, then messages: see `events`.
         appends.push((1, 2), &room, &events[2]);
