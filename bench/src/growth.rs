@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::lean::LeanSocket;
 use crate::probe::{ServerProbe, Usage};
 use crate::{ID_BASE, Protocol, Servers, Socket};
 
@@ -380,7 +381,7 @@ async fn open_all(
         let (gate, stop, connected) = (gate.clone(), stop.clone(), connected.clone());
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await?;
-            let socket = servers.connect(&url).await?;
+            let socket = LeanSocket::connect(&url, servers.protocol.subprotocol()).await?;
             drop(permit);
             connected.fetch_add(1, Ordering::Relaxed);
             let reader = Reader {
@@ -403,8 +404,8 @@ async fn open_all(
 }
 
 /// One client's reader: notes its welcome, the last offset, and each round's receipt,
-/// reading as little of each frame as that takes (thousands of clients share the
-/// bench's two cores with the server).
+/// reading as little of each frame as that takes, over a [`LeanSocket`] (thousands of
+/// clients share the machine's two cores with the server).
 struct Reader {
     protocol: Protocol,
     own_join: String,
@@ -415,16 +416,19 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(self, mut socket: Socket, stop: CancellationToken) {
+    async fn run(self, mut socket: LeanSocket, stop: CancellationToken) {
         loop {
             let frame = tokio::select! {
                 () = stop.cancelled() => break,
-                frame = socket.next() => frame,
+                frame = socket.next_text() => frame,
             };
             match frame {
-                Some(Ok(Message::Text(text))) => self.read(text.as_str()),
-                Some(Ok(_)) => {}
-                _ => break,
+                Ok(Some(text)) => self.read(text),
+                Ok(None) => break,
+                Err(error) => {
+                    eprintln!("client {}: {error:#}", self.client);
+                    break;
+                }
             }
         }
     }

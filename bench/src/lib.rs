@@ -14,6 +14,8 @@
 //! - here: where clients connect, in which protocol (plain, `chat.v1.json` or
 //!   `chat.v2.json`), and how a room of them is made ready.
 //! - `probe`: the server's CPU time and RSS, read from `/proc/<pid>`.
+//! - `lean`: a client that only reads, lighter than tokio-tungstenite, for the growth
+//!   scenario's thousands of readers.
 //!
 //! A room is ready when every client has seen its own join and then a sentinel's join:
 //! the server's total order means every earlier join has been delivered by then.
@@ -22,6 +24,7 @@ mod fanout;
 mod growth;
 mod history;
 mod idle;
+mod lean;
 mod probe;
 mod resume;
 
