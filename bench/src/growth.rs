@@ -58,6 +58,8 @@ pub struct GrowthReport {
     pub fanout_deliveries: u64,
     pub fanout_lost: u64,
     pub fanout_cpu_per_delivery_us: f64,
+    /// The same for this process, the load generator, which shares the machine.
+    pub fanout_load_generator_cpu_per_delivery_us: f64,
     pub fanout_p50_ms: f64,
     pub fanout_p99_ms: f64,
     pub fanout_max_ms: f64,
@@ -227,6 +229,8 @@ async fn one_size(
 
     // One message to all, `messages` times, each once the last has reached everyone.
     let before_fanout = probe.usage()?;
+    let load_generator = ServerProbe::new(std::process::id())?;
+    let generator_before_fanout = load_generator.usage()?;
     let mut sent_at = Vec::with_capacity(plan.messages);
     for round in 1..=plan.messages {
         sent_at.push(origin.elapsed().as_micros() as u64);
@@ -237,6 +241,7 @@ async fn one_size(
         }
     }
     let after_fanout = probe.usage()?;
+    let generator_after_fanout = load_generator.usage()?;
     let mut latencies = Vec::with_capacity(plan.messages * clients);
     let mut lost = 0;
     for (round, sent) in (1..=plan.messages).zip(&sent_at) {
@@ -300,6 +305,11 @@ async fn one_size(
         fanout_deliveries: deliveries,
         fanout_lost: lost,
         fanout_cpu_per_delivery_us: cpu(&before_fanout, &after_fanout) * 1e6
+            / deliveries.max(1) as f64,
+        fanout_load_generator_cpu_per_delivery_us: cpu(
+            &generator_before_fanout,
+            &generator_after_fanout,
+        ) * 1e6
             / deliveries.max(1) as f64,
         fanout_p50_ms: quantile(0.5),
         fanout_p99_ms: quantile(0.99),
@@ -417,9 +427,13 @@ struct Reader {
 
 impl Reader {
     async fn run(self, mut socket: LeanSocket, stop: CancellationToken) {
+        // Registered once: every client's token is the same one, and a `cancelled()`
+        // made per frame took its lock twice for every frame read.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             let frame = tokio::select! {
-                () = stop.cancelled() => break,
+                () = &mut stopped => break,
                 frame = socket.next_text() => frame,
             };
             match frame {
