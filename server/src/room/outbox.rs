@@ -1,8 +1,10 @@
 //! A connection's outbox: the bounded queue of encoded frames its writer drains.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
 use futures_util::FutureExt;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::room::wire::Frame;
@@ -17,8 +19,9 @@ use crate::room::wire::Frame;
 /// making the server keep its answers.
 pub struct Outbox {
     queue: Mutex<Queue>,
-    /// Wakes the writer: frames were queued.
-    ready: Notify,
+    /// Wakes the writer, its only waiter: frames were queued. Lighter than a `Notify`,
+    /// which keeps a locked list of waiters, and this is taken for every delivery.
+    ready: AtomicWaker,
     /// Wakes everyone else who waits on the queue, to look again: the writer took it
     /// while it was over the high-water mark, or took a pong; or the member was
     /// evicted or removed. One for all of these, and flags under the lock rather than
@@ -90,7 +93,7 @@ impl Outbox {
                 removal: None,
                 answers: 0,
             }),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
             changed: Notify::new(),
         }
     }
@@ -106,7 +109,7 @@ impl Outbox {
     /// Queues an encoded frame, or evicts the connection if it would overflow.
     pub fn push(&self, frame: &Frame) {
         if self.push_all(std::slice::from_ref(frame), queued_cost) {
-            self.ready.notify_one();
+            self.ready.wake();
         }
     }
 
@@ -137,7 +140,7 @@ impl Outbox {
         let max_bytes = self.lock().max_bytes;
         let cost = |frame: &Frame| queued_cost(frame).min(max_bytes / 2);
         if self.push_all(std::slice::from_ref(frame), cost) {
-            self.ready.notify_one();
+            self.ready.wake();
         }
     }
 
@@ -146,7 +149,7 @@ impl Outbox {
     /// with a long history is not a slow consumer for that. One lock for all of them.
     pub fn push_resident<'a>(&self, frames: impl IntoIterator<Item = &'a Frame>) {
         if self.push_all(frames, |_| std::mem::size_of::<Frame>()) {
-            self.ready.notify_one();
+            self.ready.wake();
         }
     }
 
@@ -199,7 +202,7 @@ impl Outbox {
         queue.pong = Some(pong);
         drop(queue);
         if was_empty {
-            self.ready.notify_one();
+            self.ready.wake();
         }
     }
 
@@ -207,17 +210,15 @@ impl Outbox {
     /// be empty. Swapping buffers keeps both allocations alive across batches.
     pub async fn next_batch(&self, batch: &mut Vec<Frame>) {
         debug_assert!(batch.is_empty());
-        if self.take_queued(batch) {
-            return;
-        }
-        loop {
-            // A push between take_queued and here stores a permit, so none is missed.
-            self.ready.notified().await;
-            if !self.lock().is_empty() {
-                break;
+        std::future::poll_fn(|context| {
+            // Registered before looking: a push after the look wakes this task.
+            self.ready.register(context.waker());
+            match self.take_queued(batch) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
             }
-        }
-        self.take_queued(batch);
+        })
+        .await;
     }
 
     /// Moves whatever is queued into `batch` without waiting, a pending pong first;
@@ -436,7 +437,7 @@ impl Wakes {
 
     fn wake_all(&mut self) {
         for outbox in self.owed.drain(..) {
-            outbox.ready.notify_one();
+            outbox.ready.wake();
         }
     }
 }

@@ -272,18 +272,24 @@ impl FrameWriter {
     /// write, and a write either happened or did not.
     pub async fn flush(&mut self) -> io::Result<()> {
         while self.written < self.frames.len() {
-            // On the heap rather than in this future, which every connection carries.
-            let slices: Vec<IoSlice<'_>> = self.frames[self.written..]
-                .iter()
-                .take(MOST_SLICES)
-                .enumerate()
-                .map(|(index, frame)| {
-                    let start = if index == 0 { self.offset } else { 0 };
-                    IoSlice::new(&frame[start..])
-                })
-                .collect();
-            let mut written = self.socket.write_vectored(&slices).await?;
-            drop(slices);
+            let mut written = if self.written + 1 == self.frames.len() {
+                // One frame, as in a quiet room: no list of slices to build.
+                let frame = &self.frames[self.written];
+                self.socket.write(&frame[self.offset..]).await?
+            } else {
+                // On the heap rather than in this future, which every connection
+                // carries.
+                let slices: Vec<IoSlice<'_>> = self.frames[self.written..]
+                    .iter()
+                    .take(MOST_SLICES)
+                    .enumerate()
+                    .map(|(index, frame)| {
+                        let start = if index == 0 { self.offset } else { 0 };
+                        IoSlice::new(&frame[start..])
+                    })
+                    .collect();
+                self.socket.write_vectored(&slices).await?
+            };
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
