@@ -30,6 +30,7 @@ const MAX_RESPONSE_BYTES: usize = 8 * 1024;
 
 const OPCODE_CONTINUATION: u8 = 0x0;
 const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_BINARY: u8 = 0x2;
 const OPCODE_CLOSE: u8 = 0x8;
 const OPCODE_PING: u8 = 0x9;
 const OPCODE_PONG: u8 = 0xA;
@@ -65,7 +66,8 @@ impl LeanSocket {
         );
         let host = parsed.host_str().context("a ws:// URL has a host")?;
         let port = parsed.port_or_known_default().unwrap_or(80);
-        let stream = TcpStream::connect((host, port))
+        let addresses = parsed.socket_addrs(|| Some(80))?;
+        let stream = TcpStream::connect(&*addresses)
             .await
             .with_context(|| format!("connecting to {url}"))?;
         // Only pongs are written, and they should not wait for an ACK.
@@ -216,9 +218,16 @@ impl LeanSocket {
             "a frame of {payload_bytes} bytes"
         );
         let (fin, opcode) = (first & 0x80 != 0, first & 0x0f);
+        ensure!(first & 0x70 == 0, "a frame with reserved bits set");
         ensure!(
             fin && opcode != OPCODE_CONTINUATION,
             "a fragmented message, which this client does not read"
+        );
+        ensure!(
+            matches!(opcode, OPCODE_TEXT | OPCODE_BINARY)
+                || (matches!(opcode, OPCODE_CLOSE | OPCODE_PING | OPCODE_PONG)
+                    && payload_bytes <= 125),
+            "a frame of opcode {opcode:#x} and {payload_bytes} bytes"
         );
         Ok(Some(Header {
             opcode,
@@ -236,13 +245,14 @@ impl LeanSocket {
         }
         if self.end == self.buffer.len() {
             self.buffer.resize(self.buffer.len() * 2, 0);
-        } else if self.buffer.len() > BUFFER_BYTES && self.end < BUFFER_BYTES / 2 {
-            // A big welcome or batch is past: thousands of clients should not each
-            // keep its room.
+        } else if self.buffer.len() > BUFFER_BYTES && self.end == 0 {
+            // A big welcome or batch is past, and nothing of the next frame is here
+            // yet: thousands of clients should not each keep its room.
             self.buffer.truncate(BUFFER_BYTES);
             self.buffer.shrink_to_fit();
         }
         match self.stream.read(&mut self.buffer[self.end..]).await {
+            Ok(0) if self.end > 0 => bail!("the connection ended inside a frame"),
             Ok(0) => Ok(None),
             Ok(read) => {
                 self.end += read;
@@ -279,21 +289,21 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use std::time::Duration;
 
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio::net::TcpListener;
 
     use super::*;
     use crate::{Protocol, Servers};
 
     /// A chat-server in this process that pings every 100 ms and closes a connection
-    /// whose ping goes 100 ms unanswered.
+    /// whose ping goes a second unanswered.
     async fn pinging_server() -> Servers {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let config = chat_server::Config {
             rate_limit: None,
             ping_interval: Duration::from_millis(100),
-            ping_timeout: Duration::from_millis(100),
+            ping_timeout: Duration::from_secs(1),
             ..chat_server::Config::default()
         };
         tokio::spawn(chat_server::run(listener, config, std::future::pending()));
@@ -326,16 +336,11 @@ mod tests {
             }
             heard
         });
-        let (mut sender, mut echoes) = servers
-            .connect(&servers.endpoint(1, 2))
-            .await
-            .unwrap()
-            .split();
-        // Read, so that tungstenite answers the sender's pings.
-        tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
-        // Several pings go unanswered for longer than the timeout unless the reader
-        // answers them.
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Twenty-five pings: unanswered, the first would have closed the reader's
+        // connection a second and a half ago.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // The sender comes now, so that only the reader has to last through them.
+        let mut sender = servers.connect(&servers.endpoint(1, 2)).await.unwrap();
         for text in &said {
             sender.send(servers.message(text.clone())).await.unwrap();
         }
