@@ -418,7 +418,7 @@ async fn after_a_redis_restart_clients_resume_from_what_redis_kept() {
         assert_eq!(welcome.recovered, kept, "{welcome:?}");
         assert_eq!(welcome.epoch == before.epoch, kept, "{welcome:?}");
         assert!(welcome.members.is_empty(), "both were closed: {welcome:?}");
-        let replayed = replay_until_own_join(&mut back, &welcome).await;
+        let replayed = back.replay_until_own_join(&welcome).await;
         if kept {
             // What happened after: the nodes announced the leaves of the members they
             // closed, once each.
@@ -433,22 +433,6 @@ async fn after_a_redis_restart_clients_resume_from_what_redis_kept() {
                 "Redis has nothing of the room: {replayed:?}"
             );
         }
-    }
-}
-
-/// The history events after a welcome, up to the client's own join (not included).
-async fn replay_until_own_join(client: &mut V1, welcome: &Welcome) -> Vec<Event> {
-    let mut replayed = Vec::new();
-    loop {
-        let event = client.event().await;
-        if event.offset == welcome.offset + 1 {
-            assert_eq!(
-                (event.id.as_str(), &event.kind),
-                (welcome.id.as_str(), &EventKind::join())
-            );
-            return replayed;
-        }
-        replayed.push(event);
     }
 }
 

@@ -761,7 +761,7 @@ async fn a_dead_nodes_members_are_reaped_by_the_first_node_to_read_their_partiti
         Vec::<&str>::new(),
         "the dead node's member is gone"
     );
-    let replayed = replay_until_own_join(&mut newcomer, &welcome).await;
+    let replayed = newcomer.replay_until_own_join(&welcome).await;
     let last = replayed.last().expect("the victim's join and leave");
     assert_eq!((last.id.as_str(), &last.kind), ("2", &EventKind::Leave));
     let registered = RedisCluster::cli(redis.port, &["SMEMBERS", &registry]).await;
@@ -770,20 +770,4 @@ async fn a_dead_nodes_members_are_reaped_by_the_first_node_to_read_their_partiti
         1,
         "only the survivor now: {registered}"
     );
-}
-
-/// The events replayed after `welcome` up to the client's own join.
-async fn replay_until_own_join(client: &mut V1, welcome: &Welcome) -> Vec<Event> {
-    let mut replayed = Vec::new();
-    loop {
-        let event = client.event().await;
-        if event.offset == welcome.offset + 1 {
-            assert_eq!(
-                (event.id.as_str(), event.kind),
-                (welcome.id.as_str(), EventKind::join())
-            );
-            return replayed;
-        }
-        replayed.push(event);
-    }
 }

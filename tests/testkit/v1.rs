@@ -58,6 +58,13 @@ impl V1 {
     /// The welcome, and whatever history there is, up to the client's own join.
     pub async fn seated(&mut self) -> Welcome {
         let welcome = self.welcome().await;
+        self.replay_until_own_join(&welcome).await;
+        welcome
+    }
+
+    /// The history events after `welcome`, up to the client's own join (not included).
+    pub async fn replay_until_own_join(&mut self, welcome: &Welcome) -> Vec<Event> {
+        let mut replayed = Vec::new();
         loop {
             let event = self.event().await;
             if event.offset == welcome.offset + 1 {
@@ -65,8 +72,9 @@ impl V1 {
                     (event.id.as_str(), &event.kind),
                     (welcome.id.as_str(), &EventKind::join())
                 );
-                return welcome;
+                return replayed;
             }
+            replayed.push(event);
         }
     }
 
