@@ -50,7 +50,7 @@ pub struct GrowthReport {
     pub join_storm_seconds: f64,
     pub server_cpu_per_join_us: f64,
     pub server_rss_empty_kib: u64,
-    /// Taken [`SETTLE`] after the storm, with every connection idle.
+    /// Taken 2 s after the storm (`SETTLE`), with every connection idle.
     pub server_rss_held_kib: u64,
     pub server_rss_per_connection_kib: f64,
     /// `messages` messages to all, one at a time: deliveries counted, server CPU per
