@@ -1,5 +1,6 @@
 //! A connection's outbox: the bounded queue of encoded frames its writer drains.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
@@ -22,6 +23,11 @@ pub struct Outbox {
     /// Wakes the writer, its only waiter: frames were queued. Lighter than a `Notify`,
     /// which keeps a locked list of waiters, and this is taken for every delivery.
     ready: AtomicWaker,
+    /// The session is over: its writer stops, and hands back what it has not written
+    /// (see [`Outbox::stop_writer`]). A flag here, beside the writer's wake, rather
+    /// than a channel of its own, which was one more allocation per connection and
+    /// one more cache line to fetch at every wake of its writer.
+    writer_stopping: AtomicBool,
     /// Wakes everyone else who waits on the queue, to look again: the writer took it
     /// while it was over the high-water mark, or took a pong; or the member was
     /// evicted or removed. One for all of these, and flags under the lock rather than
@@ -94,6 +100,7 @@ impl Outbox {
                 answers: 0,
             }),
             ready: AtomicWaker::new(),
+            writer_stopping: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -214,6 +221,26 @@ impl Outbox {
             // Registered before looking: a push after the look wakes this task.
             self.ready.register(context.waker());
             match self.take_queued(batch) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
+        .await;
+    }
+
+    /// Tells the writer to stop (see [`Outbox::writer_stopped`]).
+    pub fn stop_writer(&self) {
+        self.writer_stopping.store(true, Ordering::Release);
+        self.ready.wake();
+    }
+
+    /// Completes once [`Outbox::stop_writer`] was called: what the writer waits on
+    /// beside its next batch and its writes. It shares the batch's wake, since both
+    /// are the writer's.
+    pub async fn writer_stopped(&self) {
+        std::future::poll_fn(|context| {
+            self.ready.register(context.waker());
+            match self.writer_stopping.load(Ordering::Acquire) {
                 true => Poll::Ready(()),
                 false => Poll::Pending,
             }
@@ -624,6 +651,30 @@ mod tests {
         };
         outbox.remove(kick.clone());
         assert_eq!(goes_on("the session's end", ended).await, Some(kick));
+    }
+
+    /// A writer waits for its next batch and for its stop at once: a push gives it the
+    /// batch, and only the stop stops it.
+    #[tokio::test]
+    async fn a_writer_is_woken_to_stop_and_frames_do_not_stop_it() {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let writer = |outbox: Arc<Outbox>| async move {
+            let mut batch = Vec::new();
+            tokio::select! {
+                biased;
+                () = outbox.writer_stopped() => "stopped",
+                () = outbox.next_batch(&mut batch) => "batch",
+            }
+        };
+        let first = tokio::spawn(writer(outbox.clone()));
+        tokio::task::yield_now().await;
+        outbox.push(&wire::text("hello"));
+        assert_eq!(goes_on("the writer", first).await, "batch");
+        let second = tokio::spawn(writer(outbox.clone()));
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "nothing queued, no stop: it waits");
+        outbox.stop_writer();
+        assert_eq!(goes_on("the writer", second).await, "stopped");
     }
 
     #[tokio::test]

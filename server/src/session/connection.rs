@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -403,7 +402,7 @@ async fn transmit(writer: &mut FrameWriter, outbox: &Outbox) {
 /// more CPU per delivery than the task's memory per connection is worth.
 struct Transmitter {
     task: AbortOnDropHandle<FrameWriter>,
-    stop: oneshot::Sender<()>,
+    outbox: Arc<Outbox>,
     /// Set once `failed` has seen the task end by itself: its writer, unless it
     /// panicked.
     ended: Option<Option<FrameWriter>>,
@@ -411,18 +410,23 @@ struct Transmitter {
 
 impl Transmitter {
     fn spawn(mut writer: FrameWriter, outbox: Arc<Outbox>) -> Self {
-        let (stop, stopped) = oneshot::channel();
-        let writing = async move {
-            tokio::select! {
-                () = transmit(&mut writer, &outbox) => {}
-                _ = stopped => {}
+        let writing = {
+            let outbox = outbox.clone();
+            async move {
+                // The stop first: it is a flag's load, and `biased` draws no random
+                // order at every wake.
+                tokio::select! {
+                    biased;
+                    () = outbox.writer_stopped() => {}
+                    () = transmit(&mut writer, &outbox) => {}
+                }
+                writer
             }
-            writer
         };
         let task = tokio::spawn(writing.in_current_span());
         Self {
             task: AbortOnDropHandle::new(task),
-            stop,
+            outbox,
             ended: None,
         }
     }
@@ -436,11 +440,15 @@ impl Transmitter {
     /// Stops writing, and gives the writer back (with what it had taken and not yet
     /// written) for the goodbye; none if its task panicked.
     async fn stop(self) -> Option<FrameWriter> {
-        let Self { task, stop, ended } = self;
+        let Self {
+            task,
+            outbox,
+            ended,
+        } = self;
         if let Some(writer) = ended {
             return writer;
         }
-        let _ = stop.send(());
+        outbox.stop_writer();
         task.await.ok()
     }
 }
