@@ -13,7 +13,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::lean::LeanSocket;
@@ -221,8 +220,7 @@ async fn one_size(
     // The storm: everyone at once (as many handshakes in flight as allowed), then the
     // sentinel's first message, which reaches each client after every join before it.
     let started = Instant::now();
-    let stop = CancellationToken::new();
-    let readers = open_all(servers, &seen, &receipts, origin, &gate, &stop, false).await?;
+    let readers = open_all(servers, &seen, &receipts, origin, &gate, false).await?;
     wait_until(plan.timeout, "the clients' welcomes", || {
         seen.iter()
             .all(|seen| seen.welcomes.load(Ordering::Acquire) >= 1)
@@ -270,16 +268,12 @@ async fn one_size(
     let deliveries = latencies.len() as u64;
 
     // Everyone drops without a close, then everyone is back at once, asking to resume.
-    stop.cancel();
-    for reader in readers {
-        let _ = reader.await;
-    }
+    drop_all(readers).await;
     eprintln!("{clients} clients dropped");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_reconnect = probe.usage()?;
     let started = Instant::now();
-    let stop = CancellationToken::new();
-    let readers = open_all(servers, &seen, &receipts, origin, &gate, &stop, true).await?;
+    let readers = open_all(servers, &seen, &receipts, origin, &gate, true).await?;
     wait_until(plan.timeout, "the resumed clients' welcomes", || {
         seen.iter()
             .all(|seen| seen.welcomes.load(Ordering::Acquire) >= 2)
@@ -294,10 +288,7 @@ async fn one_size(
     .await?;
     let reconnect_caught_up_seconds = started.elapsed().as_secs_f64();
     let after_reconnect = probe.usage()?;
-    stop.cancel();
-    for reader in readers {
-        let _ = reader.await;
-    }
+    drop_all(readers).await;
     let cpu = |from: &Usage, to: &Usage| to.cpu_seconds - from.cpu_seconds;
     Ok(GrowthReport {
         clients,
@@ -371,14 +362,13 @@ impl Sentinel {
 }
 
 /// Connects every client (resuming from what it saw, if `resume`) and starts its
-/// reader; the readers stop, dropping their connections without a close, on `stop`.
+/// reader; [`drop_all`] stops them.
 async fn open_all(
     servers: &Servers,
     seen: &[Arc<Seen>],
     receipts: &Arc<Receipts>,
     origin: Instant,
     gate: &Arc<Semaphore>,
-    stop: &CancellationToken,
     resume: bool,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let connected = Arc::new(AtomicUsize::new(0));
@@ -397,7 +387,7 @@ async fn open_all(
             url.push_str(&format!("?since={since}&epoch={epoch}"));
         }
         let (servers, seen, receipts) = (servers.clone(), seen.clone(), receipts.clone());
-        let (gate, stop, connected) = (gate.clone(), stop.clone(), connected.clone());
+        let (gate, connected) = (gate.clone(), connected.clone());
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await?;
             let socket = LeanSocket::connect(&url, servers.protocol.subprotocol()).await?;
@@ -411,7 +401,7 @@ async fn open_all(
                 receipts,
                 origin,
             };
-            anyhow::Ok(tokio::spawn(reader.run(socket, stop)))
+            anyhow::Ok(tokio::spawn(reader.run(socket)))
         }));
     }
     let mut readers = Vec::with_capacity(tasks.len());
@@ -420,6 +410,20 @@ async fn open_all(
     }
     progress.abort();
     Ok(readers)
+}
+
+/// Stops every reader, its connection dropped without a close.
+///
+/// By aborting their tasks, not through a shared cancellation token: a reader waiting
+/// on a token's `cancelled()` as well as its socket polled it at every frame, and each
+/// poll of that wait takes the token's lock, one lock for all the readers.
+async fn drop_all(readers: Vec<tokio::task::JoinHandle<()>>) {
+    for reader in &readers {
+        reader.abort();
+    }
+    for reader in readers {
+        let _ = reader.await;
+    }
 }
 
 /// One client's reader: notes its welcome, the last offset, and each round's receipt,
@@ -435,17 +439,9 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(self, mut socket: LeanSocket, stop: CancellationToken) {
-        // Registered once: every client's token is the same one, and a `cancelled()`
-        // made per frame took its lock twice for every frame read.
-        let stopped = stop.cancelled();
-        tokio::pin!(stopped);
+    async fn run(self, mut socket: LeanSocket) {
         loop {
-            let frame = tokio::select! {
-                () = &mut stopped => break,
-                frame = socket.next_text() => frame,
-            };
-            match frame {
+            match socket.next_text().await {
                 Ok(Some(text)) => self.read(text),
                 Ok(None) => break,
                 Err(error) => {
