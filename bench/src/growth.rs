@@ -290,6 +290,7 @@ async fn one_size(
     let after_reconnect = probe.usage()?;
     drop_all(readers).await;
     let cpu = |from: &Usage, to: &Usage| to.cpu_seconds - from.cpu_seconds;
+    let per_delivery_us = |from: &Usage, to: &Usage| cpu(from, to) * 1e6 / deliveries.max(1) as f64;
     Ok(GrowthReport {
         clients,
         protocol: servers.protocol,
@@ -304,13 +305,11 @@ async fn one_size(
         fanout_messages: plan.messages,
         fanout_deliveries: deliveries,
         fanout_lost: lost,
-        fanout_cpu_per_delivery_us: cpu(&before_fanout, &after_fanout) * 1e6
-            / deliveries.max(1) as f64,
-        fanout_load_generator_cpu_per_delivery_us: cpu(
+        fanout_cpu_per_delivery_us: per_delivery_us(&before_fanout, &after_fanout),
+        fanout_load_generator_cpu_per_delivery_us: per_delivery_us(
             &generator_before_fanout,
             &generator_after_fanout,
-        ) * 1e6
-            / deliveries.max(1) as f64,
+        ),
         fanout_p50_ms: quantile(0.5),
         fanout_p99_ms: quantile(0.99),
         fanout_max_ms: latencies.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
