@@ -1,9 +1,10 @@
 //! The floor under "one message to all" on this machine (issue 32): one small write to
 //! each of N loopback TCP connections, with nothing else in the way: no WebSocket, no
 //! room, no task per connection on the writing side, just a loop of `write` calls on
-//! one or more threads. The reading side is a tokio runtime with one task per
-//! connection, as chat-bench's clients are, in a process of its own (each process here
-//! may hold 20 000 descriptors).
+//! one or more threads. The reading side reads as chat-bench's growth clients do: two
+//! threads with an epoll each, which look for events every 250 µs while they come
+//! (`chat_bench::EventWait`), in a process of its own (each process here may hold
+//! 20 000 descriptors).
 //!
 //! ```sh
 //! cargo build --release -p chat-bench
@@ -18,7 +19,16 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chat_bench::EventWait;
+
+/// What each round writes to each connection.
+const MESSAGE_BYTES: usize = 16;
+
+/// As many as chat-bench's growth scenario reads with: one per core here.
+const READING_THREADS: usize = 2;
 
 fn micros_now() -> u64 {
     SystemTime::now()
@@ -96,7 +106,7 @@ fn write_side(connections: usize, rounds: usize, threads: usize) -> anyhow::Resu
             for part in sockets.chunks(chunk) {
                 scope.spawn(move || {
                     for mut socket in part {
-                        socket.write_all(&[b'm'; 16]).expect("write");
+                        socket.write_all(&[b'm'; MESSAGE_BYTES]).expect("write");
                     }
                 });
             }
@@ -123,57 +133,99 @@ fn write_side(connections: usize, rounds: usize, threads: usize) -> anyhow::Resu
 /// time from stdin and times every connection's 16 bytes against it.
 fn read_side(address: &str, connections: usize, rounds: usize) -> anyhow::Result<()> {
     rlimit::increase_nofile_limit(u64::MAX)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut sockets = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            sockets.push(tokio::net::TcpStream::connect(address).await?);
+    let mut sockets = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let socket = std::net::TcpStream::connect(address)?;
+        socket.set_nonblocking(true)?;
+        sockets.push(mio::net::TcpStream::from_std(socket));
+    }
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let chunk = connections.div_ceil(READING_THREADS);
+    let mut readers = Vec::with_capacity(READING_THREADS);
+    while !sockets.is_empty() {
+        let rest = sockets.split_off(chunk.min(sockets.len()));
+        let part = std::mem::replace(&mut sockets, rest);
+        let arrived = arrived.clone();
+        readers.push(std::thread::spawn(move || {
+            read_rounds(part, rounds, &arrived)
+        }));
+    }
+    println!("ready");
+    let mut stdin = std::io::stdin().lock();
+    let cpu_before = cpu_seconds();
+    let mut starts = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let mut line = String::new();
+        stdin.read_line(&mut line)?;
+        starts.push(line.trim().parse::<u64>()?);
+        while arrived.load(Ordering::Acquire) < connections * round {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<u64>();
-        for mut socket in sockets {
-            let arrived = arrived.clone();
-            tokio::spawn(async move {
-                use tokio::io::AsyncReadExt;
-                let mut buffer = [0u8; 16];
-                while socket.read_exact(&mut buffer).await.is_ok() {
-                    let _ = arrived.send(micros_now());
-                }
-            });
-        }
-        drop(arrived);
-        println!("ready");
-        let mut stdin = std::io::stdin().lock();
-        let cpu_before = cpu_seconds();
-        let mut latencies = Vec::with_capacity(connections * rounds);
-        for _ in 0..rounds {
-            let mut line = String::new();
-            stdin.read_line(&mut line)?;
-            let start: u64 = line.trim().parse()?;
-            for _ in 0..connections {
-                let at = arrivals.recv().await.expect("every reader is alive");
-                latencies.push(at.saturating_sub(start));
-            }
-            println!("round done");
-        }
-        let cpu = cpu_seconds() - cpu_before;
-        let mut rest = Vec::new();
-        let _ = stdin.read_to_end(&mut rest);
-        latencies.sort_unstable();
-        let at = |q: f64| {
-            latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64
-                / 1000.0
-        };
-        println!(
-            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} reads, reader CPU {:.2} µs per read",
-            at(0.5),
-            at(0.99),
-            at(1.0),
-            latencies.len(),
-            cpu * 1e6 / latencies.len() as f64
+        println!("round done");
+    }
+    let cpu = cpu_seconds() - cpu_before;
+    let mut rest = Vec::new();
+    let _ = stdin.read_to_end(&mut rest);
+    let mut latencies = Vec::with_capacity(connections * rounds);
+    for reader in readers {
+        let arrivals = reader.join().expect("a reader does not panic")?;
+        latencies.extend(
+            arrivals
+                .into_iter()
+                .map(|(round, at)| at.saturating_sub(starts[round])),
         );
-        anyhow::Ok(())
-    })
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64 / 1000.0
+    };
+    println!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} reads, reader CPU {:.2} µs per read",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        latencies.len(),
+        cpu * 1e6 / latencies.len() as f64
+    );
+    Ok(())
+}
+
+/// One reading thread: reads its sockets until each has had `rounds` messages, and
+/// returns when each message arrived, with its round.
+fn read_rounds(
+    mut sockets: Vec<mio::net::TcpStream>,
+    rounds: usize,
+    arrived: &AtomicUsize,
+) -> anyhow::Result<Vec<(usize, u64)>> {
+    let mut poll = mio::Poll::new()?;
+    for (index, socket) in sockets.iter_mut().enumerate() {
+        poll.registry()
+            .register(socket, mio::Token(index), mio::Interest::READABLE)?;
+    }
+    let mut bytes_read = vec![0; sockets.len()];
+    let mut arrivals = Vec::with_capacity(sockets.len() * rounds);
+    let mut events = mio::Events::with_capacity(1024);
+    let mut waiting = EventWait::default();
+    let mut buffer = [0u8; 64];
+    while arrivals.len() < sockets.len() * rounds {
+        waiting.next(&mut poll, &mut events)?;
+        for event in &events {
+            let index = event.token().0;
+            // One read: a round's 16 bytes fit the buffer, and the next round's come
+            // with an event of their own (edge-triggered).
+            let read = match (&sockets[index]).read(&mut buffer) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                read => read?,
+            };
+            anyhow::ensure!(read > 0, "the writing side closed early");
+            let now = micros_now();
+            let before = bytes_read[index];
+            bytes_read[index] += read;
+            for round in before / MESSAGE_BYTES..bytes_read[index] / MESSAGE_BYTES {
+                arrivals.push((round, now));
+                arrived.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+    Ok(arrivals)
 }

@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::lean::LeanSocket;
 use crate::probe::{ServerProbe, Usage};
+use crate::readers::ReadingPool;
 use crate::{ID_BASE, Protocol, Servers, Socket};
 
 /// A growth run: one fresh server per size.
@@ -117,6 +118,10 @@ impl Receipts {
 /// four runs at 16 000, 5.62-5.81 KiB a connection after half a second and 5.50-5.65
 /// after two; at 4 000, 7.3-7.9 against 6.1.)
 const SETTLE: Duration = Duration::from_secs(2);
+
+/// The threads that read the clients' connections: one per core, as the server has
+/// workers.
+const READING_THREADS: usize = 2;
 
 /// The text of round `round`'s message; the bench's clients look for this prefix.
 const ROUND: &str = "growth ";
@@ -220,7 +225,8 @@ async fn one_size(
     // The storm: everyone at once (as many handshakes in flight as allowed), then the
     // sentinel's first message, which reaches each client after every join before it.
     let started = Instant::now();
-    let readers = open_all(servers, &seen, &receipts, origin, &gate, false).await?;
+    let readers = Arc::new(ReadingPool::new(READING_THREADS)?);
+    open_all(servers, &readers, &seen, &receipts, origin, &gate, false).await?;
     wait_until(plan.timeout, "the clients' welcomes", || {
         seen.iter()
             .all(|seen| seen.welcomes.load(Ordering::Acquire) >= 1)
@@ -268,12 +274,12 @@ async fn one_size(
     let deliveries = latencies.len() as u64;
 
     // Everyone drops without a close, then everyone is back at once, asking to resume.
-    drop_all(readers).await;
+    readers.drop_all().await?;
     eprintln!("{clients} clients dropped");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_reconnect = probe.usage()?;
     let started = Instant::now();
-    let readers = open_all(servers, &seen, &receipts, origin, &gate, true).await?;
+    open_all(servers, &readers, &seen, &receipts, origin, &gate, true).await?;
     wait_until(plan.timeout, "the resumed clients' welcomes", || {
         seen.iter()
             .all(|seen| seen.welcomes.load(Ordering::Acquire) >= 2)
@@ -288,7 +294,7 @@ async fn one_size(
     .await?;
     let reconnect_caught_up_seconds = started.elapsed().as_secs_f64();
     let after_reconnect = probe.usage()?;
-    drop_all(readers).await;
+    readers.drop_all().await?;
     let cpu = |from: &Usage, to: &Usage| to.cpu_seconds - from.cpu_seconds;
     let per_delivery_us = |from: &Usage, to: &Usage| cpu(from, to) * 1e6 / deliveries.max(1) as f64;
     Ok(GrowthReport {
@@ -360,16 +366,17 @@ impl Sentinel {
     }
 }
 
-/// Connects every client (resuming from what it saw, if `resume`) and starts its
-/// reader; [`drop_all`] stops them.
+/// Connects every client (resuming from what it saw, if `resume`) and hands it to
+/// `readers`.
 async fn open_all(
     servers: &Servers,
+    readers: &Arc<ReadingPool>,
     seen: &[Arc<Seen>],
     receipts: &Arc<Receipts>,
     origin: Instant,
     gate: &Arc<Semaphore>,
     resume: bool,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+) -> anyhow::Result<()> {
     let connected = Arc::new(AtomicUsize::new(0));
     let progress = tokio::spawn(crate::report_progress(
         "connected",
@@ -386,7 +393,7 @@ async fn open_all(
             url.push_str(&format!("?since={since}&epoch={epoch}"));
         }
         let (servers, seen, receipts) = (servers.clone(), seen.clone(), receipts.clone());
-        let (gate, connected) = (gate.clone(), connected.clone());
+        let (gate, connected, readers) = (gate.clone(), connected.clone(), readers.clone());
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await?;
             let socket = LeanSocket::connect(&url, servers.protocol.subprotocol()).await?;
@@ -400,33 +407,18 @@ async fn open_all(
                 receipts,
                 origin,
             };
-            anyhow::Ok(tokio::spawn(reader.run(socket)))
+            readers.add(socket, client, Box::new(move |text| reader.read(text)))
         }));
     }
-    let mut readers = Vec::with_capacity(tasks.len());
     for task in tasks {
-        readers.push(task.await??);
+        task.await??;
     }
     progress.abort();
-    Ok(readers)
-}
-
-/// Stops every reader, its connection dropped without a close.
-///
-/// By aborting their tasks, not through a shared cancellation token: a reader waiting
-/// on a token's `cancelled()` as well as its socket polled it at every frame, and each
-/// poll of that wait takes the token's lock, one lock for all the readers.
-async fn drop_all(readers: Vec<tokio::task::JoinHandle<()>>) {
-    for reader in &readers {
-        reader.abort();
-    }
-    for reader in readers {
-        let _ = reader.await;
-    }
+    Ok(())
 }
 
 /// One client's reader: notes its welcome, the last offset, and each round's receipt,
-/// reading as little of each frame as that takes, over a [`LeanSocket`] (thousands of
+/// reading as little of each frame as that takes, on a [`ReadingPool`] (thousands of
 /// clients share the machine's two cores with the server).
 struct Reader {
     protocol: Protocol,
@@ -438,19 +430,6 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(self, mut socket: LeanSocket) {
-        loop {
-            match socket.next_text().await {
-                Ok(Some(text)) => self.read(text),
-                Ok(None) => break,
-                Err(error) => {
-                    eprintln!("client {}: {error:#}", self.client);
-                    break;
-                }
-            }
-        }
-    }
-
     fn read(&self, text: &str) {
         let round_said = if self.protocol == Protocol::Plain {
             if text == self.own_join {

@@ -7,8 +7,12 @@
 //! `&str` without a copy or an allocation, pings answered, a close frame ending it. It
 //! refuses what the server under test never sends (masked or fragmented frames), loudly.
 //! Only `ws://`: the growth scenario starts its own server on loopback.
+//!
+//! The handshake is async ([`LeanSocket::connect`], on the bench's tokio runtime, which
+//! paces thousands of them); the reading after it is not: a [`LeanConnection`] is read
+//! by a [`crate::readers::ReadingPool`] thread, without a task to wake per frame.
 
-use std::io;
+use std::io::{self, Read, Write};
 
 use anyhow::{Context, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,14 +43,34 @@ const OPCODE_PONG: u8 = 0xA;
 /// enough: masking protects proxies from a page's chosen bytes, not a benchmark.
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
+/// A connection whose handshake is under way.
 pub(crate) struct LeanSocket {
     stream: TcpStream,
+    frames: Frames,
+}
+
+/// An open connection, past its handshake, to be read without tokio.
+pub(crate) struct LeanConnection {
+    stream: mio::net::TcpStream,
+    /// May already hold frames that came with the handshake's answer.
+    frames: Frames,
+}
+
+/// The bytes read and not yet parsed, and the frames at their front.
+struct Frames {
     buffer: Vec<u8>,
-    /// The unread bytes are `buffer[start..end]`.
+    /// The unparsed bytes are `buffer[start..end]`.
     start: usize,
     end: usize,
-    /// The frame handed out last, consumed at the next call.
-    handed_out: usize,
+}
+
+/// One frame, borrowed from the connection's buffer.
+enum Frame<'a> {
+    Text(&'a str),
+    Ping(&'a [u8]),
+    Close,
+    /// Binary frames and unasked pongs carry nothing the bench reads.
+    Ignored,
 }
 
 /// One frame's header, parsed from the front of the unread bytes.
@@ -58,7 +82,10 @@ struct Header {
 
 impl LeanSocket {
     /// Opens `url` (`ws://` only), asking for `subprotocol`, and checks the answer.
-    pub(crate) async fn connect(url: &str, subprotocol: Option<&str>) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(
+        url: &str,
+        subprotocol: Option<&str>,
+    ) -> anyhow::Result<LeanConnection> {
         let parsed = Url::parse(url).with_context(|| format!("{url} is not a URL"))?;
         ensure!(
             parsed.scheme() == "ws",
@@ -74,16 +101,18 @@ impl LeanSocket {
         stream.set_nodelay(true)?;
         let mut socket = Self {
             stream,
-            buffer: vec![0; BUFFER_BYTES],
-            start: 0,
-            end: 0,
-            handed_out: 0,
+            frames: Frames::new(),
         };
         socket
             .handshake(&parsed, host, port, subprotocol)
             .await
             .with_context(|| format!("opening {url}"))?;
-        Ok(socket)
+        // Out of tokio's reactor, still non-blocking, for a reading thread's epoll.
+        let stream = mio::net::TcpStream::from_std(socket.stream.into_std()?);
+        Ok(LeanConnection {
+            stream,
+            frames: socket.frames,
+        })
     }
 
     async fn handshake(
@@ -110,18 +139,20 @@ impl LeanSocket {
 
         // Read until the blank line; whatever follows it is the first frames.
         let head_end = loop {
-            if let Some(at) = find(&self.buffer[..self.end], b"\r\n\r\n") {
+            let answer = self.frames.unparsed();
+            if let Some(at) = find(answer, b"\r\n\r\n") {
                 break at + 4;
             }
             ensure!(
-                self.end < MAX_RESPONSE_BYTES,
+                answer.len() < MAX_RESPONSE_BYTES,
                 "an answer of over {MAX_RESPONSE_BYTES} bytes"
             );
-            self.fill()
-                .await?
-                .context("the server closed during the handshake")?;
+            let read = self.stream.read(self.frames.room()).await?;
+            ensure!(read > 0, "the server closed during the handshake");
+            self.frames.filled(read);
         };
-        let head = std::str::from_utf8(&self.buffer[..head_end]).context("a non-UTF-8 answer")?;
+        let head = std::str::from_utf8(&self.frames.unparsed()[..head_end])
+            .context("a non-UTF-8 answer")?;
         let mut lines = head.split("\r\n");
         let status = lines.next().unwrap_or_default();
         ensure!(
@@ -146,51 +177,134 @@ impl LeanSocket {
                 "the server does not offer {protocol} (it selected {selected:?})"
             );
         }
-        self.start = head_end;
+        self.frames.start += head_end;
         Ok(())
     }
+}
 
-    /// The next text frame's payload, answering pings on the way; `None` once the
-    /// server closes or the connection ends.
-    pub(crate) async fn next_text(&mut self) -> anyhow::Result<Option<&str>> {
-        self.start += std::mem::take(&mut self.handed_out);
+impl LeanConnection {
+    pub(crate) fn stream(&mut self) -> &mut mio::net::TcpStream {
+        &mut self.stream
+    }
+
+    /// Reads what the socket holds, handing each text frame to `on_text` and answering
+    /// pings: `false` once the server has closed or the connection has ended.
+    ///
+    /// For an edge-triggered epoll: it reads until the socket is empty, and takes a
+    /// read that did not fill the room it was given as the sign of that (the next bytes
+    /// bring a new edge), sparing the read that would only say `WouldBlock`.
+    pub(crate) fn read_all(&mut self, on_text: &mut dyn FnMut(&str)) -> anyhow::Result<bool> {
         loop {
-            let Some(header) = self.header()? else {
-                if self.fill().await?.is_none() {
-                    return Ok(None);
+            if !self.handle_frames(on_text)? {
+                return Ok(false);
+            }
+            let room = self.frames.room();
+            let offered = room.len();
+            let read = match (&self.stream).read(room) {
+                Ok(0) if self.frames.is_mid_frame() => {
+                    bail!("the connection ended inside a frame")
                 }
-                continue;
+                Ok(0) => return Ok(false),
+                Ok(read) => read,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {
+                    return Ok(false);
+                }
+                Err(error) => bail!(error),
             };
-            let frame_bytes = header.header_bytes + header.payload_bytes;
-            if self.end - self.start < frame_bytes {
-                if self.fill().await?.is_none() {
-                    return Ok(None);
-                }
-                continue;
+            self.frames.filled(read);
+            if read < offered {
+                return self.handle_frames(on_text);
             }
-            let payload = self.start + header.header_bytes..self.start + frame_bytes;
-            match header.opcode {
-                OPCODE_TEXT => {
-                    self.handed_out = frame_bytes;
-                    let text = std::str::from_utf8(&self.buffer[payload])
-                        .context("a text frame that is not UTF-8")?;
-                    return Ok(Some(text));
-                }
-                OPCODE_PING => {
-                    let pong = masked(OPCODE_PONG, &self.buffer[payload]);
-                    self.stream.write_all(&pong).await?;
-                }
-                OPCODE_CLOSE => return Ok(None),
-                // Binary frames and unasked pongs carry nothing the bench reads.
-                _ => {}
-            }
-            self.start += frame_bytes;
         }
     }
 
-    /// The header at the front of the unread bytes, if they hold all of it.
+    /// Hands out every whole frame read so far: `false` after a close.
+    fn handle_frames(&mut self, on_text: &mut dyn FnMut(&str)) -> anyhow::Result<bool> {
+        while let Some(frame) = self.frames.next()? {
+            match frame {
+                Frame::Text(text) => on_text(text),
+                Frame::Ping(payload) => {
+                    let pong = masked(OPCODE_PONG, payload);
+                    // A reading client's send buffer holds at most a few pongs, so a
+                    // pong that does not fit at once means something is badly wrong.
+                    let written = (&self.stream).write(&pong)?;
+                    ensure!(written == pong.len(), "a pong could not be written at once");
+                }
+                Frame::Close => return Ok(false),
+                Frame::Ignored => {}
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Frames {
+    fn new() -> Self {
+        Self {
+            buffer: vec![0; BUFFER_BYTES],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn unparsed(&self) -> &[u8] {
+        &self.buffer[self.start..self.end]
+    }
+
+    fn is_mid_frame(&self) -> bool {
+        self.end > self.start
+    }
+
+    /// Where the next read goes: the unparsed bytes moved to the front first, and the
+    /// buffer grown if they fill it (or shrunk back once a big frame is past).
+    fn room(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buffer.len() {
+            self.buffer.resize(self.buffer.len() * 2, 0);
+        } else if self.buffer.len() > BUFFER_BYTES && self.end == 0 {
+            // A big welcome or batch is past, and nothing of the next frame is here
+            // yet: thousands of clients should not each keep its room.
+            self.buffer.truncate(BUFFER_BYTES);
+            self.buffer.shrink_to_fit();
+        }
+        &mut self.buffer[self.end..]
+    }
+
+    fn filled(&mut self, read: usize) {
+        self.end += read;
+    }
+
+    /// The whole frame at the front of the unparsed bytes, if they hold one.
+    fn next(&mut self) -> anyhow::Result<Option<Frame<'_>>> {
+        let Some(header) = self.header()? else {
+            return Ok(None);
+        };
+        let frame_bytes = header.header_bytes + header.payload_bytes;
+        if self.end - self.start < frame_bytes {
+            return Ok(None);
+        }
+        let payload = self.start + header.header_bytes..self.start + frame_bytes;
+        self.start += frame_bytes;
+        let payload = &self.buffer[payload];
+        Ok(Some(match header.opcode {
+            OPCODE_TEXT => {
+                Frame::Text(std::str::from_utf8(payload).context("a text frame that is not UTF-8")?)
+            }
+            OPCODE_PING => Frame::Ping(payload),
+            OPCODE_CLOSE => Frame::Close,
+            _ => Frame::Ignored,
+        }))
+    }
+
+    /// The header at the front of the unparsed bytes, if they hold all of it.
     fn header(&self) -> anyhow::Result<Option<Header>> {
-        let unread = &self.buffer[self.start..self.end];
+        let unread = self.unparsed();
         let [first, second, ..] = *unread else {
             return Ok(None);
         };
@@ -235,33 +349,6 @@ impl LeanSocket {
             payload_bytes: payload_bytes as usize,
         }))
     }
-
-    /// Reads more, making room first: `None` when the connection has ended.
-    async fn fill(&mut self) -> anyhow::Result<Option<usize>> {
-        if self.start > 0 {
-            self.buffer.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buffer.len() {
-            self.buffer.resize(self.buffer.len() * 2, 0);
-        } else if self.buffer.len() > BUFFER_BYTES && self.end == 0 {
-            // A big welcome or batch is past, and nothing of the next frame is here
-            // yet: thousands of clients should not each keep its room.
-            self.buffer.truncate(BUFFER_BYTES);
-            self.buffer.shrink_to_fit();
-        }
-        match self.stream.read(&mut self.buffer[self.end..]).await {
-            Ok(0) if self.end > 0 => bail!("the connection ended inside a frame"),
-            Ok(0) => Ok(None),
-            Ok(read) => {
-                self.end += read;
-                Ok(Some(read))
-            }
-            Err(error) if error.kind() == io::ErrorKind::ConnectionReset => Ok(None),
-            Err(error) => bail!(error),
-        }
-    }
 }
 
 /// A client's frame: masked, as RFC 6455 requires of clients.
@@ -289,15 +376,17 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use std::time::Duration;
 
-    use futures_util::SinkExt;
+    use futures_util::{SinkExt, StreamExt};
     use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
 
     use super::*;
+    use crate::readers::ReadingPool;
     use crate::{Protocol, Servers};
 
     /// A chat-server in this process that pings every 100 ms and closes a connection
     /// whose ping goes a second unanswered.
-    async fn pinging_server() -> Servers {
+    async fn pinging_server(protocol: Protocol) -> Servers {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let config = chat_server::Config {
@@ -310,50 +399,100 @@ mod tests {
         Servers {
             urls: vec![Url::parse(&format!("ws://{address}")).unwrap()],
             room: None,
-            protocol: Protocol::V2,
+            protocol,
         }
+    }
+
+    /// Adds a lean client of `servers` as id 1 to `pool`; its texts come out of the
+    /// receiver.
+    async fn lean_client(servers: &Servers, pool: &ReadingPool) -> mpsc::UnboundedReceiver<String> {
+        let connection =
+            LeanSocket::connect(&servers.endpoint(0, 1), servers.protocol.subprotocol())
+                .await
+                .unwrap();
+        let (heard, texts) = mpsc::unbounded_channel();
+        pool.add(
+            connection,
+            1,
+            Box::new(move |text| {
+                let _ = heard.send(text.to_owned());
+            }),
+        )
+        .unwrap();
+        texts
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_short_and_long_frames_and_answers_pings_meanwhile() {
-        let servers = pinging_server().await;
-        let mut reader = LeanSocket::connect(&servers.endpoint(0, 1), Protocol::V2.subprotocol())
-            .await
-            .unwrap();
-        let welcome = reader.next_text().await.unwrap().unwrap();
+        let servers = pinging_server(Protocol::V2).await;
+        let pool = ReadingPool::new(2).unwrap();
+        let mut texts = lean_client(&servers, &pool).await;
+        let welcome = texts.recv().await.unwrap();
         assert!(welcome.starts_with(r#"{"type":"welcome""#), "{welcome}");
-        let said = ["short".to_owned(), "a".repeat(200), "b".repeat(5000)];
-        let expected = said.clone();
-        let reading = tokio::spawn(async move {
-            let mut heard = Vec::new();
-            while heard.len() < expected.len() {
-                let text = reader.next_text().await.unwrap().expect("still open");
-                if let Some((_, id, text)) = crate::quick_message(text)
-                    && id == "2"
-                {
-                    heard.push(text.to_owned());
-                }
-            }
-            heard
-        });
         // Twenty-five pings: unanswered, the first would have closed the reader's
         // connection a second and a half ago.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         // The sender comes now, so that only the reader has to last through them.
         let mut sender = servers.connect(&servers.endpoint(1, 2)).await.unwrap();
+        let said = ["short".to_owned(), "a".repeat(200), "b".repeat(5000)];
         for text in &said {
             sender.send(servers.message(text.clone())).await.unwrap();
         }
-        let heard = tokio::time::timeout(Duration::from_secs(10), reading)
-            .await
-            .expect("every message read")
-            .unwrap();
+        let mut heard = Vec::new();
+        while heard.len() < said.len() {
+            let text = tokio::time::timeout(Duration::from_secs(10), texts.recv())
+                .await
+                .expect("every message read")
+                .expect("still open");
+            if let Some((_, id, text)) = crate::quick_message(&text)
+                && id == "2"
+            {
+                heard.push(text.to_owned());
+            }
+        }
         assert_eq!(heard, said);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_all_ends_the_connections_and_the_room_hears_them_leave() {
+        let servers = pinging_server(Protocol::Plain).await;
+        let pool = ReadingPool::new(2).unwrap();
+        let mut texts = lean_client(&servers, &pool).await;
+        assert_eq!(
+            texts.recv().await.unwrap(),
+            "Client #1 has entered the chat"
+        );
+        let mut witness = servers.connect(&servers.endpoint(1, 2)).await.unwrap();
+        let mut next_text = async || loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), witness.next())
+                .await
+                .expect("a frame within 5 s")
+                .expect("open")
+                .unwrap();
+            if let Ok(text) = frame.into_text() {
+                break text.to_string();
+            }
+        };
+        assert_eq!(next_text().await, "Client #2 has entered the chat");
+        pool.drop_all().await.unwrap();
+        assert_eq!(next_text().await, "Client #1 has left the chat");
+        // Its reader is gone with it: the texts' sender is dropped, after what was
+        // heard before (the witness's join).
+        let heard_before = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut heard = Vec::new();
+            while let Some(text) = texts.recv().await {
+                heard.push(text);
+            }
+            heard
+        })
+        .await
+        .expect("the reader dropped");
+        assert_eq!(heard_before, ["Client #2 has entered the chat"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_subprotocol_the_server_does_not_select_is_an_error() {
-        let servers = pinging_server().await;
+        let servers = pinging_server(Protocol::V2).await;
         let error = LeanSocket::connect(&servers.endpoint(0, 1), Some("chat.v9.json"))
             .await
             .err()

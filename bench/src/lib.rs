@@ -16,6 +16,7 @@
 //! - `probe`: the server's CPU time and RSS, read from `/proc/<pid>`.
 //! - `lean`: a client that only reads, lighter than tokio-tungstenite, for the growth
 //!   scenario's thousands of readers.
+//! - `readers`: the threads that read those clients, an epoll each, no task per client.
 //!
 //! A room is ready when every client has seen its own join and then a sentinel's join:
 //! the server's total order means every earlier join has been delivered by then.
@@ -26,6 +27,7 @@ mod history;
 mod idle;
 mod lean;
 mod probe;
+mod readers;
 mod resume;
 
 pub use fanout::{FanoutPlan, FanoutReport, Latency, MixReport, Pace, TYPING_PERIOD, fanout};
@@ -33,6 +35,7 @@ pub use growth::{GrowthPlan, GrowthReport, growth};
 pub use history::{FILL_WINDOW, HistoryPlan, HistoryReport, RequestReport, history};
 pub use idle::{IdlePlan, IdleReport, idle};
 pub use probe::{ServerProbe, Usage};
+pub use readers::EventWait;
 pub use resume::{ResumePlan, ResumeReport, resume};
 
 use std::sync::Arc;
