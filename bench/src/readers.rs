@@ -1,11 +1,12 @@
 //! Reading thousands of [`LeanConnection`]s on a few threads, each with an epoll of its
 //! own, and no task per connection.
 //!
-//! On tokio, each frame to each client cost a wake of its task, a trip through a run
-//! queue and a poll before the `read`: `loopback-floor`, with one 16-byte write to each
-//! of 16 000 connections, measured 4.1-4.3 µs of reading CPU per read that way, and
-//! 2.7 µs with an epoll loop like this one. The clients share the machine's two cores
-//! with the server they measure, so that difference is the server's.
+//! Threads of its own let the bench choose how it waits for events ([`EventWait`]):
+//! over loopback, a reader asleep in `epoll_wait` is woken inside the server's write to
+//! it, so the server under test pays for its clients' sleep. Tokio's reactor sleeps in
+//! `epoll_wait` whenever it has nothing to do. The threads alone, sleeping as tokio
+//! does, measured no better than tokio tasks (bench/README.md, "Readers that look
+//! rather than sleep"); not sleeping is what the server gains.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,7 +36,7 @@ const EVENTS_AT_ONCE: usize = 1024;
 /// network; a thread that looks every 250 µs is never woken that way, and takes each
 /// look's events as one batch. Tried at 16 000 clients (`chat-bench --v2 growth`),
 /// alternating, 2026-12-05 11:57-12:15 UTC, p99 of one message to all: 50 µs 93.7, 96.9
-/// ms; 100 µs 94.7, 106.9; 250 µs 91.2-94.7 in six runs; 1 ms 95.2, 106.4; asleep in
+/// ms; 100 µs 94.7, 106.9; 250 µs 91.2-94.7 in five runs; 1 ms 95.2, 106.4; asleep in
 /// `epoll_wait` 101.0, 101.5, 112.8. Receipts are noted up to a pause late, so the
 /// latencies measured can only be longer for it.
 const PAUSE_WHEN_BUSY: Duration = Duration::from_micros(250);
@@ -249,8 +250,7 @@ impl Reading {
 }
 
 /// How a reading thread waits for its epoll's events: while they come often, by looking
-/// every [`PAUSE_WHEN_BUSY`] without sleeping in `epoll_wait`; after [`BUSY_FOR`]
-/// without one, asleep in it.
+/// every 250 µs without sleeping in `epoll_wait`; after 50 ms without one, asleep in it.
 pub struct EventWait {
     last_event: Instant,
 }
