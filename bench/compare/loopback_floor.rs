@@ -211,8 +211,9 @@ fn read_rounds(
         waiting.next(&mut poll, &mut events)?;
         for event in &events {
             let index = event.token().0;
-            // One read: a round's 16 bytes fit the buffer, and the next round's come
-            // with an event of their own (edge-triggered).
+            // One read: at most a round's 16 bytes wait on a socket (the writer waits
+            // for "round done" before the next round), they fit the buffer, and the
+            // next round's come with an event of their own (edge-triggered).
             let read = match (&sockets[index]).read(&mut buffer) {
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
                 read => read?,

@@ -192,8 +192,14 @@ impl LeanConnection {
     ///
     /// For an edge-triggered epoll: it reads until the socket is empty, and takes a
     /// read that did not fill the room it was given as the sign of that (the next bytes
-    /// bring a new edge), sparing the read that would only say `WouldBlock`.
-    pub(crate) fn read_all(&mut self, on_text: &mut dyn FnMut(&str)) -> anyhow::Result<bool> {
+    /// bring a new edge), sparing the read that would only say `WouldBlock`. Not when
+    /// `closing` (the event said the peer shut down or failed): a FIN or RST that came
+    /// with the data ends a short read and brings no edge of its own, so it is read.
+    pub(crate) fn read_all(
+        &mut self,
+        on_text: &mut dyn FnMut(&str),
+        closing: bool,
+    ) -> anyhow::Result<bool> {
         loop {
             if !self.handle_frames(on_text)? {
                 return Ok(false);
@@ -214,7 +220,7 @@ impl LeanConnection {
                 Err(error) => bail!(error),
             };
             self.frames.filled(read);
-            if read < offered {
+            if read < offered && !closing {
                 return self.handle_frames(on_text);
             }
         }
@@ -488,6 +494,68 @@ mod tests {
         .await
         .expect("the reader dropped");
         assert_eq!(heard_before, ["Client #2 has entered the chat"]);
+    }
+
+    /// A server that answers the handshake, later sends "a", then, while the reader
+    /// is still inside `on_text("a")`, sends "b" and a FIN without a close frame: "b"
+    /// and the FIN come to the reader as one edge.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fin_that_comes_with_the_last_frame_ends_the_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") {
+                socket.read_exact(&mut byte).unwrap();
+                request.push(byte[0]);
+            }
+            let request = String::from_utf8(request).unwrap();
+            let key = request
+                .lines()
+                .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap();
+            let accept = derive_accept_key(key.trim().as_bytes());
+            write!(
+                socket,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            socket.write_all(&[0x81, 1, b'a']).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            socket.write_all(&[0x81, 1, b'b']).unwrap();
+            socket.shutdown(std::net::Shutdown::Write).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let connection = LeanSocket::connect(&format!("ws://{address}"), None)
+            .await
+            .unwrap();
+        let pool = ReadingPool::new(1).unwrap();
+        let (heard, mut texts) = mpsc::unbounded_channel();
+        pool.add(
+            connection,
+            1,
+            Box::new(move |text| {
+                if text == "a" {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                let _ = heard.send(text.to_owned());
+            }),
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(text) = texts.recv().await {
+                all.push(text);
+            }
+        })
+        .await
+        .expect("the connection ended with the FIN");
+        assert_eq!(all, ["a", "b"]);
+        server.join().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

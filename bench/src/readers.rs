@@ -33,12 +33,14 @@ const EVENTS_AT_ONCE: usize = 1024;
 /// in it. Over loopback, waking a thread asleep in `epoll_wait` is done inside the
 /// server's `write` to it (`sock_def_readable`, 14.5 % of the server's samples under
 /// `perf record -g` during the fan-out), a cost no server pays for clients across a
-/// network; a thread that looks every 250 µs is never woken that way, and takes each
-/// look's events as one batch. Tried at 16 000 clients (`chat-bench --v2 growth`),
-/// alternating, 2026-12-05 11:57-12:15 UTC, p99 of one message to all: 50 µs 93.7, 96.9
-/// ms; 100 µs 94.7, 106.9; 250 µs 91.2-94.7 in five runs; 1 ms 95.2, 106.4; asleep in
-/// `epoll_wait` 101.0, 101.5, 112.8. Receipts are noted up to a pause late, so the
-/// latencies measured can only be longer for it.
+/// network; a thread that looks every 250 µs (plus the timer's slack) is not woken that
+/// way while it is busy, only for the first event after it has gone back to sleep
+/// ([`BUSY_FOR`]), and takes each look's events as one batch. Tried at 16 000 clients
+/// (`chat-bench --v2 growth`), 2026-12-05 11:45-12:15 UTC, p99 of one message to all:
+/// 50 µs 93.7, 96.9 ms; 100 µs 94.7, 106.9; 250 µs 91.2-94.7 in five runs; 1 ms 95.2,
+/// 106.4; asleep in `epoll_wait` 101.0-112.8 in five. Kept for being no worse than the
+/// others in fewer runs, not proven better. Receipts are noted up to a pause late, so
+/// the latencies measured can only be longer for it.
 const PAUSE_WHEN_BUSY: Duration = Duration::from_micros(250);
 
 /// How long after its last event a reading thread is busy: past this, it sleeps in
@@ -148,15 +150,29 @@ impl ReadingThread {
 
 impl Drop for ReadingPool {
     fn drop(&mut self) {
+        // All told first, then joined: they end side by side.
         for thread in &mut self.threads {
-            // A closed channel is the thread's sign to end.
-            thread.commands = None;
-            let _ = thread.waker.wake();
+            thread.tell_to_end();
         }
-        for thread in &mut self.threads {
-            if let Some(thread) = thread.thread.take() {
-                let _ = thread.join();
-            }
+    }
+}
+
+impl ReadingThread {
+    fn tell_to_end(&mut self) {
+        // A closed channel is the thread's sign to end.
+        if self.commands.take().is_some() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Also when [`ReadingPool::new`] fails after starting some threads: they would
+/// otherwise sleep in `epoll_wait` for ever.
+impl Drop for ReadingThread {
+    fn drop(&mut self) {
+        self.tell_to_end();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -205,7 +221,7 @@ fn read_until_told(mut poll: mio::Poll, inbox: mpsc::Receiver<Command>) {
                                 mio::Interest::READABLE,
                             );
                             match registered {
-                                Ok(()) if reading.read() => readings[slot] = Some(reading),
+                                Ok(()) if reading.read(false) => readings[slot] = Some(reading),
                                 Ok(()) => free.push(slot),
                                 Err(error) => {
                                     eprintln!("client {client}: not registered: {error}");
@@ -227,7 +243,7 @@ fn read_until_told(mut poll: mio::Poll, inbox: mpsc::Receiver<Command>) {
             let slot = event.token().0;
             // An event may name a connection dropped earlier in this batch.
             if let Some(reading) = readings.get_mut(slot).and_then(Option::as_mut)
-                && !reading.read()
+                && !reading.read(event.is_read_closed() || event.is_error())
             {
                 readings[slot] = None;
                 free.push(slot);
@@ -237,9 +253,10 @@ fn read_until_told(mut poll: mio::Poll, inbox: mpsc::Receiver<Command>) {
 }
 
 impl Reading {
-    /// Reads what has come: `false` once the connection is over.
-    fn read(&mut self) -> bool {
-        match self.connection.read_all(&mut self.on_text) {
+    /// Reads what has come (all of it, if `closing`): `false` once the connection is
+    /// over.
+    fn read(&mut self, closing: bool) -> bool {
+        match self.connection.read_all(&mut self.on_text, closing) {
             Ok(open) => open,
             Err(error) => {
                 eprintln!("client {}: {error:#}", self.client);
