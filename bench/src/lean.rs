@@ -13,10 +13,11 @@
 //! by a [`crate::readers::ReadingPool`] thread, without a task to wake per frame.
 
 use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use url::Url;
@@ -81,10 +82,12 @@ struct Header {
 }
 
 impl LeanSocket {
-    /// Opens `url` (`ws://` only), asking for `subprotocol`, and checks the answer.
+    /// Opens `url` (`ws://` only), from address `source` if given (on any port),
+    /// asking for `subprotocol`, and checks the answer.
     pub(crate) async fn connect(
         url: &str,
         subprotocol: Option<&str>,
+        source: Option<IpAddr>,
     ) -> anyhow::Result<LeanConnection> {
         let parsed = Url::parse(url).with_context(|| format!("{url} is not a URL"))?;
         ensure!(
@@ -94,9 +97,19 @@ impl LeanSocket {
         let host = parsed.host_str().context("a ws:// URL has a host")?;
         let port = parsed.port_or_known_default().unwrap_or(80);
         let addresses = parsed.socket_addrs(|| Some(80))?;
-        let stream = TcpStream::connect(&*addresses)
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
+        let stream = match source {
+            None => TcpStream::connect(&*addresses).await,
+            Some(source) => {
+                let address = *addresses.first().context("the URL names no address")?;
+                let socket = match address {
+                    SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => TcpSocket::new_v6()?,
+                };
+                socket.bind(SocketAddr::new(source, 0))?;
+                socket.connect(address).await
+            }
+        }
+        .with_context(|| format!("connecting to {url}"))?;
         // Only pongs are written, and they should not wait for an ACK.
         stream.set_nodelay(true)?;
         let mut socket = Self {
@@ -412,10 +425,13 @@ mod tests {
     /// Adds a lean client of `servers` as id 1 to `pool`; its texts come out of the
     /// receiver.
     async fn lean_client(servers: &Servers, pool: &ReadingPool) -> mpsc::UnboundedReceiver<String> {
-        let connection =
-            LeanSocket::connect(&servers.endpoint(0, 1), servers.protocol.subprotocol())
-                .await
-                .unwrap();
+        let connection = LeanSocket::connect(
+            &servers.endpoint(0, 1),
+            servers.protocol.subprotocol(),
+            None,
+        )
+        .await
+        .unwrap();
         let (heard, texts) = mpsc::unbounded_channel();
         pool.add(
             connection,
@@ -530,7 +546,7 @@ mod tests {
             socket.shutdown(std::net::Shutdown::Write).unwrap();
             std::thread::sleep(Duration::from_secs(3));
         });
-        let connection = LeanSocket::connect(&format!("ws://{address}"), None)
+        let connection = LeanSocket::connect(&format!("ws://{address}"), None, None)
             .await
             .unwrap();
         let pool = ReadingPool::new(1).unwrap();
@@ -561,10 +577,21 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_subprotocol_the_server_does_not_select_is_an_error() {
         let servers = pinging_server(Protocol::V2).await;
-        let error = LeanSocket::connect(&servers.endpoint(0, 1), Some("chat.v9.json"))
+        let error = LeanSocket::connect(&servers.endpoint(0, 1), Some("chat.v9.json"), None)
             .await
             .err()
             .expect("refused");
         assert!(format!("{error:#}").contains("chat.v9.json"), "{error:#}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connects_from_the_address_it_is_given() {
+        let servers = pinging_server(Protocol::V2).await;
+        let source = IpAddr::from([127, 0, 0, 3]);
+        let subprotocol = servers.protocol.subprotocol();
+        let connection = LeanSocket::connect(&servers.endpoint(0, 1), subprotocol, Some(source))
+            .await
+            .unwrap();
+        assert_eq!(connection.stream.local_addr().unwrap().ip(), source);
     }
 }
