@@ -146,6 +146,13 @@ impl ReadingThread {
         self.waker.wake()?;
         Ok(())
     }
+
+    fn tell_to_end(&mut self) {
+        // A closed channel is the thread's sign to end.
+        if self.commands.take().is_some() {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 impl Drop for ReadingPool {
@@ -153,15 +160,6 @@ impl Drop for ReadingPool {
         // All told first, then joined: they end side by side.
         for thread in &mut self.threads {
             thread.tell_to_end();
-        }
-    }
-}
-
-impl ReadingThread {
-    fn tell_to_end(&mut self) {
-        // A closed channel is the thread's sign to end.
-        if self.commands.take().is_some() {
-            let _ = self.waker.wake();
         }
     }
 }
