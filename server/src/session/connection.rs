@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{Instrument, Span, debug, info};
+use tracing::{Instrument, debug, info};
 
 use crate::config::DELIVERY_GRACE;
 use crate::metrics::Disconnect;
@@ -383,13 +383,12 @@ async fn answer_ping(socket: &mut Socket, outbox: &Outbox) {
     outbox.pong_taken().await;
 }
 
-/// Writes the outbox to the socket, a whole batch per `writev`, until a write fails,
-/// which is logged in the session's `span`.
-async fn transmit(writer: &mut FrameWriter, outbox: &Outbox, span: &Span) {
+/// Writes the outbox to the socket, a whole batch per `writev`, until a write fails.
+async fn transmit(writer: &mut FrameWriter, outbox: &Outbox) {
     loop {
         writer.take_batch(outbox).await;
         if let Err(error) = writer.flush().await {
-            debug!(parent: span, %error, "write failed");
+            debug!(%error, "write failed");
             return;
         }
     }
@@ -413,24 +412,18 @@ impl Transmitter {
     fn spawn(mut writer: FrameWriter, outbox: Arc<Outbox>) -> Self {
         let writing = {
             let outbox = outbox.clone();
-            // Named in the one log line the writer has, rather than entered at each of
-            // its polls, one per delivery in a quiet room: entering the session's span
-            // and leaving it were about 2 % of the server's samples in `perf record`
-            // during `chat-bench --v2 growth 16000`, a cache miss on the span's slot
-            // each time.
-            let span = Span::current();
             async move {
                 // The stop first: it is a flag's load, and `biased` draws no random
                 // order at every wake.
                 tokio::select! {
                     biased;
                     () = outbox.writer_stopped() => {}
-                    () = transmit(&mut writer, &outbox, &span) => {}
+                    () = transmit(&mut writer, &outbox) => {}
                 }
                 writer
             }
         };
-        let task = tokio::spawn(writing);
+        let task = tokio::spawn(writing.in_current_span());
         Self {
             task: AbortOnDropHandle::new(task),
             outbox,
