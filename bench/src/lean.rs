@@ -81,6 +81,32 @@ struct Header {
     payload_bytes: usize,
 }
 
+/// Connects to the first of `addresses` that answers, from `source` on a port the
+/// kernel picks; only addresses of `source`'s family are tried.
+async fn connect_from(source: IpAddr, addresses: &[SocketAddr]) -> io::Result<TcpStream> {
+    let mut last_error = None;
+    for address in addresses
+        .iter()
+        .filter(|address| address.is_ipv4() == source.is_ipv4())
+    {
+        let socket = match address {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        match socket.connect(*address).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the URL names no address of the source's family",
+        )
+    }))
+}
+
 impl LeanSocket {
     /// Opens `url` (`ws://` only), from address `source` if given (on any port),
     /// asking for `subprotocol`, and checks the answer.
@@ -98,18 +124,13 @@ impl LeanSocket {
         let port = parsed.port_or_known_default().unwrap_or(80);
         let addresses = parsed.socket_addrs(|| Some(80))?;
         let stream = match source {
-            None => TcpStream::connect(&*addresses).await,
-            Some(source) => {
-                let address = *addresses.first().context("the URL names no address")?;
-                let socket = match address {
-                    SocketAddr::V4(_) => TcpSocket::new_v4()?,
-                    SocketAddr::V6(_) => TcpSocket::new_v6()?,
-                };
-                socket.bind(SocketAddr::new(source, 0))?;
-                socket.connect(address).await
-            }
-        }
-        .with_context(|| format!("connecting to {url}"))?;
+            None => TcpStream::connect(&*addresses)
+                .await
+                .with_context(|| format!("connecting to {url}"))?,
+            Some(source) => connect_from(source, &addresses)
+                .await
+                .with_context(|| format!("connecting to {url} from {source}"))?,
+        };
         // Only pongs are written, and they should not wait for an ACK.
         stream.set_nodelay(true)?;
         let mut socket = Self {
@@ -585,7 +606,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn connects_from_the_address_it_is_given() {
+    async fn connects_from_the_address_it_is_given_or_says_why_not() {
         let servers = pinging_server(Protocol::V2).await;
         let source = IpAddr::from([127, 0, 0, 3]);
         let subprotocol = servers.protocol.subprotocol();
@@ -593,5 +614,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(connection.stream.local_addr().unwrap().ip(), source);
+
+        let elsewhere = IpAddr::from([192, 0, 2, 1]);
+        let error = LeanSocket::connect(&servers.endpoint(0, 2), subprotocol, Some(elsewhere))
+            .await
+            .err()
+            .expect("a documentation address, none of this machine's");
+        assert!(format!("{error:#}").contains("from 192.0.2.1"), "{error:#}");
+        let error = LeanSocket::connect(
+            &servers.endpoint(0, 2),
+            subprotocol,
+            Some("::1".parse().unwrap()),
+        )
+        .await
+        .err()
+        .expect("no IPv6 address to connect to");
+        assert!(
+            format!("{error:#}").contains("no address of the source's family"),
+            "{error:#}"
+        );
     }
 }
