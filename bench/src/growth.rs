@@ -80,8 +80,8 @@ struct Seen {
     /// Welcomes (v1, v2) or own joins (plain) read, over all its connections.
     welcomes: AtomicUsize,
     recovered: AtomicBool,
-    /// The offset of the last event read, and the epoch of the last welcome: what a
-    /// resume asks from.
+    /// The offset of the last event read (told by each connection's [`Reader`] once it
+    /// is dropped), and the epoch of the last welcome: what a resume asks from.
     offset: AtomicU64,
     epoch: Mutex<String>,
 }
@@ -417,10 +417,11 @@ async fn open_all(
             let socket = LeanSocket::connect(&url, servers.protocol.subprotocol(), source).await?;
             drop(permit);
             connected.fetch_add(1, Ordering::Relaxed);
-            let reader = Reader {
+            let mut reader = Reader {
                 protocol: servers.protocol,
                 own_join: format!("Client #{id} has entered the chat"),
                 client,
+                offset: 0,
                 seen,
                 receipts,
                 origin,
@@ -442,13 +443,24 @@ struct Reader {
     protocol: Protocol,
     own_join: String,
     client: usize,
+    /// The offset of the last event read, told to `seen` when the connection is
+    /// dropped: kept here, beside the rest of the reader, it costs no trip to another
+    /// cache line at every frame (`seen.offset`'s atomic was a third of this reader's
+    /// samples under `perf` at 16 000 clients).
+    offset: u64,
     seen: Arc<Seen>,
     receipts: Arc<Receipts>,
     origin: Instant,
 }
 
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.seen.offset.fetch_max(self.offset, Ordering::AcqRel);
+    }
+}
+
 impl Reader {
-    fn read(&self, text: &str) {
+    fn read(&mut self, text: &str) {
         let round_said = if self.protocol == Protocol::Plain {
             if text == self.own_join {
                 self.seen.welcomes.fetch_add(1, Ordering::AcqRel);
@@ -460,7 +472,7 @@ impl Reader {
                 .split_once(',')
                 .and_then(|(offset, _)| offset.parse().ok())
             {
-                self.seen.offset.fetch_max(offset, Ordering::AcqRel);
+                self.offset = self.offset.max(offset);
             }
             // Fixed prefixes only: a presence batch of thousands of members is not
             // searched through for a message.
@@ -482,7 +494,7 @@ impl Reader {
 
     /// Reads the epoch, the offset and `recovered` of a welcome without parsing its
     /// member list, which today's server makes as long as the room.
-    fn welcome(&self, text: &str) {
+    fn welcome(&mut self, text: &str) {
         let field = |name: &str| {
             let start = text.find(name)? + name.len();
             let rest = &text[start..];
@@ -493,7 +505,7 @@ impl Reader {
             *self.seen.epoch.lock().expect("not poisoned") = epoch.to_owned();
         }
         if let Some(offset) = field(r#""offset":"#).and_then(|offset| offset.parse().ok()) {
-            self.seen.offset.fetch_max(offset, Ordering::AcqRel);
+            self.offset = self.offset.max(offset);
         }
         // After the member list: looked for from the end.
         let recovered = text

@@ -57,6 +57,16 @@ pub(crate) struct LeanConnection {
     frames: Frames,
 }
 
+/// A reading thread's buffer, lent to each connection it reads (see
+/// [`LeanConnection::read_all`]).
+pub(crate) struct ReadBuffer(Frames);
+
+impl ReadBuffer {
+    pub(crate) fn new() -> Self {
+        Self(Frames::new())
+    }
+}
+
 /// The bytes read and not yet parsed, and the frames at their front.
 struct Frames {
     buffer: Vec<u8>,
@@ -229,7 +239,30 @@ impl LeanConnection {
     /// bring a new edge), sparing the read that would only say `WouldBlock`. Not when
     /// `closing` (the event said the peer shut down or failed): a FIN or RST that came
     /// with the data ends a short read and brings no edge of its own, so it is read.
+    ///
+    /// Most reads leave no part of a frame behind: those read into `lent`, the reading
+    /// thread's buffer, warm in the cache, rather than into this connection's own, one
+    /// of thousands and cold, which the kernel's copy and the parsing would each fetch
+    /// anew. A read that leaves part of a frame keeps the buffer it read into, and the
+    /// thread takes this connection's in its place.
     pub(crate) fn read_all(
+        &mut self,
+        lent: &mut ReadBuffer,
+        on_text: &mut dyn FnMut(&str),
+        closing: bool,
+    ) -> anyhow::Result<bool> {
+        let lends = !self.frames.is_mid_frame();
+        if lends {
+            std::mem::swap(&mut self.frames, &mut lent.0);
+        }
+        let read = self.read_frames(on_text, closing);
+        if lends && !self.frames.is_mid_frame() {
+            std::mem::swap(&mut self.frames, &mut lent.0);
+        }
+        read
+    }
+
+    fn read_frames(
         &mut self,
         on_text: &mut dyn FnMut(&str),
         closing: bool,
@@ -533,6 +566,78 @@ mod tests {
         assert_eq!(heard_before, ["Client #2 has entered the chat"]);
     }
 
+    /// Accepts a connection and answers its WebSocket handshake.
+    fn accept_handshake(listener: &std::net::TcpListener) -> std::net::TcpStream {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).unwrap();
+            request.push(byte[0]);
+        }
+        let request = String::from_utf8(request).unwrap();
+        let key = request
+            .lines()
+            .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap();
+        let accept = derive_accept_key(key.trim().as_bytes());
+        write!(
+            socket,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .unwrap();
+        socket
+    }
+
+    /// Two connections read by one thread: the first is left holding part of a frame
+    /// while the second reads whole ones, into the buffer the thread lends, before and
+    /// after the first's frame is completed. Every frame comes out whole, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_split_across_reads_comes_out_whole_beside_another_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let long = "x".repeat(300);
+        let mut long_frame = vec![0x81, 126, 0x01, 0x2c];
+        long_frame.extend_from_slice(long.as_bytes());
+        let server = std::thread::spawn(move || {
+            let pause = || std::thread::sleep(Duration::from_millis(200));
+            let mut first = accept_handshake(&listener);
+            let mut second = accept_handshake(&listener);
+            first.write_all(&long_frame[..100]).unwrap();
+            pause();
+            second.write_all(&[0x81, 1, b'b']).unwrap();
+            pause();
+            first.write_all(&long_frame[100..]).unwrap();
+            pause();
+            second.write_all(&[0x81, 1, b'c']).unwrap();
+            pause();
+            first.write_all(&[0x81, 1, b'd']).unwrap();
+            pause();
+        });
+        let url = format!("ws://{address}");
+        let pool = ReadingPool::new(1).unwrap();
+        let (heard, mut texts) = mpsc::unbounded_channel();
+        for client in ["first", "second"] {
+            let connection = LeanSocket::connect(&url, None, None).await.unwrap();
+            let heard = heard.clone();
+            let on_text = move |text: &str| {
+                let _ = heard.send(format!("{client}: {text}"));
+            };
+            pool.add(connection, 1, Box::new(on_text)).unwrap();
+        }
+        let mut all = Vec::new();
+        while all.len() < 4 {
+            let text = tokio::time::timeout(Duration::from_secs(5), texts.recv())
+                .await
+                .expect("every frame read");
+            all.push(text.unwrap());
+        }
+        let long = format!("first: {long}");
+        assert_eq!(all, ["second: b", &long, "second: c", "first: d"]);
+        server.join().unwrap();
+    }
+
     /// A server that answers the handshake, later sends "a", then, while the reader
     /// is still inside `on_text("a")`, sends "b" and a FIN without a close frame: "b"
     /// and the FIN come to the reader as one edge.
@@ -541,25 +646,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().unwrap();
-            let mut request = Vec::new();
-            let mut byte = [0u8; 1];
-            while !request.ends_with(b"\r\n\r\n") {
-                socket.read_exact(&mut byte).unwrap();
-                request.push(byte[0]);
-            }
-            let request = String::from_utf8(request).unwrap();
-            let key = request
-                .lines()
-                .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
-                .unwrap();
-            let accept = derive_accept_key(key.trim().as_bytes());
-            write!(
-                socket,
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            )
-            .unwrap();
+            let mut socket = accept_handshake(&listener);
             std::thread::sleep(Duration::from_millis(200));
             socket.write_all(&[0x81, 1, b'a']).unwrap();
             std::thread::sleep(Duration::from_millis(100));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::oneshot;
 
-use crate::lean::LeanConnection;
+use crate::lean::{LeanConnection, ReadBuffer};
 
 /// What a reading thread does with each text frame of one connection.
 pub(crate) type OnText = Box<dyn FnMut(&str) + Send>;
@@ -183,6 +183,7 @@ fn read_until_told(mut poll: mio::Poll, inbox: mpsc::Receiver<Command>) {
     let mut free = Vec::new();
     let mut events = mio::Events::with_capacity(EVENTS_AT_ONCE);
     let mut waiting = EventWait::default();
+    let mut lent = ReadBuffer::new();
     loop {
         let polled = waiting.next(&mut poll, &mut events);
         if let Err(error) = polled {
@@ -219,7 +220,9 @@ fn read_until_told(mut poll: mio::Poll, inbox: mpsc::Receiver<Command>) {
                                 mio::Interest::READABLE,
                             );
                             match registered {
-                                Ok(()) if reading.read(false) => readings[slot] = Some(reading),
+                                Ok(()) if reading.read(&mut lent, false) => {
+                                    readings[slot] = Some(reading)
+                                }
                                 Ok(()) => free.push(slot),
                                 Err(error) => {
                                     eprintln!("client {client}: not registered: {error}");
@@ -241,7 +244,7 @@ fn read_until_told(mut poll: mio::Poll, inbox: mpsc::Receiver<Command>) {
             let slot = event.token().0;
             // An event may name a connection dropped earlier in this batch.
             if let Some(reading) = readings.get_mut(slot).and_then(Option::as_mut)
-                && !reading.read(event.is_read_closed() || event.is_error())
+                && !reading.read(&mut lent, event.is_read_closed() || event.is_error())
             {
                 readings[slot] = None;
                 free.push(slot);
@@ -253,8 +256,8 @@ fn read_until_told(mut poll: mio::Poll, inbox: mpsc::Receiver<Command>) {
 impl Reading {
     /// Reads what has come (all of it, if `closing`): `false` once the connection is
     /// over.
-    fn read(&mut self, closing: bool) -> bool {
-        match self.connection.read_all(&mut self.on_text, closing) {
+    fn read(&mut self, lent: &mut ReadBuffer, closing: bool) -> bool {
+        match self.connection.read_all(lent, &mut self.on_text, closing) {
             Ok(open) => open,
             Err(error) => {
                 eprintln!("client {}: {error:#}", self.client);
