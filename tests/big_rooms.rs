@@ -300,3 +300,64 @@ async fn above_the_threshold_v1_and_plain_clients_hear_only_their_own_join() {
     ann.expect_silence().await;
     drop(cy);
 }
+
+/// A big room's presence batches take offsets that its history does not keep: a
+/// `history` page counts the events it holds, not the offsets between them, so a run of
+/// batches neither shortens a page nor leaves it empty with more to come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_count_events_not_the_offsets_of_presence_batches() {
+    let server = server(2, 256).await;
+    // Two joins below the threshold (offsets 1 and 2), each an event of the history.
+    let mut ann = V2::connect(&server, "/ws/1").await;
+    ann.welcome().await;
+    let mut bea = V2::connect(&server, "/ws/2").await;
+    bea.welcome().await;
+    // Above it, the third's join is a batch (3), then a message (4).
+    let cy = join_v2(&server, 3).await;
+    ann.say("anchor", None).await;
+    let anchor = testkit::v2::offset(&ann.next_of("message").await);
+    // Twelve more batches: six who come and go, each batch seen before the next.
+    for id in 10..16 {
+        let comer = join_v2(&server, id).await;
+        drop(comer);
+        let left = ann
+            .next_matching("the batch with its leave", |frame| {
+                frame["type"] == "presence" && !frame["left"].as_array().unwrap().is_empty()
+            })
+            .await;
+        assert!(testkit::v2::offset(&left) > anchor);
+    }
+    let newest = history(
+        &mut ann,
+        json!({"type": "history", "before": 1000, "limit": 2, "nonce": "h"}),
+    )
+    .await;
+    assert_eq!(newest, (vec![2, anchor], true), "the two newest events");
+    let after = history(
+        &mut ann,
+        json!({"type": "history", "after": 1, "limit": 2, "nonce": "h"}),
+    )
+    .await;
+    assert_eq!(after.0, vec![2, anchor], "the two events after the first");
+    let past = history(
+        &mut ann,
+        json!({"type": "history", "after": anchor, "limit": 2, "nonce": "h"}),
+    )
+    .await;
+    assert_eq!(past, (vec![], false), "nothing is kept after the message");
+    drop((bea, cy));
+}
+
+/// The offsets of the events of `client`'s `history` page answering `request` (whose
+/// nonce is "h"), and its `more`.
+async fn history(client: &mut V2, request: Value) -> (Vec<u64>, bool) {
+    client.send(&request).await;
+    let answer = client.error_or("history", "h").await;
+    let offsets = answer["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(testkit::v2::offset)
+        .collect();
+    (offsets, answer["more"].as_bool().unwrap())
+}

@@ -1564,20 +1564,55 @@ impl Room {
 
     /// The events of a `history` page of `range`, as far as the history in memory
     /// holds them.
+    ///
+    /// A page is `limit` offsets, but offsets memory holds no event for (a big room's
+    /// presence batches, which are not kept) do not count against it: the page reaches
+    /// on through memory until it has `limit` events, else a run of batches gave short
+    /// or empty pages that said there was more.
     pub fn page(&self, range: v2::PageRange, limit: usize) -> MemoryPage {
         let state = self.lock();
         let last = state.offset;
+        let history = &state.history;
+        let oldest_kept = history.events.front().map_or(last + 1, Kept::offset);
+        let held = |first: u64, last: u64| {
+            let from = history.events.partition_point(|kept| kept.offset() < first);
+            let to = history.events.partition_point(|kept| kept.offset() <= last);
+            from..to
+        };
         let (first, page_last) = match range {
             v2::PageRange::Before(before) => {
                 let page_last = before.saturating_sub(1).min(last);
-                (page_last.saturating_sub(limit as u64 - 1).max(1), page_last)
+                let first = page_last.saturating_sub(limit as u64 - 1).max(1);
+                let held = held(first, page_last);
+                let first = match held.len() < limit && first > oldest_kept {
+                    // The `limit`th newest event up to `page_last`, or the oldest kept.
+                    true => history
+                        .events
+                        .range(..held.end)
+                        .rev()
+                        .nth(limit - 1)
+                        .map_or(oldest_kept, Kept::offset),
+                    false => first,
+                };
+                (first, page_last)
             }
             v2::PageRange::After(after) => {
-                (after + 1, after.saturating_add(limit as u64).min(last))
+                let first = after + 1;
+                let page_last = after.saturating_add(limit as u64).min(last);
+                let held = held(first, page_last);
+                let page_last = match held.len() < limit && page_last < last && first >= oldest_kept
+                {
+                    // The `limit`th event after `after`, or the newest.
+                    true => history
+                        .events
+                        .range(held.start..)
+                        .nth(limit - 1)
+                        .map_or(last, Kept::offset),
+                    false => page_last,
+                };
+                (first, page_last)
             }
         };
-        let history = &state.history;
-        let oldest_kept = history.events.front().map_or(last + 1, Kept::offset);
         let from = history.events.partition_point(|kept| kept.offset() < first);
         let frames: Vec<Frame> = history
             .events
