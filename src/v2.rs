@@ -113,8 +113,14 @@ pub enum Request {
     /// A page of the room's members (above the server's presence threshold, where
     /// the welcome lists only the first), in join order after the member `after`.
     Members {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        after: Option<u64>,
+        /// Read as any integer, so that a negative one is answered `invalid`, as in
+        /// `history`, rather than ending the connection as a malformed request.
+        #[serde(
+            default,
+            deserialize_with = "saturating::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        after: Option<i64>,
         #[serde(deserialize_with = "saturating::integer")]
         limit: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]

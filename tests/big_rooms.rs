@@ -361,3 +361,30 @@ async fn history(client: &mut V2, request: Value) -> (Vec<u64>, bool) {
         .collect();
     (offsets, answer["more"].as_bool().unwrap())
 }
+
+/// A `members` request out of bounds is answered `invalid`, a negative `after` as a
+/// limit of 0 is, and the connection goes on; a page then comes as asked.
+#[tokio::test]
+async fn a_members_request_out_of_bounds_is_answered_invalid() {
+    let server = server(2, 256).await;
+    let mut ann = V2::connect(&server, "/ws/1").await;
+    ann.welcome().await;
+    for (request, says) in [
+        (json!({"after": -1, "limit": 10}), "not -1"),
+        (json!({"after": -2, "limit": 10}), "not -2"),
+        (json!({"limit": 0}), "not 0"),
+        (json!({"limit": 101}), "not 101"),
+    ] {
+        let mut request = request;
+        request["type"] = json!("members");
+        request["nonce"] = json!("m");
+        ann.send(&request).await;
+        let error = ann.error_for("m").await;
+        assert_eq!(error["code"], "invalid", "{request}: {error}");
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
+    }
+    ann.send(&json!({"type": "members", "limit": 10, "nonce": "m"}))
+        .await;
+    let page = ann.error_or("members", "m").await;
+    assert_eq!(page["count"], 1, "{page}");
+}

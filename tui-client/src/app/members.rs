@@ -289,7 +289,8 @@ impl App {
             big.asking = Some((nonce.clone(), after));
         }
         self.tell(&Request::Members {
-            after,
+            // A ref is a count of the room's connections, far below `i64::MAX`.
+            after: after.map(|after| i64::try_from(after).unwrap_or(i64::MAX)),
             limit: v2::MAX_MEMBERS_PAGE as i64,
             nonce: Some(nonce),
         });
