@@ -164,13 +164,23 @@ impl WireMeter {
         if bytes.is_empty() {
             return;
         }
+        let finished_before = self.scanner.finished;
         let frames = self.scanner.scan(bytes);
         if let Some((frame_bucket, byte_bucket)) = &mut self.buckets {
             frame_bucket.take(frames as f64);
             byte_bucket.take(bytes.len() as f64);
         }
+        // A message finished in these bytes, and the one open at their end began after
+        // it: its own time starts now. Read at a throttled pace, a client that sends
+        // faster than its rate has a message open at the end of nearly every read, each
+        // a later one, and was closed when the first one's deadline came.
+        let another = self.scanner.finished != finished_before;
         match (self.scanner.in_message, &self.unfinished) {
             (true, None) => {
+                let deadline = tokio::time::sleep(self.message_timeout);
+                self.unfinished = Some(Box::pin(deadline));
+            }
+            (true, Some(_)) if another => {
                 let deadline = tokio::time::sleep(self.message_timeout);
                 self.unfinished = Some(Box::pin(deadline));
             }
@@ -191,6 +201,8 @@ struct FrameScanner {
     /// Whether the frame whose payload is being read is the last of its message.
     finishes_message: bool,
     in_message: bool,
+    /// Data messages finished so far.
+    finished: u64,
     /// The stream is not valid WebSocket framing; tungstenite will close it.
     broken: bool,
 }
@@ -205,7 +217,7 @@ impl FrameScanner {
                 self.payload_left -= skipped;
                 bytes = &bytes[skipped as usize..];
                 if self.payload_left == 0 && self.finishes_message {
-                    self.in_message = false;
+                    self.finish_message();
                 }
                 continue;
             }
@@ -231,10 +243,15 @@ impl FrameScanner {
             };
             self.payload_left = length;
             if length == 0 && self.finishes_message {
-                self.in_message = false;
+                self.finish_message();
             }
         }
         frames
+    }
+
+    fn finish_message(&mut self) {
+        self.in_message = false;
+        self.finished += 1;
     }
 }
 
@@ -357,6 +374,35 @@ mod tests {
         meter.record(&masked(OpCode::Data(Data::Continue), b"lo", true));
         tokio::time::advance(timeout * 2).await;
         assert!(matches!(ready_now(&mut meter), Poll::Ready(Ok(()))));
+    }
+
+    /// A client over its rate is read slowly, and each read may end inside a message:
+    /// each message open at the end of a read has its own time, from the read that
+    /// began it, however long the stream of messages lasts.
+    #[tokio::test(start_paused = true)]
+    async fn each_message_open_at_the_end_of_a_read_has_its_own_deadline() {
+        let timeout = Duration::from_secs(20);
+        let mut meter = WireMeter::new(None, timeout);
+        let message = masked(OpCode::Data(Data::Text), &[b'x'; 40], true);
+        let stream: Vec<u8> = std::iter::repeat_n(&message, 100)
+            .flatten()
+            .copied()
+            .collect();
+        // Reads one byte longer than a message: each of the first ones ends inside a
+        // message, a byte further into it than the one before, and each after the
+        // first finishes the message the one before left open.
+        let read = message.len() + 1;
+        for chunk in stream.chunks(read).take(message.len() - 1) {
+            meter.record(chunk);
+            tokio::time::advance(timeout / 2).await;
+            assert!(
+                matches!(ready_now(&mut meter), Poll::Ready(Ok(()))),
+                "no message was open for its whole timeout"
+            );
+        }
+        // The message the last read left open is timed from that read.
+        tokio::time::advance(timeout / 2).await;
+        assert!(matches!(ready_now(&mut meter), Poll::Ready(Err(_))));
     }
 
     #[tokio::test(start_paused = true)]
