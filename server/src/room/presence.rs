@@ -211,7 +211,7 @@ impl Room {
     pub(super) fn members_page(
         &self,
         key: u64,
-        after: Option<u64>,
+        after: Option<i64>,
         limit: i64,
         nonce: Option<&str>,
     ) -> Result<(), v2::Error> {
@@ -222,6 +222,13 @@ impl Room {
                 "a members limit is 1 to {most}, not {limit}"
             )));
         }
+        let after = after
+            .map(|after| {
+                u64::try_from(after).map_err(|_| {
+                    invalid(format!("a members after is a ref, 0 or more, not {after}"))
+                })
+            })
+            .transpose()?;
         let state = self.lock();
         let Some(slot) = state.members.get(&key) else {
             return Ok(());
@@ -254,7 +261,7 @@ impl Member {
     /// Answers `members` with a page of the room's members (see [`Room::members_page`]).
     pub fn members(
         &self,
-        after: Option<u64>,
+        after: Option<i64>,
         limit: i64,
         nonce: Option<&str>,
     ) -> Result<(), v2::Error> {

@@ -317,16 +317,7 @@ fn relay(
                 limit,
                 nonce,
             }) => {
-                let answered = after
-                    .map(|after| {
-                        u64::try_from(after).map_err(|_| {
-                            let why = format!("a members after is a ref, 0 or more, not {after}");
-                            v2::Error::new(nonce.as_deref(), v2::ErrorCode::Invalid, why)
-                        })
-                    })
-                    .transpose()
-                    .and_then(|after| member.members(after, limit, nonce.as_deref()));
-                if let Err(error) = answered {
+                if let Err(error) = member.members(after, limit, nonce.as_deref()) {
                     refuse(member, &error);
                 }
             }

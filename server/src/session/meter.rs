@@ -175,17 +175,11 @@ impl WireMeter {
         // faster than its rate has a message open at the end of nearly every read, each
         // a later one, and was closed when the first one's deadline came.
         let another = self.scanner.finished != finished_before;
-        match (self.scanner.in_message, &self.unfinished) {
-            (true, None) => {
-                let deadline = tokio::time::sleep(self.message_timeout);
-                self.unfinished = Some(Box::pin(deadline));
-            }
-            (true, Some(_)) if another => {
-                let deadline = tokio::time::sleep(self.message_timeout);
-                self.unfinished = Some(Box::pin(deadline));
-            }
-            (false, Some(_)) => self.unfinished = None,
-            _ => {}
+        if !self.scanner.in_message {
+            self.unfinished = None;
+        } else if self.unfinished.is_none() || another {
+            let deadline = tokio::time::sleep(self.message_timeout);
+            self.unfinished = Some(Box::pin(deadline));
         }
     }
 }
