@@ -238,8 +238,17 @@ pub enum EventKind {
         /// room, when above member's: so that every node and every client knows it.
         #[serde(default, skip_serializing_if = "Role::is_member")]
         role: Role,
+        /// chat.v2.json, on a single node: the member's handle while it is in the
+        /// room (see [`Present::key`]), so that a member list kept by handle takes
+        /// out the connection that left, not another of the same id.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        key: Option<u64>,
     },
-    Leave,
+    Leave {
+        /// As a join's.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        key: Option<u64>,
+    },
     Message {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -452,7 +461,22 @@ impl EventKind {
 
     /// A join of a member with no role above member's.
     pub fn join() -> Self {
-        Self::Join { role: Role::Member }
+        Self::Join {
+            role: Role::Member,
+            key: None,
+        }
+    }
+
+    /// A leave, without a handle.
+    pub fn leave() -> Self {
+        Self::Leave { key: None }
+    }
+
+    /// Names member `key` in a join or a leave; nothing for other events.
+    pub fn set_member_ref(&mut self, key: u64) {
+        if let Self::Join { key: named, .. } | Self::Leave { key: named } = self {
+            *named = Some(key);
+        }
     }
 
     /// What happened to `id`, in the tutorial's protocol, if it can say it (see
@@ -460,7 +484,7 @@ impl EventKind {
     pub fn plain(&self, id: &str) -> Option<String> {
         let line = match self {
             Self::Join { .. } => crate::Announcement::Joined(id),
-            Self::Leave => crate::Announcement::Left(id),
+            Self::Leave { .. } => crate::Announcement::Left(id),
             Self::Message { text, .. } => crate::Announcement::Said { id, text },
             _ => return None,
         };
@@ -488,7 +512,25 @@ impl Event {
     pub fn for_v1(&self) -> Option<std::borrow::Cow<'_, Event>> {
         use std::borrow::Cow;
         let text = match &self.kind {
-            EventKind::Join { .. } | EventKind::Leave => return Some(Cow::Borrowed(self)),
+            // A v1 client has no handles: its bytes stay as they were.
+            EventKind::Join { key: None, .. } | EventKind::Leave { key: None } => {
+                return Some(Cow::Borrowed(self));
+            }
+            EventKind::Join { role, .. } => {
+                return Some(Cow::Owned(Event {
+                    kind: EventKind::Join {
+                        role: *role,
+                        key: None,
+                    },
+                    ..self.clone()
+                }));
+            }
+            EventKind::Leave { .. } => {
+                return Some(Cow::Owned(Event {
+                    kind: EventKind::leave(),
+                    ..self.clone()
+                }));
+            }
             EventKind::Message {
                 reply_to: None,
                 kind: None,

@@ -34,6 +34,13 @@ async fn server(threshold: usize, entries: usize) -> TestServer {
 #[derive(Debug, Default)]
 struct Roster {
     members: BTreeMap<u64, String>,
+    /// Connections listed without a handle, by id: from a welcome below the threshold.
+    unkeyed: BTreeMap<String, usize>,
+    /// The welcome's offset: join and leave events up to it are its replay, which says
+    /// nothing about membership.
+    live_after: u64,
+    /// Live `leave` events applied (below the threshold).
+    leaves: usize,
     /// Whether every page has been read since the last fresh start: only then is the
     /// list whole, and each batch's `count` must match it.
     whole: bool,
@@ -47,21 +54,31 @@ struct Roster {
 }
 
 impl Roster {
+    fn welcome(&mut self, welcome: &Value) {
+        self.live_after = welcome["offset"].as_u64().expect("an offset");
+        self.page(None, welcome);
+    }
+
     fn page(&mut self, after: Option<u64>, page: &Value) {
-        let listed: Vec<(u64, String)> = page["members"]
-            .as_array()
-            .expect("members")
-            .iter()
-            .map(|member| {
-                let key = member["ref"]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("no ref: {page}"));
-                (key, member["id"].as_str().expect("an id").to_owned())
-            })
-            .collect();
-        let more = page["more"].as_bool().expect("more");
+        let mut listed = Vec::new();
+        for member in page["members"].as_array().expect("members") {
+            let id = member["id"].as_str().expect("an id").to_owned();
+            match member["ref"].as_u64() {
+                Some(key) => listed.push((key, id)),
+                // Only a welcome below the threshold lists members without handles.
+                None => {
+                    assert!(page["count"].is_null(), "no ref in a paged list: {page}");
+                    *self.unkeyed.entry(id).or_default() += 1;
+                }
+            }
+        }
+        // A welcome below the threshold lists everyone, and says no more.
+        let more = page["more"].as_bool().unwrap_or(false);
         if after.is_none() {
             self.round += 1;
+            if !page["count"].is_null() {
+                self.unkeyed.clear();
+            }
         }
         let from = after.map_or(0, |after| after + 1);
         let to = match (more, listed.last()) {
@@ -83,7 +100,7 @@ impl Roster {
             return;
         }
         for gone in batch["left"].as_array().expect("left") {
-            self.members.remove(&gone["ref"].as_u64().expect("a ref"));
+            self.leave(gone);
         }
         for joined in batch["joined"].as_array().expect("joined") {
             let key = joined["ref"].as_u64().expect("a ref");
@@ -92,7 +109,7 @@ impl Roster {
         }
         if self.whole {
             assert_eq!(
-                self.members.len() as u64,
+                self.connections().values().sum::<usize>() as u64,
                 batch["count"].as_u64().expect("a count"),
                 "after {batch}: {:?}",
                 self.members
@@ -101,8 +118,62 @@ impl Roster {
         }
     }
 
+    /// A live `join` or `leave` event (below the threshold), which names its handle.
+    fn event(&mut self, event: &Value) {
+        if event["offset"]
+            .as_u64()
+            .is_none_or(|at| at <= self.live_after)
+        {
+            return;
+        }
+        let id = event["id"].as_str().expect("an id").to_owned();
+        match event["type"].as_str() {
+            Some("join") => {
+                let key = event["ref"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no ref: {event}"));
+                self.members.insert(key, id);
+            }
+            Some("leave") => {
+                self.leaves += 1;
+                self.leave(event);
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes out the connection `gone` names by its handle; one listed without a
+    /// handle (it joined before a welcome below the threshold) when none has it.
+    fn leave(&mut self, gone: &Value) {
+        let key = gone["ref"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no ref: {gone}"));
+        if self.members.remove(&key).is_some() {
+            return;
+        }
+        let id = gone["id"].as_str().expect("an id");
+        assert!(
+            self.unkeyed.contains_key(id),
+            "{gone} left, and the list never held it: {self:?}"
+        );
+        let held = self.unkeyed.get_mut(id).expect("held");
+        *held -= 1;
+        if *held == 0 {
+            self.unkeyed.remove(id);
+        }
+    }
+
     fn ids(&self) -> BTreeSet<String> {
-        self.members.values().cloned().collect()
+        self.connections().into_keys().collect()
+    }
+
+    /// Connections held, by id.
+    fn connections(&self) -> BTreeMap<String, usize> {
+        let mut connections = self.unkeyed.clone();
+        for id in self.members.values() {
+            *connections.entry(id.clone()).or_default() += 1;
+        }
+        connections
     }
 }
 
@@ -166,7 +237,7 @@ async fn storm(entries: usize) -> (usize, usize) {
     let welcome = observer.welcome().await;
     assert_eq!(welcome["count"], 8, "{welcome}");
     let roster: Arc<Mutex<Roster>> = Arc::default();
-    roster.lock().unwrap().page(None, &welcome);
+    roster.lock().unwrap().welcome(&welcome);
     truth.lock().unwrap().insert("999".to_owned());
     let reader_roster = roster.clone();
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -254,6 +325,129 @@ async fn storm(entries: usize) -> (usize, usize) {
     );
     drop(held);
     (roster.checked, roster.truncated)
+}
+
+/// A room that crosses the threshold back and forth while one id holds two
+/// connections: every leave, one by one or in a batch, names the connection that left
+/// by its handle, so that a list kept by handle takes out that one, not the other of
+/// the same id. Checked for an observer welcomed below the threshold (its first
+/// members have no handles) and one welcomed above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_the_threshold_and_back_each_leave_takes_out_its_own_connection() {
+    let server = server(5, 256).await;
+    let mut room = Crossing::default();
+    for id in 1..=3 {
+        room.join(&server, "", id).await;
+    }
+    let (mut below, below_roster) = room.observe(&server, 900).await;
+    // The second 7 comes in above the threshold, in a batch.
+    room.join(&server, "7a", 7).await;
+    room.join(&server, "7b", 7).await;
+    for id in [100, 101] {
+        room.join(&server, "", id).await;
+    }
+    let (mut above, above_roster) = room.observe(&server, 901).await;
+    // What the test is about: one list began without handles, the other with them.
+    assert_eq!(below_roster.unkeyed.len(), 3, "{below_roster:?}");
+    assert!(above_roster.unkeyed.is_empty(), "{above_roster:?}");
+    let mut observers = [(&mut below, below_roster), (&mut above, above_roster)];
+    room.settle(&mut observers).await;
+
+    // Down to the threshold: the last leave goes on its own, then 7b's.
+    for label in ["100", "101", "1", "2"] {
+        room.leave(label);
+    }
+    room.settle(&mut observers).await;
+    room.leave("7b");
+    room.settle(&mut observers).await;
+    for (_, roster) in &observers {
+        assert_eq!(roster.leaves, 2, "2 and 7b left one by one: {roster:?}");
+    }
+    // Up again, and 7a leaves in a batch.
+    for id in [200, 201, 202] {
+        room.join(&server, "", id).await;
+    }
+    room.leave("7a");
+    room.settle(&mut observers).await;
+    let [(_, below_roster), (_, above_roster)] = &observers;
+    for roster in [below_roster, above_roster] {
+        assert!(
+            roster.members.values().all(|id| id != "7"),
+            "both 7s are gone: {roster:?}"
+        );
+    }
+}
+
+/// The connections [`across_the_threshold_and_back_each_leave_takes_out_its_own_connection`]
+/// holds, by label, and so the room's membership.
+#[derive(Default)]
+struct Crossing {
+    held: Vec<(String, String, V2)>,
+}
+
+impl Crossing {
+    /// Joins `id`, labelled `label` (its id when empty), and reads its welcome.
+    async fn join(&mut self, server: &TestServer, label: &str, id: u64) {
+        let mut client = V2::connect(server, &format!("/ws/{id}")).await;
+        client.welcome().await;
+        let label = if label.is_empty() {
+            id.to_string()
+        } else {
+            label.to_owned()
+        };
+        self.held.push((label, id.to_string(), client));
+    }
+
+    /// Joins an observer `id` and starts its list from its welcome.
+    async fn observe(&mut self, server: &TestServer, id: u64) -> (V2, Roster) {
+        let mut client = V2::connect(server, &format!("/ws/{id}")).await;
+        let mut roster = Roster::default();
+        roster.welcome(&client.welcome().await);
+        (client, roster)
+    }
+
+    /// Drops the connection labelled `label`, without a close.
+    fn leave(&mut self, label: &str) {
+        let at = self
+            .held
+            .iter()
+            .position(|(held, _, _)| held == label)
+            .unwrap_or_else(|| panic!("{label} is not held"));
+        drop(self.held.remove(at));
+    }
+
+    /// Reads each observer's frames until its list is the room's: the connections
+    /// held, and the observers themselves.
+    async fn settle(&self, observers: &mut [(&mut V2, Roster)]) {
+        let mut wanted: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, id, _) in &self.held {
+            *wanted.entry(id.clone()).or_default() += 1;
+        }
+        for id in ["900", "901"].into_iter().take(observers.len()) {
+            wanted.insert(id.to_owned(), 1);
+        }
+        for (client, roster) in observers.iter_mut() {
+            let reading = async {
+                while roster.connections() != wanted {
+                    let frame = client.frame().await;
+                    match frame["type"].as_str() {
+                        Some("presence") => roster.batch(&frame),
+                        Some("join" | "leave") => roster.event(&frame),
+                        _ => {}
+                    }
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(10), reading)
+                .await
+                .is_err()
+            {
+                panic!(
+                    "the list is {:?}, the room {wanted:?}",
+                    roster.connections()
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]

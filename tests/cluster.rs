@@ -320,7 +320,7 @@ async fn v1_clients_on_two_nodes_share_offsets_history_and_members() {
 
     bob.socket.close().await;
     let left = alice.event().await;
-    assert_eq!((left.offset, left.kind), (5, EventKind::Leave));
+    assert_eq!((left.offset, left.kind), (5, EventKind::leave()));
     // The default room heard nothing of "ops", and "ops" nothing of it.
     lobby.expect_silence().await;
     alice.socket.expect_silence().await;
@@ -355,7 +355,7 @@ async fn a_client_resumes_on_the_other_node_with_exactly_what_it_missed() {
         bob.event().await.kind.clone(),
         EventKind::said("did this go through?", Some("n-7".into()))
     );
-    assert_eq!(bob.event().await.kind, EventKind::Leave);
+    assert_eq!(bob.event().await.kind, EventKind::leave());
     for n in 0..3 {
         bob.say(&format!("meanwhile {n}"), None).await;
         bob.event().await;
@@ -375,7 +375,7 @@ async fn a_client_resumes_on_the_other_node_with_exactly_what_it_missed() {
                 "1".into(),
                 EventKind::said("did this go through?", Some("n-7".into()))
             ),
-            ("1".into(), EventKind::Leave),
+            ("1".into(), EventKind::leave()),
             ("2".into(), said("meanwhile 0")),
             ("2".into(), said("meanwhile 1")),
             ("2".into(), said("meanwhile 2")),
@@ -425,7 +425,11 @@ async fn after_a_redis_restart_clients_resume_from_what_redis_kept() {
             let mut left: Vec<String> = replayed.iter().map(|event| event.id.clone()).collect();
             left.sort();
             assert_eq!(left, ["1", "2"], "{replayed:?}");
-            assert!(replayed.iter().all(|event| event.kind == EventKind::Leave));
+            assert!(
+                replayed
+                    .iter()
+                    .all(|event| event.kind == EventKind::leave())
+            );
             assert_eq!(replayed[0].offset, said.offset + 1);
         } else {
             assert_eq!(
@@ -634,7 +638,7 @@ async fn killing_a_node_behind_haproxy_moves_its_clients_and_loses_nothing() {
     let mut left = Vec::new();
     while left.len() < 4 {
         let event = sender.event().await;
-        if event.kind == EventKind::Leave {
+        if event.kind == EventKind::leave() {
             left.push(event.id);
         }
     }

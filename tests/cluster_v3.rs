@@ -179,7 +179,7 @@ async fn a_member_joining_mid_traffic_on_another_node_sees_one_order_and_resumes
     // Dave's connection drops; he resumes on node one with what he missed.
     let seen = daves.last().unwrap().offset;
     drop(dave);
-    assert_eq!(alice.event().await.kind, EventKind::Leave);
+    assert_eq!(alice.event().await.kind, EventKind::leave());
     say_and_see(&mut alice, "while away", 2).await;
     let path = format!("/ws/4?room={busy}&since={seen}&epoch={}", welcome.epoch);
     let mut back = V1::connect(&one, &path).await;
@@ -188,7 +188,11 @@ async fn a_member_joining_mid_traffic_on_another_node_sees_one_order_and_resumes
     let kinds: Vec<_> = missed.iter().map(|event| event.kind.clone()).collect();
     assert_eq!(
         kinds,
-        [EventKind::Leave, said("while away 0"), said("while away 1")]
+        [
+            EventKind::leave(),
+            said("while away 0"),
+            said("while away 1")
+        ]
     );
 }
 
@@ -311,7 +315,7 @@ async fn rooms_spread_over_every_primary_of_a_redis_cluster_and_resume_on_anothe
         "{missed:?}"
     );
     assert!(
-        missed.contains(&("7".into(), EventKind::Leave)),
+        missed.contains(&("7".into(), EventKind::leave())),
         "{missed:?}"
     );
 }
@@ -544,7 +548,7 @@ async fn a_primary_killed_under_load_fails_over_and_clients_learn_the_new_epoch(
     }
     assert!(
         bobs.iter()
-            .filter(|event| event.kind != EventKind::Leave)
+            .filter(|event| event.kind != EventKind::leave())
             .count()
             > 10,
         "messages were flowing when the primary died: {bobs:?}"
@@ -572,7 +576,7 @@ async fn a_primary_killed_under_load_fails_over_and_clients_learn_the_new_epoch(
             assert_eq!(event.id, "5");
             break;
         }
-        assert_eq!(event.kind, EventKind::Leave, "{event:?}");
+        assert_eq!(event.kind, EventKind::leave(), "{event:?}");
     }
     assert_eq!(testkit::process::health(three.address).await, Some(200));
 
@@ -602,7 +606,7 @@ async fn a_primary_killed_under_load_fails_over_and_clients_learn_the_new_epoch(
     assert!(
         missed
             .iter()
-            .all(|event| event.kind == EventKind::Leave || event.kind == said("still here")),
+            .all(|event| event.kind == EventKind::leave() || event.kind == said("still here")),
         "{missed:?}"
     );
 }
@@ -639,7 +643,7 @@ async fn after_a_failover_a_killed_nodes_members_are_announced_gone() {
     // SIGKILL: no leave is sent by the node itself.
     doomed.kill().await;
     let left = watcher.event().await;
-    assert_eq!((left.id.as_str(), left.kind), ("2", EventKind::Leave));
+    assert_eq!((left.id.as_str(), left.kind), ("2", EventKind::leave()));
     assert_eq!(left.offset, joined.offset + 1);
 }
 
@@ -763,7 +767,7 @@ async fn a_dead_nodes_members_are_reaped_by_the_first_node_to_read_their_partiti
     );
     let replayed = newcomer.replay_until_own_join(&welcome).await;
     let last = replayed.last().expect("the victim's join and leave");
-    assert_eq!((last.id.as_str(), &last.kind), ("2", &EventKind::Leave));
+    assert_eq!((last.id.as_str(), &last.kind), ("2", &EventKind::leave()));
     let registered = RedisCluster::cli(redis.port, &["SMEMBERS", &registry]).await;
     assert_eq!(
         registered.lines().count(),

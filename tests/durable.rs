@@ -59,7 +59,7 @@ async fn a_restarted_server_continues_each_rooms_epoch_and_offsets_and_clients_r
     let missed = back.event().await;
     assert_eq!(
         (missed.offset, missed.id.as_str(), &missed.kind),
-        (3, "1", &EventKind::Leave),
+        (3, "1", &EventKind::leave()),
         "the leave written as the server stopped"
     );
     let own = back.event().await;
@@ -90,7 +90,7 @@ async fn a_restarted_server_continues_each_rooms_epoch_and_offsets_and_clients_r
         [
             ("2".into(), EventKind::join()),
             ("2".into(), said("in ops")),
-            ("2".into(), EventKind::Leave)
+            ("2".into(), EventKind::leave())
         ]
     );
     server.stop().await;
@@ -207,7 +207,7 @@ async fn after_sigkill_mid_burst_the_history_holds_every_event_any_client_receiv
     let last_received = received.iter().flatten().map(|event| event.offset).max();
     let leaves: Vec<&str> = (last_received.expect("something received") + 1..=welcome.offset)
         .filter_map(|offset| history.get(&offset))
-        .filter(|event| event.kind == EventKind::Leave)
+        .filter(|event| event.kind == EventKind::leave())
         .map(|event| event.id.as_str())
         .collect();
     for id in ["1", "2", "3", "10", "11", "12"] {

@@ -104,7 +104,7 @@ async fn a_dropped_client_resumes_exactly_what_it_missed_its_own_message_include
     drop(carol);
     let echoed = dave.event().await;
     assert_eq!(echoed.id, "3");
-    assert_eq!(dave.event().await.kind, EventKind::Leave);
+    assert_eq!(dave.event().await.kind, EventKind::leave());
     dave.say("meanwhile", None).await;
     let meanwhile = dave.event().await;
 
@@ -131,7 +131,7 @@ async fn a_dropped_client_resumes_exactly_what_it_missed_its_own_message_include
         EventKind::said("did this go through?", Some("carol-17".into())),
         "her own message, found by its nonce: no need to send it again"
     );
-    assert_eq!(missed[1].kind, EventKind::Leave);
+    assert_eq!(missed[1].kind, EventKind::leave());
     assert_eq!(missed[2], meanwhile);
     let rejoined = back.event().await;
     assert_eq!(rejoined.kind, EventKind::join());
@@ -267,7 +267,7 @@ async fn a_frame_that_is_not_a_request_closes_with_1008() {
         assert!(frame.reason.starts_with("invalid request"), "{frame:?}");
         assert!(texts.is_empty(), "nothing relayed: {texts:?}");
         let left = watcher.event().await;
-        assert_eq!((left.id.as_str(), left.kind), ("2", EventKind::Leave));
+        assert_eq!((left.id.as_str(), left.kind), ("2", EventKind::leave()));
     }
 }
 

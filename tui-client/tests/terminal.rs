@@ -477,7 +477,7 @@ async fn over_v1_history_names_and_a_lost_connection_lose_and_repeat_nothing() {
     proxy.cut();
     tui.wait_for("reconnecting in").await;
     let left = grace.event().await;
-    assert_eq!((left.id.as_str(), &left.kind), ("42", &EventKind::Leave));
+    assert_eq!((left.id.as_str(), &left.kind), ("42", &EventKind::leave()));
     grace.say("while you were away", None).await;
     grace.event().await;
 

@@ -73,7 +73,7 @@ impl Appends {
             call
         });
         let (presence, present) = match event.kind {
-            EventKind::Join { role } => {
+            EventKind::Join { role, .. } => {
                 let present = v1::Present {
                     id: event.id.clone(),
                     name: event.name.clone(),
@@ -84,7 +84,7 @@ impl Appends {
                 let present = serde_json::to_string(&present).expect("presence always serializes");
                 ("join", present)
             }
-            EventKind::Leave => ("leave", String::new()),
+            EventKind::Leave { .. } => ("leave", String::new()),
             // A moderation event's change to the room's rules: `field`, or
             // `field\nvalue`, which the script keeps in the room's rules hash.
             _ => match rules::change(event) {
@@ -186,7 +186,7 @@ mod tests {
     fn events() -> Vec<v1::Event> {
         let kinds = [
             EventKind::join(),
-            EventKind::Leave,
+            EventKind::leave(),
             EventKind::said("hi \"there\"", None),
             EventKind::said("with a nonce", Some("n-1".into())),
         ];

@@ -92,7 +92,7 @@ async fn announce_leaves(
             ts: now_millis(),
             id: present.id,
             name: present.name,
-            kind: EventKind::Leave,
+            kind: EventKind::leave(),
         };
         appends.push((dead, key), &room, &leave);
     }

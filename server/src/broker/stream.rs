@@ -270,7 +270,7 @@ mod tests {
         let (((node, key), event), purged) = read_history_entry(&fields).unwrap();
         assert_eq!((node, key), (3, 4));
         assert_eq!((event.offset, event.id.as_str()), (2, "7"));
-        assert_eq!(event.kind, v1::EventKind::Leave);
+        assert_eq!(event.kind, v1::EventKind::leave());
         assert!(purged.is_empty());
     }
 

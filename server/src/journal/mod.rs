@@ -813,7 +813,7 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<v1::Event> {
     let kind: String = row.get(3)?;
     let kind = match kind.as_str() {
         "join" => EventKind::join(),
-        "leave" => EventKind::Leave,
+        "leave" => EventKind::leave(),
         _ => EventKind::Message {
             text: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
             nonce: row.get(5)?,
@@ -1036,7 +1036,7 @@ fn write(
                     )?
                     .execute(params![name, key, event.id, event.ts, who])?;
             }
-            EventKind::Leave => {
+            EventKind::Leave { .. } => {
                 transaction
                     .prepare_cached("DELETE FROM members WHERE room = ?1 AND key = ?2")?
                     .execute(params![name, key])?;
@@ -1231,10 +1231,10 @@ fn write_event(
     }
     let mut moderated = None;
     let (kind, target, text, emoji, nonce) = match &event.kind {
-        EventKind::Join { .. } | EventKind::Leave | EventKind::Message { .. } => {
+        EventKind::Join { .. } | EventKind::Leave { .. } | EventKind::Message { .. } => {
             let (kind, text, nonce, reply_to, action) = match &event.kind {
                 EventKind::Join { .. } => ("join", None, None, None, None),
-                EventKind::Leave => ("leave", None, None, None, None),
+                EventKind::Leave { .. } => ("leave", None, None, None, None),
                 EventKind::Message {
                     text,
                     nonce,
@@ -1667,7 +1667,7 @@ mod tests {
                     nonce: None,
                 },
             ),
-            event(8, "7", EventKind::Leave),
+            event(8, "7", EventKind::leave()),
         ];
         write_all(&mut database, &events);
         let read = read_range(&database, &RoomName::default(), 1, 8).unwrap();

@@ -130,7 +130,7 @@ pub fn cost(event: &v1::Event) -> usize {
         | EventKind::Unmute { member, .. }
         | EventKind::Role { member, .. } => member.len(),
         EventKind::Join { .. }
-        | EventKind::Leave
+        | EventKind::Leave { .. }
         | EventKind::Delete { .. }
         | EventKind::Slow { .. }
         | EventKind::ReadOnly { .. } => 0,

@@ -734,7 +734,13 @@ impl Room {
                         name: present.name,
                         role: Role::Member,
                     };
-                    room.announce(&mut state, (Link::Local, key), &who, EventKind::Leave, None);
+                    room.announce(
+                        &mut state,
+                        (Link::Local, key),
+                        &who,
+                        EventKind::leave(),
+                        None,
+                    );
                 }
                 // Only a hand-edited store holds an id no client could have had.
                 Err(_) => state.unseat((0, key)),
@@ -786,7 +792,10 @@ impl Room {
         } else if self.batches(&state) {
             self.gather_join(&mut state, key, &who);
         } else {
-            let join = EventKind::Join { role: who.role };
+            let join = EventKind::Join {
+                role: who.role,
+                key: None,
+            };
             self.announce(&mut state, (link, key), &who, join, None);
         }
         drop(state);
@@ -1304,8 +1313,15 @@ impl Room {
         event: v1::Event,
         mut wakes: Option<&mut Wakes>,
     ) {
+        let mut event = event;
+        // On a single node a key names one connection: v2 clients that keep members
+        // by handle take out the one that left, not another of its id. A cluster's
+        // keys are each node's own, and its clients keep members by id.
+        if self.cluster.is_none() {
+            event.kind.set_member_ref(key);
+        }
         match &event.kind {
-            EventKind::Join { role } => {
+            EventKind::Join { role, .. } => {
                 state.seat_token_role((node, key), &event.id, *role);
                 let here = (node == self.node())
                     .then_some(())
@@ -1351,7 +1367,7 @@ impl Room {
                 };
                 state.present.insert((node, key), present);
             }
-            EventKind::Leave => state.unseat((node, key)),
+            EventKind::Leave { .. } => state.unseat((node, key)),
             kind => {
                 if let Some(change) = rules::change(&event) {
                     state.rules.apply(change);
@@ -1822,6 +1838,7 @@ impl Room {
             slot.stage = Stage::Joining(arrival.resume);
             let join = EventKind::Join {
                 role: arrival.who.role,
+                key: None,
             };
             self.announce(&mut state, (arrival.link, key), &arrival.who, join, None);
         }
@@ -2307,7 +2324,7 @@ impl Drop for Member {
                 &mut state,
                 (self.link, self.key),
                 &self.who,
-                EventKind::Leave,
+                EventKind::leave(),
                 None,
             );
         }
@@ -2589,7 +2606,7 @@ mod tests {
             Delivered::Done
         );
         assert_eq!(
-            clustered.deliver(from, "e", event(2, EventKind::Leave)),
+            clustered.deliver(from, "e", event(2, EventKind::leave())),
             Delivered::Done
         );
         assert!(

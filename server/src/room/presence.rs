@@ -191,7 +191,10 @@ impl Room {
                         ts,
                         id: own.id.clone(),
                         name: own.name.clone(),
-                        kind: v1::EventKind::Join { role: own.role },
+                        kind: v1::EventKind::Join {
+                            role: own.role,
+                            key: None,
+                        },
                     };
                     let frame = match protocol {
                         Protocol::V1 => wire::text(&event.to_json()),

@@ -101,7 +101,7 @@ impl Session {
             }
         }
         for member in listed {
-            self.add_member(member);
+            self.add_member(&member.id, member.name.as_ref(), member.key);
         }
     }
 
@@ -120,16 +120,18 @@ impl Session {
             }
         }
         for member in joined {
-            self.add_member(member);
+            self.add_member(&member.id, member.name.as_ref(), member.key);
         }
     }
 
-    /// A join or a leave of its own (below the threshold); true when the id comes
-    /// into the room or leaves it.
+    /// A join or a leave of its own (below the threshold), with the connection's
+    /// handle when the server names it; true when the id comes into the room or
+    /// leaves it.
     pub(super) fn one_presence(
         &mut self,
         id: &str,
         name: Option<&DisplayName>,
+        key: Option<u64>,
         joined: bool,
     ) -> bool {
         if let Some(big) = &mut self.big {
@@ -140,13 +142,13 @@ impl Session {
                 big.count.saturating_sub(1)
             };
         }
-        if joined {
-            *self.handles.unkeyed.entry(id.to_owned()).or_default() += 1;
-            return self.arrived(id, name, 1);
-        }
         let before = self.members.contains_key(id);
-        if !self.take_unkeyed(id) {
-            // Listed by handle while the room was big: one of its handles goes.
+        if joined {
+            self.add_member(id, name, key);
+        } else if let Some(id) = key.and_then(|key| self.handles.keyed.remove(&key)) {
+            self.arrived(&id, None, -1);
+        } else if !self.take_unkeyed(id) && key.is_none() {
+            // A cluster names no handle: one of the id's handles goes.
             let key = self
                 .handles
                 .keyed
@@ -160,16 +162,16 @@ impl Session {
         before != self.members.contains_key(id)
     }
 
-    fn add_member(&mut self, member: &Present) {
-        match member.key {
+    fn add_member(&mut self, id: &str, name: Option<&DisplayName>, key: Option<u64>) {
+        match key {
             Some(key) => {
-                if self.handles.keyed.insert(key, member.id.clone()).is_none() {
-                    self.arrived(&member.id, member.name.as_ref(), 1);
+                if self.handles.keyed.insert(key, id.to_owned()).is_none() {
+                    self.arrived(id, name, 1);
                 }
             }
             None => {
-                *self.handles.unkeyed.entry(member.id.clone()).or_default() += 1;
-                self.arrived(&member.id, member.name.as_ref(), 1);
+                *self.handles.unkeyed.entry(id.to_owned()).or_default() += 1;
+                self.arrived(id, name, 1);
             }
         }
     }
@@ -416,6 +418,49 @@ mod tests {
         assert_eq!(listed(&app), (1..252).collect::<Vec<_>>());
         let session = app.session.as_ref().unwrap();
         assert_eq!((session.here(), session.unlisted()), (251, 0));
+    }
+
+    #[test]
+    fn across_the_threshold_each_leave_takes_out_its_own_connection() {
+        use chat::v1::{Event as RoomEvent, EventKind};
+        let mut app = big_app(1..6, 5);
+        let (_, nonce) = asked(&mut app);
+        answer(&mut app, &nonce, 0..0, 5, false);
+        // Two connections of 7 come in a batch, each with its handle.
+        let seven = |key| Present {
+            id: "7".into(),
+            key: Some(key),
+            ..present(key)
+        };
+        app.update(Event::Net(NetEvent::Beside(Beside::Presence {
+            offset: 4,
+            count: 7,
+            truncated: false,
+            joined: vec![seven(10), seven(11)],
+            left: Vec::new(),
+        })));
+        // Below the threshold again, the second leaves on its own, named by its handle.
+        app.update(Event::Net(NetEvent::Frame(ServerFrame::Event(RoomEvent {
+            offset: 5,
+            ts: 5,
+            id: "7".into(),
+            name: None,
+            kind: EventKind::Leave { key: Some(11) },
+        }))));
+        // Above it once more, the first leaves in a batch: the list held that one.
+        app.update(Event::Net(NetEvent::Beside(Beside::Presence {
+            offset: 6,
+            count: 5,
+            truncated: false,
+            joined: Vec::new(),
+            left: vec![v2::Gone {
+                key: 10,
+                id: "7".into(),
+            }],
+        })));
+        assert_eq!(listed(&app), (1..6).collect::<Vec<_>>());
+        let session = app.session.as_ref().unwrap();
+        assert_eq!((session.here(), session.unlisted()), (5, 0));
     }
 
     #[test]

@@ -519,7 +519,7 @@ impl App {
             };
             let label = session.label(&event.id, event.name.as_ref());
             let entry = match &event.kind {
-                EventKind::Join { .. } | EventKind::Leave => {
+                EventKind::Join { .. } | EventKind::Leave { .. } => {
                     let what = if matches!(event.kind, EventKind::Join { .. }) {
                         "has entered the chat"
                     } else {

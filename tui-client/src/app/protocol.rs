@@ -306,10 +306,10 @@ impl App {
         let session = self.session.as_mut()?;
         let name = event.name.as_ref();
         match &event.kind {
-            EventKind::Join { .. } | EventKind::Leave => {
-                let joined = matches!(event.kind, EventKind::Join { .. });
+            EventKind::Join { key, .. } | EventKind::Leave { key } => {
+                let (joined, key) = (matches!(event.kind, EventKind::Join { .. }), *key);
                 // A token's role comes with its holder's join.
-                if let EventKind::Join { role } = event.kind
+                if let EventKind::Join { role, .. } = event.kind
                     && !role.is_member()
                 {
                     let known = session.rules.roles.entry(event.id.clone()).or_default();
@@ -319,7 +319,7 @@ impl App {
                 // a seat on a node that died and is reaped after its client came back
                 // through another) neither enters nor leaves: as on IRC, people come
                 // and go, not their connections.
-                let comes_or_goes = history || session.one_presence(&event.id, name, joined);
+                let comes_or_goes = history || session.one_presence(&event.id, name, key, joined);
                 if !joined {
                     self.not_typing(&event.id);
                 }
@@ -823,13 +823,14 @@ mod tests {
         // A moderator by its token: its join says so.
         let token_join = EventKind::Join {
             role: Role::Moderator,
+            key: None,
         };
         app.update(event(4, "5", None, token_join));
         assert_eq!(
             roster(&app),
             ["&~Ada (#1)", "@Client #5", "Client #42 (you)", "Client #9"]
         );
-        app.update(event(5, "5", None, EventKind::Leave));
+        app.update(event(5, "5", None, EventKind::leave()));
         for offset in 6..=8 {
             app.update(event(offset, "9", None, EventKind::said("hi", None)));
         }
@@ -1098,7 +1099,7 @@ mod tests {
 
         connected(&mut app);
         app.update(welcome(3, &[("7", None)], true));
-        app.update(event(2, "42", None, EventKind::Leave));
+        app.update(event(2, "42", None, EventKind::leave()));
         app.update(event(3, "7", None, said("while you were away", None)));
         let resent = app.update(event(4, "42", None, EventKind::join()));
         let Some(Command::Resend(frames)) = resent else {
@@ -1194,7 +1195,7 @@ mod tests {
         app.update(at(2, "7", said("late", None)));
         app.update(at(9, "7", said("later", None)));
         app.update(at(10, "7", said("next morning", None)));
-        app.update(at(11, "7", EventKind::Leave));
+        app.update(at(11, "7", EventKind::leave()));
         app.update(at(25, "7", EventKind::join()));
         assert_eq!(
             lines(&app),
@@ -1230,8 +1231,8 @@ mod tests {
         app.update(at(2 * minute, "7", EventKind::join()));
         app.update(at(3 * minute, "8", EventKind::join()));
         app.update(at(4 * minute, "7", said("hi", None)));
-        app.update(at(5 * minute, "7", EventKind::Leave));
-        app.update(at(6 * minute, "8", EventKind::Leave));
+        app.update(at(5 * minute, "7", EventKind::leave()));
+        app.update(at(6 * minute, "8", EventKind::leave()));
         app.update(at(20 * minute, "7", EventKind::join()));
         let shown = |app: &App| -> Vec<String> {
             app.scrollback
@@ -1577,10 +1578,10 @@ mod tests {
         let before = app.scrollback.len();
         app.update(event(6, "42", None, EventKind::join()));
         app.update(event(7, "7", None, EventKind::join()));
-        app.update(event(8, "42", None, EventKind::Leave));
-        app.update(event(9, "7", None, EventKind::Leave));
+        app.update(event(8, "42", None, EventKind::leave()));
+        app.update(event(9, "7", None, EventKind::leave()));
         assert_eq!(app.scrollback.len(), before, "{:?}", lines(&app));
-        app.update(event(10, "7", None, EventKind::Leave));
+        app.update(event(10, "7", None, EventKind::leave()));
         app.update(event(11, "9", None, EventKind::join()));
         assert_eq!(
             lines(&app)[before..],
@@ -1601,8 +1602,8 @@ mod tests {
             false,
         ));
         app.update(event(3, "42", Some("Ada"), EventKind::join()));
-        app.update(event(4, "9", None, EventKind::Leave));
-        app.update(event(5, "7", Some("Grace"), EventKind::Leave));
+        app.update(event(4, "9", None, EventKind::leave()));
+        app.update(event(5, "7", Some("Grace"), EventKind::leave()));
         app.update(Event::Terminal(TerminalEvent::Paste("/who".into())));
         app.update(Event::Terminal(TerminalEvent::Key(KeyEvent::from(
             KeyCode::Enter,
