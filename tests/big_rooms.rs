@@ -60,6 +60,11 @@ impl Roster {
     }
 
     fn page(&mut self, after: Option<u64>, page: &Value) {
+        if after.is_none() {
+            // A round from the start lists everyone, those held without a handle
+            // among them.
+            self.unkeyed.clear();
+        }
         let mut listed = Vec::new();
         for member in page["members"].as_array().expect("members") {
             let id = member["id"].as_str().expect("an id").to_owned();
@@ -76,9 +81,6 @@ impl Roster {
         let more = page["more"].as_bool().unwrap_or(false);
         if after.is_none() {
             self.round += 1;
-            if !page["count"].is_null() {
-                self.unkeyed.clear();
-            }
         }
         let from = after.map_or(0, |after| after + 1);
         let to = match (more, listed.last()) {
@@ -376,6 +378,19 @@ async fn across_the_threshold_and_back_each_leave_takes_out_its_own_connection()
             "both 7s are gone: {roster:?}"
         );
     }
+    // The observer welcomed below the threshold pages from the start: the members it
+    // held without a handle come back with theirs, once each.
+    let [(below, below_roster), _] = &mut observers;
+    assert!(!below_roster.unkeyed.is_empty(), "{below_roster:?}");
+    below
+        .send(&json!({"type": "members", "limit": 100, "nonce": "all"}))
+        .await;
+    let page = below
+        .next_matching("the page", |frame| frame["type"] == "members")
+        .await;
+    below_roster.page(None, &page);
+    assert!(below_roster.unkeyed.is_empty(), "{below_roster:?}");
+    room.settle(&mut observers).await;
 }
 
 /// The connections [`across_the_threshold_and_back_each_leave_takes_out_its_own_connection`]

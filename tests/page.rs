@@ -3721,6 +3721,9 @@ async fn across_the_threshold_and_back_each_leave_takes_out_its_own_connection()
         .await;
     };
     listed(&["1", "2", "3", "7"]).await;
+    // Six connections, five people: the list holds them all, and counts people.
+    let here = "return document.getElementById('people-toggle').textContent;";
+    wait_for(&page, "five here", here, |text| text == "5 here").await;
     let leave = |held: &mut Vec<(&str, V2)>, label: &str| {
         let at = held
             .iter()

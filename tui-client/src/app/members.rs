@@ -48,12 +48,15 @@ pub struct Handles {
 }
 
 impl Session {
-    /// How many are here: the server's count in a big room (connections: the list may
-    /// not hold them all), else the people listed.
+    /// How many are here: the people listed (one id on two connections is one), unless
+    /// in a big room the list does not hold every connection the server counts (pages
+    /// on their way, a stale list after a truncated batch, or past the bound): then
+    /// the server's count, of connections.
     pub fn here(&self) -> usize {
-        self.big
-            .as_ref()
-            .map_or(self.members.len(), |big| big.count)
+        match &self.big {
+            Some(big) if big.count != self.handles.connections => big.count,
+            _ => self.members.len(),
+        }
     }
 
     /// Connections the server counts that the list does not hold (past
@@ -439,6 +442,8 @@ mod tests {
             joined: vec![seven(10), seven(11)],
             left: Vec::new(),
         })));
+        // Seven connections, six people: the list holds them all, and counts people.
+        assert_eq!(app.session.as_ref().unwrap().here(), 6);
         // Below the threshold again, the second leaves on its own, named by its handle.
         app.update(Event::Net(NetEvent::Frame(ServerFrame::Event(RoomEvent {
             offset: 5,
