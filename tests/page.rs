@@ -3667,12 +3667,15 @@ async fn in_a_big_room_presence_batches_keep_who_is_here_without_a_line_each() {
     wait_for(&page, "the fourth gone", here, |text| text == "3 here").await;
     ann.say("after", None).await;
     wait_for_message(&page, "Client #7: after").await;
-    // The two joins below the threshold are history; nothing for 9, or the page.
+    // The two joins below the threshold are history; nothing for 9, or the page, but
+    // a line that says why, once.
     assert_eq!(
         messages(&page).await,
         [
             "Client #7 has entered the chat",
             "Client #8 has entered the chat",
+            "A big room: joins and leaves are no longer shown one by one; \
+             the \u{201c}here\u{201d} button lists who is here.",
             "Client #7: after"
         ],
         "no line for each join or leave above the threshold"

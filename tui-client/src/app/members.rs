@@ -23,6 +23,11 @@ use crate::event::Protocol;
 /// while a room of 100 000 or a million costs at most this many (200 pages).
 pub const MEMBERS_HELD_MOST: usize = 20_000;
 
+/// Said at a session's first presence batch: above the server's threshold joins and
+/// leaves stop having a line each.
+pub(super) const BIG_ROOM: &str =
+    "a big room: joins and leaves are no longer shown one by one; F2 lists who is here";
+
 /// A big room's count and the paging under way.
 #[derive(Debug, Clone, Default)]
 pub struct BigRoom {
@@ -34,6 +39,9 @@ pub struct BigRoom {
     /// A truncated batch came while a page was on its way: the pages read before it
     /// are stale, so the next answer starts the round again.
     again: bool,
+    /// Whether this session has said the room is big (at its first batch, after the
+    /// welcome's history).
+    told: bool,
 }
 
 /// The member list by handle, beside [`Session::members`] by id.
@@ -226,10 +234,19 @@ impl App {
         };
         let big = session.big.get_or_insert_with(BigRoom::default);
         big.count = count;
+        if !std::mem::replace(&mut big.told, true) {
+            self.notice(BIG_ROOM);
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
         if !truncated {
             session.presence_batch(joined, left);
             return;
         }
+        let Some(big) = session.big.as_mut() else {
+            return;
+        };
         // More came and went than a batch lists: the list is stale until it has been
         // paged again, from the start, with pages begun after this batch.
         if big.asking.is_some() {
@@ -466,6 +483,21 @@ mod tests {
         assert_eq!(listed(&app), (1..6).collect::<Vec<_>>());
         let session = app.session.as_ref().unwrap();
         assert_eq!((session.here(), session.unlisted()), (5, 0));
+    }
+
+    #[test]
+    fn the_first_batch_says_once_that_joins_and_leaves_no_longer_have_a_line_each() {
+        let mut app = big_app(1..101, 150);
+        let said = |app: &App| {
+            app.scrollback
+                .iter()
+                .filter(|entry| entry.text == format!("* {BIG_ROOM}"))
+                .count()
+        };
+        assert_eq!(said(&app), 0, "not above the welcome's history");
+        batch(&mut app, 151, &[151], &[], false);
+        batch(&mut app, 150, &[], &[151], false);
+        assert_eq!(said(&app), 1);
     }
 
     #[test]

@@ -1352,7 +1352,11 @@ mod tests {
             .collect();
         assert_eq!(here, [("42", 1), ("8", 1), ("9", 1)]);
         assert_eq!(session.last_offset, 5);
-        assert_eq!(texts(&app).len(), lines, "no line for each join or leave");
+        assert_eq!(
+            texts(&app)[lines..],
+            [format!("* {}", crate::app::members::BIG_ROOM)],
+            "no line for each join or leave: one saying so"
+        );
     }
 
     #[test]
