@@ -3700,8 +3700,15 @@ async fn across_the_threshold_and_back_each_leave_takes_out_its_own_connection()
     })
     .await;
     let mut held: Vec<(&str, V2)> = Vec::new();
-    for (label, id) in [("1", 1), ("2", 2), ("7a", 7), ("7b", 7), ("3", 3)] {
-        let mut client = V2::connect(&server, &format!("/ws/{id}")).await;
+    let paths = [
+        ("1", "/ws/1"),
+        ("2", "/ws/2"),
+        ("7a", "/ws/7?name=Ann"),
+        ("7b", "/ws/7?name=Bob"),
+        ("3", "/ws/3"),
+    ];
+    for (label, path) in paths {
+        let mut client = V2::connect(&server, path).await;
         client.welcome().await;
         held.push((label, client));
     }
@@ -3737,9 +3744,22 @@ async fn across_the_threshold_and_back_each_leave_takes_out_its_own_connection()
     // Down to the threshold (a batch, then one leave on its own), then 7b on its own.
     leave(&mut held, "1");
     listed(&["2", "3", "7"]).await;
+    let seven =
+        "return (document.querySelector('#people-list [data-id=\"7\"]') || {}).textContent;";
+    wait_for(&page, "7 by its newest name", seven, |text| {
+        text.as_str().is_some_and(|text| text.contains("Bob"))
+    })
+    .await;
     leave(&mut held, "7b");
-    // 7a is still here.
+    // 7a is still here, and goes by its own name again.
     listed(&["2", "3", "7"]).await;
+    wait_for(
+        &page,
+        "7 by the name of the one that stays",
+        seven,
+        |text| text.as_str().is_some_and(|text| text.contains("Ann")),
+    )
+    .await;
     for id in [4, 5, 6] {
         let mut client = V2::connect(&server, &format!("/ws/{id}")).await;
         client.welcome().await;

@@ -28,6 +28,14 @@ pub const MEMBERS_HELD_MOST: usize = 20_000;
 pub(super) const BIG_ROOM: &str =
     "a big room: joins and leaves are no longer shown one by one; F2 lists who is here";
 
+/// One connection in the list: its id, and the name it goes by (one id's connections
+/// may go by different names, and the id shows its latest's).
+#[derive(Debug, Clone)]
+struct Held {
+    id: String,
+    name: Option<DisplayName>,
+}
+
 /// A big room's count and the paging under way.
 #[derive(Debug, Clone, Default)]
 pub struct BigRoom {
@@ -48,9 +56,10 @@ pub struct BigRoom {
 #[derive(Debug, Clone, Default)]
 pub struct Handles {
     /// Connections listed with their `ref`.
-    keyed: BTreeMap<u64, String>,
-    /// Connections listed without one (below the threshold), by id.
-    unkeyed: BTreeMap<String, usize>,
+    keyed: BTreeMap<u64, Held>,
+    /// Connections listed without one (below the threshold), by id: each one's name,
+    /// in the order they came.
+    unkeyed: BTreeMap<String, Vec<Option<DisplayName>>>,
     /// Connections held, keyed or not.
     pub connections: usize,
 }
@@ -91,23 +100,22 @@ impl Session {
             _ => u64::MAX,
         };
         if from <= to {
-            let covered: Vec<(u64, String)> = self
+            let covered: Vec<u64> = self
                 .handles
                 .keyed
                 .range(from..=to)
-                .map(|(key, id)| (*key, id.clone()))
+                .map(|(key, _)| *key)
                 .collect();
-            for (key, id) in covered {
-                self.handles.keyed.remove(&key);
-                self.arrived(&id, None, -1);
+            for key in covered {
+                self.take_keyed(key);
             }
         }
         if after.is_none() {
             // Listed without a handle below the threshold: a round from the start
             // lists them again, with theirs.
             for (id, connections) in std::mem::take(&mut self.handles.unkeyed) {
-                for _ in 0..connections {
-                    self.arrived(&id, None, -1);
+                for _ in connections {
+                    self.went(&id);
                 }
             }
         }
@@ -119,15 +127,11 @@ impl Session {
     /// A presence batch that lists its changes.
     pub(super) fn presence_batch(&mut self, joined: &[Present], left: &[Gone]) {
         for gone in left {
-            match self.handles.keyed.remove(&gone.key) {
-                Some(id) => {
-                    self.arrived(&id, None, -1);
-                }
-                // Listed without a handle (from a welcome below the threshold): one
-                // connection of that id goes. Neither: one the list never held.
-                None => {
-                    self.take_unkeyed(&gone.id);
-                }
+            // Else listed without a handle (from a welcome below the threshold): one
+            // connection of that id goes (a batch does not say which name it had).
+            // Neither: one the list never held.
+            if !self.take_keyed(gone.key) {
+                self.take_unkeyed(&gone.id, None);
             }
         }
         for member in joined {
@@ -156,48 +160,91 @@ impl Session {
         let before = self.members.contains_key(id);
         if joined {
             self.add_member(id, name, key);
-        } else if let Some(id) = key.and_then(|key| self.handles.keyed.remove(&key)) {
-            self.arrived(&id, None, -1);
-        } else if !self.take_unkeyed(id) && key.is_none() {
-            // A cluster names no handle: one of the id's handles goes.
-            let key = self
-                .handles
-                .keyed
-                .iter()
-                .find_map(|(key, held)| (held == id).then_some(*key));
-            if let Some(key) = key {
-                self.handles.keyed.remove(&key);
-                self.arrived(id, None, -1);
+        } else {
+            let taken = key.is_some_and(|key| self.take_keyed(key)) || self.take_unkeyed(id, name);
+            if !taken && key.is_none() {
+                // A cluster names no handle: one of the id's handles goes.
+                let key = self
+                    .handles
+                    .keyed
+                    .iter()
+                    .find_map(|(key, held)| (held.id == id).then_some(*key));
+                if let Some(key) = key {
+                    self.take_keyed(key);
+                }
             }
         }
         before != self.members.contains_key(id)
     }
 
     fn add_member(&mut self, id: &str, name: Option<&DisplayName>, key: Option<u64>) {
+        let held = Held {
+            id: id.to_owned(),
+            name: name.cloned(),
+        };
         match key {
             Some(key) => {
-                if self.handles.keyed.insert(key, id.to_owned()).is_none() {
+                if self.handles.keyed.insert(key, held).is_none() {
                     self.arrived(id, name, 1);
                 }
             }
             None => {
-                *self.handles.unkeyed.entry(id.to_owned()).or_default() += 1;
+                let names = self.handles.unkeyed.entry(id.to_owned()).or_default();
+                names.push(name.cloned());
                 self.arrived(id, name, 1);
             }
         }
     }
 
-    /// Takes one connection of `id` listed without a handle; false when there is none.
-    fn take_unkeyed(&mut self, id: &str) -> bool {
-        let Some(connections) = self.handles.unkeyed.get_mut(id) else {
+    /// Takes the connection listed with handle `key`; false when there is none.
+    fn take_keyed(&mut self, key: u64) -> bool {
+        let Some(held) = self.handles.keyed.remove(&key) else {
             return false;
         };
-        *connections -= 1;
-        if *connections == 0 {
+        self.went(&held.id);
+        true
+    }
+
+    /// Takes one connection of `id` listed without a handle, one that went by `name`
+    /// if there is one; false when there is none.
+    fn take_unkeyed(&mut self, id: &str, name: Option<&DisplayName>) -> bool {
+        let Some(names) = self.handles.unkeyed.get_mut(id) else {
+            return false;
+        };
+        let at = names
+            .iter()
+            .rposition(|held| held.as_ref() == name)
+            .unwrap_or(names.len() - 1);
+        names.remove(at);
+        if names.is_empty() {
             self.handles.unkeyed.remove(id);
         }
-        self.arrived(id, None, -1);
+        self.went(id);
         true
+    }
+
+    /// One connection of `id`, no longer held, goes: if the id stays, it goes by its
+    /// latest remaining connection's name (the newest with a handle, else the newest
+    /// without), as it did before that one came.
+    fn went(&mut self, id: &str) {
+        if self.arrived(id, None, -1) {
+            return;
+        }
+        let newest_keyed = self
+            .handles
+            .keyed
+            .values()
+            .rev()
+            .filter(|held| held.id == id && held.name.is_some())
+            .map(|held| held.name.clone())
+            .next();
+        let name = newest_keyed.or_else(|| {
+            let names = self.handles.unkeyed.get(id)?;
+            names.iter().rev().find(|name| name.is_some()).cloned()
+        });
+        if let Some(member) = self.members.get_mut(id) {
+            member.name = name.flatten();
+        }
     }
 }
 

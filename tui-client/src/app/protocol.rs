@@ -325,7 +325,9 @@ impl App {
                 }
                 let session = self.session.as_mut()?;
                 let mine = event.id == self.id;
-                if mine && joined {
+                // Our own join is the first live event; a later one of our id is
+                // another connection's, which may go by another name.
+                if mine && joined && event.offset == session.live_from + 1 {
                     session.my_name = event.name.clone();
                 }
                 let who = session.label_with_id(&event.id, name);
@@ -1590,6 +1592,40 @@ mod tests {
                 "t11000 Client #9 has entered the chat"
             ]
         );
+    }
+
+    #[test]
+    fn an_id_on_two_connections_goes_by_the_name_of_the_one_that_stays() {
+        let mut app = app();
+        connected(&mut app);
+        app.update(welcome(2, &[("7", Some("Ann")), ("9", None)], false));
+        let with_ref = |key, joined| match joined {
+            true => EventKind::Join {
+                role: Role::Member,
+                key: Some(key),
+            },
+            false => EventKind::Leave { key: Some(key) },
+        };
+        // Below, each with its handle: Bob comes on 7's second connection, and goes.
+        app.update(event(3, "7", Some("Bob"), with_ref(10, true)));
+        let name = |app: &App| app.session.as_ref().unwrap().member_label("7");
+        assert_eq!(name(&app), "~Bob (#7)");
+        app.update(event(4, "7", Some("Bob"), with_ref(10, false)));
+        assert_eq!(
+            name(&app),
+            "~Ann (#7)",
+            "the connection that stays is Ann's"
+        );
+        // Listed without a handle: the leave's name says which one went.
+        app.update(event(5, "9", Some("Cy"), with_ref(11, true)));
+        app.update(event(6, "9", Some("Cy"), with_ref(11, false)));
+        assert_eq!(app.session.as_ref().unwrap().member_label("9"), "#9");
+        app.update(event(7, "7", Some("Dee"), EventKind::join()));
+        app.update(event(8, "7", Some("Ann"), EventKind::leave()));
+        assert_eq!(name(&app), "~Dee (#7)");
+        // Another connection of our own id is not us: our name is our own join's.
+        app.update(event(9, "42", Some("Eve"), EventKind::join()));
+        assert_eq!(app.session.as_ref().unwrap().my_name, None);
     }
 
     #[test]
