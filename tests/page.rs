@@ -672,6 +672,47 @@ async fn renaming_is_one_line_not_a_leave_and_a_join() {
     server.stop().await;
 }
 
+/// A leave and a join of one id under a new name with something between them in the
+/// log are two lines, where they happened: not a rename rewritten above what came
+/// between.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; .ci/run runs it"]
+async fn a_leave_and_a_later_join_under_a_new_name_stay_two_lines() {
+    let driver = ChromeDriver::start().await;
+    let server = TestServer::start().await;
+    let page = driver.open(900, 600).await;
+    load_the_chat(&page, &server).await;
+    let mut five = V2::connect(&server, "/ws/5").await;
+    five.welcome().await;
+    wait_for_message(&page, "Client #5 has entered the chat").await;
+    drop(five);
+    wait_for_message(&page, "Client #5 has left the chat").await;
+    let mut six = V2::connect(&server, "/ws/6").await;
+    six.welcome().await;
+    six.say("between", None).await;
+    wait_for_message(&page, "Client #6: between").await;
+    let mut bob = V2::connect(&server, "/ws/5?name=Bob").await;
+    bob.welcome().await;
+    wait_for_message(&page, "~Bob (#5) has entered the chat").await;
+    let shown = messages(&page).await;
+    let from = shown
+        .iter()
+        .position(|text| text == "Client #5 has left the chat")
+        .expect("the leave");
+    assert_eq!(
+        shown[from..],
+        [
+            "Client #5 has left the chat",
+            "Client #6 has entered the chat",
+            "Client #6: between",
+            "~Bob (#5) has entered the chat"
+        ],
+        "{shown:?}"
+    );
+    page.close().await.expect("close");
+    server.stop().await;
+}
+
 /// Records, in the page's `window.chatUrls`, every URL it opens a WebSocket or fetches
 /// with, from its first script on.
 async fn record_urls(page: &Page) {
