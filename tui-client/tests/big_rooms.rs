@@ -61,6 +61,8 @@ async fn a_big_rooms_member_list_is_paged_whole_and_again_after_a_truncated_batc
         presence_batch_above: 5,
         presence_batch_entries: 3,
         handshake_rate_per_ip: None,
+        // 230 handshakes at once from one address: past the default 128 waiting.
+        max_pending_connections_per_ip: None,
         rate_limit: None,
         ..Config::default()
     })
