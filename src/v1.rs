@@ -472,10 +472,11 @@ impl EventKind {
         Self::Leave { key: None }
     }
 
-    /// Names member `key` in a join or a leave; nothing for other events.
-    pub fn set_member_ref(&mut self, key: u64) {
+    /// Names member `key` in a join or a leave (or, with `None`, no member); nothing
+    /// for other events.
+    pub fn set_member_ref(&mut self, key: Option<u64>) {
         if let Self::Join { key: named, .. } | Self::Leave { key: named } = self {
-            *named = Some(key);
+            *named = key;
         }
     }
 
@@ -516,20 +517,10 @@ impl Event {
             EventKind::Join { key: None, .. } | EventKind::Leave { key: None } => {
                 return Some(Cow::Borrowed(self));
             }
-            EventKind::Join { role, .. } => {
-                return Some(Cow::Owned(Event {
-                    kind: EventKind::Join {
-                        role: *role,
-                        key: None,
-                    },
-                    ..self.clone()
-                }));
-            }
-            EventKind::Leave { .. } => {
-                return Some(Cow::Owned(Event {
-                    kind: EventKind::leave(),
-                    ..self.clone()
-                }));
+            EventKind::Join { .. } | EventKind::Leave { .. } => {
+                let mut shown = self.clone();
+                shown.kind.set_member_ref(None);
+                return Some(Cow::Owned(shown));
             }
             EventKind::Message {
                 reply_to: None,

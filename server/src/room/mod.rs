@@ -1318,7 +1318,7 @@ impl Room {
         // by handle take out the one that left, not another of its id. A cluster's
         // keys are each node's own, and its clients keep members by id.
         if self.cluster.is_none() {
-            event.kind.set_member_ref(key);
+            event.kind.set_member_ref(Some(key));
         }
         match &event.kind {
             EventKind::Join { role, .. } => {
