@@ -235,15 +235,14 @@ impl Session {
             .keyed
             .values()
             .rev()
-            .filter(|held| held.id == id && held.name.is_some())
-            .map(|held| held.name.clone())
-            .next();
+            .filter(|held| held.id == id)
+            .find_map(|held| held.name.clone());
         let name = newest_keyed.or_else(|| {
             let names = self.handles.unkeyed.get(id)?;
-            names.iter().rev().find(|name| name.is_some()).cloned()
+            names.iter().rev().find_map(Clone::clone)
         });
         if let Some(member) = self.members.get_mut(id) {
-            member.name = name.flatten();
+            member.name = name;
         }
     }
 }
